@@ -1,0 +1,153 @@
+"""`dimctl`: inspect and steer a running dim-desktop through its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from dim_actors.home import DimHome
+from dim_actors.messages import ACTOR_NAMES, ControlReply, ControlRequest
+from dim_actors.supervisor.control import request
+
+EXIT_USAGE = 2
+
+
+class CtlError(Exception):
+    pass
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '2h', '1d' or plain seconds → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dimctl", description="Control a running dim-desktop (found through $DIM_HOME).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("status", help="actors with pid, state, restarts, uptime, mailbox, last error")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    rs = sub.add_parser("restart", help="restart one actor")
+    rs.add_argument("actor", help=f"one of: {', '.join(ACTOR_NAMES)}")
+    cr = sub.add_parser("crash", help="inject a fault into an actor (to exercise supervision)")
+    cr.add_argument("actor")
+    sub.add_parser("stop", help="stop dim-desktop and everything it started")
+    lg = sub.add_parser("logs", help="messages an actor received, oldest first")
+    lg.add_argument("actor")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing messages as they arrive")
+    lg.add_argument("--type", "-t", action="append", default=[], help="only this message or event type (repeatable)")
+    lg.add_argument("--since", type=parse_duration, help="only the last DURATION (e.g. 30s, 5m)")
+    lg.add_argument("--limit", "-n", type=int, help="only the last N messages")
+    lg.add_argument("--json", action="store_true", help="one JSON envelope a line")
+    return p
+
+
+def connect(home: DimHome, req: ControlRequest, timeout: float | None = 30.0) -> socket.socket:
+    info = home.read_runtime()
+    if info is None:
+        raise CtlError(f"no running dim-desktop for DIM_HOME={home.root}")
+    try:
+        return request(Path(info.controlSocket), req, timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise CtlError(f"stale control socket {info.controlSocket}: dim-desktop (pid {info.pid}) is not running") from None
+
+
+def read_reply(f) -> ControlReply:
+    line = f.readline()
+    if not line:
+        raise CtlError("dim-desktop closed the control connection without an answer")
+    reply = msgspec.json.decode(line, type=ControlReply)
+    if not reply.ok:
+        raise CtlError(reply.error or "failed")
+    return reply
+
+
+def fmt_uptime(seconds: float) -> str:
+    s = int(seconds or 0)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def print_status(rows: list[dict]) -> None:
+    cols = ["NAME", "PID", "STATE", "RESTARTS", "UPTIME", "MAILBOX", "HANDLED", "LAST ERROR"]
+    table = []
+    for r in rows:
+        state = r["state"]
+        if r.get("connection"):
+            state += f" ({r['connection']}, {r.get('reconnects', 0)} reconnects)"
+        err = r.get("lastError") or "-"
+        if r.get("lastErrorAt"):
+            err += time.strftime(" at %H:%M:%S", time.localtime(r["lastErrorAt"]))
+        table.append([r["name"], str(r.get("pid") or "-"), state, str(r["restarts"]), fmt_uptime(r["uptime"]),
+                      str(r["mailbox"]), str(r["handled"]), err])
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
+    for row in [cols, *table]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def format_line(raw: bytes) -> str:
+    d = msgspec.json.decode(raw)
+    body = d.get("body", {})
+    detail = body.get("type") if d.get("type") == "gateway_event" else None
+    ts = time.strftime("%H:%M:%S", time.localtime(d["ts"])) + f".{int(d['ts'] * 1000) % 1000:03d}"
+    summary = msgspec.json.encode({k: v for k, v in body.items() if k not in ("kind", "raw")}).decode()
+    if len(summary) > 160:
+        summary = summary[:157] + "..."
+    kind = d["type"] + (f" {detail}" if detail else "")
+    return f"{ts} #{d['id']} {d['sender']} -> {d['recipient']} {kind} {summary}"
+
+
+def run(args: argparse.Namespace) -> int:
+    home = DimHome.from_env()
+    if args.cmd == "status":
+        with connect(home, ControlRequest(cmd="status")) as s, s.makefile("rb") as f:
+            rows = read_reply(f).result
+        if args.json:
+            print(msgspec.json.encode(rows).decode())
+        else:
+            print_status(rows)
+    elif args.cmd in ("restart", "crash"):
+        with connect(home, ControlRequest(cmd=args.cmd, actor=args.actor), timeout=90) as s, s.makefile("rb") as f:
+            read_reply(f)
+        print(f"{args.actor}: {'restarted' if args.cmd == 'restart' else 'fault injected'}")
+    elif args.cmd == "stop":
+        with connect(home, ControlRequest(cmd="stop")) as s, s.makefile("rb") as f:
+            read_reply(f)
+        deadline = time.monotonic() + 60
+        while home.read_runtime() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print("dim-desktop stopped" if home.read_runtime() is None else "dim-desktop is still stopping")
+    elif args.cmd == "logs":
+        since = time.time() - args.since if args.since is not None else None
+        req = ControlRequest(cmd="logs", actor=args.actor, types=args.type, since=since, limit=args.limit,
+                             follow=args.follow)
+        with connect(home, req, timeout=None if args.follow else 30) as s, s.makefile("rb") as f:
+            read_reply(f)
+            for line in f:
+                raw = line.rstrip(b"\n")
+                print(raw.decode() if args.json else format_line(raw), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CtlError as e:
+        print(f"dimctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The connection actor: the supervisor-side handle of the connection process.
+
+Commands go down the pipe; a reader thread takes events off it and routes them by name. If the
+process dies the reader sees the pipe close and fails this actor, so the supervisor restarts it,
+and the new process resumes every joined session from the last seq that reached this side.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from dim_actors.connection import process as connection_process
+from dim_actors.messages import (
+    BadFrame,
+    CommandFailed,
+    Connect,
+    ConnectionState,
+    Crash,
+    Disconnect,
+    GatewayEvent,
+    Msg,
+    SendFrame,
+    Shutdown,
+    decode_up,
+    encode_down,
+)
+from dim_actors.supervisor.actor import DimActor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConnectionMemory:
+    """What must outlive a restart of the connection actor and its process."""
+
+    url: str | None = None
+    token: str | None = None
+    resume: dict[str, int] = field(default_factory=dict)
+    state: ConnectionState = field(default_factory=lambda: ConnectionState(state="offline"))
+    restarts_reconnects: int = 0
+
+
+class ConnectionActor(DimActor):
+    def on_start(self) -> None:
+        super().on_start()
+        self.memory: ConnectionMemory = self.ctx.extra.setdefault("connection", ConnectionMemory())
+        ctx = multiprocessing.get_context("spawn")
+        self.pipe, child_end = ctx.Pipe(duplex=True)
+        s = self.ctx.settings
+        options = {
+            "ping_interval_s": s.ping_interval_s,
+            "stale_after_s": s.stale_after_s,
+            "request_timeout_s": s.request_timeout_s,
+            "resume": dict(self.memory.resume),
+        }
+        self.process = ctx.Process(target=connection_process.main, args=(child_end, options),
+                                   name="dim-connection", daemon=True)
+        self.process.start()
+        child_end.close()
+        self.stopping = False
+        self.reader = threading.Thread(target=self._read_pipe, name="connection-pipe-reader", daemon=True)
+        self.reader.start()
+        if self.memory.url:
+            self._down(Connect(url=self.memory.url, token=self.memory.token))
+
+    def describe(self) -> dict[str, Any]:
+        st = self.memory.state
+        return {"pid": self.process.pid, "connection": st.state, "url": st.url,
+                "reconnects": st.reconnects + self.memory.restarts_reconnects}
+
+    def _down(self, msg: Msg) -> None:
+        self.pipe.send_bytes(encode_down(msg))
+
+    def handle(self, sender: str, body: Msg) -> None:
+        if isinstance(body, Connect):
+            self.memory.url, self.memory.token = body.url, body.token
+            self._down(body)
+        elif isinstance(body, Disconnect):
+            self._down(body)
+        elif isinstance(body, SendFrame):
+            self._down(body)
+        else:
+            raise TypeError(f"connection: unexpected message {type(body).__name__}")
+
+    def _read_pipe(self) -> None:
+        resume = self.memory.resume
+        send = self.ctx.send
+        while True:
+            try:
+                data = self.pipe.recv_bytes()
+            except (EOFError, OSError):
+                break
+            for item in decode_up(data):
+                if isinstance(item, GatewayEvent):
+                    if item.seq is not None and item.sessionId is not None:
+                        resume[item.sessionId] = max(resume.get(item.sessionId, 0), item.seq)
+                    elif item.type == "state_snapshot" and item.sessionId is not None:
+                        resume.setdefault(item.sessionId, 0)
+                    elif item.type == "session_left" and item.sessionId is not None:
+                        resume.pop(item.sessionId, None)
+                    send("router", item)
+                elif isinstance(item, ConnectionState):
+                    self.memory.state = item
+                    send("router", item)
+                elif isinstance(item, (CommandFailed, BadFrame)):
+                    send("router", item)
+        if not self.stopping:
+            code = self.process.exitcode if not self.process.is_alive() else None
+            if code is None:
+                self.process.join(timeout=1)
+                code = self.process.exitcode
+            self.memory.restarts_reconnects += 1
+            # Fail through our own mailbox so the supervisor restarts us like any crashed actor.
+            self.ctx.send(self.ctx.name, Crash(reason=f"connection process exited (exit code {code})"))
+
+    def on_stop(self) -> None:
+        self.stopping = True
+        try:
+            self._down(Shutdown())
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=3)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=3)
+        self.pipe.close()
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self.stopping = True
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=3)
+        self.pipe.close()
+        super().on_failure(exception_type, exception_value, traceback)

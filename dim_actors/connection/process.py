@@ -1,0 +1,364 @@
+"""The connection process: owns the gateway socket, in its own OS process.
+
+Nothing in the supervisor process can pause it. Three threads, none waiting on another:
+- the socket thread connects, handshakes, reads frames and hands them to the uplink;
+- the uplink thread writes events to the pipe (if the supervisor stops draining, only it waits);
+- the main thread reads commands from the pipe and sends frames;
+plus a keepalive thread that pings, detects a silent gateway and expires unanswered requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import socket
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+import websocket
+
+from dim_actors import protocol
+from dim_actors.connection.uplink import Uplink
+from dim_actors.messages import (
+    BadFrame,
+    CommandFailed,
+    Connect,
+    ConnectionState,
+    Disconnect,
+    PipeEvent,
+    SendFrame,
+    Shutdown,
+    decode_down,
+)
+
+log = logging.getLogger("dim.connection")
+
+
+class AuthFailed(Exception):
+    pass
+
+
+class RetryLater(Exception):
+    def __init__(self, delay_s: float, why: str):
+        super().__init__(why)
+        self.delay_s = delay_s
+
+
+class _EventList(msgspec.Struct):
+    events: list[msgspec.Raw] = []
+    hasMore: bool = False
+
+
+class Pending:
+    __slots__ = ("req_id", "type", "expect", "sent_at")
+
+    def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float):
+        self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
+
+
+class GatewayConnection:
+    def __init__(self, uplink: Uplink, ping_interval_s: float, stale_after_s: float, request_timeout_s: float,
+                 resume: dict[str, int] | None = None):
+        self.uplink = uplink
+        self.ping_interval_s = ping_interval_s
+        self.stale_after_s = stale_after_s
+        self.request_timeout_s = request_timeout_s
+        self.url: str | None = None
+        self.token: str | None = None
+        self.ws: websocket.WebSocket | None = None
+        self.connected = threading.Event()
+        self.wanted = threading.Event()  # set while the user wants a connection
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.pending: list[Pending] = []
+        # Sessions this client joined and the last seq delivered for each: after a reconnect (or a
+        # restart of this process) they are re-joined and caught up, and older seqs are dropped.
+        self.joined: dict[str, int] = dict(resume or {})
+        self.catching_up: dict[str, list[tuple[bytes, protocol.EventHead]]] = {}
+        self.reconnects = 0
+        self.attempt = 0
+        self.last_frame = time.monotonic()
+        self.last_ping = time.monotonic()
+        self.bad_frames = 0
+        self.identity: dict[str, Any] | None = None
+        self.state = "offline"
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def set_state(self, state: str, detail: str = "", retry_in_ms: int | None = None) -> None:
+        self.state = state
+        self.uplink.put_control(ConnectionState(
+            state=state, url=self.url or "", detail=detail, reconnects=self.reconnects,
+            retryInMs=retry_in_ms, identity=self.identity))
+
+    # --- commands from the supervisor ---------------------------------------------------------------
+
+    def on_command(self, msg: Any) -> bool:
+        if isinstance(msg, Connect):
+            self.url, self.token = msg.url, msg.token
+            self.wanted.set()
+            self._close_socket()
+            self.wake.set()
+        elif isinstance(msg, Disconnect):
+            self.wanted.clear()
+            self._close_socket()
+            self.wake.set()
+        elif isinstance(msg, SendFrame):
+            self._send_request(msg)
+        elif isinstance(msg, Shutdown):
+            self.wanted.clear()
+            self._close_socket()
+            return False
+        return True
+
+    def _send_request(self, msg: SendFrame) -> None:
+        ws = self.ws
+        if ws is None or not self.connected.is_set():
+            self.uplink.put_control(CommandFailed(
+                reqId=msg.reqId, code="NOT_CONNECTED",
+                message=f"not connected to the gateway (state: {self.state})"))
+            return
+        if msg.type == "join_session":
+            sid = msgspec.json.decode(msg.frame).get("sessionId")
+            if sid:
+                with self.lock:
+                    self.joined.setdefault(sid, 0)
+        elif msg.type == "leave_session":
+            sid = msgspec.json.decode(msg.frame).get("sessionId")
+            with self.lock:
+                self.joined.pop(sid, None)
+        with self.lock:
+            self.pending.append(Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic()))
+        try:
+            ws.send(msg.frame)
+        except (OSError, websocket.WebSocketException) as e:
+            with self.lock:
+                self.pending = [p for p in self.pending if p.req_id != msg.reqId]
+            self.uplink.put_control(CommandFailed(reqId=msg.reqId, code="NOT_CONNECTED", message=f"send failed: {e}"))
+
+    # --- the socket thread ---------------------------------------------------------------------------
+
+    def run_socket(self) -> None:
+        while True:
+            self.wanted.wait()
+            url = self.url
+            self.set_state("connecting")
+            try:
+                self._connect_and_read(url)
+                delay = None
+                why = "the gateway closed the connection"
+            except AuthFailed as e:
+                self.wanted.clear()
+                self.set_state("auth_failed", str(e))
+                continue
+            except RetryLater as e:
+                delay, why = e.delay_s, str(e)
+            except (OSError, websocket.WebSocketException, protocol.ProtocolError) as e:
+                delay, why = None, f"{type(e).__name__}: {e}"
+            finally:
+                self._on_disconnected()
+            if not self.wanted.is_set():
+                self.set_state("offline", "disconnected by request")
+                continue
+            if url != self.url:
+                continue  # a new Connect arrived: go straight to the new URL
+            self.attempt += 1
+            self.reconnects += 1
+            if delay is None:
+                # Full jitter over an exponential ceiling: spreads a fleet's reconnects out.
+                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(self.attempt, 10)))
+            self.set_state("reconnecting", why, retry_in_ms=int(delay * 1000))
+            self.wake.clear()
+            self.wake.wait(delay)
+
+    def _connect_and_read(self, url: str) -> None:
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        ws.connect(url, timeout=10, suppress_origin=True)
+        self.ws = ws
+        self.last_frame = time.monotonic()
+        self._handshake(ws)
+        ws.settimeout(None)
+        self.connected.set()
+        connected_at = time.monotonic()
+        self.set_state("connected")
+        self._resume_sessions(ws)
+        while True:
+            opcode, data = ws.recv_data()
+            self.last_frame = time.monotonic()
+            if self.attempt and time.monotonic() - connected_at > 60:
+                self.attempt = 0  # stable for a minute: the next failure starts the backoff afresh
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                self._on_frame(data)
+            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            else:
+                self._bad_frame("binary frame on the event socket", data)
+
+    def _handshake(self, ws: websocket.WebSocket) -> None:
+        ws.settimeout(10)
+        requires_auth = None
+        while True:
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise websocket.WebSocketConnectionClosedException("closed during the handshake")
+            head = protocol.decode_head(data)
+            self.uplink.put_event(PipeEvent(data, head.type, head.sessionId, head.seq, None, time.time_ns()))
+            if head.type == "welcome":
+                requires_auth = bool(msgspec.json.decode(data).get("requiresAuth"))
+                if requires_auth:
+                    ws.send(protocol.build_client_message("authenticate", {"token": self.token or ""}))
+            elif head.type == "authenticated":
+                self.identity = msgspec.json.decode(data).get("identity")
+                return
+            elif head.type == "error":
+                err = msgspec.json.decode(data)
+                code = err.get("code", "")
+                if code == "AUTH_FAILED":
+                    raise AuthFailed(err.get("message") or "authentication failed")
+                if code == "AUTH_RATE_LIMITED":
+                    raise RetryLater(max(0.1, err.get("retryAfterMs", 1000) / 1000),
+                                     f"AUTH_RATE_LIMITED: {err.get('message', '')}")
+                raise protocol.ProtocolError(code or "HANDSHAKE", err.get("message", "handshake failed"))
+
+    def _resume_sessions(self, ws: websocket.WebSocket) -> None:
+        with self.lock:
+            sessions = dict(self.joined)
+        for sid, last in sessions.items():
+            self.catching_up[sid] = []
+            ws.send(protocol.build_client_message("join_session", {"sessionId": sid}))
+            ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": last}))
+
+    def _on_disconnected(self) -> None:
+        self.connected.clear()
+        self._close_socket()
+        self.catching_up.clear()
+        with self.lock:
+            failed, self.pending = self.pending, []
+        for p in failed:
+            self.uplink.put_control(CommandFailed(reqId=p.req_id, code="NOT_CONNECTED",
+                                                  message="the connection to the gateway was lost"))
+
+    def _close_socket(self) -> None:
+        ws, self.ws = self.ws, None
+        if ws is not None and ws.sock is not None:
+            try:
+                ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                ws.close(timeout=0.2)
+            except Exception:  # closing a dead socket may fail in many ways; it is gone either way
+                pass
+
+    # --- frames ---------------------------------------------------------------------------------------
+
+    def _bad_frame(self, reason: str, data: bytes) -> None:
+        self.bad_frames += 1
+        sample = bytes(data[:200]).decode("utf-8", "replace")
+        log.warning("bad frame from the gateway (%s): %r", reason, sample)
+        self.uplink.put_control(BadFrame(reason=reason, sample=sample, count=self.bad_frames))
+
+    def _on_frame(self, data: bytes) -> None:
+        try:
+            head = protocol.decode_head(data)
+        except protocol.ProtocolError as e:
+            self._bad_frame(e.message, data)
+            return
+        reply_to = self._correlate(head.type)
+        sid = head.sessionId
+        if head.type == "event_list" and sid in self.catching_up:
+            self._deliver_catchup(sid, data, reply_to)
+            return
+        if sid is not None and head.seq is not None and sid in self.catching_up and reply_to is None:
+            self.catching_up[sid].append((data, head))  # live events wait until the gap is filled
+            return
+        self._deliver(data, head, reply_to)
+
+    def _deliver(self, data: bytes, head: protocol.EventHead, reply_to: int | None) -> None:
+        sid, seq = head.sessionId, head.seq
+        if sid is not None and seq is not None and sid in self.joined:
+            if seq <= self.joined[sid] and reply_to is None:
+                return  # already delivered before a reconnect
+            self.joined[sid] = seq
+        self.uplink.put_event(PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns()))
+
+    def _deliver_catchup(self, sid: str, data: bytes, reply_to: int | None) -> None:
+        if reply_to is not None:
+            # The user asked for these events: hand the list over as it is.
+            self.uplink.put_event(PipeEvent(data, "event_list", sid, None, reply_to, time.time_ns()))
+            return
+        page = msgspec.json.decode(data, type=_EventList)
+        for raw in page.events:
+            ev = bytes(raw)
+            self._deliver(ev, protocol.decode_head(ev), None)
+        if page.hasMore and self.ws is not None:
+            self.ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": self.joined[sid]}))
+            return
+        for ev, head in self.catching_up.pop(sid, []):
+            self._deliver(ev, head, None)
+
+    def _correlate(self, type_: str) -> int | None:
+        if not self.pending:
+            return None
+        with self.lock:
+            for i, p in enumerate(self.pending):
+                if type_ == "error" or type_ in p.expect:
+                    del self.pending[i]
+                    return p.req_id
+        return None
+
+    # --- keepalive ------------------------------------------------------------------------------------
+
+    def run_keepalive(self) -> None:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            if self.connected.is_set():
+                if now - self.last_frame > self.stale_after_s:
+                    log.warning("no frame from the gateway for %.0fs: reconnecting", now - self.last_frame)
+                    self._close_socket()
+                elif self.ping_interval_s and now - self.last_ping >= self.ping_interval_s:
+                    self.last_ping = now
+                    ws = self.ws
+                    try:
+                        if ws is not None:
+                            ws.send(protocol.build_client_message("ping", {}))
+                    except (OSError, websocket.WebSocketException):
+                        pass
+            if self.pending:
+                with self.lock:
+                    expired = [p for p in self.pending if now - p.sent_at > self.request_timeout_s]
+                    self.pending = [p for p in self.pending if now - p.sent_at <= self.request_timeout_s]
+                for p in expired:
+                    self.uplink.put_control(CommandFailed(
+                        reqId=p.req_id, code="TIMEOUT",
+                        message=f"the gateway did not answer {p.type} within {self.request_timeout_s:.0f}s"))
+
+
+def main(pipe: Connection, options: dict[str, Any]) -> None:
+    """Entry point of the connection process (multiprocessing spawn target)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s connection[%(process)d] %(levelname)s %(message)s")
+    # Ctrl-C goes to the whole process group; the supervisor decides when this process ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    uplink = Uplink(pipe)
+    conn = GatewayConnection(uplink, options["ping_interval_s"], options["stale_after_s"],
+                             options["request_timeout_s"], options.get("resume"))
+    for target in (conn.run_socket, conn.run_keepalive, uplink.run):
+        threading.Thread(target=target, daemon=True, name=target.__name__).start()
+    while True:
+        try:
+            data = pipe.recv_bytes()
+        except (EOFError, OSError):
+            break  # the supervisor is gone: nothing is left to deliver to
+        try:
+            msg = decode_down(data)
+        except msgspec.DecodeError as e:
+            log.error("undecodable command from the supervisor: %s", e)
+            continue
+        if not conn.on_command(msg):
+            break
+    uplink.close()

@@ -1,0 +1,123 @@
+"""The router: gateway events into the stores and on to the page; UI commands out to the gateway."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from dim_actors import protocol
+from dim_actors.messages import (
+    BadFrame,
+    CommandFailed,
+    Connect,
+    ConnectionState,
+    Disconnect,
+    GatewayEvent,
+    Invoke,
+    InvokeResult,
+    Msg,
+    SendFrame,
+    UiEvent,
+)
+from dim_actors.router.stores import Stores
+from dim_actors.supervisor.actor import DimActor
+
+log = logging.getLogger(__name__)
+
+# Every client message is a command of the same name, except authenticate, which is part of
+# gateway_connect (the connection process authenticates on every (re)connect).
+GATEWAY_COMMANDS = frozenset(t for t in protocol.CLIENT_MESSAGES if t != "authenticate")
+LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect"})
+_json = msgspec.json.Encoder()
+
+
+class _ErrorFields(msgspec.Struct):
+    code: str = ""
+    message: str = ""
+    retryAfterMs: int | None = None
+
+
+def command_error(req_id: int, code: str, message: str, **extra: Any) -> InvokeResult:
+    return InvokeResult(reqId=req_id, ok=False, error={"code": code, "message": message, **extra})
+
+
+class Router(DimActor):
+    def on_start(self) -> None:
+        super().on_start()
+        self.stores = Stores()
+        self.pending: dict[int, str] = {}  # reqId -> command, for gateway commands in flight
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "eventsApplied": self.stores.events_applied,
+                "duplicatesDropped": self.stores.duplicates}
+
+    def handle(self, sender: str, body: Msg) -> None:
+        if isinstance(body, GatewayEvent):
+            self.on_gateway_event(body)
+        elif isinstance(body, Invoke):
+            self.on_invoke(body)
+        elif isinstance(body, ConnectionState):
+            self.stores.set_connection(body)
+            self.to_page("connection-state", self.stores.connection)
+        elif isinstance(body, CommandFailed):
+            self.pending.pop(body.reqId, None)
+            self.ctx.send("uibridge", command_error(body.reqId, body.code, body.message))
+        elif isinstance(body, BadFrame):
+            self.to_page("gateway-warning", {"reason": body.reason, "sample": body.sample, "count": body.count})
+        else:
+            raise TypeError(f"router: unexpected message {type(body).__name__}")
+
+    def to_page(self, event: str, payload: Any) -> None:
+        self.ctx.send("uibridge", UiEvent(event=event, payload=msgspec.Raw(_json.encode(payload))))
+
+    # --- events ---------------------------------------------------------------------------------------
+
+    def on_gateway_event(self, ev: GatewayEvent) -> None:
+        fresh = self.stores.apply(ev)
+        if fresh:
+            self.ctx.send("uibridge", UiEvent(event="gateway-event", payload=ev.raw))
+        if ev.replyTo is not None:
+            command = self.pending.pop(ev.replyTo, None)
+            if command is None:
+                return
+            if ev.type == "error":
+                err = msgspec.json.decode(ev.raw, type=_ErrorFields)
+                extra = {"retryAfterMs": err.retryAfterMs} if err.retryAfterMs is not None else {}
+                self.ctx.send("uibridge", command_error(ev.replyTo, "GATEWAY_ERROR", err.message or err.code,
+                                                        gatewayCode=err.code, **extra))
+            else:
+                self.ctx.send("uibridge", InvokeResult(reqId=ev.replyTo, ok=True, result=ev.raw))
+
+    # --- commands -------------------------------------------------------------------------------------
+
+    def on_invoke(self, inv: Invoke) -> None:
+        if inv.command in LOCAL_COMMANDS:
+            self.ctx.send("uibridge", self.local_command(inv))
+            return
+        if inv.command not in GATEWAY_COMMANDS:
+            self.ctx.send("uibridge", command_error(inv.reqId, "UNKNOWN_COMMAND", f"unknown command: {inv.command!r}"))
+            return
+        try:
+            frame = protocol.build_client_message(inv.command, inv.args)
+        except protocol.ProtocolError as e:
+            self.ctx.send("uibridge", command_error(inv.reqId, "INVALID_ARGUMENTS", f"{inv.command}: {e.message}"))
+            return
+        self.pending[inv.reqId] = inv.command
+        expect = sorted(protocol.RESPONSES.get(inv.command, ()))
+        self.ctx.send("connection", SendFrame(reqId=inv.reqId, type=inv.command, frame=frame, expect=expect))
+
+    def local_command(self, inv: Invoke) -> InvokeResult:
+        if inv.command == "get_state":
+            return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot())
+        if inv.command == "gateway_connect":
+            url, token = inv.args.get("url"), inv.args.get("token")
+            if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+                return command_error(inv.reqId, "INVALID_ARGUMENTS", "gateway_connect: url must be a ws:// or wss:// URL")
+            if token is not None and not isinstance(token, str):
+                return command_error(inv.reqId, "INVALID_ARGUMENTS", "gateway_connect: token must be a string")
+            self.ctx.send("connection", Connect(url=url, token=token))
+            return InvokeResult(reqId=inv.reqId, ok=True, result={"url": url, "state": "connecting"})
+        self.ctx.send("connection", Disconnect())
+        return InvokeResult(reqId=inv.reqId, ok=True, result={"state": "offline"})

@@ -1,0 +1,92 @@
+"""The base every dim-desktop actor derives from: envelopes in, names out, failures reported."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import pykka
+
+from dim_actors.messages import Crash, Envelope, Msg, Ping
+
+if TYPE_CHECKING:
+    from dim_actors.home import DimHome
+    from dim_actors.settings import Settings
+    from dim_actors.supervisor.addresses import Address, Addresses
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActorContext:
+    """What the supervisor hands each actor instance: its name and the way to reach the others."""
+
+    name: str
+    addresses: "Addresses"
+    home: "DimHome"
+    settings: "Settings"
+    on_failure: Callable[[str, BaseException], None]
+    extra: dict[str, Any]
+
+    @property
+    def address(self) -> "Address":
+        return self.addresses[self.name]
+
+    def send(self, recipient: str, body: Msg) -> None:
+        self.addresses.send(self.name, recipient, body)
+
+
+class DimActor(pykka.ThreadingActor):
+    """Subclasses implement `handle(sender, body)`; one handler method per message kind is the norm."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # pykka logs an on_start failure but tells nobody; record it so status and the supervisor can.
+        if "on_start" in cls.__dict__:
+            original = cls.__dict__["on_start"]
+
+            def on_start(self: "DimActor") -> None:
+                try:
+                    original(self)
+                except Exception as e:
+                    self.ctx.address.stats.last_error = f"failed to start: {type(e).__name__}: {e}"
+                    self.ctx.address.stats.last_error_at = time.time()
+                    raise
+
+            cls.on_start = on_start  # type: ignore[method-assign]
+
+    def __init__(self, ctx: ActorContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def on_start(self) -> None:
+        self.ctx.address.describe = self.describe
+
+    def describe(self) -> dict[str, Any]:
+        """Fields for `dimctl status`; runs on the caller's thread, so it only reads."""
+        return {"pid": os.getpid()}
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, Envelope):
+            if message == "ping":  # the supervisor's liveness probe
+                return "pong"
+            raise TypeError(f"{self.ctx.name} got a message that is not an Envelope: {message!r}")
+        body = message.body
+        if isinstance(body, Crash):
+            raise RuntimeError(body.reason)
+        if isinstance(body, Ping):
+            return "pong"
+        result = self.handle(message.sender, body)
+        self.ctx.address.stats.handled += 1
+        return result
+
+    def handle(self, sender: str, body: Msg) -> Any:
+        raise NotImplementedError
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        log.error("actor %s failed: %r", self.ctx.name, exception_value)
+        self.ctx.address.take_back_inbox(self, exception_value)
+        self.ctx.on_failure(self.ctx.name, exception_value)

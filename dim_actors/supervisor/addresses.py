@@ -1,0 +1,115 @@
+"""Stable actor addresses: actors send to a name, never to a pykka ref.
+
+A pykka ref dies with its actor. An Address outlives every instance: while its actor restarts,
+messages are held in order and handed to the new instance before anything newer, and when an
+actor fails, what was still in its inbox is taken back instead of being dropped by pykka.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import pykka
+
+from dim_actors.messages import Envelope, Msg, envelope
+
+if TYPE_CHECKING:
+    from dim_actors.supervisor.messagelog import MessageLogs
+
+
+@dataclass
+class Stats:
+    """Per-name counters that survive restarts (dimctl status shows them)."""
+
+    restarts: int = 0
+    handled: int = 0
+    started_at: float = 0.0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    restart_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+
+
+class Address:
+    def __init__(self, name: str):
+        self.name = name
+        self.lock = threading.Lock()
+        self.ref: pykka.ActorRef | None = None
+        self.held: collections.deque[Envelope] = collections.deque()
+        self.state = "stopped"  # starting | running | restarting | stopped | failed
+        self.stats = Stats()
+        # Set by the running instance; called from other threads, so it must only read.
+        self.describe: "Callable[[], dict] | None" = None
+
+    def deliver(self, env: Envelope) -> None:
+        with self.lock:
+            if self.ref is not None and self.state == "running":
+                try:
+                    self.ref.tell(env)
+                    return
+                except pykka.ActorDeadError:
+                    # Died between its failure and the supervisor noticing: keep it for the successor.
+                    self.state = "restarting"
+                    self.ref = None
+            self.held.append(env)
+
+    def attach(self, ref: pykka.ActorRef) -> None:
+        with self.lock:
+            while self.held:
+                ref.tell(self.held.popleft())
+            self.ref = ref
+            self.state = "running"
+            self.stats.started_at = time.time()
+
+    def detach(self, state: str = "restarting") -> pykka.ActorRef | None:
+        """Stop routing to the current instance; later messages wait in `held`."""
+        with self.lock:
+            ref, self.ref = self.ref, None
+            self.state = state
+            return ref
+
+    def take_back_inbox(self, actor: pykka.Actor, error: BaseException) -> None:
+        """Called from a failing actor's own thread: keep its unhandled messages for the successor."""
+        with self.lock:
+            self.ref = None
+            self.state = "restarting"
+            pending = []
+            while not actor.actor_inbox.empty():
+                item = actor.actor_inbox.get()
+                msg = getattr(item, "message", None)
+                if isinstance(msg, Envelope):
+                    pending.append(msg)
+            self.held.extendleft(reversed(pending))
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+            self.stats.last_error_at = time.time()
+
+    def mailbox_depth(self) -> int:
+        with self.lock:
+            inbox = self.ref.actor_inbox.qsize() if self.ref is not None else 0
+            return inbox + len(self.held)
+
+
+class Addresses:
+    """The name → Address table every actor sends through; every delivery is logged."""
+
+    def __init__(self, names: list[str], logs: "MessageLogs"):
+        self._by_name = {n: Address(n) for n in names}
+        self.logs = logs
+
+    def __getitem__(self, name: str) -> Address:
+        return self._by_name[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def send(self, sender: str, recipient: str, body: Msg) -> Envelope:
+        env = envelope(sender, recipient, body)
+        self.logs.append(env)
+        self._by_name[recipient].deliver(env)
+        return env

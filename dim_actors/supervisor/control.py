@@ -1,0 +1,133 @@
+"""The control socket: a Unix socket (0600) under DIM_HOME/run through which dimctl drives the app.
+
+One request a connection, one JSON object a line. `logs --follow` keeps the connection and streams
+envelopes as the recipient receives them until dimctl goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import socketserver
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from dim_actors.messages import ControlReply, ControlRequest, Crash
+from dim_actors.supervisor.messagelog import envelope_matches, to_line
+
+if TYPE_CHECKING:
+    from dim_actors.supervisor.runtime import SupervisorRuntime
+
+log = logging.getLogger(__name__)
+_decoder = msgspec.json.Decoder(ControlRequest)
+_encoder = msgspec.json.Encoder()
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: "ControlServer"
+
+    def reply(self, reply: ControlReply) -> None:
+        self.wfile.write(_encoder.encode(reply) + b"\n")
+        self.wfile.flush()
+
+    def handle(self) -> None:
+        line = self.rfile.readline(1 << 16)
+        try:
+            req = _decoder.decode(line)
+        except msgspec.DecodeError as e:
+            self.reply(ControlReply(ok=False, error=f"bad request: {e}"))
+            return
+        rt = self.server.runtime
+        try:
+            if req.actor is not None and req.actor not in rt.addresses:
+                raise LookupError(f"unknown actor {req.actor!r}; actors: {', '.join(rt.addresses.names())}")
+            if req.cmd == "status":
+                self.reply(ControlReply(ok=True, result=rt.status()))
+            elif req.cmd == "restart":
+                rt.restart(req.actor or "")
+                self.reply(ControlReply(ok=True, result={"restarted": req.actor}))
+            elif req.cmd == "crash":
+                rt.addresses.send("dimctl", req.actor or "", Crash(reason="fault injected by dimctl"))
+                self.reply(ControlReply(ok=True, result={"crashed": req.actor}))
+            elif req.cmd == "stop":
+                self.reply(ControlReply(ok=True, result={"stopping": True}))
+                rt.request_stop("dimctl stop")
+            elif req.cmd == "logs":
+                self.logs(req)
+            else:
+                self.reply(ControlReply(ok=False, error=f"unknown command {req.cmd!r}"))
+        except (LookupError, ValueError) as e:
+            self.reply(ControlReply(ok=False, error=str(e).strip("'\"")))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def logs(self, req: ControlRequest) -> None:
+        rt = self.server.runtime
+        actor = req.actor or ""
+        if not actor:
+            raise LookupError("logs needs an actor name")
+        types = set(req.types) or None
+        live: queue.SimpleQueue = queue.SimpleQueue()
+        cancel = None
+        if req.follow:
+            # Subscribe before reading history so nothing falls between the two.
+            def on_append(env):
+                if env.recipient == actor and envelope_matches(env, types, req.since):
+                    live.put(env)
+            cancel = rt.logs.follow(on_append)
+        try:
+            history = rt.logs.read(actor, types, req.since, req.limit)
+            self.reply(ControlReply(ok=True))
+            last_id = 0
+            for raw in history:
+                self.wfile.write(raw + b"\n")
+                last_id = max(last_id, msgspec.json.decode(raw, type=_Id).id)
+            self.wfile.flush()
+            while req.follow:
+                env = live.get()
+                if env.id > last_id:
+                    self.wfile.write(to_line(env))
+                    self.wfile.flush()
+        finally:
+            if cancel:
+                cancel()
+
+
+class _Id(msgspec.Struct):
+    id: int
+
+
+class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path, runtime: "SupervisorRuntime"):
+        self.runtime = runtime
+        path.unlink(missing_ok=True)
+        old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+        try:
+            super().__init__(str(path), _Handler)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self.path = path
+
+    def start(self) -> None:
+        threading.Thread(target=self.serve_forever, name="control-socket", daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.path.unlink(missing_ok=True)
+
+
+def request(path: Path, req: ControlRequest, timeout: float | None = 10.0) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(path))
+    s.sendall(_encoder.encode(req) + b"\n")
+    return s

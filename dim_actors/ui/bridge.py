@@ -1,0 +1,67 @@
+"""The UI bridge actor: hands page commands to the router and router output to the pages.
+
+The HTTP server runs on its own asyncio loop thread; this actor's mailbox only carries results
+and events across to it, so a slow page never blocks the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dim_actors.messages import Invoke, InvokeResult, Msg, UiEvent
+from dim_actors.supervisor.actor import DimActor
+from dim_actors.ui.http import BridgeServer
+
+STATIC_DIR = Path(__file__).resolve().parents[2] / "ui"
+
+
+def ui_frame(event: str, payload: msgspec.Raw) -> str:
+    # Spliced, not re-encoded: the page gets the gateway's bytes exactly as they arrived.
+    return '{"event":"%s","payload":%s}' % (event, bytes(payload).decode())
+
+
+class UIBridge(DimActor):
+    def on_start(self) -> None:
+        super().on_start()
+        extra = self.ctx.extra
+        self.loop = asyncio.new_event_loop()
+        self.server = BridgeServer(extra.get("static_dir", STATIC_DIR), extra["ui_token"], self._submit,
+                                   invoke_timeout_s=self.ctx.settings.request_timeout_s + 5)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="uibridge-loop", daemon=True)
+        self.thread.start()
+        # Keep the port across restarts of this actor, so open pages reconnect to the same address.
+        port = asyncio.run_coroutine_threadsafe(self.server.start(extra.get("ui_port", 0)), self.loop).result(10)
+        extra["ui_port"] = port
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "pages": len(self.server.clients), "port": self.server.port}
+
+    def _submit(self, req_id: int, command: str, args: dict) -> None:
+        self.ctx.send("router", Invoke(reqId=req_id, command=command, args=args))
+
+    def handle(self, sender: str, body: Msg) -> None:
+        if isinstance(body, UiEvent):
+            self.loop.call_soon_threadsafe(self.server.broadcast, ui_frame(body.event, body.payload))
+        elif isinstance(body, InvokeResult):
+            self.loop.call_soon_threadsafe(self.server.resolve, body.reqId, body.ok, body.result, body.error)
+        else:
+            raise TypeError(f"uibridge: unexpected message {type(body).__name__}")
+
+    def on_stop(self) -> None:
+        self._shutdown()
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self._shutdown()
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _shutdown(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)

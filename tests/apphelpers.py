@@ -1,0 +1,172 @@
+"""Test helpers: a real dim-desktop in a subprocess, driven only through its public interfaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class InvokeError(Exception):
+    def __init__(self, status: int, body: dict):
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.code = (body.get("error") or {}).get("code")
+
+
+class EventStream:
+    """The bridge's /events WebSocket, collected on a thread; tests wait on conditions over it."""
+
+    def __init__(self, url: str):
+        self.ws = websocket.create_connection(url, timeout=10, skip_utf8_validation=True)
+        self.frames: list[dict] = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        self.ws.settimeout(None)
+        try:
+            while True:
+                data = self.ws.recv()
+                if not data:
+                    break
+                frame = json.loads(data)
+                with self.cond:
+                    self.frames.append(frame)
+                    self.cond.notify_all()
+        except (websocket.WebSocketException, OSError):
+            pass
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def gateway_events(self, session_id: str | None = None) -> list[dict]:
+        with self.cond:
+            evs = [f["payload"] for f in self.frames if f["event"] == "gateway-event"]
+        return [e for e in evs if session_id is None or e.get("sessionId") == session_id]
+
+    def wait_for(self, predicate: Callable[[list[dict]], Any], timeout: float = 15.0, what: str = "events"):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                value = predicate(self.frames)
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    raise AssertionError(f"timed out waiting for {what}; last frames: {self.frames[-5:]}")
+                self.cond.wait(min(remaining, 0.5))
+
+    def wait_event(self, type_: str, session_id: str | None = None, timeout: float = 15.0,
+                   where: Callable[[dict], bool] = lambda e: True) -> dict:
+        def find(frames):
+            for f in frames:
+                p = f.get("payload")
+                if (f["event"] == "gateway-event" and p.get("type") == type_
+                        and (session_id is None or p.get("sessionId") == session_id) and where(p)):
+                    return p
+            return None
+        return self.wait_for(find, timeout, what=f"a {type_} event")
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+class App:
+    """One dim-desktop process with its own DIM_HOME."""
+
+    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None):
+        self.home = home
+        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
+        self.env.pop("DIM_TOKEN", None)
+        self.log = open(home / "app-output.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.app", "--no-browser", *(args or [])],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
+        self.base = self.runtime["uiUrl"].split("/?")[0]
+        self.token = self.runtime["token"]
+
+    def _read_runtime(self) -> dict | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"dim-desktop exited with {self.proc.returncode}: {self.output()}")
+        try:
+            return json.loads((self.home / "run" / "runtime.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def output(self) -> str:
+        return (self.home / "app-output.log").read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                timeout: float = 40) -> tuple[int, dict]:
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def invoke(self, command: str, timeout: float = 40, **args: Any) -> Any:
+        status, body = self.request("POST", f"/invoke/{command}", json.dumps(args).encode(),
+                                    {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+                                    timeout)
+        if status != 200 or not body.get("ok"):
+            raise InvokeError(status, body)
+        return body["result"]
+
+    def events(self) -> EventStream:
+        return EventStream(self.base.replace("http://", "ws://") + f"/events?token={self.token}")
+
+    def dimctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", *args], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self) -> dict[str, dict]:
+        out = self.dimctl("status", "--json")
+        assert out.returncode == 0, out.stderr
+        return {row["name"]: row for row in json.loads(out.stdout)}
+
+    def wait_connected(self, timeout: float = 20) -> None:
+        wait_until(lambda: self.invoke("get_state")["connection"]["state"] == "connected", timeout,
+                   what="the gateway connection")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
