@@ -85,6 +85,14 @@ class Shutdown(Msg, tag="shutdown"):
     pass
 
 
+class Resync(Msg, tag="resync"):
+    """From a restarted router: replay every joined session from its first event."""
+
+
+class ResyncStarted(Msg, tag="resync_started"):
+    """Marks the point in the event stream after which a resync's replay follows, in order."""
+
+
 # --- UI bridge <-> router ------------------------------------------------------------------------
 
 
@@ -167,6 +175,8 @@ Body = Union[
     Disconnect,
     SendFrame,
     Shutdown,
+    Resync,
+    ResyncStarted,
     Invoke,
     InvokeResult,
     UiEvent,
@@ -216,11 +226,11 @@ class PipeEvent(msgspec.Struct, array_like=True):
     recvNs: int
 
 
-PipeUp = Union[PipeEvent, ConnectionState, CommandFailed, BadFrame]
-PipeDown = Union[Connect, Disconnect, SendFrame, Shutdown]
+PipeUp = Union[PipeEvent, ConnectionState, CommandFailed, BadFrame, ResyncStarted]
+PipeDown = Union[Connect, Disconnect, SendFrame, Shutdown, Resync]
 
 _pipe_encoder = msgspec.msgpack.Encoder()
-_up_decoder = msgspec.msgpack.Decoder(Union[ConnectionState, CommandFailed, BadFrame])
+_up_decoder = msgspec.msgpack.Decoder(Union[ConnectionState, CommandFailed, BadFrame, ResyncStarted])
 _event_decoder = msgspec.msgpack.Decoder(PipeEvent)
 _down_decoder = msgspec.msgpack.Decoder(PipeDown)
 

@@ -23,6 +23,8 @@ from dim_actors.messages import (
     Disconnect,
     GatewayEvent,
     Msg,
+    Resync,
+    ResyncStarted,
     SendFrame,
     Shutdown,
     decode_up,
@@ -81,7 +83,7 @@ class ConnectionActor(DimActor):
             self._down(body)
         elif isinstance(body, Disconnect):
             self._down(body)
-        elif isinstance(body, SendFrame):
+        elif isinstance(body, (SendFrame, Resync)):
             self._down(body)
         else:
             raise TypeError(f"connection: unexpected message {type(body).__name__}")
@@ -106,7 +108,7 @@ class ConnectionActor(DimActor):
                 elif isinstance(item, ConnectionState):
                     self.memory.state = item
                     send("router", item)
-                elif isinstance(item, (CommandFailed, BadFrame)):
+                elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted)):
                     send("router", item)
         if not self.stopping:
             code = self.process.exitcode if not self.process.is_alive() else None

@@ -30,6 +30,8 @@ from dim_actors.messages import (
     ConnectionState,
     Disconnect,
     PipeEvent,
+    Resync,
+    ResyncStarted,
     SendFrame,
     Shutdown,
     decode_down,
@@ -79,6 +81,9 @@ class GatewayConnection:
         # restart of this process) they are re-joined and caught up, and older seqs are dropped.
         self.joined: dict[str, int] = dict(resume or {})
         self.catching_up: dict[str, list[tuple[bytes, protocol.EventHead]]] = {}
+        # Sessions to replay from their first event (a restarted router rebuilds its stores).
+        self.replay_all: set[str] = set()
+        self.frame_lock = threading.Lock()
         self.reconnects = 0
         self.attempt = 0
         self.last_frame = time.monotonic()
@@ -109,11 +114,29 @@ class GatewayConnection:
             self.wake.set()
         elif isinstance(msg, SendFrame):
             self._send_request(msg)
+        elif isinstance(msg, Resync):
+            self._resync()
         elif isinstance(msg, Shutdown):
             self.wanted.clear()
             self._close_socket()
             return False
         return True
+
+    def _resync(self) -> None:
+        # Under the frame lock, so no live event slips between the marker and the replay.
+        with self.frame_lock:
+            with self.lock:
+                self.replay_all = set(self.joined)
+            # Everything after this marker is the replay, then live events, in order.
+            self.uplink.put_control(ResyncStarted())
+            self.set_state(self.state)
+            ws = self.ws
+            if ws is not None and self.connected.is_set():
+                try:
+                    ws.send(protocol.build_client_message("list_sessions", {}))
+                    self._resume_sessions(ws)
+                except (OSError, websocket.WebSocketException):
+                    pass  # the reconnect that follows resumes (and replays) instead
 
     def _send_request(self, msg: SendFrame) -> None:
         ws = self.ws
@@ -230,7 +253,8 @@ class GatewayConnection:
         for sid, last in sessions.items():
             self.catching_up[sid] = []
             ws.send(protocol.build_client_message("join_session", {"sessionId": sid}))
-            ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": last}))
+            after = 0 if sid in self.replay_all else last
+            ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after}))
 
     def _on_disconnected(self) -> None:
         self.connected.clear()
@@ -263,6 +287,10 @@ class GatewayConnection:
         self.uplink.put_control(BadFrame(reason=reason, sample=sample, count=self.bad_frames))
 
     def _on_frame(self, data: bytes) -> None:
+        with self.frame_lock:
+            self._on_frame_locked(data)
+
+    def _on_frame_locked(self, data: bytes) -> None:
         try:
             head = protocol.decode_head(data)
         except protocol.ProtocolError as e:
@@ -278,12 +306,12 @@ class GatewayConnection:
             return
         self._deliver(data, head, reply_to)
 
-    def _deliver(self, data: bytes, head: protocol.EventHead, reply_to: int | None) -> None:
+    def _deliver(self, data: bytes, head: protocol.EventHead, reply_to: int | None, replay: bool = False) -> None:
         sid, seq = head.sessionId, head.seq
         if sid is not None and seq is not None and sid in self.joined:
-            if seq <= self.joined[sid] and reply_to is None:
+            if seq <= self.joined[sid] and reply_to is None and not replay:
                 return  # already delivered before a reconnect
-            self.joined[sid] = seq
+            self.joined[sid] = max(seq, self.joined[sid])
         self.uplink.put_event(PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns()))
 
     def _deliver_catchup(self, sid: str, data: bytes, reply_to: int | None) -> None:
@@ -292,12 +320,18 @@ class GatewayConnection:
             self.uplink.put_event(PipeEvent(data, "event_list", sid, None, reply_to, time.time_ns()))
             return
         page = msgspec.json.decode(data, type=_EventList)
+        replay = sid in self.replay_all
+        last = None
         for raw in page.events:
             ev = bytes(raw)
-            self._deliver(ev, protocol.decode_head(ev), None)
+            head = protocol.decode_head(ev)
+            last = head.seq if head.seq is not None else last
+            self._deliver(ev, head, None, replay)
         if page.hasMore and self.ws is not None:
-            self.ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": self.joined[sid]}))
+            after = last if last is not None else self.joined[sid]
+            self.ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after}))
             return
+        self.replay_all.discard(sid)
         for ev, head in self.catching_up.pop(sid, []):
             self._deliver(ev, head, None)
 

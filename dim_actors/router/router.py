@@ -18,6 +18,8 @@ from dim_actors.messages import (
     Invoke,
     InvokeResult,
     Msg,
+    Resync,
+    ResyncStarted,
     SendFrame,
     UiEvent,
 )
@@ -47,7 +49,15 @@ class Router(DimActor):
     def on_start(self) -> None:
         super().on_start()
         self.stores = Stores()
-        self.pending: dict[int, str] = {}  # reqId -> command, for gateway commands in flight
+        # reqId -> command for gateway commands in flight; kept across restarts so answers still land.
+        self.pending: dict[int, str] = self.ctx.extra.setdefault("router_pending", {})
+        generation = self.ctx.extra.get("router_generation", 0)
+        self.ctx.extra["router_generation"] = generation + 1
+        # A restarted router starts with empty stores: it rebuilds them from the gateway. Session
+        # events already on their way are dropped until the replay begins, since it carries them all.
+        self.awaiting_resync = generation > 0
+        if self.awaiting_resync:
+            self.ctx.send("connection", Resync())
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "eventsApplied": self.stores.events_applied,
@@ -64,6 +74,8 @@ class Router(DimActor):
         elif isinstance(body, CommandFailed):
             self.pending.pop(body.reqId, None)
             self.ctx.send("uibridge", command_error(body.reqId, body.code, body.message))
+        elif isinstance(body, ResyncStarted):
+            self.awaiting_resync = False
         elif isinstance(body, BadFrame):
             self.to_page("gateway-warning", {"reason": body.reason, "sample": body.sample, "count": body.count})
         else:
@@ -75,9 +87,9 @@ class Router(DimActor):
     # --- events ---------------------------------------------------------------------------------------
 
     def on_gateway_event(self, ev: GatewayEvent) -> None:
-        fresh = self.stores.apply(ev)
-        if fresh:
-            self.ctx.send("uibridge", UiEvent(event="gateway-event", payload=ev.raw))
+        if not (self.awaiting_resync and ev.seq is not None):
+            if self.stores.apply(ev):
+                self.ctx.send("uibridge", UiEvent(event="gateway-event", payload=ev.raw))
         if ev.replyTo is not None:
             command = self.pending.pop(ev.replyTo, None)
             if command is None:

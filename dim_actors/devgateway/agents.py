@@ -1,0 +1,198 @@
+"""The scripted agents of the dev gateway: ``echo`` and ``coding-agent``.
+
+``echo`` streams the user's text back word by word. ``coding-agent`` reads the turn text as a script,
+one command per line (see docs/dev-gateway.md); plain lines are answered as text, word by word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Awaitable, Callable
+
+from dim_actors.protocol import (
+    TerminalComplete,
+    TerminalStream,
+    ThinkingComplete,
+    ThinkingProgress,
+    ThinkingStart,
+    ToolCall,
+    ToolCallStart,
+    ToolError,
+    ToolResult,
+)
+
+from .turns import Turn, TurnFailed, new_id
+
+_WORDS = re.compile(r"\s*\S+")
+_ESCAPE = re.compile(r"\\(.)")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def words(text: str) -> list[str]:
+    """'hello world' -> ['hello', ' world']: each word keeps the whitespace before it."""
+    return _WORDS.findall(text)
+
+
+def unescape(text: str) -> str:
+    """Turn the script escapes \\n, \\t, \\r and \\\\ into characters; leave others as written."""
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m[1], m[0]), text)
+
+
+async def say(turn: Turn, text: str) -> None:
+    for piece in words(text):
+        turn.delta(piece)
+        await turn.tick()
+
+
+class EchoAgent:
+    name = "echo"
+    sandbox = None
+
+    async def run(self, turn: Turn) -> None:
+        await say(turn, turn.text)
+
+
+Command = Callable[[Turn, str], Awaitable[None]]
+
+
+class CodingAgent:
+    """A scripted stand-in for a coding agent; each ``/command`` exercises one family of events."""
+
+    name = "coding-agent"
+    sandbox = "local"
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Command] = {
+            "/think": self.think,
+            "/tool": self.tool,
+            "/tool-error": self.tool_error,
+            "/terminal": self.terminal,
+            "/write": self.write,
+            "/delete": self.delete,
+            "/rename": self.rename,
+            "/ask": self.ask,
+            "/permission": self.permission,
+            "/stream": self.stream,
+            "/sleep": self.sleep,
+            "/fail": self.fail,
+        }
+
+    async def run(self, turn: Turn) -> None:
+        for line in turn.text.splitlines():
+            if not line.strip():
+                continue
+            name, _, rest = line.strip().partition(" ")
+            command = self.commands.get(name)
+            if command is None:  # not a command: plain text, so "/usr/bin is missing" still reads as text
+                await self.plain(turn, line)
+            else:
+                await command(turn, rest.strip())
+            await turn.checkpoint()
+
+    async def plain(self, turn: Turn, line: str) -> None:
+        pieces = words(line)
+        if pieces and turn.parts:
+            pieces[0] = "\n" + pieces[0].lstrip()  # one line of output per script line
+        for piece in pieces:
+            turn.delta(piece)
+            await turn.tick()
+
+    async def think(self, turn: Turn, text: str) -> None:
+        turn.emit(ThinkingStart())
+        if text:  # the real mapper drops empty thinking content
+            turn.emit(ThinkingProgress(text=unescape(text)))
+        turn.emit(ThinkingComplete())
+
+    async def tool(self, turn: Turn, rest: str) -> None:
+        name, _, raw_args = rest.partition(" ")
+        if not name:
+            raise TurnFailed("InvalidScript", "/tool needs a tool name")
+        try:
+            args = json.loads(raw_args) if raw_args.strip() else {}
+        except ValueError:
+            args = raw_args  # not JSON: pass the text through as the argument
+        call_id = new_id("call")
+        turn.emit(ToolCallStart(toolCallId=call_id, toolName=name))
+        turn.emit(ToolCall(toolCallId=call_id, toolName=name, args=args))
+        turn.emit(ToolResult(toolCallId=call_id, result={"ok": True, "tool": name, "args": args}))
+
+    async def tool_error(self, turn: Turn, rest: str) -> None:
+        name, _, message = rest.partition(" ")
+        if not name:
+            raise TurnFailed("InvalidScript", "/tool-error needs a tool name")
+        call_id = new_id("call")
+        turn.emit(ToolCallStart(toolCallId=call_id, toolName=name))
+        turn.emit(ToolCall(toolCallId=call_id, toolName=name, args={}))
+        turn.emit(ToolError(toolCallId=call_id, error=unescape(message) or "tool failed"))
+
+    async def terminal(self, turn: Turn, text: str) -> None:
+        terminal_id = new_id("term")
+        for line in unescape(text).split("\n"):
+            turn.emit(TerminalStream(terminalId=terminal_id, text=line + "\n"))
+            await turn.tick()
+        turn.emit(TerminalComplete(terminalId=terminal_id, exitCode=0))
+
+    async def write(self, turn: Turn, rest: str) -> None:
+        path, _, content = rest.partition(" ")
+        if not path:
+            raise TurnFailed("InvalidScript", "/write needs a path")
+        await turn.workspace.write(path, unescape(content).encode("utf-8"))
+
+    async def delete(self, turn: Turn, path: str) -> None:
+        if not path:
+            raise TurnFailed("InvalidScript", "/delete needs a path")
+        await turn.workspace.delete(path)
+
+    async def rename(self, turn: Turn, rest: str) -> None:
+        parts = rest.split()
+        if len(parts) != 2:
+            raise TurnFailed("InvalidScript", "/rename needs OLD and NEW paths")
+        await turn.workspace.rename(parts[0], parts[1])
+
+    async def ask(self, turn: Turn, rest: str) -> None:
+        question, *options = [p.strip() for p in rest.split("|")]
+        await turn.ask(question or "?", [o for o in options if o] or None)
+
+    async def permission(self, turn: Turn, action: str) -> None:
+        await turn.permission(action or "proceed")
+
+    async def stream(self, turn: Turn, rest: str) -> None:
+        parts = rest.split()
+        try:
+            count = int(parts[0])
+            rate = float(parts[1]) if len(parts) > 1 else None
+        except (IndexError, ValueError):
+            raise TurnFailed("InvalidScript", "/stream needs N [PER_SECOND]") from None
+        if rate is not None and rate <= 0:
+            raise TurnFailed("InvalidScript", "/stream rate must be positive")
+        if rate is None:
+            for i in range(count):
+                turn.delta(f"{i} ")
+                await turn.tick()
+            return
+        # Paced against absolute deadlines, so per-wakeup overhead does not accumulate as drift:
+        # when the loop falls behind, the events that are due go out back to back.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(count):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            turn.delta(f"{i} ")
+            await turn.tick()
+
+    async def sleep(self, turn: Turn, rest: str) -> None:
+        try:
+            ms = float(rest)
+        except ValueError:
+            raise TurnFailed("InvalidScript", "/sleep needs MS") from None
+        await turn.sleep(ms / 1000)
+
+    async def fail(self, turn: Turn, rest: str) -> None:
+        code, _, message = rest.partition(" ")
+        raise TurnFailed(code or "AgentFailed", message or "the agent reported a failure")
+
+
+AGENTS = {agent.name: agent for agent in (EchoAgent(), CodingAgent())}

@@ -1,0 +1,61 @@
+"""``dim-gateway`` / ``python -m dim_actors.devgateway``: run the dev gateway until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from dim_actors.protocol import MAX_FRAME_BYTES
+
+from .server import DevGateway
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="dim-gateway",
+        description="A development Diminuendo v1 gateway with scripted agents (echo, coding-agent), "
+                    "persistent sessions and a versioned workspace. Not a production gateway.",
+    )
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
+    ap.add_argument("--token", default=None,
+                    help="require clients to authenticate with this token (default: dev mode, no auth)")
+    ap.add_argument("--data", default=None, metavar="DIR",
+                    help="directory for the SQLite store (default: a temporary directory, removed on exit)")
+    ap.add_argument("--heartbeat-ms", type=int, default=30000, help="heartbeat interval (default 30000)")
+    ap.add_argument("--rate-limit", type=int, default=60,
+                    help="messages allowed per connection per 10 s window (default 60)")
+    ap.add_argument("--max-frame-bytes", type=int, default=MAX_FRAME_BYTES, help=argparse.SUPPRESS)
+    ap.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    return ap.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    gateway = DevGateway(host=args.host, port=args.port, token=args.token, data_dir=args.data,
+                         heartbeat_ms=args.heartbeat_ms, rate_limit=args.rate_limit,
+                         max_frame_bytes=args.max_frame_bytes)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        # The app waits for exactly this line to learn the port.
+        print(f"dim-gateway listening on {gateway.url}", flush=True)
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(args))
+    except OSError as e:
+        print(f"dim-gateway: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,221 @@
+"""The dev gateway's WebSocket server: handshake, inbound validation, dispatch, heartbeats.
+
+Inbound frames go through the same checks, in the same order, as the reference gateway's: size
+(before parsing), rate, JSON, schema, authentication. Every refusal is an ``error`` event to that
+connection only, and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from http import HTTPStatus
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from dim_actors import protocol as p
+
+from .agents import AGENTS
+from .connection import Connection
+from .errors import GatewayError
+from .handlers import RequestHandlers
+from .limits import AuthLimiter
+from .sessions import SessionRuntime, now_ms
+from .store import Database
+from .workspace import WorkspaceError
+
+log = logging.getLogger(__name__)
+
+DEV_IDENTITY = p.Identity(userId="dev-user-001", email="developer@example.com", tenantId="dev")
+SOCKET_MAX_SIZE = 16 << 20  # the socket accepts more than the protocol limit so we can answer it
+
+
+class DevGateway:
+    """A Diminuendo v1 gateway for development and tests, served on ``ws://host:port/ws``.
+
+    ``await start()`` binds (``port=0`` picks a free port, then ``self.port`` is the real one);
+    ``await stop()`` ends running turns, winds sessions down, flushes storage and closes.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 data_dir: str | Path | None = None, heartbeat_ms: int = 30000, rate_limit: int = 60,
+                 rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
+                 max_frame_bytes: int = p.MAX_FRAME_BYTES, flush_interval_ms: int = 50):
+        self.host = host
+        self.port = port
+        self.token = token or None
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.heartbeat_ms = heartbeat_ms
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window_ms / 1000
+        self.max_frame_bytes = max_frame_bytes
+        self.flush_interval = flush_interval_ms / 1000
+        self.auth_limiter = AuthLimiter(auth_max_failures, auth_window_ms / 1000)
+        self.identity = DEV_IDENTITY
+        self.agents = dict(AGENTS)
+        self.sessions: dict[str, SessionRuntime] = {}
+        self.connections: set[Connection] = set()
+        self.handlers = RequestHandlers(self)
+        self.db: Database | None = None  # type: ignore[assignment]
+        self._members: dict[str, dict[str, p.Member]] = {}
+        self._server: Server | None = None
+        self._heartbeat_task: asyncio.Task | None = None
+        self._own_data_dir = False
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/ws"
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="dim-gateway-"))
+            self._own_data_dir = True
+        self.db = Database(self.data_dir / "gateway.db", flush_interval=self.flush_interval)
+        stored = self.db.open()
+        for tenant, rows in self.db.load_members().items():
+            self._members[tenant] = {r[0]: p.Member(userId=r[0], role=r[1], createdAt=r[2], updatedAt=r[3])
+                                     for r in rows}
+        self.db.attach(asyncio.get_running_loop())
+        for st in stored:
+            session = SessionRuntime(self.db, self.agents.get(st.agent_type, self.agents["echo"]), st)
+            session.recover()
+            self.sessions[session.id] = session
+        self._server = await serve(
+            self._serve_connection, self.host, self.port,
+            process_request=self._only_ws_path,
+            max_size=SOCKET_MAX_SIZE,
+            compression=None,  # the reference disables permessage-deflate for latency
+            ping_interval=30, ping_timeout=60,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="dev gateway heartbeats")
+        log.info("dev gateway listening on %s (data in %s)", self.url, self.data_dir)
+
+    async def stop(self) -> None:
+        if self._stopped or self._server is None:
+            return
+        self._stopped = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        turn_tasks = []
+        for s in self.sessions.values():
+            if s.turn is not None:
+                if s.turn.task is not None:
+                    turn_tasks.append(s.turn.task)
+                s.end_turn(s.turn, error=("GatewayShutdown", "The gateway is shutting down"), wind_down=True)
+            elif s.status == "ready":
+                s.wind_down()
+        if turn_tasks:
+            await asyncio.gather(*turn_tasks, return_exceptions=True)
+        # Let what is queued reach the clients before the close frames.
+        pending = [c.outbox.idle.wait() for c in self.connections]
+        if pending:
+            await asyncio.wait([asyncio.ensure_future(w) for w in pending], timeout=1.0)
+        self._server.close()
+        await self._server.wait_closed()
+        await self.db.close()
+        if self._own_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # --- members (kept in memory, written through) -----------------------------------------------
+
+    def members_of(self, tenant: str) -> dict[str, p.Member]:
+        members = self._members.setdefault(tenant, {})
+        if not members and self.identity.tenantId == tenant:
+            # The first user of a tenant owns it.
+            now = now_ms()
+            members[self.identity.userId] = p.Member(userId=self.identity.userId, role="owner",
+                                                     createdAt=now, updatedAt=now)
+        return members
+
+    # --- connections -----------------------------------------------------------------------------
+
+    def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        conn = Connection(ws, rate_limit=self.rate_limit, rate_window=self.rate_window)
+        self.connections.add(conn)
+        writer = asyncio.create_task(conn.outbox.run(), name=f"writer {conn.client_id}")
+        conn.send(p.Welcome(protocolVersion=p.PROTOCOL_VERSION, requiresAuth=self.token is not None))
+        conn.send(p.Connected(clientId=conn.client_id, heartbeatIntervalMs=self.heartbeat_ms, ts=now_ms()))
+        if self.token is None:
+            conn.identity = self.identity
+            conn.send(p.Authenticated(identity=self.identity))
+        try:
+            async for message in ws:
+                await self._on_frame(conn, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            for sid in list(conn.sessions):
+                session = self.sessions.get(sid)
+                if session is not None:
+                    session.unsubscribe(conn)
+            self.connections.discard(conn)
+            conn.outbox.close()
+            writer.cancel()
+
+    async def _on_frame(self, conn: Connection, message: str | bytes) -> None:
+        if _too_large(message, self.max_frame_bytes):
+            conn.error("MESSAGE_TOO_LARGE", f"Message exceeds the {self.max_frame_bytes}-byte limit")
+            return
+        if isinstance(message, bytes):
+            conn.error("INVALID_MESSAGE", "Binary frames are not used: send one JSON object per text frame")
+            return
+        if not conn.rate.allow():
+            conn.error("RATE_LIMITED",
+                       f"More than {self.rate_limit} messages in {self.rate_window:g} s; slow down",
+                       conn.rate.retry_after_ms())
+            return
+        try:
+            msg = p.decode_client_message(message)
+        except p.ProtocolError as e:
+            conn.error(e.code, e.message)
+            return
+        if conn.identity is None and not isinstance(msg, p.Authenticate):
+            conn.error("Unauthenticated", "Authenticate first: send authenticate {token}")
+            return
+        try:
+            await self.handlers.table[type(msg)](conn, msg)
+        except (GatewayError, WorkspaceError) as e:
+            conn.error(e.code, e.message, getattr(e, "retry_after_ms", None))
+        except Exception:
+            log.exception("dev gateway: %s failed", type(msg).__name__)
+            conn.error("InternalError", "The gateway failed to handle this message")
+
+    async def _heartbeats(self) -> None:
+        interval = self.heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            frame = p.encode(p.Heartbeat(ts=now_ms()))
+            for conn in self.connections:
+                if conn.sessions:  # heartbeats travel on session topics: joined connections only
+                    conn.send_frame(frame)
+
+
+def _too_large(message: str | bytes, limit: int) -> bool:
+    n = len(message)
+    if n > limit:
+        return True
+    if isinstance(message, bytes) or n * 4 <= limit:
+        return False
+    return len(message.encode("utf-8")) > limit

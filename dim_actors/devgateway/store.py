@@ -1,0 +1,275 @@
+"""SQLite persistence for the dev gateway: sessions, their events, turns, members.
+
+One connection, used only from one worker thread, so every write and read is applied in the order
+the event loop asked for it. Writes are buffered on the loop and committed in batches (at most every
+``flush_interval`` seconds, or sooner when the buffer is large): a stream of thousands of events a
+second then costs one fsync per batch, not one per event. Reads flush the buffer first, so they see
+every write that was asked for before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .workspace import SCHEMA as WORKSPACE_SCHEMA
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    agent_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    active_turn_id TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    json BLOB NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL,
+    turn_id TEXT NOT NULL,
+    client_turn_id TEXT,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    final_text TEXT,
+    stop_reason TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    started_seq INTEGER NOT NULL,
+    ended_seq INTEGER,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    PRIMARY KEY (session_id, turn_id)
+);
+CREATE INDEX IF NOT EXISTS turns_by_start ON turns (session_id, started_seq);
+CREATE TABLE IF NOT EXISTS members (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'member',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+"""
+
+UPSERT_SESSION = """
+INSERT INTO sessions (id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status,
+    archived = excluded.archived, updated_at = excluded.updated_at, active_turn_id = excluded.active_turn_id
+"""
+INSERT_EVENT = "INSERT OR REPLACE INTO events (session_id, seq, json) VALUES (?, ?, ?)"
+INSERT_TURN = """
+INSERT INTO turns (session_id, turn_id, client_turn_id, text, status, started_seq, started_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+END_TURN = """
+UPDATE turns SET status = ?, final_text = ?, stop_reason = ?, error_code = ?, error_message = ?,
+    ended_seq = ?, ended_at = ? WHERE session_id = ? AND turn_id = ?
+"""
+UPSERT_MEMBER = """
+INSERT INTO members (tenant_id, user_id, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at
+"""
+DELETE_MEMBER = "DELETE FROM members WHERE tenant_id = ? AND user_id = ?"
+
+
+@dataclass
+class StoredSession:
+    id: str
+    tenant_id: str
+    name: str
+    agent_type: str
+    status: str
+    archived: bool
+    created_at: int
+    updated_at: int
+    active_turn_id: str | None
+    last_seq: int = 0
+    # clientTurnId -> the turn_started frame that answered it (idempotent run_turn across restarts)
+    client_turns: dict[str, bytes] = field(default_factory=dict)
+
+
+class Database:
+    """The gateway's SQLite file, with batched writes on a single worker thread."""
+
+    def __init__(self, path: Path, *, flush_interval: float = 0.05, max_batch: int = 5000):
+        self.path = Path(path)
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dim-gateway-db")
+        self._ops: list[tuple[str, tuple]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: set[asyncio.Future] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> list[StoredSession]:
+        """Open (creating if needed) and load every session. Call before serving."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash; only a power loss may drop the last batch.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA + WORKSPACE_SCHEMA)
+        self._conn = conn
+        return self._load_sessions()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def close(self) -> None:
+        self.flush()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def write(self, sql: str, params: tuple) -> None:
+        """Queue a write; it is committed with the next batch."""
+        self._ops.append((sql, params))
+        if len(self._ops) >= self.max_batch:
+            self.flush()
+        elif self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self.flush_interval, self.flush)
+
+    def append_event(self, session_id: str, seq: int, frame: bytes) -> None:
+        self.write(INSERT_EVENT, (session_id, seq, frame))
+
+    def flush(self) -> None:
+        """Hand the buffered writes to the worker thread (non-blocking)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        fut = asyncio.ensure_future(self._submit(self._write_batch, ops), loop=self._loop)
+        self._inflight.add(fut)
+        fut.add_done_callback(self._inflight.discard)
+
+    def _write_batch(self, ops: list[tuple[str, tuple]]) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN")
+            i = 0
+            while i < len(ops):
+                sql = ops[i][0]
+                j = i
+                while j < len(ops) and ops[j][0] == sql:
+                    j += 1
+                conn.executemany(sql, [p for _, p in ops[i:j]])
+                i = j
+            conn.execute("COMMIT")
+        except Exception:
+            log.exception("dev gateway: a write batch of %d operations failed", len(ops))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    # --- reads and other work on the worker thread ------------------------------------------------
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, fn, *args)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future:
+        """Run ``fn(conn, *args)`` on the worker thread after every write queued so far.
+
+        Returns a future at once (not a coroutine), so a caller can attach a done-callback that
+        fires even if the task awaiting it is cancelled.
+        """
+        self.flush()
+        return self._submit(self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple) -> T:
+        assert self._conn is not None
+        return fn(self._conn, *args)
+
+    # --- queries (run them through run()) ---------------------------------------------------------
+
+    @staticmethod
+    def events_after(conn: sqlite3.Connection, session_id: str, after_seq: int, limit: int) -> tuple[list[bytes], bool]:
+        rows = conn.execute(
+            "SELECT json FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (session_id, after_seq, limit + 1),
+        ).fetchall()
+        return [r[0] for r in rows[:limit]], len(rows) > limit
+
+    @staticmethod
+    def history(conn: sqlite3.Connection, session_id: str) -> list[tuple]:
+        return conn.execute(
+            "SELECT turn_id, client_turn_id, text, status, final_text, stop_reason, error_code, error_message,"
+            " started_seq, ended_seq, started_at, ended_at FROM turns WHERE session_id = ? ORDER BY started_seq",
+            (session_id,),
+        ).fetchall()
+
+    @staticmethod
+    def members(conn: sqlite3.Connection, tenant_id: str) -> list[tuple]:
+        return conn.execute(
+            "SELECT user_id, role, created_at, updated_at FROM members WHERE tenant_id = ? ORDER BY created_at, user_id",
+            (tenant_id,),
+        ).fetchall()
+
+    @staticmethod
+    def delete_session(conn: sqlite3.Connection, session_id: str) -> None:
+        conn.execute("BEGIN")
+        for table in ("events", "turns", "file_iterations", "file_heads"):
+            conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+        conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        conn.execute("COMMIT")
+
+    def load_members(self) -> dict[str, list[tuple]]:
+        """Every tenant's members as (user_id, role, created_at, updated_at), before serving."""
+        assert self._conn is not None
+        members: dict[str, list[tuple]] = {}
+        for tenant, *row in self._conn.execute(
+            "SELECT tenant_id, user_id, role, created_at, updated_at FROM members ORDER BY created_at, user_id"
+        ):
+            members.setdefault(tenant, []).append(tuple(row))
+        return members
+
+    def _load_sessions(self) -> list[StoredSession]:
+        conn = self._conn
+        assert conn is not None
+        sessions = {
+            r[0]: StoredSession(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8])
+            for r in conn.execute(
+                "SELECT id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id"
+                " FROM sessions ORDER BY created_at, id"
+            )
+        }
+        for sid, last in conn.execute("SELECT session_id, MAX(seq) FROM events GROUP BY session_id"):
+            if sid in sessions:
+                sessions[sid].last_seq = last
+        for sid, client_turn_id, frame in conn.execute(
+            "SELECT t.session_id, t.client_turn_id, e.json FROM turns t JOIN events e"
+            " ON e.session_id = t.session_id AND e.seq = t.started_seq WHERE t.client_turn_id IS NOT NULL"
+        ):
+            if sid in sessions:
+                sessions[sid].client_turns[client_turn_id] = bytes(frame)
+        return list(sessions.values())

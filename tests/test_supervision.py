@@ -1,0 +1,131 @@
+"""Supervision with real processes and real signals: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from apphelpers import ROOT, App, wait_until
+
+N = 20000
+EXPECTED = "".join(f"{i} " for i in range(N))
+
+
+def start_stream(app: App, n: int = N, rate: int | None = None) -> tuple[str, str]:
+    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    script = f"/stream {n}" + (f" {rate}" if rate else "")
+    turn_id = app.invoke("run_turn", sessionId=sid, text=script)["turnId"]
+    return sid, turn_id
+
+
+def turn(app: App, sid: str, turn_id: str) -> dict | None:
+    chat = app.invoke("get_state")["chats"].get(sid)
+    if not chat:
+        return None
+    return next((t for t in chat["turns"] if t["turnId"] == turn_id), None)
+
+
+def delta_count(app: App, sid: str, turn_id: str) -> int:
+    t = turn(app, sid, turn_id)
+    return t["deltaCount"] if t else 0
+
+
+def assert_exact(app: App, sid: str, turn_id: str, n: int = N, timeout: float = 90) -> dict:
+    t = wait_until(lambda: (lambda t: t if t and t["status"] == "complete" else None)(turn(app, sid, turn_id)),
+                   timeout, interval=0.2, what="the turn to complete in the stores")
+    expected = "".join(f"{i} " for i in range(n))
+    assert t["deltaCount"] == n, f"{t['deltaCount']} deltas, expected {n}"
+    assert t["text"] == expected  # every delta exactly once, in order
+    assert t["finalText"] == expected
+    return t
+
+
+def test_kill_9_of_the_connection_process_mid_stream_loses_nothing(app: App):
+    old_pid = app.status()["connection"]["pid"]
+    sid, turn_id = start_stream(app, N, 4000)
+    wait_until(lambda: delta_count(app, sid, turn_id) > 1500, 30, what="the stream to be under way")
+    os.kill(old_pid, signal.SIGKILL)
+    assert_exact(app, sid, turn_id)
+    row = app.status()["connection"]
+    assert row["pid"] != old_pid and row["restarts"] == 1 and row["state"] == "running"
+    assert "exited" in row["lastError"]
+
+
+def test_a_fault_injected_into_the_router_mid_stream_loses_nothing(app: App):
+    sid, turn_id = start_stream(app, N, 4000)
+    wait_until(lambda: delta_count(app, sid, turn_id) > 1500, 30, what="the stream to be under way")
+    out = app.dimctl("crash", "router")
+    assert out.returncode == 0, out.stderr
+    assert_exact(app, sid, turn_id)
+    row = app.status()["router"]
+    assert row["restarts"] == 1 and "fault injected" in row["lastError"]
+    assert row["duplicatesDropped"] >= 0
+
+
+@pytest.mark.parametrize("actor", ["journal", "materializer", "watcher", "router", "connection", "uibridge"])
+def test_dimctl_restart_of_each_actor_mid_stream(dim_home, actor):
+    app = App(dim_home)
+    try:
+        app.wait_connected()
+        sid, turn_id = start_stream(app, 8000, 4000)
+        wait_until(lambda: delta_count(app, sid, turn_id) > 1000, 30, what="the stream to be under way")
+        out = app.dimctl("restart", actor)
+        assert out.returncode == 0, out.stderr
+        assert f"{actor}: restarted" in out.stdout
+        assert_exact(app, sid, turn_id, 8000)
+        rows = app.status()
+        assert rows[actor]["restarts"] == 1 and rows[actor]["state"] == "running"
+    finally:
+        app.stop()
+
+
+def test_restart_of_an_unknown_actor_is_a_clear_error(app: App):
+    out = app.dimctl("restart", "nosuch")
+    assert out.returncode == 2 and "unknown actor 'nosuch'" in out.stderr
+
+
+def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
+    app = App(dim_home)
+    app.wait_connected()
+    # More than 3 crashes in 5 s: the whole tree restarts once.
+    for _ in range(4):
+        assert app.dimctl("crash", "journal").returncode == 0
+    wait_until(lambda: app.status()["router"]["restarts"] >= 1, 20, what="the whole tree to restart")
+    assert app.proc.poll() is None
+    # Failing again right after: the supervisor gives up, stops cleanly and exits non-zero.
+    for _ in range(4):
+        r = app.dimctl("crash", "journal")
+        if r.returncode != 0:
+            break
+    code = app.proc.wait(timeout=60)
+    assert code != 0
+    assert "kept failing" in app.output()
+    assert not (dim_home / "run" / "runtime.json").exists()
+
+
+def test_logs_follow_type_and_since(app: App):
+    follower = subprocess.Popen([sys.executable, "-m", "dim_actors.cli.dimctl", "logs", "router", "--follow",
+                                 "--json", "--type", "text_delta", "--since", "1s"],
+                                env=app.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        sid, turn_id = start_stream(app, 50)
+        got = []
+        while len(got) < 50:
+            line = follower.stdout.readline()
+            assert line, "dimctl logs --follow ended early"
+            got.append(json.loads(line))
+        assert all(g["body"]["type"] == "text_delta" for g in got)
+        assert "".join(g["body"]["raw"]["text"] for g in got) == "".join(f"{i} " for i in range(50))
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    everything = app.dimctl("logs", "router", "--json", "--type", "text_delta")
+    assert len(everything.stdout.splitlines()) == 50
+    recent = app.dimctl("logs", "router", "--json", "--type", "invoke", "--limit", "2")
+    assert len(recent.stdout.splitlines()) == 2

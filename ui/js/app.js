@@ -1,0 +1,660 @@
+// Entry point: wires the bridge, the store and the views together.
+//
+// Start-up: open the event socket, then fetch get_state, rebuild the model from it and apply the
+// gateway events that arrived meanwhile (buffered, deduplicated by seq). The same happens after
+// every reconnect of the event socket. Rendering is batched: every change marks the store dirty
+// and one requestAnimationFrame callback updates the DOM.
+
+import { invoke, listen, onBridgeState, getToken } from "./bridge.js";
+import {
+  createStore,
+  loadSnapshot,
+  applyGatewayEvent,
+  applyInvokeResult,
+  setConnection,
+  setActors,
+  takeDirty,
+  sessionIsBusy,
+} from "./state.js";
+import { ChatView, renderGeneric } from "./chat.js";
+import { SessionList } from "./sessions.js";
+import { FilesPanel } from "./files.js";
+import { ActorsPanel } from "./actors.js";
+import { initToasts, toast, toastError } from "./toast.js";
+import { $, clear } from "./dom.js";
+
+const SELECTED_KEY = "dim-desktop.selected";
+const CONNECTION_LABELS = ["connecting", "connected", "reconnecting", "auth failed", "offline"];
+
+const store = createStore();
+const ui = {
+  selectedId: null,
+  showArchived: false,
+  bridge: "connecting", // the event socket: connecting | open | closed
+  syncing: false,
+  buffer: [], // [kind, payload] received while a snapshot is being fetched
+  ready: false,
+  syncRun: 0,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Elements
+
+const el = {
+  conn: $("#connection-state"),
+  connPopover: $("#conn-popover"),
+  connDetail: $("#conn-detail"),
+  connForm: $("#conn-form"),
+  connUrl: $("#conn-url"),
+  connToken: $("#conn-token"),
+  connDisconnect: $("#conn-disconnect"),
+  identity: $("#identity"),
+  notifyToggle: $("#notify-toggle"),
+  panelToggle: $("#panel-toggle"),
+  agentType: $("#agent-type"),
+  newSession: $("#new-session"),
+  showArchived: $("#show-archived"),
+  sessionList: $("#session-list"),
+  chatTitle: $("#chat-title"),
+  chatStatus: $("#chat-status"),
+  chatAgent: $("#chat-agent"),
+  chat: $("#chat"),
+  turnControls: $("#turn-controls"),
+  steerForm: $("#steer-form"),
+  steerInput: $("#steer-input"),
+  stop: $("#stop"),
+  composer: $("#composer"),
+  input: $("#message-input"),
+  send: $("#send"),
+  files: $("#files-panel"),
+  actors: $("#actors-panel"),
+  globalEvents: $("#global-events"),
+  globalCount: $("#global-count"),
+  globalList: $("#global-events-list"),
+  toasts: $("#toasts"),
+  confirm: $("#confirm"),
+  confirmText: $("#confirm-text"),
+  confirmOk: $("#confirm-ok"),
+};
+
+initToasts(el.toasts);
+
+/** invoke() that shows a toast when it fails (and still rejects). */
+async function call(command, args, context) {
+  try {
+    return await invoke(command, args);
+  } catch (err) {
+    toastError(err, context || command);
+    if (err && err.code === "UNAUTHORIZED") showAuthProblem();
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+const chatView = new ChatView(el.chat, {
+  store,
+  answer: (sessionId, requestId, payload) => call("answer_question", { sessionId, requestId, ...payload }, "Answer"),
+});
+
+const sessionList = new SessionList(el.sessionList, {
+  select: (id) => selectSession(id),
+  rename: (id, name) => sessionCommand("rename_session", { sessionId: id, name }, "Rename"),
+  archive: (id) => sessionCommand("archive_session", { sessionId: id }, "Archive"),
+  unarchive: (id) => sessionCommand("unarchive_session", { sessionId: id }, "Unarchive"),
+  remove: (id) => deleteSession(id),
+});
+
+const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
+
+const actorsPanel = new ActorsPanel(el.actors, {
+  restart: (name) => call("restart_actor", { name }, `Restart ${name}`),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Render loop
+
+let frameRequested = false;
+
+function schedule() {
+  if (frameRequested) return;
+  frameRequested = true;
+  if (document.hidden) setTimeout(flush, 200);
+  else requestAnimationFrame(flush);
+}
+
+function flush() {
+  if (!frameRequested) return;
+  frameRequested = false;
+  runEffects();
+  const d = takeDirty(store);
+  if (d.all) {
+    renderConnection();
+    sessionList.render(store, ui.selectedId, ui.showArchived);
+    if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) setSelected(null);
+    chatView.show(ui.selectedId);
+    actorsPanel.render(store.actors);
+    renderGlobal();
+  } else {
+    if (d.connection) renderConnection();
+    if (d.sessions) {
+      sessionList.render(store, ui.selectedId, ui.showArchived);
+      if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) setSelected(null);
+    }
+    chatView.update(ui.selectedId ? d.chats.get(ui.selectedId) : undefined);
+    if (d.actors) actorsPanel.render(store.actors);
+    if (d.global) renderGlobal();
+  }
+  renderHeader();
+  renderControls();
+  if (!ui.ready && ui.snapshotLoaded) {
+    ui.ready = true;
+    document.body.dataset.ready = "1";
+  }
+}
+
+function runEffects() {
+  if (!store.effects.length) return;
+  const effects = store.effects;
+  store.effects = [];
+  for (const fx of effects) {
+    if (fx.kind === "toast") {
+      const retry = typeof fx.retryAfterMs === "number" ? ` (retry in ${Math.ceil(fx.retryAfterMs / 1000)} s)` : "";
+      toast({ level: fx.level, title: fx.title, message: `${fx.message}${retry}` });
+    } else if (fx.kind === "notify") {
+      desktopNotify(fx.title, fx.body, fx.sessionId);
+    }
+  }
+}
+
+export function connectionLabel(state) {
+  const s = String(state ?? "")
+    .toLowerCase()
+    .replace(/[_-]+/g, " ")
+    .trim();
+  if (CONNECTION_LABELS.includes(s)) return s;
+  if (s === "authenticated" || s === "open" || s === "ready" || s === "online") return "connected";
+  if (s.includes("auth") && (s.includes("fail") || s.includes("reject") || s.includes("denied") || s.includes("error"))) return "auth failed";
+  if (s === "unauthorized" || s === "forbidden") return "auth failed";
+  if (s === "authenticating" || s === "handshake" || s === "opening") return "connecting";
+  if (s === "retrying" || s === "backoff") return "reconnecting";
+  if (!s || s === "disconnected" || s === "closed" || s === "stopped" || s === "idle" || s === "error" || s === "failed") return "offline";
+  return s;
+}
+
+function renderConnection() {
+  const c = store.connection || {};
+  const bridgeDown = ui.bridge !== "open";
+  let label = connectionLabel(c.state);
+  let detail = c.detail || "";
+  if (bridgeDown && ui.ready) {
+    label = "offline";
+    detail = "The dim-desktop app is not reachable; retrying…";
+  }
+  if (el.conn.textContent !== label) el.conn.textContent = label;
+  el.conn.dataset.state = label.replace(/ /g, "-");
+  el.conn.dataset.raw = String(c.state ?? "");
+  el.conn.dataset.bridge = ui.bridge;
+  el.conn.title = [c.url, detail, c.reconnects ? `${c.reconnects} reconnects` : ""].filter(Boolean).join(" — ");
+  el.connDetail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", detail, c.reconnects ? `Reconnects: ${c.reconnects}` : ""]
+    .filter(Boolean)
+    .join("\n");
+  if (!el.connUrl.value && c.url && document.activeElement !== el.connUrl) el.connUrl.value = c.url;
+  const id = c.identity;
+  el.identity.textContent = id ? id.email || id.userId || "" : "";
+}
+
+function renderHeader() {
+  const id = ui.selectedId;
+  const meta = id ? store.sessions.get(id) : null;
+  const chat = id ? store.chats.get(id) : null;
+  const title = id ? (meta && meta.name) || "Untitled session" : "No session selected";
+  if (el.chatTitle.textContent !== title) el.chatTitle.textContent = title;
+  const status = meta ? meta.status : chat ? chat.status : null;
+  el.chatStatus.hidden = !status;
+  if (status && el.chatStatus.textContent !== status) {
+    el.chatStatus.textContent = status;
+    el.chatStatus.dataset.status = status;
+  }
+  const agent = meta && meta.agentType ? meta.agentType : "";
+  const sub = [agent, meta && meta.archived ? "archived" : ""].filter(Boolean).join(" · ");
+  if (el.chatAgent.textContent !== sub) el.chatAgent.textContent = sub;
+}
+
+function renderControls() {
+  const id = ui.selectedId;
+  const hasSession = !!id;
+  el.input.disabled = !hasSession;
+  el.send.disabled = !hasSession || ui.sending;
+  const busy = hasSession && sessionIsBusy(store, id);
+  if (el.turnControls.hidden === busy) el.turnControls.hidden = !busy;
+}
+
+function renderGlobal() {
+  const events = store.globalEvents;
+  el.globalEvents.hidden = events.length === 0;
+  el.globalCount.textContent = events.length ? `(${events.length})` : "";
+  clear(el.globalList);
+  for (const ev of events.slice(-50)) el.globalList.appendChild(renderGeneric(ev));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events from the bridge
+
+function onGatewayEvent(ev) {
+  if (ui.syncing) {
+    ui.buffer.push(["gateway-event", ev]);
+    return;
+  }
+  applyGatewayEvent(store, ev);
+  if (ev && ev.type === "file_changed" && ev.sessionId === ui.selectedId) filesPanel.onFileChanged(ev);
+  schedule();
+}
+
+function onConnectionState(payload) {
+  if (ui.syncing) {
+    ui.buffer.push(["connection-state", payload]);
+    return;
+  }
+  setConnection(store, payload);
+  schedule();
+}
+
+function onActorStatus(payload) {
+  setActors(store, payload);
+  schedule();
+}
+
+listen("gateway-event", onGatewayEvent);
+listen("connection-state", onConnectionState);
+listen("actor-status", onActorStatus);
+
+onBridgeState((state) => {
+  ui.bridge = state;
+  store.dirty.connection = true;
+  schedule();
+  if (state === "open") resync();
+});
+
+// If the event socket cannot open at all, still render what get_state says.
+setTimeout(() => {
+  if (!ui.snapshotLoaded && !ui.syncing) resync();
+}, 2500);
+
+/** Rebuild the model from get_state, then apply what arrived meanwhile. */
+async function resync() {
+  const run = ++ui.syncRun;
+  ui.syncing = true;
+  ui.buffer = [];
+  let snap;
+  try {
+    snap = await invoke("get_state", {});
+  } catch (err) {
+    if (run !== ui.syncRun) return;
+    finishSync();
+    if (err && (err.code === "UNAUTHORIZED" || err.code === "FORBIDDEN")) {
+      showAuthProblem();
+      return;
+    }
+    toastError(err, "Loading state");
+    setTimeout(() => {
+      if (ui.bridge === "open" && run === ui.syncRun) resync();
+    }, 1500);
+    return;
+  }
+  if (run !== ui.syncRun) return; // a newer resync superseded this one
+  loadSnapshot(store, snap);
+  ui.snapshotLoaded = true;
+  if (!ui.selectedId) {
+    let remembered = null;
+    try {
+      remembered = sessionStorage.getItem(SELECTED_KEY);
+    } catch (_) {
+      remembered = null;
+    }
+    if (remembered && (store.sessions.has(remembered) || store.chats.has(remembered))) setSelected(remembered);
+  }
+  finishSync();
+  filesPanel.setSession(ui.selectedId);
+  schedule();
+}
+
+function finishSync() {
+  const buffered = ui.buffer;
+  ui.buffer = [];
+  ui.syncing = false;
+  for (const [kind, payload] of buffered) {
+    if (kind === "gateway-event") onGatewayEvent(payload);
+    else if (kind === "connection-state") onConnectionState(payload);
+  }
+  schedule();
+}
+
+let authProblemShown = false;
+function showAuthProblem() {
+  if (authProblemShown) return;
+  authProblemShown = true;
+  toast({
+    level: "error",
+    title: "Not authorized",
+    message: getToken()
+      ? "This page's token was rejected. Open the URL that dim-desktop printed."
+      : "This page has no token. Open the URL that dim-desktop printed (it ends in ?token=…).",
+    timeoutMs: 0,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+function setSelected(id) {
+  ui.selectedId = id || null;
+  try {
+    if (id) sessionStorage.setItem(SELECTED_KEY, id);
+    else sessionStorage.removeItem(SELECTED_KEY);
+  } catch (_) {
+    /* ignore */
+  }
+}
+
+async function selectSession(id) {
+  const changed = id !== ui.selectedId;
+  setSelected(id);
+  if (changed) {
+    chatView.show(id);
+    filesPanel.setSession(id);
+  }
+  sessionList.render(store, ui.selectedId, ui.showArchived);
+  renderHeader();
+  renderControls();
+  if (id && !store.chats.has(id)) await joinSession(id);
+  if (changed && id) el.input.focus();
+}
+
+const joining = new Set();
+async function joinSession(id) {
+  if (joining.has(id)) return;
+  joining.add(id);
+  try {
+    const result = await call("join_session", { sessionId: id }, "Join session");
+    applyInvokeResult(store, result);
+    schedule();
+    const chat = store.chats.get(id);
+    const meta = store.sessions.get(id);
+    const known = chat ? chat.lastSeq : 0;
+    const latest = Math.max(meta ? meta.lastSeq : 0, typeof result?.lastSeq === "number" ? result.lastSeq : 0);
+    if ((!chat || chat.timeline.length === 0) && latest > known) await loadHistory(id);
+  } catch (_) {
+    /* toast shown */
+  } finally {
+    joining.delete(id);
+  }
+}
+
+/**
+ * Fetch a session's past events with get_events and replay them through the reducer (used when
+ * a joined session has history the bridge's get_state did not include). Live events are held
+ * back meanwhile and applied afterwards; duplicates are dropped by seq.
+ */
+async function loadHistory(id) {
+  if (ui.syncing) return;
+  ui.syncing = true;
+  ui.buffer = [];
+  const effectsBefore = store.effects.length;
+  try {
+    const events = [];
+    let afterSeq = 0;
+    for (let page = 0; page < 1000; page += 1) {
+      const result = await invoke("get_events", { sessionId: id, afterSeq });
+      const batch = Array.isArray(result?.events) ? result.events : [];
+      events.push(...batch);
+      const last = batch.length ? batch[batch.length - 1].seq : null;
+      if (!result?.hasMore || !batch.length || typeof last !== "number" || last <= afterSeq) break;
+      afterSeq = last;
+    }
+    store.chats.delete(id);
+    for (const ev of events) applyGatewayEvent(store, ev);
+    store.effects.length = effectsBefore; // no toasts/notifications for history
+    store.dirty.all = true;
+  } catch (err) {
+    toastError(err, "Loading history");
+  } finally {
+    finishSync();
+  }
+}
+
+async function sessionCommand(command, args, context) {
+  try {
+    const result = await call(command, args, context);
+    applyInvokeResult(store, result);
+    schedule();
+    return result;
+  } catch (_) {
+    return null;
+  }
+}
+
+async function newSession() {
+  const agentType = el.agentType.value || "echo";
+  el.newSession.disabled = true;
+  try {
+    const result = await call("create_session", { agentType }, "New session");
+    applyInvokeResult(store, result);
+    const id = result?.session?.id ?? result?.sessionId ?? result?.id;
+    if (!id) {
+      toast({ level: "error", title: "New session", message: "The gateway did not return a session id." });
+      return;
+    }
+    schedule();
+    await selectSession(id);
+  } catch (_) {
+    /* toast shown */
+  } finally {
+    el.newSession.disabled = false;
+  }
+}
+
+async function deleteSession(id) {
+  const meta = store.sessions.get(id);
+  const name = (meta && meta.name) || id;
+  const ok = await confirmDialog(`Delete the session “${name}”? This cannot be undone.`);
+  if (!ok) return;
+  const result = await sessionCommand("delete_session", { sessionId: id }, "Delete");
+  if (result && ui.selectedId === id) {
+    setSelected(null);
+    chatView.show(null);
+    filesPanel.setSession(null);
+  }
+  schedule();
+}
+
+function confirmDialog(text) {
+  return new Promise((resolve) => {
+    const dlg = el.confirm;
+    el.confirmText.textContent = text;
+    if (typeof dlg.showModal !== "function") {
+      resolve(window.confirm(text));
+      return;
+    }
+    const onClose = () => {
+      dlg.removeEventListener("close", onClose);
+      resolve(dlg.returnValue === "ok");
+    };
+    dlg.returnValue = "";
+    dlg.addEventListener("close", onClose);
+    dlg.showModal();
+    el.confirmOk.focus();
+  });
+}
+
+async function toggleArchived() {
+  ui.showArchived = el.showArchived.checked;
+  if (ui.showArchived) {
+    try {
+      const result = await call("list_sessions", { includeArchived: true }, "List sessions");
+      applyInvokeResult(store, result);
+    } catch (_) {
+      /* toast shown */
+    }
+  }
+  store.dirty.sessions = true;
+  schedule();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Turns
+
+async function sendMessage() {
+  const id = ui.selectedId;
+  const text = el.input.value;
+  if (!id || !text.trim() || ui.sending) return;
+  ui.sending = true;
+  el.input.value = "";
+  renderControls();
+  try {
+    await call("run_turn", { sessionId: id, text }, "Send");
+  } catch (_) {
+    if (!el.input.value) el.input.value = text;
+  } finally {
+    ui.sending = false;
+    renderControls();
+  }
+}
+
+async function steer() {
+  const id = ui.selectedId;
+  const content = el.steerInput.value.trim();
+  if (!id || !content) return;
+  el.steerInput.value = "";
+  try {
+    await call("steer", { sessionId: id, content }, "Steer");
+  } catch (_) {
+    if (!el.steerInput.value) el.steerInput.value = content;
+  }
+}
+
+async function stopTurn() {
+  const id = ui.selectedId;
+  if (!id) return;
+  el.stop.disabled = true;
+  try {
+    await call("stop_turn", { sessionId: id }, "Stop");
+  } catch (_) {
+    /* toast shown */
+  } finally {
+    el.stop.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Desktop notifications (only when the window is not focused and permission was granted)
+
+function desktopNotify(title, body, sessionId) {
+  if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
+  if (!document.hidden && document.hasFocus()) return;
+  try {
+    const n = new Notification(title, { body: body || "", tag: `dim-${sessionId || "global"}` });
+    n.onclick = () => {
+      window.focus();
+      if (sessionId) selectSession(sessionId);
+      n.close();
+    };
+  } catch (_) {
+    /* notifications unavailable in this context */
+  }
+}
+
+function setupNotifyToggle() {
+  if (typeof Notification === "undefined" || Notification.permission !== "default") return;
+  el.notifyToggle.hidden = false;
+  el.notifyToggle.addEventListener("click", async () => {
+    try {
+      await Notification.requestPermission();
+    } finally {
+      el.notifyToggle.hidden = Notification.permission !== "default";
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// DOM wiring
+
+el.newSession.addEventListener("click", newSession);
+el.showArchived.addEventListener("change", toggleArchived);
+el.composer.addEventListener("submit", (e) => {
+  e.preventDefault();
+  sendMessage();
+});
+el.input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+    e.preventDefault();
+    sendMessage();
+  }
+});
+el.steerForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  steer();
+});
+el.stop.addEventListener("click", stopTurn);
+
+el.conn.addEventListener("click", () => {
+  el.connPopover.hidden = !el.connPopover.hidden;
+  el.conn.setAttribute("aria-expanded", String(!el.connPopover.hidden));
+});
+document.addEventListener("click", (e) => {
+  if (!el.connPopover.hidden && !e.target.closest(".conn-wrap")) {
+    el.connPopover.hidden = true;
+    el.conn.setAttribute("aria-expanded", "false");
+  }
+});
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && !el.connPopover.hidden) {
+    el.connPopover.hidden = true;
+    el.conn.focus();
+  }
+});
+el.connForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const url = el.connUrl.value.trim();
+  if (!url) {
+    el.connUrl.focus();
+    return;
+  }
+  const args = { url };
+  if (el.connToken.value) args.token = el.connToken.value;
+  try {
+    await call("gateway_connect", args, "Connect");
+    el.connPopover.hidden = true;
+  } catch (_) {
+    /* toast shown */
+  }
+});
+el.connDisconnect.addEventListener("click", async () => {
+  try {
+    await call("gateway_disconnect", {}, "Disconnect");
+  } catch (_) {
+    /* toast shown */
+  }
+});
+
+el.panelToggle.addEventListener("click", () => {
+  const app = $("#app");
+  const collapsed = app.classList.toggle("panel-collapsed");
+  el.panelToggle.setAttribute("aria-pressed", String(!collapsed));
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && frameRequested) {
+    frameRequested = false;
+    schedule();
+  }
+});
+
+setupNotifyToggle();
+renderConnection();
+renderControls();
+chatView.show(null);
+
+// for debugging from the devtools console
+window.__dim = { store, ui, invoke, applyEvent: onGatewayEvent };

@@ -1,0 +1,98 @@
+// Small DOM helpers. Text always goes through text nodes; nothing here sets innerHTML.
+
+/**
+ * h("div", {class: "x", testid: "turn", dataset: {turnId}, onclick: fn, "aria-label": "..."}, ...children)
+ * Children: nodes, strings (text nodes), arrays, null/undefined/false (skipped).
+ */
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  if (attrs) {
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") el.className = value;
+      else if (key === "testid") el.dataset.testid = value;
+      else if (key === "dataset") Object.assign(el.dataset, value);
+      else if (key === "text") el.textContent = value;
+      else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+      else if (key === "value") el.value = value;
+      else if (key === "checked" || key === "disabled" || key === "hidden" || key === "open") el[key] = !!value;
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+export function append(el, children) {
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else if (child instanceof Node) el.appendChild(child);
+    else el.appendChild(document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+export function $(selector, root = document) {
+  return root.querySelector(selector);
+}
+
+export function byTestId(testid, root = document) {
+  return root.querySelector(`[data-testid="${testid}"]`);
+}
+
+export function prettyJson(value) {
+  if (value === undefined) return "";
+  if (typeof value === "string") {
+    // a JSON string is shown parsed and pretty when it parses, as is otherwise
+    const t = value.trim();
+    if ((t.startsWith("{") && t.endsWith("}")) || (t.startsWith("[") && t.endsWith("]"))) {
+      try {
+        return JSON.stringify(JSON.parse(t), null, 2);
+      } catch (_) {
+        return value;
+      }
+    }
+    return value;
+  }
+  try {
+    return JSON.stringify(value, null, 2);
+  } catch (_) {
+    return String(value);
+  }
+}
+
+export function formatTime(ms) {
+  if (typeof ms !== "number" || !isFinite(ms)) return "";
+  const d = new Date(ms);
+  const now = new Date();
+  const sameDay = d.toDateString() === now.toDateString();
+  return sameDay
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+export function formatBytes(n) {
+  if (typeof n !== "number" || !isFinite(n)) return "";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+export function formatDuration(seconds) {
+  if (typeof seconds !== "number" || !isFinite(seconds)) return seconds === undefined || seconds === null ? "" : String(seconds);
+  const s = Math.max(0, Math.floor(seconds));
+  const d = Math.floor(s / 86400);
+  const hh = Math.floor((s % 86400) / 3600);
+  const mm = Math.floor((s % 3600) / 60);
+  const ss = s % 60;
+  if (d) return `${d}d ${hh}h`;
+  if (hh) return `${hh}h ${mm}m`;
+  if (mm) return `${mm}m ${ss}s`;
+  return `${ss}s`;
+}

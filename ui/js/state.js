@@ -1,0 +1,747 @@
+// The page model and its reducer. No DOM here.
+//
+// The model is built from the bridge's `get_state` snapshot (loadSnapshot) and then kept current
+// by applying live `gateway-event` payloads (applyGatewayEvent). A snapshot Turn and the same turn
+// built from live events go through the same item fold (applyTurnItem), so they render the same.
+//
+// Every mutation marks what changed in `store.dirty`; the renderer reads and clears it once per
+// animation frame, so thousands of events per second cost one DOM update per frame.
+
+export const TURN_STATUSES = ["running", "waiting", "complete", "error", "stopped"];
+export const SESSION_STATUSES = ["inactive", "activating", "ready", "running", "waiting", "error", "deactivating"];
+
+// Event types that belong to a turn (they carry turnId).
+const TURN_ITEM_TYPES = new Set([
+  "turn_started",
+  "text_delta",
+  "turn_complete",
+  "turn_error",
+  "thinking.start",
+  "thinking.progress",
+  "thinking.complete",
+  "tool_call_start",
+  "tool_call_delta",
+  "tool_call",
+  "tool_result",
+  "tool_error",
+  "terminal.stream",
+  "terminal.complete",
+  "question_requested",
+  "permission_requested",
+  "approval_resolved",
+  "steer_received",
+  "file_changed",
+  "usage_update",
+]);
+
+// Session-list events: they update SessionMeta (the sidebar), not the chat.
+const SESSION_META_TYPES = new Set([
+  "session_list",
+  "session_created",
+  "session_renamed",
+  "session_archived",
+  "session_unarchived",
+  "session_deleted",
+  "session_state",
+  "state_snapshot",
+  "session_left",
+]);
+
+// Known events shown as a one-line notice in the chat timeline when they are outside a turn.
+const NOTICE_TYPES = new Set([
+  "sandbox_init",
+  "sandbox_provisioning",
+  "sandbox_ready",
+  "sandbox_removed",
+  "steer_received",
+  "file_changed",
+]);
+
+// Known events that are responses or housekeeping: nothing to show in a chat.
+const SILENT_TYPES = new Set([
+  "welcome",
+  "connected",
+  "authenticated",
+  "heartbeat",
+  "pong",
+  "member_list",
+  "file_list",
+  "file_content",
+  "file_history_list",
+  "history",
+  "event_list",
+  "usage_update",
+]);
+
+export function isKnownEventType(type) {
+  return (
+    TURN_ITEM_TYPES.has(type) ||
+    SESSION_META_TYPES.has(type) ||
+    NOTICE_TYPES.has(type) ||
+    SILENT_TYPES.has(type) ||
+    type === "error"
+  );
+}
+
+const STOP_REASONS = new Set([
+  "stopped",
+  "stop",
+  "stop_turn",
+  "user_stop",
+  "user",
+  "cancelled",
+  "canceled",
+  "interrupted",
+  "aborted",
+]);
+
+const MAX_GLOBAL_EVENTS = 200;
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+export function createStore() {
+  return {
+    connection: { state: "connecting", url: "", detail: "", reconnects: 0, identity: null },
+    sessions: new Map(), // id -> SessionMeta (plus UI fields)
+    chats: new Map(), // id -> Chat
+    globalEvents: [], // unknown events without a sessionId
+    actors: null, // last actor-status rows
+    gen: 0, // bumped when the whole model is rebuilt (snapshot)
+    effects: [], // {kind: "toast"|"notify", ...} drained by the app
+    dirty: newDirty(),
+  };
+}
+
+function newDirty() {
+  return {
+    all: false,
+    connection: false,
+    sessions: false,
+    actors: false,
+    global: false,
+    chats: new Map(), // sessionId -> {timeline: bool, turns: Set(turnId)}
+  };
+}
+
+export function takeDirty(store) {
+  const d = store.dirty;
+  store.dirty = newDirty();
+  return d;
+}
+
+function markChat(store, sessionId) {
+  let entry = store.dirty.chats.get(sessionId);
+  if (!entry) {
+    entry = { timeline: false, turns: new Set(), meta: false };
+    store.dirty.chats.set(sessionId, entry);
+  }
+  return entry;
+}
+
+function newChat(sessionId) {
+  return {
+    sessionId,
+    lastSeq: 0,
+    status: null,
+    turns: new Map(), // turnId -> Turn
+    timeline: [], // {kind: "turn", turnId, seq} | {kind: "event", event, seq}
+    activeTurnId: null,
+    pendingRequests: [],
+    loaded: false,
+  };
+}
+
+export function ensureChat(store, sessionId) {
+  let chat = store.chats.get(sessionId);
+  if (!chat) {
+    chat = newChat(sessionId);
+    store.chats.set(sessionId, chat);
+    markChat(store, sessionId).timeline = true;
+  }
+  return chat;
+}
+
+function newTurn(turnId, fields = {}) {
+  return {
+    turnId,
+    status: fields.status || "running",
+    userText: fields.userText ?? "",
+    text: fields.text ?? "",
+    finalText: fields.finalText ?? "",
+    error: fields.error ?? null,
+    deltaCount: fields.deltaCount ?? 0,
+    firstSeq: fields.firstSeq ?? null,
+    lastSeq: fields.lastSeq ?? null,
+    usage: null,
+    stopReason: null,
+    blocks: [], // derived from items, see applyTurnItem
+    index: { tools: new Map(), terminals: new Map(), requests: new Map(), thinking: null },
+    v: 0, // bumped on every change of the turn's own fields
+  };
+}
+
+function normSession(meta) {
+  if (!meta || typeof meta !== "object") return null;
+  const id = meta.id ?? meta.sessionId;
+  if (!id) return null;
+  return {
+    ...meta,
+    id,
+    name: meta.name ?? "",
+    agentType: meta.agentType ?? "",
+    status: meta.status ?? "inactive",
+    archived: !!meta.archived,
+    createdAt: meta.createdAt ?? null,
+    updatedAt: meta.updatedAt ?? null,
+    lastSeq: typeof meta.lastSeq === "number" ? meta.lastSeq : 0,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot
+
+/** Rebuild the whole model from a `get_state` result. */
+export function loadSnapshot(store, snap) {
+  snap = snap || {};
+  const conn = snap.connection || {};
+  store.connection = {
+    state: conn.state ?? "offline",
+    url: conn.url ?? "",
+    detail: conn.detail ?? "",
+    reconnects: conn.reconnects ?? 0,
+    identity: conn.identity ?? null,
+  };
+  store.sessions = new Map();
+  for (const raw of snap.sessions || []) {
+    const meta = normSession(raw);
+    if (meta) store.sessions.set(meta.id, meta);
+  }
+  store.chats = new Map();
+  const chats = snap.chats || {};
+  for (const sessionId of Object.keys(chats)) {
+    store.chats.set(sessionId, chatFromSnapshot(sessionId, chats[sessionId] || {}));
+  }
+  store.gen += 1;
+  store.dirty = newDirty();
+  store.dirty.all = true;
+}
+
+export function chatFromSnapshot(sessionId, c) {
+  const chat = newChat(sessionId);
+  chat.lastSeq = typeof c.lastSeq === "number" ? c.lastSeq : 0;
+  chat.status = c.status ?? null;
+  chat.loaded = true;
+  const entries = [];
+  for (const t of c.turns || []) {
+    if (!t || !t.turnId) continue;
+    const turn = newTurn(t.turnId, t);
+    for (const item of t.items || []) applyTurnItem(chat, turn, item);
+    chat.turns.set(turn.turnId, turn);
+    if (turn.status === "running" || turn.status === "waiting") chat.activeTurnId = turn.turnId;
+    entries.push({ kind: "turn", turnId: turn.turnId, seq: turn.firstSeq ?? 0 });
+  }
+  for (const ev of c.other || []) {
+    if (!ev || typeof ev !== "object") continue;
+    const entry = sessionLevelEntry(chat, ev);
+    if (entry) entries.push(entry);
+  }
+  // Turns by firstSeq and the other events by seq: the order in which they were sent, which is the
+  // order in which a live page appended them.
+  entries.forEach((e, i) => (e.i = i));
+  entries.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0) || a.i - b.i);
+  for (const e of entries) delete e.i;
+  chat.timeline = entries;
+  return chat;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live events
+
+/** Apply one server event (the payload of a `gateway-event`). */
+export function applyGatewayEvent(store, ev) {
+  if (!ev || typeof ev !== "object") return;
+  const type = typeof ev.type === "string" ? ev.type : "";
+
+  if (type === "error") {
+    store.effects.push({
+      kind: "toast",
+      level: "error",
+      title: ev.code || "error",
+      message: ev.message || "",
+      retryAfterMs: ev.retryAfterMs,
+    });
+    return;
+  }
+  if (type === "authenticated") {
+    if (ev.identity) {
+      store.connection = { ...store.connection, identity: ev.identity };
+      store.dirty.connection = true;
+    }
+    return;
+  }
+  if (SESSION_META_TYPES.has(type)) {
+    applySessionMetaEvent(store, ev);
+    return;
+  }
+
+  const sessionId = ev.sessionId;
+  if (!sessionId) {
+    if (!isKnownEventType(type)) {
+      store.globalEvents.push(ev);
+      if (store.globalEvents.length > MAX_GLOBAL_EVENTS) store.globalEvents.shift();
+      store.dirty.global = true;
+    }
+    return;
+  }
+  if (type === "heartbeat" || type === "pong") return;
+
+  const chat = ensureChat(store, sessionId);
+  const seq = typeof ev.seq === "number" ? ev.seq : null;
+  if (seq !== null) {
+    if (seq <= chat.lastSeq) return; // a duplicate (replay overlap)
+    chat.lastSeq = seq;
+    const meta = store.sessions.get(sessionId);
+    if (meta && seq > meta.lastSeq) meta.lastSeq = seq;
+  }
+
+  if (type === "usage_update" && !ev.turnId) {
+    chat.usage = { inputTokens: ev.inputTokens, outputTokens: ev.outputTokens };
+    markChat(store, sessionId).meta = true;
+    return;
+  }
+
+  if (ev.turnId && (TURN_ITEM_TYPES.has(type) || !isKnownEventType(type) || NOTICE_TYPES.has(type))) {
+    applyTurnEvent(store, chat, ev, seq);
+    return;
+  }
+
+  const entry = sessionLevelEntry(chat, ev, store);
+  if (entry) {
+    chat.timeline.push(entry);
+    markChat(store, sessionId).timeline = true;
+  }
+}
+
+function applyTurnEvent(store, chat, ev, seq) {
+  const type = ev.type;
+  const dirty = markChat(store, chat.sessionId);
+  let turn = chat.turns.get(ev.turnId);
+  if (!turn) {
+    // turn_started creates the turn; any other event of an unseen turn creates it too, so nothing
+    // is dropped when turn_started was missed.
+    turn = newTurn(ev.turnId, { status: "running", firstSeq: seq });
+    chat.turns.set(turn.turnId, turn);
+    chat.timeline.push({ kind: "turn", turnId: turn.turnId, seq: seq ?? 0 });
+    dirty.timeline = true;
+  }
+  dirty.turns.add(turn.turnId);
+  if (seq !== null) {
+    if (turn.firstSeq === null) turn.firstSeq = seq;
+    turn.lastSeq = seq;
+  }
+  turn.v += 1;
+
+  switch (type) {
+    case "turn_started":
+      if (typeof ev.text === "string") turn.userText = ev.text;
+      turn.status = "running";
+      chat.activeTurnId = turn.turnId;
+      return;
+    case "text_delta":
+      if (typeof ev.text === "string") turn.text += ev.text;
+      turn.deltaCount += 1;
+      return;
+    case "turn_complete":
+      turn.finalText = typeof ev.finalText === "string" ? ev.finalText : turn.finalText;
+      turn.status = STOP_REASONS.has(String(ev.stopReason || "").toLowerCase()) ? "stopped" : "complete";
+      if (chat.activeTurnId === turn.turnId) chat.activeTurnId = null;
+      applyTurnItem(chat, turn, ev);
+      store.effects.push({ kind: "notify", title: "Turn complete", body: firstLine(turn.text || turn.finalText), sessionId: chat.sessionId });
+      return;
+    case "turn_error":
+      turn.status = "error";
+      turn.error = { code: ev.code ?? "", message: ev.message ?? "" };
+      if (chat.activeTurnId === turn.turnId) chat.activeTurnId = null;
+      applyTurnItem(chat, turn, ev);
+      return;
+    case "question_requested":
+    case "permission_requested":
+      if (turn.status === "running") turn.status = "waiting";
+      applyTurnItem(chat, turn, ev);
+      store.effects.push({
+        kind: "notify",
+        title: type === "question_requested" ? "Question from the agent" : "Permission requested",
+        body: firstLine(type === "question_requested" ? ev.question : describe(ev.action)),
+        sessionId: chat.sessionId,
+      });
+      return;
+    case "approval_resolved":
+      applyTurnItem(chat, turn, ev);
+      if (turn.status === "waiting" && !hasOpenRequest(turn)) turn.status = "running";
+      for (const t of chat.turns.values()) {
+        if (t !== turn && t.index.requests.has(ev.requestId)) {
+          t.v += 1;
+          dirty.turns.add(t.turnId);
+        }
+      }
+      return;
+    default:
+      applyTurnItem(chat, turn, ev);
+  }
+}
+
+function hasOpenRequest(turn) {
+  for (const b of turn.index.requests.values()) if (!b.resolution) return true;
+  return false;
+}
+
+/**
+ * The item fold: how one non-text_delta event of a turn changes the turn's blocks. Used for the
+ * snapshot's Turn.items and for live events alike.
+ */
+export function applyTurnItem(chat, turn, ev) {
+  if (!ev || typeof ev !== "object") return;
+  const type = ev.type;
+  const idx = turn.index;
+  const add = (block) => {
+    block.v = 1;
+    turn.blocks.push(block);
+    return block;
+  };
+  const touch = (block) => {
+    block.v += 1;
+    return block;
+  };
+  switch (type) {
+    case "turn_started":
+    case "text_delta":
+    case "turn_error":
+      return;
+    case "turn_complete":
+      if (ev.usage && typeof ev.usage === "object") turn.usage = { ...ev.usage };
+      if (ev.stopReason) turn.stopReason = ev.stopReason;
+      return;
+    case "usage_update":
+      turn.usage = { inputTokens: ev.inputTokens, outputTokens: ev.outputTokens };
+      return;
+    case "thinking.start":
+      idx.thinking = add({ kind: "thinking", text: "", done: false });
+      return;
+    case "thinking.progress": {
+      const text = typeof ev.text === "string" ? ev.text : typeof ev.content === "string" ? ev.content : "";
+      if (!idx.thinking) idx.thinking = add({ kind: "thinking", text: "", done: false });
+      idx.thinking.text += text;
+      touch(idx.thinking);
+      return;
+    }
+    case "thinking.complete":
+      if (idx.thinking) {
+        if (typeof ev.text === "string" && ev.text && !idx.thinking.text) idx.thinking.text = ev.text;
+        idx.thinking.done = true;
+        touch(idx.thinking);
+        idx.thinking = null;
+      }
+      return;
+    case "tool_call_start":
+    case "tool_call_delta":
+    case "tool_call":
+    case "tool_result":
+    case "tool_error": {
+      const id = ev.toolCallId ?? "";
+      let block = idx.tools.get(id);
+      if (!block) {
+        block = add({ kind: "tool", toolCallId: id, toolName: "", argsText: "", args: undefined, result: undefined, error: undefined, state: "pending" });
+        idx.tools.set(id, block);
+      } else touch(block);
+      if (ev.toolName) block.toolName = ev.toolName;
+      if (type === "tool_call_delta" && typeof ev.argsDelta === "string") block.argsText += ev.argsDelta;
+      if (type === "tool_call") {
+        if ("args" in ev) block.args = ev.args;
+        if (block.state === "pending") block.state = "running";
+      }
+      if (type === "tool_result") {
+        block.result = ev.result;
+        block.state = "done";
+      }
+      if (type === "tool_error") {
+        block.error = ev.error;
+        block.state = "error";
+      }
+      return;
+    }
+    case "terminal.stream":
+    case "terminal.complete": {
+      const id = ev.terminalId ?? "";
+      let block = idx.terminals.get(id);
+      if (!block) {
+        block = add({ kind: "terminal", terminalId: id, text: "", exitCode: null });
+        idx.terminals.set(id, block);
+      } else touch(block);
+      if (type === "terminal.stream") {
+        const text = typeof ev.text === "string" ? ev.text : typeof ev.data === "string" ? ev.data : "";
+        block.text += text;
+      } else {
+        block.exitCode = ev.exitCode ?? 0;
+      }
+      return;
+    }
+    case "question_requested":
+    case "permission_requested": {
+      const block = add({
+        kind: type === "question_requested" ? "question" : "permission",
+        requestId: ev.requestId ?? "",
+        question: ev.question,
+        options: Array.isArray(ev.options) ? ev.options : null,
+        action: ev.action,
+        event: ev,
+        resolution: null,
+      });
+      idx.requests.set(block.requestId, block);
+      return;
+    }
+    case "approval_resolved": {
+      const block = findRequest(chat, turn, ev.requestId);
+      const resolution = { answers: ev.answers, approved: ev.approved, dismissed: ev.dismissed };
+      if (block) {
+        block.resolution = resolution;
+        touch(block);
+      } else {
+        add({ kind: "notice", text: `Request ${ev.requestId ?? ""} resolved: ${describeResolution(resolution)}` });
+      }
+      return;
+    }
+    case "steer_received":
+      add({ kind: "steer", content: ev.content ?? "" });
+      return;
+    case "file_changed":
+      add({ kind: "file", path: ev.path ?? "", iteration: ev.iteration, size: ev.size, deleted: !!ev.deleted, renamedFrom: ev.renamedFrom ?? null });
+      return;
+    default:
+      if (NOTICE_TYPES.has(type)) {
+        add({ kind: "notice", text: noticeText(ev) });
+        return;
+      }
+      if (isKnownEventType(type)) return;
+      add({ kind: "generic", event: ev });
+  }
+}
+
+function findRequest(chat, turn, requestId) {
+  if (turn && turn.index.requests.has(requestId)) return turn.index.requests.get(requestId);
+  if (!chat) return null;
+  for (const t of chat.turns.values()) {
+    const b = t.index.requests.get(requestId);
+    if (b) {
+      return b;
+    }
+  }
+  return null;
+}
+
+/**
+ * A session event outside a turn: returns the timeline entry to show for it (or null), and
+ * applies approval resolutions to the request they answer.
+ */
+function sessionLevelEntry(chat, ev, store) {
+  const type = ev.type;
+  const seq = typeof ev.seq === "number" ? ev.seq : 0;
+  if (type === "approval_resolved") {
+    const block = findRequest(chat, null, ev.requestId);
+    if (block) {
+      block.resolution = { answers: ev.answers, approved: ev.approved, dismissed: ev.dismissed };
+      block.v += 1;
+      for (const t of chat.turns.values()) {
+        if (t.index.requests.get(ev.requestId) === block) {
+          t.v += 1;
+          if (t.status === "waiting" && !hasOpenRequest(t)) t.status = "running";
+          if (store) markChat(store, chat.sessionId).turns.add(t.turnId);
+        }
+      }
+      return null;
+    }
+    return { kind: "event", event: ev, seq };
+  }
+  if (NOTICE_TYPES.has(ev.type)) return { kind: "event", event: ev, seq };
+  if (!isKnownEventType(type)) return { kind: "event", event: ev, seq };
+  return null;
+}
+
+function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
+  const type = ev.type;
+  const seq = typeof ev.seq === "number" && !fromInvoke ? ev.seq : null;
+  if (type === "session_list") {
+    const list = (Array.isArray(ev.sessions) ? ev.sessions : []).map(normSession).filter(Boolean);
+    const complete = list.some((s) => s.archived); // a list with archived sessions is the full list
+    const seen = new Set();
+    for (const meta of list) {
+      seen.add(meta.id);
+      const prev = store.sessions.get(meta.id);
+      store.sessions.set(meta.id, prev ? { ...prev, ...meta, lastSeq: Math.max(prev.lastSeq, meta.lastSeq) } : meta);
+    }
+    for (const [id, meta] of store.sessions) {
+      if (!seen.has(id) && (complete || !meta.archived)) store.sessions.delete(id);
+    }
+    store.dirty.sessions = true;
+    return;
+  }
+
+  const sessionId = ev.sessionId ?? ev.session?.id;
+  if (!sessionId) return;
+  let meta = store.sessions.get(sessionId);
+  if (seq !== null && meta && seq <= meta.lastSeq && type !== "session_created") return; // already reflected
+  const chat = store.chats.get(sessionId);
+  if (seq !== null && chat && seq > chat.lastSeq) chat.lastSeq = seq;
+
+  switch (type) {
+    case "session_created": {
+      const created = normSession(ev.session || { id: sessionId });
+      if (!created) return;
+      store.sessions.set(created.id, meta ? { ...meta, ...created, lastSeq: Math.max(meta.lastSeq, created.lastSeq) } : created);
+      break;
+    }
+    case "state_snapshot": {
+      const snapMeta = normSession(ev.session ? { id: sessionId, ...ev.session } : { id: sessionId });
+      const merged = meta ? { ...meta, ...snapMeta, lastSeq: Math.max(meta.lastSeq, snapMeta.lastSeq) } : snapMeta;
+      store.sessions.set(sessionId, merged);
+      if (chat) {
+        if (ev.session?.status) chat.status = ev.session.status;
+        chat.pendingRequests = Array.isArray(ev.pendingRequests) ? ev.pendingRequests : [];
+        markChat(store, sessionId).meta = true;
+      }
+      break;
+    }
+    case "session_deleted":
+      store.sessions.delete(sessionId);
+      if (chat) {
+        store.chats.delete(sessionId);
+        markChat(store, sessionId).timeline = true;
+      }
+      break;
+    case "session_left":
+      if (chat) markChat(store, sessionId).meta = true;
+      break;
+    default: {
+      if (!meta) {
+        meta = normSession({ id: sessionId });
+        store.sessions.set(sessionId, meta);
+      }
+      if (type === "session_renamed") meta.name = ev.name ?? meta.name;
+      if (type === "session_archived") meta.archived = true;
+      if (type === "session_unarchived") meta.archived = false;
+      if (type === "session_state") {
+        meta.status = ev.status ?? meta.status;
+        if (chat) {
+          chat.status = meta.status;
+          markChat(store, sessionId).meta = true;
+        }
+      }
+      if (typeof ev.ts === "number") meta.updatedAt = ev.ts;
+    }
+  }
+  const now = store.sessions.get(sessionId);
+  if (now && seq !== null && seq > now.lastSeq) now.lastSeq = seq;
+  store.dirty.sessions = true;
+}
+
+/** Apply the event an invoke returned (session_created, session_list, state_snapshot, ...). */
+export function applyInvokeResult(store, result) {
+  if (!result || typeof result !== "object" || typeof result.type !== "string") return;
+  if (SESSION_META_TYPES.has(result.type)) applySessionMetaEvent(store, result, { fromInvoke: true });
+}
+
+export function setConnection(store, payload) {
+  if (!payload || typeof payload !== "object") return;
+  store.connection = { ...store.connection, ...payload };
+  store.dirty.connection = true;
+}
+
+export function setActors(store, payload) {
+  store.actors = payload;
+  store.dirty.actors = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared with the views
+
+export function displayText(turn) {
+  return turn.text || turn.finalText || "";
+}
+
+export function sessionIsBusy(store, sessionId) {
+  const chat = store.chats.get(sessionId);
+  if (chat && chat.activeTurnId) {
+    const t = chat.turns.get(chat.activeTurnId);
+    if (t && (t.status === "running" || t.status === "waiting")) return true;
+  }
+  const meta = store.sessions.get(sessionId);
+  const status = meta?.status ?? chat?.status;
+  return status === "running" || status === "waiting";
+}
+
+export function activeTurnId(store, sessionId) {
+  const chat = store.chats.get(sessionId);
+  if (!chat) return null;
+  if (chat.activeTurnId) {
+    const t = chat.turns.get(chat.activeTurnId);
+    if (t && (t.status === "running" || t.status === "waiting")) return t.turnId;
+  }
+  return null;
+}
+
+export function describe(value) {
+  if (value === undefined || value === null) return "";
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value);
+  } catch (_) {
+    return String(value);
+  }
+}
+
+export function describeResolution(r) {
+  if (!r) return "";
+  if (r.dismissed) return "dismissed";
+  if (r.approved === true) return "allowed";
+  if (r.approved === false) return "denied";
+  if (r.answers !== undefined && r.answers !== null) {
+    if (Array.isArray(r.answers)) return r.answers.map(describe).join(", ");
+    if (typeof r.answers === "object") return Object.values(r.answers).map(describe).join(", ");
+    return describe(r.answers);
+  }
+  return "answered";
+}
+
+export function noticeText(ev) {
+  switch (ev.type) {
+    case "sandbox_init":
+      return `Sandbox starting${ev.provider ? ` (${ev.provider})` : ""}`;
+    case "sandbox_provisioning":
+      return `Sandbox: ${ev.phase ?? "provisioning"}${ev.message ? ` — ${ev.message}` : ""}`;
+    case "sandbox_ready":
+      return "Sandbox ready";
+    case "sandbox_removed":
+      return "Sandbox removed";
+    case "steer_received":
+      return `Steer: ${ev.content ?? ""}`;
+    case "file_changed":
+      return fileChangeText(ev);
+    default:
+      return ev.type;
+  }
+}
+
+export function fileChangeText(ev) {
+  const parts = [];
+  if (ev.deleted) parts.push(`deleted ${ev.path}`);
+  else if (ev.renamedFrom) parts.push(`renamed ${ev.renamedFrom} → ${ev.path}`);
+  else parts.push(`changed ${ev.path}`);
+  if (ev.iteration !== undefined && ev.iteration !== null) parts.push(`#${ev.iteration}`);
+  return parts.join(" ");
+}
+
+function firstLine(s) {
+  const str = describe(s);
+  const line = str.split("\n").find((l) => l.trim()) || "";
+  return line.length > 140 ? `${line.slice(0, 139)}…` : line;
+}
