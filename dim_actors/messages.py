@@ -157,9 +157,11 @@ class JournalRecord(Msg, tag="journal_record"):
 
 
 class Crash(Msg, tag="crash"):
-    """Injected fault: the receiving actor raises, so supervision can be exercised for real."""
+    """Injected fault: the receiving actor raises (or, with hangSeconds, blocks), so supervision
+    can be exercised for real."""
 
     reason: str = "injected fault"
+    hangSeconds: float | None = None
 
 
 class Ping(Msg, tag="ping"):
@@ -288,6 +290,7 @@ class ControlRequest(msgspec.Struct, omit_defaults=True):
     since: float | None = None
     limit: int | None = None
     follow: bool = False
+    hangSeconds: float | None = None
 
 
 class ControlReply(msgspec.Struct, omit_defaults=True):

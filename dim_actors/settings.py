@@ -18,6 +18,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_restarts: int = 3
     restart_period_s: float = 5.0
     shutdown_timeout_s: float = 5.0
+    # A single message handled for longer than this means the actor is hung.
+    hang_timeout_s: float = 30.0
     # The connection's keepalive: our ping interval and how long silence means a dead link.
     ping_interval_s: float = 30.0
     stale_after_s: float = 35.0

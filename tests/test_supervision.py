@@ -129,3 +129,36 @@ def test_logs_follow_type_and_since(app: App):
     assert len(everything.stdout.splitlines()) == 50
     recent = app.dimctl("logs", "router", "--json", "--type", "invoke", "--limit", "2")
     assert len(recent.stdout.splitlines()) == 2
+
+
+def test_a_hung_actor_is_detected_and_replaced_without_losing_messages(dim_home):
+    (dim_home / "config").mkdir(parents=True, exist_ok=True)
+    (dim_home / "config" / "settings.toml").write_text("hang_timeout_s = 2.0\n")
+    app = App(dim_home)
+    try:
+        app.wait_connected()
+        sid, turn_id = start_stream(app, 4000, 2000)
+        wait_until(lambda: delta_count(app, sid, turn_id) > 500, 30, what="the stream to be under way")
+        assert app.dimctl("crash", "router", "--hang", "30").returncode == 0
+        wait_until(lambda: app.status()["router"]["restarts"] == 1, 15, what="the hung router to be replaced")
+        assert "hung" in app.status()["router"]["lastError"]
+        assert_exact(app, sid, turn_id, 4000)
+    finally:
+        app.stop()
+
+
+def test_actor_commands_from_the_ui(app: App):
+    rows = app.invoke("actor_status")
+    assert [r["name"] for r in rows] == ["journal", "materializer", "watcher", "router", "connection", "uibridge"]
+    assert app.invoke("restart_actor", name="journal") == {"restarting": "journal"}
+    wait_until(lambda: app.status()["journal"]["restarts"] == 1, 15, what="the journal restart")
+    logs = app.invoke("actor_logs", name="router", types=["invoke"], limit=3)
+    assert 1 <= len(logs) <= 3 and all(l["type"] == "invoke" for l in logs)
+    from apphelpers import InvokeError
+    with pytest.raises(InvokeError) as e:
+        app.invoke("restart_actor", name="nope")
+    assert e.value.code == "INVALID_ARGUMENTS"
+    events = app.events()
+    frame = events.wait_for(lambda fs: next((f for f in fs if f["event"] == "actor-status"), None), 10,
+                            what="a live actor-status event")
+    assert {r["name"] for r in frame["payload"]} >= {"router", "connection"}

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("actor", help=f"one of: {', '.join(ACTOR_NAMES)}")
     cr = sub.add_parser("crash", help="inject a fault into an actor (to exercise supervision)")
     cr.add_argument("actor")
+    cr.add_argument("--hang", type=float, metavar="SECONDS", help="make it hang this long instead of raising")
     sub.add_parser("stop", help="stop dim-desktop and everything it started")
     lg = sub.add_parser("logs", help="messages an actor received, oldest first")
     lg.add_argument("actor")
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_status(rows)
     elif args.cmd in ("restart", "crash"):
-        with connect(home, ControlRequest(cmd=args.cmd, actor=args.actor), timeout=90) as s, s.makefile("rb") as f:
+        req = ControlRequest(cmd=args.cmd, actor=args.actor, hangSeconds=getattr(args, "hang", None))
+        with connect(home, req, timeout=90) as s, s.makefile("rb") as f:
             read_reply(f)
         print(f"{args.actor}: {'restarted' if args.cmd == 'restart' else 'fault injected'}")
     elif args.cmd == "stop":

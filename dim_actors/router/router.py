@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 # Every client message is a command of the same name, except authenticate, which is part of
 # gateway_connect (the connection process authenticates on every (re)connect).
 GATEWAY_COMMANDS = frozenset(t for t in protocol.CLIENT_MESSAGES if t != "authenticate")
-LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect"})
+LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect",
+                            "actor_status", "restart_actor", "actor_logs"})
 _json = msgspec.json.Encoder()
 
 
@@ -131,5 +132,26 @@ class Router(DimActor):
                 return command_error(inv.reqId, "INVALID_ARGUMENTS", "gateway_connect: token must be a string")
             self.ctx.send("connection", Connect(url=url, token=token))
             return InvokeResult(reqId=inv.reqId, ok=True, result={"url": url, "state": "connecting"})
-        self.ctx.send("connection", Disconnect())
-        return InvokeResult(reqId=inv.reqId, ok=True, result={"state": "offline"})
+        if inv.command == "gateway_disconnect":
+            self.ctx.send("connection", Disconnect())
+            return InvokeResult(reqId=inv.reqId, ok=True, result={"state": "offline"})
+        return self.actor_command(inv)
+
+    def actor_command(self, inv: Invoke) -> InvokeResult:
+        """The Actors panel: status, restart, and each actor's message log."""
+        sup = self.ctx.extra["supervisor"]
+        if inv.command == "actor_status":
+            return InvokeResult(reqId=inv.reqId, ok=True, result=sup.status())
+        name = inv.args.get("name")
+        if name not in sup.addresses:
+            return command_error(inv.reqId, "INVALID_ARGUMENTS",
+                                 f"{inv.command}: name must be one of {', '.join(sup.addresses.names())}")
+        if inv.command == "restart_actor":
+            sup.restart_later(name)
+            return InvokeResult(reqId=inv.reqId, ok=True, result={"restarting": name})
+        types = inv.args.get("types") or None
+        limit = inv.args.get("limit", 200)
+        if not isinstance(limit, int) or limit < 1 or (types is not None and not isinstance(types, list)):
+            return command_error(inv.reqId, "INVALID_ARGUMENTS", "actor_logs: limit is a positive integer, types a list")
+        lines = sup.logs.read(name, set(types) if types else None, inv.args.get("since"), min(limit, 5000))
+        return InvokeResult(reqId=inv.reqId, ok=True, result=[msgspec.Raw(line) for line in lines])

@@ -42,6 +42,9 @@ class ActorContext:
 class DimActor(pykka.ThreadingActor):
     """Subclasses implement `handle(sender, body)`; one handler method per message kind is the norm."""
 
+    # Shutdown stops every actor explicitly; a hung, abandoned one must not keep the process alive.
+    use_daemon_thread = True
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # pykka logs an on_start failure but tells nobody; record it so status and the supervisor can.
@@ -75,12 +78,20 @@ class DimActor(pykka.ThreadingActor):
                 return "pong"
             raise TypeError(f"{self.ctx.name} got a message that is not an Envelope: {message!r}")
         body = message.body
-        if isinstance(body, Crash):
-            raise RuntimeError(body.reason)
         if isinstance(body, Ping):
             return "pong"
-        result = self.handle(message.sender, body)
-        self.ctx.address.stats.handled += 1
+        address = self.ctx.address
+        address.busy_since = time.monotonic()
+        try:
+            if isinstance(body, Crash):
+                if body.hangSeconds is None:
+                    raise RuntimeError(body.reason)
+                time.sleep(body.hangSeconds)
+                return None
+            result = self.handle(message.sender, body)
+        finally:
+            address.busy_since = None
+        address.stats.handled += 1
         return result
 
     def handle(self, sender: str, body: Msg) -> Any:
@@ -88,5 +99,5 @@ class DimActor(pykka.ThreadingActor):
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         log.error("actor %s failed: %r", self.ctx.name, exception_value)
-        self.ctx.address.take_back_inbox(self, exception_value)
+        self.ctx.address.take_back_inbox(self.actor_inbox, exception_value)
         self.ctx.on_failure(self.ctx.name, exception_value)

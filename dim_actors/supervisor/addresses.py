@@ -43,6 +43,9 @@ class Address:
         self.stats = Stats()
         # Set by the running instance; called from other threads, so it must only read.
         self.describe: "Callable[[], dict] | None" = None
+        # When the current handler started (monotonic), None while idle: a handler running far
+        # longer than the hang timeout means the actor is hung, however deep its mailbox.
+        self.busy_since: float | None = None
 
     def deliver(self, env: Envelope) -> None:
         with self.lock:
@@ -71,19 +74,20 @@ class Address:
             self.state = state
             return ref
 
-    def take_back_inbox(self, actor: pykka.Actor, error: BaseException) -> None:
-        """Called from a failing actor's own thread: keep its unhandled messages for the successor."""
+    def take_back_inbox(self, inbox, error: BaseException | str) -> None:
+        """Keep a failed (or abandoned) instance's unhandled messages for its successor, in order."""
         with self.lock:
             self.ref = None
             self.state = "restarting"
+            self.busy_since = None
             pending = []
-            while not actor.actor_inbox.empty():
-                item = actor.actor_inbox.get()
+            while not inbox.empty():
+                item = inbox.get()
                 msg = getattr(item, "message", None)
                 if isinstance(msg, Envelope):
                     pending.append(msg)
             self.held.extendleft(reversed(pending))
-            self.stats.last_error = f"{type(error).__name__}: {error}"
+            self.stats.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
             self.stats.last_error_at = time.time()
 
     def mailbox_depth(self) -> int:

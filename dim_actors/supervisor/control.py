@@ -52,7 +52,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 rt.restart(req.actor or "")
                 self.reply(ControlReply(ok=True, result={"restarted": req.actor}))
             elif req.cmd == "crash":
-                rt.addresses.send("dimctl", req.actor or "", Crash(reason="fault injected by dimctl"))
+                reason = "hang injected by dimctl" if req.hangSeconds else "fault injected by dimctl"
+                rt.addresses.send("dimctl", req.actor or "", Crash(reason=reason, hangSeconds=req.hangSeconds))
                 self.reply(ControlReply(ok=True, result={"crashed": req.actor}))
             elif req.cmd == "stop":
                 self.reply(ControlReply(ok=True, result={"stopping": True}))

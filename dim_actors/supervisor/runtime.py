@@ -6,18 +6,27 @@ import logging
 import threading
 from typing import Any
 
+import msgspec
 import pykka
 
 from dim_actors.connection.actor import ConnectionActor
 from dim_actors.home import DimHome
-from dim_actors.messages import ACTOR_NAMES
+from dim_actors.messages import ACTOR_NAMES, UiEvent
 from dim_actors.router.router import Router
 from dim_actors.settings import Settings
 from dim_actors.supervisor.actor import ActorContext
 from dim_actors.supervisor.addresses import Addresses
 from dim_actors.supervisor.control import ControlServer
 from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import ChildFailed, ChildSpec, RestartChild, Status, StopAll, Supervisor
+from dim_actors.supervisor.supervisor import (
+    CheckHealth,
+    ChildFailed,
+    ChildSpec,
+    RestartChild,
+    Status,
+    StopAll,
+    Supervisor,
+)
 from dim_actors.sync.journal import Journal
 from dim_actors.sync.materializer import Materializer
 from dim_actors.sync.watcher import Watcher
@@ -38,6 +47,7 @@ class SupervisorRuntime:
         self.home = home
         self.settings = settings
         self.extra = extra  # state that outlives actor restarts (connection memory, UI port, token)
+        self.extra["supervisor"] = self
         self.logs = MessageLogs(home.logs_dir / "actors", settings.log_ring_size, settings.log_max_bytes,
                                 settings.log_keep)
         self.addresses = Addresses(list(ACTOR_NAMES), self.logs)
@@ -46,6 +56,13 @@ class SupervisorRuntime:
         self.exit_code = 0
         self.supervisor: pykka.ActorRef | None = None
         self.control: ControlServer | None = None
+
+    def restart_later(self, name: str) -> None:
+        """Restart without waiting: for an actor asking for its own (or any) restart."""
+        if name not in self.addresses:
+            raise LookupError(f"unknown actor {name!r}")
+        assert self.supervisor is not None
+        self.supervisor.tell(RestartChild(name, "requested from the UI"))
 
     def context(self, name: str) -> ActorContext:
         return ActorContext(name=name, addresses=self.addresses, home=self.home, settings=self.settings,
@@ -58,9 +75,26 @@ class SupervisorRuntime:
     def start(self) -> None:
         self.supervisor = Supervisor.start(child_specs(self.settings), self.addresses, self.context,
                                            self.settings.max_restarts, self.settings.restart_period_s,
-                                           self._give_up)
+                                           self._give_up, self.settings.hang_timeout_s)
         self.control = ControlServer(self.home.control_socket, self)
         self.control.start()
+        threading.Thread(target=self._tick, name="supervisor-ticker", daemon=True).start()
+
+    def _tick(self) -> None:
+        """Once a second: look for hung actors, and show open pages the actors' status."""
+        while not self.stop_requested.wait(1.0):
+            sup = self.supervisor
+            if sup is None:
+                return
+            try:
+                sup.tell(CheckHealth())
+                describe = self.addresses["uibridge"].describe
+                if describe and describe().get("pages"):
+                    rows = self.status()
+                    self.addresses.send("supervisor", "uibridge",
+                                        UiEvent(event="actor-status", payload=msgspec.Raw(msgspec.json.encode(rows))))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                return
 
     def _give_up(self, reason: str) -> None:
         self.exit_code = 3

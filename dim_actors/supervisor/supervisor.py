@@ -42,13 +42,17 @@ class Status:
     pass
 
 
+class CheckHealth:
+    pass
+
+
 class StopAll:
     pass
 
 
 class Supervisor(pykka.ThreadingActor):
     def __init__(self, specs: list[ChildSpec], addresses: Addresses, make_context: Callable[[str], ActorContext],
-                 max_restarts: int, period_s: float, on_give_up: Callable[[str], None]):
+                 max_restarts: int, period_s: float, on_give_up: Callable[[str], None], hang_timeout_s: float = 30.0):
         super().__init__()
         self.specs = {s.name: s for s in specs}
         self.order = [s.name for s in specs]
@@ -60,6 +64,7 @@ class Supervisor(pykka.ThreadingActor):
         self.refs: dict[str, pykka.ActorRef] = {}
         self.escalated_at: float | None = None
         self.stopping = False
+        self.hang_timeout_s = hang_timeout_s
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -111,6 +116,8 @@ class Supervisor(pykka.ThreadingActor):
             return self._restart(message.name, message.reason, count=True)
         if isinstance(message, Status):
             return self._status()
+        if isinstance(message, CheckHealth):
+            return self._check_health()
         if isinstance(message, StopAll):
             self.stopping = True
             for name in reversed(self.order):
@@ -173,6 +180,24 @@ class Supervisor(pykka.ThreadingActor):
             if not self._start_child(n):
                 self.actor_ref.tell(ChildFailed(n, RuntimeError(self.addresses[n].stats.last_error or "failed")))
                 return
+
+    def _check_health(self) -> None:
+        """A handler busy past the hang timeout: abandon that instance and start a fresh one."""
+        if self.stopping:
+            return
+        now = time.monotonic()
+        for name in self.order:
+            addr = self.addresses[name]
+            busy = addr.busy_since
+            ref = self.refs.get(name)
+            if busy is None or ref is None or now - busy < self.hang_timeout_s:
+                continue
+            log.error("actor %s is hung: one message has taken %.0fs", name, now - busy)
+            addr.take_back_inbox(ref.actor_inbox, f"hung: a handler ran for more than {self.hang_timeout_s:.0f}s")
+            self.refs.pop(name, None)
+            # A thread cannot be killed: the hung instance is detached and told to stop once it returns.
+            ref.stop(block=False)
+            self._child_failed(ChildFailed(name, RuntimeError(addr.stats.last_error)))
 
     # --- status --------------------------------------------------------------------------------------
 
