@@ -52,6 +52,18 @@ class CommandFailed(Msg, tag="command_failed"):
     message: str
 
 
+class Queued(Msg, tag="queued"):
+    """A command kept in the outbox because the gateway is out of reach; it is sent on reconnect."""
+
+    reqId: int
+    outboxId: int
+
+
+class OutboxChanged(Msg, tag="outbox_changed"):
+    items: list[dict[str, Any]]
+    reqId: int | None = None
+
+
 class BadFrame(Msg, tag="bad_frame"):
     """A frame from the gateway that could not be read; kept so nothing is silently lost."""
 
@@ -83,6 +95,11 @@ class SendFrame(Msg, tag="send_frame"):
 
 class Shutdown(Msg, tag="shutdown"):
     pass
+
+
+class CancelQueued(Msg, tag="cancel_queued"):
+    reqId: int
+    outboxId: int
 
 
 class Resync(Msg, tag="resync"):
@@ -172,10 +189,13 @@ Body = Union[
     GatewayEvent,
     ConnectionState,
     CommandFailed,
+    Queued,
+    OutboxChanged,
     BadFrame,
     Connect,
     Disconnect,
     SendFrame,
+    CancelQueued,
     Shutdown,
     Resync,
     ResyncStarted,
@@ -228,11 +248,11 @@ class PipeEvent(msgspec.Struct, array_like=True):
     recvNs: int
 
 
-PipeUp = Union[PipeEvent, ConnectionState, CommandFailed, BadFrame, ResyncStarted]
-PipeDown = Union[Connect, Disconnect, SendFrame, Shutdown, Resync]
+_UpControl = Union[ConnectionState, CommandFailed, Queued, OutboxChanged, BadFrame, ResyncStarted]
+PipeDown = Union[Connect, Disconnect, SendFrame, CancelQueued, Shutdown, Resync]
 
 _pipe_encoder = msgspec.msgpack.Encoder()
-_up_decoder = msgspec.msgpack.Decoder(Union[ConnectionState, CommandFailed, BadFrame, ResyncStarted])
+_up_decoder = msgspec.msgpack.Decoder(_UpControl)
 _event_decoder = msgspec.msgpack.Decoder(PipeEvent)
 _down_decoder = msgspec.msgpack.Decoder(PipeDown)
 

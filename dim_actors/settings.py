@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ping_interval_s: float = 30.0
     stale_after_s: float = 35.0
     request_timeout_s: float = 30.0
+    # Events the connection process holds in memory while the supervisor is not draining them;
+    # beyond this they spill to a file under DIM_HOME (never dropped).
+    uplink_memory_limit: int = 64 << 20
     log_ring_size: int = 10_000
     log_max_bytes: int = 8 << 20
     log_keep: int = 3

@@ -170,3 +170,43 @@ class App:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GatewayProcess:
+    """A dev gateway the test controls: it can be killed and started again on the same port and data."""
+
+    def __init__(self, data: Path, port: int | None = None, args: list[str] | None = None):
+        self.data = data
+        self.port = port or free_port()
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> "GatewayProcess":
+        self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.devgateway", "--port", str(self.port),
+                                      "--data", str(self.data), *self.args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, f"gateway did not start: {line!r}"
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -23,6 +23,9 @@ from dim_actors.messages import (
     Disconnect,
     GatewayEvent,
     Msg,
+    CancelQueued,
+    OutboxChanged,
+    Queued,
     Resync,
     ResyncStarted,
     SendFrame,
@@ -58,6 +61,9 @@ class ConnectionActor(DimActor):
             "stale_after_s": s.stale_after_s,
             "request_timeout_s": s.request_timeout_s,
             "resume": dict(self.memory.resume),
+            "outbox_path": self.ctx.home.data_dir / "outbox.sqlite",
+            "spill_dir": self.ctx.home.data_dir / "spill",
+            "uplink_memory_limit": s.uplink_memory_limit,
         }
         self.process = ctx.Process(target=connection_process.main, args=(child_end, options),
                                    name="dim-connection", daemon=True)
@@ -83,7 +89,7 @@ class ConnectionActor(DimActor):
             self._down(body)
         elif isinstance(body, Disconnect):
             self._down(body)
-        elif isinstance(body, (SendFrame, Resync)):
+        elif isinstance(body, (SendFrame, Resync, CancelQueued)):
             self._down(body)
         else:
             raise TypeError(f"connection: unexpected message {type(body).__name__}")
@@ -108,7 +114,7 @@ class ConnectionActor(DimActor):
                 elif isinstance(item, ConnectionState):
                     self.memory.state = item
                     send("router", item)
-                elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted)):
+                elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged)):
                     send("router", item)
         if not self.stopping:
             code = self.process.exitcode if not self.process.is_alive() else None

@@ -22,14 +22,18 @@ import msgspec
 import websocket
 
 from dim_actors import protocol
-from dim_actors.connection.uplink import Uplink
+from dim_actors.connection.outbox import QUEUEABLE, Outbox
+from dim_actors.connection.uplink import Uplink, spill_file
 from dim_actors.messages import (
     BadFrame,
+    CancelQueued,
     CommandFailed,
     Connect,
     ConnectionState,
     Disconnect,
+    OutboxChanged,
     PipeEvent,
+    Queued,
     Resync,
     ResyncStarted,
     SendFrame,
@@ -64,8 +68,10 @@ class Pending:
 
 class GatewayConnection:
     def __init__(self, uplink: Uplink, ping_interval_s: float, stale_after_s: float, request_timeout_s: float,
-                 resume: dict[str, int] | None = None):
+                 resume: dict[str, int] | None = None, outbox: Outbox | None = None):
         self.uplink = uplink
+        self.outbox = outbox
+        self.outbox_inflight: set[int] = set()  # outbox ids sent on the current connection
         self.ping_interval_s = ping_interval_s
         self.stale_after_s = stale_after_s
         self.request_timeout_s = request_timeout_s
@@ -116,6 +122,8 @@ class GatewayConnection:
             self._send_request(msg)
         elif isinstance(msg, Resync):
             self._resync()
+        elif isinstance(msg, CancelQueued):
+            self._cancel_queued(msg)
         elif isinstance(msg, Shutdown):
             self.wanted.clear()
             self._close_socket()
@@ -138,8 +146,65 @@ class GatewayConnection:
                 except (OSError, websocket.WebSocketException):
                     pass  # the reconnect that follows resumes (and replays) instead
 
+    # --- the outbox ---------------------------------------------------------------------------------
+
+    def outbox_changed(self, req_id: int | None = None) -> None:
+        if self.outbox is not None:
+            with self.lock:
+                items = self.outbox.items()
+            self.uplink.put_control(OutboxChanged(items=items, reqId=req_id))
+
+    def _queue(self, msg: SendFrame) -> None:
+        assert self.outbox is not None
+        with self.lock:
+            outbox_id = self.outbox.add(msg.type, msg.frame)
+        self.uplink.put_control(Queued(reqId=msg.reqId, outboxId=outbox_id))
+        self.outbox_changed()
+
+    def _cancel_queued(self, msg: CancelQueued) -> None:
+        with self.lock:
+            removed = (self.outbox is not None and msg.outboxId not in self.outbox_inflight
+                       and self.outbox.remove(msg.outboxId))
+        if removed:
+            self.outbox_changed(msg.reqId)
+        else:
+            self.uplink.put_control(CommandFailed(
+                reqId=msg.reqId, code="NOT_FOUND",
+                message=f"outbox item {msg.outboxId} is not waiting (already sent, or never queued)"))
+
+    def _flush_outbox(self, ws: websocket.WebSocket) -> None:
+        """Send what waits in the outbox, in order; each leaves it once the gateway answers."""
+        if self.outbox is None:
+            return
+        with self.lock:
+            items = [i for i in self.outbox.pending() if i[0] not in self.outbox_inflight]
+            for item_id, type_, _frame in items:
+                self.outbox_inflight.add(item_id)
+                self.outbox.mark_sent(item_id)
+                # Negative request ids mark the outbox's own requests: nobody waits on them upstream.
+                self.pending.append(Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()),
+                                            time.monotonic()))
+        for _item_id, _type, frame in items:
+            ws.send(frame)
+        if items:
+            self.outbox_changed()
+
+    def _outbox_answered(self, req_id: int) -> None:
+        assert self.outbox is not None
+        with self.lock:
+            self.outbox.remove(-req_id)
+            self.outbox_inflight.discard(-req_id)
+        self.outbox_changed()
+
     def _send_request(self, msg: SendFrame) -> None:
         ws = self.ws
+        queue_it = self.outbox is not None and msg.type in QUEUEABLE
+        if queue_it and (ws is None or not self.connected.is_set() or self.outbox.pending()):
+            # Offline, or earlier commands still wait: join the queue so order is kept.
+            self._queue(msg)
+            if ws is not None and self.connected.is_set():
+                self._flush_outbox(ws)
+            return
         if ws is None or not self.connected.is_set():
             self.uplink.put_control(CommandFailed(
                 reqId=msg.reqId, code="NOT_CONNECTED",
@@ -209,6 +274,7 @@ class GatewayConnection:
         connected_at = time.monotonic()
         self.set_state("connected")
         self._resume_sessions(ws)
+        self._flush_outbox(ws)
         while True:
             opcode, data = ws.recv_data()
             self.last_frame = time.monotonic()
@@ -262,7 +328,10 @@ class GatewayConnection:
         self.catching_up.clear()
         with self.lock:
             failed, self.pending = self.pending, []
+            self.outbox_inflight.clear()  # unanswered ones go again on the next connection
         for p in failed:
+            if p.req_id < 0:
+                continue
             self.uplink.put_control(CommandFailed(reqId=p.req_id, code="NOT_CONNECTED",
                                                   message="the connection to the gateway was lost"))
 
@@ -297,6 +366,9 @@ class GatewayConnection:
             self._bad_frame(e.message, data)
             return
         reply_to = self._correlate(head.type)
+        if reply_to is not None and reply_to < 0:
+            self._outbox_answered(reply_to)
+            reply_to = None
         sid = head.sessionId
         if head.type == "event_list" and sid in self.catching_up:
             self._deliver_catchup(sid, data, reply_to)
@@ -368,6 +440,8 @@ class GatewayConnection:
                     expired = [p for p in self.pending if now - p.sent_at > self.request_timeout_s]
                     self.pending = [p for p in self.pending if now - p.sent_at <= self.request_timeout_s]
                 for p in expired:
+                    if p.req_id < 0:
+                        continue  # an outbox item stays queued and goes again after a reconnect
                     self.uplink.put_control(CommandFailed(
                         reqId=p.req_id, code="TIMEOUT",
                         message=f"the gateway did not answer {p.type} within {self.request_timeout_s:.0f}s"))
@@ -378,9 +452,13 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s connection[%(process)d] %(levelname)s %(message)s")
     # Ctrl-C goes to the whole process group; the supervisor decides when this process ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    uplink = Uplink(pipe)
+    spill_dir = options.get("spill_dir")
+    uplink = Uplink(pipe, memory_limit=options.get("uplink_memory_limit", 64 << 20),
+                    spill_path=spill_file(spill_dir) if spill_dir else None)
+    outbox = Outbox(options["outbox_path"]) if options.get("outbox_path") else None
     conn = GatewayConnection(uplink, options["ping_interval_s"], options["stale_after_s"],
-                             options["request_timeout_s"], options.get("resume"))
+                             options["request_timeout_s"], options.get("resume"), outbox)
+    conn.outbox_changed()
     for target in (conn.run_socket, conn.run_keepalive, uplink.run):
         threading.Thread(target=target, daemon=True, name=target.__name__).start()
     while True:

@@ -3,53 +3,139 @@
 The socket thread only appends here and never waits, so a supervisor that stops draining the pipe
 cannot stall the socket: the writer thread is the only one that blocks on it. Items leave in the
 order they arrived, batched into one pipe frame when several are waiting.
+
+Memory is bounded: past `memory_limit` bytes, items are spilled to a file under DIM_HOME and read
+back, still in order, once the supervisor drains again.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
+import os
+import struct
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from dim_actors.messages import Msg, PipeEvent, encode_batch, encode_up
 
+log = logging.getLogger("dim.connection.uplink")
+_LEN = struct.Struct("<I")
+
+
+class Spill:
+    """An append-only file of length-prefixed frames, read back from the front."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = open(path, "wb")
+        self.reader = open(path, "rb")
+        self.count = 0  # frames written and not yet read
+        self.total = 0
+
+    def append(self, frame: bytes) -> None:
+        self.writer.write(_LEN.pack(len(frame)))
+        self.writer.write(frame)
+        self.count += 1
+        self.total += 1
+
+    def read(self, max_frames: int) -> list[bytes]:
+        self.writer.flush()
+        out = []
+        while len(out) < max_frames and self.count:
+            n = _LEN.unpack(self.reader.read(4))[0]
+            out.append(self.reader.read(n))
+            self.count -= 1
+        return out
+
+    def reset(self) -> None:
+        """Empty again: start over at the beginning of the file."""
+        self.writer.seek(0)
+        self.writer.truncate()
+        self.reader.seek(0)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.reader.close()
+        self.path.unlink(missing_ok=True)
+
 
 class Uplink:
-    def __init__(self, pipe: Connection, max_batch: int = 512):
+    def __init__(self, pipe: Connection, max_batch: int = 512, memory_limit: int = 64 << 20,
+                 spill_path: Path | None = None):
         self.pipe = pipe
         self.max_batch = max_batch
-        self.items: collections.deque[PipeEvent | Msg] = collections.deque()
+        self.memory_limit = memory_limit
+        self.spill_path = spill_path
+        self.items: collections.deque[bytes] = collections.deque()  # encoded frames, in order
+        self.buffered_bytes = 0
+        self.spill: Spill | None = None
         self.ready = threading.Condition()
         self.closed = False
         self.sent = 0
+        self.peak_bytes = 0
 
-    def put_event(self, ev: PipeEvent) -> None:
+    def put_event(self, ev: PipeEvent | Msg) -> None:
+        frame = encode_up(ev)
         with self.ready:
-            self.items.append(ev)
+            if self.spill is not None and self.spill.count:
+                self.spill.append(frame)  # once spilling, everything newer goes behind the spill
+            elif self.buffered_bytes + len(frame) > self.memory_limit and self.spill_path is not None:
+                if self.spill is None:
+                    self.spill = Spill(self.spill_path)
+                if self.spill.total == 0:
+                    log.warning("the supervisor is not draining events: %d bytes buffered, spilling to %s",
+                                self.buffered_bytes, self.spill_path)
+                self.spill.append(frame)
+            else:
+                self.items.append(frame)
+                self.buffered_bytes += len(frame)
+                self.peak_bytes = max(self.peak_bytes, self.buffered_bytes)
             self.ready.notify()
 
     def put_control(self, msg: Msg) -> None:
-        self.put_event(msg)  # type: ignore[arg-type]
+        self.put_event(msg)
 
     def depth(self) -> int:
-        return len(self.items)
+        return len(self.items) + (self.spill.count if self.spill else 0)
 
     def close(self) -> None:
         with self.ready:
             self.closed = True
             self.ready.notify()
 
-    def run(self) -> None:
-        while True:
-            with self.ready:
-                self.ready.wait_for(lambda: self.items or self.closed)
-                if not self.items and self.closed:
-                    return
+    def _take(self) -> list[bytes] | None:
+        with self.ready:
+            self.ready.wait_for(lambda: self.items or (self.spill and self.spill.count) or self.closed)
+            if self.items:
                 n = min(len(self.items), self.max_batch)
                 batch = [self.items.popleft() for _ in range(n)]
-            frames = [encode_up(item) for item in batch]
+                self.buffered_bytes -= sum(map(len, batch))
+                return batch
+            if self.spill is not None and self.spill.count:
+                batch = self.spill.read(self.max_batch)
+                if not self.spill.count:
+                    log.info("spill drained: %d events went through %s", self.spill.total, self.spill_path)
+                    self.spill.reset()
+                    self.spill.total = 0
+                return batch
+            return None  # closed and empty
+
+    def run(self) -> None:
+        while True:
+            frames = self._take()
+            if frames is None:
+                break
             try:
                 self.pipe.send_bytes(frames[0] if len(frames) == 1 else encode_batch(frames))
             except (OSError, ValueError):
-                return  # the supervisor end is gone
-            self.sent += n
+                break  # the supervisor end is gone
+            self.sent += len(frames)
+        if self.spill is not None:
+            self.spill.close()
+
+
+def spill_file(directory: Path) -> Path:
+    return directory / f"uplink-{os.getpid()}.spill"

@@ -118,6 +118,7 @@ class Database:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Future] = set()
+        self._closed = False
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class Database:
 
     async def close(self) -> None:
         self.flush()
+        self._closed = True
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
@@ -151,6 +153,9 @@ class Database:
 
     def write(self, sql: str, params: tuple) -> None:
         """Queue a write; it is committed with the next batch."""
+        if self._closed:
+            log.warning("dev gateway: write after the store closed, dropped: %s", sql.split("(")[0].strip())
+            return
         self._ops.append((sql, params))
         if len(self._ops) >= self.max_batch:
             self.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import msgspec
@@ -18,6 +19,9 @@ from dim_actors.messages import (
     Invoke,
     InvokeResult,
     Msg,
+    CancelQueued,
+    OutboxChanged,
+    Queued,
     Resync,
     ResyncStarted,
     SendFrame,
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 # gateway_connect (the connection process authenticates on every (re)connect).
 GATEWAY_COMMANDS = frozenset(t for t in protocol.CLIENT_MESSAGES if t != "authenticate")
 LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect",
-                            "actor_status", "restart_actor", "actor_logs"})
+                            "actor_status", "restart_actor", "actor_logs", "outbox_cancel"})
 _json = msgspec.json.Encoder()
 
 
@@ -75,6 +79,17 @@ class Router(DimActor):
         elif isinstance(body, CommandFailed):
             self.pending.pop(body.reqId, None)
             self.ctx.send("uibridge", command_error(body.reqId, body.code, body.message))
+        elif isinstance(body, Queued):
+            command = self.pending.pop(body.reqId, None)
+            self.ctx.send("uibridge", InvokeResult(reqId=body.reqId, ok=True, result={
+                "type": "queued", "command": command, "outboxId": body.outboxId,
+                "message": "not connected: queued, and sent when the connection is back"}))
+        elif isinstance(body, OutboxChanged):
+            self.stores.outbox = body.items
+            self.to_page("outbox", body.items)
+            if body.reqId is not None:
+                self.pending.pop(body.reqId, None)
+                self.ctx.send("uibridge", InvokeResult(reqId=body.reqId, ok=True, result={"outbox": body.items}))
         elif isinstance(body, ResyncStarted):
             self.awaiting_resync = False
         elif isinstance(body, BadFrame):
@@ -107,13 +122,19 @@ class Router(DimActor):
 
     def on_invoke(self, inv: Invoke) -> None:
         if inv.command in LOCAL_COMMANDS:
-            self.ctx.send("uibridge", self.local_command(inv))
+            result = self.local_command(inv)
+            if result is not None:  # None: the answer comes later, from the connection
+                self.ctx.send("uibridge", result)
             return
         if inv.command not in GATEWAY_COMMANDS:
             self.ctx.send("uibridge", command_error(inv.reqId, "UNKNOWN_COMMAND", f"unknown command: {inv.command!r}"))
             return
+        args = inv.args
+        if inv.command == "run_turn" and isinstance(args, dict) and "clientTurnId" not in args:
+            # Every turn gets a client id, so a resend (outbox, crash, reconnect) never runs it twice.
+            args = {**args, "clientTurnId": uuid.uuid4().hex}
         try:
-            frame = protocol.build_client_message(inv.command, inv.args)
+            frame = protocol.build_client_message(inv.command, args)
         except protocol.ProtocolError as e:
             self.ctx.send("uibridge", command_error(inv.reqId, "INVALID_ARGUMENTS", f"{inv.command}: {e.message}"))
             return
@@ -121,7 +142,7 @@ class Router(DimActor):
         expect = sorted(protocol.RESPONSES.get(inv.command, ()))
         self.ctx.send("connection", SendFrame(reqId=inv.reqId, type=inv.command, frame=frame, expect=expect))
 
-    def local_command(self, inv: Invoke) -> InvokeResult:
+    def local_command(self, inv: Invoke) -> InvokeResult | None:
         if inv.command == "get_state":
             return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot())
         if inv.command == "gateway_connect":
@@ -132,6 +153,13 @@ class Router(DimActor):
                 return command_error(inv.reqId, "INVALID_ARGUMENTS", "gateway_connect: token must be a string")
             self.ctx.send("connection", Connect(url=url, token=token))
             return InvokeResult(reqId=inv.reqId, ok=True, result={"url": url, "state": "connecting"})
+        if inv.command == "outbox_cancel":
+            outbox_id = inv.args.get("id")
+            if not isinstance(outbox_id, int) or isinstance(outbox_id, bool):
+                return command_error(inv.reqId, "INVALID_ARGUMENTS", "outbox_cancel: id must be an integer")
+            self.pending[inv.reqId] = inv.command
+            self.ctx.send("connection", CancelQueued(reqId=inv.reqId, outboxId=outbox_id))
+            return None
         if inv.command == "gateway_disconnect":
             self.ctx.send("connection", Disconnect())
             return InvokeResult(reqId=inv.reqId, ok=True, result={"state": "offline"})

@@ -98,6 +98,7 @@ class Stores:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, Chat] = {}
         self.unscoped: list[msgspec.Raw] = []  # events with no session we don't otherwise know
+        self.outbox: list[dict[str, Any]] = []  # commands waiting for the connection
         self.events_applied = 0
         self.duplicates = 0
 
@@ -198,4 +199,5 @@ class Stores:
             "sessions": list(self.sessions.values()),
             "chats": {sid: c.snapshot() for sid, c in self.chats.items()},
             "unscoped": self.unscoped,
+            "outbox": self.outbox,
         }

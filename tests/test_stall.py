@@ -1,0 +1,37 @@
+"""The connection keeps reading while the supervisor process is stopped, and loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from apphelpers import App, wait_until
+from test_supervision import assert_exact, delta_count, start_stream
+
+
+def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_order(dim_home):
+    (dim_home / "config").mkdir(parents=True, exist_ok=True)
+    # A small memory bound so a short stall is enough to make the connection process spill.
+    (dim_home / "config" / "settings.toml").write_text("uplink_memory_limit = 100000\n")
+    app = App(dim_home)
+    try:
+        app.wait_connected()
+        conn_pid = app.status()["connection"]["pid"]
+        sid, turn_id = start_stream(app, 20000, 4000)
+        wait_until(lambda: delta_count(app, sid, turn_id) > 1000, 30, what="the stream to be under way")
+        os.kill(app.proc.pid, signal.SIGSTOP)
+        try:
+            # The stream runs on while the supervisor is frozen: the connection process buffers it.
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                os.kill(conn_pid, 0)  # still alive, still reading
+                time.sleep(0.2)
+        finally:
+            os.kill(app.proc.pid, signal.SIGCONT)
+        assert_exact(app, sid, turn_id, 20000)
+        row = app.status()["connection"]
+        assert row["reconnects"] == 0 and row["restarts"] == 0 and row["pid"] == conn_pid
+        assert "spilling to" in app.output()
+    finally:
+        app.stop()
