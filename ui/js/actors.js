@@ -36,11 +36,27 @@ export function normActorRows(payload) {
 export class ActorsPanel {
   /**
    * @param {HTMLElement} root  the <section data-testid="actors-panel">
-   * @param {object} ctx        {restart(name) -> Promise}
+   * @param {object} ctx        {restart(name) -> Promise, logs(name) -> Promise<lines>}
    */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
+    this.logName = null;
+    this.logTitle = h("span", { class: "log-title" });
+    this.logPre = h("pre", { class: "actor-log-lines", testid: "actor-log-lines", tabindex: "0", "aria-label": "Message log" });
+    this.logEl = h(
+      "div",
+      { class: "actor-log", testid: "actor-log", hidden: true },
+      h(
+        "div",
+        { class: "panel-head" },
+        this.logTitle,
+        h("div", { class: "spacer" }),
+        h("button", { type: "button", class: "icon", title: "Refresh log", "aria-label": "Refresh log", onclick: () => this.showLog(this.logName) }, "⟳"),
+        h("button", { type: "button", class: "icon", title: "Close log", "aria-label": "Close log", onclick: () => this.hideLog() }, "✕"),
+      ),
+      this.logPre,
+    );
     this.tbody = h("tbody");
     this.emptyEl = h("div", { class: "panel-empty" }, "No actor status received yet.");
     this.updatedEl = h("span", { class: "muted small" });
@@ -53,25 +69,45 @@ export class ActorsPanel {
         { class: "table-wrap" },
         h(
           "table",
-          { class: "actors" },
+          { class: "actors", role: "table", "aria-label": "Actors" },
           h(
             "thead",
-            null,
+            { class: "sr-only" },
             h(
               "tr",
               null,
-              h("th", { scope: "col" }, "Actor"),
-              h("th", { scope: "col" }, "State"),
-              h("th", { scope: "col", class: "num", title: "Restarts" }, "Restarts"),
-              h("th", { scope: "col", class: "num" }, "Uptime"),
-              h("th", { scope: "col", class: "num", title: "Mailbox depth" }, "Mailbox"),
-              h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Actions")),
+              ["Name", "PID", "State", "Restarts", "Uptime", "Mailbox", "Last error", "Actions"].map((t) => h("th", { scope: "col", role: "columnheader" }, t)),
             ),
           ),
           this.tbody,
         ),
       ),
+      this.logEl,
     );
+  }
+
+  async showLog(name) {
+    if (!name || !this.ctx.logs) return;
+    this.logName = name;
+    this.logEl.hidden = false;
+    this.logTitle.textContent = `Messages received by ${name}`;
+    this.logPre.textContent = "Loading…";
+    let lines;
+    try {
+      lines = await this.ctx.logs(name);
+    } catch (err) {
+      if (this.logName === name) this.logPre.textContent = `Could not read the log: ${err.message}`;
+      return;
+    }
+    if (this.logName !== name) return;
+    const list = Array.isArray(lines) ? lines : [];
+    this.logPre.textContent = list.length ? list.map(formatLogLine).join("\n") : "(no messages logged yet)";
+    this.logPre.scrollTop = this.logPre.scrollHeight;
+  }
+
+  hideLog() {
+    this.logName = null;
+    this.logEl.hidden = true;
   }
 
   render(payload) {
@@ -93,27 +129,35 @@ export class ActorsPanel {
           btn.classList.remove("spinning");
         }
       });
+      const logsBtn = h("button", { type: "button", class: "icon", testid: "actor-logs", title: `Message log of ${r.name}`, "aria-label": `Message log of ${r.name}`, onclick: () => this.showLog(r.name) }, "☰");
       const state = r.state === undefined ? "" : String(r.state);
       this.tbody.appendChild(
         h(
           "tr",
-          { testid: "actor-row", dataset: { actor: r.name, state } },
-          h(
-            "td",
-            { class: "actor-cell" },
-            h("div", { class: "mono actor-name", testid: "actor-name" }, r.name),
-            h("div", { class: "muted tiny", testid: "actor-pid" }, r.pid !== undefined ? `pid ${r.pid}` : ""),
-            r.lastError
-              ? h("div", { class: "error-text tiny last-error", testid: "actor-last-error", title: String(r.lastError) }, String(r.lastError))
-              : null,
-          ),
-          h("td", null, h("span", { class: "badge", testid: "actor-state", dataset: { status: state } }, state)),
-          h("td", { class: "num", testid: "actor-restarts" }, r.restarts ?? ""),
-          h("td", { class: "num", testid: "actor-uptime" }, typeof r.uptime === "number" ? formatDuration(r.uptime) : r.uptime ?? ""),
-          h("td", { class: "num", testid: "actor-mailbox" }, r.mailbox ?? ""),
-          h("td", { class: "actions" }, btn),
+          { testid: "actor-row", role: "row", dataset: { actor: r.name, state } },
+          h("td", { class: "a-name mono", testid: "actor-name" }, r.name),
+          h("td", { class: "a-pid", testid: "actor-pid" }, r.pid ?? ""),
+          h("td", { class: "a-state" }, h("span", { class: "badge", testid: "actor-state", dataset: { status: state } }, state)),
+          h("td", { class: "a-restarts", testid: "actor-restarts" }, r.restarts ?? ""),
+          h("td", { class: "a-uptime", testid: "actor-uptime" }, typeof r.uptime === "number" ? formatDuration(r.uptime) : r.uptime ?? ""),
+          h("td", { class: "a-mailbox", testid: "actor-mailbox" }, r.mailbox ?? ""),
+          h("td", { class: "a-error error-text", testid: "actor-last-error", title: r.lastError ? String(r.lastError) : "" }, r.lastError ? String(r.lastError) : ""),
+          h("td", { class: "a-actions" }, logsBtn, btn),
         ),
       );
     }
   }
+}
+
+function formatLogLine(line) {
+  if (!line || typeof line !== "object") return String(line);
+  const t = typeof line.ts === "number" ? new Date(line.ts * 1000).toISOString().slice(11, 23) : "";
+  let body = "";
+  try {
+    body = JSON.stringify(line.body);
+  } catch (_) {
+    body = String(line.body);
+  }
+  if (body && body.length > 300) body = `${body.slice(0, 299)}…`;
+  return [t, `${line.sender ?? "?"} → ${line.recipient ?? "?"}`, line.type ?? "", body].filter(Boolean).join("  ");
 }

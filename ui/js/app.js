@@ -9,19 +9,22 @@ import { invoke, listen, onBridgeState, getToken } from "./bridge.js";
 import {
   createStore,
   loadSnapshot,
+  chatFromEvents,
   applyGatewayEvent,
   applyInvokeResult,
   setConnection,
   setActors,
+  setOutbox,
   takeDirty,
   sessionIsBusy,
+  activeTurnId,
 } from "./state.js";
 import { ChatView, renderGeneric } from "./chat.js";
 import { SessionList } from "./sessions.js";
 import { FilesPanel } from "./files.js";
 import { ActorsPanel } from "./actors.js";
 import { initToasts, toast, toastError } from "./toast.js";
-import { $, clear } from "./dom.js";
+import { $, clear, h } from "./dom.js";
 
 const SELECTED_KEY = "dim-desktop.selected";
 const CONNECTION_LABELS = ["connecting", "connected", "reconnecting", "auth failed", "offline"];
@@ -36,6 +39,13 @@ const ui = {
   ready: false,
   syncRun: 0,
 };
+
+// Sessions joined by this page. Joining is idempotent at the gateway (it answers with a
+// state_snapshot), and the bridge does not say which sessions it has joined, so the page joins
+// each session it shows once (again after every reconnect of the event socket).
+const joined = new Set();
+const joining = new Set();
+const historyTaps = new Map(); // sessionId -> live events seen while its history loads
 
 // ---------------------------------------------------------------------------------------------
 // Elements
@@ -66,6 +76,7 @@ const el = {
   composer: $("#composer"),
   input: $("#message-input"),
   send: $("#send"),
+  outbox: $("#outbox"),
   files: $("#files-panel"),
   actors: $("#actors-panel"),
   globalEvents: $("#global-events"),
@@ -110,6 +121,7 @@ const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
 
 const actorsPanel = new ActorsPanel(el.actors, {
   restart: (name) => call("restart_actor", { name }, `Restart ${name}`),
+  logs: (name) => invoke("actor_logs", { name, limit: 200 }),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -136,6 +148,7 @@ function flush() {
     chatView.show(ui.selectedId);
     actorsPanel.render(store.actors);
     renderGlobal();
+    renderOutbox();
   } else {
     if (d.connection) renderConnection();
     if (d.sessions) {
@@ -145,6 +158,7 @@ function flush() {
     chatView.update(ui.selectedId ? d.chats.get(ui.selectedId) : undefined);
     if (d.actors) actorsPanel.render(store.actors);
     if (d.global) renderGlobal();
+    if (d.outbox) renderOutbox();
   }
   renderHeader();
   renderControls();
@@ -196,8 +210,9 @@ function renderConnection() {
   el.conn.dataset.state = label.replace(/ /g, "-");
   el.conn.dataset.raw = String(c.state ?? "");
   el.conn.dataset.bridge = ui.bridge;
-  el.conn.title = [c.url, detail, c.reconnects ? `${c.reconnects} reconnects` : ""].filter(Boolean).join(" — ");
-  el.connDetail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", detail, c.reconnects ? `Reconnects: ${c.reconnects}` : ""]
+  const retry = typeof c.retryInMs === "number" && !bridgeDown ? `retrying in ${Math.ceil(c.retryInMs / 1000)} s` : "";
+  el.conn.title = [c.url, detail, retry, c.reconnects ? `${c.reconnects} reconnects` : ""].filter(Boolean).join(" — ");
+  el.connDetail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", detail, retry, c.reconnects ? `Reconnects: ${c.reconnects}` : ""]
     .filter(Boolean)
     .join("\n");
   if (!el.connUrl.value && c.url && document.activeElement !== el.connUrl) el.connUrl.value = c.url;
@@ -231,6 +246,35 @@ function renderControls() {
   if (el.turnControls.hidden === busy) el.turnControls.hidden = !busy;
 }
 
+function renderOutbox() {
+  const items = store.outbox || [];
+  el.outbox.hidden = items.length === 0;
+  clear(el.outbox);
+  if (!items.length) return;
+  el.outbox.appendChild(h("div", { class: "muted" }, `${items.length} command${items.length === 1 ? "" : "s"} queued until the gateway is reachable`));
+  for (const item of items) {
+    const msg = item.message || {};
+    const meta = item.sessionId ? store.sessions.get(item.sessionId) : null;
+    const what = [item.type, msg.text ?? msg.content ?? "", meta && item.sessionId !== ui.selectedId ? `(${meta.name || item.sessionId})` : ""]
+      .filter(Boolean)
+      .join(" · ");
+    const cancel = h("button", { type: "button", class: "small ghost", testid: "outbox-cancel", "aria-label": `Cancel queued ${item.type}` }, "Cancel");
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      try {
+        const result = await call("outbox_cancel", { id: item.id }, "Cancel");
+        if (result && Array.isArray(result.outbox)) setOutbox(store, result.outbox);
+        schedule();
+      } catch (_) {
+        cancel.disabled = false;
+      }
+    });
+    el.outbox.appendChild(
+      h("div", { class: "outbox-item", testid: "outbox-item", dataset: { outboxId: String(item.id), state: item.state || "" } }, h("span", { class: "what" }, what), h("span", { class: "pill pending" }, item.state || "pending"), cancel),
+    );
+  }
+}
+
 function renderGlobal() {
   const events = store.globalEvents;
   el.globalEvents.hidden = events.length === 0;
@@ -248,6 +292,7 @@ function onGatewayEvent(ev) {
     return;
   }
   applyGatewayEvent(store, ev);
+  if (ev && historyTaps.size && historyTaps.has(ev.sessionId)) historyTaps.get(ev.sessionId).push(ev);
   if (ev && ev.type === "file_changed" && ev.sessionId === ui.selectedId) filesPanel.onFileChanged(ev);
   schedule();
 }
@@ -257,8 +302,21 @@ function onConnectionState(payload) {
     ui.buffer.push(["connection-state", payload]);
     return;
   }
+  const was = connectionLabel(store.connection.state);
   setConnection(store, payload);
+  if (was !== "connected" && connectionLabel(store.connection.state) === "connected") refreshSessions();
   schedule();
+}
+
+/** Ask the gateway for the session list (the bridge may not hold one yet, e.g. after a restart). */
+async function refreshSessions() {
+  try {
+    const result = await invoke("list_sessions", ui.showArchived ? { includeArchived: true } : {});
+    applyInvokeResult(store, result);
+    schedule();
+  } catch (_) {
+    /* offline: the list comes when the connection is back */
+  }
 }
 
 function onActorStatus(payload) {
@@ -266,9 +324,21 @@ function onActorStatus(payload) {
   schedule();
 }
 
+function onOutbox(items) {
+  setOutbox(store, items);
+  schedule();
+}
+
+function onGatewayWarning(payload) {
+  const p = payload || {};
+  toast({ level: "warning", title: "Unreadable gateway frame", message: `${p.reason || "unknown reason"}${p.count > 1 ? ` (${p.count} so far)` : ""}` });
+}
+
 listen("gateway-event", onGatewayEvent);
 listen("connection-state", onConnectionState);
 listen("actor-status", onActorStatus);
+listen("outbox", onOutbox);
+listen("gateway-warning", onGatewayWarning);
 
 onBridgeState((state) => {
   ui.bridge = state;
@@ -317,7 +387,23 @@ async function resync() {
   }
   finishSync();
   filesPanel.setSession(ui.selectedId);
+  // The app behind the bridge may have restarted (a new process has joined nothing): join the
+  // session on screen again. Joining twice is harmless.
+  joined.clear();
+  if (ui.selectedId) joinSession(ui.selectedId);
+  if (store.actors === null) loadActorStatus();
+  if (connectionLabel(store.connection.state) === "connected") refreshSessions();
   schedule();
+}
+
+async function loadActorStatus() {
+  try {
+    const rows = await invoke("actor_status", {});
+    if (store.actors === null) setActors(store, rows);
+    schedule();
+  } catch (_) {
+    /* the panel fills from actor-status events */
+  }
 }
 
 function finishSync() {
@@ -368,23 +454,26 @@ async function selectSession(id) {
   sessionList.render(store, ui.selectedId, ui.showArchived);
   renderHeader();
   renderControls();
-  if (id && !store.chats.has(id)) await joinSession(id);
   if (changed && id) el.input.focus();
+  if (id) await joinSession(id);
 }
 
-const joining = new Set();
 async function joinSession(id) {
-  if (joining.has(id)) return;
+  if (joined.has(id) || joining.has(id)) return;
   joining.add(id);
   try {
     const result = await call("join_session", { sessionId: id }, "Join session");
+    if (result && result.type === "queued") return; // offline: joined when the gateway is back
+    joined.add(id);
     applyInvokeResult(store, result);
     schedule();
+    // A session with a past the bridge does not hold (it was joined before this app started):
+    // fetch it with get_events.
     const chat = store.chats.get(id);
     const meta = store.sessions.get(id);
-    const known = chat ? chat.lastSeq : 0;
-    const latest = Math.max(meta ? meta.lastSeq : 0, typeof result?.lastSeq === "number" ? result.lastSeq : 0);
-    if ((!chat || chat.timeline.length === 0) && latest > known) await loadHistory(id);
+    const latest = Math.max(meta ? meta.lastSeq : 0, chat ? chat.lastSeq : 0, typeof result?.lastSeq === "number" ? result.lastSeq : 0);
+    const startMissing = !chat || chat.turns.size === 0 || chat.minSeq === null || chat.minSeq > 1;
+    if (latest > 0 && startMissing && !(chat && chat.historyLoaded)) await loadHistory(id);
   } catch (_) {
     /* toast shown */
   } finally {
@@ -393,34 +482,34 @@ async function joinSession(id) {
 }
 
 /**
- * Fetch a session's past events with get_events and replay them through the reducer (used when
- * a joined session has history the bridge's get_state did not include). Live events are held
- * back meanwhile and applied afterwards; duplicates are dropped by seq.
+ * Fetch a session's past events with get_events and rebuild its chat from them through the
+ * reducer (used when the bridge's store lacks the start of a session, e.g. one joined before this
+ * app started). Live events keep flowing meanwhile; those of this session are also tapped and
+ * replayed on top of the history (duplicates drop by seq), then the rebuilt chat replaces the old.
  */
 async function loadHistory(id) {
-  if (ui.syncing) return;
-  ui.syncing = true;
-  ui.buffer = [];
-  const effectsBefore = store.effects.length;
+  if (historyTaps.has(id)) return;
+  const tap = [];
+  historyTaps.set(id, tap);
   try {
     const events = [];
     let afterSeq = 0;
-    for (let page = 0; page < 1000; page += 1) {
-      const result = await invoke("get_events", { sessionId: id, afterSeq });
+    for (let n = 0; n < 10000; n += 1) {
+      const result = await invoke("get_events", { sessionId: id, afterSeq, limit: 2000 });
       const batch = Array.isArray(result?.events) ? result.events : [];
-      events.push(...batch);
+      for (const ev of batch) events.push(ev);
       const last = batch.length ? batch[batch.length - 1].seq : null;
       if (!result?.hasMore || !batch.length || typeof last !== "number" || last <= afterSeq) break;
       afterSeq = last;
     }
-    store.chats.delete(id);
-    for (const ev of events) applyGatewayEvent(store, ev);
-    store.effects.length = effectsBefore; // no toasts/notifications for history
-    store.dirty.all = true;
+    if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
+    store.chats.set(id, chatFromEvents(id, events.concat(tap)));
+    store.dirty.sessions = true;
   } catch (err) {
     toastError(err, "Loading history");
   } finally {
-    finishSync();
+    historyTaps.delete(id);
+    schedule();
   }
 }
 
@@ -513,7 +602,10 @@ async function sendMessage() {
   el.input.value = "";
   renderControls();
   try {
-    await call("run_turn", { sessionId: id, text }, "Send");
+    const result = await call("run_turn", { sessionId: id, text }, "Send");
+    if (result && result.type === "queued") {
+      toast({ level: "info", title: "Queued", message: "Not connected to the gateway: the message is sent when the connection is back.", timeoutMs: 5000 });
+    }
   } catch (_) {
     if (!el.input.value) el.input.value = text;
   } finally {
@@ -539,7 +631,8 @@ async function stopTurn() {
   if (!id) return;
   el.stop.disabled = true;
   try {
-    await call("stop_turn", { sessionId: id }, "Stop");
+    const turnId = activeTurnId(store, id);
+    await call("stop_turn", turnId ? { sessionId: id, turnId } : { sessionId: id }, "Stop");
   } catch (_) {
     /* toast shown */
   } finally {

@@ -116,7 +116,9 @@ export function renderGeneric(ev) {
 
 // ---------------------------------------------------------------------------------------------
 
-class TurnView {
+const MD_CHUNK = 32;
+
+export class TurnView {
   constructor(turn, ctx, sessionId) {
     this.ctx = ctx;
     this.sessionId = sessionId;
@@ -129,6 +131,7 @@ class TurnView {
     this.stableEnd = 0;
     this.tailNodes = [];
     this.tailText = null;
+    this.chunk = null;
 
     this.userEl = h("div", { class: "bubble user-bubble", testid: "user-text" });
     this.blocksEl = h("div", { class: "blocks" });
@@ -184,6 +187,7 @@ class TurnView {
       this.stableEnd = 0;
       this.tailNodes = [];
       this.tailText = null;
+      this.chunk = null;
     }
     this.mdLen = text.length;
     const boundary = stableBoundary(text, this.stableEnd);
@@ -191,8 +195,7 @@ class TurnView {
       for (const node of this.tailNodes) node.remove();
       this.tailNodes = [];
       this.tailText = null;
-      const nodes = renderMarkdownNodes(text.slice(this.stableEnd, boundary));
-      for (const node of nodes) this.textEl.appendChild(node);
+      this.appendStable(renderMarkdownNodes(text.slice(this.stableEnd, boundary)));
       this.stableEnd = boundary;
     }
     const tail = text.slice(this.stableEnd);
@@ -201,6 +204,22 @@ class TurnView {
       this.tailNodes = renderMarkdownNodes(tail);
       for (const node of this.tailNodes) this.textEl.appendChild(node);
       this.tailText = tail;
+    }
+  }
+
+  /**
+   * Finished markdown blocks go into chunks of MD_CHUNK nodes, so that a very long message is a
+   * short list of laid-out boxes and appending to it does not re-lay-out every paragraph. The
+   * chunking depends only on the node index, so a turn rendered at once and one rendered while
+   * streaming end up with the same DOM.
+   */
+  appendStable(nodes) {
+    for (const node of nodes) {
+      if (!this.chunk || this.chunk.childNodes.length >= MD_CHUNK) {
+        this.chunk = h("div", { class: "md-chunk" });
+        this.textEl.appendChild(this.chunk);
+      }
+      this.chunk.appendChild(node);
     }
   }
 
@@ -420,7 +439,14 @@ function renderRequest(block, tv) {
     all.push(allow, deny);
     controls.push(h("div", { class: "answer-row" }, allow, deny));
   }
-  const text = isQuestion ? describe(block.question) : describe(block.action);
+  const subject = isQuestion ? block.question : block.action;
+  let text;
+  if (subject && typeof subject === "object") {
+    const summary = subject.description ?? subject.summary ?? subject.title ?? subject.text ?? subject.question ?? subject.tool ?? subject.name;
+    text = [summary !== undefined ? String(summary) : null, h("pre", { class: "json" }, prettyJson(subject))];
+  } else {
+    text = describe(subject);
+  }
   return h(
     "div",
     {

@@ -29,6 +29,30 @@ function normEntry(entry, dir) {
   return { path, name, isDir, size: typeof entry.size === "number" ? entry.size : null, iteration: entry.iteration };
 }
 
+/**
+ * The entries directly inside `dir`. A gateway may list a whole subtree (flat, with paths): deeper
+ * entries are folded into their top folder below `dir`, so the panel browses one level at a time.
+ */
+function directChildren(entries, dir) {
+  const prefix = dir ? `${dir.replace(/\/+$/, "")}/` : "";
+  const out = new Map();
+  for (const e of entries) {
+    const path = e.path.replace(/^\/+/, "");
+    if (prefix && !path.startsWith(prefix)) continue;
+    const rel = path.slice(prefix.length);
+    if (!rel) continue;
+    const slash = rel.indexOf("/");
+    if (slash === -1) {
+      const prev = out.get(path);
+      out.set(path, prev && prev.isDir ? prev : { ...e, path });
+    } else {
+      const top = prefix + rel.slice(0, slash);
+      if (!out.has(top) || !out.get(top).isDir) out.set(top, { path: top, name: rel.slice(0, slash), isDir: true, size: null });
+    }
+  }
+  return [...out.values()];
+}
+
 function decodeContent(result) {
   const content = result?.content ?? "";
   const encoding = String(result?.encoding ?? "utf-8").toLowerCase();
@@ -135,7 +159,7 @@ export class FilesPanel {
     const sessionId = this.sessionId;
     if (!sessionId) return;
     const token = this.token;
-    const args = { sessionId };
+    const args = { sessionId, depth: 1 };
     if (this.dir) args.path = this.dir;
     let result;
     try {
@@ -147,7 +171,7 @@ export class FilesPanel {
     }
     if (token !== this.token || sessionId !== this.sessionId) return;
     const raw = Array.isArray(result) ? result : result?.files ?? result?.entries ?? [];
-    const entries = raw.map((e) => normEntry(e, this.dir)).filter(Boolean);
+    const entries = directChildren(raw.map((e) => normEntry(e, this.dir)).filter(Boolean), this.dir);
     entries.sort((a, b) => Number(b.isDir) - Number(a.isDir) || a.path.localeCompare(b.path));
     clear(this.listEl);
     for (const e of entries) {

@@ -107,6 +107,7 @@ export function createStore() {
     chats: new Map(), // id -> Chat
     globalEvents: [], // unknown events without a sessionId
     actors: null, // last actor-status rows
+    outbox: [], // commands the bridge queued while the gateway was unreachable
     gen: 0, // bumped when the whole model is rebuilt (snapshot)
     effects: [], // {kind: "toast"|"notify", ...} drained by the app
     dirty: newDirty(),
@@ -119,6 +120,7 @@ function newDirty() {
     connection: false,
     sessions: false,
     actors: false,
+    outbox: false,
     global: false,
     chats: new Map(), // sessionId -> {timeline: bool, turns: Set(turnId)}
   };
@@ -148,7 +150,8 @@ function newChat(sessionId) {
     timeline: [], // {kind: "turn", turnId, seq} | {kind: "event", event, seq}
     activeTurnId: null,
     pendingRequests: [],
-    loaded: false,
+    minSeq: null, // the lowest seq this chat holds: above 1 means its start is missing
+    historyLoaded: false,
   };
 }
 
@@ -220,8 +223,17 @@ export function loadSnapshot(store, snap) {
   store.chats = new Map();
   const chats = snap.chats || {};
   for (const sessionId of Object.keys(chats)) {
-    store.chats.set(sessionId, chatFromSnapshot(sessionId, chats[sessionId] || {}));
+    const chat = chatFromSnapshot(sessionId, chats[sessionId] || {});
+    store.chats.set(sessionId, chat);
+    // Session events up to the chat's lastSeq are already reflected in the snapshot's SessionMeta.
+    const meta = store.sessions.get(sessionId);
+    if (meta && chat.lastSeq > meta.lastSeq) meta.lastSeq = chat.lastSeq;
+    if (meta && chat.status && !meta.status) meta.status = chat.status;
   }
+  store.globalEvents = (Array.isArray(snap.unscoped) ? snap.unscoped : [])
+    .filter((ev) => ev && typeof ev === "object" && !isKnownEventType(ev.type))
+    .slice(-MAX_GLOBAL_EVENTS);
+  store.outbox = Array.isArray(snap.outbox) ? snap.outbox : [];
   store.gen += 1;
   store.dirty = newDirty();
   store.dirty.all = true;
@@ -231,7 +243,6 @@ export function chatFromSnapshot(sessionId, c) {
   const chat = newChat(sessionId);
   chat.lastSeq = typeof c.lastSeq === "number" ? c.lastSeq : 0;
   chat.status = c.status ?? null;
-  chat.loaded = true;
   const entries = [];
   for (const t of c.turns || []) {
     if (!t || !t.turnId) continue;
@@ -252,6 +263,24 @@ export function chatFromSnapshot(sessionId, c) {
   entries.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0) || a.i - b.i);
   for (const e of entries) delete e.i;
   chat.timeline = entries;
+  for (const e of entries) {
+    const seq = e.kind === "turn" ? chat.turns.get(e.turnId)?.firstSeq : e.seq;
+    if (typeof seq === "number" && seq > 0 && (chat.minSeq === null || seq < chat.minSeq)) chat.minSeq = seq;
+  }
+  return chat;
+}
+
+/**
+ * A chat rebuilt from a session's stored events (get_events pages, then whatever arrived live
+ * meanwhile), through the same reducer. Nothing of the page's store is touched.
+ */
+export function chatFromEvents(sessionId, events) {
+  const tmp = createStore();
+  for (const ev of events) {
+    if (ev && typeof ev === "object" && ev.sessionId === sessionId) applyGatewayEvent(tmp, ev);
+  }
+  const chat = tmp.chats.get(sessionId) || newChat(sessionId);
+  chat.historyLoaded = true;
   return chat;
 }
 
@@ -294,13 +323,14 @@ export function applyGatewayEvent(store, ev) {
     }
     return;
   }
-  if (type === "heartbeat" || type === "pong") return;
+  if (SILENT_TYPES.has(type) && type !== "usage_update") return; // responses and housekeeping
 
   const chat = ensureChat(store, sessionId);
   const seq = typeof ev.seq === "number" ? ev.seq : null;
   if (seq !== null) {
     if (seq <= chat.lastSeq) return; // a duplicate (replay overlap)
     chat.lastSeq = seq;
+    if (chat.minSeq === null || seq < chat.minSeq) chat.minSeq = seq;
     const meta = store.sessions.get(sessionId);
     if (meta && seq > meta.lastSeq) meta.lastSeq = seq;
   }
@@ -654,6 +684,11 @@ export function setConnection(store, payload) {
   if (!payload || typeof payload !== "object") return;
   store.connection = { ...store.connection, ...payload };
   store.dirty.connection = true;
+}
+
+export function setOutbox(store, items) {
+  store.outbox = Array.isArray(items) ? items : [];
+  store.dirty.outbox = true;
 }
 
 export function setActors(store, payload) {
