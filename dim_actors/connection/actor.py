@@ -47,6 +47,7 @@ class ConnectionMemory:
     resume: dict[str, int] = field(default_factory=dict)
     state: ConnectionState = field(default_factory=lambda: ConnectionState(state="offline"))
     restarts_reconnects: int = 0
+    bad_frames: int = 0
 
 
 class ConnectionActor(DimActor):
@@ -78,7 +79,7 @@ class ConnectionActor(DimActor):
     def describe(self) -> dict[str, Any]:
         st = self.memory.state
         return {"pid": self.process.pid, "connection": st.state, "url": st.url,
-                "reconnects": st.reconnects + self.memory.restarts_reconnects}
+                "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames}
 
     def _down(self, msg: Msg) -> None:
         self.pipe.send_bytes(encode_down(msg))
@@ -115,6 +116,8 @@ class ConnectionActor(DimActor):
                     self.memory.state = item
                     send("router", item)
                 elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged)):
+                    if isinstance(item, BadFrame):
+                        self.memory.bad_frames += 1
                     send("router", item)
         if not self.stopping:
             code = self.process.exitcode if not self.process.is_alive() else None

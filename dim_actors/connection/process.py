@@ -95,6 +95,8 @@ class GatewayConnection:
         self.last_frame = time.monotonic()
         self.last_ping = time.monotonic()
         self.bad_frames = 0
+        # Far above the protocol's 1 MB inbound limit (a 1 MB text_delta must pass), far below harm.
+        self.max_frame_bytes = 16 << 20
         self.identity: dict[str, Any] | None = None
         self.state = "offline"
 
@@ -281,6 +283,9 @@ class GatewayConnection:
             if self.attempt and time.monotonic() - connected_at > 60:
                 self.attempt = 0  # stable for a minute: the next failure starts the backoff afresh
             if opcode == websocket.ABNF.OPCODE_TEXT:
+                if len(data) > self.max_frame_bytes:
+                    self._bad_frame(f"a frame of {len(data)} bytes is over the {self.max_frame_bytes}-byte limit", data)
+                    continue
                 self._on_frame(data)
             elif opcode == websocket.ABNF.OPCODE_CLOSE:
                 return

@@ -103,24 +103,28 @@ class RequestHandlers:
         s = SessionRuntime(self.gw.db, agent, stored)
         s.persist()
         self.gw.sessions[s.id] = s
+        await self.gw.db.commit()  # answered means stored: a crash right after must not lose it
         conn.send(p.SessionCreated(sessionId=s.id, session=s.meta()))
 
     async def rename_session(self, conn: "Connection", msg: p.RenameSession) -> None:
         s = self.session(conn, msg.sessionId)
         s.name = msg.name
         s.persist()
+        await self.gw.db.commit()
         s.emit(p.SessionRenamed(name=msg.name), reply_to=conn)
 
     async def archive_session(self, conn: "Connection", msg: p.ArchiveSession) -> None:
         s = self.session(conn, msg.sessionId)
         s.archived = True
         s.persist()
+        await self.gw.db.commit()
         s.emit(p.SessionArchived(), reply_to=conn)
 
     async def unarchive_session(self, conn: "Connection", msg: p.UnarchiveSession) -> None:
         s = self.session(conn, msg.sessionId)
         s.archived = False
         s.persist()
+        await self.gw.db.commit()
         s.emit(p.SessionUnarchived(), reply_to=conn)
 
     async def delete_session(self, conn: "Connection", msg: p.DeleteSession) -> None:
@@ -252,6 +256,7 @@ class RequestHandlers:
                 self.gw.db.write(DELETE_MEMBER, (tenant, msg.userId))
             else:
                 self.gw.db.write(UPSERT_MEMBER, (tenant, m.userId, m.role, m.createdAt, m.updatedAt))
+            await self.gw.db.commit()
         conn.send(p.MemberList(members=sorted(members.values(), key=lambda m: (m.createdAt, m.userId))))
 
 

@@ -45,7 +45,7 @@ class DevGateway:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  data_dir: str | Path | None = None, heartbeat_ms: int = 30000, rate_limit: int = 60,
                  rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
-                 max_frame_bytes: int = p.MAX_FRAME_BYTES, flush_interval_ms: int = 50):
+                 max_frame_bytes: int = p.MAX_FRAME_BYTES):
         self.host = host
         self.port = port
         self.token = token or None
@@ -54,7 +54,6 @@ class DevGateway:
         self.rate_limit = rate_limit
         self.rate_window = rate_window_ms / 1000
         self.max_frame_bytes = max_frame_bytes
-        self.flush_interval = flush_interval_ms / 1000
         self.auth_limiter = AuthLimiter(auth_max_failures, auth_window_ms / 1000)
         self.identity = DEV_IDENTITY
         self.agents = dict(AGENTS)
@@ -79,7 +78,7 @@ class DevGateway:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="dim-gateway-"))
             self._own_data_dir = True
-        self.db = Database(self.data_dir / "gateway.db", flush_interval=self.flush_interval)
+        self.db = Database(self.data_dir / "gateway.db")
         stored = self.db.open()
         for tenant, rows in self.db.load_members().items():
             self._members[tenant] = {r[0]: p.Member(userId=r[0], role=r[1], createdAt=r[2], updatedAt=r[3])

@@ -116,6 +116,8 @@ class SessionRuntime:
             reply_to.outbox.push(frame)
 
     async def wait_uncongested(self) -> None:
+        """Flow control for agents: wait while a joined reader lags or the store lags."""
+        await self.db.wait_caught_up()
         while True:
             for conn in self.subscribers:
                 if conn.outbox.congested:
@@ -124,10 +126,10 @@ class SessionRuntime:
             else:
                 return
 
-    def _file_changed(self, change: FileChange) -> None:
+    def _file_changed(self, change: FileChange, turn: Turn | None = None) -> None:
+        """Publish a workspace change, inside ``turn`` when the turn that made it is still open."""
         event = FileChanged(path=change.path, iteration=change.iteration, size=change.size, hash=change.hash,
                             deleted=change.deleted, renamedFrom=change.renamedFrom)
-        turn = self.turn
         if turn is not None and not turn.closed:
             turn.emit(event)
         else:

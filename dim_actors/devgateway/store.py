@@ -1,10 +1,16 @@
 """SQLite persistence for the dev gateway: sessions, their events, turns, members.
 
 One connection, used only from one worker thread, so every write and read is applied in the order
-the event loop asked for it. Writes are buffered on the loop and committed in batches (at most every
-``flush_interval`` seconds, or sooner when the buffer is large): a stream of thousands of events a
-second then costs one fsync per batch, not one per event. Reads flush the buffer first, so they see
-every write that was asked for before them.
+the event loop asked for it. Writes are group-committed: they queue on the event loop, and whatever
+queued while the previous batch was being committed goes in the next one. An idle gateway thus
+commits each event within about a millisecond, and a stream of thousands of events a second costs
+one commit per batch, not one per event. Reads flush the queue first, so they see every write that
+was asked for before them.
+
+Events are sent before they are committed, so a crash can lose events that clients already saw.
+Their seq numbers must never be handed out again (a client would take the new event for one it
+already has), so after an unclean shutdown every session's seq jumps ahead by RECOVERY_SEQ_GAP,
+more than the backlog that flow control allows (BACKLOG_HIGH).
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from .workspace import SCHEMA as WORKSPACE_SCHEMA
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+BACKLOG_HIGH = 20_000  # uncommitted writes above which agents wait for the store
+BACKLOG_LOW = 5_000
+RECOVERY_SEQ_GAP = 100_000  # > BACKLOG_HIGH plus what non-agent code emits: no seq is reused
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -32,7 +42,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     archived INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    active_turn_id TEXT
+    active_turn_id TEXT,
+    seq_floor INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL,
@@ -57,6 +68,10 @@ CREATE TABLE IF NOT EXISTS turns (
     PRIMARY KEY (session_id, turn_id)
 );
 CREATE INDEX IF NOT EXISTS turns_by_start ON turns (session_id, started_seq);
+CREATE TABLE IF NOT EXISTS gateway_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS members (
     tenant_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
@@ -106,18 +121,22 @@ class StoredSession:
 
 
 class Database:
-    """The gateway's SQLite file, with batched writes on a single worker thread."""
+    """The gateway's SQLite file, with group-committed writes on a single worker thread."""
 
-    def __init__(self, path: Path, *, flush_interval: float = 0.05, max_batch: int = 5000):
+    def __init__(self, path: Path, *, max_batch: int = 10_000):
         self.path = Path(path)
-        self.flush_interval = flush_interval
         self.max_batch = max_batch
+        self.crashed = False  # the previous run did not shut down cleanly
+        self.backlog = 0  # writes queued or being committed
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dim-gateway-db")
         self._ops: list[tuple[str, tuple]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._scheduled = False
+        self._committing = 0  # batches handed to the worker and not yet done
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Future] = set()
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
         self._closed = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -127,17 +146,31 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only a power loss may drop the last batch.
+        # NORMAL in WAL mode survives a process crash; only a power loss may drop the last commits.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA + WORKSPACE_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+        if "seq_floor" not in columns:  # a data dir from before the column existed
+            conn.execute("ALTER TABLE sessions ADD COLUMN seq_floor INTEGER NOT NULL DEFAULT 0")
+        row = conn.execute("SELECT value FROM gateway_meta WHERE key = 'clean_shutdown'").fetchone()
+        self.crashed = row is not None and row[0] != "1"
         self._conn = conn
-        return self._load_sessions()
+        sessions = self._load_sessions()
+        conn.execute("BEGIN")
+        if self.crashed:
+            for st in sessions:
+                st.last_seq += RECOVERY_SEQ_GAP
+                conn.execute("UPDATE sessions SET seq_floor = ? WHERE id = ?", (st.last_seq, st.id))
+        conn.execute("INSERT OR REPLACE INTO gateway_meta (key, value) VALUES ('clean_shutdown', '0')")
+        conn.execute("COMMIT")
+        return sessions
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     async def close(self) -> None:
-        self.flush()
+        while self._ops:
+            self._submit_ops()
         self._closed = True
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -146,6 +179,7 @@ class Database:
 
     def _close_conn(self) -> None:
         if self._conn is not None:
+            self._conn.execute("INSERT OR REPLACE INTO gateway_meta (key, value) VALUES ('clean_shutdown', '1')")
             self._conn.close()
             self._conn = None
 
@@ -157,25 +191,48 @@ class Database:
             log.warning("dev gateway: write after the store closed, dropped: %s", sql.split("(")[0].strip())
             return
         self._ops.append((sql, params))
-        if len(self._ops) >= self.max_batch:
-            self.flush()
-        elif self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_later(self.flush_interval, self.flush)
+        self.backlog += 1
+        if self.backlog > BACKLOG_HIGH:
+            self._caught_up.clear()
+        if not self._scheduled and not self._committing:
+            # End of this loop iteration: what one callback emits goes in one batch.
+            self._scheduled = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self.flush)
 
     def append_event(self, session_id: str, seq: int, frame: bytes) -> None:
         self.write(INSERT_EVENT, (session_id, seq, frame))
 
     def flush(self) -> None:
-        """Hand the buffered writes to the worker thread (non-blocking)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Start a batch unless one is being committed (its completion starts the next)."""
+        self._scheduled = False
+        if not self._committing:
+            self._submit_ops()
+
+    async def commit(self) -> None:
+        """Return once every write queued so far is committed (for answers that promise it)."""
+        await self.run(lambda conn: None)
+
+    async def wait_caught_up(self) -> None:
+        """Wait while more than BACKLOG_HIGH writes are uncommitted (down to BACKLOG_LOW)."""
+        await self._caught_up.wait()
+
+    def _submit_ops(self) -> None:
         if not self._ops:
             return
-        ops, self._ops = self._ops, []
+        ops, self._ops = self._ops[: self.max_batch], self._ops[self.max_batch:]
+        self._committing += 1
         fut = asyncio.ensure_future(self._submit(self._write_batch, ops), loop=self._loop)
         self._inflight.add(fut)
-        fut.add_done_callback(self._inflight.discard)
+        fut.add_done_callback(lambda f, n=len(ops): self._batch_done(f, n))
+
+    def _batch_done(self, fut: asyncio.Future, count: int) -> None:
+        self._inflight.discard(fut)
+        self._committing -= 1
+        self.backlog -= count
+        if self.backlog <= BACKLOG_LOW:
+            self._caught_up.set()
+        if not self._committing:
+            self._submit_ops()
 
     def _write_batch(self, ops: list[tuple[str, tuple]]) -> None:
         conn = self._conn
@@ -208,7 +265,8 @@ class Database:
         Returns a future at once (not a coroutine), so a caller can attach a done-callback that
         fires even if the task awaiting it is cancelled.
         """
-        self.flush()
+        while self._ops:  # the worker runs jobs in order: queued writes go first
+            self._submit_ops()
         return self._submit(self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
@@ -262,15 +320,15 @@ class Database:
         conn = self._conn
         assert conn is not None
         sessions = {
-            r[0]: StoredSession(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8])
+            r[0]: StoredSession(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9])
             for r in conn.execute(
-                "SELECT id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id"
-                " FROM sessions ORDER BY created_at, id"
+                "SELECT id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id,"
+                " seq_floor FROM sessions ORDER BY created_at, id"
             )
         }
         for sid, last in conn.execute("SELECT session_id, MAX(seq) FROM events GROUP BY session_id"):
             if sid in sessions:
-                sessions[sid].last_seq = last
+                sessions[sid].last_seq = max(last, sessions[sid].last_seq)
         for sid, client_turn_id, frame in conn.execute(
             "SELECT t.session_id, t.client_turn_id, e.json FROM turns t JOIN events e"
             " ON e.session_id = t.session_id AND e.seq = t.started_seq WHERE t.client_turn_id IS NOT NULL"

@@ -24,6 +24,7 @@ from dim_actors.protocol import (
 )
 
 from .errors import GatewayError
+from .workspace import AsyncWorkspace
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -66,12 +67,19 @@ class Turn:
         self.started_at = time.time_ns() // 1_000_000
         self.task: asyncio.Task | None = None
         self._emitted = 0
+        self._workspace: AsyncWorkspace | None = None
 
     # --- what agents use -------------------------------------------------------------------------
 
     @property
-    def workspace(self):
-        return self.session.workspace
+    def workspace(self) -> AsyncWorkspace:
+        """The session's files; changes made through this handle are reported inside this turn
+        (or, if the turn was stopped while the change was on its way, outside any turn)."""
+        if self._workspace is None:
+            session = self.session
+            self._workspace = AsyncWorkspace(session.db, session.id,
+                                             on_change=lambda change: session._file_changed(change, self))
+        return self._workspace
 
     @property
     def text_so_far(self) -> str:

@@ -27,7 +27,7 @@ from dim_actors.messages import (
     SendFrame,
     UiEvent,
 )
-from dim_actors.router.stores import Stores
+from dim_actors.router.stores import BadEvent, Stores
 from dim_actors.supervisor.actor import DimActor
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Router(DimActor):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "eventsApplied": self.stores.events_applied,
-                "duplicatesDropped": self.stores.duplicates}
+                "duplicatesDropped": self.stores.duplicates, "badEvents": self.stores.bad_events}
 
     def handle(self, sender: str, body: Msg) -> None:
         if isinstance(body, GatewayEvent):
@@ -104,7 +104,14 @@ class Router(DimActor):
 
     def on_gateway_event(self, ev: GatewayEvent) -> None:
         if not (self.awaiting_resync and ev.seq is not None):
-            if self.stores.apply(ev):
+            try:
+                fresh = self.stores.apply(ev)
+            except BadEvent as e:
+                log.warning("%s", e)
+                sample = bytes(ev.raw)[:200].decode("utf-8", "replace")
+                self.to_page("gateway-warning", {"reason": str(e), "sample": sample, "count": self.stores.bad_events})
+                fresh = False
+            if fresh:
                 self.ctx.send("uibridge", UiEvent(event="gateway-event", payload=ev.raw))
         if ev.replyTo is not None:
             command = self.pending.pop(ev.replyTo, None)

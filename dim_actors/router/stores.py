@@ -38,6 +38,10 @@ _delta = msgspec.json.Decoder(_Delta)
 _fields = msgspec.json.Decoder(_Fields)
 
 
+class BadEvent(ValueError):
+    pass
+
+
 class Turn:
     __slots__ = ("turnId", "status", "userText", "parts", "finalText", "error", "deltaCount",
                  "firstSeq", "lastSeq", "items")
@@ -101,6 +105,7 @@ class Stores:
         self.outbox: list[dict[str, Any]] = []  # commands waiting for the connection
         self.events_applied = 0
         self.duplicates = 0
+        self.bad_events = 0
 
     def chat(self, sid: str) -> Chat:
         c = self.chats.get(sid)
@@ -113,7 +118,19 @@ class Stores:
                            "retryInMs": st.retryInMs, "identity": st.identity}
 
     def apply(self, ev: GatewayEvent) -> bool:
-        """Apply one event; False when it is a duplicate (already applied) and must go no further."""
+        """Apply one event; False when it is a duplicate (already applied) and must go no further.
+
+        BadEvent when a known event type carries fields of the wrong type: it is kept in the generic
+        slot, never dropped, and never allowed to break the stores."""
+        try:
+            return self._apply(ev)
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError, KeyError, AttributeError) as e:
+            self.bad_events += 1
+            self.unscoped.append(ev.raw)
+            del self.unscoped[:-500]
+            raise BadEvent(f"{ev.type} event with unexpected fields: {e}") from None
+
+    def _apply(self, ev: GatewayEvent) -> bool:
         sid, seq, type_ = ev.sessionId, ev.seq, ev.type
         chat = None
         if sid is not None:

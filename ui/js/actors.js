@@ -110,43 +110,86 @@ export class ActorsPanel {
     this.logEl.hidden = true;
   }
 
+  /** Keyed by actor name: rows stay in place across the once-a-second updates (no lost clicks). */
   render(payload) {
     const rows = normActorRows(payload);
-    clear(this.tbody);
     this.emptyEl.hidden = rows.length > 0;
     this.updatedEl.textContent = payload ? `updated ${new Date().toLocaleTimeString()}` : "";
+    if (!this.rows) this.rows = new Map();
+    const seen = new Set();
+    let prev = null;
     for (const r of rows) {
-      const btn = h("button", { type: "button", class: "icon restart", testid: "actor-restart", title: `Restart ${r.name}`, "aria-label": `Restart ${r.name}` }, "⟳");
-      btn.addEventListener("click", async () => {
-        btn.disabled = true;
-        btn.classList.add("spinning");
-        try {
-          await this.ctx.restart(r.name);
-        } catch (_) {
-          /* the app shows the error in a toast */
-        } finally {
-          btn.disabled = false;
-          btn.classList.remove("spinning");
-        }
-      });
-      const logsBtn = h("button", { type: "button", class: "icon", testid: "actor-logs", title: `Message log of ${r.name}`, "aria-label": `Message log of ${r.name}`, onclick: () => this.showLog(r.name) }, "☰");
-      const state = r.state === undefined ? "" : String(r.state);
-      this.tbody.appendChild(
-        h(
-          "tr",
-          { testid: "actor-row", role: "row", dataset: { actor: r.name, state } },
-          h("td", { class: "a-name mono", testid: "actor-name" }, r.name),
-          h("td", { class: "a-pid", testid: "actor-pid" }, r.pid ?? ""),
-          h("td", { class: "a-state" }, h("span", { class: "badge", testid: "actor-state", dataset: { status: state } }, state)),
-          h("td", { class: "a-restarts", testid: "actor-restarts" }, r.restarts ?? ""),
-          h("td", { class: "a-uptime", testid: "actor-uptime" }, typeof r.uptime === "number" ? formatDuration(r.uptime) : r.uptime ?? ""),
-          h("td", { class: "a-mailbox", testid: "actor-mailbox" }, r.mailbox ?? ""),
-          h("td", { class: "a-error error-text", testid: "actor-last-error", title: r.lastError ? String(r.lastError) : "" }, r.lastError ? String(r.lastError) : ""),
-          h("td", { class: "a-actions" }, logsBtn, btn),
-        ),
-      );
+      seen.add(r.name);
+      let row = this.rows.get(r.name);
+      if (!row) {
+        row = this.createRow(r.name);
+        this.rows.set(r.name, row);
+      }
+      const state = r.state === undefined || r.state === null ? "" : String(r.state);
+      const error = r.lastError ? String(r.lastError) : "";
+      row.tr.dataset.state = state;
+      setText(row.pid, r.pid ?? "");
+      setText(row.state, state);
+      row.state.dataset.status = state;
+      setText(row.restarts, r.restarts ?? "");
+      setText(row.uptime, typeof r.uptime === "number" ? formatDuration(r.uptime) : r.uptime ?? "");
+      setText(row.mailbox, r.mailbox ?? "");
+      setText(row.error, error);
+      row.error.title = error;
+      const expected = prev ? prev.nextSibling : this.tbody.firstChild;
+      if (expected !== row.tr) this.tbody.insertBefore(row.tr, expected);
+      prev = row.tr;
+    }
+    for (const [name, row] of this.rows) {
+      if (!seen.has(name)) {
+        row.tr.remove();
+        this.rows.delete(name);
+      }
     }
   }
+
+  createRow(name) {
+    const btn = h("button", { type: "button", class: "icon restart", testid: "actor-restart", title: `Restart ${name}`, "aria-label": `Restart ${name}` }, "⟳");
+    btn.addEventListener("click", async () => {
+      btn.disabled = true;
+      btn.classList.add("spinning");
+      try {
+        await this.ctx.restart(name);
+      } catch (_) {
+        /* the app shows the error in a toast */
+      } finally {
+        btn.disabled = false;
+        btn.classList.remove("spinning");
+      }
+    });
+    const logsBtn = h("button", { type: "button", class: "icon", testid: "actor-logs", title: `Message log of ${name}`, "aria-label": `Message log of ${name}`, onclick: () => this.showLog(name) }, "☰");
+    const row = {
+      pid: h("td", { class: "a-pid", testid: "actor-pid", role: "cell" }),
+      state: h("span", { class: "badge", testid: "actor-state" }),
+      restarts: h("td", { class: "a-restarts", testid: "actor-restarts", role: "cell" }),
+      uptime: h("td", { class: "a-uptime", testid: "actor-uptime", role: "cell" }),
+      mailbox: h("td", { class: "a-mailbox", testid: "actor-mailbox", role: "cell" }),
+      error: h("td", { class: "a-error error-text", testid: "actor-last-error", role: "cell" }),
+    };
+    row.tr = h(
+      "tr",
+      { testid: "actor-row", role: "row", dataset: { actor: name } },
+      h("td", { class: "a-name mono", testid: "actor-name", role: "cell" }, name),
+      row.pid,
+      h("td", { class: "a-state", role: "cell" }, row.state),
+      row.restarts,
+      row.uptime,
+      row.mailbox,
+      row.error,
+      h("td", { class: "a-actions", role: "cell" }, logsBtn, btn),
+    );
+    return row;
+  }
+}
+
+function setText(el, value) {
+  const text = String(value);
+  if (el.textContent !== text) el.textContent = text;
 }
 
 function formatLogLine(line) {

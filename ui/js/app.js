@@ -36,7 +36,9 @@ const ui = {
   bridge: "connecting", // the event socket: connecting | open | closed
   syncing: false,
   buffer: [], // [kind, payload] received while a snapshot is being fetched
-  ready: false,
+  ready: false, // body[data-ready] set
+  snapshotLoaded: false, // a get_state has been applied
+  sending: false, // a run_turn is in flight
   syncRun: 0,
 };
 
@@ -146,14 +148,19 @@ function flush() {
     sessionList.render(store, ui.selectedId, ui.showArchived);
     if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) setSelected(null);
     chatView.show(ui.selectedId);
+    filesPanel.setSession(ui.selectedId);
     actorsPanel.render(store.actors);
     renderGlobal();
     renderOutbox();
   } else {
     if (d.connection) renderConnection();
     if (d.sessions) {
+      if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) {
+        setSelected(null); // deleted
+        chatView.show(null);
+        filesPanel.setSession(null);
+      }
       sessionList.render(store, ui.selectedId, ui.showArchived);
-      if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) setSelected(null);
     }
     chatView.update(ui.selectedId ? d.chats.get(ui.selectedId) : undefined);
     if (d.actors) actorsPanel.render(store.actors);

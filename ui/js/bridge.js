@@ -4,8 +4,9 @@
 //                             resolves with `result`, rejects with a BridgeError
 //                             {code, message, gatewayCode, status}.
 //   listen(event, handler) -> one shared WebSocket to /events?token=...; frames are
-//                             {"event": NAME, "payload": ...}. Resolves to an unlisten function
-//                             (like @tauri-apps/api/event). The socket reconnects with backoff.
+//                             {"event": NAME, "payload": ...}, or {"batch": [frame, ...]} for
+//                             several at once. Resolves to an unlisten function (like
+//                             @tauri-apps/api/event). The socket reconnects with backoff.
 //   onBridgeState(handler) -> "connecting" | "open" | "closed"; called on every change, so the app
 //                             can re-fetch get_state after a reconnect.
 //
@@ -164,6 +165,11 @@ function openSocket() {
       frame = JSON.parse(msg.data);
     } catch (err) {
       console.warn("ignoring a non-JSON frame from the bridge", err);
+      return;
+    }
+    if (frame && Array.isArray(frame.batch)) {
+      // Optional: several frames in one WebSocket message (cheaper for the browser at high rates).
+      for (const f of frame.batch) if (f && typeof f.event === "string") dispatch(f.event, f.payload);
       return;
     }
     if (!frame || typeof frame.event !== "string") return;

@@ -117,6 +117,21 @@ export function renderGeneric(ev) {
 // ---------------------------------------------------------------------------------------------
 
 const MD_CHUNK = 32;
+const PLAIN_TAIL = 12000; // chars of unfinished block above which it streams as plain text
+const PLAIN_PIECE = 4000;
+
+/** Where the plain piece starting at `start` ends: after a newline past PLAIN_PIECE chars, else
+ * after a space past twice that, else a hard cut at four times; -1 while the text is too short. */
+function plainCut(text, start) {
+  const nl = text.indexOf("\n", start + PLAIN_PIECE);
+  const sp = text.indexOf(" ", start + 2 * PLAIN_PIECE);
+  let cut = -1;
+  if (nl !== -1) cut = nl + 1;
+  if (sp !== -1 && (cut === -1 || sp + 1 < cut)) cut = sp + 1;
+  const hard = start + 4 * PLAIN_PIECE;
+  if (hard < text.length && (cut === -1 || hard < cut)) cut = hard;
+  return cut !== -1 && cut < text.length ? cut : -1;
+}
 
 export class TurnView {
   constructor(turn, ctx, sessionId) {
@@ -131,7 +146,10 @@ export class TurnView {
     this.stableEnd = 0;
     this.tailNodes = [];
     this.tailText = null;
+    this.tailMode = null;
     this.chunk = null;
+    this.plainBox = null;
+    this.plainPieces = [];
 
     this.userEl = h("div", { class: "bubble user-bubble", testid: "user-text" });
     this.blocksEl = h("div", { class: "blocks" });
@@ -187,24 +205,71 @@ export class TurnView {
       this.stableEnd = 0;
       this.tailNodes = [];
       this.tailText = null;
+      this.tailMode = null;
       this.chunk = null;
     }
     this.mdLen = text.length;
     const boundary = stableBoundary(text, this.stableEnd);
     if (boundary > this.stableEnd) {
-      for (const node of this.tailNodes) node.remove();
-      this.tailNodes = [];
-      this.tailText = null;
+      this.dropTail();
       this.appendStable(renderMarkdownNodes(text.slice(this.stableEnd, boundary)));
       this.stableEnd = boundary;
     }
     const tail = text.slice(this.stableEnd);
-    if (tail !== this.tailText) {
-      for (const node of this.tailNodes) node.remove();
+    const streaming = turn.status === "running" || turn.status === "waiting";
+    if (streaming && tail.length > PLAIN_TAIL) {
+      this.updatePlainTail(tail);
+    } else if (this.tailMode !== "md" || tail !== this.tailText) {
+      this.dropTail();
       this.tailNodes = renderMarkdownNodes(tail);
       for (const node of this.tailNodes) this.textEl.appendChild(node);
       this.tailText = tail;
+      this.tailMode = "md";
     }
+  }
+
+  dropTail() {
+    for (const node of this.tailNodes) node.remove();
+    this.tailNodes = [];
+    this.tailText = null;
+    this.tailMode = null;
+  }
+
+  /**
+   * A very long unfinished block (a huge paragraph or code block still streaming) is shown as
+   * plain pre-wrapped text in pieces cut at newlines (or spaces), so each frame lays out only the
+   * last piece instead of the whole block. It becomes markdown once the block or the turn ends.
+   * The cuts depend only on the text, so a snapshot of a running turn renders the same pieces.
+   */
+  updatePlainTail(tail) {
+    if (this.tailMode !== "plain") {
+      this.dropTail();
+      this.plainBox = h("div", { class: "md-plain", "aria-busy": "true" });
+      this.plainPieces = []; // {start, end, node}
+      this.tailNodes = [this.plainBox];
+      this.textEl.appendChild(this.plainBox);
+      this.tailMode = "plain";
+    }
+    const pieces = this.plainPieces;
+    let start = pieces.length ? pieces[pieces.length - 1].start : 0;
+    let last = pieces.length ? pieces.pop() : null;
+    for (;;) {
+      const end = plainCut(tail, start);
+      const stop = end === -1 ? tail.length : end;
+      if (!last) {
+        last = { start, end: start, node: document.createTextNode("") };
+        this.plainBox.appendChild(h("span", { class: "md-plain-piece" }, last.node));
+      }
+      if (stop > last.end) {
+        last.node.appendData(tail.slice(last.end, stop));
+        last.end = stop;
+      }
+      pieces.push(last);
+      if (end === -1) break;
+      start = end;
+      last = null;
+    }
+    this.tailText = tail;
   }
 
   /**

@@ -62,6 +62,11 @@ export class SessionList {
     refs.remove = h("button", { type: "button", class: "icon danger", testid: "session-delete", title: "Delete", "aria-label": "Delete session", onclick: () => this.actions.remove(id) }, "✕");
     refs.tools = h("div", { class: "session-actions" }, refs.rename, refs.archive, refs.unarchive, refs.remove);
     const li = h("li", { class: "session-item", testid: "session-item", dataset: { sessionId: id }, role: "option" }, refs.main, refs.badge, refs.tools);
+    // A click anywhere on the item (not on its action buttons or the rename input) opens it.
+    li.addEventListener("click", (e) => {
+      if (refs.main.contains(e.target) || e.target.closest("button, input")) return;
+      this.actions.select(id);
+    });
     return { li, refs, key: null };
   }
 
