@@ -161,3 +161,23 @@ def test_static_files_are_served_to_the_page(app: App):
     assert status == 401
     status, _ = app.request("GET", "/../setup.cfg?token=" + app.token)
     assert status in (401, 404)
+
+
+def test_events_can_be_batched_for_the_page(app: App):
+    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    ws = websocket.create_connection(app.base.replace("http", "ws") + f"/events?token={app.token}&batch=1",
+                                     timeout=15)
+    app.invoke("run_turn", sessionId=sid, text="/stream 3000")
+    texts, batched = [], 0
+    while True:
+        frame = json.loads(ws.recv())
+        frames = frame["batch"] if "batch" in frame else [frame]
+        batched += "batch" in frame
+        events = [f["payload"] for f in frames if f["event"] == "gateway-event" and f["payload"].get("sessionId") == sid]
+        texts += [e["text"] for e in events if e["type"] == "text_delta"]
+        if any(e["type"] == "turn_complete" for e in events):
+            break
+    ws.close()
+    assert "".join(texts) == "".join(f"{i} " for i in range(3000))
+    assert batched > 0

@@ -105,8 +105,8 @@ class ConnectionActor(DimActor):
                 break
             for item in decode_up(data):
                 if isinstance(item, GatewayEvent):
-                    if item.seq is not None and item.sessionId is not None:
-                        resume[item.sessionId] = max(resume.get(item.sessionId, 0), item.seq)
+                    if item.seq is not None and item.sessionId in resume:
+                        resume[item.sessionId] = max(resume[item.sessionId], item.seq)
                     elif item.type == "state_snapshot" and item.sessionId is not None:
                         resume.setdefault(item.sessionId, 0)
                     elif item.type == "session_left" and item.sessionId is not None:

@@ -44,6 +44,10 @@ from dim_actors.messages import (
 log = logging.getLogger("dim.connection")
 
 
+# Request ids: the bridge's count up from 1; the outbox's are -itemId; the router's own are below this.
+OUTBOX_IDS = -(1 << 40)
+
+
 class AuthFailed(Exception):
     pass
 
@@ -54,16 +58,36 @@ class RetryLater(Exception):
         self.delay_s = delay_s
 
 
+class _ErrorCodeStruct(msgspec.Struct):
+    code: str = ""
+
+
+_ErrorCode = msgspec.json.Decoder(_ErrorCodeStruct)
+
+
 class _EventList(msgspec.Struct):
     events: list[msgspec.Raw] = []
     hasMore: bool = False
 
 
-class Pending:
-    __slots__ = ("req_id", "type", "expect", "sent_at")
+class _Target(msgspec.Struct):
+    sessionId: str | None = None
+    clientTurnId: str | None = None
 
-    def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float):
+
+_target = msgspec.json.Decoder(_Target)
+
+
+class Pending:
+    """A request awaiting its answer. The session (and client turn id) keep another client's
+    broadcast of the same event type from being taken for our answer."""
+
+    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id")
+
+    def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}"):
         self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
+        t = _target.decode(frame)
+        self.session_id, self.client_turn_id = t.sessionId, t.clientTurnId
 
 
 class GatewayConnection:
@@ -71,7 +95,10 @@ class GatewayConnection:
                  resume: dict[str, int] | None = None, outbox: Outbox | None = None):
         self.uplink = uplink
         self.outbox = outbox
-        self.outbox_inflight: set[int] = set()  # outbox ids sent on the current connection
+        # The outbox sends one item at a time, in order. A session whose turn is running (one we
+        # started from the outbox, or another client's) holds back the next run_turn for it.
+        self.outbox_inflight: int | None = None
+        self.turn_gate: dict[str, str] = {}  # sessionId -> turnId to wait for, or "*" for any turn
         self.ping_interval_s = ping_interval_s
         self.stale_after_s = stale_after_s
         self.request_timeout_s = request_timeout_s
@@ -165,7 +192,7 @@ class GatewayConnection:
 
     def _cancel_queued(self, msg: CancelQueued) -> None:
         with self.lock:
-            removed = (self.outbox is not None and msg.outboxId not in self.outbox_inflight
+            removed = (self.outbox is not None and msg.outboxId != self.outbox_inflight
                        and self.outbox.remove(msg.outboxId))
         if removed:
             self.outbox_changed(msg.reqId)
@@ -174,57 +201,96 @@ class GatewayConnection:
                 reqId=msg.reqId, code="NOT_FOUND",
                 message=f"outbox item {msg.outboxId} is not waiting (already sent, or never queued)"))
 
-    def _flush_outbox(self, ws: websocket.WebSocket) -> None:
-        """Send what waits in the outbox, in order; each leaves it once the gateway answers."""
-        if self.outbox is None:
+    def _join(self, ws: websocket.WebSocket, sid: str, frame: bytes | None = None) -> None:
+        """Join a session and fetch what it already holds, so the stores see its history once;
+        live events wait behind that catch-up (under the frame lock)."""
+        with self.frame_lock:
+            with self.lock:
+                self.joined[sid] = 0
+            self.catching_up[sid] = []
+            ws.send(frame or protocol.build_client_message("join_session", {"sessionId": sid}))
+            ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": 0}))
+
+    def _flush_outbox(self) -> None:
+        """Send the next outbox item if nothing is in flight; it leaves the outbox once answered."""
+        ws = self.ws
+        if self.outbox is None or ws is None or not self.connected.is_set():
             return
         with self.lock:
-            items = [i for i in self.outbox.pending() if i[0] not in self.outbox_inflight]
-            for item_id, type_, _frame in items:
-                self.outbox_inflight.add(item_id)
-                self.outbox.mark_sent(item_id)
-                # Negative request ids mark the outbox's own requests: nobody waits on them upstream.
-                self.pending.append(Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()),
-                                            time.monotonic()))
-        for _item_id, _type, frame in items:
+            if self.outbox_inflight is not None:
+                return
+            items = self.outbox.pending()
+            if not items:
+                return
+            item_id, type_, frame = items[0]
+            p = Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()), time.monotonic(), frame)
+            if type_ == "run_turn" and p.session_id in self.turn_gate:
+                return  # wait for that session's turn to end; order is kept, nothing jumps the queue
+            self.outbox_inflight = item_id
+            self.outbox.mark_sent(item_id)
+            # Negative request ids mark the outbox's own requests: nobody waits on them upstream.
+            self.pending.append(p)
+        try:
+            if p.session_id is not None and p.session_id not in self.joined:
+                self._join(ws, p.session_id)  # so the queued command's outcome reaches the stores
             ws.send(frame)
-        if items:
-            self.outbox_changed()
-
-    def _outbox_answered(self, req_id: int) -> None:
-        assert self.outbox is not None
-        with self.lock:
-            self.outbox.remove(-req_id)
-            self.outbox_inflight.discard(-req_id)
+        except (OSError, websocket.WebSocketException):
+            return  # the reconnect sends it again (a run_turn carries its clientTurnId: no double run)
         self.outbox_changed()
+
+    def _outbox_answered(self, req_id: int, head: protocol.EventHead, data: bytes) -> None:
+        assert self.outbox is not None
+        item_id = -req_id
+        with self.lock:
+            row = next((i for i in self.outbox.pending() if i[0] == item_id), None)
+            sid = _target.decode(row[2]).sessionId if row else None
+            self.outbox_inflight = None
+            if head.type == "error" and _ErrorCode.decode(data).code == "TurnInProgress" and sid:
+                self.turn_gate[sid] = "*"  # another turn runs there: try again when it ends
+            else:
+                self.outbox.remove(item_id)
+                if head.type == "turn_started" and sid and head.turnId:
+                    self.turn_gate[sid] = head.turnId
+                if head.type == "error":
+                    log.warning("the gateway refused a queued %s: %s", row[1] if row else "command",
+                                bytes(data[:300]).decode("utf-8", "replace"))
+        self.outbox_changed()
+        self._flush_outbox()
+
+    def _turn_ended(self, head: protocol.EventHead) -> None:
+        gate = self.turn_gate.get(head.sessionId or "")
+        if gate is not None and (gate == "*" or gate == head.turnId):
+            del self.turn_gate[head.sessionId]  # type: ignore[arg-type]
+            self._flush_outbox()
 
     def _send_request(self, msg: SendFrame) -> None:
         ws = self.ws
         queue_it = self.outbox is not None and msg.type in QUEUEABLE
-        if queue_it and (ws is None or not self.connected.is_set() or self.outbox.pending()):
+        if queue_it:
+            with self.lock:
+                waiting = bool(self.outbox.pending())  # type: ignore[union-attr]
+        if queue_it and (ws is None or not self.connected.is_set() or waiting):
             # Offline, or earlier commands still wait: join the queue so order is kept.
             self._queue(msg)
-            if ws is not None and self.connected.is_set():
-                self._flush_outbox(ws)
+            self._flush_outbox()
             return
         if ws is None or not self.connected.is_set():
             self.uplink.put_control(CommandFailed(
                 reqId=msg.reqId, code="NOT_CONNECTED",
                 message=f"not connected to the gateway (state: {self.state})"))
             return
-        if msg.type == "join_session":
-            sid = msgspec.json.decode(msg.frame).get("sessionId")
-            if sid:
-                with self.lock:
-                    self.joined.setdefault(sid, 0)
-        elif msg.type == "leave_session":
-            sid = msgspec.json.decode(msg.frame).get("sessionId")
+        sid = _target.decode(msg.frame).sessionId
+        first_join = msg.type == "join_session" and sid is not None and sid not in self.joined
+        if msg.type == "leave_session":
             with self.lock:
                 self.joined.pop(sid, None)
         with self.lock:
-            self.pending.append(Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic()))
+            self.pending.append(Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), msg.frame))
         try:
-            ws.send(msg.frame)
+            if first_join:
+                self._join(ws, sid, msg.frame)
+            else:
+                ws.send(msg.frame)
         except (OSError, websocket.WebSocketException) as e:
             with self.lock:
                 self.pending = [p for p in self.pending if p.req_id != msg.reqId]
@@ -276,7 +342,7 @@ class GatewayConnection:
         connected_at = time.monotonic()
         self.set_state("connected")
         self._resume_sessions(ws)
-        self._flush_outbox(ws)
+        self._flush_outbox()
         while True:
             opcode, data = ws.recv_data()
             self.last_frame = time.monotonic()
@@ -333,7 +399,8 @@ class GatewayConnection:
         self.catching_up.clear()
         with self.lock:
             failed, self.pending = self.pending, []
-            self.outbox_inflight.clear()  # unanswered ones go again on the next connection
+            self.outbox_inflight = None  # an unanswered item goes again on the next connection
+            self.turn_gate.clear()
         for p in failed:
             if p.req_id < 0:
                 continue
@@ -370,10 +437,12 @@ class GatewayConnection:
         except protocol.ProtocolError as e:
             self._bad_frame(e.message, data)
             return
-        reply_to = self._correlate(head.type)
-        if reply_to is not None and reply_to < 0:
-            self._outbox_answered(reply_to)
+        reply_to = self._correlate(head, data)
+        if reply_to is not None and OUTBOX_IDS < reply_to < 0:
+            self._outbox_answered(reply_to, head, data)
             reply_to = None
+        elif head.type in ("turn_complete", "turn_error") and self.turn_gate:
+            self._turn_ended(head)
         sid = head.sessionId
         if head.type == "event_list" and sid in self.catching_up:
             self._deliver_catchup(sid, data, reply_to)
@@ -412,14 +481,23 @@ class GatewayConnection:
         for ev, head in self.catching_up.pop(sid, []):
             self._deliver(ev, head, None)
 
-    def _correlate(self, type_: str) -> int | None:
+    def _correlate(self, head: protocol.EventHead, data: bytes) -> int | None:
         if not self.pending:
             return None
+        type_ = head.type
         with self.lock:
             for i, p in enumerate(self.pending):
-                if type_ == "error" or type_ in p.expect:
-                    del self.pending[i]
-                    return p.req_id
+                if type_ == "error":
+                    pass  # errors are unicast answers, in request order: the oldest open request
+                elif type_ not in p.expect:
+                    continue
+                elif p.session_id is not None and head.sessionId is not None and head.sessionId != p.session_id:
+                    continue
+                elif p.client_turn_id is not None and type_ == "turn_started" \
+                        and _target.decode(data).clientTurnId != p.client_turn_id:
+                    continue
+                del self.pending[i]
+                return p.req_id
         return None
 
     # --- keepalive ------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class Router(DimActor):
         self.stores = Stores()
         # reqId -> command for gateway commands in flight; kept across restarts so answers still land.
         self.pending: dict[int, str] = self.ctx.extra.setdefault("router_pending", {})
+        # Ids of the router's own requests count down from far below the bridge's (which count up).
+        self.internal_ids = -(1 << 40)
         generation = self.ctx.extra.get("router_generation", 0)
         self.ctx.extra["router_generation"] = generation + 1
         # A restarted router starts with empty stores: it rebuilds them from the gateway. Session
@@ -74,11 +76,15 @@ class Router(DimActor):
         elif isinstance(body, Invoke):
             self.on_invoke(body)
         elif isinstance(body, ConnectionState):
+            was = self.stores.connection.get("state")
             self.stores.set_connection(body)
             self.to_page("connection-state", self.stores.connection)
+            if body.state == "connected" and was != "connected":
+                # Keep the session list current without waiting for the page to ask.
+                self.send_internal("list_sessions", {})
         elif isinstance(body, CommandFailed):
-            self.pending.pop(body.reqId, None)
-            self.ctx.send("uibridge", command_error(body.reqId, body.code, body.message))
+            if self.pending.pop(body.reqId, None) is not None:
+                self.ctx.send("uibridge", command_error(body.reqId, body.code, body.message))
         elif isinstance(body, Queued):
             command = self.pending.pop(body.reqId, None)
             self.ctx.send("uibridge", InvokeResult(reqId=body.reqId, ok=True, result={
@@ -149,9 +155,17 @@ class Router(DimActor):
         expect = sorted(protocol.RESPONSES.get(inv.command, ()))
         self.ctx.send("connection", SendFrame(reqId=inv.reqId, type=inv.command, frame=frame, expect=expect))
 
+    def send_internal(self, command: str, args: dict) -> None:
+        """A request of the router's own: its answer only updates the stores."""
+        self.internal_ids -= 1
+        frame = protocol.build_client_message(command, args)
+        self.ctx.send("connection", SendFrame(reqId=self.internal_ids, type=command, frame=frame,
+                                              expect=sorted(protocol.RESPONSES.get(command, ()))))
+
     def local_command(self, inv: Invoke) -> InvokeResult | None:
         if inv.command == "get_state":
-            return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot())
+            joined = sorted(self.ctx.extra["connection"].resume) if "connection" in self.ctx.extra else []
+            return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot(joined))
         if inv.command == "gateway_connect":
             url, token = inv.args.get("url"), inv.args.get("token")
             if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):

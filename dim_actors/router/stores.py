@@ -206,13 +206,16 @@ class Stores:
             elif type_ == "approval_resolved" and t.status == "waiting":
                 t.status = "running"
             t.items.append(ev.raw)
-        else:
+        elif seq is not None:
+            # A session event we don't know: kept for the page's generic card. (Answers without a
+            # seq, such as event_list or file_content, went to whoever asked; they are not history.)
             chat.other.append(ev.raw)
             del chat.other[:-500]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, joined: list[str] | None = None) -> dict[str, Any]:
         return {
             "connection": self.connection,
+            "joined": joined or [],
             "sessions": list(self.sessions.values()),
             "chats": {sid: c.snapshot() for sid, c in self.chats.items()},
             "unscoped": self.unscoped,

@@ -30,6 +30,7 @@ STATUS_FOR_CODE = {
     "TIMEOUT": 504,
 }
 COOKIE = "dim_token"
+BATCH_MAX = 500
 CLIENT_QUEUE_LIMIT = 100_000  # frames buffered for one slow page before it is dropped and must reload
 
 
@@ -40,8 +41,9 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 class PageClient:
     """One connected page: frames queue here and a task sends them in order."""
 
-    def __init__(self, ws: web.WebSocketResponse):
+    def __init__(self, ws: web.WebSocketResponse, batch: bool = False):
         self.ws = ws
+        self.batch = batch  # the page asked for {"batch": [...]} frames (one message, many events)
         self.queue: collections.deque[str] = collections.deque()
         self.wakeup = asyncio.Event()
         self.overflowed = False
@@ -166,7 +168,7 @@ class BridgeServer:
             return error_response(401, "UNAUTHORIZED", "missing or wrong token")
         ws = web.WebSocketResponse(heartbeat=20, compress=False)
         await ws.prepare(request)
-        client = PageClient(ws)
+        client = PageClient(ws, batch=request.query.get("batch") == "1")
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -183,8 +185,14 @@ class BridgeServer:
             await client.wakeup.wait()
             client.wakeup.clear()
             while client.queue:
-                frame = client.queue.popleft()
-                await client.ws.send_str(frame)
+                if client.batch and len(client.queue) > 1:
+                    # A browser pays per WebSocket message: at thousands of events a second, one
+                    # message per animation frame's worth of events keeps the page responsive.
+                    n = min(len(client.queue), BATCH_MAX)
+                    frames = [client.queue.popleft() for _ in range(n)]
+                    await client.ws.send_str('{"batch":[' + ",".join(frames) + "]}")
+                else:
+                    await client.ws.send_str(client.queue.popleft())
             if client.overflowed:
                 await client.ws.close(code=1013, message=b"too far behind; reload to resynchronise")
                 return

@@ -127,7 +127,8 @@ function dispatch(name, payload) {
 
 function eventsUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/events?token=${encodeURIComponent(getToken())}`;
+  // batch=1: the bridge may pack several frames into one message ({"batch": [...]}).
+  return `${scheme}//${location.host}/events?token=${encodeURIComponent(getToken())}&batch=1`;
 }
 
 function scheduleReconnect() {

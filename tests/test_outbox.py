@@ -1,0 +1,102 @@
+"""Commands issued while the gateway is out of reach wait in a durable outbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websocket
+
+from apphelpers import App, GatewayProcess, InvokeError, wait_until
+
+
+def gateway_events(url: str, sid: str) -> list[dict]:
+    ws = websocket.create_connection(url, timeout=10)
+    try:
+        events, after = [], 0
+        while True:
+            ws.send(json.dumps({"type": "get_events", "sessionId": sid, "afterSeq": after}))
+            while True:
+                reply = json.loads(ws.recv())
+                if reply["type"] == "event_list":
+                    break
+            events += reply["events"]
+            if not reply["hasMore"] or not reply["events"]:
+                return events
+            after = reply["events"][-1]["seq"]
+    finally:
+        ws.close()
+
+
+def go_offline(app: App) -> None:
+    app.invoke("gateway_disconnect")
+    wait_until(lambda: app.invoke("get_state")["connection"]["state"] == "offline", what="offline")
+
+
+def test_a_turn_queued_offline_is_sent_once_after_reconnecting(app: App):
+    sid = app.invoke("create_session", agentType="echo")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    go_offline(app)
+    queued = app.invoke("run_turn", sessionId=sid, text="sent later")
+    assert queued["type"] == "queued" and queued["command"] == "run_turn"
+    outbox = app.invoke("get_state")["outbox"]
+    assert [i["id"] for i in outbox] == [queued["outboxId"]] and outbox[0]["state"] == "pending"
+    assert outbox[0]["message"]["text"] == "sent later" and outbox[0]["message"]["clientTurnId"]
+
+    app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
+    wait_until(lambda: any(t["status"] == "complete" and t["finalText"] == "sent later"
+                           for t in app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])),
+               20, what="the queued turn to run")
+    wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
+    started = [e for e in gateway_events(app.runtime["gatewayUrl"], sid) if e["type"] == "turn_started"]
+    assert len(started) == 1
+
+
+def test_queued_commands_survive_an_app_restart_and_run_exactly_once(dim_home, tmp_path):
+    gw = GatewayProcess(tmp_path / "gw").start()
+    try:
+        app = App(dim_home, ["--gateway", gw.url])
+        app.wait_connected()
+        sid = app.invoke("create_session", agentType="echo")["session"]["id"]
+        app.invoke("join_session", sessionId=sid)
+        gw.kill()
+        wait_until(lambda: app.invoke("get_state")["connection"]["state"] != "connected", 20, what="the drop")
+        first = app.invoke("run_turn", sessionId=sid, text="one")
+        second = app.invoke("run_turn", sessionId=sid, text="two")
+        assert first["type"] == second["type"] == "queued"
+        assert app.stop() == 0
+
+        gw.start()
+        app = App(dim_home, ["--gateway", gw.url])
+        try:
+            wait_until(lambda: app.invoke("get_state")["outbox"] == [], 30, what="the outbox to drain")
+            wait_until(lambda: sum(e["type"] == "turn_complete" for e in gateway_events(gw.url, sid)) == 2, 15,
+                       what="both turns to complete")
+            started = [e["text"] for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"]
+            assert started == ["one", "two"]  # in order, each once
+        finally:
+            app.stop()
+    finally:
+        gw.stop()
+
+
+def test_a_queued_command_can_be_cancelled(app: App):
+    sid = app.invoke("create_session", agentType="echo")["session"]["id"]
+    go_offline(app)
+    queued = app.invoke("run_turn", sessionId=sid, text="never mind")
+    result = app.invoke("outbox_cancel", id=queued["outboxId"])
+    assert result["outbox"] == []
+    with pytest.raises(InvokeError) as e:
+        app.invoke("outbox_cancel", id=queued["outboxId"])
+    assert e.value.code == "NOT_FOUND"
+    app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
+    app.wait_connected()
+    assert not [e for e in gateway_events(app.runtime["gatewayUrl"], sid) if e["type"] == "turn_started"]
+
+
+def test_reads_are_refused_not_queued_while_offline(app: App):
+    go_offline(app)
+    with pytest.raises(InvokeError) as e:
+        app.invoke("list_files", sessionId="whatever")
+    assert e.value.status == 409 and e.value.code == "NOT_CONNECTED"
+    assert app.invoke("get_state")["outbox"] == []
