@@ -63,7 +63,8 @@ class CodingAgent:
     name = "coding-agent"
     sandbox = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, faults=None) -> None:
+        self.faults = faults  # the gateway's fault injector (devgateway/faults.py), if any
         self.commands: dict[str, Command] = {
             "/think": self.think,
             "/tool": self.tool,
@@ -77,6 +78,8 @@ class CodingAgent:
             "/stream": self.stream,
             "/sleep": self.sleep,
             "/fail": self.fail,
+            "/silence": self.silence,
+            "/drop": self.drop,
         }
 
     async def run(self, turn: Turn) -> None:
@@ -189,6 +192,25 @@ class CodingAgent:
         except ValueError:
             raise TurnFailed("InvalidScript", "/sleep needs MS") from None
         await turn.sleep(ms / 1000)
+
+    async def silence(self, turn: Turn, rest: str) -> None:
+        """/silence MS: the whole gateway reads and sends nothing for MS, as a cut cable would."""
+        if self.faults is None:
+            raise TurnFailed("InvalidScript", "this gateway has no fault injection")
+        try:
+            ms = float(rest.split()[0])
+        except (IndexError, ValueError):
+            raise TurnFailed("InvalidScript", "/silence needs MS") from None
+        # In the background: the script goes on, producing durable events nobody receives yet.
+        asyncio.ensure_future(self.faults.silence(ms / 1000))
+        await asyncio.sleep(0)
+
+    async def drop(self, turn: Turn, rest: str) -> None:
+        """/drop: every connection's TCP socket is cut, without a close frame."""
+        if self.faults is None:
+            raise TurnFailed("InvalidScript", "this gateway has no fault injection")
+        self.faults.drop()
+        await asyncio.sleep(0)
 
     async def fail(self, turn: Turn, rest: str) -> None:
         code, _, message = rest.partition(" ")

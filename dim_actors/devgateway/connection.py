@@ -34,8 +34,10 @@ class Outbox:
     bytes the client is cut off, since nothing else would bound it.
     """
 
-    def __init__(self, ws: ServerConnection, *, high: int = 4 << 20, low: int = 1 << 20, hard: int = 512 << 20):
+    def __init__(self, ws: ServerConnection, *, high: int = 4 << 20, low: int = 1 << 20, hard: int = 512 << 20,
+                 faults=None):
         self.ws = ws
+        self.faults = faults  # while the gateway is made silent, nothing is sent
         self.high, self.low, self.hard = high, low, hard
         self.frames: deque[bytes] = deque()
         self.bytes = 0
@@ -83,6 +85,8 @@ class Outbox:
                         batch.append(frame)
                         size += len(frame)
                     self.bytes -= size
+                    if self.faults is not None and self.faults.silent:
+                        await self.faults.clear.wait()
                     await send(batch)
                     if self.bytes <= self.low and not self.drained.is_set():
                         self.drained.set()
@@ -115,10 +119,10 @@ def _can_batch(ws: ServerConnection) -> bool:
 
 
 class Connection:
-    def __init__(self, ws: ServerConnection, *, rate_limit: int, rate_window: float):
+    def __init__(self, ws: ServerConnection, *, rate_limit: int, rate_window: float, faults=None):
         self.ws = ws
         self.client_id = str(uuid.uuid4())
-        self.outbox = Outbox(ws)
+        self.outbox = Outbox(ws, faults=faults)
         self.identity: Identity | None = None
         self.sessions: set[str] = set()  # joined session ids
         self.rate = SlidingWindow(rate_limit, rate_window)

@@ -20,7 +20,8 @@ from websockets.http11 import Request, Response
 
 from dim_actors import protocol as p
 
-from .agents import AGENTS
+from .agents import AGENTS, CodingAgent
+from .faults import Faults
 from .connection import Connection
 from .errors import GatewayError
 from .handlers import RequestHandlers
@@ -56,9 +57,12 @@ class DevGateway:
         self.max_frame_bytes = max_frame_bytes
         self.auth_limiter = AuthLimiter(auth_max_failures, auth_window_ms / 1000)
         self.identity = DEV_IDENTITY
+        self.faults = Faults()
         self.agents = dict(AGENTS)
+        self.agents["coding-agent"] = CodingAgent(faults=self.faults)
         self.sessions: dict[str, SessionRuntime] = {}
         self.connections: set[Connection] = set()
+        self.faults.connections = self.connections
         self.handlers = RequestHandlers(self)
         self.db: Database | None = None  # type: ignore[assignment]
         self._members: dict[str, dict[str, p.Member]] = {}
@@ -151,8 +155,9 @@ class DevGateway:
         return None
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
-        conn = Connection(ws, rate_limit=self.rate_limit, rate_window=self.rate_window)
+        conn = Connection(ws, rate_limit=self.rate_limit, rate_window=self.rate_window, faults=self.faults)
         self.connections.add(conn)
+        self.faults.on_new_connection(conn)
         writer = asyncio.create_task(conn.outbox.run(), name=f"writer {conn.client_id}")
         conn.send(p.Welcome(protocolVersion=p.PROTOCOL_VERSION, requiresAuth=self.token is not None))
         conn.send(p.Connected(clientId=conn.client_id, heartbeatIntervalMs=self.heartbeat_ms, ts=now_ms()))
@@ -170,6 +175,7 @@ class DevGateway:
                 if session is not None:
                     session.unsubscribe(conn)
             self.connections.discard(conn)
+            self.faults.disconnects += 1
             conn.outbox.close()
             writer.cancel()
 

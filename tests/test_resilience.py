@@ -1,0 +1,97 @@
+"""The connection survives a gateway that crashes, drops the socket or goes silent, losing nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websocket
+
+from apphelpers import App, GatewayProcess, wait_until
+from test_outbox import gateway_events
+from test_supervision import turn
+
+
+def stream_text(*counts: int) -> str:
+    return "".join("".join(f"{i} " for i in range(n)) for n in counts)
+
+
+def run_script(app: App, script: str) -> tuple[str, str]:
+    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    return sid, app.invoke("run_turn", sessionId=sid, text=script)["turnId"]
+
+
+def finished(app: App, sid: str, turn_id: str, timeout: float) -> dict:
+    return wait_until(lambda: (lambda t: t if t and t["status"] != "running" else None)(turn(app, sid, turn_id)),
+                      timeout, interval=0.2, what="the turn to end in the stores")
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    gw = GatewayProcess(tmp_path / "gateway-data").start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def app_on(dim_home, gateway):
+    a = App(dim_home, ["--gateway", gateway.url])
+    a.wait_connected()
+    yield a
+    a.stop()
+
+
+def test_the_gateway_dropping_the_socket_mid_turn_loses_nothing(app_on: App):
+    sid, turn_id = run_script(app_on, "/stream 3000 3000\n/drop\n/stream 3000 3000")
+    t = finished(app_on, sid, turn_id, 60)
+    assert t["status"] == "complete"
+    assert t["deltaCount"] == 6000 and t["text"] == stream_text(3000, 3000) == t["finalText"]
+    assert app_on.status()["connection"]["reconnects"] >= 1
+
+
+def test_the_gateway_going_silent_for_40s_is_detected_and_nothing_is_lost(app_on: App):
+    # Past the 35 s staleness limit: the client must notice on its own (no close, no error).
+    sid, turn_id = run_script(app_on, "/stream 1000 2000\n/silence 40000\n/stream 1000 2000")
+    wait_until(lambda: app_on.invoke("get_state")["connection"]["state"] != "connected", 45, interval=0.5,
+               what="the stale connection to be noticed")
+    t = finished(app_on, sid, turn_id, 60)
+    assert t["status"] == "complete"
+    assert t["deltaCount"] == 2000 and t["text"] == stream_text(1000, 1000)
+    assert app_on.status()["connection"]["reconnects"] >= 1
+
+
+def test_the_gateway_killed_and_restarted_mid_turn(app_on: App, gateway: GatewayProcess):
+    sid, turn_id = run_script(app_on, "/stream 20000 4000")
+    wait_until(lambda: (turn(app_on, sid, turn_id) or {}).get("deltaCount", 0) > 2000, 30,
+               what="the stream to be under way")
+    gateway.kill()
+    wait_until(lambda: app_on.invoke("get_state")["connection"]["state"] != "connected", 20, what="the drop")
+    gateway.start()
+    app_on.wait_connected(30)
+    t = finished(app_on, sid, turn_id, 30)
+    # The gateway lost the turn with its process: the stores must say it ended, as the gateway does.
+    final = [e for e in gateway_events(gateway.url, sid) if e.get("turnId") == turn_id][-1]
+    assert final["type"] in ("turn_error", "turn_complete")
+    assert t["status"] == ("error" if final["type"] == "turn_error" else "complete")
+    # What did arrive arrived once, in order.
+    n = t["deltaCount"]
+    assert n > 2000 and t["text"] == stream_text(n)
+    assert app_on.invoke("get_state")["connection"]["state"] == "connected"
+    # And the session works again.
+    again = app_on.invoke("run_turn", sessionId=sid, text="after the crash")
+    done = finished(app_on, sid, again["turnId"], 20)
+    assert done["status"] == "complete" and done["text"] == "after the crash"
+
+
+def test_connection_state_and_reconnects_are_visible(app_on: App, gateway: GatewayProcess):
+    events = app_on.events()
+    gateway.kill()
+    frame = events.wait_for(lambda fs: next((f for f in fs if f["event"] == "connection-state"
+                                             and f["payload"]["state"] == "reconnecting"), None), 20,
+                            what="a reconnecting state")
+    assert frame["payload"]["retryInMs"] is not None and frame["payload"]["detail"]
+    assert app_on.status()["connection"]["connection"] in ("reconnecting", "connecting")
+    gateway.start()
+    app_on.wait_connected(40)
+    assert app_on.status()["connection"]["reconnects"] >= 1
