@@ -100,3 +100,18 @@ def test_dimctl_logs_shows_what_an_actor_received(app: App):
 
     bad = app.dimctl("logs", "nosuchactor")
     assert bad.returncode == 2 and "unknown actor" in bad.stderr
+
+
+def test_message_logs_survive_a_restart_of_the_app(dim_home):
+    a = App(dim_home)
+    a.wait_connected()
+    a.invoke("create_session", agentType="echo", name="before-the-restart")
+    assert a.stop() == 0
+    b = App(dim_home)
+    try:
+        b.wait_connected()
+        out = b.dimctl("logs", "router", "--type", "invoke", "--json")
+        bodies = [json.loads(line)["body"] for line in out.stdout.splitlines()]
+        assert any(body.get("args", {}).get("name") == "before-the-restart" for body in bodies)
+    finally:
+        b.stop()

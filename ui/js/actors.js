@@ -44,6 +44,10 @@ export class ActorsPanel {
     this.logName = null;
     this.logTitle = h("span", { class: "log-title" });
     this.logPre = h("pre", { class: "actor-log-lines", testid: "actor-log-lines", tabindex: "0", "aria-label": "Message log" });
+    // Message kinds (invoke, gateway_event, ...) or gateway event types (text_delta, ...), comma-separated.
+    this.logFilter = h("input", { type: "text", class: "log-filter", testid: "actor-log-filter", placeholder: "filter by type, e.g. text_delta, invoke", "aria-label": "Filter the log by message type" });
+    this.logFilter.addEventListener("change", () => this.showLog(this.logName));
+    this.logTimer = null;
     this.logEl = h(
       "div",
       { class: "actor-log", testid: "actor-log", hidden: true },
@@ -52,6 +56,7 @@ export class ActorsPanel {
         { class: "panel-head" },
         this.logTitle,
         h("div", { class: "spacer" }),
+        this.logFilter,
         h("button", { type: "button", class: "icon", title: "Refresh log", "aria-label": "Refresh log", onclick: () => this.showLog(this.logName) }, "⟳"),
         h("button", { type: "button", class: "icon", title: "Close log", "aria-label": "Close log", onclick: () => this.hideLog() }, "✕"),
       ),
@@ -88,25 +93,35 @@ export class ActorsPanel {
 
   async showLog(name) {
     if (!name || !this.ctx.logs) return;
+    const fresh = this.logName !== name;
     this.logName = name;
     this.logEl.hidden = false;
     this.logTitle.textContent = `Messages received by ${name}`;
-    this.logPre.textContent = "Loading…";
+    if (fresh) this.logPre.textContent = "Loading…";
+    // Live: while the log is open it is read again every second.
+    clearTimeout(this.logTimer);
+    this.logTimer = setTimeout(() => this.logName === name && this.showLog(name), 1000);
+    const types = this.logFilter.value.split(",").map((t) => t.trim()).filter(Boolean);
     let lines;
     try {
-      lines = await this.ctx.logs(name);
+      lines = await this.ctx.logs(name, types);
     } catch (err) {
       if (this.logName === name) this.logPre.textContent = `Could not read the log: ${err.message}`;
       return;
     }
     if (this.logName !== name) return;
     const list = Array.isArray(lines) ? lines : [];
-    this.logPre.textContent = list.length ? list.map(formatLogLine).join("\n") : "(no messages logged yet)";
-    this.logPre.scrollTop = this.logPre.scrollHeight;
+    const atBottom = this.logPre.scrollTop + this.logPre.clientHeight >= this.logPre.scrollHeight - 4;
+    const text = list.length ? list.map(formatLogLine).join("\n") : "(no messages logged yet)";
+    if (this.logPre.textContent !== text) {
+      this.logPre.textContent = text;
+      if (atBottom || fresh) this.logPre.scrollTop = this.logPre.scrollHeight;
+    }
   }
 
   hideLog() {
     this.logName = null;
+    clearTimeout(this.logTimer);
     this.logEl.hidden = true;
   }
 

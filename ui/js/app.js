@@ -123,7 +123,7 @@ const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
 
 const actorsPanel = new ActorsPanel(el.actors, {
   restart: (name) => call("restart_actor", { name }, `Restart ${name}`),
-  logs: (name) => invoke("actor_logs", { name, limit: 200 }),
+  logs: (name, types) => invoke("actor_logs", types && types.length ? { name, limit: 200, types } : { name, limit: 200 }),
 });
 
 // ---------------------------------------------------------------------------------------------
