@@ -31,6 +31,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def write_settings(home: Path, toml: str) -> None:
+    """Settings for an App started afterwards on `home`."""
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "settings.toml").write_text(toml)
+
+
 class InvokeError(Exception):
     def __init__(self, status: int, body: dict):
         super().__init__(f"{status}: {body}")

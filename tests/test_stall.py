@@ -6,14 +6,13 @@ import os
 import signal
 import time
 
-from apphelpers import App, wait_until
+from apphelpers import App, wait_until, write_settings
 from test_supervision import assert_exact, delta_count, start_stream
 
 
 def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_order(dim_home):
-    (dim_home / "config").mkdir(parents=True, exist_ok=True)
     # A small memory bound so a short stall is enough to make the connection process spill.
-    (dim_home / "config" / "settings.toml").write_text("uplink_memory_limit = 100000\n")
+    write_settings(dim_home, "uplink_memory_limit = 100000\n")
     app = App(dim_home)
     try:
         app.wait_connected()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from apphelpers import ROOT, App, wait_until
+from apphelpers import ROOT, App, wait_until, write_settings
 
 N = 20000
 EXPECTED = "".join(f"{i} " for i in range(N))
@@ -132,8 +132,7 @@ def test_logs_follow_type_and_since(app: App):
 
 
 def test_a_hung_actor_is_detected_and_replaced_without_losing_messages(dim_home):
-    (dim_home / "config").mkdir(parents=True, exist_ok=True)
-    (dim_home / "config" / "settings.toml").write_text("hang_timeout_s = 2.0\n")
+    write_settings(dim_home, "hang_timeout_s = 2.0\n")
     app = App(dim_home)
     try:
         app.wait_connected()
