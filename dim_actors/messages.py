@@ -14,6 +14,8 @@ from typing import Any, Union
 
 import msgspec
 
+from dim_actors.sync import wire
+
 ACTOR_NAMES = ("journal", "materializer", "watcher", "router", "connection", "uibridge")
 
 
@@ -133,7 +135,9 @@ class UiEvent(Msg, tag="ui_event"):
     payload: msgspec.Raw
 
 
-# --- sync actors -----------------------------------------------------------------------------------
+# --- sync ------------------------------------------------------------------------------------------
+# The local-sync actors (journal, materializer, watcher), the sync commands, and the replication
+# link in the connection process (docs/sync.md). Replication wire frames are in dim_actors/sync/wire.py.
 
 
 class WatchFolder(Msg, tag="watch_folder"):
@@ -146,28 +150,202 @@ class UnwatchFolder(Msg, tag="unwatch_folder"):
 
 
 class FsEvent(Msg, tag="fs_event"):
-    """A raw filesystem notification from watchdog, posted to the watcher's own mailbox."""
+    """Debounced paths from watchdog, posted to the watcher's own mailbox: files to look at,
+    folders that went away (``gone``) and folders to walk (``scanDirs``), all relative."""
 
     sessionId: str
+    paths: list[str] = []
+    gone: list[str] = []
+    scanDirs: list[str] = []
+
+
+class LocalFile(msgspec.Struct, array_like=True):
+    """A local file as the watcher found it: ``hash`` "" when it is gone."""
+
     path: str
+    hash: str
+    size: int = 0
+    mode: int = 0
 
 
-class MaterializeFile(Msg, tag="materialize_file"):
+class LocalChanges(Msg, tag="local_changes"):
+    """Watcher -> journal. ``scan``: a complete listing of the folder (what is not in it is gone)."""
+
+    sessionId: str
+    changes: list[LocalFile] = []
+    scan: bool = False
+
+
+class WatcherIncident(Msg, tag="watcher_incident"):
+    """Something went wrong under the watcher (and what it did about it): handler_error, overflow,
+    watch_limit, observer_died, root_gone."""
+
+    sessionId: str
+    incident: str
+    detail: str = ""
+
+
+class MaterializeItem(msgspec.Struct, omit_defaults=True):
+    """One upstream state to put on disk. ``expectedHash``: what the local file must still hold
+    ("" absent; None: do not check), else it is left alone and reported ``local_changed``.
+    ``conflictCopy``: write the content there instead (the ``name.upstream-N.ext`` beside it)."""
+
+    path: str
+    iteration: int
+    contentHash: str
+    size: int = 0
+    permissions: int = 0
+    isDeletion: bool = False
+    content: bytes | None = None
+    expectedHash: str | None = None
+    renamedFrom: str | None = None
+    renamedFromHash: str | None = None
+    conflictCopy: str | None = None
+    sourcePath: str | None = None  # a local file that already holds contentHash (copied, not fetched)
+
+
+class Materialize(Msg, tag="materialize"):
     sessionId: str
     localDir: str
+    items: list[MaterializeItem]
+
+
+class MaterializedItem(msgspec.Struct, array_like=True):
+    """outcome: written | deleted | unchanged | local_changed | rejected | failed | copied (a conflict copy)."""
+
     path: str
-    content: bytes = b""
-    isDeletion: bool = False
-    permissions: int | None = None
+    iteration: int
+    outcome: str
+    hash: str = ""
+    detail: str = ""
+
+
+class Materialized(Msg, tag="materialized"):
+    sessionId: str
+    results: list[MaterializedItem]
+
+
+class ForgetSession(Msg, tag="forget_session"):
+    """Materializer: drop what waits for content of this session (its sync stopped)."""
+
+    sessionId: str
+
+
+class SyncCommand(Msg, tag="sync_command"):
+    """Router -> journal: start_sync, stop_sync, sync_status, resolve_conflict; answered with InvokeResult."""
+
+    reqId: int
+    command: str
+    args: dict[str, Any] = {}
+
+
+class SyncTick(Msg, tag="sync_tick"):
+    """A sync actor's own timer (delivered straight to it, not through its message log)."""
 
 
 class JournalRecord(Msg, tag="journal_record"):
+    """A change recorded as it is, without sync logic (kept for tools and tests)."""
+
     sessionId: str
     origin: str  # local | upstream
     path: str
     contentHash: str | None = None
     isDeletion: bool = False
     baseIteration: int | None = None
+
+
+# supervisor -> connection process
+
+
+class StartReplication(Msg, tag="start_replication"):
+    """Open (or keep) the replication socket of a session; resume after ``sinceSequence``."""
+
+    sessionId: str
+    replicaId: str
+    sinceSequence: int
+    spoolDir: str
+
+
+class StopReplication(Msg, tag="stop_replication"):
+    sessionId: str
+
+
+class WriteBackItem(msgspec.Struct, omit_defaults=True):
+    """A local change to send; the connection process reads ``localPath`` and checks its hash."""
+
+    localSeq: int
+    path: str
+    contentHash: str
+    baseIteration: int
+    localPath: str = ""
+    size: int = 0
+    permissions: int = 0
+    isDeletion: bool = False
+
+
+class SendWriteBack(Msg, tag="send_write_back"):
+    sessionId: str
+    entries: list[WriteBackItem]
+
+
+class FetchContent(Msg, tag="fetch_content"):
+    sessionId: str
+    hashes: list[str]
+
+
+class AckSequence(Msg, tag="ack_sequence"):
+    sessionId: str
+    upToSequence: int
+
+
+# connection process -> supervisor
+
+
+class ReplicationUpdate(Msg, tag="replication_update"):
+    """Notifications received, then (``sequence``) the heartbeat that closed the batch."""
+
+    sessionId: str
+    notifications: list[wire.Notification] = []
+    sequence: int | None = None
+    fullResync: str | None = None
+
+
+class ReplicationState(Msg, tag="replication_state"):
+    sessionId: str
+    state: str  # connecting | connected | retrying | refused | stopped
+    detail: str = ""
+
+
+class WriteBackOutcome(Msg, tag="write_back_outcome"):
+    """The gateway's WriteBackResult; ``rejected`` reason ``changed`` / ``unreadable`` come from the
+    connection process itself (the file no longer had the hash to send)."""
+
+    sessionId: str
+    accepted: list[wire.Accepted] = []
+    rejected: list[wire.Rejected] = []
+
+
+class ContentItem(msgspec.Struct, array_like=True):
+    """Fetched content, verified, in a spool file (``error`` instead when it could not be had)."""
+
+    contentHash: str
+    spoolPath: str
+    size: int
+    error: str = ""
+
+
+class ContentReady(Msg, tag="content_ready"):
+    sessionId: str
+    items: list[ContentItem]
+
+
+REPLICATION_DOWN = (StartReplication, StopReplication, SendWriteBack, FetchContent, AckSequence)
+REPLICATION_UP = (ReplicationUpdate, ReplicationState, WriteBackOutcome, ContentReady)
+
+
+def replication_recipient(msg: Msg) -> str:
+    """Where the connection actor routes a replication message from its process."""
+    return "materializer" if isinstance(msg, ContentReady) else "journal"
 
 
 # --- supervision -----------------------------------------------------------------------------------
@@ -205,8 +383,23 @@ Body = Union[
     WatchFolder,
     UnwatchFolder,
     FsEvent,
-    MaterializeFile,
+    LocalChanges,
+    WatcherIncident,
+    Materialize,
+    Materialized,
+    ForgetSession,
+    SyncCommand,
+    SyncTick,
     JournalRecord,
+    StartReplication,
+    StopReplication,
+    SendWriteBack,
+    FetchContent,
+    AckSequence,
+    ReplicationUpdate,
+    ReplicationState,
+    WriteBackOutcome,
+    ContentReady,
     Crash,
     Ping,
 ]
@@ -248,8 +441,10 @@ class PipeEvent(msgspec.Struct, array_like=True):
     recvNs: int
 
 
-_UpControl = Union[ConnectionState, CommandFailed, Queued, OutboxChanged, BadFrame, ResyncStarted]
-PipeDown = Union[Connect, Disconnect, SendFrame, CancelQueued, Shutdown, Resync]
+_UpControl = Union[ConnectionState, CommandFailed, Queued, OutboxChanged, BadFrame, ResyncStarted,
+                   ReplicationUpdate, ReplicationState, WriteBackOutcome, ContentReady]
+PipeDown = Union[Connect, Disconnect, SendFrame, CancelQueued, Shutdown, Resync,
+                 StartReplication, StopReplication, SendWriteBack, FetchContent, AckSequence]
 
 _pipe_encoder = msgspec.msgpack.Encoder()
 _up_decoder = msgspec.msgpack.Decoder(_UpControl)
@@ -304,13 +499,14 @@ def decode_down(data: bytes) -> Msg:
 
 
 class ControlRequest(msgspec.Struct, omit_defaults=True):
-    cmd: str  # status | restart | stop | logs | crash
+    cmd: str  # status | restart | stop | logs | crash | show
     actor: str | None = None
     types: list[str] = []
     since: float | None = None
     limit: int | None = None
     follow: bool = False
     hangSeconds: float | None = None
+    sessionId: str | None = None  # show: the session to open
 
 
 class ControlReply(msgspec.Struct, omit_defaults=True):

@@ -1,45 +1,318 @@
-"""User settings: a TOML file in DIM_HOME, with defaults for everything."""
+"""User settings: a TOML file in DIM_HOME, with defaults for everything.
+
+`load_settings` reads it at start; the Settings screen reads and edits it through the bridge
+commands `get_settings` and `set_settings {changes}` (`settings_command`). Every validation error
+names the key it is about; a rejected change leaves the file, and so the settings, as they were.
+The file is replaced atomically, and only the keys the user set are written.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
+import tempfile
 import tomllib
+import typing
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+MiB = 1 << 20
+_Pos = msgspec.Meta(gt=0)
+PositiveFloat = Annotated[float, _Pos]
+
 
 class SettingsError(ValueError):
-    pass
+    """A bad settings file or a bad change. `key` names the setting at fault (when there is one)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gateway_url: str | None = None
+    # Where the gateway token comes from when --token is not given: "env" ($DIM_TOKEN), "file"
+    # (the first line of token_file), or "flag" (only --token).
+    token_source: Literal["flag", "env", "file"] = "env"
+    token_file: str | None = None
+    # How dim-desktop shows its UI at start: the native window where it can, else the browser.
+    ui_open: Literal["auto", "window", "browser", "none"] = "auto"
+    tray: bool = True
+    native_notifications: bool = True
+    # Local sync defaults: the folder new session folders go under, whether a session's sync starts
+    # when it is opened, and ignore patterns (gitignore syntax) on top of the built-in ones.
+    sync_root: str | None = None
+    sync_auto_start: bool = False
+    sync_extra_ignore: list[str] = []
     # Restart intensity: at most `max_restarts` restarts of one actor within `restart_period_s`.
-    max_restarts: int = 3
-    restart_period_s: float = 5.0
-    shutdown_timeout_s: float = 5.0
+    max_restarts: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3
+    restart_period_s: PositiveFloat = 5.0
+    shutdown_timeout_s: PositiveFloat = 5.0
     # A single message handled for longer than this means the actor is hung.
-    hang_timeout_s: float = 30.0
+    hang_timeout_s: PositiveFloat = 30.0
     # The connection's keepalive: our ping interval and how long silence means a dead link.
-    ping_interval_s: float = 30.0
-    stale_after_s: float = 35.0
-    request_timeout_s: float = 30.0
+    ping_interval_s: PositiveFloat = 30.0
+    stale_after_s: PositiveFloat = 35.0
+    request_timeout_s: PositiveFloat = 30.0
     # Events the connection process holds in memory while the supervisor is not draining them;
     # beyond this they spill to a file under DIM_HOME (never dropped).
-    uplink_memory_limit: int = 64 << 20
-    log_ring_size: int = 10_000
-    log_max_bytes: int = 8 << 20
-    log_keep: int = 3
+    uplink_memory_limit: Annotated[int, msgspec.Meta(ge=4096)] = 64 * MiB
+    log_ring_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    log_max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * MiB
+    log_keep: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
+
+    def __post_init__(self) -> None:
+        # Raised as "key: message" so the error names the key (see _key_error).
+        if self.gateway_url is not None and not self.gateway_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"gateway_url: must be a ws:// or wss:// URL, not {self.gateway_url!r}")
+        if self.token_source == "file" and not self.token_file:
+            raise ValueError('token_file: needed when token_source = "file"')
+        if self.stale_after_s <= self.ping_interval_s:
+            raise ValueError(f"stale_after_s: must be more than ping_interval_s ({self.ping_interval_s:g})")
+        for name in ("restart_period_s", "shutdown_timeout_s", "hang_timeout_s", "ping_interval_s",
+                     "stale_after_s", "request_timeout_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}: must be a finite number")
+        for pattern in self.sync_extra_ignore:
+            if not pattern.strip() or "\n" in pattern or "\x00" in pattern:
+                raise ValueError(f"sync_extra_ignore: {pattern!r} is not a pattern (empty, or a line break in it)")
 
 
-def load_settings(path: Path) -> Settings:
-    if not path.exists():
-        return Settings()
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SettingsError(f"{path}: not valid TOML: {e}") from None
+# What the Settings screen shows: the help text of every key, and whether it needs a restart.
+HELP: dict[str, str] = {
+    "gateway_url": "Gateway (ws:// or wss://) used when --gateway is not given; empty: the embedded dev gateway",
+    "token_source": "Where the gateway token comes from when --token is not given: env ($DIM_TOKEN), file, or flag (only --token)",
+    "token_file": "File whose first line is the token (token_source = file); relative to DIM_HOME/config",
+    "ui_open": "At start: auto (native window where available, else the browser), window, browser, or none",
+    "tray": "Show a tray icon where the desktop has a system tray",
+    "native_notifications": "Desktop notifications from the app when no window of it is focused",
+    "sync_root": "Folder new session folders are synced under by default",
+    "sync_auto_start": "Start a session's sync when the session is opened",
+    "sync_extra_ignore": "Extra ignore patterns for sync (gitignore syntax), one per line",
+    "max_restarts": "Restarts of one actor allowed within restart_period_s before escalating",
+    "restart_period_s": "Window of the restart intensity, in seconds",
+    "shutdown_timeout_s": "How long an actor may take to stop, in seconds",
+    "hang_timeout_s": "One message handled for longer than this (seconds) means the actor is hung",
+    "ping_interval_s": "Keepalive ping interval, in seconds",
+    "stale_after_s": "Silence (seconds) after which the gateway link is dead; more than ping_interval_s",
+    "request_timeout_s": "How long a command waits for the gateway's answer, in seconds",
+    "uplink_memory_limit": "Bytes of events the connection process buffers in memory before spilling to disk",
+    "log_ring_size": "Messages kept in memory per actor for dimctl logs",
+    "log_max_bytes": "Size at which an actor's message log file is rotated, in bytes",
+    "log_keep": "Rotated message log files kept per actor",
+}
+LIVE_KEYS = frozenset({"native_notifications"})  # applied at once; every other key at the next start
+KEYS: tuple[str, ...] = Settings.__struct_fields__
+
+
+def _schema_type(key: str) -> dict[str, Any]:
+    info = msgspec.inspect.type_info(Settings)
+    field = next(f for f in info.fields if f.name == key)
+    t = field.type
+    optional = False
+    if isinstance(t, msgspec.inspect.UnionType):
+        inner = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
+        optional, t = True, inner[0]
+    out: dict[str, Any] = {"optional": optional}
+    if isinstance(t, msgspec.inspect.LiteralType):
+        out.update(type="choice", choices=list(typing.get_args(typing.get_type_hints(Settings)[key])))
+    elif isinstance(t, msgspec.inspect.BoolType):
+        out["type"] = "bool"
+    elif isinstance(t, msgspec.inspect.IntType):
+        out.update(type="int", min=t.ge)
+    elif isinstance(t, msgspec.inspect.FloatType):
+        out.update(type="float")
+    elif isinstance(t, msgspec.inspect.ListType):
+        out["type"] = "list"
+    else:
+        out["type"] = "str"
+    return out
+
+
+SCHEMA: list[dict[str, Any]] = [
+    {"key": k, **_schema_type(k), "help": HELP.get(k, ""), "live": k in LIVE_KEYS} for k in KEYS
+]
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.(?P<key>[A-Za-z0-9_]+)[^`]*`)?$", re.S)
+
+
+def _key_error(e: msgspec.ValidationError, data: dict[str, Any]) -> SettingsError:
+    """msgspec's message, rephrased to start with the key: 'max_restarts: Expected `int` >= 0, got -1'."""
+    text = str(e)
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+    if unknown:
+        key = unknown.group(1)
+        return SettingsError(f"{key}: unknown setting (known: {', '.join(KEYS)})", key)
+    m = _AT.match(text)
+    key = m.group("key") if m else None
+    msg = m.group("msg") if m else text
+    if key is None:
+        # From __post_init__: "key: message" already.
+        head = msg.split(":", 1)[0]
+        return SettingsError(msg, head if head in KEYS else None)
+    msg = msg.replace("`", "")
+    choices = next((f.get("choices") for f in SCHEMA if f["key"] == key), None)
+    if choices and "enum" in msg:
+        msg = f"must be one of {', '.join(choices)}, not {data.get(key)!r}"
+    elif key in data and "got" not in msg:
+        msg += f", got {data[key]!r}"
+    return SettingsError(f"{key}: {msg}", key)
+
+
+def validate(data: dict[str, Any]) -> Settings:
     try:
         return msgspec.convert(data, Settings)
     except msgspec.ValidationError as e:
-        raise SettingsError(f"{path}: {e}") from None
+        raise _key_error(e, data) from None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The keys set in the file (no defaults filled in); {} when there is no file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_settings(path: Path) -> Settings:
+    data = read_file(path)
+    try:
+        return validate(data)
+    except SettingsError as e:
+        raise SettingsError(f"{path}: {e}", e.key) from None
+
+
+def to_dict(settings: Settings) -> dict[str, Any]:
+    return msgspec.to_builtins(settings)
+
+
+DEFAULTS: dict[str, Any] = to_dict(Settings())
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    lines = ["# dim-desktop settings (see README, Settings). Written by the Settings screen;",
+             "# editing by hand is fine too. Keys not listed take their defaults.", ""]
+    for key in KEYS:
+        if key in data and data[key] is not None:
+            lines.append(f"{key} = {_toml_value(data[key])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_file(path: Path, data: dict[str, Any]) -> None:
+    """Replace the file atomically: a reader sees the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(dump_toml(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_changes(path: Path, changes: dict[str, Any]) -> Settings:
+    """Validate the file with `changes` applied (a None value resets the key to its default) and
+    write it. On any error nothing is written and SettingsError names the key."""
+    if not isinstance(changes, dict) or not changes:
+        raise SettingsError("changes must be an object of {key: value}")
+    for key in changes:
+        if key not in KEYS:
+            raise SettingsError(f"{key}: unknown setting (known: {', '.join(KEYS)})", key)
+    data = read_file(path)
+    for key, value in changes.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{key}: must be a finite number", key)
+        if value is None or (value == "" and key in ("gateway_url", "token_file", "sync_root")):
+            data.pop(key, None)
+        else:
+            data[key] = value
+    settings = validate(data)
+    # Write the values as validated (an int given for a float key is written as a float).
+    normalized = to_dict(settings)
+    write_file(path, {k: normalized[k] for k in data})
+    return settings
+
+
+# --- the bridge commands -----------------------------------------------------------------------------
+
+
+def describe(path: Path, running: Settings | None) -> dict[str, Any]:
+    data = read_file(path)
+    current = validate(data)
+    values = to_dict(current)
+    running_values = to_dict(running) if running is not None else values
+    return {
+        "path": str(path),
+        "values": values,
+        "defaults": DEFAULTS,
+        "explicit": [k for k in KEYS if k in data],
+        "schema": SCHEMA,
+        # Saved but not in effect until dim-desktop starts again.
+        "pendingRestart": [k for k in KEYS if k not in LIVE_KEYS and values[k] != running_values[k]],
+    }
+
+
+def settings_command(command: str, args: dict[str, Any], path: Path, running: Settings | None,
+                     on_change=None) -> tuple[bool, Any]:
+    """`get_settings` / `set_settings {changes}` → (ok, result) or (False, {code, message, key})."""
+    try:
+        if command == "set_settings":
+            new = apply_changes(path, args.get("changes"))  # type: ignore[arg-type]
+            if on_change is not None:
+                on_change(new)
+        return True, describe(path, running)
+    except SettingsError as e:
+        error = {"code": "INVALID_ARGUMENTS", "message": f"{command}: {e}"}
+        if e.key:
+            error["key"] = e.key
+        return False, error
+
+
+# --- the token ---------------------------------------------------------------------------------------
+
+
+def resolve_token(settings: Settings, flag: str | None, env: dict[str, str], config_dir: Path) -> str | None:
+    """--token wins; otherwise what token_source says."""
+    if flag:
+        return flag
+    if settings.token_source == "env":
+        return env.get("DIM_TOKEN") or None
+    if settings.token_source == "file":
+        p = Path(os.path.expanduser(settings.token_file or ""))
+        if not p.is_absolute():
+            p = config_dir / p
+        try:
+            lines = p.read_text().splitlines()
+        except OSError as e:
+            raise SettingsError(f"token_file: cannot read {p}: {e.strerror}", "token_file") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise SettingsError(f"token_file: {p} is empty", "token_file")
+        return token
+    return None

@@ -53,6 +53,8 @@ class MisbehavingGateway:
         try:
             while True:
                 item = await self.loop.run_in_executor(None, self.to_send.get)
+                if item is None:  # stop()
+                    return
                 if item == "CLOSE_MID_FRAME":
                     # A frame header promising 1000 bytes, then the TCP connection dies.
                     transport = ws.transport
@@ -74,4 +76,8 @@ class MisbehavingGateway:
         self.to_send.put(frame)
 
     def stop(self) -> None:
+        # Each connection's handler has had at most one blocking get in the executor: end them all,
+        # or the interpreter waits for those threads at exit and the test run never ends.
+        for _ in range(self.connections):
+            self.to_send.put(None)
         self.loop.call_soon_threadsafe(self.server.close)

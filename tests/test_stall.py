@@ -12,17 +12,18 @@ from test_supervision import assert_exact, delta_count, start_stream
 
 def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_order(dim_home):
     # A small memory bound so a short stall is enough to make the connection process spill.
-    write_settings(dim_home, "uplink_memory_limit = 100000\n")
+    write_settings(dim_home, "uplink_memory_limit = 1048576\n")
     app = App(dim_home)
     try:
         app.wait_connected()
         conn_pid = app.status()["connection"]["pid"]
-        sid, turn_id = start_stream(app, 20000, 4000)
+        sid, turn_id = start_stream(app, 20000, 5000)
         wait_until(lambda: delta_count(app, sid, turn_id) > 1000, 30, what="the stream to be under way")
         os.kill(app.proc.pid, signal.SIGSTOP)
         try:
-            # The stream runs on while the supervisor is frozen: the connection process buffers it.
-            deadline = time.monotonic() + 3.0
+            # The stream runs on while the supervisor is frozen: the connection process buffers it
+            # (about 20,000 events, 2 MB: past the 1 MiB bound, so it spills to disk).
+            deadline = time.monotonic() + 4.0
             while time.monotonic() < deadline:
                 os.kill(conn_pid, 0)  # still alive, still reading
                 time.sleep(0.2)

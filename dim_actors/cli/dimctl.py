@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("actor")
     cr.add_argument("--hang", type=float, metavar="SECONDS", help="make it hang this long instead of raising")
     sub.add_parser("stop", help="stop dim-desktop and everything it started")
+    sh = sub.add_parser("show", help="open the UI of the running dim-desktop (its window, or the browser)")
+    sh.add_argument("--session", metavar="ID", help="select this session")
     lg = sub.add_parser("logs", help="messages an actor received, oldest first")
     lg.add_argument("actor")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing messages as they arrive")
@@ -126,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         while home.read_runtime() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         print("dim-desktop stopped" if home.read_runtime() is None else "dim-desktop is still stopping")
+    elif args.cmd == "show":
+        with connect(home, ControlRequest(cmd="show", sessionId=args.session)) as s, s.makefile("rb") as f:
+            shown = read_reply(f).result.get("shown")
+        print(f"dim-desktop: UI opened ({shown})")
     elif args.cmd == "logs":
         since = time.time() - args.since if args.since is not None else None
         req = ControlRequest(cmd="logs", actor=args.actor, types=args.type, since=since, limit=args.limit,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +34,16 @@ from dim_actors.messages import (
     decode_up,
     encode_down,
 )
+from dim_actors.messages import REPLICATION_DOWN, REPLICATION_UP, replication_recipient  # sync
 from dim_actors.supervisor.actor import DimActor
 
 log = logging.getLogger(__name__)
+
+# Messages waiting in the router's and the UI bridge's mailboxes above which the pipe is not read:
+# a stalled consumer then backs up into the connection process, which spills to disk past its
+# bound, instead of into this process's memory. Reading resumes below the low mark.
+DOWNSTREAM_HIGH = 50_000
+DOWNSTREAM_LOW = 10_000
 
 
 @dataclass
@@ -71,6 +79,8 @@ class ConnectionActor(DimActor):
         self.process.start()
         child_end.close()
         self.stopping = False
+        self.events_in = 0  # gateway events read off the pipe, and when the last reached the process
+        self.last_recv_ns = 0
         self.reader = threading.Thread(target=self._read_pipe, name="connection-pipe-reader", daemon=True)
         self.reader.start()
         if self.memory.url:
@@ -79,7 +89,8 @@ class ConnectionActor(DimActor):
     def describe(self) -> dict[str, Any]:
         st = self.memory.state
         return {"pid": self.process.pid, "connection": st.state, "url": st.url,
-                "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames}
+                "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames,
+                "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns}
 
     def _down(self, msg: Msg) -> None:
         self.pipe.send_bytes(encode_down(msg))
@@ -90,21 +101,36 @@ class ConnectionActor(DimActor):
             self._down(body)
         elif isinstance(body, Disconnect):
             self._down(body)
-        elif isinstance(body, (SendFrame, Resync, CancelQueued)):
+        elif isinstance(body, (SendFrame, Resync, CancelQueued, *REPLICATION_DOWN)):
             self._down(body)
         else:
             raise TypeError(f"connection: unexpected message {type(body).__name__}")
+
+    def _downstream_depth(self) -> int:
+        addresses = self.ctx.addresses
+        return addresses["router"].mailbox_depth() + addresses["uibridge"].mailbox_depth()
+
+    def _wait_for_downstream(self) -> None:
+        if self._downstream_depth() <= DOWNSTREAM_HIGH:
+            return
+        log.warning("router and UI bridge are %d messages behind: not reading events until they catch up",
+                    self._downstream_depth())
+        while not self.stopping and self._downstream_depth() > DOWNSTREAM_LOW:
+            time.sleep(0.01)
 
     def _read_pipe(self) -> None:
         resume = self.memory.resume
         send = self.ctx.send
         while True:
+            self._wait_for_downstream()
             try:
                 data = self.pipe.recv_bytes()
             except (EOFError, OSError):
                 break
             for item in decode_up(data):
                 if isinstance(item, GatewayEvent):
+                    self.events_in += 1
+                    self.last_recv_ns = item.recvNs
                     if item.seq is not None and item.sessionId in resume:
                         resume[item.sessionId] = max(resume[item.sessionId], item.seq)
                     elif item.type == "state_snapshot" and item.sessionId is not None:
@@ -119,6 +145,8 @@ class ConnectionActor(DimActor):
                     if isinstance(item, BadFrame):
                         self.memory.bad_frames += 1
                     send("router", item)
+                elif isinstance(item, REPLICATION_UP):
+                    send(replication_recipient(item), item)
         if not self.stopping:
             code = self.process.exitcode if not self.process.is_alive() else None
             if code is None:

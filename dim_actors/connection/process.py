@@ -22,8 +22,11 @@ import msgspec
 import websocket
 
 from dim_actors import protocol
+from dim_actors.connection.fastws import BufferedWebSocket
 from dim_actors.connection.outbox import QUEUEABLE, Outbox
 from dim_actors.connection.uplink import Uplink, spill_file
+from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
+from dim_actors.messages import REPLICATION_DOWN
 from dim_actors.messages import (
     BadFrame,
     CancelQueued,
@@ -126,6 +129,7 @@ class GatewayConnection:
         self.max_frame_bytes = 16 << 20
         self.identity: dict[str, Any] | None = None
         self.state = "offline"
+        self.replication = ReplicationLinks(uplink, lambda: (self.url, self.token))
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -138,8 +142,12 @@ class GatewayConnection:
     # --- commands from the supervisor ---------------------------------------------------------------
 
     def on_command(self, msg: Any) -> bool:
+        if isinstance(msg, REPLICATION_DOWN):
+            self.replication.on_command(msg)
+            return True
         if isinstance(msg, Connect):
             self.url, self.token = msg.url, msg.token
+            self.replication.gateway_changed()
             self.wanted.set()
             self._close_socket()
             self.wake.set()
@@ -154,6 +162,7 @@ class GatewayConnection:
         elif isinstance(msg, CancelQueued):
             self._cancel_queued(msg)
         elif isinstance(msg, Shutdown):
+            self.replication.close()
             self.wanted.clear()
             self._close_socket()
             return False
@@ -187,8 +196,9 @@ class GatewayConnection:
         assert self.outbox is not None
         with self.lock:
             outbox_id = self.outbox.add(msg.type, msg.frame)
-        self.uplink.put_control(Queued(reqId=msg.reqId, outboxId=outbox_id))
+        # The stores learn of the queue before the caller hears "queued", so a get_state right after shows it.
         self.outbox_changed()
+        self.uplink.put_control(Queued(reqId=msg.reqId, outboxId=outbox_id))
 
     def _cancel_queued(self, msg: CancelQueued) -> None:
         with self.lock:
@@ -327,12 +337,12 @@ class GatewayConnection:
             if delay is None:
                 # Full jitter over an exponential ceiling: spreads a fleet's reconnects out.
                 delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(self.attempt, 10)))
-            self.set_state("reconnecting", why, retry_in_ms=int(delay * 1000))
+            self.set_state("reconnecting", why, retry_in_ms=round(delay * 1000))
             self.wake.clear()
             self.wake.wait(delay)
 
     def _connect_and_read(self, url: str) -> None:
-        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        ws = BufferedWebSocket(skip_utf8_validation=True, enable_multithread=True)
         ws.connect(url, timeout=10, suppress_origin=True)
         self.ws = ws
         self.last_frame = time.monotonic()

@@ -7,11 +7,15 @@ one command per line (see docs/dev-gateway.md); plain lines are answered as text
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
+
+import msgspec
 
 from dim_actors.protocol import (
+    SessionEvent,
     TerminalComplete,
     TerminalStream,
     ThinkingComplete,
@@ -78,6 +82,7 @@ class CodingAgent:
             "/stream": self.stream,
             "/sleep": self.sleep,
             "/fail": self.fail,
+            "/emit": self.emit,
             "/silence": self.silence,
             "/drop": self.drop,
         }
@@ -163,16 +168,19 @@ class CodingAgent:
 
     async def stream(self, turn: Turn, rest: str) -> None:
         parts = rest.split()
+        stamp = bool(parts) and parts[-1] == "stamp"  # benchmarks: each delta carries sentNs
+        if stamp:
+            parts.pop()
         try:
             count = int(parts[0])
             rate = float(parts[1]) if len(parts) > 1 else None
         except (IndexError, ValueError):
-            raise TurnFailed("InvalidScript", "/stream needs N [PER_SECOND]") from None
+            raise TurnFailed("InvalidScript", "/stream needs N [PER_SECOND] [stamp]") from None
         if rate is not None and rate <= 0:
             raise TurnFailed("InvalidScript", "/stream rate must be positive")
         if rate is None:
             for i in range(count):
-                turn.delta(f"{i} ")
+                turn.delta(f"{i} ", stamp)
                 await turn.tick()
             return
         # Paced against absolute deadlines, so per-wakeup overhead does not accumulate as drift:
@@ -183,7 +191,7 @@ class CodingAgent:
             delay = start + i / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            turn.delta(f"{i} ")
+            turn.delta(f"{i} ", stamp)
             await turn.tick()
 
     async def sleep(self, turn: Turn, rest: str) -> None:
@@ -215,6 +223,35 @@ class CodingAgent:
     async def fail(self, turn: Turn, rest: str) -> None:
         code, _, message = rest.partition(" ")
         raise TurnFailed(code or "AgentFailed", message or "the agent reported a failure")
+
+    async def emit(self, turn: Turn, rest: str) -> None:
+        """/emit TYPE [JSON_FIELDS]: one event of any type, known or not, in the turn (durable, with
+        the envelope). Its fields are not checked; only the envelope and the turn's ends are refused."""
+        type_, _, raw = rest.partition(" ")
+        if not type_ or type_ in _TURN_ENDS:
+            raise TurnFailed("InvalidScript", "/emit needs a TYPE other than turn_started/turn_complete/turn_error")
+        try:
+            fields = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise TurnFailed("InvalidScript", "/emit: JSON_FIELDS must be a JSON object")
+        if _ENVELOPE & fields.keys():
+            raise TurnFailed("InvalidScript", f"/emit cannot set {', '.join(sorted(_ENVELOPE & fields.keys()))}")
+        cls = _event_struct(type_, tuple(fields))
+        turn.emit(cls(**{f"f{i}": v for i, v in enumerate(fields.values())}))
+
+
+_ENVELOPE = frozenset({"type", "sessionId", "turnId", "seq", "ts"})
+_TURN_ENDS = frozenset({"turn_started", "turn_complete", "turn_error"})
+
+
+@functools.lru_cache(maxsize=256)
+def _event_struct(type_: str, keys: tuple[str, ...]) -> type[SessionEvent]:
+    """A session event Struct tagged ``type_`` with these fields (renamed, so any JSON key works)."""
+    slots = [f"f{i}" for i in range(len(keys))]
+    return msgspec.defstruct("Emitted", [(s, Any) for s in slots], bases=(SessionEvent,), tag=type_,
+                             kw_only=True, rename=dict(zip(slots, keys)))
 
 
 AGENTS = {agent.name: agent for agent in (EchoAgent(), CodingAgent())}

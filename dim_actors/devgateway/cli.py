@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rate-limit", type=int, default=60,
                     help="messages allowed per connection per 10 s window (default 60)")
     ap.add_argument("--max-frame-bytes", type=int, default=MAX_FRAME_BYTES, help=argparse.SUPPRESS)
+    ap.add_argument("--stats-file", default=None, metavar="FILE",
+                    help="append connection statistics here, one JSON object a line (benchmarks)")
+    ap.add_argument("--ping-probe-ms", type=int, default=0, metavar="MS",
+                    help="with --stats-file: ping every connection this often and log the round trip")
     ap.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     return ap.parse_args(argv)
 
@@ -36,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     gateway = DevGateway(host=args.host, port=args.port, token=args.token, data_dir=args.data,
                          heartbeat_ms=args.heartbeat_ms, rate_limit=args.rate_limit,
-                         max_frame_bytes=args.max_frame_bytes)
+                         max_frame_bytes=args.max_frame_bytes, stats_file=args.stats_file,
+                         ping_probe_ms=args.ping_probe_ms)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,7 +26,9 @@ from .connection import Connection
 from .errors import GatewayError
 from .handlers import RequestHandlers
 from .limits import AuthLimiter
+from .replication import REPLICATE_PATH, ReplicationHub
 from .sessions import SessionRuntime, now_ms
+from .stats import GatewayStats
 from .store import Database
 from .workspace import WorkspaceError
 
@@ -46,7 +48,8 @@ class DevGateway:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  data_dir: str | Path | None = None, heartbeat_ms: int = 30000, rate_limit: int = 60,
                  rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
-                 max_frame_bytes: int = p.MAX_FRAME_BYTES):
+                 max_frame_bytes: int = p.MAX_FRAME_BYTES, stats_file: str | Path | None = None,
+                 ping_probe_ms: int = 0):
         self.host = host
         self.port = port
         self.token = token or None
@@ -64,12 +67,14 @@ class DevGateway:
         self.connections: set[Connection] = set()
         self.faults.connections = self.connections
         self.handlers = RequestHandlers(self)
+        self.replication = ReplicationHub(self)  # /replicate (docs/sync.md)
         self.db: Database | None = None  # type: ignore[assignment]
         self._members: dict[str, dict[str, p.Member]] = {}
         self._server: Server | None = None
         self._heartbeat_task: asyncio.Task | None = None
         self._own_data_dir = False
         self._stopped = False
+        self.stats = GatewayStats(stats_file, ping_probe_ms) if stats_file else None
 
     @property
     def url(self) -> str:
@@ -126,6 +131,8 @@ class DevGateway:
         self._server.close()
         await self._server.wait_closed()
         await self.db.close()
+        if self.stats is not None:
+            self.stats.close()
         if self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -150,15 +157,21 @@ class DevGateway:
     # --- connections -----------------------------------------------------------------------------
 
     def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] == REPLICATE_PATH:
+            return self.replication.check_request(connection, request)
         if request.path.split("?", 1)[0] != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
+        if ws.request.path.split("?", 1)[0] == REPLICATE_PATH:
+            await self.replication.serve(ws)
+            return
         conn = Connection(ws, rate_limit=self.rate_limit, rate_window=self.rate_window, faults=self.faults)
         self.connections.add(conn)
         self.faults.on_new_connection(conn)
         writer = asyncio.create_task(conn.outbox.run(), name=f"writer {conn.client_id}")
+        probe = self.stats.opened_connection(conn.client_id, ws) if self.stats is not None else None
         conn.send(p.Welcome(protocolVersion=p.PROTOCOL_VERSION, requiresAuth=self.token is not None))
         conn.send(p.Connected(clientId=conn.client_id, heartbeatIntervalMs=self.heartbeat_ms, ts=now_ms()))
         if self.token is None:
@@ -178,6 +191,10 @@ class DevGateway:
             self.faults.disconnects += 1
             conn.outbox.close()
             writer.cancel()
+            if self.stats is not None:
+                if probe is not None:
+                    probe.cancel()
+                self.stats.closed_connection(conn.client_id, ws, self._stopped)
 
     async def _on_frame(self, conn: Connection, message: str | bytes) -> None:
         if _too_large(message, self.max_frame_bytes):

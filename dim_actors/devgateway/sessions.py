@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import msgspec
 
@@ -74,6 +74,8 @@ class SessionRuntime:
         self.turn: Turn | None = None
         self.deleted = False
         self.workspace = AsyncWorkspace(db, self.id, on_change=self._file_changed)
+        # Told of every workspace change after file_changed: the replication endpoint's hook.
+        self.change_listener: "Callable[[str, FileChange], None] | None" = None
 
     # --- metadata --------------------------------------------------------------------------------
 
@@ -134,6 +136,8 @@ class SessionRuntime:
             turn.emit(event)
         else:
             self.emit(event)
+        if self.change_listener is not None:
+            self.change_listener(self.id, change)
 
     # --- subscribers -----------------------------------------------------------------------------
 

@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 CHECKPOINT_EVERY = 256  # events an unpaced agent emits between yields to the event loop
 
 
+class StampedTextDelta(TextDelta, tag="text_delta", kw_only=True):
+    """A text_delta carrying the gateway's send time in ns (``/stream N RATE stamp``, for benchmarks).
+    Clients must pass the unknown field through untouched, which is part of the contract."""
+
+    sentNs: int | None = None
+
+
 class TurnFailed(Exception):
     """Raised by an agent to end its turn with ``turn_error``."""
 
@@ -91,11 +98,11 @@ class Turn:
         event.turnId = self.id
         return self.session.emit(event, reply_to=reply_to)
 
-    def delta(self, text: str) -> None:
+    def delta(self, text: str, stamp: bool = False) -> None:
         if self.closed or not text:
             return
         self.parts.append(text)
-        self.emit(TextDelta(text=text))
+        self.emit(StampedTextDelta(text=text, sentNs=time.time_ns()) if stamp else TextDelta(text=text))
 
     async def checkpoint(self) -> None:
         """Yield to the loop (so stop_turn and the writers run) and wait while a reader lags."""

@@ -28,7 +28,10 @@ from dim_actors.messages import (
     UiEvent,
 )
 from dim_actors.router.stores import BadEvent, Stores
+from dim_actors.settings import settings_command
+from dim_actors.messages import SyncCommand
 from dim_actors.supervisor.actor import DimActor
+from dim_actors.sync.journal import SYNC_COMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,10 @@ log = logging.getLogger(__name__)
 # gateway_connect (the connection process authenticates on every (re)connect).
 GATEWAY_COMMANDS = frozenset(t for t in protocol.CLIENT_MESSAGES if t != "authenticate")
 LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect",
-                            "actor_status", "restart_actor", "actor_logs", "outbox_cancel"})
+                            "actor_status", "restart_actor", "actor_logs", "outbox_cancel",
+                            "get_settings", "set_settings"})
+# Events that may deserve a desktop notification (dim_actors/desktop/notify.py decides).
+NOTIFY_TYPES = frozenset({"turn_complete", "turn_error", "question_requested", "permission_requested"})
 _json = msgspec.json.Encoder()
 
 
@@ -67,8 +73,12 @@ class Router(DimActor):
             self.ctx.send("connection", Resync())
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "eventsApplied": self.stores.events_applied,
-                "duplicatesDropped": self.stores.duplicates, "badEvents": self.stores.bad_events}
+        info = {**super().describe(), "eventsApplied": self.stores.events_applied,
+                "duplicatesDropped": self.stores.duplicates, "badEvents": self.stores.bad_events,
+                "deltas": self.stores.deltas.describe()}
+        if self.stores.latency.count:  # only streams stamped with sentNs (benchmarks) feed it
+            info["latencyMs"] = self.stores.latency.summary()
+        return info
 
     def handle(self, sender: str, body: Msg) -> None:
         if isinstance(body, GatewayEvent):
@@ -117,8 +127,12 @@ class Router(DimActor):
                 sample = bytes(ev.raw)[:200].decode("utf-8", "replace")
                 self.to_page("gateway-warning", {"reason": str(e), "sample": sample, "count": self.stores.bad_events})
                 fresh = False
-            if fresh:
+            # An error answering a page's command goes back to that command only (its GATEWAY_ERROR),
+            # as the gateway sends it only to whoever caused it: not a toast on every page as well.
+            if fresh and not (ev.type == "error" and ev.replyTo in self.pending):
                 self.ctx.send("uibridge", UiEvent(event="gateway-event", payload=ev.raw))
+                if ev.type in NOTIFY_TYPES:
+                    self.notify_desktop(ev)
         if ev.replyTo is not None:
             command = self.pending.pop(ev.replyTo, None)
             if command is None:
@@ -131,9 +145,18 @@ class Router(DimActor):
             else:
                 self.ctx.send("uibridge", InvokeResult(reqId=ev.replyTo, ok=True, result=ev.raw))
 
+    def notify_desktop(self, ev: GatewayEvent) -> None:
+        hook = self.ctx.extra.get("desktop_notify")  # set by dim-desktop; it only queues
+        if hook is not None:
+            meta = self.stores.sessions.get(ev.sessionId or "") or {}
+            hook(ev.type, bytes(ev.raw), meta.get("name"))
+
     # --- commands -------------------------------------------------------------------------------------
 
     def on_invoke(self, inv: Invoke) -> None:
+        if inv.command in SYNC_COMMANDS:  # local sync: the journal answers (docs/sync.md)
+            self.ctx.send("journal", SyncCommand(reqId=inv.reqId, command=inv.command, args=inv.args))
+            return
         if inv.command in LOCAL_COMMANDS:
             result = self.local_command(inv)
             if result is not None:  # None: the answer comes later, from the connection
@@ -163,6 +186,10 @@ class Router(DimActor):
                                               expect=sorted(protocol.RESPONSES.get(command, ()))))
 
     def local_command(self, inv: Invoke) -> InvokeResult | None:
+        if inv.command in ("get_settings", "set_settings"):
+            ok, out = settings_command(inv.command, inv.args, self.ctx.home.config_dir / "settings.toml",
+                                       self.ctx.settings, self.ctx.extra.get("on_settings_changed"))
+            return InvokeResult(reqId=inv.reqId, ok=ok, result=out if ok else None, error=None if ok else out)
         if inv.command == "get_state":
             joined = sorted(self.ctx.extra["connection"].resume) if "connection" in self.ctx.extra else []
             return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot(joined))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -64,6 +65,12 @@ class DimActor(pykka.ThreadingActor):
     def __init__(self, ctx: ActorContext):
         super().__init__()
         self.ctx = ctx
+
+    @staticmethod
+    def _create_actor_inbox():  # type: ignore[override]
+        # The same FIFO as pykka's queue.Queue, without its Python-level locks and conditions:
+        # about 1.5 us less per message hop (bench/hotpath.py), and every gateway event makes two.
+        return queue.SimpleQueue()
 
     def on_start(self) -> None:
         self.ctx.address.describe = self.describe

@@ -60,6 +60,12 @@ class _Handler(socketserver.StreamRequestHandler):
                 rt.request_stop("dimctl stop")
             elif req.cmd == "logs":
                 self.logs(req)
+            elif req.cmd == "show":
+                # Open (or bring to the front) the UI: a second `dim-desktop`, `dimctl show`.
+                show = rt.extra.get("show_ui")
+                if show is None:
+                    raise LookupError("this dim-desktop cannot open its UI")
+                self.reply(ControlReply(ok=True, result={"shown": show(req.sessionId)}))
             else:
                 self.reply(ControlReply(ok=False, error=f"unknown command {req.cmd!r}"))
         except (LookupError, ValueError) as e:

@@ -8,10 +8,11 @@ of the actor and of the app, so `dimctl logs` can show what happened before a cr
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import msgspec
 
@@ -28,13 +29,33 @@ class LogLine(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
+# Envelopes waiting for the writer beyond which a sender waits for it (down to half): under a long
+# burst the writer, sharing the GIL, can fall behind, and its queue must not grow without bound
+# (a million-event burst took the supervisor past 1 GB). Writes go in batches of at most
+# WRITE_BATCH lines, so the writer never holds the GIL for long.
+MAX_BACKLOG = 20_000
+WRITE_BATCH = 2_048
 _line_decoder = msgspec.json.Decoder(LogLine)
 
 
+class _OutLine(msgspec.Struct):
+    """What is written: a LogLine whose body is the message itself, so one pass encodes it."""
+
+    id: int
+    ts: float
+    sender: str
+    recipient: str
+    type: str
+    body: Any
+
+
 def to_line(env: Envelope) -> bytes:
-    body = _encoder.encode(env.body)
-    line = LogLine(env.id, env.ts, env.sender, env.recipient, kind_of(env.body), msgspec.Raw(body))
-    return _encoder.encode(line) + b"\n"
+    return _encoder.encode(_OutLine(env.id, env.ts, env.sender, env.recipient, kind_of(env.body), env.body)) + b"\n"
+
+
+def encode_lines(envs: list[Envelope]) -> bytes:
+    """Many log lines in one encoder call (the writer's batches); the same bytes as to_line's."""
+    return _encoder.encode_lines([_OutLine(e.id, e.ts, e.sender, e.recipient, kind_of(e.body), e.body) for e in envs])
 
 
 class MessageLogs:
@@ -66,42 +87,61 @@ class MessageLogs:
         self.ring(env.recipient).append(env)
         self._queued += 1
         self._queue.put(env)
+        if self._queued - self._written > MAX_BACKLOG:
+            self._wait_for_writer()
         if self._followers:
             with self._followers_lock:
                 followers = list(self._followers)
             for f in followers:
                 f(env)
 
+    def _wait_for_writer(self) -> None:
+        with self._flushed:
+            self._flushed.wait_for(lambda: self._queued - self._written <= MAX_BACKLOG // 2
+                                   or not self._writer.is_alive(), timeout=10.0)
+
     def path(self, actor: str) -> Path:
         return self.directory / f"{actor}.log"
 
     def _write_loop(self) -> None:
         files: dict[str, object] = {}
+        sizes: dict[str, int] = {}  # tracked here: a tell() per batch is a system call and a GIL hand-off
+
+        def open_log(actor: str):
+            f = files[actor] = open(self.path(actor), "ab")
+            sizes[actor] = os.fstat(f.fileno()).st_size
+            return f
+
         while True:
             env = self._queue.get()
             batch = [env]
-            while True:
+            while len(batch) < WRITE_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             stop = False
-            lines: dict[str, list[bytes]] = {}
+            by_actor: dict[str, list[Envelope]] = {}
             for e in batch:
                 if e is None:
                     stop = True
                     continue
-                lines.setdefault(e.recipient, []).append(to_line(e))
-            for actor, chunk in lines.items():
-                for line in chunk:
-                    f = files.get(actor)
-                    if f is None:
-                        f = files[actor] = open(self.path(actor), "ab")
-                    f.write(line)  # type: ignore[attr-defined]
-                    if f.tell() >= self.max_bytes:  # type: ignore[attr-defined]
-                        f.close()  # type: ignore[attr-defined]
-                        del files[actor]
-                        self._rotate(actor)
+                by_actor.setdefault(e.recipient, []).append(e)
+            for actor, envs in by_actor.items():
+                data = encode_lines(envs)
+                f = files.get(actor) or open_log(actor)
+                if sizes[actor] + len(data) < self.max_bytes:
+                    f.write(data)  # type: ignore[attr-defined]  # the usual case: one write a batch
+                    sizes[actor] += len(data)
+                else:
+                    for line in data.splitlines(keepends=True):  # JSON lines hold no raw newline
+                        f = files.get(actor) or open_log(actor)
+                        f.write(line)  # type: ignore[attr-defined]
+                        sizes[actor] += len(line)
+                        if sizes[actor] >= self.max_bytes:
+                            f.close()  # type: ignore[attr-defined]
+                            del files[actor]
+                            self._rotate(actor)
                 if actor in files:
                     files[actor].flush()  # type: ignore[attr-defined]
             with self._flushed:

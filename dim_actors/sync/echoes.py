@@ -7,25 +7,75 @@ import time
 
 
 class EchoSet:
-    """(path, content hash) pairs with a short TTL, shared by the materializer and the watcher.
+    """(absolute path, content hash) pairs with a short TTL, shared by the materializer and the watcher.
 
     Matching on the hash as well as the path means a user's edit that lands right after our write
-    (different content) is never mistaken for our echo.
+    (different content) is never mistaken for our echo. The materializer also records the file's
+    (size, mtime_ns, inode) after its rename, so the watcher can recognise its own write without
+    reading the file again. A deletion is recorded with hash "".
     """
 
-    def __init__(self, ttl_s: float = 5.0):
+    def __init__(self, ttl_s: float = 10.0):
         self.ttl_s = ttl_s
-        self._entries: dict[tuple[str, str | None], float] = {}
+        self._entries: dict[str, list[tuple[str, tuple | None, float]]] = {}
         self._lock = threading.Lock()
+        self._last_expiry = 0.0
+        self.suppressed = 0
 
-    def add(self, path: str, content_hash: str | None) -> None:
+    def add(self, path: str, content_hash: str, sig: tuple | None = None) -> None:
         with self._lock:
-            self._entries[(path, content_hash)] = time.monotonic() + self.ttl_s
+            self._entries.setdefault(path, []).append((content_hash, sig, time.monotonic() + self.ttl_s))
 
-    def consume(self, path: str, content_hash: str | None) -> bool:
-        """True (and forget it) if this change is our own write."""
+    def attach_sig(self, path: str, content_hash: str, sig: tuple) -> None:
+        """After the write: what the file looks like, so the watcher need not read it."""
+        with self._lock:
+            items = self._entries.get(path) or []
+            for i, (h, s, t) in enumerate(items):
+                if h == content_hash and s is None:
+                    items[i] = (h, sig, t)
+                    return
+
+    def _expire(self, now: float) -> None:
+        if now - self._last_expiry < 1.0:
+            return
+        self._last_expiry = now
+        for path in [p for p, items in self._entries.items() if all(t < now for _, _, t in items)]:
+            del self._entries[path]
+
+    def _take(self, path: str, test) -> str | None:
         now = time.monotonic()
         with self._lock:
-            for key in [k for k, t in self._entries.items() if t < now]:
-                del self._entries[key]
-            return self._entries.pop((path, content_hash), None) is not None
+            self._expire(now)
+            items = self._entries.get(path)
+            if not items:
+                return None
+            for i, (h, sig, t) in enumerate(items):
+                if t >= now and test(h, sig):
+                    del items[i:i + 1]
+                    if not items:
+                        del self._entries[path]
+                    self.suppressed += 1
+                    return h
+            return None
+
+    def consume(self, path: str, content_hash: str) -> bool:
+        """True (and forget it) if this state of `path` is our own write."""
+        return self._take(path, lambda h, sig: h == content_hash) is not None
+
+    def consume_sig(self, path: str, sig: tuple) -> str | None:
+        """The hash of our own write if `path` still has the (size, mtime_ns, inode) we left it with."""
+        return self._take(path, lambda h, s: s is not None and s == sig)
+
+    def discard(self, path: str, content_hash: str) -> None:
+        """A write that did not happen after all."""
+        if self._take(path, lambda h, s: h == content_hash) is not None:
+            self.suppressed -= 1
+
+    def forget(self, path: str) -> None:
+        """The watcher saw a state of `path` that is none of ours: earlier writes can no longer echo."""
+        with self._lock:
+            self._entries.pop(path, None)
+
+    def pending(self, path: str) -> bool:
+        with self._lock:
+            return bool(self._entries.get(path))

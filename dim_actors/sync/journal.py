@@ -1,13 +1,70 @@
-"""The journal actor: a durable record of every local and upstream change (SQLite, WAL)."""
+"""The journal actor: the durable record of every local and upstream change, and the sync engine.
+
+It owns the sync commands (start_sync, stop_sync, sync_status, resolve_conflict) and, per synced
+session, what is known of every path: the upstream iteration and hash last seen, and the hash of
+the local file. From that it decides what each event means (docs/sync.md):
+
+* an upstream Notification: already there (nothing), clean locally (the materializer writes it,
+  checking the local file still is what we think), or the path has an unsent or in-flight local
+  change, or is in conflict (a conflict: the upstream version goes beside the file);
+* a local change from the watcher: equal to what we know (an echo, a touch: nothing), equal to
+  upstream's current content (nothing to send), otherwise a pending write-back based on the path's
+  upstream iteration. Write-backs go one batch at a time per session; deletions wait a moment and
+  are never sent if the sync folder is gone or emptied (the sync pauses instead);
+* a write-back result: accepted (the path's iteration moves on), or rejected as a conflict.
+
+Everything is in SQLite (WAL) and written through in one transaction per message, so a crash
+loses nothing: pending write-backs are sent after a restart (the gateway answers a resend with its
+first answer), and replication resumes after the last sequence applied.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import threading
 import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from dim_actors.messages import JournalRecord, Msg
+import msgspec
+
+from dim_actors.messages import (
+    AckSequence,
+    ForgetSession,
+    InvokeResult,
+    JournalRecord,
+    LocalChanges,
+    LocalFile,
+    Materialize,
+    Materialized,
+    MaterializeItem,
+    Msg,
+    ReplicationState,
+    ReplicationUpdate,
+    SendWriteBack,
+    StartReplication,
+    StopReplication,
+    SyncCommand,
+    SyncTick,
+    UiEvent,
+    UnwatchFolder,
+    WatcherIncident,
+    WatchFolder,
+    WriteBackItem,
+    WriteBackOutcome,
+    envelope,
+)
 from dim_actors.supervisor.actor import DimActor
+from dim_actors.sync import wire
+from dim_actors.sync.ignore import conflict_copy_name, is_noise
+from dim_actors.sync.paths import UnsafePath, check_relative, confined
+from dim_actors.sync.watcher import file_hash
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
@@ -21,7 +78,121 @@ CREATE TABLE IF NOT EXISTS changes (
     recorded_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS changes_by_path ON changes (session_id, path);
+CREATE TABLE IF NOT EXISTS syncs (
+    session_id TEXT PRIMARY KEY,
+    local_dir TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    last_sync_at INTEGER,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    session_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    upstream_iteration INTEGER NOT NULL,
+    upstream_hash TEXT NOT NULL,
+    local_hash TEXT NOT NULL,
+    permissions INTEGER NOT NULL DEFAULT 420,
+    PRIMARY KEY (session_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts (
+    session_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    local_hash TEXT NOT NULL,
+    upstream_iteration INTEGER NOT NULL,
+    upstream_hash TEXT NOT NULL,
+    upstream_copy TEXT,
+    since REAL NOT NULL,
+    PRIMARY KEY (session_id, path)
+) WITHOUT ROWID;
 """
+# Columns added to `changes` since its first version (state of local entries, what was applied).
+CHANGE_COLUMNS = {"state": "TEXT NOT NULL DEFAULT 'done'", "iteration": "INTEGER", "size": "INTEGER",
+                  "permissions": "INTEGER", "reason": "TEXT", "sequence": "INTEGER"}
+
+TICK_S = 0.5
+DELETE_HOLD_S = 0.3  # local deletions wait this long, then the folder is checked before sending
+INFLIGHT_TIMEOUT_S = 15.0
+LINK_SILENT_S = 10.0  # no word from a replication link this long: ask the connection again
+MAX_BATCH = 512
+TEXT_LIMIT = 256 << 10
+SYNC_COMMANDS = frozenset({"start_sync", "stop_sync", "sync_status", "resolve_conflict", "sync_pause", "sync_resume"})
+USER_PAUSE = "paused by the user"
+RESOLUTIONS = ("keep_local", "accept_upstream", "merged")
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class FileRec:
+    u: int = 0  # upstream iteration last seen
+    uh: str = ""  # its hash ("" deleted or never existed)
+    lh: str = ""  # the local file's hash as last seen ("" absent)
+    mode: int = 0o644
+
+
+@dataclass
+class Entry:
+    """A local change to write back (its id is the localSeq)."""
+
+    seq: int
+    path: str
+    hash: str
+    size: int
+    mode: int
+    deletion: bool
+    state: str  # pending | sent | held
+    recorded: float
+    base: int = 0
+
+
+@dataclass
+class Conflict:
+    path: str
+    lh: str
+    u: int
+    uh: str
+    copy: str | None
+    since: float
+
+
+@dataclass
+class Sync:
+    sid: str
+    local_dir: str
+    replica_id: str
+    state: str
+    error: str | None = None
+    last_seq: int = 0
+    last_sync_at: int | None = None
+    files: dict[str, FileRec] = field(default_factory=dict)
+    entries: dict[int, Entry] = field(default_factory=dict)
+    conflicts: dict[str, Conflict] = field(default_factory=dict)
+    materializing: dict[str, tuple[int, str, int]] = field(default_factory=dict)  # path -> (iteration, hash, seq)
+    queued: dict[str, wire.Notification] = field(default_factory=dict)  # newer notes behind a materialization
+    outstanding: dict[int, int] = field(default_factory=dict)  # seq -> items not yet applied
+    max_seen: int = 0
+    inflight: set[int] = field(default_factory=set)
+    sent_at: float = 0.0
+    link: str = "connecting"
+    link_detail: str = ""
+    heard_at: float = field(default_factory=time.monotonic)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    dirty: bool = True
+    pushed_at: float = 0.0
+    counts: dict[str, int] = field(default_factory=lambda: {"localChanges": 0, "upstreamApplied": 0,
+                                                             "writeBacksAccepted": 0, "conflicts": 0})
+
+    @property
+    def root(self) -> Path:
+        return Path(self.local_dir)
 
 
 class Journal(DimActor):
@@ -31,23 +202,834 @@ class Journal(DimActor):
         # Opened in the actor's own thread: sqlite3 connections belong to the thread that made them.
         self.db = sqlite3.connect(self.db_path)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a crash of the app
         self.db.executescript(SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(changes)")}
+        for col, decl in CHANGE_COLUMNS.items():
+            if col not in have:
+                self.db.execute(f"ALTER TABLE changes ADD COLUMN {col} {decl}")
+        self.db.execute("CREATE INDEX IF NOT EXISTS changes_open ON changes (session_id, state)")
+        self.db.commit()
         self.recorded = self.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+        self.spool_root = self.ctx.home.data_dir / "sync-spool"
+        self.syncs: dict[str, Sync] = {}
+        self._load()
+        self.stop_ticks = threading.Event()
+        threading.Thread(target=self._ticker, name="journal-ticker", daemon=True).start()
+        for s in self.syncs.values():
+            if s.state in ("active", "error"):
+                self._begin(s, reset_link=True)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "changes": self.recorded}
+        return {**super().describe(), "changes": self.recorded,
+                "syncs": {sid: s.state for sid, s in list(self.syncs.items())}}
+
+    def _ticker(self) -> None:
+        ref = self.actor_ref
+        while not self.stop_ticks.wait(TICK_S):
+            try:
+                ref.tell(envelope(self.ctx.name, self.ctx.name, SyncTick()))
+            except Exception:
+                return
+
+    def on_stop(self) -> None:
+        self.stop_ticks.set()
+        self.db.close()
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self.stop_ticks.set()
+        super().on_failure(exception_type, exception_value, traceback)
+
+    # --- loading --------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for sid, local_dir, replica_id, state, error, last_seq, last_sync_at in self.db.execute(
+                "SELECT session_id, local_dir, replica_id, state, error, last_seq, last_sync_at FROM syncs"):
+            s = Sync(sid, local_dir, replica_id, state, error, last_seq, last_sync_at, max_seen=last_seq)
+            self.syncs[sid] = s
+        for sid, path, u, uh, lh, mode in self.db.execute(
+                "SELECT session_id, path, upstream_iteration, upstream_hash, local_hash, permissions FROM files"):
+            if sid in self.syncs:
+                self.syncs[sid].files[path] = FileRec(u, uh, lh, mode)
+        for sid, path, lh, u, uh, copy, since in self.db.execute(
+                "SELECT session_id, path, local_hash, upstream_iteration, upstream_hash, upstream_copy, since"
+                " FROM conflicts"):
+            if sid in self.syncs:
+                self.syncs[sid].conflicts[path] = Conflict(path, lh, u, uh, copy, since)
+        for seq, sid, path, h, deletion, state, size, mode, recorded in self.db.execute(
+                "SELECT id, session_id, path, content_hash, is_deletion, state, size, permissions, recorded_at"
+                " FROM changes WHERE origin = 'local' AND state IN ('pending', 'sent', 'held') ORDER BY id"):
+            s = self.syncs.get(sid)
+            if s is not None:
+                # sent before a crash and never answered: send again (the gateway dedupes by localSeq)
+                s.entries[seq] = Entry(seq, path, h or "", size or 0, mode or 0o644, bool(deletion),
+                                       "pending" if state == "sent" else state, recorded)
+
+    # --- persistence helpers ----------------------------------------------------------------------------
+
+    def _save_sync(self, s: Sync) -> None:
+        self.db.execute(
+            "INSERT INTO syncs (session_id, local_dir, replica_id, state, error, last_seq, last_sync_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET local_dir = excluded.local_dir,"
+            " replica_id = excluded.replica_id, state = excluded.state, error = excluded.error,"
+            " last_seq = excluded.last_seq, last_sync_at = excluded.last_sync_at",
+            (s.sid, s.local_dir, s.replica_id, s.state, s.error, s.last_seq, s.last_sync_at, time.time()))
+        s.dirty = True
+
+    def _save_file(self, s: Sync, path: str) -> None:
+        f = s.files[path]
+        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (s.sid, path, f.u, f.uh, f.lh, f.mode))
+
+    def _record(self, s: Sync, origin: str, path: str, h: str, deletion: bool, state: str, *, base: int | None = None,
+                iteration: int | None = None, size: int = 0, mode: int = 0, reason: str | None = None,
+                sequence: int | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO changes (session_id, origin, path, content_hash, is_deletion, base_iteration, recorded_at,"
+            " state, iteration, size, permissions, reason, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.sid, origin, path, h, int(deletion), base, time.time(), state, iteration, size, mode, reason, sequence))
+        self.recorded += 1
+        return cur.lastrowid
+
+    def _entry_state(self, e: Entry, state: str, *, iteration: int | None = None, reason: str | None = None,
+                     base: int | None = None) -> None:
+        self.db.execute("UPDATE changes SET state = ?, iteration = COALESCE(?, iteration), reason = COALESCE(?, reason),"
+                        " base_iteration = COALESCE(?, base_iteration) WHERE id = ?",
+                        (state, iteration, reason, base, e.seq))
+
+    def _file(self, s: Sync, path: str) -> FileRec:
+        f = s.files.get(path)
+        if f is None:
+            f = s.files[path] = FileRec()
+        return f
+
+    # --- messages -----------------------------------------------------------------------------------------
 
     def handle(self, sender: str, body: Msg) -> None:
-        if isinstance(body, JournalRecord):
-            with self.db:
+        with self.db:  # one transaction per message: all of it or, after a crash, none of it
+            if isinstance(body, SyncTick):
+                self.on_tick()
+            elif isinstance(body, SyncCommand):
+                self.on_command(body)
+            elif isinstance(body, ReplicationUpdate):
+                self.on_update(body)
+            elif isinstance(body, Materialized):
+                self.on_materialized(body)
+            elif isinstance(body, LocalChanges):
+                self.on_local(body)
+            elif isinstance(body, WriteBackOutcome):
+                self.on_outcome(body)
+            elif isinstance(body, ReplicationState):
+                self.on_link(body)
+            elif isinstance(body, WatcherIncident):
+                self.on_incident(body)
+            elif isinstance(body, JournalRecord):
                 self.db.execute(
                     "INSERT INTO changes (session_id, origin, path, content_hash, is_deletion, base_iteration,"
                     " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (body.sessionId, body.origin, body.path, body.contentHash, int(body.isDeletion),
                      body.baseIteration, time.time()))
-            self.recorded += 1
-        else:
-            raise TypeError(f"journal: unexpected message {type(body).__name__}")
+                self.recorded += 1
+            else:
+                raise TypeError(f"journal: unexpected message {type(body).__name__}")
+        self._push_statuses(throttle=not isinstance(body, SyncTick))
 
-    def on_stop(self) -> None:
-        self.db.close()
+    # --- commands -----------------------------------------------------------------------------------------
+
+    def on_command(self, cmd: SyncCommand) -> None:
+        args = cmd.args if isinstance(cmd.args, dict) else {}
+        try:
+            if cmd.command in ("sync_pause", "sync_resume"):  # every sync at once (the tray's menu)
+                result = self.pause_all(cmd.command == "sync_pause")
+                self.ctx.send("uibridge", InvokeResult(reqId=cmd.reqId, ok=True, result=result))
+                return
+            sid = args.get("sessionId")
+            if not isinstance(sid, str) or not sid:
+                raise CommandError("INVALID_ARGUMENTS", f"{cmd.command}: sessionId must be a non-empty string")
+            if cmd.command == "start_sync":
+                result = self.start_sync(sid, args.get("localDir"), args.get("confirm") is True)
+            elif cmd.command == "stop_sync":
+                result = self.stop_sync(sid)
+            elif cmd.command == "sync_status":
+                result = self.status(self._sync(sid))
+            elif cmd.command == "resolve_conflict":
+                result = self.resolve(sid, args.get("path"), args.get("resolution"))
+            else:
+                raise CommandError("UNKNOWN_COMMAND", f"unknown sync command {cmd.command!r}")
+        except CommandError as e:
+            self.ctx.send("uibridge", InvokeResult(reqId=cmd.reqId, ok=False,
+                                                   error={"code": e.code, "message": e.message}))
+            return
+        self.ctx.send("uibridge", InvokeResult(reqId=cmd.reqId, ok=True, result=result))
+
+    def _sync(self, sid: str) -> Sync:
+        s = self.syncs.get(sid)
+        if s is None:
+            raise CommandError("NOT_FOUND", f"session {sid} is not synced to a folder (start_sync first)")
+        return s
+
+    def start_sync(self, sid: str, local_dir: Any, confirm: bool) -> dict[str, Any]:
+        if not isinstance(local_dir, str) or not local_dir.strip():
+            raise CommandError("INVALID_ARGUMENTS", "start_sync: localDir must be a folder path")
+        path = Path(os.path.expanduser(local_dir.strip()))
+        if not path.is_absolute():
+            raise CommandError("INVALID_ARGUMENTS", f"start_sync: localDir must be an absolute path, not {local_dir!r}")
+        path = Path(os.path.realpath(path))
+        if path.exists() and not path.is_dir():
+            raise CommandError("INVALID_ARGUMENTS", f"start_sync: {path} is not a folder")
+        home = Path(os.path.realpath(self.ctx.home.root))
+        if path == home or path.is_relative_to(home) or home.is_relative_to(path):
+            raise CommandError("FOLDER_IN_USE", f"start_sync: {path} overlaps dim-desktop's own data ({home})")
+        for other in self.syncs.values():
+            if other.sid != sid and other.state != "stopped":
+                o = Path(other.local_dir)
+                if path == o or path.is_relative_to(o) or o.is_relative_to(path):
+                    raise CommandError("FOLDER_IN_USE", f"start_sync: {path} overlaps the sync folder of session "
+                                                        f"{other.sid} ({o})")
+        s = self.syncs.get(sid)
+        same_folder = s is not None and s.local_dir == str(path)
+        if s is not None and s.state == "active" and same_folder:
+            self._begin(s, reset_link=False)
+            return self.status(s)
+        if s is not None and s.state in ("active", "error") and not same_folder:
+            raise CommandError("ALREADY_SYNCING", f"session {sid} already syncs to {s.local_dir}; stop_sync first")
+        if path.is_dir() and any(True for _ in os.scandir(path)) and not same_folder and not confirm:
+            raise CommandError("FOLDER_NOT_EMPTY",
+                               f"{path} is not empty and is not an earlier sync of this session. Its files would be "
+                               "merged with the workspace (conflicts kept side by side); call start_sync again with "
+                               "confirm: true to go ahead")
+        path.mkdir(parents=True, exist_ok=True)
+        if s is None or not same_folder:
+            # a new folder: nothing of what we knew about a local copy holds
+            self._forget_files(sid)
+            s = self.syncs[sid] = Sync(sid, str(path), s.replica_id if s else uuid.uuid4().hex, "active")
+        elif s.state == "paused" and s.error != USER_PAUSE:
+            self._restore(s)
+        s.state, s.error = "active", None
+        s.incidents.clear()
+        self._save_sync(s)
+        self._begin(s, reset_link=True)
+        return self.status(s)
+
+    def _forget_files(self, sid: str) -> None:
+        for table in ("files", "conflicts"):
+            self.db.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+        self.db.execute("UPDATE changes SET state = 'discarded' WHERE session_id = ? AND state IN ('pending', 'sent', 'held')",
+                        (sid,))
+
+    def _restore(self, s: Sync) -> None:
+        """Resume after the folder was deleted or emptied: upstream's files come back; local
+        deletions that were held are dropped (edits that were pending stay)."""
+        for e in list(s.entries.values()):
+            if e.deletion:
+                self._entry_state(e, "discarded")
+                del s.entries[e.seq]
+        for path, f in s.files.items():
+            if f.lh and not os.path.lexists(s.root / path):
+                f.lh = ""
+            f.u = 0  # everything is offered again; what is already there is skipped by hash
+            self._save_file(s, path)
+        s.last_seq = s.max_seen = 0
+        s.outstanding.clear()
+
+    def _begin(self, s: Sync, reset_link: bool) -> None:
+        s.heard_at = time.monotonic()
+        self.ctx.send("watcher", WatchFolder(sessionId=s.sid, localDir=s.local_dir))
+        spool = self.spool_root / s.sid
+        if reset_link:
+            self.ctx.send("connection", StopReplication(sessionId=s.sid))
+        self.ctx.send("connection", StartReplication(sessionId=s.sid, replicaId=s.replica_id,
+                                                     sinceSequence=s.last_seq, spoolDir=str(spool)))
+        s.dirty = True
+
+    def pause_all(self, pause: bool) -> dict[str, Any]:
+        """Pause every active sync (nothing watched or replicated; local edits are found by the
+        rescan on resume), or resume those paused that way."""
+        done = []
+        for s in self.syncs.values():
+            if pause and s.state == "active":
+                self._halt(s, "paused", USER_PAUSE)
+                done.append(s.sid)
+            elif not pause and s.state == "paused" and s.error == USER_PAUSE:
+                s.state, s.error = "active", None
+                self._save_sync(s)
+                self._begin(s, reset_link=True)
+                done.append(s.sid)
+        return {"paused" if pause else "resumed": done}
+
+    def stop_sync(self, sid: str) -> dict[str, Any]:
+        s = self._sync(sid)
+        self._halt(s, "stopped", None)
+        return self.status(s)
+
+    def _halt(self, s: Sync, state: str, error: str | None) -> None:
+        s.state, s.error = state, error
+        self.ctx.send("watcher", UnwatchFolder(sessionId=s.sid))
+        self.ctx.send("connection", StopReplication(sessionId=s.sid))
+        self.ctx.send("materializer", ForgetSession(sessionId=s.sid))
+        s.materializing.clear()
+        s.queued.clear()
+        s.outstanding.clear()
+        s.max_seen = s.last_seq
+        for seq in s.inflight:
+            e = s.entries.get(seq)
+            if e is not None and e.state == "sent":
+                e.state = "pending"
+                self._entry_state(e, "pending")
+        s.inflight.clear()
+        s.link = "stopped"
+        self._save_sync(s)
+        self._push(s)
+
+    # --- status ---------------------------------------------------------------------------------------------
+
+    def status(self, s: Sync, texts: bool = True) -> dict[str, Any]:
+        pending = sum(1 for e in s.entries.values() if e.state in ("pending", "sent"))
+        # a link the gateway refuses (bad token, unknown session) is an error until it connects
+        state = "error" if s.state == "active" and s.link == "refused" else s.state
+        return {
+            "sessionId": s.sid, "state": state, "localDir": s.local_dir, "error": s.error,
+            "filesTracked": sum(1 for f in s.files.values() if f.lh),
+            "lastSyncAt": s.last_sync_at, "pendingWrites": pending,
+            "heldWrites": sum(1 for e in s.entries.values() if e.state == "held"),
+            "conflicts": [self._conflict_view(s, c, texts) for c in sorted(s.conflicts.values(), key=lambda c: c.path)],
+            "link": s.link, "linkDetail": s.link_detail, "lastSequence": s.last_seq,
+            "incidents": s.incidents[-10:], "rejected": s.rejected[-20:], "stats": dict(s.counts),
+        }
+
+    def _conflict_view(self, s: Sync, c: Conflict, texts: bool) -> dict[str, Any]:
+        view: dict[str, Any] = {"path": c.path, "upstreamIteration": c.u, "upstreamHash": c.uh,
+                                "upstreamDeleted": not c.uh, "localHash": c.lh, "localDeleted": not c.lh,
+                                "upstreamCopy": c.copy, "since": int(c.since * 1000)}
+        if texts:
+            view["local"] = _text(s.root, c.path)
+            view["upstream"] = _text(s.root, c.copy) if c.copy else ("" if not c.uh else None)
+            view["binary"] = bool((c.lh and view["local"] is None) or (c.uh and c.copy and view["upstream"] is None))
+        return view
+
+    def _push(self, s: Sync) -> None:
+        s.dirty = False
+        s.pushed_at = time.monotonic()
+        payload = msgspec.json.encode(self.status(s))
+        self.ctx.send("uibridge", UiEvent(event="sync-status", payload=msgspec.Raw(payload)))
+
+    def _push_statuses(self, throttle: bool) -> None:
+        now = time.monotonic()
+        for s in self.syncs.values():
+            if s.dirty and (not throttle or now - s.pushed_at >= 0.25):
+                self._push(s)
+
+    # --- upstream -------------------------------------------------------------------------------------------
+
+    def on_update(self, u: ReplicationUpdate) -> None:
+        s = self.syncs.get(u.sessionId)
+        if s is None or s.state != "active":
+            return
+        s.heard_at = time.monotonic()
+        if s.link != "connected":
+            s.link, s.link_detail, s.dirty = "connected", "", True
+        if u.fullResync is not None:
+            self._incident(s, "full_resync", u.fullResync)
+            for path, f in s.files.items():
+                f.u = 0  # a new upstream: offer everything again (what is already here is skipped by hash)
+                self._save_file(s, path)
+            s.outstanding.clear()
+            s.last_seq = s.max_seen = 0
+            self._save_sync(s)
+        items: list[MaterializeItem] = []
+        for n in u.notifications:
+            s.outstanding[n.sequence] = s.outstanding.get(n.sequence, 0) + 1
+            self._notification(s, n, items)
+        if u.sequence is not None:
+            s.max_seen = max(s.max_seen, u.sequence)
+        self._send_items(s, items)
+        self._advance(s)
+
+    def _done(self, s: Sync, seq: int) -> None:
+        left = s.outstanding.get(seq, 0) - 1
+        if left > 0:
+            s.outstanding[seq] = left
+        else:
+            s.outstanding.pop(seq, None)
+        s.max_seen = max(s.max_seen, seq)
+
+    def _advance(self, s: Sync) -> None:
+        cursor = (min(s.outstanding) - 1) if s.outstanding else s.max_seen
+        if cursor > s.last_seq:
+            s.last_seq = cursor
+            self._save_sync(s)
+            self.ctx.send("connection", AckSequence(sessionId=s.sid, upToSequence=cursor))
+
+    def _send_items(self, s: Sync, items: list[MaterializeItem]) -> None:
+        batch: list[MaterializeItem] = []
+        size = 0
+        for item in items:
+            batch.append(item)
+            size += len(item.content or b"")
+            if len(batch) >= MAX_BATCH or size >= (1 << 20):
+                self.ctx.send("materializer", Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch))
+                batch, size = [], 0
+        if batch:
+            self.ctx.send("materializer", Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch))
+
+    def _notification(self, s: Sync, n: wire.Notification, items: list[MaterializeItem]) -> None:
+        try:
+            path = check_relative(n.filepath)
+            confined(s.root, path)
+        except UnsafePath as e:
+            log.warning("sync %s: refused an upstream change: %s", s.sid, e)
+            s.rejected.append({"path": str(n.filepath)[:300], "reason": str(e), "at": int(time.time() * 1000)})
+            self._record(s, "upstream", str(n.filepath)[:4096], n.contentHash, n.isDeletion, "rejected",
+                         iteration=n.iteration, reason=str(e), sequence=n.sequence)
+            s.dirty = True
+            self._done(s, n.sequence)
+            return
+        if not n.isDeletion and not wire.valid_hash(n.contentHash):
+            s.rejected.append({"path": path, "reason": "invalid content hash", "at": int(time.time() * 1000)})
+            self._done(s, n.sequence)
+            return
+        f = self._file(s, path)
+        if n.iteration <= f.u:
+            self._done(s, n.sequence)  # seen already (a catch-up repeats what a crash left unacknowledged)
+            return
+        if path in s.materializing:
+            older = s.queued.get(path)
+            if older is not None:
+                self._done(s, older.sequence)
+            s.queued[path] = n  # after the write in flight
+            return
+        target = "" if n.isDeletion else n.contentHash
+        mine = [e for e in s.entries.values() if e.path == path]
+        if n.renamedFrom:
+            # the rename's other half: the old path is deleted at renamedFromIteration
+            try:
+                old = check_relative(n.renamedFrom)
+            except UnsafePath:
+                old = None
+        else:
+            old = None
+        if path in s.conflicts and f.lh == target:
+            # upstream now holds exactly the local content: nothing is left to choose
+            c = s.conflicts.pop(path)
+            self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path))
+            if c.copy:
+                self._remove_copy(s, c.copy)
+            for e in [e for e in s.entries.values() if e.path == path]:
+                self._drop(s, e, "superseded")
+            f.u, f.uh = n.iteration, target
+            self._save_file(s, path)
+            self._record(s, "upstream", path, target, n.isDeletion, "applied", iteration=n.iteration, sequence=n.sequence)
+            s.dirty = True
+            self._done(s, n.sequence)
+        elif path in s.conflicts:
+            self._conflict(s, path, n.iteration, target, n, items)
+        elif f.lh == target:
+            f.u, f.uh, f.mode = n.iteration, target, n.permissions or f.mode
+            for e in mine:
+                if e.state == "pending" and e.hash == target:
+                    self._drop(s, e, "superseded")
+            self._save_file(s, path)
+            self._record(s, "upstream", path, target, n.isDeletion, "applied", iteration=n.iteration, sequence=n.sequence)
+            self._done(s, n.sequence)
+        elif any(e.hash == target and e.state == "sent" for e in mine):
+            # our own write-back coming back: the result will say the same
+            f.u, f.uh = n.iteration, target
+            self._save_file(s, path)
+            self._done(s, n.sequence)
+        elif mine:
+            self._conflict(s, path, n.iteration, target, n, items)
+        else:
+            item = MaterializeItem(path=path, iteration=n.iteration, contentHash=target, size=n.size,
+                                   permissions=n.permissions, isDeletion=n.isDeletion, content=n.inlineContent,
+                                   expectedHash=f.lh)
+            if old is not None and old in s.files:
+                of = s.files[old]
+                if of.lh == n.contentHash and old not in s.conflicts and not any(e.path == old for e in s.entries.values()):
+                    item.renamedFrom, item.renamedFromHash = old, of.lh
+            s.materializing[path] = (n.iteration, target, n.sequence)
+            items.append(item)
+        if old is not None and n.renamedFromIteration is not None:
+            s.outstanding[n.sequence] = s.outstanding.get(n.sequence, 0) + 1
+            self._notification(s, wire.Notification(
+                sequence=n.sequence, filepath=old, contentHash="", size=0, permissions=0, isDeletion=True,
+                iteration=n.renamedFromIteration), items)
+
+    def _conflict(self, s: Sync, path: str, iteration: int, target: str, n: wire.Notification | None,
+                  items: list[MaterializeItem]) -> None:
+        """Upstream moved while the local file has changes of its own: keep both."""
+        f = self._file(s, path)
+        old = s.conflicts.get(path)
+        if old is not None and old.copy:
+            self._remove_copy(s, old.copy)
+        lh = f.lh
+        if not lh and os.path.lexists(s.root / path):
+            lh = file_hash(s.root / path) or ""
+        c = s.conflicts[path] = Conflict(path, lh, iteration, target, None, old.since if old else time.time())
+        f.u, f.uh = iteration, target
+        if n is not None:
+            f.mode = n.permissions or f.mode
+        self._save_file(s, path)
+        for e in s.entries.values():
+            if e.path == path and e.state == "pending":
+                e.state = "held"
+                self._entry_state(e, "held")
+        self._save_conflict(s, c)
+        self._record(s, "upstream", path, target, not target, "conflict", iteration=iteration,
+                     sequence=n.sequence if n else None)
+        if target:
+            copy = conflict_copy_name(path, iteration)
+            s.materializing[path] = (iteration, target, n.sequence if n else 0)
+            items.append(MaterializeItem(path=path, iteration=iteration, contentHash=target,
+                                         size=n.size if n else 0, permissions=f.mode,
+                                         content=n.inlineContent if n else None, conflictCopy=copy))
+        elif n is not None:
+            self._done(s, n.sequence)
+        self._incident(s, "conflict", f"{path}: upstream iteration {iteration} and a local change")
+        s.counts["conflicts"] += 1
+
+    def _save_conflict(self, s: Sync, c: Conflict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (s.sid, c.path, c.lh, c.u, c.uh, c.copy, c.since))
+        s.dirty = True
+
+    def _remove_copy(self, s: Sync, copy: str) -> None:
+        try:
+            p = confined(s.root, copy)
+            p.unlink(missing_ok=True)
+        except (UnsafePath, OSError):
+            pass
+
+    def on_materialized(self, m: Materialized) -> None:
+        s = self.syncs.get(m.sessionId)
+        if s is None or s.state != "active":
+            return
+        items: list[MaterializeItem] = []
+        now_ms = int(time.time() * 1000)
+        for r in m.results:
+            pending = s.materializing.get(r.path)
+            seq = None
+            if pending is not None and pending[0] == r.iteration:
+                del s.materializing[r.path]
+                seq = pending[2]
+            f = self._file(s, r.path)
+            if r.outcome in ("written", "unchanged", "deleted"):
+                target = pending[1] if pending else r.hash
+                f.u, f.uh = max(f.u, r.iteration), target
+                f.lh = r.hash if r.outcome != "deleted" else ""
+                self._save_file(s, r.path)
+                self._record(s, "upstream", r.path, target, r.outcome == "deleted", "applied", iteration=r.iteration,
+                             sequence=seq)
+                s.last_sync_at = now_ms
+                s.counts["upstreamApplied"] += 1
+            elif r.outcome == "copied":
+                c = s.conflicts.get(r.path)
+                if c is not None and c.u == r.iteration:
+                    c.copy = r.detail
+                    self._save_conflict(s, c)
+            elif r.outcome == "local_changed":
+                # the user saved over it meanwhile: nothing was overwritten; a conflict
+                target = pending[1] if pending else ""
+                f.lh = r.hash if r.hash != "-" else f.lh
+                n = wire.Notification(sequence=seq or 0, filepath=r.path, contentHash=target, size=0,
+                                      permissions=f.mode, isDeletion=not target, iteration=r.iteration)
+                if seq is not None:
+                    s.outstanding[seq] = s.outstanding.get(seq, 0) + 1
+                self._conflict(s, r.path, r.iteration, target, n, items)
+            elif r.outcome == "rejected":
+                s.rejected.append({"path": r.path, "reason": r.detail, "at": now_ms})
+                self._record(s, "upstream", r.path, "", False, "rejected", iteration=r.iteration, reason=r.detail,
+                             sequence=seq)
+            else:  # failed
+                self._incident(s, "materialize_failed", f"{r.path}: {r.detail}")
+            if seq is not None:
+                self._done(s, seq)
+            nxt = s.queued.pop(r.path, None)
+            if nxt is not None and r.path not in s.materializing:
+                self._notification(s, nxt, items)
+        s.dirty = True
+        self._send_items(s, items)
+        self._advance(s)
+        self._send_pending(s)
+
+    # --- local ---------------------------------------------------------------------------------------------
+
+    def on_local(self, msg: LocalChanges) -> None:
+        s = self.syncs.get(msg.sessionId)
+        if s is None or s.state != "active":
+            return
+        for lf in msg.changes:
+            self._local(s, lf)
+        if msg.scan:
+            listed = {lf.path for lf in msg.changes}
+            for path, f in list(s.files.items()):
+                if f.lh and path not in listed and path not in s.materializing and not is_noise(path) \
+                        and not os.path.lexists(s.root / path):
+                    self._local(s, LocalFile(path, "", 0, 0))
+        self._send_pending(s)
+
+    def _local(self, s: Sync, lf: LocalFile) -> None:
+        path, h = lf.path, lf.hash
+        m = s.materializing.get(path)
+        if m is not None and m[1] == h:
+            return  # our own write on its way
+        f = s.files.get(path)
+        if f is None:
+            if not h:
+                return  # never tracked, and gone: a temp file
+            f = self._file(s, path)
+        if h == f.lh:
+            if lf.mode and f.mode != lf.mode and h:
+                f.mode = lf.mode  # a chmod alone: sent with the next change
+                self._save_file(s, path)
+            return
+        f.lh = h
+        if lf.mode:
+            f.mode = lf.mode
+        self._save_file(s, path)
+        s.dirty = True
+        c = s.conflicts.get(path)
+        if c is not None:
+            c.lh = h
+            self._save_conflict(s, c)
+            return
+        mine = [e for e in s.entries.values() if e.path == path]
+        if h == f.uh and not mine:
+            return  # local now equals upstream's current content: nothing to send
+        for e in mine:
+            if e.state == "pending":
+                self._drop(s, e, "superseded")
+        seq = self._record(s, "local", path, h, not h, "pending", base=None, size=lf.size, mode=f.mode)
+        s.entries[seq] = Entry(seq, path, h, lf.size, f.mode, not h, "pending", time.time())
+        s.counts["localChanges"] += 1
+
+    def _drop(self, s: Sync, e: Entry, state: str) -> None:
+        self._entry_state(e, state)
+        s.entries.pop(e.seq, None)
+        s.inflight.discard(e.seq)
+
+    def _send_pending(self, s: Sync) -> None:
+        if s.state != "active" or s.link != "connected" or s.inflight:
+            return
+        now = time.time()
+        busy = {e.path for e in s.entries.values() if e.state == "sent"}
+        batch: list[Entry] = []
+        deletions = 0
+        for e in sorted(s.entries.values(), key=lambda e: e.seq):
+            if e.state != "pending" or e.path in busy or e.path in s.conflicts or e.path in s.materializing:
+                continue
+            if e.deletion and now - e.recorded < DELETE_HOLD_S:
+                continue
+            busy.add(e.path)
+            batch.append(e)
+            deletions += e.deletion
+            if len(batch) >= MAX_BATCH:
+                break
+        if not batch:
+            return
+        if deletions and self._folder_gone_or_emptied(s, deletions):
+            return
+        items = []
+        for e in batch:
+            f = self._file(s, e.path)
+            e.base = f.u
+            e.state = "sent"
+            self._entry_state(e, "sent", base=e.base)
+            s.inflight.add(e.seq)
+            items.append(WriteBackItem(localSeq=e.seq, path=e.path, contentHash=e.hash, baseIteration=e.base,
+                                       localPath=str(s.root / e.path), size=e.size, permissions=f.mode,
+                                       isDeletion=e.deletion))
+        s.sent_at = time.monotonic()
+        self.ctx.send("connection", SendWriteBack(sessionId=s.sid, entries=items))
+
+    def _folder_gone_or_emptied(self, s: Sync, deletions: int) -> bool:
+        root = s.root
+        why = None
+        if not root.is_dir():
+            why = f"the sync folder {root} was deleted or moved away"
+        elif deletions >= 2 and not _has_files(root):
+            why = f"the sync folder {root} was emptied"
+        if why is None:
+            return False
+        self._pause(s, f"{why}; sync is paused and nothing was deleted upstream. start_sync again to restore "
+                       "the files from upstream")
+        return True
+
+    def _pause(self, s: Sync, why: str) -> None:
+        log.warning("sync %s paused: %s", s.sid, why)
+        self._incident(s, "paused", why)
+        self._halt(s, "paused", why)
+
+    def on_outcome(self, o: WriteBackOutcome) -> None:
+        s = self.syncs.get(o.sessionId)
+        if s is None:
+            return
+        now_ms = int(time.time() * 1000)
+        items: list[MaterializeItem] = []
+        for a in o.accepted:
+            s.inflight.discard(a.localSeq)
+            e = s.entries.pop(a.localSeq, None)
+            if e is None:
+                continue
+            self._entry_state(e, "accepted", iteration=a.iteration)
+            s.counts["writeBacksAccepted"] += 1
+            f = self._file(s, e.path)
+            if a.iteration >= f.u:
+                f.u, f.uh = a.iteration, e.hash
+                self._save_file(s, e.path)
+            s.last_sync_at = now_ms
+        for r in o.rejected:
+            s.inflight.discard(r.localSeq)
+            e = s.entries.get(r.localSeq)
+            if e is None:
+                continue
+            if r.reason == "conflict":
+                e.state = "held"
+                self._entry_state(e, "held", reason=r.message)
+                f = self._file(s, e.path)
+                if r.currentIteration <= f.u and e.path not in s.conflicts and e.path not in s.materializing:
+                    self._conflict(s, e.path, f.u, f.uh, None, items)
+                # else: the Notification of that iteration is on its way and makes the conflict
+            elif r.reason in ("changed", "unreadable", "content_missing"):
+                # the file moved on since it was recorded: look at it again
+                self._drop(s, e, "superseded")
+                full = s.root / e.path
+                h = file_hash(full) if full.is_file() else ""
+                f = self._file(s, e.path)
+                if (h or "") != f.lh or not any(x.path == e.path for x in s.entries.values()):
+                    f.lh = "\0"  # force a fresh look
+                    self._local(s, LocalFile(e.path, h or "", full.stat().st_size if h else 0, f.mode))
+            elif r.reason == "no_link":
+                e.state = "pending"
+                self._entry_state(e, "pending")
+            else:
+                self._drop(s, e, "rejected")
+                s.rejected.append({"path": e.path, "reason": f"{r.reason}: {r.message}", "at": now_ms})
+        s.dirty = True
+        self._send_items(s, items)
+        self._send_pending(s)
+
+    def on_link(self, st: ReplicationState) -> None:
+        s = self.syncs.get(st.sessionId)
+        if s is None or s.state != "active":
+            return
+        s.heard_at = time.monotonic()
+        was = s.link
+        s.link, s.link_detail, s.dirty = st.state, st.detail, True
+        if st.state == "connected" and was != "connected":
+            # what was in flight on the old socket goes again; the gateway answers resends once
+            for seq in list(s.inflight):
+                e = s.entries.get(seq)
+                if e is not None:
+                    e.state = "pending"
+            s.inflight.clear()
+            self._send_pending(s)
+        if st.state == "refused":
+            s.error = f"replication refused: {st.detail}"
+        elif st.state == "connected" and s.error and s.error.startswith("replication refused"):
+            s.error = None
+
+    def on_incident(self, i: WatcherIncident) -> None:
+        s = self.syncs.get(i.sessionId)
+        if s is None or s.state != "active":
+            return
+        if i.incident == "root_gone":
+            self._pause(s, f"the sync folder {s.local_dir} was deleted or moved away; sync is paused and nothing "
+                           "was deleted upstream. start_sync again to restore the files from upstream")
+            return
+        self._incident(s, i.incident, i.detail)
+
+    def _incident(self, s: Sync, kind: str, detail: str) -> None:
+        s.incidents.append({"kind": kind, "detail": detail, "at": int(time.time() * 1000)})
+        del s.incidents[:-20]
+        s.dirty = True
+
+    # --- conflicts ------------------------------------------------------------------------------------------
+
+    def resolve(self, sid: str, path: Any, resolution: Any) -> dict[str, Any]:
+        s = self._sync(sid)
+        if resolution not in RESOLUTIONS:
+            raise CommandError("INVALID_ARGUMENTS", f"resolve_conflict: resolution must be one of {', '.join(RESOLUTIONS)}")
+        if not isinstance(path, str) or path not in s.conflicts:
+            raise CommandError("NOT_FOUND", f"resolve_conflict: no conflict on {path!r} in session {sid}")
+        if s.state != "active":
+            raise CommandError("NOT_ACTIVE", f"resolve_conflict: the sync of session {sid} is {s.state}")
+        c = s.conflicts.pop(path)
+        self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (sid, path))
+        f = self._file(s, path)
+        held = [e for e in s.entries.values() if e.path == path]
+        items: list[MaterializeItem] = []
+        if resolution == "accept_upstream":
+            for e in held:
+                self._drop(s, e, "discarded")
+            item = MaterializeItem(path=path, iteration=c.u, contentHash=c.uh, permissions=f.mode,
+                                   isDeletion=not c.uh, expectedHash=None, renamedFrom=c.copy,
+                                   renamedFromHash=c.uh if c.copy else None)
+            s.materializing[path] = (c.u, c.uh, 0)
+            items.append(item)
+        else:  # keep_local, merged: the local file (as it is now) becomes the next upstream iteration
+            if c.copy:
+                self._remove_copy(s, c.copy)
+            for e in held:
+                self._drop(s, e, "superseded")
+            full = s.root / path
+            h = (file_hash(full) or "") if full.is_file() else ""
+            f.lh = h
+            self._save_file(s, path)
+            if h != f.uh:
+                seq = self._record(s, "local", path, h, not h, "pending", base=f.u,
+                                   size=full.stat().st_size if h else 0, mode=f.mode, reason=resolution)
+                s.entries[seq] = Entry(seq, path, h, full.stat().st_size if h else 0, f.mode, not h, "pending",
+                                       0.0)  # recorded "long ago": a kept deletion goes at once
+        self._record(s, "local", path, f.lh, not f.lh, "resolved", iteration=c.u, reason=resolution)
+        s.dirty = True
+        self._send_items(s, items)
+        self._send_pending(s)
+        return {"path": path, "resolution": resolution, "status": self.status(s, texts=False)}
+
+    # --- time -----------------------------------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        for s in self.syncs.values():
+            if s.state != "active":
+                continue
+            if s.inflight and now - s.sent_at > INFLIGHT_TIMEOUT_S:
+                for seq in list(s.inflight):
+                    e = s.entries.get(seq)
+                    if e is not None:
+                        e.state = "pending"
+                s.inflight.clear()
+            if now - s.heard_at > LINK_SILENT_S:
+                # the connection process may have been restarted: it knows no links then
+                s.heard_at = now
+                self.ctx.send("connection", StartReplication(
+                    sessionId=s.sid, replicaId=s.replica_id, sinceSequence=s.last_seq,
+                    spoolDir=str(self.spool_root / s.sid)))
+            self._send_pending(s)
+
+
+def _has_files(root: Path) -> bool:
+    """Any file (not editor noise) anywhere under root."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        rel = os.path.relpath(dirpath, root)
+        for name in filenames:
+            if not is_noise(name if rel == "." else f"{rel}/{name}"):
+                return True
+    return False
+
+
+def _text(root: Path, rel: str | None) -> str | None:
+    """A file's text for the conflict view: None when absent, binary or too large."""
+    if not rel:
+        return None
+    try:
+        p = confined(root, rel)
+        if not p.is_file() or p.stat().st_size > TEXT_LIMIT:
+            return None
+        data = p.read_bytes()
+        if b"\0" in data:
+            return None
+        return data.decode("utf-8")
+    except (UnsafePath, OSError, UnicodeDecodeError):
+        return None
+

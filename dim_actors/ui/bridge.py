@@ -7,6 +7,7 @@ and events across to it, so a slow page never blocks the router.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from dim_actors.messages import Invoke, InvokeResult, Msg, UiEvent
 from dim_actors.supervisor.actor import DimActor
 from dim_actors.ui.http import BridgeServer
 
-STATIC_DIR = Path(__file__).resolve().parents[2] / "ui"
+def _static_dir() -> Path:
+    # An installed wheel carries ui/ as dim_actors/ui/static (setup.py); a checkout serves ui/ itself.
+    packaged = Path(__file__).resolve().parent / "static"
+    return packaged if (packaged / "index.html").is_file() else Path(__file__).resolve().parents[2] / "ui"
+
+
+STATIC_DIR = _static_dir()
 
 
 def ui_frame(event: str, payload: msgspec.Raw) -> str:
@@ -32,6 +39,10 @@ class UIBridge(DimActor):
         self.loop = asyncio.new_event_loop()
         self.server = BridgeServer(extra.get("static_dir", STATIC_DIR), extra["ui_token"], self._submit,
                                    invoke_timeout_s=self.ctx.settings.request_timeout_s + 5)
+        # Work for the loop thread, in order. One call_soon_threadsafe per burst rather than per
+        # event: each one writes to the loop's self-pipe (a system call and a wakeup).
+        self.outq: collections.deque = collections.deque()
+        self.drain_scheduled = False
         self.thread = threading.Thread(target=self.loop.run_forever, name="uibridge-loop", daemon=True)
         self.thread.start()
         # Keep the port across restarts of this actor, so open pages reconnect to the same address.
@@ -39,18 +50,34 @@ class UIBridge(DimActor):
         extra["ui_port"] = port
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "pages": len(self.server.clients), "port": self.server.port}
+        return {**super().describe(), "pages": len(self.server.clients), "port": self.server.port,
+                "pageQueue": max((len(c.queue) for c in list(self.server.clients)), default=0),
+                "pageQueuePeak": self.server.queue_peak}
 
     def _submit(self, req_id: int, command: str, args: dict) -> None:
         self.ctx.send("router", Invoke(reqId=req_id, command=command, args=args))
 
     def handle(self, sender: str, body: Msg) -> None:
         if isinstance(body, UiEvent):
-            self.loop.call_soon_threadsafe(self.server.broadcast, ui_frame(body.event, body.payload))
+            self.outq.append(ui_frame(body.event, body.payload))
         elif isinstance(body, InvokeResult):
-            self.loop.call_soon_threadsafe(self.server.resolve, body.reqId, body.ok, body.result, body.error)
+            self.outq.append(body)
         else:
             raise TypeError(f"uibridge: unexpected message {type(body).__name__}")
+        if not self.drain_scheduled:
+            self.drain_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the loop thread: hand everything queued to the server, in the order it came."""
+        self.drain_scheduled = False  # first: whatever is appended from here on schedules a new drain
+        q, server = self.outq, self.server
+        while q:
+            item = q.popleft()
+            if isinstance(item, str):
+                server.broadcast(item)
+            else:
+                server.resolve(item.reqId, item.ok, item.result, item.error)
 
     def on_stop(self) -> None:
         self._shutdown()

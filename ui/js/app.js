@@ -23,6 +23,8 @@ import { ChatView, renderGeneric } from "./chat.js";
 import { SessionList } from "./sessions.js";
 import { FilesPanel } from "./files.js";
 import { ActorsPanel } from "./actors.js";
+import { SyncPanel } from "./sync.js";
+import { SettingsScreen } from "./settings.js";
 import { initToasts, toast, toastError } from "./toast.js";
 import { $, clear, h } from "./dom.js";
 
@@ -120,6 +122,25 @@ const sessionList = new SessionList(el.sessionList, {
 });
 
 const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
+const syncPanel = new SyncPanel($("#sync-panel"), { invoke, listen, onError: (err, what) => toastError(err, what) });
+
+new SettingsScreen($("#settings-open"), { invoke });
+
+// ?session=ID (a notification clicked while no page was open): select it once the state is in.
+let sessionToOpen = null;
+let nativeShell = false; // in dim-desktop's own window (?shell=window): the app notifies natively
+try {
+  const params = new URLSearchParams(location.search);
+  nativeShell = params.get("shell") === "window";
+  sessionToOpen = params.get("session");
+  if (sessionToOpen) {
+    params.delete("session");
+    const rest = params.toString();
+    history.replaceState(history.state, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+  }
+} catch (_) {
+  sessionToOpen = null;
+}
 
 const actorsPanel = new ActorsPanel(el.actors, {
   restart: (name) => call("restart_actor", { name }, `Restart ${name}`),
@@ -229,6 +250,7 @@ function renderConnection() {
 
 function renderHeader() {
   const id = ui.selectedId;
+  syncPanel.setSession(id); // a no-op unless the selection changed
   const meta = id ? store.sessions.get(id) : null;
   const chat = id ? store.chats.get(id) : null;
   const title = id ? (meta && meta.name) || "Untitled session" : "No session selected";
@@ -391,6 +413,10 @@ async function resync() {
       remembered = null;
     }
     if (remembered && (store.sessions.has(remembered) || store.chats.has(remembered))) setSelected(remembered);
+  }
+  if (sessionToOpen) {
+    setSelected(sessionToOpen);
+    sessionToOpen = null;
   }
   finishSync();
   filesPanel.setSession(ui.selectedId);
@@ -666,7 +692,7 @@ function desktopNotify(title, body, sessionId) {
 }
 
 function setupNotifyToggle() {
-  if (typeof Notification === "undefined" || Notification.permission !== "default") return;
+  if (nativeShell || typeof Notification === "undefined" || Notification.permission !== "default") return;
   el.notifyToggle.hidden = false;
   el.notifyToggle.addEventListener("click", async () => {
     try {
@@ -757,4 +783,4 @@ renderControls();
 chatView.show(null);
 
 // for debugging from the devtools console
-window.__dim = { store, ui, invoke, applyEvent: onGatewayEvent };
+window.__dim = { store, ui, invoke, applyEvent: onGatewayEvent, selectSession };

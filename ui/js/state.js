@@ -394,6 +394,7 @@ function applyTurnEvent(store, chat, ev, seq) {
       turn.error = { code: ev.code ?? "", message: ev.message ?? "" };
       if (chat.activeTurnId === turn.turnId) chat.activeTurnId = null;
       applyTurnItem(chat, turn, ev);
+      store.effects.push({ kind: "notify", title: "Turn failed", body: firstLine([ev.code, ev.message].filter(Boolean).join(": ")), sessionId: chat.sessionId });
       return;
     case "question_requested":
     case "permission_requested":

@@ -1,0 +1,1 @@
+"""dim-desktop benchmarks: `bin/bench [--quick] [--json FILE]` (see docs/performance.md)."""

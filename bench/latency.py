@@ -1,0 +1,75 @@
+"""Latency at a steady rate: `/stream N 2000 stamp`, every delta carrying the gateway's send time
+(`sentNs`, time.time_ns() when the gateway emits it). Gateway send -> applied in the router's
+stores (the router's histogram, `dimctl status --json`), and gateway send -> parsed by the page
+(the probe injected into the real page; the browser's clock is performance.timeOrigin + now(),
+coarsened by Chromium to 0.1 ms). Same machine, same wall clock. Side by side: the single-process
+client (send -> applied in its receiving thread), against its own gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench.harness import CpuMeter, DimApp, Gateway, Page, Workdir, browser_groups, log, percentiles, wait_until
+from bench.throughput import single_process
+
+
+def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
+    n = int(rate * seconds)
+    with Workdir("latency") as wd:
+        gw = Gateway(wd)
+        app = page = None
+        try:
+            app = DimApp(wd / "home", gw.url)
+            app.wait_connected()
+            page = Page(app.ui_url)
+            sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+            page.select(sid)
+            app.invoke("join_session", sessionId=sid)
+            # Warm-up (not stamped, so not measured): imports, caches, the page's first renders.
+            app.run_turn(sid, f"/stream {rate} {rate}")
+            wait_until(lambda: app.status()["router"]["deltas"]["count"] >= rate, 60, "the warm-up", 0.2)
+            wait_until(lambda: page.probe()["turnEnds"] >= 1, 60, "the warm-up on the page", 0.2)
+            conn_pid = app.status()["connection"]["pid"]
+            cpu = CpuMeter({"gateway": lambda: [gw.pid], "connection": lambda: [conn_pid],
+                            "supervisor": lambda: [app.pid],
+                            **browser_groups(lambda: [gw.pid, app.pid, conn_pid])})
+            cpu.start()
+            app.run_turn(sid, f"/stream {n} {rate} stamp")
+            wait_until(lambda: app.status()["router"].get("latencyMs", {}).get("count", 0) >= n, seconds * 4 + 60,
+                       "the stamped stream in the stores", 0.5)
+            wait_until(lambda: page.probe()["turnEnds"] >= 2, 60, "the stamped stream on the page", 0.5)
+            cpu_s = cpu.stop()
+            stores = app.status()["router"]["latencyMs"]
+            probe = page.probe(with_latency=True)
+        finally:
+            if page is not None:
+                page.close()
+            if app is not None:
+                app.stop()
+            gw.stop()
+    page_lat = percentiles(probe["lat"])
+    return {"n": n, "rate": rate,
+            "stores": {k: stores[k] for k in ("p50", "p99", "max", "count")},
+            "page": page_lat,
+            "pageLost": probe["gaps"], "pageDuplicated": probe["dup"], "pageOutOfOrder": probe["ooo"],
+            "cpuSeconds": cpu_s}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    rate = 2000
+    seconds = 10 if quick else 30
+    log(f"latency: dim-desktop, /stream {rate * seconds} {rate} stamp")
+    dim = dim_desktop(rate, seconds)
+    log(f"  stores {dim['stores']}, page {dim['page']}")
+    log("latency: single-process client, same stream")
+    n = rate * seconds
+    single = single_process(n, f"/stream {n} {rate} stamp", timeout=seconds * 4 + 60)
+    log(f"  {single['latencyMs']}")
+    return {"dim": dim, "single": {"stores": single["latencyMs"], "check": single["check"]}}
+
+
+if __name__ == "__main__":
+    import sys
+    print(json.dumps(run("--quick" in sys.argv), indent=2))

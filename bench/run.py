@@ -1,0 +1,226 @@
+"""`bin/bench [--quick] [--json FILE] [--only NAME,...]`: every benchmark, one table, optional JSON.
+
+Benchmarks (one module each): throughput, latency, stall, memory, hotpath, and sync (bench/sync_bench.py,
+written separately; reported as not available when it is absent). A benchmark that fails is
+reported as such and the others still run. Nothing here asserts a timing: the goals are printed
+beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.harness import log, machine
+
+ORDER = ["throughput", "latency", "stall", "memory", "hotpath", "sync"]
+
+
+def _run_one(name: str, quick: bool) -> Any:
+    if name == "sync":
+        if importlib.util.find_spec("bench.sync_bench") is None:
+            return {"available": False, "reason": "bench/sync_bench.py is not there"}
+        return importlib.import_module("bench.sync_bench").run(quick)
+    return importlib.import_module(f"bench.{name}").run(quick)
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """The documented keys (docs/performance.md), from the benchmarks' own results."""
+    out: dict[str, Any] = {}
+    tp = raw.get("throughput") or {}
+    if "error" not in tp and tp:
+        out["throughput"] = {
+            "raw_recv_eps": _get(tp, "raw", "eps"),
+            "raw_recv_utf8_eps": _get(tp, "rawUtf8", "eps"),
+            "raw_recv_buffered_eps": _get(tp, "rawBuffered", "eps"),
+            "connection_eps": _get(tp, "dim", "connection", "eps"),
+            "stores_eps": _get(tp, "dim", "stores", "eps"),
+            "page_eps": _get(tp, "dim", "page", "eps"),
+            "single_process_eps": _get(tp, "single", "eps"),
+            "stores_no_page_eps": _get(tp, "dimNoPage", "stores", "eps"),
+            "connection_no_page_eps": _get(tp, "dimNoPage", "connection", "eps"),
+            "page_backlog_peak": _get(tp, "dim", "page", "bridgeQueuePeak"),
+            "page_lost": _get(tp, "dim", "page", "lost"),
+        }
+    lat = raw.get("latency") or {}
+    if "error" not in lat and lat:
+        out["latency_ms"] = {
+            "stores": {k: _get(lat, "dim", "stores", k) for k in ("p50", "p99", "max")},
+            "page": {k: _get(lat, "dim", "page", k) for k in ("p50", "p99", "max")},
+            "single_process": {k: _get(lat, "single", "stores", k) for k in ("p50", "p99", "max")},
+        }
+    for key in ("stall", "memory", "hotpath"):
+        if raw.get(key) is not None:
+            out[key] = raw[key]
+    sync = raw.get("sync")
+    out["sync"] = sync.get("sync", sync) if isinstance(sync, dict) else sync
+    return out
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}{unit}"
+        return f"{v:.3g}{unit}" if isinstance(v, float) else f"{v}{unit}"
+    return f"{v}{unit}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    try:
+        return f"{a / b:.2f}"
+    except (TypeError, ZeroDivisionError):
+        return "-"
+
+
+def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str]] = [("", "dim-desktop", "single-process", "ratio", "goal")]
+    t = s.get("throughput") or {}
+    if t:
+        rows += [
+            ("THROUGHPUT, events/s (200,000 deltas)", "", "", "", ""),
+            ("  plain websocket-client loop (ceiling)", "", _fmt(t.get("raw_recv_eps")), "", ""),
+            ("    same, with UTF-8 validation", "", _fmt(t.get("raw_recv_utf8_eps")),
+             _ratio(t.get("raw_recv_eps"), t.get("raw_recv_utf8_eps")) + "x cost", ""),
+            ("    same, read-ahead buffer (fastws)", "", _fmt(t.get("raw_recv_buffered_eps")), "", ""),
+            ("  at the connection process / socket", _fmt(t.get("connection_eps")), "", "", ""),
+            ("  at the stores", _fmt(t.get("stores_eps")), _fmt(t.get("single_process_eps")),
+             _ratio(t.get("stores_eps"), t.get("single_process_eps")), ">= 0.5 x plain"),
+            ("  stores / plain loop", _ratio(t.get("stores_eps"), t.get("raw_recv_eps")),
+             _ratio(t.get("single_process_eps"), t.get("raw_recv_eps")), "", ">= 0.50"),
+            ("  stores / plain loop with read-ahead", _ratio(t.get("stores_eps"), t.get("raw_recv_buffered_eps")),
+             _ratio(t.get("single_process_eps"), t.get("raw_recv_buffered_eps")), "", ""),
+            ("  at the page (headless Chromium)", _fmt(t.get("page_eps")), "", "", "every event"),
+            ("  page: lost / backlog peak (frames)", f"{_fmt(t.get('page_lost'))} / {_fmt(t.get('page_backlog_peak'))}",
+             "", "", "0 / bounded"),
+            ("  without a page: connection / stores", f"{_fmt(t.get('connection_no_page_eps'))} / "
+             f"{_fmt(t.get('stores_no_page_eps'))}", "", "", ""),
+        ]
+    lat = s.get("latency_ms") or {}
+    if lat:
+        def pct(d: dict | None) -> str:
+            d = d or {}
+            return "/".join(_fmt(d.get(k)) for k in ("p50", "p99", "max"))
+        rows += [
+            ("LATENCY at 2,000 events/s, ms p50/p99/max", "", "", "", ""),
+            ("  gateway send -> stores", pct(lat.get("stores")), pct(lat.get("single_process")), "",
+             "p99 <= 5"),
+            ("  gateway send -> page", pct(lat.get("page")), "", "", "p99 <= 25"),
+        ]
+    st = raw.get("stall") or {}
+    if st and "error" not in st:
+        d, g = st.get("dim") or {}, st.get("single") or {}
+
+        def pings(x: dict, phase: str) -> str:
+            p = _get(x, "pingMs", phase) or {}
+            txt = f"{_fmt(p.get('p50'))}/{_fmt(p.get('p99'))}"
+            if p.get("unanswered"):
+                txt += f" (+{p['unanswered']} unanswered, {_fmt(p.get('unansweredWaitedMs'))} ms)"
+            return txt
+
+        def loss(x: dict) -> str:
+            c = x.get("stores") or {}
+            return f"{_fmt(c.get('lost'))}/{_fmt(c.get('duplicated'))}/{_fmt(c.get('outOfOrder'))}"
+
+        rows += [
+            (f"STALL ({st.get('note')}; UI blocked 10 s)", "", "", "", ""),
+            ("  disconnects seen by the gateway", _fmt(d.get("disconnects")), _fmt(g.get("disconnects")), "", "0"),
+            ("  client reconnects", _fmt(d.get("reconnects")), _fmt(g.get("reconnects")), "", "0"),
+            ("  ping RTT before, ms p50/p99", pings(d, "before"), pings(g, "before"), "", ""),
+            ("  ping RTT, UI blocked", pings(d, "uiBlocked"), pings(g, "uiBlocked"), "", ""),
+            ("  ping RTT, process stopped", pings(d, "stopped"), pings(g, "stopped"), "", ""),
+            ("  lost/duplicated/out of order (stores)", loss(d), loss(g), "", "0/0/0"),
+            ("  lost/duplicated/out of order (page)",
+             "/".join(_fmt((d.get("page") or {}).get(k)) for k in ("lost", "duplicated", "outOfOrder")), "", "",
+             "0/0/0"),
+            ("  peak RSS MB (connection process)", _fmt(_get(d, "peakRssMb", "connection")),
+             _fmt(_get(g, "peakRssMb", "process")), "", ""),
+        ]
+    mem = raw.get("memory") or {}
+    if mem and "error" not in mem:
+        rows.append(("MEMORY, 1,000,000-delta burst, peak RSS MB", "", "", "", ""))
+        for mode, r in mem.items():
+            p = r.get("peakRssMb") or {}
+            rows.append((f"  {mode}: gateway/connection/supervisor",
+                         "/".join(_fmt(p.get(k)) for k in ("gateway", "connection", "supervisor")) +
+                         (" (spilled)" if r.get("spilled") else ""), "", "", "<= 200 each"))
+            c = r.get("check") or {}
+            rows.append((f"  {mode}: lost/duplicated/out of order",
+                         f"{_fmt(c.get('lost'))}/{_fmt(c.get('duplicated'))}/{_fmt(c.get('outOfOrder'))}", "", "",
+                         "0/0/0"))
+    sync = s.get("sync")
+    if not isinstance(sync, dict) or sync.get("available") is False:
+        rows.append(("SYNC: not available", "", "", "", ""))
+    elif "error" not in sync:
+        rows.append(("SYNC (bench/sync_bench.py)", "", "", "", ""))
+    if isinstance(sync, dict) and sync.get("available") is not False and "error" not in sync:
+        for k, v in sync.items():
+            if not isinstance(v, (dict, list)):
+                rows.append((f"  {k}", _fmt(v), "", "", ""))
+            elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()):
+                rows.append((f"  {k}", " ".join(f"{a}={_fmt(b)}" for a, b in v.items()), "", "", ""))
+    for name in ORDER:
+        if isinstance(raw.get(name), dict) and "error" in raw[name]:
+            rows.append((f"{name.upper()}: FAILED: {raw[name]['error'][:160]}", "", "", "", ""))
+    # Section titles (a row with only its first cell) span the table and do not set its widths.
+    body = [r for r in rows if any(r[1:])]
+    widths = [max(len(r[i]) for r in body) for i in range(5)]
+    return "\n".join(("  ".join(c.ljust(w) for c, w in zip(r, widths)) if any(r[1:]) else r[0]).rstrip()
+                     for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bin/bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the short run (under 5 minutes on 2 cores)")
+    ap.add_argument("--json", metavar="FILE", help="write the figures here")
+    ap.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of: {', '.join(ORDER)}")
+    args = ap.parse_args(argv)
+    names = args.only.split(",") if args.only else ORDER
+    started = time.time()
+    raw: dict[str, Any] = {}
+    for name in names:
+        t0 = time.monotonic()
+        try:
+            raw[name] = _run_one(name, args.quick)
+        except Exception as e:  # one failed benchmark must not hide the others
+            traceback.print_exc()
+            raw[name] = {"error": f"{type(e).__name__}: {e}"}
+        log(f"{name}: {time.monotonic() - t0:.0f}s")
+    s = summary(raw)
+    report = {"machine": {**machine(), "loadavg1": round(os.getloadavg()[0], 2)}, "quick": args.quick,
+              "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "seconds": round(time.time() - started), **s, "raw": raw}
+    m = report["machine"]
+    print(f"\ndim-desktop benchmarks{' (quick)' if args.quick else ''}: {m['nproc']} cores, {m['cpu']}, "
+          f"{m['memGB']} GB, Python {m['python']}; load average at the end {m['loadavg1']}; "
+          f"{report['seconds']} s\n")
+    print(table(raw, s))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"\nfigures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

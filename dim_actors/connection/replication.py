@@ -1,0 +1,383 @@
+"""Replication links: one WebSocket per synced session, in the connection process (docs/sync.md).
+
+Each link has two threads. The reader connects (with backoff), sends ``CatchupRequest`` from the
+last sequence the journal has applied, and reads: notifications are handed up in batches closed by
+the gateway's Heartbeat; fetched content is written to a spool file under DIM_HOME, verified
+against its sha256, and handed up by path (content never crosses the pipe or a message log). The
+sender thread sends write-backs (reading each file here and checking it still has the hash the
+journal recorded), content requests and acks, in order, whenever the link is up.
+
+The journal owns what must survive: the applied sequence, pending write-backs (it resends the
+unanswered ones when a link comes back; the gateway answers a resend with its first answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote, urlsplit
+
+import msgspec
+import websocket
+
+from dim_actors.connection.uplink import Uplink
+from dim_actors.messages import (
+    AckSequence,
+    ContentItem,
+    ContentReady,
+    FetchContent,
+    Msg,
+    ReplicationState,
+    ReplicationUpdate,
+    SendWriteBack,
+    StartReplication,
+    StopReplication,
+    WriteBackItem,
+    WriteBackOutcome,
+)
+from dim_actors.sync import wire
+
+log = logging.getLogger("dim.connection.replication")
+
+NOTIFY_BATCH = 256  # notifications handed up at once at most (a Heartbeat closes a batch sooner)
+READY_BATCH = 64  # fetched files handed up at once at most
+WRITEBACK_FRAME = 8 << 20  # content bytes per WriteBack frame
+IDLE_TIMEOUT_S = 15.0  # the gateway heartbeats every 2 s: silence this long means a dead link
+
+
+def replication_url(gateway_url: str, session_id: str, replica_id: str, token: str | None) -> str:
+    """ws://host:port/ws -> ws://host:port/replicate?sessionId=...&replicaId=...[&token=...]"""
+    u = urlsplit(gateway_url)
+    query = f"sessionId={quote(session_id, safe='')}&replicaId={quote(replica_id, safe='')}"
+    if token:
+        query += f"&token={quote(token, safe='')}"
+    return f"{u.scheme}://{u.netloc}/replicate?{query}"
+
+
+class Link:
+    def __init__(self, start: StartReplication, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]]):
+        self.sid = start.sessionId
+        self.replica_id = start.replicaId
+        self.since = start.sinceSequence
+        self.spool = Path(start.spoolDir)
+        self.uplink = uplink
+        self.target = target
+        self.ws: websocket.WebSocket | None = None
+        self.connected = threading.Event()
+        self.stopped = threading.Event()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.outq: queue.SimpleQueue = queue.SimpleQueue()
+        self.wanted: OrderedDict[str, None] = OrderedDict()  # content requested and not yet complete
+        self.notes: list[wire.Notification] = []
+        self.ready: list[ContentItem] = []
+        self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
+        self.state = ""
+        self.attempt = 0
+        self.reader = threading.Thread(target=self._run_reader, name=f"replication-{self.sid[:8]}", daemon=True)
+        self.sender = threading.Thread(target=self._run_sender, name=f"replication-out-{self.sid[:8]}", daemon=True)
+
+    def start(self) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        for leftover in self.spool.glob("*"):  # spool files of an earlier process: nobody waits for them
+            leftover.unlink(missing_ok=True)
+        self.reader.start()
+        self.sender.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+        self.outq.put(None)
+        self._close()
+        self._report("stopped")
+
+    # --- commands (any thread) ------------------------------------------------------------------------
+
+    def restart_from(self, start: StartReplication) -> None:
+        """StartReplication for a running link: the journal's view wins (e.g. a reset to 0)."""
+        if start.sinceSequence != self.since or start.replicaId != self.replica_id:
+            self.since, self.replica_id = start.sinceSequence, start.replicaId
+            self._close()  # reconnect and catch up from there
+        else:
+            self._report(self.state or "connecting", force=True)
+
+    def put(self, msg: Msg) -> None:
+        if isinstance(msg, AckSequence):
+            self.since = max(self.since, msg.upToSequence)
+        self.outq.put(msg)
+
+    # --- the reader -----------------------------------------------------------------------------------
+
+    def _report(self, state: str, detail: str = "", force: bool = False) -> None:
+        if state != self.state or force:
+            self.state = state
+            self.uplink.put_control(ReplicationState(sessionId=self.sid, state=state, detail=detail))
+
+    def _run_reader(self) -> None:
+        while not self.stopped.is_set():
+            url, token = self.target()
+            if not url:
+                self._report("retrying", "no gateway URL yet")
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            self._report("connecting")
+            delay = None
+            try:
+                self._connect_and_read(replication_url(url, self.sid, self.replica_id, token))
+                detail = "the gateway closed the replication socket"
+            except websocket.WebSocketBadStatusException as e:
+                code = e.status_code
+                detail = {401: "the gateway refused the token", 404: "the gateway has no such session",
+                          429: "too many failed authentications"}.get(code, f"HTTP {code}")
+                self._report("refused", detail)
+                delay = 5.0
+            except (OSError, websocket.WebSocketException, msgspec.DecodeError, msgspec.ValidationError) as e:
+                detail = f"{type(e).__name__}: {e}"
+            finally:
+                self.connected.clear()
+                self._close()
+                self._flush_notes(None)
+            if self.stopped.is_set():
+                break
+            self.attempt += 1
+            if delay is None:
+                delay = random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2 ** min(self.attempt, 6))
+                self._report("retrying", detail)
+            self.wake.wait(delay)
+            self.wake.clear()
+
+    def _connect_and_read(self, url: str) -> None:
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        ws.connect(url, timeout=10, suppress_origin=True)
+        self.ws = ws
+        ws.settimeout(IDLE_TIMEOUT_S)
+        self._send(wire.CatchupRequest(sinceSequence=self.since))
+        with self.lock:
+            wanted = list(self.wanted)
+            for f, _, _ in self.parts.values():
+                f.close()
+            self.parts.clear()
+        for h in wanted:  # pieces of an interrupted fetch start over
+            self._send(wire.ContentFetchRequest(contentHash=h))
+        self.connected.set()
+        self.outq.put("connected")  # wakes the sender for what waited
+        self.attempt = 0
+        self._report("connected")
+        while not self.stopped.is_set():
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            if opcode != websocket.ABNF.OPCODE_BINARY:
+                log.warning("replication %s: a non-binary frame, ignored", self.sid)
+                continue
+            self._on_frame(wire.decode_to_replica(data))
+
+    def _on_frame(self, msg: wire.WireMsg) -> None:
+        if isinstance(msg, wire.Notification):
+            self.notes.append(msg)
+            if len(self.notes) >= NOTIFY_BATCH:
+                self._flush_notes(None)
+        elif isinstance(msg, wire.Heartbeat):
+            self._flush_notes(msg.sequence)
+        elif isinstance(msg, wire.ContentFetchResponse):
+            self._on_content(msg)
+        elif isinstance(msg, wire.ContentNotFound):
+            self._content_done(ContentItem(msg.contentHash, "", 0, "the gateway has no content with this hash"))
+        elif isinstance(msg, wire.WriteBackResult):
+            self.uplink.put_control(WriteBackOutcome(sessionId=self.sid, accepted=msg.accepted, rejected=msg.rejected))
+        elif isinstance(msg, wire.FullResyncRequired):
+            self._flush_notes(None)
+            self.since = 0
+            self.uplink.put_control(ReplicationUpdate(sessionId=self.sid, fullResync=msg.reason))
+            self._send(wire.CatchupRequest(sinceSequence=0))
+        elif isinstance(msg, wire.ReplicationError):
+            log.warning("replication %s: the gateway says %s: %s", self.sid, msg.code, msg.message)
+
+    def _flush_notes(self, sequence: int | None) -> None:
+        if self.notes or sequence is not None:
+            notes, self.notes = self.notes, []
+            self.uplink.put_control(ReplicationUpdate(sessionId=self.sid, notifications=notes, sequence=sequence))
+
+    def _on_content(self, msg: wire.ContentFetchResponse) -> None:
+        h = msg.contentHash
+        with self.lock:
+            if h not in self.wanted:
+                return
+            part = self.parts.get(h)
+            if msg.offset == 0 or part is None:
+                if part is not None:
+                    part[0].close()
+                part = (open(self.spool / f"{h}.part", "wb"), hashlib.sha256(), 0)
+            f, digest, offset = part
+            if msg.offset != offset:
+                f.close()
+                self.parts.pop(h, None)
+                self._content_done(ContentItem(h, "", 0, f"piece at {msg.offset}, expected {offset}"))
+                return
+            f.write(msg.data)
+            digest.update(msg.data)
+            self.parts[h] = (f, digest, offset + len(msg.data))
+            if not msg.last:
+                return
+            f.close()
+            del self.parts[h]
+        part_path = self.spool / f"{h}.part"
+        if digest.hexdigest() != h:
+            part_path.unlink(missing_ok=True)
+            self._content_done(ContentItem(h, "", 0, "content does not match its hash"))
+            return
+        final = self.spool / h
+        os.replace(part_path, final)
+        self._content_done(ContentItem(h, str(final), offset + len(msg.data)))
+
+    def _content_done(self, item: ContentItem) -> None:
+        with self.lock:
+            self.wanted.pop(item.contentHash, None)
+            self.ready.append(item)
+            flush = not self.wanted or len(self.ready) >= READY_BATCH
+            if flush:
+                items, self.ready = self.ready, []
+        if flush:
+            self.uplink.put_control(ContentReady(sessionId=self.sid, items=items))
+
+    # --- the sender -----------------------------------------------------------------------------------
+
+    def _send(self, msg: wire.WireMsg) -> None:
+        ws = self.ws
+        if ws is None:
+            raise websocket.WebSocketConnectionClosedException("not connected")
+        ws.send_binary(wire.encode(msg))
+
+    def _run_sender(self) -> None:
+        held: list = []  # what came while the link was down, in order
+        while not self.stopped.is_set():
+            item = self.outq.get()
+            if item is None:
+                return
+            if item != "connected":
+                held.append(item)
+            if not self.connected.is_set():
+                continue
+            while held and self.connected.is_set():
+                try:
+                    self._perform(held[0])
+                except (OSError, websocket.WebSocketException) as e:
+                    log.info("replication %s: send failed (%s); kept for the reconnect", self.sid, e)
+                    break
+                held.pop(0)
+
+    def _perform(self, msg: Msg) -> None:
+        if isinstance(msg, FetchContent):
+            fresh = []
+            with self.lock:
+                for h in msg.hashes:
+                    if not wire.valid_hash(h):
+                        continue
+                    if h not in self.wanted:
+                        self.wanted[h] = None
+                        fresh.append(h)
+            for h in fresh:
+                self._send(wire.ContentFetchRequest(contentHash=h))
+        elif isinstance(msg, AckSequence):
+            self._send(wire.Ack(upToSequence=msg.upToSequence))
+        elif isinstance(msg, SendWriteBack):
+            self._write_back(msg.entries)
+
+    def _write_back(self, items: list[WriteBackItem]) -> None:
+        entries: list[wire.WriteBackEntry] = []
+        refused: list[wire.Rejected] = []
+        size = 0
+        for it in items:
+            if it.isDeletion:
+                entries.append(wire.WriteBackEntry(localSeq=it.localSeq, filepath=it.path, contentHash="", size=0,
+                                                   permissions=0, baseIteration=it.baseIteration, isDeletion=True))
+                continue
+            try:
+                with open(it.localPath, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                refused.append(wire.Rejected(it.localSeq, "unreadable", str(e)))
+                continue
+            if hashlib.sha256(data).hexdigest() != it.contentHash:
+                refused.append(wire.Rejected(it.localSeq, "changed", "the file changed since it was recorded"))
+                continue
+            content: bytes | None = data
+            if len(data) > wire.WRITEBACK_INLINE_LIMIT:
+                for off in range(0, len(data), wire.CHUNK_SIZE):
+                    self._send(wire.ContentUpload(contentHash=it.contentHash, offset=off, totalSize=len(data),
+                                                  data=data[off:off + wire.CHUNK_SIZE]))
+                content = None
+            elif size + len(data) > WRITEBACK_FRAME and entries:
+                self._send(wire.WriteBack(entries=entries))
+                entries, size = [], 0
+            size += len(content or b"")
+            entries.append(wire.WriteBackEntry(localSeq=it.localSeq, filepath=it.path, contentHash=it.contentHash,
+                                               size=len(data), permissions=it.permissions,
+                                               baseIteration=it.baseIteration, content=content))
+        if entries:
+            self._send(wire.WriteBack(entries=entries))
+        if refused:
+            self.uplink.put_control(WriteBackOutcome(sessionId=self.sid, rejected=refused))
+
+    def _close(self) -> None:
+        ws, self.ws = self.ws, None
+        if ws is not None and ws.sock is not None:
+            try:
+                ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                ws.close(timeout=0.2)
+            except Exception:  # a dead socket may fail to close in many ways; it is gone either way
+                pass
+
+
+class ReplicationLinks:
+    """The connection process's replication sockets, by session."""
+
+    def __init__(self, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]]):
+        self.uplink = uplink
+        self.target = target
+        self.links: dict[str, Link] = {}
+
+    def on_command(self, msg: Msg) -> None:
+        sid = msg.sessionId  # type: ignore[attr-defined]
+        link = self.links.get(sid)
+        if isinstance(msg, StartReplication):
+            if link is not None and not link.stopped.is_set():
+                link.restart_from(msg)
+                return
+            link = self.links[sid] = Link(msg, self.uplink, self.target)
+            link.start()
+        elif isinstance(msg, StopReplication):
+            if link is not None:
+                del self.links[sid]
+                link.stop()
+            else:
+                self.uplink.put_control(ReplicationState(sessionId=sid, state="stopped"))
+        elif link is not None:
+            link.put(msg)
+        elif isinstance(msg, SendWriteBack):
+            self.uplink.put_control(WriteBackOutcome(sessionId=sid, rejected=[
+                wire.Rejected(e.localSeq, "no_link", "replication is not running for this session")
+                for e in msg.entries]))
+
+    def gateway_changed(self) -> None:
+        """A new gateway URL or token: every link reconnects to it."""
+        for link in self.links.values():
+            link._close()
+            link.wake.set()
+
+    def close(self) -> None:
+        for link in list(self.links.values()):
+            link.stop()
+        self.links.clear()

@@ -1,0 +1,162 @@
+"""The tray icon (pystray, in the `desktop` extra), where the desktop has a system tray.
+
+The icon shows the gateway connection's state (its colour and its title); its menu opens the
+window, pauses or resumes sync, and quits. pystray's plain X11 backend has no menu: there a click
+opens the window. No tray (no display, pystray missing, no system tray on the screen): nothing
+happens but one line in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+from dim_actors.desktop.window import INSTALL_HINT, has_display
+
+log = logging.getLogger("dim.desktop.tray")
+
+COLOURS = {"connected": (46, 157, 91), "connecting": (208, 138, 26), "reconnecting": (208, 138, 26),
+           "auth_failed": (192, 57, 43), "offline": (128, 128, 128)}
+
+
+def icon_image(state: str, size: int = 64) -> Any:
+    """The diminuendo wedge, with a dot in the connection state's colour."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    s = size / 64
+    d.line([(8 * s, 14 * s), (52 * s, 30 * s), (8 * s, 46 * s)], fill=(60, 110, 200, 255), width=int(7 * s),
+           joint="curve")
+    colour = COLOURS.get(state, COLOURS["offline"])
+    d.ellipse([38 * s, 38 * s, 62 * s, 62 * s], fill=(*colour, 255), outline=(255, 255, 255, 255), width=int(3 * s))
+    return img
+
+
+def _x11_tray_owner() -> str | None:
+    """None when an X11 system tray owns _NET_SYSTEM_TRAY_Sn; else why there is none."""
+    try:
+        from Xlib import X, display as xdisplay
+    except ImportError:
+        return "python-xlib is missing"
+    try:
+        d = xdisplay.Display()
+    except Exception as e:
+        return f"cannot open the X display: {e}"
+    try:
+        atom = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
+        owner = d.get_selection_owner(atom)
+        return None if owner != X.NONE else "no system tray on this screen (nothing owns _NET_SYSTEM_TRAY)"
+    finally:
+        d.close()
+
+
+def tray_support() -> str | None:
+    if not has_display():
+        return "no display"
+    try:
+        import pystray
+    except ImportError:
+        return f"pystray is not installed ({INSTALL_HINT})"
+    except Exception as e:  # pystray picks its backend at import; it can fail there
+        return f"pystray cannot start: {e}"
+    backend = pystray.Icon.__module__.rsplit(".", 1)[-1]
+    if backend == "_xorg":
+        if not os.environ.get("DISPLAY"):
+            return "pystray's X11 backend needs DISPLAY"
+        return _x11_tray_owner()
+    return None
+
+
+class Tray:
+    def __init__(self, on_open: Callable[[], None], on_quit: Callable[[], None],
+                 on_sync_paused: Callable[[bool], None], connection_state: Callable[[], str]):
+        self.on_open = on_open
+        self.on_quit = on_quit
+        self.on_sync_paused = on_sync_paused
+        self.connection_state = connection_state
+        self.icon: Any = None
+        self.sync_paused = False
+        self.state = ""
+        self.stopped = threading.Event()
+        self.has_menu = False
+
+    def start(self) -> bool:
+        why = tray_support()
+        if why is not None:
+            log.info("no tray icon: %s", why)
+            return False
+        import pystray
+
+        item = pystray.MenuItem
+        menu = pystray.Menu(
+            item("Open Diminuendo", lambda: self.on_open(), default=True),
+            item(lambda _: "Resume sync" if self.sync_paused else "Pause sync", self._toggle_sync),
+            pystray.Menu.SEPARATOR,
+            item("Quit", lambda: self.on_quit()),
+        )
+        self.state = self.connection_state() or "offline"
+        self.icon = pystray.Icon("dim-desktop", icon_image(self.state), self._title(), menu)
+        self.has_menu = bool(getattr(self.icon, "HAS_MENU", False))
+        self._accept_clicks()
+        try:
+            self.icon.run_detached()
+        except Exception as e:
+            log.info("no tray icon: %s", e)
+            self.icon = None
+            return False
+        threading.Thread(target=self._watch, name="tray-state", daemon=True).start()
+        log.info("tray icon shown (%s%s)", type(self.icon).__module__.rsplit(".", 1)[-1].lstrip("_"),
+                 "" if self.has_menu else ", no menu: a click opens the window")
+        return True
+
+    def _accept_clicks(self) -> None:
+        """pystray's X11 backend handles ButtonPress but never asks the X server for it (its
+        window's event mask lacks ButtonPressMask), so a click would never arrive: ask for it."""
+        window = getattr(self.icon, "_window", None)
+        if window is None or type(self.icon).__module__ != "pystray._xorg":
+            return
+        try:
+            from Xlib import X
+
+            window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
+            self.icon._display.flush()
+        except Exception:
+            log.debug("could not ask for clicks on the tray icon", exc_info=True)
+
+    def _title(self) -> str:
+        return f"Diminuendo: {self.state.replace('_', ' ')}" + (" (sync paused)" if self.sync_paused else "")
+
+    def _toggle_sync(self) -> None:
+        self.sync_paused = not self.sync_paused
+        self.on_sync_paused(self.sync_paused)
+        self._refresh(force=True)
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(1.0):
+            self._refresh()
+
+    def _refresh(self, force: bool = False) -> None:
+        try:
+            state = self.connection_state() or "offline"
+        except Exception:
+            return
+        if (state != self.state or force) and self.icon is not None:
+            self.state = state
+            try:
+                self.icon.icon = icon_image(state)
+                self.icon.title = self._title()
+                if self.has_menu:
+                    self.icon.update_menu()
+            except Exception:
+                log.debug("tray update failed", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.icon is not None:
+            try:
+                self.icon.stop()
+            except Exception:
+                log.debug("tray stop failed", exc_info=True)

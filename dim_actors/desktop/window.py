@@ -1,0 +1,154 @@
+"""The native window: pywebview with its Qt backend (the `desktop` extra), on the main thread.
+
+Closing the window hides it: the supervisor and the gateway connection keep running, and the tray,
+a second `dim-desktop` or `dimctl show` bring it back. The window goes for good only when the app
+stops (`destroy`), which ends `run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger("dim.desktop.window")
+
+INSTALL_HINT = "pip install 'dim-desktop[desktop]'"
+# A Qt application that cannot reach the display aborts its whole process (qFatal), so whether
+# one can start here is asked of a throwaway process first.
+_PROBE = ("import sys\n"
+          "from qtpy.QtWidgets import QApplication\n"
+          "from qtpy import QtWebEngineWidgets\n"
+          "app = QApplication(sys.argv[:1])\n"
+          "print('ok', flush=True)\n")
+
+
+def has_display(env: dict[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    if not sys.platform.startswith("linux") and not sys.platform.startswith(("freebsd", "openbsd")):
+        return True
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
+def prepare_env() -> None:
+    """Qt WebEngine (Chromium) refuses to run as root with its sandbox on."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "QTWEBENGINE_DISABLE_SANDBOX" not in os.environ:
+        os.environ["QTWEBENGINE_DISABLE_SANDBOX"] = "1"
+
+
+def window_support(timeout: float = 30.0) -> str | None:
+    """None when a native window can open here; otherwise the reason it cannot (one line)."""
+    if not has_display():
+        return "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    try:
+        import webview  # noqa: F401
+    except ImportError:
+        return f"pywebview is not installed ({INSTALL_HINT})"
+    try:
+        import qtpy  # noqa: F401
+    except Exception as e:  # qtpy raises its own error when no Qt binding is installed
+        return f"pywebview's Qt backend is not installed ({INSTALL_HINT}): {e}"
+    prepare_env()
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"Qt did not start within {timeout:.0f}s"
+    if r.returncode != 0 or "ok" not in r.stdout:
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+        important = [ln for ln in lines if "needed" in ln or "Could not" in ln or "Error" in ln] or lines[-2:]
+        return "Qt cannot start here: " + " / ".join(important[:3])[:400]
+    return None
+
+
+class NativeWindow:
+    def __init__(self, url: str, title: str = "Diminuendo"):
+        self.url = url
+        self.title = title
+        self.window: Any = None
+        self.quitting = False
+        self.started = threading.Event()
+        self.loaded = threading.Event()
+        self.visible = False
+
+    def run(self, on_started: Callable[[], None] | None = None) -> None:
+        """On the main thread: open the window and run the GUI loop until `destroy`."""
+        prepare_env()
+        import webview
+
+        # Qt names the window's class (WM_CLASS) and the app after argv[0].
+        sys.argv[:1] = ["dim-desktop"]
+        self.window = webview.create_window(self.title, self.url, width=1280, height=800, min_size=(800, 560),
+                                            background_color="#1e1f22")
+        self.window.events.closing += self._on_closing
+        self.window.events.shown += self._on_shown
+        self.window.events.loaded += self.loaded.set
+
+        def started() -> None:
+            self.started.set()
+            if on_started is not None:
+                on_started()
+
+        webview.start(started, gui="qt", private_mode=True)
+        self.visible = False
+        log.info("window closed for good")
+
+    def _on_shown(self) -> None:
+        self.visible = True
+        log.info("window shown")
+
+    def _on_closing(self) -> bool:
+        if self.quitting:
+            return True
+        # Closing only hides: the app keeps running in the background (tray, dim-desktop, dimctl show).
+        self.visible = False
+        threading.Thread(target=self._hide, name="window-hide", daemon=True).start()
+        log.info("window closed by the user: hidden, dim-desktop keeps running (dimctl stop ends it)")
+        return False
+
+    def _hide(self) -> None:
+        try:
+            self.window.hide()
+        except Exception:
+            log.exception("hiding the window failed")
+
+    def show(self, session_id: str | None = None) -> None:
+        """From any thread: bring the window back (and select a session)."""
+        if self.window is None:
+            return
+        self.window.show()
+        self.window.restore()  # raise it and give it the focus (show alone only maps it)
+        self.visible = True
+        if session_id:
+            threading.Thread(target=self._select, args=(session_id,), name="window-select", daemon=True).start()
+
+    def _select(self, session_id: str) -> None:
+        import json
+
+        if not self.loaded.wait(30):
+            return
+        try:
+            self.window.evaluate_js(
+                f"window.__dim && window.__dim.selectSession && window.__dim.selectSession({json.dumps(session_id)})")
+        except Exception:
+            log.exception("selecting session %s in the window failed", session_id)
+
+    def focused(self) -> bool:
+        if self.window is None or not self.visible:
+            return False
+        native = getattr(self.window, "native", None)
+        try:
+            return bool(native is not None and native.isVisible() and native.isActiveWindow())
+        except Exception:
+            return False
+
+    def destroy(self) -> None:
+        self.quitting = True
+        if self.window is not None and self.started.is_set():
+            try:
+                self.window.destroy()
+            except Exception:
+                log.exception("destroying the window failed")

@@ -1,0 +1,465 @@
+"""dim-desktop on the desktop: reopening a running instance, native notifications, the page's
+notifications in Chromium, the native window (pywebview + Qt) under Xvfb, the tray's absence."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from apphelpers import ROOT, App, wait_until
+from dim_actors.desktop.notify import _Ev, describe
+
+RECORDER = """#!/bin/sh
+# Stands in for a program the app starts (the browser, notify-send): records its arguments.
+printf '%s\\n' "$*" >> "{log}"
+"""
+
+
+def recorder(tmp: Path, name: str) -> tuple[Path, Path]:
+    log = tmp / f"{name}.log"
+    script = tmp / name
+    script.write_text(RECORDER.format(log=log))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script, log
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+class DesktopApp(App):
+    """dim-desktop as a user starts it: without --no-browser (App always passes it)."""
+
+    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None):
+        self.home = home
+        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
+        self.env.pop("DIM_TOKEN", None)
+        self.log = open(home / "app-output.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.app", *(args or [])], cwd=ROOT,
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
+        self.base = self.runtime["uiUrl"].split("/?")[0]
+        self.token = self.runtime["token"]
+
+
+def second_instance(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dim_actors.app", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def app_log(home: Path) -> str:
+    return (home / "logs" / "dim-desktop.log").read_text(errors="replace")
+
+
+# --- a second dim-desktop reopens the running one ---------------------------------------------------
+
+
+def test_a_second_dim_desktop_opens_the_running_ones_ui_and_exits_0(dim_home: Path, tmp_path: Path):
+    browser, opened = recorder(tmp_path, "browser")
+    app = App(dim_home, env={"BROWSER": f"{browser} %s"})  # --no-browser: nothing opened at start
+    try:
+        app.wait_connected()
+        assert lines(opened) == []
+        second = second_instance(app.env)
+        assert second.returncode == 0, second.stderr
+        assert "already running" in second.stdout and str(app.runtime["pid"]) in second.stdout
+        assert "showing its UI in the browser" in second.stdout  # no display here: the browser
+        wait_until(lambda: lines(opened), 10, what="the running instance to open the browser")
+        assert lines(opened) == [app.runtime["uiUrl"]]
+        # dimctl show does the same, and can select a session.
+        out = app.dimctl("show", "--session", "abc")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: len(lines(opened)) == 2, 10, what="dimctl show to open the browser")
+        assert lines(opened)[1] == app.runtime["uiUrl"] + "&session=abc"
+        # Flags a second instance cannot apply are named, not silently dropped.
+        third = second_instance(app.env, "--gateway", "ws://127.0.0.1:9/ws")
+        assert third.returncode == 0 and "--gateway" in third.stderr
+        assert app.proc.poll() is None
+    finally:
+        assert app.stop() == 0
+
+
+# --- native notifications from the supervisor ---------------------------------------------------------
+
+FAKE_NOTIFY_SEND = """#!/bin/sh
+# A stand-in for libnotify's notify-send 0.8: records each notification; "clicks" the ones that
+# mention CLICK by printing the action, as notify-send --wait does.
+if [ "$1" = "--help" ]; then echo "  -A, --action=[NAME=]Text...   -w, --wait"; exit 0; fi
+printf '%s\\n' "$*" >> "{log}"
+case "$*" in *CLICK*) echo default ;; esac
+"""
+
+
+def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(dim_home: Path, tmp_path: Path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    notes = tmp_path / "notify.log"
+    (bindir / "notify-send").write_text(FAKE_NOTIFY_SEND.format(log=notes))
+    (bindir / "notify-send").chmod(0o755)
+    browser, opened = recorder(tmp_path, "browser")
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "BROWSER": f"{browser} %s"}
+    app = App(dim_home, env=env)
+    try:
+        app.wait_connected()
+        # No page is open (an open page shows its own notifications): the app notifies natively.
+        sid = app.invoke("create_session", agentType="coding-agent", name="notify me")["session"]["id"]
+        app.invoke("join_session", sessionId=sid)
+
+        def last_turn() -> dict:
+            turns = app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])
+            return turns[-1] if turns else {}
+
+        def notified(title: str) -> None:
+            wait_until(lambda: any(title in ln for ln in lines(notes)), 10, what=f"a {title!r} notification")
+
+        app.invoke("run_turn", sessionId=sid, text="all done")
+        notified("Turn complete")
+        app.invoke("run_turn", sessionId=sid, text="/ask Which CLICK color? | red | blue")
+        notified("Question from the agent")
+        q = last_turn()["items"][-1]
+        assert q["type"] == "question_requested"
+        app.invoke("answer_question", sessionId=sid, requestId=q["requestId"], answers=["red"])
+        wait_until(lambda: last_turn().get("status") == "complete", 10, what="the answered turn to complete")
+        app.invoke("run_turn", sessionId=sid, text="/permission rm -rf build")
+        notified("Permission requested")
+        p = last_turn()["items"][-1]
+        app.invoke("answer_question", sessionId=sid, requestId=p["requestId"], approved=True)
+        wait_until(lambda: last_turn().get("status") == "complete", 10, what="the approved turn to complete")
+        app.invoke("run_turn", sessionId=sid, text="/fail Boom it broke")
+        notified("Turn failed")
+
+        sent = lines(notes)
+        assert all("--app-name=dim-desktop" in ln and "--action=default=Open" in ln for ln in sent)
+        assert any("Turn failed" in ln and "notify me: Boom it broke" in ln for ln in sent), sent
+        assert any("Permission requested" in ln and "rm -rf build" in ln for ln in sent), sent
+        # The question's notification was "clicked": the app opened its UI on that session.
+        wait_until(lambda: lines(opened), 10, what="the click to open the UI")
+        assert lines(opened) == [f"{app.runtime['uiUrl']}&session={sid}"]
+        time.sleep(0.3)
+        # Only the four event types notify, each once: 3 turn_complete, question, permission, turn_error.
+        assert len(lines(notes)) == 6, lines(notes)
+        assert "native notifications through notify-send" in app_log(dim_home)
+
+        # While a page is open, the page notifies (Notification API), not the app.
+        events = app.events()
+        wait_until(lambda: app.status()["uibridge"].get("pages") == 1, 10, what="the page to count")
+        app.invoke("run_turn", sessionId=sid, text="quiet please")
+        events.wait_event("turn_complete", sid, where=lambda e: e.get("finalText") == "quiet please")
+        time.sleep(0.5)
+        assert len(lines(notes)) == 6
+        events.close()
+    finally:
+        assert app.stop() == 0
+
+
+def test_notification_texts():
+    ev = _Ev(type="turn_complete", sessionId="s1", finalText="\n  first line\nsecond")
+    assert describe(ev, "proj") == ("Turn complete", "proj: first line")
+    assert describe(_Ev(type="turn_complete", stopReason="stopped"), None)[0] == "Turn stopped"
+    assert describe(_Ev(type="permission_requested", action={"command": "ls"}), "p") == ("Permission requested", "p: ls")
+
+
+def test_without_a_notification_service_it_says_so_once(app: App):
+    sid = app.invoke("create_session", agentType="echo")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    events = app.events()
+    for text in ("one", "two"):
+        app.invoke("run_turn", sessionId=sid, text=text)
+        events.wait_event("turn_complete", sid, where=lambda e, t=text: e.get("finalText") == t)
+    wait_until(lambda: "native notifications are off" in app_log(app.home), 10, what="the log line")
+    log = app_log(app.home)
+    assert log.count("native notifications are off") == 1
+    assert log.count("no tray icon") <= 1
+    events.close()
+
+
+# --- the page's notifications in Chromium -----------------------------------------------------------------
+
+RECORD_NOTIFICATIONS = """
+(() => {
+  // Records what the page shows, through the browser's real Notification class.
+  const Real = window.Notification;
+  window.__notes = [];
+  window.__focused = true;
+  class Recorded extends Real {
+    constructor(title, options) {
+      super(title, options);
+      window.__notes.push({ title, body: (options && options.body) || "", tag: (options && options.tag) || "" });
+      window.__lastNote = this;
+    }
+  }
+  window.Notification = Recorded;
+  document.hasFocus = () => window.__focused;
+})();
+"""
+
+
+def test_page_notifications_fire_while_unfocused_and_a_click_selects_the_session(browser, app: App):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.grant_permissions(["notifications"], origin=app.base)
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(app.runtime["uiUrl"])
+        expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
+        assert page.evaluate("Notification.permission") == "granted"
+        other = app.invoke("create_session", agentType="echo", name="other")["session"]["id"]
+        sid = app.invoke("create_session", agentType="coding-agent", name="watched")["session"]["id"]
+        for s in (other, sid):
+            app.invoke("join_session", sessionId=s)
+        page.locator(f"[data-testid='session-item'][data-session-id='{other}']").click()
+        expect(page.get_by_test_id("chat-title")).to_have_text("other")
+        notes = lambda: page.evaluate("window.__notes")  # noqa: E731
+
+        # Focused: nothing.
+        app.invoke("run_turn", sessionId=sid, text="while focused")
+        wait_until(lambda: app.invoke("get_state")["chats"][sid]["turns"][-1]["status"] == "complete", 10,
+                   what="the turn to complete")
+        page.wait_for_timeout(400)
+        assert notes() == []
+
+        page.evaluate("window.__focused = false; window.dispatchEvent(new Event('blur'))")
+        app.invoke("run_turn", sessionId=sid, text="finished while away")
+        wait_until(lambda: any(n["title"] == "Turn complete" for n in notes()), 10, what="Turn complete")
+        app.invoke("run_turn", sessionId=sid, text="/ask Pick one | a | b")
+        wait_until(lambda: any(n["title"] == "Question from the agent" for n in notes()), 10, what="a question")
+        q = page.evaluate("window.__notes.find(n => n.title === 'Question from the agent')")
+        assert q["body"] == "Pick one" and q["tag"] == f"dim-{sid}"
+        rid = app.invoke("get_state")["chats"][sid]["turns"][-1]["items"][-1]["requestId"]
+        app.invoke("answer_question", sessionId=sid, requestId=rid, dismissed=True)
+        app.invoke("run_turn", sessionId=sid, text="/permission deploy")
+        wait_until(lambda: any(n["title"] == "Permission requested" for n in notes()), 10, what="a permission")
+        rid = app.invoke("get_state")["chats"][sid]["turns"][-1]["items"][-1]["requestId"]
+        app.invoke("answer_question", sessionId=sid, requestId=rid, approved=False)
+        app.invoke("run_turn", sessionId=sid, text="/fail Oops went wrong")
+        wait_until(lambda: any(n["title"] == "Turn failed" for n in notes()), 10, what="Turn failed")
+        failed = page.evaluate("window.__notes.find(n => n.title === 'Turn failed')")
+        assert "Oops" in failed["body"] and "went wrong" in failed["body"]
+
+        # Clicking the last notification selects its session.
+        page.evaluate("window.__lastNote.dispatchEvent(new Event('click'))")
+        expect(page.get_by_test_id("chat-title")).to_have_text("watched", timeout=5000)
+        expect(page.locator(f"[data-testid='session-item'][data-session-id='{sid}']")).to_have_attribute(
+            "aria-selected", "true")
+        assert errors == []
+    finally:
+        context.close()
+
+
+# --- the native window under Xvfb ------------------------------------------------------------------------
+
+
+def _free_display() -> int:
+    for n in range(90, 200):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            return n
+    raise RuntimeError("no free X display number")
+
+
+@pytest.fixture
+def xvfb():
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
+    n = _free_display()
+    # -noreset: without it Xvfb resets whenever its last client leaves (the window probe does).
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: Path(f"/tmp/.X11-unix/X{n}").exists() or proc.poll() is not None, 10, what="Xvfb")
+    if proc.poll() is not None:
+        pytest.skip(f"Xvfb :{n} did not start")
+    yield f":{n}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _window_support(display: str) -> str | None:
+    code = "from dim_actors.desktop.window import window_support; print(window_support() or '')"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DISPLAY": display}, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout.strip() or None
+
+
+def _top_windows(d, title: str) -> list:
+    found = []
+    for w in d.screen().root.query_tree().children:
+        try:
+            if w.get_wm_name() == title:
+                found.append(w)
+        except Exception:
+            pass
+    return found
+
+
+def _mapped(display: str, title: str) -> bool:
+    from Xlib import X, display as xdisplay
+
+    d = xdisplay.Display(display)
+    try:
+        return any(w.get_attributes().map_state == X.IsViewable for w in _top_windows(d, title))
+    finally:
+        d.close()
+
+
+def _close_window(display: str, title: str) -> int:
+    """What the window manager does when the user clicks the close button: WM_DELETE_WINDOW."""
+    from Xlib import X, display as xdisplay
+    from Xlib.protocol import event
+
+    d = xdisplay.Display(display)
+    sent = 0
+    try:
+        protocols = d.intern_atom("WM_PROTOCOLS")
+        delete = d.intern_atom("WM_DELETE_WINDOW")
+        for w in _top_windows(d, title):
+            if w.get_attributes().map_state == X.IsViewable:
+                w.send_event(event.ClientMessage(window=w, client_type=protocols,
+                                                 data=(32, [delete, X.CurrentTime, 0, 0, 0])), event_mask=X.NoEventMask)
+                sent += 1
+        d.sync()
+    finally:
+        d.close()
+    return sent
+
+
+def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(dim_home: Path, tmp_path: Path, xvfb):
+    why = _window_support(xvfb)
+    if why:
+        pytest.skip(f"no native window here: {why}")
+    browser, opened = recorder(tmp_path, "browser")
+    app = DesktopApp(dim_home, env={"DISPLAY": xvfb, "BROWSER": f"{browser} %s"})
+    try:
+        app.wait_connected()
+        pages = lambda: app.status()["uibridge"].get("pages", 0)  # noqa: E731
+        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 40, what="the window to be mapped")
+        wait_until(lambda: pages() >= 1, 40, what="the window's page to connect to the bridge")
+        assert "native window" in app.output()
+
+        assert _close_window(xvfb, "Diminuendo") == 1
+        wait_until(lambda: not _mapped(xvfb, "Diminuendo"), 15, what="the window to hide")
+        time.sleep(0.5)
+        assert app.proc.poll() is None and app.status()["connection"]["connection"] == "connected"
+        assert "window closed by the user" in app_log(dim_home)
+
+        second = second_instance(app.env)
+        assert second.returncode == 0 and "showing its window" in second.stdout, (second.stdout, second.stderr)
+        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 15, what="the window to come back")
+        time.sleep(1)
+        assert _mapped(xvfb, "Diminuendo") and app_log(dim_home).count("window closed by the user") == 1
+        # No tray manager on this screen: said once in the log, and nothing else happens.
+        wait_until(lambda: "no tray icon" in app_log(dim_home), 10, what="the tray's log line")
+        assert app_log(dim_home).count("no tray icon") == 1
+        assert "_NET_SYSTEM_TRAY" in app_log(dim_home)
+
+        out = app.dimctl("stop")
+        assert out.returncode == 0, out.stderr
+        assert app.proc.wait(timeout=40) == 0
+        assert lines(opened) == []  # the browser was never used
+    finally:
+        app.stop()
+
+
+def test_sigterm_stops_the_app_while_the_window_loop_runs(dim_home: Path, xvfb):
+    why = _window_support(xvfb)
+    if why:
+        pytest.skip(f"no native window here: {why}")
+    app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
+    try:
+        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 40, what="the window to be mapped")
+        conn_pid = app.status()["connection"]["pid"]
+        app.proc.send_signal(signal.SIGTERM)
+        assert app.proc.wait(timeout=40) == 0
+        assert not (dim_home / "run" / "runtime.json").exists()
+        wait_until(lambda: not Path(f"/proc/{conn_pid}").exists(), 10, what="the connection process to exit")
+    finally:
+        app.stop()
+
+
+class FakeSystemTray:
+    """A minimal XEmbed system tray (what a panel's notification area does): owns
+    _NET_SYSTEM_TRAY_Sn, and docks icons that ask, by reparenting them into its window."""
+
+    def __init__(self, display: str):
+        import threading
+
+        self.display = display
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.docked: list[int] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def _run(self) -> None:
+        from Xlib import X, display as xdisplay
+
+        d = xdisplay.Display(self.display)
+        screen = d.screen()
+        tray = screen.root.create_window(0, 0, 48, 48, 0, screen.root_depth, event_mask=X.StructureNotifyMask)
+        tray.map()
+        opcode = d.intern_atom("_NET_SYSTEM_TRAY_OPCODE")
+        tray.set_selection_owner(d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}"), X.CurrentTime)
+        d.sync()
+        self.ready.set()
+        while not self.stopping.is_set():
+            if not d.pending_events():
+                time.sleep(0.02)
+                continue
+            ev = d.next_event()
+            if ev.type == X.ClientMessage and ev.client_type == opcode and ev.data[1][1] == 0:  # REQUEST_DOCK
+                icon = d.create_resource_object("window", ev.data[1][2])
+                icon.reparent(tray, 0, 0)
+                icon.configure(x=0, y=0, width=48, height=48)
+                icon.map()
+                d.sync()
+                self.docked.append(icon.id)
+        d.close()
+
+    def click(self, x: int = 20, y: int = 20) -> None:
+        from Xlib import X, display as xdisplay
+        from Xlib.ext import xtest
+
+        d = xdisplay.Display(self.display)
+        xtest.fake_input(d, X.MotionNotify, x=x, y=y)
+        xtest.fake_input(d, X.ButtonPress, 1)
+        xtest.fake_input(d, X.ButtonRelease, 1)
+        d.sync()
+        d.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, xvfb):
+    why = _window_support(xvfb)
+    if why:
+        pytest.skip(f"no native window here: {why}")
+    tray = FakeSystemTray(xvfb)
+    app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
+    try:
+        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 40, what="the window to be mapped")
+        wait_until(lambda: tray.docked, 15, what="the tray icon to dock")
+        assert "tray icon shown (xorg" in app_log(dim_home)
+        assert _close_window(xvfb, "Diminuendo") == 1
+        wait_until(lambda: not _mapped(xvfb, "Diminuendo"), 15, what="the window to hide")
+        tray.click()
+        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 15, what="a click on the tray icon to bring the window back")
+        out = app.dimctl("stop")
+        assert out.returncode == 0, out.stderr
+        assert app.proc.wait(timeout=40) == 0
+    finally:
+        app.stop()
+        tray.stop()

@@ -1,0 +1,58 @@
+"""The README's screenshot of the main window, taken here so it stays current: docs/screenshot.png."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from apphelpers import ROOT, App
+
+SHOT = ROOT / "docs" / "screenshot.png"
+
+SCRIPT = "\n".join([
+    "/think The test only fails when the input has no trailing newline, so the tokenizer probably "
+    "reads one character past the end. Reading next_token() first.",
+    '/tool read_file {"path": "src/parser.py"}',
+    "/write src/parser.py def next_token(text, i):\\n    if i + 1 < len(text) and text[i + 1] == '=':\\n        return text[i:i + 2]\\n",
+    "/write tests/test_parser.py def test_no_trailing_newline():\\n    assert parse('a = 1') == [('a', '=', 1)]\\n",
+    "Found it: **`next_token()`** peeks at `text[i + 1]` without checking the length, so the last "
+    "token of an input without a trailing newline raised `IndexError`.",
+    "",
+    "- `src/parser.py`: check `i + 1 < len(text)` before peeking",
+    "- `tests/test_parser.py`: a regression test for input without a newline",
+])
+
+
+def test_screenshot_of_the_main_window(browser, app: App):
+    sid = app.invoke("create_session", agentType="coding-agent", name="Fix the flaky parser test")["session"]["id"]
+    app.invoke("create_session", agentType="echo", name="Release notes 0.2")
+    app.invoke("join_session", sessionId=sid)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="light")
+    context.grant_permissions(["notifications"], origin=app.base)
+    page = context.new_page()
+    try:
+        page.goto(app.runtime["uiUrl"])
+        expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
+        expect(page.get_by_test_id("connection-state")).to_have_text("connected", timeout=15000)
+        page.locator(f"[data-testid='session-item'][data-session-id='{sid}']").click()
+        app.invoke("run_turn", sessionId=sid, text=SCRIPT)
+        turn = page.get_by_test_id("turn").last
+        expect(turn).to_have_attribute("data-status", "complete", timeout=15000)
+        expect(turn.get_by_test_id("thinking")).to_have_count(1)
+        expect(turn.get_by_test_id("tool-card")).to_have_count(1)
+        expect(turn.get_by_test_id("assistant-text")).to_contain_text("regression test")
+        page.get_by_test_id("message-input").fill("Great, apply the fix and run the tests again")
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        # Thinking, the tool card and the answer in view (the script the dev agent ran scrolls away).
+        page.evaluate("""() => {
+          const t = document.querySelector("[data-testid='turn']:last-of-type [data-testid='thinking']");
+          if (t) t.open = true;
+          const chat = document.querySelector("[data-testid='chat']");
+          chat.scrollTop = chat.scrollHeight;
+        }""")
+        expect(page.get_by_test_id("file-item")).to_have_count(2, timeout=10000)
+        page.wait_for_timeout(300)
+        SHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOT))
+    finally:
+        context.close()
+    assert SHOT.stat().st_size > 20_000

@@ -1,0 +1,446 @@
+"""Local sync end to end: a real dim-desktop, a real dev gateway, a real folder, real editors and tools.
+
+One app and one in-process dev gateway serve the module (each test has its own session and
+folder); the gateway object lets a test write as the agent at a precise moment, hold write-backs,
+or push a notification the gateway would never send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from apphelpers import App, InvokeError, free_port, wait_until
+from dim_actors.devgateway import BackgroundGateway
+from dim_actors.sync import wire
+
+FAULTS = "handler_error=crashme,overflow=overflowme,unwatched=unwatchedme"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    with BackgroundGateway(rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gateway")) as g:
+        yield g
+
+
+@pytest.fixture(scope="module")
+def sapp(gw, tmp_path_factory):
+    home = tmp_path_factory.mktemp("dim-home")
+    a = App(home, ["--gateway", gw.url], env={"DIM_SYNC_FAULTS": FAULTS})
+    a.wait_connected()
+    yield a
+    a.stop()
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return tmp_path / "sync"
+
+
+def ensure_tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed (bin/ensure-test-tools installs it)"
+    return path
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def new_session(app: App) -> str:
+    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    return sid
+
+
+def agent_write(gw: BackgroundGateway, sid: str, path: str, data: bytes) -> None:
+    gw.call(lambda g: g.sessions[sid].workspace.write(path, data))
+
+
+def status(app: App, sid: str) -> dict:
+    return app.invoke("sync_status", sessionId=sid)
+
+
+def upstream(app: App, sid: str, path: str) -> str | None:
+    try:
+        return app.invoke("read_file", sessionId=sid, path=path)["content"]
+    except InvokeError:
+        return None
+
+
+def iterations(app: App, sid: str, path: str) -> int:
+    try:
+        return len(app.invoke("file_history", sessionId=sid, path=path)["iterations"])
+    except InvokeError:
+        return 0
+
+
+def upstream_files(app: App, sid: str) -> dict[str, int]:
+    try:
+        files = app.invoke("list_files", sessionId=sid)["files"]
+    except InvokeError:
+        return {}
+    return {f["path"]: f["iteration"] for f in files if f["type"] == "file"}
+
+
+_barriers = [0]
+
+
+def barrier(app: App, sid: str, folder: Path) -> None:
+    """Everything the watcher saw before this point has been handled: a marker file written now
+    reaches upstream after every earlier event's quiet period has passed."""
+    _barriers[0] += 1
+    name = f"zz-barrier-{_barriers[0]}"
+    (folder / name).write_text(name)
+    wait_until(lambda: upstream(app, sid, name) == name, 15, what="the barrier file upstream")
+    wait_until(lambda: status(app, sid)["pendingWrites"] == 0, 15, what="no pending writes")
+
+
+def start(app: App, sid: str, folder: Path, **args) -> dict:
+    st = app.invoke("start_sync", sessionId=sid, localDir=str(folder), **args)
+    wait_until(lambda: status(app, sid)["link"] == "connected", 15, what="the replication link")
+    return st
+
+
+def test_agent_writes_land_and_local_edits_go_up_once(sapp, gw, folder):
+    sid = new_session(sapp)
+    sapp.invoke("run_turn", sessionId=sid, text="/write README.md hello\n/write src/app.py print(1)\n/write old.txt x")
+    wait_until(lambda: upstream(sapp, sid, "old.txt") == "x", 10, what="the agent's files")
+    start(sapp, sid, folder)
+    wait_until(lambda: (folder / "src/app.py").is_file() and (folder / "old.txt").is_file(), 10, what="materialized")
+    assert (folder / "README.md").read_text() == "hello"
+    assert (folder / "src/app.py").stat().st_mode & 0o777 == 0o644
+
+    big = os.urandom(300_000)
+    agent_write(gw, sid, "data/big.bin", big)
+    sapp.invoke("run_turn", sessionId=sid, text="/rename old.txt new.txt\n/write README.md hello again")
+    wait_until(lambda: (folder / "data/big.bin").is_file() and (folder / "data/big.bin").read_bytes() == big, 10,
+               what="the big file")
+    wait_until(lambda: (folder / "new.txt").is_file() and not (folder / "old.txt").exists(), 10, what="the rename")
+    wait_until(lambda: (folder / "README.md").read_text() == "hello again", 10, what="the agent's edit")
+
+    (folder / "src/app.py").write_text("print(2)\n")
+    os.chmod(folder / "src/app.py", 0o755)
+    wait_until(lambda: upstream(sapp, sid, "src/app.py") == "print(2)\n", 10, what="the local edit upstream")
+    (folder / "new.txt").unlink()
+    wait_until(lambda: "new.txt" not in upstream_files(sapp, sid), 10, what="the local deletion upstream")
+    barrier(sapp, sid, folder)
+    st = status(sapp, sid)
+    assert iterations(sapp, sid, "src/app.py") == 2 and iterations(sapp, sid, "README.md") == 2
+    # no echo: the only local changes were the user's (edit, chmod with it, deletion, barrier)
+    assert st["stats"]["localChanges"] == 3, st["stats"]
+    assert st["state"] == "active" and st["conflicts"] == [] and st["filesTracked"] == 4
+
+
+def test_editors_and_tools_each_change_arrives_once_without_temp_files(sapp, gw, folder):
+    sid = new_session(sapp)
+    for name in ("vim.txt", "sed.txt", "py.txt"):
+        agent_write(gw, sid, name, b"a line with a\nanother a\n")
+    start(sapp, sid, folder)
+    wait_until(lambda: all((folder / n).is_file() for n in ("vim.txt", "sed.txt", "py.txt")), 10, what="files")
+
+    vim = ensure_tool("vim")
+    # vim's default swap/backup behaviour (swapfile, writebackup, backupcopy=auto): it probes the folder
+    # with 4913, renames the file to vim.txt~, writes a new vim.txt, deletes the backup and its swap
+    # files. The default 'backupskip' skips backups under /tmp, where pytest's folders are: cleared here
+    # so vim does its rename dance as it would in a home directory.
+    subprocess.run([vim, "-u", "NONE", "-N", "-es", "-c", "set writebackup backupcopy=auto backupskip=",
+                    "-c", "%s/a/b/g", "-c", "wq", str(folder / "vim.txt")], check=True, timeout=30,
+                   stdin=subprocess.DEVNULL)
+    subprocess.run(["sed", "-i", "s/a/c/g", str(folder / "sed.txt")], check=True, timeout=30)
+    tmp = folder / ".py.txt.tmp-123"
+    tmp.write_text("python replaced\n")
+    os.replace(tmp, folder / "py.txt")
+    wait_until(lambda: upstream(sapp, sid, "vim.txt") == "b line with b\nbnother b\n", 10, what="vim's save")
+    wait_until(lambda: upstream(sapp, sid, "sed.txt") == "c line with c\ncnother c\n", 10, what="sed -i")
+    wait_until(lambda: upstream(sapp, sid, "py.txt") == "python replaced\n", 10, what="the atomic replace")
+    barrier(sapp, sid, folder)
+    files = upstream_files(sapp, sid)
+    assert {p: i for p, i in files.items() if not p.startswith("zz-")} == {"vim.txt": 2, "sed.txt": 2, "py.txt": 2}
+    assert status(sapp, sid)["stats"]["localChanges"] == 4  # three saves and the barrier
+
+
+def test_git_checkout_of_another_branch(sapp, gw, folder):
+    sid = new_session(sapp)
+    for i in range(1, 6):
+        agent_write(gw, sid, f"f{i}.txt", f"base {i}\n".encode())
+    start(sapp, sid, folder)
+    wait_until(lambda: all((folder / f"f{i}.txt").is_file() for i in range(1, 6)), 10, what="files")
+    git = ["git", "-C", str(folder), "-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+    ensure_tool("git")
+    (folder / ".gitignore").write_text("build/\n*.o\n")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"], ["checkout", "-qb", "feature"]):
+        subprocess.run(git + args, check=True, timeout=30)
+    (folder / "f1.txt").write_text("feature 1\n")
+    (folder / "f2.txt").write_text("feature 2\n")
+    (folder / "f3.txt").unlink()
+    (folder / "f6.txt").write_text("only on feature\n")
+    (folder / "build").mkdir()
+    (folder / "build/out.o").write_bytes(b"ignored by .gitignore")
+    subprocess.run(git + ["add", "-A"], check=True, timeout=30)
+    subprocess.run(git + ["commit", "-qm", "feature"], check=True, timeout=30)
+    wait_until(lambda: upstream(sapp, sid, "f6.txt") == "only on feature\n" and "f3.txt" not in upstream_files(sapp, sid),
+               10, what="the feature edits")
+    barrier(sapp, sid, folder)
+    before = {p: iterations(sapp, sid, p) for p in ("f1.txt", "f2.txt", "f3.txt", "f4.txt", "f6.txt")}
+
+    subprocess.run(git + ["checkout", "-q", "main"], check=True, timeout=30)
+    wait_until(lambda: upstream(sapp, sid, "f1.txt") == "base 1\n" and upstream(sapp, sid, "f3.txt") == "base 3\n"
+               and "f6.txt" not in upstream_files(sapp, sid), 10, what="the checkout upstream")
+    barrier(sapp, sid, folder)
+    after = {p: iterations(sapp, sid, p) for p in before}
+    assert {p: after[p] - before[p] for p in before} == {"f1.txt": 1, "f2.txt": 1, "f3.txt": 1, "f4.txt": 0, "f6.txt": 1}
+    files = upstream_files(sapp, sid)
+    assert not any(p.startswith((".git/", "build/")) for p in files) and ".gitignore" in files
+
+
+def test_cp_r_of_a_thousand_files(sapp, gw, folder, tmp_path):
+    sid = new_session(sapp)
+    start(sapp, sid, folder)
+    tree = tmp_path / "tree"
+    for d in range(20):
+        (tree / f"d{d:02}").mkdir(parents=True)
+        for i in range(50):
+            (tree / f"d{d:02}" / f"file{i:03}.txt").write_text(f"file {d}/{i}\n" * (1 + i % 7))
+    subprocess.run(["cp", "-r", str(tree), str(folder / "tree")], check=True, timeout=60)
+    wait_until(lambda: len(upstream_files(sapp, sid)) >= 1000, 60, interval=0.2, what="1000 files upstream")
+    barrier(sapp, sid, folder)
+    files = {p: i for p, i in upstream_files(sapp, sid).items() if p.startswith("tree/")}
+    assert len(files) == 1000 and set(files.values()) == {1}
+    assert upstream(sapp, sid, "tree/d07/file006.txt") == "file 7/6\n" * 7
+    st = status(sapp, sid)
+    assert st["stats"]["localChanges"] == 1001 and st["filesTracked"] == 1001
+
+
+def _hold_writebacks(gw: BackgroundGateway, sid: str) -> None:
+    async def hold(g):
+        await g.replication.feeds[sid].write_lock.acquire()
+    gw.call(hold)
+
+
+def _release_writebacks(gw: BackgroundGateway, sid: str) -> None:
+    gw.call(lambda g: g.replication.feeds[sid].write_lock.release())
+
+
+def test_agent_and_user_at_once_is_a_conflict_and_both_are_kept(sapp, gw, folder):
+    sid = new_session(sapp)
+    agent_write(gw, sid, "app.py", b"def f():\n    return 1\n")
+    agent_write(gw, sid, "notes.md", b"v1\n")
+    start(sapp, sid, folder)
+    wait_until(lambda: (folder / "notes.md").is_file(), 10, what="files")
+
+    # The user's save is on its way upstream while the agent writes the same file.
+    _hold_writebacks(gw, sid)
+    try:
+        (folder / "app.py").write_text("def f():\n    return 'user'\n")
+        wait_until(lambda: status(sapp, sid)["pendingWrites"] == 1, 10, what="the user's write-back")
+        agent_write(gw, sid, "app.py", b"def f():\n    return 'agent'\n")
+        wait_until(lambda: status(sapp, sid)["conflicts"], 10, what="the conflict")
+    finally:
+        _release_writebacks(gw, sid)
+    copy = folder / "app.upstream-2.py"
+    wait_until(lambda: copy.is_file(), 10, what="the upstream version beside the file")
+    assert (folder / "app.py").read_text() == "def f():\n    return 'user'\n"
+    assert copy.read_text() == "def f():\n    return 'agent'\n"
+    c = wait_until(lambda: status(sapp, sid)["conflicts"][0].get("upstream") and status(sapp, sid)["conflicts"][0])
+    assert c["path"] == "app.py" and c["upstreamIteration"] == 2 and c["upstreamCopy"] == "app.upstream-2.py"
+    assert c["local"] == "def f():\n    return 'user'\n" and c["upstream"] == "def f():\n    return 'agent'\n"
+    assert upstream(sapp, sid, "app.py") == "def f():\n    return 'agent'\n"
+    assert "app.upstream-2.py" not in upstream_files(sapp, sid)
+
+    # merged: the user edits the file into the result, then settles it in one action
+    (folder / "app.py").write_text("def f():\n    return 'both'\n")
+    wait_until(lambda: status(sapp, sid)["conflicts"][0]["localHash"] == sha(b"def f():\n    return 'both'\n"), 10)
+    sapp.invoke("resolve_conflict", sessionId=sid, path="app.py", resolution="merged")
+    wait_until(lambda: upstream(sapp, sid, "app.py") == "def f():\n    return 'both'\n", 10, what="the merge upstream")
+    assert not copy.exists() and status(sapp, sid)["conflicts"] == []
+
+    # an upstream change to a path with an unsent local change (sync stopped): accept upstream
+    sapp.invoke("stop_sync", sessionId=sid)
+    (folder / "notes.md").write_text("local notes\n")
+    agent_write(gw, sid, "notes.md", b"agent notes\n")
+    start(sapp, sid, folder)
+    wait_until(lambda: (folder / "notes.upstream-2.md").is_file(), 10, what="the second conflict")
+    assert (folder / "notes.md").read_text() == "local notes\n"
+    sapp.invoke("resolve_conflict", sessionId=sid, path="notes.md", resolution="accept_upstream")
+    wait_until(lambda: (folder / "notes.md").read_text() == "agent notes\n", 10, what="upstream accepted")
+    assert not (folder / "notes.upstream-2.md").exists()
+    barrier(sapp, sid, folder)
+    assert upstream(sapp, sid, "notes.md") == "agent notes\n" and iterations(sapp, sid, "notes.md") == 2
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("resolve_conflict", sessionId=sid, path="notes.md", resolution="keep_local")
+    assert e.value.code == "NOT_FOUND"
+
+
+def test_malicious_notifications_write_nothing_outside(sapp, gw, folder, tmp_path):
+    sid = new_session(sapp)
+    agent_write(gw, sid, "ok.txt", b"fine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    start(sapp, sid, folder)
+    wait_until(lambda: (folder / "ok.txt").is_file(), 10)
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+
+    def push(g):
+        for r in g.replication.feeds[sid].replicas:
+            for i, path in enumerate(("../escape.txt", str(outside / "abs.txt"), "link/evil.txt", "a/../../b.txt",
+                                      ".git/hooks/post-checkout")):
+                r.send(wire.Notification(sequence=10_000 + i, filepath=path, contentHash=sha(b"evil"), size=4,
+                                         permissions=0o755, inlineContent=b"evil", iteration=1))
+            r.send(wire.Heartbeat(sequence=r.cursor or 0))
+    gw.call(push)
+    wait_until(lambda: len(status(sapp, sid)["rejected"]) >= 5, 10, what="the rejections")
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escape.txt").exists() and not (tmp_path / "b.txt").exists()
+    assert not (folder / ".git").exists()
+    reasons = " ".join(r["reason"] for r in status(sapp, sid)["rejected"])
+    assert "escapes" in reasons and "absolute" in reasons and "symlink" in reasons and ".git" in reasons
+    assert status(sapp, sid)["state"] == "active"
+
+
+def test_start_sync_refuses_a_foreign_non_empty_folder_unless_confirmed(sapp, gw, folder):
+    sid = new_session(sapp)
+    agent_write(gw, sid, "same.txt", b"same\n")
+    agent_write(gw, sid, "theirs.txt", b"upstream\n")
+    folder.mkdir()
+    (folder / "mine.txt").write_text("my own file\n")
+    (folder / "same.txt").write_text("same\n")
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("start_sync", sessionId=sid, localDir=str(folder))
+    assert e.value.code == "FOLDER_NOT_EMPTY" and "confirm" in e.value.body["error"]["message"]
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("start_sync", sessionId=sid, localDir="relative/dir")
+    assert e.value.code == "INVALID_ARGUMENTS"
+    start(sapp, sid, folder, confirm=True)
+    wait_until(lambda: upstream(sapp, sid, "mine.txt") == "my own file\n", 10, what="the local file merged upstream")
+    wait_until(lambda: (folder / "theirs.txt").is_file(), 10)
+    barrier(sapp, sid, folder)
+    assert iterations(sapp, sid, "same.txt") == 1 and status(sapp, sid)["conflicts"] == []
+    # the same folder again for the same session needs no confirmation
+    sapp.invoke("stop_sync", sessionId=sid)
+    assert status(sapp, sid)["state"] == "stopped"
+    start(sapp, sid, folder)
+
+
+def test_deleted_or_emptied_folder_pauses_and_deletes_nothing_upstream(sapp, gw, folder):
+    sid = new_session(sapp)
+    for i in range(4):
+        agent_write(gw, sid, f"dir/f{i}.txt", b"keep me")
+    start(sapp, sid, folder)
+    wait_until(lambda: len(list((folder / "dir").glob("*.txt"))) == 4, 10)
+    shutil.rmtree(folder / "dir")
+    st = wait_until(lambda: (s := status(sapp, sid))["state"] == "paused" and s, 10, what="the pause")
+    assert "emptied" in st["error"] and "nothing was deleted upstream" in st["error"]
+    assert len(upstream_files(sapp, sid)) == 4
+    start(sapp, sid, folder)  # resumes and restores the files from upstream
+    wait_until(lambda: len(list((folder / "dir").glob("*.txt"))) == 4, 10, what="the restore")
+    assert status(sapp, sid)["state"] == "active"
+
+    shutil.rmtree(folder)
+    st = wait_until(lambda: (s := status(sapp, sid))["state"] == "paused" and s, 10, what="the pause")
+    assert "deleted" in st["error"] and len(upstream_files(sapp, sid)) == 4
+
+
+def test_watcher_failures_are_detected_rescanned_and_reported(sapp, gw, folder):
+    sid = new_session(sapp)
+    start(sapp, sid, folder)
+    # an exception in the watchdog handler (injected): watchdog's thread would die; the change still arrives
+    (folder / "crashme.txt").write_text("handler failed on me")
+    wait_until(lambda: upstream(sapp, sid, "crashme.txt") == "handler failed on me", 10, what="the rescan")
+    # events lost as in an inotify queue overflow (injected): the rescan finds what they were about
+    (folder / "overflowme.txt").write_text("1")
+    for i in range(3):
+        (folder / f"lost{i}.txt").write_text(f"lost {i}")
+    wait_until(lambda: all(upstream(sapp, sid, f"lost{i}.txt") == f"lost {i}" for i in range(3)), 10, what="rescan")
+    # a folder that could not be watched (injected): polled from then on
+    (folder / "unwatchedme").mkdir()
+    (folder / "unwatchedme/inside.txt").write_text("polled")
+    wait_until(lambda: upstream(sapp, sid, "unwatchedme/inside.txt") == "polled", 10)
+    wanted = {"handler_error", "overflow", "watch_limit"}
+    wait_until(lambda: wanted <= {i["kind"] for i in status(sapp, sid)["incidents"]}, 10, what="the incidents reported")
+    # the watcher actor itself crashes: the restarted one rescans and finds the edit made meanwhile
+    restarts = sapp.status()["watcher"]["restarts"]
+    assert sapp.dimctl("crash", "watcher").returncode == 0
+    (folder / "during-restart.txt").write_text("made while the watcher restarted")
+    wait_until(lambda: sapp.status()["watcher"]["restarts"] == restarts + 1, 15)
+    wait_until(lambda: upstream(sapp, sid, "during-restart.txt") == "made while the watcher restarted", 10)
+
+
+def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
+    port = free_port()
+    data = tmp_path / "gw"
+    home = tmp_path / "home"
+    home.mkdir()
+    folder = tmp_path / "sync"
+    gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
+    app = App(home, ["--gateway", gw.url])
+    try:
+        app.wait_connected()
+        sid = new_session(app)
+        for name in ("a.txt", "b.txt"):
+            agent_write(gw, sid, name, b"upstream\n")
+        start(app, sid, folder)
+        wait_until(lambda: (folder / "b.txt").is_file(), 10)
+        gw.stop()
+        wait_until(lambda: status(app, sid)["link"] != "connected", 15, what="the link down")
+        (folder / "a.txt").write_text("edited offline\n")
+        (folder / "c.txt").write_text("created offline\n")
+        (folder / "b.txt").unlink()
+        wait_until(lambda: status(app, sid)["pendingWrites"] == 3, 10, what="three pending writes")
+        app.proc.kill()  # kill -9: no chance to flush anything
+        app.proc.wait(10)
+        app.log.close()
+        (home / "run" / "runtime.json").unlink()  # the killed instance's, left behind
+        gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
+        app = App(home, ["--gateway", gw.url])
+        app.wait_connected()
+        wait_until(lambda: upstream(app, sid, "c.txt") == "created offline\n", 20, what="the edits after the restart")
+        wait_until(lambda: upstream(app, sid, "a.txt") == "edited offline\n" and "b.txt" not in upstream_files(app, sid), 10)
+        wait_until(lambda: status(app, sid)["pendingWrites"] == 0, 10)
+        assert iterations(app, sid, "a.txt") == 2 and iterations(app, sid, "b.txt") == 2
+        assert iterations(app, sid, "c.txt") == 1
+    finally:
+        app.stop()
+        gw.stop()
+
+
+def test_sync_commands_validate_arguments(sapp):
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("sync_status", sessionId="nope")
+    assert e.value.code == "NOT_FOUND"
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("start_sync", localDir="/tmp/x")
+    assert e.value.code == "INVALID_ARGUMENTS"
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("resolve_conflict", sessionId="nope", path="x", resolution="keep_local")
+    assert e.value.code == "NOT_FOUND"
+
+
+def test_pause_and_resume_every_sync_from_the_tray_commands(sapp, gw, folder):
+    sid = new_session(sapp)
+    agent_write(gw, sid, "a.txt", b"one")
+    start(sapp, sid, folder)
+    wait_until(lambda: (folder / "a.txt").is_file(), 10)
+    assert sid in sapp.invoke("sync_pause")["paused"]
+    assert status(sapp, sid)["state"] == "paused"
+    (folder / "a.txt").write_text("edited while paused")
+    agent_write(gw, sid, "b.txt", b"two")
+    assert sid in sapp.invoke("sync_resume")["resumed"]
+    wait_until(lambda: upstream(sapp, sid, "a.txt") == "edited while paused", 10, what="the rescan after resume")
+    wait_until(lambda: (folder / "b.txt").is_file(), 10, what="what upstream did meanwhile")
+    assert status(sapp, sid)["state"] == "active"
+
+
+def test_a_session_the_gateway_does_not_know_is_an_error_not_a_crash(sapp, tmp_path):
+    st = sapp.invoke("start_sync", sessionId="no-such-session", localDir=str(tmp_path / "x"))
+    assert st["state"] == "active"
+    st = wait_until(lambda: (s := status(sapp, "no-such-session"))["state"] == "error" and s, 15, what="the error")
+    assert "no such session" in st["error"] and st["link"] == "refused"
+    assert sapp.invoke("stop_sync", sessionId="no-such-session")["state"] == "stopped"

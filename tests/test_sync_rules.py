@@ -1,0 +1,89 @@
+"""The sync rules that need no process: what is noise, .gitignore matching, path confinement, echoes."""
+
+from __future__ import annotations
+
+import pytest
+
+from dim_actors.sync.echoes import EchoSet
+from dim_actors.sync.ignore import GitIgnore, conflict_copy_name, is_noise
+from dim_actors.sync.paths import UnsafePath, confined
+
+
+@pytest.mark.parametrize("rel", [
+    ".app.py.swp", "src/.app.py.swo", ".x.swx", "app.py~", "4913", "src/5036", ".#app.py", "#app.py#",
+    "app.py___jb_tmp___", "app.py___jb_old___", "sedAb12Cd", ".goutputstream-XYZ12", ".DS_Store",
+    ".git/index", "sub/.git/HEAD", ".dim-0a1b2c.tmp", "app.upstream-3.py", "Makefile.upstream-12",
+])
+def test_editor_noise_is_never_synced(rel):
+    assert is_noise(rel)
+
+
+@pytest.mark.parametrize("rel", ["app.py", "4914", "sed.txt", "notes.md", ".gitignore", "src/upstream.py",
+                                 "a.upstream-x.py", "sedan", "12345"])
+def test_ordinary_files_are_not_noise(rel):
+    assert not is_noise(rel)
+
+
+def test_conflict_copy_names():
+    assert conflict_copy_name("src/app.py", 7) == "src/app.upstream-7.py"
+    assert conflict_copy_name("Makefile", 2) == "Makefile.upstream-2"
+    assert conflict_copy_name(".bashrc", 3) == ".bashrc.upstream-3"
+    assert conflict_copy_name("a.tar.gz", 4) == "a.tar.upstream-4.gz"
+    assert all(is_noise(conflict_copy_name(p, 5)) for p in ("src/app.py", "Makefile", ".bashrc"))
+
+
+def test_gitignore_rules(tmp_path):
+    (tmp_path / ".gitignore").write_text(
+        "# comment\n*.log\n!keep.log\nbuild/\n/only-root.txt\ndocs/**/*.tmp\n**/cache\nnode_modules\n\\#hash\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/.gitignore").write_text("local.txt\n!*.log\n")
+    g = GitIgnore(tmp_path)
+    assert g.ignored("a.log") and g.ignored("x/y/a.log") and not g.ignored("keep.log")
+    assert g.ignored("build/out.o") and g.ignored("x/build/out.o") and not g.ignored("build")  # dir-only rule
+    assert g.ignored("build", is_dir=True)
+    assert g.ignored("only-root.txt") and not g.ignored("x/only-root.txt")
+    assert g.ignored("docs/a/b/c.tmp") and g.ignored("docs/c.tmp") and not g.ignored("src/c.tmp")
+    assert g.ignored("a/b/cache/x") and g.ignored("cache/y")
+    assert g.ignored("node_modules/pkg/index.js") and g.ignored("#hash")
+    assert g.ignored("sub/local.txt") and not g.ignored("local.txt")
+    assert not g.ignored("sub/debug.log")  # the deeper file re-includes it
+    assert not g.ignored("src/app.py")
+    (tmp_path / ".gitignore").write_text("*.py\n")  # re-read when it changes
+    import os
+    os.utime(tmp_path / ".gitignore", ns=(1, 1))
+    assert g.ignored("src/app.py") and not g.ignored("a.log")
+
+
+def test_confined_refuses_what_leads_outside(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "in").mkdir()
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "inner-link").symlink_to(root / "in", target_is_directory=True)
+    (root / "file-link").symlink_to(outside / "x")
+    assert confined(root, "a/b.txt") == root / "a/b.txt"
+    assert confined(root, "./a//b.txt") == root / "a/b.txt"
+    assert confined(root, "inner-link/x") == root / "inner-link/x"
+    for bad in ("../x", "/etc/passwd", "a/../../x", "link/evil", "file-link", "", "a\\b", "a\x00b", ".git/config",
+                "x/.git/hooks/pre-commit", "a/\nb"):
+        with pytest.raises(UnsafePath):
+            confined(root, bad)
+
+
+def test_echo_set_matches_exactly_our_own_write():
+    echoes = EchoSet(ttl_s=5)
+    echoes.add("/f/a", "h1")
+    assert not echoes.consume("/f/a", "h2")  # a different state (a user's edit) is not ours
+    assert echoes.consume("/f/a", "h1") and not echoes.consume("/f/a", "h1")  # once only
+    echoes.add("/f/b", "h1")
+    echoes.attach_sig("/f/b", "h1", (3, 10, 99))
+    assert echoes.consume_sig("/f/b", (3, 11, 99)) is None
+    assert echoes.consume_sig("/f/b", (3, 10, 99)) == "h1"
+    echoes.add("/f/c", "h1")
+    echoes.forget("/f/c")  # the watcher saw another state first: the old write can no longer echo
+    assert not echoes.consume("/f/c", "h1")
+    short = EchoSet(ttl_s=0)
+    short.add("/f/d", "h")
+    assert not short.consume("/f/d", "h")  # expired

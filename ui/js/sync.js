@@ -1,0 +1,255 @@
+// The Sync panel: the selected session's workspace as a local folder (start_sync / stop_sync /
+// sync_status / resolve_conflict), kept current by the bridge's `sync-status` events. Conflicts are
+// shown with a line diff (upstream against local) and settled with one of three buttons.
+
+import { h, clear, formatTime } from "./dom.js";
+
+const DIFF_MAX_LINES = 4000;
+
+/** A line diff (LCS): [{op: " " | "-" | "+", text}], "-" from `a` (upstream), "+" from `b` (local). */
+export function lineDiff(a, b) {
+  const x = a.split("\n");
+  const y = b.split("\n");
+  if (x.length * y.length > DIFF_MAX_LINES * DIFF_MAX_LINES / 4) {
+    return [...x.map((text) => ({ op: "-", text })), ...y.map((text) => ({ op: "+", text }))];
+  }
+  const n = x.length;
+  const m = y.length;
+  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i -= 1) {
+    for (let j = m - 1; j >= 0; j -= 1) {
+      lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const out = [];
+  let i = 0;
+  let j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) {
+      out.push({ op: " ", text: x[i] });
+      i += 1;
+      j += 1;
+    } else if (lcs[i + 1][j] >= lcs[i][j + 1]) {
+      out.push({ op: "-", text: x[i] });
+      i += 1;
+    } else {
+      out.push({ op: "+", text: y[j] });
+      j += 1;
+    }
+  }
+  while (i < n) out.push({ op: "-", text: x[i++] });
+  while (j < m) out.push({ op: "+", text: y[j++] });
+  return out;
+}
+
+export class SyncPanel {
+  /**
+   * @param {HTMLElement} root  the <section data-testid="sync-panel">
+   * @param {object} ctx        {invoke, listen, onError(err, context)}
+   */
+  constructor(root, ctx) {
+    this.root = root;
+    this.ctx = ctx;
+    this.sessionId = null;
+    this.status = null;
+    this.token = 0;
+    this.dirs = new Map(); // sessionId -> folder typed for it
+
+    this.stateEl = h("span", { class: "badge sync-state", testid: "sync-state", dataset: { state: "off" } }, "off");
+    this.dirEl = h("input", {
+      type: "text",
+      class: "sync-dir",
+      testid: "sync-dir",
+      placeholder: "/absolute/path/to/folder",
+      "aria-label": "Local folder to sync the workspace to",
+      autocomplete: "off",
+      spellcheck: "false",
+    });
+    this.startBtn = h("button", { type: "submit", class: "primary small", testid: "sync-start" }, "Start");
+    this.stopBtn = h("button", { type: "button", class: "ghost small", testid: "sync-stop", onclick: () => this.stop() }, "Stop");
+    this.form = h("form", { class: "sync-form", onsubmit: (e) => (e.preventDefault(), this.start(false)) }, this.dirEl, this.startBtn, this.stopBtn);
+    this.confirmText = h("span", { class: "sync-confirm-text" });
+    this.confirmEl = h(
+      "div",
+      { class: "sync-confirm", testid: "sync-confirm-box", hidden: true },
+      this.confirmText,
+      h("button", { type: "button", class: "danger small", testid: "sync-confirm", onclick: () => this.start(true) }, "Sync into it anyway"),
+      h("button", { type: "button", class: "ghost small", onclick: () => (this.confirmEl.hidden = true) }, "Cancel"),
+    );
+    this.countsEl = h("div", { class: "sync-counts muted", testid: "sync-counts" });
+    this.errorEl = h("div", { class: "sync-error error-text", testid: "sync-error", hidden: true });
+    this.conflictsEl = h("div", { class: "sync-conflicts", testid: "sync-conflicts" });
+    this.messageEl = h("div", { class: "panel-empty" });
+    clear(root);
+    root.append(
+      h("div", { class: "panel-head" }, h("h2", null, "Sync"), this.stateEl),
+      this.messageEl,
+      this.form,
+      this.confirmEl,
+      this.countsEl,
+      this.errorEl,
+      this.conflictsEl,
+    );
+    ctx.listen("sync-status", (payload) => this.onStatus(payload));
+    this.setSession(null);
+  }
+
+  setSession(sessionId) {
+    if (sessionId === this.sessionId) return;
+    if (this.sessionId) this.dirs.set(this.sessionId, this.dirEl.value);
+    this.sessionId = sessionId;
+    this.status = null;
+    this.token += 1;
+    this.confirmEl.hidden = true;
+    this.dirEl.value = (sessionId && this.dirs.get(sessionId)) || "";
+    this.render();
+    if (sessionId) this.refresh();
+  }
+
+  async refresh() {
+    const sessionId = this.sessionId;
+    const token = this.token;
+    try {
+      const status = await this.ctx.invoke("sync_status", { sessionId });
+      if (token === this.token) this.onStatus(status);
+    } catch (err) {
+      if (token !== this.token) return;
+      if (err && err.code !== "NOT_FOUND") this.ctx.onError?.(err, "Sync status");
+      this.status = null;
+      this.render();
+    }
+  }
+
+  onStatus(status) {
+    if (!status || status.sessionId !== this.sessionId) return;
+    this.status = status;
+    if (!this.dirEl.value && status.localDir && document.activeElement !== this.dirEl) this.dirEl.value = status.localDir;
+    this.render();
+  }
+
+  async start(confirm) {
+    const sessionId = this.sessionId;
+    const localDir = this.dirEl.value.trim();
+    if (!sessionId) return;
+    if (!localDir) {
+      this.dirEl.focus();
+      return;
+    }
+    this.startBtn.disabled = true;
+    try {
+      const status = await this.ctx.invoke("start_sync", confirm ? { sessionId, localDir, confirm: true } : { sessionId, localDir });
+      this.confirmEl.hidden = true;
+      this.onStatus(status);
+    } catch (err) {
+      if (err && err.code === "FOLDER_NOT_EMPTY") {
+        this.confirmText.textContent = err.message;
+        this.confirmEl.hidden = false;
+      } else {
+        this.ctx.onError?.(err, "Start sync");
+      }
+    } finally {
+      this.startBtn.disabled = false;
+    }
+  }
+
+  async stop() {
+    if (!this.sessionId) return;
+    try {
+      this.onStatus(await this.ctx.invoke("stop_sync", { sessionId: this.sessionId }));
+    } catch (err) {
+      this.ctx.onError?.(err, "Stop sync");
+    }
+  }
+
+  async resolve(path, resolution, buttons) {
+    for (const b of buttons) b.disabled = true;
+    try {
+      const result = await this.ctx.invoke("resolve_conflict", { sessionId: this.sessionId, path, resolution });
+      if (result && result.status) this.onStatus({ ...result.status, conflicts: (this.status?.conflicts || []).filter((c) => c.path !== path) });
+      this.refresh();
+    } catch (err) {
+      for (const b of buttons) b.disabled = false;
+      this.ctx.onError?.(err, "Resolve conflict");
+    }
+  }
+
+  render() {
+    const s = this.status;
+    const state = !this.sessionId ? "off" : s ? s.state : "off";
+    this.stateEl.textContent = state === "off" ? "not syncing" : state;
+    this.stateEl.dataset.state = state;
+    this.form.hidden = !this.sessionId;
+    this.messageEl.textContent = this.sessionId ? "" : "Select a session to sync its workspace to a folder.";
+    this.messageEl.hidden = !!this.sessionId;
+    const running = s && (s.state === "active" || s.state === "error");
+    this.stopBtn.disabled = !running;
+    this.startBtn.textContent = s && s.state === "paused" ? "Resume" : "Start";
+    this.dirEl.disabled = !!running;
+    if (!s) {
+      this.countsEl.textContent = "";
+      this.errorEl.hidden = true;
+      clear(this.conflictsEl);
+      return;
+    }
+    const bits = [
+      `${s.filesTracked} file${s.filesTracked === 1 ? "" : "s"}`,
+      `${s.pendingWrites} pending`,
+      s.conflicts.length ? `${s.conflicts.length} conflict${s.conflicts.length === 1 ? "" : "s"}` : "",
+      s.lastSyncAt ? `last sync ${formatTime(s.lastSyncAt)}` : "",
+      s.state === "active" && s.link && s.link !== "connected" ? `link ${s.link}` : "",
+    ].filter(Boolean);
+    this.countsEl.textContent = bits.join(" · ");
+    this.countsEl.dataset.files = String(s.filesTracked);
+    this.countsEl.dataset.pending = String(s.pendingWrites);
+    this.errorEl.hidden = !s.error;
+    this.errorEl.textContent = s.error || "";
+    this.renderConflicts(s.conflicts || []);
+  }
+
+  renderConflicts(conflicts) {
+    clear(this.conflictsEl);
+    for (const c of conflicts) {
+      const buttons = [];
+      const act = (resolution, label, testid, cls) => {
+        const b = h("button", { type: "button", class: `small ${cls}`, testid, onclick: () => this.resolve(c.path, resolution, buttons) }, label);
+        buttons.push(b);
+        return b;
+      };
+      this.conflictsEl.appendChild(
+        h(
+          "div",
+          { class: "sync-conflict", testid: "sync-conflict", dataset: { path: c.path } },
+          h("div", { class: "sync-conflict-head" }, h("span", { class: "sync-conflict-path" }, c.path), h("span", { class: "muted small" }, `upstream #${c.upstreamIteration}`)),
+          this.renderDiff(c),
+          h(
+            "div",
+            { class: "row" },
+            act("keep_local", "Keep local", "keep-local", "primary"),
+            act("accept_upstream", "Accept upstream", "accept-upstream", "ghost"),
+            act("merged", "Mark merged", "mark-merged", "ghost"),
+          ),
+        ),
+      );
+    }
+  }
+
+  renderDiff(c) {
+    const pre = h("pre", { class: "conflict-diff", testid: "conflict-diff", tabindex: "0", "aria-label": `Differences in ${c.path}` });
+    if (c.binary) {
+      pre.textContent = "(binary content: compare the files on disk)";
+      return pre;
+    }
+    const upstream = c.upstreamDeleted ? "" : c.upstream;
+    const local = c.localDeleted ? "" : c.local;
+    if (upstream === null || upstream === undefined) {
+      pre.textContent = "(fetching the upstream version…)";
+      return pre;
+    }
+    pre.appendChild(h("div", { class: "diff-head" }, `--- upstream #${c.upstreamIteration}${c.upstreamDeleted ? " (deleted)" : c.upstreamCopy ? ` (${c.upstreamCopy})` : ""}`));
+    pre.appendChild(h("div", { class: "diff-head" }, `+++ local${c.localDeleted ? " (deleted)" : ""}`));
+    for (const line of lineDiff(upstream, local ?? "")) {
+      pre.appendChild(h("div", { class: `diff-line${line.op === "+" ? " add" : line.op === "-" ? " del" : ""}` }, `${line.op}${line.text}`));
+    }
+    return pre;
+  }
+}
