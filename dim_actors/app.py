@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import secrets
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime.start()
         runtime.status()  # returns once every actor has started
+        # Everything loaded so far (modules, classes, the actors) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise stall every thread for
+        # ~20 ms a few times a minute under a stream (docs/performance.md).
+        gc.freeze()
         if runtime.stop_requested.is_set():
             raise RuntimeError(runtime.stop_reason)
         ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"

@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ping_interval_s: PositiveFloat = 30.0
     stale_after_s: PositiveFloat = 35.0
     request_timeout_s: PositiveFloat = 30.0
+    # The gateway's per-connection rate limit (60 messages in 10 s): the client paces itself under it.
+    send_rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 60
+    send_rate_window_s: PositiveFloat = 10.0
     # Events the connection process holds in memory while the supervisor is not draining them;
     # beyond this they spill to a file under DIM_HOME (never dropped).
     uplink_memory_limit: Annotated[int, msgspec.Meta(ge=4096)] = 64 * MiB
@@ -100,6 +103,8 @@ HELP: dict[str, str] = {
     "ping_interval_s": "Keepalive ping interval, in seconds",
     "stale_after_s": "Silence (seconds) after which the gateway link is dead; more than ping_interval_s",
     "request_timeout_s": "How long a command waits for the gateway's answer, in seconds",
+    "send_rate_limit": "Messages the client sends per send_rate_window_s at most (the gateway's limit; 0: no pacing)",
+    "send_rate_window_s": "Window of send_rate_limit, in seconds",
     "uplink_memory_limit": "Bytes of events the connection process buffers in memory before spilling to disk",
     "log_ring_size": "Messages kept in memory per actor for dimctl logs",
     "log_max_bytes": "Size at which an actor's message log file is rotated, in bytes",

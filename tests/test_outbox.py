@@ -100,3 +100,20 @@ def test_reads_are_refused_not_queued_while_offline(app: App):
         app.invoke("list_files", sessionId="whatever")
     assert e.value.status == 409 and e.value.code == "NOT_CONNECTED"
     assert app.invoke("get_state")["outbox"] == []
+
+
+def test_the_client_paces_itself_under_the_gateways_rate_limit(dim_home, tmp_path):
+    gw = GatewayProcess(tmp_path / "gw", args=["--rate-limit", "8"]).start()
+    from apphelpers import write_settings
+    # The gateway allows 8 messages in 10 s; the client is told the same and must never exceed it.
+    write_settings(dim_home, "send_rate_limit = 8\nsend_rate_window_s = 10.0\nrequest_timeout_s = 60.0\n")
+    app = App(dim_home, ["--gateway", gw.url])
+    try:
+        app.wait_connected()
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda i: app.invoke("list_sessions", timeout=90), range(12)))
+        assert all(r["type"] == "session_list" for r in results)  # none refused as RATE_LIMITED
+    finally:
+        app.stop()
+        gw.stop()

@@ -95,3 +95,27 @@ def test_connection_state_and_reconnects_are_visible(app_on: App, gateway: Gatew
     gateway.start()
     app_on.wait_connected(40)
     assert app_on.status()["connection"]["reconnects"] >= 1
+
+
+def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(dim_home, tmp_path, gateway):
+    first = App(dim_home, ["--gateway", gateway.url])
+    try:
+        first.wait_connected()
+        sid, turn_id = run_script(first, "/stream 30000")
+        finished(first, sid, turn_id, 60)
+    finally:
+        first.stop()
+    other_home = tmp_path / "other-home"
+    other_home.mkdir()
+    second = App(other_home, ["--gateway", gateway.url])
+    try:
+        second.wait_connected()
+        # The join's catch-up (30,000 events) and a new turn's answer race: the answer must wait.
+        second.invoke("join_session", sessionId=sid)
+        new_turn = second.invoke("run_turn", sessionId=sid, text="/stream 500")["turnId"]
+        old = finished(second, sid, turn_id, 60)
+        new = finished(second, sid, new_turn, 60)
+        assert old["deltaCount"] == 30000 and old["text"] == stream_text(30000)
+        assert new["deltaCount"] == 500 and new["text"] == stream_text(500)
+    finally:
+        second.stop()

@@ -73,6 +73,8 @@ class ConnectionActor(DimActor):
             "outbox_path": self.ctx.home.data_dir / "outbox.sqlite",
             "spill_dir": self.ctx.home.data_dir / "spill",
             "uplink_memory_limit": s.uplink_memory_limit,
+            "send_rate_limit": s.send_rate_limit,
+            "send_rate_window_s": s.send_rate_window_s,
         }
         self.process = ctx.Process(target=connection_process.main, args=(child_end, options),
                                    name="dim-connection", daemon=True)

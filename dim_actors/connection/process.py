@@ -9,6 +9,7 @@ plus a keepalive thread that pings, detects a silent gateway and expires unanswe
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import signal
@@ -49,6 +50,46 @@ log = logging.getLogger("dim.connection")
 
 # Request ids: the bridge's count up from 1; the outbox's are -itemId; the router's own are below this.
 OUTBOX_IDS = -(1 << 40)
+
+
+# The connection's own catch-up requests: answers only feed the catch-up.
+INTERNAL_IDS = -(1 << 50)
+
+
+class Sender:
+    """All frames to the gateway leave through here, in order, paced to the gateway's rate limit.
+
+    The gateway allows `limit` messages per `window_s` per connection and answers more with
+    RATE_LIMITED; a client that paces itself never loses a command to that. Callers only enqueue,
+    so the socket thread is never held up by pacing."""
+
+    def __init__(self, limit: int, window_s: float):
+        self.limit, self.window_s = limit, window_s
+        self.queue: collections.deque[tuple[object, bytes]] = collections.deque()
+        self.cond = threading.Condition()
+        self.sent_at: collections.deque[float] = collections.deque()
+
+    def send(self, ws: websocket.WebSocket, frame: bytes) -> None:
+        with self.cond:
+            self.queue.append((ws, frame))
+            self.cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self.queue)
+                ws, frame = self.queue.popleft()
+            now = time.monotonic()
+            while self.sent_at and now - self.sent_at[0] > self.window_s:
+                self.sent_at.popleft()
+            if self.limit and len(self.sent_at) >= self.limit:
+                time.sleep(self.sent_at[0] + self.window_s + 0.05 - now)
+                self.sent_at.popleft()
+            try:
+                ws.send(frame)  # type: ignore[attr-defined]
+            except (OSError, websocket.WebSocketException):
+                pass  # that connection is gone; the reconnect resends what matters
+            self.sent_at.append(time.monotonic())
 
 
 class AuthFailed(Exception):
@@ -95,8 +136,12 @@ class Pending:
 
 class GatewayConnection:
     def __init__(self, uplink: Uplink, ping_interval_s: float, stale_after_s: float, request_timeout_s: float,
-                 resume: dict[str, int] | None = None, outbox: Outbox | None = None):
+                 resume: dict[str, int] | None = None, outbox: Outbox | None = None,
+                 rate_limit: int = 60, rate_window_s: float = 10.0):
         self.uplink = uplink
+        self.sender = Sender(rate_limit, rate_window_s)
+        self.internal: dict[int, str] = {}  # our own catch-up requests in flight -> sessionId
+        self.internal_ids = INTERNAL_IDS
         self.outbox = outbox
         # The outbox sends one item at a time, in order. A session whose turn is running (one we
         # started from the outbox, or another client's) holds back the next run_turn for it.
@@ -179,7 +224,7 @@ class GatewayConnection:
             ws = self.ws
             if ws is not None and self.connected.is_set():
                 try:
-                    ws.send(protocol.build_client_message("list_sessions", {}))
+                    self.sender.send(ws, protocol.build_client_message("list_sessions", {}))
                     self._resume_sessions(ws)
                 except (OSError, websocket.WebSocketException):
                     pass  # the reconnect that follows resumes (and replays) instead
@@ -218,8 +263,8 @@ class GatewayConnection:
             with self.lock:
                 self.joined[sid] = 0
             self.catching_up[sid] = []
-            ws.send(frame or protocol.build_client_message("join_session", {"sessionId": sid}))
-            ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": 0}))
+            self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}))
+            self._catch_up(ws, sid, 0)
 
     def _flush_outbox(self) -> None:
         """Send the next outbox item if nothing is in flight; it leaves the outbox once answered."""
@@ -243,7 +288,7 @@ class GatewayConnection:
         try:
             if p.session_id is not None and p.session_id not in self.joined:
                 self._join(ws, p.session_id)  # so the queued command's outcome reaches the stores
-            ws.send(frame)
+            self.sender.send(ws, frame)
         except (OSError, websocket.WebSocketException):
             return  # the reconnect sends it again (a run_turn carries its clientTurnId: no double run)
         self.outbox_changed()
@@ -300,7 +345,7 @@ class GatewayConnection:
             if first_join:
                 self._join(ws, sid, msg.frame)
             else:
-                ws.send(msg.frame)
+                self.sender.send(ws, msg.frame)
         except (OSError, websocket.WebSocketException) as e:
             with self.lock:
                 self.pending = [p for p in self.pending if p.req_id != msg.reqId]
@@ -399,9 +444,35 @@ class GatewayConnection:
             sessions = dict(self.joined)
         for sid, last in sessions.items():
             self.catching_up[sid] = []
-            ws.send(protocol.build_client_message("join_session", {"sessionId": sid}))
-            after = 0 if sid in self.replay_all else last
-            ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after}))
+            self.sender.send(ws, protocol.build_client_message("join_session", {"sessionId": sid}))
+            self._catch_up(ws, sid, 0 if sid in self.replay_all else last)
+
+    def _catch_up(self, ws: websocket.WebSocket, sid: str, after: int) -> None:
+        """Ask for a session's events after `after`; registered so its answer (or error) is ours."""
+        # Big pages: a long session is caught up in few requests, well inside the rate limit.
+        frame = protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after, "limit": 5000})
+        with self.lock:
+            self.internal_ids -= 1
+            self.internal[self.internal_ids] = sid
+            self.pending.append(Pending(self.internal_ids, "get_events", frozenset({"event_list"}),
+                                        time.monotonic(), frame))
+        self.sender.send(ws, frame)
+
+    def _catch_up_failed(self, req_id: int, data: bytes) -> None:
+        sid = self.internal.pop(req_id, None)
+        if sid is None or sid not in self.catching_up:
+            return
+        err = msgspec.json.decode(data)
+        delay = max(0.2, (err.get("retryAfterMs") or 1000) / 1000)
+        log.warning("catch-up of session %s refused (%s): retrying in %.1fs", sid, err.get("code"), delay)
+
+        def retry() -> None:
+            ws = self.ws
+            if ws is not None and sid in self.catching_up:
+                with self.frame_lock:
+                    self._catch_up(ws, sid, self.joined.get(sid, 0))
+
+        threading.Timer(delay, retry).start()
 
     def _on_disconnected(self) -> None:
         self.connected.clear()
@@ -409,11 +480,12 @@ class GatewayConnection:
         self.catching_up.clear()
         with self.lock:
             failed, self.pending = self.pending, []
+            self.internal.clear()
             self.outbox_inflight = None  # an unanswered item goes again on the next connection
             self.turn_gate.clear()
         for p in failed:
             if p.req_id < 0:
-                continue
+                continue  # the outbox's and our own: sent again after the reconnect
             self.uplink.put_control(CommandFailed(reqId=p.req_id, code="NOT_CONNECTED",
                                                   message="the connection to the gateway was lost"))
 
@@ -448,6 +520,12 @@ class GatewayConnection:
             self._bad_frame(e.message, data)
             return
         reply_to = self._correlate(head, data)
+        if reply_to is not None and reply_to <= INTERNAL_IDS:
+            if head.type == "error":
+                self._catch_up_failed(reply_to, data)
+                return
+            self.internal.pop(reply_to, None)
+            reply_to = None
         if reply_to is not None and OUTBOX_IDS < reply_to < 0:
             self._outbox_answered(reply_to, head, data)
             reply_to = None
@@ -457,8 +535,10 @@ class GatewayConnection:
         if head.type == "event_list" and sid in self.catching_up:
             self._deliver_catchup(sid, data, reply_to)
             return
-        if sid is not None and head.seq is not None and sid in self.catching_up and reply_to is None:
-            self.catching_up[sid].append((data, head))  # live events wait until the gap is filled
+        if sid is not None and head.seq is not None and sid in self.catching_up:
+            # Live events, answers among them, wait until the gap is filled: delivering a newer seq
+            # first would make the stores refuse the older ones as duplicates.
+            self.catching_up[sid].append((data, head, reply_to))
             return
         self._deliver(data, head, reply_to)
 
@@ -485,11 +565,11 @@ class GatewayConnection:
             self._deliver(ev, head, None, replay)
         if page.hasMore and self.ws is not None:
             after = last if last is not None else self.joined[sid]
-            self.ws.send(protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after}))
+            self._catch_up(self.ws, sid, after)
             return
         self.replay_all.discard(sid)
-        for ev, head in self.catching_up.pop(sid, []):
-            self._deliver(ev, head, None)
+        for ev, head, reply_to in self.catching_up.pop(sid, []):
+            self._deliver(ev, head, reply_to)
 
     def _correlate(self, head: protocol.EventHead, data: bytes) -> int | None:
         if not self.pending:
@@ -525,7 +605,7 @@ class GatewayConnection:
                     ws = self.ws
                     try:
                         if ws is not None:
-                            ws.send(protocol.build_client_message("ping", {}))
+                            self.sender.send(ws, protocol.build_client_message("ping", {}))
                     except (OSError, websocket.WebSocketException):
                         pass
             if self.pending:
@@ -550,9 +630,10 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
                     spill_path=spill_file(spill_dir) if spill_dir else None)
     outbox = Outbox(options["outbox_path"]) if options.get("outbox_path") else None
     conn = GatewayConnection(uplink, options["ping_interval_s"], options["stale_after_s"],
-                             options["request_timeout_s"], options.get("resume"), outbox)
+                             options["request_timeout_s"], options.get("resume"), outbox,
+                             options.get("send_rate_limit", 60), options.get("send_rate_window_s", 10.0))
     conn.outbox_changed()
-    for target in (conn.run_socket, conn.run_keepalive, uplink.run):
+    for target in (conn.run_socket, conn.run_keepalive, uplink.run, conn.sender.run):
         threading.Thread(target=target, daemon=True, name=target.__name__).start()
     while True:
         try:
