@@ -13,7 +13,6 @@ import collections
 import logging
 import random
 import signal
-import socket
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -24,6 +23,7 @@ import websocket
 
 from dim_actors import protocol
 from dim_actors.connection.fastws import BufferedWebSocket
+from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.outbox import QUEUEABLE, Outbox
 from dim_actors.connection.uplink import Uplink, spill_file
 from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
@@ -491,15 +491,7 @@ class GatewayConnection:
 
     def _close_socket(self) -> None:
         ws, self.ws = self.ws, None
-        if ws is not None and ws.sock is not None:
-            try:
-                ws.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                ws.close(timeout=0.2)
-            except Exception:  # closing a dead socket may fail in many ways; it is gone either way
-                pass
+        hard_close(ws)
 
     # --- frames ---------------------------------------------------------------------------------------
 

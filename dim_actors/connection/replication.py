@@ -18,7 +18,6 @@ import logging
 import os
 import queue
 import random
-import socket
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -28,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import websocket
 
+from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.uplink import Uplink
 from dim_actors.messages import (
     AckSequence,
@@ -330,15 +330,7 @@ class Link:
 
     def _close(self) -> None:
         ws, self.ws = self.ws, None
-        if ws is not None and ws.sock is not None:
-            try:
-                ws.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                ws.close(timeout=0.2)
-            except Exception:  # a dead socket may fail to close in many ways; it is gone either way
-                pass
+        hard_close(ws)
 
 
 class ReplicationLinks:
