@@ -79,7 +79,10 @@ class SingleProcessClient:
         self.uplink = DirectUplink()
         self.conn = GatewayConnection(self.uplink, ping_interval_s, stale_after_s, 30.0)  # type: ignore[arg-type]
         self.req_ids = 0
-        for target in (self.conn.run_socket, self.conn.run_keepalive):
+        targets = [self.conn.run_socket, self.conn.run_keepalive]
+        if hasattr(self.conn, "sender"):  # the paced sender thread of the connection process's main()
+            targets.append(self.conn.sender.run)
+        for target in targets:
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
         self.conn.on_command(Connect(url=url, token=None))
         self.wait(lambda: self.uplink.stores.connection.get("state") == "connected", 30)
