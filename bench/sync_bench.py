@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from dim_actors import protocol  # noqa: E402
 from dim_actors.devgateway.workspace import Workspace  # noqa: E402
+from bench.harness import wait_until as harness_wait_until  # noqa: E402
 
 PY = sys.executable
 
@@ -52,14 +53,8 @@ def log(msg: str) -> None:
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.001) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    # Polled every millisecond: the latencies measured here are a few milliseconds long.
+    return harness_wait_until(pred, timeout, what, interval)
 
 
 def pct(values: list[float]) -> dict[str, float]:
