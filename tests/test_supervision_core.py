@@ -131,3 +131,13 @@ def test_message_log_files_rotate(tmp_path):
     got = [msgspec.json.decode(l)["body"]["path"] for l in logs.read("a")]
     assert got == [str(i) for i in range(500)][-len(got):]  # the newest survive, in order
     logs.close()
+
+
+def test_recent_lines_come_from_memory_newest_last(system):
+    _, addresses, logs, _ = system
+    for i in range(30):
+        addresses.send("test", "rec", record(i))
+    addresses.send("test", "rec", Crash(reason="y"))
+    got = [msgspec.json.decode(l) for l in logs.recent("rec", types={"journal_record"}, limit=5)]
+    assert [g["body"]["path"] for g in got] == [str(i) for i in range(25, 30)]
+    assert [msgspec.json.decode(l)["type"] for l in logs.recent("rec", types={"crash"})] == ["crash"]

@@ -181,6 +181,20 @@ class MessageLogs:
         self.flush()
         return read_lines(self.files(actor), types, since, limit)
 
+    def recent(self, actor: str, types: set[str] | None = None, since: float | None = None,
+               limit: int = 200) -> list[bytes]:
+        """The newest logged lines for `actor` from the in-memory ring, oldest first.
+
+        For the page's live log, read every second from the router's thread: no file I/O there."""
+        ring = list(self.ring(actor))  # one C-level copy under the GIL: safe against appenders
+        picked: list[Envelope] = []
+        for env in reversed(ring):
+            if envelope_matches(env, types, since):
+                picked.append(env)
+                if len(picked) >= limit:
+                    break
+        return [to_line(env).rstrip(b"\n") for env in reversed(picked)]
+
     def follow(self, callback: Callable[[Envelope], None]) -> Callable[[], None]:
         with self._followers_lock:
             self._followers.append(callback)
