@@ -825,7 +825,10 @@ class Journal(DimActor):
                 break
         if not batch:
             return
-        if deletions and self._folder_gone_or_emptied(s, deletions):
+        # Count every deletion waiting, not only this batch's: an rmtree's deletions are recorded a
+        # few milliseconds apart, and the first one alone must not slip out before the rest is seen.
+        waiting = sum(1 for e in s.entries.values() if e.deletion and e.state == "pending")
+        if deletions and self._folder_gone_or_emptied(s, waiting):
             return
         items = []
         for e in batch:
