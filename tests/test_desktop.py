@@ -292,49 +292,78 @@ def _window_support(display: str) -> str | None:
     return r.stdout.strip() or None
 
 
-def _top_windows(d, title: str) -> list:
-    found = []
-    for w in d.screen().root.query_tree().children:
+class XProbe:
+    """One X connection the tests read window state through. Polling on a fresh connection each
+    time (dozens a second) is what a loaded CI machine once answered with a failed connection
+    setup; one connection, reopened after any X error, does not depend on that."""
+
+    def __init__(self, display: str):
+        self.display = display
+        self.d = None
+
+    def _conn(self):
+        from Xlib import display as xdisplay
+
+        if self.d is None:
+            self.d = xdisplay.Display(self.display)
+        return self.d
+
+    def _reset(self) -> None:
+        if self.d is not None:
+            try:
+                self.d.close()
+            except Exception:
+                pass
+        self.d = None
+
+    def _viewable(self, title: str) -> list:
+        from Xlib import X
+
+        found = []
+        for w in self._conn().screen().root.query_tree().children:
+            try:  # a window may go away between the tree query and this look at it
+                if w.get_wm_name() == title and w.get_attributes().map_state == X.IsViewable:
+                    found.append(w)
+            except Exception:
+                pass
+        return found
+
+    def mapped(self, title: str) -> bool:
+        from Xlib.error import ConnectionClosedError, DisplayError
+
         try:
-            if w.get_wm_name() == title:
-                found.append(w)
-        except Exception:
-            pass
-    return found
+            return bool(self._viewable(title))
+        except (ConnectionClosedError, DisplayError, OSError):
+            self._reset()  # next poll reconnects; a dead Xvfb shows as the wait timing out
+            return False
 
+    def close_window(self, title: str) -> int:
+        """What the window manager does when the user clicks the close button: WM_DELETE_WINDOW."""
+        from Xlib import X
+        from Xlib.protocol import event
 
-def _mapped(display: str, title: str) -> bool:
-    from Xlib import X, display as xdisplay
-
-    d = xdisplay.Display(display)
-    try:
-        return any(w.get_attributes().map_state == X.IsViewable for w in _top_windows(d, title))
-    finally:
-        d.close()
-
-
-def _close_window(display: str, title: str) -> int:
-    """What the window manager does when the user clicks the close button: WM_DELETE_WINDOW."""
-    from Xlib import X, display as xdisplay
-    from Xlib.protocol import event
-
-    d = xdisplay.Display(display)
-    sent = 0
-    try:
+        d = self._conn()
         protocols = d.intern_atom("WM_PROTOCOLS")
         delete = d.intern_atom("WM_DELETE_WINDOW")
-        for w in _top_windows(d, title):
-            if w.get_attributes().map_state == X.IsViewable:
-                w.send_event(event.ClientMessage(window=w, client_type=protocols,
-                                                 data=(32, [delete, X.CurrentTime, 0, 0, 0])), event_mask=X.NoEventMask)
-                sent += 1
+        windows = self._viewable(title)
+        for w in windows:
+            w.send_event(event.ClientMessage(window=w, client_type=protocols,
+                                             data=(32, [delete, X.CurrentTime, 0, 0, 0])), event_mask=X.NoEventMask)
         d.sync()
-    finally:
-        d.close()
-    return sent
+        return len(windows)
+
+    def close(self) -> None:
+        self._reset()
 
 
-def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(dim_home: Path, tmp_path: Path, xvfb):
+@pytest.fixture
+def xprobe(xvfb):
+    probe = XProbe(xvfb)
+    yield probe
+    probe.close()
+
+
+def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(dim_home: Path, tmp_path: Path, xvfb, xprobe):
     why = _window_support(xvfb)
     if why:
         pytest.skip(f"no native window here: {why}")
@@ -343,21 +372,21 @@ def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(di
     try:
         app.wait_connected()
         pages = lambda: app.status()["uibridge"].get("pages", 0)  # noqa: E731
-        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 40, what="the window to be mapped")
+        wait_until(lambda: xprobe.mapped("Diminuendo"), 40, interval=0.1, what="the window to be mapped")
         wait_until(lambda: pages() >= 1, 40, what="the window's page to connect to the bridge")
         assert "native window" in app.output()
 
-        assert _close_window(xvfb, "Diminuendo") == 1
-        wait_until(lambda: not _mapped(xvfb, "Diminuendo"), 15, what="the window to hide")
+        assert xprobe.close_window("Diminuendo") == 1
+        wait_until(lambda: not xprobe.mapped("Diminuendo"), 15, interval=0.1, what="the window to hide")
         time.sleep(0.5)
         assert app.proc.poll() is None and app.status()["connection"]["connection"] == "connected"
         assert "window closed by the user" in app_log(dim_home)
 
         second = second_instance(app.env)
         assert second.returncode == 0 and "showing its window" in second.stdout, (second.stdout, second.stderr)
-        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 15, what="the window to come back")
+        wait_until(lambda: xprobe.mapped("Diminuendo"), 15, interval=0.1, what="the window to come back")
         time.sleep(1)
-        assert _mapped(xvfb, "Diminuendo") and app_log(dim_home).count("window closed by the user") == 1
+        assert xprobe.mapped("Diminuendo") and app_log(dim_home).count("window closed by the user") == 1
         # No tray manager on this screen: said once in the log, and nothing else happens.
         wait_until(lambda: "no tray icon" in app_log(dim_home), 10, what="the tray's log line")
         assert app_log(dim_home).count("no tray icon") == 1
@@ -371,13 +400,13 @@ def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(di
         app.stop()
 
 
-def test_sigterm_stops_the_app_while_the_window_loop_runs(dim_home: Path, xvfb):
+def test_sigterm_stops_the_app_while_the_window_loop_runs(dim_home: Path, xvfb, xprobe):
     why = _window_support(xvfb)
     if why:
         pytest.skip(f"no native window here: {why}")
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
     try:
-        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 40, what="the window to be mapped")
+        wait_until(lambda: xprobe.mapped("Diminuendo"), 40, interval=0.1, what="the window to be mapped")
         conn_pid = app.status()["connection"]["pid"]
         app.proc.send_signal(signal.SIGTERM)
         assert app.proc.wait(timeout=40) == 0
@@ -443,20 +472,20 @@ class FakeSystemTray:
         self.thread.join(5)
 
 
-def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, xvfb):
+def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, xvfb, xprobe):
     why = _window_support(xvfb)
     if why:
         pytest.skip(f"no native window here: {why}")
     tray = FakeSystemTray(xvfb)
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
     try:
-        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 40, what="the window to be mapped")
+        wait_until(lambda: xprobe.mapped("Diminuendo"), 40, interval=0.1, what="the window to be mapped")
         wait_until(lambda: tray.docked, 15, what="the tray icon to dock")
         assert "tray icon shown (xorg" in app_log(dim_home)
-        assert _close_window(xvfb, "Diminuendo") == 1
-        wait_until(lambda: not _mapped(xvfb, "Diminuendo"), 15, what="the window to hide")
+        assert xprobe.close_window("Diminuendo") == 1
+        wait_until(lambda: not xprobe.mapped("Diminuendo"), 15, interval=0.1, what="the window to hide")
         tray.click()
-        wait_until(lambda: _mapped(xvfb, "Diminuendo"), 15, what="a click on the tray icon to bring the window back")
+        wait_until(lambda: xprobe.mapped("Diminuendo"), 15, interval=0.1, what="a click on the tray icon to bring the window back")
         out = app.dimctl("stop")
         assert out.returncode == 0, out.stderr
         assert app.proc.wait(timeout=40) == 0
