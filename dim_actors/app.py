@@ -176,13 +176,16 @@ def catch_stop_signals(runtime: SupervisorRuntime) -> None:
 
 
 def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:
-    """A dim-desktop already runs with this DIM_HOME: ask it to open its window, and exit 0."""
+    """A dim-desktop already runs with this DIM_HOME: ask it to open its window, and exit 0.
+
+    With --no-browser there is nothing to hand over, so this start did not happen: say so and exit
+    1, as a second instance that starts nothing always did (the walking skeleton's contract)."""
     ignored = [f for f, v in (("--gateway", args.gateway), ("--token", args.token), ("--ui-port", args.ui_port)) if v]
     if ignored:
         print(f"dim-desktop: {', '.join(ignored)} ignored: the running instance keeps its own", file=sys.stderr)
     if args.no_browser:
-        print(running, flush=True)
-        return 0
+        print(f"{running}; not starting another", flush=True)
+        return 1
     deadline = time.monotonic() + 30
     why = "it has not written run/runtime.json yet"
     while time.monotonic() < deadline:

@@ -28,11 +28,11 @@ def test_status_lists_actors_and_the_connection_runs_in_its_own_process(app: App
 
 
 def test_second_instance_on_the_same_home_says_so_and_starts_nothing(app: App):
-    # With --no-browser it only reports the running one; without, it opens that one's UI
-    # (tests/test_desktop.py).
+    # With --no-browser it only reports the running one and fails; without, it opens that one's UI
+    # and succeeds (tests/test_desktop.py).
     second = subprocess.run([sys.executable, "-m", "dim_actors.app", "--no-browser"], cwd=ROOT,
                             env=app.env, capture_output=True, text=True, timeout=60)
-    assert second.returncode == 0
+    assert second.returncode == 1
     assert "already running" in second.stdout
     assert str(app.runtime["pid"]) in second.stdout
     assert app.proc.poll() is None
