@@ -169,6 +169,64 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
         assert app.stop() == 0
 
 
+@pytest.fixture
+def session_bus(tmp_path: Path):
+    """A real D-Bus session bus (dbus-daemon, which bin/ensure-desktop installs) of this test's own."""
+    if not shutil.which("dbus-daemon"):
+        pytest.skip("dbus-daemon is not installed (bin/ensure-desktop installs it with apt-get)")
+    proc = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile",
+                             f"--address=unix:path={tmp_path / 'bus'}", "--print-address=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    address = proc.stdout.readline().strip()
+    assert address.startswith("unix:"), f"dbus-daemon did not start (exit {proc.poll()})"
+    yield address
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_native_notifications_through_gdbus_on_a_real_session_bus(dim_home: Path, tmp_path: Path, session_bus: str):
+    gdbus = shutil.which("gdbus")
+    if not gdbus:
+        pytest.skip("gdbus is not installed (bin/ensure-desktop installs libglib2.0-bin with apt-get)")
+    # A PATH with gdbus and no notify-send, so the app takes its D-Bus path.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "gdbus").symlink_to(gdbus)
+    notes = tmp_path / "notifications.jsonl"
+    env = {"DBUS_SESSION_BUS_ADDRESS": session_bus, "PATH": str(bindir)}
+    service = subprocess.Popen([sys.executable, str(ROOT / "tests" / "notification_service.py"), str(notes)],
+                               env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
+    browser, opened = recorder(tmp_path, "browser")
+    app = None
+    try:
+        assert service.stdout.readline().strip() == "ready"
+        app = App(dim_home, env={**env, "BROWSER": f"{browser} %s"})
+        app.wait_connected()
+        sid = app.invoke("create_session", agentType="coding-agent", name="on the bus")["session"]["id"]
+        app.invoke("join_session", sessionId=sid)
+
+        def shown() -> list[dict]:
+            return [json.loads(ln) for ln in lines(notes)]
+
+        app.invoke("run_turn", sessionId=sid, text="done over dbus")
+        wait_until(lambda: any(n["summary"] == "Turn complete" for n in shown()), 15, what="Turn complete on the bus")
+        n = shown()[0]
+        assert n["appName"] == "dim-desktop" and n["body"] == "on the bus: done over dbus"
+        assert n["actions"] == ["default", "Open"]
+        assert "native notifications through gdbus" in app_log(dim_home)
+
+        # The service "clicks" this one: ActionInvoked reaches the app, which opens that session.
+        app.invoke("run_turn", sessionId=sid, text="/ask CLICK which one? | a | b")
+        wait_until(lambda: lines(opened), 15, what="the click to open the UI")
+        assert lines(opened) == [f"{app.runtime['uiUrl']}&session={sid}"]
+        assert [n["summary"] for n in shown()] == ["Turn complete", "Question from the agent"]
+    finally:
+        if app is not None:
+            assert app.stop() == 0
+        service.terminate()
+        service.wait(10)
+
+
 def test_notification_texts():
     ev = _Ev(type="turn_complete", sessionId="s1", finalText="\n  first line\nsecond")
     assert describe(ev, "proj") == ("Turn complete", "proj: first line")

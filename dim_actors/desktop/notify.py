@@ -128,7 +128,11 @@ class _Gdbus:
         self.path = path
         self.on_click = on_click
         self.ids: dict[int, str | None] = {}
+        # A click can be read off the monitor before `gdbus call` has told us the notification's id.
+        self.early_clicks: set[int] = set()
+        self.lock = threading.Lock()
         self.monitor: subprocess.Popen | None = None
+        self.monitoring = threading.Event()
 
     def probe(self) -> str | None:
         """None when the notification service answers; else why not."""
@@ -143,7 +147,8 @@ class _Gdbus:
     def send(self, title: str, body: str, session_id: str | None) -> None:
         if self.monitor is None or self.monitor.poll() is not None:
             self._start_monitor()
-        r = subprocess.run([self.path, "call", *self.DEST, "--method", "org.freedesktop.Notifications.Notify",
+        # "--": without it gdbus takes the expire timeout -1 for an option and only prints its usage.
+        r = subprocess.run([self.path, "call", *self.DEST, "--method", "org.freedesktop.Notifications.Notify", "--",
                             _gv_str(APP_NAME), "0", _gv_str("dialog-information"), _gv_str(title), _gv_str(body),
                             "['default', 'Open']", "@a{sv} {}", "-1"],
                            capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
@@ -151,22 +156,41 @@ class _Gdbus:
         if r.returncode != 0 or not m:
             log.info("gdbus Notify failed: %s", (r.stderr or r.stdout).strip()[:300])
             return
-        self.ids[int(m.group(1))] = session_id
-        if len(self.ids) > 200:
-            self.ids.pop(next(iter(self.ids)))
+        nid = int(m.group(1))
+        with self.lock:
+            self.ids[nid] = session_id
+            if len(self.ids) > 200:
+                self.ids.pop(next(iter(self.ids)))
+            clicked = nid in self.early_clicks
+            self.early_clicks.discard(nid)
+        if clicked:
+            self.on_click(session_id)
 
     def _start_monitor(self) -> None:
+        self.monitoring.clear()
         self.monitor = subprocess.Popen([self.path, "monitor", *self.DEST], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                         start_new_session=True)
         threading.Thread(target=self._read_monitor, args=(self.monitor,), name="gdbus-monitor", daemon=True).start()
+        # Its first line says the match rule is in place; a click before that would go unseen.
+        self.monitoring.wait(3)
 
     def _read_monitor(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            self.monitoring.set()
             m = re.search(r"ActionInvoked \(uint32 (\d+), '([^']*)'\)", line)
-            if m and m.group(2) == "default" and int(m.group(1)) in self.ids:
-                self.on_click(self.ids[int(m.group(1))])
+            if not m or m.group(2) != "default":
+                continue
+            nid = int(m.group(1))
+            with self.lock:
+                known = nid in self.ids
+                session_id = self.ids.get(nid)
+                if not known and len(self.early_clicks) < 200:
+                    self.early_clicks.add(nid)
+            if known:
+                self.on_click(session_id)
+        self.monitoring.set()
 
     def close(self) -> None:
         if self.monitor is not None and self.monitor.poll() is None:
