@@ -4,10 +4,50 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
 
 from apphelpers import ROOT, App, wait_until
+
+
+def listening_pid(port: int) -> int | None:
+    """The process with a TCP socket listening on 127.0.0.1:`port` (Linux /proc), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            f = row.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{f[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                return int(fd_dir.parent.name)
+        except OSError:  # the process ended while we looked
+            continue
+    return None
+
+
+def gateway_pid(app: App) -> int:
+    """The embedded dev gateway: the process serving runtime.json's gatewayUrl."""
+    port = urllib.parse.urlsplit(app.runtime["gatewayUrl"]).port
+    pid = wait_until(lambda: listening_pid(port), 10, what=f"the process listening on port {port}")
+    assert pid != app.proc.pid  # its own process, not a thread of dim-desktop
+    return pid
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or only a zombie left to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
 
 def test_status_lists_actors_and_the_connection_runs_in_its_own_process(app: App):
@@ -42,30 +82,25 @@ def test_clean_stop_removes_runtime_json_and_stops_every_process(dim_home):
     a = App(dim_home)
     a.wait_connected()
     conn_pid = a.status()["connection"]["pid"]
-    assert a.stop() == 0
+    gw_pid = gateway_pid(a)
+    assert a.stop() == 0  # SIGINT, as Ctrl-C in the terminal
     assert not (dim_home / "run" / "runtime.json").exists()
     assert "stopped" in a.output()
-
-    def gone(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
     wait_until(lambda: gone(conn_pid), 10, what="the connection process to exit")
+    wait_until(lambda: gone(gw_pid), 10, what="the dev gateway to exit")
 
 
 def test_dimctl_stop_ends_the_app(dim_home):
     a = App(dim_home)
+    gw_pid = gateway_pid(a)
     out = a.dimctl("stop")
     assert out.returncode == 0, out.stderr
     assert a.proc.wait(timeout=40) == 0
     assert not (dim_home / "run" / "runtime.json").exists()
+    wait_until(lambda: gone(gw_pid), 10, what="the dev gateway to exit")
 
 
 def test_dimctl_without_a_running_instance_exits_2(dim_home):
-    out = App.__new__(App)
     env = {**os.environ, "DIM_HOME": str(dim_home)}
     r = subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", "status"], env=env,
                        capture_output=True, text=True, timeout=30)
@@ -78,6 +113,92 @@ def test_dimctl_without_a_running_instance_exits_2(dim_home):
     r = subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", "status"], env=env,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "stale" in r.stderr
+
+
+class FakeControlSocket:
+    """A real Unix socket where dim-desktop's control socket should be, with runtime.json pointing
+    at it: it reads each request line, then sends `answer` and closes, or (None) never answers."""
+
+    def __init__(self, home: Path, answer: bytes | None):
+        (home / "run").mkdir(exist_ok=True)
+        self.path = home / "run" / "control.sock"
+        self.answer = answer
+        self.conns: list[socket.socket] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(self.path))
+        self.sock.listen()
+        (home / "run" / "runtime.json").write_text(json.dumps({
+            "pid": os.getpid(), "uiUrl": "http://127.0.0.1:1/?token=x", "token": "x",
+            "controlSocket": str(self.path), "gatewayUrl": "ws://127.0.0.1:1/ws"}))
+        self.env = {**os.environ, "DIM_HOME": str(home)}
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            with conn.makefile("rb") as f:
+                f.readline()
+            if self.answer is not None:
+                conn.sendall(self.answer)
+                conn.close()
+
+    def dimctl(self, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, sys.executable, "-m", "dim_actors.cli.dimctl", *args], env=self.env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, text: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("dimctl: ") and text in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,answer", [
+    (["status"], b"this is not json\n"),
+    (["status"], b'{"ok": "perhaps"}\n'),  # JSON, but not a reply
+    (["status"], b"\xff\xfe\n"),
+    (["logs", "router"], b'{"ok": true}\nnot an envelope\n'),
+    (["logs", "router", "--json"], b'{"ok": true}\nnot an envelope\n'),
+])
+def test_dimctl_says_an_undecodable_answer_in_one_line(dim_home, args, answer):
+    server = FakeControlSocket(dim_home, answer)
+    try:
+        assert_one_line_error(server.dimctl(*args), "undecodable reply from dim-desktop")
+    finally:
+        server.close()
+
+
+def test_dimctl_gives_up_on_a_control_socket_that_never_answers(dim_home):
+    server = FakeControlSocket(dim_home, None)
+    try:
+        assert_one_line_error(server.dimctl("--timeout", "1", "status"), "did not answer within 1s")
+    finally:
+        server.close()
+
+
+def test_dimctl_without_permission_on_the_control_socket(dim_home):
+    server = FakeControlSocket(dim_home, None)
+    try:
+        server.path.chmod(0)
+        prefix: tuple[str, ...] = ()
+        if os.geteuid() == 0:
+            # Root passes any file mode through CAP_DAC_OVERRIDE: run dimctl as root without it (and
+            # without CAP_DAC_READ_SEARCH), so the kernel checks the socket's mode as for anyone else.
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop CAP_DAC_OVERRIDE")
+            caps = "-dac_override,-dac_read_search"
+            prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
+        assert_one_line_error(server.dimctl("status", prefix=prefix), "permission denied on the control socket")
+    finally:
+        server.close()
 
 
 def test_dimctl_logs_shows_what_an_actor_received(app: App):

@@ -117,3 +117,55 @@ def test_the_client_paces_itself_under_the_gateways_rate_limit(dim_home, tmp_pat
     finally:
         app.stop()
         gw.stop()
+
+
+@pytest.mark.parametrize("killed", ["before the answer", "after the answer"])
+def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(dim_home, tmp_path, killed):
+    import os
+    import signal
+
+    from misbehaving_gateway import HoldingProxy
+
+    gw = GatewayProcess(tmp_path / "gw").start()
+    proxy = HoldingProxy(gw.port)
+    app = App(dim_home, ["--gateway", proxy.url])
+    try:
+        app.wait_connected()
+        sid = app.invoke("create_session", agentType="echo")["session"]["id"]
+        app.invoke("join_session", sessionId=sid)
+        go_offline(app)
+        queued = app.invoke("run_turn", sessionId=sid, text="exactly once")
+        assert queued["type"] == "queued"
+        # The next connection is watched: once the outbox's run_turn has reached the gateway (and,
+        # in the second case, the gateway's turn_started has been passed back), nothing more reaches
+        # the client. So the process dies with the turn run and its item still in the outbox
+        # (certainly before the answer; maybe just after it in the second case).
+        if killed == "before the answer":
+            proxy.hold_after(b'"type":"run_turn"', "up")
+        else:
+            proxy.hold_after(b'"type":"turn_started"', "down")
+        pid = app.status()["connection"]["pid"]
+        app.invoke("gateway_connect", url=proxy.url)
+        assert proxy.held.wait(20), "the outbox never sent the run_turn"
+        os.kill(pid, signal.SIGKILL)
+        # The supervisor restarts the connection process; it resends what is still in the outbox,
+        # with the same clientTurnId, and the gateway answers with the turn it already ran.
+        wait_until(lambda: app.status()["connection"]["pid"] != pid, 20, what="the connection process to restart")
+        app.wait_connected(30)
+        wait_until(lambda: app.invoke("get_state")["outbox"] == [], 30, what="the outbox to empty")
+        turns = wait_until(lambda: (lambda ts: ts if ts and all(t["status"] == "complete" for t in ts) else None)(
+            app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])), 30, what="the turn to complete")
+        assert [(t["userText"], t["text"]) for t in turns] == [("exactly once", "exactly once")]
+        started = [e for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"]
+        assert [e["text"] for e in started] == ["exactly once"]  # run by the gateway once, not twice
+        sent = [json.loads(f) for f in proxy.client_frames if b'"type":"run_turn"' in f]
+        assert len({m["clientTurnId"] for m in sent}) == 1  # every send carried the same client id
+        if killed == "before the answer":
+            assert len(sent) == 2  # sent, then sent again by the new process: the case under test
+        else:
+            assert len(sent) in (1, 2)  # the answer may have been taken in just before the kill
+        assert app.status()["connection"]["restarts"] == 1
+    finally:
+        app.stop()
+        proxy.close()
+        gw.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 import websocket
@@ -119,3 +121,24 @@ def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(dim_hom
         assert new["deltaCount"] == 500 and new["text"] == stream_text(500)
     finally:
         second.stop()
+
+
+def test_spill_files_of_dead_connection_processes_are_removed_at_start(dim_home):
+    # What a connection process killed while spilling leaves behind. Its events were bound for a pipe
+    # that died with it; the new process resumes by seq from the gateway, so the file is only litter.
+    spill_dir = dim_home / "data" / "spill"
+    spill_dir.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: that pid no longer exists
+    stale = spill_dir / f"uplink-{gone.pid}.spill"
+    stale.write_bytes(b"\x05\x00\x00\x00hello" * 1000)
+    # A live process's file is not touched, whoever it belongs to (here: this test's own pid).
+    live = spill_dir / f"uplink-{os.getpid()}.spill"
+    live.write_bytes(b"in use")
+    app = App(dim_home)
+    try:
+        app.wait_connected()  # the connection process cleans up before it connects
+        assert not stale.exists()
+        assert live.read_bytes() == b"in use"
+    finally:
+        app.stop()

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from apphelpers import ROOT, App, wait_until, write_settings
+from test_app_lifecycle import gateway_pid, gone
 
 N = 20000
 EXPECTED = "".join(f"{i} " for i in range(N))
@@ -93,6 +95,7 @@ def test_restart_of_an_unknown_actor_is_a_clear_error(app: App):
 def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
     app = App(dim_home)
     app.wait_connected()
+    gw_pid = gateway_pid(app)
     # More than 3 crashes in 5 s: the whole tree restarts once.
     for _ in range(4):
         assert app.dimctl("crash", "journal").returncode == 0
@@ -104,9 +107,11 @@ def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
         if r.returncode != 0:
             break
     code = app.proc.wait(timeout=60)
-    assert code != 0
-    assert "kept failing" in app.output()
+    assert code == 3
+    last = app.output().strip().splitlines()[-1]  # one line says why
+    assert last.startswith("dim-desktop: stopped: actor journal kept failing"), last
     assert not (dim_home / "run" / "runtime.json").exists()
+    wait_until(lambda: gone(gw_pid), 10, what="the dev gateway to exit")
 
 
 def test_logs_follow_type_and_since(app: App):
@@ -129,6 +134,38 @@ def test_logs_follow_type_and_since(app: App):
     assert len(everything.stdout.splitlines()) == 50
     recent = app.dimctl("logs", "router", "--json", "--type", "invoke", "--limit", "2")
     assert len(recent.stdout.splitlines()) == 2
+
+
+def test_logs_since_type_and_limit_filter_what_is_shown(app: App):
+    window = 5.0
+    for i in range(3):
+        app.invoke("create_session", agentType="echo", name=f"old-{i}")
+    mark = time.time()
+    # A condition on the wall clock, not a sleep: everything above is now older than the window.
+    wait_until(lambda: time.time() > mark + window + 0.5, window + 10, interval=0.1, what="the window to pass")
+    for i in range(3):
+        app.invoke("create_session", agentType="echo", name=f"new-{i}")
+
+    def logs(*args: str) -> list[dict]:
+        out = app.dimctl("logs", "router", "--json", *args)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    def created(lines: list[dict]) -> list[str]:
+        return [l["body"]["args"]["name"] for l in lines if l["type"] == "invoke"
+                and l["body"]["command"] == "create_session"]
+
+    everything = logs()
+    assert created(everything) == ["old-0", "old-1", "old-2", "new-0", "new-1", "new-2"]
+    assert {"invoke", "connection_state"} <= {l["type"] for l in everything}
+    # dimctl starts well within the window of the new ones, and long after the old ones left it.
+    recent = logs("--since", f"{window:g}s")
+    assert created(recent) == ["new-0", "new-1", "new-2"] and all(l["ts"] > mark for l in recent)
+    invokes = logs("--type", "invoke")
+    assert {l["type"] for l in invokes} == {"invoke"} and created(invokes) == created(everything)
+    assert created(logs("--type", "invoke", "--limit", "2")) == ["new-1", "new-2"]  # the newest, oldest first
+    last3 = [l["id"] for l in logs("--limit", "3")]
+    assert len(last3) == 3 and last3 == sorted(last3) and last3[0] >= everything[-3]["id"]  # (more may arrive)
 
 
 def test_a_hung_actor_is_detected_and_replaced_without_losing_messages(dim_home):

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
+import pykka
 import pytest
 
-from dim_actors.home import DimHome
+from dim_actors.home import DimHome, RuntimeInfo
 from dim_actors.messages import Crash, JournalRecord
 from dim_actors.settings import Settings
 from dim_actors.supervisor.actor import ActorContext, DimActor
 from dim_actors.supervisor.addresses import Addresses
+from dim_actors.supervisor.control import FOLLOW_BUFFER, ControlServer
 from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import ChildSpec, RestartChild, Status, StopAll, Supervisor
+from dim_actors.supervisor.supervisor import (
+    CheckHealth,
+    ChildExited,
+    ChildFailed,
+    ChildSpec,
+    RestartChild,
+    Status,
+    StopAll,
+    Supervisor,
+)
 
-from apphelpers import wait_until
+from apphelpers import ROOT, wait_until
 
 
 class Recorder(DimActor):
@@ -31,27 +51,91 @@ class Recorder(DimActor):
             Recorder.seen.append(body.path)
 
 
+class Worker(DimActor):
+    """Does what the path of a JournalRecord says: `quit` stops it (a normal exit), `block:K` blocks
+    its handler until the test sets gate K (a real hang), anything else is recorded."""
+
+    seen: list[tuple[str, str]] = []
+    stopped: list[str] = []  # names, in the order their instances stopped (normal stops only)
+    threads: list[threading.Thread] = []  # each instance's thread, in start order
+    gates: dict[str, threading.Event] = {}
+    fail_start: set[str] = set()
+    raise_after_block: set[str] = set()  # gates after which the handler raises
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.seen, cls.stopped, cls.threads, cls.gates, cls.fail_start = [], [], [], {}, set()
+        cls.raise_after_block = set()
+
+    def on_start(self) -> None:
+        super().on_start()
+        Worker.threads.append(threading.current_thread())
+        if self.ctx.name in Worker.fail_start:
+            raise RuntimeError(f"{self.ctx.name} cannot start")
+
+    def on_stop(self) -> None:
+        Worker.stopped.append(self.ctx.name)
+
+    def handle(self, sender, body):
+        if body.path == "quit":
+            self.stop()
+        elif body.path.startswith("block:"):
+            Worker.gates.setdefault(body.path[6:], threading.Event()).wait(60)
+            if body.path[6:] in Worker.raise_after_block:
+                raise RuntimeError("the hung handler returned and then failed")
+        else:
+            Worker.seen.append((self.ctx.name, body.path))
+
+
 @pytest.fixture
-def system(tmp_path):
+def make_system(tmp_path):
+    """Build a supervisor over real pykka actors; `tick` also checks health ten times a second, as
+    the runtime's ticker does once a second."""
+    made = []
     Recorder.seen = []
-    logs = MessageLogs(tmp_path / "logs")
-    addresses = Addresses(["rec"], logs)
-    gave_up: list[str] = []
-    home = DimHome(tmp_path)
-    settings = Settings()
-    sup_ref = None
+    Worker.reset()
 
-    def ctx(name):
-        return ActorContext(name, addresses, home, settings,
-                            lambda n, e: sup_ref.tell(__import__("dim_actors.supervisor.supervisor",
-                                                                 fromlist=["ChildFailed"]).ChildFailed(n, e)), {})
+    def make(specs: list[ChildSpec], period_s: float = 5.0, hang_timeout_s: float = 30.0, tick: bool = False):
+        logs = MessageLogs(tmp_path / f"logs{len(made)}")
+        addresses = Addresses([s.name for s in specs], logs)
+        gave_up: list[str] = []
+        home, settings, holder = DimHome(tmp_path), Settings(), {}
 
-    sup_ref = Supervisor.start([ChildSpec("rec", Recorder)], addresses, ctx, 3, 5.0, gave_up.append)
-    sup_ref.ask(Status())
-    yield sup_ref, addresses, logs, gave_up
-    sup_ref.ask(StopAll())
-    sup_ref.stop()
-    logs.close()
+        def ctx(name):
+            return ActorContext(name, addresses, home, settings,
+                                on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)), extra={},
+                                on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
+
+        sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, period_s, gave_up.append, hang_timeout_s)
+        sup.ask(Status())
+        done = threading.Event()
+
+        def ticker():
+            while not done.wait(0.1):
+                try:
+                    sup.tell(CheckHealth())
+                except pykka.ActorDeadError:
+                    return
+
+        if tick:
+            threading.Thread(target=ticker, daemon=True).start()
+        made.append((sup, logs, done))
+        return SimpleNamespace(sup=sup, addresses=addresses, logs=logs, gave_up=gave_up)
+
+    yield make
+    for gate in Worker.gates.values():
+        gate.set()  # let hung handlers return
+    for sup, logs, done in made:
+        done.set()
+        sup.ask(StopAll())
+        sup.stop()
+        logs.close()
+
+
+@pytest.fixture
+def system(make_system):
+    s = make_system([ChildSpec("rec", Recorder)])
+    return s.sup, s.addresses, s.logs, s.gave_up
 
 
 def record(i: int) -> JournalRecord:
@@ -104,6 +188,91 @@ def test_restart_intensity_escalates_then_gives_up(system):
         time.sleep(0.05)
     wait_until(lambda: gave_up, 10, what="the supervisor to give up")
     assert "kept failing" in gave_up[0] and "still failing" in gave_up[0]
+    assert "\n" not in gave_up[0]  # dim-desktop prints it as its last line
+    assert addresses["rec"].state == "stopped" and addresses["rec"].ref is None
+
+
+def test_a_tree_restart_that_cannot_start_a_child_stops_every_child_in_reverse(make_system):
+    s = make_system([ChildSpec(n, Worker) for n in ("a", "b", "c", "d")])
+    for i in range(3):
+        s.addresses.send("test", "a", Crash(reason="again"))
+        wait_until(lambda: s.addresses["a"].stats.restarts == i + 1 and s.addresses["a"].state == "running", 10,
+                   what=f"restart {i + 1} of a")
+    Worker.stopped.clear()
+    Worker.fail_start.add("c")
+    s.addresses.send("test", "d", record(1))  # d gets a message while the tree restarts
+    s.addresses.send("test", "a", Crash(reason="once more"))  # the 4th in 5 s: the whole tree restarts
+    wait_until(lambda: s.gave_up, 10, what="the supervisor to give up")
+    reason = s.gave_up[0]
+    assert "actor c could not start" in reason and "RuntimeError: c cannot start" in reason and "\n" not in reason
+    # The tree restart stopped d, c, b (a had crashed), started a and b, then c failed: it stopped
+    # b and a again, in reverse, and never started d rather than leave it "restarting".
+    assert Worker.stopped == ["d", "c", "b", "b", "a"]
+    assert [s.addresses[n].state for n in "abcd"] == ["stopped"] * 4
+    assert all(s.addresses[n].ref is None for n in "abcd")
+    wait_until(lambda: not pykka.ActorRegistry.get_by_class(Worker), 10, what="every Worker to stop")
+    assert not s.sup.ask(RestartChild("a"))  # given up: nothing is started again
+
+
+def test_a_child_that_cannot_start_at_all_makes_the_supervisor_give_up(make_system):
+    Worker.fail_start.add("b")
+    s = make_system([ChildSpec(n, Worker) for n in ("a", "b", "c")])
+    wait_until(lambda: s.gave_up, 10, what="the supervisor to give up")
+    assert s.gave_up == ["actor b could not start: RuntimeError: b cannot start"]
+    assert Worker.stopped == ["a"] and [s.addresses[n].state for n in "abc"] == ["stopped"] * 3
+
+
+@pytest.mark.parametrize("restart,end,restarted", [
+    ("permanent", "crash", True), ("permanent", "quit", True),
+    ("transient", "crash", True), ("transient", "quit", False),
+    ("temporary", "crash", False), ("temporary", "quit", False),
+])
+def test_restart_types(make_system, restart, end, restarted):
+    """OTP's: permanent always restarted, transient only after an abnormal end, temporary never."""
+    s = make_system([ChildSpec("w", Worker, restart)])
+    w = s.addresses["w"]
+    s.addresses.send("test", "w", record(1))
+    s.addresses.send("test", "w", Crash(reason="boom") if end == "crash" else JournalRecord(
+        sessionId="s", origin="local", path="quit"))
+    if restarted:
+        s.addresses.send("test", "w", record(2))
+        wait_until(lambda: Worker.seen == [("w", "1"), ("w", "2")], 10, what="the restarted instance to go on")
+        assert w.stats.restarts == 1 and w.state == "running" and len(Worker.threads) == 2
+        return
+    final = "failed" if end == "crash" else "stopped"
+    wait_until(lambda: w.state == final, 10, what=f"w to be {final}")  # set by the supervisor's decision
+    assert w.stats.restarts == 0 and w.ref is None and len(Worker.threads) == 1
+    assert ("boom" in w.stats.last_error) if end == "crash" else w.stats.last_error is None
+    s.addresses.send("test", "w", record(2))
+    assert w.mailbox_depth() == 1 and Worker.seen == [("w", "1")]  # held, not lost
+    assert s.sup.ask(RestartChild("w"))  # an explicit restart starts it again, and it gets what waited
+    wait_until(lambda: Worker.seen == [("w", "1"), ("w", "2")], 10, what="the held message after a restart")
+
+
+@pytest.mark.parametrize("late", ["returns", "raises"])
+def test_a_replaced_hung_instance_cannot_touch_its_successors_bookkeeping(make_system, late):
+    s = make_system([ChildSpec("w", Worker)], hang_timeout_s=1.0, tick=True)
+    w = s.addresses["w"]
+    Worker.raise_after_block = {"old"} if late == "raises" else set()
+    s.addresses.send("test", "w", JournalRecord(sessionId="s", origin="local", path="block:old"))
+    wait_until(lambda: w.stats.restarts == 1 and w.state == "running", 15, what="the hung instance to be replaced")
+    assert "hung" in w.stats.last_error
+    old_thread = Worker.threads[0]
+    assert old_thread.is_alive()  # a thread cannot be killed: it is still in its handler
+    # The successor is in a handler of its own when the old one's handler finally returns.
+    s.addresses.send("test", "w", JournalRecord(sessionId="s", origin="local", path="block:new"))
+    wait_until(lambda: w.busy_since is not None, 10, what="the successor to be busy")
+    busy_since, handled, ref = w.busy_since, w.handled(), w.ref
+    s.addresses.send("test", "w", record(1))  # waits in the successor's inbox
+    Worker.gates.setdefault("old", threading.Event()).set()
+    wait_until(lambda: not old_thread.is_alive(), 10, what="the old instance to end")
+    s.sup.ask(Status())  # whatever the old instance reported has reached the supervisor by now
+    assert w.busy_since == busy_since and w.handled() == handled  # not cleared, not counted
+    assert w.ref is ref and w.state == "running" and w.stats.restarts == 1 and w.mailbox_depth() == 1
+    Worker.gates.setdefault("new", threading.Event()).set()
+    wait_until(lambda: Worker.seen == [("w", "1")], 10, what="the successor to go on")
+    wait_until(lambda: w.handled() == handled + 2, 10, what="the successor's count")
+    assert w.busy_since is None
 
 
 def test_message_log_records_every_delivery_and_reads_back_filtered(system):
@@ -141,3 +310,67 @@ def test_recent_lines_come_from_memory_newest_last(system):
     got = [msgspec.json.decode(l) for l in logs.recent("rec", types={"journal_record"}, limit=5)]
     assert [g["body"]["path"] for g in got] == [str(i) for i in range(25, 30)]
     assert [msgspec.json.decode(l)["type"] for l in logs.recent("rec", types={"crash"})] == ["crash"]
+
+
+class LogsOnlyRuntime:
+    """The part of SupervisorRuntime the control socket's `logs` command uses."""
+
+    def __init__(self, addresses: Addresses, logs: MessageLogs):
+        self.addresses, self.logs = addresses, logs
+
+
+@pytest.fixture
+def control(tmp_path):
+    """A real control socket over real message logs (no actors: messages to `a` are only logged),
+    and a DIM_HOME whose runtime.json points dimctl at it."""
+    logs = MessageLogs(tmp_path / "logs")
+    addresses = Addresses(["a"], logs)
+    sock_dir = Path(tempfile.mkdtemp(prefix="dimctl-"))  # short: a Unix socket path has ~100 bytes
+    server = ControlServer(sock_dir / "c.sock", LogsOnlyRuntime(addresses, logs))
+    server.start()
+    home = DimHome(tmp_path / "home")
+    home.ensure()
+    home.write_runtime(RuntimeInfo(pid=1, uiUrl="http://127.0.0.1:1/", token="t",
+                                   controlSocket=str(server.path), gatewayUrl="ws://127.0.0.1:1/ws"))
+    env = {**os.environ, "DIM_HOME": str(home.root)}
+    yield SimpleNamespace(addresses=addresses, logs=logs, env=env)
+    server.close()
+    logs.close()
+    shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_logs_follow_notices_dimctl_gone_while_nothing_arrives(control):
+    follower = subprocess.Popen([sys.executable, "-m", "dim_actors.cli.dimctl", "logs", "a", "--follow"],
+                                env=control.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: control.logs.follower_count() == 1, 20, what="dimctl to follow")
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=10)
+        # No message arrives for `a`: the server notices the closed socket by itself.
+        wait_until(lambda: control.logs.follower_count() == 0, 5, what="the follower to be dropped")
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_logs_follow_of_a_slow_reader_is_bounded_and_says_what_it_skipped(control):
+    follower = subprocess.Popen([sys.executable, "-m", "dim_actors.cli.dimctl", "logs", "a", "--follow", "--json"],
+                                env=control.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: control.logs.follower_count() == 1, 20, what="dimctl to follow")
+        # Nobody reads dimctl's stdout yet: its pipe fills, then the socket, then the follow buffer.
+        n = 4 * FOLLOW_BUFFER
+        sent = [control.addresses.send("t", "a", record(i)).id for i in range(n)]
+        got = []
+        while not got or got[-1] != sent[-1]:
+            line = follower.stdout.readline()
+            assert line, f"dimctl ended early: {follower.stderr.read()!r}"
+            got.append(json.loads(line)["id"])
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=10)
+    notes = follower.stderr.read().decode().splitlines()
+    skipped = [int(note.split()[1]) for note in notes if "messages skipped" in note]
+    assert skipped and len(got) + sum(skipped) == n  # every message either shown or counted
+    assert got == sorted(got) and set(got) <= set(sent)
+    assert len(got) < n - FOLLOW_BUFFER  # the buffer held at most FOLLOW_BUFFER of them

@@ -16,6 +16,9 @@ from dim_actors.messages import ACTOR_NAMES, ControlReply, ControlRequest
 from dim_actors.supervisor.control import request
 
 EXIT_USAGE = 2
+DEFAULT_TIMEOUT_S = 30.0
+# A restart waits for the actor to stop (up to its shutdown timeout) and to start again.
+COMMAND_TIMEOUT_S = {"restart": 90.0, "crash": 90.0}
 
 
 class CtlError(Exception):
@@ -32,6 +35,9 @@ def parse_duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dimctl", description="Control a running dim-desktop (found through $DIM_HOME).")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help=f"how long to wait for dim-desktop's answer (default {DEFAULT_TIMEOUT_S:g}, restart and "
+                        f"crash {COMMAND_TIMEOUT_S['restart']:g}; logs --follow waits as long as it runs)")
     sub = p.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="actors with pid, state, restarts, uptime, mailbox, last error")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -53,21 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def connect(home: DimHome, req: ControlRequest, timeout: float | None = 30.0) -> socket.socket:
-    info = home.read_runtime()
+def connect(home: DimHome, req: ControlRequest, timeout: float | None = DEFAULT_TIMEOUT_S) -> socket.socket:
+    try:
+        info = home.read_runtime()
+    except PermissionError as e:
+        raise CtlError(f"cannot read {e.filename}: permission denied (dim-desktop runs as another user?)") from None
     if info is None:
         raise CtlError(f"no running dim-desktop for DIM_HOME={home.root}")
     try:
         return request(Path(info.controlSocket), req, timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         raise CtlError(f"stale control socket {info.controlSocket}: dim-desktop (pid {info.pid}) is not running") from None
+    except PermissionError:
+        raise CtlError(f"permission denied on the control socket {info.controlSocket}: it is only for the user "
+                       f"dim-desktop (pid {info.pid}) runs as") from None
+    except TimeoutError:
+        raise  # said in main, with the time waited
+    except OSError as e:
+        raise CtlError(f"cannot connect to the control socket {info.controlSocket}: {e.strerror or e}") from None
+
+
+def _undecodable(what: bytes) -> CtlError:
+    return CtlError(f"undecodable reply from dim-desktop: {what[:80]!r}")
 
 
 def read_reply(f) -> ControlReply:
     line = f.readline()
     if not line:
         raise CtlError("dim-desktop closed the control connection without an answer")
-    reply = msgspec.json.decode(line, type=ControlReply)
+    try:
+        reply = msgspec.json.decode(line, type=ControlReply)
+    except msgspec.DecodeError:  # also a well-formed JSON value of the wrong shape (ValidationError)
+        raise _undecodable(line) from None
     if not reply.ok:
         raise CtlError(reply.error or "failed")
     return reply
@@ -108,39 +131,64 @@ def format_line(raw: bytes) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    home = DimHome.from_env()
+    timeout = args.timeout if args.timeout is not None else COMMAND_TIMEOUT_S.get(args.cmd, DEFAULT_TIMEOUT_S)
+    try:
+        return _run(args, DimHome.from_env(), timeout)
+    except TimeoutError:  # socket.timeout: connecting, or waiting for the answer
+        raise CtlError(f"dim-desktop did not answer within {timeout:g}s") from None
+    except ConnectionResetError:
+        raise CtlError("dim-desktop closed the control connection") from None
+
+
+def _run(args: argparse.Namespace, home: DimHome, timeout: float) -> int:
     if args.cmd == "status":
-        with connect(home, ControlRequest(cmd="status")) as s, s.makefile("rb") as f:
+        with connect(home, ControlRequest(cmd="status"), timeout) as s, s.makefile("rb") as f:
             rows = read_reply(f).result
         if args.json:
             print(msgspec.json.encode(rows).decode())
         else:
-            print_status(rows)
+            try:
+                print_status(rows)  # builds the whole table before printing a line
+            except (KeyError, TypeError, AttributeError):
+                raise CtlError(f"unexpected status reply from dim-desktop: {str(rows)[:80]}") from None
     elif args.cmd in ("restart", "crash"):
         req = ControlRequest(cmd=args.cmd, actor=args.actor, hangSeconds=getattr(args, "hang", None))
-        with connect(home, req, timeout=90) as s, s.makefile("rb") as f:
+        with connect(home, req, timeout) as s, s.makefile("rb") as f:
             read_reply(f)
         print(f"{args.actor}: {'restarted' if args.cmd == 'restart' else 'fault injected'}")
     elif args.cmd == "stop":
-        with connect(home, ControlRequest(cmd="stop")) as s, s.makefile("rb") as f:
+        with connect(home, ControlRequest(cmd="stop"), timeout) as s, s.makefile("rb") as f:
             read_reply(f)
         deadline = time.monotonic() + 60
         while home.read_runtime() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         print("dim-desktop stopped" if home.read_runtime() is None else "dim-desktop is still stopping")
     elif args.cmd == "show":
-        with connect(home, ControlRequest(cmd="show", sessionId=args.session)) as s, s.makefile("rb") as f:
-            shown = read_reply(f).result.get("shown")
+        with connect(home, ControlRequest(cmd="show", sessionId=args.session), timeout) as s, s.makefile("rb") as f:
+            result = read_reply(f).result
+        shown = result.get("shown") if isinstance(result, dict) else result
         print(f"dim-desktop: UI opened ({shown})")
     elif args.cmd == "logs":
         since = time.time() - args.since if args.since is not None else None
         req = ControlRequest(cmd="logs", actor=args.actor, types=args.type, since=since, limit=args.limit,
                              follow=args.follow)
-        with connect(home, req, timeout=None if args.follow else 30) as s, s.makefile("rb") as f:
+        with connect(home, req, None if args.follow else timeout) as s, s.makefile("rb") as f:
             read_reply(f)
             for line in f:
                 raw = line.rstrip(b"\n")
-                print(raw.decode() if args.json else format_line(raw), flush=True)
+                if raw.startswith(b'{"skipped":'):  # this follower fell behind; control.py dropped the oldest
+                    n = msgspec.json.decode(raw).get("skipped")
+                    print(f"dimctl: {n} messages skipped: this follower fell behind", file=sys.stderr, flush=True)
+                    continue
+                try:
+                    if args.json:
+                        msgspec.json.decode(raw)  # only to refuse a line that is not JSON
+                        text = raw.decode()
+                    else:
+                        text = format_line(raw)
+                except (msgspec.DecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+                    raise _undecodable(raw) from None
+                print(text, flush=True)
     return 0
 
 

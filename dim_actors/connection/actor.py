@@ -92,6 +92,8 @@ class ConnectionActor(DimActor):
         st = self.memory.state
         return {"pid": self.process.pid, "connection": st.state, "url": st.url,
                 "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames,
+                # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
+                "retryInMs": st.retryInMs if st.state == "reconnecting" else None, "detail": st.detail,
                 "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns}
 
     def _down(self, msg: Msg) -> None:

@@ -12,14 +12,33 @@ reads the socket directly, before the buffer is first used, so nothing is read a
 
 The fast path is only taken with skip_utf8_validation=True (the connection process validates
 nothing it only forwards; websocket-client's pure-Python UTF-8 check costs ~4x the receive rate).
+
+`max_message_bytes` bounds what one message may cost: the length in a frame's header is checked
+before its payload is read, and an oversized frame (or a fragmented message growing past the
+bound) is read and thrown away in READ_AHEAD-sized chunks, never held whole, then reported by
+raising OversizedFrame. The stream stays in sync, so the caller can go on reading.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import websocket
 
 READ_AHEAD = 64 << 10
-_TEXT, _BINARY = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY
+SAMPLE_BYTES = 200
+_TEXT, _BINARY, _CONT = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT
+
+
+class OversizedFrame(websocket.WebSocketException):
+    """A message over `max_message_bytes`, already skipped: the socket is positioned after it.
+
+    A WebSocketException, so a caller that does not expect it (the handshake) reconnects."""
+
+    def __init__(self, length: int, limit: int, sample: bytes, fragmented: bool = False):
+        what = f"a fragmented message of at least {length} bytes" if fragmented else f"a frame of {length} bytes"
+        super().__init__(f"{what} is over the {limit}-byte limit")
+        self.length, self.limit, self.sample = length, limit, sample
 
 
 class BufferedWebSocket(websocket.WebSocket):
@@ -28,6 +47,11 @@ class BufferedWebSocket(websocket.WebSocket):
         self._rbuf = b""
         self._rpos = 0
         self._fast = bool(kwargs.get("skip_utf8_validation"))
+        self.max_message_bytes: int | None = None
+        # Called for each chunk of an oversized frame thrown away: bytes are arriving, so a caller
+        # watching for a silent gateway can tell a slow, huge frame from a dead link.
+        self.on_discard: Callable[[], None] | None = None
+        self._skipping = False  # dropping the continuation frames of an oversized message
 
     def _recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
@@ -72,7 +96,52 @@ class BufferedWebSocket(websocket.WebSocket):
             start = pos + 10
             length = int.from_bytes(buf[pos + 2:start], "big")
         end = start + length
-        if end > len(buf):
-            return None  # cut by the end of the buffer
+        if end > len(buf) or (self.max_message_bytes is not None and length > self.max_message_bytes):
+            return None  # cut by the end of the buffer, or too big: the slow path deals with it
         self._rpos = end
         return opcode, buf[start:end]
+
+    def recv_frame(self) -> websocket.ABNF:
+        """websocket-client's frame reader, with the payload length checked before the payload is read."""
+        fb, limit = self.frame_buffer, self.max_message_bytes
+        if limit is None:
+            return fb.recv_frame()
+        while True:
+            with fb.lock:
+                if fb.needs_header():
+                    fb.recv_header()
+                if fb.needs_length():
+                    fb.recv_length()
+                fin, opcode, length = fb.header[0], fb.header[4], fb.length
+                if opcode == _CONT and self._skipping:
+                    self._discard_payload()  # the rest of a message already reported as oversized
+                    self._skipping = not fin
+                    continue
+                if opcode in (_TEXT, _BINARY):
+                    self._skipping = False
+                cont = self.cont_frame
+                so_far = len(cont.cont_data[1]) if cont.cont_data else 0
+                if opcode in (_TEXT, _BINARY, _CONT) and so_far + length > limit:
+                    sample = bytes(cont.cont_data[1][:SAMPLE_BYTES]) if cont.cont_data else b""
+                    sample += self._discard_payload(SAMPLE_BYTES - len(sample))
+                    # Forget the fragments kept so far; later continuations of this message are skipped.
+                    cont.cont_data, cont.recving_frames = None, None
+                    self._skipping = not fin
+                    raise OversizedFrame(so_far + length, limit, sample, fragmented=bool(so_far) or not fin)
+            return fb.recv_frame()  # takes the lock again and reads the payload (header already parsed)
+
+    def _discard_payload(self, keep: int = 0) -> bytes:
+        """Read the current frame's payload in bounded chunks, keeping only its first `keep` bytes."""
+        fb = self.frame_buffer
+        if fb.needs_mask():
+            fb.recv_mask()
+        remaining, kept = fb.length, b""
+        while remaining:
+            chunk = fb.recv_strict(min(remaining, READ_AHEAD))
+            remaining -= len(chunk)
+            if len(kept) < keep:
+                kept += chunk[:keep - len(kept)]
+            if self.on_discard is not None:
+                self.on_discard()
+        fb.clear()
+        return kept

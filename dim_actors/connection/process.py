@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import signal
 import threading
 import time
@@ -22,10 +21,11 @@ import msgspec
 import websocket
 
 from dim_actors import protocol
-from dim_actors.connection.fastws import BufferedWebSocket
+from dim_actors.connection.backoff import Backoff
+from dim_actors.connection.fastws import BufferedWebSocket, OversizedFrame
 from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.outbox import QUEUEABLE, Outbox
-from dim_actors.connection.uplink import Uplink, spill_file
+from dim_actors.connection.uplink import Uplink, remove_stale_spills, spill_file
 from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
 from dim_actors.messages import REPLICATION_DOWN
 from dim_actors.messages import (
@@ -96,30 +96,56 @@ class AuthFailed(Exception):
     pass
 
 
+class ProtocolVersionMismatch(Exception):
+    """The gateway speaks another major version of the protocol: retrying cannot help."""
+
+
 class RetryLater(Exception):
     def __init__(self, delay_s: float, why: str):
         super().__init__(why)
         self.delay_s = delay_s
 
 
+# The fields the connection itself reads from gateway frames are decoded as Any and checked by
+# hand: a wrong type there must become a reported bad frame, not a ValidationError that ends the
+# socket thread. (The router decodes events fully and keeps odd ones; here only routing matters.)
 class _ErrorCodeStruct(msgspec.Struct):
-    code: str = ""
+    code: Any = ""
 
 
 _ErrorCode = msgspec.json.Decoder(_ErrorCodeStruct)
 
 
 class _EventList(msgspec.Struct):
-    events: list[msgspec.Raw] = []
-    hasMore: bool = False
+    events: list[msgspec.Raw] = []  # each event exactly as sent; only their envelopes are read here
+    hasMore: Any = False
+
+
+_event_list = msgspec.json.Decoder(_EventList)
 
 
 class _Target(msgspec.Struct):
-    sessionId: str | None = None
-    clientTurnId: str | None = None
+    sessionId: Any = None
+    clientTurnId: Any = None
 
 
 _target = msgspec.json.Decoder(_Target)
+
+# AUTH_RATE_LIMITED and catch-up refusals without a usable retryAfterMs wait this long; a value
+# above the maximum is clamped, so a garbled number cannot park the connection for days.
+RETRY_AFTER_DEFAULT_S = 1.0
+RETRY_AFTER_MAX_S = 300.0
+
+
+def retry_after_s(value: Any, floor_s: float) -> float | None:
+    """A gateway's retryAfterMs as seconds in [floor_s, RETRY_AFTER_MAX_S]; None when unusable."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        return None  # missing, null, a string, NaN, negative
+    return min(RETRY_AFTER_MAX_S, max(floor_s, value / 1000))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class Pending:
@@ -130,8 +156,8 @@ class Pending:
 
     def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}"):
         self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
-        t = _target.decode(frame)
-        self.session_id, self.client_turn_id = t.sessionId, t.clientTurnId
+        t = _target.decode(frame)  # our own frame, built by build_client_message
+        self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
 
 
 class GatewayConnection:
@@ -165,8 +191,9 @@ class GatewayConnection:
         # Sessions to replay from their first event (a restarted router rebuilds its stores).
         self.replay_all: set[str] = set()
         self.frame_lock = threading.Lock()
+        self._handed_over = False  # whether the frame being handled has gone on (or is held back)
         self.reconnects = 0
-        self.attempt = 0
+        self.backoff = Backoff()
         self.last_frame = time.monotonic()
         self.last_ping = time.monotonic()
         self.bad_frames = 0
@@ -193,6 +220,7 @@ class GatewayConnection:
         if isinstance(msg, Connect):
             self.url, self.token = msg.url, msg.token
             self.replication.gateway_changed()
+            self.backoff.reset()  # asked for now: the first retry of this connection waits ~0.5 s at most
             self.wanted.set()
             self._close_socket()
             self.wake.set()
@@ -296,11 +324,16 @@ class GatewayConnection:
     def _outbox_answered(self, req_id: int, head: protocol.EventHead, data: bytes) -> None:
         assert self.outbox is not None
         item_id = -req_id
+        code = _ErrorCode.decode(data).code if head.type == "error" else ""
+        if not isinstance(code, str):
+            # Unreadable, so not TurnInProgress: the item is refused like any other error, not retried
+            # (retrying an answer we cannot read could loop forever). The error event still reaches the page.
+            self._bad_frame(f"an error answering a queued command has a code that is not a string ({code!r})", data)
         with self.lock:
             row = next((i for i in self.outbox.pending() if i[0] == item_id), None)
-            sid = _target.decode(row[2]).sessionId if row else None
+            sid = _str_or_none(_target.decode(row[2]).sessionId) if row else None
             self.outbox_inflight = None
-            if head.type == "error" and _ErrorCode.decode(data).code == "TurnInProgress" and sid:
+            if code == "TurnInProgress" and sid:
                 self.turn_gate[sid] = "*"  # another turn runs there: try again when it ends
             else:
                 self.outbox.remove(item_id)
@@ -366,10 +399,21 @@ class GatewayConnection:
                 self.wanted.clear()
                 self.set_state("auth_failed", str(e))
                 continue
+            except ProtocolVersionMismatch as e:
+                # Like AUTH_FAILED: no retry can fix it; a new gateway_connect tries again.
+                self.wanted.clear()
+                self.set_state("offline", str(e))
+                continue
             except RetryLater as e:
                 delay, why = e.delay_s, str(e)
             except (OSError, websocket.WebSocketException, protocol.ProtocolError) as e:
                 delay, why = None, f"{type(e).__name__}: {e}"
+            except Exception as e:
+                # A bug, not the network. Frames are already handled one by one without letting an
+                # exception out (_on_frame); this is the last guard: the thread must never end, or
+                # the process lives on with the state stuck at "connected" and nothing read.
+                log.exception("the socket thread failed: reconnecting")
+                delay, why = None, f"internal error: {type(e).__name__}: {e}"
             finally:
                 self._on_disconnected()
             if not self.wanted.is_set():
@@ -377,67 +421,105 @@ class GatewayConnection:
                 continue
             if url != self.url:
                 continue  # a new Connect arrived: go straight to the new URL
-            self.attempt += 1
             self.reconnects += 1
+            backoff = self.backoff.next_delay(time.monotonic())  # counts the attempt either way
             if delay is None:
-                # Full jitter over an exponential ceiling: spreads a fleet's reconnects out.
-                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(self.attempt, 10)))
+                delay = backoff
             self.set_state("reconnecting", why, retry_in_ms=round(delay * 1000))
             self.wake.clear()
             self.wake.wait(delay)
 
     def _connect_and_read(self, url: str) -> None:
         ws = BufferedWebSocket(skip_utf8_validation=True, enable_multithread=True)
+        # Checked against each frame's header before its payload is read: an oversized frame is
+        # skipped in bounded chunks, never buffered whole (fastws.py).
+        ws.max_message_bytes = self.max_frame_bytes
+        ws.on_discard = self._touch
         ws.connect(url, timeout=10, suppress_origin=True)
         self.ws = ws
         self.last_frame = time.monotonic()
         self._handshake(ws)
         ws.settimeout(None)
         self.connected.set()
-        connected_at = time.monotonic()
+        self.backoff.connected(time.monotonic())  # up for a minute: the next failure starts afresh
         self.set_state("connected")
         self._resume_sessions(ws)
         self._flush_outbox()
         while True:
-            opcode, data = ws.recv_data()
+            try:
+                opcode, data = ws.recv_data()
+            except OversizedFrame as e:
+                self.last_frame = time.monotonic()
+                self._bad_frame(f"{e} (skipped; the socket reads on)", e.sample)
+                continue
             self.last_frame = time.monotonic()
-            if self.attempt and time.monotonic() - connected_at > 60:
-                self.attempt = 0  # stable for a minute: the next failure starts the backoff afresh
             if opcode == websocket.ABNF.OPCODE_TEXT:
-                if len(data) > self.max_frame_bytes:
-                    self._bad_frame(f"a frame of {len(data)} bytes is over the {self.max_frame_bytes}-byte limit", data)
-                    continue
                 self._on_frame(data)
             elif opcode == websocket.ABNF.OPCODE_CLOSE:
                 return
             else:
                 self._bad_frame("binary frame on the event socket", data)
 
+    def _touch(self) -> None:
+        self.last_frame = time.monotonic()
+
     def _handshake(self, ws: websocket.WebSocket) -> None:
+        """welcome (the version checked), authenticate when asked, until authenticated.
+
+        Each field read here is checked: a wrong type is a reported bad frame with a safe reading,
+        never an exception that ends the socket thread."""
         ws.settimeout(10)
-        requires_auth = None
         while True:
             opcode, data = ws.recv_data()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise websocket.WebSocketConnectionClosedException("closed during the handshake")
-            head = protocol.decode_head(data)
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                self._bad_frame("binary frame on the event socket", data)
+                continue
+            head = protocol.decode_head(data)  # not an event at all: ProtocolError, a reconnect
             self.uplink.put_event(PipeEvent(data, head.type, head.sessionId, head.seq, None, time.time_ns()))
+            msg = msgspec.json.decode(data)  # an object: decode_head checked that
             if head.type == "welcome":
-                requires_auth = bool(msgspec.json.decode(data).get("requiresAuth"))
-                if requires_auth:
+                self._check_version(msg.get("protocolVersion"), data)
+                requires_auth = msg.get("requiresAuth")
+                if not isinstance(requires_auth, bool):
+                    self._bad_frame(f"welcome.requiresAuth is not a boolean ({requires_auth!r}): authenticating", data)
+                # Only an explicit false skips it; an authenticate the gateway did not need is harmless.
+                if requires_auth is not False:
                     ws.send(protocol.build_client_message("authenticate", {"token": self.token or ""}))
             elif head.type == "authenticated":
-                self.identity = msgspec.json.decode(data).get("identity")
+                identity = msg.get("identity")
+                if identity is not None and not isinstance(identity, dict):
+                    self._bad_frame(f"authenticated.identity is not an object ({type(identity).__name__})", data)
+                    identity = None
+                self.identity = identity
                 return
             elif head.type == "error":
-                err = msgspec.json.decode(data)
-                code = err.get("code", "")
+                code, message = msg.get("code"), msg.get("message")
+                message = message if isinstance(message, str) else ""
                 if code == "AUTH_FAILED":
-                    raise AuthFailed(err.get("message") or "authentication failed")
+                    raise AuthFailed(message or "authentication failed")
                 if code == "AUTH_RATE_LIMITED":
-                    raise RetryLater(max(0.1, err.get("retryAfterMs", 1000) / 1000),
-                                     f"AUTH_RATE_LIMITED: {err.get('message', '')}")
-                raise protocol.ProtocolError(code or "HANDSHAKE", err.get("message", "handshake failed"))
+                    delay = retry_after_s(msg.get("retryAfterMs"), 0.1)
+                    if delay is None:
+                        delay = RETRY_AFTER_DEFAULT_S
+                        self._bad_frame(f"AUTH_RATE_LIMITED without a usable retryAfterMs "
+                                        f"({msg.get('retryAfterMs')!r}): retrying in {delay:.1f}s", data)
+                    raise RetryLater(delay, f"AUTH_RATE_LIMITED: {message}")
+                if not isinstance(code, str):
+                    self._bad_frame(f"a handshake error whose code is not a string ({code!r})", data)
+                    code = ""
+                raise protocol.ProtocolError(code or "HANDSHAKE", message or "handshake failed")
+
+    def _check_version(self, version: Any, data: bytes) -> None:
+        """Major versions must agree; a minor one (1.x, should it ever appear) is compatible."""
+        if isinstance(version, bool) or not isinstance(version, (int, float)):
+            self._bad_frame(f"welcome.protocolVersion is not a number ({version!r})", data)
+            raise ProtocolVersionMismatch(f"the gateway did not say which protocol it speaks "
+                                          f"(protocolVersion {version!r}), this client speaks {protocol.PROTOCOL_VERSION}")
+        if not protocol.PROTOCOL_VERSION <= version < protocol.PROTOCOL_VERSION + 1:  # NaN, inf: mismatch too
+            raise ProtocolVersionMismatch(f"gateway speaks protocol v{version}, "
+                                          f"this client speaks {protocol.PROTOCOL_VERSION}")
 
     def _resume_sessions(self, ws: websocket.WebSocket) -> None:
         with self.lock:
@@ -463,7 +545,7 @@ class GatewayConnection:
         if sid is None or sid not in self.catching_up:
             return
         err = msgspec.json.decode(data)
-        delay = max(0.2, (err.get("retryAfterMs") or 1000) / 1000)
+        delay = retry_after_s(err.get("retryAfterMs"), 0.2) or RETRY_AFTER_DEFAULT_S
         log.warning("catch-up of session %s refused (%s): retrying in %.1fs", sid, err.get("code"), delay)
 
         def retry() -> None:
@@ -503,14 +585,23 @@ class GatewayConnection:
 
     def _on_frame(self, data: bytes) -> None:
         with self.frame_lock:
-            self._on_frame_locked(data)
+            try:
+                head = protocol.decode_head(data)
+            except protocol.ProtocolError as e:
+                self._bad_frame(e.message, data)
+                return
+            self._handed_over = False
+            try:
+                self._on_frame_locked(data, head)
+            except Exception as e:
+                # Whatever one frame holds, it must not end the socket thread: the frame is reported,
+                # and, a well-formed event, still delivered (the router keeps odd fields).
+                log.exception("could not handle a %s frame from the gateway", head.type)
+                self._bad_frame(f"a {head.type} frame could not be handled ({type(e).__name__}: {e})", data)
+                if not self._handed_over:
+                    self._deliver(data, head, None)
 
-    def _on_frame_locked(self, data: bytes) -> None:
-        try:
-            head = protocol.decode_head(data)
-        except protocol.ProtocolError as e:
-            self._bad_frame(e.message, data)
-            return
+    def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
         reply_to = self._correlate(head, data)
         if reply_to is not None and reply_to <= INTERNAL_IDS:
             if head.type == "error":
@@ -531,10 +622,12 @@ class GatewayConnection:
             # Live events, answers among them, wait until the gap is filled: delivering a newer seq
             # first would make the stores refuse the older ones as duplicates.
             self.catching_up[sid].append((data, head, reply_to))
+            self._handed_over = True
             return
         self._deliver(data, head, reply_to)
 
     def _deliver(self, data: bytes, head: protocol.EventHead, reply_to: int | None, replay: bool = False) -> None:
+        self._handed_over = True
         sid, seq = head.sessionId, head.seq
         if sid is not None and seq is not None and sid in self.joined:
             if seq <= self.joined[sid] and reply_to is None and not replay:
@@ -543,30 +636,52 @@ class GatewayConnection:
         self.uplink.put_event(PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns()))
 
     def _deliver_catchup(self, sid: str, data: bytes, reply_to: int | None) -> None:
+        self._handed_over = True
         if reply_to is not None:
             # The user asked for these events: hand the list over as it is.
             self.uplink.put_event(PipeEvent(data, "event_list", sid, None, reply_to, time.time_ns()))
             return
-        page = msgspec.json.decode(data, type=_EventList)
+        events, more = self._read_page(data)
         replay = sid in self.replay_all
         last = None
-        for raw in page.events:
-            ev = bytes(raw)
-            head = protocol.decode_head(ev)
+        for ev in events:
+            try:
+                head = protocol.decode_head(ev)
+            except protocol.ProtocolError as e:
+                # One unreadable stored event: reported, and the rest of the page goes on. Failing the
+                # page instead would fetch it again, and again, for ever.
+                self._bad_frame(f"an event in a catch-up page of session {sid}: {e.message}", ev)
+                continue
             last = head.seq if head.seq is not None else last
             self._deliver(ev, head, None, replay)
-        if page.hasMore and self.ws is not None:
-            after = last if last is not None else self.joined[sid]
-            self._catch_up(self.ws, sid, after)
+        if more and self.ws is not None and last is not None:
+            self._catch_up(self.ws, sid, last)
             return
+        # Done (or a page we cannot page on from): live events held back go out now, in order.
         self.replay_all.discard(sid)
         for ev, head, reply_to in self.catching_up.pop(sid, []):
             self._deliver(ev, head, reply_to)
+
+    def _read_page(self, data: bytes) -> tuple[list[bytes], bool]:
+        """A catch-up page's events (each as sent) and whether more follow; anything unreadable is
+        reported and read as the last page, so a bad page ends the catch-up instead of repeating it."""
+        try:
+            page = _event_list.decode(data)
+        except msgspec.ValidationError as e:
+            self._bad_frame(f"a catch-up page that cannot be read ({e}): the catch-up ends here", data)
+            return [], False
+        events = [bytes(raw) for raw in page.events]
+        more = page.hasMore
+        if not isinstance(more, bool):
+            self._bad_frame(f"event_list.hasMore is not a boolean ({more!r}): taken as the last page", data)
+            more = False
+        return events, more
 
     def _correlate(self, head: protocol.EventHead, data: bytes) -> int | None:
         if not self.pending:
             return None
         type_ = head.type
+        client_turn_id = self._client_turn_id(data) if type_ == "turn_started" else None
         with self.lock:
             for i, p in enumerate(self.pending):
                 if type_ == "error":
@@ -575,12 +690,20 @@ class GatewayConnection:
                     continue
                 elif p.session_id is not None and head.sessionId is not None and head.sessionId != p.session_id:
                     continue
-                elif p.client_turn_id is not None and type_ == "turn_started" \
-                        and _target.decode(data).clientTurnId != p.client_turn_id:
+                elif p.client_turn_id is not None and type_ == "turn_started" and client_turn_id != p.client_turn_id:
                     continue
                 del self.pending[i]
                 return p.req_id
         return None
+
+    def _client_turn_id(self, data: bytes) -> str | None:
+        value = _target.decode(data).clientTurnId
+        if value is not None and not isinstance(value, str):
+            # Unreadable, so it cannot prove the turn is ours: not taken as our run_turn's answer
+            # (like a turn_started without one); the event itself is delivered all the same.
+            self._bad_frame(f"turn_started.clientTurnId is not a string ({value!r})", data)
+            return None
+        return value
 
     # --- keepalive ------------------------------------------------------------------------------------
 
@@ -618,6 +741,8 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
     # Ctrl-C goes to the whole process group; the supervisor decides when this process ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spill_dir = options.get("spill_dir")
+    if spill_dir and spill_dir.is_dir():
+        remove_stale_spills(spill_dir)
     uplink = Uplink(pipe, memory_limit=options.get("uplink_memory_limit", 64 << 20),
                     spill_path=spill_file(spill_dir) if spill_dir else None)
     outbox = Outbox(options["outbox_path"]) if options.get("outbox_path") else None

@@ -139,3 +139,37 @@ class Uplink:
 
 def spill_file(directory: Path) -> Path:
     return directory / f"uplink-{os.getpid()}.spill"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True
+
+
+def remove_stale_spills(directory: Path) -> list[Path]:
+    """Delete spill files left by connection processes that no longer exist (killed while spilling).
+
+    Their events were bound for a pipe that died with the process; the new connection process
+    resumes each session by seq from the gateway, so nothing in them is needed. A pid that has since
+    been reused by another process keeps its file until a later start finds it gone."""
+    removed = []
+    for path in directory.glob("uplink-*.spill"):
+        try:
+            pid = int(path.stem.removeprefix("uplink-"))
+        except ValueError:
+            continue  # not a name we write
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        log.info("removed %s (%d bytes) left by connection process %d, which no longer exists", path, size, pid)
+        removed.append(path)
+    return removed

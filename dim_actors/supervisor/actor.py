@@ -16,7 +16,7 @@ from dim_actors.messages import Crash, Envelope, Msg, Ping
 if TYPE_CHECKING:
     from dim_actors.home import DimHome
     from dim_actors.settings import Settings
-    from dim_actors.supervisor.addresses import Address, Addresses
+    from dim_actors.supervisor.addresses import Address, Addresses, Incarnation
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,11 @@ class ActorContext:
     addresses: "Addresses"
     home: "DimHome"
     settings: "Settings"
-    on_failure: Callable[[str, BaseException], None]
+    # (name, error, generation): an instance that still owned its address failed.
+    on_failure: Callable[[str, BaseException, int], None]
     extra: dict[str, Any]
+    # (name, generation): an instance stopped itself (a normal exit, which restart types tell apart).
+    on_exit: Callable[[str, int], None] | None = None
 
     @property
     def address(self) -> "Address":
@@ -65,6 +68,9 @@ class DimActor(pykka.ThreadingActor):
     def __init__(self, ctx: ActorContext):
         super().__init__()
         self.ctx = ctx
+        # Made current by the supervisor just before constructing us (on its thread); this instance
+        # writes its bookkeeping only here, so once let go it cannot touch its successor's.
+        self._incarnation: "Incarnation" = ctx.address.current
 
     @staticmethod
     def _create_actor_inbox():  # type: ignore[override]
@@ -87,8 +93,8 @@ class DimActor(pykka.ThreadingActor):
         body = message.body
         if isinstance(body, Ping):
             return "pong"
-        address = self.ctx.address
-        address.busy_since = time.monotonic()
+        book = self._incarnation
+        book.busy_since = time.monotonic()
         try:
             if isinstance(body, Crash):
                 if body.hangSeconds is None:
@@ -97,14 +103,28 @@ class DimActor(pykka.ThreadingActor):
                 return None
             result = self.handle(message.sender, body)
         finally:
-            address.busy_since = None
-        address.stats.handled += 1
+            book.busy_since = None
+        book.handled += 1
         return result
 
     def handle(self, sender: str, body: Msg) -> Any:
         raise NotImplementedError
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
-        log.error("actor %s failed: %r", self.ctx.name, exception_value)
-        self.ctx.address.take_back_inbox(self.actor_inbox, exception_value)
-        self.ctx.on_failure(self.ctx.name, exception_value)
+        if self.ctx.address.take_back_inbox(self.actor_inbox, exception_value, self._incarnation):
+            log.error("actor %s failed: %r", self.ctx.name, exception_value)
+            self.ctx.on_failure(self.ctx.name, exception_value, self._incarnation.generation)
+        else:
+            # Let go earlier (hung, then replaced): its successor's messages and state are not its own.
+            log.warning("actor %s: an instance already replaced failed late: %r", self.ctx.name, exception_value)
+
+    def _stop(self) -> None:
+        # pykka runs this for every requested stop (there is no public hook that on_failure paths of
+        # subclasses do not also call). The supervisor lets an instance go before stopping it, so an
+        # instance that still owns its address here stopped itself: a normal exit, which transient and
+        # temporary children are not restarted after. Its unhandled messages wait for a successor.
+        super()._stop()
+        if self.ctx.address.take_back_inbox(self.actor_inbox, None, self._incarnation):
+            log.info("actor %s stopped by itself", self.ctx.name)
+            if self.ctx.on_exit is not None:
+                self.ctx.on_exit(self.ctx.name, self._incarnation.generation)

@@ -26,11 +26,29 @@ class Stats:
     """Per-name counters that survive restarts (dimctl status shows them)."""
 
     restarts: int = 0
-    handled: int = 0
+    handled: int = 0  # by instances already let go; Address.handled() adds the current one's
     started_at: float = 0.0
     last_error: str | None = None
     last_error_at: float | None = None
     restart_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+
+
+class Incarnation:
+    """The bookkeeping one actor instance writes on every message, owned by that instance alone.
+
+    A thread cannot be killed: a hung instance that is replaced keeps running, and when its handler
+    finally returns it still runs the code after it. So each instance writes only into its own
+    Incarnation, and the Address reads only the current one's: whatever a let-go instance writes
+    later lands in an object nobody reads, with no check (and no race) on the hot path."""
+
+    __slots__ = ("generation", "busy_since", "handled")
+
+    def __init__(self, generation: int):
+        self.generation = generation
+        # When the current handler started (monotonic), None while idle: a handler running far
+        # longer than the hang timeout means the actor is hung, however deep its mailbox.
+        self.busy_since: float | None = None
+        self.handled = 0
 
 
 class Address:
@@ -43,9 +61,28 @@ class Address:
         self.stats = Stats()
         # Set by the running instance; called from other threads, so it must only read.
         self.describe: "Callable[[], dict] | None" = None
-        # When the current handler started (monotonic), None while idle: a handler running far
-        # longer than the hang timeout means the actor is hung, however deep its mailbox.
-        self.busy_since: float | None = None
+        self._generations = 0
+        self.current = Incarnation(0)  # vacant until an instance starts
+
+    @property
+    def busy_since(self) -> float | None:
+        return self.current.busy_since
+
+    def handled(self) -> int:
+        return self.stats.handled + self.current.handled
+
+    def new_incarnation(self) -> Incarnation:
+        """For an instance about to start (the supervisor's thread, before constructing it)."""
+        with self.lock:
+            self._release()
+            self._generations += 1
+            self.current = Incarnation(self._generations)
+            return self.current
+
+    def _release(self) -> None:
+        """Under the lock: the current instance no longer owns the address; keep what it counted."""
+        self.stats.handled += self.current.handled
+        self.current = Incarnation(0)
 
     def deliver(self, env: Envelope) -> None:
         with self.lock:
@@ -72,14 +109,21 @@ class Address:
         with self.lock:
             ref, self.ref = self.ref, None
             self.state = state
+            self._release()
             return ref
 
-    def take_back_inbox(self, inbox, error: BaseException | str) -> None:
-        """Keep a failed (or abandoned) instance's unhandled messages for its successor, in order."""
+    def take_back_inbox(self, inbox, error: BaseException | str | None, owner: Incarnation) -> bool:
+        """Keep a failed, abandoned or exited instance's unhandled messages for its successor, in order.
+
+        Only while `owner` still owns the address: False, doing nothing, for an instance already let
+        go, so one failing late (a hung handler that returns and then raises) cannot take the place
+        of its successor."""
         with self.lock:
+            if owner is not self.current:
+                return False
+            self._release()
             self.ref = None
             self.state = "restarting"
-            self.busy_since = None
             pending = []
             while not inbox.empty():
                 item = inbox.get()
@@ -87,8 +131,10 @@ class Address:
                 if isinstance(msg, Envelope):
                     pending.append(msg)
             self.held.extendleft(reversed(pending))
-            self.stats.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-            self.stats.last_error_at = time.time()
+            if error is not None:
+                self.stats.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+                self.stats.last_error_at = time.time()
+            return True
 
     def mailbox_depth(self) -> int:
         with self.lock:

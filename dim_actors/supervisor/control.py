@@ -1,14 +1,17 @@
 """The control socket: a Unix socket (0600) under DIM_HOME/run through which dimctl drives the app.
 
 One request a connection, one JSON object a line. `logs --follow` keeps the connection and streams
-envelopes as the recipient receives them until dimctl goes away.
+envelopes as the recipient receives them until dimctl goes away. A follower that reads slower than
+the actor receives gets at most FOLLOW_BUFFER envelopes queued for it: the oldest are dropped, and a
+`{"skipped": N}` line says how many fell out, where they fell out.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
+import select
 import socket
 import socketserver
 import threading
@@ -26,6 +29,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(ControlRequest)
 _encoder = msgspec.json.Encoder()
+
+# Envelopes queued for one `logs --follow` before the oldest are dropped: appends run on every
+# sender's thread, so they must never wait for a slow (or stopped) dimctl, nor grow without bound.
+FOLLOW_BUFFER = 10_000
+# While nothing arrives, how often a follower checks that dimctl is still there (EOF on its socket).
+FOLLOW_IDLE_CHECK_S = 0.25
+
+
+class _FollowQueue:
+    """What one follower has yet to be sent: bounded, dropping the oldest, counting what it dropped."""
+
+    def __init__(self, limit: int):
+        self.lock = threading.Lock()
+        self.pending: collections.deque = collections.deque()
+        self.limit = limit
+        self.skipped = 0
+        self.ready = threading.Event()
+
+    def put(self, env) -> None:
+        with self.lock:
+            if len(self.pending) >= self.limit:
+                self.pending.popleft()
+                self.skipped += 1
+            self.pending.append(env)
+        self.ready.set()
+
+    def take(self) -> tuple[int, list]:
+        with self.lock:
+            envs, self.pending = list(self.pending), collections.deque()
+            skipped, self.skipped = self.skipped, 0
+            self.ready.clear()
+        return skipped, envs
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -79,7 +114,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if not actor:
             raise LookupError("logs needs an actor name")
         types = set(req.types) or None
-        live: queue.SimpleQueue = queue.SimpleQueue()
+        live = _FollowQueue(FOLLOW_BUFFER)
         cancel = None
         if req.follow:
             # Subscribe before reading history so nothing falls between the two.
@@ -96,13 +131,28 @@ class _Handler(socketserver.StreamRequestHandler):
                 last_id = max(last_id, msgspec.json.decode(raw, type=_Id).id)
             self.wfile.flush()
             while req.follow:
-                env = live.get()
-                if env.id > last_id:
-                    self.wfile.write(to_line(env))
+                if not live.ready.wait(FOLLOW_IDLE_CHECK_S):
+                    if self._peer_gone():
+                        return
+                    continue
+                skipped, envs = live.take()
+                out = [b'{"skipped":%d}\n' % skipped] if skipped else []
+                out.extend(to_line(env) for env in envs if env.id > last_id)
+                if out:
+                    self.wfile.write(b"".join(out))
                     self.wfile.flush()
         finally:
             if cancel:
                 cancel()
+
+    def _peer_gone(self) -> bool:
+        """dimctl sends nothing after its request: a readable socket means it closed (EOF)."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(4096) == b""
+        except OSError:  # reset, or already closed
+            return True
 
 
 class _Id(msgspec.Struct):

@@ -206,6 +206,10 @@ class MessageLogs:
 
         return cancel
 
+    def follower_count(self) -> int:
+        with self._followers_lock:
+            return len(self._followers)
+
 
 def _iter_lines(files: Iterable[Path]) -> Iterator[bytes]:
     for p in files:

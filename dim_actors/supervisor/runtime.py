@@ -20,6 +20,7 @@ from dim_actors.supervisor.control import ControlServer
 from dim_actors.supervisor.messagelog import MessageLogs
 from dim_actors.supervisor.supervisor import (
     CheckHealth,
+    ChildExited,
     ChildFailed,
     ChildSpec,
     RestartChild,
@@ -66,11 +67,15 @@ class SupervisorRuntime:
 
     def context(self, name: str) -> ActorContext:
         return ActorContext(name=name, addresses=self.addresses, home=self.home, settings=self.settings,
-                            on_failure=self._report_failure, extra=self.extra)
+                            on_failure=self._report_failure, extra=self.extra, on_exit=self._report_exit)
 
-    def _report_failure(self, name: str, error: BaseException) -> None:
+    def _report_failure(self, name: str, error: BaseException, generation: int) -> None:
         if self.supervisor is not None:
-            self.supervisor.tell(ChildFailed(name, error))
+            self.supervisor.tell(ChildFailed(name, error, generation))
+
+    def _report_exit(self, name: str, generation: int) -> None:
+        if self.supervisor is not None:
+            self.supervisor.tell(ChildExited(name, generation))
 
     def start(self) -> None:
         self.supervisor = Supervisor.start(child_specs(self.settings), self.addresses, self.context,
@@ -108,7 +113,9 @@ class SupervisorRuntime:
         if name not in self.addresses:
             raise LookupError(f"unknown actor {name!r}")
         assert self.supervisor is not None
-        self.supervisor.ask(RestartChild(name, "requested by dimctl"), timeout=60)
+        if not self.supervisor.ask(RestartChild(name, "requested by dimctl"), timeout=60):
+            # The supervisor is stopping everything, or the new instance failed to start.
+            raise ValueError(f"{name} did not restart (last error: {self.addresses[name].stats.last_error or 'none'})")
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason

@@ -2,6 +2,12 @@
 
 It is a pykka actor like the others, so failure reports, restart requests and status queries are
 handled one at a time, in order, and never race each other.
+
+Restart types, as in OTP: a `permanent` child is restarted whenever it ends; a `transient` one only
+after an abnormal end (a crash or a hang), not after it stopped by itself; a `temporary` one never.
+Beyond the intensity (`max_restarts` in `period_s` for one child) the whole tree is restarted once;
+if a child cannot start then, or one exceeds its intensity again within `period_s` of that tree
+restart, every child is stopped in reverse order and `on_give_up` is told why, in one line.
 """
 
 from __future__ import annotations
@@ -29,8 +35,17 @@ class ChildSpec:
 
 
 class ChildFailed:
-    def __init__(self, name: str, error: BaseException):
-        self.name, self.error = name, error
+    """An instance ended abnormally (crashed, hung, or could not start)."""
+
+    def __init__(self, name: str, error: BaseException, generation: int):
+        self.name, self.error, self.generation = name, error, generation
+
+
+class ChildExited:
+    """An instance stopped by itself: a normal exit."""
+
+    def __init__(self, name: str, generation: int):
+        self.name, self.generation = name, generation
 
 
 class RestartChild:
@@ -62,6 +77,9 @@ class Supervisor(pykka.ThreadingActor):
         self.period_s = period_s
         self.on_give_up = on_give_up
         self.refs: dict[str, pykka.ActorRef] = {}
+        # The incarnation each child's latest start made; a report about any other is stale (that
+        # instance was already replaced) and must not restart its successor.
+        self.generations: dict[str, int] = {}
         self.escalated_at: float | None = None
         self.stopping = False
         self.hang_timeout_s = hang_timeout_s
@@ -71,24 +89,32 @@ class Supervisor(pykka.ThreadingActor):
     def on_start(self) -> None:
         for name in self.order:
             if not self._start_child(name):
-                error = self.addresses[name].stats.last_error or "failed to start"
-                self.stopping = True
-                for n in reversed(self.order):
-                    self._stop_child(n, "stopped")
-                threading.Thread(target=self.on_give_up, args=(f"actor {name} could not start: {error}",),
-                                 daemon=True).start()
+                self._give_up(f"actor {name} could not start: {self._error(name)}")
                 return
+
+    def _error(self, name: str) -> str:
+        """Why `name` did not start, for "actor X could not start: ..." lines."""
+        return (self.addresses[name].stats.last_error or "unknown error").removeprefix("failed to start: ")
 
     def _start_child(self, name: str) -> bool:
         """Start and wait until on_start is done; False (state "failed") if it raised."""
         spec = self.specs[name]
         addr = self.addresses[name]
         addr.state = "starting"
-        ref = spec.actor_class.start(self.make_context(name))
+        self.generations[name] = addr.new_incarnation().generation
+        try:
+            ref = spec.actor_class.start(self.make_context(name))
+        except Exception as e:  # the constructor runs here, on the supervisor's thread
+            addr.stats.last_error, addr.stats.last_error_at = f"failed to start: {type(e).__name__}: {e}", time.time()
+            addr.detach("failed")
+            return False
         try:
             ref.ask("ping", timeout=spec.shutdown_timeout + 10)
-        except (pykka.ActorDeadError, pykka.Timeout):
-            addr.state = "failed"
+        except (pykka.ActorDeadError, pykka.Timeout) as e:
+            if isinstance(e, pykka.Timeout):
+                addr.stats.last_error = f"failed to start: not started within {spec.shutdown_timeout + 10:.0f}s"
+                addr.stats.last_error_at = time.time()
+            addr.detach("failed")  # let it go first, so its stop below is not taken for an exit of its own
             ref.stop(block=False) if ref.is_alive() else None
             return False
         self.refs[name] = ref
@@ -111,8 +137,12 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ChildFailed):
-            return self._child_failed(message)
+            return self._child_down(message.name, message.generation, f"crashed: {message.error!r}", abnormal=True)
+        if isinstance(message, ChildExited):
+            return self._child_down(message.name, message.generation, "stopped by itself", abnormal=False)
         if isinstance(message, RestartChild):
+            if self.stopping:  # giving up or shutting down: start nothing more
+                return False
             return self._restart(message.name, message.reason, count=True)
         if isinstance(message, Status):
             return self._status()
@@ -127,22 +157,25 @@ class Supervisor(pykka.ThreadingActor):
 
     # --- restarts ----------------------------------------------------------------------------------
 
-    def _child_failed(self, msg: ChildFailed) -> None:
+    def _child_down(self, name: str, generation: int, why: str, abnormal: bool) -> None:
         if self.stopping:
             return
-        spec = self.specs[msg.name]
-        addr = self.addresses[msg.name]
-        self.refs.pop(msg.name, None)
-        if spec.restart == "temporary":
-            addr.state = "failed"
+        if generation != self.generations.get(name):
+            log.info("actor %s: ignoring a report about instance %d, already replaced", name, generation)
+            return
+        spec = self.specs[name]
+        addr = self.addresses[name]
+        self.refs.pop(name, None)
+        if spec.restart == "temporary" or (spec.restart == "transient" and not abnormal):
+            log.info("actor %s (%s) %s; not restarted", name, spec.restart, why)
+            addr.detach("failed" if abnormal else "stopped")  # messages to it wait for a `dimctl restart`
             return
         now = time.monotonic()
-        times = addr.stats.restart_times
-        recent = [t for t in times if now - t <= self.period_s]
+        recent = [t for t in addr.stats.restart_times if now - t <= self.period_s]
         if len(recent) >= self.max_restarts:
-            self._escalate(msg.name, msg.error)
+            self._escalate(name, why)
             return
-        self._restart(msg.name, f"crashed: {msg.error!r}", count=True)
+        self._restart(name, why, count=True)
 
     def _restart(self, name: str, reason: str, count: bool) -> bool:
         if name not in self.specs:
@@ -154,23 +187,20 @@ class Supervisor(pykka.ThreadingActor):
             addr.stats.restarts += 1
             addr.stats.restart_times.append(time.monotonic())
         if not self._start_child(name):
-            self.actor_ref.tell(ChildFailed(name, RuntimeError(addr.stats.last_error or "failed to start")))
+            # Counts towards the intensity like a crash, so a child that cannot start escalates.
+            error = RuntimeError(f"could not start: {self._error(name)}")
+            self.actor_ref.tell(ChildFailed(name, error, self.generations[name]))
             return False
         return True
 
-    def _escalate(self, name: str, error: BaseException) -> None:
+    def _escalate(self, name: str, why: str) -> None:
         now = time.monotonic()
-        if self.escalated_at is not None and now - self.escalated_at <= self.period_s * 4:
-            reason = (f"actor {name} kept failing after the whole tree was restarted "
-                      f"(last error: {error!r}); giving up")
-            log.error(reason)
-            self.stopping = True
-            for n in reversed(self.order):
-                self._stop_child(n, "stopped")
-            threading.Thread(target=self.on_give_up, args=(reason,), daemon=True).start()
+        if self.escalated_at is not None and now - self.escalated_at <= self.period_s:
+            self._give_up(f"actor {name} kept failing after the whole tree was restarted "
+                          f"({self.max_restarts + 1} failures within {self.period_s:g}s; last: {why}); giving up")
             return
-        log.warning("actor %s exceeded %d restarts in %.1fs; restarting the whole tree",
-                    name, self.max_restarts, self.period_s)
+        log.warning("actor %s exceeded %d restarts in %.1fs (%s); restarting the whole tree",
+                    name, self.max_restarts, self.period_s, why)
         self.escalated_at = now
         for n in reversed(self.order):
             self._stop_child(n, "restarting")
@@ -178,8 +208,19 @@ class Supervisor(pykka.ThreadingActor):
             self.addresses[n].stats.restart_times.clear()
             self.addresses[n].stats.restarts += 1
             if not self._start_child(n):
-                self.actor_ref.tell(ChildFailed(n, RuntimeError(self.addresses[n].stats.last_error or "failed")))
+                # The tree restart failed: stop what it started rather than leave the rest waiting.
+                self._give_up(f"actor {name} kept failing and the whole tree was restarted, but actor {n} "
+                              f"could not start: {self._error(n)}; giving up")
                 return
+
+    def _give_up(self, reason: str) -> None:
+        """Stop every child in reverse order, then tell on_give_up why (dim-desktop exits with 3)."""
+        log.error(reason)
+        self.stopping = True
+        for n in reversed(self.order):
+            self._stop_child(n, "stopped")
+        # Not on this thread: on_give_up stops the app, which asks this actor to stop everything.
+        threading.Thread(target=self.on_give_up, args=(reason,), daemon=True).start()
 
     def _check_health(self) -> None:
         """A handler busy past the hang timeout: abandon that instance and start a fresh one."""
@@ -188,16 +229,20 @@ class Supervisor(pykka.ThreadingActor):
         now = time.monotonic()
         for name in self.order:
             addr = self.addresses[name]
-            busy = addr.busy_since
+            book = addr.current
+            busy = book.busy_since
             ref = self.refs.get(name)
             if busy is None or ref is None or now - busy < self.hang_timeout_s:
                 continue
+            error = f"hung: a handler ran for more than {self.hang_timeout_s:.0f}s"
+            if not addr.take_back_inbox(ref.actor_inbox, error, book):
+                continue  # it failed by itself just now; its own report is on the way
             log.error("actor %s is hung: one message has taken %.0fs", name, now - busy)
-            addr.take_back_inbox(ref.actor_inbox, f"hung: a handler ran for more than {self.hang_timeout_s:.0f}s")
             self.refs.pop(name, None)
-            # A thread cannot be killed: the hung instance is detached and told to stop once it returns.
+            # A thread cannot be killed: the hung instance is let go (it can no longer write the
+            # address's bookkeeping, see Incarnation) and told to stop once its handler returns.
             ref.stop(block=False)
-            self._child_failed(ChildFailed(name, RuntimeError(addr.stats.last_error)))
+            self._child_down(name, book.generation, error, abnormal=True)
 
     # --- status --------------------------------------------------------------------------------------
 
@@ -217,7 +262,7 @@ class Supervisor(pykka.ThreadingActor):
                 "restarts": addr.stats.restarts,
                 "uptime": round(now - addr.stats.started_at, 1) if addr.stats.started_at and state == "running" else 0,
                 "mailbox": addr.mailbox_depth(),
-                "handled": addr.stats.handled,
+                "handled": addr.handled(),
                 "lastError": addr.stats.last_error,
                 "lastErrorAt": addr.stats.last_error_at,
             }
