@@ -505,6 +505,7 @@ class FakeSystemTray:
         screen = d.screen()
         tray = screen.root.create_window(0, 0, 48, 48, 0, screen.root_depth, event_mask=X.StructureNotifyMask)
         tray.map()
+        self.tray_window = tray.id
         opcode = d.intern_atom("_NET_SYSTEM_TRAY_OPCODE")
         tray.set_selection_owner(d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}"), X.CurrentTime)
         d.sync()
@@ -523,16 +524,32 @@ class FakeSystemTray:
                 self.docked.append(icon.id)
         d.close()
 
-    def click(self, x: int = 20, y: int = 20) -> None:
+    def click(self, x: int = 20, y: int = 20, button: int = 1) -> None:
         from Xlib import X, display as xdisplay
         from Xlib.ext import xtest
 
         d = xdisplay.Display(self.display)
         xtest.fake_input(d, X.MotionNotify, x=x, y=y)
-        xtest.fake_input(d, X.ButtonPress, 1)
-        xtest.fake_input(d, X.ButtonRelease, 1)
+        xtest.fake_input(d, X.ButtonPress, button)
+        xtest.fake_input(d, X.ButtonRelease, button)
         d.sync()
         d.close()
+
+    def icon_pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        """The colour the docked icon shows at (x, y) of its 48x48 window."""
+        from Xlib import X, display as xdisplay
+
+        d = xdisplay.Display(self.display)
+        try:
+            # The app's window may lie over the tray (no window manager here to keep a panel on top),
+            # and X keeps no pixels of a covered window: raise the tray; the icon redraws on Expose.
+            d.create_resource_object("window", self.tray_window).configure(stack_mode=X.Above)
+            d.sync()
+            icon = d.create_resource_object("window", self.docked[-1])
+            raw = icon.get_image(x, y, 1, 1, X.ZPixmap, 0xFFFFFFFF).data
+            return raw[2], raw[1], raw[0]  # 24-bit TrueColor on Xvfb: B, G, R, pad
+        finally:
+            d.close()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -556,6 +573,83 @@ def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, 
         out = app.dimctl("stop")
         assert out.returncode == 0, out.stderr
         assert app.proc.wait(timeout=40) == 0
+    finally:
+        app.stop()
+        tray.stop()
+
+
+def _menu(xprobe: XProbe) -> tuple[list[str], tuple[int, int]] | None:
+    """The tray menu's items and its top-left corner, once it is shown."""
+    from Xlib import X, Xatom
+
+    d = xprobe._conn()
+    for w in d.screen().root.query_tree().children:
+        try:
+            if w.get_wm_name() != "dim-desktop menu" or w.get_attributes().map_state != X.IsViewable:
+                continue
+            prop = w.get_full_property(d.intern_atom("_DIM_MENU_ITEMS"), Xatom.STRING)
+            g = w.get_geometry()
+            return prop.value.decode().split("\n"), (g.x, g.y)
+        except Exception:
+            pass
+    return None
+
+
+def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(dim_home: Path, tmp_path: Path,
+                                                                                 xvfb, xprobe):
+    from dim_actors.desktop.tray import COLOURS
+    from dim_actors.desktop.xmenu import ITEM_HEIGHT
+
+    why = _window_support(xvfb)
+    if why:
+        pytest.skip(f"no native window here: {why}")
+    tray = FakeSystemTray(xvfb)
+    app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
+    try:
+        app.wait_connected()
+        wait_until(lambda: tray.docked, 30, what="the tray icon to dock")
+        assert "its own X11 menu on a right click" in app_log(dim_home)
+        # The dot at the icon's lower right has the connection state's colour (64 px scaled to 48,
+        # so compare with the nearest of the state colours, not exactly).
+        def shows() -> str:
+            r, g, b = tray.icon_pixel(37, 37)
+            return min(COLOURS, key=lambda k: sum((u - v) ** 2 for u, v in zip(COLOURS[k], (r, g, b))))
+
+        wait_until(lambda: shows() == "connected", 10, what=f"the connected colour ({tray.icon_pixel(37, 37)})")
+        app.invoke("gateway_disconnect")
+        wait_until(lambda: shows() == "offline", 10, what="the offline colour")
+        app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
+        wait_until(lambda: shows() == "connected", 10, what="the colour to come back")
+
+        def pick(label: str) -> None:
+            tray.click(button=3)
+            items, (x, y) = wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the tray menu")
+            tray.click(x + 20, y + items.index(label) * ITEM_HEIGHT + ITEM_HEIGHT // 2)
+            wait_until(lambda: _menu(xprobe) is None, 10, interval=0.1, what="the menu to close")
+
+        sid = app.invoke("create_session", agentType="coding-agent", name="tray sync")["session"]["id"]
+        app.invoke("start_sync", sessionId=sid, localDir=str(tmp_path / "synced"))
+        state = lambda: app.invoke("sync_status", sessionId=sid)["state"]  # noqa: E731
+        wait_until(lambda: state() == "active", 15, what="sync to start")
+        pick("Pause sync")
+        wait_until(lambda: state() == "paused", 10, what="the tray's Pause to pause sync")
+        assert app.invoke("sync_status", sessionId=sid)["error"] == "paused by the user"
+        tray.click(button=3)
+        items, (x, y) = wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the tray menu again")
+        assert items == ["Open Diminuendo", "Resume sync", "Quit"]
+        tray.click(x + 20, y + items.index("Resume sync") * ITEM_HEIGHT + ITEM_HEIGHT // 2)
+        wait_until(lambda: state() == "active", 10, what="the tray's Resume to resume sync")
+
+        # A click outside the menu dismisses it and does nothing.
+        tray.click(button=3)
+        wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the menu")
+        tray.click(900, 700)
+        wait_until(lambda: _menu(xprobe) is None, 10, interval=0.1, what="the menu to be dismissed")
+        assert app.proc.poll() is None
+
+        pick("Quit")
+        assert app.proc.wait(timeout=40) == 0
+        assert "Quit from the tray" in app_log(dim_home)
     finally:
         app.stop()
         tray.stop()

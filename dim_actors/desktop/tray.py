@@ -1,9 +1,10 @@
 """The tray icon (pystray, in the `desktop` extra), where the desktop has a system tray.
 
 The icon shows the gateway connection's state (its colour and its title); its menu opens the
-window, pauses or resumes sync, and quits. pystray's plain X11 backend has no menu: there a click
-opens the window. No tray (no display, pystray missing, no system tray on the screen): nothing
-happens but one line in the log.
+window, pauses or resumes sync, and quits. pystray's plain X11 backend has no menu of its own: there
+a left click opens the window and a right click opens our own X11 menu (`xmenu.py`) with the same
+items. No tray (no display, pystray missing, no system tray on the screen): nothing happens but
+one line in the log.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Tray:
         self.state = self.connection_state() or "offline"
         self.icon = pystray.Icon("dim-desktop", icon_image(self.state), self._title(), menu)
         self.has_menu = bool(getattr(self.icon, "HAS_MENU", False))
+        self.x_menu = None
         self._accept_clicks()
         try:
             self.icon.run_detached()
@@ -109,22 +111,40 @@ class Tray:
             return False
         threading.Thread(target=self._watch, name="tray-state", daemon=True).start()
         log.info("tray icon shown (%s%s)", type(self.icon).__module__.rsplit(".", 1)[-1].lstrip("_"),
-                 "" if self.has_menu else ", no menu: a click opens the window")
+                 "" if self.has_menu else
+                 ", its own X11 menu on a right click" if self.x_menu else ", no menu: a click opens the window")
         return True
 
     def _accept_clicks(self) -> None:
         """pystray's X11 backend handles ButtonPress but never asks the X server for it (its
-        window's event mask lacks ButtonPressMask), so a click would never arrive: ask for it."""
+        window's event mask lacks ButtonPressMask), so a click would never arrive: ask for it.
+        It only knows the left button; a right click opens our menu."""
         window = getattr(self.icon, "_window", None)
         if window is None or type(self.icon).__module__ != "pystray._xorg":
             return
         try:
             from Xlib import X
 
+            from dim_actors.desktop.xmenu import XPopupMenu
+
             window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
             self.icon._display.flush()
+            self.x_menu = XPopupMenu()
+            self.icon._message_handlers[X.ButtonPress] = self._on_x_button
         except Exception:
             log.debug("could not ask for clicks on the tray icon", exc_info=True)
+
+    def menu_items(self) -> list[tuple[str, Callable[[], None]]]:
+        return [("Open Diminuendo", lambda: self.on_open()),
+                ("Resume sync" if self.sync_paused else "Pause sync", self._toggle_sync),
+                ("Quit", lambda: self.on_quit())]
+
+    def _on_x_button(self, event: Any) -> None:
+        # Runs on pystray's event thread: only hand over, never block it.
+        if event.detail == 1:
+            self.on_open()
+        elif event.detail == 3 and self.x_menu is not None:
+            self.x_menu.popup(event.root_x, event.root_y, self.menu_items())
 
     def _title(self) -> str:
         return f"Diminuendo: {self.state.replace('_', ' ')}" + (" (sync paused)" if self.sync_paused else "")
