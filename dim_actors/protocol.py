@@ -341,8 +341,10 @@ class TextDelta(SessionEvent, tag="text_delta", kw_only=True):
 
 
 class MessageDelta(SessionEvent, tag="message.delta", kw_only=True):
-    # Documented name, undocumented fields; our gateway never sends it.
+    # Documented name ("extended streaming"), undocumented fields. Ours: a piece of streamed message
+    # text, like text_delta; messageId groups the pieces of one message. Only /emit sends it here.
     text: str | None = None
+    messageId: str | None = None
 
 
 class TurnComplete(SessionEvent, tag="turn_complete", kw_only=True):
@@ -363,6 +365,36 @@ class SteerReceived(SessionEvent, tag="steer_received", kw_only=True):
 class UsageUpdate(SessionEvent, tag="usage_update", kw_only=True):
     inputTokens: int
     outputTokens: int
+
+
+# planning (names: the reference's v2-era docs, §2.4; fields ours). Only /emit sends these here.
+class PlanStep(Value):
+    stepId: str
+    title: str
+    status: str | None = None  # pending | running | done | failed | skipped (absent: pending)
+
+
+class PlanCreated(SessionEvent, tag="plan.created", kw_only=True):
+    planId: str
+    steps: list[PlanStep]
+
+
+class PlanStepStarted(SessionEvent, tag="plan.step_started", kw_only=True):
+    planId: str
+    stepId: str
+
+
+class PlanStepCompleted(SessionEvent, tag="plan.step_completed", kw_only=True):
+    planId: str
+    stepId: str
+    status: str | None = None  # done (the default) | failed | skipped
+    summary: str | None = None
+
+
+class PlanRevised(SessionEvent, tag="plan.revised", kw_only=True):
+    planId: str
+    steps: list[PlanStep]  # the whole new plan; a step keeps its status when its stepId stays
+    reason: str | None = None
 
 
 # thinking
@@ -513,6 +545,7 @@ _EVENT_TYPES = (
     SessionList, SessionCreated, SessionRenamed, SessionArchived, SessionUnarchived, SessionDeleted,
     SessionStateChanged, StateSnapshot, SessionLeft,
     TurnStarted, TextDelta, MessageDelta, TurnComplete, TurnError, SteerReceived, UsageUpdate,
+    PlanCreated, PlanStepStarted, PlanStepCompleted, PlanRevised,
     ThinkingStart, ThinkingProgress, ThinkingComplete,
     ToolCallStart, ToolCallDelta, ToolCall, ToolResult, ToolError,
     QuestionRequested, PermissionRequested, ApprovalResolved,

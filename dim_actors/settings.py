@@ -43,8 +43,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ui_open: Literal["auto", "window", "browser", "none"] = "auto"
     tray: bool = True
     native_notifications: bool = True
-    # Local sync defaults: the folder new session folders go under, whether a session's sync starts
-    # when it is opened, and ignore patterns (gitignore syntax) on top of the built-in ones.
+    # Local sync defaults (docs/sync.md §7): the folder session folders go under by default
+    # (<sync_root>/<session name>: the Sync panel's suggestion, start_sync without localDir), whether
+    # a session never synced starts syncing there when the page joins it, and ignore patterns
+    # (gitignore syntax, applied like the folder's own .gitignore) on top of the built-in ones.
     sync_root: str | None = None
     sync_auto_start: bool = False
     sync_extra_ignore: list[str] = []
@@ -80,6 +82,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                      "stale_after_s", "request_timeout_s"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name}: must be a finite number")
+        if self.sync_root is not None and not os.path.isabs(os.path.expanduser(self.sync_root)):
+            raise ValueError(f"sync_root: must be an absolute folder path (~ allowed), not {self.sync_root!r}")
         for pattern in self.sync_extra_ignore:
             if not pattern.strip() or "\n" in pattern or "\x00" in pattern:
                 raise ValueError(f"sync_extra_ignore: {pattern!r} is not a pattern (empty, or a line break in it)")
@@ -93,9 +97,9 @@ HELP: dict[str, str] = {
     "ui_open": "At start: auto (native window where available, else the browser), window, browser, or none",
     "tray": "Show a tray icon where the desktop has a system tray",
     "native_notifications": "Desktop notifications from the app when no window of it is focused",
-    "sync_root": "Folder new session folders are synced under by default",
-    "sync_auto_start": "Start a session's sync when the session is opened",
-    "sync_extra_ignore": "Extra ignore patterns for sync (gitignore syntax), one per line",
+    "sync_root": "Folder that session folders are synced under by default (<sync_root>/<session name>); absolute",
+    "sync_auto_start": "Start syncing a session never synced before into its folder under sync_root when it is opened",
+    "sync_extra_ignore": "Extra ignore patterns for sync (gitignore syntax, like a .gitignore at each folder's root), one per line",
     "max_restarts": "Restarts of one actor allowed within restart_period_s before escalating",
     "restart_period_s": "Window of the restart intensity, in seconds",
     "shutdown_timeout_s": "How long an actor may take to stop, in seconds",

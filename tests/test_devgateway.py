@@ -313,6 +313,26 @@ def test_coding_agent_plain_text_and_think(coding):
     assert turn[-1]["finalText"] == "first line\nsecond" == text_of(turn)
 
 
+def test_emit_inside_the_turn_outside_it_and_unsequenced(coding):
+    client, sid = coding
+    events = client.run(sid, '/emit plan.created {"planId": "p", "steps": []}\n'
+                             '/emit-session review.flagged {"why": "late"}\n'
+                             '/emit-unsequenced presence.changed {"who": ["ann"]}\nafter')
+    turn_id = events[0]["turnId"]
+    by_type = {e["type"]: e for e in events}
+    inside, outside, loose = by_type["plan.created"], by_type["review.flagged"], by_type["presence.changed"]
+    assert inside["turnId"] == turn_id and inside["seq"] + 1 == outside["seq"]
+    # Outside the turn: the session envelope without turnId, stored like any stream event.
+    assert set(outside) == {"type", "sessionId", "seq", "ts", "why"} and outside["sessionId"] == sid
+    # Unsequenced: sessionId and the fields only, never stored.
+    assert loose == {"type": "presence.changed", "sessionId": sid, "who": ["ann"]}
+    stored = client.ok("get_events", sessionId=sid, afterSeq=0)["events"]
+    assert outside in stored and not [e for e in stored if e["type"] == "presence.changed"]
+    assert events[-1]["type"] == "turn_complete" and events[-1]["finalText"] == "after"
+    for bad in ("/emit-session turn_complete", '/emit-session x {"turnId": "t"}', "/emit-unsequenced x [1]"):
+        assert client.run(sid, bad)[-1]["code"] == "InvalidScript", bad
+
+
 def test_coding_agent_tools(coding):
     client, sid = coding
     turn = script(client, sid, '/tool grep {"pattern": "TODO", "paths": ["src"]}\n/tool-error rm permission denied')
@@ -542,17 +562,22 @@ def test_recovery_after_a_crash_mid_turn(tmp_path):
         with Client(url) as c:
             sid = c.new_session("coding-agent")
             turn_id = c.ok("run_turn", sessionId=sid, text="/sleep 60000")["turnId"]
+            asking = c.new_session("coding-agent")
+            c.ok("run_turn", sessionId=asking, text="/ask still there?")
+            c.wait(lambda e: e.get("sessionId") == asking and e.get("status") == "waiting")
+            idle = c.new_session("echo")  # joined: ready
             # get_events reads after every queued write is committed: once it shows the turn, it is on disk
             stored = c.ok("get_events", sessionId=sid, afterSeq=0)["events"]
             assert turn_id in [e.get("turnId") for e in stored]
+            c.ok("get_events", sessionId=idle, afterSeq=0)
             other = c.ok("create_session", agentType="echo", name="made just before the crash")["session"]["id"]
     finally:
         proc.kill()  # no clean shutdown: the turn never ends and the session stays "running"
         proc.wait()
         proc.stdout.close()
     with BackgroundGateway(data_dir=tmp_path, rate_limit=FAST) as g, Client(g.url) as c:
-        meta = [s for s in c.ok("list_sessions")["sessions"] if s["id"] == sid][0]
-        assert meta["status"] == "inactive"
+        metas = {s["id"]: s for s in c.ok("list_sessions")["sessions"]}
+        assert {metas[s]["status"] for s in (sid, asking, idle)} == {"inactive"}
         events = c.ok("get_events", sessionId=sid, afterSeq=0)["events"]
         ends = [e for e in events if e.get("turnId") == turn_id and e["type"] in ("turn_complete", "turn_error")]
         assert [(e["type"], e["code"]) for e in ends] == [("turn_error", "GatewayRestarted")]
@@ -560,9 +585,18 @@ def test_recovery_after_a_crash_mid_turn(tmp_path):
         assert events[:len(stored)] == stored
         assert ends[0]["seq"] == stored[-1]["seq"] + RECOVERY_SEQ_GAP + 1
         # an answered create_session was stored before it was answered
-        assert other in [s["id"] for s in c.ok("list_sessions")["sessions"]]
-        assert (events[-1]["type"], events[-1]["previousStatus"], events[-1]["status"]) == (
-            "session_state", "running", "inactive")
+        assert other in metas
+
+        # Down to inactive through the documented transitions only, as a failed turn winds down.
+        def recovery(session_id):
+            evs = c.ok("get_events", sessionId=session_id, afterSeq=0)["events"]
+            gap = next(i for i, e in enumerate(evs) if i and e["seq"] > evs[i - 1]["seq"] + 1)
+            return [(e["previousStatus"], e["status"]) if e["type"] == "session_state" else e["type"]
+                    for e in evs[gap:]]
+        wind_down = [("running", "error"), ("error", "deactivating"), "sandbox_removed", ("deactivating", "inactive")]
+        assert recovery(sid) == ["turn_error", *wind_down]
+        assert recovery(asking) == [("waiting", "running"), "turn_error", *wind_down]
+        assert recovery(idle) == [("ready", "deactivating"), ("deactivating", "inactive")]  # echo: no sandbox
         assert c.ok("get_history", sessionId=sid)["turns"][0]["status"] == "error"
         c.ok("join_session", sessionId=sid)
         assert c.run(sid, "alive again")[-1]["finalText"] == "alive again"

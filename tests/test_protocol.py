@@ -108,7 +108,8 @@ sandbox_ready sandbox_removed file_changed file_list file_content file_history_l
 member_list error""".split()
 DOCUMENTED_EVENTS = """welcome connected authenticated heartbeat session_list session_created state_snapshot
 turn_started text_delta turn_complete turn_error tool_call_start tool_call question_requested permission_requested
-thinking.progress terminal.stream message.delta error""".split()
+thinking.progress terminal.stream message.delta plan.created plan.step_started plan.step_completed plan.revised
+error""".split()
 CLIENT_TYPES = """authenticate list_sessions create_session rename_session archive_session unarchive_session
 delete_session join_session leave_session run_turn stop_turn steer answer_question get_history get_events ping
 list_files read_file file_history file_at_iteration manage_members""".split()
@@ -223,15 +224,36 @@ def test_decode_client_message_ignores_unknown_fields():
 
 
 def test_unknown_event_type_passes_through_whole():
-    frame = {"type": "plan.step_started", "sessionId": "s1", "turnId": "t1", "seq": 12, "ts": 1,
+    frame = {"type": "review.comment_added", "sessionId": "s1", "turnId": "t1", "seq": 12, "ts": 1,
              "step": {"index": 2, "title": "Refactor"}, "tags": ["a", None], "ratio": 0.5}
     ev = p.decode_event(json.dumps(frame))
     assert isinstance(ev, p.UnknownEvent)
-    assert ev.type == "plan.step_started"
+    assert ev.type == "review.comment_added"
     assert ev.data == frame
     assert ev.error is None
     head = p.decode_head(json.dumps(frame))
-    assert (head.type, head.sessionId, head.seq) == ("plan.step_started", "s1", 12)
+    assert (head.type, head.sessionId, head.seq) == ("review.comment_added", "s1", 12)
+
+
+def test_planning_events_and_message_delta_decode_typed():
+    env = {"sessionId": "s1", "turnId": "t1", "seq": 3, "ts": 9}
+    created = p.decode_event(json.dumps({"type": "plan.created", **env, "planId": "p1",
+                                         "steps": [{"stepId": "a", "title": "Read"}, {"stepId": "b", "title": "Fix"}]}))
+    assert created == p.PlanCreated(**env, planId="p1", steps=[p.PlanStep(stepId="a", title="Read"),
+                                                               p.PlanStep(stepId="b", title="Fix")])
+    assert p.decode_event(json.dumps({"type": "plan.step_started", **env, "planId": "p1", "stepId": "a"})) == \
+        p.PlanStepStarted(**env, planId="p1", stepId="a")
+    done = p.decode_event(json.dumps({"type": "plan.step_completed", **env, "planId": "p1", "stepId": "a",
+                                      "status": "failed", "summary": "no such file"}))
+    assert (type(done), done.status, done.summary) == (p.PlanStepCompleted, "failed", "no such file")
+    revised = p.decode_event(json.dumps({"type": "plan.revised", **env, "planId": "p1", "reason": "simpler",
+                                         "steps": [{"stepId": "b", "title": "Fix", "status": "running"}]}))
+    assert (type(revised), revised.reason, revised.steps[0].status) == (p.PlanRevised, "simpler", "running")
+    delta = p.decode_event(json.dumps({"type": "message.delta", **env, "text": "hi", "messageId": "m1"}))
+    assert delta == p.MessageDelta(**env, text="hi", messageId="m1")
+    # Without its required fields a plan event is kept whole, not lost.
+    odd = p.decode_event(json.dumps({"type": "plan.created", **env, "steps": "all of them"}))
+    assert isinstance(odd, p.UnknownEvent) and odd.error
 
 
 def test_unknown_fields_on_known_events_are_ignored():

@@ -2,8 +2,8 @@
 
 dev gateway (its own process) -> connection process -> router -> UI bridge (HTTP invoke + /events).
 Each of the 21 client messages has a test that checks the answering event's type and fields
-(RESPONSES in dim_actors/protocol.py, docs/protocol.md); `authenticate` is what an app started with
---token does. The transport errors a well-behaved client cannot produce (INVALID_JSON,
+(RESPONSES in dim_actors/protocol.py, docs/protocol.md); `authenticate` is both what an app started
+with --token does on every connect and a bridge command of its own. The transport errors a well-behaved client cannot produce (INVALID_JSON,
 MESSAGE_TOO_LARGE, binary frames, unknown types) are tested at the gateway in test_devgateway.py;
 here is what reaches the bridge. Absence is shown by ordering (a later event arrives first), never
 by sleeping.
@@ -125,6 +125,27 @@ def test_authenticate(token_app: App):
     logged = token_app.invoke("actor_logs", name="router", types=["authenticated"])
     assert logged[-1]["body"]["raw"] == {"type": "authenticated", "identity": DEV_IDENTITY}
     assert token_app.invoke("list_sessions")["type"] == "session_list"  # authenticated: requests pass
+
+    # As a bridge command, on the current connection: the right token is answered `authenticated`...
+    assert token_app.invoke("authenticate", token=TOKEN) == {"type": "authenticated", "identity": DEV_IDENTITY}
+    # ...a wrong one with the gateway's AUTH_FAILED, as a 4xx of that command only.
+    with pytest.raises(InvokeError) as e:
+        token_app.invoke("authenticate", token="not-the-token")
+    assert gateway_error(e, "AUTH_FAILED")["message"] == "Invalid token"
+    with pytest.raises(InvokeError) as e:
+        token_app.invoke("authenticate", tokn=TOKEN)
+    assert (e.value.status, e.value.code) == (400, "INVALID_ARGUMENTS")
+    # The refused attempt leaves the connection as it was, authenticated...
+    assert token_app.invoke("get_state")["connection"]["state"] == "connected"
+    assert token_app.invoke("ping")["type"] == "pong"
+    # ...and does not become the token reconnects use: a restarted connection process still gets in.
+    def authentications():
+        return len(token_app.invoke("actor_logs", name="router", types=["authenticated"], limit=1000))
+    before = authentications()
+    token_app.invoke("restart_actor", name="connection")
+    wait_until(lambda: authentications() > before, 30, what="the restarted connection to authenticate")
+    token_app.wait_connected()
+    assert token_app.invoke("get_state")["connection"]["identity"] == DEV_IDENTITY
 
 
 def test_heartbeats_reach_a_joined_client(token_app: App):

@@ -61,6 +61,7 @@ BAD_CHANGES = [
     ({"stale_after_s": 10}, "stale_after_s"),  # must exceed ping_interval_s (30)
     ({"sync_extra_ignore": "*.log"}, "sync_extra_ignore"),
     ({"sync_extra_ignore": ["ok", ""]}, "sync_extra_ignore"),
+    ({"sync_root": "relative/folder"}, "sync_root"),
     ({"no_such_key": 1}, "no_such_key"),
     ({"log_keep": 2, "ui_open": "sometimes"}, "ui_open"),  # one bad key: nothing of the change is saved
 ]

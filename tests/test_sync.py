@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from apphelpers import App, InvokeError, free_port, wait_until
+from apphelpers import ROOT, App, InvokeError, free_port, wait_until, write_settings
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
 
-FAULTS = "handler_error=crashme,overflow=overflowme,unwatched=unwatchedme"
+FAULTS = "handler_error=crashme,overflow=overflowme,unwatched=unwatchedme,echo_miss=leakme"
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,8 @@ def test_agent_writes_land_and_local_edits_go_up_once(sapp, gw, folder):
     wait_until(lambda: upstream(sapp, sid, "old.txt") == "x", 10, what="the agent's files")
     start(sapp, sid, folder)
     wait_until(lambda: (folder / "src/app.py").is_file() and (folder / "old.txt").is_file(), 10, what="materialized")
+    # the watcher saw the materializer's three writes, and knew them for its own
+    wait_until(lambda: status(sapp, sid)["stats"]["echoesSuppressed"] >= 3, 10, what="the echoes suppressed")
     assert (folder / "README.md").read_text() == "hello"
     assert (folder / "src/app.py").stat().st_mode & 0o777 == 0o644
 
@@ -135,7 +138,9 @@ def test_agent_writes_land_and_local_edits_go_up_once(sapp, gw, folder):
     barrier(sapp, sid, folder)
     st = status(sapp, sid)
     assert iterations(sapp, sid, "src/app.py") == 2 and iterations(sapp, sid, "README.md") == 2
-    # no echo: the only local changes were the user's (edit, chmod with it, deletion, barrier)
+    # no echo: the watcher suppressed the materializer's writes (and counted them), leaked none;
+    # the only local changes were the user's (edit, chmod with it, deletion, barrier)
+    assert st["stats"]["echoesLeaked"] == 0 and st["stats"]["echoesSuppressed"] >= 5, st["stats"]
     assert st["stats"]["localChanges"] == 3, st["stats"]
     assert st["state"] == "active" and st["conflicts"] == [] and st["filesTracked"] == 4
 
@@ -146,6 +151,8 @@ def test_editors_and_tools_each_change_arrives_once_without_temp_files(sapp, gw,
         agent_write(gw, sid, name, b"a line with a\nanother a\n")
     start(sapp, sid, folder)
     wait_until(lambda: all((folder / n).is_file() for n in ("vim.txt", "sed.txt", "py.txt")), 10, what="files")
+    # (an edit made before the watcher looked at our write would leave nothing to suppress)
+    wait_until(lambda: status(sapp, sid)["stats"]["echoesSuppressed"] == 3, 10, what="the echoes suppressed")
 
     vim = ensure_tool("vim")
     # vim's default swap/backup behaviour (swapfile, writebackup, backupcopy=auto): it probes the folder
@@ -165,7 +172,9 @@ def test_editors_and_tools_each_change_arrives_once_without_temp_files(sapp, gw,
     barrier(sapp, sid, folder)
     files = upstream_files(sapp, sid)
     assert {p: i for p, i in files.items() if not p.startswith("zz-")} == {"vim.txt": 2, "sed.txt": 2, "py.txt": 2}
-    assert status(sapp, sid)["stats"]["localChanges"] == 4  # three saves and the barrier
+    stats = status(sapp, sid)["stats"]
+    assert stats["echoesLeaked"] == 0 and stats["echoesSuppressed"] == 3, stats
+    assert stats["localChanges"] == 4  # three saves and the barrier
 
 
 def test_git_checkout_of_another_branch(sapp, gw, folder):
@@ -217,7 +226,10 @@ def test_cp_r_of_a_thousand_files(sapp, gw, folder, tmp_path):
     assert len(files) == 1000 and set(files.values()) == {1}
     assert upstream(sapp, sid, "tree/d07/file006.txt") == "file 7/6\n" * 7
     st = status(sapp, sid)
-    assert st["stats"]["localChanges"] == 1001 and st["filesTracked"] == 1001
+    # once each upstream (1000 and the barrier). localChanges may count one more for a file looked at
+    # while cp was still writing it (empty, on a loaded machine), superseded before it was sent.
+    assert st["stats"]["writeBacksAccepted"] == 1001 and st["filesTracked"] == 1001, st["stats"]
+    assert st["stats"]["echoesLeaked"] == 0
 
 
 def _hold_writebacks(gw: BackgroundGateway, sid: str) -> None:
@@ -397,6 +409,11 @@ def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
         app.proc.kill()  # kill -9: no chance to flush anything
         app.proc.wait(10)
         app.log.close()
+        # each unsent change was journaled with the iteration the file on disk came from (0: a new file)
+        with sqlite3.connect(home / "data" / "journal.sqlite") as db:
+            bases = dict(db.execute("SELECT path, base_iteration FROM changes WHERE origin = 'local'"
+                                    " AND state IN ('pending', 'sent')"))
+        assert bases == {"a.txt": 1, "b.txt": 1, "c.txt": 0}, bases
         (home / "run" / "runtime.json").unlink()  # the killed instance's, left behind
         gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
         app = App(home, ["--gateway", gw.url])
@@ -444,3 +461,265 @@ def test_a_session_the_gateway_does_not_know_is_an_error_not_a_crash(sapp, tmp_p
     st = wait_until(lambda: (s := status(sapp, "no-such-session"))["state"] == "error" and s, 15, what="the error")
     assert "no such session" in st["error"] and st["link"] == "refused"
     assert sapp.invoke("stop_sync", sessionId="no-such-session")["state"] == "stopped"
+
+
+def test_an_echo_the_echo_set_misses_is_counted_as_leaked(sapp, gw, folder):
+    # DIM_SYNC_FAULTS echo_miss=leakme: the watcher does not look files named *leakme* up in the
+    # echo set, as if their entries had expired. The journal still drops the change (its own hash
+    # checks), so localChanges cannot see it: echoesLeaked does.
+    sid = new_session(sapp)
+    agent_write(gw, sid, "plain.txt", b"plain\n")
+    start(sapp, sid, folder)
+    wait_until(lambda: (folder / "plain.txt").is_file(), 10, what="the first file")
+    agent_write(gw, sid, "leakme.txt", b"an echo nobody suppresses\n")
+    wait_until(lambda: (folder / "leakme.txt").is_file(), 10, what="the file that leaks")
+    st = wait_until(lambda: (s := status(sapp, sid))["stats"]["echoesLeaked"] and s, 10, what="the leak counted")
+    barrier(sapp, sid, folder)
+    st = status(sapp, sid)
+    assert st["stats"]["echoesLeaked"] == 1 and st["stats"]["echoesSuppressed"] >= 1, st["stats"]
+    assert st["stats"]["localChanges"] == 1  # the barrier only
+    assert iterations(sapp, sid, "leakme.txt") == 1
+
+
+def test_editing_a_gitignore_uploads_what_it_no_longer_ignores(sapp, gw, folder):
+    sid = new_session(sapp)
+    start(sapp, sid, folder)
+    (folder / ".gitignore").write_text("*.data\nscratch/\n")
+    (folder / "sub").mkdir()
+    (folder / "sub/.gitignore").write_text("local.txt\n")
+    barrier(sapp, sid, folder)
+    (folder / "a.data").write_text("was ignored\n")
+    (folder / "scratch").mkdir()
+    (folder / "scratch/notes.txt").write_text("ignored folder\n")
+    (folder / "sub/local.txt").write_text("ignored below\n")
+    barrier(sapp, sid, folder)
+    assert {"a.data", "scratch/notes.txt", "sub/local.txt"}.isdisjoint(upstream_files(sapp, sid))
+
+    # vim rewrites the root .gitignore without the rules; the files themselves are not touched
+    vim = ensure_tool("vim")
+    subprocess.run([vim, "-u", "NONE", "-N", "-es", "-c", "g/data\\|scratch/d", "-c", "wq", str(folder / ".gitignore")],
+                   check=True, timeout=30, stdin=subprocess.DEVNULL)
+    wait_until(lambda: upstream(sapp, sid, "a.data") == "was ignored\n"
+               and upstream(sapp, sid, "scratch/notes.txt") == "ignored folder\n", 10, what="the un-ignored files")
+    (folder / "sub/.gitignore").unlink()
+    wait_until(lambda: upstream(sapp, sid, "sub/local.txt") == "ignored below\n", 10, what="the file below")
+    barrier(sapp, sid, folder)
+    assert iterations(sapp, sid, "a.data") == 1 and status(sapp, sid)["stats"]["echoesLeaked"] == 0
+
+
+def test_start_sync_without_a_folder_needs_sync_root(sapp):
+    sid = new_session(sapp)  # joined: without sync_auto_start (and a sync_root) nothing starts
+    with pytest.raises(InvokeError) as e:
+        status(sapp, sid)
+    assert e.value.code == "NOT_FOUND"
+    assert sapp.invoke("sync_defaults", sessionId=sid) == {"localDir": None, "syncRoot": None, "autoStart": False}
+    with pytest.raises(InvokeError) as e:
+        sapp.invoke("start_sync", sessionId=sid)
+    assert e.value.code == "INVALID_ARGUMENTS" and "sync_root" in e.value.body["error"]["message"]
+
+
+# --- the sync settings: sync_root, sync_auto_start, sync_extra_ignore -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sync_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sync-root")
+
+
+@pytest.fixture(scope="module")
+def rapp(gw, sync_root, tmp_path_factory):
+    """An app with the sync settings set, on the module's gateway."""
+    home = tmp_path_factory.mktemp("dim-home-settings")
+    write_settings(home, f'sync_root = "{sync_root}"\nsync_auto_start = true\n'
+                         'sync_extra_ignore = ["*.log", "private/"]\n')
+    a = App(home, ["--gateway", gw.url])
+    a.wait_connected()
+    yield a
+    a.stop()
+
+
+def named_session(app: App, name: str) -> str:
+    return app.invoke("create_session", agentType="coding-agent", name=name)["session"]["id"]
+
+
+def test_auto_start_syncs_a_joined_session_into_its_folder_under_sync_root(rapp, gw, sync_root):
+    sid = named_session(rapp, "Auto: start/1")
+    agent_write(gw, sid, "src/main.py", b"print('hi')\n")
+    agent_write(gw, sid, "build.log", b"the agent's log\n")
+    rapp.invoke("join_session", sessionId=sid)
+    folder = sync_root / "Auto- start-1"  # the name made into one safe folder name
+    wait_until(lambda: (folder / "src/main.py").is_file(), 15, what="the auto-started sync's files on disk")
+    st = wait_until(lambda: (s := status(rapp, sid))["link"] == "connected" and s, 15, what="the link")
+    assert st["state"] == "active" and st["localDir"] == os.path.realpath(folder)
+    # sync_extra_ignore is a local rule, like .gitignore: upstream's files are written all the same
+    wait_until(lambda: (folder / "build.log").is_file(), 10, what="the ignored pattern's upstream file")
+
+    (folder / "notes.txt").write_text("synced\n")
+    (folder / "trace.log").write_text("ignored by the setting\n")
+    (folder / "private").mkdir()
+    (folder / "private/key.pem").write_text("ignored folder\n")
+    (folder / "build.log").write_text("edited, but ignored\n")
+    (folder / ".gitignore").write_text("!keep.log\n")  # the folder's own rules come after the setting's
+    (folder / "keep.log").write_text("re-included\n")
+    barrier(rapp, sid, folder)
+    files = upstream_files(rapp, sid)
+    assert upstream(rapp, sid, "notes.txt") == "synced\n" and upstream(rapp, sid, "keep.log") == "re-included\n"
+    assert "trace.log" not in files and "private/key.pem" not in files
+    assert upstream(rapp, sid, "build.log") == "the agent's log\n" and iterations(rapp, sid, "build.log") == 1
+    stats = status(rapp, sid)["stats"]
+    # (src/main.py's echo; build.log is ignored, so the watcher never even looks at it)
+    assert stats["echoesLeaked"] == 0 and stats["echoesSuppressed"] >= 1, stats
+    # joined again (another page, a reload): it is running already, nothing changes
+    rapp.invoke("join_session", sessionId=sid)
+    assert status(rapp, sid)["localDir"] == os.path.realpath(folder)
+
+
+def test_start_sync_without_a_folder_uses_the_one_under_sync_root(rapp, gw, sync_root):
+    sid = named_session(rapp, "Manual one")  # not joined: no auto start
+    agent_write(gw, sid, "a.txt", b"a\n")
+    defaults = rapp.invoke("sync_defaults", sessionId=sid)
+    assert defaults == {"localDir": str(sync_root / "Manual one"), "syncRoot": str(sync_root), "autoStart": True}
+    st = rapp.invoke("start_sync", sessionId=sid)
+    assert st["localDir"] == os.path.realpath(sync_root / "Manual one")
+    wait_until(lambda: (sync_root / "Manual one/a.txt").is_file(), 15, what="the file in the default folder")
+    # a second session of the same name gets its own folder, the id added
+    other = named_session(rapp, "Manual one")
+    assert rapp.invoke("sync_defaults", sessionId=other)["localDir"] == str(sync_root / f"Manual one-{other[:8]}")
+
+
+def test_auto_start_into_a_foreign_non_empty_folder_is_refused_and_shown(rapp, gw, sync_root):
+    folder = sync_root / "Busy"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("my own file\n")
+    sid = named_session(rapp, "Busy")
+    agent_write(gw, sid, "theirs.txt", b"upstream\n")
+    rapp.invoke("join_session", sessionId=sid)
+    st = wait_until(lambda: _refused(rapp, sid), 15, what="the refusal in sync_status")
+    assert st["state"] == "stopped" and st["errorCode"] == "FOLDER_NOT_EMPTY" and "not empty" in st["error"]
+    assert st["localDir"] == str(folder)
+    rapp.invoke("join_session", sessionId=sid)  # never confirmed automatically, however often it is joined
+    assert _refused(rapp, sid)["errorCode"] == "FOLDER_NOT_EMPTY"
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"] and upstream_files(rapp, sid) == {"theirs.txt": 1}
+    # the user confirms (the panel's button): into the default folder, merged
+    rapp.invoke("start_sync", sessionId=sid, confirm=True)
+    wait_until(lambda: (folder / "theirs.txt").is_file() and upstream(rapp, sid, "mine.txt") == "my own file\n", 15,
+               what="the merge")
+    assert status(rapp, sid)["error"] is None and "errorCode" not in status(rapp, sid)
+
+
+def _refused(app: App, sid: str) -> dict | None:
+    try:
+        st = status(app, sid)
+    except InvokeError:
+        return None
+    return st if st.get("errorCode") else None
+
+
+def test_unsent_edits_survive_a_restore_without_turning_into_conflicts(tmp_path):
+    """The folder moved away (sync paused) and back while offline: start_sync restores, upstream
+    offers everything again from sequence 0, and the edit journaled offline, and the one made while
+    the folder was away (found by the rescan), both based on the iteration upstream still has, are
+    sent: not conflicts."""
+    port = free_port()
+    data = tmp_path / "gw"
+    home = tmp_path / "home"
+    home.mkdir()
+    folder = tmp_path / "sync"
+    gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
+    app = App(home, ["--gateway", gw.url])
+    try:
+        app.wait_connected()
+        sid = new_session(app)
+        for name in ("a.txt", "b.txt"):
+            agent_write(gw, sid, name, b"upstream\n")
+        start(app, sid, folder)
+        wait_until(lambda: (folder / "b.txt").is_file(), 10)
+        gw.stop()
+        wait_until(lambda: status(app, sid)["link"] != "connected", 15, what="the link down")
+        (folder / "a.txt").write_text("edited offline\n")
+        wait_until(lambda: status(app, sid)["pendingWrites"] == 1, 10, what="the pending write")
+        os.rename(folder, tmp_path / "away")
+        wait_until(lambda: status(app, sid)["state"] == "paused", 10, what="the pause")
+        (tmp_path / "away/b.txt").write_text("edited while away\n")
+        os.rename(tmp_path / "away", folder)
+        gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
+        start(app, sid, folder)  # resumes: the restore offers every file again
+        wait_until(lambda: upstream(app, sid, "a.txt") == "edited offline\n"
+                   and upstream(app, sid, "b.txt") == "edited while away\n", 20, what="the edits upstream")
+        barrier(app, sid, folder)
+        st = status(app, sid)
+        assert st["conflicts"] == [] and st["heldWrites"] == 0 and st["stats"]["conflicts"] == 0, st
+        assert iterations(app, sid, "a.txt") == 2 and iterations(app, sid, "b.txt") == 2
+        assert not list(folder.glob("*.upstream-*"))
+    finally:
+        app.stop()
+        gw.stop()
+
+
+# --- the inotify watch limit, for real ---------------------------------------------------------------------
+
+
+def _userns_watch_limit_works() -> bool:
+    try:
+        r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c",
+                            "echo 3 > /proc/sys/user/max_inotify_watches"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+class LimitedApp(App):
+    """dim-desktop in a user namespace of its own whose inotify watch limit is `watches`. The limit
+    is per user namespace (/proc/sys/user/max_inotify_watches, checked at every level up to the
+    machine's fs.inotify.max_user_watches), so lowering it there leaves every other process alone."""
+
+    def __init__(self, home: Path, args: list[str], watches: int):
+        self.home = home
+        self.env = {**os.environ, "DIM_HOME": str(home)}
+        self.env.pop("DIM_TOKEN", None)
+        self.log = open(home / "app-output.log", "ab")
+        script = f'echo {watches} > /proc/sys/user/max_inotify_watches && exec "$@"'
+        self.proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh",
+                                      sys.executable, "-m", "dim_actors.app", "--no-browser", *args],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
+        self.base = self.runtime["uiUrl"].split("/?")[0]
+        self.token = self.runtime["token"]
+
+
+@pytest.mark.skipif(not _userns_watch_limit_works(),
+                    reason="no user namespace to lower the inotify watch limit in (test_watcher_failures_are_"
+                           "detected_rescanned_and_reported covers the detection with DIM_SYNC_FAULTS)")
+def test_folders_past_the_inotify_watch_limit_are_polled_and_reported(gw, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    folder = tmp_path / "sync"
+    for name in ("a", "b", "c", "d", "e/f"):
+        (folder / "mine" / name).mkdir(parents=True)
+    # 4 watches: the root and 3 of the 7 folders below it (watchdog says nothing about the rest)
+    app = LimitedApp(home, ["--gateway", gw.url], watches=4)
+    try:
+        app.wait_connected()
+        sid = new_session(app)
+        agent_write(gw, sid, "up/one/x.txt", b"from upstream\n")
+        start(app, sid, folder, confirm=True)
+        wait_until(lambda: (folder / "up/one/x.txt").is_file(), 15, what="upstream's file")
+        st = wait_until(lambda: (s := status(app, sid))["warning"] and s, 15, what="the warning")
+        assert "could not be watched" in st["warning"] and "max_user_watches" in st["warning"]
+        assert "watch_limit" in {i["kind"] for i in st["incidents"]} and st["state"] == "active"
+        # every folder's edits arrive, watched or not: none is silently lost
+        targets = [f"mine/{n}/new.txt" for n in ("a", "b", "c", "d", "e", "e/f")] + ["up/one/x.txt", "top.txt"]
+        for rel in targets:
+            (folder / rel).write_text(f"local {rel}\n")
+        wait_until(lambda: all(upstream(app, sid, rel) == f"local {rel}\n" for rel in targets), 20,
+                   what="every edit upstream")
+        # a restarted watcher watches again, checks again, and still says so
+        restarts = app.status()["watcher"]["restarts"]
+        assert app.dimctl("crash", "watcher").returncode == 0
+        wait_until(lambda: app.status()["watcher"]["restarts"] == restarts + 1, 15)
+        (folder / "mine/e/f/after.txt").write_text("after the restart\n")
+        wait_until(lambda: upstream(app, sid, "mine/e/f/after.txt") == "after the restart\n", 20)
+        assert status(app, sid)["warning"]
+        assert app.status()["watcher"]["polling"] == 1
+    finally:
+        app.stop()

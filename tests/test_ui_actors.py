@@ -1,8 +1,17 @@
-"""The Actors panel: live status, a Restart button per actor, a live message log with a type filter."""
+"""The Actors panel: live status, a Restart button per actor, a live message log with a type filter;
+and the connection's state in the page, counting down to the next attempt while reconnecting."""
 
 from __future__ import annotations
 
+import json
+import re
+
+import websocket
 from playwright.sync_api import expect
+
+from apphelpers import GatewayProcess
+
+T = 15_000
 
 
 def test_actors_panel_restarts_an_actor_and_shows_its_live_log(page, app):
@@ -30,3 +39,61 @@ def test_actors_panel_restarts_an_actor_and_shows_its_live_log(page, app):
     app.invoke("create_session", agentType="echo", name="log-me-live")
     expect(lines).to_contain_text("log-me-live", timeout=10000)
     assert page.page_errors == []
+
+
+def test_actors_panel_shows_what_dimctl_status_shows(page, app):
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
+    row = lambda name: page.locator(f"[data-testid='actor-row'][data-actor='{name}']")  # noqa: E731
+    # Messages handled, live: the router's count moves as it works.
+    handled = row("router").get_by_test_id("actor-handled")
+    expect(handled).to_have_text(re.compile(r"^\d+$"), timeout=T)
+    before = int(handled.inner_text())
+    for _ in range(3):
+        app.invoke("list_sessions")
+    expect(handled).not_to_have_text(str(before), timeout=T)
+    assert int(handled.inner_text()) > before
+    # The connection actor's connection state and its reconnects count; only that actor has them.
+    conn = row("connection").get_by_test_id("actor-connection")
+    expect(conn).to_have_text("connected · 0 reconnects", timeout=T)
+    expect(row("router").get_by_test_id("actor-connection")).to_have_text("")
+    # The last error, and when it happened.
+    out = app.dimctl("crash", "journal")
+    assert out.returncode == 0, out.stderr
+    expect(row("journal").get_by_test_id("actor-last-error")).to_contain_text("fault injected", timeout=T)
+    expect(row("journal").get_by_test_id("actor-last-error-at")).to_have_text(re.compile(r"^ at \d\d:\d\d:\d\d$"))
+    status = app.status()["journal"]
+    assert status["lastErrorAt"] and "fault injected" in status["lastError"]
+    assert row("journal").get_by_test_id("actor-last-error-at").get_attribute("data-at") == str(status["lastErrorAt"])
+    assert page.page_errors == []
+
+
+def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
+    # AUTH_RATE_LIMITED tells the client how long to wait (tens of seconds here): a countdown to see.
+    gw = GatewayProcess(tmp_path / "gw", args=["--token", "right"]).start()
+    try:
+        for _ in range(6):  # 5 failures fill the per-IP window; then every attempt is refused a while
+            ws = websocket.create_connection(gw.url, timeout=10)
+            ws.recv(), ws.recv()
+            ws.send(json.dumps({"type": "authenticate", "token": "wrong"}))
+            last = json.loads(ws.recv())
+            ws.close()
+        assert last["code"] == "AUTH_RATE_LIMITED" and last["retryAfterMs"] > 20_000
+        expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
+        indicator = page.get_by_test_id("connection-state")
+        indicator.click()
+        page.get_by_test_id("gateway-url").fill(gw.url)
+        page.get_by_test_id("gateway-token").fill("right")
+        page.get_by_test_id("gateway-connect").click()
+        expect(indicator).to_have_text(re.compile(r"^reconnecting in \d+ s$"), timeout=T)
+        expect(indicator).to_have_attribute("data-state", "reconnecting")
+        first = int(re.search(r"\d+", indicator.inner_text()).group())
+        assert 1 < first <= 60
+        # Counting down, without a new connection-state from the bridge.
+        lower = "|".join(str(n) for n in range(1, first))
+        expect(indicator).to_have_text(re.compile(rf"^reconnecting in ({lower}) s$"), timeout=3000)
+        connection = page.locator("[data-testid='actor-row'][data-actor='connection']")
+        expect(connection.get_by_test_id("actor-connection")).to_have_text(
+            re.compile(r"^reconnecting · [1-9]\d* reconnects?$"), timeout=T)
+        assert page.page_errors == []
+    finally:
+        gw.stop()

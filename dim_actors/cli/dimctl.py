@@ -107,7 +107,10 @@ def print_status(rows: list[dict]) -> None:
     for r in rows:
         state = r["state"]
         if r.get("connection"):
-            state += f" ({r['connection']}, {r.get('reconnects', 0)} reconnects)"
+            conn = r["connection"]
+            if r.get("retryInMs") is not None:
+                conn += f" in {r['retryInMs'] / 1000:.0f} s"
+            state += f" ({conn}, {r.get('reconnects', 0)} reconnects)"
         err = r.get("lastError") or "-"
         if r.get("lastErrorAt"):
             err += time.strftime(" at %H:%M:%S", time.localtime(r["lastErrorAt"]))

@@ -83,6 +83,8 @@ class CodingAgent:
             "/sleep": self.sleep,
             "/fail": self.fail,
             "/emit": self.emit,
+            "/emit-session": self.emit_session,
+            "/emit-unsequenced": self.emit_unsequenced,
             "/silence": self.silence,
             "/drop": self.drop,
         }
@@ -227,19 +229,40 @@ class CodingAgent:
     async def emit(self, turn: Turn, rest: str) -> None:
         """/emit TYPE [JSON_FIELDS]: one event of any type, known or not, in the turn (durable, with
         the envelope). Its fields are not checked; only the envelope and the turn's ends are refused."""
-        type_, _, raw = rest.partition(" ")
-        if not type_ or type_ in _TURN_ENDS:
-            raise TurnFailed("InvalidScript", "/emit needs a TYPE other than turn_started/turn_complete/turn_error")
-        try:
-            fields = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            fields = None
-        if not isinstance(fields, dict):
-            raise TurnFailed("InvalidScript", "/emit: JSON_FIELDS must be a JSON object")
-        if _ENVELOPE & fields.keys():
-            raise TurnFailed("InvalidScript", f"/emit cannot set {', '.join(sorted(_ENVELOPE & fields.keys()))}")
-        cls = _event_struct(type_, tuple(fields))
-        turn.emit(cls(**{f"f{i}": v for i, v in enumerate(fields.values())}))
+        turn.emit(_scripted_event("/emit", rest))
+
+    async def emit_session(self, turn: Turn, rest: str) -> None:
+        """/emit-session TYPE [JSON_FIELDS]: the same, outside the turn: sessionId, seq and ts but no
+        turnId (durable), as session-level events such as sandbox_ready are."""
+        event = _scripted_event("/emit-session", rest)
+        if not turn.closed:  # a stopped turn's script says nothing more, inside the turn or out
+            turn.session.emit(event)
+
+    async def emit_unsequenced(self, turn: Turn, rest: str) -> None:
+        """/emit-unsequenced TYPE [JSON_FIELDS]: a session event with sessionId only (no seq, no ts,
+        not stored) to the joined connections. Our gateway sends nothing like it on its own; a newer
+        one might, and a client must keep it (docs/dev-gateway.md)."""
+        event = _scripted_event("/emit-unsequenced", rest)
+        if not turn.closed:
+            turn.session.send_to_all(event)
+
+
+def _scripted_event(command: str, rest: str) -> SessionEvent:
+    """The event of an /emit-family command: TYPE and a JSON object of fields, unchecked against
+    the catalogue, so a test can send unknown types and known ones with unexpected fields."""
+    type_, _, raw = rest.partition(" ")
+    if not type_ or type_ in _TURN_ENDS:
+        raise TurnFailed("InvalidScript", f"{command} needs a TYPE other than turn_started/turn_complete/turn_error")
+    try:
+        fields = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise TurnFailed("InvalidScript", f"{command}: JSON_FIELDS must be a JSON object")
+    if _ENVELOPE & fields.keys():
+        raise TurnFailed("InvalidScript", f"{command} cannot set {', '.join(sorted(_ENVELOPE & fields.keys()))}")
+    cls = _event_struct(type_, tuple(fields))
+    return cls(**{f"f{i}": v for i, v in enumerate(fields.values())})
 
 
 _ENVELOPE = frozenset({"type", "sessionId", "turnId", "seq", "ts"})

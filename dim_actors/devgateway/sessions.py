@@ -180,17 +180,26 @@ class SessionRuntime:
         self.set_status("inactive")
 
     def recover(self) -> None:
-        """After a crash: close the turn that never ended, and drop the stale state to inactive."""
+        """After a crash: close the turn that never ended and wind the session down to inactive,
+        through the transition table only, as a failed turn does (docs/dev-gateway.md, Storage):
+        waiting → running → error → deactivating → inactive; running → error → …; ready and error
+        → deactivating → inactive; activating → inactive (an activation cut short)."""
+        if self.status == "waiting":
+            self.set_status("running")  # the open request died with the process; nothing waits now
         if self.active_turn_id:
             turn_id, self.active_turn_id = self.active_turn_id, None
             self.emit(TurnError(turnId=turn_id, code="GatewayRestarted",
                                 message="The gateway restarted while this turn was running"))
             self.db.write(END_TURN, ("error", None, None, "GatewayRestarted", "The gateway restarted",
                                      self.last_seq, now_ms(), self.id, turn_id))
-        if self.status != "inactive":
-            previous, self.status = self.status, "inactive"
-            self.persist()
-            self.emit(SessionStateChanged(status="inactive", previousStatus=previous))
+        if self.status == "running":
+            self.set_status("error")
+        if self.status == "activating":
+            self.set_status("inactive")
+        elif self.status == "deactivating":
+            self.set_status("inactive")
+        elif self.status != "inactive":
+            self.wind_down()
 
     # --- turns -----------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Documented: inactive→activating; activating→ready|error|inactive; ready→ru
 inactive|error; running→ready|waiting|error|deactivating; deactivating→inactive.
 Ours (the reference shows no full exit set): waiting→running only (a stop first resolves the open
 request as dismissed, then leaves through running), and error→deactivating, so a failed session
-winds down to inactive and the next join or run_turn activates it again.
+winds down to inactive and the next join or run_turn activates it again. Every move the gateway
+makes, crash recovery included (sessions.py, recover), goes through check_transition. Permitted but
+never taken here: activating→error, ready→inactive, ready→error (docs/protocol.md §7).
 """
 
 from __future__ import annotations

@@ -31,13 +31,14 @@ from dim_actors.router.stores import BadEvent, Stores
 from dim_actors.settings import settings_command
 from dim_actors.messages import SyncCommand
 from dim_actors.supervisor.actor import DimActor
-from dim_actors.sync.journal import SYNC_COMMANDS
+from dim_actors.sync.journal import AUTO_START, SYNC_COMMANDS
 
 log = logging.getLogger(__name__)
 
-# Every client message is a command of the same name, except authenticate, which is part of
-# gateway_connect (the connection process authenticates on every (re)connect).
-GATEWAY_COMMANDS = frozenset(t for t in protocol.CLIENT_MESSAGES if t != "authenticate")
+# Every client message is a command of the same name. `authenticate` goes on the current connection
+# as it is; the connection process keeps authenticating every (re)connect with gateway_connect's
+# token, which an authenticate command does not replace (docs/contracts.md §3).
+GATEWAY_COMMANDS = frozenset(protocol.CLIENT_MESSAGES)
 LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect",
                             "actor_status", "restart_actor", "actor_logs", "outbox_cancel",
                             "get_settings", "set_settings"})
@@ -109,7 +110,9 @@ class Router(DimActor):
         elif isinstance(body, ResyncStarted):
             self.awaiting_resync = False
         elif isinstance(body, BadFrame):
-            self.to_page("gateway-warning", {"reason": body.reason, "sample": body.sample, "count": body.count})
+            self.stores.bad_input += 1
+            self.to_page("gateway-warning", {"reason": body.reason, "sample": body.sample,
+                                             "count": self.stores.bad_input})
         else:
             raise TypeError(f"router: unexpected message {type(body).__name__}")
 
@@ -125,7 +128,10 @@ class Router(DimActor):
             except BadEvent as e:
                 log.warning("%s", e)
                 sample = bytes(ev.raw)[:200].decode("utf-8", "replace")
-                self.to_page("gateway-warning", {"reason": str(e), "sample": sample, "count": self.stores.bad_events})
+                self.to_page("gateway-warning", {"reason": str(e), "sample": sample, "count": self.stores.bad_input})
+                # Not a gateway-event: the page's reducer would apply its mistyped fields. It is shown
+                # as a generic card instead, live as after a reload (stores: `invalid`).
+                self.to_page("invalid-event", {"reason": str(e), "event": ev.raw})
                 fresh = False
             # An error answering a page's command goes back to that command only (its GATEWAY_ERROR),
             # as the gateway sends it only to whoever caused it: not a toast on every page as well.
@@ -144,6 +150,8 @@ class Router(DimActor):
                                                         gatewayCode=err.code, **extra))
             else:
                 self.ctx.send("uibridge", InvokeResult(reqId=ev.replyTo, ok=True, result=ev.raw))
+                if command == "join_session" and ev.sessionId:
+                    self.sync_joined(ev.sessionId)
 
     def notify_desktop(self, ev: GatewayEvent) -> None:
         hook = self.ctx.extra.get("desktop_notify")  # set by dim-desktop; it only queues
@@ -155,7 +163,8 @@ class Router(DimActor):
 
     def on_invoke(self, inv: Invoke) -> None:
         if inv.command in SYNC_COMMANDS:  # local sync: the journal answers (docs/sync.md)
-            self.ctx.send("journal", SyncCommand(reqId=inv.reqId, command=inv.command, args=inv.args))
+            self.ctx.send("journal", SyncCommand(reqId=inv.reqId, command=inv.command,
+                                                 args=self.with_session_name(inv.args)))
             return
         if inv.command in LOCAL_COMMANDS:
             result = self.local_command(inv)
@@ -177,6 +186,20 @@ class Router(DimActor):
         self.pending[inv.reqId] = inv.command
         expect = sorted(protocol.RESPONSES.get(inv.command, ()))
         self.ctx.send("connection", SendFrame(reqId=inv.reqId, type=inv.command, frame=frame, expect=expect))
+
+    # --- local sync hooks: the journal names default folders after sessions (docs/sync.md §7) ---------
+
+    def with_session_name(self, args: Any) -> Any:
+        """Sync command args with the session's name from the stores (the journal has no stores)."""
+        if not isinstance(args, dict) or not isinstance(args.get("sessionId"), str):
+            return args
+        meta = self.stores.sessions.get(args["sessionId"]) or {}
+        return {**args, "sessionName": meta.get("name")}
+
+    def sync_joined(self, session_id: str) -> None:
+        """The page joined a session: the journal starts its sync if sync_auto_start says so."""
+        self.ctx.send("journal", SyncCommand(reqId=0, command=AUTO_START,
+                                             args=self.with_session_name({"sessionId": session_id})))
 
     def send_internal(self, command: str, args: dict) -> None:
         """A request of the router's own: its answer only updates the stores."""

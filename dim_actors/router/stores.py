@@ -2,7 +2,9 @@
 
 Events are applied exactly once, in seq order per session: a seq at or below the session's last
 one is a duplicate and is refused. Items are kept as the raw bytes the gateway sent, so a snapshot
-shows the page exactly what a live event would have, fields we don't know included.
+shows the page exactly what a live event would have, fields we don't know included. Nothing is
+dropped: an event we do not know goes to a generic slot (its turn's items, its chat's `other`, or
+`unscoped`), and a known one whose fields have the wrong types to `invalid` (docs/contracts.md §3).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from typing import Any
 
 import msgspec
 
+from dim_actors import protocol
 from dim_actors.messages import ConnectionState, GatewayEvent
 
 _TURN_END_STATUS = {"turn_complete": "complete", "turn_error": "error"}
 _COMPACT_AT = 1024  # a turn's newest deltas are joined into one string this many at a time
+_SLOT_LIMIT = 500  # each generic slot keeps this many of the newest events (per chat, or unscoped)
+_OPEN = ("running", "waiting")
 
 
 class _Delta(msgspec.Struct):
@@ -35,6 +40,16 @@ class _Fields(msgspec.Struct):
     name: str | None = None
     session: dict[str, Any] | None = None
     sessions: list[dict[str, Any]] | None = None
+    # Read for the connection panel and for stale turns. `Any`, checked where used: a field added
+    # here must not turn events that were fine before into bad ones.
+    lastSeq: Any = None
+    activeTurnId: Any = None
+    identity: Any = None
+    protocolVersion: Any = None
+    requiresAuth: Any = None
+    clientId: Any = None
+    heartbeatIntervalMs: Any = None
+    ts: Any = None
 
 
 _delta = msgspec.json.Decoder(_Delta)
@@ -138,6 +153,7 @@ class Chat:
         self.turns: list[Turn] = []
         self.by_id: dict[str, Turn] = {}
         self.other: list[msgspec.Raw] = []
+        self.invalid: list[dict[str, Any]] = []  # {reason, event}: known types with mistyped fields
 
     def turn(self, turn_id: str | None, seq: int | None) -> Turn | None:
         if turn_id is None:
@@ -150,7 +166,18 @@ class Chat:
 
     def snapshot(self) -> dict[str, Any]:
         return {"lastSeq": self.lastSeq, "status": self.status,
-                "turns": [t.snapshot() for t in self.turns], "other": self.other}
+                "turns": [t.snapshot() for t in self.turns], "other": self.other, "invalid": self.invalid}
+
+    def settle_turns(self, active_turn_id: Any, last_seq: Any) -> None:
+        """A state_snapshot says which turn runs now (activeTurnId, or none). A turn we hold as open
+        that it does not name has ended at the gateway, and its end event has not reached us (lost
+        in a disconnect, or still on its way in the catch-up): it is `ended` until that end arrives.
+        Turns that went on past the snapshot's lastSeq are newer than what it describes."""
+        active = active_turn_id if isinstance(active_turn_id, str) else None
+        upto = last_seq if isinstance(last_seq, int) else None
+        for t in self.turns:
+            if t.status in _OPEN and t.turnId != active and (upto is None or (t.lastSeq or 0) <= upto):
+                t.status = "ended"
 
 
 class Stores:
@@ -160,6 +187,10 @@ class Stores:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, Chat] = {}
         self.unscoped: list[msgspec.Raw] = []  # events with no session we don't otherwise know
+        self.invalid: list[dict[str, Any]] = []  # {reason, event}: mistyped known events with no session
+        # What the handshake and heartbeats told us about this connection (the page's connection panel).
+        self.link: dict[str, Any] = {}
+        self.bad_input = 0  # bad frames (connection process) and bad events (here): one count for the page
         self.outbox: list[dict[str, Any]] = []  # commands waiting for the connection
         self.events_applied = 0
         self.duplicates = 0
@@ -174,8 +205,14 @@ class Stores:
         return c
 
     def set_connection(self, st: ConnectionState) -> None:
+        # retryAt: when the next attempt is due, so a page loaded later still counts down correctly.
+        retry_at = time.time_ns() // 1_000_000 + st.retryInMs if st.retryInMs is not None else None
         self.connection = {"state": st.state, "url": st.url, "detail": st.detail, "reconnects": st.reconnects,
-                           "retryInMs": st.retryInMs, "identity": st.identity}
+                           "retryInMs": st.retryInMs, "retryAt": retry_at, "identity": st.identity, **self.link}
+
+    def _set_link(self, **fields: Any) -> None:
+        self.link.update(fields)
+        self.connection.update(fields)
 
     def apply(self, ev: GatewayEvent) -> bool:
         """Apply one event; False when it is a duplicate (already applied) and must go no further.
@@ -186,9 +223,12 @@ class Stores:
             return self._apply(ev)
         except (msgspec.ValidationError, msgspec.DecodeError, TypeError, KeyError, AttributeError) as e:
             self.bad_events += 1
-            self.unscoped.append(ev.raw)
-            del self.unscoped[:-500]
-            raise BadEvent(f"{ev.type} event with unexpected fields: {e}") from None
+            self.bad_input += 1
+            reason = f"{ev.type} event with unexpected fields: {e}"
+            slot = self.chat(ev.sessionId).invalid if ev.sessionId is not None else self.invalid
+            slot.append({"reason": reason, "event": ev.raw})
+            del slot[:-_SLOT_LIMIT]
+            raise BadEvent(reason) from None
 
     def _apply(self, ev: GatewayEvent) -> bool:
         sid, seq, type_ = ev.sessionId, ev.seq, ev.type
@@ -230,9 +270,19 @@ class Stores:
             self.sessions = {s["id"]: s for s in f.sessions if "id" in s}
         elif type_ == "session_created" and f.session and "id" in f.session:
             self.sessions[f.session["id"]] = f.session
-        elif type_ not in ("welcome", "connected", "authenticated", "heartbeat", "pong", "error"):
+        elif type_ == "welcome":  # a new connection: what the last one said no longer holds
+            self.link = {}
+            self._set_link(protocolVersion=f.protocolVersion, requiresAuth=f.requiresAuth, clientId=None,
+                           heartbeatIntervalMs=None, lastHeartbeatAt=None)
+        elif type_ == "connected":
+            self._set_link(clientId=f.clientId, heartbeatIntervalMs=f.heartbeatIntervalMs)
+        elif type_ == "authenticated":
+            self.connection["identity"] = f.identity  # also after an `authenticate` command
+        elif type_ == "heartbeat":
+            self._set_link(lastHeartbeatAt=f.ts)
+        elif type_ not in protocol.SERVER_EVENTS:
             self.unscoped.append(ev.raw)
-            del self.unscoped[:-500]  # keep the generic slot bounded
+            del self.unscoped[:-_SLOT_LIMIT]  # keep the generic slot bounded
 
     def _apply_session(self, chat: Chat, type_: str, f: _Fields, ev: GatewayEvent, seq: int | None) -> None:
         sid = chat.sessionId
@@ -243,6 +293,7 @@ class Stores:
             if f.session:
                 self.sessions[sid] = f.session
                 chat.status = f.session.get("status", chat.status)
+            chat.settle_turns(f.activeTurnId, f.lastSeq)
         elif type_ == "session_state" and f.status:
             chat.status = f.status
             if meta is not None:
@@ -275,11 +326,13 @@ class Stores:
             elif type_ == "approval_resolved" and t.status == "waiting":
                 t.status = "running"
             t.items.append(ev.raw)
-        elif seq is not None:
-            # A session event we don't know: kept for the page's generic card. (Answers without a
-            # seq, such as event_list or file_content, went to whoever asked; they are not history.)
+        elif seq is not None or type_ not in protocol.SERVER_EVENTS:
+            # A session event outside a turn that we don't otherwise apply, and any event type we
+            # don't know even without a seq: kept for the page's generic card, newest 500 per chat.
+            # (Known answers without a seq, such as event_list or file_content, went to whoever
+            # asked; they are not history.)
             chat.other.append(ev.raw)
-            del chat.other[:-500]
+            del chat.other[:-_SLOT_LIMIT]
 
     def snapshot(self, joined: list[str] | None = None) -> dict[str, Any]:
         return {
@@ -288,5 +341,6 @@ class Stores:
             "sessions": list(self.sessions.values()),
             "chats": {sid: c.snapshot() for sid, c in self.chats.items()},
             "unscoped": self.unscoped,
+            "invalid": self.invalid,
             "outbox": self.outbox,
         }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+WRITTEN_TTL_FACTOR = 6
+
 
 class EchoSet:
     """(absolute path, content hash) pairs with a short TTL, shared by the materializer and the watcher.
@@ -13,18 +15,29 @@ class EchoSet:
     (different content) is never mistaken for our echo. The materializer also records the file's
     (size, mtime_ns, inode) after its rename, so the watcher can recognise its own write without
     reading the file again. A deletion is recorded with hash "".
+
+    Apart from the entries (consumed once, short TTL), it remembers the last state it wrote to each
+    path for WRITTEN_TTL_FACTOR times longer, never consumed: `wrote` tells the watcher that a change
+    it is about to report is our own write all the same (an echo the entries failed to suppress, say
+    because the watcher was slower than the TTL), which it counts as leaked. That log is independent
+    of the mechanism it checks, so a leak cannot hide behind the journal's own hash checks.
     """
 
     def __init__(self, ttl_s: float = 10.0):
         self.ttl_s = ttl_s
         self._entries: dict[str, list[tuple[str, tuple | None, float]]] = {}
+        self._written: dict[str, tuple[str, float]] = {}  # path -> (hash, until): our last write there
         self._lock = threading.Lock()
         self._last_expiry = 0.0
         self.suppressed = 0
+        self.leaked = 0
+        self._counts: dict[str, dict[str, int]] = {}  # sessionId -> {echoesSuppressed, echoesLeaked}
 
     def add(self, path: str, content_hash: str, sig: tuple | None = None) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._entries.setdefault(path, []).append((content_hash, sig, time.monotonic() + self.ttl_s))
+            self._entries.setdefault(path, []).append((content_hash, sig, now + self.ttl_s))
+            self._written[path] = (content_hash, now + self.ttl_s * WRITTEN_TTL_FACTOR)
 
     def attach_sig(self, path: str, content_hash: str, sig: tuple) -> None:
         """After the write: what the file looks like, so the watcher need not read it."""
@@ -41,6 +54,8 @@ class EchoSet:
         self._last_expiry = now
         for path in [p for p, items in self._entries.items() if all(t < now for _, _, t in items)]:
             del self._entries[path]
+        for path in [p for p, (_, t) in self._written.items() if t < now]:
+            del self._written[path]
 
     def _take(self, path: str, test) -> str | None:
         now = time.monotonic()
@@ -70,11 +85,35 @@ class EchoSet:
         """A write that did not happen after all."""
         if self._take(path, lambda h, s: h == content_hash) is not None:
             self.suppressed -= 1
+        with self._lock:
+            w = self._written.get(path)
+            if w is not None and w[0] == content_hash:
+                del self._written[path]
 
     def forget(self, path: str) -> None:
         """The watcher saw a state of `path` that is none of ours: earlier writes can no longer echo."""
         with self._lock:
             self._entries.pop(path, None)
+            self._written.pop(path, None)
+
+    def wrote(self, path: str, content_hash: str) -> bool:
+        """True if this state of `path` is the last one we wrote there (lately), and nobody else's
+        state has been seen there since; whether or not its echo entry is still there."""
+        with self._lock:
+            w = self._written.get(path)
+            return w is not None and w[0] == content_hash and w[1] >= time.monotonic()
+
+    def count(self, session_id: str, kind: str) -> None:
+        """Per-session figures for sync_status: kind is echoesSuppressed or echoesLeaked."""
+        with self._lock:
+            c = self._counts.setdefault(session_id, {"echoesSuppressed": 0, "echoesLeaked": 0})
+            c[kind] += 1
+            if kind == "echoesLeaked":
+                self.leaked += 1
+
+    def counts(self, session_id: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts.get(session_id) or {"echoesSuppressed": 0, "echoesLeaked": 0})
 
     def pending(self, path: str) -> bool:
         with self._lock:

@@ -9,11 +9,15 @@ from pathlib import Path, PurePosixPath
 # Editors write these around a save; syncing them would be noise at best, a loop at worst.
 _NOISE = re.compile(
     r"""(
-        .*\.sw(?:[a-p]x?|x)                 # vim swap files (.x.swp, .x.swo, ...) and its .swx probe
+        \.(?:.*\.)?sw(?:[a-p]x?|x)          # vim swap files: always dot-prefixed (.x.swp, .x.swo, ...,
+                                           # .x.swpx, .x.swx probes; .swp for a buffer with no name)
       | .*~                                # ~ backups (vim writebackup, emacs)
       | \.\#.* | \#.*\#                    # emacs lock files, autosaves
       | .*___jb_(tmp|old)___               # JetBrains safe-write
-      | sed[A-Za-z0-9]{6}                  # sed -i's temp file
+      | sed(?=[a-z]{0,5}[A-Z0-9])[A-Za-z0-9]{6}
+                                           # sed -i's mkstemp file: six of [A-Za-z0-9], so at least one
+                                           # capital or digit tells it from a word (sedentary); one in
+                                           # (26/62)^6 ~ 0.5% is all lowercase and is not caught by name
       | \.goutputstream-.*                 # GLib's atomic save
       | \.DS_Store
       | \.dim-.*\.tmp                      # the materializer's own temp files
@@ -130,28 +134,33 @@ def parse_gitignore(text: str) -> list[Rule]:
 
 
 class GitIgnore:
-    """The .gitignore files of a folder tree (the root's and every subfolder's), re-read when they change."""
+    """The .gitignore files of a folder tree (the root's and every subfolder's), re-read when they
+    change, and `extra` patterns (the sync_extra_ignore setting). The extra patterns are read the
+    way git reads .git/info/exclude: relative to the root, and below every .gitignore in precedence
+    (a .gitignore's `!pattern` can re-include what they exclude)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra: list[str] | tuple[str, ...] = ()):
         self.root = Path(root)
-        self._cache: dict[str, tuple[int, list[Rule]]] = {}
+        self.extra = parse_gitignore("\n".join(extra))
+        self._cache: dict[str, tuple[tuple[int, int, int], list[Rule]]] = {}
 
     def _rules(self, directory: str) -> list[Rule]:
         path = self.root / directory / ".gitignore" if directory else self.root / ".gitignore"
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
         except OSError:
             self._cache.pop(directory, None)
-            return []
+            return self.extra if not directory else []
+        # size and inode as well as mtime: an editor's save within the same mtime tick still counts
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self._cache.get(directory)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        try:
-            rules = parse_gitignore(path.read_text(errors="replace"))
-        except OSError:
-            rules = []
-        self._cache[directory] = (mtime, rules)
-        return rules
+        if cached is None or cached[0] != key:
+            try:
+                rules = parse_gitignore(path.read_text(errors="replace"))
+            except OSError:
+                rules = []
+            cached = self._cache[directory] = (key, self.extra + rules if not directory else rules)
+        return cached[1]
 
     def _match(self, parts: list[str], is_dir: bool) -> bool:
         ignored = False

@@ -8,8 +8,9 @@ the local file. From that it decides what each event means (docs/sync.md):
   checking the local file still is what we think), or the path has an unsent or in-flight local
   change, or is in conflict (a conflict: the upstream version goes beside the file);
 * a local change from the watcher: equal to what we know (an echo, a touch: nothing), equal to
-  upstream's current content (nothing to send), otherwise a pending write-back based on the path's
-  upstream iteration. Write-backs go one batch at a time per session; deletions wait a moment and
+  upstream's current content (nothing to send), otherwise a pending write-back based on the
+  upstream iteration the file on disk came from, recorded with it (and sent as is, even after a
+  restart or a resync). Write-backs go one batch at a time per session; deletions wait a moment and
   are never sent if the sync folder is gone or emptied (the sync pauses instead);
 * a write-back result: accepted (the path's iteration moves on), or rejected as a conflict.
 
@@ -60,7 +61,9 @@ from dim_actors.messages import (
 )
 from dim_actors.supervisor.actor import DimActor
 from dim_actors.sync import wire
-from dim_actors.sync.ignore import conflict_copy_name, is_noise
+from dim_actors.sync.defaults import default_folder
+from dim_actors.sync.echoes import EchoSet
+from dim_actors.sync.ignore import GitIgnore, conflict_copy_name, is_noise
 from dim_actors.sync.paths import UnsafePath, check_relative, confined
 from dim_actors.sync.watcher import file_hash
 
@@ -118,9 +121,13 @@ INFLIGHT_TIMEOUT_S = 15.0
 LINK_SILENT_S = 10.0  # no word from a replication link this long: ask the connection again
 MAX_BATCH = 512
 TEXT_LIMIT = 256 << 10
-SYNC_COMMANDS = frozenset({"start_sync", "stop_sync", "sync_status", "resolve_conflict", "sync_pause", "sync_resume"})
+SYNC_COMMANDS = frozenset({"start_sync", "stop_sync", "sync_status", "resolve_conflict", "sync_pause", "sync_resume",
+                           "sync_defaults"})
+# Sent by the router when the page has joined a session (not a page command: it gets no answer).
+AUTO_START = "sync_auto_start"
 USER_PAUSE = "paused by the user"
 RESOLUTIONS = ("keep_local", "accept_upstream", "merged")
+COUNTS = ("localChanges", "upstreamApplied", "writeBacksAccepted", "conflicts")  # stats kept by the journal
 
 
 class CommandError(Exception):
@@ -149,7 +156,9 @@ class Entry:
     deletion: bool
     state: str  # pending | sent | held
     recorded: float
-    base: int = 0
+    # the upstream iteration the local file was based on when the change was recorded (None: rows
+    # journaled before it was recorded; they are sent based on the path's iteration at send time)
+    base: int | None = 0
 
 
 @dataclass
@@ -171,6 +180,8 @@ class Sync:
     error: str | None = None
     last_seq: int = 0
     last_sync_at: int | None = None
+    warning: str | None = None  # syncing, but not as it should (folders polled for want of watches)
+    ignore: GitIgnore | None = None
     files: dict[str, FileRec] = field(default_factory=dict)
     entries: dict[int, Entry] = field(default_factory=dict)
     conflicts: dict[str, Conflict] = field(default_factory=dict)
@@ -187,8 +198,7 @@ class Sync:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     dirty: bool = True
     pushed_at: float = 0.0
-    counts: dict[str, int] = field(default_factory=lambda: {"localChanges": 0, "upstreamApplied": 0,
-                                                             "writeBacksAccepted": 0, "conflicts": 0})
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
 
     @property
     def root(self) -> Path:
@@ -212,6 +222,13 @@ class Journal(DimActor):
         self.db.commit()
         self.recorded = self.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
         self.spool_root = self.ctx.home.data_dir / "sync-spool"
+        self.echoes: EchoSet = self.ctx.extra.setdefault("echoes", EchoSet())  # its per-session counts
+        settings = self.ctx.settings
+        self.sync_root: str | None = settings.sync_root if settings else None
+        self.auto_start: bool = bool(settings and settings.sync_auto_start)
+        self.extra_ignore: list[str] = list(settings.sync_extra_ignore) if settings else []
+        # sessions whose sync_auto_start was refused (a non-empty folder...): shown by sync_status
+        self.refused: dict[str, dict[str, Any]] = {}
         self.syncs: dict[str, Sync] = {}
         self._load()
         self.stop_ticks = threading.Event()
@@ -256,14 +273,15 @@ class Journal(DimActor):
                 " FROM conflicts"):
             if sid in self.syncs:
                 self.syncs[sid].conflicts[path] = Conflict(path, lh, u, uh, copy, since)
-        for seq, sid, path, h, deletion, state, size, mode, recorded in self.db.execute(
-                "SELECT id, session_id, path, content_hash, is_deletion, state, size, permissions, recorded_at"
-                " FROM changes WHERE origin = 'local' AND state IN ('pending', 'sent', 'held') ORDER BY id"):
+        for seq, sid, path, h, deletion, state, size, mode, recorded, base in self.db.execute(
+                "SELECT id, session_id, path, content_hash, is_deletion, state, size, permissions, recorded_at,"
+                " base_iteration FROM changes WHERE origin = 'local' AND state IN ('pending', 'sent', 'held')"
+                " ORDER BY id"):
             s = self.syncs.get(sid)
             if s is not None:
                 # sent before a crash and never answered: send again (the gateway dedupes by localSeq)
                 s.entries[seq] = Entry(seq, path, h or "", size or 0, mode or 0o644, bool(deletion),
-                                       "pending" if state == "sent" else state, recorded)
+                                       "pending" if state == "sent" else state, recorded, base)
 
     # --- persistence helpers ----------------------------------------------------------------------------
 
@@ -337,6 +355,11 @@ class Journal(DimActor):
 
     def on_command(self, cmd: SyncCommand) -> None:
         args = cmd.args if isinstance(cmd.args, dict) else {}
+        name = args.get("sessionName") if isinstance(args.get("sessionName"), str) else None  # from the router
+        if cmd.command == AUTO_START:
+            if isinstance(args.get("sessionId"), str) and args["sessionId"]:
+                self.auto_start_sync(args["sessionId"], name)
+            return
         try:
             if cmd.command in ("sync_pause", "sync_resume"):  # every sync at once (the tray's menu)
                 result = self.pause_all(cmd.command == "sync_pause")
@@ -346,11 +369,18 @@ class Journal(DimActor):
             if not isinstance(sid, str) or not sid:
                 raise CommandError("INVALID_ARGUMENTS", f"{cmd.command}: sessionId must be a non-empty string")
             if cmd.command == "start_sync":
-                result = self.start_sync(sid, args.get("localDir"), args.get("confirm") is True)
+                local_dir = args.get("localDir")
+                if local_dir is None:
+                    local_dir = self._default_dir(sid, name)
+                result = self.start_sync(sid, local_dir, args.get("confirm") is True)
             elif cmd.command == "stop_sync":
                 result = self.stop_sync(sid)
             elif cmd.command == "sync_status":
-                result = self.status(self._sync(sid))
+                result = self.refused[sid] if sid not in self.syncs and sid in self.refused else self.status(self._sync(sid))
+            elif cmd.command == "sync_defaults":
+                s = self.syncs.get(sid)
+                result = {"localDir": s.local_dir if s else self._folder_for(sid, name),
+                          "syncRoot": self.sync_root, "autoStart": self.auto_start}
             elif cmd.command == "resolve_conflict":
                 result = self.resolve(sid, args.get("path"), args.get("resolution"))
             else:
@@ -366,6 +396,49 @@ class Journal(DimActor):
         if s is None:
             raise CommandError("NOT_FOUND", f"session {sid} is not synced to a folder (start_sync first)")
         return s
+
+    # --- default folders (the sync_root and sync_auto_start settings) --------------------------------------
+
+    def _folder_for(self, sid: str, name: str | None) -> str | None:
+        """<sync_root>/<session name or id>, unless another session's sync has that folder already."""
+        if not self.sync_root:
+            return None
+        taken = {o.local_dir for o in self.syncs.values() if o.sid != sid}
+        return str(default_folder(self.sync_root, sid, name, taken))
+
+    def _default_dir(self, sid: str, name: str | None) -> str:
+        """start_sync without localDir: the session's earlier folder, else the one under sync_root."""
+        s = self.syncs.get(sid)
+        if s is not None:
+            return s.local_dir
+        folder = self._folder_for(sid, name)
+        if folder is None:
+            raise CommandError("INVALID_ARGUMENTS", "start_sync: localDir is needed: no sync_root is set in the "
+                                                    "settings to make a default folder under")
+        return folder
+
+    def auto_start_sync(self, sid: str, name: str | None) -> None:
+        """The page joined a session: with sync_auto_start (and a sync_root), a session never synced
+        starts syncing into its default folder. One the user stopped or paused stays so; a refusal
+        (a foreign non-empty folder above all) is never confirmed here: sync_status shows it."""
+        if not (self.auto_start and self.sync_root) or sid in self.syncs:
+            return
+        local_dir = self._folder_for(sid, name)
+        try:
+            self.start_sync(sid, local_dir, confirm=False)
+        except CommandError as e:
+            log.warning("sync %s: sync_auto_start into %s refused: %s", sid, local_dir, e.message)
+            self.refused[sid] = self._refused_status(sid, local_dir, e)
+            self.ctx.send("uibridge", UiEvent(event="sync-status",
+                                              payload=msgspec.Raw(msgspec.json.encode(self.refused[sid]))))
+
+    def _refused_status(self, sid: str, local_dir: str | None, e: CommandError) -> dict[str, Any]:
+        """The status of a sync that never started: nothing runs; `error` says why, `errorCode` is
+        start_sync's error code (FOLDER_NOT_EMPTY: start_sync again with confirm to go ahead)."""
+        return {"sessionId": sid, "state": "stopped", "localDir": local_dir, "error": f"sync_auto_start: {e.message}",
+                "errorCode": e.code, "warning": None, "filesTracked": 0, "lastSyncAt": None, "pendingWrites": 0,
+                "heldWrites": 0, "conflicts": [], "link": "stopped", "linkDetail": "", "lastSequence": 0,
+                "incidents": [], "rejected": [], "stats": {**dict.fromkeys(COUNTS, 0), **self.echoes.counts(sid)}}
 
     def start_sync(self, sid: str, local_dir: Any, confirm: bool) -> dict[str, Any]:
         if not isinstance(local_dir, str) or not local_dir.strip():
@@ -404,8 +477,9 @@ class Journal(DimActor):
             s = self.syncs[sid] = Sync(sid, str(path), s.replica_id if s else uuid.uuid4().hex, "active")
         elif s.state == "paused" and s.error != USER_PAUSE:
             self._restore(s)
-        s.state, s.error = "active", None
+        s.state, s.error, s.warning = "active", None, None
         s.incidents.clear()
+        self.refused.pop(sid, None)
         self._save_sync(s)
         self._begin(s, reset_link=True)
         return self.status(s)
@@ -426,8 +500,10 @@ class Journal(DimActor):
         for path, f in s.files.items():
             if f.lh and not os.path.lexists(s.root / path):
                 f.lh = ""
-            f.u = 0  # everything is offered again; what is already there is skipped by hash
-            self._save_file(s, path)
+                self._save_file(s, path)
+        # Everything is offered again (from sequence 0). The iterations stay what they are: they are
+        # what the files on disk, and the edits waiting, are based on. A path whose file is what
+        # upstream has is skipped; a missing one is written again (_notification).
         s.last_seq = s.max_seen = 0
         s.outstanding.clear()
 
@@ -487,13 +563,15 @@ class Journal(DimActor):
         # a link the gateway refuses (bad token, unknown session) is an error until it connects
         state = "error" if s.state == "active" and s.link == "refused" else s.state
         return {
-            "sessionId": s.sid, "state": state, "localDir": s.local_dir, "error": s.error,
+            "sessionId": s.sid, "state": state, "localDir": s.local_dir, "error": s.error, "warning": s.warning,
             "filesTracked": sum(1 for f in s.files.values() if f.lh),
             "lastSyncAt": s.last_sync_at, "pendingWrites": pending,
             "heldWrites": sum(1 for e in s.entries.values() if e.state == "held"),
             "conflicts": [self._conflict_view(s, c, texts) for c in sorted(s.conflicts.values(), key=lambda c: c.path)],
             "link": s.link, "linkDetail": s.link_detail, "lastSequence": s.last_seq,
-            "incidents": s.incidents[-10:], "rejected": s.rejected[-20:], "stats": dict(s.counts),
+            "incidents": s.incidents[-10:], "rejected": s.rejected[-20:],
+            # echoesSuppressed / echoesLeaked: counted by the watcher, in the echo set it shares with us
+            "stats": {**s.counts, **self.echoes.counts(s.sid)},
         }
 
     def _conflict_view(self, s: Sync, c: Conflict, texts: bool) -> dict[str, Any]:
@@ -588,8 +666,11 @@ class Journal(DimActor):
             self._done(s, n.sequence)
             return
         f = self._file(s, path)
-        if n.iteration <= f.u:
-            self._done(s, n.sequence)  # seen already (a catch-up repeats what a crash left unacknowledged)
+        if n.iteration < f.u or (n.iteration == f.u and (f.lh == f.uh or path in s.conflicts)):
+            # seen already (a catch-up repeats what a crash left unacknowledged). The same iteration
+            # again while the local file is not that state, outside a conflict: after _restore (the
+            # file is missing, or edited with the edit waiting): looked at below.
+            self._done(s, n.sequence)
             return
         if path in s.materializing:
             older = s.queued.get(path)
@@ -633,6 +714,13 @@ class Journal(DimActor):
         elif any(e.hash == target and e.state == "sent" for e in mine):
             # our own write-back coming back: the result will say the same
             f.u, f.uh = n.iteration, target
+            self._save_file(s, path)
+            self._done(s, n.sequence)
+        elif mine and target == f.uh and all(e.state != "held" and e.base == n.iteration for e in mine):
+            # Offered again (after _restore, a full resync, a catch-up): the very state the unsent
+            # local change was based on, so upstream did not move: no conflict, the change goes as
+            # it is (the gateway judges it against the head anyway).
+            f.u = n.iteration
             self._save_file(s, path)
             self._done(s, n.sequence)
         elif mine:
@@ -716,6 +804,12 @@ class Journal(DimActor):
                 f.u, f.uh = max(f.u, r.iteration), target
                 f.lh = r.hash if r.outcome != "deleted" else ""
                 self._save_file(s, r.path)
+                for e in s.entries.values():
+                    # a save recorded while this write was in flight: it came after the write (else
+                    # the materializer would have found the file changed), so it is based on it
+                    if e.path == r.path and e.state == "pending" and e.base != f.u:
+                        e.base = f.u
+                        self._entry_state(e, "pending", base=f.u)
                 self._record(s, "upstream", r.path, target, r.outcome == "deleted", "applied", iteration=r.iteration,
                              sequence=seq)
                 s.last_sync_at = now_ms
@@ -760,9 +854,13 @@ class Journal(DimActor):
             self._local(s, lf)
         if msg.scan:
             listed = {lf.path for lf in msg.changes}
+            if s.ignore is None:
+                s.ignore = GitIgnore(s.root, self.extra_ignore)
             for path, f in list(s.files.items()):
+                # a file the rules ignore is not in the listing: gone from disk, it is not a deletion
+                # to send, as the watcher never reports one for it either (docs/sync.md §4)
                 if f.lh and path not in listed and path not in s.materializing and not is_noise(path) \
-                        and not os.path.lexists(s.root / path):
+                        and not os.path.lexists(s.root / path) and not s.ignore.ignored(path):
                     self._local(s, LocalFile(path, "", 0, 0))
         self._send_pending(s)
 
@@ -797,8 +895,10 @@ class Journal(DimActor):
         for e in mine:
             if e.state == "pending":
                 self._drop(s, e, "superseded")
-        seq = self._record(s, "local", path, h, not h, "pending", base=None, size=lf.size, mode=f.mode)
-        s.entries[seq] = Entry(seq, path, h, lf.size, f.mode, not h, "pending", time.time())
+        # The file on disk came from upstream iteration f.u (0: none). While a materialization of the
+        # path is in flight, the result moves that on (on_materialized) if our write did land first.
+        seq = self._record(s, "local", path, h, not h, "pending", base=f.u, size=lf.size, mode=f.mode)
+        s.entries[seq] = Entry(seq, path, h, lf.size, f.mode, not h, "pending", time.time(), f.u)
         s.counts["localChanges"] += 1
 
     def _drop(self, s: Sync, e: Entry, state: str) -> None:
@@ -833,7 +933,8 @@ class Journal(DimActor):
         items = []
         for e in batch:
             f = self._file(s, e.path)
-            e.base = f.u
+            if e.base is None:  # journaled by a version that did not record it
+                e.base = f.u
             e.state = "sent"
             self._entry_state(e, "sent", base=e.base)
             s.inflight.add(e.seq)
@@ -938,6 +1039,10 @@ class Journal(DimActor):
             self._pause(s, f"the sync folder {s.local_dir} was deleted or moved away; sync is paused and nothing "
                            "was deleted upstream. start_sync again to restore the files from upstream")
             return
+        if i.incident == "watch_limit":
+            s.warning = i.detail  # until the watcher says every folder is watched again
+        elif i.incident == "watch_restored":
+            s.warning = None
         self._incident(s, i.incident, i.detail)
 
     def _incident(self, s: Sync, kind: str, detail: str) -> None:
@@ -981,7 +1086,7 @@ class Journal(DimActor):
                 seq = self._record(s, "local", path, h, not h, "pending", base=f.u,
                                    size=full.stat().st_size if h else 0, mode=f.mode, reason=resolution)
                 s.entries[seq] = Entry(seq, path, h, full.stat().st_size if h else 0, f.mode, not h, "pending",
-                                       0.0)  # recorded "long ago": a kept deletion goes at once
+                                       0.0, f.u)  # recorded "long ago": a kept deletion goes at once
         self._record(s, "local", path, f.lh, not f.lh, "resolved", iteration=c.u, reason=resolution)
         s.dirty = True
         self._send_items(s, items)

@@ -5,14 +5,20 @@
 * The debouncer hands a path over once it has been quiet for QUIET_S (at most MAX_WAIT_S after its
   first event), so an editor's save (write a temp file, rename over, delete the backup) is looked
   at once, when it is over: the file is there with new content, one change.
-* The actor looks at each path: ignored (editor noise, .git, .gitignore) -> nothing; unchanged
-  (size, mtime, inode as last seen) -> nothing; our own write (the echo set) -> nothing; else it is
-  hashed and reported. A path found missing is looked at once more ABSENT_CONFIRM_S later, so a
-  delete-then-create is never reported as a deletion.
+* The actor looks at each path: ignored (editor noise, .git, .gitignore, the sync_extra_ignore
+  setting) -> nothing; unchanged (size, mtime, inode as last seen) -> nothing; our own write (the
+  echo set) -> nothing; else it is hashed and reported. A path found missing is looked at once more
+  ABSENT_CONFIRM_S later, so a delete-then-create is never reported as a deletion. A change to a
+  .gitignore rescans its folder, so files it no longer ignores are reported without being touched.
+* A change about to be reported that is the materializer's own last write all the same (the echo
+  set failed to suppress it) is counted per session as echoesLeaked (sync_status stats).
 * Failures watchdog keeps quiet about are detected and answered with a full rescan, and reported to
   the journal (WatcherIncident): a dead observer or emitter thread (restarted), an inotify queue
-  overflow (watchdog logs it), a folder that could not be watched (the watch limit: checked against
-  the kernel's list of watches in /proc/self/fdinfo; that folder tree is then polled).
+  overflow (watchdog logs it), folders that are not watched (watchdog 7 swallows a failed watch on a
+  subfolder, which is what the inotify watch limit does: after every scheduling, and for every new
+  folder, each folder of the tree is looked up in the kernel's list of the observer's watches in
+  /proc/self/fdinfo; when some are missing the folder is polled, and watched again every
+  RETRY_WATCH_S in case the limit was raised).
 * The folders and the stat cache live in ctx.extra, so a restarted watcher rescans what it watched.
 """
 
@@ -51,14 +57,16 @@ QUIET_S = 0.05
 MAX_WAIT_S = 2.0
 ABSENT_CONFIRM_S = 0.15
 POLL_S = 2.0
+RETRY_WATCH_S = 30.0  # while polling for want of watches: schedule again this often (the limit may be raised)
 BATCH = 2000  # paths per FsEvent / LocalChanges
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
 
 
 def _faults() -> dict[str, str]:
-    """DIM_SYNC_FAULTS=handler_error=NAME,overflow=NAME,unwatched=NAME (tests only): a file event
-    whose name contains NAME raises in the handler / drops events like an overflow; a new folder
-    named NAME counts as unwatched."""
+    """DIM_SYNC_FAULTS=handler_error=NAME,overflow=NAME,unwatched=NAME,echo_miss=NAME (tests only):
+    a file event whose name contains NAME raises in the handler / drops events like an overflow; a
+    folder named NAME counts as unwatched; a file whose name contains NAME is not looked up in the
+    echo set (as if its entry had expired: a leak, for the counter to count)."""
     out = {}
     for item in filter(None, os.environ.get("DIM_SYNC_FAULTS", "").split(",")):
         k, _, v = item.partition("=")
@@ -77,27 +85,41 @@ def file_hash(path: Path | str) -> str | None:
     return h.hexdigest()
 
 
-def watched_inodes() -> set[int]:
-    """Inodes of every folder this process has an inotify watch on (Linux: /proc/self/fdinfo)."""
-    out: set[int] = set()
+def inotify_watches(fd: int | None) -> set[tuple[int, int]] | None:
+    """(device, inode) of every watch of inotify instance `fd` of this process (of every instance
+    when fd is None), from /proc/self/fdinfo; None where that cannot be read (not Linux)."""
+    if not HAVE_FDINFO:
+        return None
     try:
-        fds = os.listdir("/proc/self/fdinfo")
+        fds = [str(fd)] if fd is not None else os.listdir("/proc/self/fdinfo")
     except OSError:
-        return out
-    for fd in fds:
+        return None
+    out: set[tuple[int, int]] = set()
+    for n in fds:
         try:
-            with open(f"/proc/self/fdinfo/{fd}") as f:
+            with open(f"/proc/self/fdinfo/{n}") as f:
                 text = f.read()
         except OSError:
-            continue
-        if "inotify wd:" not in text:
+            if fd is not None:
+                return None
             continue
         for line in text.splitlines():
             if line.startswith("inotify wd:"):
-                for tok in line.split():
-                    if tok.startswith("ino:"):
-                        out.add(int(tok[4:], 16))
+                fields = dict(tok.split(":", 1) for tok in line.split()[1:] if ":" in tok)
+                out.add((int(fields["sdev"], 16), int(fields["ino"], 16)))
     return out
+
+
+def watch_key(st: os.stat_result) -> tuple[int, int]:
+    """A folder as /proc's inotify lines name it: the kernel's dev_t (major << 20 | minor, not
+    stat's encoding) and the inode."""
+    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
+
+
+def observer_fd(observer: Any) -> int | None:
+    """The inotify instance of a watchdog 7 InotifyObserver (each observer has its own)."""
+    fd = getattr(getattr(observer, "_inotify_fd", None), "_inotify_fd", None)
+    return fd if isinstance(fd, int) else None
 
 
 class _OverflowSpotter(logging.Handler):
@@ -238,20 +260,29 @@ class _Handler(FileSystemEventHandler):
 
 
 class Folder:
-    """One synced folder: its observer, .gitignore rules and what its files looked like last."""
+    """One synced folder: its observer, ignore rules and what its files looked like last."""
 
-    def __init__(self, sid: str, root: Path, cache: dict[str, tuple]):
+    def __init__(self, sid: str, root: Path, cache: dict[str, tuple], extra_ignore: list[str]):
         self.sid = sid
         self.root = root
         self.root_str = str(root)
-        self.ignore = GitIgnore(root)
+        self.ignore = GitIgnore(root, extra_ignore)
         self.cache = cache  # rel -> (size, mtime_ns, ino, hash, mode)
         self.observer: Any = None
         self.watch: Any = None
-        self.polling = False
+        self.fd: int | None = None  # the observer's inotify instance
+        self.polling = False  # not every folder is watched: the tree is rescanned every POLL_S
         self.root_gone = False
         self.absent_once: set[str] = set()
         self.last_poll = time.monotonic()
+        self.scheduled_at = 0.0
+        # Folders whose watches are to be checked: the whole tree after a scheduling, else new ones.
+        # One found unwatched is checked again at the next tick (watchdog adds a new folder's watch
+        # on its own thread, a moment after the folder appears) and only then counts as unwatched.
+        self.verify_all = False
+        self.verify_dirs: set[str] = set()
+        self.suspects: set[tuple[int, int]] = set()
+        self.whole_check = False  # the suspects are what is left of a check of the whole tree
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         return is_noise(rel) or self.ignore.ignored(rel, is_dir)
@@ -269,7 +300,9 @@ class Watcher(DimActor):
         self.incidents = 0
         self.faults = _faults()
         self.overflowed: list[str] = []
-        self.verify_dirs: dict[str, set[str]] = {}
+        self.scanning = False  # in a full scan: its listing is every file's state, not changes
+        # sync_extra_ignore: on top of every folder's .gitignore files (docs/sync.md §4)
+        self.extra_ignore = list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
         self.debouncer = Debouncer(lambda ev: self.ctx.send(self.ctx.name, ev))
         self.spotter = _OverflowSpotter(self._flag_overflow)
         for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
@@ -281,7 +314,8 @@ class Watcher(DimActor):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "folders": len(self.folders), "changes": self.changes,
-                "incidents": self.incidents, "echoesSuppressed": self.echoes.suppressed}
+                "incidents": self.incidents, "echoesSuppressed": self.echoes.suppressed,
+                "echoesLeaked": self.echoes.leaked, "polling": sum(f.polling for f in list(self.folders.values()))}
 
     def _ticker(self) -> None:
         ref = self.actor_ref
@@ -326,7 +360,7 @@ class Watcher(DimActor):
     def _watch(self, sid: str, local_dir: str) -> None:
         self._unwatch(sid)
         root = Path(local_dir).resolve()
-        f = Folder(sid, root, self.caches.setdefault(sid, {}))
+        f = Folder(sid, root, self.caches.setdefault(sid, {}), self.extra_ignore)
         self.folders[sid] = f
         if not root.is_dir():
             f.root_gone = True
@@ -337,26 +371,29 @@ class Watcher(DimActor):
         self.full_scan(f)
 
     def _schedule(self, f: Folder) -> None:
-        observer = Observer()
+        """Watch the folder's tree with a new observer. Its watches are added in observer.start()
+        (watchdog's emitter walks the tree there); whether each folder got one is checked at the
+        next tick (_verify), since watchdog only raises when the root itself cannot be watched."""
+        observer = None
+        f.scheduled_at = time.monotonic()
         try:
+            observer = Observer()
             f.watch = observer.schedule(_Handler(f, self.debouncer, self._incident), f.root_str, recursive=True)
             observer.start()
-            f.observer = observer
-            f.polling = False
-            # The emitter adds its inotify watches on its own thread: a scan made before that could
-            # miss a file written in between. Wait until the kernel lists the folder as watched.
-            ino = os.stat(f.root_str).st_ino
-            deadline = time.monotonic() + 3.0
-            while HAVE_FDINFO and ino not in watched_inodes() and time.monotonic() < deadline:
-                time.sleep(0.005)
+            f.observer, f.fd = observer, observer_fd(observer)
+            f.verify_all, f.suspects, f.whole_check = True, set(), False
         except OSError as e:
             # ENOSPC: the inotify watch limit (fs.inotify.max_user_watches); EMFILE: instance limit
-            f.observer, f.polling = None, True
-            self.ctx.send("journal", WatcherIncident(
-                sessionId=f.sid, incident="watch_limit",
-                detail=f"could not watch {f.root}: {e}; polling every {POLL_S:g} s instead"))
+            f.observer, f.fd = None, None
+            self.incidents += 1
+            if not f.polling:
+                self.ctx.send("journal", WatcherIncident(
+                    sessionId=f.sid, incident="watch_limit",
+                    detail=f"could not watch {f.root}: {e}; polling every {POLL_S:g} s instead"))
+            f.polling = True
             try:
-                observer.stop()
+                if observer is not None:
+                    observer.stop()
             except Exception:
                 pass
 
@@ -384,9 +421,19 @@ class Watcher(DimActor):
         for rel in ev.scanDirs:
             if not f.ignored(rel, is_dir=True):
                 self._walk(f, rel, out, listing=None)
-                self.verify_dirs.setdefault(f.sid, set()).add(rel)
+                f.verify_dirs.add(rel)
+        rules_changed: set[str] = set()
         for rel in ev.paths:
             self._look(f, rel, out)
+            if rel == ".gitignore" or rel.endswith("/.gitignore"):
+                rules_changed.add(rel.rpartition("/")[0])
+        for d in rules_changed:
+            # what the changed rules no longer ignore is reported now, not when it is next touched
+            # (files they now ignore stay as they are, here and upstream, as git leaves them tracked)
+            if any(o != d and (o == "" or d.startswith(o + "/")) for o in rules_changed):
+                continue  # a folder around it is rescanned anyway
+            if not (d and f.ignored(d, is_dir=True)):
+                self._walk(f, d, out, listing=None)
         self._report(f, out)
 
     def _report(self, f: Folder, out: list[LocalFile], scan: bool = False) -> None:
@@ -422,9 +469,12 @@ class Watcher(DimActor):
         cached = f.cache.get(rel)
         if cached is not None and cached[:3] == sig and cached[4] == mode:
             return
-        echo = self.echoes.consume_sig(full, sig)
+        miss = self.faults.get("echo_miss")
+        miss = bool(miss) and miss in rel.rpartition("/")[2]
+        echo = self.echoes.consume_sig(full, sig) if not miss else None
         if echo is not None:
             f.cache[rel] = (*sig, echo, mode)
+            self.echoes.count(f.sid, "echoesSuppressed")
             return
         digest = file_hash(full)
         if digest is None:
@@ -434,11 +484,20 @@ class Watcher(DimActor):
             f.cache[rel] = (*sig, digest, mode)  # touched, same content
             return
         f.cache[rel] = (*sig, digest, mode)
-        if self.echoes.consume(full, digest):
+        if not miss and self.echoes.consume(full, digest):
+            self.echoes.count(f.sid, "echoesSuppressed")
             return
+        self._reporting(f, full, digest)
+        out.append(LocalFile(rel, digest, st.st_size, mode))
+
+    def _reporting(self, f: Folder, full: str, digest: str) -> None:
+        """A state of `full` is about to be reported as a local change."""
+        if not self.scanning and self.echoes.wrote(full, digest):
+            # the materializer's own last write all the same: the echo set should have caught it
+            log.warning("watcher: an echo of our own write of %s was not suppressed", full)
+            self.echoes.count(f.sid, "echoesLeaked")
         # not our write: whatever we wrote there before is gone, so no later state may pass for it
         self.echoes.forget(full)
-        out.append(LocalFile(rel, digest, st.st_size, mode))
 
     def _absent(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
         if rel not in f.absent_once:
@@ -447,9 +506,11 @@ class Watcher(DimActor):
             return
         f.absent_once.discard(rel)
         f.cache.pop(rel, None)
-        if self.echoes.consume(os.path.join(f.root_str, rel), ""):
+        full = os.path.join(f.root_str, rel)
+        if self.echoes.consume(full, ""):
+            self.echoes.count(f.sid, "echoesSuppressed")
             return
-        self.echoes.forget(os.path.join(f.root_str, rel))
+        self._reporting(f, full, "")
         out.append(LocalFile(rel, "", 0, 0))  # the journal ignores paths it never tracked
 
     def _walk(self, f: Folder, rel: str, out: list[LocalFile], listing: list[LocalFile] | None) -> None:
@@ -482,7 +543,11 @@ class Watcher(DimActor):
         listing: list[LocalFile] = []
         changed: list[LocalFile] = []
         present_before = set(f.cache)
-        self._walk(f, "", changed, listing)
+        self.scanning = True
+        try:
+            self._walk(f, "", changed, listing)
+        finally:
+            self.scanning = False
         seen = {x.path for x in listing}
         for rel in present_before - seen:
             f.cache.pop(rel, None)
@@ -515,47 +580,97 @@ class Watcher(DimActor):
                     self.ctx.send("journal", WatcherIncident(
                         sessionId=sid, incident="observer_died", detail="watchdog's thread ended; watching again"))
                     self.incidents += 1
-                    try:
-                        f.observer.stop()
-                    except Exception:
-                        pass
+                    self._stop_observer(f)
                     self._schedule(f)
                     rescan.add(sid)
+            if f.polling and f.observer is not None and now - f.scheduled_at >= RETRY_WATCH_S:
+                self._stop_observer(f)  # frees its watches: the new one may get them all
+                self._schedule(f)
+                rescan.add(sid)
             if f.polling and now - f.last_poll >= POLL_S:
                 f.last_poll = now
                 if f.observer is None:
                     self._schedule(f)  # the limit may have been raised meanwhile
                 rescan.add(sid)
-        if self.verify_dirs:
-            dirs, self.verify_dirs = self.verify_dirs, {}
-            self._verify_watched(dirs)
+            if f.observer is not None and (f.verify_all or f.verify_dirs or f.suspects) and self._verify(f):
+                rescan.add(sid)
         for sid in rescan:
             f = self.folders.get(sid)
             if f is not None and not f.root_gone:
                 self.full_scan(f)
 
-    def _verify_watched(self, dirs: dict[str, set[str]]) -> None:
-        if not HAVE_FDINFO:
-            return  # (not Linux: the kernel's watch list cannot be read)
-        inodes = watched_inodes()
+    def _stop_observer(self, f: Folder) -> None:
+        try:
+            f.observer.stop()
+            f.observer.join(timeout=5)
+        except Exception:
+            pass
+        f.observer, f.fd = None, None
+
+    def _verify(self, f: Folder) -> bool:
+        """Is every folder of the tree (after a scheduling) or every new one among the observer's
+        watches? Ones that are not, twice in a row, mean the tree is polled from now on (returns
+        True: rescan now, changes in them may have been missed). All of them again ends polling."""
+        watches = inotify_watches(f.fd)
+        if watches is None:
+            f.verify_all, f.verify_dirs, f.suspects = False, set(), set()
+            return False  # (not Linux, or not watchdog's inotify observer: the kernel's list cannot be read)
+        roots = [""] if f.verify_all else sorted(f.verify_dirs)
+        whole = f.verify_all or f.whole_check
+        f.verify_all, f.verify_dirs = False, set()
         unwatched_name = self.faults.get("unwatched")
-        for sid, rels in dirs.items():
-            f = self.folders.get(sid)
-            if f is None or f.observer is None:
-                continue
-            for rel in sorted(rels):
+        found: dict[tuple[int, int], str] = {}
+        for rel, st in self._folders_below(f, roots):
+            key = watch_key(st)
+            if key not in watches or (unwatched_name and rel.rpartition("/")[2] == unwatched_name):
+                found[key] = rel
+        confirmed = {k: r for k, r in found.items() if k in f.suspects}
+        # the others: new, or checked too early (watchdog may not have added them yet); once more next tick
+        f.suspects = set(found) - set(confirmed)
+        f.verify_dirs |= {found[k] for k in f.suspects}
+        f.whole_check = whole and bool(f.suspects)
+        if confirmed:
+            if f.polling:
+                return False  # known; still polling
+            f.polling = True  # keep the observer for the rest; the rescans cover the unwatched folders
+            f.last_poll = time.monotonic()
+            self.incidents += 1
+            names = ", ".join(sorted(r or "." for r in confirmed.values())[:5])
+            self.ctx.send("journal", WatcherIncident(
+                sessionId=f.sid, incident="watch_limit",
+                detail=f"{len(confirmed)} folder{'s' if len(confirmed) != 1 else ''} of {f.root} could not be "
+                       f"watched ({names}{', ...' if len(confirmed) > 5 else ''}): the inotify watch limit "
+                       f"(fs.inotify.max_user_watches) is likely reached; rescanning every {POLL_S:g} s"))
+            return True
+        if whole and not found and f.polling:
+            f.polling = False
+            self.ctx.send("journal", WatcherIncident(
+                sessionId=f.sid, incident="watch_restored", detail=f"every folder of {f.root} is watched again"))
+        return False
+
+    def _folders_below(self, f: Folder, roots: list[str]):
+        """(rel, stat) of each synced (not ignored) folder at and below `roots`, as watchdog walks them
+        (symlinks not followed)."""
+        for top in roots:
+            stack = [top]
+            while stack:
+                d = stack.pop()
+                full = os.path.join(f.root_str, d) if d else f.root_str
                 try:
-                    ino = os.stat(os.path.join(f.root_str, rel)).st_ino
+                    st = os.stat(full, follow_symlinks=False)
+                    entries = list(os.scandir(full))
                 except OSError:
+                    continue  # gone meanwhile
+                if not stat.S_ISDIR(st.st_mode):
                     continue
-                if ino not in inodes or (unwatched_name and os.path.basename(rel) == unwatched_name):
-                    self.incidents += 1
-                    f.polling = True  # keep the observer for the rest; poll so this folder is covered
-                    self.ctx.send("journal", WatcherIncident(
-                        sessionId=sid, incident="watch_limit",
-                        detail=f"{rel or '.'} could not be watched (inotify watch limit?); "
-                               f"polling every {POLL_S:g} s"))
-                    break
+                yield d, st
+                for e in entries:
+                    child = f"{d}/{e.name}" if d else e.name
+                    try:
+                        if e.is_dir(follow_symlinks=False) and not f.ignored(child, is_dir=True):
+                            stack.append(child)
+                    except OSError:
+                        continue
 
     def on_stop(self) -> None:
         self.stop_ticks.set()

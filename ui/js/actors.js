@@ -1,5 +1,7 @@
 // The Actors panel: renders `actor-status` payloads (the `dimctl status` rows) as a table, with a
-// Restart button per row calling invoke("restart_actor", {name}).
+// Restart button per row calling invoke("restart_actor", {name}). It shows what `dimctl status`
+// shows: pid, state, restarts, uptime, mailbox, messages handled, the last error and its time, and
+// for the connection actor its connection state and reconnects.
 
 import { h, clear, formatDuration } from "./dom.js";
 
@@ -28,7 +30,11 @@ export function normActorRows(payload) {
         restarts: pick(r, "restarts", "restartCount", "restart_count"),
         uptime,
         mailbox: pick(r, "mailbox", "mailboxDepth", "mailbox_depth", "queue", "queueDepth"),
+        handled: pick(r, "handled", "messagesHandled", "messages_handled"),
         lastError: pick(r, "lastError", "last_error", "error"),
+        lastErrorAt: pick(r, "lastErrorAt", "last_error_at"), // epoch seconds, as dimctl reads it
+        connection: pick(r, "connection"), // only the connection actor has these two
+        reconnects: pick(r, "reconnects"),
       };
     });
 }
@@ -81,7 +87,7 @@ export class ActorsPanel {
             h(
               "tr",
               null,
-              ["Name", "PID", "State", "Restarts", "Uptime", "Mailbox", "Last error", "Actions"].map((t) => h("th", { scope: "col", role: "columnheader" }, t)),
+              ["Name", "PID", "State", "Connection", "Restarts", "Uptime", "Mailbox", "Handled", "Last error", "Actions"].map((t) => h("th", { scope: "col", role: "columnheader" }, t)),
             ),
           ),
           this.tbody,
@@ -142,6 +148,8 @@ export class ActorsPanel {
       }
       const state = r.state === undefined || r.state === null ? "" : String(r.state);
       const error = r.lastError ? String(r.lastError) : "";
+      const errorAt = error && typeof r.lastErrorAt === "number" ? new Date(r.lastErrorAt * 1000) : null;
+      const conn = r.connection === undefined || r.connection === null ? "" : String(r.connection);
       row.tr.dataset.state = state;
       setText(row.pid, r.pid ?? "");
       setText(row.state, state);
@@ -149,7 +157,13 @@ export class ActorsPanel {
       setText(row.restarts, r.restarts ?? "");
       setText(row.uptime, typeof r.uptime === "number" ? formatDuration(r.uptime) : r.uptime ?? "");
       setText(row.mailbox, r.mailbox ?? "");
-      setText(row.error, error);
+      setText(row.handled, r.handled ?? "");
+      setText(row.conn, conn ? `${conn.replace(/_/g, " ")} · ${r.reconnects ?? 0} reconnect${r.reconnects === 1 ? "" : "s"}` : "");
+      row.conn.dataset.connection = conn;
+      row.conn.dataset.reconnects = conn ? String(r.reconnects ?? 0) : "";
+      setText(row.errorText, error);
+      setText(row.errorAt, errorAt ? ` at ${errorAt.toLocaleTimeString([], { hour12: false })}` : "");
+      row.errorAt.dataset.at = errorAt ? String(r.lastErrorAt) : "";
       row.error.title = error;
       const expected = prev ? prev.nextSibling : this.tbody.firstChild;
       if (expected !== row.tr) this.tbody.insertBefore(row.tr, expected);
@@ -184,17 +198,23 @@ export class ActorsPanel {
       restarts: h("td", { class: "a-restarts", testid: "actor-restarts", role: "cell" }),
       uptime: h("td", { class: "a-uptime", testid: "actor-uptime", role: "cell" }),
       mailbox: h("td", { class: "a-mailbox", testid: "actor-mailbox", role: "cell" }),
-      error: h("td", { class: "a-error error-text", testid: "actor-last-error", role: "cell" }),
+      handled: h("td", { class: "a-handled", testid: "actor-handled", role: "cell" }),
+      conn: h("td", { class: "a-conn", testid: "actor-connection", role: "cell" }),
+      errorText: h("span", { testid: "actor-last-error" }),
+      errorAt: h("span", { class: "muted", testid: "actor-last-error-at" }),
     };
+    row.error = h("td", { class: "a-error error-text", role: "cell" }, row.errorText, row.errorAt);
     row.tr = h(
       "tr",
       { testid: "actor-row", role: "row", dataset: { actor: name } },
       h("td", { class: "a-name mono", testid: "actor-name", role: "cell" }, name),
       row.pid,
       h("td", { class: "a-state", role: "cell" }, row.state),
+      row.conn,
       row.restarts,
       row.uptime,
       row.mailbox,
+      row.handled,
       row.error,
       h("td", { class: "a-actions", role: "cell" }, logsBtn, btn),
     );

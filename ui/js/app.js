@@ -9,8 +9,9 @@ import { invoke, listen, onBridgeState, getToken } from "./bridge.js";
 import {
   createStore,
   loadSnapshot,
-  chatFromEvents,
+  rebuildChat,
   applyGatewayEvent,
+  applyInvalidEvent,
   applyInvokeResult,
   setConnection,
   setActors,
@@ -25,11 +26,12 @@ import { FilesPanel } from "./files.js";
 import { ActorsPanel } from "./actors.js";
 import { SyncPanel } from "./sync.js";
 import { SettingsScreen } from "./settings.js";
+import { ConnectionView, connectionLabel } from "./connection.js";
+import { HistoryPanel, MembersPanel } from "./info.js";
 import { initToasts, toast, toastError } from "./toast.js";
 import { $, clear, h } from "./dom.js";
 
 const SELECTED_KEY = "dim-desktop.selected";
-const CONNECTION_LABELS = ["connecting", "connected", "reconnecting", "auth failed", "offline"];
 
 const store = createStore();
 const ui = {
@@ -72,6 +74,8 @@ const el = {
   chatTitle: $("#chat-title"),
   chatStatus: $("#chat-status"),
   chatAgent: $("#chat-agent"),
+  joinedBadge: $("#session-joined"),
+  follow: $("#session-follow"),
   chat: $("#chat"),
   turnControls: $("#turn-controls"),
   steerForm: $("#steer-form"),
@@ -122,6 +126,12 @@ const sessionList = new SessionList(el.sessionList, {
 });
 
 const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
+const historyPanel = new HistoryPanel($("#history-panel"), { invoke });
+new MembersPanel($("#members-panel"), { invoke });
+const connectionView = new ConnectionView(
+  { indicator: el.conn, detail: el.connDetail, facts: $("#conn-facts"), url: el.connUrl, identity: el.identity, ping: $("#conn-ping"), pong: $("#conn-pong") },
+  { invoke },
+);
 const syncPanel = new SyncPanel($("#sync-panel"), { invoke, listen, onError: (err, what) => toastError(err, what) });
 
 new SettingsScreen($("#settings-open"), { invoke });
@@ -210,42 +220,8 @@ function runEffects() {
   }
 }
 
-export function connectionLabel(state) {
-  const s = String(state ?? "")
-    .toLowerCase()
-    .replace(/[_-]+/g, " ")
-    .trim();
-  if (CONNECTION_LABELS.includes(s)) return s;
-  if (s === "authenticated" || s === "open" || s === "ready" || s === "online") return "connected";
-  if (s.includes("auth") && (s.includes("fail") || s.includes("reject") || s.includes("denied") || s.includes("error"))) return "auth failed";
-  if (s === "unauthorized" || s === "forbidden") return "auth failed";
-  if (s === "authenticating" || s === "handshake" || s === "opening") return "connecting";
-  if (s === "retrying" || s === "backoff") return "reconnecting";
-  if (!s || s === "disconnected" || s === "closed" || s === "stopped" || s === "idle" || s === "error" || s === "failed") return "offline";
-  return s;
-}
-
 function renderConnection() {
-  const c = store.connection || {};
-  const bridgeDown = ui.bridge !== "open";
-  let label = connectionLabel(c.state);
-  let detail = c.detail || "";
-  if (bridgeDown && ui.ready) {
-    label = "offline";
-    detail = "The dim-desktop app is not reachable; retrying…";
-  }
-  if (el.conn.textContent !== label) el.conn.textContent = label;
-  el.conn.dataset.state = label.replace(/ /g, "-");
-  el.conn.dataset.raw = String(c.state ?? "");
-  el.conn.dataset.bridge = ui.bridge;
-  const retry = typeof c.retryInMs === "number" && !bridgeDown ? `retrying in ${Math.ceil(c.retryInMs / 1000)} s` : "";
-  el.conn.title = [c.url, detail, retry, c.reconnects ? `${c.reconnects} reconnects` : ""].filter(Boolean).join(" — ");
-  el.connDetail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", detail, retry, c.reconnects ? `Reconnects: ${c.reconnects}` : ""]
-    .filter(Boolean)
-    .join("\n");
-  if (!el.connUrl.value && c.url && document.activeElement !== el.connUrl) el.connUrl.value = c.url;
-  const id = c.identity;
-  el.identity.textContent = id ? id.email || id.userId || "" : "";
+  connectionView.render(store.connection, { bridgeDown: ui.bridge !== "open" && ui.ready });
 }
 
 function renderHeader() {
@@ -264,6 +240,15 @@ function renderHeader() {
   const agent = meta && meta.agentType ? meta.agentType : "";
   const sub = [agent, meta && meta.archived ? "archived" : ""].filter(Boolean).join(" · ");
   if (el.chatAgent.textContent !== sub) el.chatAgent.textContent = sub;
+  // Joined (a state_snapshot came): live events follow. Left (session_left): they do not.
+  const joinedNow = !!(chat && chat.joined);
+  el.joinedBadge.hidden = el.follow.hidden = !id;
+  const badge = joinedNow ? "live" : "not joined";
+  if (el.joinedBadge.textContent !== badge) el.joinedBadge.textContent = badge;
+  el.joinedBadge.dataset.joined = joinedNow ? "1" : "0";
+  el.follow.textContent = joinedNow ? "Leave" : "Join";
+  el.follow.dataset.action = joinedNow ? "leave" : "join";
+  historyPanel.setSession(id);
 }
 
 function renderControls() {
@@ -358,9 +343,34 @@ function onOutbox(items) {
   schedule();
 }
 
+// Bad input from the gateway is surfaced once: one warning that counts, updated in place (a
+// thousand bad frames must not be a thousand toasts). Dismissed, the next bad frame shows it again.
+const badInput = { count: 0, el: null };
 function onGatewayWarning(payload) {
   const p = payload || {};
-  toast({ level: "warning", title: "Unreadable gateway frame", message: `${p.reason || "unknown reason"}${p.count > 1 ? ` (${p.count} so far)` : ""}` });
+  badInput.count = Math.max(badInput.count + 1, typeof p.count === "number" ? p.count : 0);
+  const title = `${badInput.count} bad frame${badInput.count === 1 ? "" : "s"} from the gateway`;
+  const message = `last: ${p.reason || "unknown reason"}`;
+  if (badInput.el && badInput.el.isConnected) {
+    badInput.el.querySelector(".toast-title").textContent = title;
+    badInput.el.querySelector(".toast-message").textContent = message;
+    badInput.el.dataset.count = String(badInput.count);
+    return;
+  }
+  badInput.el = toast({ level: "warning", title, message, timeoutMs: 0 });
+  if (badInput.el) {
+    badInput.el.dataset.count = String(badInput.count);
+    badInput.el.dataset.kind = "bad-input";
+  }
+}
+
+function onInvalidEvent(payload) {
+  if (ui.syncing) {
+    ui.buffer.push(["invalid-event", payload]);
+    return;
+  }
+  applyInvalidEvent(store, payload);
+  schedule();
 }
 
 listen("gateway-event", onGatewayEvent);
@@ -368,6 +378,7 @@ listen("connection-state", onConnectionState);
 listen("actor-status", onActorStatus);
 listen("outbox", onOutbox);
 listen("gateway-warning", onGatewayWarning);
+listen("invalid-event", onInvalidEvent);
 
 onBridgeState((state) => {
   ui.bridge = state;
@@ -446,6 +457,7 @@ function finishSync() {
   for (const [kind, payload] of buffered) {
     if (kind === "gateway-event") onGatewayEvent(payload);
     else if (kind === "connection-state") onConnectionState(payload);
+    else if (kind === "invalid-event") onInvalidEvent(payload);
   }
   schedule();
 }
@@ -536,7 +548,9 @@ async function loadHistory(id) {
       afterSeq = last;
     }
     if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
-    store.chats.set(id, chatFromEvents(id, events.concat(tap)));
+    const rebuilt = rebuildChat(store.chats.get(id), id, events.concat(tap));
+    if (joined.has(id)) rebuilt.joined = true; // the events do not say it
+    store.chats.set(id, rebuilt);
     store.dirty.sessions = true;
   } catch (err) {
     toastError(err, "Loading history");
@@ -723,6 +737,25 @@ el.steerForm.addEventListener("submit", (e) => {
   steer();
 });
 el.stop.addEventListener("click", stopTurn);
+el.follow.addEventListener("click", async () => {
+  const id = ui.selectedId;
+  if (!id) return;
+  el.follow.disabled = true;
+  try {
+    if (el.follow.dataset.action === "leave") {
+      const result = await call("leave_session", { sessionId: id }, "Leave session");
+      joined.delete(id);
+      applyGatewayEvent(store, result); // session_left: not following any more
+    } else {
+      await joinSession(id);
+    }
+  } catch (_) {
+    /* toast shown */
+  } finally {
+    el.follow.disabled = false;
+    schedule();
+  }
+});
 
 el.conn.addEventListener("click", () => {
   el.connPopover.hidden = !el.connPopover.hidden;

@@ -95,6 +95,7 @@ export class ChatView {
 }
 
 function renderEventEntry(ev) {
+  if (ev.__invalid) return renderGeneric(ev);
   if (ev.type === "file_changed") return h("div", { class: "notice file", testid: "file-changed" }, fileChangeText(ev));
   if (ev.type === "steer_received") return h("div", { class: "notice steer", testid: "steer" }, `Steered: ${ev.content ?? ""}`);
   if (ev.type === "approval_resolved") {
@@ -104,13 +105,17 @@ function renderEventEntry(ev) {
   return renderGeneric(ev);
 }
 
+/** A generic card: an event type we don't know, or a known one whose fields we could not read
+ * (`__invalid` holds why: the card says so, and shows the frame as it came). */
 export function renderGeneric(ev) {
   const type = typeof ev.type === "string" && ev.type ? ev.type : "(no type)";
+  const { __invalid: invalid, ...frame } = ev;
   return h(
     "div",
-    { class: "card generic", testid: "generic-event", dataset: { eventType: type } },
-    h("div", { class: "card-head" }, h("span", { class: "tag" }, "event"), h("code", { class: "event-type" }, type)),
-    h("pre", { class: "json" }, prettyJson(ev)),
+    { class: `card generic${invalid ? " invalid" : ""}`, testid: "generic-event", dataset: invalid ? { eventType: type, invalid: "1" } : { eventType: type } },
+    h("div", { class: "card-head" }, h("span", { class: "tag" }, invalid ? "unreadable event" : "event"), h("code", { class: "event-type" }, type)),
+    invalid ? h("div", { class: "generic-reason", testid: "generic-reason" }, invalid) : null,
+    h("pre", { class: "json" }, prettyJson(frame)),
   );
 }
 
@@ -309,6 +314,7 @@ export class TurnView {
     if (turn.status === "running") bits.push(h("span", { class: "pill running" }, "streaming"));
     else if (turn.status === "waiting") bits.push(h("span", { class: "pill waiting" }, "waiting for you"));
     else if (turn.status === "stopped") bits.push(h("span", { class: "pill stopped" }, "stopped"));
+    else if (turn.status === "ended") bits.push(h("span", { class: "pill stopped", title: "The gateway says this turn no longer runs; how it ended has not arrived" }, "ended"));
     if (usage && (usage.inputTokens !== undefined || usage.outputTokens !== undefined)) {
       bits.push(
         h("span", { class: "usage", testid: "usage" }, `${usage.inputTokens ?? 0} in · ${usage.outputTokens ?? 0} out tokens`),
@@ -338,6 +344,10 @@ function createBlock(block, tv) {
       return h("div", { class: "notice file", testid: "file-changed" }, fileChangeText(block));
     case "notice":
       return h("div", { class: "notice", testid: "notice" }, block.text);
+    case "message":
+      return h("div", { class: "md message-text", testid: "message-text", dataset: { messageId: block.messageId ?? "" } }, renderMarkdownNodes(block.text));
+    case "plan":
+      return renderPlan(block);
     case "generic":
     default:
       return renderGeneric(block.event || { type: block.kind });
@@ -355,6 +365,37 @@ function updateBlock(el, block, tv) {
     default:
       return createBlock(block, tv);
   }
+}
+
+const STEP_MARK = { pending: "○", running: "◐", done: "●", failed: "✕", skipped: "–" };
+
+function renderPlan(block) {
+  const done = block.steps.filter((s) => s.status === "done").length;
+  return h(
+    "div",
+    { class: "card plan", testid: "plan", dataset: { planId: block.planId, revisions: String(block.revisions) } },
+    h(
+      "div",
+      { class: "card-head" },
+      h("span", { class: "tag" }, "plan"),
+      h("span", { class: "plan-progress", testid: "plan-progress" }, `${done}/${block.steps.length} done`),
+      block.revisions ? h("span", { class: "pill", testid: "plan-revised", title: block.reason || "" }, `revised${block.revisions > 1 ? ` ×${block.revisions}` : ""}`) : null,
+    ),
+    block.reason ? h("div", { class: "plan-reason muted small" }, block.reason) : null,
+    h(
+      "ol",
+      { class: "plan-steps" },
+      block.steps.map((s) =>
+        h(
+          "li",
+          { class: `plan-step ${s.status}`, testid: "plan-step", dataset: { stepId: s.stepId, status: s.status } },
+          h("span", { class: "step-mark", "aria-hidden": "true" }, STEP_MARK[s.status] || "○"),
+          h("span", { class: "step-title" }, s.title),
+          s.summary ? h("span", { class: "step-summary muted" }, ` — ${s.summary}`) : null,
+        ),
+      ),
+    ),
+  );
 }
 
 function createThinking(block) {

@@ -7,7 +7,8 @@
 // Every mutation marks what changed in `store.dirty`; the renderer reads and clears it once per
 // animation frame, so thousands of events per second cost one DOM update per frame.
 
-export const TURN_STATUSES = ["running", "waiting", "complete", "error", "stopped"];
+// "ended": a state_snapshot says the turn no longer runs but its end event has not arrived (yet).
+export const TURN_STATUSES = ["running", "waiting", "complete", "error", "stopped", "ended"];
 export const SESSION_STATUSES = ["inactive", "activating", "ready", "running", "waiting", "error", "deactivating"];
 
 // Event types that belong to a turn (they carry turnId).
@@ -32,6 +33,11 @@ const TURN_ITEM_TYPES = new Set([
   "steer_received",
   "file_changed",
   "usage_update",
+  "message.delta",
+  "plan.created",
+  "plan.step_started",
+  "plan.step_completed",
+  "plan.revised",
 ]);
 
 // Session-list events: they update SessionMeta (the sidebar), not the chat.
@@ -102,6 +108,8 @@ const MAX_GLOBAL_EVENTS = 200;
 
 export function createStore() {
   return {
+    // Plus what the handshake and heartbeats said (protocolVersion, clientId, heartbeatIntervalMs,
+    // lastHeartbeatAt) and, while reconnecting, retryAt (epoch ms of the next attempt).
     connection: { state: "connecting", url: "", detail: "", reconnects: 0, identity: null },
     sessions: new Map(), // id -> SessionMeta (plus UI fields)
     chats: new Map(), // id -> Chat
@@ -152,6 +160,7 @@ function newChat(sessionId) {
     pendingRequests: [],
     minSeq: null, // the lowest seq this chat holds: above 1 means its start is missing
     historyLoaded: false,
+    joined: false, // a state_snapshot (join_session) came, and no session_left since
   };
 }
 
@@ -209,12 +218,14 @@ export function loadSnapshot(store, snap) {
   snap = snap || {};
   const conn = snap.connection || {};
   store.connection = {
+    ...conn,
     state: conn.state ?? "offline",
     url: conn.url ?? "",
     detail: conn.detail ?? "",
     reconnects: conn.reconnects ?? 0,
     identity: conn.identity ?? null,
   };
+  const joinedIds = new Set(Array.isArray(snap.joined) ? snap.joined : []);
   store.sessions = new Map();
   for (const raw of snap.sessions || []) {
     const meta = normSession(raw);
@@ -224,15 +235,18 @@ export function loadSnapshot(store, snap) {
   const chats = snap.chats || {};
   for (const sessionId of Object.keys(chats)) {
     const chat = chatFromSnapshot(sessionId, chats[sessionId] || {});
+    chat.joined = joinedIds.has(sessionId);
     store.chats.set(sessionId, chat);
     // Session events up to the chat's lastSeq are already reflected in the snapshot's SessionMeta.
     const meta = store.sessions.get(sessionId);
     if (meta && chat.lastSeq > meta.lastSeq) meta.lastSeq = chat.lastSeq;
     if (meta && chat.status && !meta.status) meta.status = chat.status;
   }
-  store.globalEvents = (Array.isArray(snap.unscoped) ? snap.unscoped : [])
-    .filter((ev) => ev && typeof ev === "object" && !isKnownEventType(ev.type))
-    .slice(-MAX_GLOBAL_EVENTS);
+  // Unknown events without a session, and known ones without a session whose fields were mistyped
+  // (the bridge's `invalid`): both are generic cards under "Other gateway events".
+  const unscoped = (Array.isArray(snap.unscoped) ? snap.unscoped : []).filter((ev) => ev && typeof ev === "object" && !isKnownEventType(ev.type));
+  const invalid = (Array.isArray(snap.invalid) ? snap.invalid : []).map(invalidCard).filter(Boolean);
+  store.globalEvents = unscoped.concat(invalid).slice(-MAX_GLOBAL_EVENTS);
   store.outbox = Array.isArray(snap.outbox) ? snap.outbox : [];
   store.gen += 1;
   store.dirty = newDirty();
@@ -257,10 +271,16 @@ export function chatFromSnapshot(sessionId, c) {
     const entry = sessionLevelEntry(chat, ev);
     if (entry) entries.push(entry);
   }
+  for (const item of c.invalid || []) {
+    const card = invalidCard(item);
+    if (card) entries.push({ kind: "event", event: card, seq: typeof card.seq === "number" ? card.seq : null });
+  }
   // Turns by firstSeq and the other events by seq: the order in which they were sent, which is the
-  // order in which a live page appended them.
+  // order in which a live page appended them. An event without a seq has no place in that order:
+  // it goes after the sequenced ones (live it was appended where it arrived).
+  const key = (e) => (typeof e.seq === "number" ? e.seq : Infinity);
   entries.forEach((e, i) => (e.i = i));
-  entries.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0) || a.i - b.i);
+  entries.sort((a, b) => key(a) - key(b) || a.i - b.i);
   for (const e of entries) delete e.i;
   chat.timeline = entries;
   for (const e of entries) {
@@ -281,6 +301,26 @@ export function chatFromEvents(sessionId, events) {
   }
   const chat = tmp.chats.get(sessionId) || newChat(sessionId);
   chat.historyLoaded = true;
+  return chat;
+}
+
+/**
+ * chatFromEvents for a chat the page already shows: what get_events cannot bring back is carried
+ * over from `old`: events without a seq (never stored by the gateway) and the bridge's unreadable
+ * ones (a replay would put their mistyped fields through the reducer, so their seqs are skipped).
+ */
+export function rebuildChat(old, sessionId, events) {
+  const keep = old ? old.timeline.filter((e) => e.kind === "event" && (e.event.__invalid || typeof e.seq !== "number")) : [];
+  const skip = new Set(keep.map((e) => e.seq).filter((seq) => typeof seq === "number"));
+  const chat = chatFromEvents(sessionId, skip.size ? events.filter((ev) => !skip.has(ev?.seq)) : events);
+  if (keep.length) {
+    const key = (e) => (typeof e.seq === "number" ? e.seq : Infinity);
+    const entries = chat.timeline.concat(keep).map((e, i) => ({ e, i }));
+    entries.sort((a, b) => key(a.e) - key(b.e) || a.i - b.i);
+    chat.timeline = entries.map((x) => x.e);
+    for (const seq of skip) if (seq > chat.lastSeq) chat.lastSeq = seq;
+  }
+  chat.joined = !!old?.joined;
   return chat;
 }
 
@@ -307,6 +347,10 @@ export function applyGatewayEvent(store, ev) {
       store.connection = { ...store.connection, identity: ev.identity };
       store.dirty.connection = true;
     }
+    return;
+  }
+  if (type === "welcome" || type === "connected" || type === "heartbeat") {
+    applyLinkEvent(store, ev);
     return;
   }
   if (SESSION_META_TYPES.has(type)) {
@@ -351,6 +395,50 @@ export function applyGatewayEvent(store, ev) {
     chat.timeline.push(entry);
     markChat(store, sessionId).timeline = true;
   }
+}
+
+/** The connection panel's facts: protocol version, client id, heartbeat interval, last heartbeat. */
+function applyLinkEvent(store, ev) {
+  const c = { ...store.connection };
+  if (ev.type === "welcome") {
+    // A new connection: nothing the previous one said holds any more.
+    Object.assign(c, { protocolVersion: ev.protocolVersion, requiresAuth: ev.requiresAuth, clientId: null, heartbeatIntervalMs: null, lastHeartbeatAt: null });
+  } else if (ev.type === "connected") {
+    Object.assign(c, { clientId: ev.clientId, heartbeatIntervalMs: ev.heartbeatIntervalMs });
+  } else {
+    c.lastHeartbeatAt = ev.ts;
+  }
+  store.connection = c;
+  store.dirty.connection = true;
+}
+
+/**
+ * A known event whose fields had the wrong types (bridge `invalid-event`, or get_state's `invalid`):
+ * its frame, marked so that it renders as a generic card with the reason, never through the reducer.
+ */
+export function invalidCard(item) {
+  if (!item || typeof item !== "object" || !item.event || typeof item.event !== "object") return null;
+  return { ...item.event, __invalid: String(item.reason || "unexpected fields") };
+}
+
+/** Apply an `invalid-event` payload: a generic card in its session's timeline, or among the others. */
+export function applyInvalidEvent(store, item) {
+  const card = invalidCard(item);
+  if (!card) return;
+  const sessionId = typeof card.sessionId === "string" ? card.sessionId : null;
+  if (!sessionId) {
+    store.globalEvents.push(card);
+    if (store.globalEvents.length > MAX_GLOBAL_EVENTS) store.globalEvents.shift();
+    store.dirty.global = true;
+    return;
+  }
+  const chat = ensureChat(store, sessionId);
+  if (typeof card.seq === "number") {
+    if (card.seq <= chat.lastSeq) return; // already in the snapshot this page was built from
+    chat.lastSeq = card.seq; // its seq was taken (the bridge's stores counted it): a replay is a duplicate
+  }
+  chat.timeline.push({ kind: "event", event: card, seq: typeof card.seq === "number" ? card.seq : null });
+  markChat(store, sessionId).timeline = true;
 }
 
 function applyTurnEvent(store, chat, ev, seq) {
@@ -542,6 +630,27 @@ export function applyTurnItem(chat, turn, ev) {
       }
       return;
     }
+    case "message.delta": {
+      // Streamed message text, like text_delta, but kept as its own block (its place among the
+      // turn's other items is known; text_delta's is not). Pieces of one message (messageId, or
+      // consecutive pieces) go to one block.
+      const text = typeof ev.text === "string" ? ev.text : typeof ev.delta === "string" ? ev.delta : typeof ev.content === "string" ? ev.content : "";
+      const id = typeof ev.messageId === "string" ? ev.messageId : null;
+      const last = turn.blocks[turn.blocks.length - 1];
+      let block = id !== null ? idx.messages?.get(id) : last && last.kind === "message" && last.messageId === null ? last : null;
+      if (!block) {
+        block = add({ kind: "message", messageId: id, text: "" });
+        if (id !== null) (idx.messages ??= new Map()).set(id, block);
+      } else touch(block);
+      block.text += text;
+      return;
+    }
+    case "plan.created":
+    case "plan.revised":
+    case "plan.step_started":
+    case "plan.step_completed":
+      applyPlanEvent(turn, ev, add, touch);
+      return;
     case "steer_received":
       add({ kind: "steer", content: ev.content ?? "" });
       return;
@@ -555,6 +664,47 @@ export function applyTurnItem(chat, turn, ev) {
       }
       if (isKnownEventType(type)) return;
       add({ kind: "generic", event: ev });
+  }
+}
+
+const PLAN_STEP_STATUSES = new Set(["pending", "running", "done", "failed", "skipped"]);
+
+/** One plan card per planId: steps with their status; a revision replaces the steps (a step keeps
+ * its status when its stepId stays) and is counted. */
+function applyPlanEvent(turn, ev, add, touch) {
+  const plans = (turn.index.plans ??= new Map());
+  const id = typeof ev.planId === "string" ? ev.planId : "";
+  let block = plans.get(id);
+  if (!block) {
+    block = add({ kind: "plan", planId: id, steps: [], revisions: 0, reason: null });
+    plans.set(id, block);
+  } else touch(block);
+  const status = (s, fallback) => (PLAN_STEP_STATUSES.has(s) ? s : fallback);
+  if (ev.type === "plan.created" || ev.type === "plan.revised") {
+    const before = new Map(block.steps.map((s) => [s.stepId, s]));
+    block.steps = (Array.isArray(ev.steps) ? ev.steps : [])
+      .filter((s) => s && typeof s === "object")
+      .map((s, i) => {
+        const stepId = typeof s.stepId === "string" ? s.stepId : String(i);
+        const was = before.get(stepId);
+        return { stepId, title: describe(s.title ?? stepId), status: status(s.status, was?.status ?? "pending"), summary: was?.summary ?? null };
+      });
+    if (ev.type === "plan.revised") {
+      block.revisions += 1;
+      block.reason = typeof ev.reason === "string" ? ev.reason : null;
+    }
+    return;
+  }
+  let step = block.steps.find((s) => s.stepId === ev.stepId);
+  if (!step) {
+    // A step the plan did not list (or a plan we never saw created): shown all the same.
+    step = { stepId: String(ev.stepId ?? ""), title: String(ev.stepId ?? "step"), status: "pending", summary: null };
+    block.steps.push(step);
+  }
+  if (ev.type === "plan.step_started") step.status = "running";
+  else {
+    step.status = status(ev.status, "done");
+    if (typeof ev.summary === "string") step.summary = ev.summary;
   }
 }
 
@@ -576,7 +726,7 @@ function findRequest(chat, turn, requestId) {
  */
 function sessionLevelEntry(chat, ev, store) {
   const type = ev.type;
-  const seq = typeof ev.seq === "number" ? ev.seq : 0;
+  const seq = typeof ev.seq === "number" ? ev.seq : null;
   if (type === "approval_resolved") {
     const block = findRequest(chat, null, ev.requestId);
     if (block) {
@@ -635,9 +785,12 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
       const snapMeta = normSession(ev.session ? { id: sessionId, ...ev.session } : { id: sessionId });
       const merged = meta ? { ...meta, ...snapMeta, lastSeq: Math.max(meta.lastSeq, snapMeta.lastSeq) } : snapMeta;
       store.sessions.set(sessionId, merged);
-      if (chat) {
-        if (ev.session?.status) chat.status = ev.session.status;
-        chat.pendingRequests = Array.isArray(ev.pendingRequests) ? ev.pendingRequests : [];
+      {
+        const c = chat || ensureChat(store, sessionId); // a joined session has a chat, even an empty one
+        if (ev.session?.status) c.status = ev.session.status;
+        c.pendingRequests = Array.isArray(ev.pendingRequests) ? ev.pendingRequests : [];
+        c.joined = true;
+        settleTurns(store, c, ev);
         markChat(store, sessionId).meta = true;
       }
       break;
@@ -650,7 +803,10 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
       }
       break;
     case "session_left":
-      if (chat) markChat(store, sessionId).meta = true;
+      if (chat) {
+        chat.joined = false;
+        markChat(store, sessionId).meta = true;
+      }
       break;
     default: {
       if (!meta) {
@@ -675,6 +831,24 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
   store.dirty.sessions = true;
 }
 
+/**
+ * A state_snapshot names the turn that runs now (activeTurnId) or none. An open turn here that it
+ * does not name ended at the gateway without its end reaching us (yet): "ended", not "running".
+ * The same rule as the bridge's stores (Chat.settle_turns), so a live page and a reload agree.
+ */
+function settleTurns(store, chat, ev) {
+  const active = typeof ev.activeTurnId === "string" ? ev.activeTurnId : null;
+  const upto = typeof ev.lastSeq === "number" ? ev.lastSeq : null;
+  for (const t of chat.turns.values()) {
+    if ((t.status === "running" || t.status === "waiting") && t.turnId !== active && (upto === null || (t.lastSeq ?? 0) <= upto)) {
+      t.status = "ended";
+      t.v += 1;
+      if (chat.activeTurnId === t.turnId) chat.activeTurnId = null;
+      markChat(store, chat.sessionId).turns.add(t.turnId);
+    }
+  }
+}
+
 /** Apply the event an invoke returned (session_created, session_list, state_snapshot, ...). */
 export function applyInvokeResult(store, result) {
   if (!result || typeof result !== "object" || typeof result.type !== "string") return;
@@ -683,7 +857,11 @@ export function applyInvokeResult(store, result) {
 
 export function setConnection(store, payload) {
   if (!payload || typeof payload !== "object") return;
-  store.connection = { ...store.connection, ...payload };
+  const next = { ...store.connection, ...payload };
+  // retryAt is when the next attempt is due (the bridge sets it); from retryInMs when it does not.
+  if (typeof payload.retryInMs === "number" && typeof payload.retryAt !== "number") next.retryAt = Date.now() + payload.retryInMs;
+  if (typeof payload.retryInMs !== "number") next.retryAt = null;
+  store.connection = next;
   store.dirty.connection = true;
 }
 

@@ -1,6 +1,8 @@
 // The Sync panel: the selected session's workspace as a local folder (start_sync / stop_sync /
 // sync_status / resolve_conflict), kept current by the bridge's `sync-status` events. Conflicts are
-// shown with a line diff (upstream against local) and settled with one of three buttons.
+// shown with a line diff (upstream against local) and settled with one of three buttons. For a
+// session never synced, the folder is pre-filled with its default under the sync_root setting
+// (sync_defaults); a refused sync_auto_start comes as a status with its error.
 
 import { h, clear, formatTime } from "./dom.js";
 
@@ -78,6 +80,7 @@ export class SyncPanel {
     );
     this.countsEl = h("div", { class: "sync-counts muted", testid: "sync-counts" });
     this.errorEl = h("div", { class: "sync-error error-text", testid: "sync-error", hidden: true });
+    this.warningEl = h("div", { class: "sync-warning muted", testid: "sync-warning", hidden: true });
     this.conflictsEl = h("div", { class: "sync-conflicts", testid: "sync-conflicts" });
     this.messageEl = h("div", { class: "panel-empty" });
     clear(root);
@@ -88,6 +91,7 @@ export class SyncPanel {
       this.confirmEl,
       this.countsEl,
       this.errorEl,
+      this.warningEl,
       this.conflictsEl,
     );
     ctx.listen("sync-status", (payload) => this.onStatus(payload));
@@ -115,8 +119,21 @@ export class SyncPanel {
     } catch (err) {
       if (token !== this.token) return;
       if (err && err.code !== "NOT_FOUND") this.ctx.onError?.(err, "Sync status");
+      if (err && err.code === "NOT_FOUND" && this.status) return; // a sync-status event came meanwhile: newer
       this.status = null;
       this.render();
+      if (err && err.code === "NOT_FOUND") this.prefill(sessionId, token);
+    }
+  }
+
+  /** A session never synced: suggest its folder under sync_root (nothing when that is not set). */
+  async prefill(sessionId, token) {
+    try {
+      const defaults = await this.ctx.invoke("sync_defaults", { sessionId });
+      if (token !== this.token || this.status || !defaults || !defaults.localDir) return;
+      if (!this.dirEl.value && document.activeElement !== this.dirEl) this.dirEl.value = defaults.localDir;
+    } catch (_) {
+      /* only a suggestion */
     }
   }
 
@@ -188,6 +205,7 @@ export class SyncPanel {
     if (!s) {
       this.countsEl.textContent = "";
       this.errorEl.hidden = true;
+      this.warningEl.hidden = true;
       clear(this.conflictsEl);
       return;
     }
@@ -203,6 +221,9 @@ export class SyncPanel {
     this.countsEl.dataset.pending = String(s.pendingWrites);
     this.errorEl.hidden = !s.error;
     this.errorEl.textContent = s.error || "";
+    this.errorEl.dataset.code = s.errorCode || "";
+    this.warningEl.hidden = !s.warning;
+    this.warningEl.textContent = s.warning || "";
     this.renderConflicts(s.conflicts || []);
   }
 

@@ -1,0 +1,105 @@
+"""The router's stores fed real frames from a real dev gateway, one by one, in order.
+
+End to end, a turn whose end falls outside the catch-up range is hard to arrange; here the frames a
+reconnect would lose are simply not applied, and what the stores make of the rest is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dim_actors.devgateway import BackgroundGateway
+from dim_actors.messages import GatewayEvent
+from dim_actors.router.stores import BadEvent, Stores
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gateway_helpers import Client  # noqa: E402
+
+
+def frame(ev: dict) -> GatewayEvent:
+    """A frame as the connection process hands it over (the envelope read from the bytes)."""
+    raw = json.dumps(ev, separators=(",", ":")).encode()
+    return GatewayEvent(raw=raw, type=ev["type"], sessionId=ev.get("sessionId"), seq=ev.get("seq"))
+
+
+@pytest.fixture(scope="module")
+def gw():
+    with BackgroundGateway(rate_limit=100_000) as g:
+        yield g
+
+
+def turn_status(stores: Stores, sid: str, turn_id: str) -> str:
+    return next(t for t in stores.chats[sid].turns if t.turnId == turn_id).status
+
+
+def test_a_snapshot_without_the_running_turn_ends_it_until_its_real_end_arrives(gw):
+    stores = Stores()
+    with Client(gw.url) as a, Client(gw.url) as b:
+        sid = a.new_session("coding-agent")
+        turn_id = a.ok("run_turn", sessionId=sid, text="/sleep 60000")["turnId"]
+        a.ok("ping")  # everything of the turn so far has reached this client
+        for ev in a.seen:
+            stores.apply(frame(ev))
+        assert turn_status(stores, sid, turn_id) == "running"
+
+        # The turn is stopped while "we" are away: none of its end reaches the stores.
+        stopped = b.ok("stop_turn", sessionId=sid)
+        snap = b.ok("join_session", sessionId=sid)
+        assert "activeTurnId" not in snap and snap["lastSeq"] > stopped["seq"]
+        stores.apply(frame(snap))
+        assert turn_status(stores, sid, turn_id) == "ended"  # not "running" any more
+        assert stores.snapshot()["chats"][sid]["turns"][-1]["status"] == "ended"
+
+        # The catch-up then brings the real end.
+        for ev in b.ok("get_events", sessionId=sid, afterSeq=stores.chats[sid].lastSeq)["events"]:
+            stores.apply(frame(ev))
+        assert turn_status(stores, sid, turn_id) == "stopped"
+
+
+def test_a_snapshot_naming_another_turn_ends_the_stale_one_and_keeps_its_own(gw):
+    stores = Stores()
+    with Client(gw.url) as a, Client(gw.url) as b:
+        sid = a.new_session("coding-agent")
+        first = a.ok("run_turn", sessionId=sid, text="/sleep 60000")["turnId"]
+        a.ok("ping")
+        for ev in a.seen:
+            stores.apply(frame(ev))
+        b.ok("stop_turn", sessionId=sid)
+        second = b.ok("run_turn", sessionId=sid, text="/sleep 60000")["turnId"]
+        snap = b.ok("join_session", sessionId=sid)
+        assert snap["activeTurnId"] == second
+        stores.apply(frame(snap))
+        assert turn_status(stores, sid, first) == "ended"
+
+        # Once the second turn's start is applied, a snapshot naming it leaves it running.
+        for ev in b.ok("get_events", sessionId=sid, afterSeq=stores.chats[sid].lastSeq)["events"]:
+            stores.apply(frame(ev))
+        assert (turn_status(stores, sid, first), turn_status(stores, sid, second)) == ("stopped", "running")
+        stores.apply(frame(b.ok("join_session", sessionId=sid)))
+        assert turn_status(stores, sid, second) == "running"
+        b.ok("stop_turn", sessionId=sid)
+
+
+def test_unknown_events_without_a_seq_are_kept_and_bad_ones_go_to_invalid(gw):
+    stores = Stores()
+    with Client(gw.url) as a:
+        sid = a.new_session("coding-agent")
+        events = a.run(sid, '/emit-unsequenced presence.changed {"who": ["ann"]}\n'
+                            '/emit-session session_renamed {"name": 5}\n'
+                            '/emit-session future.notice {"n": 1}')
+        loose = next(e for e in a.seen if e["type"] == "presence.changed")
+        bad = next(e for e in events if e["type"] == "session_renamed")
+        for ev in a.seen:
+            try:
+                stores.apply(frame(ev))
+            except BadEvent:
+                assert ev is bad
+        chat = stores.snapshot()["chats"][sid]
+        others = [json.loads(bytes(r)) for r in chat["other"]]
+        assert loose in others and [o["type"] for o in others if o["type"] == "future.notice"] == ["future.notice"]
+        assert [(json.loads(bytes(i["event"])), "name" in i["reason"]) for i in chat["invalid"]] == [(bad, True)]
+        assert stores.bad_input == 1

@@ -1,0 +1,120 @@
+// The gateway connection in the top bar: the state indicator ("reconnecting in N s" counts down to
+// the next attempt) and its popover: what the handshake said (protocol version, client id,
+// identity), the heartbeat, a Ping with its round trip, and the URL/token form (wired in app.js).
+
+import { h, clear } from "./dom.js";
+
+const LABELS = ["connecting", "connected", "reconnecting", "auth failed", "offline"];
+
+/** The state names the bridge sends (and a few a newer one might) as the five labels we show. */
+export function connectionLabel(state) {
+  const s = String(state ?? "")
+    .toLowerCase()
+    .replace(/[_-]+/g, " ")
+    .trim();
+  if (LABELS.includes(s)) return s;
+  if (s === "authenticated" || s === "open" || s === "ready" || s === "online") return "connected";
+  if (s.includes("auth") && (s.includes("fail") || s.includes("reject") || s.includes("denied") || s.includes("error"))) return "auth failed";
+  if (s === "unauthorized" || s === "forbidden") return "auth failed";
+  if (s === "authenticating" || s === "handshake" || s === "opening") return "connecting";
+  if (s === "retrying" || s === "backoff") return "reconnecting";
+  if (!s || s === "disconnected" || s === "closed" || s === "stopped" || s === "idle" || s === "error" || s === "failed") return "offline";
+  return s;
+}
+
+function clock(ms) {
+  return typeof ms === "number" && isFinite(ms) ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "";
+}
+
+export class ConnectionView {
+  /**
+   * @param {object} els  {indicator, detail, facts, url, identity, ping, pong}
+   * @param {object} ctx  {invoke}
+   */
+  constructor(els, ctx) {
+    this.els = els;
+    this.ctx = ctx;
+    this.conn = {};
+    this.bridgeDown = false;
+    this.timer = null;
+    els.ping.addEventListener("click", () => this.ping());
+  }
+
+  /** Seconds until the next attempt while reconnecting, else null. */
+  retryIn() {
+    const c = this.conn;
+    if (connectionLabel(c.state) !== "reconnecting" || typeof c.retryAt !== "number") return null;
+    return Math.max(0, Math.ceil((c.retryAt - Date.now()) / 1000));
+  }
+
+  render(conn, { bridgeDown = false } = {}) {
+    this.conn = conn || {};
+    this.bridgeDown = bridgeDown;
+    const c = this.conn;
+    const { indicator, detail, url, identity } = this.els;
+    let label = connectionLabel(c.state);
+    const state = label;
+    let why = c.detail || "";
+    if (bridgeDown) {
+      label = "offline";
+      why = "The dim-desktop app is not reachable; retrying…";
+    }
+    const retry = bridgeDown ? null : this.retryIn();
+    if (retry !== null && retry > 0) label = `reconnecting in ${retry} s`;
+    if (indicator.textContent !== label) indicator.textContent = label;
+    indicator.dataset.state = (bridgeDown ? "offline" : state).replace(/ /g, "-");
+    indicator.dataset.raw = String(c.state ?? "");
+    indicator.title = [c.url, why, c.reconnects ? `${c.reconnects} reconnects` : ""].filter(Boolean).join(" — ");
+    detail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", why, c.reconnects ? `Reconnects: ${c.reconnects}` : ""].filter(Boolean).join("\n");
+    if (!url.value && c.url && document.activeElement !== url) url.value = c.url;
+    const id = c.identity;
+    identity.textContent = id ? id.email || id.userId || "" : "";
+    this.renderFacts();
+    // Count down once a second while an attempt is due; stop when none is.
+    if (retry !== null && retry > 0 && !this.timer) {
+      this.timer = setInterval(() => this.render(this.conn, { bridgeDown: this.bridgeDown }), 500);
+    } else if ((retry === null || retry === 0) && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  renderFacts() {
+    const c = this.conn;
+    const id = c.identity;
+    const hb = typeof c.heartbeatIntervalMs === "number" ? `every ${Math.round(c.heartbeatIntervalMs / 100) / 10} s` : "";
+    const rows = [
+      ["Protocol", "conn-protocol", typeof c.protocolVersion === "number" ? `v${c.protocolVersion}${c.requiresAuth ? ", token required" : ""}` : ""],
+      ["Client id", "conn-client-id", c.clientId || ""],
+      ["Identity", "conn-identity", id ? [id.email, id.userId, id.tenantId && `tenant ${id.tenantId}`].filter(Boolean).join(" · ") : ""],
+      ["Heartbeat", "conn-heartbeat", [hb, c.lastHeartbeatAt ? `last at ${clock(c.lastHeartbeatAt)}` : ""].filter(Boolean).join(", ")],
+    ];
+    const key = JSON.stringify(rows);
+    if (key === this.factsKey) return;
+    this.factsKey = key;
+    clear(this.els.facts);
+    for (const [name, testid, value] of rows) {
+      this.els.facts.appendChild(h("dt", null, name));
+      this.els.facts.appendChild(h("dd", { testid, class: value ? "" : "muted" }, value || "—"));
+    }
+  }
+
+  /** ping → pong: the round trip through the bridge, the connection process and the gateway. */
+  async ping() {
+    const { ping, pong } = this.els;
+    ping.disabled = true;
+    pong.textContent = "…";
+    const t0 = performance.now();
+    try {
+      const answer = await this.ctx.invoke("ping", {});
+      const rtt = Math.round(performance.now() - t0);
+      pong.textContent = `pong in ${rtt} ms${answer && answer.ts ? ` (gateway clock ${clock(answer.ts)})` : ""}`;
+      pong.dataset.rttMs = String(rtt);
+    } catch (err) {
+      pong.textContent = `no pong: ${err && err.message ? err.message : err}`;
+      delete pong.dataset.rttMs;
+    } finally {
+      ping.disabled = false;
+    }
+  }
+}
