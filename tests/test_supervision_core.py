@@ -374,3 +374,47 @@ def test_logs_follow_of_a_slow_reader_is_bounded_and_says_what_it_skipped(contro
     assert skipped and len(got) + sum(skipped) == n  # every message either shown or counted
     assert got == sorted(got) and set(got) <= set(sent)
     assert len(got) < n - FOLLOW_BUFFER  # the buffer held at most FOLLOW_BUFFER of them
+
+
+# --- batches: several messages as one mailbox item ------------------------------------------------
+
+
+class Relay(DimActor):
+    """Forwards every JournalRecord to `rec`, so a batch in shows as a batch out."""
+
+    def handle(self, sender, body):
+        self.ctx.send("rec", body)
+
+
+def test_a_batch_is_handled_in_order_logged_item_by_item_and_counted_as_its_items(make_system):
+    s = make_system([ChildSpec("rec", Recorder), ChildSpec("relay", Relay)])
+    # Held while rec restarts: the batches wait, counted as their items, and reach the new instance.
+    s.addresses["rec"].detach()
+    for b in range(10):
+        s.addresses.send_batch("test", "relay", [record(b * 100 + i) for i in range(100)])
+    wait_until(lambda: s.addresses["rec"].mailbox_depth() == 1000, 10, what="the relay's batches to be held for rec")
+    # The relay made batches out of its batches: ten mailbox entries hold the thousand messages.
+    assert len(s.addresses["rec"].held) == 10
+    s.sup.ask(RestartChild("rec"))
+    wait_until(lambda: len(Recorder.seen) == 1000, 30, what="every batched message to be handled")
+    assert Recorder.seen == [str(i) for i in range(1000)]
+    assert s.addresses["rec"].mailbox_depth() == 0 and s.addresses["relay"].mailbox_depth() == 0
+    assert s.addresses["rec"].handled() == 1000
+    # Each item is a message of its own in the log, with its own increasing id.
+    s.logs.flush()
+    lines = [json.loads(x) for x in s.logs.path("rec").read_text().splitlines()]
+    assert [ln["body"]["path"] for ln in lines] == [str(i) for i in range(1000)]
+    ids = [ln["id"] for ln in lines]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    assert all(ln["sender"] == "relay" for ln in lines)
+
+
+def test_a_failing_item_drops_only_itself_the_rest_of_its_batch_reaches_the_successor(make_system):
+    s = make_system([ChildSpec("rec", Recorder), ChildSpec("relay", Relay)])
+    s.addresses.send_batch("test", "relay", [record(0), record(1), Crash(reason="mid-batch"), record(3), record(4)])
+    s.addresses.send_batch("test", "relay", [record(5), record(6)])
+    wait_until(lambda: s.addresses["relay"].stats.restarts == 1, 10, what="the relay to restart")
+    wait_until(lambda: len(Recorder.seen) == 6, 10, what="everything but the failing item")
+    assert Recorder.seen == ["0", "1", "3", "4", "5", "6"]
+    assert "mid-batch" in s.addresses["relay"].stats.last_error
+    assert s.addresses["relay"].mailbox_depth() == 0

@@ -131,6 +131,9 @@ class ConnectionActor(DimActor):
                 data = self.pipe.recv_bytes()
             except (EOFError, OSError):
                 break
+            # A pipe frame's events go to the router as one Batch: one mailbox hop for hundreds of
+            # events in a burst (each still logged as a message of its own).
+            to_router: list = []
             for item in decode_up(data):
                 if isinstance(item, GatewayEvent):
                     self.events_in += 1
@@ -141,16 +144,17 @@ class ConnectionActor(DimActor):
                         resume.setdefault(item.sessionId, 0)
                     elif item.type == "session_left" and item.sessionId is not None:
                         resume.pop(item.sessionId, None)
-                    send("router", item)
+                    to_router.append(item)
                 elif isinstance(item, ConnectionState):
                     self.memory.state = item
-                    send("router", item)
+                    to_router.append(item)
                 elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged)):
                     if isinstance(item, BadFrame):
                         self.memory.bad_frames += 1
-                    send("router", item)
+                    to_router.append(item)
                 elif isinstance(item, REPLICATION_UP):
                     send(replication_recipient(item), item)
+            self.ctx.send_batch("router", to_router)
         if not self.stopping:
             code = self.process.exitcode if not self.process.is_alive() else None
             if code is None:

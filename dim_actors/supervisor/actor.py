@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import pykka
 
-from dim_actors.messages import Crash, Envelope, Msg, Ping
+from dim_actors.messages import Batch, Crash, Envelope, Msg, Ping, envelope
 
 if TYPE_CHECKING:
     from dim_actors.home import DimHome
@@ -35,12 +36,34 @@ class ActorContext:
     # (name, generation): an instance stopped itself (a normal exit, which restart types tell apart).
     on_exit: Callable[[str, int], None] | None = None
 
+    # While the actor's own thread handles a Batch: what it sends, per recipient, in order; sent as
+    # one Batch each when the batch is done (`flush_batch`), so a batch in makes a batch out.
+    _out: dict[str, list[Msg]] | None = None
+    _out_thread: int = 0
+
     @property
     def address(self) -> "Address":
         return self.addresses[self.name]
 
     def send(self, recipient: str, body: Msg) -> None:
-        self.addresses.send(self.name, recipient, body)
+        out = self._out
+        if out is not None and threading.get_ident() == self._out_thread:
+            out.setdefault(recipient, []).append(body)
+        else:
+            self.addresses.send(self.name, recipient, body)
+
+    def send_batch(self, recipient: str, bodies: list[Msg]) -> None:
+        if bodies:
+            self.addresses.send_batch(self.name, recipient, bodies)
+
+    def start_batch(self) -> None:
+        self._out = {}
+        self._out_thread = threading.get_ident()
+
+    def flush_batch(self) -> None:
+        out, self._out = self._out, None
+        for recipient, bodies in (out or {}).items():
+            self.addresses.send_batch(self.name, recipient, bodies)
 
 
 class DimActor(pykka.ThreadingActor):
@@ -71,6 +94,7 @@ class DimActor(pykka.ThreadingActor):
         # Made current by the supervisor just before constructing us (on its thread); this instance
         # writes its bookkeeping only here, so once let go it cannot touch its successor's.
         self._incarnation: "Incarnation" = ctx.address.current
+        self._unhandled: Envelope | None = None  # the rest of a batch one of whose items failed
 
     @staticmethod
     def _create_actor_inbox():  # type: ignore[override]
@@ -91,27 +115,55 @@ class DimActor(pykka.ThreadingActor):
                 return "pong"
             raise TypeError(f"{self.ctx.name} got a message that is not an Envelope: {message!r}")
         body = message.body
+        book = self._incarnation
+        if type(body) is Batch:
+            return self._handle_batch(message.sender, body.items, book)
         if isinstance(body, Ping):
             return "pong"
-        book = self._incarnation
         book.busy_since = time.monotonic()
         try:
-            if isinstance(body, Crash):
-                if body.hangSeconds is None:
-                    raise RuntimeError(body.reason)
-                time.sleep(body.hangSeconds)
-                return None
-            result = self.handle(message.sender, body)
+            result = self._dispatch(message.sender, body)
         finally:
             book.busy_since = None
         book.handled += 1
         return result
 
+    def _dispatch(self, sender: str, body: Msg) -> Any:
+        if isinstance(body, Crash):
+            if body.hangSeconds is None:
+                raise RuntimeError(body.reason)
+            time.sleep(body.hangSeconds)
+            return None
+        return self.handle(sender, body)
+
+    def _handle_batch(self, sender: str, items: list[Msg], book: "Incarnation") -> None:
+        self.ctx.address.batch_taken(len(items))
+        book.busy_since = time.monotonic()
+        self.ctx.start_batch()
+        done = 0
+        try:
+            for item in items:
+                if not isinstance(item, Ping):
+                    self._dispatch(sender, item)
+                done += 1
+                book.handled += 1
+        except BaseException:
+            # The failing item is dropped, as a failing single message is; the items after it are
+            # not: they go back at the head of the mailbox for the successor (on_failure).
+            if done + 1 < len(items):
+                self._unhandled = envelope(sender, self.ctx.name, Batch(items=items[done + 1:]))
+            raise
+        finally:
+            # What the items made so far goes out even if one of them fails: it was real work.
+            self.ctx.flush_batch()
+            book.busy_since = None
+
     def handle(self, sender: str, body: Msg) -> Any:
         raise NotImplementedError
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
-        if self.ctx.address.take_back_inbox(self.actor_inbox, exception_value, self._incarnation):
+        first, self._unhandled = self._unhandled, None
+        if self.ctx.address.take_back_inbox(self.actor_inbox, exception_value, self._incarnation, first):
             log.error("actor %s failed: %r", self.ctx.name, exception_value)
             self.ctx.on_failure(self.ctx.name, exception_value, self._incarnation.generation)
         else:

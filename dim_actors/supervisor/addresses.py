@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pykka
 
-from dim_actors.messages import Envelope, Msg, envelope
+from dim_actors.messages import Batch, Envelope, Msg, envelope
 
 if TYPE_CHECKING:
     from dim_actors.supervisor.messagelog import MessageLogs
@@ -63,6 +63,9 @@ class Address:
         self.describe: "Callable[[], dict] | None" = None
         self._generations = 0
         self.current = Incarnation(0)  # vacant until an instance starts
+        # Items beyond the first of every Batch not yet handled (queued, held or taken back), so the
+        # mailbox depth counts messages, not mailbox entries: backpressure depends on it.
+        self.batched_extra = 0
 
     @property
     def busy_since(self) -> float | None:
@@ -86,6 +89,8 @@ class Address:
 
     def deliver(self, env: Envelope) -> None:
         with self.lock:
+            if type(env.body) is Batch:
+                self.batched_extra += len(env.body.items) - 1
             if self.ref is not None and self.state == "running":
                 try:
                     self.ref.tell(env)
@@ -112,7 +117,8 @@ class Address:
             self._release()
             return ref
 
-    def take_back_inbox(self, inbox, error: BaseException | str | None, owner: Incarnation) -> bool:
+    def take_back_inbox(self, inbox, error: BaseException | str | None, owner: Incarnation,
+                        first: Envelope | None = None) -> bool:
         """Keep a failed, abandoned or exited instance's unhandled messages for its successor, in order.
 
         Only while `owner` still owns the address: False, doing nothing, for an instance already let
@@ -125,6 +131,10 @@ class Address:
             self.ref = None
             self.state = "restarting"
             pending = []
+            if first is not None:  # what the failed instance had taken but not handled: before the rest
+                pending.append(first)
+                if type(first.body) is Batch:
+                    self.batched_extra += len(first.body.items) - 1
             while not inbox.empty():
                 item = inbox.get()
                 msg = getattr(item, "message", None)
@@ -136,10 +146,15 @@ class Address:
                 self.stats.last_error_at = time.time()
             return True
 
+    def batch_taken(self, count: int) -> None:
+        """A Batch of `count` items left the mailbox (its recipient is about to handle it)."""
+        with self.lock:
+            self.batched_extra -= count - 1
+
     def mailbox_depth(self) -> int:
         with self.lock:
             inbox = self.ref.actor_inbox.qsize() if self.ref is not None else 0
-            return inbox + len(self.held)
+            return inbox + len(self.held) + self.batched_extra
 
 
 class Addresses:
@@ -163,3 +178,13 @@ class Addresses:
         self.logs.append(env)
         self._by_name[recipient].deliver(env)
         return env
+
+    def send_batch(self, sender: str, recipient: str, bodies: list[Msg]) -> None:
+        """`bodies`, in order, as one mailbox item: one lock, one hop and one wakeup for all of them
+        instead of one each. Each is still logged as a message of its own, with its own id."""
+        if len(bodies) == 1:
+            self.send(sender, recipient, bodies[0])
+            return
+        for body in bodies:
+            self.logs.append(envelope(sender, recipient, body))
+        self._by_name[recipient].deliver(envelope(sender, recipient, Batch(items=bodies)))
