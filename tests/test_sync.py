@@ -385,23 +385,46 @@ def test_watcher_failures_are_detected_rescanned_and_reported(sapp, gw, folder):
     wait_until(lambda: upstream(sapp, sid, "during-restart.txt") == "made while the watcher restarted", 10)
 
 
-def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
-    port = free_port()
-    data = tmp_path / "gw"
-    home = tmp_path / "home"
-    home.mkdir()
-    folder = tmp_path / "sync"
-    gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
-    app = App(home, ["--gateway", gw.url])
-    try:
+class SyncedThenOffline:
+    """The start of the offline-edit tests: an app syncing a new session (a.txt and b.txt written
+    upstream first), whose gateway then stops. `restart_gateway` brings it back on the same port
+    and data."""
+
+    def __init__(self, tmp_path: Path):
+        self.port = free_port()
+        self.data = tmp_path / "gw"
+        self.home = tmp_path / "home"
+        self.home.mkdir()
+        self.folder = tmp_path / "sync"
+        self.gw = BackgroundGateway(port=self.port, rate_limit=100_000, data_dir=self.data).start()
+        self.app = App(self.home, ["--gateway", self.gw.url])
+
+    def go_offline(self) -> str:
+        app, gw = self.app, self.gw
         app.wait_connected()
         sid = new_session(app)
         for name in ("a.txt", "b.txt"):
             agent_write(gw, sid, name, b"upstream\n")
-        start(app, sid, folder)
-        wait_until(lambda: (folder / "b.txt").is_file(), 10)
+        start(app, sid, self.folder)
+        wait_until(lambda: (self.folder / "b.txt").is_file(), 10)
         gw.stop()
         wait_until(lambda: status(app, sid)["link"] != "connected", 15, what="the link down")
+        return sid
+
+    def restart_gateway(self) -> BackgroundGateway:
+        self.gw = BackgroundGateway(port=self.port, rate_limit=100_000, data_dir=self.data).start()
+        return self.gw
+
+    def close(self) -> None:
+        self.app.stop()
+        self.gw.stop()
+
+
+def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
+    s = SyncedThenOffline(tmp_path)
+    app, home, folder = s.app, s.home, s.folder
+    try:
+        sid = s.go_offline()
         (folder / "a.txt").write_text("edited offline\n")
         (folder / "c.txt").write_text("created offline\n")
         (folder / "b.txt").unlink()
@@ -415,8 +438,8 @@ def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
                                     " AND state IN ('pending', 'sent')"))
         assert bases == {"a.txt": 1, "b.txt": 1, "c.txt": 0}, bases
         (home / "run" / "runtime.json").unlink()  # the killed instance's, left behind
-        gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
-        app = App(home, ["--gateway", gw.url])
+        gw = s.restart_gateway()
+        app = s.app = App(home, ["--gateway", gw.url])
         app.wait_connected()
         wait_until(lambda: upstream(app, sid, "c.txt") == "created offline\n", 20, what="the edits after the restart")
         wait_until(lambda: upstream(app, sid, "a.txt") == "edited offline\n" and "b.txt" not in upstream_files(app, sid), 10)
@@ -424,8 +447,7 @@ def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
         assert iterations(app, sid, "a.txt") == 2 and iterations(app, sid, "b.txt") == 2
         assert iterations(app, sid, "c.txt") == 1
     finally:
-        app.stop()
-        gw.stop()
+        s.close()
 
 
 def test_sync_commands_validate_arguments(sapp):
@@ -620,29 +642,17 @@ def test_unsent_edits_survive_a_restore_without_turning_into_conflicts(tmp_path)
     offers everything again from sequence 0, and the edit journaled offline, and the one made while
     the folder was away (found by the rescan), both based on the iteration upstream still has, are
     sent: not conflicts."""
-    port = free_port()
-    data = tmp_path / "gw"
-    home = tmp_path / "home"
-    home.mkdir()
-    folder = tmp_path / "sync"
-    gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
-    app = App(home, ["--gateway", gw.url])
+    s = SyncedThenOffline(tmp_path)
+    app, folder = s.app, s.folder
     try:
-        app.wait_connected()
-        sid = new_session(app)
-        for name in ("a.txt", "b.txt"):
-            agent_write(gw, sid, name, b"upstream\n")
-        start(app, sid, folder)
-        wait_until(lambda: (folder / "b.txt").is_file(), 10)
-        gw.stop()
-        wait_until(lambda: status(app, sid)["link"] != "connected", 15, what="the link down")
+        sid = s.go_offline()
         (folder / "a.txt").write_text("edited offline\n")
         wait_until(lambda: status(app, sid)["pendingWrites"] == 1, 10, what="the pending write")
         os.rename(folder, tmp_path / "away")
         wait_until(lambda: status(app, sid)["state"] == "paused", 10, what="the pause")
         (tmp_path / "away/b.txt").write_text("edited while away\n")
         os.rename(tmp_path / "away", folder)
-        gw = BackgroundGateway(port=port, rate_limit=100_000, data_dir=data).start()
+        s.restart_gateway()
         start(app, sid, folder)  # resumes: the restore offers every file again
         wait_until(lambda: upstream(app, sid, "a.txt") == "edited offline\n"
                    and upstream(app, sid, "b.txt") == "edited while away\n", 20, what="the edits upstream")
@@ -652,8 +662,7 @@ def test_unsent_edits_survive_a_restore_without_turning_into_conflicts(tmp_path)
         assert iterations(app, sid, "a.txt") == 2 and iterations(app, sid, "b.txt") == 2
         assert not list(folder.glob("*.upstream-*"))
     finally:
-        app.stop()
-        gw.stop()
+        s.close()
 
 
 # --- the inotify watch limit, for real ---------------------------------------------------------------------
