@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         # ~20 ms a few times a minute under a stream (docs/performance.md).
         gc.freeze()
         if runtime.stop_requested.is_set():
-            raise RuntimeError(runtime.stop_reason)
+            raise StartFailed(runtime.stop_reason)
         ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"
         home.write_runtime(RuntimeInfo(pid=os.getpid(), uiUrl=ui_url, token=ui_token,
                                        controlSocket=str(home.control_socket), gatewayUrl=url))
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         desktop.run()  # the main thread's loop (the native window needs it) until the app stops
         log.info("stopping: %s", runtime.stop_reason)
+    except StartFailed:
+        # Already said where it happened (the supervisor's log line); the last line says why.
+        runtime.exit_code = runtime.exit_code or 1
     except Exception as e:
         log.exception("dim-desktop failed")
         print(f"dim-desktop: {e}", file=sys.stderr)
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("dim-desktop: stopped", flush=True)
     return runtime.exit_code
+
+
+class StartFailed(Exception):
+    """An actor could not start (a taken --ui-port, say): a clear last line, no traceback."""
 
 
 def describe_mode(mode: str) -> str:

@@ -113,8 +113,9 @@ class App:
 
     def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None):
         self.home = home
-        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
-        self.env.pop("DIM_TOKEN", None)
+        # The caller's own DIM_TOKEN must not leak in; one given in `env` is meant.
+        self.env = {k: v for k, v in os.environ.items() if k != "DIM_TOKEN"}
+        self.env.update({"DIM_HOME": str(home), **(env or {})})
         self.log = open(home / "app-output.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.app", "--no-browser", *(args or [])],
                                      cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from apphelpers import ROOT, App, wait_until
+from apphelpers import ROOT, App, GatewayProcess, free_port, wait_until
 
 
 def listening_pid(port: int) -> int | None:
@@ -239,3 +240,57 @@ def test_message_logs_survive_a_restart_of_the_app(dim_home):
         assert any(body.get("args", {}).get("name") == "before-the-restart" for body in bodies)
     finally:
         b.stop()
+
+
+def children(pid: int) -> list[str]:
+    """The command lines of `pid`'s live child processes."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            pass
+    return found
+
+
+def test_gateway_flag_with_dim_token_uses_that_gateway_and_starts_no_dev_gateway(tmp_path: Path):
+    gw = GatewayProcess(tmp_path / "gw", args=["--token", "s3cret"]).start()
+    home = tmp_path / "home"
+    home.mkdir()
+    app = App(home, ["--gateway", gw.url], env={"DIM_TOKEN": "s3cret"})
+    try:
+        app.wait_connected()  # authenticated with DIM_TOKEN: the gateway requires it
+        assert app.runtime["gatewayUrl"] == gw.url
+        assert app.invoke("get_state")["connection"]["identity"], "authenticated with an identity"
+        kids = children(app.proc.pid)
+        assert any("dim-connection" in k or "multiprocessing" in k for k in kids), kids
+        assert not any("devgateway" in k for k in kids), kids
+    finally:
+        assert app.stop() == 0
+        gw.stop()
+
+
+def test_ui_port_flag_serves_the_ui_on_that_port(dim_home: Path):
+    port = free_port()
+    app = App(dim_home, ["--ui-port", str(port)])
+    try:
+        assert app.runtime["uiUrl"].startswith(f"http://127.0.0.1:{port}/?token=")
+        with urllib.request.urlopen(app.runtime["uiUrl"], timeout=10) as resp:
+            assert resp.status == 200 and b"<html" in resp.read().lower()
+    finally:
+        assert app.stop() == 0
+
+
+def test_a_taken_ui_port_is_a_clear_error(dim_home: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "dim_actors.app", "--no-browser", "--ui-port", str(port)],
+                           cwd=ROOT, env={**os.environ, "DIM_HOME": str(dim_home)}, capture_output=True,
+                           text=True, timeout=60)
+    assert r.returncode != 0
+    assert str(port) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (dim_home / "run" / "runtime.json").exists()
