@@ -90,6 +90,18 @@ def test_a_second_dim_desktop_opens_the_running_ones_ui_and_exits_0(dim_home: Pa
         assert app.stop() == 0
 
 
+def test_without_a_display_dim_desktop_opens_the_browser(dim_home: Path, tmp_path: Path):
+    browser, opened = recorder(tmp_path, "browser")
+    env = {"BROWSER": f"{browser} %s", "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    app = DesktopApp(dim_home, env=env)  # no --no-browser: a user's plain `dim-desktop`
+    try:
+        wait_until(lambda: lines(opened), 20, what="the browser to be opened")
+        assert lines(opened) == [app.runtime["uiUrl"]]
+        assert "UI opened in the default browser" in app.output()
+    finally:
+        assert app.stop() == 0
+
+
 # --- native notifications from the supervisor ---------------------------------------------------------
 
 FAKE_NOTIFY_SEND = """#!/bin/sh
