@@ -28,9 +28,11 @@ class EmbeddedGateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")
         cmd = [sys.executable, "-m", "dim_actors.devgateway", "--port", "0", "--data", str(self.data_dir),
-               *self.extra_args]
+               "--exit-with-parent", *self.extra_args]
         # Its own session: a Ctrl-C in the terminal reaches dim-desktop, which stops the gateway last.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        # Its stdin is a pipe only we hold: if dim-desktop dies (kill -9 included) the gateway sees
+        # EOF and stops, so no orphan keeps the data directory for the next start.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE,
                                      start_new_session=True, text=True)
         log.close()
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()

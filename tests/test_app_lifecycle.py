@@ -294,3 +294,23 @@ def test_a_taken_ui_port_is_a_clear_error(dim_home: Path):
     assert r.returncode != 0
     assert str(port) in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (dim_home / "run" / "runtime.json").exists()
+
+
+def test_kill_9_of_the_app_ends_its_embedded_dev_gateway_too(dim_home: Path):
+    app = App(dim_home)
+    app.wait_connected()
+    gw = gateway_pid(app)
+    conn = app.status()["connection"]["pid"]
+    app.proc.kill()
+    app.proc.wait(10)
+    app.log.close()
+    # No orphan keeps the gateway's data: the next start on this DIM_HOME gets a gateway of its own.
+    wait_until(lambda: gone(gw), 15, what="the embedded gateway to see its parent gone and stop")
+    wait_until(lambda: gone(conn), 15, what="the connection process to stop")
+    (dim_home / "run" / "runtime.json").unlink()  # the killed instance's, left behind
+    again = App(dim_home)
+    try:
+        again.wait_connected()
+        assert gateway_pid(again) != gw
+    finally:
+        assert again.stop() == 0

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 
 from dim_actors.protocol import MAX_FRAME_BYTES
 
@@ -33,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="append connection statistics here, one JSON object a line (benchmarks)")
     ap.add_argument("--ping-probe-ms", type=int, default=0, metavar="MS",
                     help="with --stats-file: ping every connection this often and log the round trip")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when standard input reaches end of file: dim-desktop's embedded gateway "
+                         "holds a pipe from the app, so it ends with the app even after a kill -9")
     ap.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     return ap.parse_args(argv)
 
@@ -46,6 +50,11 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.exit_with_parent:
+        # The write end is the parent's alone: EOF means it is gone, however it went (a stopped
+        # parent keeps it open, so a SIGSTOPped app keeps its gateway).
+        threading.Thread(target=lambda: (sys.stdin.buffer.read(), loop.call_soon_threadsafe(stop.set)),
+                         name="parent-watch", daemon=True).start()
     await gateway.start()
     try:
         # The app waits for exactly this line to learn the port.
