@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import websocket
 
+from dim_actors.connection.fastws import BufferedWebSocket
 from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.uplink import Uplink
 from dim_actors.messages import (
@@ -68,6 +69,7 @@ class Link:
         self.replica_id = start.replicaId
         self.since = start.sinceSequence
         self.spool = Path(start.spoolDir)
+        self.spool_dir = str(self.spool)
         self.uplink = uplink
         self.target = target
         self.ws: websocket.WebSocket | None = None
@@ -156,7 +158,8 @@ class Link:
             self.wake.clear()
 
     def _connect_and_read(self, url: str) -> None:
-        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        # read-ahead: a fetch's responses arrive back to back, several to a socket read (fastws.py)
+        ws = BufferedWebSocket(skip_utf8_validation=True, enable_multithread=True)
         ws.connect(url, timeout=10, suppress_origin=True)
         self.ws = ws
         ws.settimeout(IDLE_TIMEOUT_S)
@@ -209,6 +212,9 @@ class Link:
 
     def _on_content(self, msg: wire.ContentFetchResponse) -> None:
         h = msg.contentHash
+        if msg.offset == 0 and msg.last:
+            self._on_whole_content(msg)
+            return
         with self.lock:
             if h not in self.wanted:
                 return
@@ -216,7 +222,7 @@ class Link:
             if msg.offset == 0 or part is None:
                 if part is not None:
                     part[0].close()
-                part = (open(self.spool / f"{h}.part", "wb"), hashlib.sha256(), 0)
+                part = (open(os.path.join(self.spool_dir, h + ".part"), "wb"), hashlib.sha256(), 0)
             f, digest, offset = part
             if msg.offset != offset:
                 f.close()
@@ -230,14 +236,35 @@ class Link:
                 return
             f.close()
             del self.parts[h]
-        part_path = self.spool / f"{h}.part"
+        part_path = os.path.join(self.spool_dir, h + ".part")
         if digest.hexdigest() != h:
-            part_path.unlink(missing_ok=True)
+            _unlink(part_path)
             self._content_done(ContentItem(h, "", 0, "content does not match its hash"))
             return
-        final = self.spool / h
+        final = os.path.join(self.spool_dir, h)
         os.replace(part_path, final)
-        self._content_done(ContentItem(h, str(final), offset + len(msg.data)))
+        self._content_done(ContentItem(h, final, offset + len(msg.data)))
+
+    def _on_whole_content(self, msg: wire.ContentFetchResponse) -> None:
+        """A file in one piece (up to CHUNK_SIZE, the common case): verified in memory, then written
+        under its final spool name at once. Nobody reads a spool file before its ContentReady,
+        which is sent only once the file is complete and closed; nothing is written when the hash
+        does not match."""
+        h = msg.contentHash
+        with self.lock:
+            if h not in self.wanted:
+                return
+            part = self.parts.pop(h, None)
+        if part is not None:  # an earlier, interrupted fetch of it: this one starts over
+            part[0].close()
+            _unlink(os.path.join(self.spool_dir, h + ".part"))
+        if hashlib.sha256(msg.data).hexdigest() != h:
+            self._content_done(ContentItem(h, "", 0, "content does not match its hash"))
+            return
+        final = os.path.join(self.spool_dir, h)
+        with open(final, "wb") as f:
+            f.write(msg.data)
+        self._content_done(ContentItem(h, final, len(msg.data)))
 
     def _content_done(self, item: ContentItem) -> None:
         with self.lock:
@@ -331,6 +358,13 @@ class Link:
     def _close(self) -> None:
         ws, self.ws = self.ws, None
         hard_close(ws)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class ReplicationLinks:

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -50,6 +51,8 @@ HEARTBEAT_S = 2.0
 PAGE = 5000
 DEFAULT_MODE = 0o644
 SEND_HIGH = 8 << 20  # queued bytes above which a replica's fetches wait for the socket
+FETCH_BATCH = 256  # content requests answered per trip to the store's thread at most
+FETCH_BYTES = 4 << 20  # ... and content bytes read per trip (about)
 MAX_UPLOAD_BYTES = 512 << 20
 _REPLICA_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
@@ -95,6 +98,8 @@ class Replica:
         self.uploads: dict[str, bytearray] = {}
         self.upload_bytes = 0
         self.closed = False
+        self.fetches: deque[wire.ContentFetchRequest] = deque()  # answered in order by fetch_task
+        self.fetch_task: asyncio.Task | None = None
 
     def send(self, msg: wire.WireMsg) -> None:
         if self.closed:
@@ -211,6 +216,8 @@ class ReplicationHub:
             replica.closed = True
             replica.queue.put_nowait(None)
             beats.cancel()
+            if replica.fetch_task is not None:
+                replica.fetch_task.cancel()
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _heartbeats(self, r: Replica) -> None:
@@ -233,7 +240,12 @@ class ReplicationHub:
         elif isinstance(msg, wire.Ack):
             r.acked = max(r.acked, msg.upToSequence)
         elif isinstance(msg, wire.ContentFetchRequest):
-            await self._fetch(r, msg)
+            # queued, not awaited: the socket goes on reading while content is read and sent, and
+            # requests that arrive together are answered together (one trip to the store each batch)
+            r.fetches.append(msg)
+            if r.fetch_task is None or r.fetch_task.done():
+                r.fetch_task = asyncio.get_running_loop().create_task(
+                    self._serve_fetches(r), name=f"replica fetches {r.replica_id}")
         elif isinstance(msg, wire.ContentUpload):
             self._upload(r, msg)
         elif isinstance(msg, wire.WriteBack):
@@ -261,15 +273,39 @@ class ReplicationHub:
 
     # --- content ------------------------------------------------------------------------------------
 
-    async def _fetch(self, r: Replica, msg: wire.ContentFetchRequest) -> None:
-        h = msg.contentHash
-        if not wire.valid_hash(h):
-            r.send(wire.ContentNotFound(contentHash=str(h)[:100]))
-            return
-        offset = max(0, msg.offset)
+    async def _serve_fetches(self, r: Replica) -> None:
+        """Answers the replica's content requests in the order they came, a batch per trip to the
+        store: the first piece of each (every file under CHUNK_SIZE is one piece), the rest of a
+        larger file piece by piece before the next request. Waits while the socket is behind."""
+        try:
+            while r.fetches and not r.closed:
+                await r.drained.wait()
+                batch = [r.fetches.popleft() for _ in range(min(FETCH_BATCH, len(r.fetches)))]
+                wanted = [(m.contentHash, max(0, m.offset)) for m in batch if wire.valid_hash(m.contentHash)]
+                rows = await self.gw.db.run(_content_pieces, r.session_id, wanted, wire.CHUNK_SIZE, FETCH_BYTES)
+                answered = got = 0
+                for m in batch:
+                    h = m.contentHash
+                    if not wire.valid_hash(h):
+                        r.send(wire.ContentNotFound(contentHash=str(h)[:100]))
+                        answered += 1
+                        continue
+                    if got == len(rows):
+                        break  # over the byte budget: the rest of the batch goes back first in line
+                    await self._send_piece(r, h, max(0, m.offset), rows[got])
+                    got += 1
+                    answered += 1
+                for m in reversed(batch[answered:]):
+                    r.fetches.appendleft(m)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            # as a failed handler would: the socket closes, the replica reconnects and asks again
+            log.exception("replication: serving content to replica %s failed", r.replica_id)
+            await r.ws.close(1011, "content fetch failed")
+
+    async def _send_piece(self, r: Replica, h: str, offset: int, row: tuple | None) -> None:
         while True:
-            await r.drained.wait()
-            row = await self.gw.db.run(_content_piece, r.session_id, h, offset, wire.CHUNK_SIZE)
             if row is None:
                 r.send(wire.ContentNotFound(contentHash=h))
                 return
@@ -279,6 +315,8 @@ class ReplicationHub:
             if last or not data:
                 return
             offset += len(data)
+            await r.drained.wait()
+            row = await self.gw.db.run(_content_piece, r.session_id, h, offset, wire.CHUNK_SIZE)
 
     def _upload(self, r: Replica, msg: wire.ContentUpload) -> None:
         if not wire.valid_hash(msg.contentHash) or msg.totalSize > MAX_UPLOAD_BYTES:
@@ -390,6 +428,19 @@ def _content_piece(conn, session_id: str, digest: str, offset: int, size: int) -
         " WHERE session_id = ? AND hash = ? AND deleted = 0 LIMIT 1",
         (offset + 1, size, session_id, digest),
     ).fetchone()
+
+
+def _content_pieces(conn, session_id: str, wanted: list[tuple[str, int]], size: int, budget: int) -> list:
+    """The first piece of each (hash, offset) in order, stopping once `budget` bytes are read."""
+    out = []
+    total = 0
+    for digest, offset in wanted:
+        row = _content_piece(conn, session_id, digest, offset, size)
+        out.append(row)
+        total += len(row[1] or b"") if row is not None else 0
+        if total >= budget:
+            break
+    return out
 
 
 def _apply_writeback(conn, session_id: str, replica_id: str, entries: list[wire.WriteBackEntry],
