@@ -162,6 +162,32 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
         gw.stop()
 
 
+def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim_home):
+    # The reference's v1 has no client turn id: a turn_started without one answers our oldest
+    # run_turn of its session, as other answers are matched, instead of leaving it to time out.
+    sent: list[dict] = []
+
+    def respond(msg: dict) -> list[object]:
+        if msg["type"] != "run_turn":
+            return []
+        sent.append(msg)
+        return a_turn("s1", f"t{len(sent)}", 1 + 10 * len(sent), ["plain ", "v1"])
+
+    gw = MisbehavingGateway(respond=respond).start()
+    app = App(dim_home, ["--gateway", gw.url])
+    try:
+        app.wait_connected()
+        answer = app.invoke("run_turn", sessionId="s1", text="go")
+        assert answer["type"] == "turn_started" and answer["turnId"] == "t1" and "clientTurnId" not in answer
+        assert sent[0]["clientTurnId"]  # we sent one all the same
+        wait_complete(app, "s1", "t1", "plain v1")
+        assert app.invoke("run_turn", sessionId="s1", text="again")["turnId"] == "t2"
+        assert still_up(app, gw)["badFrames"] == 0
+    finally:
+        app.stop()
+        gw.stop()
+
+
 def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_still_shows(dim_home):
     # The answer cannot be proven ours, so the run_turn is not answered by it (it times out, quickly
     # here); the turn's events still reach the stores.

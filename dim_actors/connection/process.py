@@ -130,6 +130,7 @@ class _Target(msgspec.Struct):
 
 
 _target = msgspec.json.Decoder(_Target)
+UNREADABLE = "\x00unreadable"  # a clientTurnId of the wrong type: matches no request of ours
 
 # AUTH_RATE_LIMITED and catch-up refusals without a usable retryAfterMs wait this long; a value
 # above the maximum is clamped, so a garbled number cannot park the connection for days.
@@ -690,19 +691,23 @@ class GatewayConnection:
                     continue
                 elif p.session_id is not None and head.sessionId is not None and head.sessionId != p.session_id:
                     continue
-                elif p.client_turn_id is not None and type_ == "turn_started" and client_turn_id != p.client_turn_id:
-                    continue
+                elif (p.client_turn_id is not None and type_ == "turn_started" and client_turn_id is not None
+                      and client_turn_id != p.client_turn_id):
+                    continue  # another client's turn in this session (or, UNREADABLE, none we can claim)
                 del self.pending[i]
                 return p.req_id
         return None
 
     def _client_turn_id(self, data: bytes) -> str | None:
+        """The turn_started's clientTurnId; None when it has none. The reference's v1 has no client
+        turn id ([NOT FOUND]): a gateway that does not echo ours answers our oldest run_turn of the
+        session, as every other answer is matched, instead of leaving it to time out."""
         value = _target.decode(data).clientTurnId
         if value is not None and not isinstance(value, str):
-            # Unreadable, so it cannot prove the turn is ours: not taken as our run_turn's answer
-            # (like a turn_started without one); the event itself is delivered all the same.
+            # Unreadable, so it cannot prove the turn is ours: not taken as our run_turn's answer;
+            # the event itself is delivered all the same.
             self._bad_frame(f"turn_started.clientTurnId is not a string ({value!r})", data)
-            return None
+            return UNREADABLE
         return value
 
     # --- keepalive ------------------------------------------------------------------------------------
