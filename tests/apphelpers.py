@@ -111,13 +111,16 @@ class EventStream:
 class App:
     """One dim-desktop process with its own DIM_HOME."""
 
-    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None):
+    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None):
+        """`prefix`: a command the app runs under (e.g. `unshare ...`), which must exec it."""
         self.home = home
         # The caller's own DIM_TOKEN must not leak in; one given in `env` is meant.
         self.env = {k: v for k, v in os.environ.items() if k != "DIM_TOKEN"}
         self.env.update({"DIM_HOME": str(home), **(env or {})})
         self.log = open(home / "app-output.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.app", "--no-browser", *(args or [])],
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "dim_actors.app", "--no-browser",
+                                      *(args or [])],
                                      cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
         self.base = self.runtime["uiUrl"].split("/?")[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -66,6 +67,20 @@ def test_a_socket_closed_mid_frame_reconnects(dim_home, bad_gateway):
 # --- fields the connection itself reads: a wrong type is a bad frame, never the end of the socket thread
 
 
+@contextlib.contextmanager
+def app_against(dim_home, **gateway: object):
+    """A MisbehavingGateway(**gateway) and dim-desktop connecting to it; both stopped afterwards."""
+    gw = MisbehavingGateway(**gateway).start()
+    try:
+        app = App(dim_home, ["--gateway", gw.url])
+        try:
+            yield gw, app
+        finally:
+            app.stop()
+    finally:
+        gw.stop()
+
+
 def a_turn(sid: str, turn_id: str, first_seq: int, parts: list[str], **started: object) -> list[dict]:
     """The frames of one turn, as the gateway streams them."""
     frames: list[dict] = [{"type": "turn_started", "sessionId": sid, "turnId": turn_id, "seq": first_seq, "ts": 1,
@@ -105,12 +120,10 @@ def still_up(app: App, gw: MisbehavingGateway, connections: int = 1) -> dict:
 
 @pytest.mark.parametrize("retry_after", [None, "soon"])
 def test_auth_rate_limited_with_an_unusable_retry_after_waits_a_default_and_connects(dim_home, retry_after):
-    gw = MisbehavingGateway(handshakes=[[
+    with app_against(dim_home, handshakes=[[
         {"type": "welcome", "protocolVersion": 1, "requiresAuth": True}, "AWAIT",
         {"type": "error", "code": "AUTH_RATE_LIMITED", "message": "slow down", "retryAfterMs": retry_after},
-    ]]).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    ]]) as (gw, app):
         events = app.events()
         app.wait_connected()
         state = events.wait_for(lambda fs: next((f["payload"] for f in fs if f["event"] == "connection-state"
@@ -122,9 +135,6 @@ def test_auth_rate_limited_with_an_unusable_retry_after_waits_a_default_and_conn
         for frame in a_turn("s1", "t1", 1, ["after ", "the wait"]):
             gw.send(frame)
         wait_complete(app, "s1", "t1", "after the wait")
-    finally:
-        app.stop()
-        gw.stop()
 
 
 @pytest.mark.parametrize("page", ["events not a list", "one bad event"])
@@ -143,9 +153,7 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
             return [{"type": "event_list", "sessionId": "s1", "events": events_field, "hasMore": False}]
         return []
 
-    gw = MisbehavingGateway(respond=respond).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         app.invoke("join_session", sessionId="s1")
         wait_until(lambda: app.status()["connection"]["badFrames"] >= 1, 20, what="the bad page to be reported")
@@ -157,9 +165,6 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
         wait_complete(app, "s1", "t2", "live again")
         still_up(app, gw)
         assert sum(m["type"] == "get_events" for m in gw.received) == 1  # one page asked for, once
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim_home):
@@ -173,9 +178,7 @@ def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim
         sent.append(msg)
         return a_turn("s1", f"t{len(sent)}", 1 + 10 * len(sent), ["plain ", "v1"])
 
-    gw = MisbehavingGateway(respond=respond).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         answer = app.invoke("run_turn", sessionId="s1", text="go")
         assert answer["type"] == "turn_started" and answer["turnId"] == "t1" and "clientTurnId" not in answer
@@ -183,9 +186,6 @@ def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim
         wait_complete(app, "s1", "t1", "plain v1")
         assert app.invoke("run_turn", sessionId="s1", text="again")["turnId"] == "t2"
         assert still_up(app, gw)["badFrames"] == 0
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_still_shows(dim_home):
@@ -196,9 +196,7 @@ def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_
     def respond(msg: dict) -> list[object]:
         return a_turn("s1", "t1", 1, ["odd ", "id"], clientTurnId=12345) if msg["type"] == "run_turn" else []
 
-    gw = MisbehavingGateway(respond=respond).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         with pytest.raises(InvokeError) as e:
             app.invoke("run_turn", sessionId="s1", text="go")
@@ -209,9 +207,6 @@ def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_
         for frame in a_turn("s1", "t2", 5, ["still ", "reading"]):
             gw.send(frame)
         wait_complete(app, "s1", "t2", "still reading")
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_the_outbox_goes_on(dim_home):
@@ -229,9 +224,7 @@ def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_t
             return a_turn("s1", "t2", 1, ["second ", "turn"], clientTurnId=msg["clientTurnId"])
         return []
 
-    gw = MisbehavingGateway(respond=respond).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         app.invoke("gateway_disconnect")
         wait_until(lambda: app.invoke("get_state")["connection"]["state"] == "offline", what="offline")
@@ -245,17 +238,12 @@ def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_t
         wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
         assert [r["text"] for r in runs] == ["first", "second"]
         assert still_up(app, gw, connections=2)["badFrames"] >= 1
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_another_protocol_version_is_a_clear_offline_state_without_retries(dim_home):
-    gw = MisbehavingGateway(handshakes=[[
+    with app_against(dim_home, handshakes=[[
         {"type": "welcome", "protocolVersion": 2, "requiresAuth": False}, CONNECTED, AUTHENTICATED,
-    ]]).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    ]]) as (gw, app):
         conn = wait_until(lambda: (c := app.invoke("get_state")["connection"])["state"] == "offline"
                           and c["detail"] and c, 20, what="the version mismatch")
         assert conn["detail"] == "gateway speaks protocol v2, this client speaks 1"
@@ -267,9 +255,6 @@ def test_another_protocol_version_is_a_clear_offline_state_without_retries(dim_h
         app.invoke("gateway_connect", url=gw.url)
         app.wait_connected()
         assert gw.connections == 2
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -300,12 +285,10 @@ def test_an_oversized_frame_is_skipped_unread_and_the_connection_stays_up(dim_ho
 
 
 def test_dimctl_status_shows_how_long_until_the_next_attempt(dim_home):
-    gw = MisbehavingGateway(handshakes=[[
+    with app_against(dim_home, handshakes=[[
         {"type": "welcome", "protocolVersion": 1, "requiresAuth": True}, "AWAIT",
         {"type": "error", "code": "AUTH_RATE_LIMITED", "message": "slow down", "retryAfterMs": 60000},
-    ]]).start()
-    app = App(dim_home, ["--gateway", gw.url])
-    try:
+    ]]) as (gw, app):
         row = wait_until(lambda: (r := app.status()["connection"])["connection"] == "reconnecting" and r, 20,
                          what="the reconnecting state in dimctl status")
         assert row["retryInMs"] == 60000 and "AUTH_RATE_LIMITED" in row["detail"]  # the gateway's wait, honoured
@@ -313,9 +296,6 @@ def test_dimctl_status_shows_how_long_until_the_next_attempt(dim_home):
         app.wait_connected()
         row = app.status()["connection"]
         assert row["connection"] == "connected" and row["retryInMs"] is None
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_a_fragmented_message_over_the_limit_is_skipped_and_one_under_it_arrives_whole(dim_home, bad_gateway):

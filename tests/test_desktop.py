@@ -568,26 +568,33 @@ class FakeSystemTray:
         self.thread.join(5)
 
 
-def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, xvfb, xprobe):
+@pytest.fixture
+def tray_app(dim_home: Path, xvfb):
+    """A docking system tray on the Xvfb screen, then dim-desktop with its window there."""
     why = _window_support(xvfb)
     if why:
         pytest.skip(f"no native window here: {why}")
     tray = FakeSystemTray(xvfb)
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
     try:
-        wait_until(lambda: xprobe.mapped("Diminuendo"), 40, interval=0.1, what="the window to be mapped")
-        wait_until(lambda: tray.docked, 15, what="the tray icon to dock")
-        assert "tray icon shown (xorg" in app_log(dim_home)
-        assert xprobe.close_window("Diminuendo") == 1
-        wait_until(lambda: not xprobe.mapped("Diminuendo"), 15, interval=0.1, what="the window to hide")
-        tray.click()
-        wait_until(lambda: xprobe.mapped("Diminuendo"), 15, interval=0.1, what="a click on the tray icon to bring the window back")
-        out = app.dimctl("stop")
-        assert out.returncode == 0, out.stderr
-        assert app.proc.wait(timeout=40) == 0
+        yield tray, app
     finally:
         app.stop()
         tray.stop()
+
+
+def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, tray_app, xprobe):
+    tray, app = tray_app
+    wait_until(lambda: xprobe.mapped("Diminuendo"), 40, interval=0.1, what="the window to be mapped")
+    wait_until(lambda: tray.docked, 15, what="the tray icon to dock")
+    assert "tray icon shown (xorg" in app_log(dim_home)
+    assert xprobe.close_window("Diminuendo") == 1
+    wait_until(lambda: not xprobe.mapped("Diminuendo"), 15, interval=0.1, what="the window to hide")
+    tray.click()
+    wait_until(lambda: xprobe.mapped("Diminuendo"), 15, interval=0.1, what="a click on the tray icon to bring the window back")
+    out = app.dimctl("stop")
+    assert out.returncode == 0, out.stderr
+    assert app.proc.wait(timeout=40) == 0
 
 
 def _menu(xprobe: XProbe) -> tuple[list[str], tuple[int, int]] | None:
@@ -608,60 +615,52 @@ def _menu(xprobe: XProbe) -> tuple[list[str], tuple[int, int]] | None:
 
 
 def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(dim_home: Path, tmp_path: Path,
-                                                                                 xvfb, xprobe):
+                                                                                 tray_app, xprobe):
     from dim_actors.desktop.tray import COLOURS
     from dim_actors.desktop.xmenu import ITEM_HEIGHT
 
-    why = _window_support(xvfb)
-    if why:
-        pytest.skip(f"no native window here: {why}")
-    tray = FakeSystemTray(xvfb)
-    app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
-    try:
-        app.wait_connected()
-        wait_until(lambda: tray.docked, 30, what="the tray icon to dock")
-        assert "its own X11 menu on a right click" in app_log(dim_home)
-        # The dot at the icon's lower right has the connection state's colour (64 px scaled to 48,
-        # so compare with the nearest of the state colours, not exactly).
-        def shows() -> str:
-            r, g, b = tray.icon_pixel(37, 37)
-            return min(COLOURS, key=lambda k: sum((u - v) ** 2 for u, v in zip(COLOURS[k], (r, g, b))))
+    tray, app = tray_app
+    app.wait_connected()
+    wait_until(lambda: tray.docked, 30, what="the tray icon to dock")
+    assert "its own X11 menu on a right click" in app_log(dim_home)
+    # The dot at the icon's lower right has the connection state's colour (64 px scaled to 48,
+    # so compare with the nearest of the state colours, not exactly).
+    def shows() -> str:
+        r, g, b = tray.icon_pixel(37, 37)
+        return min(COLOURS, key=lambda k: sum((u - v) ** 2 for u, v in zip(COLOURS[k], (r, g, b))))
 
-        wait_until(lambda: shows() == "connected", 10, what=f"the connected colour ({tray.icon_pixel(37, 37)})")
-        app.invoke("gateway_disconnect")
-        wait_until(lambda: shows() == "offline", 10, what="the offline colour")
-        app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
-        wait_until(lambda: shows() == "connected", 10, what="the colour to come back")
+    wait_until(lambda: shows() == "connected", 10, what=f"the connected colour ({tray.icon_pixel(37, 37)})")
+    app.invoke("gateway_disconnect")
+    wait_until(lambda: shows() == "offline", 10, what="the offline colour")
+    app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
+    wait_until(lambda: shows() == "connected", 10, what="the colour to come back")
 
-        def pick(label: str) -> None:
-            tray.click(button=3)
-            items, (x, y) = wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the tray menu")
-            tray.click(x + 20, y + items.index(label) * ITEM_HEIGHT + ITEM_HEIGHT // 2)
-            wait_until(lambda: _menu(xprobe) is None, 10, interval=0.1, what="the menu to close")
-
-        sid = app.invoke("create_session", agentType="coding-agent", name="tray sync")["session"]["id"]
-        app.invoke("start_sync", sessionId=sid, localDir=str(tmp_path / "synced"))
-        state = lambda: app.invoke("sync_status", sessionId=sid)["state"]  # noqa: E731
-        wait_until(lambda: state() == "active", 15, what="sync to start")
-        pick("Pause sync")
-        wait_until(lambda: state() == "paused", 10, what="the tray's Pause to pause sync")
-        assert app.invoke("sync_status", sessionId=sid)["error"] == "paused by the user"
+    def pick(label: str) -> None:
         tray.click(button=3)
-        items, (x, y) = wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the tray menu again")
-        assert items == ["Open Diminuendo", "Resume sync", "Quit"]
-        tray.click(x + 20, y + items.index("Resume sync") * ITEM_HEIGHT + ITEM_HEIGHT // 2)
-        wait_until(lambda: state() == "active", 10, what="the tray's Resume to resume sync")
+        items, (x, y) = wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the tray menu")
+        tray.click(x + 20, y + items.index(label) * ITEM_HEIGHT + ITEM_HEIGHT // 2)
+        wait_until(lambda: _menu(xprobe) is None, 10, interval=0.1, what="the menu to close")
 
-        # A click outside the menu dismisses it and does nothing.
-        tray.click(button=3)
-        wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the menu")
-        tray.click(900, 700)
-        wait_until(lambda: _menu(xprobe) is None, 10, interval=0.1, what="the menu to be dismissed")
-        assert app.proc.poll() is None
+    sid = app.invoke("create_session", agentType="coding-agent", name="tray sync")["session"]["id"]
+    app.invoke("start_sync", sessionId=sid, localDir=str(tmp_path / "synced"))
+    state = lambda: app.invoke("sync_status", sessionId=sid)["state"]  # noqa: E731
+    wait_until(lambda: state() == "active", 15, what="sync to start")
+    pick("Pause sync")
+    wait_until(lambda: state() == "paused", 10, what="the tray's Pause to pause sync")
+    assert app.invoke("sync_status", sessionId=sid)["error"] == "paused by the user"
+    tray.click(button=3)
+    items, (x, y) = wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the tray menu again")
+    assert items == ["Open Diminuendo", "Resume sync", "Quit"]
+    tray.click(x + 20, y + items.index("Resume sync") * ITEM_HEIGHT + ITEM_HEIGHT // 2)
+    wait_until(lambda: state() == "active", 10, what="the tray's Resume to resume sync")
 
-        pick("Quit")
-        assert app.proc.wait(timeout=40) == 0
-        assert "Quit from the tray" in app_log(dim_home)
-    finally:
-        app.stop()
-        tray.stop()
+    # A click outside the menu dismisses it and does nothing.
+    tray.click(button=3)
+    wait_until(lambda: _menu(xprobe), 10, interval=0.1, what="the menu")
+    tray.click(900, 700)
+    wait_until(lambda: _menu(xprobe) is None, 10, interval=0.1, what="the menu to be dismissed")
+    assert app.proc.poll() is None
+
+    pick("Quit")
+    assert app.proc.wait(timeout=40) == 0
+    assert "Quit from the tray" in app_log(dim_home)

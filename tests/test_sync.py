@@ -677,23 +677,12 @@ def _userns_watch_limit_works() -> bool:
     return r.returncode == 0
 
 
-class LimitedApp(App):
+def limited_app(home: Path, args: list[str], watches: int) -> App:
     """dim-desktop in a user namespace of its own whose inotify watch limit is `watches`. The limit
     is per user namespace (/proc/sys/user/max_inotify_watches, checked at every level up to the
     machine's fs.inotify.max_user_watches), so lowering it there leaves every other process alone."""
-
-    def __init__(self, home: Path, args: list[str], watches: int):
-        self.home = home
-        self.env = {**os.environ, "DIM_HOME": str(home)}
-        self.env.pop("DIM_TOKEN", None)
-        self.log = open(home / "app-output.log", "ab")
-        script = f'echo {watches} > /proc/sys/user/max_inotify_watches && exec "$@"'
-        self.proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh",
-                                      sys.executable, "-m", "dim_actors.app", "--no-browser", *args],
-                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
-        self.base = self.runtime["uiUrl"].split("/?")[0]
-        self.token = self.runtime["token"]
+    script = f'echo {watches} > /proc/sys/user/max_inotify_watches && exec "$@"'
+    return App(home, args, prefix=["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh"])
 
 
 @pytest.mark.skipif(not _userns_watch_limit_works(),
@@ -706,7 +695,7 @@ def test_folders_past_the_inotify_watch_limit_are_polled_and_reported(gw, tmp_pa
     for name in ("a", "b", "c", "d", "e/f"):
         (folder / "mine" / name).mkdir(parents=True)
     # 4 watches: the root and 3 of the 7 folders below it (watchdog says nothing about the rest)
-    app = LimitedApp(home, ["--gateway", gw.url], watches=4)
+    app = limited_app(home, ["--gateway", gw.url], watches=4)
     try:
         app.wait_connected()
         sid = new_session(app)
