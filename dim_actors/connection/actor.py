@@ -54,6 +54,7 @@ class ConnectionMemory:
     token: str | None = None
     resume: dict[str, int] = field(default_factory=dict)
     state: ConnectionState = field(default_factory=lambda: ConnectionState(state="offline"))
+    state_at: float = 0.0  # monotonic time `state` arrived: retryInMs counts down from it
     restarts_reconnects: int = 0
     bad_frames: int = 0
 
@@ -93,8 +94,15 @@ class ConnectionActor(DimActor):
         return {"pid": self.process.pid, "connection": st.state, "url": st.url,
                 "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames,
                 # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
-                "retryInMs": st.retryInMs if st.state == "reconnecting" else None, "detail": st.detail,
+                "retryInMs": self._retry_in_ms(), "detail": st.detail,
                 "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns}
+
+    def _retry_in_ms(self) -> int | None:
+        """How long until the next attempt now, not when the state was reported."""
+        st = self.memory.state
+        if st.state != "reconnecting" or st.retryInMs is None:
+            return None
+        return max(0, st.retryInMs - int((time.monotonic() - self.memory.state_at) * 1000))
 
     def _down(self, msg: Msg) -> None:
         self.pipe.send_bytes(encode_down(msg))
@@ -147,6 +155,7 @@ class ConnectionActor(DimActor):
                     to_router.append(item)
                 elif isinstance(item, ConnectionState):
                     self.memory.state = item
+                    self.memory.state_at = time.monotonic()
                     to_router.append(item)
                 elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged)):
                     if isinstance(item, BadFrame):

@@ -17,8 +17,8 @@ import hashlib
 import logging
 import os
 import queue
-import random
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -28,6 +28,7 @@ import msgspec
 import websocket
 
 from dim_actors.connection.fastws import BufferedWebSocket
+from dim_actors.connection.backoff import Backoff
 from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.uplink import Uplink
 from dim_actors.messages import (
@@ -83,7 +84,8 @@ class Link:
         self.ready: list[ContentItem] = []
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
         self.state = ""
-        self.attempt = 0
+        # The same full-jitter schedule as the event socket's, shorter: a sync link is cheap to retry.
+        self.backoff = Backoff(base_s=0.2, cap_s=5.0)
         self.reader = threading.Thread(target=self._run_reader, name=f"replication-{self.sid[:8]}", daemon=True)
         self.sender = threading.Thread(target=self._run_sender, name=f"replication-out-{self.sid[:8]}", daemon=True)
 
@@ -150,9 +152,9 @@ class Link:
                 self._flush_notes(None)
             if self.stopped.is_set():
                 break
-            self.attempt += 1
+            backoff = self.backoff.next_delay(time.monotonic())
             if delay is None:
-                delay = random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2 ** min(self.attempt, 6))
+                delay = backoff
                 self._report("retrying", detail)
             self.wake.wait(delay)
             self.wake.clear()
@@ -173,7 +175,7 @@ class Link:
             self._send(wire.ContentFetchRequest(contentHash=h))
         self.connected.set()
         self.outq.put("connected")  # wakes the sender for what waited
-        self.attempt = 0
+        self.backoff.reset()
         self._report("connected")
         while not self.stopped.is_set():
             opcode, data = ws.recv_data()
