@@ -168,6 +168,7 @@ class GatewayConnection:
         self.uplink = uplink
         self.sender = Sender(rate_limit, rate_window_s)
         self.internal: dict[int, str] = {}  # our own catch-up requests in flight -> sessionId
+        self.catchup_after: dict[str, int] = {}  # sessionId -> the seq its catch-up asked after
         self.internal_ids = INTERNAL_IDS
         self.outbox = outbox
         # The outbox sends one item at a time, in order. A session whose turn is running (one we
@@ -534,6 +535,7 @@ class GatewayConnection:
         """Ask for a session's events after `after`; registered so its answer (or error) is ours."""
         # Big pages: a long session is caught up in few requests, well inside the rate limit.
         frame = protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after, "limit": 5000})
+        self.catchup_after[sid] = after
         with self.lock:
             self.internal_ids -= 1
             self.internal[self.internal_ids] = sid
@@ -656,8 +658,13 @@ class GatewayConnection:
             last = head.seq if head.seq is not None else last
             self._deliver(ev, head, None, replay)
         if more and self.ws is not None and last is not None:
-            self._catch_up(self.ws, sid, last)
-            return
+            if last > self.catchup_after.get(sid, -1):
+                self._catch_up(self.ws, sid, last)
+                return
+            # "More" but nothing past what we asked after: asking again would get the same page.
+            self._bad_frame(f"a catch-up page of session {sid} says hasMore but brings nothing after seq "
+                            f"{self.catchup_after.get(sid)}: the catch-up ends here", data)
+        self.catchup_after.pop(sid, None)
         # Done (or a page we cannot page on from): live events held back go out now, in order.
         self.replay_all.discard(sid)
         for ev, head, reply_to in self.catching_up.pop(sid, []):
