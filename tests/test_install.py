@@ -108,3 +108,46 @@ def test_the_installed_dim_desktop_runs_and_serves_its_page(installed: Path, tmp
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=40)
         log.close()
+
+
+CHECK_IMPORTS = r"""
+import ast, importlib.metadata as md, json, pathlib, re, sys
+pkg = pathlib.Path(sys.argv[1])
+imported = set()
+for f in pkg.rglob("*.py"):
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+third_party = sorted(m for m in imported if m not in sys.stdlib_module_names and m != "dim_actors")
+dists = md.packages_distributions()
+declared = {}
+for req in md.requires("dim-desktop") or []:
+    name = re.split(r"[\s<>=!~;\[]", req, 1)[0].lower().replace("_", "-")
+    extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)", req)
+    declared[name] = extra.group(1) if extra else None
+print(json.dumps({m: [[d.lower().replace("_", "-"), declared.get(d.lower().replace("_", "-"), "MISSING")]
+                      for d in dists.get(m, ["?"])] for m in third_party}))
+"""
+
+# Imported only inside functions that first check they are there (the desktop extra's own deps).
+OPTIONAL_AT_RUNTIME = {"desktop"}
+
+
+def test_every_third_party_import_of_the_package_is_a_declared_dependency(installed: Path):
+    """The install borrows this environment's packages, so a dependency missing from setup.cfg would
+    still import here: check each third-party module the installed package imports against what
+    the installed dim-desktop declares (install_requires, or an extra)."""
+    pkg = Path(subprocess.run([str(installed / "bin" / "python"), "-c",
+                               "import dim_actors, os; print(os.path.dirname(dim_actors.__file__))"],
+                              check=True, capture_output=True, text=True, cwd=installed).stdout.strip())
+    r = subprocess.run([str(installed / "bin" / "python"), "-c", CHECK_IMPORTS, str(pkg)], capture_output=True,
+                       text=True, timeout=60, cwd=installed)
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)
+    assert {"pykka", "websocket", "watchdog", "msgspec", "websockets", "aiohttp", "platformdirs"} <= set(found)
+    undeclared = {m: d for m, d in found.items() if not any(extra != "MISSING" for _, extra in d)}
+    assert not undeclared, f"imported but not declared in setup.cfg: {undeclared}"
+    extras = {m: {extra for _, extra in d} for m, d in found.items()}
+    assert all(e <= {None} | OPTIONAL_AT_RUNTIME for e in extras.values()), extras
