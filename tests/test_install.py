@@ -24,8 +24,8 @@ SOURCES = ["dim_actors", "ui", "setup.py", "setup.cfg", "pyproject.toml", "READM
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh venv with dim-desktop installed from a copy of the sources (so the checkout is not
-    written to). Its dependencies come from this test run's environment through a .pth file, so
-    the install itself needs nothing but the build backend."""
+    written to). Its dependencies come from this test run's environment through a .pth file, and
+    so does the build backend (no build isolation): the install downloads nothing."""
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     src.mkdir()
@@ -43,7 +43,8 @@ def installed(tmp_path_factory) -> Path:
     # After the venv's own site-packages: this environment's (pykka, msgspec, aiohttp, ...). A plain
     # path line does not run the .pth files there, so the checkout's editable install stays out.
     Path(purelib, "zz-test-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    r = subprocess.run([py, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--quiet", str(src)],
+    r = subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                        "--disable-pip-version-check", "--quiet", str(src)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     return venv
