@@ -14,25 +14,36 @@
   set failed to suppress it) is counted per session as echoesLeaked (sync_status stats).
 * Failures watchdog keeps quiet about are detected and answered with a full rescan, and reported to
   the journal (WatcherIncident): a dead observer or emitter thread (restarted), an inotify queue
-  overflow (watchdog logs it), folders that are not watched (watchdog 7 swallows a failed watch on a
-  subfolder, which is what the inotify watch limit does: after every scheduling, and for every new
-  folder, each folder of the tree is looked up in the kernel's list of the observer's watches in
-  /proc/self/fdinfo; when some are missing the folder is polled, and watched again every
-  RETRY_WATCH_S in case the limit was raised).
+  overflow (an EventsLostEvent from watchdog >= 7.1.1, only a log line before: _OverflowSpotter),
+  folders that are not watched.
+* The inotify watch limit (fs.inotify.max_user_watches) shows in one of two ways, depending on the
+  watchdog version and on which watch fails: scheduling raises OSError(ENOSPC) (a failed root
+  watch; from 7.1.1 any failed watch while the tree is first walked, which then leaves no watch at
+  all), or a subfolder's failed watch is swallowed (7.1.0 always; 7.1.1 once the tree is watched:
+  new folders, the rebuild after an overflow).
+  For the second, after every scheduling (and overflow), and for every new folder, each folder of
+  the tree is looked up in the kernel's list of the observer's watches in /proc/self/fdinfo. Either
+  way the folder is polled (rescanned every POLL_S), a watch_limit incident carries the same
+  warning (unwatched_warning: what happened, and the sysctl that fixes it), and the tree is
+  scheduled again every RETRY_WATCH_S in case the limit was raised.
 * The folders and the stat cache live in ctx.extra, so a restarted watcher rescans what it watched.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib.metadata
 import logging
 import os
 import stat
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Callable
 
+import watchdog.events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -58,8 +69,19 @@ MAX_WAIT_S = 2.0
 ABSENT_CONFIRM_S = 0.15
 POLL_S = 2.0
 RETRY_WATCH_S = 30.0  # while polling for want of watches: schedule again this often (the limit may be raised)
+DISCARD_S = 2.0  # a failed observer is stopped this long after its failure (start_observer)
 BATCH = 2000  # paths per FsEvent / LocalChanges
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
+try:
+    WATCHDOG_VERSION = importlib.metadata.version("watchdog")  # named in warnings about its internals
+except importlib.metadata.PackageNotFoundError:
+    WATCHDOG_VERSION = "?"
+# watchdog >= 7.1.1 tells of an inotify queue overflow with an event to the handler; before, only
+# with the log lines below, which _OverflowSpotter watches for (tests/test_watchdog_contract.py
+# checks that the installed watchdog still gives the signal relied on).
+EVENTS_LOST: str | None = getattr(watchdog.events, "EVENT_TYPE_EVENTS_LOST", None)
+OVERFLOW_LOG_LINES = ("Inotify queue overflowed", "Unable to rebuild recursive inotify watches")
+WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
 def _faults() -> dict[str, str]:
@@ -85,29 +107,38 @@ def file_hash(path: Path | str) -> str | None:
     return h.hexdigest()
 
 
-def inotify_watches(fd: int | None) -> set[tuple[int, int]] | None:
-    """(device, inode) of every watch of inotify instance `fd` of this process (of every instance
-    when fd is None), from /proc/self/fdinfo; None where that cannot be read (not Linux)."""
-    if not HAVE_FDINFO:
-        return None
+def _fdinfo_watches(fd: int | str) -> set[tuple[int, int]] | None:
+    """(device, inode) of every watch of inotify instance `fd` of this process; None if unreadable."""
     try:
-        fds = [str(fd)] if fd is not None else os.listdir("/proc/self/fdinfo")
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            text = f.read()
     except OSError:
         return None
     out: set[tuple[int, int]] = set()
-    for n in fds:
-        try:
-            with open(f"/proc/self/fdinfo/{n}") as f:
-                text = f.read()
-        except OSError:
-            if fd is not None:
-                return None
-            continue
-        for line in text.splitlines():
-            if line.startswith("inotify wd:"):
-                fields = dict(tok.split(":", 1) for tok in line.split()[1:] if ":" in tok)
-                out.add((int(fields["sdev"], 16), int(fields["ino"], 16)))
+    for line in text.splitlines():
+        if line.startswith("inotify wd:"):
+            fields = dict(tok.split(":", 1) for tok in line.split()[1:] if ":" in tok)
+            out.add((int(fields["sdev"], 16), int(fields["ino"], 16)))
     return out
+
+
+def inotify_watches(fd: int) -> set[tuple[int, int]] | None:
+    """(device, inode) of every watch of inotify instance `fd` of this process, from
+    /proc/self/fdinfo; None where that cannot be read (not Linux, or the fd is closed)."""
+    return _fdinfo_watches(fd) if HAVE_FDINFO else None
+
+
+def inotify_fd_watching(key: tuple[int, int], taken: Collection[int] = ()) -> int | None:
+    """The one inotify instance of this process, not among `taken`, with a watch on folder `key`;
+    None when there is none, or more than one (they cannot be told apart)."""
+    if not HAVE_FDINFO:
+        return None
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fdinfo")]
+    except OSError:
+        return None
+    found = [fd for fd in fds if fd not in taken and key in (_fdinfo_watches(fd) or ())]
+    return found[0] if len(found) == 1 else None
 
 
 def watch_key(st: os.stat_result) -> tuple[int, int]:
@@ -117,13 +148,89 @@ def watch_key(st: os.stat_result) -> tuple[int, int]:
 
 
 def observer_fd(observer: Any) -> int | None:
-    """The inotify instance of a watchdog 7 InotifyObserver (each observer has its own)."""
+    """The inotify instance of a watchdog 7 InotifyObserver (each observer has its own), once a
+    watch is scheduled. watchdog has no public way to it: this reads a private attribute, so a
+    watchdog that changes it gives None, and the caller falls back on inotify_fd_watching
+    (tests/test_watchdog_contract.py fails naming the watchdog version when that happens)."""
     fd = getattr(getattr(observer, "_inotify_fd", None), "_inotify_fd", None)
     return fd if isinstance(fd, int) else None
 
 
+def _discard(observer: Any) -> None:
+    try:
+        observer.stop()
+    except Exception:
+        log.exception("watcher: stopping a failed observer failed")
+
+
+def start_observer(root: str, handler: FileSystemEventHandler) -> tuple[Any, Any]:
+    """A started observer watching the tree at `root`, and its watch. Raises OSError when watchdog
+    cannot watch it (unwatched_warning says what that means to the user). A failed observer is
+    stopped DISCARD_S later, not at once: stopping watchdog's inotify reader before its thread has
+    begun reading leaves its inotify instance open (watchdog 7.1.1), and each one left open counts
+    against the user's fs.inotify.max_user_instances, retry after retry."""
+    observer = Observer()
+    try:
+        watch = observer.schedule(handler, root, recursive=True)
+        observer.start()
+    except BaseException:
+        timer = threading.Timer(DISCARD_S, _discard, (observer,))
+        timer.daemon = True
+        timer.start()
+        raise
+    return observer, watch
+
+
+def inotify_limit(name: str) -> int | None:
+    """The limit in force for this process: fs.inotify.max_user_`name` ("watches", "instances"), or
+    the lower one of the user namespace it runs in (a container, a sandbox); None if unreadable."""
+    values = []
+    for path in (f"/proc/sys/fs/inotify/max_user_{name}", f"/proc/sys/user/max_inotify_{name}"):
+        try:
+            values.append(int(Path(path).read_text()))
+        except (OSError, ValueError):
+            continue
+    return min(values, default=None)
+
+
+def unwatched_warning(root: Path | str, error: OSError | None = None, folders: Collection[str] = (),
+                      limit: int | None = None) -> str:
+    """sync_status.warning for a sync folder that is not (wholly) watched, in the user's words: what
+    happened, what it means, what to do. `error`: watchdog could not watch the tree at all (from
+    7.1.1 that is also what a subfolder's failed watch does); else `folders` (paths relative to the
+    root, "" the root) were found without a watch, which watchdog does not tell. `limit`: the
+    current value of the limit concerned (inotify_limit), so the fix suggested is above it."""
+    sysctl = None
+    if error is None:
+        names = sorted(r or "." for r in folders)
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        n = len(names)
+        what = f"{n} folder{'s' if n != 1 else ''} of {root} could not be watched for changes ({listed})"
+        cause, sysctl = "the inotify watch limit (fs.inotify.max_user_watches) is most likely reached", "watches"
+    elif error.errno == errno.ENOSPC:
+        what = f"{root} could not be watched for changes"
+        cause, sysctl = "the inotify watch limit (fs.inotify.max_user_watches) is reached", "watches"
+    elif error.errno == errno.EMFILE:
+        what = f"{root} could not be watched for changes"
+        cause = "the inotify instance limit (fs.inotify.max_user_instances) or the open-file limit is reached"
+        sysctl = "instances"
+    else:
+        what = f"{root} could not be watched for changes"
+        cause = f"{error.strerror or error}"
+    text = (f"{what}: {cause}. Changes there are picked up by a rescan every {POLL_S:g} s instead, and "
+            f"watching is tried again every {RETRY_WATCH_S:g} s.")
+    if sysctl:
+        usual = 524288 if sysctl == "watches" else 1024
+        now = f" (now {limit})" if limit is not None else ""
+        text += (f" To fix it, raise the limit{now}: sudo sysctl fs.inotify.max_user_{sysctl}="
+                 f"{max(usual, 2 * (limit or 0))} (and the same setting in a file in /etc/sysctl.d/ to keep "
+                 "it after a reboot).")
+    return text
+
+
 class _OverflowSpotter(logging.Handler):
-    """watchdog's only sign of an inotify queue overflow (or a failed re-watch) is a log line."""
+    """Before watchdog 7.1.1 its only sign of an inotify queue overflow (or of a failed re-watch
+    after one) is a log line (OVERFLOW_LOG_LINES), which names no sync folder."""
 
     def __init__(self, flag: Callable[[str], None]):
         super().__init__(logging.WARNING)
@@ -131,7 +238,7 @@ class _OverflowSpotter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
-        if "overflow" in msg.lower() or "Unable to rebuild" in msg:
+        if msg.startswith(OVERFLOW_LOG_LINES):
             self.flag(msg)
 
 
@@ -230,6 +337,10 @@ class _Handler(FileSystemEventHandler):
         kind = event.event_type
         if kind in ("opened", "closed_no_write"):
             return
+        if kind == EVENTS_LOST:  # watchdog has re-watched the tree already; what changed meanwhile is unknown
+            self.incident(self.folder.sid, "overflow",
+                          f"the inotify queue overflowed: events under {self.folder.root} were lost; rescanning")
+            return
         src = self._rel(event.src_path)
         dest = self._rel(event.dest_path) if getattr(event, "dest_path", "") else None
         f = self.faults
@@ -239,8 +350,11 @@ class _Handler(FileSystemEventHandler):
                 raise RuntimeError(f"injected handler fault on {name}")
             if f.get("overflow") and f["overflow"] in name and time.monotonic() > self.drop_until:
                 self.drop_until = time.monotonic() + 0.5  # events are lost, as in a real overflow
-                logging.getLogger("watchdog.observers.inotify_c").warning(
-                    "Inotify queue overflowed; filesystem events were lost (injected)")
+                if EVENTS_LOST:  # the signal the installed watchdog gives
+                    self._on(watchdog.events.EventsLostEvent(self.folder.root_str, is_directory=True))
+                else:
+                    logging.getLogger(WATCHDOG_LOGGERS[0]).warning(
+                        "Inotify queue overflowed; filesystem events were lost (injected)")
             if time.monotonic() < self.drop_until:
                 return
         sid = self.folder.sid
@@ -272,6 +386,8 @@ class Folder:
         self.watch: Any = None
         self.fd: int | None = None  # the observer's inotify instance
         self.polling = False  # not every folder is watched: the tree is rescanned every POLL_S
+        self.unwatched: str | None = None  # while polling: "tree" (watchdog raised) or "part" (found unwatched)
+        self.unchecked = False  # its observer's inotify instance is unknown: unwatched folders go unnoticed
         self.root_gone = False
         self.absent_once: set[str] = set()
         self.last_poll = time.monotonic()
@@ -299,14 +415,18 @@ class Watcher(DimActor):
         self.changes = 0
         self.incidents = 0
         self.faults = _faults()
-        self.overflowed: list[str] = []
+        # (sid, what) from watchdog's threads, read on the next tick: an incident of that folder,
+        # or (None, log line) an overflow spotted in watchdog's log, which names no folder
+        self.overflowed: list[tuple[str | None, str]] = []
+        self.fd_fallback_logged = False
         self.scanning = False  # in a full scan: its listing is every file's state, not changes
         # sync_extra_ignore: on top of every folder's .gitignore files (docs/sync.md §4)
         self.extra_ignore = list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
         self.debouncer = Debouncer(lambda ev: self.ctx.send(self.ctx.name, ev))
         self.spotter = _OverflowSpotter(self._flag_overflow)
-        for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
-            logging.getLogger(name).addHandler(self.spotter)
+        if not EVENTS_LOST:
+            for name in WATCHDOG_LOGGERS:
+                logging.getLogger(name).addHandler(self.spotter)
         self.stop_ticks = threading.Event()
         threading.Thread(target=self._ticker, name="watcher-ticker", daemon=True).start()
         for sid, local_dir in list(self.wanted.items()):  # after a restart: watch and rescan again
@@ -315,7 +435,8 @@ class Watcher(DimActor):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "folders": len(self.folders), "changes": self.changes,
                 "incidents": self.incidents, "echoesSuppressed": self.echoes.suppressed,
-                "echoesLeaked": self.echoes.leaked, "polling": sum(f.polling for f in list(self.folders.values()))}
+                "echoesLeaked": self.echoes.leaked, "polling": sum(f.polling for f in list(self.folders.values())),
+                "unchecked": sum(f.unchecked for f in list(self.folders.values()))}
 
     def _ticker(self) -> None:
         ref = self.actor_ref
@@ -326,7 +447,7 @@ class Watcher(DimActor):
                 return
 
     def _flag_overflow(self, msg: str) -> None:
-        self.overflowed.append(msg)  # read on the next tick, in the actor
+        self.overflowed.append((None, msg))  # read on the next tick, in the actor
 
     def _incident(self, sid: str, incident: str, detail: str) -> None:
         """From any thread: tell the journal, and make the actor rescan on its next tick."""
@@ -337,7 +458,7 @@ class Watcher(DimActor):
             if f is not None:
                 f.root_gone = True
         else:
-            self.overflowed.append(f"{incident}:{sid}")
+            self.overflowed.append((sid, incident))
 
     # --- messages -------------------------------------------------------------------------------------
 
@@ -371,31 +492,59 @@ class Watcher(DimActor):
         self.full_scan(f)
 
     def _schedule(self, f: Folder) -> None:
-        """Watch the folder's tree with a new observer. Its watches are added in observer.start()
-        (watchdog's emitter walks the tree there); whether each folder got one is checked at the
-        next tick (_verify), since watchdog only raises when the root itself cannot be watched."""
-        observer = None
+        """Watch the folder's tree with a new observer. Whether watchdog got a watch on each folder is
+        checked at the next tick (_verify) where it does not raise (see the module's docstring)."""
         f.scheduled_at = time.monotonic()
         try:
-            observer = Observer()
-            f.watch = observer.schedule(_Handler(f, self.debouncer, self._incident), f.root_str, recursive=True)
-            observer.start()
-            f.observer, f.fd = observer, observer_fd(observer)
-            f.verify_all, f.suspects, f.whole_check = True, set(), False
+            f.observer, f.watch = start_observer(f.root_str, _Handler(f, self.debouncer, self._incident))
         except OSError as e:
-            # ENOSPC: the inotify watch limit (fs.inotify.max_user_watches); EMFILE: instance limit
             f.observer, f.fd = None, None
+            which = "instances" if e.errno == errno.EMFILE else "watches"
+            self._unwatched(f, "tree", unwatched_warning(f.root, error=e, limit=inotify_limit(which)))
+            return
+        f.fd = self._observer_fd(f)
+        f.verify_all, f.suspects, f.whole_check = True, set(), False
+
+    def _observer_fd(self, f: Folder) -> int | None:
+        """The inotify instance of the folder's observer, for _verify. Where watchdog's private
+        attribute is gone, it is found as the one instance with a watch on the root (an instance
+        watching the root for another sync folder's observer is ruled out); where that fails too,
+        the check is off for this folder, and the journal and the log say so."""
+        fd = observer_fd(f.observer)
+        if fd is not None or not HAVE_FDINFO:
+            f.unchecked = False
+            return fd
+        if not self.fd_fallback_logged:
+            self.fd_fallback_logged = True
+            log.warning("watcher: watchdog %s has no InotifyObserver._inotify_fd._inotify_fd; finding each "
+                        "observer's inotify instance by the watch on its root instead", WATCHDOG_VERSION)
+        try:
+            key = watch_key(os.stat(f.root_str))
+        except OSError:
+            return None  # the root is gone: the next tick says so
+        taken = {g.fd for g in self.folders.values() if g is not f and g.fd is not None}
+        fd = inotify_fd_watching(key, taken)
+        if fd is None and not f.unchecked:
+            detail = (f"the check for folders of {f.root} that watchdog {WATCHDOG_VERSION} could not watch (the "
+                      "inotify watch limit) is off: its inotify instance cannot be found. Changes in such folders "
+                      "would go unsynced until a full rescan (at the latest the next start of dim-desktop)")
+            log.warning("watcher: %s", detail)
             self.incidents += 1
-            if not f.polling:
-                self.ctx.send("journal", WatcherIncident(
-                    sessionId=f.sid, incident="watch_limit",
-                    detail=f"could not watch {f.root}: {e}; polling every {POLL_S:g} s instead"))
-            f.polling = True
-            try:
-                if observer is not None:
-                    observer.stop()
-            except Exception:
-                pass
+            self.ctx.send("journal", WatcherIncident(sessionId=f.sid, incident="watch_unchecked", detail=detail))
+        f.unchecked = fd is None
+        return fd
+
+    def _unwatched(self, f: Folder, scope: str, warning: str) -> bool:
+        """Some or all of the folder is not watched: poll it, and tell the journal (once per kind of
+        failure, not at every retry). Returns whether this is news."""
+        if f.polling and f.unwatched == scope:
+            return False
+        if not f.polling:
+            f.polling, f.last_poll = True, time.monotonic()
+        f.unwatched = scope
+        self.incidents += 1
+        self.ctx.send("journal", WatcherIncident(sessionId=f.sid, incident="watch_limit", detail=warning))
+        return True
 
     def _unwatch(self, sid: str) -> None:
         f = self.folders.pop(sid, None)
@@ -560,13 +709,22 @@ class Watcher(DimActor):
         rescan: set[str] = set()
         if self.overflowed:
             notes, self.overflowed = self.overflowed, []
-            for note in notes:
-                if note.startswith(("handler_error:", "observer_died:")):
-                    rescan.add(note.split(":", 1)[1])
-                else:  # an overflow names no session we can trust: rescan them all
-                    for sid in self.folders:
-                        rescan.add(sid)
-                        self.ctx.send("journal", WatcherIncident(sessionId=sid, incident="overflow", detail=note))
+            overflowed: dict[str, str] = {}
+            for sid, what in notes:
+                if sid is not None:
+                    rescan.add(sid)
+                    if what == "overflow":
+                        overflowed.setdefault(sid, "")  # the handler has reported it
+                else:  # an overflow in watchdog's log names no folder: rescan them all
+                    for other in self.folders:
+                        if other not in overflowed:
+                            overflowed[other] = what
+                            self.ctx.send("journal", WatcherIncident(sessionId=other, incident="overflow", detail=what))
+            for sid in overflowed:
+                f = self.folders.get(sid)
+                rescan.add(sid)
+                if f is not None and f.observer is not None:
+                    f.verify_all = True  # watchdog has re-watched the tree: maybe not every folder of it
         for sid, f in list(self.folders.items()):
             if f.root_gone:
                 continue
@@ -583,14 +741,15 @@ class Watcher(DimActor):
                     self._stop_observer(f)
                     self._schedule(f)
                     rescan.add(sid)
-            if f.polling and f.observer is not None and now - f.scheduled_at >= RETRY_WATCH_S:
-                self._stop_observer(f)  # frees its watches: the new one may get them all
+            if f.polling and now - f.scheduled_at >= RETRY_WATCH_S:
+                # the limit may have been raised; a partial observer goes first, to free its watches
+                # for the new one (each try takes what watches are left, so not more often than this)
+                if f.observer is not None:
+                    self._stop_observer(f)
                 self._schedule(f)
                 rescan.add(sid)
             if f.polling and now - f.last_poll >= POLL_S:
                 f.last_poll = now
-                if f.observer is None:
-                    self._schedule(f)  # the limit may have been raised meanwhile
                 rescan.add(sid)
             if f.observer is not None and (f.verify_all or f.verify_dirs or f.suspects) and self._verify(f):
                 rescan.add(sid)
@@ -611,10 +770,10 @@ class Watcher(DimActor):
         """Is every folder of the tree (after a scheduling) or every new one among the observer's
         watches? Ones that are not, twice in a row, mean the tree is polled from now on (returns
         True: rescan now, changes in them may have been missed). All of them again ends polling."""
-        watches = inotify_watches(f.fd)
+        watches = inotify_watches(f.fd) if f.fd is not None else None
         if watches is None:
             f.verify_all, f.verify_dirs, f.suspects = False, set(), set()
-            return False  # (not Linux, or not watchdog's inotify observer: the kernel's list cannot be read)
+            return False  # not Linux, or the observer's instance is unknown (_observer_fd has said so)
         roots = [""] if f.verify_all else sorted(f.verify_dirs)
         whole = f.verify_all or f.whole_check
         f.verify_all, f.verify_dirs = False, set()
@@ -630,20 +789,11 @@ class Watcher(DimActor):
         f.verify_dirs |= {found[k] for k in f.suspects}
         f.whole_check = whole and bool(f.suspects)
         if confirmed:
-            if f.polling:
-                return False  # known; still polling
-            f.polling = True  # keep the observer for the rest; the rescans cover the unwatched folders
-            f.last_poll = time.monotonic()
-            self.incidents += 1
-            names = ", ".join(sorted(r or "." for r in confirmed.values())[:5])
-            self.ctx.send("journal", WatcherIncident(
-                sessionId=f.sid, incident="watch_limit",
-                detail=f"{len(confirmed)} folder{'s' if len(confirmed) != 1 else ''} of {f.root} could not be "
-                       f"watched ({names}{', ...' if len(confirmed) > 5 else ''}): the inotify watch limit "
-                       f"(fs.inotify.max_user_watches) is likely reached; rescanning every {POLL_S:g} s"))
-            return True
+            # True: newly polled, rescan now; else known, and still polling
+            warning = unwatched_warning(f.root, folders=list(confirmed.values()), limit=inotify_limit("watches"))
+            return self._unwatched(f, "part", warning)
         if whole and not found and f.polling:
-            f.polling = False
+            f.polling, f.unwatched = False, None
             self.ctx.send("journal", WatcherIncident(
                 sessionId=f.sid, incident="watch_restored", detail=f"every folder of {f.root} is watched again"))
         return False
@@ -675,7 +825,7 @@ class Watcher(DimActor):
     def on_stop(self) -> None:
         self.stop_ticks.set()
         self.debouncer.stopped.set()
-        for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+        for name in WATCHDOG_LOGGERS:
             logging.getLogger(name).removeHandler(self.spotter)
         for sid in list(self.folders):
             self._unwatch(sid)
