@@ -17,6 +17,11 @@ nothing it only forwards; websocket-client's pure-Python UTF-8 check costs ~4x t
 before its payload is read, and an oversized frame (or a fragmented message growing past the
 bound) is read and thrown away in READ_AHEAD-sized chunks, never held whole, then reported by
 raising OversizedFrame. The stream stays in sync, so the caller can go on reading.
+
+All this leans on websocket-client internals no public API offers: `_recv` (what its frame parser
+reads through), `frame_buffer` (the parser's state and its header/length/payload steps) and
+`cont_frame` (a fragmented message so far). tests/test_library_contracts.py checks each against the
+installed version, over a real socket.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ one line in the log.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import threading
@@ -17,6 +18,8 @@ from typing import Any, Callable
 from dim_actors.desktop.window import INSTALL_HINT, has_display
 
 log = logging.getLogger("dim.desktop.tray")
+
+NO_CLICKS = "the tray icon takes no clicks (neither a left click to open the window nor a right click for its menu)"
 
 COLOURS = {"connected": (46, 157, 91), "connecting": (208, 138, 26), "reconnecting": (208, 138, 26),
            "auth_failed": (192, 57, 43), "offline": (128, 128, 128)}
@@ -71,6 +74,27 @@ def tray_support() -> str | None:
     return None
 
 
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown)"
+
+
+def _xorg_click_internals(icon: Any) -> tuple[Any, Any, dict] | str:
+    """The window, the X connection and the event type -> handler dict the event loop dispatches
+    through, all private to pystray's X11 backend (it has no public way to get clicks), or why not:
+    a pystray that changed them must cost the user clicks, not the tray (tests/test_library_contracts.py)."""
+    try:
+        window, display, handlers = icon._window, icon._display, icon._message_handlers
+    except AttributeError as e:
+        return f"pystray {_version('pystray')}'s X11 backend changed: {e}"
+    if not isinstance(handlers, dict):
+        return (f"pystray {_version('pystray')}'s X11 backend changed: "
+                f"Icon._message_handlers is a {type(handlers).__name__}, not a dict")
+    return window, display, handlers
+
+
 class Tray:
     def __init__(self, on_open: Callable[[], None], on_quit: Callable[[], None],
                  on_sync_paused: Callable[[bool], None], connection_state: Callable[[], str]):
@@ -83,6 +107,8 @@ class Tray:
         self.state = ""
         self.stopped = threading.Event()
         self.has_menu = False
+        self.x_menu: Any = None  # our own X11 menu, where pystray's backend has none
+        self.clicks_off = False  # pystray's X11 backend would not let us ask for clicks
 
     def start(self) -> bool:
         why = tray_support()
@@ -101,7 +127,6 @@ class Tray:
         self.state = self.connection_state() or "offline"
         self.icon = pystray.Icon("dim-desktop", icon_image(self.state), self._title(), menu)
         self.has_menu = bool(getattr(self.icon, "HAS_MENU", False))
-        self.x_menu = None
         self._accept_clicks()
         try:
             self.icon.run_detached()
@@ -112,27 +137,36 @@ class Tray:
         threading.Thread(target=self._watch, name="tray-state", daemon=True).start()
         log.info("tray icon shown (%s%s)", type(self.icon).__module__.rsplit(".", 1)[-1].lstrip("_"),
                  "" if self.has_menu else
-                 ", its own X11 menu on a right click" if self.x_menu else ", no menu: a click opens the window")
+                 ", its own X11 menu on a right click" if self.x_menu else
+                 ", no clicks" if self.clicks_off else ", no menu: a click opens the window")
         return True
 
     def _accept_clicks(self) -> None:
         """pystray's X11 backend handles ButtonPress but never asks the X server for it (its
         window's event mask lacks ButtonPressMask), so a click would never arrive: ask for it.
         It only knows the left button; a right click opens our menu."""
-        window = getattr(self.icon, "_window", None)
-        if window is None or type(self.icon).__module__ != "pystray._xorg":
+        if type(self.icon).__module__ != "pystray._xorg":
             return
+        internals = _xorg_click_internals(self.icon)
+        if isinstance(internals, str):
+            self.clicks_off = True
+            log.warning("%s: %s", NO_CLICKS, internals)
+            return
+        window, display, handlers = internals
         try:
             from Xlib import X
 
             from dim_actors.desktop.xmenu import XPopupMenu
 
             window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
-            self.icon._display.flush()
+            display.flush()
             self.x_menu = XPopupMenu()
-            self.icon._message_handlers[X.ButtonPress] = self._on_x_button
-        except Exception:
-            log.debug("could not ask for clicks on the tray icon", exc_info=True)
+            handlers[X.ButtonPress] = self._on_x_button
+        except Exception as e:
+            self.x_menu, self.clicks_off = None, True
+            log.warning("%s: asking X for them through pystray %s's X11 window failed: %s: %s",
+                        NO_CLICKS, _version("pystray"), type(e).__name__, e)
+            log.debug("asking X for clicks on the tray icon", exc_info=True)
 
     def menu_items(self) -> list[tuple[str, Callable[[], None]]]:
         return [("Open Diminuendo", lambda: self.on_open()),

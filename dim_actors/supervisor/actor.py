@@ -100,6 +100,8 @@ class DimActor(pykka.ThreadingActor):
     def _create_actor_inbox():  # type: ignore[override]
         # The same FIFO as pykka's queue.Queue, without its Python-level locks and conditions:
         # about 1.5 us less per message hop (bench/hotpath.py), and every gateway event makes two.
+        # pykka offers no public way to choose the inbox; this private hook is how its own actor
+        # types do it, so tests/test_library_contracts.py checks that pykka still builds it here.
         return queue.SimpleQueue()
 
     def on_start(self) -> None:
@@ -171,10 +173,12 @@ class DimActor(pykka.ThreadingActor):
             log.warning("actor %s: an instance already replaced failed late: %r", self.ctx.name, exception_value)
 
     def _stop(self) -> None:
-        # pykka runs this for every requested stop (there is no public hook that on_failure paths of
-        # subclasses do not also call). The supervisor lets an instance go before stopping it, so an
-        # instance that still owns its address here stopped itself: a normal exit, which transient and
-        # temporary children are not restarted after. Its unhandled messages wait for a successor.
+        # pykka runs this for every requested stop. It is private, but the public on_stop will not
+        # do: subclasses override it and call it from their on_failure too. The supervisor lets an
+        # instance go before stopping it, so an instance that still owns its address here stopped
+        # itself: a normal exit, which transient and temporary children are not restarted after.
+        # Its unhandled messages wait for a successor. tests/test_library_contracts.py checks that
+        # pykka still calls this, on the actor's thread, with the messages after the stop unread.
         super()._stop()
         if self.ctx.address.take_back_inbox(self.actor_inbox, None, self._incarnation):
             log.info("actor %s stopped by itself", self.ctx.name)

@@ -137,6 +137,9 @@ class Address:
                     self.batched_extra += len(first.body.items) - 1
             while not inbox.empty():
                 item = inbox.get()
+                # pykka's own envelope (private) carries what was told in `.message`; only ours are
+                # kept (a "ping" ask is not the actor's to hand on). tests/test_library_contracts.py
+                # checks the envelope's shape.
                 msg = getattr(item, "message", None)
                 if isinstance(msg, Envelope):
                     pending.append(msg)

@@ -80,7 +80,8 @@ class BridgeServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # Port 0 lets the OS pick; the one site, bound to 127.0.0.1 alone, has one address: (host, port).
+        self.port = self.runner.addresses[0][1]
         return self.port
 
     async def stop(self) -> None:

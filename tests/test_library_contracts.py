@@ -1,0 +1,499 @@
+"""Contracts with the private internals of the libraries dim-desktop relies on.
+
+Where a library has no public way to do what we need, our code uses its internals. Each test here
+checks exactly what one such use relies on, for real (a running actor, a loopback WebSocket, an X
+server), and a failure names the library, its installed version, the internal and where we use
+it: an upgrade that changed one reads as a one-line diagnosis, not as a lost message in the
+supervisor or a tray icon that ignores clicks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.metadata
+import inspect
+import logging
+import os
+import queue
+import select
+import shutil
+import subprocess
+import threading
+from typing import Any, Callable, Iterator, NamedTuple
+
+import pykka
+import pytest
+import websocket
+
+from dim_actors.connection.fastws import READ_AHEAD, SAMPLE_BYTES, BufferedWebSocket, OversizedFrame
+from dim_actors.supervisor.actor import DimActor
+
+WAIT_S = 10  # how long a condition may take before it counts as never happening
+
+PYKKA_INBOX = ("Actor._create_actor_inbox (the inbox factory pykka calls in Actor.__init__)",
+               "DimActor._create_actor_inbox in dim_actors/supervisor/actor.py")
+PYKKA_STOP = ("Actor._stop (run for every requested stop, on the actor's thread, before the inbox is drained)",
+              "DimActor._stop in dim_actors/supervisor/actor.py (an actor that stopped itself)")
+PYKKA_ENVELOPE = ("the inbox's envelopes (pykka._envelope.Envelope and its `.message`)",
+                  "Address.take_back_inbox in dim_actors/supervisor/addresses.py, from DimActor.on_failure, "
+                  "DimActor._stop and Supervisor._check_health")
+WS_RECV = ("WebSocket._recv (what frame_buffer reads the socket through)",
+           "BufferedWebSocket._recv in dim_actors/connection/fastws.py (the read-ahead buffer)")
+WS_FRAME_BUFFER = ("WebSocket.frame_buffer (header, length, recv_buffer, lock, needs_*/recv_* and recv_strict) "
+                   "and WebSocket.cont_frame (cont_data, recving_frames)",
+                   "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in dim_actors/connection/fastws.py")
+WS_RECV_FRAME = ("recv_data -> recv_data_frame -> self.recv_frame (the frame read we override)",
+                 "BufferedWebSocket.recv_frame in dim_actors/connection/fastws.py (max_message_bytes)")
+PYSTRAY_XORG = ("pystray._xorg.Icon's _window, _display and _message_handlers (the dict its event loop "
+                "dispatches X events through)",
+                "Tray._accept_clicks in dim_actors/desktop/tray.py (clicks and the right-click menu)")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+@contextlib.contextmanager
+def contract(dist: str, internal: tuple[str, str]) -> Iterator[None]:
+    """Any failure inside, an assertion or an exception, is reported as this contract broken."""
+    what, where = internal
+    try:
+        yield
+    except Exception as e:
+        pytest.fail(f"{dist} {_version(dist)}: {what} no longer works as we rely on it in {where}: "
+                    f"{type(e).__name__}: {e}")
+
+
+# --- pykka ------------------------------------------------------------------------------------------------
+
+
+class Stopped(NamedTuple):
+    hook: str  # "_stop" or "on_failure"
+    on_actor_thread: bool
+    actor_stopped: bool
+    left: list[Any]  # each envelope still in the inbox, as `.message` gives it
+
+
+NO_MESSAGE = "<an envelope without .message>"
+
+
+class Probe(pykka.ThreadingActor):
+    """Overrides what DimActor overrides, with DimActor's own inbox factory, and records what our
+    code would find: which thread, and what the inbox still holds."""
+
+    use_daemon_thread = True
+    _create_actor_inbox = DimActor.__dict__["_create_actor_inbox"]
+
+    def __init__(self, gate: threading.Event, records: queue.SimpleQueue):
+        super().__init__()
+        self.gate, self.records = gate, records
+        self.thread_id = 0
+
+    def on_start(self) -> None:
+        self.thread_id = threading.get_ident()
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "wait for the gate":
+            self.gate.wait(WAIT_S)
+        elif message == "stop yourself":
+            self.stop()
+        elif message == "fail":
+            raise RuntimeError("a handler failed (on purpose)")
+        return message
+
+    def _stop(self) -> None:
+        super()._stop()
+        self._record("_stop")
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self._record("on_failure")
+
+    def _record(self, hook: str) -> None:
+        left = []
+        while not self.actor_inbox.empty():
+            left.append(getattr(self.actor_inbox.get(), "message", NO_MESSAGE))
+        self.records.put(Stopped(hook, threading.get_ident() == self.thread_id, self.actor_stopped.is_set(), left))
+
+
+def _next_record(records: queue.SimpleQueue, hook: str) -> Stopped:
+    try:
+        record = records.get(timeout=WAIT_S)
+    except queue.Empty:
+        raise AssertionError(f"pykka never called {hook} within {WAIT_S}s") from None
+    assert record.hook == hook, f"pykka called {record.hook}, not {hook}"
+    return record
+
+
+def test_pykka_still_has_the_methods_dimactor_overrides():
+    with contract("pykka", PYKKA_INBOX):
+        factory = inspect.getattr_static(pykka.ThreadingActor, "_create_actor_inbox", None)
+        assert isinstance(factory, staticmethod), (
+            f"ThreadingActor._create_actor_inbox is {factory!r}, not a staticmethod")
+        assert not inspect.signature(factory.__func__).parameters, "_create_actor_inbox now takes arguments"
+    with contract("pykka", PYKKA_STOP):
+        stop = inspect.getattr_static(pykka.Actor, "_stop", None)
+        assert inspect.isfunction(stop), f"Actor._stop is {stop!r}, not a method"
+        assert list(inspect.signature(stop).parameters) == ["self"], f"Actor._stop{inspect.signature(stop)}"
+
+
+def test_pykka_builds_the_inbox_with_create_actor_inbox():
+    with contract("pykka", PYKKA_INBOX):
+        ref = Probe.start(threading.Event(), queue.SimpleQueue())
+        try:
+            assert type(ref.actor_inbox) is queue.SimpleQueue, (
+                f"the inbox is a {type(ref.actor_inbox).__name__}, not the SimpleQueue _create_actor_inbox returns")
+            # The actor's loop reads the same queue the ref puts into, through put/get/empty alone.
+            assert ref.ask("echo", timeout=WAIT_S) == "echo", "a message told into that inbox got no answer"
+        finally:
+            assert ref.stop(timeout=WAIT_S), "the actor could not be stopped"
+
+
+def test_pykka_calls_stop_on_a_requested_stop_with_the_later_messages_still_queued():
+    gate, records = threading.Event(), queue.SimpleQueue()
+    with contract("pykka", PYKKA_STOP):
+        ref = Probe.start(gate, records)
+        ref.tell("wait for the gate")  # holds the actor so that the stop and what follows queue up
+        stopping = ref.stop(block=False)
+        ref.tell("after 1")
+        ref.tell("after 2")
+        gate.set()
+        record = _next_record(records, "_stop")
+        assert record.on_actor_thread, "_stop ran on another thread than the actor's"
+        assert record.actor_stopped, (
+            "actor_stopped is not set after Actor._stop: the loop would go on reading the inbox")
+        stopping.get(timeout=WAIT_S)
+    with contract("pykka", PYKKA_ENVELOPE):
+        assert record.left == ["after 1", "after 2"], (
+            f"the messages told after the stop, read back out of the inbox in _stop: {record.left!r}")
+
+
+def test_pykka_calls_stop_when_an_actor_stops_itself():
+    gate, records = threading.Event(), queue.SimpleQueue()
+    gate.set()
+    with contract("pykka", PYKKA_STOP):
+        ref = Probe.start(gate, records)
+        ref.tell("stop yourself")
+        record = _next_record(records, "_stop")
+        assert record.on_actor_thread, "_stop ran on another thread than the actor's"
+        assert not ref.is_alive(), "the actor is still alive after _stop"
+
+
+def test_pykka_leaves_the_envelopes_in_the_inbox_for_on_failure():
+    gate, records = threading.Event(), queue.SimpleQueue()
+    with contract("pykka", PYKKA_ENVELOPE):
+        ref = Probe.start(gate, records)
+        ref.tell("wait for the gate")
+        ref.tell("fail")
+        ref.tell("after 1")
+        ref.tell("after 2")
+        gate.set()
+        record = _next_record(records, "on_failure")
+        assert record.on_actor_thread, "on_failure ran on another thread than the actor's"
+        assert record.left == ["after 1", "after 2"], (
+            f"the messages queued behind the failing one, read back out of the inbox in on_failure: {record.left!r}")
+
+
+# --- websocket-client ---------------------------------------------------------------------------------------
+
+
+def test_websocket_client_still_has_the_internals_fastws_uses():
+    with contract("websocket-client", WS_FRAME_BUFFER):
+        ws = websocket.WebSocket(skip_utf8_validation=True)
+        fb, cont = getattr(ws, "frame_buffer", None), getattr(ws, "cont_frame", None)
+        assert fb is not None and cont is not None, "WebSocket.frame_buffer or WebSocket.cont_frame is gone"
+        problems = [f"{type(owner).__name__}.{name} is gone"
+                    for owner, names in ((fb, ("header", "length", "recv_buffer", "lock", "clear", "needs_header",
+                                               "recv_header", "needs_length", "recv_length", "needs_mask",
+                                               "recv_mask", "recv_strict", "recv_frame")),
+                                         (cont, ("cont_data", "recving_frames")))
+                    for name in names if not hasattr(owner, name)]
+        for owner, name, params in ((websocket.WebSocket, "_recv", ["self", "bufsize"]),
+                                    (websocket.WebSocket, "recv_data", ["self", "control_frame"]),
+                                    (websocket.WebSocket, "recv_frame", ["self"]),
+                                    (type(fb), "recv_strict", ["self", "bufsize"])):
+            func = getattr(owner, name, None)
+            if func is None:
+                problems.append(f"{owner.__name__}.{name} is gone")
+            elif list(inspect.signature(func).parameters) != params:
+                problems.append(f"{owner.__name__}.{name}{inspect.signature(func)}, not ({', '.join(params)})")
+        assert not problems, "; ".join(problems)
+
+
+class Gateway:
+    """A loopback WebSocket server (the `websockets` library, as the dev gateway uses) that plays
+    one script per connection, then waits for the client to close."""
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+
+        self.scripts: dict[str, Callable[[Any], None]] = {}
+        self.server = serve(self._handle, "127.0.0.1", 0, compression=None, ping_interval=None)
+        self.port = self.server.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="contract-gateway", daemon=True)
+        self.thread.start()
+
+    def _handle(self, conn: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.scripts[conn.request.path](conn)
+            conn.recv()
+        except ConnectionClosed:
+            pass
+
+    def connect(self, script: Callable[[Any], None], fast: bool = True,
+                cls: type[BufferedWebSocket] = BufferedWebSocket) -> Any:
+        path = f"/{len(self.scripts)}"
+        self.scripts[path] = script
+        ws = cls(skip_utf8_validation=fast)
+        ws.connect(f"ws://127.0.0.1:{self.port}{path}", timeout=WAIT_S)
+        return ws
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(WAIT_S)
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    g = Gateway()
+    yield g
+    g.close()
+
+
+class CountingWebSocket(BufferedWebSocket):
+    """Counts the reads websocket-client's own parser makes (our fast path reads past this)."""
+
+    parser_reads = 0
+
+    def _recv(self, bufsize: int) -> bytes:
+        self.parser_reads += 1
+        return super()._recv(bufsize)
+
+
+TEXT, BINARY = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY
+BURST = [f"event {i}" for i in range(300)]
+
+
+def _mixed_traffic(conn: Any) -> None:
+    conn.send("one text frame")
+    conn.send(b"\x00\x01 one binary frame")
+    conn.send(["frag", "mented ", "text"])
+    conn.ping(b"between messages")
+    conn.send([b"a" * 70_000, b"b" * 70_000])  # fragments wider than the read-ahead buffer
+    for text in BURST:
+        conn.send(text)
+    conn.send("x" * 200_000)  # one frame over several buffers
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "parser-only"])
+def test_websocket_client_parses_frames_out_of_the_read_ahead_buffer(gateway, fast):
+    expected = ([(TEXT, b"one text frame"), (BINARY, b"\x00\x01 one binary frame"), (TEXT, b"fragmented text"),
+                 (BINARY, b"a" * 70_000 + b"b" * 70_000)]
+                + [(TEXT, t.encode()) for t in BURST] + [(TEXT, b"x" * 200_000)])
+    with contract("websocket-client", WS_RECV):
+        ws = gateway.connect(_mixed_traffic, fast, cls=CountingWebSocket)
+        try:
+            got = [ws.recv_data() for _ in expected]
+        finally:
+            ws.close()
+        for i, ((op, data), (want_op, want)) in enumerate(zip(got, expected)):
+            assert (op, data) == (want_op, want), (
+                f"message {i}: opcode {op}, {len(data)} bytes {data[:40]!r}; expected opcode {want_op}, "
+                f"{len(want)} bytes {want[:40]!r}")
+        assert ws.parser_reads, "websocket-client's parser never read through _recv: it bypasses the buffer"
+
+
+def _brief(result: Any) -> str:
+    if isinstance(result, tuple):
+        opcode, data = result
+        return f"opcode {opcode}, {len(data)} bytes {data[:24]!r}"
+    return repr(result)
+
+
+def _oversized_traffic(conn: Any) -> None:
+    conn.send("small 1")
+    conn.send("y" * 5_000)
+    conn.send("small 2")
+    conn.send(["f" * 600, "g" * 600, "h" * 600])  # over the limit at its second fragment
+    conn.send("small 3")
+    conn.send(b"z" * (2 * READ_AHEAD + 123))  # thrown away in several chunks
+    conn.send("small 4")
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "parser-only"])
+def test_websocket_client_frame_buffer_lets_an_oversized_message_be_skipped_unread(gateway, fast):
+    discarded = []
+    with contract("websocket-client", WS_RECV_FRAME):
+        ws = gateway.connect(_oversized_traffic, fast)
+        ws.max_message_bytes = 1_000
+        ws.on_discard = lambda: discarded.append(1)
+        try:
+            results = []
+            for _ in range(7):
+                try:
+                    results.append(ws.recv_data())
+                except OversizedFrame as e:
+                    results.append(e)
+        finally:
+            ws.close()
+        assert results[0] == (TEXT, b"small 1"), f"first message: {_brief(results[0])}"
+        assert isinstance(results[1], OversizedFrame), (
+            f"a 5000-byte frame over a 1000-byte limit gave {_brief(results[1])}")
+    with contract("websocket-client", WS_FRAME_BUFFER):
+        assert results[1].length == 5_000 and results[1].sample == b"y" * SAMPLE_BYTES, (
+            f"the oversized frame's length and sample: {results[1].length}, {results[1].sample[:20]!r}...")
+        assert results[2] == (TEXT, b"small 2"), f"after the oversized frame: {_brief(results[2])}"
+        assert isinstance(results[3], OversizedFrame) and results[3].length == 1_200, (
+            f"a fragmented message growing past the limit gave {_brief(results[3])}")
+        assert results[3].sample == b"f" * SAMPLE_BYTES, f"its sample: {results[3].sample[:20]!r}..."
+        assert results[4] == (TEXT, b"small 3"), (
+            f"after the oversized fragmented message (skipped to its end): {_brief(results[4])}")
+        assert isinstance(results[5], OversizedFrame) and results[5].length == 2 * READ_AHEAD + 123, (
+            f"an oversized binary frame gave {_brief(results[5])}")
+        assert results[6] == (TEXT, b"small 4"), f"after it: {_brief(results[6])}"
+        assert len(discarded) >= 3, f"the oversized payloads were thrown away in {len(discarded)} chunks"
+
+
+def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
+    """An exception in the middle of a frame (here: no more data on a non-blocking socket) leaves
+    websocket-client's parser holding the frame's header and the payload read so far; the fast
+    path must see that (frame_buffer.header) and let the parser finish, never parse payload bytes
+    as a header."""
+    payload = bytes(range(256)) * 40
+    half = len(payload) // 2
+    half_sent, rest_go = threading.Event(), threading.Event()
+
+    def script(conn: Any) -> None:
+        header = bytes([0x82, 126]) + len(payload).to_bytes(2, "big")  # FIN binary, 16-bit length
+        conn.socket.sendall(header + payload[:half])
+        half_sent.set()
+        rest_go.wait(WAIT_S)
+        conn.socket.sendall(payload[half:])
+        conn.send("after")
+
+    with contract("websocket-client", WS_FRAME_BUFFER):
+        ws = gateway.connect(script)
+        try:
+            assert half_sent.wait(WAIT_S), "the server never sent the first half"
+            assert select.select([ws.sock], [], [], WAIT_S)[0], "the first half never arrived"
+            ws.settimeout(0)
+            with pytest.raises(BlockingIOError):
+                ws.recv_data()
+            assert ws.frame_buffer.header is not None, "frame_buffer.header is None in the middle of a frame"
+            rest_go.set()
+            ws.settimeout(WAIT_S)
+            got = ws.recv_data()
+            assert got == (BINARY, payload), (
+                f"the frame finished after the interruption: opcode {got[0]}, {len(got[1])} bytes {got[1][:16]!r}")
+            assert ws.recv_data() == (TEXT, b"after"), "the frame after it"
+        finally:
+            rest_go.set()
+            ws.close()
+
+
+# --- pystray ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def x_display() -> Iterator[str]:
+    """An Xvfb of our own; -displayfd has it pick a free display number and say it once it is ready."""
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "320x240x24", "-nolisten", "tcp",
+                             "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as ready:
+        number = ready.readline().strip()  # blocks until Xvfb is ready, or "" when it exits first
+    if not number:
+        proc.wait(WAIT_S)
+        pytest.skip(f"Xvfb did not start (exit status {proc.returncode})")
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(WAIT_S)
+
+
+def _left_click(display_name: str, window_id: int) -> int:
+    """A left-button press sent to the window, delivered as X delivers a real one: to the client
+    that selected ButtonPress on it. Returns the window's event mask as the server has it."""
+    from Xlib import X, display as xdisplay
+    from Xlib.protocol import event as xevent
+
+    d = xdisplay.Display(display_name)
+    try:
+        window = d.create_resource_object("window", window_id)
+        masks = window.get_attributes().all_event_masks
+        press = xevent.ButtonPress(time=X.CurrentTime, root=d.screen().root, window=window, same_screen=1,
+                                   child=X.NONE, root_x=5, root_y=5, event_x=5, event_y=5, state=0, detail=1)
+        window.send_event(press, event_mask=X.ButtonPressMask, propagate=False)
+        d.sync()  # a round trip: the server has taken the event before this connection closes
+        return masks
+    finally:
+        d.close()
+
+
+def _tray(on_open: Callable[[], None]) -> Any:
+    from dim_actors.desktop.tray import Tray
+
+    return Tray(on_open=on_open, on_quit=lambda: None, on_sync_paused=lambda _paused: None,
+                connection_state=lambda: "offline")
+
+
+def test_pystray_xorg_dispatches_clicks_through_message_handlers(x_display, monkeypatch):
+    monkeypatch.setenv("DISPLAY", x_display)  # pystray._xorg connects to X at import and per Icon
+    opened = threading.Event()
+    with contract("pystray", PYSTRAY_XORG):
+        import pystray._xorg
+        from Xlib import X
+
+        from dim_actors.desktop.tray import icon_image
+
+        def on_open() -> None:  # on pystray's event loop thread
+            opened.set()
+            icon.stop()
+
+        tray = _tray(on_open)
+        tray.icon = icon = pystray._xorg.Icon("dim-contract-probe", icon_image("offline"))  # no menu of its own
+        tray._accept_clicks()
+        assert not tray.clicks_off, "Tray._accept_clicks found pystray's internals changed (see the warning)"
+        # Before the loop runs: python-xlib's connection does not take two threads driving it at once
+        # (a flush racing the loop's wait can leave a request unsent). For the same reason the
+        # icon is stopped from its own loop, above.
+        icon._display.sync()  # the mask change has reached the server before the click does
+        # Only its event loop, not run_detached: no system tray here to dock into.
+        loop = threading.Thread(target=icon.run, kwargs={"setup": lambda _icon: None}, daemon=True)
+        loop.start()
+        try:
+            masks = _left_click(x_display, icon._window.id)
+            assert masks & X.ButtonPressMask, "Icon._window is not the window pystray's display gets events for"
+            # The icon has no menu, so pystray's own handler would do nothing: only ours opens.
+            assert opened.wait(WAIT_S), "a left click never reached the handler put into Icon._message_handlers"
+            loop.join(WAIT_S)
+            assert not loop.is_alive(), "pystray's event loop did not end on Icon.stop()"
+        finally:
+            if loop.is_alive():  # Icon.stop waits for the loop without a timeout: not on this thread
+                threading.Thread(target=icon.stop, name="contract-icon-stop", daemon=True).start()
+    # The icon closes its X connection when collected: while this test's X server still runs.
+    del tray.icon, icon
+    gc.collect()
+
+
+def test_a_changed_pystray_costs_the_clicks_with_one_warning_naming_it(caplog):
+    class Icon:  # what a pystray whose X11 backend renamed its internals would give us
+        _display = None
+
+    Icon.__module__ = "pystray._xorg"
+    tray = _tray(lambda: None)
+    tray.icon = Icon()
+    with caplog.at_level(logging.DEBUG, logger="dim.desktop.tray"):
+        tray._accept_clicks()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, f"expected one warning, got {warnings!r}"
+    assert f"pystray {_version('pystray')}" in warnings[0] and "_window" in warnings[0], warnings[0]
+    assert "no clicks" in warnings[0], warnings[0]
+    assert tray.clicks_off and tray.x_menu is None
