@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import socket
+import threading
 
 import pytest
 import websocket
 
+from dim_actors.connection.replication import Link
 from dim_actors.devgateway import BackgroundGateway
+from dim_actors.messages import ReplicationState, StartReplication
 from dim_actors.sync import wire
 from gateway_helpers import Client
+
+# A socket's timeout here is how long to wait for the gateway's next frame (a condition), not how
+# long it should take: generous, for a loaded machine (2 shared cores, other suites running).
+WAIT_S = 60
 
 
 class Replica:
@@ -19,7 +28,7 @@ class Replica:
     def __init__(self, gw_url: str, sid: str, replica_id: str = "r1", token: str | None = None):
         base = gw_url.rsplit("/", 1)[0]
         url = f"{base}/replicate?sessionId={sid}&replicaId={replica_id}" + (f"&token={token}" if token else "")
-        self.ws = websocket.create_connection(url, timeout=5, suppress_origin=True)
+        self.ws = websocket.create_connection(url, timeout=WAIT_S, suppress_origin=True)
 
     def send(self, msg: wire.WireMsg) -> None:
         self.ws.send_binary(wire.encode(msg))
@@ -76,7 +85,7 @@ def test_refuses_bad_token_unknown_session_and_bad_replica_id(gw, client):
                           (f"sessionId=nope&replicaId=r&token=sekrit", 404),
                           (f"sessionId={sid}&replicaId=a/b&token=sekrit", 400)):
         with pytest.raises(websocket.WebSocketBadStatusException) as e:
-            websocket.create_connection(f"{base}/replicate?{query}", timeout=5)
+            websocket.create_connection(f"{base}/replicate?{query}", timeout=WAIT_S)
         assert e.value.status_code == status
 
 
@@ -185,3 +194,69 @@ def test_every_replica_sees_agent_writes_and_each_others_write_backs(gw, client)
     assert [(x.localSeq, x.reason, x.currentIteration) for x in res.rejected] == [(7, "conflict", 2)]
     a.close()
     b.close()
+
+
+# --- the connection process's side: a Link ------------------------------------------------------------
+
+
+class Controls:
+    """An Uplink stand-in: what a Link hands up, in order."""
+
+    def __init__(self):
+        self.items: list = []
+
+    def put_control(self, msg) -> None:
+        self.items.append(msg)
+
+    def states(self) -> list[str]:
+        return [m.state for m in list(self.items) if isinstance(m, ReplicationState)]
+
+
+def test_a_stopped_link_whose_connect_completes_late_reports_nothing_more(tmp_path):
+    """StopReplication while the link's handshake is under way (start_sync stops and starts a
+    session's link; a loaded gateway answers the handshake late): the old link's reader finishes the
+    connect after the stop, and must not report "connected" (or anything) over the new link's state."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    got_request = threading.Event()
+    answer = threading.Event()
+    closed = threading.Event()
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            got_request.set()
+            answer.wait(WAIT_S)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            conn.settimeout(WAIT_S)
+            try:
+                while conn.recv(4096):  # the CatchupRequest, then the close: the reader is done
+                    pass
+            except OSError:
+                pass
+            closed.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    controls = Controls()
+    link = Link(StartReplication(sessionId="s1", replicaId="r1", sinceSequence=0, spoolDir=str(tmp_path / "spool")),
+                controls, lambda: (f"ws://127.0.0.1:{port}/ws", None))  # type: ignore[arg-type]
+    link.start()
+    try:
+        assert got_request.wait(WAIT_S), "the link never connected"
+        link.stop()
+        answer.set()
+        assert closed.wait(WAIT_S), "the stopped link kept its socket open"
+        link.reader.join(WAIT_S)
+        assert not link.reader.is_alive()
+        assert controls.states() == ["connecting", "stopped"]
+    finally:
+        answer.set()
+        link.stop()
+        server.close()

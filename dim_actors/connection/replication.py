@@ -121,6 +121,10 @@ class Link:
     # --- the reader -----------------------------------------------------------------------------------
 
     def _report(self, state: str, detail: str = "", force: bool = False) -> None:
+        if self.stopped.is_set() and state != "stopped":
+            # A stopped link's reader may still finish a connect (or fail one) that began before
+            # the stop; by then a new link of the same session may be reporting: say nothing.
+            return
         if state != self.state or force:
             self.state = state
             self.uplink.put_control(ReplicationState(sessionId=self.sid, state=state, detail=detail))
@@ -208,6 +212,9 @@ class Link:
             log.warning("replication %s: the gateway says %s: %s", self.sid, msg.code, msg.message)
 
     def _flush_notes(self, sequence: int | None) -> None:
+        if self.stopped.is_set():  # nobody waits for a stopped link's notifications: a new link catches up
+            self.notes = []
+            return
         if self.notes or sequence is not None:
             notes, self.notes = self.notes, []
             self.uplink.put_control(ReplicationUpdate(sessionId=self.sid, notifications=notes, sequence=sequence))

@@ -3,8 +3,18 @@
 // shown with a line diff (upstream against local) and settled with one of three buttons. For a
 // session never synced, the folder is pre-filled with its default under the sync_root setting
 // (sync_defaults); a refused sync_auto_start comes as a status with its error.
+//
+// Which status is newest: the journal pushes every change of a status as a `sync-status` event, on
+// the event socket, in order. A command's answer (start_sync, stop_sync, sync_status, …) comes over
+// HTTP, a different connection, so on a loaded machine it can reach the page after statuses the
+// journal pushed later (start_sync answers "link connecting, 0 files"; "connected, 1 file" is pushed
+// a few milliseconds after). An answer is therefore shown only when no status of the session was
+// pushed to the page while the command was on its way: one that was is at least as new as the
+// answer, or the change the command made is pushed right after it. Statuses missed while the event
+// socket was down are fetched again when it reopens.
 
 import { h, clear, formatTime } from "./dom.js";
+import { onBridgeState } from "./bridge.js";
 
 const DIFF_MAX_LINES = 4000;
 
@@ -47,14 +57,15 @@ export function lineDiff(a, b) {
 export class SyncPanel {
   /**
    * @param {HTMLElement} root  the <section data-testid="sync-panel">
-   * @param {object} ctx        {invoke, listen, onError(err, context)}
+   * @param {object} ctx        {invoke, listen, onError(err, context), onBridgeState?}
    */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
     this.sessionId = null;
     this.status = null;
-    this.token = 0;
+    this.token = 0; // bumped when the selected session changes: answers for the one before are dropped
+    this.pushed = 0; // sync-status events received for the selected session
     this.dirs = new Map(); // sessionId -> folder typed for it
 
     this.stateEl = h("span", { class: "badge sync-state", testid: "sync-state", dataset: { state: "off" } }, "off");
@@ -94,8 +105,25 @@ export class SyncPanel {
       this.warningEl,
       this.conflictsEl,
     );
-    ctx.listen("sync-status", (payload) => this.onStatus(payload));
+    ctx.listen("sync-status", (payload) => {
+      if (payload && payload.sessionId === this.sessionId) this.pushed += 1;
+      this.onStatus(payload);
+    });
+    // Events pushed while the event socket was down are lost: ask again once it is back.
+    (ctx.onBridgeState || onBridgeState)((state) => {
+      if (state === "open" && this.sessionId) this.refresh();
+    });
     this.setSession(null);
+  }
+
+  /** Taken when a command goes out; `fresh(mark)` when its answer comes back. */
+  mark() {
+    return { token: this.token, pushed: this.pushed };
+  }
+
+  /** Whether an answer to a command sent at `mark` is still the newest word on the status. */
+  fresh(mark) {
+    return mark.token === this.token && mark.pushed === this.pushed;
   }
 
   setSession(sessionId) {
@@ -113,13 +141,14 @@ export class SyncPanel {
   async refresh() {
     const sessionId = this.sessionId;
     const token = this.token;
+    const mark = this.mark();
     try {
       const status = await this.ctx.invoke("sync_status", { sessionId });
-      if (token === this.token) this.onStatus(status);
+      if (this.fresh(mark)) this.onStatus(status);
     } catch (err) {
       if (token !== this.token) return;
       if (err && err.code !== "NOT_FOUND") this.ctx.onError?.(err, "Sync status");
-      if (err && err.code === "NOT_FOUND" && this.status) return; // a sync-status event came meanwhile: newer
+      if (!this.fresh(mark)) return; // a sync-status event came meanwhile: newer
       this.status = null;
       this.render();
       if (err && err.code === "NOT_FOUND") this.prefill(sessionId, token);
@@ -153,10 +182,11 @@ export class SyncPanel {
       return;
     }
     this.startBtn.disabled = true;
+    const mark = this.mark();
     try {
       const status = await this.ctx.invoke("start_sync", confirm ? { sessionId, localDir, confirm: true } : { sessionId, localDir });
       this.confirmEl.hidden = true;
-      this.onStatus(status);
+      if (this.fresh(mark)) this.onStatus(status);
     } catch (err) {
       if (err && err.code === "FOLDER_NOT_EMPTY") {
         this.confirmText.textContent = err.message;
@@ -171,8 +201,10 @@ export class SyncPanel {
 
   async stop() {
     if (!this.sessionId) return;
+    const mark = this.mark();
     try {
-      this.onStatus(await this.ctx.invoke("stop_sync", { sessionId: this.sessionId }));
+      const status = await this.ctx.invoke("stop_sync", { sessionId: this.sessionId });
+      if (this.fresh(mark)) this.onStatus(status);
     } catch (err) {
       this.ctx.onError?.(err, "Stop sync");
     }
@@ -180,9 +212,12 @@ export class SyncPanel {
 
   async resolve(path, resolution, buttons) {
     for (const b of buttons) b.disabled = true;
+    const mark = this.mark();
     try {
       const result = await this.ctx.invoke("resolve_conflict", { sessionId: this.sessionId, path, resolution });
-      if (result && result.status) this.onStatus({ ...result.status, conflicts: (this.status?.conflicts || []).filter((c) => c.path !== path) });
+      if (result && result.status && this.fresh(mark)) {
+        this.onStatus({ ...result.status, conflicts: (this.status?.conflicts || []).filter((c) => c.path !== path) });
+      }
       this.refresh();
     } catch (err) {
       for (const b of buttons) b.disabled = false;
