@@ -18,8 +18,15 @@ import websocket
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Every wait here is a condition polled until it holds, so a generous timeout costs a fast machine
+# nothing; it only gives a loaded one (2 shared cores, a CPU hog, other suites running) the time it
+# needs to start processes and answer over sockets. The timeout is how long to wait before calling
+# it a failure, never how long anything is expected to take.
+WAIT = 30.0  # s: the default for a condition (a state reached, an event arrived, a file written)
+START = 90.0  # s: a process started (dim-desktop: its gateway, connection process and bridge)
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+
+def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -49,7 +56,7 @@ class EventStream:
     """The bridge's /events WebSocket, collected on a thread; tests wait on conditions over it."""
 
     def __init__(self, url: str):
-        self.ws = websocket.create_connection(url, timeout=10, skip_utf8_validation=True)
+        self.ws = websocket.create_connection(url, timeout=WAIT, skip_utf8_validation=True)
         self.frames: list[dict] = []
         self.cond = threading.Condition()
         self.closed = False
@@ -78,7 +85,7 @@ class EventStream:
             evs = [f["payload"] for f in self.frames if f["event"] == "gateway-event"]
         return [e for e in evs if session_id is None or e.get("sessionId") == session_id]
 
-    def wait_for(self, predicate: Callable[[list[dict]], Any], timeout: float = 15.0, what: str = "events"):
+    def wait_for(self, predicate: Callable[[list[dict]], Any], timeout: float = WAIT, what: str = "events"):
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -90,7 +97,7 @@ class EventStream:
                     raise AssertionError(f"timed out waiting for {what}; last frames: {self.frames[-5:]}")
                 self.cond.wait(min(remaining, 0.5))
 
-    def wait_event(self, type_: str, session_id: str | None = None, timeout: float = 15.0,
+    def wait_event(self, type_: str, session_id: str | None = None, timeout: float = WAIT,
                    where: Callable[[dict], bool] = lambda e: True) -> dict:
         def find(frames):
             for f in frames:
@@ -122,7 +129,7 @@ class App:
         self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "dim_actors.app", "--no-browser",
                                       *(args or [])],
                                      cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
+        self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
         self.base = self.runtime["uiUrl"].split("/?")[0]
         self.token = self.runtime["token"]
 
@@ -138,7 +145,7 @@ class App:
         return (self.home / "app-output.log").read_text(errors="replace")
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 40) -> tuple[int, dict]:
+                timeout: float = 60) -> tuple[int, dict]:
         req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -146,7 +153,7 @@ class App:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
-    def invoke(self, command: str, timeout: float = 40, **args: Any) -> Any:
+    def invoke(self, command: str, timeout: float = 60, **args: Any) -> Any:
         status, body = self.request("POST", f"/invoke/{command}", json.dumps(args).encode(),
                                     {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
                                     timeout)
@@ -157,7 +164,8 @@ class App:
     def events(self) -> EventStream:
         return EventStream(self.base.replace("http://", "ws://") + f"/events?token={self.token}")
 
-    def dimctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def dimctl(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+        # Longer than dimctl's own longest wait for an answer (`restart`: 90 s), so dimctl reports.
         return subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
 
@@ -166,7 +174,7 @@ class App:
         assert out.returncode == 0, out.stderr
         return {row["name"]: row for row in json.loads(out.stdout)}
 
-    def wait_connected(self, timeout: float = 20) -> None:
+    def wait_connected(self, timeout: float = 60) -> None:
         wait_until(lambda: self.invoke("get_state")["connection"]["state"] == "connected", timeout,
                    what="the gateway connection")
 
@@ -174,7 +182,7 @@ class App:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=40)
+                self.proc.wait(timeout=START)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -210,13 +218,13 @@ class GatewayProcess:
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=WAIT)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=WAIT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -6,12 +6,27 @@ import uuid
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from apphelpers import App
 
 CHROMIUM = os.environ.get("DIM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Playwright's defaults (5 s for an expect(...), 30 s for an action or a navigation) are tuned for
+# an idle developer machine. The suite must pass on a loaded CI machine too (2 shared cores, a CPU
+# hog, other suites running), where a page that renders in 50 ms idle can take seconds. An expect
+# is a condition that returns as soon as it holds, and an action as soon as it is done, so these
+# limits cost a fast machine nothing: they only decide when to call it a failure.
+EXPECT_TIMEOUT_MS = 30_000
+ACTION_TIMEOUT_MS = 60_000
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+
+
+def _generous_timeouts(context) -> None:
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    context.set_default_navigation_timeout(ACTION_TIMEOUT_MS)
 
 
 @pytest.fixture
@@ -36,6 +51,9 @@ def browser():
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
                                env={**os.environ, "DIM_TEST_RUN": RUN_ID})
+        # Every context made from this browser, by a fixture or by a test, gets the generous
+        # defaults (the event fires inside new_context, before it returns).
+        b.on("context", _generous_timeouts)
         yield b
         b.close()
 

@@ -28,7 +28,9 @@ def is_type(*types: str) -> Match:
 class Client:
     """One WebSocket connection. ``seen`` keeps every event received, in order."""
 
-    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 5.0):
+    # The default deadline for a receive: generous, since a receive returns as soon as the event is
+    # there, and a loaded machine (2 shared cores, a CPU hog) can take seconds to produce it.
+    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 30.0):
         self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
         self.timeout = timeout
         self.seen: list[Event] = []

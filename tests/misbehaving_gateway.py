@@ -20,6 +20,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from typing import Callable
 
 from websockets.asyncio.server import serve
@@ -46,13 +47,14 @@ class MisbehavingGateway:
         self.respond = respond
         self.connections = 0
         self.received: list[dict] = []
+        self.received_at: list[float] = []  # time.monotonic() of each of `received`, as it was read
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> "MisbehavingGateway":
         self.thread.start()
-        assert self.ready.wait(10)
+        assert self.ready.wait(60), "the misbehaving gateway did not start listening"
         return self
 
     def _run(self) -> None:
@@ -108,6 +110,7 @@ class MisbehavingGateway:
         except ValueError:
             return None
         self.received.append(msg)
+        self.received_at.append(time.monotonic())
         return msg
 
     async def _read(self, ws) -> None:

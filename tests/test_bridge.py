@@ -43,8 +43,11 @@ def test_events_reach_the_page_exactly_as_the_gateway_sent_them(app: App):
     sid = app.invoke("create_session", agentType="echo")["session"]["id"]
     app.invoke("join_session", sessionId=sid)
     # A second, plain client joined to the same session sees what the gateway sends.
-    direct = websocket.create_connection(app.runtime["gatewayUrl"], timeout=10)
+    direct = websocket.create_connection(app.runtime["gatewayUrl"], timeout=30)
     direct.send(json.dumps({"type": "join_session", "sessionId": sid}))
+    # Joined (its snapshot is here) before the turn starts, so it sees the whole turn.
+    while not ((ev := json.loads(direct.recv()))["type"] == "state_snapshot" and ev.get("sessionId") == sid):
+        pass
     app.invoke("run_turn", sessionId=sid, text="exact bytes please")
     events.wait_event("turn_complete", sid)
     seen_direct = {}
@@ -77,7 +80,7 @@ def test_wrong_or_missing_token_is_401(app: App):
     status, resp = app.request("POST", "/invoke/get_state", body)
     assert status == 401
     with pytest.raises(websocket.WebSocketBadStatusException) as e:
-        websocket.create_connection(app.base.replace("http", "ws") + "/events?token=wrong", timeout=5)
+        websocket.create_connection(app.base.replace("http", "ws") + "/events?token=wrong", timeout=30)
     assert e.value.status_code == 401
     status, _ = app.request("GET", "/")
     assert status == 401
@@ -90,7 +93,7 @@ def test_foreign_origin_or_host_is_403(app: App):
     status, resp = app.request("POST", "/invoke/get_state", b"{}", {**auth, "Host": "evil.example"})
     assert status == 403
     with pytest.raises(websocket.WebSocketBadStatusException) as e:
-        websocket.create_connection(app.base.replace("http", "ws") + f"/events?token={app.token}", timeout=5,
+        websocket.create_connection(app.base.replace("http", "ws") + f"/events?token={app.token}", timeout=30,
                                     origin="http://evil.example")
     assert e.value.status_code == 403
 
@@ -150,12 +153,12 @@ def test_runtime_file_and_control_socket(app: App):
 
 def test_static_files_are_served_to_the_page(app: App):
     import urllib.request
-    with urllib.request.urlopen(app.runtime["uiUrl"], timeout=10) as resp:
+    with urllib.request.urlopen(app.runtime["uiUrl"], timeout=30) as resp:
         assert resp.status == 200
         cookie = resp.headers["Set-Cookie"].split(";")[0]
         assert b"<html" in resp.read().lower()
     req = urllib.request.Request(app.base + "/js/bridge.js", headers={"Cookie": cookie})
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200
     status, _ = app.request("GET", "/js/bridge.js")
     assert status == 401
@@ -167,7 +170,7 @@ def test_events_can_be_batched_for_the_page(app: App):
     sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
     app.invoke("join_session", sessionId=sid)
     ws = websocket.create_connection(app.base.replace("http", "ws") + f"/events?token={app.token}&batch=1",
-                                     timeout=15)
+                                     timeout=60)
     app.invoke("run_turn", sessionId=sid, text="/stream 3000")
     texts, batched = [], 0
     while True:

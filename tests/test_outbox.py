@@ -11,7 +11,7 @@ from apphelpers import App, GatewayProcess, InvokeError, wait_until
 
 
 def gateway_events(url: str, sid: str) -> list[dict]:
-    ws = websocket.create_connection(url, timeout=10)
+    ws = websocket.create_connection(url, timeout=30)
     try:
         events, after = [], 0
         while True:
@@ -46,7 +46,7 @@ def test_a_turn_queued_offline_is_sent_once_after_reconnecting(app: App):
     app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
     wait_until(lambda: any(t["status"] == "complete" and t["finalText"] == "sent later"
                            for t in app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])),
-               20, what="the queued turn to run")
+               60, what="the queued turn to run")
     wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
     started = [e for e in gateway_events(app.runtime["gatewayUrl"], sid) if e["type"] == "turn_started"]
     assert len(started) == 1
@@ -60,7 +60,7 @@ def test_queued_commands_survive_an_app_restart_and_run_exactly_once(dim_home, t
         sid = app.invoke("create_session", agentType="echo")["session"]["id"]
         app.invoke("join_session", sessionId=sid)
         gw.kill()
-        wait_until(lambda: app.invoke("get_state")["connection"]["state"] != "connected", 20, what="the drop")
+        wait_until(lambda: app.invoke("get_state")["connection"]["state"] != "connected", 60, what="the drop")
         first = app.invoke("run_turn", sessionId=sid, text="one")
         second = app.invoke("run_turn", sessionId=sid, text="two")
         assert first["type"] == second["type"] == "queued"
@@ -69,8 +69,8 @@ def test_queued_commands_survive_an_app_restart_and_run_exactly_once(dim_home, t
         gw.start()
         app = App(dim_home, ["--gateway", gw.url])
         try:
-            wait_until(lambda: app.invoke("get_state")["outbox"] == [], 30, what="the outbox to drain")
-            wait_until(lambda: sum(e["type"] == "turn_complete" for e in gateway_events(gw.url, sid)) == 2, 15,
+            wait_until(lambda: app.invoke("get_state")["outbox"] == [], 60, what="the outbox to drain")
+            wait_until(lambda: sum(e["type"] == "turn_complete" for e in gateway_events(gw.url, sid)) == 2, 60,
                        what="both turns to complete")
             started = [e["text"] for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"]
             assert started == ["one", "two"]  # in order, each once
@@ -146,15 +146,15 @@ def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(d
             proxy.hold_after(b'"type":"turn_started"', "down")
         pid = app.status()["connection"]["pid"]
         app.invoke("gateway_connect", url=proxy.url)
-        assert proxy.held.wait(20), "the outbox never sent the run_turn"
+        assert proxy.held.wait(60), "the outbox never sent the run_turn"
         os.kill(pid, signal.SIGKILL)
         # The supervisor restarts the connection process; it resends what is still in the outbox,
         # with the same clientTurnId, and the gateway answers with the turn it already ran.
-        wait_until(lambda: app.status()["connection"]["pid"] != pid, 20, what="the connection process to restart")
-        app.wait_connected(30)
-        wait_until(lambda: app.invoke("get_state")["outbox"] == [], 30, what="the outbox to empty")
+        wait_until(lambda: app.status()["connection"]["pid"] != pid, 60, what="the connection process to restart")
+        app.wait_connected()
+        wait_until(lambda: app.invoke("get_state")["outbox"] == [], 60, what="the outbox to empty")
         turns = wait_until(lambda: (lambda ts: ts if ts and all(t["status"] == "complete" for t in ts) else None)(
-            app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])), 30, what="the turn to complete")
+            app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])), 60, what="the turn to complete")
         assert [(t["userText"], t["text"]) for t in turns] == [("exactly once", "exactly once")]
         started = [e for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"]
         assert [e["text"] for e in started] == ["exactly once"]  # run by the gateway once, not twice

@@ -70,7 +70,7 @@ def turn_events(events: EventStream, turn_id: str) -> list[dict]:
     return [e for e in events.gateway_events() if e.get("turnId") == turn_id]
 
 
-def wait_turn_end(events: EventStream, sid: str, turn_id: str, timeout: float = 15) -> dict:
+def wait_turn_end(events: EventStream, sid: str, turn_id: str, timeout: float = 60) -> dict:
     return events.wait_for(
         lambda frames: next((f["payload"] for f in frames if f["event"] == "gateway-event"
                              and f["payload"].get("turnId") == turn_id
@@ -143,7 +143,7 @@ def test_authenticate(token_app: App):
         return len(token_app.invoke("actor_logs", name="router", types=["authenticated"], limit=1000))
     before = authentications()
     token_app.invoke("restart_actor", name="connection")
-    wait_until(lambda: authentications() > before, 30, what="the restarted connection to authenticate")
+    wait_until(lambda: authentications() > before, 60, what="the restarted connection to authenticate")
     token_app.wait_connected()
     assert token_app.invoke("get_state")["connection"]["identity"] == DEV_IDENTITY
 
@@ -155,7 +155,7 @@ def test_heartbeats_reach_a_joined_client(token_app: App):
         def two_beats(frames):
             beats = [f["payload"] for f in frames if f["event"] == "gateway-event" and f["payload"]["type"] == "heartbeat"]
             return beats[:2] if len(beats) >= 2 else None
-        beats = events.wait_for(two_beats, timeout=5, what="two heartbeats")
+        beats = events.wait_for(two_beats, what="two heartbeats")
         assert all(set(b) == {"type", "ts"} for b in beats)
         assert beats[0]["ts"] <= beats[1]["ts"] and abs(beats[1]["ts"] - now_ms()) < 60_000
     finally:
@@ -302,7 +302,9 @@ def test_stop_turn(app: App, events: EventStream):
                     what="three deltas")
     t0 = time.monotonic()
     stopped = app.invoke("stop_turn", sessionId=sid, turnId=turn_id)
-    assert time.monotonic() - t0 < 2.0  # answered on the spot, although 100,000 deltas were due
+    # Answered on the spot, not after the stream: its 100,000 deltas at 200/s were due over 500 s.
+    # The bound leaves a loaded machine room for the round trip and is still far from the stream's end.
+    assert time.monotonic() - t0 < 30.0
     assert stopped["type"] == "turn_complete" and stopped["stopReason"] == "stopped"
     envelope(stopped, sid, turn_id)
     events.wait_event("session_state", sid, where=lambda e: e["seq"] > stopped["seq"] and e["status"] == "ready")
@@ -662,7 +664,7 @@ def test_rate_limited_reaches_the_bridge(tmp_path):
 
 
 def _direct_authenticate(url: str, token: str) -> dict:
-    ws = websocket.create_connection(url, timeout=10)
+    ws = websocket.create_connection(url, timeout=30)
     try:
         for _ in range(2):  # welcome, connected
             json.loads(ws.recv())
@@ -678,7 +680,7 @@ def test_auth_failed_stops_without_retrying(tmp_path):
     a = App(tmp_path / "home", ["--gateway", gw.url, "--token", "wrong"])
     try:
         conn = wait_until(lambda: (c := a.invoke("get_state")["connection"])["state"] == "auth_failed" and c,
-                          20, what="auth_failed")
+                          60, what="auth_failed")
         assert conn["detail"] and conn["reconnects"] == 0
         with pytest.raises(InvokeError) as e:
             a.invoke("list_sessions")
@@ -704,7 +706,7 @@ def test_auth_rate_limited_makes_the_app_wait_as_told(tmp_path):
         assert limited["code"] == "AUTH_RATE_LIMITED" and 0 < limited["retryAfterMs"] <= 60_000
         a = App(tmp_path / "home", ["--gateway", gw.url, "--token", TOKEN])
         conn = wait_until(lambda: (c := a.invoke("get_state")["connection"])["state"] == "reconnecting" and c,
-                          20, what="reconnecting")
+                          60, what="reconnecting")
         assert "AUTH_RATE_LIMITED" in conn["detail"]
         told = [line["body"]["raw"] for line in a.invoke("actor_logs", name="router", types=["error"])]
         told = [t for t in told if t.get("code") == "AUTH_RATE_LIMITED"]

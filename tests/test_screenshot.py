@@ -7,6 +7,8 @@ from playwright.sync_api import expect
 from apphelpers import ROOT, App
 
 SHOT = ROOT / "docs" / "screenshot.png"
+# Resolves once the page has rendered two more frames: anything scheduled before it has been drawn.
+NEXT_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
 SCRIPT = "\n".join([
     "/think The test only fails when the input has no trailing newline, so the tokenizer probably "
@@ -31,17 +33,23 @@ def test_screenshot_of_the_main_window(browser, app: App):
     page = context.new_page()
     try:
         page.goto(app.runtime["uiUrl"])
-        expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
-        expect(page.get_by_test_id("connection-state")).to_have_text("connected", timeout=15000)
+        expect(page.locator("body[data-ready='1']")).to_have_count(1)
+        expect(page.get_by_test_id("connection-state")).to_have_text("connected")
         page.locator(f"[data-testid='session-item'][data-session-id='{sid}']").click()
         app.invoke("run_turn", sessionId=sid, text=SCRIPT)
         turn = page.get_by_test_id("turn").last
-        expect(turn).to_have_attribute("data-status", "complete", timeout=15000)
+        expect(turn).to_have_attribute("data-status", "complete")
         expect(turn.get_by_test_id("thinking")).to_have_count(1)
         expect(turn.get_by_test_id("tool-card")).to_have_count(1)
         expect(turn.get_by_test_id("assistant-text")).to_contain_text("regression test")
+        expect(page.get_by_test_id("file-item")).to_have_count(2)
         page.get_by_test_id("message-input").fill("Great, apply the fix and run the tests again")
         page.evaluate("document.activeElement && document.activeElement.blur()")
+        # Settled, rather than a pause and a hope: whatever render was scheduled has run, the fonts
+        # are in, and no finite animation or transition (a toast sliding in, a fade) is under way.
+        page.evaluate(NEXT_FRAMES)
+        page.wait_for_function("""() => document.fonts.status === "loaded" && document.getAnimations()
+          .every(a => a.effect.getComputedTiming().iterations === Infinity || a.playState !== "running")""")
         # Thinking, the tool card and the answer in view (the script the dev agent ran scrolls away).
         page.evaluate("""() => {
           const t = document.querySelector("[data-testid='turn']:last-of-type [data-testid='thinking']");
@@ -49,8 +57,12 @@ def test_screenshot_of_the_main_window(browser, app: App):
           const chat = document.querySelector("[data-testid='chat']");
           chat.scrollTop = chat.scrollHeight;
         }""")
-        expect(page.get_by_test_id("file-item")).to_have_count(2, timeout=10000)
-        page.wait_for_timeout(300)
+        page.evaluate(NEXT_FRAMES)  # laid out and painted as it now is
+        page.wait_for_function("""() => {
+          const t = document.querySelector("[data-testid='turn']:last-of-type [data-testid='thinking']");
+          const chat = document.querySelector("[data-testid='chat']");
+          return t && t.open && chat.scrollHeight - chat.scrollTop - chat.clientHeight <= 1;
+        }""")
         SHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SHOT))
     finally:

@@ -109,7 +109,7 @@ def test_the_token_comes_from_where_token_source_says(tmp_path: Path):
 
 
 def test_the_settings_screen_shows_saves_and_rejects_with_the_key_named(page, app: App):
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=60000)
     page.get_by_test_id("settings-open").click()
     panel = page.get_by_test_id("settings-panel")
     expect(panel).to_be_visible()
@@ -119,7 +119,7 @@ def test_the_settings_screen_shows_saves_and_rejects_with_the_key_named(page, ap
     restarts.fill("6")
     panel.get_by_test_id("setting-sync_extra_ignore").fill("*.bak\nnode_modules/")
     panel.get_by_test_id("settings-save").click()
-    expect(panel.get_by_test_id("settings-status")).to_contain_text("Saved", timeout=10000)
+    expect(panel.get_by_test_id("settings-status")).to_contain_text("Saved", timeout=60000)
     on_disk = tomllib.loads(settings_file(app).read_text())
     assert on_disk == {"max_restarts": 6, "sync_extra_ignore": ["*.bak", "node_modules/"]}
     before = settings_file(app).read_bytes()
@@ -127,7 +127,7 @@ def test_the_settings_screen_shows_saves_and_rejects_with_the_key_named(page, ap
     restarts.fill("-2")
     panel.get_by_test_id("settings-save").click()
     error = panel.get_by_test_id("settings-error")
-    expect(error).to_be_visible(timeout=10000)
+    expect(error).to_be_visible(timeout=60000)
     expect(error).to_contain_text("max_restarts")
     expect(error).to_have_attribute("data-key", "max_restarts")
     expect(restarts).to_have_attribute("aria-invalid", "true")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from apphelpers import App, wait_until, write_settings
 from test_supervision import assert_exact, delta_count, start_stream
@@ -19,14 +18,24 @@ def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_
         conn_pid = app.status()["connection"]["pid"]
         sid, turn_id = start_stream(app, 20000, 5000)
         wait_until(lambda: delta_count(app, sid, turn_id) > 1000, 30, what="the stream to be under way")
+        spill = dim_home / "data" / "spill" / f"uplink-{conn_pid}.spill"
+
+        def spilled_bytes() -> int:
+            os.kill(conn_pid, 0)  # the connection process is alive (ProcessLookupError otherwise)
+            try:
+                return spill.stat().st_size
+            except FileNotFoundError:
+                return 0
+
+        before = spilled_bytes()
         os.kill(app.proc.pid, signal.SIGSTOP)
         try:
             # The stream runs on while the supervisor is frozen: the connection process buffers it
-            # (about 20,000 events, 2 MB: past the 1 MiB bound, so it spills to disk).
-            deadline = time.monotonic() + 4.0
-            while time.monotonic() < deadline:
-                os.kill(conn_pid, 0)  # still alive, still reading
-                time.sleep(0.2)
+            # (about 20,000 events, 2 MB: past the 1 MiB bound, so it spills to disk). The supervisor
+            # stays frozen until the spill file has grown, however long a loaded machine takes to
+            # get there: the connection process kept reading, with nobody draining it.
+            wait_until(lambda: spilled_bytes() > before, 120, interval=0.1,
+                       what="the connection process to spill while the supervisor is stopped")
         finally:
             os.kill(app.proc.pid, signal.SIGCONT)
         assert_exact(app, sid, turn_id, 20000)

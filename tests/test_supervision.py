@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -93,13 +95,17 @@ def test_restart_of_an_unknown_actor_is_a_clear_error(app: App):
 
 
 def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
+    # The intensity is max_restarts (3) in restart_period_s. Each crash below is a dimctl process of
+    # its own, so on a loaded machine four of them can take longer than the default 5 s: the period
+    # is made long enough that they all fall within it (what is tested is the count, not the speed).
+    write_settings(dim_home, "restart_period_s = 120.0\n")
     app = App(dim_home)
     app.wait_connected()
     gw_pid = gateway_pid(app)
-    # More than 3 crashes in 5 s: the whole tree restarts once.
+    # More than 3 crashes in the period: the whole tree restarts once.
     for _ in range(4):
         assert app.dimctl("crash", "journal").returncode == 0
-    wait_until(lambda: app.status()["router"]["restarts"] >= 1, 20, what="the whole tree to restart")
+    wait_until(lambda: app.status()["router"]["restarts"] >= 1, 60, what="the whole tree to restart")
     assert app.proc.poll() is None
     # Failing again right after: the supervisor gives up, stops cleanly and exits non-zero.
     for _ in range(4):
@@ -111,25 +117,39 @@ def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
     last = app.output().strip().splitlines()[-1]  # one line says why
     assert last.startswith("dim-desktop: stopped: actor journal kept failing"), last
     assert not (dim_home / "run" / "runtime.json").exists()
-    wait_until(lambda: gone(gw_pid), 10, what="the dev gateway to exit")
+    wait_until(lambda: gone(gw_pid), what="the dev gateway to exit")
 
 
 def test_logs_follow_type_and_since(app: App):
+    # The stream starts while dimctl may still be starting: its deltas reach it from the history
+    # (--since counts back from when dimctl starts, so the window must reach back to the stream
+    # however slowly a loaded machine starts dimctl; this app has logged no other text_delta) or
+    # live, each once.
     follower = subprocess.Popen([sys.executable, "-m", "dim_actors.cli.dimctl", "logs", "router", "--follow",
-                                 "--json", "--type", "text_delta", "--since", "1s"],
+                                 "--json", "--type", "text_delta", "--since", "10m"],
                                 env=app.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in follower.stdout:
+            lines.put(line)
+        lines.put(None)  # the end of dimctl's output
+    threading.Thread(target=read, daemon=True).start()
     try:
         sid, turn_id = start_stream(app, 50)
         got = []
         while len(got) < 50:
-            line = follower.stdout.readline()
-            assert line, "dimctl logs --follow ended early"
+            try:
+                line = lines.get(timeout=60)
+            except queue.Empty:
+                raise AssertionError(f"dimctl logs --follow showed {len(got)} of the 50 deltas") from None
+            assert line is not None, "dimctl logs --follow ended early"
             got.append(json.loads(line))
         assert all(g["body"]["type"] == "text_delta" for g in got)
         assert "".join(g["body"]["raw"]["text"] for g in got) == "".join(f"{i} " for i in range(50))
     finally:
         follower.terminate()
-        follower.wait(timeout=10)
+        follower.wait(timeout=30)
     everything = app.dimctl("logs", "router", "--json", "--type", "text_delta")
     assert len(everything.stdout.splitlines()) == 50
     recent = app.dimctl("logs", "router", "--json", "--type", "invoke", "--limit", "2")
@@ -158,8 +178,10 @@ def test_logs_since_type_and_limit_filter_what_is_shown(app: App):
     everything = logs()
     assert created(everything) == ["old-0", "old-1", "old-2", "new-0", "new-1", "new-2"]
     assert {"invoke", "connection_state"} <= {l["type"] for l in everything}
-    # dimctl starts well within the window of the new ones, and long after the old ones left it.
-    recent = logs("--since", f"{window:g}s")
+    # A window reaching back to the mark from when dimctl starts: none of the old ones, all of the
+    # new ones (made `window` s after the mark) as long as dimctl starts within that time, however
+    # long the calls above took on a loaded machine.
+    recent = logs("--since", f"{time.time() - mark:.3f}s")
     assert created(recent) == ["new-0", "new-1", "new-2"] and all(l["ts"] > mark for l in recent)
     invokes = logs("--type", "invoke")
     assert {l["type"] for l in invokes} == {"invoke"} and created(invokes) == created(everything)
@@ -176,7 +198,7 @@ def test_a_hung_actor_is_detected_and_replaced_without_losing_messages(dim_home)
         sid, turn_id = start_stream(app, 4000, 2000)
         wait_until(lambda: delta_count(app, sid, turn_id) > 500, 30, what="the stream to be under way")
         assert app.dimctl("crash", "router", "--hang", "30").returncode == 0
-        wait_until(lambda: app.status()["router"]["restarts"] == 1, 15, what="the hung router to be replaced")
+        wait_until(lambda: app.status()["router"]["restarts"] == 1, 60, what="the hung router to be replaced")
         assert "hung" in app.status()["router"]["lastError"]
         assert_exact(app, sid, turn_id, 4000)
     finally:
@@ -187,7 +209,7 @@ def test_actor_commands_from_the_ui(app: App):
     rows = app.invoke("actor_status")
     assert [r["name"] for r in rows] == ["journal", "materializer", "watcher", "router", "connection", "uibridge"]
     assert app.invoke("restart_actor", name="journal") == {"restarting": "journal"}
-    wait_until(lambda: app.status()["journal"]["restarts"] == 1, 15, what="the journal restart")
+    wait_until(lambda: app.status()["journal"]["restarts"] == 1, 60, what="the journal restart")
     logs = app.invoke("actor_logs", name="router", types=["invoke"], limit=3)
     assert 1 <= len(logs) <= 3 and all(l["type"] == "invoke" for l in logs)
     from apphelpers import InvokeError
@@ -195,6 +217,6 @@ def test_actor_commands_from_the_ui(app: App):
         app.invoke("restart_actor", name="nope")
     assert e.value.code == "INVALID_ARGUMENTS"
     events = app.events()
-    frame = events.wait_for(lambda fs: next((f for f in fs if f["event"] == "actor-status"), None), 10,
+    frame = events.wait_for(lambda fs: next((f for f in fs if f["event"] == "actor-status"), None),
                             what="a live actor-status event")
     assert {r["name"] for r in frame["payload"]} >= {"router", "connection"}

@@ -6,17 +6,17 @@ from playwright.sync_api import expect
 
 
 def test_create_a_session_by_clicking_send_hello_and_see_the_reply_stream_in(page, app):
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
-    expect(page.get_by_test_id("connection-state")).to_have_text("connected", timeout=15000)
+    expect(page.locator("body[data-ready='1']")).to_have_count(1)
+    expect(page.get_by_test_id("connection-state")).to_have_text("connected")
     page.get_by_test_id("new-session").click()
-    expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=10000)
+    expect(page.get_by_test_id("session-item")).to_have_count(1)
     box = page.get_by_test_id("message-input")
     box.fill("hello there from the page")
     box.press("Enter")
     turn = page.get_by_test_id("turn").last
-    expect(turn.get_by_test_id("user-text")).to_have_text("hello there from the page", timeout=10000)
-    expect(turn.get_by_test_id("assistant-text")).to_have_text("hello there from the page", timeout=10000)
-    expect(turn).to_have_attribute("data-status", "complete", timeout=10000)
+    expect(turn.get_by_test_id("user-text")).to_have_text("hello there from the page")
+    expect(turn.get_by_test_id("assistant-text")).to_have_text("hello there from the page")
+    expect(turn).to_have_attribute("data-status", "complete")
     assert page.page_errors == []
 
 
@@ -25,8 +25,8 @@ def test_a_reloaded_page_rebuilds_itself_from_get_state(page, app):
     app.invoke("join_session", sessionId=sid)
     app.invoke("run_turn", sessionId=sid, text="remember me")
     page.reload()
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=15000)
+    expect(page.locator("body[data-ready='1']")).to_have_count(1)
     item = page.locator(f"[data-testid='session-item'][data-session-id='{sid}']")
-    expect(item).to_have_count(1, timeout=10000)
+    expect(item).to_have_count(1)
     item.click()
-    expect(page.get_by_test_id("assistant-text").last).to_have_text("remember me", timeout=10000)
+    expect(page.get_by_test_id("assistant-text").last).to_have_text("remember me")
