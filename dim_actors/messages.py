@@ -178,7 +178,7 @@ class LocalChanges(Msg, tag="local_changes"):
 
 class WatcherIncident(Msg, tag="watcher_incident"):
     """Something went wrong under the watcher (and what it did about it): handler_error, overflow,
-    watch_limit, observer_died, root_gone."""
+    watch_limit, watch_unchecked, observer_died, root_gone."""
 
     sessionId: str
     incident: str
