@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from apphelpers import ROOT, App, InvokeError, free_port, wait_until, write_settings
+from apphelpers import ROOT, App, InvokeError, free_port, userns_watch_limit_works, wait_until, watch_limited, write_settings
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
 
@@ -668,24 +668,14 @@ def test_unsent_edits_survive_a_restore_without_turning_into_conflicts(tmp_path)
 # --- the inotify watch limit, for real ---------------------------------------------------------------------
 
 
-def _userns_watch_limit_works() -> bool:
-    try:
-        r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c",
-                            "echo 3 > /proc/sys/user/max_inotify_watches"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
 def limited_app(home: Path, args: list[str], watches: int) -> App:
     """dim-desktop in a user namespace of its own whose inotify watch limit is `watches`. The limit
     is per user namespace (/proc/sys/user/max_inotify_watches, checked at every level up to the
     machine's fs.inotify.max_user_watches), so lowering it there leaves every other process alone."""
-    script = f'echo {watches} > /proc/sys/user/max_inotify_watches && exec "$@"'
-    return App(home, args, prefix=["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh"])
+    return App(home, args, prefix=watch_limited(watches))
 
 
-@pytest.mark.skipif(not _userns_watch_limit_works(),
+@pytest.mark.skipif(not userns_watch_limit_works(),
                     reason="no user namespace to lower the inotify watch limit in (test_watcher_failures_are_"
                            "detected_rescanned_and_reported covers the detection with DIM_SYNC_FAULTS)")
 def test_folders_past_the_inotify_watch_limit_are_polled_and_reported(gw, tmp_path):
