@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import multiprocessing
 import os
 import secrets
 import signal
@@ -27,6 +28,13 @@ from dim_actors.supervisor.control import request as control_request
 from dim_actors.supervisor.runtime import SupervisorRuntime
 
 log = logging.getLogger("dim.app")
+
+# The whole stop, from its request (SIGINT, SIGTERM, `dimctl stop`, the tray's Quit) to the end of the
+# process, window or not, fits in this (the requirement: 10 s on a loaded machine). The window, the
+# tray, the control socket and the actors stop at once; the dev gateway after the actors (so the
+# connection closes its socket first), in the share of the budget kept for it.
+STOP_BUDGET_S = 8.0
+GATEWAY_SHARE_S = 2.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,32 +103,38 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"ui_token": ui_token, "ui_port": args.ui_port,
              "connection": ConnectionMemory(url=url, token=token)}
     runtime = SupervisorRuntime(home, settings, extra)
+    stopper = Stopper(runtime, home, gateway)
     catch_stop_signals(runtime)
     desktop: Desktop | None = None
     try:
         runtime.start()
-        runtime.status()  # returns once every actor has started
+        stopper.start()
+        runtime.wait_started()  # every actor has started, or the stop was requested first
         # Everything loaded so far (modules, classes, the actors) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall every thread for
         # ~20 ms a few times a minute under a stream (docs/performance.md).
         gc.freeze()
-        if runtime.stop_requested.is_set():
+        if runtime.exit_code:  # the supervisor gave up: an actor could not start
             raise StartFailed(runtime.stop_reason)
         ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"
-        home.write_runtime(RuntimeInfo(pid=os.getpid(), uiUrl=ui_url, token=ui_token,
-                                       controlSocket=str(home.control_socket), gatewayUrl=url))
+        if not stopper.write_runtime(RuntimeInfo(pid=os.getpid(), uiUrl=ui_url, token=ui_token,
+                                                 controlSocket=str(home.control_socket), gatewayUrl=url)):
+            raise StopBeforeStart()
         print(f"dim-desktop {__version__}: gateway {url}", flush=True)
         print(f"dim-desktop: UI at {ui_url}", flush=True)
         mode = "none" if args.no_browser else "browser" if args.browser else settings.ui_open
         desktop = Desktop(runtime, ui_url, mode, tray=settings.tray and mode != "none",
                           notifications=settings.native_notifications)
+        if not stopper.adopt(desktop):
+            raise StopBeforeStart()
         extra["show_ui"] = desktop.show
         extra["desktop_notify"] = desktop.notifier.submit
         extra["on_settings_changed"] = desktop.on_settings_changed
         print(f"dim-desktop: {describe_mode(desktop.start_mode)}; press Ctrl-C or run `dimctl stop` to stop",
               flush=True)
         desktop.run()  # the main thread's loop (the native window needs it) until the app stops
-        log.info("stopping: %s", runtime.stop_reason)
+    except StopBeforeStart:
+        pass  # stopped (a signal, say) before the UI was up: a normal stop
     except StartFailed:
         # Already said where it happened (the supervisor's log line); the last line says why.
         runtime.exit_code = runtime.exit_code or 1
@@ -128,23 +142,139 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("dim-desktop failed")
         print(f"dim-desktop: {e}", file=sys.stderr)
         runtime.exit_code = runtime.exit_code or 1
+        runtime.request_stop(f"dim-desktop failed: {e}")
     finally:
-        home.remove_runtime()
+        if not runtime.stop_requested.is_set():
+            runtime.request_stop("dim-desktop is ending")
+        stopper.start()  # if runtime.start() itself failed, it was not started yet
+        stopper.wait()
         if desktop is not None:
             desktop.close()
-        runtime.stop()
-        if gateway is not None:
-            gateway.stop()
-        os.close(lock_fd)
-    if runtime.exit_code:
-        print(f"dim-desktop: stopped: {runtime.stop_reason}", file=sys.stderr)
-    else:
-        print("dim-desktop: stopped", flush=True)
-    return runtime.exit_code
+    return stopper.finish(lock_fd)
 
 
 class StartFailed(Exception):
     """An actor could not start (a taken --ui-port, say): a clear last line, no traceback."""
+
+
+class StopBeforeStart(Exception):
+    """The stop was requested before the UI was up."""
+
+
+class Stopper:
+    """Stops everything, on a thread of its own, as soon as the stop is requested.
+
+    The stop runs the same whatever the main thread is doing (the window's GUI loop, starved on a
+    loaded machine; a window probe; the start itself): runtime.json goes first, then the tray, the
+    control socket and every actor stop at once; then the window is destroyed (its GUI loop, on
+    the main thread, ends when it handles that) and the dev gateway stops, after the actors, so
+    the connection closes its socket first. One deadline, STOP_BUDGET_S after the request, bounds
+    it all; past it the process exits without waiting for a GUI loop that has not ended."""
+
+    def __init__(self, runtime: SupervisorRuntime, home: DimHome, gateway: EmbeddedGateway | None):
+        self.runtime, self.home, self.gateway = runtime, home, gateway
+        self.desktop: Desktop | None = None
+        self.lock = threading.Lock()  # runtime.json: written only while no stop is requested
+        self.thread = threading.Thread(target=self._run, name="stop", daemon=True)
+        self.done = threading.Event()
+        self.finishing = threading.Lock()  # taken by whoever ends the process
+
+    def start(self) -> None:
+        if self.thread.ident is None:
+            self.thread.start()
+
+    def write_runtime(self, info: RuntimeInfo) -> bool:
+        """Write runtime.json unless the stop is requested (then the stop has removed it)."""
+        with self.lock:
+            if self.runtime.stop_requested.is_set():
+                return False
+            self.home.write_runtime(info)
+            return True
+
+    def adopt(self, desktop: Desktop) -> bool:
+        """The stop closes this desktop's window and tray; False if the stop is requested already."""
+        with self.lock:
+            if self.runtime.stop_requested.is_set():
+                return False
+            self.desktop = desktop
+            return True
+
+    def deadline(self) -> float:
+        return (self.runtime.stop_requested_at or time.monotonic()) + STOP_BUDGET_S
+
+    def wait(self) -> None:
+        """On the main thread, once its loop is over: until the stop is done (by the deadline)."""
+        if not self.done.wait(timeout=max(0.0, self.deadline() - time.monotonic())):
+            log.warning("the stop is not done %.0fs after it was requested: ending the process anyway",
+                        STOP_BUDGET_S)
+
+    def _run(self) -> None:
+        self.runtime.stop_requested.wait()
+        deadline = self.deadline()
+        try:
+            with self.lock:
+                self.home.remove_runtime()
+                desktop = self.desktop
+            closing = None
+            if desktop is not None:  # the tray and the notifier
+                closing = threading.Thread(target=desktop.close, name="desktop-close", daemon=True)
+                closing.start()
+            self.runtime.stop(deadline - GATEWAY_SHARE_S)
+            if desktop is not None:
+                desktop.close_window()  # after the UI bridge: see Desktop.close_window
+            if self.gateway is not None:
+                self.gateway.stop(timeout_s=max(0.5, deadline - 1.0 - time.monotonic()))
+            if closing is not None:
+                closing.join(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception:
+            log.exception("stopping dim-desktop failed")
+            self.runtime.exit_code = self.runtime.exit_code or 1
+        finally:
+            self.done.set()
+        # The main thread returns once its loop is over (a window: once the GUI loop has handled the
+        # destroy) and ends the process. A loop that has not ended by the deadline is not waited for.
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        if not self.finishing.acquire(blocking=False):
+            return  # the main thread is ending the process
+        log.warning("the main thread's loop did not end within %.0fs of the stop request: exiting without it",
+                    STOP_BUDGET_S)
+        self._finish(None)
+
+    def finish(self, lock_fd: int) -> int:
+        """On the main thread, at the very end: say the app stopped, and return its exit code."""
+        if not self.finishing.acquire(blocking=False):
+            # The stop thread is ending the process (the deadline passed): it exits for us.
+            self.finishing.acquire()
+        return self._finish(lock_fd)
+
+    def _finish(self, lock_fd: int | None) -> int:
+        """Every part of the app has ended by now. Threads of libraries that are not daemons
+        (pywebview runs some) get a moment, not more: Python would wait for them at exit, for ever
+        if one waits for a GUI loop that is over."""
+        runtime = self.runtime
+        if lock_fd is not None:
+            os.close(lock_fd)
+        for proc in multiprocessing.active_children():  # none: runtime.stop saw to it
+            proc.kill()
+        me = threading.current_thread()
+        stray = [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+        until = min(self.deadline(), time.monotonic() + 1.0)
+        for t in stray:
+            t.join(timeout=max(0.0, until - time.monotonic()))
+        stray = [t for t in stray if t.is_alive()]
+        if runtime.exit_code:
+            print(f"dim-desktop: stopped: {runtime.stop_reason}", file=sys.stderr)
+        else:
+            print("dim-desktop: stopped", flush=True)
+        log.info("stopped %.2fs after the stop request (%s)%s",
+                 time.monotonic() - (runtime.stop_requested_at or time.monotonic()), runtime.stop_reason,
+                 f"; not waiting for threads {', '.join(t.name for t in stray)}" if stray else "")
+        if stray or threading.current_thread() is not threading.main_thread():
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(runtime.exit_code)
+        return runtime.exit_code
 
 
 def describe_mode(mode: str) -> str:
@@ -160,12 +290,22 @@ def catch_stop_signals(runtime: SupervisorRuntime) -> None:
     loop may not do for a while; the wakeup fd is written by the C-level handler at once, and a
     thread turns it into a stop request.
     """
+    global _wakeup
     rsock, wsock = socket.socketpair()
     wsock.setblocking(False)
+    # Both ends must live as long as the process: a collected socket closes its fd, and the C
+    # handler would then write to a closed fd, or to whatever file reuses the number.
+    _wakeup = (rsock, wsock)
     signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
 
     def handler(signum, frame) -> None:
-        runtime.request_stop(signal.Signals(signum).name)
+        # Only replaces the default action (SIGTERM would kill the process on the spot): the C
+        # handler has already written the signal to the wakeup fd, for the thread below. Nothing
+        # is done here, on whatever the main thread was doing (a lock may be held). pywebview's Qt
+        # backend replaces the SIGINT one with its own, which quits the GUI loop (the C handler,
+        # and so this thread, still see the signal); the window refuses that close, and the stop
+        # destroys it once the UI bridge has stopped (Desktop.close_window).
+        pass
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
@@ -176,10 +316,13 @@ def catch_stop_signals(runtime: SupervisorRuntime) -> None:
             if not data:
                 return
             for signum in data:
-                if signum in (signal.SIGINT, signal.SIGTERM) and not runtime.stop_requested.is_set():
+                if signum in (signal.SIGINT, signal.SIGTERM):
                     runtime.request_stop(signal.Signals(signum).name)
 
     threading.Thread(target=reader, name="stop-signals", daemon=True).start()
+
+
+_wakeup: tuple[socket.socket, socket.socket] | None = None
 
 
 def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:

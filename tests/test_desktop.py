@@ -3,6 +3,7 @@ notifications in Chromium, the native window (pywebview + Qt) under Xvfb, the tr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,13 +12,16 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from apphelpers import ROOT, App, wait_until
+from apphelpers import ROOT, START, App, wait_until
+from test_app_lifecycle import assert_stop_ends_everything, signal_now
 from dim_actors.desktop.notify import _Ev, describe
 
 RECORDER = """#!/bin/sh
@@ -41,14 +45,15 @@ def lines(path: Path) -> list[str]:
 class DesktopApp(App):
     """dim-desktop as a user starts it: without --no-browser (App always passes it)."""
 
-    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None):
+    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None):
         self.home = home
         self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
         self.env.pop("DIM_TOKEN", None)
         self.log = open(home / "app-output.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.app", *(args or [])], cwd=ROOT,
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.runtime = wait_until(self._read_runtime, 40, what="runtime.json")
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "dim_actors.app", *(args or [])],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
         self.base = self.runtime["uiUrl"].split("/?")[0]
         self.token = self.runtime["token"]
 
@@ -479,20 +484,77 @@ def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(di
         app.stop()
 
 
-def test_sigterm_stops_the_app_while_the_window_loop_runs(dim_home: Path, xvfb, xprobe):
+@pytest.mark.parametrize("sig, group", [
+    (signal.SIGTERM, False),  # `kill PID`
+    (signal.SIGINT, True),    # Ctrl-C in the terminal: the whole process group (pywebview's Qt backend
+                              # installs a SIGINT handler of its own, which quits the GUI loop)
+], ids=["SIGTERM-to-the-app", "SIGINT-to-the-group"])
+def test_sigterm_stops_the_app_while_the_window_loop_runs(dim_home: Path, xvfb, xprobe, sig, group):
+    """The stop of tests/test_app_lifecycle.py, with the native window's GUI loop on the main
+    thread: within the same bound, nothing failing or restarting, nothing left running."""
     why = _window_support(xvfb)
     if why:
         pytest.skip(f"no native window here: {why}")
-    app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
+    app = DesktopApp(dim_home, env={"DISPLAY": xvfb}, prefix=["setsid"])
     try:
-        wait_until(lambda: xprobe.mapped("Diminuendo"), 40, interval=0.1, what="the window to be mapped")
-        conn_pid = app.status()["connection"]["pid"]
-        app.proc.send_signal(signal.SIGTERM)
-        assert app.proc.wait(timeout=40) == 0
-        assert not (dim_home / "run" / "runtime.json").exists()
-        wait_until(lambda: not Path(f"/proc/{conn_pid}").exists(), 10, what="the connection process to exit")
+        wait_until(lambda: xprobe.mapped("Diminuendo"), 60, interval=0.1, what="the window to be mapped")
+        # The page is up and connected to the bridge: the window as it is used.
+        wait_until(lambda: app.status()["uibridge"].get("pages", 0) >= 1, 60, what="the window's page to connect")
+        send = (lambda: os.killpg(app.proc.pid, sig)) if group else (lambda: app.proc.send_signal(sig))
+        assert_stop_ends_everything(app, lambda: signal_now(send))
+        log = app_log(dim_home)
+        assert "window closed for good" in log  # the GUI loop ended: the stop did not have to give up on it
+        assert "not waiting for threads" not in log  # nothing of pywebview's held the exit
     finally:
         app.stop()
+
+
+class _FakeScriptWaits:
+    """pywebview's Qt backend as NativeWindow sees it once the GUI loop is over: its BrowserView
+    keeps each wait for a script's result as {id: {"semaphore": ...}} and waits without a timeout."""
+
+    def __init__(self):
+        self._js_results: dict[str, dict] = {}
+
+    def evaluate_js(self, key: str) -> None:
+        waiting = threading.Semaphore(0)
+        self._js_results[key] = {"semaphore": waiting, "result": ""}
+        waiting.acquire()  # what pywebview does: no timeout
+        del self._js_results[key]
+
+
+def test_no_wait_for_a_script_result_outlives_the_window_loop():
+    """pywebview injects its scripts into a loaded page on a non-daemon thread that waits, without a
+    timeout, for the GUI loop to return each result. A window destroyed while a page loads left
+    that thread waiting for ever, and Python waited for it at exit: SIGTERM did not end the app.
+    Once the loop is over, NativeWindow answers every such wait, and any that starts later."""
+    from dim_actors.desktop.window import NativeWindow
+
+    native = _FakeScriptWaits()
+    window = NativeWindow("http://127.0.0.1:1/")
+    window.window = types.SimpleNamespace(native=native)
+    before = threading.Thread(target=native.evaluate_js, args=("before",), daemon=True)
+    before.start()
+    wait_until(lambda: "before" in native._js_results, what="the wait to begin")
+    window._answer_script_waits_for_ever()
+    after = threading.Thread(target=native.evaluate_js, args=("after",), daemon=True)
+    after.start()
+    before.join(30)
+    after.join(30)
+    assert not before.is_alive() and not after.is_alive()
+
+
+def test_pywebview_qt_keeps_script_waits_as_the_window_expects():
+    """What _FakeScriptWaits stands for, checked against the installed pywebview (its source,
+    not imported: importing Qt without a display could abort the test run)."""
+    spec = importlib.util.find_spec("webview")
+    if spec is None or spec.origin is None:
+        pytest.skip("pywebview is not installed (the desktop extra)")
+    source = (Path(spec.origin).parent / "platforms" / "qt.py").read_text()
+    evaluate = source[source.index("    def evaluate_js(self"):]
+    evaluate = evaluate[:evaluate.index("\n    def ", 10)]
+    assert "self._js_results[unique_id]" in evaluate and "'semaphore': result_semaphore" in evaluate
+    assert "result_semaphore.acquire()" in evaluate
 
 
 class FakeSystemTray:

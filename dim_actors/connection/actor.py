@@ -2,7 +2,8 @@
 
 Commands go down the pipe; a reader thread takes events off it and routes them by name. If the
 process dies the reader sees the pipe close and fails this actor, so the supervisor restarts it,
-and the new process resumes every joined session from the last seq that reached this side.
+and the new process resumes every joined session from the last seq that reached this side. While
+the app stops, the process ending is expected: nothing is failed, nothing restarted.
 """
 
 from __future__ import annotations
@@ -169,9 +170,17 @@ class ConnectionActor(DimActor):
             if code is None:
                 self.process.join(timeout=1)
                 code = self.process.exitcode
+            if self._app_stopping():
+                log.info("connection process exited (exit code %s) while dim-desktop stops", code)
+                return
             self.memory.restarts_reconnects += 1
             # Fail through our own mailbox so the supervisor restarts us like any crashed actor.
             self.ctx.send(self.ctx.name, Crash(reason=f"connection process exited (exit code {code})"))
+
+    def _app_stopping(self) -> bool:
+        runtime = self.ctx.extra.get("supervisor")
+        stop = getattr(runtime, "stop_requested", None)
+        return stop is not None and stop.is_set()
 
     def on_stop(self) -> None:
         self.stopping = True

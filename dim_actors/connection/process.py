@@ -750,8 +750,13 @@ class GatewayConnection:
 def main(pipe: Connection, options: dict[str, Any]) -> None:
     """Entry point of the connection process (multiprocessing spawn target)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s connection[%(process)d] %(levelname)s %(message)s")
-    # Ctrl-C goes to the whole process group; the supervisor decides when this process ends.
+    # The supervisor decides when this process ends: by Shutdown down the pipe, by closing the pipe
+    # (the supervisor is gone, kill -9 included), or by SIGKILL. Ctrl-C (SIGINT) reaches the whole
+    # process group, and SIGTERM may too (`kill -TERM -PGID`, a session or service manager ending
+    # every process of the app): dying of it here, before the supervisor has even seen the app's
+    # own signal, would look like a crash and be answered by a restart during the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spill_dir = options.get("spill_dir")
     if spill_dir and spill_dir.is_dir():
         remove_stale_spills(spill_dir)

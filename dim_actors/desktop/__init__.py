@@ -38,6 +38,9 @@ class Desktop:
         self._window_reason: str | None = None
         self._probed = False
         self._probe_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self.closing = threading.Event()  # close_window(): the window goes for good
         self.sync_ids = -(1 << 50)
         self.want_tray = tray
         self.tray: Tray | None = None
@@ -124,6 +127,8 @@ class Desktop:
         threading.Thread(target=self._close_on_stop, name="desktop-stop", daemon=True).start()
         if self.want_tray:
             threading.Thread(target=self._start_tray, name="tray-start", daemon=True).start()
+        if self.stop_event.is_set():
+            return  # stopped before anything opened: open nothing
         if self.start_mode == "window":
             self._run_window(None)
         elif self.start_mode == "browser":
@@ -138,11 +143,11 @@ class Desktop:
 
     def _run_window(self, session_id: str | None) -> None:
         url = self.ui_url + "&shell=window" + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
-        self.window = NativeWindow(url)
+        self.window = NativeWindow(url, stopping=self.stop_event.is_set)
 
         def started() -> None:
             self.window_running = True
-            if self.stop_event.is_set():
+            if self.closing.is_set():
                 self.window.destroy()
 
         try:
@@ -156,18 +161,37 @@ class Desktop:
             self.window_running = False
 
     def _close_on_stop(self) -> None:
+        """The stop is requested: end the main thread's loop when there is no window."""
         self.stop_event.wait()
         self.requests.put(("stop", None))
-        if self.window is not None:
-            self.window.destroy()
+
+    def close_window(self) -> None:
+        """From the app's stop, once the UI bridge has stopped: destroy the window, which ends the
+        main thread's GUI loop, without waiting. Not before: a page still connected to the bridge
+        answers its close only while the GUI loop runs (once the loop is over, its WebSocket stays
+        open, unanswered, until the bridge gives up on it). Until then a close of the window
+        during the stop (pywebview quits the GUI loop on SIGINT) is refused."""
+        self.closing.set()
+        window = self.window
+        if window is not None:
+            window.destroy()
 
     def _start_tray(self) -> None:
         tray = Tray(on_open=lambda: self.show(), on_quit=self.quit, on_sync_paused=self.set_sync_paused,
                     connection_state=self.connection_state)
         if tray.start():
-            self.tray = tray
+            with self._close_lock:
+                self.tray = tray
+                closed = self._closed
+            if closed:  # the app stopped while the tray was starting
+                tray.stop()
 
     def close(self) -> None:
+        """The tray and the notifier (any thread; once is enough, twice is harmless)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         if self.tray is not None:
             self.tray.stop()
         self.notifier.close()

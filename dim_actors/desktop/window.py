@@ -3,6 +3,12 @@
 Closing the window hides it: the supervisor and the gateway connection keep running, and the tray,
 a second `dim-desktop` or `dimctl show` bring it back. The window goes for good only when the app
 stops (`destroy`), which ends `run`.
+
+`destroy` may be called from any thread at any moment, before the window is even shown: it never
+waits. And once the GUI loop is over, nothing of pywebview's may wait for it: pywebview runs a
+page's script injection on a non-daemon thread that waits, without a timeout, for the GUI loop to
+return each script's result; if the window goes while a page is loading, that loop never answers,
+and the process could not exit. `run` answers those waits itself once the loop has ended.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 log = logging.getLogger("dim.desktop.window")
@@ -65,9 +72,11 @@ def window_support(timeout: float = 30.0) -> str | None:
 
 
 class NativeWindow:
-    def __init__(self, url: str, title: str = "Diminuendo"):
+    def __init__(self, url: str, title: str = "Diminuendo", stopping: Callable[[], bool] = lambda: False):
+        """stopping: whether the app is stopping (a close is then refused: the stop destroys the window)."""
         self.url = url
         self.title = title
+        self.stopping = stopping
         self.window: Any = None
         self.quitting = False
         self.started = threading.Event()
@@ -91,10 +100,41 @@ class NativeWindow:
             self.started.set()
             if on_started is not None:
                 on_started()
+            if self.quitting:  # destroyed before it existed
+                self.destroy()
 
-        webview.start(started, gui="qt", private_mode=True)
-        self.visible = False
+        try:
+            webview.start(started, gui="qt", private_mode=True)
+        finally:
+            self.visible = False
+            self.quitting = True
+            self._answer_script_waits_for_ever()
         log.info("window closed for good")
+
+    def _answer_script_waits_for_ever(self) -> None:
+        """The GUI loop is over: answer (with no result) every wait for a script's result, now and
+        whenever one starts later, so no pywebview thread waits for ever on a loop that has ended."""
+        try:
+            results = getattr(getattr(self.window, "native", None), "_js_results", None)
+        except Exception:  # the Qt object may be gone already
+            return
+        # pywebview's Qt backend keeps each wait as {id: {"semaphore": ..., "result": ...}}.
+        if not isinstance(results, dict):
+            return
+
+        def answer() -> None:
+            ended = time.monotonic()
+            while True:
+                for waiting in list(results.values()):
+                    try:
+                        waiting["semaphore"].release()
+                    except Exception:
+                        pass
+                # A wait begun as the loop ended registers within moments; later ones cannot begin
+                # (no page loads any more), so after a while a slow look is enough.
+                time.sleep(0.05 if time.monotonic() - ended < 10 else 1.0)
+
+        threading.Thread(target=answer, name="window-script-waits", daemon=True).start()
 
     def _on_shown(self) -> None:
         self.visible = True
@@ -103,6 +143,9 @@ class NativeWindow:
     def _on_closing(self) -> bool:
         if self.quitting:
             return True
+        if self.stopping():
+            # The app is stopping and closes the window itself, once its UI bridge has stopped.
+            return False
         # Closing only hides: the app keeps running in the background (tray, dim-desktop, dimctl show).
         self.visible = False
         threading.Thread(target=self._hide, name="window-hide", daemon=True).start()
@@ -146,9 +189,24 @@ class NativeWindow:
             return False
 
     def destroy(self) -> None:
+        """From any thread, without waiting: close the window for good, which ends `run`. A window
+        not shown yet is closed as soon as it is (pywebview can close only a shown one)."""
         self.quitting = True
-        if self.window is not None and self.started.is_set():
-            try:
-                self.window.destroy()
-            except Exception:
-                log.exception("destroying the window failed")
+        window = self.window
+        if window is None:
+            return  # not created yet: `run` destroys it once the GUI loop has started
+        if window.events.shown.is_set():
+            self._destroy_now(window)
+        else:
+            threading.Thread(target=self._destroy_when_shown, args=(window,), name="window-destroy",
+                             daemon=True).start()
+
+    def _destroy_when_shown(self, window: Any) -> None:
+        window.events.shown.wait()
+        self._destroy_now(window)
+
+    def _destroy_now(self, window: Any) -> None:
+        try:
+            window.destroy()  # queued to the GUI loop, which closes the window and ends
+        except Exception:
+            log.exception("destroying the window failed")

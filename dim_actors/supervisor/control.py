@@ -174,7 +174,9 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path = path
 
     def start(self) -> None:
-        threading.Thread(target=self.serve_forever, name="control-socket", daemon=True).start()
+        # close() waits for serve_forever to notice, up to one poll interval: keep the app's stop quick.
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, name="control-socket",
+                         daemon=True).start()
 
     def close(self) -> None:
         self.shutdown()

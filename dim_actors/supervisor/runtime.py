@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -52,8 +54,12 @@ class SupervisorRuntime:
         self.logs = MessageLogs(home.logs_dir / "actors", settings.log_ring_size, settings.log_max_bytes,
                                 settings.log_keep)
         self.addresses = Addresses(list(ACTOR_NAMES), self.logs)
+        # Set by the first request_stop, from any thread; the supervisor holds the same event, so it
+        # knows of the stop before any child ends because of it.
         self.stop_requested = threading.Event()
         self.stop_reason = ""
+        self.stop_requested_at: float | None = None  # time.monotonic() of the first request
+        self._stop_lock = threading.Lock()
         self.exit_code = 0
         self.supervisor: pykka.ActorRef | None = None
         self.control: ControlServer | None = None
@@ -80,7 +86,8 @@ class SupervisorRuntime:
     def start(self) -> None:
         self.supervisor = Supervisor.start(child_specs(self.settings), self.addresses, self.context,
                                            self.settings.max_restarts, self.settings.restart_period_s,
-                                           self._give_up, self.settings.hang_timeout_s)
+                                           self._give_up, self.settings.hang_timeout_s,
+                                           stop_event=self.stop_requested)
         self.control = ControlServer(self.home.control_socket, self)
         self.control.start()
         threading.Thread(target=self._tick, name="supervisor-ticker", daemon=True).start()
@@ -109,6 +116,18 @@ class SupervisorRuntime:
         assert self.supervisor is not None
         return self.supervisor.ask(Status(), timeout=15)
 
+    def wait_started(self) -> None:
+        """Return once every actor has started (the supervisor answers Status after its on_start),
+        or as soon as the stop is requested, whichever comes first."""
+        assert self.supervisor is not None
+        answered = self.supervisor.ask(Status(), block=False)
+        while not self.stop_requested.is_set():
+            try:
+                answered.get(timeout=0.05)
+                return
+            except pykka.Timeout:
+                continue
+
     def restart(self, name: str) -> None:
         if name not in self.addresses:
             raise LookupError(f"unknown actor {name!r}")
@@ -118,16 +137,39 @@ class SupervisorRuntime:
             raise ValueError(f"{name} did not restart (last error: {self.addresses[name].stats.last_error or 'none'})")
 
     def request_stop(self, reason: str) -> None:
-        self.stop_reason = reason
-        self.stop_requested.set()
+        """From any thread (not from a signal handler: it logs). The first request's reason stands."""
+        with self._stop_lock:
+            if self.stop_requested.is_set():
+                log.info("stop requested again (%s): already stopping (%s)", reason, self.stop_reason)
+                return
+            self.stop_reason = reason
+            self.stop_requested_at = time.monotonic()
+            self.stop_requested.set()
+        log.info("stop requested: %s", reason)
 
-    def stop(self) -> None:
-        if self.control is not None:
-            self.control.close()
+    def stop(self, deadline: float) -> None:
+        """Stop the control socket and every actor, together, by `deadline` (time.monotonic());
+        then make sure no connection process outlives this one."""
+        if not self.stop_requested.is_set():
+            self.request_stop("stopping")
+        control = self.control
+        closing = None
+        if control is not None:  # its serve_forever notices within its poll interval (0.1 s)
+            closing = threading.Thread(target=control.close, name="control-close", daemon=True)
+            closing.start()
         if self.supervisor is not None:
             try:
-                self.supervisor.ask(StopAll(), timeout=60)
+                self.supervisor.ask(StopAll(deadline), timeout=max(0.1, deadline - time.monotonic()))
             except (pykka.Timeout, pykka.ActorDeadError):
-                log.warning("actors did not all stop in time")
-            self.supervisor.stop(block=True, timeout=5)
+                log.warning("the supervisor did not stop the actors by the stop's deadline")
+            self.supervisor.stop(block=False)
+        # An actor abandoned at the deadline may have left its connection process running (it
+        # ignores SIGTERM: the app's stop signals are the supervisor's to act on). Nothing may
+        # outlive the app, so what is left is killed.
+        for proc in multiprocessing.active_children():
+            log.warning("%s (pid %s) still running after the actors stopped: killing it", proc.name, proc.pid)
+            proc.kill()
+            proc.join(timeout=1)
+        if closing is not None:
+            closing.join(timeout=max(0.0, deadline - time.monotonic()))
         self.logs.close()
