@@ -184,3 +184,40 @@ def test_events_can_be_batched_for_the_page(app: App):
     ws.close()
     assert "".join(texts) == "".join(f"{i} " for i in range(3000))
     assert batched > 0
+
+
+def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refused(tmp_path):
+    """At stop the bridge answers what is still waiting (503 STOPPING, which the page shows as an
+    error it can retry after a restart) instead of dropping the connection, and refuses new work."""
+    import asyncio
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from dim_actors.ui.http import BridgeServer
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    submitted = threading.Event()
+    server = BridgeServer(tmp_path, "t0k", lambda req_id, command, args: submitted.set())  # never answers
+    port = asyncio.run_coroutine_threadsafe(server.start(0), loop).result(30)
+
+    def invoke() -> tuple[int, dict]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invoke/list_sessions", data=b"{}",
+                                     headers={"Authorization": "Bearer t0k"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    answers: list[tuple[int, dict]] = []
+    caller = threading.Thread(target=lambda: answers.append(invoke()))
+    caller.start()
+    try:
+        assert submitted.wait(30), "the command never reached the bridge's submit"
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        caller.join(60)
+        assert answers == [(503, {"ok": False, "error": {"code": "STOPPING", "message": "dim-desktop is stopping"}})]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)

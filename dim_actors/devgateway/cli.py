@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
+from typing import Callable
 
 from dim_actors.protocol import MAX_FRAME_BYTES
 
@@ -41,6 +43,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _wait_for_eof(fd: int, then: Callable[[], object]) -> None:
+    """Read `fd` until EOF, then call `then`. Raw reads, not sys.stdin's buffered reader: a daemon
+    thread inside that reader at interpreter exit aborts the process (_enter_buffered_busy)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+    then()
+
+
 async def _serve(args: argparse.Namespace) -> None:
     gateway = DevGateway(host=args.host, port=args.port, token=args.token, data_dir=args.data,
                          heartbeat_ms=args.heartbeat_ms, rate_limit=args.rate_limit,
@@ -53,7 +66,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.exit_with_parent:
         # The write end is the parent's alone: EOF means it is gone, however it went (a stopped
         # parent keeps it open, so a SIGSTOPped app keeps its gateway).
-        threading.Thread(target=lambda: (sys.stdin.buffer.read(), loop.call_soon_threadsafe(stop.set)),
+        threading.Thread(target=_wait_for_eof, args=(sys.stdin.fileno(), lambda: loop.call_soon_threadsafe(stop.set)),
                          name="parent-watch", daemon=True).start()
     await gateway.start()
     try:

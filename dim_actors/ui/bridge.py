@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ import msgspec
 from dim_actors.messages import Invoke, InvokeResult, Msg, UiEvent
 from dim_actors.supervisor.actor import DimActor
 from dim_actors.ui.http import BridgeServer
+
+log = logging.getLogger(__name__)
+
 
 def _static_dir() -> Path:
     # An installed wheel carries ui/ as dim_actors/ui/static (setup.py); a checkout serves ui/ itself.
@@ -89,6 +93,9 @@ class UIBridge(DimActor):
     def _shutdown(self) -> None:
         try:
             asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
+        except TimeoutError:
+            # The server's own waits are bounded well under this; the loop is stopped regardless.
+            log.warning("uibridge: the HTTP server did not stop within 5 s; stopping its loop")
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)

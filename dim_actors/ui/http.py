@@ -28,6 +28,7 @@ STATUS_FOR_CODE = {
     "NOT_CONNECTED": 409,
     "GATEWAY_ERROR": 422,
     "TIMEOUT": 504,
+    "STOPPING": 503,
 }
 COOKIE = "dim_token"
 BATCH_MAX = 500
@@ -36,6 +37,11 @@ BATCH_MAX = 500
 # turns 2,000 messages a second into at most 250, for at most 4 ms more latency.
 BATCH_WINDOW_S = 0.004
 CLIENT_QUEUE_LIMIT = 100_000  # frames buffered for one slow page before it is dropped and must reload
+# At stop: how long a page's WebSocket may take to answer our close, and how long aiohttp waits for
+# requests still in flight. A page still loading (its window being destroyed) may never answer, and
+# the whole app's stop has a deadline of a few seconds.
+CLOSE_TIMEOUT_S = 1.0
+STOPPING_ERROR = {"code": "STOPPING", "message": "dim-desktop is stopping"}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -66,6 +72,7 @@ class BridgeServer:
         self.pending: dict[int, asyncio.Future] = {}
         self.req_ids = itertools.count(1)
         self.runner: web.AppRunner | None = None
+        self.stopping = False  # set by stop(): new requests and pages are refused
         self.queue_peak = 0  # the deepest any page's queue has been (frames), for dimctl status
 
     # --- lifecycle (runs on the bridge's event loop) -----------------------------------------------
@@ -76,7 +83,7 @@ class BridgeServer:
         app.router.add_get("/events", self.events)
         app.router.add_get("/", self.index)
         app.router.add_get("/{path:.+}", self.static)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
@@ -85,11 +92,16 @@ class BridgeServer:
         return self.port
 
     async def stop(self) -> None:
-        for c in list(self.clients):
-            await c.ws.close()
+        """Refuse new work, answer what is pending, close the pages: within a bounded time, since
+        a page in a window that is going away may never answer its close."""
+        self.stopping = True
         for fut in self.pending.values():
             if not fut.done():
-                fut.cancel()
+                fut.set_result((False, None, STOPPING_ERROR))
+        closes = [asyncio.wait_for(c.ws.close(), CLOSE_TIMEOUT_S) for c in list(self.clients)]
+        for outcome in await asyncio.gather(*closes, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.TimeoutError):
+                log.info("closing a page's event socket at stop failed: %r", outcome)
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -139,6 +151,8 @@ class BridgeServer:
         if not self._token_ok(self._bearer(request)):
             return error_response(401, "UNAUTHORIZED", "missing or wrong bearer token")
         command = request.match_info["command"]
+        if self.stopping:
+            return error_response(503, STOPPING_ERROR["code"], STOPPING_ERROR["message"])
         raw = await request.read()
         try:
             args = json.loads(raw) if raw.strip() else {}
@@ -173,6 +187,8 @@ class BridgeServer:
     async def events(self, request: web.Request) -> web.StreamResponse:
         if not self._token_ok(request.query.get("token")):
             return error_response(401, "UNAUTHORIZED", "missing or wrong token")
+        if self.stopping:
+            return error_response(503, STOPPING_ERROR["code"], STOPPING_ERROR["message"])
         ws = web.WebSocketResponse(heartbeat=20, compress=False)
         await ws.prepare(request)
         client = PageClient(ws, batch=request.query.get("batch") == "1")
