@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from playwright.sync_api import expect
 
 from apphelpers import ROOT, START, App, wait_until
-from test_app_lifecycle import assert_stop_ends_everything, signal_now
+from stopchecks import assert_stop_ends_everything, signal_now
 from dim_actors.desktop.notify import _Ev, describe
 
 RECORDER = """#!/bin/sh

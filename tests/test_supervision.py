@@ -14,7 +14,7 @@ import time
 import pytest
 
 from apphelpers import ROOT, App, wait_until, write_settings
-from test_app_lifecycle import gateway_pid, gone
+from stopchecks import gateway_pid, gone
 
 N = 20000
 EXPECTED = "".join(f"{i} " for i in range(N))

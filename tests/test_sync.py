@@ -7,18 +7,16 @@ or push a notification the gateway would never send.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from apphelpers import ROOT, App, InvokeError, free_port, userns_watch_limit_works, wait_until, watch_limited, write_settings
+from apphelpers import App, InvokeError, free_port, userns_watch_limit_works, wait_until, watch_limited, write_settings
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
 
