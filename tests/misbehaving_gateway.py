@@ -228,3 +228,56 @@ def _split_frame(buf: bytes) -> tuple[bytes, bytes] | None:
     if masked:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     return buf[:pos + length], payload
+
+
+class LateReadingProxy:
+    """A TCP proxy in front of a real gateway that, for the first `first_s` of each connection,
+    passes each client frame on `delay_s` late: the gateway reads (and rate-counts) a burst well
+    after the client sent it, as a loaded gateway does. The delay is the scenario, not a wait."""
+
+    def __init__(self, target_port: int, delay_s: float = 0.04, first_s: float = 2.0):
+        self.target_port, self.delay_s, self.first_s = target_port, delay_s, first_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ws"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._up, args=(client, upstream, time.monotonic()), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _down(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _up(self, src: socket.socket, dst: socket.socket, opened: float) -> None:
+        buf, in_frames = b"", False
+        try:
+            while data := src.recv(65536):
+                buf += data
+                if not in_frames:
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        continue
+                    dst.sendall(buf[:end + 4])
+                    buf, in_frames = buf[end + 4:], True
+                while (frame := _split_frame(buf)) is not None:
+                    raw, _ = frame
+                    buf = buf[len(raw):]
+                    if time.monotonic() - opened < self.first_s:
+                        time.sleep(self.delay_s)
+                    dst.sendall(raw)
+        except OSError:
+            pass

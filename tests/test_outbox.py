@@ -119,6 +119,30 @@ def test_the_client_paces_itself_under_the_gateways_rate_limit(dim_home, tmp_pat
         gw.stop()
 
 
+def test_pacing_holds_when_the_gateway_reads_a_burst_late(dim_home, tmp_path):
+    """The gateway counts a frame when it reads it; a loaded one reads a burst late. Paced by our
+    send times alone, the 9th request reached it while the 1st still counted there (RATE_LIMITED):
+    a request's place in the window runs from its answer."""
+    import concurrent.futures
+
+    from apphelpers import write_settings
+    from misbehaving_gateway import LateReadingProxy
+
+    gw = GatewayProcess(tmp_path / "gw", args=["--rate-limit", "8"]).start()
+    proxy = LateReadingProxy(gw.port)
+    write_settings(dim_home, "send_rate_limit = 8\nsend_rate_window_s = 10.0\nrequest_timeout_s = 60.0\n")
+    app = App(dim_home, ["--gateway", proxy.url])
+    try:
+        app.wait_connected()
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda i: app.invoke("list_sessions", timeout=90), range(12)))
+        assert all(r["type"] == "session_list" for r in results)  # none refused as RATE_LIMITED
+    finally:
+        app.stop()
+        proxy.close()
+        gw.stop()
+
+
 @pytest.mark.parametrize("killed", ["before the answer", "after the answer"])
 def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(dim_home, tmp_path, killed):
     import os

@@ -56,6 +56,20 @@ OUTBOX_IDS = -(1 << 40)
 INTERNAL_IDS = -(1 << 50)
 
 
+class SendSlot:
+    """One frame's place in the gateway's rate window. The gateway counts a frame when it reads it,
+    which a loaded gateway (or a slow network) may do well after we sent it: a window counted from
+    our send times alone lets the (limit+1)th frame arrive while the first still counts there. A
+    request's answer proves it was counted by then, so a request's place runs from its answer, and
+    an unanswered one holds its place until its answer, its expiry or the end of its connection."""
+
+    __slots__ = ("at", "awaiting")
+
+    def __init__(self, awaiting: bool = False):
+        self.at = 0.0  # time.monotonic() of its send, then of its answer
+        self.awaiting = awaiting
+
+
 class Sender:
     """All frames to the gateway leave through here, in order, paced to the gateway's rate limit.
 
@@ -63,33 +77,56 @@ class Sender:
     RATE_LIMITED; a client that paces itself never loses a command to that. Callers only enqueue,
     so the socket thread is never held up by pacing."""
 
+    # Frames that get no answer (pings, joins) count from their send, plus this for the gateway's
+    # reading; requests count from their answer (SendSlot).
+    MARGIN_S = 0.05
+    # Past this an unanswered request no longer holds its place, whatever happened to its Pending.
+    AWAIT_CAP_S = 120.0
+
     def __init__(self, limit: int, window_s: float):
         self.limit, self.window_s = limit, window_s
-        self.queue: collections.deque[tuple[object, bytes]] = collections.deque()
+        self.queue: collections.deque[tuple[object, bytes, SendSlot]] = collections.deque()
         self.cond = threading.Condition()
-        self.sent_at: collections.deque[float] = collections.deque()
+        self.slots: list[SendSlot] = []
 
-    def send(self, ws: websocket.WebSocket, frame: bytes) -> None:
+    def send(self, ws: websocket.WebSocket, frame: bytes, slot: SendSlot | None = None) -> None:
         with self.cond:
-            self.queue.append((ws, frame))
+            self.queue.append((ws, frame, slot or SendSlot()))
             self.cond.notify()
+
+    def settle(self, slot: SendSlot) -> None:
+        """The request of `slot` was answered, expired or lost with its connection: it counts from now."""
+        with self.cond:
+            if slot.awaiting:
+                slot.awaiting = False
+                slot.at = max(slot.at, time.monotonic())
+                self.cond.notify()
+
+    def _wait_for_room(self) -> None:
+        """Under self.cond: until one more frame fits in the window."""
+        while self.limit:
+            now = time.monotonic()
+            self.slots = [s for s in self.slots
+                          if (s.awaiting and now - s.at <= self.AWAIT_CAP_S) or now - s.at <= self.window_s]
+            if len(self.slots) < self.limit:
+                return
+            ends = [s.at + (self.AWAIT_CAP_S if s.awaiting else self.window_s + self.MARGIN_S) for s in self.slots]
+            self.cond.wait(max(0.0, min(ends) - now))
 
     def run(self) -> None:
         while True:
             with self.cond:
                 self.cond.wait_for(lambda: self.queue)
-                ws, frame = self.queue.popleft()
-            now = time.monotonic()
-            while self.sent_at and now - self.sent_at[0] > self.window_s:
-                self.sent_at.popleft()
-            if self.limit and len(self.sent_at) >= self.limit:
-                time.sleep(self.sent_at[0] + self.window_s + 0.05 - now)
-                self.sent_at.popleft()
+                ws, frame, slot = self.queue.popleft()
+                self._wait_for_room()
+                slot.at = time.monotonic()
+                self.slots.append(slot)
             try:
                 ws.send(frame)  # type: ignore[attr-defined]
             except (OSError, websocket.WebSocketException):
                 pass  # that connection is gone; the reconnect resends what matters
-            self.sent_at.append(time.monotonic())
+            with self.cond:
+                slot.at = max(slot.at, time.monotonic())
 
 
 class AuthFailed(Exception):
@@ -153,10 +190,11 @@ class Pending:
     """A request awaiting its answer. The session (and client turn id) keep another client's
     broadcast of the same event type from being taken for our answer."""
 
-    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id")
+    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot")
 
     def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}"):
         self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
+        self.slot = SendSlot(awaiting=True)  # its place in the rate window, held until it is answered
         t = _target.decode(frame)  # our own frame, built by build_client_message
         self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
 
@@ -286,14 +324,15 @@ class GatewayConnection:
                 reqId=msg.reqId, code="NOT_FOUND",
                 message=f"outbox item {msg.outboxId} is not waiting (already sent, or never queued)"))
 
-    def _join(self, ws: websocket.WebSocket, sid: str, frame: bytes | None = None) -> None:
+    def _join(self, ws: websocket.WebSocket, sid: str, frame: bytes | None = None,
+              slot: SendSlot | None = None) -> None:
         """Join a session and fetch what it already holds, so the stores see its history once;
         live events wait behind that catch-up (under the frame lock)."""
         with self.frame_lock:
             with self.lock:
                 self.joined[sid] = 0
             self.catching_up[sid] = []
-            self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}))
+            self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}), slot)
             self._catch_up(ws, sid, 0)
 
     def _flush_outbox(self) -> None:
@@ -318,7 +357,7 @@ class GatewayConnection:
         try:
             if p.session_id is not None and p.session_id not in self.joined:
                 self._join(ws, p.session_id)  # so the queued command's outcome reaches the stores
-            self.sender.send(ws, frame)
+            self.sender.send(ws, frame, p.slot)
         except (OSError, websocket.WebSocketException):
             return  # the reconnect sends it again (a run_turn carries its clientTurnId: no double run)
         self.outbox_changed()
@@ -374,14 +413,16 @@ class GatewayConnection:
         if msg.type == "leave_session":
             with self.lock:
                 self.joined.pop(sid, None)
+        pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), msg.frame)
         with self.lock:
-            self.pending.append(Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), msg.frame))
+            self.pending.append(pending)
         try:
             if first_join:
-                self._join(ws, sid, msg.frame)
+                self._join(ws, sid, msg.frame, pending.slot)
             else:
-                self.sender.send(ws, msg.frame)
+                self.sender.send(ws, msg.frame, pending.slot)
         except (OSError, websocket.WebSocketException) as e:
+            self.sender.settle(pending.slot)
             with self.lock:
                 self.pending = [p for p in self.pending if p.req_id != msg.reqId]
             self.uplink.put_control(CommandFailed(reqId=msg.reqId, code="NOT_CONNECTED", message=f"send failed: {e}"))
@@ -539,9 +580,9 @@ class GatewayConnection:
         with self.lock:
             self.internal_ids -= 1
             self.internal[self.internal_ids] = sid
-            self.pending.append(Pending(self.internal_ids, "get_events", frozenset({"event_list"}),
-                                        time.monotonic(), frame))
-        self.sender.send(ws, frame)
+            pending = Pending(self.internal_ids, "get_events", frozenset({"event_list"}), time.monotonic(), frame)
+            self.pending.append(pending)
+        self.sender.send(ws, frame, pending.slot)
 
     def _catch_up_failed(self, req_id: int, data: bytes) -> None:
         sid = self.internal.pop(req_id, None)
@@ -569,6 +610,7 @@ class GatewayConnection:
             self.outbox_inflight = None  # an unanswered item goes again on the next connection
             self.turn_gate.clear()
         for p in failed:
+            self.sender.settle(p.slot)
             if p.req_id < 0:
                 continue  # the outbox's and our own: sent again after the reconnect
             self.uplink.put_control(CommandFailed(reqId=p.req_id, code="NOT_CONNECTED",
@@ -702,6 +744,7 @@ class GatewayConnection:
                       and client_turn_id != p.client_turn_id):
                     continue  # another client's turn in this session (or, UNREADABLE, none we can claim)
                 del self.pending[i]
+                self.sender.settle(p.slot)
                 return p.req_id
         return None
 
@@ -740,6 +783,7 @@ class GatewayConnection:
                     expired = [p for p in self.pending if now - p.sent_at > self.request_timeout_s]
                     self.pending = [p for p in self.pending if now - p.sent_at <= self.request_timeout_s]
                 for p in expired:
+                    self.sender.settle(p.slot)
                     if p.req_id < 0:
                         continue  # an outbox item stays queued and goes again after a reconnect
                     self.uplink.put_control(CommandFailed(
