@@ -18,7 +18,7 @@ from typing import Any, Callable
 import msgspec
 
 from dim_actors import protocol
-from dim_actors.messages import GatewayEvent, PipeEvent, UiEvent, decode_up, encode_batch, encode_up, envelope
+from dim_actors.messages import PipeEvent, UiEvent, decode_up, encode_batch, encode_up, envelope
 
 
 def _delta(i: int, sid: str = "s" * 36) -> bytes:

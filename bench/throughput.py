@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.harness import (PY, ROOT, CpuMeter, DimApp, Gateway, Page, PlainClient, Workdir, browser_groups,

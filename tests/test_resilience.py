@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 import pytest
-import websocket
 
 from apphelpers import App, GatewayProcess, wait_until
 from test_outbox import gateway_events

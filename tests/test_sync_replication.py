@@ -82,7 +82,7 @@ def test_refuses_bad_token_unknown_session_and_bad_replica_id(gw, client):
     sid = client.new_session("coding-agent")
     base = gw.url.rsplit("/", 1)[0]
     for query, status in ((f"sessionId={sid}&replicaId=r", 401), (f"sessionId={sid}&replicaId=r&token=nope", 401),
-                          (f"sessionId=nope&replicaId=r&token=sekrit", 404),
+                          ("sessionId=nope&replicaId=r&token=sekrit", 404),
                           (f"sessionId={sid}&replicaId=a/b&token=sekrit", 400)):
         with pytest.raises(websocket.WebSocketBadStatusException) as e:
             websocket.create_connection(f"{base}/replicate?{query}", timeout=WAIT_S)
