@@ -255,7 +255,7 @@ def test_ui_port_flag_serves_the_ui_on_that_port(dim_home: Path):
     app = App(dim_home, ["--ui-port", str(port)])
     try:
         assert app.runtime["uiUrl"].startswith(f"http://127.0.0.1:{port}/?token=")
-        with urllib.request.urlopen(app.runtime["uiUrl"], timeout=10) as resp:
+        with urllib.request.urlopen(app.runtime["uiUrl"], timeout=60) as resp:
             assert resp.status == 200 and b"<html" in resp.read().lower()
     finally:
         assert app.stop() == 0
@@ -283,8 +283,8 @@ def test_kill_9_of_the_app_ends_its_embedded_dev_gateway_too(dim_home: Path):
     app.proc.wait(10)
     app.log.close()
     # No orphan keeps the gateway's data: the next start on this DIM_HOME gets a gateway of its own.
-    wait_until(lambda: gone(gw), 15, what="the embedded gateway to see its parent gone and stop")
-    wait_until(lambda: gone(conn), 15, what="the connection process to stop")
+    wait_until(lambda: gone(gw), 60, what="the embedded gateway to see its parent gone and stop")
+    wait_until(lambda: gone(conn), 60, what="the connection process to stop")
     (dim_home / "run" / "runtime.json").unlink()  # the killed instance's, left behind
     again = App(dim_home)
     try:
