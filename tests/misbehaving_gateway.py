@@ -21,7 +21,7 @@ import json
 import socket
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -166,33 +166,19 @@ class HoldingProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket, direction: str,
               watch: tuple[bytes, str] | None, hold: threading.Event) -> None:
-        buf, in_frames = b"", False
         try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                buf += data
-                if not in_frames:  # the HTTP upgrade first, passed on as it is
-                    end = buf.find(b"\r\n\r\n")
-                    if end < 0:
-                        continue
-                    dst.sendall(buf[:end + 4])
-                    buf, in_frames = buf[end + 4:], True
-                while (frame := _split_frame(buf)) is not None:
-                    raw, payload = frame
-                    buf = buf[len(raw):]
-                    if direction == "up":
-                        self.client_frames.append(payload)
-                    elif hold.is_set():
-                        continue  # held: the gateway's frames stop here
-                    seen = watch is not None and watch[1] == direction and watch[0] in payload
-                    if seen:
-                        # Set before the frame goes on, so no answer to it can slip through first.
-                        hold.set()
-                    dst.sendall(raw)
-                    if seen:
-                        self.held.set()
+            for raw, payload in websocket_frames(src, dst):
+                if direction == "up":
+                    self.client_frames.append(payload)
+                elif hold.is_set():
+                    continue  # held: the gateway's frames stop here
+                seen = watch is not None and watch[1] == direction and watch[0] in payload
+                if seen:
+                    # Set before the frame goes on, so no answer to it can slip through first.
+                    hold.set()
+                dst.sendall(raw)
+                if seen:
+                    self.held.set()
         except OSError:
             pass
         finally:
@@ -263,21 +249,29 @@ class LateReadingProxy:
             pass
 
     def _up(self, src: socket.socket, dst: socket.socket, opened: float) -> None:
-        buf, in_frames = b"", False
         try:
-            while data := src.recv(65536):
-                buf += data
-                if not in_frames:
-                    end = buf.find(b"\r\n\r\n")
-                    if end < 0:
-                        continue
-                    dst.sendall(buf[:end + 4])
-                    buf, in_frames = buf[end + 4:], True
-                while (frame := _split_frame(buf)) is not None:
-                    raw, _ = frame
-                    buf = buf[len(raw):]
-                    if time.monotonic() - opened < self.first_s:
-                        time.sleep(self.delay_s)
-                    dst.sendall(raw)
+            for raw, _ in websocket_frames(src, dst):
+                if time.monotonic() - opened < self.first_s:
+                    time.sleep(self.delay_s)
+                dst.sendall(raw)
         except OSError:
             pass
+
+
+def websocket_frames(src: socket.socket, dst: socket.socket) -> Iterator[tuple[bytes, bytes]]:
+    """Read one direction of a proxied WebSocket connection: the HTTP upgrade is passed on to `dst`
+    as it is, then each whole frame is yielded (as sent, and its unmasked payload) for the caller to
+    pass on, hold or delay. Ends at EOF."""
+    buf, in_frames = b"", False
+    while data := src.recv(65536):
+        buf += data
+        if not in_frames:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                continue
+            dst.sendall(buf[:end + 4])
+            buf, in_frames = buf[end + 4:], True
+        while (frame := _split_frame(buf)) is not None:
+            raw, payload = frame
+            buf = buf[len(raw):]
+            yield raw, payload

@@ -16,6 +16,19 @@ WAIT_S = 60
 UI_WAIT_MS = WAIT_S * 1000
 
 
+def coding_session_with_a_file(page, script: str) -> str:
+    """A new coding-agent session whose first turn (`script`) has written a file; its id."""
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
+    page.get_by_test_id("agent-type").select_option("coding-agent")
+    page.get_by_test_id("new-session").click()
+    expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
+    box = page.get_by_test_id("message-input")
+    box.fill(script)
+    box.press("Enter")
+    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    return page.get_by_test_id("session-item").get_attribute("data-session-id")
+
+
 def test_sync_panel_starts_shows_a_conflict_with_its_diff_and_settles_it(page, app, tmp_path):
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
     expect(page.get_by_test_id("connection-state")).to_have_text("connected", timeout=UI_WAIT_MS)
@@ -83,14 +96,7 @@ def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(
     """start_sync's answer (link connecting, no files yet) travels over HTTP, the statuses pushed
     after it over the event socket: on a loaded machine the answer can reach the page last. The
     panel must still end on the newest status, not on the answer's."""
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
-    page.get_by_test_id("agent-type").select_option("coding-agent")
-    page.get_by_test_id("new-session").click()
-    expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
-    box = page.get_by_test_id("message-input")
-    box.fill("/write notes.md hello\\n")
-    box.press("Enter")
-    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    coding_session_with_a_file(page, "/write notes.md hello\\n")
     events = app.events()
     try:
         def settled(frames):
@@ -135,14 +141,7 @@ def auto_root(dim_home: Path, tmp_path: Path) -> Path:
 
 
 def test_the_panel_suggests_the_folder_under_sync_root(sync_root, page, app):
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
-    page.get_by_test_id("agent-type").select_option("coding-agent")
-    page.get_by_test_id("new-session").click()
-    expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
-    box = page.get_by_test_id("message-input")
-    box.fill("/write hello.txt hi\\n")
-    box.press("Enter")
-    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    coding_session_with_a_file(page, "/write hello.txt hi\\n")
     panel = page.get_by_test_id("sync-panel")
     folder = sync_root / "New session"  # the gateway's default name
     expect(panel.get_by_test_id("sync-dir")).to_have_value(str(folder), timeout=UI_WAIT_MS)
