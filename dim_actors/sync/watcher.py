@@ -70,6 +70,7 @@ ABSENT_CONFIRM_S = 0.15
 POLL_S = 2.0
 RETRY_WATCH_S = 30.0  # while polling for want of watches: schedule again this often (the limit may be raised)
 DISCARD_S = 2.0  # a failed observer is stopped this long after its failure (start_observer)
+INJECTED_OVERFLOW_S = 0.5  # DIM_SYNC_FAULTS overflow: events are dropped this long, then it is told
 BATCH = 2000  # paths per FsEvent / LocalChanges
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
 try:
@@ -333,6 +334,13 @@ class _Handler(FileSystemEventHandler):
             return None
         return p[len(root) + 1:].replace(os.sep, "/")
 
+    def _tell_injected_overflow(self) -> None:
+        if EVENTS_LOST:  # the signal the installed watchdog gives
+            self._on(watchdog.events.EventsLostEvent(self.folder.root_str, is_directory=True))
+        else:
+            logging.getLogger(WATCHDOG_LOGGERS[0]).warning(
+                "Inotify queue overflowed; filesystem events were lost (injected)")
+
     def _on(self, event: FileSystemEvent) -> None:
         kind = event.event_type
         if kind in ("opened", "closed_no_write"):
@@ -349,12 +357,13 @@ class _Handler(FileSystemEventHandler):
             if f.get("handler_error") and f["handler_error"] in name:
                 raise RuntimeError(f"injected handler fault on {name}")
             if f.get("overflow") and f["overflow"] in name and time.monotonic() > self.drop_until:
-                self.drop_until = time.monotonic() + 0.5  # events are lost, as in a real overflow
-                if EVENTS_LOST:  # the signal the installed watchdog gives
-                    self._on(watchdog.events.EventsLostEvent(self.folder.root_str, is_directory=True))
-                else:
-                    logging.getLogger(WATCHDOG_LOGGERS[0]).warning(
-                        "Inotify queue overflowed; filesystem events were lost (injected)")
+                # Events are lost for a moment, and the overflow is told once they are, as the
+                # kernel's overflow record follows the events it could not queue: told first, a
+                # late handler thread (a loaded machine) could drop events after the rescan.
+                self.drop_until = time.monotonic() + INJECTED_OVERFLOW_S
+                told = threading.Timer(INJECTED_OVERFLOW_S, self._tell_injected_overflow)
+                told.daemon = True
+                told.start()
             if time.monotonic() < self.drop_until:
                 return
         sid = self.folder.sid
