@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -9,6 +11,27 @@ import pytest
 from playwright.sync_api import expect
 
 from apphelpers import App
+
+
+@pytest.fixture
+def xvfb():
+    """An X server of the test's own (the native window, the tray and its clicks are tested on
+    one). -displayfd has Xvfb pick a free display number and say it once it is ready; -noreset
+    keeps it from resetting whenever its last client leaves (the window probe does)."""
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp",
+                             "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as ready:
+        number = ready.readline().strip()  # blocks until Xvfb is ready, or "" when it exits first
+    if not number:
+        proc.wait(60)
+        pytest.skip(f"Xvfb did not start (exit status {proc.returncode})")
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(60)
 
 CHROMIUM = os.environ.get("DIM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -130,7 +130,32 @@ class MisbehavingGateway:
         self.loop.call_soon_threadsafe(self.server.close)
 
 
-class HoldingProxy:
+class _GatewayProxy:
+    """A TCP proxy on a free loopback port in front of a real gateway: each connection it accepts
+    is opened on to the gateway and handed to `_connected`, which pumps the two ways."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ws"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self._connected(client, socket.create_connection(("127.0.0.1", self.target_port)))
+
+    def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class HoldingProxy(_GatewayProxy):
     """A TCP proxy in front of a real gateway that can stop passing the gateway's frames on.
 
     Armed with `hold_after(pattern, direction)`, it watches the WebSocket frames of the next
@@ -140,29 +165,20 @@ class HoldingProxy:
     run_turn the gateway has run whose answer the client never got. Later connections pass freely."""
 
     def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ws"
         self.held = threading.Event()
         self.armed: tuple[bytes, str] | None = None
         self.client_frames: list[bytes] = []  # every frame a client sent, unmasked, in order
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
     def hold_after(self, pattern: bytes, direction: str) -> None:
         self.held.clear()
         self.armed = (pattern, direction)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            watch, self.armed = self.armed, None
-            hold = threading.Event()
-            for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
-                threading.Thread(target=self._pump, args=(src, dst, direction, watch, hold), daemon=True).start()
+    def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        watch, self.armed = self.armed, None
+        hold = threading.Event()
+        for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
+            threading.Thread(target=self._pump, args=(src, dst, direction, watch, hold), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, direction: str,
               watch: tuple[bytes, str] | None, hold: threading.Event) -> None:
@@ -187,9 +203,6 @@ class HoldingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def _split_frame(buf: bytes) -> tuple[bytes, bytes] | None:
@@ -216,29 +229,18 @@ def _split_frame(buf: bytes) -> tuple[bytes, bytes] | None:
     return buf[:pos + length], payload
 
 
-class LateReadingProxy:
+class LateReadingProxy(_GatewayProxy):
     """A TCP proxy in front of a real gateway that, for the first `first_s` of each connection,
     passes each client frame on `delay_s` late: the gateway reads (and rate-counts) a burst well
     after the client sent it, as a loaded gateway does. The delay is the scenario, not a wait."""
 
     def __init__(self, target_port: int, delay_s: float = 0.04, first_s: float = 2.0):
-        self.target_port, self.delay_s, self.first_s = target_port, delay_s, first_s
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ws"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.delay_s, self.first_s = delay_s, first_s
+        super().__init__(target_port)
 
-    def close(self) -> None:
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._up, args=(client, upstream, time.monotonic()), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
+    def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._up, args=(client, upstream, time.monotonic()), daemon=True).start()
+        threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
 
     @staticmethod
     def _down(src: socket.socket, dst: socket.socket) -> None:

@@ -345,29 +345,6 @@ def test_page_notifications_fire_while_unfocused_and_a_click_selects_the_session
 # --- the native window under Xvfb ------------------------------------------------------------------------
 
 
-def _free_display() -> int:
-    for n in range(90, 200):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return n
-    raise RuntimeError("no free X display number")
-
-
-@pytest.fixture
-def xvfb():
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
-    n = _free_display()
-    # -noreset: without it Xvfb resets whenever its last client leaves (the window probe does).
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: Path(f"/tmp/.X11-unix/X{n}").exists() or proc.poll() is not None, 60, what="Xvfb")
-    if proc.poll() is not None:
-        pytest.skip(f"Xvfb :{n} did not start")
-    yield f":{n}"
-    proc.terminate()
-    proc.wait(10)
-
-
 def _window_support(display: str) -> str | None:
     code = "from dim_actors.desktop.window import window_support; print(window_support() or '')"
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DISPLAY": display}, cwd=ROOT,
@@ -547,8 +524,7 @@ def test_pywebview_qt_keeps_script_waits_as_the_window_expects():
     """What _FakeScriptWaits stands for, checked against the installed pywebview (its source,
     not imported: importing Qt without a display could abort the test run)."""
     spec = importlib.util.find_spec("webview")
-    if spec is None or spec.origin is None:
-        pytest.skip("pywebview is not installed (the desktop extra)")
+    assert spec is not None and spec.origin is not None, "pywebview is not installed (bin/test installs the desktop extra)"
     source = (Path(spec.origin).parent / "platforms" / "qt.py").read_text()
     evaluate = source[source.index("    def evaluate_js(self"):]
     evaluate = evaluate[:evaluate.index("\n    def ", 10)]

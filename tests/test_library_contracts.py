@@ -14,11 +14,8 @@ import gc
 import importlib.metadata
 import inspect
 import logging
-import os
 import queue
 import select
-import shutil
-import subprocess
 import threading
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -399,25 +396,6 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
 # --- pystray ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def x_display() -> Iterator[str]:
-    """An Xvfb of our own; -displayfd has it pick a free display number and say it once it is ready."""
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "320x240x24", "-nolisten", "tcp",
-                             "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as ready:
-        number = ready.readline().strip()  # blocks until Xvfb is ready, or "" when it exits first
-    if not number:
-        proc.wait(WAIT_S)
-        pytest.skip(f"Xvfb did not start (exit status {proc.returncode})")
-    yield f":{number}"
-    proc.terminate()
-    proc.wait(WAIT_S)
-
-
 def _left_click(display_name: str, window_id: int) -> int:
     """A left-button press sent to the window, delivered as X delivers a real one: to the client
     that selected ButtonPress on it. Returns the window's event mask as the server has it."""
@@ -444,8 +422,8 @@ def _tray(on_open: Callable[[], None]) -> Any:
                 connection_state=lambda: "offline")
 
 
-def test_pystray_xorg_dispatches_clicks_through_message_handlers(x_display, monkeypatch):
-    monkeypatch.setenv("DISPLAY", x_display)  # pystray._xorg connects to X at import and per Icon
+def test_pystray_xorg_dispatches_clicks_through_message_handlers(xvfb, monkeypatch):
+    monkeypatch.setenv("DISPLAY", xvfb)  # pystray._xorg connects to X at import and per Icon
     opened = threading.Event()
     with contract("pystray", PYSTRAY_XORG):
         import pystray._xorg
@@ -455,7 +433,7 @@ def test_pystray_xorg_dispatches_clicks_through_message_handlers(x_display, monk
 
         def on_open() -> None:  # on pystray's event loop thread
             opened.set()
-            icon.stop()
+            tray.icon.stop()
 
         tray = _tray(on_open)
         tray.icon = icon = pystray._xorg.Icon("dim-contract-probe", icon_image("offline"))  # no menu of its own
@@ -469,7 +447,7 @@ def test_pystray_xorg_dispatches_clicks_through_message_handlers(x_display, monk
         loop = threading.Thread(target=icon.run, kwargs={"setup": lambda _icon: None}, daemon=True)
         loop.start()
         try:
-            masks = _left_click(x_display, icon._window.id)
+            masks = _left_click(xvfb, icon._window.id)
             assert masks & X.ButtonPressMask, "Icon._window is not the window pystray's display gets events for"
             # The icon has no menu, so pystray's own handler would do nothing: only ours opens.
             assert opened.wait(WAIT_S), "a left click never reached the handler put into Icon._message_handlers"
