@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-browser", action="store_true", help="open no UI at start (no window, no browser)")
     p.add_argument("--browser", action="store_true", help="open the UI in the default browser, not a native window")
     p.add_argument("--ui-port", type=int, default=0, metavar="N", help="UI bridge port (0 picks a free one)")
+    p.add_argument("--gateway-profile", choices=("dev", "reference"), default="dev",
+                   help="without --gateway: how the embedded dev gateway behaves. 'reference' does only what the "
+                        "public Diminuendo docs describe, to try the app against a gateway that is not ours "
+                        "(default dev)")
     p.add_argument("--version", action="version", version=f"dim-desktop {__version__}")
     args = p.parse_args(argv)
     if args.gateway and not args.gateway.startswith(("ws://", "wss://")):
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     gateway: EmbeddedGateway | None = None
     url = args.gateway or settings.gateway_url
     if not url:
-        gateway = EmbeddedGateway(home.data_dir / "gateway", home.logs_dir / "gateway.log")
+        gateway = EmbeddedGateway(home.data_dir / "gateway", home.logs_dir / "gateway.log",
+                                  extra_args=["--profile", args.gateway_profile])
         try:
             url = gateway.start()
         except GatewayStartError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import msgspec
 
@@ -37,6 +37,22 @@ class GatewayEvent(Msg, tag="gateway_event"):
     recvNs: int = 0
 
 
+# What a gateway was seen to support (docs/protocol.md §11): "unknown" until it showed either way.
+Support = Literal["unknown", "yes", "no"]
+
+
+class GatewayTraits(msgspec.Struct):
+    """Learned from what the gateway does, per connection; none of these is promised by the docs."""
+
+    protocolVersion: int | None = None
+    pushesAuthenticated: Support = "unknown"  # `authenticated` without an `authenticate`
+    getEvents: Support = "unknown"  # `get_events` answered with an `event_list` we can read
+    pong: Support = "unknown"  # `ping` answered with `pong`
+    clientTurnIdEcho: Support = "unknown"  # `turn_started.clientTurnId` echoed
+    heartbeatIntervalMs: int | None = None  # from `connected`
+    staleAfterMs: int | None = None  # the silence after which the connection is taken as dead
+
+
 class ConnectionState(Msg, tag="connection_state"):
     state: str  # connecting | connected | reconnecting | auth_failed | offline
     url: str = ""
@@ -44,6 +60,26 @@ class ConnectionState(Msg, tag="connection_state"):
     reconnects: int = 0
     retryInMs: int | None = None
     identity: dict[str, Any] | None = None
+    # Plain-words warnings about this gateway (a newer protocol version, ...), shown with the state.
+    warnings: list[str] = []
+    traits: GatewayTraits = msgspec.field(default_factory=GatewayTraits)
+
+
+class CatchupGap(Msg, tag="catchup_gap"):
+    """A session's events after ``afterSeq`` and before ``beforeSeq`` (None: up to whatever comes
+    next) could not be fetched; live events after them were released anyway."""
+
+    sessionId: str
+    afterSeq: int
+    beforeSeq: int | None
+    reason: str
+
+
+class SessionGone(Msg, tag="session_gone"):
+    """The gateway no longer knows a joined session (deleted meanwhile): it is no longer joined."""
+
+    sessionId: str
+    reason: str
 
 
 class CommandFailed(Msg, tag="command_failed"):
@@ -377,6 +413,8 @@ class Batch(Msg, tag="batch"):
 Body = Union[
     GatewayEvent,
     ConnectionState,
+    CatchupGap,
+    SessionGone,
     CommandFailed,
     Queued,
     OutboxChanged,
@@ -454,7 +492,7 @@ class PipeEvent(msgspec.Struct, array_like=True):
 
 
 _UpControl = Union[ConnectionState, CommandFailed, Queued, OutboxChanged, BadFrame, ResyncStarted,
-                   ReplicationUpdate, ReplicationState, WriteBackOutcome, ContentReady]
+                   CatchupGap, SessionGone, ReplicationUpdate, ReplicationState, WriteBackOutcome, ContentReady]
 PipeDown = Union[Connect, Disconnect, SendFrame, CancelQueued, Shutdown, Resync,
                  StartReplication, StopReplication, SendWriteBack, FetchContent, AckSequence]
 

@@ -56,9 +56,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     shutdown_timeout_s: PositiveFloat = 5.0
     # A single message handled for longer than this means the actor is hung.
     hang_timeout_s: PositiveFloat = 30.0
-    # The connection's keepalive: our ping interval and how long silence means a dead link.
+    # The connection's keepalive: our ping interval and how long silence means a dead link
+    # (0: 1.5 times the gateway's advertised heartbeatIntervalMs, at least 10 s; connection/staleness.py).
     ping_interval_s: PositiveFloat = 30.0
-    stale_after_s: PositiveFloat = 35.0
+    stale_after_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     request_timeout_s: PositiveFloat = 30.0
     # The gateway's per-connection rate limit (60 messages in 10 s): the client paces itself under it.
     send_rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 60
@@ -76,7 +77,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"gateway_url: must be a ws:// or wss:// URL, not {self.gateway_url!r}")
         if self.token_source == "file" and not self.token_file:
             raise ValueError('token_file: needed when token_source = "file"')
-        if self.stale_after_s <= self.ping_interval_s:
+        if self.stale_after_s and self.stale_after_s <= self.ping_interval_s:
             raise ValueError(f"stale_after_s: must be more than ping_interval_s ({self.ping_interval_s:g})")
         for name in ("restart_period_s", "shutdown_timeout_s", "hang_timeout_s", "ping_interval_s",
                      "stale_after_s", "request_timeout_s"):
@@ -105,7 +106,8 @@ HELP: dict[str, str] = {
     "shutdown_timeout_s": "How long an actor may take to stop, in seconds",
     "hang_timeout_s": "One message handled for longer than this (seconds) means the actor is hung",
     "ping_interval_s": "Keepalive ping interval, in seconds",
-    "stale_after_s": "Silence (seconds) after which the gateway link is dead; more than ping_interval_s",
+    "stale_after_s": "Silence (seconds) after which the gateway link is dead; 0: from the gateway's heartbeat "
+                     "(1.5 times it, at least 10 s); otherwise more than ping_interval_s",
     "request_timeout_s": "How long a command waits for the gateway's answer, in seconds",
     "send_rate_limit": "Messages the client sends per send_rate_window_s at most (the gateway's limit; 0: no pacing)",
     "send_rate_window_s": "Window of send_rate_limit, in seconds",

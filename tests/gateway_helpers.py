@@ -30,15 +30,18 @@ class Client:
 
     # The default deadline for a receive: generous, since a receive returns as soon as the event is
     # there, and a loaded machine (2 shared cores, a CPU hog) can take seconds to produce it.
-    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 30.0):
+    # ``expect_authenticated=False``: a gateway in dev mode that does not push ``authenticated``
+    # (the reference profile); the handshake then ends at ``connected``.
+    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 30.0, expect_authenticated: bool = True):
         self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
         self.timeout = timeout
         self.seen: list[Event] = []
         self._unread: list[Event] = []
+        self.authenticated: Event | None = None
         if handshake:
             self.welcome = self.next()
             self.connected = self.next()
-            if not self.welcome.get("requiresAuth"):
+            if not self.welcome.get("requiresAuth") and expect_authenticated:
                 self.authenticated = self.next()
 
     # --- sending ---------------------------------------------------------------------------------

@@ -245,13 +245,25 @@ def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_t
         assert still_up(app, gw, connections=2)["badFrames"] >= 1
 
 
-def test_another_protocol_version_is_a_clear_offline_state_without_retries(dim_home):
+def test_a_newer_protocol_version_goes_on_with_v1_and_says_so(dim_home):
     with app_against(dim_home, handshakes=[[
         {"type": "welcome", "protocolVersion": 2, "requiresAuth": False}, CONNECTED, AUTHENTICATED,
     ]]) as (gw, app):
+        app.wait_connected()
+        conn = app.invoke("get_state")["connection"]
+        assert conn["warnings"] == ["The gateway speaks protocol version 2; this client speaks version 1 and goes "
+                                    "on with version 1 messages."]
+        assert conn["traits"]["protocolVersion"] == 2
+        assert gw.connections == 1
+
+
+def test_an_older_protocol_version_is_a_clear_offline_state_without_retries(dim_home):
+    with app_against(dim_home, handshakes=[[
+        {"type": "welcome", "protocolVersion": 0, "requiresAuth": False}, CONNECTED, AUTHENTICATED,
+    ]]) as (gw, app):
         conn = wait_until(lambda: (c := app.invoke("get_state")["connection"])["state"] == "offline"
                           and c["detail"] and c, 60, what="the version mismatch")
-        assert conn["detail"] == "gateway speaks protocol v2, this client speaks 1"
+        assert conn["detail"] == "gateway speaks protocol v0, this client speaks 1"
         row = app.status()["connection"]
         assert row["connection"] == "offline" and row["reconnects"] == 0 and row["restarts"] == 0
         # Not retried (a retry would come within 0.5 s; the status round trip above takes longer);

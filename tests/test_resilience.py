@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from apphelpers import App, GatewayProcess, wait_until
+from apphelpers import App, GatewayProcess, wait_until, write_settings
 from test_outbox import gateway_events
 from test_supervision import turn
 
@@ -56,17 +56,25 @@ def test_the_gateway_dropping_the_socket_mid_turn_loses_nothing(app_on: App):
     assert app_on.status()["connection"]["reconnects"] >= 1
 
 
-def test_the_gateway_going_silent_for_40s_is_detected_and_nothing_is_lost(app_on: App):
-    # Past the 35 s staleness limit: the client must notice on its own (no close, no error).
-    sid, turn_id = run_script(app_on, "/stream 1000 2000\n/silence 40000\n/stream 1000 2000")
-    # (If the staleness were not noticed before the silence ends, the stream would resume on the same
-    # socket and this would time out: the generous wait cannot hide a missed detection.)
-    wait_until(lambda: app_on.invoke("get_state")["connection"]["state"] != "connected", 90, interval=0.5,
-               what="the stale connection to be noticed")
-    t = finished(app_on, sid, turn_id, 60)
-    assert t["status"] == "complete"
-    assert t["deltaCount"] == 2000 and t["text"] == stream_text(1000, 1000)
-    assert app_on.status()["connection"]["reconnects"] >= 1
+def test_the_gateway_going_silent_is_detected_and_nothing_is_lost(dim_home, gateway: GatewayProcess):
+    # Past a staleness limit set in the settings (it wins over the one derived from the gateway's
+    # heartbeat): the client must notice on its own (no close, no error).
+    write_settings(dim_home, "stale_after_s = 20.0\nping_interval_s = 5.0\n")
+    app_on = App(dim_home, ["--gateway", gateway.url])
+    try:
+        app_on.wait_connected()
+        assert app_on.invoke("get_state")["connection"]["traits"]["staleAfterMs"] == 20000
+        sid, turn_id = run_script(app_on, "/stream 1000 2000\n/silence 30000\n/stream 1000 2000")
+        # (If the staleness were not noticed before the silence ends, the stream would resume on the
+        # same socket and this would time out: the generous wait cannot hide a missed detection.)
+        wait_until(lambda: app_on.invoke("get_state")["connection"]["state"] != "connected", 90, interval=0.5,
+                   what="the stale connection to be noticed")
+        t = finished(app_on, sid, turn_id, 60)
+        assert t["status"] == "complete"
+        assert t["deltaCount"] == 2000 and t["text"] == stream_text(1000, 1000)
+        assert app_on.status()["connection"]["reconnects"] >= 1
+    finally:
+        app_on.stop()
 
 
 def test_the_gateway_killed_and_restarted_mid_turn(app_on: App, gateway: GatewayProcess):

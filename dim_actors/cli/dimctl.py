@@ -117,8 +117,19 @@ def print_status(rows: list[dict]) -> None:
         table.append([r["name"], str(r.get("pid") or "-"), state, str(r["restarts"]), fmt_uptime(r["uptime"]),
                       str(r["mailbox"]), str(r["handled"]), err])
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
-    for row in [cols, *table]:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [cols, *table]]
+    lines.extend(gateway_lines(rows))
+    print("\n".join(lines))
+
+
+def gateway_lines(rows: list[dict]) -> list[str]:
+    """The gateway connection under the table: its state and URL, then what it warned about."""
+    conn = next((r for r in rows if r.get("connection")), None)
+    if conn is None:  # the connection actor is not running: the table says so
+        return []
+    detail = f" ({conn['detail']})" if conn.get("detail") else ""
+    return [f"gateway: {conn['connection']} {conn.get('url') or '(no URL)'}{detail}",
+            *(f"warning: {w}" for w in conn.get("warnings") or [])]
 
 
 def format_line(raw: bytes) -> str:

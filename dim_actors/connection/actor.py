@@ -20,6 +20,7 @@ from dim_actors.messages import (
     BadFrame,
     CommandFailed,
     Connect,
+    CatchupGap,
     ConnectionState,
     Crash,
     Disconnect,
@@ -31,6 +32,7 @@ from dim_actors.messages import (
     Resync,
     ResyncStarted,
     SendFrame,
+    SessionGone,
     Shutdown,
     decode_up,
     encode_down,
@@ -95,8 +97,9 @@ class ConnectionActor(DimActor):
         return {"pid": self.process.pid, "connection": st.state, "url": st.url,
                 "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames,
                 # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
-                "retryInMs": self._retry_in_ms(), "detail": st.detail,
-                "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns}
+                "retryInMs": self._retry_in_ms(), "detail": st.detail, "warnings": list(st.warnings),
+                "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns,
+                "joined": sorted(self.memory.resume)}
 
     def _retry_in_ms(self) -> int | None:
         """How long until the next attempt now, not when the state was reported."""
@@ -158,9 +161,12 @@ class ConnectionActor(DimActor):
                     self.memory.state = item
                     self.memory.state_at = time.monotonic()
                     to_router.append(item)
-                elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged)):
+                elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged, CatchupGap,
+                                       SessionGone)):
                     if isinstance(item, BadFrame):
                         self.memory.bad_frames += 1
+                    elif isinstance(item, SessionGone):
+                        resume.pop(item.sessionId, None)  # a restarted connection process must not rejoin it
                     to_router.append(item)
                 elif isinstance(item, REPLICATION_UP):
                     send(replication_recipient(item), item)

@@ -71,7 +71,7 @@ class BufferedWebSocket(websocket.WebSocket):
         return buf[pos:end]
 
     def recv_data(self, control_frame: bool = False) -> tuple[int, bytes]:
-        if self._fast and not control_frame:
+        if self._fast:  # the fast path takes only whole text/binary frames; control frames go below
             got = self._whole_frame()
             if got is not None:
                 return got

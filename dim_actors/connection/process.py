@@ -26,21 +26,26 @@ from dim_actors.connection.fastws import BufferedWebSocket, OversizedFrame
 from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.outbox import QUEUEABLE, Outbox
 from dim_actors.connection.uplink import Uplink, remove_stale_spills, spill_file
+from dim_actors.connection.dialect import Dialect
 from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
+from dim_actors.connection import staleness
 from dim_actors.messages import REPLICATION_DOWN
 from dim_actors.messages import (
     BadFrame,
     CancelQueued,
+    CatchupGap,
     CommandFailed,
     Connect,
     ConnectionState,
     Disconnect,
+    GatewayTraits,
     OutboxChanged,
     PipeEvent,
     Queued,
     Resync,
     ResyncStarted,
     SendFrame,
+    SessionGone,
     Shutdown,
     decode_down,
 )
@@ -161,6 +166,19 @@ class _EventList(msgspec.Struct):
 _event_list = msgspec.json.Decoder(_EventList)
 
 
+class _Snapshot(msgspec.Struct):
+    lastSeq: Any = None
+
+
+_snapshot = msgspec.json.Decoder(_Snapshot)
+
+
+def _snapshot_last_seq(data: bytes) -> int | None:
+    """state_snapshot.lastSeq (ours: a gateway may not send it), when it is a usable number."""
+    value = _snapshot.decode(data).lastSeq
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class _Target(msgspec.Struct):
     sessionId: Any = None
     clientTurnId: Any = None
@@ -173,6 +191,18 @@ UNREADABLE = "\x00unreadable"  # a clientTurnId of the wrong type: matches no re
 # above the maximum is clamped, so a garbled number cannot park the connection for days.
 RETRY_AFTER_DEFAULT_S = 1.0
 RETRY_AFTER_MAX_S = 300.0
+
+# docs/protocol.md §11: nothing the docs do not promise is waited on for ever.
+# `get_events` (its answer's shape is ours): a page not answered within this ends the catch-up.
+CATCHUP_PAGE_WAIT_S = 10.0
+# Retries of a catch-up refused for now (RATE_LIMITED) stop this long after it began.
+CATCHUP_RETRY_BUDGET_S = 10.0
+# After `welcome {requiresAuth: false}` the connection is ready at `connected` (the reference SDK
+# resolves there); if no `connected` comes within this, it is ready all the same.
+CONNECTED_WAIT_S = 2.0
+# Errors after which a catch-up is worth another try (within its budget); any other ends it.
+CATCHUP_TRANSIENT = frozenset({"RATE_LIMITED"})
+SESSION_NOT_FOUND = "SessionNotFound"
 
 
 def retry_after_s(value: Any, floor_s: float) -> float | None:
@@ -190,11 +220,13 @@ class Pending:
     """A request awaiting its answer. The session (and client turn id) keep another client's
     broadcast of the same event type from being taken for our answer."""
 
-    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot")
+    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot", "frame", "form")
 
-    def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}"):
+    def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}",
+                 form: int = 0):
         self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
         self.slot = SendSlot(awaiting=True)  # its place in the rate window, held until it is answered
+        self.frame, self.form = frame, form  # as sent, and its form (dialect.py)
         t = _target.decode(frame)  # our own frame, built by build_client_message
         self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
 
@@ -205,8 +237,17 @@ class GatewayConnection:
                  rate_limit: int = 60, rate_window_s: float = 10.0):
         self.uplink = uplink
         self.sender = Sender(rate_limit, rate_window_s)
-        self.internal: dict[int, str] = {}  # our own catch-up requests in flight -> sessionId
+        # Our own requests in flight (rejoin, catch-up, history) -> (sessionId, kind)
+        self.internal: dict[int, tuple[str, str]] = {}
         self.catchup_after: dict[str, int] = {}  # sessionId -> the seq its catch-up asked after
+        self.catchup_began: dict[str, float] = {}  # sessionId -> when its catch-up began
+        self.catchup_page_due: dict[str, float] = {}  # sessionId -> when its page in flight is overdue
+        # Sessions whose catch-up gave up after this seq: the first event past it shows the gap's end.
+        self.gap_after: dict[str, tuple[int, str]] = {}
+        self.abandoned: set[str] = set()  # sessions whose unanswered catch-up page we stopped waiting for
+        self.dialect = Dialect()
+        self.traits = GatewayTraits()
+        self.warnings: list[str] = []
         self.internal_ids = INTERNAL_IDS
         self.outbox = outbox
         # The outbox sends one item at a time, in order. A session whose turn is running (one we
@@ -214,7 +255,9 @@ class GatewayConnection:
         self.outbox_inflight: int | None = None
         self.turn_gate: dict[str, str] = {}  # sessionId -> turnId to wait for, or "*" for any turn
         self.ping_interval_s = ping_interval_s
-        self.stale_after_s = stale_after_s
+        self.stale_override_s = stale_after_s  # 0: derived from the gateway's heartbeatIntervalMs
+        self.keepalive = staleness.keepalive(None, ping_interval_s, stale_after_s)
+        self.pong_probe_at: float | None = None  # when our first unanswered `ping` message went
         self.request_timeout_s = request_timeout_s
         self.url: str | None = None
         self.token: str | None = None
@@ -249,7 +292,15 @@ class GatewayConnection:
         self.state = state
         self.uplink.put_control(ConnectionState(
             state=state, url=self.url or "", detail=detail, reconnects=self.reconnects,
-            retryInMs=retry_in_ms, identity=self.identity))
+            retryInMs=retry_in_ms, identity=self.identity, warnings=list(self.warnings), traits=self.traits))
+
+    def learned(self, **traits: Any) -> None:
+        """What the gateway was seen to do; published with the state when it changes anything."""
+        new = msgspec.structs.replace(self.traits, **traits)
+        if new != self.traits:
+            self.traits = new
+            if self.state == "connected":
+                self.set_state("connected")
 
     # --- commands from the supervisor ---------------------------------------------------------------
 
@@ -260,6 +311,9 @@ class GatewayConnection:
         if isinstance(msg, Connect):
             self.url, self.token = msg.url, msg.token
             self.replication.gateway_changed()
+            # What was learned of the last gateway holds for it only.
+            self.dialect.reset()
+            self.traits, self.warnings = GatewayTraits(), []
             self.backoff.reset()  # asked for now: the first retry of this connection waits ~0.5 s at most
             self.wanted.set()
             self._close_socket()
@@ -347,7 +401,8 @@ class GatewayConnection:
             if not items:
                 return
             item_id, type_, frame = items[0]
-            p = Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()), time.monotonic(), frame)
+            form, frame = self.dialect.first(type_, frame)
+            p = Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()), time.monotonic(), frame, form)
             if type_ == "run_turn" and p.session_id in self.turn_gate:
                 return  # wait for that session's turn to end; order is kept, nothing jumps the queue
             self.outbox_inflight = item_id
@@ -413,14 +468,15 @@ class GatewayConnection:
         if msg.type == "leave_session":
             with self.lock:
                 self.joined.pop(sid, None)
-        pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), msg.frame)
+        form, frame = self.dialect.first(msg.type, msg.frame)
+        pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), frame, form)
         with self.lock:
             self.pending.append(pending)
         try:
             if first_join:
-                self._join(ws, sid, msg.frame, pending.slot)
+                self._join(ws, sid, frame, pending.slot)
             else:
-                self.sender.send(ws, msg.frame, pending.slot)
+                self.sender.send(ws, frame, pending.slot)
         except (OSError, websocket.WebSocketException) as e:
             self.sender.settle(pending.slot)
             with self.lock:
@@ -490,7 +546,8 @@ class GatewayConnection:
         self._flush_outbox()
         while True:
             try:
-                opcode, data = ws.recv_data()
+                # Control frames too: a pong to our ping is a sign of life like any frame.
+                opcode, data = ws.recv_data(control_frame=True)
             except OversizedFrame as e:
                 self.last_frame = time.monotonic()
                 self._bad_frame(f"{e} (skipped; the socket reads on)", e.sample)
@@ -500,6 +557,8 @@ class GatewayConnection:
                 self._on_frame(data)
             elif opcode == websocket.ABNF.OPCODE_CLOSE:
                 return
+            elif opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                continue  # websocket-client has answered a ping already
             else:
                 self._bad_frame("binary frame on the event socket", data)
 
@@ -507,13 +566,28 @@ class GatewayConnection:
         self.last_frame = time.monotonic()
 
     def _handshake(self, ws: websocket.WebSocket) -> None:
-        """welcome (the version checked), authenticate when asked, until authenticated.
+        """As the reference SDK does it: ready on `authenticated`, or, when `welcome` says no
+        authentication is needed, at `connected` (an `authenticated` after that fills in the
+        identity, _on_frame_locked). The version is checked, `heartbeatIntervalMs` read.
 
         Each field read here is checked: a wrong type is a reported bad frame with a safe reading,
         never an exception that ends the socket thread."""
         ws.settimeout(10)
+        sent_authenticate = False
+        ready_by: float | None = None  # once welcome said no auth: the latest moment to be ready
+        self.identity = None
         while True:
-            opcode, data = ws.recv_data()
+            if ready_by is not None:
+                left = ready_by - time.monotonic()
+                if left <= 0:
+                    return  # no `connected` (promised by the docs, yet): ready all the same
+                ws.settimeout(left)
+            try:
+                opcode, data = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                if ready_by is not None:
+                    return
+                raise
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise websocket.WebSocketConnectionClosedException("closed during the handshake")
             if opcode != websocket.ABNF.OPCODE_TEXT:
@@ -530,12 +604,15 @@ class GatewayConnection:
                 # Only an explicit false skips it; an authenticate the gateway did not need is harmless.
                 if requires_auth is not False:
                     ws.send(protocol.build_client_message("authenticate", {"token": self.token or ""}))
+                    sent_authenticate = True
+                else:
+                    ready_by = time.monotonic() + CONNECTED_WAIT_S
+            elif head.type == "connected":
+                self._on_connected(msg.get("heartbeatIntervalMs"), data)
+                if ready_by is not None:
+                    return
             elif head.type == "authenticated":
-                identity = msg.get("identity")
-                if identity is not None and not isinstance(identity, dict):
-                    self._bad_frame(f"authenticated.identity is not an object ({type(identity).__name__})", data)
-                    identity = None
-                self.identity = identity
+                self._on_authenticated(msg.get("identity"), data, pushed=not sent_authenticate)
                 return
             elif head.type == "error":
                 code, message = msg.get("code"), msg.get("message")
@@ -554,56 +631,177 @@ class GatewayConnection:
                     code = ""
                 raise protocol.ProtocolError(code or "HANDSHAKE", message or "handshake failed")
 
+    def _on_connected(self, interval: Any, data: bytes) -> None:
+        heartbeat_ms = staleness.heartbeat_ms_of(interval)
+        if heartbeat_ms is None:
+            self._bad_frame(f"connected.heartbeatIntervalMs is not a positive number ({interval!r}): "
+                            f"taking {staleness.DEFAULT_HEARTBEAT_MS} ms", data)
+        self.keepalive = staleness.keepalive(heartbeat_ms, self.ping_interval_s, self.stale_override_s)
+        self.traits = msgspec.structs.replace(self.traits, heartbeatIntervalMs=self.keepalive.heartbeat_ms,
+                                              staleAfterMs=round(self.keepalive.stale_after_s * 1000))
+
+    def _on_authenticated(self, identity: Any, data: bytes, pushed: bool) -> None:
+        if identity is not None and not isinstance(identity, dict):
+            self._bad_frame(f"authenticated.identity is not an object ({type(identity).__name__})", data)
+            identity = None
+        self.identity = identity
+        if pushed:
+            self.traits = msgspec.structs.replace(self.traits, pushesAuthenticated="yes")
+
     def _check_version(self, version: Any, data: bytes) -> None:
-        """Major versions must agree; a minor one (1.x, should it ever appear) is compatible."""
-        if isinstance(version, bool) or not isinstance(version, (int, float)):
+        """v1 works; a newer version gets v1 messages and a warning, since only the gateway can say
+        it will not take them (an error or a close then ends the connection as any other would)."""
+        ours = protocol.PROTOCOL_VERSION
+        self.warnings = [w for w in self.warnings if not w.startswith("The gateway")]
+        if isinstance(version, bool) or not isinstance(version, (int, float)) or version != version:
             self._bad_frame(f"welcome.protocolVersion is not a number ({version!r})", data)
-            raise ProtocolVersionMismatch(f"the gateway did not say which protocol it speaks "
-                                          f"(protocolVersion {version!r}), this client speaks {protocol.PROTOCOL_VERSION}")
-        if not protocol.PROTOCOL_VERSION <= version < protocol.PROTOCOL_VERSION + 1:  # NaN, inf: mismatch too
-            raise ProtocolVersionMismatch(f"gateway speaks protocol v{version}, "
-                                          f"this client speaks {protocol.PROTOCOL_VERSION}")
+            self.warnings.append(f"The gateway did not say which protocol version it speaks; "
+                                 f"this client goes on with version {ours} messages.")
+            self.traits = msgspec.structs.replace(self.traits, protocolVersion=None)
+            return
+        if version < ours:
+            raise ProtocolVersionMismatch(f"gateway speaks protocol v{version:g}, this client speaks {ours}")
+        self.traits = msgspec.structs.replace(self.traits, protocolVersion=int(min(version, 1 << 31)))
+        if version >= ours + 1:
+            log.warning("the gateway speaks protocol v%g: going on with v%d messages", version, ours)
+            self.warnings.append(f"The gateway speaks protocol version {version:g}; this client speaks version "
+                                 f"{ours} and goes on with version {ours} messages.")
 
     def _resume_sessions(self, ws: websocket.WebSocket) -> None:
         with self.lock:
             sessions = dict(self.joined)
         for sid, last in sessions.items():
             self.catching_up[sid] = []
-            self.sender.send(ws, protocol.build_client_message("join_session", {"sessionId": sid}))
+            # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not taken for
+            # the answer to some later request.
+            self._internal_request(ws, sid, "join", "join_session", {"sessionId": sid})
             self._catch_up(ws, sid, 0 if sid in self.replay_all else last)
 
-    def _catch_up(self, ws: websocket.WebSocket, sid: str, after: int) -> None:
-        """Ask for a session's events after `after`; registered so its answer (or error) is ours."""
-        # Big pages: a long session is caught up in few requests, well inside the rate limit.
-        frame = protocol.build_client_message("get_events", {"sessionId": sid, "afterSeq": after, "limit": 5000})
-        self.catchup_after[sid] = after
+    def _internal_request(self, ws: websocket.WebSocket, sid: str, kind: str, type_: str,
+                          args: dict[str, Any]) -> None:
+        frame = protocol.build_client_message(type_, args)
         with self.lock:
             self.internal_ids -= 1
-            self.internal[self.internal_ids] = sid
-            pending = Pending(self.internal_ids, "get_events", frozenset({"event_list"}), time.monotonic(), frame)
+            self.internal[self.internal_ids] = (sid, kind)
+            pending = Pending(self.internal_ids, type_, protocol.RESPONSES[type_], time.monotonic(), frame)
             self.pending.append(pending)
         self.sender.send(ws, frame, pending.slot)
 
-    def _catch_up_failed(self, req_id: int, data: bytes) -> None:
-        sid = self.internal.pop(req_id, None)
-        if sid is None or sid not in self.catching_up:
+    def _catch_up(self, ws: websocket.WebSocket, sid: str, after: int) -> None:
+        """Ask for a session's events after `after`; registered so its answer (or error) is ours.
+        A gateway seen not to answer get_events is not asked: the catch-up gives up at once."""
+        self.catchup_after[sid] = after
+        self.catchup_began.setdefault(sid, time.monotonic())
+        if self.traits.getEvents == "no":
+            self._give_up_catchup(sid, "it does not answer get_events")
             return
+        self.catchup_page_due[sid] = time.monotonic() + CATCHUP_PAGE_WAIT_S
+        # Big pages: a long session is caught up in few requests, well inside the rate limit.
+        self._internal_request(ws, sid, "catchup", "get_events", {"sessionId": sid, "afterSeq": after, "limit": 5000})
+
+    def _internal_answered(self, req_id: int, head: protocol.EventHead, data: bytes) -> bool:
+        """An answer to one of our own requests; True when it goes no further (an error: ours alone)."""
+        sid, kind = self.internal.pop(req_id, (None, ""))
+        if sid is None or head.type != "error":
+            if kind == "catchup" and head.type == "event_list":
+                self.learned(getEvents="yes")
+            return False
         err = msgspec.json.decode(data)
+        code = err.get("code") if isinstance(err, dict) else None
+        if code == SESSION_NOT_FOUND:
+            self._session_gone(sid, "the gateway no longer knows this session (it was deleted, or the gateway "
+                                    "lost it)")
+        elif kind == "catchup" and sid in self.catching_up:
+            self._catch_up_refused(sid, err, code)
+        else:
+            log.warning("the gateway refused our %s of session %s: %s", kind, sid,
+                        bytes(data[:300]).decode("utf-8", "replace"))
+        return True
+
+    def _catch_up_refused(self, sid: str, err: dict[str, Any], code: Any) -> None:
+        self.catchup_page_due.pop(sid, None)
+        began = self.catchup_began.get(sid, time.monotonic())
         delay = retry_after_s(err.get("retryAfterMs"), 0.2) or RETRY_AFTER_DEFAULT_S
-        log.warning("catch-up of session %s refused (%s): retrying in %.1fs", sid, err.get("code"), delay)
+        if code in CATCHUP_TRANSIENT and time.monotonic() + delay - began < CATCHUP_RETRY_BUDGET_S:
+            log.warning("catch-up of session %s refused (%s): retrying in %.1fs", sid, code, delay)
 
-        def retry() -> None:
-            ws = self.ws
-            if ws is not None and sid in self.catching_up:
-                with self.frame_lock:
-                    self._catch_up(ws, sid, self.joined.get(sid, 0))
+            def retry() -> None:
+                ws = self.ws
+                if ws is not None and sid in self.catching_up:
+                    with self.frame_lock:
+                        if sid in self.catching_up:
+                            self._catch_up(ws, sid, self.catchup_after.get(sid, self.joined.get(sid, 0)))
 
-        threading.Timer(delay, retry).start()
+            threading.Timer(delay, retry).start()
+            return
+        if code not in CATCHUP_TRANSIENT:
+            self.learned(getEvents="no")
+        self._give_up_catchup(sid, f"it refused get_events: {code}")
+
+    def catchups_overdue(self, now: float) -> None:
+        """Keepalive thread: a catch-up page not answered in time ends its catch-up."""
+        for sid, due in list(self.catchup_page_due.items()):
+            if now < due:
+                continue
+            with self.frame_lock:
+                if self.catchup_page_due.get(sid) != due or sid not in self.catching_up:
+                    continue
+                with self.lock:
+                    stale = [p for p in self.pending
+                             if p.req_id <= INTERNAL_IDS and self.internal.get(p.req_id) == (sid, "catchup")]
+                    self.pending = [p for p in self.pending if p not in stale]
+                    for p in stale:
+                        del self.internal[p.req_id]
+                for p in stale:
+                    self.sender.settle(p.slot)
+                self.abandoned.add(sid)  # its answer, should it come after all, is not a live event
+                self.learned(getEvents="no")
+                self._give_up_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
+
+    def _give_up_catchup(self, sid: str, why: str) -> None:
+        """Under the frame lock. What v1 surely has instead: the snapshot (its lastSeq, when it has
+        one, dates the gap at once) and get_history; live events go out now, and the gap is told."""
+        after = self.catchup_after.pop(sid, self.joined.get(sid, 0))
+        self.catchup_page_due.pop(sid, None)
+        self.catchup_began.pop(sid, None)
+        self.replay_all.discard(sid)
+        log.warning("catch-up of session %s after seq %d ends without its events: %s", sid, after, why)
+        earlier = self.gap_after.get(sid)  # a gap still open from an earlier give-up starts sooner
+        self.gap_after[sid] = (min(after, earlier[0]), earlier[1]) if earlier else (after, why)
+        ws = self.ws
+        if ws is not None:
+            try:
+                self._internal_request(ws, sid, "history", "get_history", {"sessionId": sid})
+            except (OSError, websocket.WebSocketException):
+                pass
+        for ev, head, reply_to in self.catching_up.pop(sid, []):
+            self._deliver(ev, head, reply_to)
+
+    def _gap_ends(self, sid: str, before: int | None) -> None:
+        """The first seq known past a given-up catch-up: a gap only if it is not the very next one."""
+        after, why = self.gap_after.pop(sid)
+        if before is None or before > after + 1:
+            self.uplink.put_control(CatchupGap(sessionId=sid, afterSeq=after, beforeSeq=before, reason=why))
+
+    def _session_gone(self, sid: str, why: str) -> None:
+        """Under the frame lock. Leaves the catch-up and the joined set at once: nothing retries it."""
+        with self.lock:
+            self.joined.pop(sid, None)
+        for key in (self.catchup_after, self.catchup_began, self.catchup_page_due, self.gap_after):
+            key.pop(sid, None)  # type: ignore[attr-defined]
+        self.replay_all.discard(sid)
+        for ev, head, reply_to in self.catching_up.pop(sid, []):
+            self._deliver(ev, head, reply_to)
+        log.warning("session %s is gone: %s", sid, why)
+        self.uplink.put_control(SessionGone(sessionId=sid, reason=why))
 
     def _on_disconnected(self) -> None:
         self.connected.clear()
         self._close_socket()
         self.catching_up.clear()
+        for pending_catchups in (self.catchup_after, self.catchup_began, self.catchup_page_due):
+            pending_catchups.clear()
+        self.abandoned.clear()
         with self.lock:
             failed, self.pending = self.pending, []
             self.internal.clear()
@@ -647,12 +845,21 @@ class GatewayConnection:
                     self._deliver(data, head, None)
 
     def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
-        reply_to = self._correlate(head, data)
+        answered = self._correlate(head, data)
+        if answered is not None and head.type == "error" and self._try_next_form(answered, data):
+            return  # refused in our form: sent again in the next one, and its answer is what counts
+        reply_to = answered.req_id if answered is not None else None
+        if answered is not None and answered.type in ("run_turn", "steer", "answer_question") \
+                and head.type != "error":
+            self.dialect.answered(answered.type, answered.form)
+            if head.type == "turn_started" and answered.client_turn_id is not None \
+                    and _target.decode(data).clientTurnId is None:
+                self.learned(clientTurnIdEcho="no")
+            elif head.type == "turn_started" and answered.client_turn_id is not None:
+                self.learned(clientTurnIdEcho="yes")
         if reply_to is not None and reply_to <= INTERNAL_IDS:
-            if head.type == "error":
-                self._catch_up_failed(reply_to, data)
+            if self._internal_answered(reply_to, head, data):
                 return
-            self.internal.pop(reply_to, None)
             reply_to = None
         if reply_to is not None and OUTBOX_IDS < reply_to < 0:
             self._outbox_answered(reply_to, head, data)
@@ -660,8 +867,25 @@ class GatewayConnection:
         elif head.type in ("turn_complete", "turn_error") and self.turn_gate:
             self._turn_ended(head)
         sid = head.sessionId
+        if head.type == "pong":
+            self.pong_probe_at = None
+            self.learned(pong="yes")
+        elif head.type == "authenticated":
+            # After a handshake that was ready without it (welcome said no auth is needed).
+            self._on_authenticated(msgspec.json.decode(data).get("identity"), data, pushed=True)
+            self.set_state(self.state)
+        elif head.type == "state_snapshot" and sid in self.gap_after:
+            last = _snapshot_last_seq(data)
+            if last is not None and last > self.gap_after[sid][0]:
+                self._gap_ends(sid, last + 1)
         if head.type == "event_list" and sid in self.catching_up:
+            self.catchup_page_due.pop(sid, None)
             self._deliver_catchup(sid, data, reply_to)
+            return
+        if head.type == "event_list" and reply_to is None and sid in self.abandoned:
+            # A catch-up page we stopped waiting for: its events are in the gap already told.
+            self.abandoned.discard(sid)
+            log.warning("a late catch-up page of session %s arrived after the catch-up gave up: dropped", sid)
             return
         if sid is not None and head.seq is not None and sid in self.catching_up:
             # Live events, answers among them, wait until the gap is filled: delivering a newer seq
@@ -671,12 +895,37 @@ class GatewayConnection:
             return
         self._deliver(data, head, reply_to)
 
+    def _try_next_form(self, p: Pending, data: bytes) -> bool:
+        """An error answering `p`: when it says the form was not understood and another form can say
+        the request, send that instead (same request id, same place in the outbox)."""
+        code = _ErrorCode.decode(data).code
+        if not isinstance(code, str):
+            return False
+        nxt = self.dialect.refused(p.type, p.frame, p.form, code)
+        ws = self.ws
+        if nxt is None or ws is None:
+            return False
+        form, frame = nxt
+        log.info("the gateway did not take %s in our form (%s): sending it again in form %r", p.type, code,
+                 self.dialect.describe().get(p.type, form))
+        again = Pending(p.req_id, p.type, p.expect, time.monotonic(), frame, form)
+        with self.lock:
+            self.pending.append(again)
+        self._handed_over = True
+        try:
+            self.sender.send(ws, frame, again.slot)
+        except (OSError, websocket.WebSocketException):
+            pass  # the connection is going: its loss fails or requeues the request as usual
+        return True
+
     def _deliver(self, data: bytes, head: protocol.EventHead, reply_to: int | None, replay: bool = False) -> None:
         self._handed_over = True
         sid, seq = head.sessionId, head.seq
         if sid is not None and seq is not None and sid in self.joined:
             if seq <= self.joined[sid] and reply_to is None and not replay:
                 return  # already delivered before a reconnect
+            if sid in self.gap_after:
+                self._gap_ends(sid, seq)
             self.joined[sid] = max(seq, self.joined[sid])
         self.uplink.put_event(PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns()))
 
@@ -727,7 +976,7 @@ class GatewayConnection:
             more = False
         return events, more
 
-    def _correlate(self, head: protocol.EventHead, data: bytes) -> int | None:
+    def _correlate(self, head: protocol.EventHead, data: bytes) -> Pending | None:
         if not self.pending:
             return None
         type_ = head.type
@@ -745,7 +994,7 @@ class GatewayConnection:
                     continue  # another client's turn in this session (or, UNREADABLE, none we can claim)
                 del self.pending[i]
                 self.sender.settle(p.slot)
-                return p.req_id
+                return p
         return None
 
     def _client_turn_id(self, data: bytes) -> str | None:
@@ -762,22 +1011,41 @@ class GatewayConnection:
 
     # --- keepalive ------------------------------------------------------------------------------------
 
+    def _keep_alive(self, now: float) -> None:
+        """Silence past the window (staleness.py) ends the socket. Pings: a WebSocket ping frame,
+        which any RFC 6455 server answers, and the protocol's `ping` while `pong` may come (the docs
+        name no answer to it: unanswered for half the window, it is not sent again to this gateway)."""
+        ka = self.keepalive
+        if now - self.last_frame > ka.stale_after_s:
+            log.warning("no frame from the gateway for %.0fs: reconnecting", now - self.last_frame)
+            self._close_socket()
+            return
+        if self.pong_probe_at is not None and now - self.pong_probe_at > ka.stale_after_s / 2:
+            self.pong_probe_at = None
+            self.learned(pong="no")
+        if now - self.last_ping < ka.ping_every_s:
+            return
+        self.last_ping = now
+        ws = self.ws
+        if ws is None:
+            return
+        try:
+            ws.ping()
+            if self.traits.pong != "no":
+                if self.pong_probe_at is None and self.traits.pong == "unknown":
+                    self.pong_probe_at = now
+                self.sender.send(ws, protocol.build_client_message("ping", {}))
+        except (OSError, websocket.WebSocketException):
+            pass
+
     def run_keepalive(self) -> None:
         while True:
             time.sleep(0.25)
             now = time.monotonic()
             if self.connected.is_set():
-                if now - self.last_frame > self.stale_after_s:
-                    log.warning("no frame from the gateway for %.0fs: reconnecting", now - self.last_frame)
-                    self._close_socket()
-                elif self.ping_interval_s and now - self.last_ping >= self.ping_interval_s:
-                    self.last_ping = now
-                    ws = self.ws
-                    try:
-                        if ws is not None:
-                            self.sender.send(ws, protocol.build_client_message("ping", {}))
-                    except (OSError, websocket.WebSocketException):
-                        pass
+                self._keep_alive(now)
+            if self.catchup_page_due:
+                self.catchups_overdue(now)
             if self.pending:
                 with self.lock:
                     expired = [p for p in self.pending if now - p.sent_at > self.request_timeout_s]

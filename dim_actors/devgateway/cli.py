@@ -9,10 +9,13 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Callable, get_args
+
+import msgspec
 
 from dim_actors.protocol import MAX_FRAME_BYTES
 
+from .profile import PROFILES, GatewayProfile, GetEventsMode
 from .server import DevGateway
 
 
@@ -40,7 +43,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="stop when standard input reaches end of file: dim-desktop's embedded gateway "
                          "holds a pipe from the app, so it ends with the app even after a kill -9")
     ap.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    _add_profile_args(ap)
     return ap.parse_args(argv)
+
+
+def _add_profile_args(ap: argparse.ArgumentParser) -> None:
+    group = ap.add_argument_group(
+        "profile", "How closely to stick to the public Diminuendo docs. 'dev' (the default) also does the "
+                   "things dim-desktop needs that the docs do not describe. 'reference' does only what the docs "
+                   "describe and does the rest differently, to test that a client works with any v1 gateway. "
+                   "The flags after --profile change one thing of the chosen profile.")
+    group.add_argument("--profile", choices=sorted(PROFILES), default="dev", help="the profile (default dev)")
+    group.add_argument("--protocol-version", type=int, default=None, metavar="N",
+                       help="the protocolVersion to announce in welcome (default 1)")
+    group.add_argument("--push-authenticated", action=argparse.BooleanOptionalAction, default=None,
+                       help="without --token, send authenticated right after connected without being asked "
+                            "(dev: yes, reference: no)")
+    group.add_argument("--get-events", choices=get_args(GetEventsMode), default=None,
+                       help="what get_events gets: answer (the stored events), error (refused as an invalid "
+                            "message) or silent (no answer at all) (dev: answer, reference: error)")
+
+
+def profile_from_args(args: argparse.Namespace) -> GatewayProfile:
+    """The profile named by --profile, with the flags given on top of it (a flag not given keeps
+    the profile's value)."""
+    overrides = {"protocol_version": args.protocol_version, "push_authenticated": args.push_authenticated,
+                 "get_events": args.get_events}
+    return msgspec.structs.replace(PROFILES[args.profile], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _wait_for_eof(fd: int, then: Callable[[], object]) -> None:
@@ -58,7 +87,7 @@ async def _serve(args: argparse.Namespace) -> None:
     gateway = DevGateway(host=args.host, port=args.port, token=args.token, data_dir=args.data,
                          heartbeat_ms=args.heartbeat_ms, rate_limit=args.rate_limit,
                          max_frame_bytes=args.max_frame_bytes, stats_file=args.stats_file,
-                         ping_probe_ms=args.ping_probe_ms)
+                         ping_probe_ms=args.ping_probe_ms, profile=profile_from_args(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

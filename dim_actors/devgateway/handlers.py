@@ -2,7 +2,9 @@
 
 Each handler answers its request with exactly one event from ``RESPONSES[type]`` or raises
 ``GatewayError`` (sent as ``error`` to the requester only). The connection runs its handlers one at
-a time, so answers leave in request order, which is what v1's id-less correlation relies on.
+a time, so answers leave in request order, which is what v1's id-less correlation relies on. The
+exceptions are the profile's (profile.py): a reference gateway may leave ``ping`` or ``get_events``
+unanswered, as a gateway that guessed differently than we did could.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class RequestHandlers:
             p.FileAtIteration: self.file_at_iteration,
             p.ManageMembers: self.manage_members,
         }
-        assert len(self.table) == len(p.CLIENT_MESSAGES)
+        assert len(self.table) == len(p.CLIENT_MESSAGES)  # the profile's decoder hands on only these
 
     def session(self, conn: "Connection", session_id: str) -> SessionRuntime:
         s = self.gw.sessions.get(session_id)
@@ -154,14 +156,16 @@ class RequestHandlers:
 
     async def run_turn(self, conn: "Connection", msg: p.RunTurn) -> None:
         s = self.session(conn, msg.sessionId)
-        if msg.clientTurnId is not None:
-            original = s.client_turns.get(msg.clientTurnId)
+        # clientTurnId is ours: a gateway without it reads past the field (no echo, no dedup).
+        client_turn_id = msg.clientTurnId if self.gw.profile.client_turn_ids else None
+        if client_turn_id is not None:
+            original = s.client_turns.get(client_turn_id)
             if original is not None:  # a retry: answer with the turn it already started
                 conn.send_frame(original)
                 return
         if s.turn is not None:
             raise GatewayError("TurnInProgress", f"A turn is already running in this session ({s.turn.id})")
-        s.start_turn(msg.text, msg.clientTurnId, conn)
+        s.start_turn(msg.text, client_turn_id, conn)
 
     async def stop_turn(self, conn: "Connection", msg: p.StopTurn) -> None:
         s = self.session(conn, msg.sessionId)
@@ -191,6 +195,9 @@ class RequestHandlers:
         conn.send(p.History(sessionId=s.id, turns=await s.history()))
 
     async def get_events(self, conn: "Connection", msg: p.GetEvents) -> None:
+        # "error" never gets here: the decoder refuses get_events at the schema stage.
+        if self.gw.profile.get_events == "silent":
+            return  # a gateway that takes get_events and never answers it, not even with an error
         s = self.session(conn, msg.sessionId)
         limit = min(msg.limit or DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)
         frames, more = await self.gw.db.run(Database.events_after, s.id, msg.afterSeq, limit)
@@ -199,7 +206,9 @@ class RequestHandlers:
         conn.send(p.EventList(sessionId=s.id, events=events, hasMore=more))  # type: ignore[arg-type]
 
     async def ping(self, conn: "Connection", msg: p.Ping) -> None:
-        conn.send(p.Pong(ts=now_ms()))
+        # The docs name no answer to ping (`pong` is ours): a gateway may take it as keepalive only.
+        if self.gw.profile.ping_answered:
+            conn.send(p.Pong(ts=now_ms()))
 
     # --- files -----------------------------------------------------------------------------------
 

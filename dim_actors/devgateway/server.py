@@ -26,10 +26,12 @@ from .connection import Connection
 from .errors import GatewayError
 from .handlers import RequestHandlers
 from .limits import AuthLimiter
+from .profile import DEV, GatewayProfile
 from .replication import REPLICATE_PATH, ReplicationHub
 from .sessions import SessionRuntime, now_ms
 from .stats import GatewayStats
 from .store import Database
+from .vocabulary import ClientDecoder
 from .workspace import WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ class DevGateway:
                  data_dir: str | Path | None = None, heartbeat_ms: int = 30000, rate_limit: int = 60,
                  rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
                  max_frame_bytes: int = p.MAX_FRAME_BYTES, stats_file: str | Path | None = None,
-                 ping_probe_ms: int = 0):
+                 ping_probe_ms: int = 0, profile: GatewayProfile = DEV):
+        self.profile = profile
         self.host = host
         self.port = port
         self.token = token or None
@@ -66,6 +69,7 @@ class DevGateway:
         self.sessions: dict[str, SessionRuntime] = {}
         self.connections: set[Connection] = set()
         self.faults.connections = self.connections
+        self.decoder = ClientDecoder(profile)  # the schema stage: which fields this gateway reads
         self.handlers = RequestHandlers(self)
         self.replication = ReplicationHub(self)  # /replicate (docs/sync.md)
         self.db: Database | None = None  # type: ignore[assignment]
@@ -157,7 +161,7 @@ class DevGateway:
     # --- connections -----------------------------------------------------------------------------
 
     def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?", 1)[0] == REPLICATE_PATH:
+        if request.path.split("?", 1)[0] == REPLICATE_PATH and self.profile.replicate:
             return self.replication.check_request(connection, request)
         if request.path.split("?", 1)[0] != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
@@ -172,11 +176,13 @@ class DevGateway:
         self.faults.on_new_connection(conn)
         writer = asyncio.create_task(conn.outbox.run(), name=f"writer {conn.client_id}")
         probe = self.stats.opened_connection(conn.client_id, ws) if self.stats is not None else None
-        conn.send(p.Welcome(protocolVersion=p.PROTOCOL_VERSION, requiresAuth=self.token is not None))
+        conn.send(p.Welcome(protocolVersion=self.profile.protocol_version, requiresAuth=self.token is not None))
         conn.send(p.Connected(clientId=conn.client_id, heartbeatIntervalMs=self.heartbeat_ms, ts=now_ms()))
         if self.token is None:
+            # Dev mode authenticates every connection; whether it says so unasked is the profile's choice.
             conn.identity = self.identity
-            conn.send(p.Authenticated(identity=self.identity))
+            if self.profile.push_authenticated:
+                conn.send(p.Authenticated(identity=self.identity))
         try:
             async for message in ws:
                 await self._on_frame(conn, message)
@@ -209,7 +215,7 @@ class DevGateway:
                        conn.rate.retry_after_ms())
             return
         try:
-            msg = p.decode_client_message(message)
+            msg = self.decoder.decode(message)
         except p.ProtocolError as e:
             conn.error(e.code, e.message)
             return

@@ -11,6 +11,7 @@ import msgspec
 from dim_actors import protocol
 from dim_actors.messages import (
     BadFrame,
+    CatchupGap,
     CommandFailed,
     Connect,
     ConnectionState,
@@ -25,6 +26,7 @@ from dim_actors.messages import (
     Resync,
     ResyncStarted,
     SendFrame,
+    SessionGone,
     UiEvent,
 )
 from dim_actors.router.stores import BadEvent, Stores
@@ -113,6 +115,10 @@ class Router(DimActor):
             self.stores.bad_input += 1
             self.to_page("gateway-warning", {"reason": body.reason, "sample": body.sample,
                                              "count": self.stores.bad_input})
+        elif isinstance(body, CatchupGap):
+            self.on_catchup_gap(body)
+        elif isinstance(body, SessionGone):
+            self.to_page("session-gone", self.stores.mark_gone(body))
         else:
             raise TypeError(f"router: unexpected message {type(body).__name__}")
 
@@ -152,6 +158,13 @@ class Router(DimActor):
                 self.ctx.send("uibridge", InvokeResult(reqId=ev.replyTo, ok=True, result=ev.raw))
                 if command == "join_session" and ev.sessionId:
                     self.sync_joined(ev.sessionId)
+
+    def on_catchup_gap(self, gap: CatchupGap) -> None:
+        # Before the resync marker a gap belongs to a catch-up the replay supersedes: the replay
+        # fetches every event again, and tells its own gap if that fails too.
+        if self.awaiting_resync:
+            return
+        self.to_page("catchup-gap", self.stores.add_gap(gap))
 
     def notify_desktop(self, ev: GatewayEvent) -> None:
         hook = self.ctx.extra.get("desktop_notify")  # set by dim-desktop; it only queues
@@ -214,8 +227,7 @@ class Router(DimActor):
                                        self.ctx.settings, self.ctx.extra.get("on_settings_changed"))
             return InvokeResult(reqId=inv.reqId, ok=ok, result=out if ok else None, error=None if ok else out)
         if inv.command == "get_state":
-            joined = sorted(self.ctx.extra["connection"].resume) if "connection" in self.ctx.extra else []
-            return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot(joined))
+            return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot(self.joined()))
         if inv.command == "gateway_connect":
             url, token = inv.args.get("url"), inv.args.get("token")
             if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
@@ -235,6 +247,12 @@ class Router(DimActor):
             self.ctx.send("connection", Disconnect())
             return InvokeResult(reqId=inv.reqId, ok=True, result={"state": "offline"})
         return self.actor_command(inv)
+
+    def joined(self) -> list[str]:
+        """Sessions the connection keeps joined; a gone one never counts, whatever its memory holds."""
+        memory = self.ctx.extra.get("connection")
+        resume = memory.resume if memory is not None else {}
+        return sorted(set(resume) - self.stores.gone_ids())
 
     def actor_command(self, inv: Invoke) -> InvokeResult:
         """The Actors panel: status, restart, and each actor's message log."""

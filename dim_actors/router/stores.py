@@ -15,11 +15,12 @@ from typing import Any
 import msgspec
 
 from dim_actors import protocol
-from dim_actors.messages import ConnectionState, GatewayEvent
+from dim_actors.messages import CatchupGap, ConnectionState, GatewayEvent, SessionGone
 
 _TURN_END_STATUS = {"turn_complete": "complete", "turn_error": "error"}
 _COMPACT_AT = 1024  # a turn's newest deltas are joined into one string this many at a time
 _SLOT_LIMIT = 500  # each generic slot keeps this many of the newest events (per chat, or unscoped)
+GAP_LIMIT = 50  # each chat keeps this many of its newest catch-up gaps
 _OPEN = ("running", "waiting")
 
 
@@ -154,6 +155,10 @@ class Chat:
         self.by_id: dict[str, Turn] = {}
         self.other: list[msgspec.Raw] = []
         self.invalid: list[dict[str, Any]] = []  # {reason, event}: known types with mistyped fields
+        # Missed events the connection could not fetch: {afterSeq, beforeSeq, reason, atSeq}. atSeq
+        # is this chat's lastSeq when the gap was told, so a reloaded page puts it where a live one did.
+        self.gaps: list[dict[str, Any]] = []
+        self.gone: dict[str, Any] | None = None  # {reason}: the gateway no longer knows this session
 
     def turn(self, turn_id: str | None, seq: int | None) -> Turn | None:
         if turn_id is None:
@@ -166,7 +171,21 @@ class Chat:
 
     def snapshot(self) -> dict[str, Any]:
         return {"lastSeq": self.lastSeq, "status": self.status,
-                "turns": [t.snapshot() for t in self.turns], "other": self.other, "invalid": self.invalid}
+                "turns": [t.snapshot() for t in self.turns], "other": self.other, "invalid": self.invalid,
+                "gaps": self.gaps, "gone": self.gone}
+
+    def add_gap(self, gap: CatchupGap) -> dict[str, Any]:
+        """Keep a gap; one told again with the same afterSeq (its end now known, a second try that
+        failed too) is the same hole and replaces the first, so the page shows it once."""
+        entry = {"afterSeq": gap.afterSeq, "beforeSeq": gap.beforeSeq, "reason": gap.reason, "atSeq": self.lastSeq}
+        same = next((g for g in self.gaps if g["afterSeq"] == gap.afterSeq), None)
+        if same is not None:
+            entry["atSeq"] = same["atSeq"]  # it stays where it was first shown
+            same.update(entry)
+            return same
+        self.gaps.append(entry)
+        del self.gaps[:-GAP_LIMIT]
+        return entry
 
     def settle_turns(self, active_turn_id: Any, last_seq: Any) -> None:
         """A state_snapshot says which turn runs now (activeTurnId, or none). A turn we hold as open
@@ -185,6 +204,9 @@ class Stores:
         self.connection: dict[str, Any] = {"state": "offline", "url": "", "detail": "", "reconnects": 0,
                                            "identity": None}
         self.sessions: dict[str, dict[str, Any]] = {}
+        # Metas a session_list dropped, of sessions we hold a chat for: a SessionGone told after the
+        # list (a reconnect refreshes both) still finds the session's name.
+        self.unlisted: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, Chat] = {}
         self.unscoped: list[msgspec.Raw] = []  # events with no session we don't otherwise know
         self.invalid: list[dict[str, Any]] = []  # {reason, event}: mistyped known events with no session
@@ -208,7 +230,24 @@ class Stores:
         # retryAt: when the next attempt is due, so a page loaded later still counts down correctly.
         retry_at = time.time_ns() // 1_000_000 + st.retryInMs if st.retryInMs is not None else None
         self.connection = {"state": st.state, "url": st.url, "detail": st.detail, "reconnects": st.reconnects,
-                           "retryInMs": st.retryInMs, "retryAt": retry_at, "identity": st.identity, **self.link}
+                           "retryInMs": st.retryInMs, "retryAt": retry_at, "identity": st.identity,
+                           "warnings": list(st.warnings), "traits": msgspec.to_builtins(st.traits), **self.link}
+
+    def add_gap(self, gap: CatchupGap) -> dict[str, Any]:
+        """A session's missed events could not be fetched: kept with its chat; the page's payload."""
+        return {"sessionId": gap.sessionId, **self.chat(gap.sessionId).add_gap(gap)}
+
+    def mark_gone(self, msg: SessionGone) -> dict[str, Any]:
+        """The gateway no longer knows the session: its transcript and list entry stay, marked gone."""
+        sid = msg.sessionId
+        chat = self.chat(sid)
+        chat.gone = {"reason": msg.reason}
+        if sid not in self.sessions:
+            self.sessions[sid] = self.unlisted.pop(sid, None) or {"id": sid}
+        return {"sessionId": sid, "reason": msg.reason}
+
+    def gone_ids(self) -> set[str]:
+        return {sid for sid, chat in self.chats.items() if chat.gone is not None}
 
     def _set_link(self, **fields: Any) -> None:
         self.link.update(fields)
@@ -267,7 +306,7 @@ class Stores:
 
     def _apply_unscoped(self, type_: str, f: _Fields, ev: GatewayEvent) -> None:
         if type_ == "session_list" and f.sessions is not None:
-            self.sessions = {s["id"]: s for s in f.sessions if "id" in s}
+            self._set_sessions({s["id"]: s for s in f.sessions if "id" in s})
         elif type_ == "session_created" and f.session and "id" in f.session:
             self.sessions[f.session["id"]] = f.session
         elif type_ == "welcome":  # a new connection: what the last one said no longer holds
@@ -284,12 +323,24 @@ class Stores:
             self.unscoped.append(ev.raw)
             del self.unscoped[:-_SLOT_LIMIT]  # keep the generic slot bounded
 
+    def _set_sessions(self, listed: dict[str, dict[str, Any]]) -> None:
+        """The gateway's list. A gone session is in it no more, but stays in ours, marked gone."""
+        gone = self.gone_ids()
+        for sid, meta in self.sessions.items():
+            if sid not in listed and sid in self.chats and sid not in gone:
+                self.unlisted[sid] = meta
+        for sid in listed:
+            self.unlisted.pop(sid, None)
+        kept = {sid: self.sessions[sid] for sid in gone if sid in self.sessions}
+        self.sessions = {**kept, **listed}
+
     def _apply_session(self, chat: Chat, type_: str, f: _Fields, ev: GatewayEvent, seq: int | None) -> None:
         sid = chat.sessionId
         meta = self.sessions.get(sid)
         if type_ == "session_created" and f.session:
             self.sessions[sid] = f.session
         elif type_ == "state_snapshot":
+            chat.gone = None  # joined again: the gateway knows it after all
             if f.session:
                 self.sessions[sid] = f.session
                 chat.status = f.session.get("status", chat.status)

@@ -12,12 +12,15 @@ import {
   rebuildChat,
   applyGatewayEvent,
   applyInvalidEvent,
+  applyCatchupGap,
+  applySessionGone,
   applyInvokeResult,
   setConnection,
   setActors,
   setOutbox,
   takeDirty,
   sessionIsBusy,
+  sessionIsGone,
   activeTurnId,
 } from "./state.js";
 import { ChatView, renderGeneric } from "./chat.js";
@@ -76,6 +79,7 @@ const el = {
   chatAgent: $("#chat-agent"),
   joinedBadge: $("#session-joined"),
   follow: $("#session-follow"),
+  goneBanner: $("#session-gone"),
   chat: $("#chat"),
   turnControls: $("#turn-controls"),
   steerForm: $("#steer-form"),
@@ -97,6 +101,7 @@ const el = {
 };
 
 initToasts(el.toasts);
+const composerPlaceholder = el.input.placeholder;
 
 /** invoke() that shows a toast when it fails (and still rejects). */
 async function call(command, args, context) {
@@ -129,7 +134,18 @@ const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
 const historyPanel = new HistoryPanel($("#history-panel"), { invoke });
 new MembersPanel($("#members-panel"), { invoke });
 const connectionView = new ConnectionView(
-  { indicator: el.conn, detail: el.connDetail, facts: $("#conn-facts"), url: el.connUrl, identity: el.identity, ping: $("#conn-ping"), pong: $("#conn-pong") },
+  {
+    indicator: el.conn,
+    detail: el.connDetail,
+    warnings: $("#conn-warnings"),
+    facts: $("#conn-facts"),
+    traits: $("#conn-traits"),
+    traitsList: $("#conn-traits-list"),
+    url: el.connUrl,
+    identity: el.identity,
+    ping: $("#conn-ping"),
+    pong: $("#conn-pong"),
+  },
   { invoke },
 );
 const syncPanel = new SyncPanel($("#sync-panel"), { invoke, listen, onError: (err, what) => toastError(err, what) });
@@ -231,7 +247,8 @@ function renderHeader() {
   const chat = id ? store.chats.get(id) : null;
   const title = id ? (meta && meta.name) || "Untitled session" : "No session selected";
   if (el.chatTitle.textContent !== title) el.chatTitle.textContent = title;
-  const status = meta ? meta.status : chat ? chat.status : null;
+  const gone = !!(chat && chat.gone);
+  const status = gone ? "gone" : meta ? meta.status : chat ? chat.status : null;
   el.chatStatus.hidden = !status;
   if (status && el.chatStatus.textContent !== status) {
     el.chatStatus.textContent = status;
@@ -242,7 +259,10 @@ function renderHeader() {
   if (el.chatAgent.textContent !== sub) el.chatAgent.textContent = sub;
   // Joined (a state_snapshot came): live events follow. Left (session_left): they do not.
   const joinedNow = !!(chat && chat.joined);
-  el.joinedBadge.hidden = el.follow.hidden = !id;
+  el.joinedBadge.hidden = !id;
+  el.follow.hidden = !id || gone; // there is nothing left to join
+  el.goneBanner.hidden = !gone;
+  el.goneBanner.title = gone && chat.gone.reason ? chat.gone.reason : "";
   const badge = joinedNow ? "live" : "not joined";
   if (el.joinedBadge.textContent !== badge) el.joinedBadge.textContent = badge;
   el.joinedBadge.dataset.joined = joinedNow ? "1" : "0";
@@ -253,10 +273,12 @@ function renderHeader() {
 
 function renderControls() {
   const id = ui.selectedId;
-  const hasSession = !!id;
-  el.input.disabled = !hasSession;
-  el.send.disabled = !hasSession || ui.sending;
-  const busy = hasSession && sessionIsBusy(store, id);
+  const gone = !!id && sessionIsGone(store, id);
+  const canSend = !!id && !gone;
+  el.input.disabled = !canSend;
+  el.send.disabled = !canSend || ui.sending;
+  el.input.placeholder = gone ? "This session no longer exists on the gateway" : composerPlaceholder;
+  const busy = canSend && sessionIsBusy(store, id);
   if (el.turnControls.hidden === busy) el.turnControls.hidden = !busy;
 }
 
@@ -373,12 +395,35 @@ function onInvalidEvent(payload) {
   schedule();
 }
 
+// Missed events the bridge could not fetch after a (re)join: a notice where they are missing.
+function onCatchupGap(payload) {
+  if (ui.syncing) {
+    ui.buffer.push(["catchup-gap", payload]);
+    return;
+  }
+  applyCatchupGap(store, payload);
+  schedule();
+}
+
+// The gateway no longer knows a session (deleted elsewhere): no longer joined, nothing to send to.
+function onSessionGone(payload) {
+  if (ui.syncing) {
+    ui.buffer.push(["session-gone", payload]);
+    return;
+  }
+  applySessionGone(store, payload);
+  if (payload && typeof payload.sessionId === "string") joined.delete(payload.sessionId);
+  schedule();
+}
+
 listen("gateway-event", onGatewayEvent);
 listen("connection-state", onConnectionState);
 listen("actor-status", onActorStatus);
 listen("outbox", onOutbox);
 listen("gateway-warning", onGatewayWarning);
 listen("invalid-event", onInvalidEvent);
+listen("catchup-gap", onCatchupGap);
+listen("session-gone", onSessionGone);
 
 onBridgeState((state) => {
   ui.bridge = state;
@@ -458,6 +503,8 @@ function finishSync() {
     if (kind === "gateway-event") onGatewayEvent(payload);
     else if (kind === "connection-state") onConnectionState(payload);
     else if (kind === "invalid-event") onInvalidEvent(payload);
+    else if (kind === "catchup-gap") onCatchupGap(payload);
+    else if (kind === "session-gone") onSessionGone(payload);
   }
   schedule();
 }
@@ -504,7 +551,7 @@ async function selectSession(id) {
 }
 
 async function joinSession(id) {
-  if (joined.has(id) || joining.has(id)) return;
+  if (joined.has(id) || joining.has(id) || sessionIsGone(store, id)) return; // a gone one would only fail
   joining.add(id);
   try {
     const result = await call("join_session", { sessionId: id }, "Join session");

@@ -7,7 +7,7 @@
 
 import { h, clear, prettyJson } from "./dom.js";
 import { renderMarkdownNodes, stableBoundary } from "./markdown.js";
-import { displayText, describe, describeResolution, noticeText, fileChangeText, isKnownEventType } from "./state.js";
+import { displayText, describe, describeResolution, noticeText, fileChangeText, isKnownEventType, gapText } from "./state.js";
 
 export class ChatView {
   /**
@@ -21,6 +21,7 @@ export class ChatView {
     this.gen = -1;
     this.chat = null;
     this.turnViews = new Map();
+    this.gapViews = new Map(); // gap -> {el, v}: a gap told again is updated in place
     this.renderedEntries = 0;
     this.emptyEl = null;
   }
@@ -31,6 +32,7 @@ export class ChatView {
     this.gen = store.gen;
     this.chat = sessionId ? store.chats.get(sessionId) || null : null;
     this.turnViews = new Map();
+    this.gapViews = new Map();
     this.renderedEntries = 0;
     clear(this.root);
     this.emptyEl = h("div", { class: "chat-empty", testid: "chat-empty" });
@@ -51,6 +53,7 @@ export class ChatView {
     if (!dirty || !chat) return;
     const stick = this.nearBottom();
     if (dirty.timeline) this.appendEntries();
+    if (dirty.gaps) this.refreshGaps();
     for (const turnId of dirty.turns) {
       const view = this.turnViews.get(turnId);
       const turn = chat.turns.get(turnId);
@@ -85,6 +88,10 @@ export class ChatView {
         const view = new TurnView(turn, this.ctx, this.sessionId);
         this.turnViews.set(turn.turnId, view);
         frag.appendChild(view.el);
+      } else if (entry.kind === "gap") {
+        const el = renderGap(entry.gap);
+        this.gapViews.set(entry.gap, { el, v: entry.gap.v });
+        frag.appendChild(el);
       } else {
         frag.appendChild(renderEventEntry(entry.event));
       }
@@ -92,6 +99,22 @@ export class ChatView {
     this.renderedEntries = chat.timeline.length;
     this.root.appendChild(frag);
   }
+
+  refreshGaps() {
+    for (const [gap, view] of this.gapViews) {
+      if (view.v === gap.v) continue;
+      const el = renderGap(gap);
+      view.el.replaceWith(el);
+      view.el = el;
+      view.v = gap.v;
+    }
+  }
+}
+
+/** Missed events that could not be fetched: said where they are missing, in plain words. */
+function renderGap(gap) {
+  const dataset = { afterSeq: String(gap.afterSeq), beforeSeq: gap.beforeSeq === null ? "" : String(gap.beforeSeq) };
+  return h("div", { class: "notice gap", testid: "catchup-gap", role: "note", dataset }, gapText(gap));
 }
 
 function renderEventEntry(ev) {

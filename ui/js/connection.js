@@ -1,6 +1,7 @@
 // The gateway connection in the top bar: the state indicator ("reconnecting in N s" counts down to
-// the next attempt) and its popover: what the handshake said (protocol version, client id,
-// identity), the heartbeat, a Ping with its round trip, and the URL/token form (wired in app.js).
+// the next attempt; a warning mark when the gateway gave cause) and its popover: the warnings, what
+// the handshake said (protocol version, client id, identity), the heartbeat, what this gateway was
+// seen to support, a Ping with its round trip, and the URL/token form (wired in app.js).
 
 import { h, clear } from "./dom.js";
 
@@ -22,13 +23,50 @@ export function connectionLabel(state) {
   return s;
 }
 
+function seconds(ms) {
+  return `${Math.round(ms / 100) / 10} s`;
+}
+
+// What the bridge learned the gateway does (traits), in plain words; "unknown" is not shown.
+const TRAIT_WORDS = {
+  getEvents: {
+    yes: "Missed-event catch-up: supported",
+    no: "Missed-event catch-up: not supported — gaps are shown",
+  },
+  pushesAuthenticated: {
+    yes: "Sign-in confirmation: sent on connect",
+    no: "Sign-in confirmation: only when asked",
+  },
+  pong: {
+    yes: "Ping: answered",
+    no: "Ping: not answered",
+  },
+  clientTurnIdEcho: {
+    yes: "Messages sent again after a lost connection: recognised",
+    no: "Messages sent again after a lost connection: not recognised",
+  },
+};
+
+/** [trait name, words] for each trait the gateway showed either way. */
+export function traitLines(traits) {
+  const t = traits && typeof traits === "object" ? traits : {};
+  const lines = [];
+  for (const [name, words] of Object.entries(TRAIT_WORDS)) {
+    if (Object.hasOwn(words, t[name])) lines.push([name, words[t[name]]]);
+  }
+  const beat = typeof t.heartbeatIntervalMs === "number" && t.heartbeatIntervalMs > 0 ? `Heartbeat every ${seconds(t.heartbeatIntervalMs)}` : "";
+  const stale = typeof t.staleAfterMs === "number" && t.staleAfterMs > 0 ? `taken as lost after ${seconds(t.staleAfterMs)} of silence` : "";
+  if (beat || stale) lines.push(["heartbeat", beat && stale ? `${beat}; ${stale}` : beat || stale.charAt(0).toUpperCase() + stale.slice(1)]);
+  return lines;
+}
+
 function clock(ms) {
   return typeof ms === "number" && isFinite(ms) ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "";
 }
 
 export class ConnectionView {
   /**
-   * @param {object} els  {indicator, detail, facts, url, identity, ping, pong}
+   * @param {object} els  {indicator, detail, warnings, facts, traits, traitsList, url, identity, ping, pong}
    * @param {object} ctx  {invoke}
    */
   constructor(els, ctx) {
@@ -64,12 +102,20 @@ export class ConnectionView {
     if (indicator.textContent !== label) indicator.textContent = label;
     indicator.dataset.state = (bridgeDown ? "offline" : state).replace(/ /g, "-");
     indicator.dataset.raw = String(c.state ?? "");
-    indicator.title = [c.url, why, c.reconnects ? `${c.reconnects} reconnects` : ""].filter(Boolean).join(" — ");
+    const warnings = Array.isArray(c.warnings) ? c.warnings.filter((w) => typeof w === "string" && w) : [];
+    const warned = warnings.length ? `${warnings.length} warning${warnings.length === 1 ? "" : "s"}` : "";
+    indicator.title = [c.url, why, c.reconnects ? `${c.reconnects} reconnects` : "", warned].filter(Boolean).join(" — ");
+    // The mark is drawn by CSS from data-warnings, so the indicator's text stays the state alone.
+    if (warnings.length) indicator.dataset.warnings = String(warnings.length);
+    else delete indicator.dataset.warnings;
+    indicator.setAttribute("aria-label", `Gateway connection state${warned ? ` (${warned})` : ""}`);
     detail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", why, c.reconnects ? `Reconnects: ${c.reconnects}` : ""].filter(Boolean).join("\n");
     if (!url.value && c.url && document.activeElement !== url) url.value = c.url;
     const id = c.identity;
     identity.textContent = id ? id.email || id.userId || "" : "";
     this.renderFacts();
+    this.renderWarnings(warnings);
+    this.renderTraits();
     // Count down once a second while an attempt is due; stop when none is.
     if (retry !== null && retry > 0 && !this.timer) {
       this.timer = setInterval(() => this.render(this.conn, { bridgeDown: this.bridgeDown }), 500);
@@ -97,6 +143,26 @@ export class ConnectionView {
       this.els.facts.appendChild(h("dt", null, name));
       this.els.facts.appendChild(h("dd", { testid, class: value ? "" : "muted" }, value || "—"));
     }
+  }
+
+  renderWarnings(warnings) {
+    const key = JSON.stringify(warnings);
+    if (key === this.warningsKey) return;
+    this.warningsKey = key;
+    const list = this.els.warnings;
+    clear(list);
+    for (const w of warnings) list.appendChild(h("li", { class: "conn-warning", testid: "conn-warning" }, w));
+    list.hidden = warnings.length === 0;
+  }
+
+  renderTraits() {
+    const lines = traitLines(this.conn.traits);
+    const key = JSON.stringify(lines);
+    if (key === this.traitsKey) return;
+    this.traitsKey = key;
+    clear(this.els.traitsList);
+    for (const [name, words] of lines) this.els.traitsList.appendChild(h("li", { testid: "conn-trait", dataset: { trait: name } }, words));
+    this.els.traits.hidden = lines.length === 0;
   }
 
   /** ping → pong: the round trip through the bridge, the connection process and the gateway. */

@@ -38,7 +38,7 @@ export class SessionList {
         item = this.createItem(s.id);
         this.items.set(s.id, item);
       }
-      this.updateItem(item, s, s.id === selectedId);
+      this.updateItem(item, s, s.id === selectedId, !!store.chats.get(s.id)?.gone);
       const expected = prev ? prev.nextSibling : this.root.firstChild;
       if (expected !== item.li) this.root.insertBefore(item.li, expected);
       prev = item.li;
@@ -70,8 +70,8 @@ export class SessionList {
     return { li, refs, key: null };
   }
 
-  updateItem(item, s, selected) {
-    const key = JSON.stringify([s.name, s.status, s.agentType, s.archived, s.createdAt, selected, this.editing === s.id]);
+  updateItem(item, s, selected, gone) {
+    const key = JSON.stringify([s.name, s.status, s.agentType, s.archived, s.createdAt, selected, this.editing === s.id, gone]);
     if (key === item.key) return;
     item.key = key;
     const { li, refs } = item;
@@ -83,10 +83,16 @@ export class SessionList {
     if (this.editing !== s.id) refs.name.textContent = label;
     refs.main.setAttribute("aria-label", `Open session ${label}`);
     refs.sub.textContent = [s.agentType, formatTime(s.createdAt)].filter(Boolean).join(" · ");
-    refs.badge.textContent = s.status;
-    refs.badge.dataset.status = s.status;
-    refs.archive.hidden = !!s.archived;
-    refs.unarchive.hidden = !s.archived;
+    // A session the gateway no longer knows: its last status means nothing any more.
+    const status = gone ? "gone" : s.status;
+    li.dataset.gone = gone ? "1" : "0";
+    refs.badge.textContent = status;
+    refs.badge.dataset.status = status;
+    refs.badge.title = gone ? "This session no longer exists on the gateway" : "";
+    // Renaming or archiving a session the gateway no longer knows could only fail.
+    refs.rename.hidden = gone;
+    refs.archive.hidden = gone || !!s.archived;
+    refs.unarchive.hidden = gone || !s.archived;
   }
 
   startRename(id) {

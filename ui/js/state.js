@@ -102,6 +102,7 @@ const STOP_REASONS = new Set([
 ]);
 
 const MAX_GLOBAL_EVENTS = 200;
+const MAX_GAPS = 50; // per chat, as the bridge's stores keep them
 
 // ---------------------------------------------------------------------------------------------
 // Store
@@ -143,7 +144,7 @@ export function takeDirty(store) {
 function markChat(store, sessionId) {
   let entry = store.dirty.chats.get(sessionId);
   if (!entry) {
-    entry = { timeline: false, turns: new Set(), meta: false };
+    entry = { timeline: false, turns: new Set(), meta: false, gaps: false };
     store.dirty.chats.set(sessionId, entry);
   }
   return entry;
@@ -161,6 +162,9 @@ function newChat(sessionId) {
     minSeq: null, // the lowest seq this chat holds: above 1 means its start is missing
     historyLoaded: false,
     joined: false, // a state_snapshot (join_session) came, and no session_left since
+    gaps: [], // {afterSeq, beforeSeq, reason, atSeq, v}: missed events the bridge could not fetch
+    gone: null, // {reason}: the gateway no longer knows this session; its transcript stays
+    unlistedMeta: null, // its SessionMeta when a session_list dropped it (a session-gone may follow)
   };
 }
 
@@ -275,19 +279,36 @@ export function chatFromSnapshot(sessionId, c) {
     const card = invalidCard(item);
     if (card) entries.push({ kind: "event", event: card, seq: typeof card.seq === "number" ? card.seq : null });
   }
+  for (const raw of Array.isArray(c.gaps) ? c.gaps : []) {
+    const gap = newGap(raw);
+    if (gap) {
+      chat.gaps.push(gap);
+      entries.push({ kind: "gap", gap, seq: null });
+    }
+  }
+  chat.gone = goneMark(c.gone);
   // Turns by firstSeq and the other events by seq: the order in which they were sent, which is the
   // order in which a live page appended them. An event without a seq has no place in that order:
   // it goes after the sequenced ones (live it was appended where it arrived).
-  const key = (e) => (typeof e.seq === "number" ? e.seq : Infinity);
   entries.forEach((e, i) => (e.i = i));
-  entries.sort((a, b) => key(a) - key(b) || a.i - b.i);
+  entries.sort((a, b) => entryKey(a) - entryKey(b) || a.i - b.i);
   for (const e of entries) delete e.i;
   chat.timeline = entries;
   for (const e of entries) {
+    if (e.kind === "gap") continue;
     const seq = e.kind === "turn" ? chat.turns.get(e.turnId)?.firstSeq : e.seq;
     if (typeof seq === "number" && seq > 0 && (chat.minSeq === null || seq < chat.minSeq)) chat.minSeq = seq;
   }
   return chat;
+}
+
+/**
+ * Where a timeline entry goes in a chat rebuilt at once. A gap goes where a live page showed it:
+ * after everything up to the last seq held when it was told, before the first event past that.
+ */
+function entryKey(e) {
+  if (e.kind === "gap") return Math.max(e.gap.afterSeq, e.gap.atSeq ?? 0) + 0.5;
+  return typeof e.seq === "number" ? e.seq : Infinity;
 }
 
 /**
@@ -310,17 +331,19 @@ export function chatFromEvents(sessionId, events) {
  * ones (a replay would put their mistyped fields through the reducer, so their seqs are skipped).
  */
 export function rebuildChat(old, sessionId, events) {
-  const keep = old ? old.timeline.filter((e) => e.kind === "event" && (e.event.__invalid || typeof e.seq !== "number")) : [];
+  // Gaps too: what the bridge could not fetch is told again wherever the chat is rebuilt from.
+  const keep = old ? old.timeline.filter((e) => e.kind === "gap" || (e.kind === "event" && (e.event.__invalid || typeof e.seq !== "number"))) : [];
   const skip = new Set(keep.map((e) => e.seq).filter((seq) => typeof seq === "number"));
   const chat = chatFromEvents(sessionId, skip.size ? events.filter((ev) => !skip.has(ev?.seq)) : events);
   if (keep.length) {
-    const key = (e) => (typeof e.seq === "number" ? e.seq : Infinity);
     const entries = chat.timeline.concat(keep).map((e, i) => ({ e, i }));
-    entries.sort((a, b) => key(a.e) - key(b.e) || a.i - b.i);
+    entries.sort((a, b) => entryKey(a.e) - entryKey(b.e) || a.i - b.i);
     chat.timeline = entries.map((x) => x.e);
     for (const seq of skip) if (seq > chat.lastSeq) chat.lastSeq = seq;
   }
   chat.joined = !!old?.joined;
+  chat.gaps = old ? old.gaps : [];
+  chat.gone = old ? old.gone : null;
   return chat;
 }
 
@@ -439,6 +462,56 @@ export function applyInvalidEvent(store, item) {
   }
   chat.timeline.push({ kind: "event", event: card, seq: typeof card.seq === "number" ? card.seq : null });
   markChat(store, sessionId).timeline = true;
+}
+
+function newGap(raw) {
+  if (!raw || typeof raw !== "object" || typeof raw.afterSeq !== "number") return null;
+  return {
+    afterSeq: raw.afterSeq,
+    beforeSeq: typeof raw.beforeSeq === "number" ? raw.beforeSeq : null,
+    reason: typeof raw.reason === "string" ? raw.reason : "",
+    atSeq: typeof raw.atSeq === "number" ? raw.atSeq : null,
+    v: 1,
+  };
+}
+
+function goneMark(raw) {
+  return raw && typeof raw === "object" ? { reason: typeof raw.reason === "string" ? raw.reason : "" } : null;
+}
+
+/**
+ * A `catchup-gap` from the bridge: a notice at the end of the timeline, which is where the gap is
+ * (the events after it come after it). Told again with the same afterSeq (its end now known, or a
+ * snapshot that already had it), it is the same gap: updated in place, never shown twice.
+ */
+export function applyCatchupGap(store, payload) {
+  const gap = newGap(payload);
+  const sessionId = payload?.sessionId;
+  if (!gap || typeof sessionId !== "string" || !sessionId) return;
+  const chat = ensureChat(store, sessionId);
+  const same = chat.gaps.find((g) => g.afterSeq === gap.afterSeq);
+  if (same) {
+    Object.assign(same, { beforeSeq: gap.beforeSeq, reason: gap.reason, v: same.v + 1 });
+    markChat(store, sessionId).gaps = true;
+    return;
+  }
+  if (gap.atSeq === null) gap.atSeq = chat.lastSeq;
+  chat.gaps.push(gap);
+  if (chat.gaps.length > MAX_GAPS) chat.gaps.shift();
+  chat.timeline.push({ kind: "gap", gap, seq: null });
+  markChat(store, sessionId).timeline = true;
+}
+
+/** A `session-gone` from the bridge: the session stays, with its transcript, marked gone and not joined. */
+export function applySessionGone(store, payload) {
+  const sessionId = payload?.sessionId;
+  if (typeof sessionId !== "string" || !sessionId) return;
+  const chat = ensureChat(store, sessionId);
+  chat.gone = goneMark(payload);
+  chat.joined = false;
+  if (!store.sessions.has(sessionId)) store.sessions.set(sessionId, chat.unlistedMeta || normSession({ id: sessionId }));
+  markChat(store, sessionId).meta = true;
+  store.dirty.sessions = true;
 }
 
 function applyTurnEvent(store, chat, ev, seq) {
@@ -761,7 +834,12 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
       store.sessions.set(meta.id, prev ? { ...prev, ...meta, lastSeq: Math.max(prev.lastSeq, meta.lastSeq) } : meta);
     }
     for (const [id, meta] of store.sessions) {
-      if (!seen.has(id) && (complete || !meta.archived)) store.sessions.delete(id);
+      if (seen.has(id) || (!complete && meta.archived)) continue;
+      const chat = store.chats.get(id);
+      if (chat?.gone) continue; // in no list of the gateway's any more; it stays in ours, marked gone
+      // Kept with its chat: a session-gone told after this list (a reconnect refreshes both) finds its name.
+      if (chat) chat.unlistedMeta = meta;
+      store.sessions.delete(id);
     }
     store.dirty.sessions = true;
     return;
@@ -790,6 +868,7 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
         if (ev.session?.status) c.status = ev.session.status;
         c.pendingRequests = Array.isArray(ev.pendingRequests) ? ev.pendingRequests : [];
         c.joined = true;
+        c.gone = null; // joined: the gateway knows it after all
         settleTurns(store, c, ev);
         markChat(store, sessionId).meta = true;
       }
@@ -891,6 +970,17 @@ export function sessionIsBusy(store, sessionId) {
   const meta = store.sessions.get(sessionId);
   const status = meta?.status ?? chat?.status;
   return status === "running" || status === "waiting";
+}
+
+export function sessionIsGone(store, sessionId) {
+  return !!store.chats.get(sessionId)?.gone;
+}
+
+/** The gap notice's words. */
+export function gapText(gap) {
+  const span = typeof gap.beforeSeq === "number" ? `between #${gap.afterSeq} and #${gap.beforeSeq}` : `after #${gap.afterSeq}`;
+  const why = gap.reason ? ` (${gap.reason})` : "";
+  return `Events ${span} could not be fetched from this gateway${why}. What the agent did meanwhile may be missing here.`;
 }
 
 export function activeTurnId(store, sessionId) {
