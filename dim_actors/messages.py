@@ -347,9 +347,14 @@ class ReplicationUpdate(Msg, tag="replication_update"):
 
 
 class ReplicationState(Msg, tag="replication_state"):
+    """A link's state. ``readOnly``: the link is the read-only mirror of a gateway without
+    /replicate (connection/mirror.py); it takes no write-backs, so the journal sends none over it.
+    Every state the mirror reports carries it; a two-way link's states never do."""
+
     sessionId: str
     state: str  # connecting | connected | retrying | refused | stopped
     detail: str = ""
+    readOnly: bool = False
 
 
 class WriteBackOutcome(Msg, tag="write_back_outcome"):

@@ -9,6 +9,11 @@ journal recorded), content requests and acks, in order, whenever the link is up.
 
 The journal owns what must survive: the applied sequence, pending write-backs (it resends the
 unanswered ones when a link comes back; the gateway answers a resend with its first answer).
+
+A gateway without /replicate (the upgrade refused as a missing endpoint: ``endpoint_missing``)
+gets a read-only mirror instead (mirror.py), run by the link's reader thread for as long as its
+connection lasts; the link hands it what the journal sends. Every reconnect, and every new gateway,
+tries /replicate first.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import websocket
 
 from dim_actors.connection.fastws import BufferedWebSocket
 from dim_actors.connection.backoff import Backoff
+from dim_actors.connection.mirror import Mirror
 from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.uplink import Uplink
 from dim_actors.messages import (
@@ -53,6 +59,10 @@ NOTIFY_BATCH = 256  # notifications handed up at once at most (a Heartbeat close
 READY_BATCH = 64  # fetched files handed up at once at most
 WRITEBACK_FRAME = 8 << 20  # content bytes per WriteBack frame
 IDLE_TIMEOUT_S = 15.0  # the gateway heartbeats every 2 s: silence this long means a dead link
+# Upgrade refusals that mean "no such endpoint here" (a plain 404, a method or upgrade the path does
+# not take, a request it cannot read): the session is then mirrored read-only over /ws.
+NO_ENDPOINT = frozenset({400, 404, 405, 426})
+PREVIOUS_JOIN_S = 5.0  # a new link's mirror waits this long at most for the old one's last listing
 
 
 def replication_url(gateway_url: str, session_id: str, replica_id: str, token: str | None) -> str:
@@ -64,9 +74,29 @@ def replication_url(gateway_url: str, session_id: str, replica_id: str, token: s
     return f"{u.scheme}://{u.netloc}/replicate?{query}"
 
 
+def endpoint_missing(status: int, body: bytes | None) -> bool:
+    """Whether a refused /replicate upgrade means the gateway has no replication endpoint. Our dev
+    gateway answers an unknown session with 404 "No such session": the endpoint is there and the
+    refusal stands. (Were another gateway's 404 mistaken, the mirror's join_session would still
+    find the session gone and say so.)"""
+    if status not in NO_ENDPOINT:
+        return False
+    return not (status == 404 and body is not None and b"no such session" in body.lower())
+
+
+def mirror_state_file(spool: Path) -> Path:
+    """Where a session's mirror keeps the last listing it saw: beside its spool folder, which is
+    emptied at every start."""
+    return spool.with_name(spool.name + ".mirror.json")
+
+
 class Link:
-    def __init__(self, start: StartReplication, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]]):
+    def __init__(self, start: StartReplication, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]],
+                 previous: "Link | None" = None):
         self.sid = start.sessionId
+        # The session's link stopped just before this one: its mirror writes the last listing it saw
+        # as it ends, and this one's mirror reads it (_run_mirror waits for that).
+        self.previous = previous
         self.replica_id = start.replicaId
         self.since = start.sinceSequence
         self.spool = Path(start.spoolDir)
@@ -84,6 +114,9 @@ class Link:
         self.ready: list[ContentItem] = []
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
         self.state = ""
+        self.detail = ""
+        self.mirror: Mirror | None = None  # set while the gateway has no /replicate (mirror.py)
+        self.mirror_seq = 0  # the last sequence a mirror of this link handed up
         # The same full-jitter schedule as the event socket's, shorter: a sync link is cheap to retry.
         self.backoff = Backoff(base_s=0.2, cap_s=5.0)
         self.reader = threading.Thread(target=self._run_reader, name=f"replication-{self.sid[:8]}", daemon=True)
@@ -101,12 +134,20 @@ class Link:
         self.wake.set()
         self.outq.put(None)
         self._close()
-        self._report("stopped")
+        m = self.mirror
+        if m is not None:
+            m.stop()
+        self._report("stopped", read_only=m is not None)
 
     # --- commands (any thread) ------------------------------------------------------------------------
 
     def restart_from(self, start: StartReplication) -> None:
         """StartReplication for a running link: the journal's view wins (e.g. a reset to 0)."""
+        m = self.mirror
+        if m is not None:
+            if not m.restart_from(start):
+                self._report(self.state or "connecting", self.detail, force=True, read_only=True)
+            return
         if start.sinceSequence != self.since or start.replicaId != self.replica_id:
             self.since, self.replica_id = start.sinceSequence, start.replicaId
             self._close()  # reconnect and catch up from there
@@ -116,18 +157,66 @@ class Link:
     def put(self, msg: Msg) -> None:
         if isinstance(msg, AckSequence):
             self.since = max(self.since, msg.upToSequence)
-        self.outq.put(msg)
+        with self.lock:  # against the mirror's end: what it did not take comes back (_run_mirror)
+            m = self.mirror
+            if m is not None:
+                m.put(msg)
+            else:
+                self.outq.put(msg)  # (should a mirror start meanwhile, the sender hands it over)
+
+    def retarget(self) -> None:
+        """A new gateway URL or token: reconnect to it (a mirror ends, and /replicate is tried again)."""
+        m = self.mirror
+        if m is not None:
+            m.leave()
+        self._close()
+        self.wake.set()
 
     # --- the reader -----------------------------------------------------------------------------------
 
-    def _report(self, state: str, detail: str = "", force: bool = False) -> None:
+    def _report(self, state: str, detail: str = "", force: bool = False, read_only: bool = False) -> None:
         if self.stopped.is_set() and state != "stopped":
             # A stopped link's reader may still finish a connect (or fail one) that began before
             # the stop; by then a new link of the same session may be reporting: say nothing.
             return
-        if state != self.state or force:
-            self.state = state
-            self.uplink.put_control(ReplicationState(sessionId=self.sid, state=state, detail=detail))
+        # The mirror's detail says what it skipped: a new detail is news there.
+        if state != self.state or force or (read_only and detail != self.detail):
+            self.state, self.detail = state, detail
+            self.uplink.put_control(ReplicationState(sessionId=self.sid, state=state, detail=detail,
+                                                     readOnly=read_only))
+
+    def _mirror_report(self, state: str, detail: str, force: bool) -> None:
+        self._report(state, detail, force, read_only=True)
+
+    def _run_mirror(self, why: str) -> str | None:
+        """Mirror the session read-only until its connection fails (why, returned: /replicate is
+        tried again after the backoff), the link stops or the gateway changes (None). Content
+        requested and not yet had moves to the mirror, and what it still wants comes back."""
+        with self.lock:
+            wanted = list(self.wanted)
+            self.wanted.clear()
+            for f, _, _ in self.parts.values():
+                f.close()
+            self.parts.clear()
+        prev, self.previous = self.previous, None
+        if prev is not None:
+            prev.reader.join(PREVIOUS_JOIN_S)
+        if not self.mirror_seq:
+            log.info("replication %s: the gateway has no /replicate (%s): mirroring the session read-only over /ws",
+                     self.sid, why)
+        # sequences go on from the last mirror's: one handed up before a reconnect may still be in the journal
+        m = Mirror(self.sid, self.spool, self.uplink, self.target, self._mirror_report, self.stopped, self.backoff,
+                   since=max(self.since, self.mirror_seq), wanted=wanted, state_file=mirror_state_file(self.spool))
+        self.mirror = m
+        self.outq.put("mirror")  # the sender hands over what it holds
+        try:
+            return m.run()
+        finally:
+            with self.lock:
+                self.mirror = None
+                self.mirror_seq = m.seq
+                for h in m.leftovers():
+                    self.wanted[h] = None
 
     def _run_reader(self) -> None:
         while not self.stopped.is_set():
@@ -139,6 +228,7 @@ class Link:
                 continue
             self._report("connecting")
             delay = None
+            missing = ""
             try:
                 self._connect_and_read(replication_url(url, self.sid, self.replica_id, token))
                 detail = "the gateway closed the replication socket"
@@ -146,8 +236,11 @@ class Link:
                 code = e.status_code
                 detail = {401: "the gateway refused the token", 404: "the gateway has no such session",
                           429: "too many failed authentications"}.get(code, f"HTTP {code}")
-                self._report("refused", detail)
-                delay = 5.0
+                if endpoint_missing(code, e.resp_body):
+                    missing = f"HTTP {code}"
+                else:
+                    self._report("refused", detail)
+                    delay = 5.0
             except (OSError, websocket.WebSocketException, msgspec.DecodeError, msgspec.ValidationError) as e:
                 detail = f"{type(e).__name__}: {e}"
             finally:
@@ -156,10 +249,16 @@ class Link:
                 self._flush_notes(None)
             if self.stopped.is_set():
                 break
+            read_only = False
+            if missing:
+                failed = self._run_mirror(missing)
+                if failed is None:  # stopped, or a new gateway: /replicate is tried again at once
+                    continue
+                detail, read_only = failed, True
             backoff = self.backoff.next_delay(time.monotonic())
             if delay is None:
                 delay = backoff
-                self._report("retrying", detail)
+                self._report("retrying", detail, read_only=read_only)
             self.wake.wait(delay)
             self.wake.clear()
 
@@ -299,8 +398,14 @@ class Link:
             item = self.outq.get()
             if item is None:
                 return
-            if item != "connected":
+            if item not in ("connected", "mirror"):
                 held.append(item)
+            m = self.mirror
+            if m is not None:  # the gateway has no /replicate: the mirror takes it all
+                for x in held:
+                    m.put(x)
+                held.clear()
+                continue
             if not self.connected.is_set():
                 continue
             while held and self.connected.is_set():
@@ -383,6 +488,7 @@ class ReplicationLinks:
         self.uplink = uplink
         self.target = target
         self.links: dict[str, Link] = {}
+        self.ended: dict[str, Link] = {}  # the last stopped link of each session (Link.previous)
 
     def on_command(self, msg: Msg) -> None:
         sid = msg.sessionId  # type: ignore[attr-defined]
@@ -391,12 +497,15 @@ class ReplicationLinks:
             if link is not None and not link.stopped.is_set():
                 link.restart_from(msg)
                 return
-            link = self.links[sid] = Link(msg, self.uplink, self.target)
+            previous = self.ended.pop(sid, None)
+            link = self.links[sid] = Link(msg, self.uplink, self.target,
+                                          previous if previous is not None and previous.reader.is_alive() else None)
             link.start()
         elif isinstance(msg, StopReplication):
             if link is not None:
                 del self.links[sid]
                 link.stop()
+                self.ended[sid] = link
             else:
                 self.uplink.put_control(ReplicationState(sessionId=sid, state="stopped"))
         elif link is not None:
@@ -409,8 +518,7 @@ class ReplicationLinks:
     def gateway_changed(self) -> None:
         """A new gateway URL or token: every link reconnects to it."""
         for link in self.links.values():
-            link._close()
-            link.wake.set()
+            link.retarget()
 
     def close(self) -> None:
         for link in list(self.links.values()):

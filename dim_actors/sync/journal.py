@@ -14,6 +14,11 @@ the local file. From that it decides what each event means (docs/sync.md):
   are never sent if the sync folder is gone or emptied (the sync pauses instead);
 * a write-back result: accepted (the path's iteration moves on), or rejected as a conflict.
 
+A link that reports ``readOnly`` (the mirror of a gateway without /replicate, connection/mirror.py)
+gets no write-backs at all: local changes stay pending here (nothing lost, nothing overwritten),
+upstream changes to locally edited files still go beside them as conflicts, and the status says
+so (``mode: "mirror"``, ``modeNote``, ``localEdits``).
+
 Everything is in SQLite (WAL) and written through in one transaction per message, so a crash
 loses nothing: pending write-backs are sent after a restart (the gateway answers a resend with its
 first answer), and replication resumes after the last sequence applied.
@@ -128,6 +133,9 @@ AUTO_START = "sync_auto_start"
 USER_PAUSE = "paused by the user"
 RESOLUTIONS = ("keep_local", "accept_upstream", "merged")
 COUNTS = ("localChanges", "upstreamApplied", "writeBacksAccepted", "conflicts")  # stats kept by the journal
+MIRROR_NOTE = ("This gateway has no replication endpoint: the agent's files are mirrored here, but your local edits "
+               "stay on this computer and are not sent to the agent.")
+LOCAL_EDITS_SHOWN = 100
 
 
 class CommandError(Exception):
@@ -193,6 +201,9 @@ class Sync:
     sent_at: float = 0.0
     link: str = "connecting"
     link_detail: str = ""
+    # The link is the read-only mirror: set by its states, cleared only when a two-way link connects
+    # (so it holds while a restarted link probes /replicate again, and nothing is sent meanwhile).
+    read_only: bool = False
     heard_at: float = field(default_factory=time.monotonic)
     incidents: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -437,7 +448,8 @@ class Journal(DimActor):
         start_sync's error code (FOLDER_NOT_EMPTY: start_sync again with confirm to go ahead)."""
         return {"sessionId": sid, "state": "stopped", "localDir": local_dir, "error": f"sync_auto_start: {e.message}",
                 "errorCode": e.code, "warning": None, "filesTracked": 0, "lastSyncAt": None, "pendingWrites": 0,
-                "heldWrites": 0, "conflicts": [], "link": "stopped", "linkDetail": "", "lastSequence": 0,
+                "heldWrites": 0, "conflicts": [], "mode": "two-way", "modeNote": None, "localEdits": [],
+                "link": "stopped", "linkDetail": "", "lastSequence": 0,
                 "incidents": [], "rejected": [], "stats": {**dict.fromkeys(COUNTS, 0), **self.echoes.counts(sid)}}
 
     def start_sync(self, sid: str, local_dir: Any, confirm: bool) -> dict[str, Any]:
@@ -568,11 +580,23 @@ class Journal(DimActor):
             "lastSyncAt": s.last_sync_at, "pendingWrites": pending,
             "heldWrites": sum(1 for e in s.entries.values() if e.state == "held"),
             "conflicts": [self._conflict_view(s, c, texts) for c in sorted(s.conflicts.values(), key=lambda c: c.path)],
+            # mirror: read-only (the gateway has no /replicate); pendingWrites are then kept here, unsent
+            "mode": "mirror" if s.read_only else "two-way", "modeNote": MIRROR_NOTE if s.read_only else None,
+            "localEdits": self._local_edits(s),
             "link": s.link, "linkDetail": s.link_detail, "lastSequence": s.last_seq,
             "incidents": s.incidents[-10:], "rejected": s.rejected[-20:],
             # echoesSuppressed / echoesLeaked: counted by the watcher, in the echo set it shares with us
             "stats": {**s.counts, **self.echoes.counts(s.sid)},
         }
+
+    def _local_edits(self, s: Sync) -> list[dict[str, Any]]:
+        """Local changes not yet accepted upstream (conflicts apart), by path: the newest per path,
+        at most LOCAL_EDITS_SHOWN. In a mirror they are what stays on this computer."""
+        latest: dict[str, Entry] = {}
+        for e in s.entries.values():
+            if e.state in ("pending", "sent") and e.path not in s.conflicts:
+                latest[e.path] = e
+        return [{"path": p, "deleted": latest[p].deletion} for p in sorted(latest)[:LOCAL_EDITS_SHOWN]]
 
     def _conflict_view(self, s: Sync, c: Conflict, texts: bool) -> dict[str, Any]:
         view: dict[str, Any] = {"path": c.path, "upstreamIteration": c.u, "upstreamHash": c.uh,
@@ -606,13 +630,9 @@ class Journal(DimActor):
         if s.link != "connected":
             s.link, s.link_detail, s.dirty = "connected", "", True
         if u.fullResync is not None:
-            self._incident(s, "full_resync", u.fullResync)
-            for path, f in s.files.items():
-                f.u = 0  # a new upstream: offer everything again (what is already here is skipped by hash)
-                self._save_file(s, path)
-            s.outstanding.clear()
-            s.last_seq = s.max_seen = 0
-            self._save_sync(s)
+            if not s.read_only:  # the mirror resyncs at every connect: its ordinary start, no incident
+                self._incident(s, "full_resync", u.fullResync)
+            self._forget_upstream(s)
         items: list[MaterializeItem] = []
         for n in u.notifications:
             s.outstanding[n.sequence] = s.outstanding.get(n.sequence, 0) + 1
@@ -621,6 +641,16 @@ class Journal(DimActor):
             s.max_seen = max(s.max_seen, u.sequence)
         self._send_items(s, items)
         self._advance(s)
+
+    def _forget_upstream(self, s: Sync) -> None:
+        """A new upstream (a full resync): its iterations and sequences mean nothing here. Everything
+        is offered again from sequence 0; what is already here is skipped by hash."""
+        for path, f in s.files.items():
+            f.u = 0
+            self._save_file(s, path)
+        s.outstanding.clear()
+        s.last_seq = s.max_seen = 0
+        self._save_sync(s)
 
     def _done(self, s: Sync, seq: int) -> None:
         left = s.outstanding.get(seq, 0) - 1
@@ -688,7 +718,16 @@ class Journal(DimActor):
                 old = None
         else:
             old = None
-        if path in s.conflicts and f.lh == target:
+        c0 = s.conflicts.get(path)
+        same_conflict = c0 is not None and (c0.u, c0.uh) == (n.iteration, target) and (
+            not target or bool(c0.copy) and os.path.lexists(s.root / c0.copy))
+        if s.read_only and (same_conflict or f.lh == target == f.uh and not mine):
+            # The mirror offers everything again at each connect: what is already here as it stands
+            # (the file, or a conflict and its copy) changes nothing, and is not recorded again.
+            f.u = n.iteration
+            self._save_file(s, path)
+            self._done(s, n.sequence)
+        elif path in s.conflicts and f.lh == target:
             # upstream now holds exactly the local content: nothing is left to choose
             c = s.conflicts.pop(path)
             self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path))
@@ -907,8 +946,8 @@ class Journal(DimActor):
         s.inflight.discard(e.seq)
 
     def _send_pending(self, s: Sync) -> None:
-        if s.state != "active" or s.link != "connected" or s.inflight:
-            return
+        if s.state != "active" or s.link != "connected" or s.inflight or s.read_only:
+            return  # read-only: the gateway takes no writes; local changes stay pending here
         now = time.time()
         busy = {e.path for e in s.entries.values() if e.state == "sent"}
         batch: list[Entry] = []
@@ -1018,6 +1057,16 @@ class Journal(DimActor):
         s.heard_at = time.monotonic()
         was = s.link
         s.link, s.link_detail, s.dirty = st.state, st.detail, True
+        if st.readOnly:
+            s.read_only = True
+        elif st.state == "connected" and s.read_only:
+            # A two-way link after a mirror (another gateway, or this one gained /replicate): what
+            # waited goes now. The mirror's sequences mean nothing to /replicate: catch up from 0.
+            s.read_only = False
+            self._incident(s, "two_way", "the gateway has a replication endpoint: two-way sync resumes")
+            self._forget_upstream(s)
+            self.ctx.send("connection", StartReplication(sessionId=s.sid, replicaId=s.replica_id, sinceSequence=0,
+                                                         spoolDir=str(self.spool_root / s.sid)))
         if st.state == "connected" and was != "connected":
             # what was in flight on the old socket goes again; the gateway answers resends once
             for seq in list(s.inflight):

@@ -12,6 +12,10 @@
 // pushed to the page while the command was on its way: one that was is at least as new as the
 // answer, or the change the command made is pushed right after it. Statuses missed while the event
 // socket was down are fetched again when it reopens.
+//
+// A gateway without a replication endpoint is mirrored read-only (status `mode: "mirror"`): the
+// panel says so in the status's own words (`modeNote`), and lists the local edits (`localEdits`)
+// as kept locally, not sent.
 
 import { h, clear, formatTime } from "./dom.js";
 import { onBridgeState } from "./bridge.js";
@@ -92,6 +96,8 @@ export class SyncPanel {
     this.countsEl = h("div", { class: "sync-counts muted", testid: "sync-counts" });
     this.errorEl = h("div", { class: "sync-error error-text", testid: "sync-error", hidden: true });
     this.warningEl = h("div", { class: "sync-warning muted", testid: "sync-warning", hidden: true });
+    this.modeEl = h("div", { class: "sync-mode", testid: "sync-mode", role: "note", hidden: true });
+    this.localEditsEl = h("ul", { class: "sync-local-edits", testid: "sync-local-edits", hidden: true });
     this.conflictsEl = h("div", { class: "sync-conflicts", testid: "sync-conflicts" });
     this.messageEl = h("div", { class: "panel-empty" });
     clear(root);
@@ -100,9 +106,11 @@ export class SyncPanel {
       this.messageEl,
       this.form,
       this.confirmEl,
+      this.modeEl,
       this.countsEl,
       this.errorEl,
       this.warningEl,
+      this.localEditsEl,
       this.conflictsEl,
     );
     ctx.listen("sync-status", (payload) => {
@@ -241,12 +249,19 @@ export class SyncPanel {
       this.countsEl.textContent = "";
       this.errorEl.hidden = true;
       this.warningEl.hidden = true;
+      this.modeEl.hidden = true;
+      this.localEditsEl.hidden = true;
+      this.root.dataset.mode = "";
       clear(this.conflictsEl);
       return;
     }
+    const mirror = s.mode === "mirror";
+    this.root.dataset.mode = s.mode || "";
+    this.modeEl.hidden = !mirror;
+    this.modeEl.textContent = mirror ? s.modeNote || "Read-only mirror: local edits are not sent." : "";
     const bits = [
       `${s.filesTracked} file${s.filesTracked === 1 ? "" : "s"}`,
-      `${s.pendingWrites} pending`,
+      mirror ? `${s.pendingWrites} kept locally, not sent` : `${s.pendingWrites} pending`,
       s.conflicts.length ? `${s.conflicts.length} conflict${s.conflicts.length === 1 ? "" : "s"}` : "",
       s.lastSyncAt ? `last sync ${formatTime(s.lastSyncAt)}` : "",
       s.state === "active" && s.link && s.link !== "connected" ? `link ${s.link}` : "",
@@ -259,7 +274,25 @@ export class SyncPanel {
     this.errorEl.dataset.code = s.errorCode || "";
     this.warningEl.hidden = !s.warning;
     this.warningEl.textContent = s.warning || "";
+    this.renderLocalEdits(mirror ? s.localEdits || [] : []);
     this.renderConflicts(s.conflicts || []);
+  }
+
+  /** A mirror's local edits: they stay on this computer (the gateway takes no writes). */
+  renderLocalEdits(edits) {
+    clear(this.localEditsEl);
+    this.localEditsEl.hidden = edits.length === 0;
+    for (const e of edits) {
+      this.localEditsEl.appendChild(
+        h(
+          "li",
+          { class: "sync-local-edit", testid: "sync-local-edit", dataset: { path: e.path } },
+          h("span", { class: "sync-local-path" }, e.path),
+          e.deleted ? h("span", { class: "muted small" }, " (deleted here)") : null,
+          h("span", { class: "sync-local-mark muted small" }, "kept locally, not sent"),
+        ),
+      );
+    }
   }
 
   renderConflicts(conflicts) {
