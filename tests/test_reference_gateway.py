@@ -108,17 +108,26 @@ def test_a_get_events_never_answered_is_given_up_within_seconds(dim_home, tmp_pa
     gw = start_gateway(tmp_path, "--get-events", "silent")
     app = started_app(dim_home, gw)
     try:
+        # Idle after the join: the page's own deadline (10 s, CATCHUP_PAGE_WAIT_S) ends the catch-up.
+        idle = coding_session(app)
+        wait_until(lambda: connection(app)["traits"]["getEvents"] == "no", 25, what="the deadline")
+        started = app.invoke("run_turn", sessionId=idle, text="live")
+        assert finished(app, idle, started["turnId"], timeout=8)["text"] == "live"
+    finally:
+        app.stop()
+        gw.stop()
+
+
+def test_a_get_events_skipped_by_later_answers_is_given_up_at_once(dim_home, tmp_path):
+    gw = start_gateway(tmp_path, "--get-events", "silent")
+    app = started_app(dim_home, gw)
+    try:
+        # A run_turn right after the join is answered while the catch-up page is not: answers come
+        # in request order, so that page never will be, and the turn is not held until a deadline.
         sid = coding_session(app)
-        started = app.invoke("run_turn", sessionId=sid, text="live")
-        # The page wait is 10 s (CATCHUP_PAGE_WAIT_S); a turn held until the request timed out
-        # (30 s) or for ever would miss this generous bound by far on any machine.
-        t = finished(app, sid, started["turnId"], timeout=25)
-        assert t["text"] == "live"
+        started = app.invoke("run_turn", sessionId=sid, text="at once")
+        assert finished(app, sid, started["turnId"], timeout=8)["text"] == "at once"
         assert connection(app)["traits"]["getEvents"] == "no"
-        # Learned: the next join does not wait again.
-        other = coding_session(app)
-        again = app.invoke("run_turn", sessionId=other, text="at once")
-        assert finished(app, other, again["turnId"], timeout=8)["text"] == "at once"
     finally:
         app.stop()
         gw.stop()
@@ -239,3 +248,21 @@ def test_a_dismissal_the_gateway_has_no_word_for_is_a_clear_error(app: App):
         app.invoke("answer_question", sessionId=sid, requestId=request["requestId"], dismissed=True)
     assert e.value.body["error"]["code"] == "GATEWAY_ERROR"
     assert e.value.body["error"].get("gatewayCode") == "INVALID_MESSAGE"
+
+
+# --- the everyday flows -------------------------------------------------------------------------------
+
+
+def test_sessions_are_created_listed_renamed_archived_and_deleted(app: App):
+    sid = app.invoke("create_session", agentType="echo", name="first")["session"]["id"]
+    listed = app.invoke("list_sessions")
+    assert sid in [s["id"] for s in listed["sessions"]]
+    app.invoke("join_session", sessionId=sid)
+    assert app.invoke("rename_session", sessionId=sid, name="renamed")["name"] == "renamed"
+    app.invoke("archive_session", sessionId=sid)
+    assert sid not in [s["id"] for s in app.invoke("list_sessions")["sessions"]]
+    app.invoke("unarchive_session", sessionId=sid)
+    started = app.invoke("run_turn", sessionId=sid, text="still here")
+    assert finished(app, sid, started["turnId"])["text"] == "still here"
+    assert app.invoke("delete_session", sessionId=sid)["type"] == "session_deleted"
+    wait_until(lambda: sid not in [s["id"] for s in app.invoke("get_state")["sessions"]], what="the deletion")

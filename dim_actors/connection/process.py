@@ -10,6 +10,7 @@ plus a keepalive thread that pings, detects a silent gateway and expires unanswe
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import signal
 import threading
@@ -216,17 +217,22 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_pending_order = itertools.count()
+
+
 class Pending:
     """A request awaiting its answer. The session (and client turn id) keep another client's
     broadcast of the same event type from being taken for our answer."""
 
-    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot", "frame", "form")
+    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot", "frame", "form",
+                 "order")
 
     def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}",
                  form: int = 0):
         self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
         self.slot = SendSlot(awaiting=True)  # its place in the rate window, held until it is answered
         self.frame, self.form = frame, form  # as sent, and its form (dialect.py)
+        self.order = next(_pending_order)  # registered in send order
         t = _target.decode(frame)  # our own frame, built by build_client_message
         self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
 
@@ -744,19 +750,33 @@ class GatewayConnection:
             if now < due:
                 continue
             with self.frame_lock:
-                if self.catchup_page_due.get(sid) != due or sid not in self.catching_up:
-                    continue
-                with self.lock:
-                    stale = [p for p in self.pending
-                             if p.req_id <= INTERNAL_IDS and self.internal.get(p.req_id) == (sid, "catchup")]
-                    self.pending = [p for p in self.pending if p not in stale]
-                    for p in stale:
-                        del self.internal[p.req_id]
-                for p in stale:
-                    self.sender.settle(p.slot)
-                self.abandoned.add(sid)  # its answer, should it come after all, is not a live event
-                self.learned(getEvents="no")
-                self._give_up_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
+                if self.catchup_page_due.get(sid) == due and sid in self.catching_up:
+                    self._abandon_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
+
+    def _answered_past_catchups(self, answered: Pending) -> None:
+        """Under the frame lock. Answers come in request order (§9): a request answered while a
+        catch-up page asked before it is not means that page will not be answered either, so its
+        catch-up ends now instead of at its deadline (a run_turn right after a join, say)."""
+        with self.lock:
+            skipped = {self.internal[p.req_id][0] for p in self.pending
+                       if p.order < answered.order and self.internal.get(p.req_id, ("", ""))[1] == "catchup"}
+        for sid in skipped:
+            if sid in self.catching_up:
+                self._abandon_catchup(sid, "it answered later requests but not get_events")
+
+    def _abandon_catchup(self, sid: str, why: str) -> None:
+        """Under the frame lock: stop waiting for the session's catch-up page."""
+        with self.lock:
+            stale = [p for p in self.pending
+                     if p.req_id <= INTERNAL_IDS and self.internal.get(p.req_id) == (sid, "catchup")]
+            self.pending = [p for p in self.pending if p not in stale]
+            for p in stale:
+                del self.internal[p.req_id]
+        for p in stale:
+            self.sender.settle(p.slot)
+        self.abandoned.add(sid)  # its answer, should it come after all, is not a live event
+        self.learned(getEvents="no")
+        self._give_up_catchup(sid, why)
 
     def _give_up_catchup(self, sid: str, why: str) -> None:
         """Under the frame lock. What v1 surely has instead: the snapshot (its lastSeq, when it has
@@ -846,6 +866,8 @@ class GatewayConnection:
 
     def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
         answered = self._correlate(head, data)
+        if answered is not None and self.catchup_page_due:
+            self._answered_past_catchups(answered)
         if answered is not None and head.type == "error" and self._try_next_form(answered, data):
             return  # refused in our form: sent again in the next one, and its answer is what counts
         reply_to = answered.req_id if answered is not None else None
@@ -885,6 +907,7 @@ class GatewayConnection:
         if head.type == "event_list" and reply_to is None and sid in self.abandoned:
             # A catch-up page we stopped waiting for: its events are in the gap already told.
             self.abandoned.discard(sid)
+            self.learned(getEvents="yes")  # slow, not absent: the next catch-up asks again
             log.warning("a late catch-up page of session %s arrived after the catch-up gave up: dropped", sid)
             return
         if sid is not None and head.seq is not None and sid in self.catching_up:
