@@ -753,16 +753,20 @@ class GatewayConnection:
                 if self.catchup_page_due.get(sid) == due and sid in self.catching_up:
                     self._abandon_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
 
-    def _answered_past_catchups(self, answered: Pending) -> None:
-        """Under the frame lock. Answers come in request order (§9): a request answered while a
-        catch-up page asked before it is not means that page will not be answered either, so its
-        catch-up ends now instead of at its deadline (a run_turn right after a join, say)."""
+    def _answered_past_catchups(self, answered: Pending, head: protocol.EventHead) -> None:
+        """Under the frame lock. Answers come in request order (§9): a request of a session answered
+        while that session's catch-up page, asked before it, is not means the page will not be
+        answered either, so the catch-up ends now instead of at its deadline (a run_turn right after
+        a join, say). Only an answer naming the session counts: one without (a session_list, a pong)
+        may answer a request of ours that was never registered, sent before the page."""
+        sid = head.sessionId
+        if sid is None or answered.session_id != sid or sid not in self.catchup_page_due:
+            return
         with self.lock:
-            skipped = {self.internal[p.req_id][0] for p in self.pending
-                       if p.order < answered.order and self.internal.get(p.req_id, ("", ""))[1] == "catchup"}
-        for sid in skipped:
-            if sid in self.catching_up:
-                self._abandon_catchup(sid, "it answered later requests but not get_events")
+            skipped = any(p.order < answered.order and self.internal.get(p.req_id) == (sid, "catchup")
+                          for p in self.pending)
+        if skipped and sid in self.catching_up:
+            self._abandon_catchup(sid, "it answered later requests but not get_events")
 
     def _abandon_catchup(self, sid: str, why: str) -> None:
         """Under the frame lock: stop waiting for the session's catch-up page."""
@@ -867,7 +871,7 @@ class GatewayConnection:
     def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
         answered = self._correlate(head, data)
         if answered is not None and self.catchup_page_due:
-            self._answered_past_catchups(answered)
+            self._answered_past_catchups(answered, head)
         if answered is not None and head.type == "error" and self._try_next_form(answered, data):
             return  # refused in our form: sent again in the next one, and its answer is what counts
         reply_to = answered.req_id if answered is not None else None
