@@ -79,6 +79,8 @@ class Router(DimActor):
         info = {**super().describe(), "eventsApplied": self.stores.events_applied,
                 "duplicatesDropped": self.stores.duplicates, "badEvents": self.stores.bad_events,
                 "deltas": self.stores.deltas.describe()}
+        if self.stores.history_skipped:  # history entries that were not HistoryTurns: worth a look
+            info["historySkipped"] = self.stores.history_skipped
         if self.stores.latency.count:  # only streams stamped with sentNs (benchmarks) feed it
             info["latencyMs"] = self.stores.latency.summary()
         return info

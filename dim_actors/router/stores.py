@@ -10,6 +10,7 @@ dropped: an event we do not know goes to a generic slot (its turn's items, its c
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -22,6 +23,9 @@ _COMPACT_AT = 1024  # a turn's newest deltas are joined into one string this man
 _SLOT_LIMIT = 500  # each generic slot keeps this many of the newest events (per chat, or unscoped)
 GAP_LIMIT = 50  # each chat keeps this many of its newest catch-up gaps
 _OPEN = ("running", "waiting")
+# A history turn in one of these states ended: a turn we hold as open (or `ended`) takes its end from it.
+_FINISHED = ("complete", "error", "stopped")
+_HISTORY_STATUSES = (*_OPEN, *_FINISHED)
 
 
 class _Delta(msgspec.Struct):
@@ -53,8 +57,30 @@ class _Fields(msgspec.Struct):
     ts: Any = None
 
 
+class _History(msgspec.Struct):
+    turns: list[Any]  # each entry read on its own (_read_history_turn): one odd entry spoils no other
+
+
+class _HistoryError(msgspec.Struct):
+    code: str
+    message: str = ""
+
+
+class _HistoryTurn(msgspec.Struct):
+    """The HistoryTurn fields the stores use (docs/protocol.md §5); the others are not needed here."""
+
+    turnId: str
+    text: str
+    status: str
+    startedSeq: int
+    finalText: str | None = None
+    error: _HistoryError | None = None
+    endedSeq: int | None = None
+
+
 _delta = msgspec.json.Decoder(_Delta)
 _fields = msgspec.json.Decoder(_Fields)
+_history = msgspec.json.Decoder(_History)
 
 
 class BadEvent(ValueError):
@@ -116,7 +142,7 @@ class DeltaMeter:
 
 class Turn:
     __slots__ = ("turnId", "status", "userText", "parts", "chunks", "finalText", "error", "deltaCount",
-                 "firstSeq", "lastSeq", "items")
+                 "firstSeq", "lastSeq", "items", "fromHistory")
 
     def __init__(self, turn_id: str, user_text: str | None, seq: int | None):
         self.turnId = turn_id
@@ -130,6 +156,8 @@ class Turn:
         self.firstSeq = seq
         self.lastSeq = seq
         self.items: list[msgspec.Raw] = []
+        # Built from a `history` answer, not from events: its text only (no tool calls, thinking, ...).
+        self.fromHistory = False
 
     @property
     def text(self) -> str:
@@ -143,6 +171,7 @@ class Turn:
             "turnId": self.turnId, "status": self.status, "userText": self.userText, "text": self.text,
             "finalText": self.finalText, "error": self.error, "deltaCount": self.deltaCount,
             "firstSeq": self.firstSeq, "lastSeq": self.lastSeq, "items": self.items,
+            "fromHistory": self.fromHistory,
         }
 
 
@@ -199,6 +228,74 @@ class Chat:
                 t.status = "ended"
 
 
+@dataclass
+class HistoryOutcome:
+    """What a `history` answer changed in a chat: turns added, turns whose lost end it brought, and
+    entries skipped because they could not be read."""
+
+    added: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _read_history_turn(entry: Any) -> _HistoryTurn | None:
+    """A well-formed HistoryTurn, or None for an entry that is not one."""
+    try:
+        h = msgspec.convert(entry, _HistoryTurn)
+    except msgspec.ValidationError:
+        return None
+    if not h.turnId or h.status not in _HISTORY_STATUSES or h.startedSeq < 0 \
+            or (h.endedSeq is not None and h.endedSeq < h.startedSeq):
+        return None
+    return h
+
+
+def _history_error(h: _HistoryTurn) -> dict[str, Any] | None:
+    return {"code": h.error.code, "message": h.error.message} if h.error is not None else None
+
+
+def _turn_from_history(h: _HistoryTurn) -> Turn:
+    t = Turn(h.turnId, h.text, h.startedSeq)
+    t.status = h.status
+    if h.finalText:
+        t.parts, t.chunks = [h.finalText], 1
+    t.finalText = h.finalText
+    t.error = _history_error(h)
+    t.lastSeq = h.endedSeq if h.endedSeq is not None else h.startedSeq
+    t.fromHistory = True
+    return t
+
+
+def _insert_by_first_seq(turns: list[Turn], t: Turn) -> None:
+    """Before the first turn that started later, so the chat's turns stay in the order they ran."""
+    at = next((i for i, other in enumerate(turns)
+               if other.firstSeq is not None and t.firstSeq is not None and other.firstSeq > t.firstSeq), len(turns))
+    turns.insert(at, t)
+
+
+def apply_history(chat: Chat, entries: list[Any]) -> HistoryOutcome:
+    """The gateway's own record of a session's turns (`get_history`), used where missed events could
+    not be fetched. A turn we hold as open or `ended` that history says finished takes its end from
+    history (its end event was lost); a turn we lack is added, its text only. A turn we hold that
+    finished is left as it is: its events say more than history does. Applying it twice changes
+    nothing the second time. Same rule as the page's reducer (ui/js/state.js applyHistory)."""
+    out = HistoryOutcome()
+    for entry in entries:
+        h = _read_history_turn(entry)
+        if h is None:
+            out.skipped += 1
+            continue
+        t = chat.by_id.get(h.turnId)
+        if t is None:
+            t = chat.by_id[h.turnId] = _turn_from_history(h)
+            _insert_by_first_seq(chat.turns, t)
+            out.added.append(h.turnId)
+        elif (t.status in _OPEN or t.status == "ended") and h.status in _FINISHED:
+            t.status, t.finalText, t.error = h.status, h.finalText, _history_error(h)
+            out.settled.append(h.turnId)
+    return out
+
+
 class Stores:
     def __init__(self) -> None:
         self.connection: dict[str, Any] = {"state": "offline", "url": "", "detail": "", "reconnects": 0,
@@ -217,6 +314,7 @@ class Stores:
         self.events_applied = 0
         self.duplicates = 0
         self.bad_events = 0
+        self.history_skipped = 0  # entries of `history` answers that were not HistoryTurns
         self.latency = LatencyStats()
         self.deltas = DeltaMeter()
 
@@ -362,6 +460,8 @@ class Stores:
                 chat.turns.append(t)
             t.userText = f.text
             t.items.append(ev.raw)
+        elif type_ == "history":
+            self.history_skipped += apply_history(chat, _history.decode(ev.raw).turns).skipped
         elif f.turnId is not None:
             t = chat.turn(f.turnId, seq)
             assert t is not None

@@ -13,6 +13,7 @@ import {
   applyGatewayEvent,
   applyInvalidEvent,
   applyCatchupGap,
+  applyHistoryFallback,
   applySessionGone,
   applyInvokeResult,
   setConnection,
@@ -578,23 +579,20 @@ async function joinSession(id) {
  * reducer (used when the bridge's store lacks the start of a session, e.g. one joined before this
  * app started). Live events keep flowing meanwhile; those of this session are also tapped and
  * replayed on top of the history (duplicates drop by seq), then the rebuilt chat replaces the old.
+ * A gateway that does not answer get_events (it failed, or the connection learned so) still has
+ * get_history: the turns' texts, with a gap notice for what could not be fetched (docs/protocol.md §11).
  */
 async function loadHistory(id) {
   if (historyTaps.has(id)) return;
   const tap = [];
   historyTaps.set(id, tap);
   try {
-    const events = [];
-    let afterSeq = 0;
-    for (let n = 0; n < 10000; n += 1) {
-      const result = await invoke("get_events", { sessionId: id, afterSeq, limit: 2000 });
-      const batch = Array.isArray(result?.events) ? result.events : [];
-      for (const ev of batch) events.push(ev);
-      const last = batch.length ? batch[batch.length - 1].seq : null;
-      if (!result?.hasMore || !batch.length || typeof last !== "number" || last <= afterSeq) break;
-      afterSeq = last;
-    }
+    const events = store.connection.traits?.getEvents === "no" ? null : await fetchEvents(id);
     if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
+    if (events === null) {
+      await loadTurnHistory(id);
+      return;
+    }
     const rebuilt = rebuildChat(store.chats.get(id), id, events.concat(tap));
     if (joined.has(id)) rebuilt.joined = true; // the events do not say it
     store.chats.set(id, rebuilt);
@@ -605,6 +603,38 @@ async function loadHistory(id) {
     historyTaps.delete(id);
     schedule();
   }
+}
+
+/** Every stored event of a session, or null when get_events fails (whatever the error). */
+async function fetchEvents(id) {
+  const events = [];
+  let afterSeq = 0;
+  try {
+    for (let n = 0; n < 10000; n += 1) {
+      const result = await invoke("get_events", { sessionId: id, afterSeq, limit: 2000 });
+      const batch = Array.isArray(result?.events) ? result.events : [];
+      for (const ev of batch) events.push(ev);
+      const last = batch.length ? batch[batch.length - 1].seq : null;
+      if (!result?.hasMore || !batch.length || typeof last !== "number" || last <= afterSeq) break;
+      afterSeq = last;
+    }
+  } catch (_) {
+    return null; // get_history is asked instead: not an error the user can do anything about
+  }
+  return events;
+}
+
+/** The fallback: the gateway's turn history, applied with the reducer's history rule, and a gap notice. */
+async function loadTurnHistory(id) {
+  let result;
+  try {
+    result = await invoke("get_history", { sessionId: id });
+  } catch (err) {
+    toastError(err, "Loading history");
+    return;
+  }
+  if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
+  applyHistoryFallback(store, id, result);
 }
 
 async function sessionCommand(command, args, context) {

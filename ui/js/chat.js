@@ -7,7 +7,7 @@
 
 import { h, clear, prettyJson } from "./dom.js";
 import { renderMarkdownNodes, stableBoundary } from "./markdown.js";
-import { displayText, describe, describeResolution, noticeText, fileChangeText, isKnownEventType, gapText } from "./state.js";
+import { displayText, displaySource, describe, describeResolution, noticeText, fileChangeText, isKnownEventType, gapText } from "./state.js";
 
 export class ChatView {
   /**
@@ -51,6 +51,12 @@ export class ChatView {
       return;
     }
     if (!dirty || !chat) return;
+    if (dirty.rebuild) {
+      // Entries went in before the end (turns from the gateway's history, in the order they ran):
+      // appending cannot place them, so the timeline is laid out again.
+      this.show(this.sessionId);
+      return;
+    }
     const stick = this.nearBottom();
     if (dirty.timeline) this.appendEntries();
     if (dirty.gaps) this.refreshGaps();
@@ -194,6 +200,7 @@ export class TurnView {
 
   update(turn) {
     if (this.el.dataset.status !== turn.status) this.el.dataset.status = turn.status;
+    if (turn.fromHistory) this.el.dataset.fromHistory = "1";
     if (this.userTextShown !== turn.userText) {
       this.userTextShown = turn.userText;
       this.userEl.textContent = turn.userText;
@@ -226,7 +233,7 @@ export class TurnView {
 
   updateText(turn) {
     const text = displayText(turn);
-    const source = turn.text ? "text" : "final";
+    const source = displaySource(turn);
     if (source !== this.mdSource || text.length < this.mdLen) {
       clear(this.textEl);
       this.mdSource = source;
@@ -319,7 +326,7 @@ export class TurnView {
   updateFooter(turn) {
     const usage = turn.usage || null;
     const err = turn.error || null;
-    const key = JSON.stringify([turn.status, err, usage]);
+    const key = JSON.stringify([turn.status, err, usage, !!turn.fromHistory]);
     if (key === this.footerKey) return;
     this.footerKey = key;
     clear(this.footerEl);
@@ -338,6 +345,10 @@ export class TurnView {
     else if (turn.status === "waiting") bits.push(h("span", { class: "pill waiting" }, "waiting for you"));
     else if (turn.status === "stopped") bits.push(h("span", { class: "pill stopped" }, "stopped"));
     else if (turn.status === "ended") bits.push(h("span", { class: "pill stopped", title: "The gateway says this turn no longer runs; how it ended has not arrived" }, "ended"));
+    if (turn.fromHistory) {
+      const why = "Only this turn's messages are known: it was not fetched event by event, so its tool calls, thinking and other steps are not shown";
+      bits.push(h("span", { class: "from-history", testid: "from-history", title: why }, "from the gateway's history"));
+    }
     if (usage && (usage.inputTokens !== undefined || usage.outputTokens !== undefined)) {
       bits.push(
         h("span", { class: "usage", testid: "usage" }, `${usage.inputTokens ?? 0} in · ${usage.outputTokens ?? 0} out tokens`),

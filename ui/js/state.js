@@ -74,7 +74,6 @@ const SILENT_TYPES = new Set([
   "file_list",
   "file_content",
   "file_history_list",
-  "history",
   "event_list",
   "usage_update",
 ]);
@@ -85,6 +84,7 @@ export function isKnownEventType(type) {
     SESSION_META_TYPES.has(type) ||
     NOTICE_TYPES.has(type) ||
     SILENT_TYPES.has(type) ||
+    type === "history" ||
     type === "error"
   );
 }
@@ -100,6 +100,13 @@ const STOP_REASONS = new Set([
   "interrupted",
   "aborted",
 ]);
+
+// HistoryTurn.status values (docs/protocol.md §5), and those of a turn that has ended.
+const HISTORY_STATUSES = new Set(["running", "waiting", "complete", "error", "stopped"]);
+const FINISHED_STATUSES = new Set(["complete", "error", "stopped"]);
+
+// Why the page's own gap notice is there when it fell back to get_history (app.js loadHistory).
+export const HISTORY_GAP_REASON = "it did not answer get_events; the turns below come from its history, text only";
 
 const MAX_GLOBAL_EVENTS = 200;
 const MAX_GAPS = 50; // per chat, as the bridge's stores keep them
@@ -144,7 +151,8 @@ export function takeDirty(store) {
 function markChat(store, sessionId) {
   let entry = store.dirty.chats.get(sessionId);
   if (!entry) {
-    entry = { timeline: false, turns: new Set(), meta: false, gaps: false };
+    // rebuild: entries were inserted before the end of the timeline, so the view lays it out again.
+    entry = { timeline: false, turns: new Set(), meta: false, gaps: false, rebuild: false };
     store.dirty.chats.set(sessionId, entry);
   }
   return entry;
@@ -191,6 +199,7 @@ function newTurn(turnId, fields = {}) {
     lastSeq: fields.lastSeq ?? null,
     usage: null,
     stopReason: null,
+    fromHistory: !!fields.fromHistory, // built from a `history` answer: its text only, no items
     blocks: [], // derived from items, see applyTurnItem
     index: { tools: new Map(), terminals: new Map(), requests: new Map(), thinking: null },
     v: 0, // bumped on every change of the turn's own fields
@@ -296,7 +305,9 @@ export function chatFromSnapshot(sessionId, c) {
   chat.timeline = entries;
   for (const e of entries) {
     if (e.kind === "gap") continue;
-    const seq = e.kind === "turn" ? chat.turns.get(e.turnId)?.firstSeq : e.seq;
+    const turn = e.kind === "turn" ? chat.turns.get(e.turnId) : null;
+    if (turn?.fromHistory) continue; // no event of it is held: its start is still missing
+    const seq = turn ? turn.firstSeq : e.seq;
     if (typeof seq === "number" && seq > 0 && (chat.minSeq === null || seq < chat.minSeq)) chat.minSeq = seq;
   }
   return chat;
@@ -390,6 +401,10 @@ export function applyGatewayEvent(store, ev) {
     }
     return;
   }
+  if (type === "history") {
+    applyHistory(store, ensureChat(store, sessionId), ev.turns);
+    return;
+  }
   if (SILENT_TYPES.has(type) && type !== "usage_update") return; // responses and housekeeping
 
   const chat = ensureChat(store, sessionId);
@@ -481,8 +496,9 @@ function goneMark(raw) {
 
 /**
  * A `catchup-gap` from the bridge: a notice at the end of the timeline, which is where the gap is
- * (the events after it come after it). Told again with the same afterSeq (its end now known, or a
- * snapshot that already had it), it is the same gap: updated in place, never shown twice.
+ * (the events after it come after it), but before turns the gateway's history added from it. Told
+ * again with the same afterSeq (its end now known, or a snapshot that already had it), it is the
+ * same gap: updated in place, never shown twice.
  */
 export function applyCatchupGap(store, payload) {
   const gap = newGap(payload);
@@ -498,8 +514,8 @@ export function applyCatchupGap(store, payload) {
   if (gap.atSeq === null) gap.atSeq = chat.lastSeq;
   chat.gaps.push(gap);
   if (chat.gaps.length > MAX_GAPS) chat.gaps.shift();
-  chat.timeline.push({ kind: "gap", gap, seq: null });
-  markChat(store, sessionId).timeline = true;
+  // Where a reload puts it too: before turns that history added past it (they ran in the gap).
+  insertEntry(store, chat, { kind: "gap", gap, seq: null });
 }
 
 /** A `session-gone` from the bridge: the session stays, with its transcript, marked gone and not joined. */
@@ -512,6 +528,102 @@ export function applySessionGone(store, payload) {
   if (!store.sessions.has(sessionId)) store.sessions.set(sessionId, chat.unlistedMeta || normSession({ id: sessionId }));
   markChat(store, sessionId).meta = true;
   store.dirty.sessions = true;
+}
+
+/** A well-formed HistoryTurn (docs/protocol.md §5), normalised, or null for an entry that is not one. */
+export function readHistoryTurn(raw) {
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) return null;
+  // The fields the rule uses, checked as the bridge's stores check them (stores.py _HistoryTurn).
+  const { turnId, text, status, startedSeq, finalText = null, error = null, endedSeq = null } = raw;
+  const isSeq = (n) => Number.isInteger(n) && n >= 0;
+  if (typeof turnId !== "string" || !turnId || typeof text !== "string" || !HISTORY_STATUSES.has(status)) return null;
+  if (!isSeq(startedSeq) || (endedSeq !== null && !(isSeq(endedSeq) && endedSeq >= startedSeq))) return null;
+  if (finalText !== null && typeof finalText !== "string") return null;
+  const badError = error !== null && (typeof error !== "object" || typeof error.code !== "string" || (error.message !== undefined && typeof error.message !== "string"));
+  if (badError) return null;
+  return {
+    turnId,
+    text,
+    status,
+    startedSeq,
+    finalText,
+    error: error === null ? null : { code: error.code, message: error.message ?? "" },
+    endedSeq,
+  };
+}
+
+/** Where `entry` goes in a live timeline: before the first entry that comes after it. */
+function insertEntry(store, chat, entry) {
+  const key = entryKey(entry);
+  let at = chat.timeline.findIndex((e) => entryKey(e) > key);
+  if (at === -1) at = chat.timeline.length;
+  chat.timeline.splice(at, 0, entry);
+  const dirty = markChat(store, chat.sessionId);
+  dirty.timeline = true;
+  if (at < chat.timeline.length - 1) dirty.rebuild = true;
+}
+
+/**
+ * A `history` answer (get_history): the gateway's own record of the session's turns. A turn held as
+ * open or "ended" that history says finished takes its end from it (its end event was lost); a turn
+ * the chat lacks is added, its text only (fromHistory). Finished turns held are left as they are:
+ * their events say more. The bridge's stores apply the same rule (stores.py apply_history), so a
+ * live page and a reload agree. Returns {added, settled, skipped}.
+ */
+export function applyHistory(store, chat, entries) {
+  const out = { added: [], settled: [], skipped: 0 };
+  for (const raw of Array.isArray(entries) ? entries : []) {
+    const h = readHistoryTurn(raw);
+    if (!h) {
+      out.skipped += 1;
+      continue;
+    }
+    const held = chat.turns.get(h.turnId);
+    if (!held) {
+      const turn = newTurn(h.turnId, {
+        status: h.status,
+        userText: h.text,
+        text: h.finalText || "",
+        finalText: h.finalText,
+        error: h.error,
+        firstSeq: h.startedSeq,
+        lastSeq: h.endedSeq ?? h.startedSeq,
+        fromHistory: true,
+      });
+      chat.turns.set(turn.turnId, turn);
+      if (turn.status === "running" || turn.status === "waiting") chat.activeTurnId = turn.turnId;
+      insertEntry(store, chat, { kind: "turn", turnId: turn.turnId, seq: turn.firstSeq });
+      out.added.push(h.turnId);
+    } else if (["running", "waiting", "ended"].includes(held.status) && FINISHED_STATUSES.has(h.status)) {
+      held.status = h.status;
+      held.finalText = h.finalText ?? "";
+      held.error = h.error;
+      held.v += 1;
+      if (chat.activeTurnId === held.turnId) chat.activeTurnId = null;
+      markChat(store, chat.sessionId).turns.add(held.turnId);
+      out.settled.push(h.turnId);
+    }
+  }
+  return out;
+}
+
+/**
+ * The page's own fallback when get_events failed (app.js loadHistory): the `history` answer applied
+ * with the same rule and, when the chat now shows turns from it, a gap notice saying that what came
+ * before the first event held could not be fetched (a new session has no such past: no notice). A
+ * gap of the chat that starts at the beginning already says so, and is kept instead.
+ */
+export function applyHistoryFallback(store, sessionId, result) {
+  const chat = ensureChat(store, sessionId);
+  const firstHeld = chat.minSeq; // before history adds turns: those hold no event
+  applyHistory(store, chat, result?.turns);
+  chat.historyLoaded = true;
+  const fromHistory = [...chat.turns.values()].some((t) => t.fromHistory);
+  if (!fromHistory || chat.gaps.some((g) => g.afterSeq === 0)) return;
+  const gap = newGap({ afterSeq: 0, beforeSeq: firstHeld, reason: HISTORY_GAP_REASON, atSeq: 0 });
+  chat.gaps.push(gap);
+  if (chat.gaps.length > MAX_GAPS) chat.gaps.shift();
+  insertEntry(store, chat, { kind: "gap", gap, seq: null });
 }
 
 function applyTurnEvent(store, chat, ev, seq) {
@@ -957,8 +1069,19 @@ export function setActors(store, payload) {
 // ---------------------------------------------------------------------------------------------
 // Helpers shared with the views
 
+/**
+ * The assistant's text: what streamed, or the final text when that says more (a turn that ended with
+ * deltas lost in a gap, whose end came from its end event or from the gateway's history).
+ */
 export function displayText(turn) {
-  return turn.text || turn.finalText || "";
+  return displaySource(turn) === "final" ? turn.finalText || "" : turn.text || "";
+}
+
+/** Which of the turn's texts displayText shows: "text" (the deltas) or "final". */
+export function displaySource(turn) {
+  if (!turn.text) return "final";
+  const ended = FINISHED_STATUSES.has(turn.status);
+  return ended && typeof turn.finalText === "string" && turn.finalText.length > turn.text.length ? "final" : "text";
 }
 
 export function sessionIsBusy(store, sessionId) {
