@@ -11,7 +11,7 @@ matches no client message is a ``ProtocolError``), the same split the real gatew
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 import msgspec
 
@@ -654,8 +654,9 @@ def decode_event(raw: bytes | str) -> msgspec.Struct | UnknownEvent:
     return UnknownEvent(type_, data, typed_error if type_ in SERVER_EVENTS else None)
 
 
-def _explain(raw: bytes | str, err: msgspec.ValidationError) -> str:
-    """A readable reason why a JSON frame is no client message."""
+def explain_invalid(raw: bytes | str, err: msgspec.ValidationError,
+                    known: Mapping[str, type[msgspec.Struct]] | None = None) -> str:
+    """A readable reason why a JSON frame is none of the client messages `known` (ours by default)."""
     try:
         type_ = _type_decoder.decode(raw).type
     except msgspec.ValidationError:
@@ -664,7 +665,7 @@ def _explain(raw: bytes | str, err: msgspec.ValidationError) -> str:
         return "missing 'type' field"
     if not isinstance(type_, str):
         return "'type' must be a string"
-    if type_ not in CLIENT_MESSAGES:
+    if type_ not in (CLIENT_MESSAGES if known is None else known):
         return f"unknown message type {type_!r}"
     return f"invalid {type_}: {err}"
 
@@ -674,7 +675,7 @@ def decode_client_message(raw: bytes | str) -> msgspec.Struct:
     try:
         return _client_decoder.decode(raw)
     except msgspec.ValidationError as e:
-        raise ProtocolError("INVALID_MESSAGE", _explain(raw, e)) from None
+        raise ProtocolError("INVALID_MESSAGE", explain_invalid(raw, e)) from None
     except msgspec.DecodeError as e:
         raise ProtocolError("INVALID_JSON", f"not valid JSON: {e}") from None
 

@@ -7,6 +7,9 @@ docs/protocol.md §11 is exercised here over real sockets, the whole app in betw
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import pytest
 
 from apphelpers import App, GatewayProcess, wait_until
@@ -32,6 +35,20 @@ def started_app(dim_home, gw: GatewayProcess) -> App:
     app = App(dim_home, ["--gateway", gw.url])
     app.wait_connected()
     return app
+
+
+@contextlib.contextmanager
+def app_against(dim_home, tmp_path, *gateway_args: str, profile: list[str] = REFERENCE) -> Iterator[App]:
+    """A gateway with these arguments and dim-desktop connected to it; both stopped afterwards."""
+    gw = GatewayProcess(tmp_path / "gateway-data", args=[*profile, *gateway_args]).start()
+    try:
+        app = started_app(dim_home, gw)
+        try:
+            yield app
+        finally:
+            app.stop()
+    finally:
+        gw.stop()
 
 
 @pytest.fixture
@@ -81,15 +98,10 @@ def test_connects_when_the_gateway_pushes_no_authenticated(app: App):
 
 
 def test_an_authenticated_pushed_later_fills_in_the_identity(dim_home, tmp_path):
-    gw = start_gateway(tmp_path, "--push-authenticated")
-    app = started_app(dim_home, gw)
-    try:
+    with app_against(dim_home, tmp_path, "--push-authenticated") as app:
         conn = wait_until(lambda: (c := connection(app))["identity"] and c, what="the identity")
         assert conn["identity"]["userId"] == "dev-user-001"
         assert conn["traits"]["pushesAuthenticated"] == "yes"
-    finally:
-        app.stop()
-        gw.stop()
 
 
 # --- 2. catch-up without get_events -------------------------------------------------------------------
@@ -105,32 +117,22 @@ def test_a_refused_get_events_holds_no_live_event(app: App):
 
 
 def test_a_get_events_never_answered_is_given_up_within_seconds(dim_home, tmp_path):
-    gw = start_gateway(tmp_path, "--get-events", "silent")
-    app = started_app(dim_home, gw)
-    try:
+    with app_against(dim_home, tmp_path, "--get-events", "silent") as app:
         # Idle after the join: the page's own deadline (10 s, CATCHUP_PAGE_WAIT_S) ends the catch-up.
         idle = coding_session(app)
         wait_until(lambda: connection(app)["traits"]["getEvents"] == "no", 25, what="the deadline")
         started = app.invoke("run_turn", sessionId=idle, text="live")
         assert finished(app, idle, started["turnId"], timeout=8)["text"] == "live"
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_a_get_events_skipped_by_later_answers_is_given_up_at_once(dim_home, tmp_path):
-    gw = start_gateway(tmp_path, "--get-events", "silent")
-    app = started_app(dim_home, gw)
-    try:
+    with app_against(dim_home, tmp_path, "--get-events", "silent") as app:
         # A run_turn right after the join is answered while the catch-up page is not: answers come
         # in request order, so that page never will be, and the turn is not held until a deadline.
         sid = coding_session(app)
         started = app.invoke("run_turn", sessionId=sid, text="at once")
         assert finished(app, sid, started["turnId"], timeout=8)["text"] == "at once"
         assert connection(app)["traits"]["getEvents"] == "no"
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_events_missed_while_away_are_an_honest_gap(app: App, reference: GatewayProcess):
@@ -167,9 +169,7 @@ def test_a_session_deleted_while_away_is_gone_at_once(app: App, reference: Gatew
 
 
 def test_protocol_version_2_goes_on_with_v1_and_says_so(dim_home, tmp_path):
-    gw = start_gateway(tmp_path, "--protocol-version", "2")
-    app = started_app(dim_home, gw)
-    try:
+    with app_against(dim_home, tmp_path, "--protocol-version", "2") as app:
         conn = connection(app)
         assert conn["warnings"] == ["The gateway speaks protocol version 2; this client speaks version 1 and "
                                     "goes on with version 1 messages."]
@@ -178,9 +178,6 @@ def test_protocol_version_2_goes_on_with_v1_and_says_so(dim_home, tmp_path):
         assert finished(app, sid, started["turnId"])["text"] == "v1 messages"
         status = app.dimctl("status")
         assert "protocol version 2" in status.stdout
-    finally:
-        app.stop()
-        gw.stop()
 
 
 # --- 4. staleness from heartbeatIntervalMs ----------------------------------------------------------
@@ -188,31 +185,21 @@ def test_protocol_version_2_goes_on_with_v1_and_says_so(dim_home, tmp_path):
 
 @pytest.mark.parametrize(("heartbeat_ms", "stale_ms"), [(30000, 45000), (4000, 10000), (20000, 30000)])
 def test_staleness_comes_from_the_advertised_heartbeat(dim_home, tmp_path, heartbeat_ms, stale_ms):
-    gw = start_gateway(tmp_path, "--heartbeat-ms", str(heartbeat_ms))
-    app = started_app(dim_home, gw)
-    try:
+    with app_against(dim_home, tmp_path, "--heartbeat-ms", str(heartbeat_ms)) as app:
         traits = connection(app)["traits"]
         assert traits["heartbeatIntervalMs"] == heartbeat_ms and traits["staleAfterMs"] == stale_ms
-    finally:
-        app.stop()
-        gw.stop()
 
 
 def test_a_silent_gateway_is_noticed_after_the_derived_window(dim_home, tmp_path):
     # A 4 s heartbeat gives a 10 s window (the floor): a 20 s silence must be noticed, though the
     # fixed 35 s of before would not have. (The dev profile: its catch-up brings the turn's end,
     # which the reference profile's would show as a gap.)
-    gw = GatewayProcess(tmp_path / "gateway-data", args=["--heartbeat-ms", "4000"]).start()
-    app = started_app(dim_home, gw)
-    try:
+    with app_against(dim_home, tmp_path, "--heartbeat-ms", "4000", profile=[]) as app:
         sid = coding_session(app)
         started = app.invoke("run_turn", sessionId=sid, text="/silence 20000\nafter")
         wait_until(lambda: connection(app)["state"] != "connected", 20, interval=0.2,
                    what="the silence to be noticed")
         assert finished(app, sid, started["turnId"])["status"] == "complete"
-    finally:
-        app.stop()
-        gw.stop()
 
 
 # --- 6. requests the docs give no fields for -----------------------------------------------------------

@@ -10,7 +10,7 @@ Unknown fields are ignored (msgspec's default), as the reference's Effect Schema
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Union
 
 import msgspec
 
@@ -44,12 +44,6 @@ class V1AnswerQuestion(p.ClientMessage, tag="answer_question", kw_only=True):
 V1_MESSAGES: dict[str, type[p.ClientMessage]] = {"steer": V1Steer, "answer_question": V1AnswerQuestion}
 
 
-class _TypeOnly(msgspec.Struct):
-    type: Any = None
-
-
-_type_decoder = msgspec.json.Decoder(_TypeOnly)
-
 
 class ClientDecoder:
     """``decode(raw)`` is a client frame as one of protocol.py's Structs, or a ProtocolError
@@ -66,7 +60,7 @@ class ClientDecoder:
         try:
             msg = self._decoder.decode(raw)
         except msgspec.ValidationError as e:
-            raise p.ProtocolError("INVALID_MESSAGE", self._explain(raw, e)) from None
+            raise p.ProtocolError("INVALID_MESSAGE", p.explain_invalid(raw, e, self.messages)) from None
         except msgspec.DecodeError as e:
             raise p.ProtocolError("INVALID_JSON", f"not valid JSON: {e}") from None
         if isinstance(msg, (V1Steer, V1AnswerQuestion)):
@@ -77,15 +71,3 @@ class ClientDecoder:
                                                      "this gateway knows")
         return msg
 
-    def _explain(self, raw: bytes | str, err: msgspec.ValidationError) -> str:
-        try:
-            type_ = _type_decoder.decode(raw).type
-        except msgspec.ValidationError:
-            return "a message must be a JSON object"
-        if type_ is None:
-            return "missing 'type' field"
-        if not isinstance(type_, str):
-            return "'type' must be a string"
-        if type_ not in self.messages:
-            return f"unknown message type {type_!r}"
-        return f"invalid {type_}: {err}"
