@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from apphelpers import App
+from apphelpers import App, desktop_unavailable
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def xvfb():
     one). -displayfd has Xvfb pick a free display number and say it once it is ready; -noreset
     keeps it from resetting whenever its last client leaves (the window probe does)."""
     if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
+        desktop_unavailable("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp",
                              "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -28,7 +28,7 @@ def xvfb():
         number = ready.readline().strip()  # blocks until Xvfb is ready, or "" when it exits first
     if not number:
         proc.wait(60)
-        pytest.skip(f"Xvfb did not start (exit status {proc.returncode})")
+        desktop_unavailable(f"Xvfb did not start (exit status {proc.returncode})")
     yield f":{number}"
     proc.terminate()
     proc.wait(60)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from apphelpers import ROOT, START, App, wait_until
+from apphelpers import ROOT, START, App, desktop_unavailable, wait_until
 from stopchecks import assert_stop_ends_everything, signal_now
 from dim_actors.desktop.notify import _Ev, describe
 
@@ -189,7 +189,7 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
 def session_bus(tmp_path: Path):
     """A real D-Bus session bus (dbus-daemon, which bin/ensure-desktop installs) of this test's own."""
     if not shutil.which("dbus-daemon"):
-        pytest.skip("dbus-daemon is not installed (bin/ensure-desktop installs it with apt-get)")
+        desktop_unavailable("dbus-daemon is not installed (bin/ensure-desktop installs it with apt-get)")
     proc = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile",
                              f"--address=unix:path={tmp_path / 'bus'}", "--print-address=1"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -203,7 +203,7 @@ def session_bus(tmp_path: Path):
 def test_native_notifications_through_gdbus_on_a_real_session_bus(dim_home: Path, tmp_path: Path, session_bus: str):
     gdbus = shutil.which("gdbus")
     if not gdbus:
-        pytest.skip("gdbus is not installed (bin/ensure-desktop installs libglib2.0-bin with apt-get)")
+        desktop_unavailable("gdbus is not installed (bin/ensure-desktop installs libglib2.0-bin with apt-get)")
     # A PATH with gdbus and no notify-send, so the app takes its D-Bus path.
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -426,7 +426,7 @@ def xprobe(xvfb):
 def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(dim_home: Path, tmp_path: Path, xvfb, xprobe):
     why = _window_support(xvfb)
     if why:
-        pytest.skip(f"no native window here: {why}")
+        desktop_unavailable(f"no native window here: {why}")
     browser, opened = recorder(tmp_path, "browser")
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb, "BROWSER": f"{browser} %s"})
     try:
@@ -470,7 +470,7 @@ def test_sigterm_stops_the_app_while_the_window_loop_runs(dim_home: Path, xvfb, 
     thread: within the same bound, nothing failing or restarting, nothing left running."""
     why = _window_support(xvfb)
     if why:
-        pytest.skip(f"no native window here: {why}")
+        desktop_unavailable(f"no native window here: {why}")
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb}, prefix=["setsid"])
     try:
         wait_until(lambda: xprobe.mapped("Diminuendo"), 60, interval=0.1, what="the window to be mapped")
@@ -610,7 +610,7 @@ def tray_app(dim_home: Path, xvfb):
     """A docking system tray on the Xvfb screen, then dim-desktop with its window there."""
     why = _window_support(xvfb)
     if why:
-        pytest.skip(f"no native window here: {why}")
+        desktop_unavailable(f"no native window here: {why}")
     tray = FakeSystemTray(xvfb)
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb})
     try:
