@@ -237,6 +237,18 @@ class Pending:
         self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
 
 
+class CatchUp:
+    """A session being caught up after a (re)join: live events of it wait here until it ends."""
+
+    __slots__ = ("after", "began", "page_due", "held")
+
+    def __init__(self) -> None:
+        self.after = 0  # the seq its page in flight asked after
+        self.began = time.monotonic()
+        self.page_due: float | None = None  # when that page is overdue; None: no page in flight
+        self.held: list[tuple[bytes, protocol.EventHead, int | None]] = []
+
+
 class GatewayConnection:
     def __init__(self, uplink: Uplink, ping_interval_s: float, stale_after_s: float, request_timeout_s: float,
                  resume: dict[str, int] | None = None, outbox: Outbox | None = None,
@@ -245,9 +257,6 @@ class GatewayConnection:
         self.sender = Sender(rate_limit, rate_window_s)
         # Our own requests in flight (rejoin, catch-up, history) -> (sessionId, kind)
         self.internal: dict[int, tuple[str, str]] = {}
-        self.catchup_after: dict[str, int] = {}  # sessionId -> the seq its catch-up asked after
-        self.catchup_began: dict[str, float] = {}  # sessionId -> when its catch-up began
-        self.catchup_page_due: dict[str, float] = {}  # sessionId -> when its page in flight is overdue
         # Sessions whose catch-up gave up after this seq: the first event past it shows the gap's end.
         self.gap_after: dict[str, tuple[int, str]] = {}
         self.abandoned: set[str] = set()  # sessions whose unanswered catch-up page we stopped waiting for
@@ -276,7 +285,7 @@ class GatewayConnection:
         # Sessions this client joined and the last seq delivered for each: after a reconnect (or a
         # restart of this process) they are re-joined and caught up, and older seqs are dropped.
         self.joined: dict[str, int] = dict(resume or {})
-        self.catching_up: dict[str, list[tuple[bytes, protocol.EventHead]]] = {}
+        self.catching_up: dict[str, CatchUp] = {}
         # Sessions to replay from their first event (a restarted router rebuilds its stores).
         self.replay_all: set[str] = set()
         self.frame_lock = threading.Lock()
@@ -391,7 +400,7 @@ class GatewayConnection:
         with self.frame_lock:
             with self.lock:
                 self.joined[sid] = 0
-            self.catching_up[sid] = []
+            self.catching_up[sid] = CatchUp()
             self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}), slot)
             self._catch_up(ws, sid, 0)
 
@@ -677,7 +686,7 @@ class GatewayConnection:
         with self.lock:
             sessions = dict(self.joined)
         for sid, last in sessions.items():
-            self.catching_up[sid] = []
+            self.catching_up[sid] = CatchUp()
             # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not taken for
             # the answer to some later request.
             self._internal_request(ws, sid, "join", "join_session", {"sessionId": sid})
@@ -696,12 +705,12 @@ class GatewayConnection:
     def _catch_up(self, ws: websocket.WebSocket, sid: str, after: int) -> None:
         """Ask for a session's events after `after`; registered so its answer (or error) is ours.
         A gateway seen not to answer get_events is not asked: the catch-up gives up at once."""
-        self.catchup_after[sid] = after
-        self.catchup_began.setdefault(sid, time.monotonic())
+        c = self.catching_up[sid]
+        c.after = after
         if self.traits.getEvents == "no":
             self._give_up_catchup(sid, "it does not answer get_events")
             return
-        self.catchup_page_due[sid] = time.monotonic() + CATCHUP_PAGE_WAIT_S
+        c.page_due = time.monotonic() + CATCHUP_PAGE_WAIT_S
         # Big pages: a long session is caught up in few requests, well inside the rate limit.
         self._internal_request(ws, sid, "catchup", "get_events", {"sessionId": sid, "afterSeq": after, "limit": 5000})
 
@@ -725,18 +734,18 @@ class GatewayConnection:
         return True
 
     def _catch_up_refused(self, sid: str, err: dict[str, Any], code: Any) -> None:
-        self.catchup_page_due.pop(sid, None)
-        began = self.catchup_began.get(sid, time.monotonic())
+        c = self.catching_up[sid]
+        c.page_due = None
         delay = retry_after_s(err.get("retryAfterMs"), 0.2) or RETRY_AFTER_DEFAULT_S
-        if code in CATCHUP_TRANSIENT and time.monotonic() + delay - began < CATCHUP_RETRY_BUDGET_S:
+        if code in CATCHUP_TRANSIENT and time.monotonic() + delay - c.began < CATCHUP_RETRY_BUDGET_S:
             log.warning("catch-up of session %s refused (%s): retrying in %.1fs", sid, code, delay)
 
             def retry() -> None:
                 ws = self.ws
                 if ws is not None and sid in self.catching_up:
                     with self.frame_lock:
-                        if sid in self.catching_up:
-                            self._catch_up(ws, sid, self.catchup_after.get(sid, self.joined.get(sid, 0)))
+                        if self.catching_up.get(sid) is c:
+                            self._catch_up(ws, sid, c.after)
 
             threading.Timer(delay, retry).start()
             return
@@ -746,11 +755,11 @@ class GatewayConnection:
 
     def catchups_overdue(self, now: float) -> None:
         """Keepalive thread: a catch-up page not answered in time ends its catch-up."""
-        for sid, due in list(self.catchup_page_due.items()):
-            if now < due:
+        for sid, c in list(self.catching_up.items()):
+            if c.page_due is None or now < c.page_due:
                 continue
             with self.frame_lock:
-                if self.catchup_page_due.get(sid) == due and sid in self.catching_up:
+                if self.catching_up.get(sid) is c and c.page_due is not None and now >= c.page_due:
                     self._abandon_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
 
     def _answered_past_catchups(self, answered: Pending, head: protocol.EventHead) -> None:
@@ -760,12 +769,13 @@ class GatewayConnection:
         a join, say). Only an answer naming the session counts: one without (a session_list, a pong)
         may answer a request of ours that was never registered, sent before the page."""
         sid = head.sessionId
-        if sid is None or answered.session_id != sid or sid not in self.catchup_page_due:
+        c = self.catching_up.get(sid) if sid is not None else None
+        if c is None or c.page_due is None or answered.session_id != sid:
             return
         with self.lock:
             skipped = any(p.order < answered.order and self.internal.get(p.req_id) == (sid, "catchup")
                           for p in self.pending)
-        if skipped and sid in self.catching_up:
+        if skipped:
             self._abandon_catchup(sid, "it answered later requests but not get_events")
 
     def _abandon_catchup(self, sid: str, why: str) -> None:
@@ -785,9 +795,8 @@ class GatewayConnection:
     def _give_up_catchup(self, sid: str, why: str) -> None:
         """Under the frame lock. What v1 surely has instead: the snapshot (its lastSeq, when it has
         one, dates the gap at once) and get_history; live events go out now, and the gap is told."""
-        after = self.catchup_after.pop(sid, self.joined.get(sid, 0))
-        self.catchup_page_due.pop(sid, None)
-        self.catchup_began.pop(sid, None)
+        c = self.catching_up.pop(sid)
+        after = c.after
         self.replay_all.discard(sid)
         log.warning("catch-up of session %s after seq %d ends without its events: %s", sid, after, why)
         earlier = self.gap_after.get(sid)  # a gap still open from an earlier give-up starts sooner
@@ -798,7 +807,7 @@ class GatewayConnection:
                 self._internal_request(ws, sid, "history", "get_history", {"sessionId": sid})
             except (OSError, websocket.WebSocketException):
                 pass
-        for ev, head, reply_to in self.catching_up.pop(sid, []):
+        for ev, head, reply_to in c.held:
             self._deliver(ev, head, reply_to)
 
     def _gap_ends(self, sid: str, before: int | None) -> None:
@@ -811,10 +820,10 @@ class GatewayConnection:
         """Under the frame lock. Leaves the catch-up and the joined set at once: nothing retries it."""
         with self.lock:
             self.joined.pop(sid, None)
-        for key in (self.catchup_after, self.catchup_began, self.catchup_page_due, self.gap_after):
-            key.pop(sid, None)  # type: ignore[attr-defined]
+        self.gap_after.pop(sid, None)
         self.replay_all.discard(sid)
-        for ev, head, reply_to in self.catching_up.pop(sid, []):
+        c = self.catching_up.pop(sid, None)
+        for ev, head, reply_to in c.held if c is not None else ():
             self._deliver(ev, head, reply_to)
         log.warning("session %s is gone: %s", sid, why)
         self.uplink.put_control(SessionGone(sessionId=sid, reason=why))
@@ -823,8 +832,6 @@ class GatewayConnection:
         self.connected.clear()
         self._close_socket()
         self.catching_up.clear()
-        for pending_catchups in (self.catchup_after, self.catchup_began, self.catchup_page_due):
-            pending_catchups.clear()
         self.abandoned.clear()
         with self.lock:
             failed, self.pending = self.pending, []
@@ -870,7 +877,7 @@ class GatewayConnection:
 
     def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
         answered = self._correlate(head, data)
-        if answered is not None and self.catchup_page_due:
+        if answered is not None and self.catching_up:
             self._answered_past_catchups(answered, head)
         if answered is not None and head.type == "error" and self._try_next_form(answered, data):
             return  # refused in our form: sent again in the next one, and its answer is what counts
@@ -905,7 +912,7 @@ class GatewayConnection:
             if last is not None and last > self.gap_after[sid][0]:
                 self._gap_ends(sid, last + 1)
         if head.type == "event_list" and sid in self.catching_up:
-            self.catchup_page_due.pop(sid, None)
+            self.catching_up[sid].page_due = None
             self._deliver_catchup(sid, data, reply_to)
             return
         if head.type == "event_list" and reply_to is None and sid in self.abandoned:
@@ -917,7 +924,7 @@ class GatewayConnection:
         if sid is not None and head.seq is not None and sid in self.catching_up:
             # Live events, answers among them, wait until the gap is filled: delivering a newer seq
             # first would make the stores refuse the older ones as duplicates.
-            self.catching_up[sid].append((data, head, reply_to))
+            self.catching_up[sid].held.append((data, head, reply_to))
             self._handed_over = True
             return
         self._deliver(data, head, reply_to)
@@ -975,17 +982,18 @@ class GatewayConnection:
                 continue
             last = head.seq if head.seq is not None else last
             self._deliver(ev, head, None, replay)
+        c = self.catching_up[sid]
         if more and self.ws is not None and last is not None:
-            if last > self.catchup_after.get(sid, -1):
+            if last > c.after:
                 self._catch_up(self.ws, sid, last)
                 return
             # "More" but nothing past what we asked after: asking again would get the same page.
             self._bad_frame(f"a catch-up page of session {sid} says hasMore but brings nothing after seq "
-                            f"{self.catchup_after.get(sid)}: the catch-up ends here", data)
-        self.catchup_after.pop(sid, None)
+                            f"{c.after}: the catch-up ends here", data)
         # Done (or a page we cannot page on from): live events held back go out now, in order.
+        del self.catching_up[sid]
         self.replay_all.discard(sid)
-        for ev, head, reply_to in self.catching_up.pop(sid, []):
+        for ev, head, reply_to in c.held:
             self._deliver(ev, head, reply_to)
 
     def _read_page(self, data: bytes) -> tuple[list[bytes], bool]:
@@ -1071,7 +1079,7 @@ class GatewayConnection:
             now = time.monotonic()
             if self.connected.is_set():
                 self._keep_alive(now)
-            if self.catchup_page_due:
+            if self.catching_up:
                 self.catchups_overdue(now)
             if self.pending:
                 with self.lock:
