@@ -134,6 +134,14 @@ def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(browser, ga
 # --- (b) a session whose past this app never saw -----------------------------------------------------
 
 
+def open_with_both_turns(page: Page, sid: str, from_history: bool) -> None:
+    """The page, once ready and watched for error toasts, opens the session and shows its two turns."""
+    ready(page)
+    watch_error_toasts(page)
+    by_id(page, sid).click()
+    shows_both_turns(page, from_history)
+
+
 def shows_both_turns(page: Page, from_history: bool) -> None:
     turns = page.get_by_test_id("turn")
     expect(turns).to_have_count(2, timeout=T)
@@ -150,10 +158,7 @@ def test_a_past_the_app_never_saw_comes_from_the_gateways_history(browser, gatew
     app = app_for(gw)
     page = open_page(browser, app)
     try:
-        ready(page)
-        watch_error_toasts(page)
-        by_id(page, sid).click()
-        shows_both_turns(page, from_history=True)
+        open_with_both_turns(page, sid, from_history=True)
         gap = page.get_by_test_id("catchup-gap")
         expect(gap).to_have_count(1, timeout=T)
         expect(gap).to_have_text(ANY_GAP)
@@ -172,10 +177,7 @@ def test_a_past_the_app_never_saw_comes_from_the_gateways_history(browser, gatew
         assert app.invoke("get_state")["connection"]["traits"]["getEvents"] == "no"
 
         page.reload()
-        ready(page)
-        watch_error_toasts(page)
-        by_id(page, sid).click()
-        shows_both_turns(page, from_history=True)
+        open_with_both_turns(page, sid, from_history=True)
         # One notice still. This rejoin let the bridge date its own gap (after #0, before the snapshot's
         # end): the same hole, so it is the one shown, in the bridge's words.
         gap = page.get_by_test_id("catchup-gap")
@@ -194,10 +196,7 @@ def test_with_get_events_the_whole_past_is_fetched_and_no_gap_is_shown(browser, 
     app = app_for(gw)
     page = open_page(browser, app)
     try:
-        ready(page)
-        watch_error_toasts(page)
-        by_id(page, sid).click()
-        shows_both_turns(page, from_history=False)
+        open_with_both_turns(page, sid, from_history=False)
         expect(page.get_by_test_id("catchup-gap")).to_have_count(0)
         chat = app.invoke("get_state")["chats"][sid]
         assert [(t["userText"], t["fromHistory"], t["deltaCount"] > 0) for t in chat["turns"]] == [
