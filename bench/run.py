@@ -1,7 +1,8 @@
 """`bin/bench [--quick] [--json FILE] [--only NAME,...]`: every benchmark, one table, optional JSON.
 
-Benchmarks (one module each): throughput, latency, stall, memory, hotpath, and sync (bench/sync_bench.py,
-written separately; reported as not available when it is absent). A benchmark that fails is
+Benchmarks (one module each): throughput, latency, stall, memory, hotpath, sync (bench/sync_bench.py,
+written separately; reported as not available when it is absent) and sync_scale (bench/sync_scale.py: a
+folder of 20,000 / 100,000 small files). A benchmark that fails is
 reported as such and the others still run. Nothing here asserts a timing: the goals are printed
 beside the figures.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from bench.harness import log, machine
 
-ORDER = ["throughput", "latency", "stall", "memory", "hotpath", "sync"]
+ORDER = ["throughput", "latency", "stall", "memory", "hotpath", "sync", "sync_scale", "reconnect_sessions"]
 
 
 def _run_one(name: str, quick: bool) -> Any:
@@ -71,6 +72,12 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
             out[key] = raw[key]
     sync = raw.get("sync")
     out["sync"] = sync.get("sync", sync) if isinstance(sync, dict) else sync
+    scale = raw.get("sync_scale")
+    if scale is not None:
+        out["sync_scale"] = scale.get("sync_scale", scale) if isinstance(scale, dict) else scale
+    rec = raw.get("reconnect_sessions")
+    if rec is not None:
+        out["reconnect_sessions"] = rec.get("reconnect_sessions", rec) if isinstance(rec, dict) else rec
     return out
 
 
@@ -169,7 +176,9 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                          f"{_fmt(c.get('lost'))}/{_fmt(c.get('duplicated'))}/{_fmt(c.get('outOfOrder'))}", "", "",
                          "0/0/0"))
     sync = s.get("sync")
-    if not isinstance(sync, dict) or sync.get("available") is False:
+    if "sync" not in raw:
+        pass
+    elif not isinstance(sync, dict) or sync.get("available") is False:
         rows.append(("SYNC: not available", "", "", "", ""))
     elif "error" not in sync:
         rows.append(("SYNC (bench/sync_bench.py)", "", "", "", ""))
@@ -179,6 +188,28 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                 rows.append((f"  {k}", _fmt(v), "", "", ""))
             elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()):
                 rows.append((f"  {k}", " ".join(f"{a}={_fmt(b)}" for a, b in v.items()), "", "", ""))
+    scale = s.get("sync_scale")
+    if isinstance(scale, dict) and "error" not in scale:
+        rows += [
+            (f"SYNC SCALE: a folder of {_fmt(scale.get('files'))} small files (bench/sync_scale.py)", "", "", "", ""),
+            ("  start_sync -> every file upstream, s", _fmt(scale.get("upload_s")) if scale.get("upload_s") is not None
+             else f"not in {_fmt(scale.get('limit_s'))} s ({_fmt(scale.get('uploaded'))} arrived)", "", "", ""),
+            ("  first sync_status answered after, s", _fmt(scale.get("first_status_s")), "", "", ""),
+            ("  slowest sync_status meanwhile, ms", _fmt(scale.get("status_max_ms")), "", "", "< 1,000"),
+            ("  actor restarts (hung)", f"{_fmt(scale.get('restarts'))} ({scale.get('hung') or 'none'})", "", "",
+             "0"),
+            ("  peak RSS MB", " ".join(f"{k}={_fmt(v)}" for k, v in (scale.get("peak_rss_mb") or {}).items()),
+             "", "", ""),
+        ]
+    rec = s.get("reconnect_sessions")
+    if isinstance(rec, dict) and "error" not in rec:
+        rows.append((f"RECONNECT with {_fmt(rec.get('sessions'))} joined sessions (bench/reconnect_sessions.py)",
+                     "", "", "", ""))
+        for cmd in ("run_turn", "list_sessions"):
+            r = rec.get(cmd) or {}
+            rows.append((f"  {cmd} right after: invoke -> answer, s", _fmt(r.get("command_s")), "", "", "< 1"))
+            rows.append(("  · all rejoined / caught up, s; messages", f"{_fmt(r.get('rejoined_s'))} / "
+                         f"{_fmt(r.get('caught_up_s'))}; {_fmt(r.get('messages'))}", "", "", ""))
     for name in ORDER:
         if isinstance(raw.get(name), dict) and "error" in raw[name]:
             rows.append((f"{name.upper()}: FAILED: {raw[name]['error'][:160]}", "", "", "", ""))

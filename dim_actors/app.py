@@ -13,6 +13,8 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
+import webbrowser
 from pathlib import Path
 
 import msgspec
@@ -21,7 +23,7 @@ from dim_actors import __version__
 from dim_actors.connection.actor import ConnectionMemory
 from dim_actors.desktop import Desktop
 from dim_actors.embedded_gateway import EmbeddedGateway, GatewayStartError
-from dim_actors.home import AlreadyRunning, DimHome, RuntimeInfo
+from dim_actors.home import AlreadyRunning, DimHome, ModeFix, RuntimeInfo, make_files_private
 from dim_actors.messages import ControlReply, ControlRequest
 from dim_actors.settings import SettingsError, load_settings, resolve_token
 from dim_actors.supervisor.control import request as control_request
@@ -45,8 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "it starts an embedded dev gateway. State and settings live in $DIM_HOME; if dim-desktop "
                     "already runs there, this opens its window instead.")
     p.add_argument("--gateway", metavar="URL", help="ws:// or wss:// URL of a real gateway (no dev gateway is started)")
-    p.add_argument("--token", metavar="T",
-                   help="gateway token (default: as settings.toml's token_source says; $DIM_TOKEN unless set)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token-file", metavar="PATH",
+                       help="read the gateway token from the first line of this file, which only you may read "
+                            "(chmod 600) (default: as settings.toml's token_source says; $DIM_TOKEN unless set)")
+    token.add_argument("--token", metavar="T",
+                       help="gateway token; every user of this machine can read it in the process list (ps): "
+                            "prefer --token-file or $DIM_TOKEN")
     p.add_argument("--no-browser", action="store_true", help="open no UI at start (no window, no browser)")
     p.add_argument("--browser", action="store_true", help="open the UI in the default browser, not a native window")
     p.add_argument("--ui-port", type=int, default=0, metavar="N", help="UI bridge port (0 picks a free one)")
@@ -75,23 +82,55 @@ def setup_logging(home: DimHome) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[file_handler, console])
 
 
+TOKEN_FLAG_WARNING = ("dim-desktop: warning: --token puts the token on the command line, where every user of "
+                      "this machine can read it (ps). Use --token-file PATH (a file only you can read) or the "
+                      "DIM_TOKEN environment variable instead; see docs/security.md")
+
+# How many of the entries made private at start are named in the log (the rest are counted).
+FIXES_NAMED = 20
+
+
+def log_mode_fixes(fixes: list[ModeFix]) -> None:
+    """Once, at start: what in DIM_HOME others could read, now private (or could not be made so)."""
+    failed = [f for f in fixes if f.error]
+    done = [f for f in fixes if not f.error]
+    for what, group in (("made private (group or others had access)", done),
+                        ("could not be made private", failed)):
+        if group:
+            named = ", ".join(f.describe() for f in group[:FIXES_NAMED])
+            more = f" and {len(group) - FIXES_NAMED} more" if len(group) > FIXES_NAMED else ""
+            log.warning("DIM_HOME: %d %s %s: %s%s", len(group), "entry" if len(group) == 1 else "entries",
+                        what, named, more)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Before any file, folder or child process exists: everything this process and its children
+    # create (databases, logs, spill files, the dev gateway's data) is private to the user.
+    make_files_private()
     args = parse_args(argv)
+    if args.token:
+        print(TOKEN_FLAG_WARNING, file=sys.stderr, flush=True)
     home = DimHome.from_env()
-    home.ensure()
+    fixes = home.ensure()
     try:
         lock_fd = home.acquire_instance_lock()
     except AlreadyRunning as e:
         return show_running(home, args, str(e))
     setup_logging(home)
+    log_mode_fixes(fixes)
+    if home.is_shared_folder():
+        log.warning("DIM_HOME is %s, which holds more than dim-desktop's files: only its own folders in it are made "
+                    "private; set DIM_HOME to a folder of dim-desktop's own", home.root)
     try:
         settings = load_settings(home.config_dir / "settings.toml")
         token = args.token
-        if args.gateway or settings.gateway_url:
-            token = resolve_token(settings, args.token, dict(os.environ), home.config_dir)
+        if args.gateway or settings.gateway_url or args.token_file:
+            token = resolve_token(settings, args.token, dict(os.environ), home.config_dir, token_file=args.token_file)
     except SettingsError as e:
         print(f"dim-desktop: {e}", file=sys.stderr)
         return 2
+    # Read once: the programs the app starts (the browser, notify-send, the dev gateway) need not have it.
+    os.environ.pop("DIM_TOKEN", None)
 
     gateway: EmbeddedGateway | None = None
     url = args.gateway or settings.gateway_url
@@ -100,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                                   extra_args=["--profile", args.gateway_profile])
         try:
             url = gateway.start()
+            token = gateway.token  # per launch, given to it privately: no other local user can use it
         except GatewayStartError as e:
             print(f"dim-desktop: {e}", file=sys.stderr)
             return 1
 
     ui_token = secrets.token_urlsafe(32)
     extra = {"ui_token": ui_token, "ui_port": args.ui_port,
-             "connection": ConnectionMemory(url=url, token=token)}
+             "connection": ConnectionMemory(url=url, token=token, embedded_url=url if gateway else None,
+                                            embedded_token=gateway.token if gateway else None,
+                                            embedded_state=gateway.state if gateway else None)}
     runtime = SupervisorRuntime(home, settings, extra)
     stopper = Stopper(runtime, home, gateway)
     catch_stop_signals(runtime)
@@ -123,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             raise StartFailed(runtime.stop_reason)
         ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"
         if not stopper.write_runtime(RuntimeInfo(pid=os.getpid(), uiUrl=ui_url, token=ui_token,
-                                                 controlSocket=str(home.control_socket), gatewayUrl=url)):
+                                                 controlSocket=str(home.control_socket), gatewayUrl=url,
+                                                 gatewayToken=token or "")):
             raise StopBeforeStart()
         print(f"dim-desktop {__version__}: gateway {url}", flush=True)
         print(f"dim-desktop: UI at {ui_url}", flush=True)
         mode = "none" if args.no_browser else "browser" if args.browser else settings.ui_open
-        desktop = Desktop(runtime, ui_url, mode, tray=settings.tray and mode != "none",
-                          notifications=settings.native_notifications)
+        desktop = AppDesktop(home, runtime, ui_url, mode, tray=settings.tray and mode != "none",
+                             notifications=settings.native_notifications)
         if not stopper.adopt(desktop):
             raise StopBeforeStart()
         extra["show_ui"] = desktop.show
@@ -156,6 +199,26 @@ def main(argv: list[str] | None = None) -> int:
         if desktop is not None:
             desktop.close()
     return stopper.finish(lock_fd)
+
+
+class AppDesktop(Desktop):
+    """Opens the browser on a private file that forwards to the UI, never on the tokened URL: a
+    browser started with the URL as an argument shows the token to every user of the machine (`ps`,
+    /proc/PID/cmdline), and with it the whole bridge (sync any folder of the user's, read any file
+    in it). The native window needs no such care: pywebview loads its URL inside this process."""
+
+    def __init__(self, home: DimHome, *args, **kwargs):
+        self.home = home
+        super().__init__(*args, **kwargs)
+
+    def open_browser(self, session_id: str | None = None) -> None:
+        url = self.ui_url + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
+        try:
+            page = self.home.write_open_page(url)
+        except OSError as e:
+            log.error("cannot open the browser: writing %s failed: %s", self.home.open_page, e)
+            return
+        threading.Thread(target=webbrowser.open, args=(page.as_uri(),), name="open-browser", daemon=True).start()
 
 
 class StartFailed(Exception):
@@ -335,7 +398,8 @@ def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:
 
     With --no-browser there is nothing to hand over, so this start did not happen: say so and exit
     1, as a second instance that starts nothing always did (the walking skeleton's contract)."""
-    ignored = [f for f, v in (("--gateway", args.gateway), ("--token", args.token), ("--ui-port", args.ui_port)) if v]
+    ignored = [f for f, v in (("--gateway", args.gateway), ("--token", args.token), ("--token-file", args.token_file),
+                              ("--ui-port", args.ui_port)) if v]
     if ignored:
         print(f"dim-desktop: {', '.join(ignored)} ignored: the running instance keeps its own", file=sys.stderr)
     if args.no_browser:

@@ -1,22 +1,62 @@
-"""Starting and stopping the embedded dev gateway as a child process of dim-desktop."""
+"""Starting, supervising and stopping the embedded dev gateway, a child process of dim-desktop.
+
+It requires a token made anew at each launch (``token``), given to it in its environment, which
+only this user (and root) can read, never on its command line, which everyone can: the app
+authenticates with it, another local user or a web page cannot. A watcher thread restarts it when
+it exits unasked (same port, same data, same token), with a bounded backoff, and gives up after too
+many quick failures; ``state()`` says how it went.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import secrets
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Literal
+
+import msgspec
 
 log = logging.getLogger("dim.gateway")
 
 READY_PREFIX = "dim-gateway listening on "
+TOKEN_ENV = "DIM_GATEWAY_REQUIRED_TOKEN"
+
+# Restarts: the delay doubles with each exit within the window, and too many exits within it mean
+# something is wrong that a restart does not fix (a taken port, a broken store).
+FIRST_DELAY_S = 0.5
+MAX_DELAY_S = 30.0
+FAST_WINDOW_S = 60.0
+MAX_FAST_EXITS = 5
 
 
 class GatewayStartError(RuntimeError):
     pass
+
+
+class GatewayState(msgspec.Struct):
+    """For `dimctl status` and the Actors panel."""
+
+    state: Literal["stopped", "running", "restarting", "failed"]
+    url: str
+    pid: int | None
+    restarts: int
+    lastExitCode: int | None
+    lastError: str = ""
+
+
+def restart_delay(exits: list[float], now: float) -> float | None:
+    """Seconds to wait before restarting after the exits at monotonic times `exits` (the latest
+    last), or None to give up: more than MAX_FAST_EXITS of them in the last FAST_WINDOW_S."""
+    recent = sum(1 for t in exits if now - t <= FAST_WINDOW_S)
+    if recent > MAX_FAST_EXITS:
+        return None
+    return min(FIRST_DELAY_S * 2 ** max(recent - 1, 0), MAX_DELAY_S)
 
 
 class EmbeddedGateway:
@@ -24,25 +64,53 @@ class EmbeddedGateway:
         self.data_dir = data_dir
         self.log_file = log_file
         self.extra_args = extra_args or []
+        self.token = secrets.token_urlsafe(32)
         self.proc: subprocess.Popen | None = None
         self.url = ""
+        self.port = 0  # 0 until the first start has picked one; every restart takes it again
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self.last_error = ""
+        self._state: Literal["stopped", "running", "restarting", "failed"] = "stopped"
+        self._exits: list[float] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def start(self, timeout_s: float = 20.0) -> str:
+        self._launch(timeout_s)
+        self._state = "running"
+        self._watcher = threading.Thread(target=self._watch, name="gateway-watcher", daemon=True)
+        self._watcher.start()
+        return self.url
+
+    def state(self) -> GatewayState:
+        proc = self.proc
+        return GatewayState(state=self._state, url=self.url,
+                            pid=proc.pid if proc is not None and proc.poll() is None else None,
+                            restarts=self.restarts, lastExitCode=self.last_exit_code, lastError=self.last_error)
+
+    def _launch(self, timeout_s: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_out = open(self.log_file, "ab")
-        cmd = [sys.executable, "-m", "dim_actors.devgateway", "--port", "0", "--data", str(self.data_dir),
-               "--exit-with-parent", *self.extra_args]
+        # Its log may hold paths and session names: the user's alone.
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        cmd = [sys.executable, "-m", "dim_actors.devgateway", "--port", str(self.port), "--data", str(self.data_dir),
+               "--require-token-env", TOKEN_ENV, "--exit-with-parent", *self.extra_args]
         # Its own session: a Ctrl-C in the terminal reaches dim-desktop, which stops the gateway last.
         # Its stdin is a pipe only we hold: if dim-desktop dies (kill -9 included) the gateway sees
         # EOF and stops, so no orphan keeps the data directory for the next start.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_out, stdin=subprocess.PIPE,
-                                     start_new_session=True, text=True)
-        log_out.close()
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fd, stdin=subprocess.PIPE,
+                                    start_new_session=True, text=True, env={**os.environ, TOKEN_ENV: self.token})
+        finally:
+            os.close(log_fd)
+        with self._lock:
+            self.proc = proc
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
         def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
+            assert proc.stdout is not None
+            for line in proc.stdout:
                 lines.put(line)
             lines.put(None)
 
@@ -54,30 +122,92 @@ class EmbeddedGateway:
                     raise GatewayStartError(f"the dev gateway exited during start (see {self.log_file})")
                 if line.startswith(READY_PREFIX):
                     self.url = line[len(READY_PREFIX):].strip()
-                    return self.url
+                    self.port = self.port or int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+                    return
         except queue.Empty:
-            self.stop()
+            _stop_process(proc, 5.0)
             raise GatewayStartError(f"the dev gateway did not start within {timeout_s:.0f}s (see {self.log_file})")
 
+    def _watch(self) -> None:
+        """Wait on the child; when it ends unasked, say so and start it again (after a pause that
+        grows with quick failures), until stop() or too many quick failures."""
+        while True:
+            proc = self.proc
+            assert proc is not None
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            self._exits = [t for t in self._exits if now - t <= FAST_WINDOW_S] + [now]
+            self.last_exit_code = code
+            delay = restart_delay(self._exits, now)
+            if delay is None:
+                self._state = "failed"
+                self.last_error = (f"the dev gateway exited {len(self._exits)} times within {FAST_WINDOW_S:.0f}s "
+                                   f"(last exit code {code}); not restarting it (see {self.log_file})")
+                log.error("%s", self.last_error)
+                return
+            self._state = "restarting"
+            self.last_error = f"the dev gateway exited unexpectedly (exit code {code})"
+            log.error("%s; restarting it in %.1fs on %s (see %s)", self.last_error, delay, self.url, self.log_file)
+            if self._stopping.wait(delay):
+                return
+            try:
+                self._launch(timeout_s=20.0)
+            except (GatewayStartError, OSError) as e:
+                # The process that failed has ended (or was stopped): the top of the loop counts it
+                # as one more exit, so failures to restart back off and give up like crashes do.
+                self.last_error = str(e)
+                log.error("the dev gateway could not be restarted: %s", e)
+                continue
+            with self._lock:
+                if self._stopping.is_set():  # stop() came during the launch: it must not outlive the app
+                    _stop_process(self.proc, 5.0)
+                    return
+                self.restarts += 1
+                self._state = "running"
+            log.warning("the dev gateway was restarted on %s (restart %d)", self.url, self.restarts)
+
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop it and reap it: no gateway outlives the app. Its stdin is closed, the way it learns
-        that dim-desktop is gone (--exit-with-parent), and it closes its clients and its store;
-        SIGKILL if it has not ended within `timeout_s`.
+        """Stop it and reap it: no gateway outlives the app. The watcher is told first, so this
+        exit is not taken for a crash. Its stdin is closed, the way it learns that dim-desktop is
+        gone (--exit-with-parent), and it closes its clients and its store; SIGKILL if it has not
+        ended within `timeout_s`.
 
         Not SIGTERM: its thread watching stdin would still be inside a read of it when Python
         finalizes, which then waits a second for that read's lock and aborts the process."""
-        if self.proc is None:
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
+        if proc is None:
             return
-        if self.proc.poll() is None:
-            begun = time.monotonic()
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
+        _stop_process(proc, timeout_s)
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=timeout_s + 25.0)
+        with self._lock:
+            if self.proc is not None and self.proc is not proc:  # launched by the watcher meanwhile
+                _stop_process(self.proc, timeout_s)
+        self._state = "stopped"
+
+
+def _stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
+    if proc.poll() is None:
+        begun = time.monotonic()
+        if proc.stdin is not None:
             try:
-                self.proc.wait(timeout=max(0.0, timeout_s))
-            except subprocess.TimeoutExpired:
-                log.warning("the dev gateway did not stop within %.1fs: killing it", timeout_s)
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            log.info("dev gateway stopped in %.2fs (exit code %s)", time.monotonic() - begun, self.proc.returncode)
-        elif self.proc.stdin is not None:
-            self.proc.stdin.close()
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=max(0.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            log.warning("the dev gateway did not stop within %.1fs: killing it", timeout_s)
+            proc.kill()
+            proc.wait(timeout=5)
+        log.info("dev gateway stopped in %.2fs (exit code %s)", time.monotonic() - begun, proc.returncode)
+    elif proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass

@@ -3,18 +3,48 @@
 Two instances with different DIM_HOMEs never share a file, so tests and users can run them side
 by side. A lock file held with flock marks the running instance: the kernel drops the lock when
 the process dies, so a crash never leaves a stale "already running" behind.
+
+Everything in DIM_HOME is private to its user (docs/security.md): the app runs with umask 077, and
+at start `ensure` takes group and other access away from whatever already lies there (an earlier
+version's files, a copy made by hand) and says which it changed.
 """
 
 from __future__ import annotations
 
 import fcntl
+import html
 import json
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import platformdirs
+
+
+PRIVATE_UMASK = 0o077
+_user_umask: int | None = None
+
+
+def make_files_private() -> None:
+    """From now on, everything this process and its children create is private to the user
+    (umask 077). Called first thing at start, before any file, folder or child process exists."""
+    global _user_umask
+    previous = os.umask(PRIVATE_UMASK)
+    if _user_umask is None:
+        _user_umask = previous
+
+
+def user_umask() -> int:
+    """The umask the user started dim-desktop with: what files and folders made outside DIM_HOME,
+    for the user (a sync folder and what is in it), should follow rather than the app's own."""
+    if _user_umask is not None:
+        return _user_umask
+    current = os.umask(PRIVATE_UMASK)  # reading the umask means setting it
+    os.umask(current)
+    return current
 
 
 class RuntimeInfo(msgspec.Struct):
@@ -23,10 +53,74 @@ class RuntimeInfo(msgspec.Struct):
     token: str
     controlSocket: str
     gatewayUrl: str
+    # The token the app authenticates with, for the owner's own tools (the file is 0600); "" for none.
+    gatewayToken: str = ""
 
 
 class AlreadyRunning(Exception):
     pass
+
+
+class ModeFix(msgspec.Struct, frozen=True):
+    """An entry of DIM_HOME that group or others had access to: its mode before and after (or why
+    it could not be changed)."""
+    path: str
+    old: int
+    new: int
+    error: str | None = None
+
+    def describe(self) -> str:
+        change = f"{self.old:04o} -> {self.new:04o}"
+        return f"{self.path} {change}" + (f" (failed: {self.error})" if self.error else "")
+
+
+def private_mode(mode: int) -> int | None:
+    """The mode that makes a file or folder private to its owner, or None if it is already.
+
+    Group and others lose every bit, read, write and execute alike (a folder others may only
+    traverse still lets them open a file whose name they know); the owner keeps theirs, so an
+    executable stays executable and a read-only file read-only."""
+    perm = stat.S_IMODE(mode)
+    new = perm & ~0o077
+    return None if new == perm else new
+
+
+def make_private(root: Path) -> list[ModeFix]:
+    """Take group and other access away from `root` and everything under it. Symbolic links are
+    neither changed (a link's own mode means nothing) nor followed (the target may be outside)."""
+    fixes: list[ModeFix] = []
+
+    def tighten(path: str, st: os.stat_result) -> None:
+        new = private_mode(st.st_mode)
+        if new is None:
+            return
+        try:
+            os.chmod(path, new, follow_symlinks=False)
+        except OSError as e:
+            fixes.append(ModeFix(path, stat.S_IMODE(st.st_mode), new, e.strerror or str(e)))
+        else:
+            fixes.append(ModeFix(path, stat.S_IMODE(st.st_mode), new))
+
+    tighten(str(root), root.lstat())
+    folders = [str(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue  # removed meanwhile, or not ours to read: its own fix (or failure) is listed
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # removed meanwhile
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            tighten(entry.path, st)
+            if stat.S_ISDIR(st.st_mode):
+                folders.append(entry.path)
+    return fixes
 
 
 @dataclass(frozen=True)
@@ -62,10 +156,30 @@ class DimHome:
     def control_socket(self) -> Path:
         return self.run_dir / "control.sock"
 
-    def ensure(self) -> None:
+    @property
+    def open_page(self) -> Path:
+        return self.run_dir / "open.html"
+
+    def ensure(self) -> list[ModeFix]:
+        """Create the folders (0700), and make everything already in DIM_HOME private to its user.
+        Returns what had to be changed, for the caller to log once logging is set up."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for d in (self.run_dir, self.data_dir, self.logs_dir, self.config_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.run_dir, 0o700)
+            d.mkdir(mode=0o700, exist_ok=True)
+        own = [self.run_dir, self.data_dir, self.logs_dir, self.config_dir]
+        # A DIM_HOME that is not the app's own folder: its other contents are not ours to change.
+        roots = own if self.is_shared_folder() else [self.root]
+        fixes = [fix for root in roots for fix in make_private(root)]
+        for d in (*roots, *own):
+            if stat.S_IMODE(d.stat().st_mode) != 0o700:  # an owner-only mode the owner cannot use (0500)
+                os.chmod(d, 0o700)
+        return fixes
+
+    def is_shared_folder(self) -> bool:
+        """DIM_HOME is the user's home folder, or a folder above it (a mistake, surely): then only the
+        app's own subfolders are made private, not everything in it."""
+        home = Path.home().resolve()
+        return self.root == home or self.root in home.parents
 
     def acquire_instance_lock(self) -> int:
         """Hold the instance lock for the life of this process; AlreadyRunning if another has it."""
@@ -99,3 +213,34 @@ class DimHome:
 
     def remove_runtime(self) -> None:
         self.runtime_file.unlink(missing_ok=True)
+        self.open_page.unlink(missing_ok=True)
+
+    def write_open_page(self, url: str) -> Path:
+        """A page, readable only by this user, that forwards the browser to `url` (which carries the
+        UI token): the browser is started on this file, so the token is on no command line, where
+        every user could read it (`ps`). As Jupyter does."""
+        fd, tmp = tempfile.mkstemp(prefix=".open-", suffix=".tmp", dir=self.run_dir)  # 0600, a name per call
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(open_page_html(url))
+            os.replace(tmp, self.open_page)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.open_page
+
+
+def open_page_html(url: str) -> str:
+    """The page forwards at once, by script (location.replace: the file does not stay in the tab's
+    history) or, with scripts off, by a meta refresh; the link is for a browser that does neither.
+    The UI then keeps the token in the tab's session storage and takes it off the address bar."""
+    attr = html.escape(url, quote=True)
+    script = json.dumps(url).replace("<", "\\u003c")  # no "</script>" can end the script early
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n"
+            "<meta name=\"referrer\" content=\"no-referrer\">\n"
+            f"<meta http-equiv=\"refresh\" content=\"0;url={attr}\">\n"
+            "<title>Diminuendo</title>\n"
+            f"<script>location.replace({script});</script>\n"
+            "</head><body>\n"
+            f"<p>Opening Diminuendo… If nothing happens, <a href=\"{attr}\">open it here</a>.</p>\n"
+            "</body></html>\n")

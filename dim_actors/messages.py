@@ -49,6 +49,7 @@ class GatewayTraits(msgspec.Struct):
     getEvents: Support = "unknown"  # `get_events` answered with an `event_list` we can read
     pong: Support = "unknown"  # `ping` answered with `pong`
     clientTurnIdEcho: Support = "unknown"  # `turn_started.clientTurnId` echoed
+    denseSeqs: Support = "unknown"  # a live seq gap held missing events ("no": it skips seqs, gaps not refetched)
     heartbeatIntervalMs: int | None = None  # from `connected`
     staleAfterMs: int | None = None  # the silence after which the connection is taken as dead
 

@@ -11,7 +11,8 @@ matches no client message is a ``ProtocolError``), the same split the real gatew
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Mapping, Union
+import re
+from typing import Annotated, Any, Iterator, Literal, Mapping, Union
 
 import msgspec
 
@@ -626,14 +627,116 @@ def encode(struct: Any) -> bytes:
     return _encoder.encode(struct)
 
 
-def decode_head(raw: bytes | str) -> EventHead:
-    """The envelope of a server frame, without building the rest of it."""
+# --- depth and code points: what msgspec cannot decode, bounded and repaired before it tries -------
+
+# No event of the protocol nests anywhere near this; msgspec's own limit (Python's recursion limit)
+# raises RecursionError, which is no decoding error at all, somewhere past ~1000.
+MAX_DEPTH = 100
+# What stands for a container nested past the limit once it is cut out (prune_deep): a JSON string
+# no gateway sends (it starts with U+0000), so an event holding it is known to have been cut.
+TOO_DEEP_MARK = b'"\\u0000nested too deep"'
+_STRUCTURAL = re.compile(rb'[\[\]{}"\\]')
+
+
+def _structure(raw: bytes) -> Iterator[tuple[int, int]]:
+    """(position, byte) of each bracket and brace outside JSON strings, positions in `raw`."""
+    in_string, skip = False, -1
+    for m in _STRUCTURAL.finditer(raw):
+        i = m.start()
+        if i < skip:
+            continue  # the character a backslash escapes
+        c = raw[i]
+        if in_string:
+            if c == 0x5C:
+                skip = i + 2
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c != 0x5C:
+            yield i, c
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (0 for a scalar); strings are skipped (cut
+    out first, by the regex engine: a long text full of brackets costs little)."""
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_STRING.sub(b'""', raw)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether `raw` nests deeper than `limit`. A frame too short to hold that many brackets, or
+    holding no more than the limit (counted at memchr speed), cannot: only a frame with many
+    brackets is scanned."""
+    if len(raw) <= 2 * limit or raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    return nesting_depth(raw) > limit
+
+
+def prune_deep(raw: bytes, limit: int) -> tuple[bytes, int]:
+    """`raw` with each container opened below depth `limit` replaced, whole, by TOO_DEEP_MARK; and
+    how many were. A page of events stays readable when one of its events nests too deep."""
+    out: list[bytes] = []
+    depth, start, kept, cut = 0, -1, 0, 0
+    for i, c in _structure(raw):
+        if c in (0x5B, 0x7B):
+            depth += 1
+            if depth == limit + 1:
+                start = i
+        else:
+            if depth == limit + 1 and start >= 0:
+                out += [raw[kept:start], TOO_DEEP_MARK]
+                kept, start, cut = i + 1, -1, cut + 1
+            depth -= 1
+    out.append(raw[kept:])
+    return b"".join(out), cut
+
+
+# A lone UTF-16 surrogate in a \u escape (valid JSON syntax, but no character): msgspec refuses the
+# whole text. Escaped backslashes are matched first, so "\\ud83d" (a backslash, then "ud83d") stays.
+_SURROGATE_ESCAPES = re.compile(
+    rb"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u(d[89a-f][0-9a-f]{2})", re.IGNORECASE)
+
+
+def replace_lone_surrogates(raw: bytes) -> tuple[bytes, int]:
+    """`raw` with each lone surrogate escape replaced by U+FFFD's, and how many were."""
+    count = 0
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        nonlocal count
+        if m.group(3) is None:
+            return m.group(0)  # an escaped backslash, or a proper surrogate pair
+        count += 1
+        return b"\\ufffd"
+
+    fixed = _SURROGATE_ESCAPES.sub(fix, raw)
+    return fixed, count
+
+
+def decode_head(raw: bytes | str, max_depth: int | None = MAX_DEPTH) -> EventHead:
+    """The envelope of a server frame, without building the rest of it. A frame nested deeper than
+    `max_depth` (None: the caller checked) is a ProtocolError TOO_DEEP, never a RecursionError."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if max_depth is not None and too_deep(data, max_depth):
+        raise ProtocolError("TOO_DEEP", f"nested deeper than {max_depth} levels")
     try:
         return _head_decoder.decode(raw)
     except msgspec.ValidationError as e:
         raise ProtocolError("INVALID_MESSAGE", f"not an event: {e}") from None
     except msgspec.DecodeError as e:
         raise ProtocolError("INVALID_JSON", f"not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("TOO_DEEP", "nested too deep to decode") from None
 
 
 def decode_event(raw: bytes | str) -> msgspec.Struct | UnknownEvent:

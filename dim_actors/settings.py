@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import tomllib
 import typing
@@ -35,8 +36,8 @@ class SettingsError(ValueError):
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gateway_url: str | None = None
-    # Where the gateway token comes from when --token is not given: "env" ($DIM_TOKEN), "file"
-    # (the first line of token_file), or "flag" (only --token).
+    # Where the gateway token comes from when neither --token nor --token-file is given: "env"
+    # ($DIM_TOKEN), "file" (the first line of token_file, a file only its owner may read), or "flag".
     token_source: Literal["flag", "env", "file"] = "env"
     token_file: str | None = None
     # How dim-desktop shows its UI at start: the native window where it can, else the browser.
@@ -50,6 +51,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sync_root: str | None = None
     sync_auto_start: bool = False
     sync_extra_ignore: list[str] = []
+    # A local file larger than this is not synced (listed as too large); below this much free space
+    # on the sync folder's disk, sync pauses (None: 64 MiB or 1 % of the disk, whichever is smaller; 0: off).
+    sync_max_file_mb: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 100
+    sync_min_free_mb: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # Restart intensity: at most `max_restarts` restarts of one actor within `restart_period_s`.
     max_restarts: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3
     restart_period_s: PositiveFloat = 5.0
@@ -94,13 +99,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 HELP: dict[str, str] = {
     "gateway_url": "Gateway (ws:// or wss://) used when --gateway is not given; empty: the embedded dev gateway",
     "token_source": "Where the gateway token comes from when --token is not given: env ($DIM_TOKEN), file, or flag (only --token)",
-    "token_file": "File whose first line is the token (token_source = file); relative to DIM_HOME/config",
+    "token_file": "File whose first line is the token (token_source = file), readable only by you (chmod 600); "
+                  "relative to DIM_HOME/config",
     "ui_open": "At start: auto (native window where available, else the browser), window, browser, or none",
     "tray": "Show a tray icon where the desktop has a system tray",
     "native_notifications": "Desktop notifications from the app when no window of it is focused",
     "sync_root": "Folder that session folders are synced under by default (<sync_root>/<session name>); absolute",
     "sync_auto_start": "Start syncing a session never synced before into its folder under sync_root when it is opened",
     "sync_extra_ignore": "Extra ignore patterns for sync (gitignore syntax, like a .gitignore at each folder's root), one per line",
+    "sync_max_file_mb": "Local files larger than this (MiB) are not synced; the Sync panel lists them",
+    "sync_min_free_mb": "Sync pauses when the sync folder's disk has less free space than this (MiB); "
+                        "empty: 64 MiB or 1% of the disk, whichever is smaller; 0: never",
     "max_restarts": "Restarts of one actor allowed within restart_period_s before escalating",
     "restart_period_s": "Window of the restart intensity, in seconds",
     "shutdown_timeout_s": "How long an actor may take to stop, in seconds",
@@ -308,22 +317,39 @@ def settings_command(command: str, args: dict[str, Any], path: Path, running: Se
 # --- the token ---------------------------------------------------------------------------------------
 
 
-def resolve_token(settings: Settings, flag: str | None, env: dict[str, str], config_dir: Path) -> str | None:
-    """--token wins; otherwise what token_source says."""
+def read_token_file(path: Path, what: str) -> str:
+    """The first line of a token file that only its owner may read. `what` names the file's origin
+    in errors: the setting `token_file`, or the flag `--token-file`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise SettingsError(f"{what}: cannot read {path}: {e.strerror}", "token_file") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if os.name == "posix" and mode & 0o077:
+            raise SettingsError(f"{what}: {path} can be read or changed by other users (its mode is {mode:04o}), so "
+                                f"the token in it is not secret; make it yours alone with: chmod 600 {path}",
+                                "token_file")
+        text = f.read(64 * 1024).decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise SettingsError(f"{what}: {path} is empty", "token_file")
+    return token
+
+
+def resolve_token(settings: Settings, flag: str | None, env: dict[str, str], config_dir: Path, *,
+                  token_file: str | None = None) -> str | None:
+    """--token or --token-file (`token_file`) wins; otherwise what token_source says."""
     if flag:
         return flag
+    if token_file:
+        return read_token_file(Path(os.path.expanduser(token_file)).absolute(), "--token-file")
     if settings.token_source == "env":
         return env.get("DIM_TOKEN") or None
     if settings.token_source == "file":
         p = Path(os.path.expanduser(settings.token_file or ""))
         if not p.is_absolute():
             p = config_dir / p
-        try:
-            lines = p.read_text().splitlines()
-        except OSError as e:
-            raise SettingsError(f"token_file: cannot read {p}: {e.strerror}", "token_file") from None
-        token = lines[0].strip() if lines else ""
-        if not token:
-            raise SettingsError(f"token_file: {p} is empty", "token_file")
-        return token
+        return read_token_file(p, "token_file")
     return None

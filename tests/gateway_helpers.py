@@ -32,7 +32,10 @@ class Client:
     # there, and a loaded machine (2 shared cores, a CPU hog) can take seconds to produce it.
     # ``expect_authenticated=False``: a gateway in dev mode that does not push ``authenticated``
     # (the reference profile); the handshake then ends at ``connected``.
-    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 30.0, expect_authenticated: bool = True):
+    # ``token``: sent when the welcome says ``requiresAuth`` (the app's embedded gateway, whose token
+    # is in runtime.json's ``gatewayToken``).
+    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 30.0, expect_authenticated: bool = True,
+                 token: str | None = None):
         self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
         self.timeout = timeout
         self.seen: list[Event] = []
@@ -41,7 +44,10 @@ class Client:
         if handshake:
             self.welcome = self.next()
             self.connected = self.next()
-            if not self.welcome.get("requiresAuth") and expect_authenticated:
+            if self.welcome.get("requiresAuth") and token is not None:
+                self.send("authenticate", token=token)
+                self.authenticated = self.next()
+            elif not self.welcome.get("requiresAuth") and expect_authenticated:
                 self.authenticated = self.next()
 
     # --- sending ---------------------------------------------------------------------------------
@@ -148,6 +154,17 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def authenticated_socket(url: str, token: str, timeout: float = 30.0) -> websocket.WebSocket:
+    """A plain WebSocket to the gateway, past its handshake (authenticated when it asks for a token)."""
+    ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
+    welcome = json.loads(ws.recv())
+    if welcome.get("requiresAuth"):
+        ws.send(json.dumps({"type": "authenticate", "token": token}))
+    while json.loads(ws.recv())["type"] != ("authenticated" if welcome.get("requiresAuth") else "connected"):
+        pass
+    return ws
 
 
 def turn_events(events: list[Event], turn_id: str) -> list[Event]:

@@ -10,6 +10,7 @@ import pytest
 import websocket
 
 from apphelpers import App, InvokeError, wait_until
+from gateway_helpers import authenticated_socket
 
 
 def test_echo_turn_streams_word_by_word_with_increasing_seq(app: App):
@@ -43,7 +44,7 @@ def test_events_reach_the_page_exactly_as_the_gateway_sent_them(app: App):
     sid = app.invoke("create_session", agentType="echo")["session"]["id"]
     app.invoke("join_session", sessionId=sid)
     # A second, plain client joined to the same session sees what the gateway sends.
-    direct = websocket.create_connection(app.runtime["gatewayUrl"], timeout=30)
+    direct = authenticated_socket(app.runtime["gatewayUrl"], app.runtime["gatewayToken"])
     direct.send(json.dumps({"type": "join_session", "sessionId": sid}))
     # Joined (its snapshot is here) before the turn starts, so it sees the whole turn.
     while not ((ev := json.loads(direct.recv()))["type"] == "state_snapshot" and ev.get("sessionId") == sid):
@@ -143,7 +144,8 @@ def test_not_connected_is_reported(app: App):
 
 def test_runtime_file_and_control_socket(app: App):
     rt = app.runtime
-    assert set(rt) == {"pid", "uiUrl", "token", "controlSocket", "gatewayUrl"}
+    assert set(rt) == {"pid", "uiUrl", "token", "controlSocket", "gatewayUrl", "gatewayToken"}
+    assert len(rt["gatewayToken"]) >= 32  # the embedded gateway's per-launch token
     assert rt["pid"] == app.proc.pid
     assert rt["gatewayUrl"].startswith("ws://127.0.0.1:") and rt["gatewayUrl"].endswith("/ws")
     assert rt["token"] in rt["uiUrl"] and rt["uiUrl"].startswith("http://127.0.0.1:")

@@ -3,9 +3,11 @@ notifications in Chromium, the native window (pywebview + Qt) under Xvfb, the tr
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -39,6 +41,14 @@ def recorder(tmp: Path, name: str) -> tuple[Path, Path]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def opened_ui(home: Path, opened: str) -> str:
+    """The browser is started on run/open.html, a page only the user can read that forwards to
+    the UI, so the token is on no command line (test_security.py): the address it forwards to."""
+    page = home / "run" / "open.html"
+    assert opened == page.as_uri()
+    return html.unescape(re.search(r'http-equiv="refresh" content="0;url=([^"]*)"', page.read_text()).group(1))
 
 
 class DesktopApp(App):
@@ -80,12 +90,12 @@ def test_a_second_dim_desktop_opens_the_running_ones_ui_and_exits_0(dim_home: Pa
         assert "already running" in second.stdout and str(app.runtime["pid"]) in second.stdout
         assert "showing its UI in the browser" in second.stdout  # no display here: the browser
         wait_until(lambda: lines(opened), 60, what="the running instance to open the browser")
-        assert lines(opened) == [app.runtime["uiUrl"]]
+        assert [opened_ui(dim_home, ln) for ln in lines(opened)] == [app.runtime["uiUrl"]]
         # dimctl show does the same, and can select a session.
         out = app.dimctl("show", "--session", "abc")
         assert out.returncode == 0, out.stderr
         wait_until(lambda: len(lines(opened)) == 2, 60, what="dimctl show to open the browser")
-        assert lines(opened)[1] == app.runtime["uiUrl"] + "&session=abc"
+        assert opened_ui(dim_home, lines(opened)[1]) == app.runtime["uiUrl"] + "&session=abc"
         # Flags a second instance cannot apply are named, not silently dropped.
         third = second_instance(app.env, "--gateway", "ws://127.0.0.1:9/ws")
         assert third.returncode == 0 and "--gateway" in third.stderr
@@ -100,7 +110,7 @@ def test_without_a_display_dim_desktop_opens_the_browser(dim_home: Path, tmp_pat
     app = DesktopApp(dim_home, env=env)  # no --no-browser: a user's plain `dim-desktop`
     try:
         wait_until(lambda: lines(opened), 60, what="the browser to be opened")
-        assert lines(opened) == [app.runtime["uiUrl"]]
+        assert [opened_ui(dim_home, ln) for ln in lines(opened)] == [app.runtime["uiUrl"]]
         assert "UI opened in the default browser" in app.output()
     finally:
         assert app.stop() == 0
@@ -161,7 +171,7 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
         assert any("Permission requested" in ln and "rm -rf build" in ln for ln in sent), sent
         # The question's notification was "clicked": the app opened its UI on that session.
         wait_until(lambda: lines(opened), 60, what="the click to open the UI")
-        assert lines(opened) == [f"{app.runtime['uiUrl']}&session={sid}"]
+        assert [opened_ui(dim_home, ln) for ln in lines(opened)] == [f"{app.runtime['uiUrl']}&session={sid}"]
         # Only the four event types notify, each once: 3 turn_complete, question, permission, turn_error.
         # The notifier handles events in order, so once a later turn's notification is there, any
         # extra one for the events above would be there too.
@@ -234,7 +244,7 @@ def test_native_notifications_through_gdbus_on_a_real_session_bus(dim_home: Path
         # The service "clicks" this one: ActionInvoked reaches the app, which opens that session.
         app.invoke("run_turn", sessionId=sid, text="/ask CLICK which one? | a | b")
         wait_until(lambda: lines(opened), 60, what="the click to open the UI")
-        assert lines(opened) == [f"{app.runtime['uiUrl']}&session={sid}"]
+        assert [opened_ui(dim_home, ln) for ln in lines(opened)] == [f"{app.runtime['uiUrl']}&session={sid}"]
         assert [n["summary"] for n in shown()] == ["Turn complete", "Question from the agent"]
     finally:
         if app is not None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import websocket
 
 from apphelpers import App, GatewayProcess, InvokeError, wait_until
+from gateway_helpers import authenticated_socket
 
 
-def gateway_events(url: str, sid: str) -> list[dict]:
-    ws = websocket.create_connection(url, timeout=30)
+def gateway_events(url: str, sid: str, token: str = "") -> list[dict]:
+    ws = authenticated_socket(url, token)
     try:
         events, after = [], 0
         while True:
@@ -48,7 +48,8 @@ def test_a_turn_queued_offline_is_sent_once_after_reconnecting(app: App):
                            for t in app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])),
                60, what="the queued turn to run")
     wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
-    started = [e for e in gateway_events(app.runtime["gatewayUrl"], sid) if e["type"] == "turn_started"]
+    started = [e for e in gateway_events(app.runtime["gatewayUrl"], sid, app.runtime["gatewayToken"])
+               if e["type"] == "turn_started"]
     assert len(started) == 1
 
 
@@ -91,7 +92,8 @@ def test_a_queued_command_can_be_cancelled(app: App):
     assert e.value.code == "NOT_FOUND"
     app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
     app.wait_connected()
-    assert not [e for e in gateway_events(app.runtime["gatewayUrl"], sid) if e["type"] == "turn_started"]
+    assert not [e for e in gateway_events(app.runtime["gatewayUrl"], sid, app.runtime["gatewayToken"])
+               if e["type"] == "turn_started"]
 
 
 def test_reads_are_refused_not_queued_while_offline(app: App):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from apphelpers import App, InvokeError, free_port, userns_watch_limit_works, wait_until, watch_limited, write_settings
+from synchelpers import history_of, status, upstream
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
 
@@ -63,22 +64,8 @@ def agent_write(gw: BackgroundGateway, sid: str, path: str, data: bytes) -> None
     gw.call(lambda g: g.sessions[sid].workspace.write(path, data))
 
 
-def status(app: App, sid: str) -> dict:
-    return app.invoke("sync_status", sessionId=sid)
-
-
-def upstream(app: App, sid: str, path: str) -> str | None:
-    try:
-        return app.invoke("read_file", sessionId=sid, path=path)["content"]
-    except InvokeError:
-        return None
-
-
 def iterations(app: App, sid: str, path: str) -> int:
-    try:
-        return len(app.invoke("file_history", sessionId=sid, path=path)["iterations"])
-    except InvokeError:
-        return 0
+    return len(history_of(app, sid, path))
 
 
 def upstream_files(app: App, sid: str) -> dict[str, int]:

@@ -116,7 +116,7 @@ def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(page
     app.invoke("gateway_disconnect")
     indicator = page.get_by_test_id("connection-state")
     expect(indicator).to_have_text("offline", timeout=T)
-    with Client(app.runtime["gatewayUrl"]) as other:
+    with Client(app.runtime["gatewayUrl"], token=app.runtime["gatewayToken"]) as other:
         other.ok("delete_session", sessionId=sid)
     app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
     expect(indicator).to_have_text("connected", timeout=T)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from apphelpers import InvokeError, wait_until, write_settings
+from apphelpers import wait_until, write_settings
+from synchelpers import upstream
 
 # Waits on conditions: they end as soon as the condition holds, so they can afford to be generous
 # for a loaded machine (a browser, the app's processes and the gateway share the CPUs with other jobs).
@@ -175,10 +176,3 @@ def test_a_refused_auto_start_shows_its_error_and_waits_for_the_user(auto_root, 
     sid = page.get_by_test_id("session-item").get_attribute("data-session-id")
     wait_until(lambda: upstream(app, sid, "mine.txt") == "not the workspace's\n", WAIT_S, what="the merge upstream")
     assert page.page_errors == []
-
-
-def upstream(app, sid: str, path: str) -> str | None:
-    try:
-        return app.invoke("read_file", sessionId=sid, path=path)["content"]
-    except InvokeError:
-        return None

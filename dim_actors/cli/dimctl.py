@@ -129,7 +129,17 @@ def gateway_lines(rows: list[dict]) -> list[str]:
         return []
     detail = f" ({conn['detail']})" if conn.get("detail") else ""
     return [f"gateway: {conn['connection']} {conn.get('url') or '(no URL)'}{detail}",
+            *embedded_gateway_lines(conn.get("embeddedGateway")),
             *(f"warning: {w}" for w in conn.get("warnings") or [])]
+
+
+def embedded_gateway_lines(gw: dict | None) -> list[str]:
+    """The embedded dev gateway, when it is not simply running as started."""
+    if not gw or (gw.get("state") == "running" and not gw.get("restarts")):
+        return []
+    exit_code = f", last exit code {gw['lastExitCode']}" if gw.get("lastExitCode") is not None else ""
+    error = f": {gw['lastError']}" if gw.get("lastError") else ""
+    return [f"embedded gateway: {gw.get('state')}, restarted {gw.get('restarts', 0)} times{exit_code}{error}"]
 
 
 def format_line(raw: bytes) -> str:

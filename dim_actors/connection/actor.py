@@ -13,7 +13,9 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgspec
 
 from dim_actors.connection import process as connection_process
 from dim_actors.messages import (
@@ -40,6 +42,9 @@ from dim_actors.messages import (
 from dim_actors.messages import REPLICATION_DOWN, REPLICATION_UP, replication_recipient  # sync
 from dim_actors.supervisor.actor import DimActor
 
+if TYPE_CHECKING:
+    from dim_actors.embedded_gateway import GatewayState
+
 log = logging.getLogger(__name__)
 
 # Messages waiting in the router's and the UI bridge's mailboxes above which the pipe is not read:
@@ -47,6 +52,17 @@ log = logging.getLogger(__name__)
 # bound, instead of into this process's memory. Reading resumes below the low mark.
 DOWNSTREAM_HIGH = 50_000
 DOWNSTREAM_LOW = 10_000
+SQLITE_INT_MAX = (1 << 63) - 1  # the outbox's ids are SQLite integers (signed 64-bit)
+
+
+def outbox_id_problem(value: Any) -> str | None:
+    """Why `value` cannot name an outbox item, or None. An id SQLite cannot hold would raise in the
+    connection process (or fail to encode for the pipe) instead of being answered."""
+    if type(value) is not int:
+        return f"outbox id must be an integer, not {type(value).__name__}"
+    if not 1 <= value <= SQLITE_INT_MAX:
+        return f"outbox id must be between 1 and {SQLITE_INT_MAX}"
+    return None
 
 
 @dataclass
@@ -60,6 +76,12 @@ class ConnectionMemory:
     state_at: float = 0.0  # monotonic time `state` arrived: retryInMs counts down from it
     restarts_reconnects: int = 0
     bad_frames: int = 0
+    # The embedded dev gateway's address and per-launch token: a connect to that address without a
+    # token of its own (the page's "connect" to the default gateway) authenticates with it.
+    embedded_url: str | None = None
+    embedded_token: str | None = None
+    # How the embedded gateway process is doing (restarts, last exit), shown beside the connection.
+    embedded_state: Callable[[], GatewayState] | None = None
 
 
 class ConnectionActor(DimActor):
@@ -99,7 +121,9 @@ class ConnectionActor(DimActor):
                 # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
                 "retryInMs": self._retry_in_ms(), "detail": st.detail, "warnings": list(st.warnings),
                 "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns,
-                "joined": sorted(self.memory.resume)}
+                "joined": sorted(self.memory.resume),
+                **({"embeddedGateway": msgspec.to_builtins(self.memory.embedded_state())}
+                   if self.memory.embedded_state else {})}
 
     def _retry_in_ms(self) -> int | None:
         """How long until the next attempt now, not when the state was reported."""
@@ -111,16 +135,29 @@ class ConnectionActor(DimActor):
     def _down(self, msg: Msg) -> None:
         self.pipe.send_bytes(encode_down(msg))
 
+    def _refuse(self, msg: Msg, reason: str) -> None:
+        """A message that cannot go down the pipe: its command is answered, and this actor goes on."""
+        log.warning("connection: not sending %s: %s", type(msg).__name__, reason)
+        req_id = getattr(msg, "reqId", None)
+        if type(req_id) is int:
+            self.ctx.send("router", CommandFailed(reqId=req_id, code="INVALID_ARGUMENTS", message=reason))
+
     def handle(self, sender: str, body: Msg) -> None:
+        if not isinstance(body, (Connect, Disconnect, SendFrame, Resync, CancelQueued, *REPLICATION_DOWN)):
+            raise TypeError(f"connection: unexpected message {type(body).__name__}")
+        if isinstance(body, CancelQueued) and (problem := outbox_id_problem(body.outboxId)) is not None:
+            self._refuse(body, f"outbox_cancel: {problem}")
+            return
+        if isinstance(body, Connect) and body.token is None and body.url == self.memory.embedded_url:
+            body = msgspec.structs.replace(body, token=self.memory.embedded_token)
+        try:
+            data = encode_down(body)
+        except (OverflowError, UnicodeEncodeError, TypeError, msgspec.EncodeError) as e:
+            self._refuse(body, f"cannot be sent to the connection process: {e}")
+            return
         if isinstance(body, Connect):
             self.memory.url, self.memory.token = body.url, body.token
-            self._down(body)
-        elif isinstance(body, Disconnect):
-            self._down(body)
-        elif isinstance(body, (SendFrame, Resync, CancelQueued, *REPLICATION_DOWN)):
-            self._down(body)
-        else:
-            raise TypeError(f"connection: unexpected message {type(body).__name__}")
+        self.pipe.send_bytes(data)
 
     def _downstream_depth(self) -> int:
         addresses = self.ctx.addresses

@@ -20,6 +20,7 @@ QUEUEABLE = frozenset({"run_turn", "answer_question", "steer", "stop_turn"})
 
 class Outbox:
     def __init__(self, path: Path):
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # Used from the connection process's threads one at a time, always under its lock.
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

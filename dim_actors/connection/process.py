@@ -4,19 +4,26 @@ Nothing in the supervisor process can pause it. Three threads, none waiting on a
 - the socket thread connects, handshakes, reads frames and hands them to the uplink;
 - the uplink thread writes events to the pipe (if the supervisor stops draining, only it waits);
 - the main thread reads commands from the pipe and sends frames;
-plus a keepalive thread that pings, detects a silent gateway and expires unanswered requests.
+plus a keepalive thread that pings, detects a silent gateway and expires unanswered requests,
+and a watchdog thread that ends the process when one of the others is stuck (ThreadWatch).
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
+import os
+import shutil
 import signal
+import sqlite3
+import sys
 import threading
 import time
+import traceback
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import msgspec
 import websocket
@@ -28,6 +35,7 @@ from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.outbox import QUEUEABLE, Outbox
 from dim_actors.connection.uplink import Uplink, remove_stale_spills, spill_file
 from dim_actors.connection.dialect import Dialect
+from dim_actors.connection.sendqueue import Lane, next_lane, rejoin_order
 from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
 from dim_actors.connection import staleness
 from dim_actors.messages import REPLICATION_DOWN
@@ -62,6 +70,92 @@ OUTBOX_IDS = -(1 << 40)
 INTERNAL_IDS = -(1 << 50)
 
 
+class OwnedLock:
+    """A non-reentrant lock that knows which thread holds it. Taking it again on the thread that
+    holds it would hang that thread for good: it raises at once instead, so the mistake is a logged
+    error in one frame, not a dead connection."""
+
+    __slots__ = ("_lock", "owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: int | None = None
+
+    def held_here(self) -> bool:
+        return self.owner == threading.get_ident()
+
+    def __enter__(self) -> "OwnedLock":
+        if self.held_here():
+            raise RuntimeError("the frame lock is already held by this thread")
+        self._lock.acquire()
+        self.owner = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.owner = None
+        self._lock.release()
+
+
+# A thread of this process busy with one piece of work (a frame, a command, a keepalive round) for
+# longer than this is stuck: deadlocked, or waiting on something that will not come. Sending one
+# frame may take longer on a slow link (a large write_file): the sender gets more.
+HUNG_AFTER_S = 30.0
+HUNG_AFTER_SEND_S = 120.0
+# The exit code of a connection process that ended itself because a thread was stuck. Any exit
+# makes the supervisor restart the connection (actor.py); this one says why in `dimctl logs`.
+EXIT_HUNG = 70
+
+
+def stuck_loops(busy: dict[str, float], bounds: dict[str, float], now: float,
+                default_bound: float = HUNG_AFTER_S) -> list[tuple[str, float]]:
+    """The loops busy with one piece of work for longer than their bound, and for how long."""
+    return [(name, now - since) for name, since in busy.items()
+            if now - since > bounds.get(name, default_bound)]
+
+
+class ThreadWatch:
+    """Each loop of the process marks the piece of work it is doing; an idle loop (waiting for a
+    frame, a command, its next round) is not busy, however long it waits. The watchdog thread ends
+    the process when one is busy past its bound, so the supervisor starts a fresh one: a hung
+    thread that holds a lock (or leaves its work waiting) can then hold up nothing."""
+
+    def __init__(self, bound_s: float = HUNG_AFTER_S, bounds: dict[str, float] | None = None):
+        self.bound_s = bound_s
+        self.bounds = dict(bounds or {})
+        self.busy: dict[str, float] = {}  # loop name -> time.monotonic() its current piece of work began
+        self.threads: dict[str, int] = {}  # loop name -> thread ident, for the stack in the log
+
+    @contextmanager
+    def working(self, name: str) -> Iterator[None]:
+        self.threads[name] = threading.get_ident()
+        self.busy[name] = time.monotonic()
+        try:
+            yield
+        finally:
+            self.busy.pop(name, None)
+
+    def stuck(self, now: float) -> list[tuple[str, float]]:
+        return stuck_loops(dict(self.busy), self.bounds, now, self.bound_s)
+
+    def run(self, exit_: Callable[[int], None] = os._exit) -> None:
+        while True:
+            time.sleep(min(1.0, self.bound_s / 4))
+            stuck = self.stuck(time.monotonic())
+            if not stuck:
+                continue
+            frames = sys._current_frames()
+            for name, secs in stuck:
+                frame = frames.get(self.threads.get(name, -1))
+                stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+                log.critical("the %s thread of the connection process has been stuck for %.0f s: ending the "
+                             "process (exit code %d) so the supervisor starts a new one. Its stack:\n%s",
+                             name, secs, EXIT_HUNG, stack)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            exit_(EXIT_HUNG)
+            return
+
+
 class SendSlot:
     """One frame's place in the gateway's rate window. The gateway counts a frame when it reads it,
     which a loaded gateway (or a slow network) may do well after we sent it: a window counted from
@@ -69,19 +163,25 @@ class SendSlot:
     request's answer proves it was counted by then, so a request's place runs from its answer, and
     an unanswered one holds its place until its answer, its expiry or the end of its connection."""
 
-    __slots__ = ("at", "awaiting")
+    __slots__ = ("at", "awaiting", "lane", "order")
 
     def __init__(self, awaiting: bool = False):
         self.at = 0.0  # time.monotonic() of its send, then of its answer
         self.awaiting = awaiting
+        self.lane: Lane = "user"
+        # Its place in the order frames went out (1, 2, ...), 0 while it waits in the queue: the
+        # gateway answers in the order it reads, which the lanes make differ from the order queued.
+        self.order = 0
 
 
 class Sender:
-    """All frames to the gateway leave through here, in order, paced to the gateway's rate limit.
+    """All frames to the gateway leave through here, paced to the gateway's rate limit.
 
     The gateway allows `limit` messages per `window_s` per connection and answers more with
-    RATE_LIMITED; a client that paces itself never loses a command to that. Callers only enqueue,
-    so the socket thread is never held up by pacing."""
+    RATE_LIMITED; a client that paces itself never loses a command to that. Two lanes, each in
+    order (sendqueue.py): the user's frames go before the client's own bookkeeping, which may hold
+    at most two thirds of the window. Callers only enqueue, so the socket thread is never held up
+    by pacing."""
 
     # Frames that get no answer (pings, joins) count from their send, plus this for the gateway's
     # reading; requests count from their answer (SendSlot).
@@ -89,16 +189,59 @@ class Sender:
     # Past this an unanswered request no longer holds its place, whatever happened to its Pending.
     AWAIT_CAP_S = 120.0
 
-    def __init__(self, limit: int, window_s: float):
+    def __init__(self, limit: int, window_s: float, watch: ThreadWatch | None = None):
         self.limit, self.window_s = limit, window_s
-        self.queue: collections.deque[tuple[object, bytes, SendSlot]] = collections.deque()
+        self.watch = watch or ThreadWatch()
+        # (ws, frame, slot, sessionId) per lane
+        self.queues: dict[Lane, collections.deque[tuple[object, bytes, SendSlot, str | None]]] = {
+            "user": collections.deque(), "background": collections.deque()}
         self.cond = threading.Condition()
         self.slots: list[SendSlot] = []
+        self.sent = 0
+        self.holding = False
 
-    def send(self, ws: websocket.WebSocket, frame: bytes, slot: SendSlot | None = None) -> None:
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Nothing goes out until the block ends: what it queues is then sent by the lanes' rules,
+        not in whatever order another thread's frames happened to arrive meanwhile."""
         with self.cond:
-            self.queue.append((ws, frame, slot or SendSlot()))
+            self.holding = True
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.holding = False
+                self.cond.notify()
+
+    def send(self, ws: websocket.WebSocket, frame: bytes, slot: SendSlot | None = None, lane: Lane = "user",
+             session: str | None = None) -> None:
+        slot = slot or SendSlot()
+        slot.lane = lane
+        with self.cond:
+            self.queues[lane].append((ws, frame, slot, session))
             self.cond.notify()
+
+    def pull_forward(self, session: str) -> None:
+        """The user's command for `session` is about to be queued: the session's waiting background
+        frames (its rejoin, its catch-up page) go first, in their order, so the command never
+        reaches the gateway before the session is joined again."""
+        with self.cond:
+            bg = self.queues["background"]
+            moved = [e for e in bg if e[3] == session]
+            if not moved:
+                return
+            self.queues["background"] = collections.deque(e for e in bg if e[3] != session)
+            for e in moved:
+                e[2].lane = "user"
+            self.queues["user"].extend(moved)
+            self.cond.notify()
+
+    def drop(self, ws: object) -> None:
+        """A connection ended: what still waits for it is not sent (the reconnect resends what matters)."""
+        with self.cond:
+            for lane, q in self.queues.items():
+                if any(e[0] is ws for e in q):
+                    self.queues[lane] = collections.deque(e for e in q if e[0] is not ws)
 
     def settle(self, slot: SendSlot) -> None:
         """The request of `slot` was answered, expired or lost with its connection: it counts from now."""
@@ -108,27 +251,41 @@ class Sender:
                 slot.at = max(slot.at, time.monotonic())
                 self.cond.notify()
 
-    def _wait_for_room(self) -> None:
-        """Under self.cond: until one more frame fits in the window."""
-        while self.limit:
+    def _next(self) -> tuple[object, bytes, SendSlot]:
+        """Under self.cond: wait until a frame may go, and take it."""
+        while True:
             now = time.monotonic()
-            self.slots = [s for s in self.slots
-                          if (s.awaiting and now - s.at <= self.AWAIT_CAP_S) or now - s.at <= self.window_s]
-            if len(self.slots) < self.limit:
-                return
+            if self.limit:
+                self.slots = [s for s in self.slots
+                              if (s.awaiting and now - s.at <= self.AWAIT_CAP_S) or now - s.at <= self.window_s]
+            background = sum(1 for s in self.slots if s.lane == "background")
+            lane = next_lane(bool(self.queues["user"]), bool(self.queues["background"]), len(self.slots),
+                             background, self.limit)
+            if self.holding:
+                self.cond.wait()
+                continue
+            if lane is not None:
+                ws, frame, slot, _ = self.queues[lane].popleft()
+                return ws, frame, slot
+            if not self.queues["user"] and not self.queues["background"]:
+                self.cond.wait()
+                continue
+            # Full (or background's share is): wait for the first place that frees, or a user frame.
             ends = [s.at + (self.AWAIT_CAP_S if s.awaiting else self.window_s + self.MARGIN_S) for s in self.slots]
-            self.cond.wait(max(0.0, min(ends) - now))
+            self.cond.wait(max(0.0, min(ends) - now) if ends else None)
 
     def run(self) -> None:
         while True:
             with self.cond:
-                self.cond.wait_for(lambda: self.queue)
-                ws, frame, slot = self.queue.popleft()
-                self._wait_for_room()
+                ws, frame, slot = self._next()
+                self.sent += 1
+                slot.order = self.sent
                 slot.at = time.monotonic()
-                self.slots.append(slot)
+                if self.limit:
+                    self.slots.append(slot)
             try:
-                ws.send(frame)  # type: ignore[attr-defined]
+                with self.watch.working("sender"):
+                    ws.send(frame)  # type: ignore[attr-defined]
             except (OSError, websocket.WebSocketException):
                 pass  # that connection is gone; the reconnect resends what matters
             with self.cond:
@@ -217,44 +374,144 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-_pending_order = itertools.count()
+# What each joined session remembers of its recent events, to tell a conflicting duplicate: the
+# last RECENT_SEQS seqs, their bytes while they fit in RECENT_BYTES, a hash of their bytes past that.
+RECENT_SEQS = 256
+RECENT_BYTES = 64 << 10
+# Gap refetches that found nothing between before a gateway is taken to skip seqs on purpose.
+EMPTY_GAP_REFETCHES_MAX = 3
+
+
+def seq_gap(last: int, seq: int, dense: str) -> tuple[int, int] | None:
+    """A live event's seq after `last` delivered: the missing range (after, before) to fetch, or
+    None when nothing is missing, it is a duplicate, or the gateway is known to skip seqs."""
+    if seq <= last + 1 or dense == "no":
+        return None
+    return last, seq
+
+
+def same_content(a: bytes, b: bytes) -> bool:
+    """Whether two events say the same, whatever their key order or spacing: a live frame and the
+    stored copy in a catch-up page may be written differently."""
+    if a == b:
+        return True
+    try:
+        return msgspec.json.decode(a) == msgspec.json.decode(b)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+
+
+class RecentSeqs:
+    """The recent events of one session, to tell a seq that comes again with other content. Cheap
+    on the hot path (a dict entry per event); a hash is taken only of bytes that no longer fit, and
+    the JSON comparison runs only for a duplicate whose bytes differ."""
+
+    __slots__ = ("keep", "budget", "entries", "kept_bytes")
+
+    def __init__(self, keep: int = RECENT_SEQS, budget: int = RECENT_BYTES):
+        self.keep, self.budget = keep, budget
+        # seq -> the event's bytes, or the hash of them once they no longer fit; oldest first
+        self.entries: collections.OrderedDict[int, bytes | int] = collections.OrderedDict()
+        self.kept_bytes = 0
+
+    def add(self, seq: int, data: bytes) -> None:
+        entries = self.entries
+        old = entries.pop(seq, None)
+        if isinstance(old, bytes):
+            self.kept_bytes -= len(old)
+        entries[seq] = data
+        self.kept_bytes += len(data)
+        if len(entries) > self.keep:
+            gone = entries.popitem(last=False)[1]
+            if isinstance(gone, bytes):
+                self.kept_bytes -= len(gone)
+        if self.kept_bytes > self.budget:
+            # Only with large events: the oldest keep just a hash until the rest fits.
+            for s, kept in entries.items():
+                if self.kept_bytes <= self.budget:
+                    break
+                if isinstance(kept, bytes):
+                    entries[s] = hash(kept)
+                    self.kept_bytes -= len(kept)
+
+    def conflicts(self, seq: int, data: bytes) -> bool:
+        """Whether `data` says something else than the first event of this seq (False when that
+        one is no longer remembered)."""
+        first = self.entries.get(seq)
+        if first is None:
+            return False
+        if isinstance(first, bytes):
+            return not same_content(first, data)
+        return first != hash(data)
+
+
+# Below this much free space an outbox error is put down to a full disk: SQLite reports some of
+# those as I/O errors (creating the WAL index of a database it opens, say).
+FULL_BELOW_BYTES = 1 << 20
+
+
+def outbox_full(e: sqlite3.Error, path: Any = None) -> bool:
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e):
+        return True
+    if path is None:
+        return False
+    try:
+        return shutil.disk_usage(Path(path).parent).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def outbox_failure_message(e: sqlite3.Error, path: Any) -> str:
+    if outbox_full(e, path):
+        return (f"not connected, and the outbox could not store this message: disk full in {path}; "
+                f"free space and send again")
+    return f"not connected, and the outbox could not store this message ({e}, in {path}); send again later"
 
 
 class Pending:
     """A request awaiting its answer. The session (and client turn id) keep another client's
     broadcast of the same event type from being taken for our answer."""
 
-    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot", "frame", "form",
-                 "order")
+    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot", "frame", "form")
 
     def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}",
                  form: int = 0):
         self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
         self.slot = SendSlot(awaiting=True)  # its place in the rate window, held until it is answered
         self.frame, self.form = frame, form  # as sent, and its form (dialect.py)
-        self.order = next(_pending_order)  # registered in send order
         t = _target.decode(frame)  # our own frame, built by build_client_message
         self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
+
+    @property
+    def order(self) -> float:
+        """Its place in the order requests went out; infinite while it waits in the send queue."""
+        return self.slot.order or float("inf")
 
 
 class CatchUp:
     """A session being caught up after a (re)join: live events of it wait here until it ends."""
 
-    __slots__ = ("after", "began", "page_due", "held")
+    __slots__ = ("after", "began", "page_due", "page_slot", "held", "gap")
 
     def __init__(self) -> None:
+        self.gap: tuple[int, int] | None = None  # a live seq gap it fills: (last delivered, first seq after)
         self.after = 0  # the seq its page in flight asked after
         self.began = time.monotonic()
         self.page_due: float | None = None  # when that page is overdue; None: no page in flight
+        # That page's place in the send queue: its wait starts when it goes, not while the rate
+        # limit holds it behind other sessions' rejoins.
+        self.page_slot: SendSlot | None = None
         self.held: list[tuple[bytes, protocol.EventHead, int | None]] = []
 
 
 class GatewayConnection:
     def __init__(self, uplink: Uplink, ping_interval_s: float, stale_after_s: float, request_timeout_s: float,
                  resume: dict[str, int] | None = None, outbox: Outbox | None = None,
-                 rate_limit: int = 60, rate_window_s: float = 10.0):
+                 rate_limit: int = 60, rate_window_s: float = 10.0, watch: ThreadWatch | None = None,
+                 outbox_path: Path | None = None):
         self.uplink = uplink
-        self.sender = Sender(rate_limit, rate_window_s)
+        self.watch = watch or ThreadWatch(bounds={"sender": HUNG_AFTER_SEND_S})
+        self.sender = Sender(rate_limit, rate_window_s, self.watch)
         # Our own requests in flight (rejoin, catch-up, history) -> (sessionId, kind)
         self.internal: dict[int, tuple[str, str]] = {}
         # Sessions whose catch-up gave up after this seq: the first event past it shows the gap's end.
@@ -265,6 +522,8 @@ class GatewayConnection:
         self.warnings: list[str] = []
         self.internal_ids = INTERNAL_IDS
         self.outbox = outbox
+        # Where the outbox is, when it could not be opened yet (a full disk): opened when needed.
+        self.outbox_path = outbox_path if outbox is None else None
         # The outbox sends one item at a time, in order. A session whose turn is running (one we
         # started from the outbox, or another client's) holds back the next run_turn for it.
         self.outbox_inflight: int | None = None
@@ -286,10 +545,25 @@ class GatewayConnection:
         # restart of this process) they are re-joined and caught up, and older seqs are dropped.
         self.joined: dict[str, int] = dict(resume or {})
         self.catching_up: dict[str, CatchUp] = {}
+        # When the user last sent a command for each session (rejoins go most recent first), and the
+        # sessions used since this connection came up: their joins and catch-up pages go in the
+        # user's lane of the sender (sendqueue.py), not behind the other sessions' rejoins.
+        self.last_used: dict[str, float] = {}
+        self.user_sessions: set[str] = set()
         # Sessions to replay from their first event (a restarted router rebuilds its stores).
         self.replay_all: set[str] = set()
-        self.frame_lock = threading.Lock()
+        # Held while one frame is handled (socket thread), and by whatever must not interleave with
+        # that (a join and its catch-up, a resync, a catch-up's deadline). Not reentrant: work a
+        # frame leads to that takes it itself (sending the next outbox item may join its session)
+        # is not done under it but queued in `after_frame` and run once the frame is handled.
+        self.frame_lock = OwnedLock()
+        self.after_frame: list[Callable[[], None]] = []
         self._handed_over = False  # whether the frame being handled has gone on (or is held back)
+        # Recent events of each joined session: a seq that comes again with other content is
+        # reported instead of silently dropped.
+        self.recent: dict[str, RecentSeqs] = {}
+        self.replaced_chars = 0  # lone surrogates replaced with U+FFFD
+        self.empty_gap_refetches = 0  # gap refetches that found nothing missing (a gateway skipping seqs)
         self.reconnects = 0
         self.backoff = Backoff()
         self.last_frame = time.monotonic()
@@ -329,6 +603,7 @@ class GatewayConnection:
             # What was learned of the last gateway holds for it only.
             self.dialect.reset()
             self.traits, self.warnings = GatewayTraits(), []
+            self.empty_gap_refetches = 0
             self.backoff.reset()  # asked for now: the first retry of this connection waits ~0.5 s at most
             self.wanted.set()
             self._close_socket()
@@ -361,7 +636,7 @@ class GatewayConnection:
             ws = self.ws
             if ws is not None and self.connected.is_set():
                 try:
-                    self.sender.send(ws, protocol.build_client_message("list_sessions", {}))
+                    self.sender.send(ws, protocol.build_client_message("list_sessions", {}), lane="background")
                     self._resume_sessions(ws)
                 except (OSError, websocket.WebSocketException):
                     pass  # the reconnect that follows resumes (and replays) instead
@@ -374,18 +649,60 @@ class GatewayConnection:
                 items = self.outbox.items()
             self.uplink.put_control(OutboxChanged(items=items, reqId=req_id))
 
-    def _queue(self, msg: SendFrame) -> None:
-        assert self.outbox is not None
+    def _open_outbox(self) -> sqlite3.Error | None:
+        """Open the outbox if it could not be opened before; the error when it still cannot."""
+        path = self.outbox_path
+        if self.outbox is not None or path is None:
+            return None
+        try:
+            outbox = Outbox(path)
+        except sqlite3.Error as e:
+            return e
         with self.lock:
-            outbox_id = self.outbox.add(msg.type, msg.frame)
+            first = self.outbox is None  # the main and the socket thread may both have tried
+            if first:
+                self.outbox, self.outbox_path = outbox, None
+        if not first:
+            outbox.close()
+            return None
+        log.info("the outbox %s is open", outbox.path)
+        self.outbox_changed()
+        return None
+
+    def _queue(self, msg: SendFrame) -> None:
+        path = self.outbox.path if self.outbox is not None else self.outbox_path
+        try:
+            error = self._open_outbox()
+            if error is not None:
+                raise error
+            assert self.outbox is not None
+            with self.lock:
+                outbox_id = self.outbox.add(msg.type, msg.frame)
+        except sqlite3.Error as e:
+            # The command is refused, not lost: the page keeps what the user typed on an error answer.
+            full = outbox_full(e, path)
+            log.error("could not queue a %s in the outbox %s: %s", msg.type, path, e)
+            self.uplink.put_control(CommandFailed(reqId=msg.reqId, code="DISK_FULL" if full else "OUTBOX_ERROR",
+                                                  message=outbox_failure_message(e, path)))
+            return
         # The stores learn of the queue before the caller hears "queued", so a get_state right after shows it.
         self.outbox_changed()
         self.uplink.put_control(Queued(reqId=msg.reqId, outboxId=outbox_id))
 
+    def _outbox_remove(self, item_id: int) -> bool:
+        """Under self.lock. A delete can fail on a full disk too (the WAL grows): the item then
+        stays, shown, and goes again after a reconnect (a run_turn's clientTurnId prevents a rerun)."""
+        assert self.outbox is not None
+        try:
+            return self.outbox.remove(item_id)
+        except sqlite3.Error as e:
+            log.error("could not remove outbox item %d: %s", item_id, e)
+            return False
+
     def _cancel_queued(self, msg: CancelQueued) -> None:
         with self.lock:
             removed = (self.outbox is not None and msg.outboxId != self.outbox_inflight
-                       and self.outbox.remove(msg.outboxId))
+                       and self._outbox_remove(msg.outboxId))
         if removed:
             self.outbox_changed(msg.reqId)
         else:
@@ -401,13 +718,25 @@ class GatewayConnection:
             with self.lock:
                 self.joined[sid] = 0
             self.catching_up[sid] = CatchUp()
-            self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}), slot)
+            self._used(sid)
+            self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}), slot,
+                             session=sid)
             self._catch_up(ws, sid, 0)
 
     def _flush_outbox(self) -> None:
-        """Send the next outbox item if nothing is in flight; it leaves the outbox once answered."""
+        """Send the next outbox item if nothing is in flight; it leaves the outbox once answered.
+
+        It may join the item's session, which takes the frame lock: asked for while this thread
+        handles a frame (an answer to the last item, the end of a turn), it runs after that frame."""
+        if self.frame_lock.held_here():
+            if self._flush_outbox not in self.after_frame:
+                self.after_frame.append(self._flush_outbox)
+            return
         ws = self.ws
-        if self.outbox is None or ws is None or not self.connected.is_set():
+        if ws is None or not self.connected.is_set():
+            return
+        self._open_outbox()  # items queued before a full disk kept it from opening go now
+        if self.outbox is None:
             return
         with self.lock:
             if self.outbox_inflight is not None:
@@ -421,13 +750,17 @@ class GatewayConnection:
             if type_ == "run_turn" and p.session_id in self.turn_gate:
                 return  # wait for that session's turn to end; order is kept, nothing jumps the queue
             self.outbox_inflight = item_id
-            self.outbox.mark_sent(item_id)
+            try:
+                self.outbox.mark_sent(item_id)  # only shown in the outbox list: the item goes all the same
+            except sqlite3.Error as e:
+                log.warning("could not mark outbox item %d as sent: %s", item_id, e)
             # Negative request ids mark the outbox's own requests: nobody waits on them upstream.
             self.pending.append(p)
         try:
             if p.session_id is not None and p.session_id not in self.joined:
                 self._join(ws, p.session_id)  # so the queued command's outcome reaches the stores
-            self.sender.send(ws, frame, p.slot)
+            self._used(p.session_id)
+            self.sender.send(ws, frame, p.slot, session=p.session_id)
         except (OSError, websocket.WebSocketException):
             return  # the reconnect sends it again (a run_turn carries its clientTurnId: no double run)
         self.outbox_changed()
@@ -447,7 +780,7 @@ class GatewayConnection:
             if code == "TurnInProgress" and sid:
                 self.turn_gate[sid] = "*"  # another turn runs there: try again when it ends
             else:
-                self.outbox.remove(item_id)
+                self._outbox_remove(item_id)
                 if head.type == "turn_started" and sid and head.turnId:
                     self.turn_gate[sid] = head.turnId
                 if head.type == "error":
@@ -464,10 +797,11 @@ class GatewayConnection:
 
     def _send_request(self, msg: SendFrame) -> None:
         ws = self.ws
-        queue_it = self.outbox is not None and msg.type in QUEUEABLE
+        queue_it = (self.outbox is not None or self.outbox_path is not None) and msg.type in QUEUEABLE
         if queue_it:
+            self._open_outbox()
             with self.lock:
-                waiting = bool(self.outbox.pending())  # type: ignore[union-attr]
+                waiting = self.outbox is not None and bool(self.outbox.pending())
         if queue_it and (ws is None or not self.connected.is_set() or waiting):
             # Offline, or earlier commands still wait: join the queue so order is kept.
             self._queue(msg)
@@ -483,15 +817,21 @@ class GatewayConnection:
         if msg.type == "leave_session":
             with self.lock:
                 self.joined.pop(sid, None)
+            self.recent.pop(sid, None)
         form, frame = self.dialect.first(msg.type, msg.frame)
         pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), frame, form)
         with self.lock:
             self.pending.append(pending)
+        # The router's own requests (reqId < 0: its list_sessions on connecting) are bookkeeping;
+        # everything else is the user's.
+        lane: Lane = "background" if msg.reqId < 0 else "user"
         try:
             if first_join:
                 self._join(ws, sid, frame, pending.slot)
             else:
-                self.sender.send(ws, frame, pending.slot)
+                if lane == "user":
+                    self._used(pending.session_id)
+                self.sender.send(ws, frame, pending.slot, lane, pending.session_id)
         except (OSError, websocket.WebSocketException) as e:
             self.sender.settle(pending.slot)
             with self.lock:
@@ -557,8 +897,12 @@ class GatewayConnection:
         self.connected.set()
         self.backoff.connected(time.monotonic())  # up for a minute: the next failure starts afresh
         self.set_state("connected")
-        self._resume_sessions(ws)
-        self._flush_outbox()
+        # Held while the rejoins and the outbox are queued: the outbox's commands (the user's) then
+        # go before the rejoins, and before the list_sessions the app sends as soon as it hears
+        # "connected", whichever thread queued first.
+        with self.watch.working("socket"), self.sender.hold():
+            self._resume_sessions(ws)
+            self._flush_outbox()
         while True:
             try:
                 # Control frames too: a pong to our ping is a sign of life like any frame.
@@ -569,7 +913,8 @@ class GatewayConnection:
                 continue
             self.last_frame = time.monotonic()
             if opcode == websocket.ABNF.OPCODE_TEXT:
-                self._on_frame(data)
+                with self.watch.working("socket"):
+                    self._on_frame(data)
             elif opcode == websocket.ABNF.OPCODE_CLOSE:
                 return
             elif opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
@@ -685,7 +1030,8 @@ class GatewayConnection:
     def _resume_sessions(self, ws: websocket.WebSocket) -> None:
         with self.lock:
             sessions = dict(self.joined)
-        for sid, last in sessions.items():
+        for sid in rejoin_order(sessions, self.last_used):
+            last = sessions[sid]
             self.catching_up[sid] = CatchUp()
             # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not taken for
             # the answer to some later request.
@@ -693,14 +1039,24 @@ class GatewayConnection:
             self._catch_up(ws, sid, 0 if sid in self.replay_all else last)
 
     def _internal_request(self, ws: websocket.WebSocket, sid: str, kind: str, type_: str,
-                          args: dict[str, Any]) -> None:
+                          args: dict[str, Any]) -> SendSlot:
         frame = protocol.build_client_message(type_, args)
         with self.lock:
             self.internal_ids -= 1
             self.internal[self.internal_ids] = (sid, kind)
             pending = Pending(self.internal_ids, type_, protocol.RESPONSES[type_], time.monotonic(), frame)
             self.pending.append(pending)
-        self.sender.send(ws, frame, pending.slot)
+        self.sender.send(ws, frame, pending.slot, "user" if sid in self.user_sessions else "background", sid)
+        return pending.slot
+
+    def _used(self, sid: str | None) -> None:
+        """The user sent a command for `sid`: the session's own rejoin, if it still waits, goes
+        before the command, and its catch-up no longer waits behind the other sessions'."""
+        if sid is None:
+            return
+        self.last_used[sid] = time.monotonic()
+        self.user_sessions.add(sid)
+        self.sender.pull_forward(sid)
 
     def _catch_up(self, ws: websocket.WebSocket, sid: str, after: int) -> None:
         """Ask for a session's events after `after`; registered so its answer (or error) is ours.
@@ -712,7 +1068,8 @@ class GatewayConnection:
             return
         c.page_due = time.monotonic() + CATCHUP_PAGE_WAIT_S
         # Big pages: a long session is caught up in few requests, well inside the rate limit.
-        self._internal_request(ws, sid, "catchup", "get_events", {"sessionId": sid, "afterSeq": after, "limit": 5000})
+        c.page_slot = self._internal_request(ws, sid, "catchup", "get_events",
+                                             {"sessionId": sid, "afterSeq": after, "limit": 5000})
 
     def _internal_answered(self, req_id: int, head: protocol.EventHead, data: bytes) -> bool:
         """An answer to one of our own requests; True when it goes no further (an error: ours alone)."""
@@ -758,6 +1115,9 @@ class GatewayConnection:
         for sid, c in list(self.catching_up.items()):
             if c.page_due is None or now < c.page_due:
                 continue
+            slot = c.page_slot
+            if slot is not None and (not slot.order or now < slot.at + CATCHUP_PAGE_WAIT_S):
+                continue  # not sent yet, or sent less than the wait ago: not overdue
             with self.frame_lock:
                 if self.catching_up.get(sid) is c and c.page_due is not None and now >= c.page_due:
                     self._abandon_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
@@ -820,6 +1180,7 @@ class GatewayConnection:
         """Under the frame lock. Leaves the catch-up and the joined set at once: nothing retries it."""
         with self.lock:
             self.joined.pop(sid, None)
+        self.recent.pop(sid, None)
         self.gap_after.pop(sid, None)
         self.replay_all.discard(sid)
         c = self.catching_up.pop(sid, None)
@@ -833,6 +1194,7 @@ class GatewayConnection:
         self._close_socket()
         self.catching_up.clear()
         self.abandoned.clear()
+        self.user_sessions.clear()
         with self.lock:
             failed, self.pending = self.pending, []
             self.internal.clear()
@@ -847,6 +1209,8 @@ class GatewayConnection:
 
     def _close_socket(self) -> None:
         ws, self.ws = self.ws, None
+        if ws is not None:
+            self.sender.drop(ws)
         hard_close(ws)
 
     # --- frames ---------------------------------------------------------------------------------------
@@ -860,20 +1224,73 @@ class GatewayConnection:
     def _on_frame(self, data: bytes) -> None:
         with self.frame_lock:
             try:
-                head = protocol.decode_head(data)
-            except protocol.ProtocolError as e:
+                self._on_frame_guarded(data)
+            except Exception as e:
+                # The last guard: one frame can never end the socket thread (a reconnect would fetch
+                # the same frame again, and again).
+                log.exception("could not handle a frame from the gateway")
+                self._bad_frame(f"a frame could not be handled ({type(e).__name__}: {e})", data)
+            after, self.after_frame = self.after_frame, []
+        # Work the frame led to that takes the frame lock itself (see __init__).
+        for work in after:
+            try:
+                work()
+            except Exception:
+                log.exception("work after a gateway frame failed")
+
+    def _on_frame_guarded(self, data: bytes) -> None:
+        data = self._within_depth(data)
+        if data is None:
+            return
+        try:
+            head = protocol.decode_head(data, max_depth=None)  # _within_depth checked it
+        except protocol.ProtocolError as e:
+            fixed = self._without_lone_surrogates(data) if e.code == "INVALID_JSON" else None
+            if fixed is None:
                 self._bad_frame(e.message, data)
                 return
-            self._handed_over = False
+            data, head = fixed
+        self._handed_over = False
+        try:
+            self._on_frame_locked(data, head)
+        except Exception as e:
+            # Whatever one frame holds, it must not end the socket thread: the frame is reported,
+            # and, a well-formed event, still delivered (the router keeps odd fields).
+            log.exception("could not handle a %s frame from the gateway", head.type)
+            self._bad_frame(f"a {head.type} frame could not be handled ({type(e).__name__}: {e})", data)
+            if not self._handed_over:
+                self._deliver(data, head, None)
+
+    def _within_depth(self, data: bytes) -> bytes | None:
+        """A frame nested deeper than protocol.MAX_DEPTH is a bad frame (None), unless it is a page
+        of events: its too-deep parts are cut out so its other events still arrive (each cut event
+        is skipped and reported, _deliver_catchup). The common frame costs a count of its brackets."""
+        if protocol.too_deep(data):
+            page, _ = protocol.prune_deep(data, protocol.MAX_DEPTH + 2)  # an event_list's events sit 2 deep
             try:
-                self._on_frame_locked(data, head)
-            except Exception as e:
-                # Whatever one frame holds, it must not end the socket thread: the frame is reported,
-                # and, a well-formed event, still delivered (the router keeps odd fields).
-                log.exception("could not handle a %s frame from the gateway", head.type)
-                self._bad_frame(f"a {head.type} frame could not be handled ({type(e).__name__}: {e})", data)
-                if not self._handed_over:
-                    self._deliver(data, head, None)
+                head = protocol.decode_head(page, max_depth=protocol.MAX_DEPTH + 2)
+            except protocol.ProtocolError:
+                head = None
+            if head is None or head.type != "event_list":
+                self._bad_frame(f"nested deeper than {protocol.MAX_DEPTH} levels", data)
+                return None
+            data = page
+        return data
+
+    def _without_lone_surrogates(self, data: bytes) -> tuple[bytes, protocol.EventHead] | None:
+        """A frame msgspec refused as JSON: if lone surrogate escapes (no character, though valid
+        JSON syntax) are why, they become U+FFFD, counted and reported, and the rest is kept."""
+        fixed, n = protocol.replace_lone_surrogates(data)
+        if not n:
+            return None
+        try:
+            head = protocol.decode_head(fixed, max_depth=None)  # _within_depth checked it
+        except protocol.ProtocolError:
+            return None
+        self.replaced_chars += n
+        self._bad_frame(f"{n} lone surrogate escape(s) replaced with U+FFFD, the rest of the text kept "
+                        f"({self.replaced_chars} so far)", data)
+        return fixed, head
 
     def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
         answered = self._correlate(head, data)
@@ -927,7 +1344,23 @@ class GatewayConnection:
             self.catching_up[sid].held.append((data, head, reply_to))
             self._handed_over = True
             return
+        if (sid is not None and head.seq is not None and reply_to is None and self.ws is not None
+                and sid in self.joined and self.joined[sid] > 0
+                and seq_gap(self.joined[sid], head.seq, self.traits.denseSeqs) is not None):
+            self._refetch_gap(self.ws, sid, data, head)
+            return
         self._deliver(data, head, reply_to)
+
+    def _refetch_gap(self, ws: websocket.WebSocket, sid: str, data: bytes, head: protocol.EventHead) -> None:
+        """Under the frame lock. A live event past the next seq: the ones between are fetched first
+        (the catch-up, with its fallbacks), this one waits behind them like any held live event."""
+        last = self.joined[sid]
+        log.warning("session %s: seq %s follows seq %d: fetching the events between", sid, head.seq, last)
+        c = self.catching_up[sid] = CatchUp()
+        c.gap = (last, head.seq)
+        c.held.append((data, head, None))
+        self._handed_over = True
+        self._catch_up(ws, sid, last)
 
     def _try_next_form(self, p: Pending, data: bytes) -> bool:
         """An error answering `p`: when it says the form was not understood and another form can say
@@ -947,7 +1380,7 @@ class GatewayConnection:
             self.pending.append(again)
         self._handed_over = True
         try:
-            self.sender.send(ws, frame, again.slot)
+            self.sender.send(ws, frame, again.slot, p.slot.lane, p.session_id)
         except (OSError, websocket.WebSocketException):
             pass  # the connection is going: its loss fails or requeues the request as usual
         return True
@@ -957,11 +1390,26 @@ class GatewayConnection:
         sid, seq = head.sessionId, head.seq
         if sid is not None and seq is not None and sid in self.joined:
             if seq <= self.joined[sid] and reply_to is None and not replay:
-                return  # already delivered before a reconnect
+                self._check_duplicate(sid, seq, data)
+                return  # already delivered (before a reconnect, or the gateway sent it twice)
+            self._remember(sid, seq, data)
             if sid in self.gap_after:
                 self._gap_ends(sid, seq)
             self.joined[sid] = max(seq, self.joined[sid])
         self.uplink.put_event(PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns()))
+
+    def _remember(self, sid: str, seq: int, data: bytes) -> None:
+        recent = self.recent.get(sid)
+        if recent is None:
+            recent = self.recent[sid] = RecentSeqs()
+        recent.add(seq, data)
+
+    def _check_duplicate(self, sid: str, seq: int, data: bytes) -> None:
+        """A seq delivered already: the first copy stands; one whose content differs is reported."""
+        recent = self.recent.get(sid)
+        if recent is not None and recent.conflicts(seq, data):
+            self._bad_frame(f"session {sid}: seq {seq} came again with other content (the first one is kept)",
+                            data)
 
     def _deliver_catchup(self, sid: str, data: bytes, reply_to: int | None) -> None:
         self._handed_over = True
@@ -972,6 +1420,7 @@ class GatewayConnection:
         events, more = self._read_page(data)
         replay = sid in self.replay_all
         last = None
+        c = self.catching_up[sid]
         for ev in events:
             try:
                 head = protocol.decode_head(ev)
@@ -980,9 +1429,17 @@ class GatewayConnection:
                 # page instead would fetch it again, and again, for ever.
                 self._bad_frame(f"an event in a catch-up page of session {sid}: {e.message}", ev)
                 continue
+            if protocol.TOO_DEEP_MARK in ev:  # cut out of the page (_within_depth): skipped the same way
+                self._bad_frame(f"an event in a catch-up page of session {sid}: nested deeper than "
+                                f"{protocol.MAX_DEPTH} levels", ev)
+                last = head.seq if head.seq is not None else last
+                continue
             last = head.seq if head.seq is not None else last
+            if c.gap is not None and head.seq is not None and c.gap[0] < head.seq < c.gap[1]:
+                c.gap = None  # it had missing events: filled
+                self.empty_gap_refetches = 0  # "skips seqs" needs empty refetches in a row
+                self.learned(denseSeqs="yes")
             self._deliver(ev, head, None, replay)
-        c = self.catching_up[sid]
         if more and self.ws is not None and last is not None:
             if last > c.after:
                 self._catch_up(self.ws, sid, last)
@@ -990,6 +1447,12 @@ class GatewayConnection:
             # "More" but nothing past what we asked after: asking again would get the same page.
             self._bad_frame(f"a catch-up page of session {sid} says hasMore but brings nothing after seq "
                             f"{c.after}: the catch-up ends here", data)
+        if c.gap is not None:
+            # Nothing was missing: this gateway skips seqs. A few such refetches and it is not asked again.
+            self.empty_gap_refetches += 1
+            if self.empty_gap_refetches >= EMPTY_GAP_REFETCHES_MAX:
+                log.warning("the gateway skips seqs with nothing between them: gaps are no longer refetched")
+                self.learned(denseSeqs="no")
         # Done (or a page we cannot page on from): live events held back go out now, in order.
         del self.catching_up[sid]
         self.replay_all.discard(sid)
@@ -1017,7 +1480,10 @@ class GatewayConnection:
         type_ = head.type
         client_turn_id = self._client_turn_id(data) if type_ == "turn_started" else None
         with self.lock:
-            for i, p in enumerate(self.pending):
+            # Answers come in the order the gateway read the requests: the order they went out,
+            # which the send lanes make differ from the order they were queued. One not sent yet
+            # cannot be answered.
+            for p in sorted((p for p in self.pending if p.slot.order), key=lambda p: p.slot.order):
                 if type_ == "error":
                     pass  # errors are unicast answers, in request order: the oldest open request
                 elif type_ not in p.expect:
@@ -1027,7 +1493,7 @@ class GatewayConnection:
                 elif (p.client_turn_id is not None and type_ == "turn_started" and client_turn_id is not None
                       and client_turn_id != p.client_turn_id):
                     continue  # another client's turn in this session (or, UNREADABLE, none we can claim)
-                del self.pending[i]
+                self.pending.remove(p)
                 self.sender.settle(p.slot)
                 return p
         return None
@@ -1076,22 +1542,29 @@ class GatewayConnection:
     def run_keepalive(self) -> None:
         while True:
             time.sleep(0.25)
-            now = time.monotonic()
-            if self.connected.is_set():
-                self._keep_alive(now)
-            if self.catching_up:
-                self.catchups_overdue(now)
-            if self.pending:
-                with self.lock:
-                    expired = [p for p in self.pending if now - p.sent_at > self.request_timeout_s]
-                    self.pending = [p for p in self.pending if now - p.sent_at <= self.request_timeout_s]
-                for p in expired:
-                    self.sender.settle(p.slot)
-                    if p.req_id < 0:
-                        continue  # an outbox item stays queued and goes again after a reconnect
-                    self.uplink.put_control(CommandFailed(
-                        reqId=p.req_id, code="TIMEOUT",
-                        message=f"the gateway did not answer {p.type} within {self.request_timeout_s:.0f}s"))
+            with self.watch.working("keepalive"):
+                self._keepalive_round()
+
+    def _keepalive_round(self) -> None:
+        now = time.monotonic()
+        if self.connected.is_set():
+            self._keep_alive(now)
+        if self.catching_up:
+            self.catchups_overdue(now)
+        if self.pending:
+            with self.lock:
+                # A request's wait starts when it goes out; one the rate limit still holds in the
+                # send queue (behind other commands) has not been waiting for the gateway.
+                expired = [p for p in self.pending
+                           if p.slot.order and now - max(p.sent_at, p.slot.at) > self.request_timeout_s]
+                self.pending = [p for p in self.pending if p not in expired]
+            for p in expired:
+                self.sender.settle(p.slot)
+                if p.req_id < 0:
+                    continue  # an outbox item stays queued and goes again after a reconnect
+                self.uplink.put_control(CommandFailed(
+                    reqId=p.req_id, code="TIMEOUT",
+                    message=f"the gateway did not answer {p.type} within {self.request_timeout_s:.0f}s"))
 
 
 def main(pipe: Connection, options: dict[str, Any]) -> None:
@@ -1109,12 +1582,23 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
         remove_stale_spills(spill_dir)
     uplink = Uplink(pipe, memory_limit=options.get("uplink_memory_limit", 64 << 20),
                     spill_path=spill_file(spill_dir) if spill_dir else None)
-    outbox = Outbox(options["outbox_path"]) if options.get("outbox_path") else None
+    outbox, outbox_path = None, options.get("outbox_path")
+    if outbox_path:
+        try:
+            outbox = Outbox(outbox_path)
+        except sqlite3.Error as e:
+            # A full disk must not keep the connection from starting (and restarting for ever): the
+            # outbox is opened again when a command needs it, and refused clearly until then.
+            log.error("could not open the outbox %s: %s", outbox_path, e)
+    # The uplink thread is not watched: waiting on a supervisor that does not drain is its job.
+    watch = ThreadWatch(options.get("hung_after_s", HUNG_AFTER_S),
+                        {"sender": options.get("hung_after_send_s", HUNG_AFTER_SEND_S)})
     conn = GatewayConnection(uplink, options["ping_interval_s"], options["stale_after_s"],
                              options["request_timeout_s"], options.get("resume"), outbox,
-                             options.get("send_rate_limit", 60), options.get("send_rate_window_s", 10.0))
+                             options.get("send_rate_limit", 60), options.get("send_rate_window_s", 10.0), watch,
+                             outbox_path if outbox is None else None)
     conn.outbox_changed()
-    for target in (conn.run_socket, conn.run_keepalive, uplink.run, conn.sender.run):
+    for target in (conn.run_socket, conn.run_keepalive, uplink.run, conn.sender.run, watch.run):
         threading.Thread(target=target, daemon=True, name=target.__name__).start()
     while True:
         try:
@@ -1126,6 +1610,17 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
         except msgspec.DecodeError as e:
             log.error("undecodable command from the supervisor: %s", e)
             continue
-        if not conn.on_command(msg):
+        try:
+            with watch.working("commands"):
+                going_on = conn.on_command(msg)
+        except Exception as e:
+            # One command must not end the process (and with it every other command and the socket).
+            log.exception("could not handle a %s command", type(msg).__name__)
+            req_id = getattr(msg, "reqId", None)
+            if isinstance(req_id, int):
+                conn.uplink.put_control(CommandFailed(reqId=req_id, code="INTERNAL",
+                                                      message=f"the connection could not handle it: {e}"))
+            going_on = True
+        if not going_on:
             break
     uplink.close()

@@ -443,31 +443,57 @@ class Link:
                                                    permissions=0, baseIteration=it.baseIteration, isDeletion=True))
                 continue
             try:
-                with open(it.localPath, "rb") as f:
-                    data = f.read()
+                if it.size > wire.WRITEBACK_INLINE_LIMIT:
+                    # A large file never sits whole in memory: hashed piece by piece, then sent so
+                    # (the gateway checks the hash of what it got against the entry's).
+                    total = self._upload_pieces(it)
+                    data = b""
+                else:
+                    with open(it.localPath, "rb") as f:
+                        data = f.read(wire.WRITEBACK_INLINE_LIMIT + 1)
+                    total = len(data)
+                    if total > wire.WRITEBACK_INLINE_LIMIT or hashlib.sha256(data).hexdigest() != it.contentHash:
+                        total = -1
             except OSError as e:
                 refused.append(wire.Rejected(it.localSeq, "unreadable", str(e)))
                 continue
-            if hashlib.sha256(data).hexdigest() != it.contentHash:
+            if total < 0:
                 refused.append(wire.Rejected(it.localSeq, "changed", "the file changed since it was recorded"))
                 continue
             content: bytes | None = data
-            if len(data) > wire.WRITEBACK_INLINE_LIMIT:
-                for off in range(0, len(data), wire.CHUNK_SIZE):
-                    self._send(wire.ContentUpload(contentHash=it.contentHash, offset=off, totalSize=len(data),
-                                                  data=data[off:off + wire.CHUNK_SIZE]))
+            if it.size > wire.WRITEBACK_INLINE_LIMIT:
                 content = None
             elif size + len(data) > WRITEBACK_FRAME and entries:
                 self._send(wire.WriteBack(entries=entries))
                 entries, size = [], 0
             size += len(content or b"")
             entries.append(wire.WriteBackEntry(localSeq=it.localSeq, filepath=it.path, contentHash=it.contentHash,
-                                               size=len(data), permissions=it.permissions,
+                                               size=total, permissions=it.permissions,
                                                baseIteration=it.baseIteration, content=content))
         if entries:
             self._send(wire.WriteBack(entries=entries))
         if refused:
             self.uplink.put_control(WriteBackOutcome(sessionId=self.sid, rejected=refused))
+
+    def _upload_pieces(self, it: WriteBackItem) -> int:
+        """A large write-back's content as ContentUpload pieces of CHUNK_SIZE, read from the file in
+        two passes (its hash first, so nothing is sent for a file that changed meanwhile; then the
+        pieces): at most one piece in memory. The size sent, or -1 when the file is not (or no
+        longer) what was recorded."""
+        h = hashlib.sha256()
+        total = 0
+        with open(it.localPath, "rb") as f:
+            while piece := f.read(wire.CHUNK_SIZE):
+                h.update(piece)
+                total += len(piece)
+        if h.hexdigest() != it.contentHash:
+            return -1
+        with open(it.localPath, "rb") as f:
+            off = 0
+            while off < total and (piece := f.read(min(wire.CHUNK_SIZE, total - off))):
+                self._send(wire.ContentUpload(contentHash=it.contentHash, offset=off, totalSize=total, data=piece))
+                off += len(piece)
+        return total
 
     def _close(self) -> None:
         ws, self.ws = self.ws, None

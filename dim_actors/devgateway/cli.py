@@ -29,6 +29,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
     ap.add_argument("--token", default=None,
                     help="require clients to authenticate with this token (default: dev mode, no auth)")
+    ap.add_argument("--require-token-env", default=None, metavar="NAME",
+                    help="require clients to authenticate with the token held by environment variable NAME "
+                         "(kept off the command line, which other local users can read; dim-desktop's "
+                         "embedded gateway gets a new one each launch this way)")
+    ap.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                    help="also accept WebSocket connections from browser pages of this origin (e.g. "
+                         "http://localhost:3000); repeatable. By default a request with an Origin header is "
+                         "accepted only from this gateway's own loopback http origin")
     ap.add_argument("--data", default=None, metavar="DIR",
                     help="directory for the SQLite store (default: a temporary directory, removed on exit)")
     ap.add_argument("--heartbeat-ms", type=int, default=30000, help="heartbeat interval (default 30000)")
@@ -83,11 +91,26 @@ def _wait_for_eof(fd: int, then: Callable[[], object]) -> None:
     then()
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    gateway = DevGateway(host=args.host, port=args.port, token=args.token, data_dir=args.data,
+def token_from_args(args: argparse.Namespace, environ: dict[str, str]) -> str | None:
+    """--token, or the variable --require-token-env names (taken out of `environ`, so that nothing
+    this gateway starts inherits it). A variable named but empty or missing is an error: a gateway
+    asked to require a token never falls back to none."""
+    if args.require_token_env is None:
+        return args.token
+    token = environ.pop(args.require_token_env, "")
+    if not token:
+        raise SystemExit(f"dim-gateway: --require-token-env: ${args.require_token_env} is not set or empty")
+    if args.token is not None and args.token != token:
+        raise SystemExit("dim-gateway: --token and --require-token-env name different tokens: give one")
+    return token
+
+
+async def _serve(args: argparse.Namespace, token: str | None) -> None:
+    gateway = DevGateway(host=args.host, port=args.port, token=token, data_dir=args.data,
                          heartbeat_ms=args.heartbeat_ms, rate_limit=args.rate_limit,
                          max_frame_bytes=args.max_frame_bytes, stats_file=args.stats_file,
-                         ping_probe_ms=args.ping_probe_ms, profile=profile_from_args(args))
+                         ping_probe_ms=args.ping_probe_ms, profile=profile_from_args(args),
+                         allowed_origins=args.allow_origin, lockout_spares_token=args.require_token_env is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,8 +132,9 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = token_from_args(args, os.environ)  # type: ignore[arg-type]
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, token))
     except OSError as e:
         print(f"dim-gateway: {e}", file=sys.stderr)
         return 1

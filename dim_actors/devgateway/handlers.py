@@ -10,7 +10,6 @@ unanswered, as a gateway that guessed differently than we did could.
 from __future__ import annotations
 
 import base64
-import hmac
 import uuid
 from typing import TYPE_CHECKING, Awaitable, Callable
 
@@ -19,6 +18,7 @@ import msgspec
 from dim_actors import protocol as p
 
 from .errors import GatewayError, session_not_found
+from .limits import check_token
 from .sessions import SessionRuntime, now_ms
 from .store import DELETE_MEMBER, UPSERT_MEMBER, Database, StoredSession
 from .workspace import FileVersion, normalize_path
@@ -75,10 +75,10 @@ class RequestHandlers:
             conn.identity = gw.identity
             conn.send(p.Authenticated(identity=gw.identity))
             return
-        wait_ms = gw.auth_limiter.retry_after_ms(conn.ip)
+        valid, wait_ms = check_token(gw.token, msg.token, gw.auth_limiter, conn.ip, gw.lockout_spares_token)
         if wait_ms:
             raise GatewayError("AUTH_RATE_LIMITED", "Too many authentication attempts; retry later", wait_ms)
-        if not hmac.compare_digest(msg.token.encode(), gw.token.encode()):
+        if not valid:
             gw.auth_limiter.failed(conn.ip)
             raise GatewayError("AUTH_FAILED", "Invalid token")
         conn.identity = gw.identity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections import deque
 
@@ -56,3 +57,12 @@ class AuthLimiter:
 
     def failed(self, ip: str) -> None:
         self.by_ip.setdefault(ip, SlidingWindow(self.max_failures, self.window)).record()
+
+
+def check_token(expected: str, candidate: str, limiter: AuthLimiter, ip: str, spare_valid: bool) -> tuple[bool, int]:
+    """(is `candidate` the token, how long `ip` must wait before it may try: 0 = go ahead).
+    `spare_valid`: the right token passes even while its IP is locked out (see DevGateway)."""
+    valid = hmac.compare_digest(candidate.encode(), expected.encode())
+    if valid and spare_valid:
+        return True, 0
+    return valid, limiter.retry_after_ms(ip)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import re
 from collections import deque
@@ -39,6 +38,7 @@ from websockets.http11 import Request, Response
 
 from dim_actors.sync import wire
 
+from .limits import check_token
 from .workspace import FileChange, Workspace, WorkspaceError, normalize_path
 
 if TYPE_CHECKING:
@@ -168,10 +168,11 @@ class ReplicationHub:
         q = _query(request.path)
         ip = connection.remote_address[0] if connection.remote_address else "?"
         if self.gw.token is not None:
-            if self.gw.auth_limiter.retry_after_ms(ip) > 0:
+            valid, wait_ms = check_token(self.gw.token, q.get("token", ""), self.gw.auth_limiter, ip,
+                                         self.gw.lockout_spares_token)
+            if wait_ms:
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many failed authentications\n")
-            token = q.get("token", "")
-            if not hmac.compare_digest(token.encode(), self.gw.token.encode()):
+            if not valid:
                 self.gw.auth_limiter.failed(ip)
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "Bad or missing token\n")
         if not _REPLICA_ID.fullmatch(q.get("replicaId", "")):

@@ -3,16 +3,25 @@
 Inbound frames go through the same checks, in the same order, as the reference gateway's: size
 (before parsing), rate, JSON, schema, authentication. Every refusal is an ``error`` event to that
 connection only, and the connection stays open.
+
+Before the upgrade, as the reference gateway does with its allow-list, the ``Origin`` header is
+checked: a browser sends one on every WebSocket, and browsers apply no same-origin rule to
+WebSockets, so any page the user opens could otherwise drive this gateway. No Origin (a program,
+not a browser) or a loopback ``http://`` origin on this gateway's own port passes; anything else
+(or an origin given with ``allowed_origins``) is refused with 403.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import shutil
 import tempfile
 from http import HTTPStatus
 from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -51,11 +60,17 @@ class DevGateway:
                  data_dir: str | Path | None = None, heartbeat_ms: int = 30000, rate_limit: int = 60,
                  rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
                  max_frame_bytes: int = p.MAX_FRAME_BYTES, stats_file: str | Path | None = None,
-                 ping_probe_ms: int = 0, profile: GatewayProfile = DEV):
+                 ping_probe_ms: int = 0, profile: GatewayProfile = DEV, allowed_origins: Iterable[str] = (),
+                 lockout_spares_token: bool = False):
         self.profile = profile
+        self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
         self.host = host
         self.port = port
         self.token = token or None
+        # The right token passes even while its IP is locked out for failed attempts: for a token
+        # made per launch (the embedded gateway's, too long to guess), where the lockout would only
+        # let another local user, sharing 127.0.0.1, keep the app out by failing on purpose.
+        self.lockout_spares_token = lockout_spares_token
         self.data_dir = Path(data_dir) if data_dir else None
         self.heartbeat_ms = heartbeat_ms
         self.rate_limit = rate_limit
@@ -161,6 +176,10 @@ class DevGateway:
     # --- connections -----------------------------------------------------------------------------
 
     def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        origins = request.headers.get_all("Origin")
+        if origins and (len(origins) > 1 or not origin_allowed(origins[0], self.port, self.allowed_origins)):
+            log.warning("dev gateway: refused a connection from origin %r", ", ".join(origins)[:200])
+            return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
         if request.path.split("?", 1)[0] == REPLICATE_PATH and self.profile.replicate:
             return self.replication.check_request(connection, request)
         if request.path.split("?", 1)[0] != "/ws":
@@ -238,6 +257,28 @@ class DevGateway:
             for conn in self.connections:
                 if conn.sessions:  # heartbeats travel on session topics: joined connections only
                     conn.send_frame(frame)
+
+
+def origin_allowed(origin: str, own_port: int, allowed: frozenset[str] = frozenset()) -> bool:
+    """May a client whose request carries this Origin header connect? Only this gateway's own
+    loopback http origins, and those listed in `allowed` ("null", sent by sandboxed pages and
+    file:// documents, never passes unless listed)."""
+    if origin.rstrip("/") in allowed:
+        return True
+    try:
+        u = urlsplit(origin)
+        port = u.port or 80
+    except ValueError:
+        return False
+    if u.scheme != "http" or port != own_port or u.path not in ("", "/") or u.query or u.username or u.password:
+        return False
+    host = u.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _too_large(message: str | bytes, limit: int) -> bool:

@@ -29,6 +29,7 @@ from dim_actors.messages import (
     SessionGone,
     UiEvent,
 )
+from dim_actors.router import commands
 from dim_actors.router.stores import BadEvent, Stores
 from dim_actors.settings import settings_command
 from dim_actors.messages import SyncCommand
@@ -89,7 +90,14 @@ class Router(DimActor):
         if isinstance(body, GatewayEvent):
             self.on_gateway_event(body)
         elif isinstance(body, Invoke):
-            self.on_invoke(body)
+            try:
+                self.on_invoke(body)
+            except Exception as e:
+                # One command's failure is that command's answer: the router goes on serving the
+                # others. Arguments are validated first (commands.py), so this is a bug, logged as one.
+                log.exception("router: %s failed", body.command)
+                self.ctx.send("uibridge", command_error(body.reqId, "INTERNAL",
+                                                        f"{body.command} failed inside dim-desktop: {e!r}"))
         elif isinstance(body, ConnectionState):
             was = self.stores.connection.get("state")
             self.stores.set_connection(body)
@@ -177,12 +185,16 @@ class Router(DimActor):
     # --- commands -------------------------------------------------------------------------------------
 
     def on_invoke(self, inv: Invoke) -> None:
-        if inv.command in SYNC_COMMANDS:  # local sync: the journal answers (docs/sync.md)
-            self.ctx.send("journal", SyncCommand(reqId=inv.reqId, command=inv.command,
-                                                 args=self.with_session_name(inv.args)))
-            return
-        if inv.command in LOCAL_COMMANDS:
-            result = self.local_command(inv)
+        if inv.command in SYNC_COMMANDS or inv.command in LOCAL_COMMANDS:
+            args = commands.validate(inv.command, inv.args)
+            if isinstance(args, str):
+                self.ctx.send("uibridge", command_error(inv.reqId, "INVALID_ARGUMENTS", args))
+                return
+            if inv.command in SYNC_COMMANDS:  # local sync: the journal answers (docs/sync.md)
+                self.ctx.send("journal", SyncCommand(reqId=inv.reqId, command=inv.command,
+                                                     args=self.with_session_name(msgspec.to_builtins(args))))
+                return
+            result = self.local_command(inv.reqId, inv.command, args)
             if result is not None:  # None: the answer comes later, from the connection
                 self.ctx.send("uibridge", result)
             return
@@ -223,32 +235,27 @@ class Router(DimActor):
         self.ctx.send("connection", SendFrame(reqId=self.internal_ids, type=command, frame=frame,
                                               expect=sorted(protocol.RESPONSES.get(command, ()))))
 
-    def local_command(self, inv: Invoke) -> InvokeResult | None:
-        if inv.command in ("get_settings", "set_settings"):
-            ok, out = settings_command(inv.command, inv.args, self.ctx.home.config_dir / "settings.toml",
-                                       self.ctx.settings, self.ctx.extra.get("on_settings_changed"))
-            return InvokeResult(reqId=inv.reqId, ok=ok, result=out if ok else None, error=None if ok else out)
-        if inv.command == "get_state":
-            return InvokeResult(reqId=inv.reqId, ok=True, result=self.stores.snapshot(self.joined()))
-        if inv.command == "gateway_connect":
-            url, token = inv.args.get("url"), inv.args.get("token")
-            if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
-                return command_error(inv.reqId, "INVALID_ARGUMENTS", "gateway_connect: url must be a ws:// or wss:// URL")
-            if token is not None and not isinstance(token, str):
-                return command_error(inv.reqId, "INVALID_ARGUMENTS", "gateway_connect: token must be a string")
-            self.ctx.send("connection", Connect(url=url, token=token))
-            return InvokeResult(reqId=inv.reqId, ok=True, result={"url": url, "state": "connecting"})
-        if inv.command == "outbox_cancel":
-            outbox_id = inv.args.get("id")
-            if not isinstance(outbox_id, int) or isinstance(outbox_id, bool):
-                return command_error(inv.reqId, "INVALID_ARGUMENTS", "outbox_cancel: id must be an integer")
-            self.pending[inv.reqId] = inv.command
-            self.ctx.send("connection", CancelQueued(reqId=inv.reqId, outboxId=outbox_id))
-            return None
-        if inv.command == "gateway_disconnect":
-            self.ctx.send("connection", Disconnect())
-            return InvokeResult(reqId=inv.reqId, ok=True, result={"state": "offline"})
-        return self.actor_command(inv)
+    def local_command(self, req_id: int, command: str, args: commands.Args) -> InvokeResult | None:
+        """`args` is the command's Struct (commands.ARGS), already validated."""
+        match command, args:
+            case ("get_settings" | "set_settings"), _:
+                ok, out = settings_command(command, msgspec.to_builtins(args),
+                                           self.ctx.home.config_dir / "settings.toml",
+                                           self.ctx.settings, self.ctx.extra.get("on_settings_changed"))
+                return InvokeResult(reqId=req_id, ok=ok, result=out if ok else None, error=None if ok else out)
+            case "get_state", _:
+                return InvokeResult(reqId=req_id, ok=True, result=self.stores.snapshot(self.joined()))
+            case "gateway_connect", commands.GatewayConnect(url=url, token=token):
+                self.ctx.send("connection", Connect(url=url, token=token))
+                return InvokeResult(reqId=req_id, ok=True, result={"url": url, "state": "connecting"})
+            case "outbox_cancel", commands.OutboxCancel(id=outbox_id):
+                self.pending[req_id] = command
+                self.ctx.send("connection", CancelQueued(reqId=req_id, outboxId=outbox_id))
+                return None
+            case "gateway_disconnect", _:
+                self.ctx.send("connection", Disconnect())
+                return InvokeResult(reqId=req_id, ok=True, result={"state": "offline"})
+        return self.actor_command(req_id, command, args)
 
     def joined(self) -> list[str]:
         """Sessions the connection keeps joined; a gone one never counts, whatever its memory holds."""
@@ -256,22 +263,21 @@ class Router(DimActor):
         resume = memory.resume if memory is not None else {}
         return sorted(set(resume) - self.stores.gone_ids())
 
-    def actor_command(self, inv: Invoke) -> InvokeResult:
+    def actor_command(self, req_id: int, command: str, args: commands.Args) -> InvokeResult:
         """The Actors panel: status, restart, and each actor's message log."""
         sup = self.ctx.extra["supervisor"]
-        if inv.command == "actor_status":
-            return InvokeResult(reqId=inv.reqId, ok=True, result=sup.status())
-        name = inv.args.get("name")
-        if name not in sup.addresses:
-            return command_error(inv.reqId, "INVALID_ARGUMENTS",
-                                 f"{inv.command}: name must be one of {', '.join(sup.addresses.names())}")
-        if inv.command == "restart_actor":
-            sup.restart_later(name)
-            return InvokeResult(reqId=inv.reqId, ok=True, result={"restarting": name})
-        types = inv.args.get("types") or None
-        limit = inv.args.get("limit", 200)
-        if not isinstance(limit, int) or limit < 1 or (types is not None and not isinstance(types, list)):
-            return command_error(inv.reqId, "INVALID_ARGUMENTS", "actor_logs: limit is a positive integer, types a list")
-        # From memory: the page polls this every second, and the router must not read files meanwhile.
-        lines = sup.logs.recent(name, set(types) if types else None, inv.args.get("since"), min(limit, 5000))
-        return InvokeResult(reqId=inv.reqId, ok=True, result=[msgspec.Raw(line) for line in lines])
+        name = getattr(args, "name", None)
+        if command != "actor_status" and name not in sup.addresses:
+            return command_error(req_id, "INVALID_ARGUMENTS",
+                                 f"{command}: name must be one of {', '.join(sup.addresses.names())}")
+        match command, args:
+            case "actor_status", _:
+                return InvokeResult(reqId=req_id, ok=True, result=sup.status())
+            case "restart_actor", commands.ActorArgs(name=name):
+                sup.restart_later(name)
+                return InvokeResult(reqId=req_id, ok=True, result={"restarting": name})
+            case "actor_logs", commands.ActorLogs(name=name, types=types, since=since, limit=limit):
+                # From memory: the page polls this every second, and the router must not read files meanwhile.
+                lines = sup.logs.recent(name, set(types) if types else None, since, min(limit, 5000))
+                return InvokeResult(reqId=req_id, ok=True, result=[msgspec.Raw(line) for line in lines])
+        raise ValueError(f"{command}: no handler for {type(args).__name__}")  # commands.ARGS and this disagree

@@ -107,6 +107,12 @@ class DimActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self.ctx.address.describe = self.describe
 
+    def superseded(self) -> bool:
+        """True once the supervisor has let this instance go (declared it hung and started a
+        successor, or is stopping it). A thread cannot be killed, so long work checks this at its step
+        boundaries and stops there, letting go of anything it shares (a database's write lock)."""
+        return self.ctx.address.current is not self._incarnation
+
     def describe(self) -> dict[str, Any]:
         """Fields for `dimctl status`; runs on the caller's thread, so it only reads."""
         return {"pid": os.getpid()}

@@ -3,20 +3,31 @@
 Appending is on every actor's hot path, so senders only push the envelope onto a ring and a queue;
 one writer thread encodes and writes in batches. Files rotate at a size limit and survive restarts
 of the actor and of the app, so `dimctl logs` can show what happened before a crash.
+
+The writer never dies: a record that cannot be encoded (a lone surrogate in a string) is replaced by
+a line saying so, a batch that cannot be written (a full disk) is dropped and counted while the
+queue keeps draining, and both are said once in the Python log. Secrets (a field named token,
+password, secret or authorization) are replaced by "***" in every line made here, on disk and in the
+views served to dimctl and the page. Log files are the user's alone (0600).
 """
 
 from __future__ import annotations
 
 import collections
+import errno
+import logging
 import os
 import queue
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import msgspec
 
-from dim_actors.messages import Envelope, kind_of
+from dim_actors.messages import Connect, Envelope, Invoke, InvokeResult, SyncCommand, kind_of
+
+log = logging.getLogger(__name__)
 
 
 class LogLine(msgspec.Struct):
@@ -49,13 +60,116 @@ class _OutLine(msgspec.Struct):
     body: Any
 
 
+# --- secrets -------------------------------------------------------------------------------------
+# Only these bodies can hold a secret: the token given to gateway_connect (Invoke, then Connect),
+# and the free-form args and results of commands. Everything else (the hot path's gateway events and
+# page frames) is encoded as it is, with no walk.
+
+SECRET_KEYS = frozenset({"token", "password", "secret", "authorization"})
+REDACTED = "***"
+
+
+def redact(value: Any) -> Any:
+    """`value` with every dict entry whose key names a secret replaced by "***", at any depth;
+    the same object when it holds none (the usual case: nothing is copied)."""
+    if isinstance(value, dict):
+        out = None
+        for k, v in value.items():
+            nv = REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS and v is not None else redact(v)
+            if nv is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = nv
+        return value if out is None else out
+    if isinstance(value, (list, tuple)):
+        items = [redact(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    return value
+
+
+def redact_body(body: Any) -> Any:
+    match body:
+        case Connect(token=str()):
+            return msgspec.structs.replace(body, token=REDACTED)
+        case Invoke() | SyncCommand():
+            args = redact(body.args)
+            return body if args is body.args else msgspec.structs.replace(body, args=args)
+        case InvokeResult():
+            result, error = redact(body.result), redact(body.error)
+            if result is body.result and error is body.error:
+                return body
+            return msgspec.structs.replace(body, result=result, error=error)
+    return body
+
+
+_MAY_HOLD_SECRETS = frozenset({Connect, Invoke, InvokeResult, SyncCommand})
+
+
+def _out(e: Envelope) -> "_OutLine":
+    body = e.body
+    return _OutLine(e.id, e.ts, e.sender, e.recipient, kind_of(body),
+                    redact_body(body) if type(body) in _MAY_HOLD_SECRETS else body)
+
+
 def to_line(env: Envelope) -> bytes:
-    return _encoder.encode(_OutLine(env.id, env.ts, env.sender, env.recipient, kind_of(env.body), env.body)) + b"\n"
+    """One log line; never raises: a message that cannot be encoded gets a line saying so."""
+    try:
+        return _encoder.encode(_out(env)) + b"\n"
+    except Exception as err:
+        return unloggable_line(env, err)
 
 
 def encode_lines(envs: list[Envelope]) -> bytes:
     """Many log lines in one encoder call (the writer's batches); the same bytes as to_line's."""
-    return _encoder.encode_lines([_OutLine(e.id, e.ts, e.sender, e.recipient, kind_of(e.body), e.body) for e in envs])
+    # Inlined _out: this is the writer's hot loop, and a call per line doubled its cost.
+    secret = _MAY_HOLD_SECRETS
+    return _encoder.encode_lines([
+        _OutLine(e.id, e.ts, e.sender, e.recipient, e.body.__struct_config__.tag,
+                 redact_body(e.body) if type(e.body) in secret else e.body)
+        for e in envs])
+
+
+def unloggable_line(env: Envelope, error: BaseException) -> bytes:
+    """What stands in the log for a message that cannot be encoded: who, when, its type, and why."""
+    reason = f"{type(error).__name__}: {error}".encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return _encoder.encode(_OutLine(env.id, env.ts, env.sender, env.recipient, kind_of(env.body),
+                                    {"unloggable": reason[:300]})) + b"\n"
+
+
+def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
+    """The lines for `envs` and how many of them could not be encoded (each replaced by a line
+    saying so). One encoder call in the usual case; line by line only when that call fails."""
+    try:
+        return encode_lines(envs), 0
+    except Exception:
+        pass
+    parts: list[bytes] = []
+    bad = 0
+    for e in envs:
+        try:
+            parts.append(_encoder.encode(_out(e)) + b"\n")
+        except Exception as err:
+            bad += 1
+            parts.append(unloggable_line(e, err))
+    return b"".join(parts), bad
+
+
+class LogHealth(msgspec.Struct):
+    """What the writer could not log, since the start: for the supervisor's row in `dimctl status`."""
+
+    dropped: int  # lines lost because their file could not be written (a full disk, ...)
+    unloggable: int  # messages logged as {"unloggable": reason} because they could not be encoded
+    failing: list[str]  # actors whose log file cannot be written right now
+    lastError: str = ""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # a regular file that takes nothing yet raises nothing: treat as full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
 
 
 class MessageLogs:
@@ -63,7 +177,7 @@ class MessageLogs:
 
     def __init__(self, directory: Path, ring_size: int = 10_000, max_bytes: int = 8 << 20, keep: int = 3):
         self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ring_size = ring_size
         self.max_bytes = max_bytes
         self.keep = keep
@@ -74,6 +188,11 @@ class MessageLogs:
         self._flushed = threading.Condition()
         self._written = 0
         self._queued = 0
+        self._dropped = 0
+        self._unloggable = 0
+        self._failing: dict[str, int] = {}  # actor -> lines dropped since its file failed
+        self._last_error = ""
+        self._loop_errors = 0
         self._writer = threading.Thread(target=self._write_loop, name="message-log-writer", daemon=True)
         self._writer.start()
 
@@ -103,15 +222,13 @@ class MessageLogs:
     def path(self, actor: str) -> Path:
         return self.directory / f"{actor}.log"
 
+    def health(self) -> LogHealth:
+        return LogHealth(dropped=self._dropped, unloggable=self._unloggable, failing=sorted(self._failing),
+                         lastError=self._last_error)
+
     def _write_loop(self) -> None:
-        files: dict[str, object] = {}
-        sizes: dict[str, int] = {}  # tracked here: a tell() per batch is a system call and a GIL hand-off
-
-        def open_log(actor: str):
-            f = files[actor] = open(self.path(actor), "ab")
-            sizes[actor] = os.fstat(f.fileno()).st_size
-            return f
-
+        files: dict[str, int] = {}  # actor -> fd, opened for appending
+        sizes: dict[str, int] = {}  # tracked here: an fstat per batch is a system call and a GIL hand-off
         while True:
             env = self._queue.get()
             batch = [env]
@@ -121,36 +238,96 @@ class MessageLogs:
                 except queue.Empty:
                     break
             stop = False
-            by_actor: dict[str, list[Envelope]] = {}
-            for e in batch:
-                if e is None:
-                    stop = True
-                    continue
-                by_actor.setdefault(e.recipient, []).append(e)
-            for actor, envs in by_actor.items():
-                data = encode_lines(envs)
-                f = files.get(actor) or open_log(actor)
-                if sizes[actor] + len(data) < self.max_bytes:
-                    f.write(data)  # type: ignore[attr-defined]  # the usual case: one write a batch
-                    sizes[actor] += len(data)
-                else:
-                    for line in data.splitlines(keepends=True):  # JSON lines hold no raw newline
-                        f = files.get(actor) or open_log(actor)
-                        f.write(line)  # type: ignore[attr-defined]
-                        sizes[actor] += len(line)
-                        if sizes[actor] >= self.max_bytes:
-                            f.close()  # type: ignore[attr-defined]
-                            del files[actor]
-                            self._rotate(actor)
-                if actor in files:
-                    files[actor].flush()  # type: ignore[attr-defined]
+            try:
+                stop = self._write_batch(batch, files, sizes)
+            except Exception as err:
+                # Whatever it was, the writer goes on: a dead writer means a queue growing without
+                # bound and logs silently stale. The batch is lost, counted and said (once a kind).
+                stop = any(e is None for e in batch)
+                self._dropped += sum(1 for e in batch if e is not None)
+                self._last_error = f"{type(err).__name__}: {err}"
+                self._loop_errors += 1
+                if self._loop_errors == 1:
+                    log.exception("message log: a batch could not be written; the writer goes on")
             with self._flushed:
                 self._written += len(batch)
                 self._flushed.notify_all()
             if stop:
-                for f in files.values():
-                    f.close()  # type: ignore[attr-defined]
+                for fd in files.values():
+                    os.close(fd)
                 return
+
+    def _write_batch(self, batch: list[Envelope | None], files: dict[str, int], sizes: dict[str, int]) -> bool:
+        stop = False
+        by_actor: dict[str, list[Envelope]] = {}
+        for e in batch:
+            if e is None:
+                stop = True
+                continue
+            by_actor.setdefault(e.recipient, []).append(e)
+        for actor, envs in by_actor.items():
+            data, bad = encode_batch(envs)
+            if bad:
+                if not self._unloggable:
+                    log.warning("message log: a message to %s could not be encoded (a lone surrogate in a string?);"
+                                " it is logged as unloggable, and such messages are counted from now on", actor)
+                self._unloggable += bad
+            try:
+                self._append(actor, data, files, sizes)
+            except OSError as e:
+                self._write_failed(actor, len(envs), e, files)
+            else:
+                self._write_resumed(actor)
+        return stop
+
+    def _open(self, actor: str, files: dict[str, int], sizes: dict[str, int]) -> int:
+        fd = os.open(self.path(actor), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # a log from an older version: what the actors received is the user's alone
+        files[actor] = fd
+        sizes[actor] = st.st_size
+        return fd
+
+    def _append(self, actor: str, data: bytes, files: dict[str, int], sizes: dict[str, int]) -> None:
+        fd = files.get(actor)
+        if fd is None:
+            fd = self._open(actor, files, sizes)
+        if sizes[actor] + len(data) < self.max_bytes:
+            _write_all(fd, data)  # the usual case: one write a batch
+            sizes[actor] += len(data)
+            return
+        for line in data.splitlines(keepends=True):  # JSON lines hold no raw newline
+            fd = files.get(actor)
+            if fd is None:
+                fd = self._open(actor, files, sizes)
+            _write_all(fd, line)
+            sizes[actor] += len(line)
+            if sizes[actor] >= self.max_bytes:
+                os.close(files.pop(actor))
+                self._rotate(actor)
+
+    def _write_failed(self, actor: str, lines: int, error: OSError, files: dict[str, int]) -> None:
+        # Drop the batch but keep draining, so memory stays bounded; the file is opened afresh
+        # for the next batch, which is how writing resumes once there is room again.
+        fd = files.pop(actor, None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._dropped += lines
+        self._last_error = f"{self.path(actor)}: {error.strerror or error}"
+        if actor not in self._failing:
+            self._failing[actor] = 0
+            log.error("message log: cannot write %s (%s); its lines are dropped, and counted, until it can be "
+                      "written again", self.path(actor), error.strerror or error)
+        self._failing[actor] += lines
+
+    def _write_resumed(self, actor: str) -> None:
+        if actor in self._failing:
+            lost = self._failing.pop(actor)
+            log.warning("message log: writing %s again; %d lines were dropped meanwhile", self.path(actor), lost)
 
     def _rotate(self, actor: str) -> None:
         base = self.path(actor)

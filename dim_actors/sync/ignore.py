@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
+from dim_actors.sync.paths import is_git_name
+
 # Editors write these around a save; syncing them would be noise at best, a loop at worst.
 _NOISE = re.compile(
     r"""(
@@ -37,8 +39,8 @@ def is_vim_probe(name: str) -> bool:
 def is_noise(rel: str) -> bool:
     """True for editor noise, .git and our own files, by name only (no .gitignore)."""
     p = PurePosixPath(rel)
-    if any(part in IGNORED_DIRS for part in p.parts):
-        return True
+    if any(part in IGNORED_DIRS or is_git_name(part) for part in p.parts):
+        return True  # .git however a case-insensitive disk spells it
     name = p.name
     return bool(_NOISE.fullmatch(name)) or is_vim_probe(name)
 

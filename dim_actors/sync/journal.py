@@ -12,7 +12,10 @@ the local file. From that it decides what each event means (docs/sync.md):
   upstream iteration the file on disk came from, recorded with it (and sent as is, even after a
   restart or a resync). Write-backs go one batch at a time per session; deletions wait a moment and
   are never sent if the sync folder is gone or emptied (the sync pauses instead);
-* a write-back result: accepted (the path's iteration moves on), or rejected as a conflict.
+* a write-back result: accepted (the path's iteration moves on), or rejected as a conflict;
+* an item that cannot be synced (a name the disk or the workspace cannot hold, a full disk, a file
+  over the size limit): listed in sync_status.failed with its reason; an upstream one is never
+  acknowledged and is tried again (docs/sync.md §10). Below a floor of free space, sync pauses.
 
 A link that reports ``readOnly`` (the mirror of a gateway without /replicate, connection/mirror.py)
 gets no write-backs at all: local changes stay pending here (nothing lost, nothing overwritten),
@@ -26,12 +29,14 @@ first answer), and replication resumes after the last sequence applied.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,12 +69,23 @@ from dim_actors.messages import (
     WriteBackOutcome,
     envelope,
 )
+from dim_actors.settings import Settings
 from dim_actors.supervisor.actor import DimActor
 from dim_actors.sync import wire
 from dim_actors.sync.defaults import default_folder
 from dim_actors.sync.echoes import EchoSet
+from dim_actors.sync.folders import make_user_folders
 from dim_actors.sync.ignore import GitIgnore, conflict_copy_name, is_noise
-from dim_actors.sync.paths import UnsafePath, check_relative, confined
+from dim_actors.sync.paths import (
+    UnsafePath,
+    check_relative,
+    confined,
+    display_path,
+    local_failure_reason,
+    local_name_problem,
+    name_too_long,
+    os_error_reason,
+)
 from dim_actors.sync.watcher import file_hash
 
 log = logging.getLogger(__name__)
@@ -136,6 +152,44 @@ COUNTS = ("localChanges", "upstreamApplied", "writeBacksAccepted", "conflicts") 
 MIRROR_NOTE = ("This gateway has no replication endpoint: the agent's files are mirrored here, but your local edits "
                "stay on this computer and are not sent to the agent.")
 LOCAL_EDITS_SHOWN = 100
+FAILED_SHOWN = 100  # sync_status.failed lists at most this many (failedCount has them all)
+RETRY_FIRST_S = 2.0  # a failed upstream change is tried again after this, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 60.0
+SPACE_CHECK_S = 2.0  # the sync folder's free space is looked at this often
+SPACE_FREED = 1 << 20  # this much more free space than at the last look: failed writes are tried at once
+# A LocalChanges bigger than this (a first scan of a big folder) is handled in steps of at most this
+# many files or STEP_S, one transaction each, the journal sending itself a JournalStep between them:
+# other messages (sync_status) are answered in between, and no message comes near the hang timeout.
+STEP_FILES = 2000
+STEP_S = 0.5
+# How long a new journal waits for the database's write lock (held by an instance just replaced,
+# until its next step boundary) before it gives up with a clear error. Below the 10 s and more the
+# supervisor gives an on_start (shutdown_timeout_s + 10), so the error is this one, not a timeout.
+LOCK_WAIT_S = 10.0
+LOW_SPACE = "not enough free space"  # the start of `error` while sync is paused for want of space
+
+
+def free_space_floor(total: int, setting_mb: int | None) -> int:
+    """Below this many free bytes on the sync folder's disk, sync pauses: the sync_min_free_mb
+    setting (0: never), else 64 MiB or 1% of the disk, whichever is smaller (a small disk is not
+    paused for good)."""
+    if setting_mb is not None:
+        return max(0, setting_mb) << 20
+    return min(64 << 20, total // 100)
+
+
+def retry_delay(retries: int) -> float:
+    """How long a failed upstream change waits before its next try."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * (2 ** min(retries, 16)))
+
+
+class JournalStep(Msg, tag="journal_step"):
+    """The journal's own continuation: the next step of a backlog of local changes (never logged:
+    it goes straight to the instance that sent it, so a replaced instance's steps die with it)."""
+
+
+class Superseded(RuntimeError):
+    """This instance was replaced (declared hung): it must not write the successor's database."""
 
 
 class CommandError(Exception):
@@ -170,6 +224,23 @@ class Entry:
 
 
 @dataclass
+class Failure:
+    """One item that could not be synced, and why. Upstream (`note`): not acknowledged while it is
+    `counted` in the outstanding sequences, tried again at `next_at` when `retry`, replaced by any
+    newer state of the path. Local: until the file changes, is renamed or goes."""
+
+    path: str
+    reason: str
+    direction: str  # upstream | local
+    since: float
+    retries: int = 0
+    note: wire.Notification | None = None
+    retry: bool = True
+    next_at: float = 0.0
+    counted: bool = False  # its sequence is outstanding (it holds the acknowledgement back)
+
+
+@dataclass
 class Conflict:
     path: str
     lh: str
@@ -177,6 +248,59 @@ class Conflict:
     uh: str
     copy: str | None
     since: float
+
+
+class Entries(dict):
+    """Local changes by journal id, with an index by path: a 100,000-file scan looks up each path's
+    changes, and a scan of every entry per path would be quadratic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_path: dict[str, dict[int, Entry]] = {}
+
+    def __setitem__(self, seq: int, e: Entry) -> None:
+        old = self.get(seq)
+        if old is not None:
+            self._unindex(old)
+        super().__setitem__(seq, e)
+        self.by_path.setdefault(e.path, {})[seq] = e
+
+    def __delitem__(self, seq: int) -> None:
+        self._unindex(self[seq])
+        super().__delitem__(seq)
+
+    def pop(self, seq: int, *default: Any) -> Any:  # type: ignore[override]
+        e = super().pop(seq, *default)
+        if isinstance(e, Entry) and e.seq == seq:
+            self._unindex(e)
+        return e
+
+    def clear(self) -> None:
+        super().clear()
+        self.by_path.clear()
+
+    def _unindex(self, e: Entry) -> None:
+        mine = self.by_path.get(e.path)
+        if mine is not None:
+            mine.pop(e.seq, None)
+            if not mine:
+                del self.by_path[e.path]
+
+    def of_path(self, path: str) -> list[Entry]:
+        """This path's changes, oldest first."""
+        return sorted(self.by_path.get(path, {}).values(), key=lambda e: e.seq)
+
+    def has_path(self, path: str) -> bool:
+        return path in self.by_path
+
+
+@dataclass
+class ScanWork:
+    """A LocalChanges too big for one message, handled STEP_FILES at a time (see Journal._step)."""
+
+    changes: list[LocalFile]
+    scan: bool
+    done: int = 0
 
 
 @dataclass
@@ -191,7 +315,7 @@ class Sync:
     warning: str | None = None  # syncing, but not as it should (folders polled for want of watches)
     ignore: GitIgnore | None = None
     files: dict[str, FileRec] = field(default_factory=dict)
-    entries: dict[int, Entry] = field(default_factory=dict)
+    entries: Entries = field(default_factory=Entries)
     conflicts: dict[str, Conflict] = field(default_factory=dict)
     materializing: dict[str, tuple[int, str, int]] = field(default_factory=dict)  # path -> (iteration, hash, seq)
     queued: dict[str, wire.Notification] = field(default_factory=dict)  # newer notes behind a materialization
@@ -210,6 +334,13 @@ class Sync:
     dirty: bool = True
     pushed_at: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    failed: dict[str, Failure] = field(default_factory=dict)  # path -> what could not be synced
+    notes: dict[str, wire.Notification] = field(default_factory=dict)  # path -> the state being materialized
+    tries: dict[str, tuple[float, int]] = field(default_factory=dict)  # path -> (failed since, retries) while retried
+    space_at: float = 0.0  # when the free space was last looked at
+    free: int | None = None  # free bytes then
+    floor: int | None = None  # and the floor below which sync pauses
+    backlog: deque[ScanWork] = field(default_factory=deque)  # local changes still to handle, in order
 
     @property
     def root(self) -> Path:
@@ -221,16 +352,33 @@ class Journal(DimActor):
         super().on_start()
         self.db_path = self.ctx.home.data_dir / "journal.sqlite"
         # Opened in the actor's own thread: sqlite3 connections belong to the thread that made them.
-        self.db = sqlite3.connect(self.db_path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a crash of the app
-        self.db.executescript(SCHEMA)
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(changes)")}
-        for col, decl in CHANGE_COLUMNS.items():
-            if col not in have:
-                self.db.execute(f"ALTER TABLE changes ADD COLUMN {col} {decl}")
-        self.db.execute("CREATE INDEX IF NOT EXISTS changes_open ON changes (session_id, state)")
-        self.db.commit()
+        # The busy timeout is how long a write waits for the lock: an instance declared hung and replaced
+        # lets go of it at its next step boundary (well under a second), so waiting LOCK_WAIT_S and
+        # then failing with a clear error beats failing at once and being restarted in a loop.
+        self.db = sqlite3.connect(self.db_path, timeout=LOCK_WAIT_S)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a crash of the app
+            self.db.executescript(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(changes)")}
+            for col, decl in CHANGE_COLUMNS.items():
+                if col not in have:
+                    self.db.execute(f"ALTER TABLE changes ADD COLUMN {col} {decl}")
+            self.db.execute("CREATE INDEX IF NOT EXISTS changes_open ON changes (session_id, state)")
+            self.db.commit()
+        except sqlite3.OperationalError as e:
+            self.db.close()
+            if "locked" in str(e):
+                raise RuntimeError(f"the sync journal {self.db_path} stayed locked for {LOCK_WAIT_S:g} s by another "
+                                   "writer (an earlier instance of the journal that has not let go of it); sync "
+                                   "waits until it does") from e
+            raise
+        # a step stays well inside the hang timeout, however low it is set
+        self.step_s = min(STEP_S, (self.ctx.settings or Settings()).hang_timeout_s / 4)
+        self.step_queued = False
+        self.closed = False  # let go after being replaced (see handle)
+        # sid -> files the watcher has listed so far in a full scan under way (shared, see scan_view)
+        self.scan_progress: dict[str, int] = self.ctx.extra.setdefault("scan_progress", {})
         self.recorded = self.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
         self.spool_root = self.ctx.home.data_dir / "sync-spool"
         self.echoes: EchoSet = self.ctx.extra.setdefault("echoes", EchoSet())  # its per-session counts
@@ -238,6 +386,8 @@ class Journal(DimActor):
         self.sync_root: str | None = settings.sync_root if settings else None
         self.auto_start: bool = bool(settings and settings.sync_auto_start)
         self.extra_ignore: list[str] = list(settings.sync_extra_ignore) if settings else []
+        self.max_file: int = (settings or Settings()).sync_max_file_mb << 20
+        self.floor_mb: int | None = settings.sync_min_free_mb if settings else None
         # sessions whose sync_auto_start was refused (a non-empty folder...): shown by sync_status
         self.refused: dict[str, dict[str, Any]] = {}
         self.syncs: dict[str, Sync] = {}
@@ -266,7 +416,19 @@ class Journal(DimActor):
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         self.stop_ticks.set()
+        # pykka runs no on_stop after a failure: the connection (rolled back by the failed message's
+        # transaction) is closed here, so nothing of this instance stays in the successor's way.
+        try:
+            self.db.close()
+        except Exception:
+            pass
         super().on_failure(exception_type, exception_value, traceback)
+
+    def _check_current(self) -> None:
+        """At a step boundary: an instance the supervisor has replaced stops here, its transaction
+        rolled back, instead of writing on beside its successor."""
+        if self.superseded():
+            raise Superseded("replaced by a new instance of the journal; stopping at a step boundary")
 
     # --- loading --------------------------------------------------------------------------------------
 
@@ -334,9 +496,31 @@ class Journal(DimActor):
     # --- messages -----------------------------------------------------------------------------------------
 
     def handle(self, sender: str, body: Msg) -> None:
+        if self.closed:
+            return
+        # Its own timers and steps reach an instance straight, not through its address: once it is
+        # replaced they are the only way it could still write, so it stops at the first of them.
+        if isinstance(body, (SyncTick, JournalStep)) and self.superseded():
+            self._let_go()
+            return
+        try:
+            self._handle(body)
+        except Superseded:
+            self._let_go()  # the step's transaction was rolled back on the way out
+
+    def _let_go(self) -> None:
+        log.warning("journal: this instance was replaced; it stops here and closes its database")
+        self.closed = True
+        self.stop_ticks.set()
+        self.db.close()
+
+    def _handle(self, body: Msg) -> None:
         with self.db:  # one transaction per message: all of it or, after a crash, none of it
             if isinstance(body, SyncTick):
                 self.on_tick()
+            elif isinstance(body, JournalStep):
+                self.step_queued = False
+                self._step()
             elif isinstance(body, SyncCommand):
                 self.on_command(body)
             elif isinstance(body, ReplicationUpdate):
@@ -450,7 +634,9 @@ class Journal(DimActor):
                 "errorCode": e.code, "warning": None, "filesTracked": 0, "lastSyncAt": None, "pendingWrites": 0,
                 "heldWrites": 0, "conflicts": [], "mode": "two-way", "modeNote": None, "localEdits": [],
                 "link": "stopped", "linkDetail": "", "lastSequence": 0,
-                "incidents": [], "rejected": [], "stats": {**dict.fromkeys(COUNTS, 0), **self.echoes.counts(sid)}}
+                "incidents": [], "rejected": [], "failed": [], "failedCount": 0, "maxFileSize": self.max_file,
+                "freeSpace": None, "minFreeSpace": None, "scan": None,
+                "stats": {**dict.fromkeys(COUNTS, 0), **self.echoes.counts(sid)}}
 
     def start_sync(self, sid: str, local_dir: Any, confirm: bool) -> dict[str, Any]:
         if not isinstance(local_dir, str) or not local_dir.strip():
@@ -482,12 +668,12 @@ class Journal(DimActor):
                                f"{path} is not empty and is not an earlier sync of this session. Its files would be "
                                "merged with the workspace (conflicts kept side by side); call start_sync again with "
                                "confirm: true to go ahead")
-        path.mkdir(parents=True, exist_ok=True)
+        make_user_folders(path)
         if s is None or not same_folder:
             # a new folder: nothing of what we knew about a local copy holds
             self._forget_files(sid)
             s = self.syncs[sid] = Sync(sid, str(path), s.replica_id if s else uuid.uuid4().hex, "active")
-        elif s.state == "paused" and s.error != USER_PAUSE:
+        elif s.state == "paused" and s.error != USER_PAUSE and not (s.error or "").startswith(LOW_SPACE):
             self._restore(s)
         s.state, s.error, s.warning = "active", None, None
         s.incidents.clear()
@@ -557,6 +743,8 @@ class Journal(DimActor):
         s.materializing.clear()
         s.queued.clear()
         s.outstanding.clear()
+        s.backlog.clear()  # the rescan at the next start lists every file again
+        self._uncount_failures(s)
         s.max_seen = s.last_seq
         for seq in s.inflight:
             e = s.entries.get(seq)
@@ -585,9 +773,19 @@ class Journal(DimActor):
             "localEdits": self._local_edits(s),
             "link": s.link, "linkDetail": s.link_detail, "lastSequence": s.last_seq,
             "incidents": s.incidents[-10:], "rejected": s.rejected[-20:],
+            # items that could not be synced, each with its reason (not acknowledged upstream; retried)
+            "failed": self._failed_view(s), "failedCount": len(s.failed),
+            "maxFileSize": self.max_file, "freeSpace": s.free, "minFreeSpace": s.floor,
             # echoesSuppressed / echoesLeaked: counted by the watcher, in the echo set it shares with us
             "stats": {**s.counts, **self.echoes.counts(s.sid)},
+            "scan": self.scan_view(s),
         }
+
+    def _failed_view(self, s: Sync) -> list[dict[str, Any]]:
+        shown = sorted(s.failed.values(), key=lambda fl: (fl.since, fl.path))[:FAILED_SHOWN]
+        return [{"path": fl.path, "reason": fl.reason, "direction": fl.direction, "since": int(fl.since * 1000),
+                 "retries": fl.retries, "sequence": fl.note.sequence if fl.note is not None else None}
+                for fl in shown]
 
     def _local_edits(self, s: Sync) -> list[dict[str, Any]]:
         """Local changes not yet accepted upstream (conflicts apart), by path: the newest per path,
@@ -596,7 +794,8 @@ class Journal(DimActor):
         for e in s.entries.values():
             if e.state in ("pending", "sent") and e.path not in s.conflicts:
                 latest[e.path] = e
-        return [{"path": p, "deleted": latest[p].deletion} for p in sorted(latest)[:LOCAL_EDITS_SHOWN]]
+        # the first few of up to 100,000 paths (a big folder's first upload): no need to sort them all
+        return [{"path": p, "deleted": latest[p].deletion} for p in heapq.nsmallest(LOCAL_EDITS_SHOWN, latest)]
 
     def _conflict_view(self, s: Sync, c: Conflict, texts: bool) -> dict[str, Any]:
         view: dict[str, Any] = {"path": c.path, "upstreamIteration": c.u, "upstreamHash": c.uh,
@@ -649,8 +848,17 @@ class Journal(DimActor):
             f.u = 0
             self._save_file(s, path)
         s.outstanding.clear()
+        self._uncount_failures(s)
         s.last_seq = s.max_seen = 0
         self._save_sync(s)
+
+    def _uncount_failures(self, s: Sync) -> None:
+        """The outstanding sequences are forgotten (a stop, a full resync): the catch-up that follows
+        offers the failed states again (they were never acknowledged), and that replaces them."""
+        for fl in s.failed.values():
+            fl.counted = False
+        s.notes.clear()
+        s.tries.clear()
 
     def _done(self, s: Sync, seq: int) -> None:
         left = s.outstanding.get(seq, 0) - 1
@@ -679,17 +887,62 @@ class Journal(DimActor):
         if batch:
             self.ctx.send("materializer", Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch))
 
+    def _refuse(self, s: Sync, n: wire.Notification, e: UnsafePath) -> None:
+        log.warning("sync %s: refused an upstream change: %s", s.sid, e)
+        s.rejected.append({"path": str(n.filepath)[:300], "reason": str(e), "at": int(time.time() * 1000)})
+        self._record(s, "upstream", str(n.filepath)[:4096], n.contentHash, n.isDeletion, "rejected",
+                     iteration=n.iteration, reason=str(e), sequence=n.sequence)
+        s.dirty = True
+        self._done(s, n.sequence)
+
+    def _unfail(self, s: Sync, path: str, n: wire.Notification) -> None:
+        """A state of `path` comes from upstream (again, after a reconnect, or a newer one): it
+        replaces the failed one, whose delivery is done (this one is counted on its own); its
+        outcome decides what happens next. (A retry takes the failure off before it comes here.)"""
+        old = s.failed.get(path)
+        if old is None or old.direction != "upstream":
+            return
+        del s.failed[path]
+        s.dirty = True
+        if old.note is not None and old.note.sequence == n.sequence:
+            s.tries[path] = (old.since, old.retries)
+        if old.counted and old.note is not None:
+            self._done(s, old.note.sequence)
+
+    def _fail_upstream(self, s: Sync, path: str, n: wire.Notification | None, reason: str, retry: bool,
+                       counted: bool = True) -> None:
+        """An upstream state that could not be written: listed with its reason, its sequence left
+        outstanding (never acknowledged), tried again later (`retry`) or when a newer state comes."""
+        since, retries = s.tries.pop(path, (time.time(), -1))
+        retries += 1
+        log.warning("sync %s: could not write %s (try %d): %s", s.sid, path, retries + 1, reason)
+        if n is not None and n.renamedFrom:
+            n = msgspec.structs.replace(n, renamedFrom=None, renamedFromIteration=None)  # that half is handled
+        s.failed[path] = Failure(path, reason, "upstream", since, retries, n, retry and n is not None,
+                                 time.monotonic() + retry_delay(retries), counted and n is not None)
+        s.dirty = True
+
     def _notification(self, s: Sync, n: wire.Notification, items: list[MaterializeItem]) -> None:
         try:
             path = check_relative(n.filepath)
+        except UnsafePath as e:
+            self._refuse(s, n, e)
+            return
+        self._unfail(s, path, n)
+        too_long = name_too_long(path)
+        if too_long is not None:
+            if n.isDeletion:  # it was never written here either
+                self._done(s, n.sequence)
+            else:  # only a newer state (a shorter name) can change that: not tried again meanwhile
+                self._fail_upstream(s, path, n, too_long, retry=False)
+            return
+        try:
             confined(s.root, path)
         except UnsafePath as e:
-            log.warning("sync %s: refused an upstream change: %s", s.sid, e)
-            s.rejected.append({"path": str(n.filepath)[:300], "reason": str(e), "at": int(time.time() * 1000)})
-            self._record(s, "upstream", str(n.filepath)[:4096], n.contentHash, n.isDeletion, "rejected",
-                         iteration=n.iteration, reason=str(e), sequence=n.sequence)
-            s.dirty = True
-            self._done(s, n.sequence)
+            self._refuse(s, n, e)
+            return
+        except OSError as e:
+            self._fail_upstream(s, path, n, os_error_reason(e), retry=True)
             return
         if not n.isDeletion and not wire.valid_hash(n.contentHash):
             s.rejected.append({"path": path, "reason": "invalid content hash", "at": int(time.time() * 1000)})
@@ -709,7 +962,7 @@ class Journal(DimActor):
             s.queued[path] = n  # after the write in flight
             return
         target = "" if n.isDeletion else n.contentHash
-        mine = [e for e in s.entries.values() if e.path == path]
+        mine = s.entries.of_path(path)
         if n.renamedFrom:
             # the rename's other half: the old path is deleted at renamedFromIteration
             try:
@@ -733,7 +986,7 @@ class Journal(DimActor):
             self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path))
             if c.copy:
                 self._remove_copy(s, c.copy)
-            for e in [e for e in s.entries.values() if e.path == path]:
+            for e in s.entries.of_path(path):
                 self._drop(s, e, "superseded")
             f.u, f.uh = n.iteration, target
             self._save_file(s, path)
@@ -770,9 +1023,10 @@ class Journal(DimActor):
                                    expectedHash=f.lh)
             if old is not None and old in s.files:
                 of = s.files[old]
-                if of.lh == n.contentHash and old not in s.conflicts and not any(e.path == old for e in s.entries.values()):
+                if of.lh == n.contentHash and old not in s.conflicts and not s.entries.has_path(old):
                     item.renamedFrom, item.renamedFromHash = old, of.lh
             s.materializing[path] = (n.iteration, target, n.sequence)
+            s.notes[path] = n
             items.append(item)
         if old is not None and n.renamedFromIteration is not None:
             s.outstanding[n.sequence] = s.outstanding.get(n.sequence, 0) + 1
@@ -795,8 +1049,8 @@ class Journal(DimActor):
         if n is not None:
             f.mode = n.permissions or f.mode
         self._save_file(s, path)
-        for e in s.entries.values():
-            if e.path == path and e.state == "pending":
+        for e in s.entries.of_path(path):
+            if e.state == "pending":
                 e.state = "held"
                 self._entry_state(e, "held")
         self._save_conflict(s, c)
@@ -805,6 +1059,8 @@ class Journal(DimActor):
         if target:
             copy = conflict_copy_name(path, iteration)
             s.materializing[path] = (iteration, target, n.sequence if n else 0)
+            if n is not None:
+                s.notes[path] = n
             items.append(MaterializeItem(path=path, iteration=iteration, contentHash=target,
                                          size=n.size if n else 0, permissions=f.mode,
                                          content=n.inlineContent if n else None, conflictCopy=copy))
@@ -834,19 +1090,23 @@ class Journal(DimActor):
         for r in m.results:
             pending = s.materializing.get(r.path)
             seq = None
+            note = None
             if pending is not None and pending[0] == r.iteration:
                 del s.materializing[r.path]
                 seq = pending[2]
+                note = s.notes.pop(r.path, None)
+            if r.outcome != "failed":
+                s.tries.pop(r.path, None)
             f = self._file(s, r.path)
             if r.outcome in ("written", "unchanged", "deleted"):
                 target = pending[1] if pending else r.hash
                 f.u, f.uh = max(f.u, r.iteration), target
                 f.lh = r.hash if r.outcome != "deleted" else ""
                 self._save_file(s, r.path)
-                for e in s.entries.values():
+                for e in s.entries.of_path(r.path):
                     # a save recorded while this write was in flight: it came after the write (else
                     # the materializer would have found the file changed), so it is based on it
-                    if e.path == r.path and e.state == "pending" and e.base != f.u:
+                    if e.state == "pending" and e.base != f.u:
                         e.base = f.u
                         self._entry_state(e, "pending", base=f.u)
                 self._record(s, "upstream", r.path, target, r.outcome == "deleted", "applied", iteration=r.iteration,
@@ -871,8 +1131,16 @@ class Journal(DimActor):
                 s.rejected.append({"path": r.path, "reason": r.detail, "at": now_ms})
                 self._record(s, "upstream", r.path, "", False, "rejected", iteration=r.iteration, reason=r.detail,
                              sequence=seq)
-            else:  # failed
-                self._incident(s, "materialize_failed", f"{r.path}: {r.detail}")
+            else:  # failed: that item only; its change stays unacknowledged and is tried again
+                if note is None and pending is not None:
+                    # not from a notification (accept_upstream of a conflict): tried again all the
+                    # same, as a state with no sequence to hold back
+                    note = wire.Notification(sequence=0, filepath=r.path, contentHash=pending[1], size=0,
+                                             permissions=f.mode, isDeletion=not pending[1], iteration=r.iteration)
+                self._fail_upstream(s, r.path, note, r.detail or "could not be written", retry=True,
+                                    counted=bool(seq))
+                if note is not None and seq:
+                    seq = None
             if seq is not None:
                 self._done(s, seq)
             nxt = s.queued.pop(r.path, None)
@@ -889,21 +1157,116 @@ class Journal(DimActor):
         s = self.syncs.get(msg.sessionId)
         if s is None or s.state != "active":
             return
+        if s.backlog or len(msg.changes) > STEP_FILES:
+            # in steps; a later change waits behind the backlog, so the order of a path's states holds
+            s.backlog.append(ScanWork(list(msg.changes), msg.scan))
+            s.dirty = True
+            self._continue()
+            return
         for lf in msg.changes:
             self._local(s, lf)
         if msg.scan:
-            listed = {lf.path for lf in msg.changes}
-            if s.ignore is None:
-                s.ignore = GitIgnore(s.root, self.extra_ignore)
-            for path, f in list(s.files.items()):
-                # a file the rules ignore is not in the listing: gone from disk, it is not a deletion
-                # to send, as the watcher never reports one for it either (docs/sync.md §4)
-                if f.lh and path not in listed and path not in s.materializing and not is_noise(path) \
-                        and not os.path.lexists(s.root / path) and not s.ignore.ignored(path):
-                    self._local(s, LocalFile(path, "", 0, 0))
+            self._scan_end(s, msg.changes)
         self._send_pending(s)
 
+    def _continue(self) -> None:
+        if not self.step_queued:
+            self.step_queued = True
+            self.actor_ref.tell(envelope(self.ctx.name, self.ctx.name, JournalStep()))
+
+    def _step(self) -> None:
+        """One step of every backlog: at most STEP_FILES files or STEP_S seconds in all."""
+        deadline = time.monotonic() + self.step_s
+        budget = STEP_FILES
+        for s in list(self.syncs.values()):
+            if not s.backlog:
+                continue
+            if s.state != "active":
+                s.backlog.clear()  # stopped or paused meanwhile: a rescan follows any resume
+                continue
+            while s.backlog and budget > 0 and time.monotonic() < deadline:
+                w = s.backlog[0]
+                end = min(len(w.changes), w.done + budget)
+                while w.done < end:
+                    self._local(s, w.changes[w.done])
+                    w.done += 1
+                    budget -= 1
+                    if w.done % 128 == 0:
+                        self._check_current()
+                        if time.monotonic() >= deadline:
+                            break
+                if w.done >= len(w.changes):
+                    s.backlog.popleft()
+                    if w.scan:
+                        self._scan_end(s, w.changes)
+            s.dirty = True
+            self._send_pending(s)
+        if any(s.backlog for s in self.syncs.values()):
+            self._continue()
+
+    def scan_view(self, s: Sync) -> dict[str, Any] | None:
+        """sync_status.scan: how far the first look at a folder's files has come, or None.
+        listing: the watcher walks the folder (total not known yet); indexing: the journal records
+        what it found, `done` of `total` files."""
+        if s.backlog:
+            return {"phase": "indexing", "done": sum(w.done for w in s.backlog),
+                    "total": sum(len(w.changes) for w in s.backlog)}
+        listed = self.scan_progress.get(s.sid)
+        if listed is not None and s.state == "active":
+            return {"phase": "listing", "done": listed, "total": None}
+        return None
+
+    def _scan_end(self, s: Sync, changes: list[LocalFile]) -> None:
+        """The end of a complete listing: what it does not hold and is gone from disk was deleted."""
+        listed = {lf.path for lf in changes}
+        for path in [p for p, fl in s.failed.items() if fl.direction == "local" and p not in listed]:
+            del s.failed[path]  # gone, or renamed to a name that syncs
+            s.dirty = True
+        if s.ignore is None:
+            s.ignore = GitIgnore(s.root, self.extra_ignore)
+        for path, f in list(s.files.items()):
+            # a file the rules ignore is not in the listing: gone from disk, it is not a deletion
+            # to send, as the watcher never reports one for it either (docs/sync.md §4)
+            if f.lh and path not in listed and path not in s.materializing and not is_noise(path) \
+                    and not os.path.lexists(s.root / path) and not s.ignore.ignored(path):
+                self._local(s, LocalFile(path, "", 0, 0))
+
+    def _local_problem(self, lf: LocalFile) -> tuple[str, str] | None:
+        """(the path to show, the problem's code) for a local file that is not synced, else None.
+        The watcher sends a name that is no workspace path as its display form with the hash
+        "!code", and a file over the size limit as "!too_large"; a change it sent as an ordinary
+        one is checked again here all the same."""
+        if lf.hash.startswith("!"):
+            return lf.path, lf.hash[1:]
+        code = local_name_problem(lf.path)
+        if code is not None:
+            return display_path(lf.path), code
+        if lf.hash and lf.size > self.max_file:
+            return lf.path, "too_large"
+        return None
+
     def _local(self, s: Sync, lf: LocalFile) -> None:
+        problem = self._local_problem(lf)
+        if problem is not None:
+            shown, code = problem
+            old = s.failed.get(shown)
+            if old is not None and old.direction == "upstream":
+                return  # that path's upstream state is failing too: it is listed (and held) as that
+            if lf.hash:
+                reason = local_failure_reason(code, lf.size, self.max_file)
+                if old is None or old.reason != reason:
+                    log.warning("sync %s: not syncing %s: %s", s.sid, shown, reason)
+                    s.failed[shown] = Failure(shown, reason, "local", old.since if old else time.time(),
+                                              (old.retries + 1) if old else 0, retry=False)
+                    s.dirty = True
+                return
+            if old is not None and old.direction == "local":
+                del s.failed[shown]  # a name that never synced is gone: nothing else to do
+                s.dirty = True
+            return
+        if lf.path in s.failed and s.failed[lf.path].direction == "local":
+            del s.failed[lf.path]  # it can be synced now (smaller again, or gone)
+            s.dirty = True
         path, h = lf.path, lf.hash
         m = s.materializing.get(path)
         if m is not None and m[1] == h:
@@ -928,7 +1291,7 @@ class Journal(DimActor):
             c.lh = h
             self._save_conflict(s, c)
             return
-        mine = [e for e in s.entries.values() if e.path == path]
+        mine = s.entries.of_path(path)
         if h == f.uh and not mine:
             return  # local now equals upstream's current content: nothing to send
         for e in mine:
@@ -952,7 +1315,7 @@ class Journal(DimActor):
         busy = {e.path for e in s.entries.values() if e.state == "sent"}
         batch: list[Entry] = []
         deletions = 0
-        for e in sorted(s.entries.values(), key=lambda e: e.seq):
+        for e in s.entries.values():  # in journal order: ids only grow, and are added in order
             if e.state != "pending" or e.path in busy or e.path in s.conflicts or e.path in s.materializing:
                 continue
             if e.deletion and now - e.recorded < DELETE_HOLD_S:
@@ -1037,7 +1400,7 @@ class Journal(DimActor):
                 full = s.root / e.path
                 h = file_hash(full) if full.is_file() else ""
                 f = self._file(s, e.path)
-                if (h or "") != f.lh or not any(x.path == e.path for x in s.entries.values()):
+                if (h or "") != f.lh or not s.entries.has_path(e.path):
                     f.lh = "\0"  # force a fresh look
                     self._local(s, LocalFile(e.path, h or "", full.stat().st_size if h else 0, f.mode))
             elif r.reason == "no_link":
@@ -1112,7 +1475,7 @@ class Journal(DimActor):
         c = s.conflicts.pop(path)
         self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (sid, path))
         f = self._file(s, path)
-        held = [e for e in s.entries.values() if e.path == path]
+        held = s.entries.of_path(path)
         items: list[MaterializeItem] = []
         if resolution == "accept_upstream":
             for e in held:
@@ -1144,11 +1507,65 @@ class Journal(DimActor):
 
     # --- time -----------------------------------------------------------------------------------------------
 
+    def _check_space(self, s: Sync, now: float) -> None:
+        """Pause when the sync folder's disk is below the floor; resume once it is not. Space freed
+        since the last look: failed writes are tried again at once."""
+        low_paused = s.state == "paused" and (s.error or "").startswith(LOW_SPACE)
+        if not (s.state == "active" or low_paused) or now - s.space_at < SPACE_CHECK_S:
+            return
+        s.space_at = now
+        try:
+            st = os.statvfs(s.local_dir)
+        except OSError:
+            return  # a folder that went: the watcher and the deletion guard deal with that
+        free, floor = st.f_bavail * st.f_frsize, free_space_floor(st.f_blocks * st.f_frsize, self.floor_mb)
+        before, s.free, s.floor = s.free, free, floor
+        if before is None or abs(free - before) >= SPACE_FREED:
+            s.dirty = True  # shown in the status; small moves are not worth a push
+        if s.state == "active" and free < floor:
+            self._pause(s, f"{LOW_SPACE}: the disk of the sync folder {s.local_dir} has {_mib(free)} free, below "
+                           f"the floor of {_mib(floor)}. Sync is paused and resumes by itself once space is freed")
+        elif low_paused and free >= floor:
+            log.info("sync %s: free space is back (%s); resuming", s.sid, _mib(free))
+            s.state, s.error = "active", None
+            self._incident(s, "space_back", f"{_mib(free)} free again: sync resumed")
+            self._save_sync(s)
+            self._begin(s, reset_link=True)
+        elif s.state == "active" and before is not None and free >= before + SPACE_FREED:
+            for fl in s.failed.values():
+                fl.next_at = 0.0
+
+    def _retry_failed(self, s: Sync, now: float) -> None:
+        # Not counted (after a stop or a full resync): the catch-up offers it again; retried here it
+        # could be done before what the catch-up brings ahead of it. A state with no sequence is.
+        due = [fl for fl in s.failed.values() if fl.direction == "upstream" and fl.retry and fl.note is not None
+               and (fl.counted or fl.note.sequence == 0) and fl.next_at <= now and fl.path not in s.materializing]
+        if not due:
+            return
+        items: list[MaterializeItem] = []
+        for fl in due[:MAX_BATCH]:
+            n = fl.note
+            assert n is not None
+            # its delivery is still outstanding: this try's outcome is what makes it done
+            del s.failed[fl.path]
+            s.tries[fl.path] = (fl.since, fl.retries)
+            if fl.path in s.conflicts:  # the conflict copy could not be written: write it again
+                self._conflict(s, fl.path, n.iteration, "" if n.isDeletion else n.contentHash, n, items)
+            else:
+                self._notification(s, n, items)
+        s.dirty = True
+        self._send_items(s, items)
+        self._advance(s)
+
     def on_tick(self) -> None:
         now = time.monotonic()
-        for s in self.syncs.values():
+        for s in list(self.syncs.values()):
+            self._check_space(s, now)
             if s.state != "active":
                 continue
+            self._retry_failed(s, now)
+            if s.sid in self.scan_progress:
+                s.dirty = True  # the watcher's listing moves on: the panel shows how far
             if s.inflight and now - s.sent_at > INFLIGHT_TIMEOUT_S:
                 for seq in list(s.inflight):
                     e = s.entries.get(seq)
@@ -1162,6 +1579,10 @@ class Journal(DimActor):
                     sessionId=s.sid, replicaId=s.replica_id, sinceSequence=s.last_seq,
                     spoolDir=str(self.spool_root / s.sid)))
             self._send_pending(s)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _has_files(root: Path) -> bool:

@@ -4,8 +4,11 @@ For each item the journal sends it checks the path (no absolute path, no '..', n
 symlink that leads out, nothing in .git: ``_locate``, the same rules as ``paths.confined``), checks
 the local file still holds what the journal believes (``expectedHash``; otherwise the user changed
 it meanwhile: ``local_changed``, nothing is written), then puts the content in a temp file in the
-target's folder, sets its permissions and renames it over the target. Every write and deletion is
-first registered in the echo set, so the watcher ignores exactly these states and nothing else.
+target's folder, sets its permissions (portable: 0644, or 0755 when upstream's mode has an
+executable bit) and renames it over the target. A write that fails (a full disk, permission
+denied, a name too long) fails that item only, with its reason in words (paths.os_error_reason).
+Every write and deletion is first registered in the echo set, so the watcher ignores exactly these
+states and nothing else.
 
 Content comes inline (small files), from a local file that already holds it (a rename, a copy), or
 is fetched by hash: the connection process verifies it and leaves it in a spool file, which is then
@@ -45,7 +48,8 @@ from dim_actors.messages import (
 )
 from dim_actors.supervisor.actor import DimActor
 from dim_actors.sync.echoes import EchoSet
-from dim_actors.sync.paths import UnsafePath, check_relative
+from dim_actors.sync.folders import make_user_folder, make_user_folders
+from dim_actors.sync.paths import UnsafePath, check_relative, os_error_reason, portable_mode
 from dim_actors.sync.watcher import file_hash
 
 log = logging.getLogger(__name__)
@@ -187,10 +191,10 @@ class Materializer(DimActor):
         a deleted sync folder is not brought back by a write)."""
         for folder in loc.missing:
             if loc.through_link:
-                os.makedirs(folder, exist_ok=True)  # below a symlinked folder that stays inside
+                make_user_folders(Path(folder))  # below a symlinked folder that stays inside
                 continue
             try:
-                os.mkdir(folder)
+                make_user_folder(folder)
             except FileExistsError:
                 st = os.lstat(folder)  # made meanwhile by someone else: it must be a real folder
                 if not stat_.S_ISDIR(st.st_mode):
@@ -215,6 +219,9 @@ class Materializer(DimActor):
             log.warning("sync %s: refused an upstream change: %s", sid, e)
             self._result(sid, item, "rejected", detail=str(e))
             return
+        except OSError as e:  # a name too long for the disk, a folder we may not look into...
+            self._failed(sid, item, e)
+            return
         if self._real_root(local_dir) is None:
             self._result(sid, item, "failed", detail=f"{local_dir} is not a folder")
             return
@@ -230,9 +237,13 @@ class Materializer(DimActor):
             else:
                 self._wait_for(sid, local_dir, item, None)
         except OSError as e:
-            self.failed += 1
-            log.warning("sync %s: could not write %s: %s", sid, item.path, e)
-            self._result(sid, item, "failed", detail=str(e))
+            self._failed(sid, item, e)
+
+    def _failed(self, sid: str, item: MaterializeItem, e: OSError) -> None:
+        """That item only: the journal lists it with the reason and tries it again later."""
+        self.failed += 1
+        log.warning("sync %s: could not write %s: %s", sid, item.path, e)
+        self._result(sid, item, "failed", detail=os_error_reason(e))
 
     def _wait_for(self, sid: str, local_dir: str, item: MaterializeItem, clean: str | None) -> None:
         """Fetched content, one fetch per hash however many items wait for it."""
@@ -306,7 +317,7 @@ class Materializer(DimActor):
         if not ok:
             self._result(sid, item, "local_changed", cur)
             return "local_changed"
-        mode = (item.permissions & 0o777) or 0o644
+        mode = portable_mode(item.permissions)
         target = loc.full
         if cur == item.contentHash and not item.conflictCopy:
             self._apply_mode(target, loc.st, mode)
@@ -420,6 +431,9 @@ class Materializer(DimActor):
                         self.rejected += 1
                         self._result(msg.sessionId, item, "rejected", detail=str(e))
                         continue
+                    except OSError as e:
+                        self._failed(msg.sessionId, item, e)
+                        continue
                     last = i == len(waiters) - 1
                     try:
                         if self._real_root(local_dir) is None:
@@ -428,8 +442,7 @@ class Materializer(DimActor):
                         gone = last and outcome in ("written", "copied")
                         self.fetched += 1
                     except OSError as e:
-                        self.failed += 1
-                        self._result(msg.sessionId, item, "failed", detail=str(e))
+                        self._failed(msg.sessionId, item, e)
             finally:
                 if spool is not None and not gone:
                     try:

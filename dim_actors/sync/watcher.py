@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import importlib.metadata
@@ -58,9 +59,11 @@ from dim_actors.messages import (
     WatcherIncident,
     envelope,
 )
+from dim_actors.settings import Settings
 from dim_actors.supervisor.actor import DimActor
 from dim_actors.sync.echoes import EchoSet
 from dim_actors.sync.ignore import GitIgnore, is_noise
+from dim_actors.sync.paths import display_path, local_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,11 @@ RETRY_WATCH_S = 30.0  # while polling for want of watches: schedule again this o
 DISCARD_S = 2.0  # a failed observer is stopped this long after its failure (start_observer)
 INJECTED_OVERFLOW_S = 0.5  # DIM_SYNC_FAULTS overflow: events are dropped this long, then it is told
 BATCH = 2000  # paths per FsEvent / LocalChanges
+# A full scan looks at most this many files, or for this long, per message, then sends itself a
+# ScanStep: a folder of 100,000 files never holds the actor near the hang timeout, and events and
+# ticks are handled between steps.
+STEP_FILES = 2000
+STEP_S = 0.5
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
 try:
     WATCHDOG_VERSION = importlib.metadata.version("watchdog")  # named in warnings about its internals
@@ -83,6 +91,26 @@ except importlib.metadata.PackageNotFoundError:
 EVENTS_LOST: str | None = getattr(watchdog.events, "EVENT_TYPE_EVENTS_LOST", None)
 OVERFLOW_LOG_LINES = ("Inotify queue overflowed", "Unable to rebuild recursive inotify watches")
 WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+class ScanStep(Msg, tag="watcher_scan_step"):
+    """The watcher's own continuation of a full scan (straight to the instance, never logged)."""
+
+    sessionId: str
+
+
+class ScanJob:
+    """A walk under way: a full scan (`listing`: every file's state goes to the journal at the end)
+    or the walk of one folder (a folder moved in, changed .gitignore rules: changes go as found)."""
+
+    def __init__(self, f: "Folder", rel: str = "", listing: bool = True):
+        self.f = f
+        self.listing = listing
+        self.stack = [rel]
+        self.entries: list[tuple[str, os.DirEntry]] = []  # the rest of the folder being walked
+        self.seen: list[str] = []
+        self.present_before = set(f.cache) if listing else set()
+        self.again = False  # another rescan was asked for meanwhile: start over when this one ends
 
 
 def _faults() -> dict[str, str]:
@@ -308,6 +336,34 @@ class Debouncer:
                     log.exception("watcher: could not hand over file events")
 
 
+def _wire_rel(rel: str) -> str:
+    """A path as FsEvent carries it: valid UTF-8 for every message and log on the way; a name that
+    is not UTF-8 (held as surrogates) as a NUL, "x" and its bytes in hex (no name holds a NUL),
+    which _unwire_rel undoes."""
+    if rel.isascii():
+        return rel
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return "\0x" + os.fsencode(rel).hex()
+
+
+def _unwire_rel(rel: str) -> str:
+    return os.fsdecode(bytes.fromhex(rel[2:])) if rel.startswith("\0x") else rel
+
+
+def _outgoing(lf: LocalFile) -> LocalFile:
+    """What the journal gets: a name that is no workspace path (not UTF-8, a control character, a
+    backslash) goes as its display form, valid UTF-8 for every message and log on the way, and, when
+    the file is there, the hash "!code" (the journal lists it as failed, with the reason)."""
+    code = local_name_problem(lf.path)
+    if code is None:
+        return lf
+    h = lf.hash if lf.hash.startswith("!") or not lf.hash else "!" + code
+    return LocalFile(display_path(lf.path), h, lf.size, lf.mode)
+
+
 class _Handler(FileSystemEventHandler):
     """Runs on watchdog's thread: records paths with the debouncer and nothing else."""
 
@@ -332,7 +388,7 @@ class _Handler(FileSystemEventHandler):
             return ""
         if not p.startswith(root + os.sep):
             return None
-        return p[len(root) + 1:].replace(os.sep, "/")
+        return _wire_rel(p[len(root) + 1:].replace(os.sep, "/"))
 
     def _tell_injected_overflow(self) -> None:
         if EVENTS_LOST:  # the signal the installed watchdog gives
@@ -429,8 +485,16 @@ class Watcher(DimActor):
         self.overflowed: list[tuple[str | None, str]] = []
         self.fd_fallback_logged = False
         self.scanning = False  # in a full scan: its listing is every file's state, not changes
+        # a step stays well inside the hang timeout, however low it is set
+        self.step_s = min(STEP_S, (self.ctx.settings or Settings()).hang_timeout_s / 4)
+        self.jobs: dict[str, collections.deque[ScanJob]] = {}  # sid -> walks to do, in order
+        self.stepping: set[str] = set()  # sids with a ScanStep on its way
+        # sid -> files listed so far by a full scan under way; the journal shows it in sync_status
+        self.scan_progress: dict[str, int] = extra.setdefault("scan_progress", {})
         # sync_extra_ignore: on top of every folder's .gitignore files (docs/sync.md §4)
         self.extra_ignore = list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
+        # a file above this is not read at all: the journal lists it as too large
+        self.max_file = (self.ctx.settings or Settings()).sync_max_file_mb << 20
         self.debouncer = Debouncer(lambda ev: self.ctx.send(self.ctx.name, ev))
         self.spotter = _OverflowSpotter(self._flag_overflow)
         if not EVENTS_LOST:
@@ -476,6 +540,10 @@ class Watcher(DimActor):
             self.on_fs_event(body)
         elif isinstance(body, SyncTick):
             self.on_tick()
+        elif isinstance(body, ScanStep):
+            self.stepping.discard(body.sessionId)
+            if not self.superseded():  # a replaced instance's walks end here
+                self._scan_step(body.sessionId)
         elif isinstance(body, WatchFolder):
             self.wanted[body.sessionId] = body.localDir
             self.caches.pop(body.sessionId, None)  # a (re)start: report every file once
@@ -556,6 +624,8 @@ class Watcher(DimActor):
         return True
 
     def _unwatch(self, sid: str) -> None:
+        self.jobs.pop(sid, None)
+        self.scan_progress.pop(sid, None)
         f = self.folders.pop(sid, None)
         self.debouncer.forget(sid)
         if f is not None and f.observer is not None:
@@ -572,16 +642,16 @@ class Watcher(DimActor):
         if f is None or f.root_gone:
             return
         out: list[LocalFile] = []
-        for prefix in ev.gone:
+        for prefix in map(_unwire_rel, ev.gone):
             pre = prefix + "/"
             for rel in [r for r in f.cache if r == prefix or r.startswith(pre)]:
                 self._look(f, rel, out)
-        for rel in ev.scanDirs:
+        for rel in map(_unwire_rel, ev.scanDirs):
             if not f.ignored(rel, is_dir=True):
-                self._walk(f, rel, out, listing=None)
+                self._queue(ScanJob(f, rel, listing=False))  # a folder moved in may hold 100,000 files
                 f.verify_dirs.add(rel)
         rules_changed: set[str] = set()
-        for rel in ev.paths:
+        for rel in map(_unwire_rel, ev.paths):
             self._look(f, rel, out)
             if rel == ".gitignore" or rel.endswith("/.gitignore"):
                 rules_changed.add(rel.rpartition("/")[0])
@@ -591,12 +661,13 @@ class Watcher(DimActor):
             if any(o != d and (o == "" or d.startswith(o + "/")) for o in rules_changed):
                 continue  # a folder around it is rescanned anyway
             if not (d and f.ignored(d, is_dir=True)):
-                self._walk(f, d, out, listing=None)
+                self._queue(ScanJob(f, d, listing=False))
         self._report(f, out)
 
     def _report(self, f: Folder, out: list[LocalFile], scan: bool = False) -> None:
         if not out and not scan:
             return
+        out = [_outgoing(lf) for lf in out]
         self.changes += len(out)
         if scan:
             self.ctx.send("journal", LocalChanges(sessionId=f.sid, changes=out, scan=True))
@@ -617,7 +688,7 @@ class Watcher(DimActor):
             return
         if stat.S_ISDIR(st.st_mode):
             if not f.ignored(rel, is_dir=True):
-                self._walk(f, rel, out, listing=None)
+                self._walk(f, rel, out)
             return
         if not stat.S_ISREG(st.st_mode):
             return  # symlinks, fifos, sockets: not synced
@@ -633,6 +704,12 @@ class Watcher(DimActor):
         if echo is not None:
             f.cache[rel] = (*sig, echo, mode)
             self.echoes.count(f.sid, "echoesSuppressed")
+            return
+        problem = local_name_problem(rel) or ("too_large" if st.st_size > self.max_file else None)
+        if problem is not None:
+            # not read at all (it cannot be synced): the journal lists it with the reason
+            f.cache[rel] = (*sig, "!" + problem, mode)
+            out.append(LocalFile(rel, "!" + problem, st.st_size, mode))
             return
         digest = file_hash(full)
         if digest is None:
@@ -660,7 +737,7 @@ class Watcher(DimActor):
     def _absent(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
         if rel not in f.absent_once:
             f.absent_once.add(rel)  # look again shortly: a save may be halfway through a rename
-            self.debouncer.touch(f.sid, rel, delay=ABSENT_CONFIRM_S)
+            self.debouncer.touch(f.sid, _wire_rel(rel), delay=ABSENT_CONFIRM_S)
             return
         f.absent_once.discard(rel)
         f.cache.pop(rel, None)
@@ -671,8 +748,8 @@ class Watcher(DimActor):
         self._reporting(f, full, "")
         out.append(LocalFile(rel, "", 0, 0))  # the journal ignores paths it never tracked
 
-    def _walk(self, f: Folder, rel: str, out: list[LocalFile], listing: list[LocalFile] | None) -> None:
-        """Every file under `rel` ("" the root): looked at, and (listing) each one's current state."""
+    def _walk(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
+        """Every file under `rel` ("" the root), looked at."""
         stack = [rel]
         while stack:
             d = stack.pop()
@@ -681,35 +758,111 @@ class Watcher(DimActor):
             except OSError:
                 continue
             for e in entries:
-                child = f"{d}/{e.name}" if d else e.name
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        if not f.ignored(child, is_dir=True):
-                            stack.append(child)
-                        continue
-                    if not e.is_file(follow_symlinks=False) or f.ignored(child):
-                        continue
-                    self._look(f, child, out, e.stat(follow_symlinks=False))
-                except OSError:
-                    continue
-                if listing is not None and child in f.cache:
-                    c = f.cache[child]
-                    listing.append(LocalFile(child, c[3], c[0], c[4]))
+                self._visit(f, d, e, out, stack)
+
+    def _visit(self, f: Folder, d: str, e: os.DirEntry[str], out: list[LocalFile], stack: list[str]) -> str | None:
+        """One entry of a walk of folder `d`: a folder not ignored goes on `stack`, a file is looked
+        at. The file's path when it was one (and could be read), else None."""
+        child = f"{d}/{e.name}" if d else e.name
+        try:
+            if e.is_dir(follow_symlinks=False):
+                if not f.ignored(child, is_dir=True):
+                    stack.append(child)
+                return None
+            if not e.is_file(follow_symlinks=False) or f.ignored(child):
+                return None
+            self._look(f, child, out, e.stat(follow_symlinks=False))
+        except OSError:
+            return None
+        return child
 
     def full_scan(self, f: Folder) -> None:
-        """Walk the whole folder; the journal gets a complete listing (what is missing is gone)."""
-        listing: list[LocalFile] = []
-        changed: list[LocalFile] = []
-        present_before = set(f.cache)
-        self.scanning = True
+        """Walk the whole folder; the journal gets a complete listing (what is missing is gone). In
+        steps (_scan_step): a rescan asked for while one is under way runs when that one ends."""
+        for job in self.jobs.get(f.sid, ()):
+            if job.listing and job.f is f:
+                job.again = True
+                return
+        self.scan_progress[f.sid] = 0
+        self._queue(ScanJob(f))
+
+    def _queue(self, job: ScanJob) -> None:
+        """Walks run one step per message, in the order asked. The first step of a walk with none
+        ahead of it runs at once: a small folder is done before anything else is looked at."""
+        sid = job.f.sid
+        q = self.jobs.setdefault(sid, collections.deque())
+        q.append(job)
+        if len(q) == 1 and sid not in self.stepping:
+            self._scan_step(sid)
+        else:
+            self._kick(sid)
+
+    def _kick(self, sid: str) -> None:
+        if sid not in self.stepping:
+            self.stepping.add(sid)
+            self.actor_ref.tell(envelope(self.ctx.name, self.ctx.name, ScanStep(sessionId=sid)))
+
+    def _scan_step(self, sid: str) -> None:
+        q = self.jobs.get(sid)
+        if not q:
+            return
+        job = q[0]
+        f = job.f
+        if self.folders.get(sid) is not f:  # watched again meanwhile: that queued walks of its own
+            q.popleft()
+            if q:
+                self._kick(sid)
+            return
+        deadline = time.monotonic() + self.step_s
+        looked = visited = 0
+        out: list[LocalFile] = []  # what a folder's walk finds changed (a full scan lists instead)
+        self.scanning = job.listing
         try:
-            self._walk(f, "", changed, listing)
+            while looked < STEP_FILES:
+                visited += 1  # folders and skipped entries count against the time too
+                if visited % 64 == 0 and time.monotonic() >= deadline:
+                    break
+                if not job.entries:
+                    if not job.stack:
+                        break
+                    d = job.stack.pop()
+                    try:
+                        job.entries = [(d, e) for e in os.scandir(os.path.join(f.root_str, d) if d else f.root_str)]
+                    except OSError:
+                        continue
+                    job.entries.reverse()  # popped from the end: in the folder's order
+                    continue
+                d, e = job.entries.pop()
+                child = self._visit(f, d, e, out, job.stack)
+                if child is None:
+                    continue
+                looked += 1
+                if job.listing and child in f.cache:
+                    job.seen.append(child)
         finally:
             self.scanning = False
-        seen = {x.path for x in listing}
-        for rel in present_before - seen:
+        if not job.listing:
+            self._report(f, out)
+        if job.entries or job.stack:
+            if job.listing:
+                self.scan_progress[sid] = len(job.seen)
+            self._kick(sid)
+            return
+        q.popleft()
+        if q:
+            self._kick(sid)
+        if not job.listing:
+            return
+        if not any(j.listing for j in q):
+            self.scan_progress.pop(sid, None)
+        seen = set(job.seen)
+        for rel in job.present_before - seen:
             f.cache.pop(rel, None)
+        # each file's state as it is now: an event handled between two steps may have moved it on
+        listing = [LocalFile(rel, c[3], c[0], c[4]) for rel in job.seen if (c := f.cache.get(rel)) is not None]
         self._report(f, listing, scan=True)
+        if job.again:
+            self.full_scan(f)
 
     # --- health -------------------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ class UIBridge(DimActor):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "pages": len(self.server.clients), "port": self.server.port,
                 "pageQueue": max((len(c.queue) for c in list(self.server.clients)), default=0),
-                "pageQueuePeak": self.server.queue_peak}
+                "pageQueuePeak": self.server.queue_peak, "pagesDropped": self.server.pages_dropped}
 
     def _submit(self, req_id: int, command: str, args: dict) -> None:
         self.ctx.send("router", Invoke(reqId=req_id, command=command, args=args))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import hmac
 import itertools
-import json
 import logging
+import operator
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +31,7 @@ STATUS_FOR_CODE = {
     "GATEWAY_ERROR": 422,
     "TIMEOUT": 504,
     "STOPPING": 503,
+    "INTERNAL": 500,
 }
 COOKIE = "dim_token"
 BATCH_MAX = 500
@@ -41,7 +44,56 @@ CLIENT_QUEUE_LIMIT = 100_000  # frames buffered for one slow page before it is d
 # requests still in flight. A page still loading (its window being destroyed) may never answer, and
 # the whole app's stop has a deadline of a few seconds.
 CLOSE_TIMEOUT_S = 1.0
+# A page whose socket takes no data for this long is dropped (it reconnects and reloads its state):
+# a page that reads, even a hidden tab's, never waits this long for one message to go out.
+SEND_TIMEOUT_S = 30.0
+# A restarted bridge binds the port the pages know; the old server may still be letting it go.
+BIND_RETRY_S = 5.0
+MAX_BODY_BYTES = 8 << 20
+MAX_JSON_DEPTH = 64  # the deepest arguments any command takes are a few levels deep
 STOPPING_ERROR = {"code": "STOPPING", "message": "dim-desktop is stopping"}
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+class BadBody(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in `raw`, which must be valid JSON. Read off the bytes
+    with regex and translate (C speed: an 8 MiB body in a fraction of a second on the bridge's loop),
+    never by recursion."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKETS)  # 2 opens, 0 closes
+    return max(itertools.accumulate(map(operator.sub, brackets, itertools.repeat(1))), default=0)
+
+
+def decode_args(raw: bytes) -> dict[str, Any]:
+    """An invoke's body as its arguments: a JSON object, at most MAX_JSON_DEPTH levels deep, of
+    valid text. BadBody says what is wrong (INVALID_JSON or INVALID_ARGUMENTS)."""
+    if not raw.strip():
+        return {}
+    too_deep = BadBody("INVALID_JSON", f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        args = msgspec.json.decode(raw)
+    except RecursionError:
+        raise too_deep from None
+    except msgspec.DecodeError as e:
+        hint = ""
+        if _SURROGATE_ESCAPE.search(raw):
+            hint = " (a \\uD800-\\uDFFF escape is only text as one half of a surrogate pair)"
+        raise BadBody("INVALID_JSON", f"the request body is not valid JSON: {e}{hint}") from None
+    if not isinstance(args, dict):
+        raise BadBody("INVALID_ARGUMENTS", "the request body must be a JSON object of arguments")
+    # Only a body with enough brackets can be too deep: most never pay for the count.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise too_deep
+    return args
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -51,8 +103,9 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 class PageClient:
     """One connected page: frames queue here and a task sends them in order."""
 
-    def __init__(self, ws: web.WebSocketResponse, batch: bool = False):
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, batch: bool = False):
         self.ws = ws
+        self.transport = transport  # to drop a page that does not read: closing would wait for it
         self.batch = batch  # the page asked for {"batch": [...]} frames (one message, many events)
         self.queue: collections.deque[str] = collections.deque()
         self.wakeup = asyncio.Event()
@@ -74,36 +127,71 @@ class BridgeServer:
         self.runner: web.AppRunner | None = None
         self.stopping = False  # set by stop(): new requests and pages are refused
         self.queue_peak = 0  # the deepest any page's queue has been (frames), for dimctl status
+        self.pages_dropped = 0  # pages dropped for not reading (they reconnect)
 
     # --- lifecycle (runs on the bridge's event loop) -----------------------------------------------
 
     async def start(self, port: int) -> int:
-        app = web.Application(middlewares=[self.guard], client_max_size=8 << 20)
+        app = web.Application(middlewares=[self.guard], client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/invoke/{command}", self.invoke)
         app.router.add_get("/events", self.events)
         app.router.add_get("/", self.index)
         app.router.add_get("/{path:.+}", self.static)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
-        await site.start()
+        await self._bind(port)
         # Port 0 lets the OS pick; the one site, bound to 127.0.0.1 alone, has one address: (host, port).
         self.port = self.runner.addresses[0][1]
         return self.port
 
+    async def _bind(self, port: int) -> None:
+        """Listen on `port`. SO_REUSEADDR lets it be bound while connections of an earlier server
+        on it are still closing; a listener not yet closed is waited for, a short while."""
+        assert self.runner is not None
+        deadline = asyncio.get_running_loop().time() + BIND_RETRY_S
+        while True:
+            site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
+            try:
+                await site.start()
+                return
+            except OSError as e:
+                await site.stop()  # a site that failed to start is still registered with the runner
+                if e.errno != errno.EADDRINUSE or port == 0 or asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
-        """Refuse new work, answer what is pending, close the pages: within a bounded time, since
-        a page in a window that is going away may never answer its close."""
+        """Let the port go, refuse new work, answer what is pending, close the pages: within a
+        bounded time, since a page may never answer its close (a window going away, a page that
+        does not read). A page that does not take its close in time is dropped."""
         self.stopping = True
+        if self.runner is not None:
+            for site in self.runner.sites:  # first, so a successor can listen at once
+                await site.stop()
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_result((False, None, STOPPING_ERROR))
-        closes = [asyncio.wait_for(c.ws.close(), CLOSE_TIMEOUT_S) for c in list(self.clients)]
-        for outcome in await asyncio.gather(*closes, return_exceptions=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.TimeoutError):
-                log.info("closing a page's event socket at stop failed: %r", outcome)
+        await asyncio.gather(*(self._close_page(c) for c in list(self.clients)))
         if self.runner is not None:
             await self.runner.cleanup()
+        for c in list(self.clients):  # any left (a page that came in meanwhile) goes now
+            self._drop(c)
+
+    async def _close_page(self, client: PageClient) -> None:
+        try:
+            await asyncio.wait_for(client.ws.close(code=1001, message=b"dim-desktop is stopping"), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            pass
+        except Exception as e:
+            log.info("closing a page's event socket at stop failed: %r", e)
+        # A close frame stuck behind unread data would keep the socket open until the page reads.
+        self._drop(client)
+
+    def _drop(self, client: PageClient) -> None:
+        """Close a page's connection now, whatever it has not read (a reset: it reconnects)."""
+        t = client.transport
+        if t is not None and not (t.is_closing() and t.get_write_buffer_size() == 0):
+            t.abort()
 
     # --- guards ----------------------------------------------------------------------------------------
 
@@ -153,13 +241,12 @@ class BridgeServer:
         command = request.match_info["command"]
         if self.stopping:
             return error_response(503, STOPPING_ERROR["code"], STOPPING_ERROR["message"])
-        raw = await request.read()
         try:
-            args = json.loads(raw) if raw.strip() else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            return error_response(400, "INVALID_JSON", f"the request body is not valid JSON: {e}")
-        if not isinstance(args, dict):
-            return error_response(400, "INVALID_ARGUMENTS", "the request body must be a JSON object of arguments")
+            args = decode_args(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "TOO_LARGE", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        except BadBody as e:
+            return error_response(400, e.code, e.message)
         req_id = next(self.req_ids)
         fut = asyncio.get_running_loop().create_future()
         self.pending[req_id] = fut
@@ -191,7 +278,7 @@ class BridgeServer:
             return error_response(503, STOPPING_ERROR["code"], STOPPING_ERROR["message"])
         ws = web.WebSocketResponse(heartbeat=20, compress=False)
         await ws.prepare(request)
-        client = PageClient(ws, batch=request.query.get("batch") == "1")
+        client = PageClient(ws, request.transport, batch=request.query.get("batch") == "1")
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -204,7 +291,20 @@ class BridgeServer:
         return ws
 
     async def _send_loop(self, client: PageClient) -> None:
+        try:
+            await self._send_frames(client)
+        except asyncio.TimeoutError:
+            log.warning("dropping a page that took no data for %.0f s (it reconnects)", SEND_TIMEOUT_S)
+            self.pages_dropped += 1
+            self._drop(client)
+
+    async def _send_frames(self, client: PageClient) -> None:
         loop = asyncio.get_running_loop()
+
+        async def send(text: str) -> None:
+            async with asyncio.timeout(SEND_TIMEOUT_S):  # a timer, not a task: this is the hot path
+                await client.ws.send_str(text)
+
         while not client.ws.closed:
             await client.wakeup.wait()
             client.wakeup.clear()
@@ -218,12 +318,17 @@ class BridgeServer:
                     # message per animation frame's worth of events keeps the page responsive.
                     n = min(len(client.queue), BATCH_MAX)
                     frames = [client.queue.popleft() for _ in range(n)]
-                    await client.ws.send_str('{"batch":[' + ",".join(frames) + "]}")
+                    await send('{"batch":[' + ",".join(frames) + "]}")
                 else:
-                    await client.ws.send_str(client.queue.popleft())
+                    await send(client.queue.popleft())
             client.last_send = loop.time()
             if client.overflowed:
-                await client.ws.close(code=1013, message=b"too far behind; reload to resynchronise")
+                self.pages_dropped += 1
+                try:
+                    await asyncio.wait_for(client.ws.close(code=1013, message=b"too far behind; reload to resynchronise"),
+                                           CLOSE_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    self._drop(client)
                 return
 
     def broadcast(self, frame: str) -> None:

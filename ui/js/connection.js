@@ -45,6 +45,10 @@ const TRAIT_WORDS = {
     yes: "Messages sent again after a lost connection: recognised",
     no: "Messages sent again after a lost connection: not recognised",
   },
+  denseSeqs: {
+    yes: "Events skipped in a stream: fetched",
+    no: "Events skipped in a stream: the gateway skips numbers, so they are not fetched",
+  },
 };
 
 /** [trait name, words] for each trait the gateway showed either way. */

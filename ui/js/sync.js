@@ -16,11 +16,48 @@
 // A gateway without a replication endpoint is mirrored read-only (status `mode: "mirror"`): the
 // panel says so in the status's own words (`modeNote`), and lists the local edits (`localEdits`)
 // as kept locally, not sent.
+//
+// Items that could not be synced (`failed`, oldest first, at most 100 of `failedCount`) are listed
+// under "Not synced" with the reason in the journal's own words; the size limit and the free space
+// of the folder's disk are shown in plain words next to the counts (docs/sync.md §10).
 
 import { h, clear, formatTime } from "./dom.js";
 import { onBridgeState } from "./bridge.js";
 
 const DIFF_MAX_LINES = 4000;
+const AGO_REFRESH_MS = 30_000; // "noticed 2 min ago" lines are redrawn this often while any are shown
+
+const DIRECTION_WORDS = { upstream: "from the agent", local: "from this computer" };
+
+/** Bytes in binary units, one decimal where it says something: 104857600 -> "100 MiB", 13207024435 -> "12.3 GiB". */
+export function formatSize(n) {
+  if (typeof n !== "number" || !isFinite(n) || n < 0) return "";
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  const text = i === 0 ? String(n) : n.toFixed(1).replace(/\.0$/, "");
+  return `${text} ${units[i]}`;
+}
+
+/** How long ago `ms` (epoch ms) was, in words: "just now", "40 s ago", "3 min ago", "2 h ago", "5 days ago". */
+export function formatAgo(ms, now = Date.now()) {
+  if (typeof ms !== "number" || !isFinite(ms)) return "";
+  const s = Math.max(0, Math.floor((now - ms) / 1000));
+  if (s < 10) return "just now";
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  const d = Math.floor(s / 86400);
+  return `${d} day${d === 1 ? "" : "s"} ago`;
+}
+
+/** The heading of the "Not synced" list: "3 files not synced" (all of them, listed or not). */
+export function failedHeading(count) {
+  return `${count} file${count === 1 ? "" : "s"} not synced`;
+}
 
 /** A line diff (LCS): [{op: " " | "-" | "+", text}], "-" from `a` (upstream), "+" from `b` (local). */
 export function lineDiff(a, b) {
@@ -94,6 +131,18 @@ export class SyncPanel {
       h("button", { type: "button", class: "ghost small", onclick: () => (this.confirmEl.hidden = true) }, "Cancel"),
     );
     this.countsEl = h("div", { class: "sync-counts muted", testid: "sync-counts" });
+    this.limitsEl = h("div", { class: "sync-limits muted", testid: "sync-limits", hidden: true });
+    this.scanEl = h("div", { class: "sync-scan muted", testid: "sync-scan", role: "status", hidden: true });
+    this.failedHead = h("h3", { class: "sync-failed-head" });
+    this.failedList = h("ul", { class: "sync-failed-list" });
+    this.failedMore = h("div", { class: "sync-failed-more muted small", testid: "sync-failed-more", hidden: true });
+    this.failedEl = h(
+      "section",
+      { class: "sync-failed", testid: "sync-failed", hidden: true, "aria-label": "Not synced" },
+      this.failedHead,
+      this.failedList,
+      this.failedMore,
+    );
     this.errorEl = h("div", { class: "sync-error error-text", testid: "sync-error", hidden: true });
     this.warningEl = h("div", { class: "sync-warning muted", testid: "sync-warning", hidden: true });
     this.modeEl = h("div", { class: "sync-mode", testid: "sync-mode", role: "note", hidden: true });
@@ -108,8 +157,11 @@ export class SyncPanel {
       this.confirmEl,
       this.modeEl,
       this.countsEl,
+      this.scanEl,
+      this.limitsEl,
       this.errorEl,
       this.warningEl,
+      this.failedEl,
       this.localEditsEl,
       this.conflictsEl,
     );
@@ -122,6 +174,9 @@ export class SyncPanel {
       if (state === "open" && this.sessionId) this.refresh();
     });
     this.setSession(null);
+    setInterval(() => {
+      if (this.status && this.status.failed && this.status.failed.length) this.renderFailed(this.status);
+    }, AGO_REFRESH_MS);
   }
 
   /** Taken when a command goes out; `fresh(mark)` when its answer comes back. */
@@ -251,6 +306,9 @@ export class SyncPanel {
       this.warningEl.hidden = true;
       this.modeEl.hidden = true;
       this.localEditsEl.hidden = true;
+      this.limitsEl.hidden = true;
+      this.renderScan(null);
+      this.renderFailed(null);
       this.root.dataset.mode = "";
       clear(this.conflictsEl);
       return;
@@ -274,8 +332,74 @@ export class SyncPanel {
     this.errorEl.dataset.code = s.errorCode || "";
     this.warningEl.hidden = !s.warning;
     this.warningEl.textContent = s.warning || "";
+    this.renderLimits(s);
+    this.renderScan(s.scan);
+    this.renderFailed(s);
     this.renderLocalEdits(mirror ? s.localEdits || [] : []);
     this.renderConflicts(s.conflicts || []);
+  }
+
+  /** A big folder's first pass, which can take minutes: how far it got. */
+  renderScan(scan) {
+    const n = (x) => (typeof x === "number" ? x.toLocaleString("en-US") : "");
+    let words = "";
+    if (scan && scan.phase === "listing") words = `Looking through the folder: ${n(scan.done)} files so far`;
+    else if (scan && scan.phase === "indexing")
+      words = typeof scan.total === "number" ? `Recording files: ${n(scan.done)} of ${n(scan.total)}` : `Recording files: ${n(scan.done)}`;
+    this.scanEl.textContent = words;
+    this.scanEl.hidden = !words;
+    this.scanEl.dataset.phase = words ? scan.phase : "";
+  }
+
+  /** The size limit and the free space, in plain words. */
+  renderLimits(s) {
+    const bits = [];
+    if (typeof s.maxFileSize === "number") bits.push(`Files over ${formatSize(s.maxFileSize)} are not synced`);
+    if (typeof s.freeSpace === "number") {
+      const floor = typeof s.minFreeSpace === "number" && s.minFreeSpace > 0 ? ` (sync pauses below ${formatSize(s.minFreeSpace)})` : "";
+      bits.push(`${formatSize(s.freeSpace)} free${floor}`);
+    }
+    this.limitsEl.textContent = bits.join(" · ");
+    this.limitsEl.hidden = bits.length === 0;
+    const low = typeof s.freeSpace === "number" && typeof s.minFreeSpace === "number" && s.freeSpace < s.minFreeSpace;
+    this.limitsEl.dataset.low = low ? "1" : "";
+    this.limitsEl.dataset.maxFileSize = typeof s.maxFileSize === "number" ? String(s.maxFileSize) : "";
+  }
+
+  /** Items that could not be synced, each with its reason; none: the section is hidden. */
+  renderFailed(s) {
+    const items = (s && s.failed) || [];
+    const count = Math.max((s && s.failedCount) || 0, items.length);
+    const scrolled = this.failedList.scrollTop; // redrawn on every status: the reader keeps their place
+    clear(this.failedList);
+    this.failedEl.hidden = count === 0;
+    this.failedEl.dataset.count = String(count);
+    this.failedHead.textContent = failedHeading(count);
+    const more = count - items.length;
+    this.failedMore.hidden = more <= 0;
+    this.failedMore.textContent = more > 0 ? `… and ${more} more` : "";
+    const now = Date.now();
+    for (const f of items) {
+      const when = [
+        f.since ? `noticed ${formatAgo(f.since, now)}` : "",
+        f.retries ? `retried ${f.retries} time${f.retries === 1 ? "" : "s"}` : "",
+      ].filter(Boolean);
+      this.failedList.appendChild(
+        h(
+          "li",
+          { class: "sync-failed-item", testid: "sync-failed-item", dataset: { path: f.path, direction: f.direction } },
+          h(
+            "div",
+            { class: "sync-failed-line" },
+            h("span", { class: "sync-failed-path" }, f.path),
+            h("span", { class: "sync-failed-direction muted small" }, DIRECTION_WORDS[f.direction] || f.direction),
+          ),
+          h("div", { class: "sync-failed-reason" }, f.reason),
+          when.length ? h("div", { class: "sync-failed-when muted small", title: f.since ? new Date(f.since).toLocaleString() : null }, when.join(" · ")) : null,
+        ),
+      );
+    }
+    this.failedList.scrollTop = scrolled;
   }
 
   /** A mirror's local edits: they stay on this computer (the gateway takes no writes). */
