@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.sync_bench import App, Client, Gateway, log  # noqa: E402
+from bench.sync_bench import App, Client, Gateway, log, stop_all  # noqa: E402
 
 
 def make_tree(root: Path, files: int) -> None:
@@ -174,12 +174,7 @@ def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> 
     finally:
         if probe is not None:
             probe.close()
-        for thing in (app, client, gw):
-            if thing is not None:
-                try:
-                    thing.stop() if not isinstance(thing, Client) else thing.close()
-                except Exception:
-                    pass
+        stop_all(app, client, gw)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -34,6 +34,10 @@ class SettingsError(ValueError):
         self.key = key
 
 
+class SettingsFileError(SettingsError):
+    """settings.toml exists but cannot be read: the file's fault, not the command's arguments."""
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gateway_url: str | None = None
     # Where the gateway token comes from when neither --token nor --token-file is given: "env"
@@ -196,6 +200,8 @@ def read_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as e:  # a folder in its place, no permission, not text
+        raise SettingsFileError(f"{path}: cannot be read: {getattr(e, 'strerror', None) or e}") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -308,7 +314,8 @@ def settings_command(command: str, args: dict[str, Any], path: Path, running: Se
                 on_change(new)
         return True, describe(path, running)
     except SettingsError as e:
-        error = {"code": "INVALID_ARGUMENTS", "message": f"{command}: {e}"}
+        code = "SETTINGS_UNREADABLE" if isinstance(e, SettingsFileError) else "INVALID_ARGUMENTS"
+        error = {"code": code, "message": f"{command}: {e}"}
         if e.key:
             error["key"] = e.key
         return False, error

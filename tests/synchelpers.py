@@ -1,9 +1,26 @@
-"""What the sync tests ask a running app: a session's sync status, a file as the agent's workspace
-holds it, and its iterations there."""
+"""What the sync tests do with a running app: a coding-agent session, its sync started, its sync
+status, a file as the agent's workspace holds it, and that file's iterations there."""
 
 from __future__ import annotations
 
-from apphelpers import App, InvokeError
+from pathlib import Path
+
+from apphelpers import App, InvokeError, wait_until
+
+
+def new_session(app: App, script: str | None = None) -> str:
+    """A joined coding-agent session; with `script`, its first turn is sent."""
+    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+    app.invoke("join_session", sessionId=sid)
+    if script:
+        app.invoke("run_turn", sessionId=sid, text=script)
+    return sid
+
+
+def start(app: App, sid: str, folder: Path, **args) -> dict:
+    """start_sync, then the session's status once its link to the gateway is up."""
+    app.invoke("start_sync", sessionId=sid, localDir=str(folder), **args)
+    return wait_until(lambda: (st := status(app, sid))["link"] == "connected" and st, 60, what="the sync link")
 
 
 def status(app: App, sid: str) -> dict:

@@ -104,9 +104,9 @@ def test_bodies_too_deep_too_large_or_not_text_get_a_clear_answer(local_app: App
     assert restarts(app)["router"] == 0 and restarts(app)["uibridge"] == 0
 
 
-def test_a_command_that_fails_unexpectedly_is_answered_and_the_router_goes_on(local_app: App):
-    """Defence in depth: the settings file turned into a folder under the running app is nothing
-    validation can see; reading it raises, and only that command fails."""
+def test_a_settings_file_that_cannot_be_read_is_answered_clearly_and_the_router_goes_on(local_app: App):
+    """The settings file turned into a folder under the running app: nothing validation can see.
+    That command gets a clear error naming the file, and the router goes on."""
     app = local_app
     settings = app.home / "config" / "settings.toml"
     saved = settings.read_bytes() if settings.is_file() else None
@@ -114,8 +114,8 @@ def test_a_command_that_fails_unexpectedly_is_answered_and_the_router_goes_on(lo
     settings.mkdir()
     try:
         status, body = post(app, "get_settings", b"{}")
-        assert status == 500 and body["error"]["code"] == "INTERNAL", body
-        assert "get_settings" in body["error"]["message"] and "IsADirectoryError" in body["error"]["message"]
+        assert status == 500 and body["error"]["code"] == "SETTINGS_UNREADABLE", body
+        assert body["error"]["message"] == f"get_settings: {settings}: cannot be read: Is a directory", body
     finally:
         settings.rmdir()
         if saved is not None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -221,8 +222,10 @@ def test_a_lone_surrogate_in_a_text_delta_becomes_a_replacement_character_and_th
         still_up(app, gw)
 
 
-def joined_app(dim_home, respond_events=None):
-    """A gateway where s1 exists (empty at first) and answers get_events from `stored`."""
+@contextmanager
+def joined_app(dim_home):
+    """(stored, gw, app): an app joined to s1 on a gateway where s1 exists (empty at first) and
+    get_events answers from `stored`, once the join's first catch-up was asked."""
     stored: list[dict] = []
 
     def respond(msg: dict) -> list[object]:
@@ -234,15 +237,15 @@ def joined_app(dim_home, respond_events=None):
                      "hasMore": False}]
         return []
 
-    return stored, app_against(dim_home, respond=respond)
-
-
-def test_a_seq_gap_in_live_events_is_refetched(dim_home):
-    stored, ctx = joined_app(dim_home)
-    with ctx as (gw, app):
+    with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         app.invoke("join_session", sessionId="s1")
         wait_until(lambda: sum(m["type"] == "get_events" for m in gw.received) == 1, 60, what="the first catch-up")
+        yield stored, gw, app
+
+
+def test_a_seq_gap_in_live_events_is_refetched(dim_home):
+    with joined_app(dim_home) as (stored, gw, app):
         turn = a_turn("s1", "t1", 1, ["one ", "two ", "three"])  # seqs 1..5
         stored.extend(turn)
         gw.send(turn[0])
@@ -255,11 +258,7 @@ def test_a_seq_gap_in_live_events_is_refetched(dim_home):
 
 
 def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(dim_home):
-    stored, ctx = joined_app(dim_home)
-    with ctx as (gw, app):
-        app.wait_connected()
-        app.invoke("join_session", sessionId="s1")
-        wait_until(lambda: sum(m["type"] == "get_events" for m in gw.received) == 1, 60, what="the first catch-up")
+    with joined_app(dim_home) as (stored, gw, app):
         turn = a_turn("s1", "t1", 1, ["a", "b", "c", "d", "e"])  # 7 events, sent as seqs 1, 3, 5, ... 13
         for i, frame in enumerate(turn):
             frame["seq"] = 1 + 2 * i
@@ -313,12 +312,8 @@ def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(d
 
 
 def test_a_duplicate_seq_with_other_content_is_reported_and_the_first_kept(dim_home):
-    stored, ctx = joined_app(dim_home)
-    with ctx as (gw, app):
-        app.wait_connected()
+    with joined_app(dim_home) as (stored, gw, app):
         events = app.events()
-        app.invoke("join_session", sessionId="s1")
-        wait_until(lambda: sum(m["type"] == "get_events" for m in gw.received) == 1, 60, what="the catch-up")
         turn = a_turn("s1", "t1", 1, ["first ", "copy"])
         gw.send(turn[0])
         gw.send(turn[1])

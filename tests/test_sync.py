@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from apphelpers import App, InvokeError, free_port, userns_watch_limit_works, wait_until, watch_limited, write_settings
-from synchelpers import history_of, status, upstream
+from synchelpers import history_of, new_session, start, status, upstream
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
 
@@ -54,10 +54,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def new_session(app: App) -> str:
-    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
-    app.invoke("join_session", sessionId=sid)
-    return sid
 
 
 def agent_write(gw: BackgroundGateway, sid: str, path: str, data: bytes) -> None:
@@ -87,12 +83,6 @@ def barrier(app: App, sid: str, folder: Path) -> None:
     (folder / name).write_text(name)
     wait_until(lambda: upstream(app, sid, name) == name, 60, what="the barrier file upstream")
     wait_until(lambda: status(app, sid)["pendingWrites"] == 0, 60, what="no pending writes")
-
-
-def start(app: App, sid: str, folder: Path, **args) -> dict:
-    st = app.invoke("start_sync", sessionId=sid, localDir=str(folder), **args)
-    wait_until(lambda: status(app, sid)["link"] == "connected", 60, what="the replication link")
-    return st
 
 
 def test_agent_writes_land_and_local_edits_go_up_once(sapp, gw, folder):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from apphelpers import App, InvokeError, wait_until
 from diskhelpers import fill, small_disk
-from synchelpers import history_of, status, upstream
+from synchelpers import history_of, new_session, start, status, upstream
 
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
@@ -43,17 +42,6 @@ def app(gw, tmp_path):
 def tmpfs(tmp_path):
     with small_disk(tmp_path / "disk") as disk:
         yield disk
-
-
-def new_session(app: App) -> str:
-    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
-    app.invoke("join_session", sessionId=sid)
-    return sid
-
-
-def start(app: App, sid: str, folder: Path) -> None:
-    app.invoke("start_sync", sessionId=sid, localDir=str(folder))
-    wait_until(lambda: status(app, sid)["link"] == "connected", 60, what="the replication link")
 
 
 def turn(app: App, sid: str, script: str) -> None:

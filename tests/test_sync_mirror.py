@@ -53,6 +53,8 @@ from dim_actors.messages import (
 )
 from dim_actors.sync.journal import MIRROR_NOTE
 from gateway_helpers import Client
+from synchelpers import new_session, status
+from synchelpers import start as start_sync
 
 WAIT = 30.0  # s: how long to wait for a condition before calling it a failure (not how long it takes)
 
@@ -501,20 +503,9 @@ def mapp(ref, tmp_path_factory):
     a.stop()
 
 
-def new_session(app: App, script: str | None = None) -> str:
-    sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
-    app.invoke("join_session", sessionId=sid)
-    if script:
-        app.invoke("run_turn", sessionId=sid, text=script)
-    return sid
-
-
-def status(app: App, sid: str) -> dict:
-    return app.invoke("sync_status", sessionId=sid)
-
-
 def start(app: App, sid: str, folder: Path) -> dict:
-    app.invoke("start_sync", sessionId=sid, localDir=str(folder))
+    """start_sync on a gateway without /replicate: its status once the mirror is up."""
+    start_sync(app, sid, folder)
     return wait_until(lambda: (st := status(app, sid))["link"] == "connected" and st["mode"] == "mirror" and st,
                       what="the mirror connected")
 

@@ -32,6 +32,7 @@ STATUS_FOR_CODE = {
     "TIMEOUT": 504,
     "STOPPING": 503,
     "INTERNAL": 500,
+    "SETTINGS_UNREADABLE": 500,  # settings.toml is there but cannot be read: nothing the page sent
 }
 COOKIE = "dim_token"
 BATCH_MAX = 500

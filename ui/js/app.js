@@ -324,10 +324,6 @@ function renderGlobal() {
 // Events from the bridge
 
 function onGatewayEvent(ev) {
-  if (ui.syncing) {
-    ui.buffer.push(["gateway-event", ev]);
-    return;
-  }
   applyGatewayEvent(store, ev);
   if (ev && historyTaps.size && historyTaps.has(ev.sessionId)) historyTaps.get(ev.sessionId).push(ev);
   if (ev && ev.type === "file_changed" && ev.sessionId === ui.selectedId) filesPanel.onFileChanged(ev);
@@ -335,10 +331,6 @@ function onGatewayEvent(ev) {
 }
 
 function onConnectionState(payload) {
-  if (ui.syncing) {
-    ui.buffer.push(["connection-state", payload]);
-    return;
-  }
   const was = connectionLabel(store.connection.state);
   setConnection(store, payload);
   if (was !== "connected" && connectionLabel(store.connection.state) === "connected") refreshSessions();
@@ -388,43 +380,43 @@ function onGatewayWarning(payload) {
 }
 
 function onInvalidEvent(payload) {
-  if (ui.syncing) {
-    ui.buffer.push(["invalid-event", payload]);
-    return;
-  }
   applyInvalidEvent(store, payload);
   schedule();
 }
 
 // Missed events the bridge could not fetch after a (re)join: a notice where they are missing.
 function onCatchupGap(payload) {
-  if (ui.syncing) {
-    ui.buffer.push(["catchup-gap", payload]);
-    return;
-  }
   applyCatchupGap(store, payload);
   schedule();
 }
 
 // The gateway no longer knows a session (deleted elsewhere): no longer joined, nothing to send to.
 function onSessionGone(payload) {
-  if (ui.syncing) {
-    ui.buffer.push(["session-gone", payload]);
-    return;
-  }
   applySessionGone(store, payload);
   if (payload && typeof payload.sessionId === "string") joined.delete(payload.sessionId);
   schedule();
 }
 
-listen("gateway-event", onGatewayEvent);
-listen("connection-state", onConnectionState);
+// Events that change the store. While a snapshot loads they wait, in order, and are applied after it.
+const STORE_EVENTS = {
+  "gateway-event": onGatewayEvent,
+  "connection-state": onConnectionState,
+  "invalid-event": onInvalidEvent,
+  "catchup-gap": onCatchupGap,
+  "session-gone": onSessionGone,
+};
+
+function storeEvent(kind) {
+  return (payload) => {
+    if (ui.syncing) ui.buffer.push([kind, payload]);
+    else STORE_EVENTS[kind](payload);
+  };
+}
+
+for (const kind of Object.keys(STORE_EVENTS)) listen(kind, storeEvent(kind));
 listen("actor-status", onActorStatus);
 listen("outbox", onOutbox);
 listen("gateway-warning", onGatewayWarning);
-listen("invalid-event", onInvalidEvent);
-listen("catchup-gap", onCatchupGap);
-listen("session-gone", onSessionGone);
 
 onBridgeState((state) => {
   ui.bridge = state;
@@ -500,13 +492,7 @@ function finishSync() {
   const buffered = ui.buffer;
   ui.buffer = [];
   ui.syncing = false;
-  for (const [kind, payload] of buffered) {
-    if (kind === "gateway-event") onGatewayEvent(payload);
-    else if (kind === "connection-state") onConnectionState(payload);
-    else if (kind === "invalid-event") onInvalidEvent(payload);
-    else if (kind === "catchup-gap") onCatchupGap(payload);
-    else if (kind === "session-gone") onSessionGone(payload);
-  }
+  for (const [kind, payload] of buffered) STORE_EVENTS[kind](payload);
   schedule();
 }
 
@@ -893,4 +879,4 @@ renderControls();
 chatView.show(null);
 
 // for debugging from the devtools console
-window.__dim = { store, ui, invoke, applyEvent: onGatewayEvent, selectSession };
+window.__dim = { store, ui, invoke, applyEvent: storeEvent("gateway-event"), selectSession };
