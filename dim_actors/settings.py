@@ -35,7 +35,8 @@ class SettingsError(ValueError):
 
 
 class SettingsFileError(SettingsError):
-    """settings.toml exists but cannot be read: the file's fault, not the command's arguments."""
+    """settings.toml cannot be read or saved (a folder in its place, no permission, a full disk):
+    the file's fault, not the command's arguments."""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -249,14 +250,21 @@ def dump_toml(data: dict[str, Any]) -> str:
 
 def write_file(path: Path, data: dict[str, Any]) -> None:
     """Replace the file atomically: a reader sees the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+    text = dump_toml(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise SettingsFileError(f"{path}: cannot be saved: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(dump_toml(data))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise SettingsFileError(f"{path}: cannot be saved: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -314,7 +322,7 @@ def settings_command(command: str, args: dict[str, Any], path: Path, running: Se
                 on_change(new)
         return True, describe(path, running)
     except SettingsError as e:
-        code = "SETTINGS_UNREADABLE" if isinstance(e, SettingsFileError) else "INVALID_ARGUMENTS"
+        code = "SETTINGS_FILE" if isinstance(e, SettingsFileError) else "INVALID_ARGUMENTS"
         error = {"code": code, "message": f"{command}: {e}"}
         if e.key:
             error["key"] = e.key

@@ -17,9 +17,11 @@ import pytest
 import websocket
 
 from apphelpers import WAIT, App, GatewayProcess, wait_until
+from diskhelpers import fill, small_disk
 from dim_actors.connection.actor import ConnectionActor
 from dim_actors.home import DimHome
-from dim_actors.messages import CancelQueued, CommandFailed
+from dim_actors.messages import CancelQueued, CommandFailed, Invoke, InvokeResult
+from dim_actors.router.router import Router
 from dim_actors.settings import Settings
 from dim_actors.supervisor.actor import ActorContext, DimActor
 from dim_actors.supervisor.addresses import Addresses
@@ -114,13 +116,29 @@ def test_a_settings_file_that_cannot_be_read_is_answered_clearly_and_the_router_
     settings.mkdir()
     try:
         status, body = post(app, "get_settings", b"{}")
-        assert status == 500 and body["error"]["code"] == "SETTINGS_UNREADABLE", body
+        assert status == 500 and body["error"]["code"] == "SETTINGS_FILE", body
         assert body["error"]["message"] == f"get_settings: {settings}: cannot be read: Is a directory", body
     finally:
         settings.rmdir()
         if saved is not None:
             settings.write_bytes(saved)
     assert app.invoke("get_settings")["values"]
+    assert restarts(app)["router"] == 0 and app.proc.poll() is None
+
+
+def test_settings_that_cannot_be_saved_are_answered_clearly_and_nothing_changes(local_app: App):
+    """A full disk under config/: set_settings says so, naming the file, and the settings stay as
+    they were."""
+    app = local_app
+    before = app.invoke("get_settings")["values"]
+    with small_disk(app.home / "config", size="64k") as config:
+        fill(config)
+        status, body = post(app, "set_settings", b'{"changes": {"tray": false}}')
+        assert status == 500 and body["error"]["code"] == "SETTINGS_FILE", body
+        assert body["error"]["message"] == (f"set_settings: {config / 'settings.toml'}: cannot be saved: "
+                                            "No space left on device"), body
+        assert sorted(p.name for p in config.iterdir()) == ["filler"]  # no temporary file left behind
+    assert app.invoke("get_settings")["values"] == before
     assert restarts(app)["router"] == 0 and app.proc.poll() is None
 
 
@@ -296,6 +314,42 @@ def test_the_connection_actor_answers_an_outbox_id_it_cannot_send_and_keeps_runn
             assert got[req_id].code == "INVALID_ARGUMENTS" and "outbox_cancel: outbox id" in got[req_id].message
         assert got[5].code == "NOT_FOUND"  # the process itself answered: it is alive and well
         row = next(r for r in sup.ask(Status()) if r["name"] == "connection")
+        assert row["restarts"] == 0 and row["state"] == "running", row
+    finally:
+        sup.ask(StopAll())
+        sup.stop()
+        logs.close()
+
+
+def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_on(tmp_path: Path):
+    """Defence in depth behind validation: a router wired without its supervisor handle (nothing a
+    page can cause) fails on actor_status. That command is answered INTERNAL; the router is not
+    restarted and answers the next command."""
+    Inbox.got = []
+    specs = [ChildSpec("router", Router), *(ChildSpec(n, Inbox) for n in ("uibridge", "connection", "journal"))]
+    logs = MessageLogs(tmp_path / "logs")
+    addresses = Addresses([s.name for s in specs], logs)
+    home, holder = DimHome(tmp_path / "home"), {}
+
+    def ctx(name):
+        return ActorContext(name, addresses, home, Settings(), extra={},
+                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
+                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
+
+    sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, 5.0, lambda reason: None, 30.0)
+    try:
+        sup.ask(Status())
+        addresses.send("uibridge", "router", Invoke(reqId=1, command="actor_status"))
+        addresses.send("uibridge", "router", Invoke(reqId=2, command="get_state"))
+
+        def answers() -> dict[int, InvokeResult]:
+            return {m.reqId: m for m in list(Inbox.got) if isinstance(m, InvokeResult)}
+        wait_until(lambda: len(answers()) == 2, what="an answer to each command")
+        failed, fine = answers()[1], answers()[2]
+        assert not failed.ok and failed.error["code"] == "INTERNAL", failed
+        assert failed.error["message"].startswith("actor_status failed inside dim-desktop: KeyError"), failed
+        assert fine.ok and "chats" in fine.result, fine
+        row = next(r for r in sup.ask(Status()) if r["name"] == "router")
         assert row["restarts"] == 0 and row["state"] == "running", row
     finally:
         sup.ask(StopAll())

@@ -32,7 +32,7 @@ STATUS_FOR_CODE = {
     "TIMEOUT": 504,
     "STOPPING": 503,
     "INTERNAL": 500,
-    "SETTINGS_UNREADABLE": 500,  # settings.toml is there but cannot be read: nothing the page sent
+    "SETTINGS_FILE": 500,  # settings.toml cannot be read or saved: nothing the page sent is at fault
 }
 COOKIE = "dim_token"
 BATCH_MAX = 500
