@@ -467,14 +467,24 @@ def test_an_echo_the_echo_set_misses_is_counted_as_leaked(sapp, gw, folder):
     agent_write(gw, sid, "plain.txt", b"plain\n")
     start(sapp, sid, folder)
     wait_until(lambda: (folder / "plain.txt").is_file(), 60, what="the first file")
-    agent_write(gw, sid, "leakme.txt", b"an echo nobody suppresses\n")
-    wait_until(lambda: (folder / "leakme.txt").is_file(), 60, what="the file that leaks")
-    st = wait_until(lambda: (s := status(sapp, sid))["stats"]["echoesLeaked"] and s, 60, what="the leak counted")
+    # A rescan that lists the file before its event is handled sees it as a state, not a change, and
+    # cannot tell an echo (docs/sync.md §3): on a loaded machine the watcher's health checks can
+    # start one at that moment. Then a file of another name is written, up to three times.
+    for attempt in range(3):
+        name = f"leakme-{attempt}.txt"
+        agent_write(gw, sid, name, b"an echo nobody suppresses\n")
+        wait_until(lambda: (folder / name).is_file(), 60, what="the file that leaks")
+        try:
+            wait_until(lambda: status(sapp, sid)["stats"]["echoesLeaked"], 20, what="the leak counted")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     barrier(sapp, sid, folder)
     st = status(sapp, sid)
-    assert st["stats"]["echoesLeaked"] == 1 and st["stats"]["echoesSuppressed"] >= 1, st["stats"]
+    assert st["stats"]["echoesLeaked"] >= 1 and st["stats"]["echoesSuppressed"] >= 1, st["stats"]
     assert st["stats"]["localChanges"] == 1  # the barrier only
-    assert iterations(sapp, sid, "leakme.txt") == 1
+    assert iterations(sapp, sid, name) == 1
 
 
 def test_editing_a_gitignore_uploads_what_it_no_longer_ignores(sapp, gw, folder):
