@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import types
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from playwright.sync_api import expect
 
 from apphelpers import ROOT, START, App, desktop_unavailable, wait_until
 from stopchecks import assert_stop_ends_everything, signal_now
+from xhelpers import FakeSystemTray, XProbe, tray_menu
 from dim_actors.desktop.notify import _Ev, describe
 
 RECORDER = """#!/bin/sh
@@ -362,70 +362,6 @@ def _window_support(display: str) -> str | None:
     return r.stdout.strip() or None
 
 
-class XProbe:
-    """One X connection the tests read window state through. Polling on a fresh connection each
-    time (dozens a second) is what a loaded CI machine once answered with a failed connection
-    setup; one connection, reopened after any X error, does not depend on that."""
-
-    def __init__(self, display: str):
-        self.display = display
-        self.d = None
-
-    def _conn(self):
-        from Xlib import display as xdisplay
-
-        if self.d is None:
-            self.d = xdisplay.Display(self.display)
-        return self.d
-
-    def _reset(self) -> None:
-        if self.d is not None:
-            try:
-                self.d.close()
-            except Exception:
-                pass
-        self.d = None
-
-    def _viewable(self, title: str) -> list:
-        from Xlib import X
-
-        found = []
-        for w in self._conn().screen().root.query_tree().children:
-            try:  # a window may go away between the tree query and this look at it
-                if w.get_wm_name() == title and w.get_attributes().map_state == X.IsViewable:
-                    found.append(w)
-            except Exception:
-                pass
-        return found
-
-    def mapped(self, title: str) -> bool:
-        from Xlib.error import ConnectionClosedError, DisplayError
-
-        try:
-            return bool(self._viewable(title))
-        except (ConnectionClosedError, DisplayError, OSError):
-            self._reset()  # next poll reconnects; a dead Xvfb shows as the wait timing out
-            return False
-
-    def close_window(self, title: str) -> int:
-        """What the window manager does when the user clicks the close button: WM_DELETE_WINDOW."""
-        from Xlib import X
-        from Xlib.protocol import event
-
-        d = self._conn()
-        protocols = d.intern_atom("WM_PROTOCOLS")
-        delete = d.intern_atom("WM_DELETE_WINDOW")
-        windows = self._viewable(title)
-        for w in windows:
-            w.send_event(event.ClientMessage(window=w, client_type=protocols,
-                                             data=(32, [delete, X.CurrentTime, 0, 0, 0])), event_mask=X.NoEventMask)
-        d.sync()
-        return len(windows)
-
-    def close(self) -> None:
-        self._reset()
-
-
 @pytest.fixture
 def xprobe(xvfb):
     probe = XProbe(xvfb)
@@ -542,79 +478,6 @@ def test_pywebview_qt_keeps_script_waits_as_the_window_expects():
     assert "result_semaphore.acquire()" in evaluate
 
 
-class FakeSystemTray:
-    """A minimal XEmbed system tray (what a panel's notification area does): owns
-    _NET_SYSTEM_TRAY_Sn, and docks icons that ask, by reparenting them into its window."""
-
-    def __init__(self, display: str):
-        import threading
-
-        self.display = display
-        self.ready = threading.Event()
-        self.stopping = threading.Event()
-        self.docked: list[int] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10)
-
-    def _run(self) -> None:
-        from Xlib import X, display as xdisplay
-
-        d = xdisplay.Display(self.display)
-        screen = d.screen()
-        tray = screen.root.create_window(0, 0, 48, 48, 0, screen.root_depth, event_mask=X.StructureNotifyMask)
-        tray.map()
-        self.tray_window = tray.id
-        opcode = d.intern_atom("_NET_SYSTEM_TRAY_OPCODE")
-        tray.set_selection_owner(d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}"), X.CurrentTime)
-        d.sync()
-        self.ready.set()
-        while not self.stopping.is_set():
-            if not d.pending_events():
-                time.sleep(0.02)
-                continue
-            ev = d.next_event()
-            if ev.type == X.ClientMessage and ev.client_type == opcode and ev.data[1][1] == 0:  # REQUEST_DOCK
-                icon = d.create_resource_object("window", ev.data[1][2])
-                icon.reparent(tray, 0, 0)
-                icon.configure(x=0, y=0, width=48, height=48)
-                icon.map()
-                d.sync()
-                self.docked.append(icon.id)
-        d.close()
-
-    def click(self, x: int = 20, y: int = 20, button: int = 1) -> None:
-        from Xlib import X, display as xdisplay
-        from Xlib.ext import xtest
-
-        d = xdisplay.Display(self.display)
-        xtest.fake_input(d, X.MotionNotify, x=x, y=y)
-        xtest.fake_input(d, X.ButtonPress, button)
-        xtest.fake_input(d, X.ButtonRelease, button)
-        d.sync()
-        d.close()
-
-    def icon_pixel(self, x: int, y: int) -> tuple[int, int, int]:
-        """The colour the docked icon shows at (x, y) of its 48x48 window."""
-        from Xlib import X, display as xdisplay
-
-        d = xdisplay.Display(self.display)
-        try:
-            # The app's window may lie over the tray (no window manager here to keep a panel on top),
-            # and X keeps no pixels of a covered window: raise the tray; the icon redraws on Expose.
-            d.create_resource_object("window", self.tray_window).configure(stack_mode=X.Above)
-            d.sync()
-            icon = d.create_resource_object("window", self.docked[-1])
-            raw = icon.get_image(x, y, 1, 1, X.ZPixmap, 0xFFFFFFFF).data
-            return raw[2], raw[1], raw[0]  # 24-bit TrueColor on Xvfb: B, G, R, pad
-        finally:
-            d.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def tray_app(dim_home: Path, xvfb):
     """A docking system tray on the Xvfb screen, then dim-desktop with its window there."""
@@ -644,23 +507,6 @@ def test_the_tray_icon_docks_and_a_click_brings_the_window_back(dim_home: Path, 
     assert app.proc.wait(timeout=60) == 0
 
 
-def _menu(xprobe: XProbe) -> tuple[list[str], tuple[int, int]] | None:
-    """The tray menu's items and its top-left corner, once it is shown."""
-    from Xlib import X, Xatom
-
-    d = xprobe._conn()
-    for w in d.screen().root.query_tree().children:
-        try:
-            if w.get_wm_name() != "dim-desktop menu" or w.get_attributes().map_state != X.IsViewable:
-                continue
-            prop = w.get_full_property(d.intern_atom("_DIM_MENU_ITEMS"), Xatom.STRING)
-            g = w.get_geometry()
-            return prop.value.decode().split("\n"), (g.x, g.y)
-        except Exception:
-            pass
-    return None
-
-
 def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(dim_home: Path, tmp_path: Path,
                                                                                  tray_app, xprobe):
     from dim_actors.desktop.tray import COLOURS
@@ -684,9 +530,9 @@ def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(
 
     def pick(label: str) -> None:
         tray.click(button=3)
-        items, (x, y) = wait_until(lambda: _menu(xprobe), 60, interval=0.1, what="the tray menu")
+        items, (x, y) = wait_until(lambda: tray_menu(xprobe), 60, interval=0.1, what="the tray menu")
         tray.click(x + 20, y + items.index(label) * ITEM_HEIGHT + ITEM_HEIGHT // 2)
-        wait_until(lambda: _menu(xprobe) is None, 60, interval=0.1, what="the menu to close")
+        wait_until(lambda: tray_menu(xprobe) is None, 60, interval=0.1, what="the menu to close")
 
     sid = app.invoke("create_session", agentType="coding-agent", name="tray sync")["session"]["id"]
     app.invoke("start_sync", sessionId=sid, localDir=str(tmp_path / "synced"))
@@ -696,19 +542,19 @@ def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(
     wait_until(lambda: state() == "paused", 60, what="the tray's Pause to pause sync")
     assert app.invoke("sync_status", sessionId=sid)["error"] == "paused by the user"
     tray.click(button=3)
-    items, (x, y) = wait_until(lambda: _menu(xprobe), 60, interval=0.1, what="the tray menu again")
+    items, (x, y) = wait_until(lambda: tray_menu(xprobe), 60, interval=0.1, what="the tray menu again")
     assert items == ["Open Diminuendo", "Resume sync", "Quit"]
     tray.click(x + 20, y + items.index("Resume sync") * ITEM_HEIGHT + ITEM_HEIGHT // 2)
     wait_until(lambda: state() == "active", 60, what="the tray's Resume to resume sync")
     # The menu's window goes when its X connection closes, which a loaded X server handles after
     # the action may already have run: the next right click is for the tray icon, not for it.
-    wait_until(lambda: _menu(xprobe) is None, 60, interval=0.1, what="the menu to close")
+    wait_until(lambda: tray_menu(xprobe) is None, 60, interval=0.1, what="the menu to close")
 
     # A click outside the menu dismisses it and does nothing.
     tray.click(button=3)
-    wait_until(lambda: _menu(xprobe), 60, interval=0.1, what="the menu")
+    wait_until(lambda: tray_menu(xprobe), 60, interval=0.1, what="the menu")
     tray.click(900, 700)
-    wait_until(lambda: _menu(xprobe) is None, 60, interval=0.1, what="the menu to be dismissed")
+    wait_until(lambda: tray_menu(xprobe) is None, 60, interval=0.1, what="the menu to be dismissed")
     assert app.proc.poll() is None
 
     pick("Quit")

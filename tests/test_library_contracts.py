@@ -4,16 +4,14 @@ Where a library has no public way to do what we need, our code uses its internal
 checks exactly what one such use relies on, for real (a running actor, a loopback WebSocket, an X
 server), and a failure names the library, its installed version, the internal and where we use
 it: an upgrade that changed one reads as a one-line diagnosis, not as a lost message in the
-supervisor or a tray icon that ignores clicks.
+supervisor.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib.metadata
 import inspect
-import logging
 import queue
 import select
 import threading
@@ -42,9 +40,6 @@ WS_FRAME_BUFFER = ("WebSocket.frame_buffer (header, length, recv_buffer, lock, n
                    "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in dim_actors/connection/fastws.py")
 WS_RECV_FRAME = ("recv_data -> recv_data_frame -> self.recv_frame (the frame read we override)",
                  "BufferedWebSocket.recv_frame in dim_actors/connection/fastws.py (max_message_bytes)")
-PYSTRAY_XORG = ("pystray._xorg.Icon's _window, _display and _message_handlers (the dict its event loop "
-                "dispatches X events through)",
-                "Tray._accept_clicks in dim_actors/desktop/tray.py (clicks and the right-click menu)")
 
 
 def _version(dist: str) -> str:
@@ -391,87 +386,3 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
         finally:
             rest_go.set()
             ws.close()
-
-
-# --- pystray ------------------------------------------------------------------------------------------------
-
-
-def _left_click(display_name: str, window_id: int) -> int:
-    """A left-button press sent to the window, delivered as X delivers a real one: to the client
-    that selected ButtonPress on it. Returns the window's event mask as the server has it."""
-    from Xlib import X, display as xdisplay
-    from Xlib.protocol import event as xevent
-
-    d = xdisplay.Display(display_name)
-    try:
-        window = d.create_resource_object("window", window_id)
-        masks = window.get_attributes().all_event_masks
-        press = xevent.ButtonPress(time=X.CurrentTime, root=d.screen().root, window=window, same_screen=1,
-                                   child=X.NONE, root_x=5, root_y=5, event_x=5, event_y=5, state=0, detail=1)
-        window.send_event(press, event_mask=X.ButtonPressMask, propagate=False)
-        d.sync()  # a round trip: the server has taken the event before this connection closes
-        return masks
-    finally:
-        d.close()
-
-
-def _tray(on_open: Callable[[], None]) -> Any:
-    from dim_actors.desktop.tray import Tray
-
-    return Tray(on_open=on_open, on_quit=lambda: None, on_sync_paused=lambda _paused: None,
-                connection_state=lambda: "offline")
-
-
-def test_pystray_xorg_dispatches_clicks_through_message_handlers(xvfb, monkeypatch):
-    monkeypatch.setenv("DISPLAY", xvfb)  # pystray._xorg connects to X at import and per Icon
-    opened = threading.Event()
-    with contract("pystray", PYSTRAY_XORG):
-        import pystray._xorg
-        from Xlib import X
-
-        from dim_actors.desktop.tray import icon_image
-
-        def on_open() -> None:  # on pystray's event loop thread
-            opened.set()
-            tray.icon.stop()
-
-        tray = _tray(on_open)
-        tray.icon = icon = pystray._xorg.Icon("dim-contract-probe", icon_image("offline"))  # no menu of its own
-        tray._accept_clicks()
-        assert not tray.clicks_off, "Tray._accept_clicks found pystray's internals changed (see the warning)"
-        # Before the loop runs: python-xlib's connection does not take two threads driving it at once
-        # (a flush racing the loop's wait can leave a request unsent). For the same reason the
-        # icon is stopped from its own loop, above.
-        icon._display.sync()  # the mask change has reached the server before the click does
-        # Only its event loop, not run_detached: no system tray here to dock into.
-        loop = threading.Thread(target=icon.run, kwargs={"setup": lambda _icon: None}, daemon=True)
-        loop.start()
-        try:
-            masks = _left_click(xvfb, icon._window.id)
-            assert masks & X.ButtonPressMask, "Icon._window is not the window pystray's display gets events for"
-            # The icon has no menu, so pystray's own handler would do nothing: only ours opens.
-            assert opened.wait(WAIT_S), "a left click never reached the handler put into Icon._message_handlers"
-            loop.join(WAIT_S)
-            assert not loop.is_alive(), "pystray's event loop did not end on Icon.stop()"
-        finally:
-            if loop.is_alive():  # Icon.stop waits for the loop without a timeout: not on this thread
-                threading.Thread(target=icon.stop, name="contract-icon-stop", daemon=True).start()
-    # The icon closes its X connection when collected: while this test's X server still runs.
-    del tray.icon, icon
-    gc.collect()
-
-
-def test_a_changed_pystray_costs_the_clicks_with_one_warning_naming_it(caplog):
-    class Icon:  # what a pystray whose X11 backend renamed its internals would give us
-        _display = None
-
-    Icon.__module__ = "pystray._xorg"
-    tray = _tray(lambda: None)
-    tray.icon = Icon()
-    with caplog.at_level(logging.DEBUG, logger="dim.desktop.tray"):
-        tray._accept_clicks()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1, f"expected one warning, got {warnings!r}"
-    assert f"pystray {_version('pystray')}" in warnings[0] and "_window" in warnings[0], warnings[0]
-    assert "no clicks" in warnings[0], warnings[0]
-    assert tray.clicks_off and tray.x_menu is None

@@ -1,25 +1,25 @@
 """The tray icon (pystray, in the `desktop` extra), where the desktop has a system tray.
 
 The icon shows the gateway connection's state (its colour and its title); its menu opens the
-window, pauses or resumes sync, and quits. pystray's plain X11 backend has no menu of its own: there
-a left click opens the window and a right click opens our own X11 menu (`xmenu.py`) with the same
-items. No tray (no display, pystray missing, no system tray on the screen): nothing happens but
-one line in the log.
+window, pauses or resumes sync, and quits. Where pystray would fall back to its plain X11 backend
+(no AppIndicator or GTK), the icon is our own (`xtray.py`, which cannot freeze the X server as that
+backend can): a left click opens the window and a right click opens our own X11 menu (`xmenu.py`)
+with the same items. No tray (no display, pystray missing, no system tray on the screen): nothing
+happens but one line in the log.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import threading
 from typing import Any, Callable
 
 from dim_actors.desktop.window import INSTALL_HINT, has_display
+from dim_actors.desktop.xmenu import XPopupMenu
+from dim_actors.desktop.xtray import XTrayIcon
 
 log = logging.getLogger("dim.desktop.tray")
-
-NO_CLICKS = "the tray icon takes no clicks (neither a left click to open the window nor a right click for its menu)"
 
 COLOURS = {"connected": (46, 157, 91), "connecting": (208, 138, 26), "reconnecting": (208, 138, 26),
            "auth_failed": (192, 57, 43), "offline": (128, 128, 128)}
@@ -74,27 +74,6 @@ def tray_support() -> str | None:
     return None
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "(version unknown)"
-
-
-def _xorg_click_internals(icon: Any) -> tuple[Any, Any, dict] | str:
-    """The window, the X connection and the event type -> handler dict the event loop dispatches
-    through, all private to pystray's X11 backend (it has no public way to get clicks), or why not:
-    a pystray that changed them must cost the user clicks, not the tray (tests/test_library_contracts.py)."""
-    try:
-        window, display, handlers = icon._window, icon._display, icon._message_handlers
-    except AttributeError as e:
-        return f"pystray {_version('pystray')}'s X11 backend changed: {e}"
-    if not isinstance(handlers, dict):
-        return (f"pystray {_version('pystray')}'s X11 backend changed: "
-                f"Icon._message_handlers is a {type(handlers).__name__}, not a dict")
-    return window, display, handlers
-
-
 class Tray:
     def __init__(self, on_open: Callable[[], None], on_quit: Callable[[], None],
                  on_sync_paused: Callable[[bool], None], connection_state: Callable[[], str]):
@@ -102,19 +81,38 @@ class Tray:
         self.on_quit = on_quit
         self.on_sync_paused = on_sync_paused
         self.connection_state = connection_state
-        self.icon: Any = None
+        self.icon: Any = None  # a pystray Icon
+        self.x_icon: XTrayIcon | None = None  # or our own, on plain X11
         self.sync_paused = False
         self.state = ""
         self.stopped = threading.Event()
         self.has_menu = False
-        self.x_menu: Any = None  # our own X11 menu, where pystray's backend has none
-        self.clicks_off = False  # pystray's X11 backend would not let us ask for clicks
+        self.x_menu: XPopupMenu | None = None
 
     def start(self) -> bool:
         why = tray_support()
         if why is not None:
             log.info("no tray icon: %s", why)
             return False
+        import pystray
+
+        self.state = self.connection_state() or "offline"
+        try:
+            if pystray.Icon.__module__ == "pystray._xorg":
+                self._start_x11()
+            else:
+                self._start_pystray()
+        except Exception as e:
+            log.info("no tray icon: %s", e)
+            self.icon = self.x_icon = None
+            return False
+        threading.Thread(target=self._watch, name="tray-state", daemon=True).start()
+        log.info("tray icon shown (%s)", "xorg, its own X11 menu on a right click" if self.x_icon is not None else
+                 f"{type(self.icon).__module__.rsplit('.', 1)[-1].lstrip('_')}"
+                 f"{'' if self.has_menu else ', no menu: a click opens the window'}")
+        return True
+
+    def _start_pystray(self) -> None:
         import pystray
 
         item = pystray.MenuItem
@@ -124,61 +122,26 @@ class Tray:
             pystray.Menu.SEPARATOR,
             item("Quit", lambda: self.on_quit()),
         )
-        self.state = self.connection_state() or "offline"
         self.icon = pystray.Icon("dim-desktop", icon_image(self.state), self._title(), menu)
         self.has_menu = bool(getattr(self.icon, "HAS_MENU", False))
-        self._accept_clicks()
-        try:
-            self.icon.run_detached()
-        except Exception as e:
-            log.info("no tray icon: %s", e)
-            self.icon = None
-            return False
-        threading.Thread(target=self._watch, name="tray-state", daemon=True).start()
-        log.info("tray icon shown (%s%s)", type(self.icon).__module__.rsplit(".", 1)[-1].lstrip("_"),
-                 "" if self.has_menu else
-                 ", its own X11 menu on a right click" if self.x_menu else
-                 ", no clicks" if self.clicks_off else ", no menu: a click opens the window")
-        return True
+        self.icon.run_detached()
 
-    def _accept_clicks(self) -> None:
-        """pystray's X11 backend handles ButtonPress but never asks the X server for it (its
-        window's event mask lacks ButtonPressMask), so a click would never arrive: ask for it.
-        It only knows the left button; a right click opens our menu."""
-        if type(self.icon).__module__ != "pystray._xorg":
-            return
-        internals = _xorg_click_internals(self.icon)
-        if isinstance(internals, str):
-            self.clicks_off = True
-            log.warning("%s: %s", NO_CLICKS, internals)
-            return
-        window, display, handlers = internals
-        try:
-            from Xlib import X
-
-            from dim_actors.desktop.xmenu import XPopupMenu
-
-            window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
-            display.flush()
-            self.x_menu = XPopupMenu()
-            handlers[X.ButtonPress] = self._on_x_button
-        except Exception as e:
-            self.x_menu, self.clicks_off = None, True
-            log.warning("%s: asking X for them through pystray %s's X11 window failed: %s: %s",
-                        NO_CLICKS, _version("pystray"), type(e).__name__, e)
-            log.debug("asking X for clicks on the tray icon", exc_info=True)
+    def _start_x11(self) -> None:
+        self.x_menu = XPopupMenu()
+        self.x_icon = XTrayIcon(icon_image(self.state), self._title(), self._on_x_click)
+        self.x_icon.start()
 
     def menu_items(self) -> list[tuple[str, Callable[[], None]]]:
         return [("Open Diminuendo", lambda: self.on_open()),
                 ("Resume sync" if self.sync_paused else "Pause sync", self._toggle_sync),
                 ("Quit", lambda: self.on_quit())]
 
-    def _on_x_button(self, event: Any) -> None:
-        # Runs on pystray's event thread: only hand over, never block it.
-        if event.detail == 1:
+    def _on_x_click(self, x: int, y: int, button: int) -> None:
+        # Runs on the icon's X thread: only hand over, never block it.
+        if button == 1:
             self.on_open()
-        elif event.detail == 3 and self.x_menu is not None:
-            self.x_menu.popup(event.root_x, event.root_y, self.menu_items())
+        elif button == 3 and self.x_menu is not None:
+            self.x_menu.popup(x, y, self.menu_items())
 
     def _title(self) -> str:
         return f"Diminuendo: {self.state.replace('_', ' ')}" + (" (sync paused)" if self.sync_paused else "")
@@ -197,20 +160,27 @@ class Tray:
             state = self.connection_state() or "offline"
         except Exception:
             return
-        if (state != self.state or force) and self.icon is not None:
-            self.state = state
-            try:
+        if state == self.state and not force:
+            return
+        self.state = state
+        try:
+            if self.x_icon is not None:
+                self.x_icon.set_image(icon_image(state))
+                self.x_icon.set_title(self._title())
+            elif self.icon is not None:
                 self.icon.icon = icon_image(state)
                 self.icon.title = self._title()
                 if self.has_menu:
                     self.icon.update_menu()
-            except Exception:
-                log.debug("tray update failed", exc_info=True)
+        except Exception:
+            log.debug("tray update failed", exc_info=True)
 
     def stop(self) -> None:
         self.stopped.set()
-        if self.icon is not None:
-            try:
+        try:
+            if self.x_icon is not None:
+                self.x_icon.stop()
+            elif self.icon is not None:
                 self.icon.stop()
-            except Exception:
-                log.debug("tray stop failed", exc_info=True)
+        except Exception:
+            log.debug("tray stop failed", exc_info=True)

@@ -21,6 +21,7 @@ TITLE = "dim-desktop menu"
 ITEM_HEIGHT = 24
 WIDTH = 180
 PAD_X = 10
+OPEN_WAIT_S = 10.0
 
 MenuItem = tuple[str, Callable[[], None]]
 
@@ -40,14 +41,16 @@ class XPopupMenu:
         self.display_name = display_name
         self.open = threading.Lock()  # one menu at a time
 
-    def popup(self, x: int, y: int, items: list[MenuItem]) -> bool:
-        """Show the menu at root coordinates (x, y) on its own thread; False if one is open."""
-        if not self.open.acquire(blocking=False):
-            return False
+    def popup(self, x: int, y: int, items: list[MenuItem]) -> None:
+        """Show the menu at root coordinates (x, y), on its own thread."""
         threading.Thread(target=self._run, args=(x, y, items), name="tray-menu", daemon=True).start()
-        return True
 
     def _run(self, x: int, y: int, items: list[MenuItem]) -> None:
+        # While a menu is up, its pointer grab keeps clicks from the icon, so a popup that finds one
+        # open comes from a click just as it closed: wait for it rather than lose the click.
+        if not self.open.acquire(timeout=OPEN_WAIT_S):
+            log.warning("a tray menu is still open after %.0f s; this right click shows none", OPEN_WAIT_S)
+            return
         chosen: Callable[[], None] | None = None
         try:
             chosen = self._show(x, y, items)
