@@ -18,15 +18,12 @@ import websocket
 
 from apphelpers import WAIT, App, GatewayProcess, wait_until
 from diskhelpers import fill, small_disk
+from treehelpers import supervised
 from dim_actors.connection.actor import ConnectionActor
-from dim_actors.home import DimHome
 from dim_actors.messages import CancelQueued, CommandFailed, Invoke, InvokeResult
 from dim_actors.router.router import Router
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import ActorContext, DimActor
-from dim_actors.supervisor.addresses import Addresses
-from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import ChildExited, ChildFailed, ChildSpec, Status, StopAll, Supervisor
+from dim_actors.supervisor.actor import DimActor
+from dim_actors.supervisor.supervisor import ChildSpec, Status
 from dim_actors.ui import http as bridge_http
 
 BIG = 2**70
@@ -289,19 +286,8 @@ class Inbox(DimActor):
 def test_the_connection_actor_answers_an_outbox_id_it_cannot_send_and_keeps_running(tmp_path: Path):
     Inbox.got = []
     specs = [ChildSpec("router", Inbox), ChildSpec("uibridge", Inbox), ChildSpec("connection", ConnectionActor)]
-    logs = MessageLogs(tmp_path / "logs")
-    addresses = Addresses([s.name for s in specs], logs)
-    home, holder = DimHome(tmp_path / "home"), {}
-    home.data_dir.mkdir(parents=True)
-
-    def ctx(name):
-        return ActorContext(name, addresses, home, Settings(), extra={},
-                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
-                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
-
-    sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, 5.0, lambda reason: None, 30.0)
-    try:
-        sup.ask(Status())
+    with supervised(tmp_path, specs) as tree:
+        sup, addresses = tree.sup, tree.addresses
         # Beyond what the pipe can encode, beyond what SQLite holds, the wrong type; then a good one.
         for req_id, outbox_id in [(1, 2**70), (2, 2**63), (3, "7"), (4, True), (5, 7)]:
             addresses.send("router", "connection", CancelQueued(reqId=req_id, outboxId=outbox_id))
@@ -315,10 +301,6 @@ def test_the_connection_actor_answers_an_outbox_id_it_cannot_send_and_keeps_runn
         assert got[5].code == "NOT_FOUND"  # the process itself answered: it is alive and well
         row = next(r for r in sup.ask(Status()) if r["name"] == "connection")
         assert row["restarts"] == 0 and row["state"] == "running", row
-    finally:
-        sup.ask(StopAll())
-        sup.stop()
-        logs.close()
 
 
 def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_on(tmp_path: Path):
@@ -327,18 +309,8 @@ def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_
     restarted and answers the next command."""
     Inbox.got = []
     specs = [ChildSpec("router", Router), *(ChildSpec(n, Inbox) for n in ("uibridge", "connection", "journal"))]
-    logs = MessageLogs(tmp_path / "logs")
-    addresses = Addresses([s.name for s in specs], logs)
-    home, holder = DimHome(tmp_path / "home"), {}
-
-    def ctx(name):
-        return ActorContext(name, addresses, home, Settings(), extra={},
-                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
-                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
-
-    sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, 5.0, lambda reason: None, 30.0)
-    try:
-        sup.ask(Status())
+    with supervised(tmp_path, specs) as tree:
+        sup, addresses = tree.sup, tree.addresses
         addresses.send("uibridge", "router", Invoke(reqId=1, command="actor_status"))
         addresses.send("uibridge", "router", Invoke(reqId=2, command="get_state"))
 
@@ -351,7 +323,3 @@ def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_
         assert fine.ok and "chats" in fine.result, fine
         row = next(r for r in sup.ask(Status()) if r["name"] == "router")
         assert row["restarts"] == 0 and row["state"] == "running", row
-    finally:
-        sup.ask(StopAll())
-        sup.stop()
-        logs.close()

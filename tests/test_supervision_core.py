@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -18,22 +20,18 @@ import msgspec
 import pykka
 import pytest
 
+from treehelpers import Tree, supervised
 from dim_actors.home import DimHome, RuntimeInfo
 from dim_actors.messages import Crash, JournalRecord
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import ActorContext, DimActor
+from dim_actors.supervisor.actor import DimActor
 from dim_actors.supervisor.addresses import Addresses
 from dim_actors.supervisor.control import FOLLOW_BUFFER, ControlServer
 from dim_actors.supervisor.messagelog import MessageLogs
 from dim_actors.supervisor.supervisor import (
     CheckHealth,
-    ChildExited,
-    ChildFailed,
     ChildSpec,
     RestartChild,
     Status,
-    StopAll,
-    Supervisor,
 )
 
 from apphelpers import ROOT, wait_until
@@ -91,33 +89,20 @@ class Worker(DimActor):
 def make_system(tmp_path):
     """Build a supervisor over real pykka actors. Nothing checks health unless a test sends
     CheckHealth (the runtime's ticker sends it once a second)."""
-    made = []
     Recorder.seen = []
     Worker.reset()
+    made = itertools.count()
+    with contextlib.ExitStack() as trees:
 
-    def make(specs: list[ChildSpec], period_s: float = 5.0, hang_timeout_s: float = 30.0):
-        logs = MessageLogs(tmp_path / f"logs{len(made)}")
-        addresses = Addresses([s.name for s in specs], logs)
-        gave_up: list[str] = []
-        home, settings, holder = DimHome(tmp_path), Settings(), {}
+        def make(specs: list[ChildSpec], period_s: float = 5.0, hang_timeout_s: float = 30.0) -> Tree:
+            root = tmp_path / f"tree{next(made)}"
+            return trees.enter_context(supervised(root, specs, period_s=period_s, hang_timeout_s=hang_timeout_s))
 
-        def ctx(name):
-            return ActorContext(name, addresses, home, settings,
-                                on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)), extra={},
-                                on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
-
-        sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, period_s, gave_up.append, hang_timeout_s)
-        sup.ask(Status())
-        made.append((sup, logs))
-        return SimpleNamespace(sup=sup, addresses=addresses, logs=logs, gave_up=gave_up)
-
-    yield make
-    for gate in Worker.gates.values():
-        gate.set()  # let hung handlers return
-    for sup, logs in made:
-        sup.ask(StopAll())
-        sup.stop()
-        logs.close()
+        try:
+            yield make
+        finally:
+            for gate in Worker.gates.values():
+                gate.set()  # let hung handlers return before the trees stop
 
 
 @pytest.fixture

@@ -18,14 +18,10 @@ from pathlib import Path
 import pytest
 
 from apphelpers import App, wait_until, write_settings
+from treehelpers import supervised
 from dim_actors.devgateway import BackgroundGateway
-from dim_actors.home import DimHome
 from dim_actors.messages import JournalRecord, LocalChanges, LocalFile, SyncCommand
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import ActorContext
-from dim_actors.supervisor.addresses import Addresses
-from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import CheckHealth, ChildExited, ChildFailed, ChildSpec, Status, StopAll, Supervisor
+from dim_actors.supervisor.supervisor import CheckHealth, ChildSpec, Status
 from dim_actors.sync import journal as journal_mod
 from dim_actors.sync import watcher as watcher_mod
 
@@ -123,25 +119,13 @@ def journal_system(tmp_path):
     StallingJournal.gate.clear()
     StallingJournal.stalled.clear()
     StallingJournal.threads, StallingJournal.calls = [], 0
-    logs = MessageLogs(tmp_path / "logs")
-    names = ["journal", "watcher", "connection", "uibridge"]  # the others only receive (held)
-    addresses = Addresses(names, logs)
-    home, settings, holder = DimHome(tmp_path / "home"), Settings(), {}
-    home.data_dir.mkdir(parents=True, exist_ok=True)
-
-    def ctx(name):
-        return ActorContext(name, addresses, home, settings,
-                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)), extra={},
-                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
-
-    sup = holder["sup"] = Supervisor.start([ChildSpec("journal", StallingJournal)], addresses, ctx, 3, 30.0,
-                                           lambda why: None, 0.5)
-    sup.ask(Status())
-    yield sup, addresses, home
-    StallingJournal.gate.set()
-    sup.ask(StopAll())
-    sup.stop()
-    logs.close()
+    # The others only receive (held).
+    with supervised(tmp_path, [ChildSpec("journal", StallingJournal)], ["journal", "watcher", "connection", "uibridge"],
+                    period_s=30.0, hang_timeout_s=0.5) as tree:
+        try:
+            yield tree.sup, tree.addresses, tree.home
+        finally:
+            StallingJournal.gate.set()
 
 
 def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_path):
@@ -216,21 +200,11 @@ def _scan_listing(folder: Path, restarted: bool = False, handled: list[int] | No
     """Run a real Watcher under a real supervisor and return the listing its full scan sends:
     asked with WatchFolder, or (restarted) as a new watcher finds the folder in what its
     predecessor watched."""
-    logs = MessageLogs(folder.parent / "logs")
-    addresses = Addresses(["watcher", "journal"], logs)
-    home, holder = DimHome(folder.parent / "home"), {}
     extra: dict = {"sync_folders": {"s1": str(folder)}} if restarted else {}
-
-    def ctx(name):
-        return ActorContext(name, addresses, home, Settings(),
-                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)), extra=extra,
-                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
-
     from dim_actors.messages import WatchFolder
-    sup = holder["sup"] = Supervisor.start([ChildSpec("watcher", watcher_mod.Watcher)], addresses, ctx, 3, 30.0,
-                                           lambda why: None, 30.0)
-    try:
-        sup.ask(Status())
+    with supervised(folder.parent, [ChildSpec("watcher", watcher_mod.Watcher)], ["watcher", "journal"], extra,
+                    period_s=30.0) as tree:
+        addresses = tree.addresses
         if not restarted:
             addresses.send("test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder)))
         journal = addresses["journal"]
@@ -244,10 +218,6 @@ def _scan_listing(folder: Path, restarted: bool = False, handled: list[int] | No
         if handled is not None:
             handled.append(addresses["watcher"].handled())
         return got
-    finally:
-        sup.ask(StopAll())
-        sup.stop()
-        logs.close()
 
 
 

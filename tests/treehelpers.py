@@ -1,0 +1,52 @@
+"""A small supervision tree of real pykka actors, for tests of one or a few actors at a time."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from dim_actors.home import DimHome
+from dim_actors.settings import Settings
+from dim_actors.supervisor.actor import ActorContext
+from dim_actors.supervisor.addresses import Addresses
+from dim_actors.supervisor.messagelog import MessageLogs
+from dim_actors.supervisor.supervisor import ChildExited, ChildFailed, ChildSpec, Status, StopAll, Supervisor
+
+
+@dataclass
+class Tree:
+    sup: Any
+    addresses: Addresses
+    logs: MessageLogs
+    home: DimHome
+    gave_up: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def supervised(root: Path, specs: list[ChildSpec], names: list[str] | None = None, extra: dict | None = None,
+               period_s: float = 5.0, hang_timeout_s: float = 30.0, settings: Settings | None = None) -> Iterator[Tree]:
+    """Start `specs` under a Supervisor (addresses for `names` too: actors that only hold what is
+    sent to them), wait until it answers, and stop it all on the way out. Nothing checks health
+    unless the test sends CheckHealth (the runtime's ticker sends it once a second)."""
+    logs = MessageLogs(root / "logs")
+    addresses = Addresses(names or [s.name for s in specs], logs)
+    home, holder = DimHome(root / "home"), {}
+    home.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings or Settings()
+    gave_up: list[str] = []
+
+    def ctx(name: str) -> ActorContext:
+        return ActorContext(name, addresses, home, settings, extra=extra if extra is not None else {},
+                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
+                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
+
+    sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, period_s, gave_up.append, hang_timeout_s)
+    try:
+        sup.ask(Status())
+        yield Tree(sup, addresses, logs, home, gave_up)
+    finally:
+        sup.ask(StopAll())
+        sup.stop()
+        logs.close()
