@@ -106,6 +106,16 @@ def stop_all(*things: "App | Client | Gateway | None") -> None:
                 pass
 
 
+def new_session(gateway_url: str, name: str) -> str:
+    """A coding-agent session created on the gateway by a client of its own; its id."""
+    client = Client(gateway_url)
+    try:
+        client.send("create_session", agentType="coding-agent", name=name)
+        return client.wait(lambda e: e.get("type") == "session_created", 10)["session"]["id"]
+    finally:
+        client.close()
+
+
 class Client:
     """A plain gateway client on its own reader thread: file_changed receive times by path."""
 
@@ -267,9 +277,7 @@ def run(quick: bool) -> dict[str, Any]:
     try:
         data = work / "gateway-data"
         gw = Gateway(data).start()
-        client = Client(gw.url)
-        client.send("create_session", agentType="coding-agent", name="sync-bench")
-        sid = client.wait(lambda e: e.get("type") == "session_created", 10)["session"]["id"]
+        sid = new_session(gw.url, "sync-bench")
         gw.stop()
         log(f"writing a workspace of {files} files / {total >> 20} MB into the gateway's store")
         nbytes, tree = populate(data / "gateway.db", sid, files, total)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.sync_bench import App, Client, Gateway, log, stop_all  # noqa: E402
+from bench.sync_bench import App, Gateway, log, new_session, stop_all  # noqa: E402
 
 
 def make_tree(root: Path, files: int) -> None:
@@ -121,15 +121,11 @@ def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> 
     files = files or (20_000 if quick else 100_000)
     limit_s = limit_s or (300.0 if quick else 900.0)
     work = Path(tempfile.mkdtemp(prefix="dim-sync-scale-"))
-    gw = app = client = probe = None
+    gw = app = probe = None
     try:
         data = work / "gateway-data"
         gw = Gateway(data).start()
-        client = Client(gw.url)
-        client.send("create_session", agentType="coding-agent", name="sync-scale")
-        sid = client.wait(lambda e: e.get("type") == "session_created", 10)["session"]["id"]
-        client.close()
-        client = None
+        sid = new_session(gw.url, "sync-scale")
         folder = work / "synced"
         log(f"writing {files} small files into {folder}")
         make_tree(folder, files)
@@ -174,7 +170,7 @@ def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> 
     finally:
         if probe is not None:
             probe.close()
-        stop_all(app, client, gw)
+        stop_all(app, gw)
         shutil.rmtree(work, ignore_errors=True)
 
 
