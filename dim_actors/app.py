@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"
         if not stopper.write_runtime(RuntimeInfo(pid=os.getpid(), uiUrl=ui_url, token=ui_token,
                                                  controlSocket=str(home.control_socket), gatewayUrl=url,
-                                                 gatewayToken=token or "")):
+                                                 gatewayToken=gateway.token if gateway else "")):
             raise StopBeforeStart()
         print(f"dim-desktop {__version__}: gateway {url}", flush=True)
         print(f"dim-desktop: UI at {ui_url}", flush=True)

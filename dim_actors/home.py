@@ -53,7 +53,8 @@ class RuntimeInfo(msgspec.Struct):
     token: str
     controlSocket: str
     gatewayUrl: str
-    # The token the app authenticates with, for the owner's own tools (the file is 0600); "" for none.
+    # The embedded dev gateway's per-launch token, for the owner's own tools (the file is 0600);
+    # "" with a gateway of the user's, whose token stays where the user keeps it.
     gatewayToken: str = ""
 
 

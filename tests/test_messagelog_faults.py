@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 
@@ -9,7 +10,8 @@ import msgspec
 import pytest
 
 from apphelpers import wait_until
-from dim_actors.messages import Connect, Invoke, InvokeResult, JournalRecord, envelope
+from dim_actors.messages import Connect, Invoke, InvokeResult, JournalRecord, SendFrame, envelope
+from dim_actors.protocol import build_client_message
 from dim_actors.supervisor.messagelog import MessageLogs, redact, to_line
 
 
@@ -105,6 +107,9 @@ def test_secrets_are_redacted_on_disk_and_in_memory(logs):
     logs.append(envelope("uibridge", "router", Invoke(reqId=1, command="gateway_connect",
                                                       args={"url": "ws://g/ws", "token": "tok-SECRET"})))
     logs.append(envelope("router", "connection", Connect(url="ws://g/ws", token="tok-SECRET")))
+    logs.append(envelope("router", "connection", SendFrame(reqId=2, type="authenticate", frame=build_client_message(
+        "authenticate", {"token": "tok-SECRET"}))))
+    logs.append(envelope("router", "connection", SendFrame(reqId=3, type="x", frame=b'{"Token": "tok-SECRET", ')))
     logs.append(envelope("router", "uibridge", InvokeResult(reqId=1, ok=True, result={
         "nested": [{"Authorization": "Bearer tok-SECRET", "password": "pw-SECRET", "keep": 1}]})))
     logs.flush()
@@ -112,6 +117,11 @@ def test_secrets_are_redacted_on_disk_and_in_memory(logs):
         raw = logs.path(actor).read_bytes()
         assert b"SECRET" not in raw and b'"***"' in raw, raw
         assert all(b"SECRET" not in line for line in logs.recent(actor))
+        # Frames are logged as base64: read them back.
+        for line in logs.read(actor):
+            body = msgspec.json.decode(line)["body"]
+            if "frame" in body:
+                assert b"SECRET" not in base64.b64decode(body["frame"]), body
         assert stat.S_IMODE(logs.path(actor).stat().st_mode) == 0o600
     body = msgspec.json.decode(logs.read("uibridge")[0])["body"]
     assert body["result"]["nested"][0] == {"Authorization": "***", "password": "***", "keep": 1}

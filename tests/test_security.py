@@ -201,6 +201,9 @@ def test_the_token_from_a_private_token_file_reaches_the_gateway(dim_home: Path,
         try:
             app.wait_connected()  # authenticated: the gateway took the token
             assert "--token puts the token on the command line" not in app.output()
+            # runtime.json holds only the embedded gateway's token: the user's stays in its file.
+            assert app.runtime["gatewayToken"] == ""
+            assert TOKEN not in (dim_home / "run" / "runtime.json").read_text()
         finally:
             assert app.stop() == 0
         assert_token_not_logged(dim_home, TOKEN)

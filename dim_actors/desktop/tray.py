@@ -69,7 +69,7 @@ def tray_support() -> str | None:
     backend = pystray.Icon.__module__.rsplit(".", 1)[-1]
     if backend == "_xorg":
         if not os.environ.get("DISPLAY"):
-            return "pystray's X11 backend needs DISPLAY"
+            return "plain X11 needs DISPLAY"
         return _x11_tray_owner()
     return None
 
@@ -107,10 +107,14 @@ class Tray:
             self.icon = self.x_icon = None
             return False
         threading.Thread(target=self._watch, name="tray-state", daemon=True).start()
-        log.info("tray icon shown (%s)", "xorg, its own X11 menu on a right click" if self.x_icon is not None else
-                 f"{type(self.icon).__module__.rsplit('.', 1)[-1].lstrip('_')}"
-                 f"{'' if self.has_menu else ', no menu: a click opens the window'}")
+        log.info("tray icon shown (%s)", self._kind())
         return True
+
+    def _kind(self) -> str:
+        if self.x_icon is not None:
+            return "xorg, its own X11 menu on a right click"
+        backend = type(self.icon).__module__.rsplit(".", 1)[-1].lstrip("_")
+        return backend if self.has_menu else f"{backend}, no menu: a click opens the window"
 
     def _start_pystray(self) -> None:
         import pystray

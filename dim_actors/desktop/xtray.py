@@ -205,9 +205,8 @@ class XTrayIcon:
             case X.DestroyNotify if self._manager is not None and ev.window.id == self._manager.id:
                 self._undock()
             case X.DestroyNotify if ev.window.id == window_id:
-                self._window = None  # destroyed by the tray that held it
-                self._manager = None
-                self.docked.clear()
+                self._window = None  # destroyed with the tray that held it
+                self._undock()
             case X.ClientMessage if ev.client_type == self._atoms["MANAGER"] and self._manager is None:
                 self._dock()
 
