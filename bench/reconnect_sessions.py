@@ -212,6 +212,10 @@ def one_round(app: DimApp, proxy: Proxy, sessions: int, command: str, args: dict
     out = wait_until(lambda: settled(proxy, n, sessions), 300, "every session rejoined and caught up", 0.2)
     ups = [f for f in proxy.of_conn(n) if f[2] == "up"]
     out["user_frame_position"] = next((i for i, f in enumerate(ups) if f[3] == command), None)
+    # Which rejoin went first (the command's own session is rejoined for it when still waiting).
+    joins = [f[4] for f in ups if f[3] == "join_session"]
+    if "sessionId" in args:
+        out["its_rejoin_position"] = joins.index(args["sessionId"]) if args["sessionId"] in joins else None
     out["command_s"] = round(waited, 3)
     if error is not None:
         out["command_error"] = error
@@ -235,8 +239,9 @@ def measure(sessions: int) -> dict[str, Any]:
             last = app.status()["connection"]["joined"]
             assert set(sids) <= set(last), "not every session is joined"
             out: dict[str, Any] = {"sessions": sessions}
+            # In the session used longest ago: the last in the rejoin order (most recently used first).
             out["run_turn"] = one_round(app, proxy, sessions, "run_turn",
-                                        {"sessionId": sids[-1], "text": "hello after the reconnect"})
+                                        {"sessionId": sids[0], "text": "hello after the reconnect"})
             log(f"  run_turn: {out['run_turn']}")
             out["list_sessions"] = one_round(app, proxy, sessions, "list_sessions", {})
             log(f"  list_sessions: {out['list_sessions']}")

@@ -11,6 +11,8 @@ matches no client message is a ``ProtocolError``), the same split the real gatew
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from typing import Annotated, Any, Iterator, Literal, Mapping, Union
 
@@ -658,20 +660,16 @@ def _structure(raw: bytes) -> Iterator[tuple[int, int]]:
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # less 1: an open +1, a close -1
 
 
 def nesting_depth(raw: bytes) -> int:
-    """How deep arrays and objects nest in a JSON text (0 for a scalar); strings are skipped (cut
-    out first, by the regex engine: a long text full of brackets costs little)."""
-    depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub(b'""', raw)):
-        if m.group() in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    """How deep arrays and objects nest in a JSON text (0 for a scalar). Read off the bytes by the
+    regex engine (strings cut out) and translate, at C speed, never by recursion: an 8 MiB text
+    full of brackets costs a fraction of a second."""
+    brackets = _STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(operator.sub, brackets, itertools.repeat(1))), default=0)
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:

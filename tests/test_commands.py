@@ -10,7 +10,7 @@ from dim_actors.protocol import CLIENT_MESSAGES
 from dim_actors.router import commands
 from dim_actors.router.router import LOCAL_COMMANDS
 from dim_actors.sync.journal import SYNC_COMMANDS
-from dim_actors.ui.http import MAX_JSON_DEPTH, BadBody, decode_args, json_depth
+from dim_actors.ui.http import MAX_JSON_DEPTH, BadBody, decode_args
 
 BIG = 2**70
 LONG_NAME = "/tmp/" + "é" * 128  # 256 bytes in one name
@@ -143,13 +143,6 @@ def test_decode_args(body, expected):
     assert e.value.code == code and fragment in e.value.message, e.value.message
 
 
-@pytest.mark.parametrize("raw, depth", [
-    (b"1", 0), (b'"[[["', 0), (b"{}", 1), (b"[[]]", 2), (b'{"a": [1, {"b": []}]}', 4),
-    (b'{"a": "]]]]", "b": [[["x\\"[["]]]}', 4),  # brackets inside strings, an escaped quote among them
-    (b'[{"[": "{"}, [], [[[]]]]', 4), (b"[" * 1000 + b"]" * 1000, 1000),
-])
-def test_json_depth(raw, depth):
-    assert json_depth(raw) == depth
 
 
 @pytest.mark.parametrize("value, problem", [

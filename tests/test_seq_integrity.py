@@ -19,6 +19,10 @@ from dim_actors.connection.process import RecentSeqs, outbox_failure_message, ou
     (b'{"a":"\\"[[[[\\\\"}', 1),               # nor after an escaped quote or backslash
     (b'{"a":"\\\\","b":[[]]}', 3),             # an escaped backslash ends before the closing quote
     (b"[" * 1200 + b"]" * 1200, 1200),
+    (b'"[[["', 0),
+    (b'{"a": "]]]]", "b": [[["x\\"[["]]]}', 4),  # brackets inside strings, an escaped quote among them
+    (b'[{"[": "{"}, [], [[[]]]]', 4),
+    (rb'["a\nb", [["\u005b"]]]', 3),              # escapes of other kinds
 ])
 def test_nesting_depth(raw, depth):
     assert protocol.nesting_depth(raw) == depth
