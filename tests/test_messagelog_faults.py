@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from apphelpers import wait_until
+from dim_actors.cli.dimctl import log_lines
 from dim_actors.messages import Connect, Invoke, InvokeResult, JournalRecord, SendFrame, envelope
 from dim_actors.protocol import build_client_message
 from dim_actors.supervisor.messagelog import MessageLogs, redact, to_line
@@ -42,6 +43,7 @@ def test_a_lone_surrogate_is_logged_as_unloggable_and_the_writer_goes_on(logs):
     assert len(bad) == 1 and "surrogates not allowed" in bad[0]["body"]["unloggable"]
     assert logs._writer.is_alive()
     assert logs.health().unloggable == 1 and logs.health().dropped == 0
+    assert logs.health_of("a") == {"logUnloggable": 1} and logs.health_of("b") == {}
     # The in-memory view (dimctl logs --follow, the Actors panel) serves it too, without raising.
     assert b"unloggable" in logs.recent("a", types={"invoke"})[0]
 
@@ -78,12 +80,19 @@ def test_a_full_disk_drops_and_counts_lines_keeps_draining_and_resumes(full_file
         h = logs.health()
         assert h.dropped == n and h.failing == ["a"] and "No space left" in h.lastError
         assert len(logs.read("b")) == n
+        # What the supervisor's status rows carry, and `dimctl status` prints under its table.
+        a = logs.health_of("a")
+        assert a["logDropped"] == n and "No space left" in a["logError"] and logs.health_of("b") == {}
+        assert log_lines([{"name": "a", **a}, {"name": "b"}]) == [
+            f"message log of a: {n} messages not logged (the log file could not be written); "
+            f"failing now: {a['logError']}"]
 
         (full_file / "a.log").unlink()  # room again: the next batch opens the file afresh
         logs.append(envelope("t", "a", record(n)))
         logs.flush()
         assert paths_on_disk(logs, "a") == [str(n)]
         assert logs.health().failing == [] and logs.health().dropped == n
+        assert logs.health_of("a") == {"logDropped": n}  # resumed: the loss stays counted
     finally:
         logs.close()
 

@@ -119,7 +119,24 @@ def print_status(rows: list[dict]) -> None:
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [cols, *table]]
     lines.extend(gateway_lines(rows))
+    lines.extend(log_lines(rows))
     print("\n".join(lines))
+
+
+def log_lines(rows: list[dict]) -> list[str]:
+    """Actors whose message log lost lines or could not hold a message (`dimctl logs` is incomplete)."""
+    out = []
+    for r in rows:
+        parts = []
+        if r.get("logDropped"):
+            parts.append(f"{r['logDropped']} messages not logged (the log file could not be written)")
+        if r.get("logUnloggable"):
+            parts.append(f"{r['logUnloggable']} messages logged only as unreadable")
+        if r.get("logError"):
+            parts.append(f"failing now: {r['logError']}")
+        if parts:
+            out.append(f"message log of {r['name']}: " + "; ".join(parts))
+    return out
 
 
 def gateway_lines(rows: list[dict]) -> list[str]:

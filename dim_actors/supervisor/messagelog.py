@@ -167,7 +167,7 @@ def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
 
 
 class LogHealth(msgspec.Struct):
-    """What the writer could not log, since the start: for the supervisor's row in `dimctl status`."""
+    """What the writer could not log, since the start, over all actors (per actor: `health_of`)."""
 
     dropped: int  # lines lost because their file could not be written (a full disk, ...)
     unloggable: int  # messages logged as {"unloggable": reason} because they could not be encoded
@@ -202,6 +202,8 @@ class MessageLogs:
         self._queued = 0
         self._dropped = 0
         self._unloggable = 0
+        self._dropped_by: collections.Counter[str] = collections.Counter()
+        self._unloggable_by: collections.Counter[str] = collections.Counter()
         self._failing: dict[str, int] = {}  # actor -> lines dropped since its file failed
         self._last_error = ""
         self._loop_errors = 0
@@ -238,6 +240,17 @@ class MessageLogs:
         return LogHealth(dropped=self._dropped, unloggable=self._unloggable, failing=sorted(self._failing),
                          lastError=self._last_error)
 
+    def health_of(self, actor: str) -> dict[str, Any]:
+        """What went wrong with `actor`'s log since the start, for its row in the status; {} when nothing."""
+        out: dict[str, Any] = {}
+        if self._dropped_by[actor]:
+            out["logDropped"] = self._dropped_by[actor]
+        if self._unloggable_by[actor]:
+            out["logUnloggable"] = self._unloggable_by[actor]
+        if actor in self._failing:
+            out["logError"] = self._last_error
+        return out
+
     def _write_loop(self) -> None:
         files: dict[str, int] = {}  # actor -> fd, opened for appending
         sizes: dict[str, int] = {}  # tracked here: an fstat per batch is a system call and a GIL hand-off
@@ -257,6 +270,7 @@ class MessageLogs:
                 # bound and logs silently stale. The batch is lost, counted and said (once a kind).
                 stop = any(e is None for e in batch)
                 self._dropped += sum(1 for e in batch if e is not None)
+                self._dropped_by.update(e.recipient for e in batch if e is not None)
                 self._last_error = f"{type(err).__name__}: {err}"
                 self._loop_errors += 1
                 if self._loop_errors == 1:
@@ -284,6 +298,7 @@ class MessageLogs:
                     log.warning("message log: a message to %s could not be encoded (a lone surrogate in a string?);"
                                 " it is logged as unloggable, and such messages are counted from now on", actor)
                 self._unloggable += bad
+                self._unloggable_by[actor] += bad
             try:
                 self._append(actor, data, files, sizes)
             except OSError as e:
@@ -329,6 +344,7 @@ class MessageLogs:
             except OSError:
                 pass
         self._dropped += lines
+        self._dropped_by[actor] += lines
         self._last_error = f"{self.path(actor)}: {error.strerror or error}"
         if actor not in self._failing:
             self._failing[actor] = 0

@@ -349,6 +349,7 @@ class Supervisor(pykka.ThreadingActor):
                 "lastErrorAt": addr.stats.last_error_at,
             }
             row.update(info)
+            row.update(self.addresses.logs.health_of(name))
             rows.append(row)
         return rows
 
