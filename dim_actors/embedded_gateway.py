@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -68,6 +69,10 @@ class EmbeddedGateway:
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.port = 0  # 0 until the first start has picked one; every restart takes it again
+        # The listening socket is ours, made once and handed to each gateway process we start: while
+        # one is down no other program (another local user's included) can take the port and be
+        # sent our token; connections made meanwhile wait in its backlog for the next process.
+        self._listener: socket.socket | None = None
         self.restarts = 0
         self.last_exit_code: int | None = None
         self.last_error = ""
@@ -94,13 +99,17 @@ class EmbeddedGateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Its log may hold paths and session names: the user's alone.
         log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        cmd = [sys.executable, "-m", "dim_actors.devgateway", "--port", str(self.port), "--data", str(self.data_dir),
+        if self._listener is None:
+            self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+            self.port = self._listener.getsockname()[1]
+        fd = self._listener.fileno()
+        cmd = [sys.executable, "-m", "dim_actors.devgateway", "--listen-fd", str(fd), "--data", str(self.data_dir),
                "--require-token-env", TOKEN_ENV, "--exit-with-parent", *self.extra_args]
         # Its own session: a Ctrl-C in the terminal reaches dim-desktop, which stops the gateway last.
         # Its stdin is a pipe only we hold: if dim-desktop dies (kill -9 included) the gateway sees
         # EOF and stops, so no orphan keeps the data directory for the next start.
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fd, stdin=subprocess.PIPE,
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fd, stdin=subprocess.PIPE, pass_fds=(fd,),
                                     start_new_session=True, text=True, env={**os.environ, TOKEN_ENV: self.token})
         finally:
             os.close(log_fd)
@@ -122,7 +131,6 @@ class EmbeddedGateway:
                     raise GatewayStartError(f"the dev gateway exited during start (see {self.log_file})")
                 if line.startswith(READY_PREFIX):
                     self.url = line[len(READY_PREFIX):].strip()
-                    self.port = self.port or int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
                     return
         except queue.Empty:
             _stop_process(proc, 5.0)
@@ -179,15 +187,17 @@ class EmbeddedGateway:
         with self._lock:
             self._stopping.set()
             proc = self.proc
-        if proc is None:
-            return
-        _stop_process(proc, timeout_s)
+        if proc is not None:
+            _stop_process(proc, timeout_s)
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=timeout_s + 25.0)
         with self._lock:
             if self.proc is not None and self.proc is not proc:  # launched by the watcher meanwhile
                 _stop_process(self.proc, timeout_s)
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
         self._state = "stopped"
 
 

@@ -14,29 +14,33 @@ from typing import Callable
 from apphelpers import App, wait_until
 
 
-def listening_pid(port: int) -> int | None:
-    """The process with a TCP socket listening on 127.0.0.1:`port` (Linux /proc), or None."""
+def listening_pids(port: int) -> set[int]:
+    """The processes holding a TCP socket listening on 127.0.0.1:`port` (Linux /proc)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
             f = row.split()
             if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
                 inodes.add(f"socket:[{f[9]}]")
+    pids = set()
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
             if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
-                return int(fd_dir.parent.name)
+                pids.add(int(fd_dir.parent.name))
         except OSError:  # the process ended while we looked
             continue
-    return None
+    return pids
 
 
 def gateway_pid(app: App) -> int:
-    """The embedded dev gateway: the process serving runtime.json's gatewayUrl."""
+    """The embedded dev gateway: the process serving runtime.json's gatewayUrl on the listening
+    socket dim-desktop made and keeps (so the app holds it too)."""
     port = urllib.parse.urlsplit(app.runtime["gatewayUrl"]).port
-    pid = wait_until(lambda: listening_pid(port), 30, what=f"the process listening on port {port}")
-    assert pid != app.proc.pid  # its own process, not a thread of dim-desktop
-    return pid
+    assert port is not None
+    others = wait_until(lambda: listening_pids(port) - {app.proc.pid}, 30,
+                        what=f"the gateway process listening on port {port}")
+    assert len(others) == 1, others
+    return others.pop()
 
 
 def gone(pid: int) -> bool:

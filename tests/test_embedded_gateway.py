@@ -4,11 +4,14 @@ same port with the same sessions after a kill -9."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import textwrap
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from dim_actors.devgateway.limits import AuthLimiter, check_token
 from dim_actors.devgateway.server import origin_allowed
 from dim_actors.embedded_gateway import MAX_DELAY_S, EmbeddedGateway, restart_delay
 from gateway_helpers import Client
-from stopchecks import gateway_pid
+from stopchecks import gateway_pid, gone
 
 WAIT = 60.0
 
@@ -247,7 +250,17 @@ def test_the_app_brings_its_gateway_back_and_says_so(dim_home):
     try:
         app.wait_connected()
         sid = app.invoke("create_session", agentType="echo")["session"]["id"]
-        os.kill(gateway_pid(app), signal.SIGKILL)
+        pid = gateway_pid(app)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: gone(pid), 30, what="the gateway process to end")
+        # While no gateway runs, its port is still the app's: nothing else can listen there and be
+        # sent the app's token when it reconnects.
+        port = urllib.parse.urlsplit(app.runtime["gatewayUrl"]).port
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with squatter, pytest.raises(OSError) as taken:
+            squatter.bind(("127.0.0.1", port))
+        assert taken.value.errno == errno.EADDRINUSE
 
         def back() -> bool:
             out = app.dimctl("status")

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Callable, get_args
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
+    ap.add_argument("--listen-fd", type=int, default=None, metavar="FD",
+                    help="serve on this inherited listening socket instead of --host/--port (dim-desktop keeps "
+                         "its embedded gateway's port this way, so no other program can take it during a restart)")
     ap.add_argument("--token", default=None,
                     help="require clients to authenticate with this token (default: dev mode, no auth)")
     ap.add_argument("--require-token-env", default=None, metavar="NAME",
@@ -110,7 +114,8 @@ async def _serve(args: argparse.Namespace, token: str | None) -> None:
                          heartbeat_ms=args.heartbeat_ms, rate_limit=args.rate_limit,
                          max_frame_bytes=args.max_frame_bytes, stats_file=args.stats_file,
                          ping_probe_ms=args.ping_probe_ms, profile=profile_from_args(args),
-                         allowed_origins=args.allow_origin, lockout_spares_token=args.require_token_env is not None)
+                         allowed_origins=args.allow_origin, lockout_spares_token=args.require_token_env is not None,
+                         sock=socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

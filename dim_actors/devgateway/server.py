@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import logging
 import shutil
+import socket
 import tempfile
 from http import HTTPStatus
 from pathlib import Path
@@ -61,8 +62,12 @@ class DevGateway:
                  rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
                  max_frame_bytes: int = p.MAX_FRAME_BYTES, stats_file: str | Path | None = None,
                  ping_probe_ms: int = 0, profile: GatewayProfile = DEV, allowed_origins: Iterable[str] = (),
-                 lockout_spares_token: bool = False):
+                 lockout_spares_token: bool = False, sock: socket.socket | None = None):
         self.profile = profile
+        # A listening socket made by whoever started us (dim-desktop keeps its port while we restart).
+        self.sock = sock
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
         self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
         self.host = host
         self.port = port
@@ -116,8 +121,9 @@ class DevGateway:
             session = SessionRuntime(self.db, self.agents.get(st.agent_type, self.agents["echo"]), st)
             session.recover()
             self.sessions[session.id] = session
+        where = {"sock": self.sock} if self.sock is not None else {"host": self.host, "port": self.port}
         self._server = await serve(
-            self._serve_connection, self.host, self.port,
+            self._serve_connection, **where,
             process_request=self._only_ws_path,
             max_size=SOCKET_MAX_SIZE,
             compression=None,  # the reference disables permessage-deflate for latency
