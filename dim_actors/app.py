@@ -13,8 +13,6 @@ import socket
 import sys
 import threading
 import time
-import urllib.parse
-import webbrowser
 from pathlib import Path
 
 import msgspec
@@ -171,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dim-desktop {__version__}: gateway {url}", flush=True)
         print(f"dim-desktop: UI at {ui_url}", flush=True)
         mode = "none" if args.no_browser else "browser" if args.browser else settings.ui_open
-        desktop = AppDesktop(home, runtime, ui_url, mode, tray=settings.tray and mode != "none",
+        desktop = Desktop(runtime, ui_url, mode, open_page=home.write_open_page, tray=settings.tray and mode != "none",
                              notifications=settings.native_notifications)
         if not stopper.adopt(desktop):
             raise StopBeforeStart()
@@ -199,26 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         if desktop is not None:
             desktop.close()
     return stopper.finish(lock_fd)
-
-
-class AppDesktop(Desktop):
-    """Opens the browser on a private file that forwards to the UI, never on the tokened URL: a
-    browser started with the URL as an argument shows the token to every user of the machine (`ps`,
-    /proc/PID/cmdline), and with it the whole bridge (sync any folder of the user's, read any file
-    in it). The native window needs no such care: pywebview loads its URL inside this process."""
-
-    def __init__(self, home: DimHome, *args, **kwargs):
-        self.home = home
-        super().__init__(*args, **kwargs)
-
-    def open_browser(self, session_id: str | None = None) -> None:
-        url = self.ui_url + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
-        try:
-            page = self.home.write_open_page(url)
-        except OSError as e:
-            log.error("cannot open the browser: writing %s failed: %s", self.home.open_page, e)
-            return
-        threading.Thread(target=webbrowser.open, args=(page.as_uri(),), name="open-browser", daemon=True).start()
 
 
 class StartFailed(Exception):

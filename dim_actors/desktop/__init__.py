@@ -10,6 +10,7 @@ import queue
 import threading
 import urllib.parse
 import webbrowser
+from pathlib import Path
 from typing import Any, Callable
 
 from dim_actors.desktop.notify import Notifier
@@ -23,12 +24,17 @@ MODES = ("window", "browser", "none")
 
 
 class Desktop:
-    def __init__(self, runtime: Any, ui_url: str, mode: str, *, tray: bool = True,
+    def __init__(self, runtime: Any, ui_url: str, mode: str, *, open_page: Callable[[str], Path], tray: bool = True,
                  notifications: bool = True, window_probe: Callable[[], str | None] = window_support):
         """mode: what to open at start. "auto" and "window" fall back to the browser where no window
-        can open ("window" says so as a warning)."""
+        can open ("window" says so as a warning). open_page(url) writes a private page forwarding to
+        `url` and returns it: the browser is given that file, never the tokened URL, since a
+        browser started with the URL as an argument shows the token to every user of the machine
+        (`ps`, /proc/PID/cmdline), and with it the whole bridge. The native window needs no such
+        care: pywebview loads its URL inside this process."""
         self.runtime = runtime
         self.ui_url = ui_url
+        self.open_page = open_page
         self.stop_event: threading.Event = runtime.stop_requested
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.window: NativeWindow | None = None
@@ -86,7 +92,12 @@ class Desktop:
 
     def open_browser(self, session_id: str | None = None) -> None:
         url = self.ui_url + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
-        threading.Thread(target=webbrowser.open, args=(url,), name="open-browser", daemon=True).start()
+        try:
+            page = self.open_page(url)
+        except OSError as e:
+            log.error("cannot open the browser: writing the page that opens the UI failed: %s", e)
+            return
+        threading.Thread(target=webbrowser.open, args=(page.as_uri(),), name="open-browser", daemon=True).start()
 
     def ui_focused(self) -> bool:
         if self.window is not None and self.window_running:
