@@ -136,9 +136,14 @@ class Shutdown(Msg, tag="shutdown"):
     pass
 
 
+# The outbox's ids are SQLite integers (signed 64-bit): a larger one would raise in the connection
+# process, or fail to encode for the pipe, instead of being answered.
+OUTBOX_ID_MAX = (1 << 63) - 1
+
+
 class CancelQueued(Msg, tag="cancel_queued"):
     reqId: int
-    outboxId: int
+    outboxId: int  # 1..OUTBOX_ID_MAX; the router checks it, the connection actor again (any sender)
 
 
 class Resync(Msg, tag="resync"):

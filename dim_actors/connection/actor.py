@@ -29,6 +29,7 @@ from dim_actors.messages import (
     GatewayEvent,
     Msg,
     CancelQueued,
+    OUTBOX_ID_MAX,
     OutboxChanged,
     Queued,
     Resync,
@@ -52,16 +53,14 @@ log = logging.getLogger(__name__)
 # bound, instead of into this process's memory. Reading resumes below the low mark.
 DOWNSTREAM_HIGH = 50_000
 DOWNSTREAM_LOW = 10_000
-SQLITE_INT_MAX = (1 << 63) - 1  # the outbox's ids are SQLite integers (signed 64-bit)
 
 
 def outbox_id_problem(value: Any) -> str | None:
-    """Why `value` cannot name an outbox item, or None. An id SQLite cannot hold would raise in the
-    connection process (or fail to encode for the pipe) instead of being answered."""
+    """Why `value` cannot name an outbox item, or None."""
     if type(value) is not int:
         return f"outbox id must be an integer, not {type(value).__name__}"
-    if not 1 <= value <= SQLITE_INT_MAX:
-        return f"outbox id must be between 1 and {SQLITE_INT_MAX}"
+    if not 1 <= value <= OUTBOX_ID_MAX:
+        return f"outbox id must be between 1 and {OUTBOX_ID_MAX}"
     return None
 
 

@@ -13,13 +13,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from dim_actors.messages import OUTBOX_ID_MAX
+from dim_actors.sync.paths import NAME_MAX
+
 INT64_MAX = (1 << 63) - 1
-NAME_MAX_BYTES = 255  # one name in a path (NAME_MAX on Linux and macOS)
 PATH_MAX_BYTES = 4096
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 SessionId = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-OutboxId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]  # an SQLite rowid
+OutboxId = Annotated[int, msgspec.Meta(ge=1, le=OUTBOX_ID_MAX)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Timestamp = Annotated[float, msgspec.Meta(ge=0)]  # also refuses NaN
 Text = Annotated[str, msgspec.Meta(max_length=65536)]
@@ -117,8 +119,8 @@ def path_problem(field: str, path: str) -> str | None:
     encoded = path.encode("utf-8", "surrogatepass")
     if len(encoded) > PATH_MAX_BYTES:
         return f"{field} is longer than {PATH_MAX_BYTES} bytes"
-    if any(len(part) > NAME_MAX_BYTES for part in encoded.split(b"/")):
-        return f"{field} has a name longer than {NAME_MAX_BYTES} bytes"
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        return f"{field} has a name longer than {NAME_MAX} bytes"
     return None
 
 

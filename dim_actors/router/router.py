@@ -42,9 +42,7 @@ log = logging.getLogger(__name__)
 # as it is; the connection process keeps authenticating every (re)connect with gateway_connect's
 # token, which an authenticate command does not replace (docs/contracts.md §3).
 GATEWAY_COMMANDS = frozenset(protocol.CLIENT_MESSAGES)
-LOCAL_COMMANDS = frozenset({"get_state", "gateway_connect", "gateway_disconnect",
-                            "actor_status", "restart_actor", "actor_logs", "outbox_cancel",
-                            "get_settings", "set_settings"})
+LOCAL_COMMANDS = frozenset(commands.ARGS) - SYNC_COMMANDS  # the router's own; the journal answers the rest
 # Events that may deserve a desktop notification (dim_actors/desktop/notify.py decides).
 NOTIFY_TYPES = frozenset({"turn_complete", "turn_error", "question_requested", "permission_requested"})
 _json = msgspec.json.Encoder()
