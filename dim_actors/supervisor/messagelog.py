@@ -125,10 +125,15 @@ def _out(e: Envelope) -> "_OutLine":
 
 def to_line(env: Envelope) -> bytes:
     """One log line; never raises: a message that cannot be encoded gets a line saying so."""
+    return _line(env)[0]
+
+
+def _line(env: Envelope) -> tuple[bytes, bool]:
+    """One log line, and whether it only says the message could not be encoded."""
     try:
-        return _encoder.encode(_out(env)) + b"\n"
+        return _encoder.encode(_out(env)) + b"\n", False
     except Exception as err:
-        return unloggable_line(env, err)
+        return unloggable_line(env, err), True
 
 
 def encode_lines(envs: list[Envelope]) -> bytes:
@@ -155,15 +160,8 @@ def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
         return encode_lines(envs), 0
     except Exception:
         pass
-    parts: list[bytes] = []
-    bad = 0
-    for e in envs:
-        try:
-            parts.append(_encoder.encode(_out(e)) + b"\n")
-        except Exception as err:
-            bad += 1
-            parts.append(unloggable_line(e, err))
-    return b"".join(parts), bad
+    lines = [_line(e) for e in envs]
+    return b"".join(line for line, _ in lines), sum(bad for _, bad in lines)
 
 
 class LogHealth(msgspec.Struct):
