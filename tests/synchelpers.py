@@ -1,5 +1,6 @@
 """What the sync tests do with a running app: a coding-agent session, its sync started, its sync
-status, a file as the agent's workspace holds it, and that file's iterations there."""
+status, a file as the agent's workspace holds it, and that file's iterations there; a big folder
+to sync."""
 
 from __future__ import annotations
 
@@ -41,3 +42,12 @@ def history_of(app: App, sid: str, path: str) -> list[dict]:
         return app.invoke("file_history", sessionId=sid, path=path)["iterations"]
     except InvokeError:
         return []
+
+
+def make_tree(root: Path, files: int) -> None:
+    """`files` small files under `root`, 100 to a folder, as a source tree holds them."""
+    for i in range(files):
+        d = root / f"pkg{i // 1000}" / f"mod{(i // 100) % 10}"
+        if i % 100 == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05}.txt").write_text(f"file {i}\n")

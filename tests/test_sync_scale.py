@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from apphelpers import App, wait_until, write_settings
+from synchelpers import make_tree
 from treehelpers import supervised
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.messages import JournalRecord, LocalChanges, LocalFile, SyncCommand
@@ -26,14 +27,6 @@ from dim_actors.sync import journal as journal_mod
 from dim_actors.sync import watcher as watcher_mod
 
 FILES = 10_000
-
-
-def make_tree(root: Path, files: int) -> None:
-    for i in range(files):
-        d = root / f"pkg{i // 1000}" / f"mod{(i // 100) % 10}"
-        if i % 100 == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i:05}.txt").write_text(f"file {i}\n")
 
 
 def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):

@@ -11,10 +11,8 @@ import pytest
 from playwright.sync_api import expect
 
 from apphelpers import wait_until, write_settings
-from diskhelpers import fill
-from diskhelpers import small_disk as mounted_small_disk
-from synchelpers import upstream
-from test_sync_scale import make_tree
+from diskhelpers import fill, small_disk as mounted_small_disk
+from synchelpers import make_tree, upstream
 
 # Waits on conditions: they end as soon as the condition holds, so they can afford to be generous
 # for a loaded machine (a browser, the app's processes and the gateway share the CPUs with other jobs).
