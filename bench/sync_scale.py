@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import Workdir, descendants, peak_rss_mb  # noqa: E402
 from bench.sync_bench import App, Gateway, log, new_session, stop_all  # noqa: E402
 
 
@@ -47,18 +45,11 @@ def make_tree(root: Path, files: int) -> None:
         (d / f"file{i:06}.txt").write_bytes(f"file {i}\n".encode() * (1 + i % 7))
 
 
-def peak_rss_mb(pid: int) -> dict[str, float]:
-    """VmHWM (peak resident set) of the process and its children, by their command's last word."""
+def peak_rss_by_role(pid: int) -> dict[str, float]:
+    """VmHWM (peak resident set) of the app and the processes below it, by what each one is."""
     out: dict[str, float] = {}
-    pids = [pid]
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    except OSError:
-        pass
-    for p in pids:
+    for p in [pid, *descendants(pid)]:
         try:
-            status = Path(f"/proc/{p}/status").read_text()
             cmd = Path(f"/proc/{p}/cmdline").read_bytes()
         except OSError:
             continue
@@ -66,9 +57,7 @@ def peak_rss_mb(pid: int) -> dict[str, float]:
             continue  # multiprocessing's own helper
         name = ("supervisor" if p == pid else "connection" if b"multiprocessing" in cmd
                 else "gateway" if b"devgateway" in cmd else f"pid {p}")
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                out[name] = round(int(line.split()[1]) / 1024, 1)
+        out[name] = peak_rss_mb(p)
     return out
 
 
@@ -120,58 +109,57 @@ def uploaded(db: Path, sid: str) -> int:
 def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> dict[str, Any]:
     files = files or (20_000 if quick else 100_000)
     limit_s = limit_s or (300.0 if quick else 900.0)
-    work = Path(tempfile.mkdtemp(prefix="dim-sync-scale-"))
     gw = app = probe = None
-    try:
-        data = work / "gateway-data"
-        gw = Gateway(data).start()
-        sid = new_session(gw.url, "sync-scale")
-        folder = work / "synced"
-        log(f"writing {files} small files into {folder}")
-        make_tree(folder, files)
-        home = work / "dim-home"
-        home.mkdir()
-        app = App(home, gw.url)
-        t0 = time.perf_counter()
-        probe = StatusProbe(app, sid, t0)
-        app.invoke("start_sync", sessionId=sid, localDir=str(folder), confirm=True)
-        done_s = None
-        while time.perf_counter() - t0 < limit_s:
-            st = probe.last
-            if st.get("filesTracked", 0) >= files and st.get("pendingWrites", 1) == 0 and not st.get("scan"):
-                if uploaded(data / "gateway.db", sid) >= files:
-                    done_s = time.perf_counter() - t0
-                    break
-            time.sleep(0.25)
-        probe.close()
-        arrived = uploaded(data / "gateway.db", sid)
-        actors = app.invoke("actor_status")
-        rows = actors if isinstance(actors, list) else actors.get("actors", [])
-        restarts = {r["name"]: r["restarts"] for r in rows if r.get("restarts")}
-        hung = [r["name"] for r in rows if "hung" in (r.get("lastError") or "")]
-        rss = peak_rss_mb(app.proc.pid)
-        times = sorted(probe.times)
-        result = {
-            "files": files,
-            "upload_s": round(done_s, 1) if done_s is not None else None,
-            "uploaded": arrived,
-            "limit_s": limit_s,
-            "first_status_s": round(probe.first, 2) if probe.first is not None else None,
-            "status_max_ms": round(times[-1] * 1000) if times else None,
-            "status_p50_ms": round(times[len(times) // 2] * 1000) if times else None,
-            "status_answers": len(times), "status_errors": probe.errors,
-            "scan_progress_seen": len(probe.scan_seen),
-            "restarts": sum(restarts.values()), "restarted": ",".join(sorted(restarts)) or None,
-            "hung": ",".join(hung) or None,
-            "peak_rss_mb": rss,
-        }
-        log(f"sync_scale: {result}")
-        return {"sync_scale": result}
-    finally:
-        if probe is not None:
+    with Workdir("sync-scale") as work:
+        try:
+            data = work / "gateway-data"
+            gw = Gateway(data).start()
+            sid = new_session(gw.url, "sync-scale")
+            folder = work / "synced"
+            log(f"writing {files} small files into {folder}")
+            make_tree(folder, files)
+            home = work / "dim-home"
+            home.mkdir()
+            app = App(home, gw.url)
+            t0 = time.perf_counter()
+            probe = StatusProbe(app, sid, t0)
+            app.invoke("start_sync", sessionId=sid, localDir=str(folder), confirm=True)
+            done_s = None
+            while time.perf_counter() - t0 < limit_s:
+                st = probe.last
+                if st.get("filesTracked", 0) >= files and st.get("pendingWrites", 1) == 0 and not st.get("scan"):
+                    if uploaded(data / "gateway.db", sid) >= files:
+                        done_s = time.perf_counter() - t0
+                        break
+                time.sleep(0.25)
             probe.close()
-        stop_all(app, gw)
-        shutil.rmtree(work, ignore_errors=True)
+            arrived = uploaded(data / "gateway.db", sid)
+            actors = app.invoke("actor_status")
+            rows = actors if isinstance(actors, list) else actors.get("actors", [])
+            restarts = {r["name"]: r["restarts"] for r in rows if r.get("restarts")}
+            hung = [r["name"] for r in rows if "hung" in (r.get("lastError") or "")]
+            rss = peak_rss_by_role(app.proc.pid)
+            times = sorted(probe.times)
+            result = {
+                "files": files,
+                "upload_s": round(done_s, 1) if done_s is not None else None,
+                "uploaded": arrived,
+                "limit_s": limit_s,
+                "first_status_s": round(probe.first, 2) if probe.first is not None else None,
+                "status_max_ms": round(times[-1] * 1000) if times else None,
+                "status_p50_ms": round(times[len(times) // 2] * 1000) if times else None,
+                "status_answers": len(times), "status_errors": probe.errors,
+                "scan_progress_seen": len(probe.scan_seen),
+                "restarts": sum(restarts.values()), "restarted": ",".join(sorted(restarts)) or None,
+                "hung": ",".join(hung) or None,
+                "peak_rss_mb": rss,
+            }
+            log(f"sync_scale: {result}")
+            return {"sync_scale": result}
+        finally:
+            if probe is not None:
+                probe.close()
+            stop_all(app, gw)
 
 
 def main(argv: list[str] | None = None) -> int:
