@@ -77,11 +77,29 @@ export function formatTime(ms) {
     : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
+/** Bytes in binary units, one decimal where it says something: 104857600 -> "100 MiB", 13207024435 -> "12.3 GiB". */
 export function formatBytes(n) {
-  if (typeof n !== "number" || !isFinite(n)) return "";
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  if (typeof n !== "number" || !isFinite(n) || n < 0) return "";
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  const text = i === 0 ? String(n) : n.toFixed(1).replace(/\.0$/, "");
+  return `${text} ${units[i]}`;
+}
+
+/** How long ago `ms` (epoch ms) was, in words: "just now", "40 s ago", "3 min ago", "2 h ago", "5 days ago". */
+export function formatAgo(ms, now = Date.now()) {
+  if (typeof ms !== "number" || !isFinite(ms)) return "";
+  const s = Math.max(0, Math.floor((now - ms) / 1000));
+  if (s < 10) return "just now";
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  const d = Math.floor(s / 86400);
+  return `${d} day${d === 1 ? "" : "s"} ago`;
 }
 
 export function formatDuration(seconds) {

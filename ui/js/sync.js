@@ -21,38 +21,13 @@
 // under "Not synced" with the reason in the journal's own words; the size limit and the free space
 // of the folder's disk are shown in plain words next to the counts (docs/sync.md §10).
 
-import { h, clear, formatTime } from "./dom.js";
+import { h, clear, formatAgo, formatBytes, formatTime } from "./dom.js";
 import { onBridgeState } from "./bridge.js";
 
 const DIFF_MAX_LINES = 4000;
 const AGO_REFRESH_MS = 30_000; // "noticed 2 min ago" lines are redrawn this often while any are shown
 
 const DIRECTION_WORDS = { upstream: "from the agent", local: "from this computer" };
-
-/** Bytes in binary units, one decimal where it says something: 104857600 -> "100 MiB", 13207024435 -> "12.3 GiB". */
-export function formatSize(n) {
-  if (typeof n !== "number" || !isFinite(n) || n < 0) return "";
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i += 1;
-  }
-  const text = i === 0 ? String(n) : n.toFixed(1).replace(/\.0$/, "");
-  return `${text} ${units[i]}`;
-}
-
-/** How long ago `ms` (epoch ms) was, in words: "just now", "40 s ago", "3 min ago", "2 h ago", "5 days ago". */
-export function formatAgo(ms, now = Date.now()) {
-  if (typeof ms !== "number" || !isFinite(ms)) return "";
-  const s = Math.max(0, Math.floor((now - ms) / 1000));
-  if (s < 10) return "just now";
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  const d = Math.floor(s / 86400);
-  return `${d} day${d === 1 ? "" : "s"} ago`;
-}
 
 /** The heading of the "Not synced" list: "3 files not synced" (all of them, listed or not). */
 export function failedHeading(count) {
@@ -354,10 +329,10 @@ export class SyncPanel {
   /** The size limit and the free space, in plain words. */
   renderLimits(s) {
     const bits = [];
-    if (typeof s.maxFileSize === "number") bits.push(`Files over ${formatSize(s.maxFileSize)} are not synced`);
+    if (typeof s.maxFileSize === "number") bits.push(`Files over ${formatBytes(s.maxFileSize)} are not synced`);
     if (typeof s.freeSpace === "number") {
-      const floor = typeof s.minFreeSpace === "number" && s.minFreeSpace > 0 ? ` (sync pauses below ${formatSize(s.minFreeSpace)})` : "";
-      bits.push(`${formatSize(s.freeSpace)} free${floor}`);
+      const floor = typeof s.minFreeSpace === "number" && s.minFreeSpace > 0 ? ` (sync pauses below ${formatBytes(s.minFreeSpace)})` : "";
+      bits.push(`${formatBytes(s.freeSpace)} free${floor}`);
     }
     this.limitsEl.textContent = bits.join(" · ");
     this.limitsEl.hidden = bits.length === 0;
