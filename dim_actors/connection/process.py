@@ -121,7 +121,8 @@ class ThreadWatch:
 
     def __init__(self, bound_s: float = HUNG_AFTER_S, bounds: dict[str, float] | None = None):
         self.bound_s = bound_s
-        self.bounds = dict(bounds or {})
+        # Loops that get another bound than bound_s, by name.
+        self.bounds = {"sender": HUNG_AFTER_SEND_S} if bounds is None else dict(bounds)
         self.busy: dict[str, float] = {}  # loop name -> time.monotonic() its current piece of work began
         self.threads: dict[str, int] = {}  # loop name -> thread ident, for the stack in the log
 
@@ -189,9 +190,9 @@ class Sender:
     # Past this an unanswered request no longer holds its place, whatever happened to its Pending.
     AWAIT_CAP_S = 120.0
 
-    def __init__(self, limit: int, window_s: float, watch: ThreadWatch | None = None):
+    def __init__(self, limit: int, window_s: float, watch: ThreadWatch):
         self.limit, self.window_s = limit, window_s
-        self.watch = watch or ThreadWatch()
+        self.watch = watch
         # (ws, frame, slot, sessionId) per lane
         self.queues: dict[Lane, collections.deque[tuple[object, bytes, SendSlot, str | None]]] = {
             "user": collections.deque(), "background": collections.deque()}
@@ -378,7 +379,8 @@ def _str_or_none(value: Any) -> str | None:
 # last RECENT_SEQS seqs, their bytes while they fit in RECENT_BYTES, a hash of their bytes past that.
 RECENT_SEQS = 256
 RECENT_BYTES = 64 << 10
-# Gap refetches that found nothing between before a gateway is taken to skip seqs on purpose.
+# Gap refetches in a row that found nothing between (or could not fetch it) before a gateway is taken
+# to skip seqs on purpose.
 EMPTY_GAP_REFETCHES_MAX = 3
 
 
@@ -472,11 +474,10 @@ class Pending:
     """A request awaiting its answer. The session (and client turn id) keep another client's
     broadcast of the same event type from being taken for our answer."""
 
-    __slots__ = ("req_id", "type", "expect", "sent_at", "session_id", "client_turn_id", "slot", "frame", "form")
+    __slots__ = ("req_id", "type", "expect", "session_id", "client_turn_id", "slot", "frame", "form")
 
-    def __init__(self, req_id: int, type_: str, expect: frozenset[str], sent_at: float, frame: bytes = b"{}",
-                 form: int = 0):
-        self.req_id, self.type, self.expect, self.sent_at = req_id, type_, expect, sent_at
+    def __init__(self, req_id: int, type_: str, expect: frozenset[str], frame: bytes = b"{}", form: int = 0):
+        self.req_id, self.type, self.expect = req_id, type_, expect
         self.slot = SendSlot(awaiting=True)  # its place in the rate window, held until it is answered
         self.frame, self.form = frame, form  # as sent, and its form (dialect.py)
         t = _target.decode(frame)  # our own frame, built by build_client_message
@@ -486,6 +487,20 @@ class Pending:
     def order(self) -> float:
         """Its place in the order requests went out; infinite while it waits in the send queue."""
         return self.slot.order or float("inf")
+
+
+def answers(p: Pending, type_: str, session_id: str | None, client_turn_id: str | None) -> bool:
+    """Whether a frame of `type_` (for `session_id`; a turn_started's `client_turn_id`) can be the
+    answer to `p`; among those that can, the one sent first takes it (_correlate)."""
+    if type_ == "error":
+        return True  # errors are unicast answers, in request order: the oldest open request
+    if type_ not in p.expect:
+        return False
+    if p.session_id is not None and session_id is not None and session_id != p.session_id:
+        return False
+    # Another client's turn in this session (or, UNREADABLE, none we can claim).
+    return not (p.client_turn_id is not None and type_ == "turn_started" and client_turn_id is not None
+                and client_turn_id != p.client_turn_id)
 
 
 class CatchUp:
@@ -510,7 +525,7 @@ class GatewayConnection:
                  rate_limit: int = 60, rate_window_s: float = 10.0, watch: ThreadWatch | None = None,
                  outbox_path: Path | None = None):
         self.uplink = uplink
-        self.watch = watch or ThreadWatch(bounds={"sender": HUNG_AFTER_SEND_S})
+        self.watch = watch or ThreadWatch()
         self.sender = Sender(rate_limit, rate_window_s, self.watch)
         # Our own requests in flight (rejoin, catch-up, history) -> (sessionId, kind)
         self.internal: dict[int, tuple[str, str]] = {}
@@ -563,7 +578,7 @@ class GatewayConnection:
         # reported instead of silently dropped.
         self.recent: dict[str, RecentSeqs] = {}
         self.replaced_chars = 0  # lone surrogates replaced with U+FFFD
-        self.empty_gap_refetches = 0  # gap refetches that found nothing missing (a gateway skipping seqs)
+        self.empty_gap_refetches = 0  # gap refetches in a row that filled nothing (a gateway skipping seqs)
         self.reconnects = 0
         self.backoff = Backoff()
         self.last_frame = time.monotonic()
@@ -746,7 +761,7 @@ class GatewayConnection:
                 return
             item_id, type_, frame = items[0]
             form, frame = self.dialect.first(type_, frame)
-            p = Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()), time.monotonic(), frame, form)
+            p = Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()), frame, form)
             if type_ == "run_turn" and p.session_id in self.turn_gate:
                 return  # wait for that session's turn to end; order is kept, nothing jumps the queue
             self.outbox_inflight = item_id
@@ -818,8 +833,9 @@ class GatewayConnection:
             with self.lock:
                 self.joined.pop(sid, None)
             self.recent.pop(sid, None)
+            self.last_used.pop(sid, None)
         form, frame = self.dialect.first(msg.type, msg.frame)
-        pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), time.monotonic(), frame, form)
+        pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), frame, form)
         with self.lock:
             self.pending.append(pending)
         # The router's own requests (reqId < 0: its list_sessions on connecting) are bookkeeping;
@@ -1030,7 +1046,8 @@ class GatewayConnection:
     def _resume_sessions(self, ws: websocket.WebSocket) -> None:
         with self.lock:
             sessions = dict(self.joined)
-        for sid in rejoin_order(sessions, self.last_used):
+        # A copy: the main thread drops a session's entry when it is left.
+        for sid in rejoin_order(sessions, dict(self.last_used)):
             last = sessions[sid]
             self.catching_up[sid] = CatchUp()
             # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not taken for
@@ -1044,7 +1061,7 @@ class GatewayConnection:
         with self.lock:
             self.internal_ids -= 1
             self.internal[self.internal_ids] = (sid, kind)
-            pending = Pending(self.internal_ids, type_, protocol.RESPONSES[type_], time.monotonic(), frame)
+            pending = Pending(self.internal_ids, type_, protocol.RESPONSES[type_], frame)
             self.pending.append(pending)
         self.sender.send(ws, frame, pending.slot, "user" if sid in self.user_sessions else "background", sid)
         return pending.slot
@@ -1054,7 +1071,8 @@ class GatewayConnection:
         before the command, and its catch-up no longer waits behind the other sessions'."""
         if sid is None:
             return
-        self.last_used[sid] = time.monotonic()
+        if sid in self.joined:  # only joined sessions are rejoined: the others need no place in that order
+            self.last_used[sid] = time.monotonic()
         self.user_sessions.add(sid)
         self.sender.pull_forward(sid)
 
@@ -1161,6 +1179,10 @@ class GatewayConnection:
         log.warning("catch-up of session %s after seq %d ends without its events: %s", sid, after, why)
         earlier = self.gap_after.get(sid)  # a gap still open from an earlier give-up starts sooner
         self.gap_after[sid] = (min(after, earlier[0]), earlier[1]) if earlier else (after, why)
+        if c.gap is not None:
+            # Whether the gap held events cannot be known: it counts like an empty refetch, so a gateway
+            # that skips seqs and cannot be caught up does not cost a get_history for every seq it skips.
+            self._gap_not_filled("its events could not be fetched")
         ws = self.ws
         if ws is not None:
             try:
@@ -1169,6 +1191,15 @@ class GatewayConnection:
                 pass
         for ev, head, reply_to in c.held:
             self._deliver(ev, head, reply_to)
+
+    def _gap_not_filled(self, why: str) -> None:
+        """A live seq gap was refetched and nothing came to fill it. A few in a row and gaps are no longer
+        refetched from this gateway: it is taken to skip seqs."""
+        self.empty_gap_refetches += 1
+        if self.empty_gap_refetches >= EMPTY_GAP_REFETCHES_MAX and self.traits.denseSeqs != "no":
+            log.warning("%d seq gaps in a row were not filled (the last: %s): the gateway is taken to skip seqs, "
+                        "gaps are no longer refetched", self.empty_gap_refetches, why)
+            self.learned(denseSeqs="no")
 
     def _gap_ends(self, sid: str, before: int | None) -> None:
         """The first seq known past a given-up catch-up: a gap only if it is not the very next one."""
@@ -1181,6 +1212,7 @@ class GatewayConnection:
         with self.lock:
             self.joined.pop(sid, None)
         self.recent.pop(sid, None)
+        self.last_used.pop(sid, None)
         self.gap_after.pop(sid, None)
         self.replay_all.discard(sid)
         c = self.catching_up.pop(sid, None)
@@ -1264,7 +1296,8 @@ class GatewayConnection:
     def _within_depth(self, data: bytes) -> bytes | None:
         """A frame nested deeper than protocol.MAX_DEPTH is a bad frame (None), unless it is a page
         of events: its too-deep parts are cut out so its other events still arrive (each cut event
-        is skipped and reported, _deliver_catchup). The common frame costs a count of its brackets."""
+        is skipped and reported, _deliver_catchup). A request it answers fails at once (_too_deep_answer).
+        The common frame costs a count of its brackets."""
         if protocol.too_deep(data):
             page, _ = protocol.prune_deep(data, protocol.MAX_DEPTH + 2)  # an event_list's events sit 2 deep
             try:
@@ -1273,9 +1306,30 @@ class GatewayConnection:
                 head = None
             if head is None or head.type != "event_list":
                 self._bad_frame(f"nested deeper than {protocol.MAX_DEPTH} levels", data)
+                if head is not None:
+                    self._too_deep_answer(head, page)
                 return None
             data = page
         return data
+
+    def _too_deep_answer(self, head: protocol.EventHead, pruned: bytes) -> None:
+        """Under the frame lock. A frame dropped for its depth may be the answer to a request: that
+        request fails now, instead of waiting out request_timeout_s for an answer that has come."""
+        answered = self._correlate(head, pruned)
+        if answered is None:
+            return
+        if self.catching_up:
+            self._answered_past_catchups(answered, head)
+        req_id = answered.req_id
+        if req_id <= INTERNAL_IDS:
+            self._internal_answered(req_id, head, pruned)  # an error is read as any other (a refused catch-up)
+        elif OUTBOX_IDS < req_id < 0:
+            self._outbox_answered(req_id, head, pruned)  # answered all the same: the item leaves the outbox
+        elif req_id > 0:
+            self.uplink.put_control(CommandFailed(
+                reqId=req_id, code="BAD_ANSWER",
+                message=f"the gateway's answer is nested deeper than {protocol.MAX_DEPTH} levels: "
+                        f"dim-desktop cannot read it"))
 
     def _without_lone_surrogates(self, data: bytes) -> tuple[bytes, protocol.EventHead] | None:
         """A frame msgspec refused as JSON: if lone surrogate escapes (no character, though valid
@@ -1375,7 +1429,7 @@ class GatewayConnection:
         form, frame = nxt
         log.info("the gateway did not take %s in our form (%s): sending it again in form %r", p.type, code,
                  self.dialect.describe().get(p.type, form))
-        again = Pending(p.req_id, p.type, p.expect, time.monotonic(), frame, form)
+        again = Pending(p.req_id, p.type, p.expect, frame, form)
         with self.lock:
             self.pending.append(again)
         self._handed_over = True
@@ -1448,11 +1502,7 @@ class GatewayConnection:
             self._bad_frame(f"a catch-up page of session {sid} says hasMore but brings nothing after seq "
                             f"{c.after}: the catch-up ends here", data)
         if c.gap is not None:
-            # Nothing was missing: this gateway skips seqs. A few such refetches and it is not asked again.
-            self.empty_gap_refetches += 1
-            if self.empty_gap_refetches >= EMPTY_GAP_REFETCHES_MAX:
-                log.warning("the gateway skips seqs with nothing between them: gaps are no longer refetched")
-                self.learned(denseSeqs="no")
+            self._gap_not_filled("nothing was missing")  # this gateway skips seqs
         # Done (or a page we cannot page on from): live events held back go out now, in order.
         del self.catching_up[sid]
         self.replay_all.discard(sid)
@@ -1479,24 +1529,17 @@ class GatewayConnection:
             return None
         type_ = head.type
         client_turn_id = self._client_turn_id(data) if type_ == "turn_started" else None
+        sid = head.sessionId
         with self.lock:
             # Answers come in the order the gateway read the requests: the order they went out,
             # which the send lanes make differ from the order they were queued. One not sent yet
-            # cannot be answered.
-            for p in sorted((p for p in self.pending if p.slot.order), key=lambda p: p.slot.order):
-                if type_ == "error":
-                    pass  # errors are unicast answers, in request order: the oldest open request
-                elif type_ not in p.expect:
-                    continue
-                elif p.session_id is not None and head.sessionId is not None and head.sessionId != p.session_id:
-                    continue
-                elif (p.client_turn_id is not None and type_ == "turn_started" and client_turn_id is not None
-                      and client_turn_id != p.client_turn_id):
-                    continue  # another client's turn in this session (or, UNREADABLE, none we can claim)
+            # cannot be answered. One pass: this runs for every frame while anything is pending.
+            p = min((p for p in self.pending if p.slot.order and answers(p, type_, sid, client_turn_id)),
+                    key=lambda p: p.slot.order, default=None)
+            if p is not None:
                 self.pending.remove(p)
                 self.sender.settle(p.slot)
-                return p
-        return None
+        return p
 
     def _client_turn_id(self, data: bytes) -> str | None:
         """The turn_started's clientTurnId; None when it has none. The reference's v1 has no client
@@ -1553,10 +1596,9 @@ class GatewayConnection:
             self.catchups_overdue(now)
         if self.pending:
             with self.lock:
-                # A request's wait starts when it goes out; one the rate limit still holds in the
-                # send queue (behind other commands) has not been waiting for the gateway.
-                expired = [p for p in self.pending
-                           if p.slot.order and now - max(p.sent_at, p.slot.at) > self.request_timeout_s]
+                # A request's wait starts when it goes out (slot.at); one the rate limit still holds in
+                # the send queue (behind other commands) has not been waiting for the gateway.
+                expired = [p for p in self.pending if p.slot.order and now - p.slot.at > self.request_timeout_s]
                 self.pending = [p for p in self.pending if p not in expired]
             for p in expired:
                 self.sender.settle(p.slot)

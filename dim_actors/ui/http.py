@@ -30,6 +30,7 @@ STATUS_FOR_CODE = {
     "NOT_CONNECTED": 409,
     "GATEWAY_ERROR": 422,
     "TIMEOUT": 504,
+    "BAD_ANSWER": 502,  # the gateway answered, in a form dim-desktop cannot read
     "STOPPING": 503,
     "INTERNAL": 500,
     "SETTINGS_FILE": 500,  # settings.toml cannot be read or saved: nothing the page sent is at fault
