@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 
 import pytest
 
 from dim_actors.messages import LocalFile
 from dim_actors.sync.ignore import is_noise
-from dim_actors.sync.journal import free_space_floor, retry_delay
+from dim_actors.sync.journal import failure_log_level, free_space_floor, retry_delay
 from dim_actors.sync.paths import (
     UnsafePath,
     check_relative,
     display_path,
+    folder_error_reason,
     is_git_name,
     local_failure_reason,
     local_name_problem,
@@ -117,12 +119,30 @@ def test_os_error_reason(err, words):
     assert words in os_error_reason(OSError(err, os.strerror(err), "/some/file")).lower()
 
 
+@pytest.mark.parametrize("err, filename, reason", [
+    (errno.EEXIST, "/etc/passwd", "a file is in the way where a folder is needed (Not a directory), at /etc/passwd"),
+    (errno.EROFS, "/mnt/ro/sync", "the disk is read-only (Read-only file system), at /mnt/ro/sync"),
+    (errno.EACCES, None, "permission denied"),
+])
+def test_folder_error_reason(err, filename, reason):
+    assert folder_error_reason(OSError(err, os.strerror(err), filename)) == reason
+
+
 @pytest.mark.parametrize("total, setting, floor", [
     (100 * 1024 * MiB, None, 64 * MiB), (1024 * MiB, None, 1024 * MiB // 100), (4 * MiB, None, 4 * MiB // 100),
     (100 * 1024 * MiB, 10, 10 * MiB), (4 * MiB, 0, 0), (4 * MiB, -3, 0),
 ])
 def test_free_space_floor(total, setting, floor):
     assert free_space_floor(total, setting) == floor
+
+
+@pytest.mark.parametrize("reason, last, level", [
+    ("the disk is full", None, logging.WARNING),  # new
+    ("the disk is full", "the disk is full", logging.DEBUG),  # a retry failing the same way
+    ("permission denied", "the disk is full", logging.WARNING),  # the reason changed
+])
+def test_failure_log_level(reason, last, level):
+    assert failure_log_level(reason, last) == level
 
 
 @pytest.mark.parametrize("retries, delay", [(0, 2), (1, 4), (2, 8), (4, 32), (5, 60), (50, 60)])

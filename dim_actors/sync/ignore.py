@@ -25,7 +25,6 @@ _NOISE = re.compile(
       | \.dim-.*\.tmp                      # the materializer's own temp files
       | .*\.upstream-\d+(\..*)?            # conflict copies written beside a file
     )""", re.X)
-IGNORED_DIRS = frozenset({".git"})
 
 
 def is_vim_probe(name: str) -> bool:
@@ -39,7 +38,7 @@ def is_vim_probe(name: str) -> bool:
 def is_noise(rel: str) -> bool:
     """True for editor noise, .git and our own files, by name only (no .gitignore)."""
     p = PurePosixPath(rel)
-    if any(part in IGNORED_DIRS or is_git_name(part) for part in p.parts):
+    if any(is_git_name(part) for part in p.parts):
         return True  # .git however a case-insensitive disk spells it
     name = p.name
     return bool(_NOISE.fullmatch(name)) or is_vim_probe(name)

@@ -81,6 +81,7 @@ from dim_actors.sync.paths import (
     check_relative,
     confined,
     display_path,
+    folder_error_reason,
     local_failure_reason,
     local_name_problem,
     name_too_long,
@@ -176,6 +177,12 @@ def free_space_floor(total: int, setting_mb: int | None) -> int:
     if setting_mb is not None:
         return max(0, setting_mb) << 20
     return min(64 << 20, total // 100)
+
+
+def failure_log_level(reason: str, last: str | None) -> int:
+    """A failure is worth a warning when it is new or its reason changed; its retries failing the
+    same way (each item, again and again, while a folder stays read-only) are not."""
+    return logging.WARNING if reason != last else logging.DEBUG
 
 
 def retry_delay(retries: int) -> float:
@@ -318,6 +325,8 @@ class Sync:
     entries: Entries = field(default_factory=Entries)
     conflicts: dict[str, Conflict] = field(default_factory=dict)
     materializing: dict[str, tuple[int, str, int]] = field(default_factory=dict)  # path -> (iteration, hash, seq)
+    # accept_upstream writes in flight: the conflict (and its held changes) stays until the write lands
+    accepting: set[str] = field(default_factory=set)
     queued: dict[str, wire.Notification] = field(default_factory=dict)  # newer notes behind a materialization
     outstanding: dict[int, int] = field(default_factory=dict)  # seq -> items not yet applied
     max_seen: int = 0
@@ -336,7 +345,8 @@ class Sync:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     failed: dict[str, Failure] = field(default_factory=dict)  # path -> what could not be synced
     notes: dict[str, wire.Notification] = field(default_factory=dict)  # path -> the state being materialized
-    tries: dict[str, tuple[float, int]] = field(default_factory=dict)  # path -> (failed since, retries) while retried
+    # path -> (failed since, retries, last reason) while retried
+    tries: dict[str, tuple[float, int, str | None]] = field(default_factory=dict)
     space_at: float = 0.0  # when the free space was last looked at
     free: int | None = None  # free bytes then
     floor: int | None = None  # and the floor below which sync pauses
@@ -515,9 +525,10 @@ class Journal(DimActor):
         self.db.close()
 
     def _handle(self, body: Msg) -> None:
+        space = self._look_at_space(time.monotonic()) if isinstance(body, SyncTick) else {}
         with self.db:  # one transaction per message: all of it or, after a crash, none of it
             if isinstance(body, SyncTick):
-                self.on_tick()
+                self.on_tick(space)
             elif isinstance(body, JournalStep):
                 self.step_queued = False
                 self._step()
@@ -645,7 +656,11 @@ class Journal(DimActor):
         if not path.is_absolute():
             raise CommandError("INVALID_ARGUMENTS", f"start_sync: localDir must be an absolute path, not {local_dir!r}")
         path = Path(os.path.realpath(path))
-        if path.exists() and not path.is_dir():
+        try:
+            not_a_folder = path.exists() and not path.is_dir()
+        except OSError as e:  # a folder above it we may not look into
+            raise _unusable(path, e) from e
+        if not_a_folder:
             raise CommandError("INVALID_ARGUMENTS", f"start_sync: {path} is not a folder")
         home = Path(os.path.realpath(self.ctx.home.root))
         if path == home or path.is_relative_to(home) or home.is_relative_to(path):
@@ -663,12 +678,15 @@ class Journal(DimActor):
             return self.status(s)
         if s is not None and s.state in ("active", "error") and not same_folder:
             raise CommandError("ALREADY_SYNCING", f"session {sid} already syncs to {s.local_dir}; stop_sync first")
-        if path.is_dir() and any(True for _ in os.scandir(path)) and not same_folder and not confirm:
-            raise CommandError("FOLDER_NOT_EMPTY",
-                               f"{path} is not empty and is not an earlier sync of this session. Its files would be "
-                               "merged with the workspace (conflicts kept side by side); call start_sync again with "
-                               "confirm: true to go ahead")
-        make_user_folders(path)
+        try:
+            if path.is_dir() and any(True for _ in os.scandir(path)) and not same_folder and not confirm:
+                raise CommandError("FOLDER_NOT_EMPTY",
+                                   f"{path} is not empty and is not an earlier sync of this session. Its files would "
+                                   "be merged with the workspace (conflicts kept side by side); call start_sync again "
+                                   "with confirm: true to go ahead")
+            make_user_folders(path)
+        except OSError as e:  # a path under a file, a read-only disk, a folder we may not read
+            raise _unusable(path, e) from e
         if s is None or not same_folder:
             # a new folder: nothing of what we knew about a local copy holds
             self._forget_files(sid)
@@ -741,6 +759,7 @@ class Journal(DimActor):
         self.ctx.send("connection", StopReplication(sessionId=s.sid))
         self.ctx.send("materializer", ForgetSession(sessionId=s.sid))
         s.materializing.clear()
+        s.accepting.clear()  # the conflict is still there: the user chooses again
         s.queued.clear()
         s.outstanding.clear()
         s.backlog.clear()  # the rescan at the next start lists every file again
@@ -905,7 +924,7 @@ class Journal(DimActor):
         del s.failed[path]
         s.dirty = True
         if old.note is not None and old.note.sequence == n.sequence:
-            s.tries[path] = (old.since, old.retries)
+            s.tries[path] = (old.since, old.retries, old.reason)
         if old.counted and old.note is not None:
             self._done(s, old.note.sequence)
 
@@ -913,9 +932,10 @@ class Journal(DimActor):
                        counted: bool = True) -> None:
         """An upstream state that could not be written: listed with its reason, its sequence left
         outstanding (never acknowledged), tried again later (`retry`) or when a newer state comes."""
-        since, retries = s.tries.pop(path, (time.time(), -1))
+        since, retries, last = s.tries.pop(path, (time.time(), -1, None))
         retries += 1
-        log.warning("sync %s: could not write %s (try %d): %s", s.sid, path, retries + 1, reason)
+        log.log(failure_log_level(reason, last), "sync %s: could not write %s (try %d): %s", s.sid, path,
+                retries + 1, reason)
         if n is not None and n.renamedFrom:
             n = msgspec.structs.replace(n, renamedFrom=None, renamedFromIteration=None)  # that half is handled
         s.failed[path] = Failure(path, reason, "upstream", since, retries, n, retry and n is not None,
@@ -1091,10 +1111,21 @@ class Journal(DimActor):
             pending = s.materializing.get(r.path)
             seq = None
             note = None
+            accepted = False
             if pending is not None and pending[0] == r.iteration:
                 del s.materializing[r.path]
                 seq = pending[2]
                 note = s.notes.pop(r.path, None)
+                if r.path in s.accepting:
+                    s.accepting.discard(r.path)
+                    if r.outcome == "failed":
+                        # The choice is not lost: the conflict, its copy and the held changes stay
+                        # as they were (in the database too), and the user can choose again.
+                        self._fail_upstream(s, r.path, None, f"{r.detail or 'could not be written'}; the conflict "
+                                            "stays: choose again once the file can be written", retry=False)
+                        self._next_queued(s, r.path, items)
+                        continue
+                    accepted = r.outcome in ("written", "unchanged", "deleted")
             if r.outcome != "failed":
                 s.tries.pop(r.path, None)
             f = self._file(s, r.path)
@@ -1133,19 +1164,19 @@ class Journal(DimActor):
                              sequence=seq)
             else:  # failed: that item only; its change stays unacknowledged and is tried again
                 if note is None and pending is not None:
-                    # not from a notification (accept_upstream of a conflict): tried again all the
-                    # same, as a state with no sequence to hold back
+                    # not from a notification (its note was forgotten): tried again all the same, as a
+                    # state with no sequence to hold back
                     note = wire.Notification(sequence=0, filepath=r.path, contentHash=pending[1], size=0,
                                              permissions=f.mode, isDeletion=not pending[1], iteration=r.iteration)
                 self._fail_upstream(s, r.path, note, r.detail or "could not be written", retry=True,
                                     counted=bool(seq))
                 if note is not None and seq:
                     seq = None
+            if accepted:
+                self._settle_accept(s, r.path)
             if seq is not None:
                 self._done(s, seq)
-            nxt = s.queued.pop(r.path, None)
-            if nxt is not None and r.path not in s.materializing:
-                self._notification(s, nxt, items)
+            self._next_queued(s, r.path, items)
         s.dirty = True
         self._send_items(s, items)
         self._advance(s)
@@ -1472,52 +1503,88 @@ class Journal(DimActor):
             raise CommandError("NOT_FOUND", f"resolve_conflict: no conflict on {path!r} in session {sid}")
         if s.state != "active":
             raise CommandError("NOT_ACTIVE", f"resolve_conflict: the sync of session {sid} is {s.state}")
-        c = s.conflicts.pop(path)
-        self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (sid, path))
+        if path in s.accepting:
+            raise CommandError("NOT_ACTIVE", f"resolve_conflict: the upstream version of {path!r} is being written "
+                                             "(accept_upstream); try again in a moment")
+        fl = s.failed.get(path)
+        if fl is not None and fl.note is None:  # an earlier choice that could not be written: this one replaces it
+            del s.failed[path]
         f = self._file(s, path)
-        held = s.entries.of_path(path)
-        items: list[MaterializeItem] = []
         if resolution == "accept_upstream":
-            for e in held:
-                self._drop(s, e, "discarded")
+            # The conflict stays until the write lands (_settle_accept): if it fails, nothing the
+            # user chose is lost, and the local file is not later sent upstream as if it were kept.
+            c = s.conflicts[path]
             item = MaterializeItem(path=path, iteration=c.u, contentHash=c.uh, permissions=f.mode,
                                    isDeletion=not c.uh, expectedHash=None, renamedFrom=c.copy,
                                    renamedFromHash=c.uh if c.copy else None)
             s.materializing[path] = (c.u, c.uh, 0)
-            items.append(item)
-        else:  # keep_local, merged: the local file (as it is now) becomes the next upstream iteration
-            if c.copy:
-                self._remove_copy(s, c.copy)
-            for e in held:
-                self._drop(s, e, "superseded")
-            full = s.root / path
-            h = (file_hash(full) or "") if full.is_file() else ""
-            f.lh = h
-            self._save_file(s, path)
-            if h != f.uh:
-                seq = self._record(s, "local", path, h, not h, "pending", base=f.u,
-                                   size=full.stat().st_size if h else 0, mode=f.mode, reason=resolution)
-                s.entries[seq] = Entry(seq, path, h, full.stat().st_size if h else 0, f.mode, not h, "pending",
-                                       0.0, f.u)  # recorded "long ago": a kept deletion goes at once
+            s.accepting.add(path)
+            s.dirty = True
+            self._send_items(s, [item])
+            return {"path": path, "resolution": resolution, "status": self.status(s, texts=False)}
+        c = s.conflicts.pop(path)
+        self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (sid, path))
+        held = s.entries.of_path(path)
+        # keep_local, merged: the local file (as it is now) becomes the next upstream iteration
+        if c.copy:
+            self._remove_copy(s, c.copy)
+        for e in held:
+            self._drop(s, e, "superseded")
+        full = s.root / path
+        h = (file_hash(full) or "") if full.is_file() else ""
+        f.lh = h
+        self._save_file(s, path)
+        if h != f.uh:
+            seq = self._record(s, "local", path, h, not h, "pending", base=f.u,
+                               size=full.stat().st_size if h else 0, mode=f.mode, reason=resolution)
+            s.entries[seq] = Entry(seq, path, h, full.stat().st_size if h else 0, f.mode, not h, "pending",
+                                   0.0, f.u)  # recorded "long ago": a kept deletion goes at once
         self._record(s, "local", path, f.lh, not f.lh, "resolved", iteration=c.u, reason=resolution)
         s.dirty = True
-        self._send_items(s, items)
         self._send_pending(s)
         return {"path": path, "resolution": resolution, "status": self.status(s, texts=False)}
 
     # --- time -----------------------------------------------------------------------------------------------
 
-    def _check_space(self, s: Sync, now: float) -> None:
+    def _next_queued(self, s: Sync, path: str, items: list[MaterializeItem]) -> None:
+        nxt = s.queued.pop(path, None)
+        if nxt is not None and path not in s.materializing:
+            self._notification(s, nxt, items)
+
+    def _settle_accept(self, s: Sync, path: str) -> None:
+        """accept_upstream's write landed: now the conflict goes, and the local changes it held."""
+        c = s.conflicts.pop(path, None)
+        self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path))
+        fl = s.failed.get(path)
+        if fl is not None and fl.note is None:  # an earlier try of this choice that failed
+            del s.failed[path]
+        for e in s.entries.of_path(path):
+            self._drop(s, e, "discarded")
+        f = self._file(s, path)
+        self._record(s, "local", path, f.lh, not f.lh, "resolved", iteration=c.u if c else None,
+                     reason="accept_upstream")
+
+    def _look_at_space(self, now: float) -> dict[str, os.statvfs_result]:
+        """The disks of the syncs due a look, by session. Outside the tick's transaction: a stalled
+        network folder then keeps the journal waiting, but not the database's write lock with it."""
+        found: dict[str, os.statvfs_result] = {}
+        for s in list(self.syncs.values()):
+            low_paused = s.state == "paused" and (s.error or "").startswith(LOW_SPACE)
+            if not (s.state == "active" or low_paused) or now - s.space_at < SPACE_CHECK_S:
+                continue
+            s.space_at = now
+            try:
+                found[s.sid] = os.statvfs(s.local_dir)
+            except OSError:
+                pass  # a folder that went: the watcher and the deletion guard deal with that
+        return found
+
+    def _check_space(self, s: Sync, st: os.statvfs_result | None) -> None:
         """Pause when the sync folder's disk is below the floor; resume once it is not. Space freed
         since the last look: failed writes are tried again at once."""
         low_paused = s.state == "paused" and (s.error or "").startswith(LOW_SPACE)
-        if not (s.state == "active" or low_paused) or now - s.space_at < SPACE_CHECK_S:
+        if st is None or not (s.state == "active" or low_paused):
             return
-        s.space_at = now
-        try:
-            st = os.statvfs(s.local_dir)
-        except OSError:
-            return  # a folder that went: the watcher and the deletion guard deal with that
         free, floor = st.f_bavail * st.f_frsize, free_space_floor(st.f_blocks * st.f_frsize, self.floor_mb)
         before, s.free, s.floor = s.free, free, floor
         if before is None or abs(free - before) >= SPACE_FREED:
@@ -1548,7 +1615,7 @@ class Journal(DimActor):
             assert n is not None
             # its delivery is still outstanding: this try's outcome is what makes it done
             del s.failed[fl.path]
-            s.tries[fl.path] = (fl.since, fl.retries)
+            s.tries[fl.path] = (fl.since, fl.retries, fl.reason)
             if fl.path in s.conflicts:  # the conflict copy could not be written: write it again
                 self._conflict(s, fl.path, n.iteration, "" if n.isDeletion else n.contentHash, n, items)
             else:
@@ -1557,10 +1624,10 @@ class Journal(DimActor):
         self._send_items(s, items)
         self._advance(s)
 
-    def on_tick(self) -> None:
+    def on_tick(self, space: dict[str, os.statvfs_result]) -> None:
         now = time.monotonic()
         for s in list(self.syncs.values()):
-            self._check_space(s, now)
+            self._check_space(s, space.get(s.sid))
             if s.state != "active":
                 continue
             self._retry_failed(s, now)
@@ -1579,6 +1646,10 @@ class Journal(DimActor):
                     sessionId=s.sid, replicaId=s.replica_id, sinceSequence=s.last_seq,
                     spoolDir=str(self.spool_root / s.sid)))
             self._send_pending(s)
+
+
+def _unusable(path: Path, e: OSError) -> CommandError:
+    return CommandError("FOLDER_UNUSABLE", f"start_sync: cannot sync into {path}: {folder_error_reason(e)}")
 
 
 def _mib(n: int) -> str:

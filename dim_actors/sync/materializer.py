@@ -242,7 +242,8 @@ class Materializer(DimActor):
     def _failed(self, sid: str, item: MaterializeItem, e: OSError) -> None:
         """That item only: the journal lists it with the reason and tries it again later."""
         self.failed += 1
-        log.warning("sync %s: could not write %s: %s", sid, item.path, e)
+        # The journal warns once per failing item (not at each retry); the system's own words are here.
+        log.debug("sync %s: could not write %s: %s", sid, item.path, e)
         self._result(sid, item, "failed", detail=os_error_reason(e))
 
     def _wait_for(self, sid: str, local_dir: str, item: MaterializeItem, clean: str | None) -> None:

@@ -117,9 +117,6 @@ def display_path(rel: str) -> str:
     return "".join(c if ord(c) >= 32 and c != "\x7f" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-LocalProblem = Literal["utf8", "control", "backslash", "too_large"]
-
-
 def local_failure_reason(code: str, size: int = 0, limit: int = 0) -> str:
     """The reason shown for a local file that is not synced."""
     match code:
@@ -160,3 +157,12 @@ def os_error_reason(e: OSError) -> str:
     if words is None:
         return detail
     return f"{words} ({detail})" if detail and detail.lower() not in words.lower() else words
+
+
+def folder_error_reason(e: OSError) -> str:
+    """Why a sync folder cannot be made or read, in plain words, with the path at fault (the folder
+    itself or one above it)."""
+    if e.errno == errno.EEXIST:  # mkdir -p met a file where one of the folders goes
+        e = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), e.filename)
+    reason = os_error_reason(e)
+    return f"{reason}, at {os.fsdecode(e.filename)}" if isinstance(e.filename, (str, bytes)) else reason

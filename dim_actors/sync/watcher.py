@@ -111,6 +111,9 @@ class ScanJob:
         self.seen: list[str] = []
         self.present_before = set(f.cache) if listing else set()
         self.again = False  # another rescan was asked for meanwhile: start over when this one ends
+        # the first look at the folder (since it was watched): only its progress is shown, not the
+        # rescans that follow (polling, health checks), which would keep the panel "looking" forever
+        self.first = listing and not f.listed
 
 
 def _faults() -> dict[str, str]:
@@ -454,6 +457,7 @@ class Folder:
         self.unwatched: str | None = None  # while polling: "tree" (watchdog raised) or "part" (found unwatched)
         self.unchecked = False  # its observer's inotify instance is unknown: unwatched folders go unnoticed
         self.root_gone = False
+        self.listed = False  # a full scan of it has ended
         self.absent_once: set[str] = set()
         self.last_poll = time.monotonic()
         self.scheduled_at = 0.0
@@ -485,6 +489,7 @@ class Watcher(DimActor):
         self.overflowed: list[tuple[str | None, str]] = []
         self.fd_fallback_logged = False
         self.scanning = False  # in a full scan: its listing is every file's state, not changes
+        self.hashed = 0  # files read to hash them: each may take long (up to sync_max_file_mb)
         # a step stays well inside the hang timeout, however low it is set
         self.step_s = min(STEP_S, (self.ctx.settings or Settings()).hang_timeout_s / 4)
         self.jobs: dict[str, collections.deque[ScanJob]] = {}  # sid -> walks to do, in order
@@ -711,6 +716,7 @@ class Watcher(DimActor):
             f.cache[rel] = (*sig, "!" + problem, mode)
             out.append(LocalFile(rel, "!" + problem, st.st_size, mode))
             return
+        self.hashed += 1
         digest = file_hash(full)
         if digest is None:
             self._absent(f, rel, out)
@@ -783,8 +789,10 @@ class Watcher(DimActor):
             if job.listing and job.f is f:
                 job.again = True
                 return
-        self.scan_progress[f.sid] = 0
-        self._queue(ScanJob(f))
+        job = ScanJob(f)
+        if job.first:
+            self.scan_progress[f.sid] = 0
+        self._queue(job)
 
     def _queue(self, job: ScanJob) -> None:
         """Walks run one step per message, in the order asked. The first step of a walk with none
@@ -815,12 +823,14 @@ class Watcher(DimActor):
             return
         deadline = time.monotonic() + self.step_s
         looked = visited = 0
+        hashed = self.hashed
         out: list[LocalFile] = []  # what a folder's walk finds changed (a full scan lists instead)
         self.scanning = job.listing
         try:
             while looked < STEP_FILES:
                 visited += 1  # folders and skipped entries count against the time too
-                if visited % 64 == 0 and time.monotonic() >= deadline:
+                # a file read in this step may have taken long: from then on, the clock is read each time
+                if (visited % 64 == 0 or self.hashed != hashed) and time.monotonic() >= deadline:
                     break
                 if not job.entries:
                     if not job.stack:
@@ -844,7 +854,7 @@ class Watcher(DimActor):
         if not job.listing:
             self._report(f, out)
         if job.entries or job.stack:
-            if job.listing:
+            if job.first:
                 self.scan_progress[sid] = len(job.seen)
             self._kick(sid)
             return
@@ -853,7 +863,8 @@ class Watcher(DimActor):
             self._kick(sid)
         if not job.listing:
             return
-        if not any(j.listing for j in q):
+        f.listed = True
+        if not any(j.first for j in q):
             self.scan_progress.pop(sid, None)
         seen = set(job.seen)
         for rel in job.present_before - seen:
