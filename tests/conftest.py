@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from apphelpers import App, desktop_unavailable
+from dim_actors.devgateway import BackgroundGateway
 
 
 @pytest.fixture
@@ -62,6 +63,22 @@ def dim_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def app(dim_home: Path):
     a = App(dim_home)
+    a.wait_connected()
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    """A dev gateway shared by a module's tests, with no rate limit to wait on (the sync tests')."""
+    with BackgroundGateway(rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gateway")) as g:
+        yield g
+
+
+@pytest.fixture
+def gw_app(gw, dim_home: Path):
+    """dim-desktop connected to the module's `gw`."""
+    a = App(dim_home, ["--gateway", gw.url])
     a.wait_connected()
     yield a
     a.stop()

@@ -8,23 +8,14 @@ import time
 import pytest
 
 from apphelpers import InvokeError, wait_until
-from test_bad_gateway_input import a_turn, app_against, snapshot_of, still_up, wait_complete
-from test_connection_faults import DEEP, with_deep
+from test_bad_gateway_input import a_turn, app_against, still_up, wait_complete
+from test_connection_faults import DEEP, REFUSED, session_s1_gateway, with_deep
 
 
 def test_a_gateway_that_skips_seqs_and_refuses_get_events_costs_a_bounded_number_of_history_requests(dim_home):
     """get_events is refused (getEvents = "no"), so no gap can be refetched: each skipped seq used to
     cost a get_history and a gap notice, for ever. Three such gaps and the gateway is taken to skip seqs."""
-    def respond(msg: dict) -> list[object]:
-        if msg["type"] == "list_sessions":  # answered, so the error below can only answer get_events
-            return [{"type": "session_list", "sessions": []}]
-        if msg["type"] == "join_session":
-            return [snapshot_of("s1", 0)]
-        if msg["type"] == "get_events":
-            return [{"type": "error", "code": "INTERNAL_ERROR", "message": "no events for you"}]
-        if msg["type"] == "get_history":
-            return [{"type": "history", "sessionId": "s1", "turns": []}]
-        return []
+    respond = session_s1_gateway(lambda _msg: [REFUSED])
 
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 from contextlib import contextmanager
+from typing import Callable
 
 import pytest
 
@@ -272,24 +273,37 @@ def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(
         still_up(app, gw)
 
 
+REFUSED = {"type": "error", "code": "INTERNAL_ERROR", "message": "no events for you"}
+
+
+def session_s1_gateway(get_events: Callable[[dict], list[object]]) -> Callable[[dict], list[object]]:
+    """Answers for a gateway holding one empty session, s1, whose get_events answers are `get_events`'s."""
+    def respond(msg: dict) -> list[object]:
+        match msg["type"]:
+            case "list_sessions":  # answered, so an error can only answer a get_events
+                return [{"type": "session_list", "sessions": []}]
+            case "join_session":
+                return [snapshot_of("s1", 0)]
+            case "get_events":
+                return get_events(msg)
+            case "get_history":
+                return [{"type": "history", "sessionId": "s1", "turns": []}]
+        return []
+    return respond
+
+
 def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(dim_home):
     """The gap's get_events is refused: the catch-up's fallbacks (get_history, a CatchupGap notice)
     take over, and the event that showed the gap is delivered all the same."""
     asked: list[dict] = []
 
-    def respond(msg: dict) -> list[object]:
-        if msg["type"] == "list_sessions":  # answered, so the error below can only answer get_events
-            return [{"type": "session_list", "sessions": []}]
-        if msg["type"] == "join_session":
-            return [snapshot_of("s1", 0)]
-        if msg["type"] == "get_events":
-            asked.append(msg)
-            if msg["afterSeq"] == 0:
-                return [{"type": "event_list", "sessionId": "s1", "events": [], "hasMore": False}]
-            return [{"type": "error", "code": "INTERNAL_ERROR", "message": "no events for you"}]
-        if msg["type"] == "get_history":
-            return [{"type": "history", "sessionId": "s1", "turns": []}]
-        return []
+    def get_events(msg: dict) -> list[object]:
+        asked.append(msg)
+        if msg["afterSeq"] == 0:
+            return [{"type": "event_list", "sessionId": "s1", "events": [], "hasMore": False}]
+        return [REFUSED]
+
+    respond = session_s1_gateway(get_events)
 
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()

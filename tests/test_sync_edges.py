@@ -11,6 +11,7 @@ import time
 import pytest
 
 from apphelpers import App, InvokeError, wait_until
+from diskhelpers import small_disk
 from synchelpers import new_session, start, status, upstream
 from treehelpers import supervised
 
@@ -20,34 +21,15 @@ from dim_actors.supervisor.supervisor import ChildSpec
 from dim_actors.sync import watcher as watcher_mod
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    with BackgroundGateway(rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gateway")) as g:
-        yield g
-
-
 @pytest.fixture
-def app(gw, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    a = App(home, ["--gateway", gw.url])
-    a.wait_connected()
-    yield a
-    a.stop()
+def app(gw_app):
+    return gw_app  # against the module's dev gateway (conftest.gw), not an embedded one
 
 
 @pytest.fixture
 def read_only_disk(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"a read-only tmpfs needs root (CI runs the suite as root): {mounted.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "ro", size="1m", read_only=True) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def failed(app: App, sid: str) -> dict[str, dict]:

@@ -18,24 +18,12 @@ from apphelpers import App, InvokeError, wait_until
 from diskhelpers import fill, small_disk
 from synchelpers import history_of, new_session, start, status, upstream
 
-from dim_actors.devgateway import BackgroundGateway
 from dim_actors.sync import wire
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    with BackgroundGateway(rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gateway")) as g:
-        yield g
-
-
 @pytest.fixture
-def app(gw, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    a = App(home, ["--gateway", gw.url])
-    a.wait_connected()
-    yield a
-    a.stop()
+def app(gw_app):
+    return gw_app  # against the module's dev gateway (conftest.gw), not an embedded one
 
 
 @pytest.fixture
