@@ -41,3 +41,14 @@ def fill(disk: Path, name: str = "filler", leave: int = 0) -> Path:
             except OSError:  # ENOSPC: full
                 break
     return p
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """`path` with the immutable attribute (EPERM on any change, for root too: permission bits do
+    not stop root, which the suite runs as), cleared afterwards."""
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -51,3 +51,20 @@ def make_tree(root: Path, files: int) -> None:
         if i % 100 == 0:
             d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i:05}.txt").write_text(f"file {i}\n")
+
+
+def run_script(app: App, sid: str, script: str) -> None:
+    """Run the agent's script, once the session's previous turn is over."""
+    def go():
+        try:
+            return app.invoke("run_turn", sessionId=sid, text=script) or True
+        except InvokeError as e:
+            if any(w in str(e).lower() for w in ("progress", "running", "busy")):
+                return None
+            raise
+    wait_until(go, 60, what="the turn accepted")
+
+
+def failed(app: App, sid: str) -> dict[str, dict]:
+    """The session's files that could not be synced, by path."""
+    return {f["path"]: f for f in status(app, sid).get("failed", [])}

@@ -5,14 +5,13 @@ files and its progress (in-process: the real watcher under a real supervisor).""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 from apphelpers import App, InvokeError, wait_until
-from diskhelpers import small_disk
-from synchelpers import new_session, start, status, upstream
+from diskhelpers import immutable, small_disk
+from synchelpers import failed, new_session, run_script, start, status, upstream
 from treehelpers import supervised
 
 from dim_actors.devgateway import BackgroundGateway
@@ -30,22 +29,6 @@ def app(gw_app):
 def read_only_disk(tmp_path):
     with small_disk(tmp_path / "ro", size="1m", read_only=True) as folder:
         yield folder
-
-
-def failed(app: App, sid: str) -> dict[str, dict]:
-    return {f["path"]: f for f in status(app, sid).get("failed", [])}
-
-
-def _turn(app: App, sid: str, script: str) -> None:
-    """Run the agent's script, once the session's previous turn is over."""
-    def go():
-        try:
-            return app.invoke("run_turn", sessionId=sid, text=script) or True
-        except InvokeError as e:
-            if any(w in str(e).lower() for w in ("progress", "running", "busy")):
-                return None
-            raise
-    wait_until(go, 60, what="the turn accepted")
 
 
 def refusal(app: App, sid: str, folder: str) -> dict:
@@ -100,8 +83,7 @@ def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_rest
         start(app, sid, folder)
         wait_until(lambda: (locked / "notes.upstream-2.md").is_file(), 60, what="the conflict copy")
         wait_until(lambda: conflicts(app, sid) == ["locked/notes.md"], 30, what="the conflict")
-        subprocess.run(["chattr", "+i", str(locked)], check=True)
-        try:
+        with immutable(locked):
             app.invoke("resolve_conflict", sessionId=sid, path="locked/notes.md", resolution="accept_upstream")
             fl = wait_until(lambda: failed(app, sid).get("locked/notes.md"), 30, what="the refused write listed")
             assert "not permitted" in fl["reason"] and "choose again" in fl["reason"], fl
@@ -111,8 +93,6 @@ def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_rest
             wait_until(lambda: status(app, sid)["link"] == "connected", 60, what="the sync link after the restart")
             assert conflicts(app, sid) == ["locked/notes.md"]
             assert (locked / "notes.md").read_text() == "local notes\n"
-        finally:
-            subprocess.run(["chattr", "-i", str(locked)], check=True)
         # the user chooses again, and now it is written; the local content never went upstream
         app.invoke("resolve_conflict", sessionId=sid, path="locked/notes.md", resolution="accept_upstream")
         wait_until(lambda: (locked / "notes.md").read_text() == "agent notes\n", 60, what="upstream accepted")
@@ -175,15 +155,12 @@ def test_a_write_failing_again_and_again_is_warned_about_once(app, tmp_path):
     sid = new_session(app)
     folder = tmp_path / "sync"
     start(app, sid, folder)
-    _turn(app, sid, "/write locked/a.txt one")
+    run_script(app, sid, "/write locked/a.txt one")
     wait_until(lambda: (folder / "locked/a.txt").is_file(), 60, what="the first file")
-    subprocess.run(["chattr", "+i", str(folder / "locked")], check=True)
-    try:
-        _turn(app, sid, "/write locked/b.txt two")
+    with immutable(folder / "locked"):
+        run_script(app, sid, "/write locked/b.txt two")
         wait_until(lambda: failed(app, sid).get("locked/b.txt", {}).get("retries", 0) >= 1, 60,
                    what="the write tried again")
-    finally:
-        subprocess.run(["chattr", "-i", str(folder / "locked")], check=True)
     log = (app.home / "logs" / "dim-desktop.log").read_text(errors="replace").splitlines()
     warned = [line for line in log if "locked/b.txt" in line and " WARNING " in line]
     assert len(warned) == 1 and "not permitted" in warned[0], warned

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 
 import pytest
 
-from apphelpers import App, InvokeError, wait_until
-from diskhelpers import fill, small_disk
-from synchelpers import history_of, new_session, start, status, upstream
+from apphelpers import App, wait_until
+from diskhelpers import fill, immutable, small_disk
+from synchelpers import failed, history_of, new_session, run_script, start, status, upstream
 
 from dim_actors.sync import wire
 
@@ -32,24 +31,8 @@ def tmpfs(tmp_path):
         yield disk
 
 
-def turn(app: App, sid: str, script: str) -> None:
-    """Run the agent's script, once the session's previous turn is over."""
-    def go():
-        try:
-            return app.invoke("run_turn", sessionId=sid, text=script) or True
-        except InvokeError as e:
-            if "progress" in str(e).lower() or "running" in str(e).lower() or "busy" in str(e).lower():
-                return None
-            raise
-    wait_until(go, 60, what="the turn accepted")
-
-
 def alive(app: App) -> None:
     assert app.proc.poll() is None, f"dim-desktop exited with {app.proc.returncode}: {app.output()[-3000:]}"
-
-
-def failed(app: App, sid: str) -> dict[str, dict]:
-    return {f["path"]: f for f in status(app, sid).get("failed", [])}
 
 
 # --- case 1: a local name that is not valid UTF-8 -----------------------------------------------------------
@@ -84,7 +67,7 @@ def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
     folder = tmp_path / "sync"
     start(app, sid, folder)
     long_name = "a" * 256 + ".txt"
-    turn(app, sid, f"/write before.txt one\n/write {long_name} two\n/write dir/{long_name} three\n"
+    run_script(app, sid, f"/write before.txt one\n/write {long_name} two\n/write dir/{long_name} three\n"
                    "/write after.txt four")
     wait_until(lambda: (folder / "after.txt").is_file() and (folder / "before.txt").is_file(), 60,
                what="the other files written")
@@ -101,12 +84,12 @@ def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
     # failed changes again; they stay failed, counted once
     out = app.dimctl("restart", "connection")
     assert out.returncode == 0, out.stderr
-    turn(app, sid, "/write mid.txt five")
+    run_script(app, sid, "/write mid.txt five")
     wait_until(lambda: (folder / "mid.txt").is_file(), 60, what="a file after the restart")
     assert set(failed(app, sid)) == {long_name, f"dir/{long_name}"}
     # the agent renames one to a name that fits and deletes the other: no failure is left, and the
     # acknowledgement moves past both
-    turn(app, sid, f"/rename {long_name} short.txt\n/delete dir/{long_name}\n/write end.txt six")
+    run_script(app, sid, f"/rename {long_name} short.txt\n/delete dir/{long_name}\n/write end.txt six")
     wait_until(lambda: (folder / "short.txt").is_file() and (folder / "end.txt").is_file(), 60,
                what="the renamed file")
     assert (folder / "short.txt").read_text() == "two"
@@ -134,7 +117,7 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
         start(app, sid, folder)
         # about 500 KB left: two or three of five 200 KB files fit, the rest cannot be written
         filler = fill(tmpfs, leave=500_000)
-        turn(app, sid, "\n".join(f"/write f{i}.txt {blob(i)}" for i in range(5)))
+        run_script(app, sid, "\n".join(f"/write f{i}.txt {blob(i)}" for i in range(5)))
         wait_until(lambda: upstream(app, sid, "f4.txt") is not None, 60, what="the agent's files upstream")
         wait_until(lambda: len(failed(app, sid)) + sum((folder / f"f{i}.txt").is_file() for i in range(5)) == 5,
                    60, what="every file written or failed")
@@ -152,7 +135,7 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
 
         # full again, and the app restarted meanwhile: the failed changes were never acknowledged
         filler = fill(tmpfs, leave=300_000)
-        turn(app, sid, "\n".join(f"/write g{i}.txt {blob(i)}" for i in range(3)))
+        run_script(app, sid, "\n".join(f"/write g{i}.txt {blob(i)}" for i in range(3)))
         wait_until(lambda: failed(app, sid), 60, what="a failure")
         app.invoke("stop_sync", sessionId=sid)
         start(app, sid, folder)
@@ -174,7 +157,7 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
         st = status(app, sid)
         assert "not enough free space" in st["error"] and "resumes by itself" in st["error"], st
         assert st["freeSpace"] < st["minFreeSpace"] <= (4 << 20) // 100, st
-        turn(app, sid, f"/write h.txt {blob(7)}")
+        run_script(app, sid, f"/write h.txt {blob(7)}")
         filler.unlink()
         wait_until(lambda: status(app, sid)["state"] == "active", 30, what="sync resumed")
         wait_until(lambda: (folder / "h.txt").is_file() and (folder / "h.txt").read_text() == blob(7), 60,
@@ -191,17 +174,14 @@ def test_a_folder_that_refuses_writes_fails_its_items_until_it_takes_them(app, t
     sid = new_session(app)
     folder = tmp_path / "sync"
     start(app, sid, folder)
-    turn(app, sid, "/write locked/a.txt one")
+    run_script(app, sid, "/write locked/a.txt one")
     wait_until(lambda: (folder / "locked/a.txt").is_file(), 60, what="the first file")
-    subprocess.run(["chattr", "+i", str(folder / "locked")], check=True)
-    try:
-        turn(app, sid, "/write locked/b.txt two\n/write free.txt three")
+    with immutable(folder / "locked"):
+        run_script(app, sid, "/write locked/b.txt two\n/write free.txt three")
         wait_until(lambda: (folder / "free.txt").is_file(), 60, what="the file elsewhere")
         wait_until(lambda: "locked/b.txt" in failed(app, sid), 30, what="the refused write listed")
         reason = failed(app, sid)["locked/b.txt"]["reason"]
         assert "not permitted" in reason, reason
-    finally:
-        subprocess.run(["chattr", "-i", str(folder / "locked")], check=True)
     wait_until(lambda: (folder / "locked/b.txt").is_file(), 90, what="the write retried once it can succeed")
     assert (folder / "locked/b.txt").read_text() == "two"
     wait_until(lambda: not failed(app, sid), 30, what="no failures left")
@@ -214,7 +194,7 @@ def test_a_folder_that_refuses_writes_fails_its_items_until_it_takes_them(app, t
 def test_upstream_git_spellings_are_refused_and_modes_are_portable(app, gw, tmp_path):
     sid = new_session(app)
     folder = tmp_path / "sync"
-    turn(app, sid, "/write ok.txt fine")
+    run_script(app, sid, "/write ok.txt fine")
     start(app, sid, folder)
     wait_until(lambda: (folder / "ok.txt").is_file(), 60, what="the first file")
     evil = [".GIT/hooks/pre-commit", ".Git/config", "sub/.git./hooks/x", ".git /hooks/x", "GIT~1/hooks/x",
