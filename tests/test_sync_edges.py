@@ -1,7 +1,7 @@
-"""Sync at its edges: a folder that cannot be made, an accept_upstream that cannot be written, a write
-failing again and again (end to end: a real dim-desktop, a real dev gateway, real folders, a
-read-only tmpfs, the immutable attribute; root, as CI has), and the watcher's scan steps over big
-files and its progress (in-process: the real watcher under a real supervisor)."""
+"""Sync at its edges: a folder that cannot be made, an accept_upstream that cannot be written (end
+to end: a real dim-desktop, a real dev gateway, real folders, a read-only tmpfs, the immutable
+attribute; root, as CI has), and the watcher's scan steps over big files and its progress
+(in-process: the real watcher under a real supervisor)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from apphelpers import App, InvokeError, wait_until
 from diskhelpers import immutable, small_disk
-from synchelpers import failed, new_session, run_script, start, status, upstream
+from synchelpers import failed, new_session, start, status, upstream
 from treehelpers import supervised
 
 from dim_actors.devgateway import BackgroundGateway
@@ -146,24 +146,6 @@ def _timed(fn) -> float:
     t = time.monotonic()
     fn()
     return time.monotonic() - t
-
-
-# --- a failure retried again and again is logged once -----------------------------------------------------------------
-
-
-def test_a_write_failing_again_and_again_is_warned_about_once(app, tmp_path):
-    sid = new_session(app)
-    folder = tmp_path / "sync"
-    start(app, sid, folder)
-    run_script(app, sid, "/write locked/a.txt one")
-    wait_until(lambda: (folder / "locked/a.txt").is_file(), 60, what="the first file")
-    with immutable(folder / "locked"):
-        run_script(app, sid, "/write locked/b.txt two")
-        wait_until(lambda: failed(app, sid).get("locked/b.txt", {}).get("retries", 0) >= 1, 60,
-                   what="the write tried again")
-    log = (app.home / "logs" / "dim-desktop.log").read_text(errors="replace").splitlines()
-    warned = [line for line in log if "locked/b.txt" in line and " WARNING " in line]
-    assert len(warned) == 1 and "not permitted" in warned[0], warned
 
 
 # --- the scan's progress is the first look's only -----------------------------------------------------------------

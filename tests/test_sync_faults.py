@@ -182,6 +182,13 @@ def test_a_folder_that_refuses_writes_fails_its_items_until_it_takes_them(app, t
         wait_until(lambda: "locked/b.txt" in failed(app, sid), 30, what="the refused write listed")
         reason = failed(app, sid)["locked/b.txt"]["reason"]
         assert "not permitted" in reason, reason
+        wait_until(lambda: failed(app, sid).get("locked/b.txt", {}).get("retries", 0) >= 1, 60,
+                   what="the write tried again")
+    # Warned about once; its retries failing the same way are not (a read-only folder of many
+    # files would flood the log).
+    log = (app.home / "logs" / "dim-desktop.log").read_text(errors="replace").splitlines()
+    warned = [line for line in log if "locked/b.txt" in line and " WARNING " in line]
+    assert len(warned) == 1 and "not permitted" in warned[0], warned
     wait_until(lambda: (folder / "locked/b.txt").is_file(), 90, what="the write retried once it can succeed")
     assert (folder / "locked/b.txt").read_text() == "two"
     wait_until(lambda: not failed(app, sid), 30, what="no failures left")
