@@ -1,4 +1,4 @@
-"""Only what setup.cfg cannot say: the wheel carries the page (ui/) as dim_actors/ui/static.
+"""Only what setup.cfg cannot say: the wheel carries the page (ui/) as dim_actors/uibridge/static.
 
 ui/ stays at the top of the repository (a checkout serves it from there); building a wheel copies
 it into the package, so `pip install .` gives a dim-desktop that serves its UI from site-packages.
@@ -18,7 +18,7 @@ class BuildPyWithUI(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return  # an editable install serves ui/ from the checkout
-        target = Path(self.build_lib) / "dim_actors" / "ui" / "static"
+        target = Path(self.build_lib) / "dim_actors" / "uibridge" / "static"
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(ROOT / "ui", target, ignore=shutil.ignore_patterns(".*", "*~", "__pycache__"))

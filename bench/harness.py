@@ -266,8 +266,8 @@ class DimApp:
 
     def status(self) -> dict[str, dict[str, Any]]:
         """`dimctl status --json`, through the control socket directly (no subprocess per poll)."""
+        from dim_actors.app.control import request
         from dim_actors.messages import ControlReply, ControlRequest
-        from dim_actors.supervisor.control import request
         with request(Path(self.runtime["controlSocket"]), ControlRequest(cmd="status"), 30) as s, \
                 s.makefile("rb") as f:
             reply = msgspec.json.decode(f.readline(), type=ControlReply)

@@ -17,8 +17,15 @@ from typing import Any, Callable
 
 import msgspec
 
-from dim_actors import protocol
-from dim_actors.messages import PipeEvent, UiEvent, decode_up, encode_batch, encode_up, envelope
+from dim_actors.messages import (
+    PipeEvent,
+    UiEvent,
+    decode_up,
+    encode_batch,
+    encode_up,
+    envelope,
+)
+from dim_actors.wire import protocol
 
 
 def _delta(i: int, sid: str = "s" * 36) -> bytes:
@@ -64,7 +71,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     out["stores_apply"] = round((time.perf_counter() - t0) / n * 1e6, 3)
 
     # the message log: append (on the sender's thread) and the writer's encoding, per envelope
-    from dim_actors.supervisor import messagelog
+    from dim_actors.kernel import messagelog
     envs = [envelope("connection", "router", ev) for ev in events]  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as d:
         logs = messagelog.MessageLogs(Path(d), 10_000, 8 << 20, 3)
@@ -101,7 +108,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         out[name] = round((time.perf_counter() - t0) / n * 1e6, 3)
 
     # the bridge: the frame for the page
-    from dim_actors.ui.bridge import ui_frame
+    from dim_actors.uibridge.bridge import ui_frame
     raws = [msgspec.Raw(f) for f in frames]
     out["ui_frame"] = per_op(lambda i: ui_frame("gateway-event", raws[i]), n)
     ui = [UiEvent(event="gateway-event", payload=r) for r in raws]

@@ -11,7 +11,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bench.harness import CpuMeter, DimApp, Gateway, Page, Workdir, browser_groups, log, percentiles, wait_until
+from bench.harness import (
+    CpuMeter,
+    DimApp,
+    Gateway,
+    Page,
+    Workdir,
+    browser_groups,
+    log,
+    percentiles,
+    wait_until,
+)
 from bench.throughput import single_process
 
 

@@ -18,7 +18,16 @@ import threading
 import time
 from typing import Any
 
-from bench.harness import DimApp, Gateway, Workdir, check_text, log, peak_rss_mb, proc_status, wait_until
+from bench.harness import (
+    DimApp,
+    Gateway,
+    Workdir,
+    check_text,
+    log,
+    peak_rss_mb,
+    proc_status,
+    wait_until,
+)
 
 
 def burst(n: int, mode: str, stall_s: float) -> dict[str, Any]:

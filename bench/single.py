@@ -25,10 +25,17 @@ from typing import Any
 
 import msgspec
 
-from dim_actors import protocol
 from dim_actors.connection.process import GatewayConnection
-from dim_actors.messages import CommandFailed, Connect, ConnectionState, GatewayEvent, PipeEvent, SendFrame
+from dim_actors.messages import (
+    CommandFailed,
+    Connect,
+    ConnectionState,
+    GatewayEvent,
+    PipeEvent,
+    SendFrame,
+)
 from dim_actors.router.stores import BadEvent, Stores
+from dim_actors.wire import protocol
 
 
 class DirectUplink:

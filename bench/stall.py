@@ -30,8 +30,18 @@ from typing import Any
 
 import websocket
 
-from bench.harness import (PY, ROOT, DimApp, Gateway, Workdir, check_text, log, peak_rss_mb, percentiles,
-                           wait_until)
+from bench.harness import (
+    PY,
+    ROOT,
+    DimApp,
+    Gateway,
+    Workdir,
+    check_text,
+    log,
+    peak_rss_mb,
+    percentiles,
+    wait_until,
+)
 
 RATE = 2000
 PRE_S, HANG_S, MID_S, POST_S = 3.0, 10.0, 3.0, 4.0

@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dim_actors import protocol  # noqa: E402
-from dim_actors.devgateway.workspace import Workspace  # noqa: E402
 from bench.harness import wait_until as harness_wait_until  # noqa: E402
+from dim_actors.devgateway.workspace import Workspace  # noqa: E402
+from dim_actors.wire import protocol  # noqa: E402
 
 PY = sys.executable
 

@@ -16,8 +16,20 @@ import subprocess
 import time
 from typing import Any
 
-from bench.harness import (PY, ROOT, CpuMeter, DimApp, Gateway, Page, PlainClient, Workdir, browser_groups,
-                           check_text, log, wait_until)
+from bench.harness import (
+    PY,
+    ROOT,
+    CpuMeter,
+    DimApp,
+    Gateway,
+    Page,
+    PlainClient,
+    Workdir,
+    browser_groups,
+    check_text,
+    log,
+    wait_until,
+)
 
 
 def raw_loop(n: int, skip_utf8_validation: bool, buffered: bool = False) -> dict[str, Any]:

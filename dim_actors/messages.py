@@ -14,7 +14,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from dim_actors.sync import wire
+from dim_actors.wire import replication as wire
 
 ACTOR_NAMES = ("journal", "materializer", "watcher", "router", "connection", "uibridge")
 
@@ -179,7 +179,7 @@ class UiEvent(Msg, tag="ui_event"):
 
 # --- sync ------------------------------------------------------------------------------------------
 # The local-sync actors (journal, materializer, watcher), the sync commands, and the replication
-# link in the connection process (docs/sync.md). Replication wire frames are in dim_actors/sync/wire.py.
+# link in the connection process (docs/sync.md). Replication wire frames are in dim_actors/wire/replication.py.
 
 
 class WatchFolder(Msg, tag="watch_folder"):
@@ -273,8 +273,26 @@ class ForgetSession(Msg, tag="forget_session"):
     sessionId: str
 
 
+class GatewayState(msgspec.Struct):
+    """How the embedded dev gateway process is doing: for `dimctl status` and the Actors panel."""
+
+    state: Literal["stopped", "running", "restarting", "failed"]
+    url: str
+    pid: int | None
+    restarts: int
+    lastExitCode: int | None
+    lastError: str = ""
+
+
+# The page's commands the journal answers (the router forwards them as SyncCommand).
+SYNC_COMMANDS = frozenset({"start_sync", "stop_sync", "sync_status", "resolve_conflict", "sync_pause",
+                           "sync_resume", "sync_defaults"})
+# Sent by the router when the page has joined a session (not a page command: it gets no answer).
+AUTO_START = "sync_auto_start"
+
+
 class SyncCommand(Msg, tag="sync_command"):
-    """Router -> journal: start_sync, stop_sync, sync_status, resolve_conflict; answered with InvokeResult."""
+    """Router -> journal: one of SYNC_COMMANDS or AUTO_START; answered with InvokeResult."""
 
     reqId: int
     command: str

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import pytest
-
 import websocket
 
 ROOT = Path(__file__).resolve().parents[1]

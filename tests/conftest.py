@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from apphelpers import App, desktop_unavailable
 from playwright.sync_api import expect
 
-from apphelpers import App, desktop_unavailable
 from dim_actors.devgateway import BackgroundGateway
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import websocket
 
-from dim_actors.protocol import RESPONSES, build_client_message
+from dim_actors.wire.protocol import RESPONSES, build_client_message
 
 Event = dict[str, Any]
 Match = Callable[[Event], bool]

@@ -23,10 +23,9 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from apphelpers import free_port
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
-
-from apphelpers import free_port
 
 WELCOME = {"type": "welcome", "protocolVersion": 1, "requiresAuth": False}
 CONNECTED = {"type": "connected", "clientId": "c", "heartbeatIntervalMs": 30000, "ts": 1}

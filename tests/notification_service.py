@@ -15,7 +15,14 @@ from __future__ import annotations
 import json
 import sys
 
-from jeepney import DBusAddress, HeaderFields, MessageType, new_error, new_method_return, new_signal
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    MessageType,
+    new_error,
+    new_method_return,
+    new_signal,
+)
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
 

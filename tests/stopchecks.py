@@ -58,7 +58,7 @@ def gone(pid: int) -> bool:
 # request", written once every part of it has ended (actors, connection process, gateway, both
 # reaped); for a signal, also from the moment just before the test sent it. So a test runner that is
 # itself slow to be scheduled cannot make the check fail, and a design that needs more than 10 s
-# cannot pass it (the app's budget is 8 s: dim_actors/app.py STOP_BUDGET_S; it takes well under 1 s
+# cannot pass it (the app's budget is 8 s: dim_actors/app/main.py STOP_BUDGET_S; it takes well under 1 s
 # when nothing is wrong). What the test waits on (the exit, the processes gone) gets generous
 # timeouts: those only decide when to call a broken stop a failure.
 STOP_BOUND_S = 10.0

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from apphelpers import ROOT, App, GatewayProcess, free_port, wait_until
 from stopchecks import assert_stop_ends_everything, gateway_pid, gone, signal_now
 

@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-
 from apphelpers import App, InvokeError, wait_until, write_settings
 from misbehaving_gateway import AUTHENTICATED, CONNECTED, MisbehavingGateway
 

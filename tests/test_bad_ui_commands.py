@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 import websocket
-
 from apphelpers import WAIT, App, GatewayProcess, wait_until
 from diskhelpers import fill, small_disk
 from treehelpers import supervised
+
 from dim_actors.connection.actor import ConnectionActor
+from dim_actors.kernel.actor import DimActor
+from dim_actors.kernel.supervisor import ChildSpec, Status
 from dim_actors.messages import CancelQueued, CommandFailed, Invoke, InvokeResult
 from dim_actors.router.router import Router
-from dim_actors.supervisor.actor import DimActor
-from dim_actors.supervisor.supervisor import ChildSpec, Status
-from dim_actors.ui import http as bridge_http
+from dim_actors.uibridge import http as bridge_http
 
 BIG = 2**70
 

@@ -8,7 +8,6 @@ import stat
 
 import pytest
 import websocket
-
 from apphelpers import App, InvokeError, wait_until
 from gateway_helpers import authenticated_socket
 
@@ -196,7 +195,7 @@ def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refu
     import urllib.error
     import urllib.request
 
-    from dim_actors.ui.http import BridgeServer
+    from dim_actors.uibridge.http import BridgeServer
 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()

@@ -1,16 +1,16 @@
 """Local command arguments (dim_actors/router/commands.py), the bridge's body decoding
-(dim_actors/ui/http.py) and the connection actor's outbox id check: pure functions, table-driven."""
+(dim_actors/uibridge/http.py) and the connection actor's outbox id check: pure functions, table-driven."""
 
 from __future__ import annotations
 
 import pytest
 
 from dim_actors.connection.actor import outbox_id_problem
-from dim_actors.protocol import CLIENT_MESSAGES
+from dim_actors.messages import SYNC_COMMANDS
 from dim_actors.router import commands
 from dim_actors.router.router import LOCAL_COMMANDS
-from dim_actors.sync.journal import SYNC_COMMANDS
-from dim_actors.ui.http import MAX_JSON_DEPTH, BadBody, decode_args
+from dim_actors.uibridge.http import MAX_JSON_DEPTH, BadBody, decode_args
+from dim_actors.wire.protocol import CLIENT_MESSAGES
 
 BIG = 2**70
 LONG_NAME = "/tmp/" + "é" * 128  # 256 bytes in one name
@@ -164,7 +164,7 @@ NASTY = [2**70, -(2**70), 2**64, [2**70], {"a": 2**70}, {}, [], [{}], "", "x", T
 def test_gateway_command_arguments_are_refused_never_raised(command):
     """Gateway commands go through protocol.build_client_message: a wrong value in any field is a
     ProtocolError (the router's INVALID_ARGUMENTS), whatever the value."""
-    from dim_actors.protocol import ProtocolError, build_client_message
+    from dim_actors.wire.protocol import ProtocolError, build_client_message
 
     fields = [*CLIENT_MESSAGES[command].__struct_fields__, "type", "unknown"]
     for base in ({}, dict.fromkeys(CLIENT_MESSAGES[command].__struct_fields__, "s")):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from apphelpers import InvokeError, wait_until
 from test_bad_gateway_input import a_turn, app_against, still_up, wait_complete
 from test_connection_faults import DEEP, REFUSED, session_s1_gateway, with_deep
@@ -69,8 +68,8 @@ def test_an_answer_nested_too_deep_fails_its_request_at_once(dim_home, command, 
 
 
 def a_pending(type_: str, expect: set[str], order: int, sid: str | None = "s1", client_turn_id: str | None = None):
-    from dim_actors import protocol
     from dim_actors.connection.process import Pending
+    from dim_actors.wire import protocol
 
     args = {k: v for k, v in (("sessionId", sid), ("clientTurnId", client_turn_id)) if v is not None}
     if type_ == "run_turn":
@@ -116,7 +115,11 @@ def test_only_joined_sessions_are_remembered_for_the_rejoin_order_and_a_gone_one
 
 
 def test_a_default_thread_watch_gives_the_sender_its_longer_bound():
-    from dim_actors.connection.process import HUNG_AFTER_S, HUNG_AFTER_SEND_S, ThreadWatch
+    from dim_actors.connection.process import (
+        HUNG_AFTER_S,
+        HUNG_AFTER_SEND_S,
+        ThreadWatch,
+    )
 
     watch = ThreadWatch()
     watch.busy = {"sender": 100.0 - HUNG_AFTER_S - 1, "socket": 100.0 - HUNG_AFTER_S - 1}

@@ -11,10 +11,16 @@ from contextlib import contextmanager
 from typing import Callable
 
 import pytest
-
 from apphelpers import App, GatewayProcess, InvokeError, wait_until
 from diskhelpers import fill, small_disk
-from test_bad_gateway_input import a_turn, app_against, snapshot_of, still_up, stored_turn, wait_complete
+from test_bad_gateway_input import (
+    a_turn,
+    app_against,
+    snapshot_of,
+    still_up,
+    stored_turn,
+    wait_complete,
+)
 
 
 def turns_of(app: App, sid: str) -> list[dict]:
@@ -104,7 +110,13 @@ def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reaso
     import multiprocessing
 
     from dim_actors.connection import process
-    from dim_actors.messages import Connect, ConnectionState, SendFrame, decode_up, encode_down
+    from dim_actors.messages import (
+        Connect,
+        ConnectionState,
+        SendFrame,
+        decode_up,
+        encode_down,
+    )
 
     gw = DeafGateway()
     ctx = multiprocessing.get_context("spawn")
@@ -378,7 +390,14 @@ def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_
     import multiprocessing
 
     from dim_actors.connection import process
-    from dim_actors.messages import CommandFailed, Connect, Queued, SendFrame, decode_up, encode_down
+    from dim_actors.messages import (
+        CommandFailed,
+        Connect,
+        Queued,
+        SendFrame,
+        decode_up,
+        encode_down,
+    )
 
     filler = fill(small_data_dir)
     ctx = multiprocessing.get_context("spawn")

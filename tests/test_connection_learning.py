@@ -10,7 +10,7 @@ import pytest
 
 from dim_actors.connection import staleness
 from dim_actors.connection.dialect import Dialect
-from dim_actors.protocol import build_client_message
+from dim_actors.wire.protocol import build_client_message
 
 
 def frame(type_: str, **args) -> bytes:

@@ -18,11 +18,11 @@ import types
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-
 from apphelpers import ROOT, START, App, desktop_unavailable, wait_until
+from playwright.sync_api import expect
 from stopchecks import assert_stop_ends_everything, signal_now
 from xhelpers import FakeSystemTray, XProbe, tray_menu
+
 from dim_actors.desktop.notify import _Ev, describe
 
 RECORDER = """#!/bin/sh

@@ -24,7 +24,7 @@ import websocket
 
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.devgateway.store import RECOVERY_SEQ_GAP
-from dim_actors.protocol import MAX_FRAME_BYTES
+from dim_actors.wire.protocol import MAX_FRAME_BYTES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_helpers import Client, text_of  # noqa: E402

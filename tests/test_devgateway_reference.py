@@ -22,7 +22,7 @@ import websocket
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.devgateway.cli import parse_args, profile_from_args
 from dim_actors.devgateway.profile import DEV, REFERENCE, GatewayProfile
-from dim_actors.protocol import RESPONSES
+from dim_actors.wire.protocol import RESPONSES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_helpers import Client, Event  # noqa: E402
@@ -310,7 +310,7 @@ def test_cli_runs_the_reference_profile(tmp_path):
 
 
 def test_desktop_gateway_profile_flag():
-    from dim_actors.app import parse_args as app_args
+    from dim_actors.app.main import parse_args as app_args
 
     assert app_args([]).gateway_profile == "dev"
     assert app_args(["--gateway-profile", "reference"]).gateway_profile == "reference"

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 import websocket
-
 from apphelpers import App, wait_until
+from gateway_helpers import Client
+from stopchecks import gateway_pid, gone
+
+from dim_actors.app.embedded_gateway import MAX_DELAY_S, EmbeddedGateway, restart_delay
 from dim_actors.cli.dimctl import embedded_gateway_lines
 from dim_actors.devgateway.cli import parse_args, token_from_args
 from dim_actors.devgateway.limits import AuthLimiter, check_token
 from dim_actors.devgateway.server import origin_allowed
-from dim_actors.embedded_gateway import MAX_DELAY_S, EmbeddedGateway, restart_delay
-from gateway_helpers import Client
-from stopchecks import gateway_pid, gone
 
 WAIT = 60.0
 

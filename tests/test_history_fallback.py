@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
-
 from apphelpers import ROOT, App, GatewayProcess, wait_until
 from gateway_helpers import Client
+from playwright.sync_api import Page, expect
 from test_stores_history import RULE_CASES, history, reloaded, run
 from test_ui_protocol import T, by_id, new_session, open_page, ready, send
 

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from apphelpers import ROOT, wait_until
+
 from dim_actors import __version__
 
 SOURCES = ["dim_actors", "ui", "setup.py", "setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"]
@@ -63,7 +63,7 @@ def test_the_commands_are_installed_and_answer_help_and_version(installed: Path)
     r = run(installed, "dim-desktop", "--version")
     assert r.returncode == 0 and r.stdout.strip() == f"dim-desktop {__version__}"
     # The installed package is the wheel's, with the page inside it.
-    code = "import dim_actors.ui.bridge as b, dim_actors; print(dim_actors.__file__); print(b.STATIC_DIR)"
+    code = "import dim_actors.uibridge.bridge as b, dim_actors; print(dim_actors.__file__); print(b.STATIC_DIR)"
     out = subprocess.run([installed / "bin" / "python", "-c", code], capture_output=True, text=True, cwd=installed,
                          check=True).stdout.split()
     assert all(p.startswith(str(installed)) for p in out), out

@@ -21,17 +21,22 @@ import pykka
 import pytest
 import websocket
 
-from dim_actors.connection.fastws import READ_AHEAD, SAMPLE_BYTES, BufferedWebSocket, OversizedFrame
-from dim_actors.supervisor.actor import DimActor
+from dim_actors.connection.fastws import (
+    READ_AHEAD,
+    SAMPLE_BYTES,
+    BufferedWebSocket,
+    OversizedFrame,
+)
+from dim_actors.kernel.actor import DimActor
 
 WAIT_S = 10  # how long a condition may take before it counts as never happening
 
 PYKKA_INBOX = ("Actor._create_actor_inbox (the inbox factory pykka calls in Actor.__init__)",
-               "DimActor._create_actor_inbox in dim_actors/supervisor/actor.py")
+               "DimActor._create_actor_inbox in dim_actors/kernel/actor.py")
 PYKKA_STOP = ("Actor._stop (run for every requested stop, on the actor's thread, before the inbox is drained)",
-              "DimActor._stop in dim_actors/supervisor/actor.py (an actor that stopped itself)")
+              "DimActor._stop in dim_actors/kernel/actor.py (an actor that stopped itself)")
 PYKKA_ENVELOPE = ("the inbox's envelopes (pykka._envelope.Envelope and its `.message`)",
-                  "Address.take_back_inbox in dim_actors/supervisor/addresses.py, from DimActor.on_failure, "
+                  "Address.take_back_inbox in dim_actors/kernel/addresses.py, from DimActor.on_failure, "
                   "DimActor._stop and Supervisor._check_health")
 WS_RECV = ("WebSocket._recv (what frame_buffer reads the socket through)",
            "BufferedWebSocket._recv in dim_actors/connection/fastws.py (the read-ahead buffer)")

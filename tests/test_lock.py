@@ -9,11 +9,10 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from apphelpers import ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-from apphelpers import ROOT
 
 REQ = ROOT / "requirements"
 EXTRAS = ("desktop", "test", "bench")

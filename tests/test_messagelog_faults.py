@@ -8,12 +8,19 @@ import stat
 
 import msgspec
 import pytest
-
 from apphelpers import wait_until
+
 from dim_actors.cli.dimctl import log_lines
-from dim_actors.messages import Connect, Invoke, InvokeResult, JournalRecord, SendFrame, envelope
-from dim_actors.protocol import build_client_message
-from dim_actors.supervisor.messagelog import MessageLogs, redact, to_line
+from dim_actors.kernel.messagelog import MessageLogs, redact, to_line
+from dim_actors.messages import (
+    Connect,
+    Invoke,
+    InvokeResult,
+    JournalRecord,
+    SendFrame,
+    envelope,
+)
+from dim_actors.wire.protocol import build_client_message
 
 
 def record(i: int) -> JournalRecord:
@@ -100,7 +107,7 @@ def test_a_full_disk_drops_and_counts_lines_keeps_draining_and_resumes(full_file
 def test_memory_stays_bounded_while_the_disk_is_full(full_file, monkeypatch):
     # With a small backlog bound, senders outpacing a writer that can write nothing still return:
     # the writer drains (and drops) instead of dying and leaving the queue to grow.
-    from dim_actors.supervisor import messagelog
+    from dim_actors.kernel import messagelog
     monkeypatch.setattr(messagelog, "MAX_BACKLOG", 100)
     logs = MessageLogs(full_file)
     try:

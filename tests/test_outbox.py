@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from apphelpers import App, GatewayProcess, InvokeError, wait_until
 from gateway_helpers import authenticated_socket
 

@@ -7,7 +7,7 @@ import json
 import msgspec
 import pytest
 
-from dim_actors import protocol as p
+from dim_actors.wire import protocol as p
 
 # --- §9 of the reference: example frames copied from the public docs ------------------------------
 

@@ -2,7 +2,7 @@
 
 dev gateway (its own process) -> connection process -> router -> UI bridge (HTTP invoke + /events).
 Each of the 21 client messages has a test that checks the answering event's type and fields
-(RESPONSES in dim_actors/protocol.py, docs/protocol.md); `authenticate` is both what an app started
+(RESPONSES in dim_actors/wire/protocol.py, docs/protocol.md); `authenticate` is both what an app started
 with --token does on every connect and a bridge command of its own. The transport errors a well-behaved client cannot produce (INVALID_JSON,
 MESSAGE_TOO_LARGE, binary frames, unknown types) are tested at the gateway in test_devgateway.py;
 here is what reaches the bridge. Absence is shown by ordering (a later event arrives first), never
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import websocket
-
 from apphelpers import App, EventStream, GatewayProcess, InvokeError, wait_until
-from dim_actors.protocol import RESPONSES
+
+from dim_actors.wire.protocol import RESPONSES
 
 TOKEN = "e2e-token"
 DEV_IDENTITY = {"userId": "dev-user-001", "email": "developer@example.com", "tenantId": "dev"}

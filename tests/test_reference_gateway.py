@@ -11,7 +11,6 @@ import contextlib
 from typing import Iterator
 
 import pytest
-
 from apphelpers import App, GatewayProcess, wait_until
 from gateway_helpers import Client
 from test_resilience import FINAL, stream_text

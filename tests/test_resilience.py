@@ -6,7 +6,6 @@ import os
 import subprocess
 
 import pytest
-
 from apphelpers import App, GatewayProcess, wait_until, write_settings
 from test_outbox import gateway_events
 from test_supervision import turn

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
-
 from apphelpers import ROOT, App
+from playwright.sync_api import expect
 
 SHOT = ROOT / "docs" / "screenshot.png"
 # Resolves once the page has rendered two more frames: anything scheduled before it has been drawn.

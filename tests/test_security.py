@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from apphelpers import ROOT, START, WAIT, App, GatewayProcess, wait_until
 from playwright.sync_api import expect
 
-from apphelpers import ROOT, START, WAIT, App, GatewayProcess, wait_until
-from dim_actors.home import DimHome, private_mode
+from dim_actors.config.home import DimHome, private_mode
 
 NOBODY = 65534
 # The probe runs as nobody, so it needs a Python that nobody can execute (the venv's lives under /root).

@@ -7,8 +7,14 @@ import sqlite3
 import msgspec
 import pytest
 
-from dim_actors import protocol
-from dim_actors.connection.process import RecentSeqs, outbox_failure_message, outbox_full, same_content, seq_gap
+from dim_actors.connection.process import (
+    RecentSeqs,
+    outbox_failure_message,
+    outbox_full,
+    same_content,
+    seq_gap,
+)
+from dim_actors.wire import protocol
 
 
 @pytest.mark.parametrize("raw, depth", [

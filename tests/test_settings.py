@@ -9,10 +9,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from apphelpers import ROOT, App, InvokeError
 from playwright.sync_api import expect
 
-from apphelpers import ROOT, App, InvokeError
-from dim_actors.settings import Settings, SettingsError, load_settings, resolve_token
+from dim_actors.config.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    resolve_token,
+)
 
 
 def settings_file(app: App) -> Path:

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-
 from apphelpers import ROOT, App, wait_until, write_settings
 from stopchecks import gateway_pid, gone
 

@@ -19,22 +19,21 @@ from types import SimpleNamespace
 import msgspec
 import pykka
 import pytest
-
+from apphelpers import ROOT, wait_until
 from treehelpers import Tree, supervised
-from dim_actors.home import DimHome, RuntimeInfo
-from dim_actors.messages import Crash, JournalRecord
-from dim_actors.supervisor.actor import DimActor
-from dim_actors.supervisor.addresses import Addresses
-from dim_actors.supervisor.control import FOLLOW_BUFFER, ControlServer
-from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import (
+
+from dim_actors.app.control import FOLLOW_BUFFER, ControlServer
+from dim_actors.config.home import DimHome, RuntimeInfo
+from dim_actors.kernel.actor import DimActor
+from dim_actors.kernel.addresses import Addresses
+from dim_actors.kernel.messagelog import MessageLogs
+from dim_actors.kernel.supervisor import (
     CheckHealth,
     ChildSpec,
     RestartChild,
     Status,
 )
-
-from apphelpers import ROOT, wait_until
+from dim_actors.messages import Crash, JournalRecord
 
 
 class Recorder(DimActor):

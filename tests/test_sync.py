@@ -15,11 +15,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from apphelpers import App, InvokeError, free_port, userns_watch_limit_works, wait_until, watch_limited, write_settings
+from apphelpers import (
+    App,
+    InvokeError,
+    free_port,
+    userns_watch_limit_works,
+    wait_until,
+    watch_limited,
+    write_settings,
+)
 from synchelpers import history_of, new_session, start, status, upstream
+
 from dim_actors.devgateway import BackgroundGateway
-from dim_actors.sync import wire
+from dim_actors.wire import replication as wire
 
 FAULTS = "handler_error=crashme,overflow=overflowme,unwatched=unwatchedme,echo_miss=leakme"
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from apphelpers import App, InvokeError, wait_until
 from diskhelpers import immutable, small_disk
 from synchelpers import failed, new_session, start, status, upstream
 from treehelpers import supervised
 
 from dim_actors.devgateway import BackgroundGateway
+from dim_actors.kernel.supervisor import ChildSpec
 from dim_actors.messages import LocalChanges, WatchFolder
-from dim_actors.supervisor.supervisor import ChildSpec
 from dim_actors.sync import watcher as watcher_mod
+from dim_actors.sync.hashing import file_hash
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_a_scan_step_of_big_files_ends_near_its_deadline(tmp_path, monkeypatch):
     for i in range(40):  # sparse: 16 MiB each to read and hash, nothing on disk
         with open(folder / f"big{i:02}.bin", "wb") as fh:
             fh.truncate(16 << 20)
-    one = max(_timed(lambda: watcher_mod.file_hash(folder / "big00.bin")) for _ in range(3))
+    one = max(_timed(lambda: file_hash(folder / "big00.bin")) for _ in range(3))
     TimedWatcher.steps = []
     with supervised(tmp_path, [ChildSpec("watcher", TimedWatcher)], ["watcher", "journal"], period_s=30.0) as tree:
         tree.addresses.send("test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder)))

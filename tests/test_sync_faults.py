@@ -12,12 +12,19 @@ import hashlib
 import os
 
 import pytest
-
 from apphelpers import App, wait_until
 from diskhelpers import fill, immutable, small_disk
-from synchelpers import failed, history_of, new_session, run_script, start, status, upstream
+from synchelpers import (
+    failed,
+    history_of,
+    new_session,
+    run_script,
+    start,
+    status,
+    upstream,
+)
 
-from dim_actors.sync import wire
+from dim_actors.wire import replication as wire
 
 
 @pytest.fixture

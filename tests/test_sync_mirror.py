@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from apphelpers import App, InvokeError, free_port, wait_until
+from gateway_helpers import Client
+from synchelpers import new_session, status
+from synchelpers import start as start_sync
+
 from dim_actors.connection.mirror import (
     PACE_LIMIT,
     PACE_WINDOW_S,
@@ -52,9 +55,6 @@ from dim_actors.messages import (
     WriteBackOutcome,
 )
 from dim_actors.sync.journal import MIRROR_NOTE
-from gateway_helpers import Client
-from synchelpers import new_session, status
-from synchelpers import start as start_sync
 
 WAIT = 30.0  # s: how long to wait for a condition before calling it a failure (not how long it takes)
 

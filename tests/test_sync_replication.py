@@ -10,12 +10,12 @@ import threading
 
 import pytest
 import websocket
+from gateway_helpers import Client
 
 from dim_actors.connection.replication import Link
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.messages import ReplicationState, StartReplication
-from dim_actors.sync import wire
-from gateway_helpers import Client
+from dim_actors.wire import replication as wire
 
 # A socket's timeout here is how long to wait for the gateway's next frame (a condition), not how
 # long it should take: generous, for a loaded machine (2 shared cores, other suites running).

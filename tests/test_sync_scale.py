@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from apphelpers import App, wait_until, write_settings
 from synchelpers import make_tree
 from treehelpers import supervised
+
 from dim_actors.devgateway import BackgroundGateway
+from dim_actors.kernel.supervisor import CheckHealth, ChildSpec, Status
 from dim_actors.messages import JournalRecord, LocalChanges, LocalFile, SyncCommand
-from dim_actors.supervisor.supervisor import CheckHealth, ChildSpec, Status
 from dim_actors.sync import journal as journal_mod
 from dim_actors.sync import watcher as watcher_mod
 

@@ -7,9 +7,8 @@ import json
 import re
 
 import websocket
-from playwright.sync_api import expect
-
 from apphelpers import GatewayProcess
+from playwright.sync_api import expect
 
 T = 30_000  # ms: generous for 2 shared, busy cores (a CPU hog too); a passing run waits far less
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
-
 from apphelpers import App, GatewayProcess, wait_until
-from dim_actors.cli.dimctl import print_status
 from gateway_helpers import Client
+from playwright.sync_api import Page, expect
 from test_ui_protocol import T, by_id, new_session, open_page, ready, send
+
+from dim_actors.cli.dimctl import print_status
 
 VERSION_WARNING = ("The gateway speaks protocol version 2; this client speaks version 1 and goes on with "
                    "version 1 messages.")

@@ -11,11 +11,11 @@ import json
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
-
 from apphelpers import App, GatewayProcess, wait_until
 from gateway_helpers import Client
-from dim_actors.protocol import SERVER_EVENTS
+from playwright.sync_api import Page, expect
+
+from dim_actors.wire.protocol import SERVER_EVENTS
 
 T = 30_000  # ms: generous for 2 shared, busy cores (a CPU hog too); a passing run waits far less
 

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-
 from apphelpers import wait_until, write_settings
+from playwright.sync_api import expect
 from synchelpers import upstream
 
 # Waits on conditions: they end as soon as the condition holds, so they can afford to be generous

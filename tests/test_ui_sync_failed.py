@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-
 from apphelpers import wait_until, write_settings
-from diskhelpers import fill, small_disk as mounted_small_disk
+from diskhelpers import fill
+from diskhelpers import small_disk as mounted_small_disk
+from playwright.sync_api import expect
 from synchelpers import make_tree, upstream
 
 # Waits on conditions: they end as soon as the condition holds, so they can afford to be generous

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import pytest
+from apphelpers import ROOT, userns_watch_limit_works, watch_limited
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from apphelpers import ROOT, userns_watch_limit_works, watch_limited
 from dim_actors.sync import watcher
 from dim_actors.sync.watcher import (
     DISCARD_S,

@@ -8,11 +8,11 @@ import sys
 import threading
 
 import pytest
-
 from apphelpers import ROOT, wait_until
+from xhelpers import FakeSystemTray
+
 from dim_actors.desktop.tray import COLOURS, icon_image
 from dim_actors.desktop.xtray import XTrayIcon
-from xhelpers import FakeSystemTray
 
 WAIT = 60
 

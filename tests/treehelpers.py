@@ -7,12 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from dim_actors.home import DimHome
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import ActorContext
-from dim_actors.supervisor.addresses import Addresses
-from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import ChildExited, ChildFailed, ChildSpec, Status, StopAll, Supervisor
+from dim_actors.config.home import DimHome
+from dim_actors.config.settings import Settings
+from dim_actors.kernel.actor import ActorContext
+from dim_actors.kernel.addresses import Addresses
+from dim_actors.kernel.messagelog import MessageLogs
+from dim_actors.kernel.supervisor import (
+    ChildExited,
+    ChildFailed,
+    ChildSpec,
+    Status,
+    StopAll,
+    Supervisor,
+)
 
 
 @dataclass

@@ -87,7 +87,8 @@ class FakeSystemTray:
         assert self.ready.wait(60), "the tray did not start"
 
     def _run(self) -> None:
-        from Xlib import X, display as xdisplay
+        from Xlib import X
+        from Xlib import display as xdisplay
         from Xlib.protocol import event
 
         d = xdisplay.Display(self.display)
@@ -119,7 +120,8 @@ class FakeSystemTray:
         d.close()
 
     def click(self, x: int = 20, y: int = 20, button: int = 1) -> None:
-        from Xlib import X, display as xdisplay
+        from Xlib import X
+        from Xlib import display as xdisplay
         from Xlib.ext import xtest
 
         d = xdisplay.Display(self.display)
@@ -131,7 +133,8 @@ class FakeSystemTray:
 
     def icon_pixel(self, x: int, y: int) -> tuple[int, int, int]:
         """The colour the docked icon shows at (x, y) of its 48x48 window."""
-        from Xlib import X, display as xdisplay
+        from Xlib import X
+        from Xlib import display as xdisplay
 
         d = xdisplay.Display(self.display)
         try:

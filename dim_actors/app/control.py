@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from dim_actors.kernel.messagelog import envelope_matches, to_line
 from dim_actors.messages import ControlReply, ControlRequest, Crash
-from dim_actors.supervisor.messagelog import envelope_matches, to_line
 
 if TYPE_CHECKING:
-    from dim_actors.supervisor.runtime import SupervisorRuntime
+    from dim_actors.app.runtime import SupervisorRuntime
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(ControlRequest)

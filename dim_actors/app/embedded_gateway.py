@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import msgspec
+from dim_actors.messages import GatewayState
 
 log = logging.getLogger("dim.gateway")
 
@@ -38,17 +38,6 @@ MAX_FAST_EXITS = 5
 
 class GatewayStartError(RuntimeError):
     pass
-
-
-class GatewayState(msgspec.Struct):
-    """For `dimctl status` and the Actors panel."""
-
-    state: Literal["stopped", "running", "restarting", "failed"]
-    url: str
-    pid: int | None
-    restarts: int
-    lastExitCode: int | None
-    lastError: str = ""
 
 
 def restart_delay(exits: list[float], now: float) -> float | None:

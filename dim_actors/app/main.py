@@ -18,14 +18,20 @@ from pathlib import Path
 import msgspec
 
 from dim_actors import __version__
+from dim_actors.app.control import request as control_request
+from dim_actors.app.embedded_gateway import EmbeddedGateway, GatewayStartError
+from dim_actors.app.runtime import SupervisorRuntime
+from dim_actors.config.home import (
+    AlreadyRunning,
+    DimHome,
+    ModeFix,
+    RuntimeInfo,
+    make_files_private,
+)
+from dim_actors.config.settings import SettingsError, load_settings, resolve_token
 from dim_actors.connection.actor import ConnectionMemory
 from dim_actors.desktop import Desktop
-from dim_actors.embedded_gateway import EmbeddedGateway, GatewayStartError
-from dim_actors.home import AlreadyRunning, DimHome, ModeFix, RuntimeInfo, make_files_private
 from dim_actors.messages import ControlReply, ControlRequest
-from dim_actors.settings import SettingsError, load_settings, resolve_token
-from dim_actors.supervisor.control import request as control_request
-from dim_actors.supervisor.runtime import SupervisorRuntime
 
 log = logging.getLogger("dim.app")
 

@@ -11,16 +11,14 @@ from typing import Any
 import msgspec
 import pykka
 
+from dim_actors.app.control import ControlServer
+from dim_actors.config.home import DimHome
+from dim_actors.config.settings import Settings
 from dim_actors.connection.actor import ConnectionActor
-from dim_actors.home import DimHome
-from dim_actors.messages import ACTOR_NAMES, UiEvent
-from dim_actors.router.router import Router
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import ActorContext
-from dim_actors.supervisor.addresses import Addresses
-from dim_actors.supervisor.control import ControlServer
-from dim_actors.supervisor.messagelog import MessageLogs
-from dim_actors.supervisor.supervisor import (
+from dim_actors.kernel.actor import ActorContext
+from dim_actors.kernel.addresses import Addresses
+from dim_actors.kernel.messagelog import MessageLogs
+from dim_actors.kernel.supervisor import (
     CheckHealth,
     ChildExited,
     ChildFailed,
@@ -30,10 +28,12 @@ from dim_actors.supervisor.supervisor import (
     StopAll,
     Supervisor,
 )
+from dim_actors.messages import ACTOR_NAMES, UiEvent
+from dim_actors.router.router import Router
 from dim_actors.sync.journal import Journal
 from dim_actors.sync.materializer import Materializer
 from dim_actors.sync.watcher import Watcher
-from dim_actors.ui.bridge import UIBridge
+from dim_actors.uibridge.bridge import UIBridge
 
 log = logging.getLogger(__name__)
 

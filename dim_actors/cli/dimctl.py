@@ -11,9 +11,9 @@ from pathlib import Path
 
 import msgspec
 
-from dim_actors.home import DimHome
+from dim_actors.app.control import request
+from dim_actors.config.home import DimHome
 from dim_actors.messages import ACTOR_NAMES, ControlReply, ControlRequest
-from dim_actors.supervisor.control import request
 
 EXIT_USAGE = 2
 DEFAULT_TIMEOUT_S = 30.0

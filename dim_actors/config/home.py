@@ -23,7 +23,6 @@ from pathlib import Path
 import msgspec
 import platformdirs
 
-
 PRIVATE_UMASK = 0o077
 _user_umask: int | None = None
 

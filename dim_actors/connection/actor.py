@@ -13,23 +13,27 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import msgspec
 
 from dim_actors.connection import process as connection_process
-from dim_actors.messages import (
+from dim_actors.kernel.actor import DimActor
+from dim_actors.messages import (  # sync
+    OUTBOX_ID_MAX,
+    REPLICATION_DOWN,
+    REPLICATION_UP,
     BadFrame,
+    CancelQueued,
+    CatchupGap,
     CommandFailed,
     Connect,
-    CatchupGap,
     ConnectionState,
     Crash,
     Disconnect,
     GatewayEvent,
+    GatewayState,
     Msg,
-    CancelQueued,
-    OUTBOX_ID_MAX,
     OutboxChanged,
     Queued,
     Resync,
@@ -39,12 +43,8 @@ from dim_actors.messages import (
     Shutdown,
     decode_up,
     encode_down,
+    replication_recipient,
 )
-from dim_actors.messages import REPLICATION_DOWN, REPLICATION_UP, replication_recipient  # sync
-from dim_actors.supervisor.actor import DimActor
-
-if TYPE_CHECKING:
-    from dim_actors.embedded_gateway import GatewayState
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from dim_actors.messages import (
     StartReplication,
     WriteBackOutcome,
 )
-from dim_actors.sync import wire
+from dim_actors.wire import replication as wire
 
 log = logging.getLogger("dim.connection.mirror")
 

@@ -28,18 +28,17 @@ from typing import Any, Callable, Iterator
 import msgspec
 import websocket
 
-from dim_actors import protocol
-from dim_actors.connection.backoff import Backoff
-from dim_actors.connection.fastws import BufferedWebSocket, OversizedFrame
-from dim_actors.connection.sockets import hard_close
-from dim_actors.connection.outbox import QUEUEABLE, Outbox
-from dim_actors.connection.uplink import Uplink, remove_stale_spills, spill_file
-from dim_actors.connection.dialect import Dialect
-from dim_actors.connection.sendqueue import Lane, next_lane, rejoin_order
-from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
 from dim_actors.connection import staleness
-from dim_actors.messages import REPLICATION_DOWN
+from dim_actors.connection.backoff import Backoff
+from dim_actors.connection.dialect import Dialect
+from dim_actors.connection.fastws import BufferedWebSocket, OversizedFrame
+from dim_actors.connection.outbox import QUEUEABLE, Outbox
+from dim_actors.connection.replication import ReplicationLinks  # sync: docs/sync.md
+from dim_actors.connection.sendqueue import Lane, next_lane, rejoin_order
+from dim_actors.connection.sockets import hard_close
+from dim_actors.connection.uplink import Uplink, remove_stale_spills, spill_file
 from dim_actors.messages import (
+    REPLICATION_DOWN,
     BadFrame,
     CancelQueued,
     CatchupGap,
@@ -58,6 +57,8 @@ from dim_actors.messages import (
     Shutdown,
     decode_down,
 )
+from dim_actors.wire import protocol
+from dim_actors.wire.limits import MAX_SOCKET_FRAME
 
 log = logging.getLogger("dim.connection")
 
@@ -584,8 +585,7 @@ class GatewayConnection:
         self.last_frame = time.monotonic()
         self.last_ping = time.monotonic()
         self.bad_frames = 0
-        # Far above the protocol's 1 MB inbound limit (a 1 MB text_delta must pass), far below harm.
-        self.max_frame_bytes = 16 << 20
+        self.max_frame_bytes = MAX_SOCKET_FRAME
         self.identity: dict[str, Any] | None = None
         self.state = "offline"
         self.replication = ReplicationLinks(uplink, lambda: (self.url, self.token))

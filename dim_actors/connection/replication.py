@@ -32,8 +32,8 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import websocket
 
-from dim_actors.connection.fastws import BufferedWebSocket
 from dim_actors.connection.backoff import Backoff
+from dim_actors.connection.fastws import BufferedWebSocket
 from dim_actors.connection.mirror import Mirror
 from dim_actors.connection.sockets import hard_close
 from dim_actors.connection.uplink import Uplink
@@ -51,7 +51,7 @@ from dim_actors.messages import (
     WriteBackItem,
     WriteBackOutcome,
 )
-from dim_actors.sync import wire
+from dim_actors.wire import replication as wire
 
 log = logging.getLogger("dim.connection.replication")
 

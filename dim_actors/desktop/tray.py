@@ -42,7 +42,8 @@ def icon_image(state: str, size: int = 64) -> Any:
 def _x11_tray_owner() -> str | None:
     """None when an X11 system tray owns _NET_SYSTEM_TRAY_Sn; else why there is none."""
     try:
-        from Xlib import X, display as xdisplay
+        from Xlib import X
+        from Xlib import display as xdisplay
     except ImportError:
         return "python-xlib is missing"
     try:

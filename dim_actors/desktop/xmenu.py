@@ -65,7 +65,8 @@ class XPopupMenu:
                 log.warning("a tray menu action failed", exc_info=True)
 
     def _show(self, x: int, y: int, items: list[MenuItem]) -> Callable[[], None] | None:
-        from Xlib import X, XK, Xatom, display as xdisplay
+        from Xlib import XK, X, Xatom
+        from Xlib import display as xdisplay
 
         d = xdisplay.Display(self.display_name)
         try:

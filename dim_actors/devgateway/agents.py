@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 import msgspec
 
-from dim_actors.protocol import (
+from dim_actors.wire.protocol import (
     SessionEvent,
     TerminalComplete,
     TerminalStream,

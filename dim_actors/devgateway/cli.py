@@ -14,7 +14,7 @@ from typing import Callable, get_args
 
 import msgspec
 
-from dim_actors.protocol import MAX_FRAME_BYTES
+from dim_actors.wire.protocol import MAX_FRAME_BYTES
 
 from .profile import PROFILES, GatewayProfile, GetEventsMode
 from .server import DevGateway

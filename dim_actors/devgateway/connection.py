@@ -17,7 +17,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from dim_actors.protocol import ErrorEvent, Identity, encode
+from dim_actors.wire.protocol import ErrorEvent, Identity, encode
 
 from .limits import SlidingWindow
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import msgspec
 
-from dim_actors import protocol as p
+from dim_actors.wire import protocol as p
 
 from .errors import GatewayError, session_not_found
 from .limits import check_token

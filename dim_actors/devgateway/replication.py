@@ -2,7 +2,7 @@
 
 ``ws://host:port/replicate?sessionId=S&replicaId=R[&token=T]`` (same token as ``/ws``; a bad one is
 refused with HTTP 401 before the upgrade, an unknown session with 404). Frames are msgpack Structs
-from ``dim_actors/sync/wire.py`` in binary WebSocket frames, modelled on Chronicle's WireMessage.
+from ``dim_actors/wire/replication.py`` in binary WebSocket frames, modelled on Chronicle's WireMessage.
 
 * The **replication sequence** of a change is the ``rowid`` of its row in ``file_iterations``
   (Chronicle's master rowid): it grows with every iteration, so "everything after sequence S" is one
@@ -36,7 +36,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from dim_actors.sync import wire
+from dim_actors.wire import replication as wire
 
 from .limits import check_token
 from .workspace import FileChange, Workspace, WorkspaceError, normalize_path

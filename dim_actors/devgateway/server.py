@@ -28,12 +28,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from dim_actors import protocol as p
+from dim_actors.wire import protocol as p
+from dim_actors.wire.limits import MAX_SOCKET_FRAME
 
 from .agents import AGENTS, CodingAgent
-from .faults import Faults
 from .connection import Connection
 from .errors import GatewayError
+from .faults import Faults
 from .handlers import RequestHandlers
 from .limits import AuthLimiter
 from .profile import DEV, GatewayProfile
@@ -47,7 +48,6 @@ from .workspace import WorkspaceError
 log = logging.getLogger(__name__)
 
 DEV_IDENTITY = p.Identity(userId="dev-user-001", email="developer@example.com", tenantId="dev")
-SOCKET_MAX_SIZE = 16 << 20  # the socket accepts more than the protocol limit so we can answer it
 
 
 class DevGateway:
@@ -125,7 +125,7 @@ class DevGateway:
         self._server = await serve(
             self._serve_connection, **where,
             process_request=self._only_ws_path,
-            max_size=SOCKET_MAX_SIZE,
+            max_size=MAX_SOCKET_FRAME,
             compression=None,  # the reference disables permessage-deflate for latency
             ping_interval=30, ping_timeout=60,
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import msgspec
 
-from dim_actors.protocol import (
+from dim_actors.wire.protocol import (
     FileChanged,
     HistoryTurn,
     SandboxInit,

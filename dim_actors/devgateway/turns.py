@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from dim_actors.protocol import (
+from dim_actors.wire.protocol import (
     ApprovalResolved,
     PermissionRequested,
     QuestionRequested,

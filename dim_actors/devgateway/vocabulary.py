@@ -14,9 +14,10 @@ from typing import Union
 
 import msgspec
 
-from dim_actors import protocol as p
+from dim_actors.wire import protocol as p
 
 from .profile import GatewayProfile
+
 
 class V1Steer(p.ClientMessage, tag="steer", kw_only=True):
     sessionId: p.NonEmpty

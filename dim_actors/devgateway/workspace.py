@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 import msgspec
 
-from dim_actors.protocol import FileEntry, IterationMeta
+from dim_actors.wire.protocol import FileEntry, IterationMeta
 
 if TYPE_CHECKING:
     from .store import Database

@@ -15,9 +15,9 @@ import pykka
 from dim_actors.messages import Batch, Crash, Envelope, Msg, Ping, envelope
 
 if TYPE_CHECKING:
-    from dim_actors.home import DimHome
-    from dim_actors.settings import Settings
-    from dim_actors.supervisor.addresses import Address, Addresses, Incarnation
+    from dim_actors.config.home import DimHome
+    from dim_actors.config.settings import Settings
+    from dim_actors.kernel.addresses import Address, Addresses, Incarnation
 
 log = logging.getLogger(__name__)
 

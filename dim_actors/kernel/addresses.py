@@ -18,7 +18,7 @@ import pykka
 from dim_actors.messages import Batch, Envelope, Msg, envelope
 
 if TYPE_CHECKING:
-    from dim_actors.supervisor.messagelog import MessageLogs
+    from dim_actors.kernel.messagelog import MessageLogs
 
 
 @dataclass

@@ -26,7 +26,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import msgspec
 
-from dim_actors.messages import Connect, Envelope, Invoke, InvokeResult, SendFrame, SyncCommand, kind_of
+from dim_actors.messages import (
+    Connect,
+    Envelope,
+    Invoke,
+    InvokeResult,
+    SendFrame,
+    SyncCommand,
+    kind_of,
+)
 
 log = logging.getLogger(__name__)
 

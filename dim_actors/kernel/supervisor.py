@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 import pykka
 
-from dim_actors.supervisor.actor import ActorContext, DimActor
-from dim_actors.supervisor.addresses import Addresses
+from dim_actors.kernel.actor import ActorContext, DimActor
+from dim_actors.kernel.addresses import Addresses
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Every local command's arguments are converted into its Struct before any handler sees them, so a
 value of the wrong type or out of range (an unhashable name, an id no SQLite integer holds) is
 answered `INVALID_ARGUMENTS`, naming the field, instead of raising inside an actor. Gateway
-commands are checked against their Structs in `dim_actors/protocol.py` (`build_client_message`).
+commands are checked against their Structs in `dim_actors/wire/protocol.py` (`build_client_message`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from dim_actors.messages import OUTBOX_ID_MAX
-from dim_actors.sync.paths import NAME_MAX
+from dim_actors.wire.limits import NAME_MAX
 
 INT64_MAX = (1 << 63) - 1
 PATH_MAX_BYTES = 4096
@@ -65,7 +65,7 @@ class OutboxCancel(Args):
 
 
 class SetSettings(Args):
-    # Each key and value is checked by dim_actors/settings.py, which names the key.
+    # Each key and value is checked by dim_actors/config/settings.py, which names the key.
     changes: dict[str, Any]
 
 

@@ -8,9 +8,13 @@ from typing import Any
 
 import msgspec
 
-from dim_actors import protocol
+from dim_actors.config.settings import settings_command
+from dim_actors.kernel.actor import DimActor
 from dim_actors.messages import (
+    AUTO_START,
+    SYNC_COMMANDS,
     BadFrame,
+    CancelQueued,
     CatchupGap,
     CommandFailed,
     Connect,
@@ -20,21 +24,18 @@ from dim_actors.messages import (
     Invoke,
     InvokeResult,
     Msg,
-    CancelQueued,
     OutboxChanged,
     Queued,
     Resync,
     ResyncStarted,
     SendFrame,
     SessionGone,
+    SyncCommand,
     UiEvent,
 )
 from dim_actors.router import commands
 from dim_actors.router.stores import BadEvent, Stores
-from dim_actors.settings import settings_command
-from dim_actors.messages import SyncCommand
-from dim_actors.supervisor.actor import DimActor
-from dim_actors.sync.journal import AUTO_START, SYNC_COMMANDS
+from dim_actors.wire import protocol
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from dim_actors import protocol
 from dim_actors.messages import CatchupGap, ConnectionState, GatewayEvent, SessionGone
+from dim_actors.wire import protocol
 
 _TURN_END_STATUS = {"turn_complete": "complete", "turn_error": "error"}
 _COMPACT_AT = 1024  # a turn's newest deltas are joined into one string this many at a time

@@ -43,7 +43,10 @@ from typing import Any
 
 import msgspec
 
+from dim_actors.config.settings import Settings
+from dim_actors.kernel.actor import DimActor
 from dim_actors.messages import (
+    AUTO_START,
     AckSequence,
     ForgetSession,
     InvokeResult,
@@ -69,12 +72,10 @@ from dim_actors.messages import (
     WriteBackOutcome,
     envelope,
 )
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import DimActor
-from dim_actors.sync import wire
 from dim_actors.sync.defaults import default_folder
 from dim_actors.sync.echoes import EchoSet
 from dim_actors.sync.folders import make_user_folders
+from dim_actors.sync.hashing import file_hash
 from dim_actors.sync.ignore import GitIgnore, conflict_copy_name, is_noise
 from dim_actors.sync.paths import (
     UnsafePath,
@@ -87,7 +88,7 @@ from dim_actors.sync.paths import (
     name_too_long,
     os_error_reason,
 )
-from dim_actors.sync.watcher import file_hash
+from dim_actors.wire import replication as wire
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,6 @@ INFLIGHT_TIMEOUT_S = 15.0
 LINK_SILENT_S = 10.0  # no word from a replication link this long: ask the connection again
 MAX_BATCH = 512
 TEXT_LIMIT = 256 << 10
-SYNC_COMMANDS = frozenset({"start_sync", "stop_sync", "sync_status", "resolve_conflict", "sync_pause", "sync_resume",
-                           "sync_defaults"})
-# Sent by the router when the page has joined a session (not a page command: it gets no answer).
-AUTO_START = "sync_auto_start"
 USER_PAUSE = "paused by the user"
 RESOLUTIONS = ("keep_local", "accept_upstream", "merged")
 COUNTS = ("localChanges", "upstreamApplied", "writeBacksAccepted", "conflicts")  # stats kept by the journal

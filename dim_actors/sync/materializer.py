@@ -36,6 +36,7 @@ import stat as stat_
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from dim_actors.kernel.actor import DimActor
 from dim_actors.messages import (
     ContentReady,
     FetchContent,
@@ -46,11 +47,15 @@ from dim_actors.messages import (
     MaterializeItem,
     Msg,
 )
-from dim_actors.supervisor.actor import DimActor
 from dim_actors.sync.echoes import EchoSet
 from dim_actors.sync.folders import make_user_folder, make_user_folders
-from dim_actors.sync.paths import UnsafePath, check_relative, os_error_reason, portable_mode
-from dim_actors.sync.watcher import file_hash
+from dim_actors.sync.hashing import file_hash
+from dim_actors.sync.paths import (
+    UnsafePath,
+    check_relative,
+    os_error_reason,
+    portable_mode,
+)
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-NAME_MAX = 255  # bytes in one name: Linux, macOS and Windows file systems all stop there
+from dim_actors.wire.limits import NAME_MAX
+
 # Code points HFS+ ignores when it compares names, so ".g\u200cit" is ".git" there (git's list).
 _HFS_IGNORABLE = dict.fromkeys([0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
                                 0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF])

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import hashlib
 import importlib.metadata
 import logging
 import os
@@ -48,6 +47,8 @@ import watchdog.events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from dim_actors.config.settings import Settings
+from dim_actors.kernel.actor import DimActor
 from dim_actors.messages import (
     FsEvent,
     LocalChanges,
@@ -55,13 +56,12 @@ from dim_actors.messages import (
     Msg,
     SyncTick,
     UnwatchFolder,
-    WatchFolder,
     WatcherIncident,
+    WatchFolder,
     envelope,
 )
-from dim_actors.settings import Settings
-from dim_actors.supervisor.actor import DimActor
 from dim_actors.sync.echoes import EchoSet
+from dim_actors.sync.hashing import file_hash
 from dim_actors.sync.ignore import GitIgnore, is_noise
 from dim_actors.sync.paths import display_path, local_name_problem
 
@@ -126,17 +126,6 @@ def _faults() -> dict[str, str]:
         k, _, v = item.partition("=")
         out[k.strip()] = v.strip()
     return out
-
-
-def file_hash(path: Path | str) -> str | None:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-        return None
-    return h.hexdigest()
 
 
 def _fdinfo_watches(fd: int | str) -> set[tuple[int, int]] | None:

@@ -15,15 +15,15 @@ from typing import Any
 
 import msgspec
 
+from dim_actors.kernel.actor import DimActor
 from dim_actors.messages import Invoke, InvokeResult, Msg, UiEvent
-from dim_actors.supervisor.actor import DimActor
-from dim_actors.ui.http import BridgeServer
+from dim_actors.uibridge.http import BridgeServer
 
 log = logging.getLogger(__name__)
 
 
 def _static_dir() -> Path:
-    # An installed wheel carries ui/ as dim_actors/ui/static (setup.py); a checkout serves ui/ itself.
+    # An installed wheel carries ui/ as dim_actors/uibridge/static (setup.py); a checkout serves ui/ itself.
     packaged = Path(__file__).resolve().parent / "static"
     return packaged if (packaged / "index.html").is_file() else Path(__file__).resolve().parents[2] / "ui"
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import msgspec
 from aiohttp import WSMsgType, web
 
-from dim_actors import protocol
+from dim_actors.wire import protocol
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Iterator, Literal, Mapping, Union
 
 import msgspec
 
+from dim_actors.wire.limits import MAX_FRAME_BYTES
+
 __all__ = [
     "PROTOCOL_VERSION",
     "ProtocolError",
@@ -36,7 +38,6 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES = 1_048_576  # documented inbound limit; larger frames are MESSAGE_TOO_LARGE
 SESSION_STATES = ("inactive", "activating", "ready", "running", "waiting", "error", "deactivating")
 
 

@@ -18,7 +18,6 @@ import msgspec
 
 INLINE_LIMIT = 4096  # content rides in the Notification below this size (Chronicle: "< 4 KB")
 CHUNK_SIZE = 1 << 20  # ContentFetchResponse / ContentUpload pieces
-MAX_FRAME = 16 << 20  # what either side accepts in one frame
 WRITEBACK_INLINE_LIMIT = 4 << 20  # larger write-back content goes ahead as ContentUpload chunks
 
 _HASH = re.compile(r"[0-9a-f]{64}")

@@ -1,0 +1,5 @@
+import sys
+
+from dim_actors.app.main import main
+
+sys.exit(main())
