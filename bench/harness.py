@@ -17,8 +17,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import websocket
@@ -26,15 +27,24 @@ import websocket
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CHROMIUM = os.environ.get("DIM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -47,13 +57,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
-        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "count": 0}
+        return {
+            "p50": float("nan"),
+            "p99": float("nan"),
+            "max": float("nan"),
+            "count": 0,
+        }
     s = sorted(values)
 
     def q(p: float) -> float:
         return s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))]
 
-    return {"p50": round(q(0.50), 3), "p99": round(q(0.99), 3), "max": round(s[-1], 3), "count": len(s)}
+    return {
+        "p50": round(q(0.50), 3),
+        "p99": round(q(0.99), 3),
+        "max": round(s[-1], 3),
+        "count": len(s),
+    }
 
 
 # --- memory ------------------------------------------------------------------------------------------
@@ -120,17 +140,25 @@ def comm(pid: int) -> str:
     return f"{name}:{m.group(1)}" if m else name
 
 
-def browser_groups(exclude: Callable[[], list[int]]) -> dict[str, Callable[[], list[int]]]:
+def browser_groups(
+    exclude: Callable[[], list[int]],
+) -> dict[str, Callable[[], list[int]]]:
     """The processes Playwright started for us, by kind: the node driver, the browser process,
     the renderer (where the page runs) and the rest of Chromium's helpers."""
     me = os.getpid()
 
     def pick(test: Callable[[str], bool]) -> Callable[[], list[int]]:
-        return lambda: [p for p in descendants(me) if p not in exclude() and test(comm(p))]
+        return lambda: [
+            p for p in descendants(me) if p not in exclude() and test(comm(p))
+        ]
 
-    return {"node (playwright)": pick(lambda c: c.startswith("node")),
-            "chromium renderer": pick(lambda c: c.endswith(":renderer")),
-            "chromium other": pick(lambda c: c.startswith("chromium") and not c.endswith(":renderer"))}
+    return {
+        "node (playwright)": pick(lambda c: c.startswith("node")),
+        "chromium renderer": pick(lambda c: c.endswith(":renderer")),
+        "chromium other": pick(
+            lambda c: c.startswith("chromium") and not c.endswith(":renderer")
+        ),
+    }
 
 
 class CpuMeter:
@@ -141,15 +169,26 @@ class CpuMeter:
         self.before: dict[str, dict[int, float]] = {}
 
     def _sample(self) -> dict[str, dict[int, float]]:
-        return {name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}
+        return {
+            name: {pid: cpu_seconds(pid) for pid in pids()}
+            for name, pids in self.groups.items()
+        }
 
     def start(self) -> None:
         self.before = self._sample()
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
-        return {name: round(sum(t - self.before.get(name, {}).get(pid, 0.0) for pid, t in after[name].items()), 2)
-                for name in self.groups}
+        return {
+            name: round(
+                sum(
+                    t - self.before.get(name, {}).get(pid, 0.0)
+                    for pid, t in after[name].items()
+                ),
+                2,
+            )
+            for name in self.groups
+        }
 
 
 def machine() -> dict[str, Any]:
@@ -169,8 +208,14 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     import platform
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memGB": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "kernel": platform.release()}
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memGB": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 # --- the dev gateway, in its own process -----------------------------------------------------------
@@ -181,10 +226,27 @@ class Gateway:
         self.workdir = workdir
         self.data = workdir / "gateway-data"
         self.stats_path = workdir / "gateway-stats.jsonl" if stats else None
-        args = [PY, "-m", "dim_actors.devgateway", "--port", "0", "--data", str(self.data), "--rate-limit", "100000"]
+        args = [
+            PY,
+            "-m",
+            "dim_actors.devgateway",
+            "--port",
+            "0",
+            "--data",
+            str(self.data),
+            "--rate-limit",
+            "100000",
+        ]
         if self.stats_path is not None:
-            args += ["--stats-file", str(self.stats_path), "--ping-probe-ms", str(ping_probe_ms)]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            args += [
+                "--stats-file",
+                str(self.stats_path),
+                "--ping-probe-ms",
+                str(ping_probe_ms),
+            ]
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if "listening on" not in line:
             raise RuntimeError(f"the dev gateway did not start: {line!r}")
@@ -222,7 +284,9 @@ class InvokeError(Exception):
 class DimApp:
     """`dim-desktop --gateway URL --no-browser` with its own DIM_HOME."""
 
-    def __init__(self, home: Path, gateway_url: str, settings: dict[str, Any] | None = None):
+    def __init__(
+        self, home: Path, gateway_url: str, settings: dict[str, Any] | None = None
+    ):
         self.home = home
         (home / "config").mkdir(parents=True, exist_ok=True)
         if settings:
@@ -232,8 +296,13 @@ class DimApp:
         self.env.pop("DIM_TOKEN", None)
         self.output_path = home / "app-output.log"
         self._out = open(self.output_path, "ab")
-        self.proc = subprocess.Popen([PY, "-m", "dim_actors.app", "--gateway", gateway_url, "--no-browser"],
-                                     cwd=ROOT, env=self.env, stdout=self._out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "dim_actors.app", "--gateway", gateway_url, "--no-browser"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
         self.pid = self.proc.pid
         self.runtime = wait_until(self._read_runtime, 60, "dim-desktop's runtime.json")
         self.base = self.runtime["uiUrl"].split("/?")[0]
@@ -242,7 +311,9 @@ class DimApp:
 
     def _read_runtime(self) -> dict | None:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"dim-desktop exited with {self.proc.returncode}: {self.output()[-2000:]}")
+            raise RuntimeError(
+                f"dim-desktop exited with {self.proc.returncode}: {self.output()[-2000:]}"
+            )
         try:
             return json.loads((self.home / "run" / "runtime.json").read_text())
         except (FileNotFoundError, ValueError):
@@ -252,9 +323,15 @@ class DimApp:
         return self.output_path.read_text(errors="replace")
 
     def invoke(self, command: str, timeout: float = 60, **args: Any) -> Any:
-        req = urllib.request.Request(self.base + f"/invoke/{command}", data=json.dumps(args).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + f"/invoke/{command}",
+            data=json.dumps(args).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 body = json.loads(resp.read())
@@ -268,18 +345,32 @@ class DimApp:
         """`dimctl status --json`, through the control socket directly (no subprocess per poll)."""
         from dim_actors.app.control import request
         from dim_actors.messages import ControlReply, ControlRequest
-        with request(Path(self.runtime["controlSocket"]), ControlRequest(cmd="status"), 30) as s, \
-                s.makefile("rb") as f:
+
+        with (
+            request(
+                Path(self.runtime["controlSocket"]), ControlRequest(cmd="status"), 30
+            ) as s,
+            s.makefile("rb") as f,
+        ):
             reply = msgspec.json.decode(f.readline(), type=ControlReply)
         return {row["name"]: row for row in reply.result}
 
     def dimctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-        return subprocess.run([PY, "-m", "dim_actors.cli.dimctl", *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [PY, "-m", "dim_actors.cli.dimctl", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def wait_connected(self, timeout: float = 30) -> None:
-        wait_until(lambda: self.invoke("get_state")["connection"]["state"] == "connected", timeout,
-                   "the gateway connection")
+        wait_until(
+            lambda: self.invoke("get_state")["connection"]["state"] == "connected",
+            timeout,
+            "the gateway connection",
+        )
 
     def start_stream(self, script: str) -> tuple[str, str]:
         sid = self.invoke("create_session", agentType="coding-agent")["session"]["id"]
@@ -332,8 +423,11 @@ _head = msgspec.json.Decoder(_Head)
 
 
 class PlainClient:
-    def __init__(self, url: str, skip_utf8_validation: bool = True, buffered: bool = False):
+    def __init__(
+        self, url: str, skip_utf8_validation: bool = True, buffered: bool = False
+    ):
         from dim_actors.connection.fastws import BufferedWebSocket
+
         cls = BufferedWebSocket if buffered else websocket.WebSocket
         self.ws = cls(skip_utf8_validation=skip_utf8_validation)
         self.ws.connect(url, timeout=30, suppress_origin=True)
@@ -413,8 +507,11 @@ class Page:
 
     def __init__(self, ui_url: str):
         from playwright.sync_api import sync_playwright
+
         self._pw = sync_playwright().start()
-        self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        self.browser = self._pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         self.context = self.browser.new_context(viewport={"width": 1280, "height": 800})
         self.context.add_init_script(PAGE_PROBE)
         self.page = self.context.new_page()
@@ -424,20 +521,29 @@ class Page:
         self.page.wait_for_selector("body[data-ready]", timeout=30_000)
 
     def select(self, sid: str) -> None:
-        item = self.page.locator(f'[data-testid="session-item"][data-session-id="{sid}"]')
+        item = self.page.locator(
+            f'[data-testid="session-item"][data-session-id="{sid}"]'
+        )
         item.wait_for(timeout=30_000)
         item.click()
-        self.page.wait_for_selector(f'[data-testid="session-item"][data-session-id="{sid}"][aria-selected="true"]',
-                                    timeout=30_000)
+        self.page.wait_for_selector(
+            f'[data-testid="session-item"][data-session-id="{sid}"][aria-selected="true"]',
+            timeout=30_000,
+        )
 
     def probe(self, with_latency: bool = False) -> dict[str, Any]:
-        expr = "(() => { const B = window.__bench; return {...B, lat: %s}; })()" % ("B.lat" if with_latency else "[]")
+        expr = "(() => { const B = window.__bench; return {...B, lat: %s}; })()" % (
+            "B.lat" if with_latency else "[]"
+        )
         return self.page.evaluate(expr)
 
     def text_of(self, turn_id: str) -> str:
-        return self.page.evaluate("""(id) => {
+        return self.page.evaluate(
+            """(id) => {
             const el = document.querySelector(`[data-testid="turn"][data-turn-id="${id}"] [data-testid="assistant-text"]`);
-            return el ? el.textContent : ""; }""", turn_id)
+            return el ? el.textContent : ""; }""",
+            turn_id,
+        )
 
     def close(self) -> None:
         for step in (self.context.close, self.browser.close, self._pw.stop):

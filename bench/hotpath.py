@@ -12,8 +12,9 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -29,8 +30,10 @@ from dim_actors.wire import protocol
 
 
 def _delta(i: int, sid: str = "s" * 36) -> bytes:
-    return (b'{"type":"text_delta","sessionId":"%s","turnId":"turn_0123456789abcdef","seq":%d,'
-            b'"ts":1795504643529,"text":"%d "}' % (sid.encode(), i + 10, i))
+    return (
+        b'{"type":"text_delta","sessionId":"%s","turnId":"turn_0123456789abcdef","seq":%d,'
+        b'"ts":1795504643529,"text":"%d "}' % (sid.encode(), i + 10, i)
+    )
 
 
 def per_op(fn: Callable[[int], Any], n: int) -> float:
@@ -51,11 +54,16 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     # connection process: decode the envelope, build and encode the pipe item
     out["decode_head"] = per_op(lambda i: protocol.decode_head(frames[i]), n)
-    out["pipe_encode"] = per_op(lambda i: encode_up(PipeEvent(frames[i], "text_delta", "s", i, None, 0)), n)
+    out["pipe_encode"] = per_op(
+        lambda i: encode_up(PipeEvent(frames[i], "text_delta", "s", i, None, 0)), n
+    )
 
     # supervisor: decode a 512-event pipe batch, per event
-    encoded = [encode_up(PipeEvent(f, "text_delta", "s" * 36, i + 10, None, 0)) for i, f in enumerate(frames)]
-    batches = [encode_batch(encoded[i:i + 512]) for i in range(0, n, 512)]
+    encoded = [
+        encode_up(PipeEvent(f, "text_delta", "s" * 36, i + 10, None, 0))
+        for i, f in enumerate(frames)
+    ]
+    batches = [encode_batch(encoded[i : i + 512]) for i in range(0, n, 512)]
     t0 = time.perf_counter()
     for b in batches:
         decode_up(b)
@@ -63,6 +71,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     # router: apply one delta to the stores
     from dim_actors.router.stores import Stores
+
     events = decode_up(encode_batch(encoded))
     stores = Stores()
     t0 = time.perf_counter()
@@ -72,6 +81,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     # the message log: append (on the sender's thread) and the writer's encoding, per envelope
     from dim_actors.kernel import messagelog
+
     envs = [envelope("connection", "router", ev) for ev in events]  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as d:
         logs = messagelog.MessageLogs(Path(d), 10_000, 8 << 20, 3)
@@ -80,18 +90,23 @@ def run(quick: bool = False) -> dict[str, Any]:
             logs.append(e)
         out["log_append"] = round((time.perf_counter() - t0) / n * 1e6, 3)
         logs.flush(60)
-        out["log_write_total"] = round((time.perf_counter() - t0) / n * 1e6, 3)  # append + encode + write
+        out["log_write_total"] = round(
+            (time.perf_counter() - t0) / n * 1e6, 3
+        )  # append + encode + write
         logs.close()
     if hasattr(messagelog, "encode_lines"):
         t0 = time.perf_counter()
         for i in range(0, n, 512):
-            messagelog.encode_lines(envs[i:i + 512])
+            messagelog.encode_lines(envs[i : i + 512])
         out["log_encode"] = round((time.perf_counter() - t0) / n * 1e6, 3)
     else:
         out["log_encode"] = per_op(lambda i: messagelog.to_line(envs[i]), n)
 
     # an actor hop: queue.Queue (pykka's default inbox) vs SimpleQueue, put on one thread, get on another
-    for name, q in (("queue_hop", queue.Queue()), ("simplequeue_hop", queue.SimpleQueue())):
+    for name, q in (
+        ("queue_hop", queue.Queue()),
+        ("simplequeue_hop", queue.SimpleQueue()),
+    ):
         done = threading.Event()
 
         def consume(q=q):
@@ -109,6 +124,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     # the bridge: the frame for the page
     from dim_actors.uibridge.bridge import ui_frame
+
     raws = [msgspec.Raw(f) for f in frames]
     out["ui_frame"] = per_op(lambda i: ui_frame("gateway-event", raws[i]), n)
     ui = [UiEvent(event="gateway-event", payload=r) for r in raws]

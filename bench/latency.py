@@ -34,22 +34,50 @@ def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
             app = DimApp(wd / "home", gw.url)
             app.wait_connected()
             page = Page(app.ui_url)
-            sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+            sid = app.invoke("create_session", agentType="coding-agent")["session"][
+                "id"
+            ]
             page.select(sid)
             app.invoke("join_session", sessionId=sid)
             # Warm-up (not stamped, so not measured): imports, caches, the page's first renders.
             app.run_turn(sid, f"/stream {rate} {rate}")
-            wait_until(lambda: app.status()["router"]["deltas"]["count"] >= rate, 60, "the warm-up", 0.2)
-            wait_until(lambda: page.probe()["turnEnds"] >= 1, 60, "the warm-up on the page", 0.2)
+            wait_until(
+                lambda: app.status()["router"]["deltas"]["count"] >= rate,
+                60,
+                "the warm-up",
+                0.2,
+            )
+            wait_until(
+                lambda: page.probe()["turnEnds"] >= 1,
+                60,
+                "the warm-up on the page",
+                0.2,
+            )
             conn_pid = app.status()["connection"]["pid"]
-            cpu = CpuMeter({"gateway": lambda: [gw.pid], "connection": lambda: [conn_pid],
-                            "supervisor": lambda: [app.pid],
-                            **browser_groups(lambda: [gw.pid, app.pid, conn_pid])})
+            cpu = CpuMeter(
+                {
+                    "gateway": lambda: [gw.pid],
+                    "connection": lambda: [conn_pid],
+                    "supervisor": lambda: [app.pid],
+                    **browser_groups(lambda: [gw.pid, app.pid, conn_pid]),
+                }
+            )
             cpu.start()
             app.run_turn(sid, f"/stream {n} {rate} stamp")
-            wait_until(lambda: app.status()["router"].get("latencyMs", {}).get("count", 0) >= n, seconds * 4 + 60,
-                       "the stamped stream in the stores", 0.5)
-            wait_until(lambda: page.probe()["turnEnds"] >= 2, 60, "the stamped stream on the page", 0.5)
+            wait_until(
+                lambda: (
+                    app.status()["router"].get("latencyMs", {}).get("count", 0) >= n
+                ),
+                seconds * 4 + 60,
+                "the stamped stream in the stores",
+                0.5,
+            )
+            wait_until(
+                lambda: page.probe()["turnEnds"] >= 2,
+                60,
+                "the stamped stream on the page",
+                0.5,
+            )
             cpu_s = cpu.stop()
             stores = app.status()["router"]["latencyMs"]
             probe = page.probe(with_latency=True)
@@ -60,11 +88,16 @@ def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
                 app.stop()
             gw.stop()
     page_lat = percentiles(probe["lat"])
-    return {"n": n, "rate": rate,
-            "stores": {k: stores[k] for k in ("p50", "p99", "max", "count")},
-            "page": page_lat,
-            "pageLost": probe["gaps"], "pageDuplicated": probe["dup"], "pageOutOfOrder": probe["ooo"],
-            "cpuSeconds": cpu_s}
+    return {
+        "n": n,
+        "rate": rate,
+        "stores": {k: stores[k] for k in ("p50", "p99", "max", "count")},
+        "page": page_lat,
+        "pageLost": probe["gaps"],
+        "pageDuplicated": probe["dup"],
+        "pageOutOfOrder": probe["ooo"],
+        "cpuSeconds": cpu_s,
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -77,9 +110,13 @@ def run(quick: bool) -> dict[str, Any]:
     n = rate * seconds
     single = single_process(n, f"/stream {n} {rate} stamp", timeout=seconds * 4 + 60)
     log(f"  {single['latencyMs']}")
-    return {"dim": dim, "single": {"stores": single["latencyMs"], "check": single["check"]}}
+    return {
+        "dim": dim,
+        "single": {"stores": single["latencyMs"], "check": single["check"]},
+    }
 
 
 if __name__ == "__main__":
     import sys
+
     print(json.dumps(run("--quick" in sys.argv), indent=2))

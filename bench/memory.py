@@ -37,11 +37,13 @@ def burst(n: int, mode: str, stall_s: float) -> dict[str, Any]:
         try:
             app = DimApp(wd / "home", gw.url, settings={"hang_timeout_s": 3600.0})
             app.wait_connected()
-            sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+            sid = app.invoke("create_session", agentType="coding-agent")["session"][
+                "id"
+            ]
             app.invoke("join_session", sessionId=sid)
             conn_pid = app.status()["connection"]["pid"]
             pids = {"gateway": gw.pid, "connection": conn_pid, "supervisor": app.pid}
-            peaks = {k: 0 for k in pids}
+            peaks = dict.fromkeys(pids, 0)
             stop_sampling = threading.Event()
 
             def sample() -> None:  # VmRSS over time, besides VmHWM at the end
@@ -60,11 +62,23 @@ def burst(n: int, mode: str, stall_s: float) -> dict[str, Any]:
                 os.kill(app.pid, signal.SIGSTOP)
                 time.sleep(stall_s)
                 os.kill(app.pid, signal.SIGCONT)
-            wait_until(lambda: app.status()["router"]["deltas"]["count"] >= n, 900, "the burst in the stores", 0.5)
+            wait_until(
+                lambda: app.status()["router"]["deltas"]["count"] >= n,
+                900,
+                "the burst in the stores",
+                0.5,
+            )
             seconds = time.monotonic() - t0
             stop_sampling.set()
-            if mode == "ui-hung":  # let the bridge wake up and drain before the app is stopped
-                wait_until(lambda: app.status()["uibridge"]["mailbox"] == 0, stall_s + 120, "the bridge", 0.5)
+            if (
+                mode == "ui-hung"
+            ):  # let the bridge wake up and drain before the app is stopped
+                wait_until(
+                    lambda: app.status()["uibridge"]["mailbox"] == 0,
+                    stall_s + 120,
+                    "the bridge",
+                    0.5,
+                )
             hwm = {k: peak_rss_mb(pid) for k, pid in pids.items()}
             status = app.status()
             turn = app.turn(sid, turn_id) or {}
@@ -73,17 +87,27 @@ def burst(n: int, mode: str, stall_s: float) -> dict[str, Any]:
             if app is not None:
                 app.stop()
             gw.stop()
-    return {"mode": mode, "n": n, "stallS": stall_s, "seconds": round(seconds, 1),
-            "peakRssMb": hwm, "sampledPeakRssMb": {k: round(v / 1024, 1) for k, v in peaks.items()},
-            "spilled": spilled, "check": check_text(turn.get("text", ""), n),
-            "reconnects": status["connection"].get("reconnects"),
-            "restarts": {k: v["restarts"] for k, v in status.items() if v.get("restarts")}}
+    return {
+        "mode": mode,
+        "n": n,
+        "stallS": stall_s,
+        "seconds": round(seconds, 1),
+        "peakRssMb": hwm,
+        "sampledPeakRssMb": {k: round(v / 1024, 1) for k, v in peaks.items()},
+        "spilled": spilled,
+        "check": check_text(turn.get("text", ""), n),
+        "reconnects": status["connection"].get("reconnects"),
+        "restarts": {k: v["restarts"] for k, v in status.items() if v.get("restarts")},
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
     n = 1_000_000
     out = {}
-    for mode, stall in (("ui-hung", 20.0 if quick else 60.0), ("supervisor-stopped", 10.0 if quick else 30.0)):
+    for mode, stall in (
+        ("ui-hung", 20.0 if quick else 60.0),
+        ("supervisor-stopped", 10.0 if quick else 30.0),
+    ):
         log(f"memory: {n} deltas, {mode} for {stall:.0f}s")
         out[mode] = burst(n, mode, stall)
         log(f"  {out[mode]}")
@@ -92,4 +116,5 @@ def run(quick: bool) -> dict[str, Any]:
 
 if __name__ == "__main__":
     import sys
+
     print(json.dumps(run("--quick" in sys.argv), indent=2))

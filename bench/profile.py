@@ -28,14 +28,18 @@ def summarize(path: Path, top: int = 25) -> str:
             continue
         count = int(n)
         thread, *frames = stack.split(";")
-        own, incl, total = threads.setdefault(thread, (collections.Counter(), collections.Counter(), [0]))
+        own, incl, total = threads.setdefault(
+            thread, (collections.Counter(), collections.Counter(), [0])
+        )
         total[0] += count
         if frames:
             own[frames[-1]] += count
             for f in set(frames):
                 incl[f] += count
     out = [f"== {path.name}"]
-    for thread, (own, incl, total) in sorted(threads.items(), key=lambda kv: -kv[1][2][0]):
+    for thread, (own, incl, total) in sorted(
+        threads.items(), key=lambda kv: -kv[1][2][0]
+    ):
         out.append(f"-- thread {thread}: {total[0]} samples; own time:")
         out += [f"   {100 * c / total[0]:5.1f}%  {f}" for f, c in own.most_common(top)]
         out.append("   inclusive:")
@@ -55,7 +59,9 @@ def main() -> None:
     for f in out.glob("*.txt"):
         f.unlink()
     os.environ["DIM_BENCH_SAMPLE"] = str(out)
-    os.environ["PYTHONPATH"] = str(ROOT / "bench" / "sampler") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = (
+        str(ROOT / "bench" / "sampler") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     with Workdir("profile") as wd:
         gw = Gateway(wd)
         app = DimApp(wd / "home", gw.url)
@@ -63,7 +69,9 @@ def main() -> None:
         try:
             app.wait_connected()
             page = None if args.no_page else Page(app.ui_url)
-            sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+            sid = app.invoke("create_session", agentType="coding-agent")["session"][
+                "id"
+            ]
             if page:
                 page.select(sid)
             app.invoke("join_session", sessionId=sid)
@@ -71,7 +79,12 @@ def main() -> None:
             for f in out.glob("*.txt"):
                 f.unlink()  # only the burst counts
             app.run_turn(sid, f"/stream {args.n}")
-            wait_until(lambda: app.status()["router"]["deltas"]["count"] >= args.n, 600, "the stores", 0.5)
+            wait_until(
+                lambda: app.status()["router"]["deltas"]["count"] >= args.n,
+                600,
+                "the stores",
+                0.5,
+            )
             time.sleep(2.5)
         finally:
             if page:

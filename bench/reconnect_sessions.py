@@ -57,7 +57,7 @@ class FrameTap:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            del self.buf[:end + 4]
+            del self.buf[: end + 4]
             self.upgraded = True
         while True:
             b = self.buf
@@ -76,19 +76,23 @@ class FrameTap:
             if masked:
                 if len(b) < at + 4:
                     return
-                key, at = bytes(b[at:at + 4]), at + 4
+                key, at = bytes(b[at : at + 4]), at + 4
             if len(b) < at + n:
                 return
-            payload = bytes(b[at:at + n])
-            del self.buf[:at + n]
+            payload = bytes(b[at : at + n])
+            del self.buf[: at + n]
             if key:
-                payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload)) if n < 4096 else _unmask(payload, key)
+                payload = (
+                    bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+                    if n < 4096
+                    else _unmask(payload, key)
+                )
             if opcode == 1:
                 self.on_frame(payload)
 
 
 def _unmask(payload: bytes, key: bytes) -> bytes:
-    k = int.from_bytes((key * (len(payload) // 4 + 1))[:len(payload)], "big")
+    k = int.from_bytes((key * (len(payload) // 4 + 1))[: len(payload)], "big")
     return (int.from_bytes(payload, "big") ^ k).to_bytes(len(payload), "big")
 
 
@@ -119,8 +123,12 @@ class Proxy:
                 self.count += 1
                 n = self.count
                 self.conns.append((c, u))
-            threading.Thread(target=self._pump, args=(c, u, n, "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c, n, "down"), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(c, u, n, "up"), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(u, c, n, "down"), daemon=True
+            ).start()
 
     def _record(self, n: int, direction: str, payload: bytes) -> None:
         try:
@@ -133,7 +141,9 @@ class Proxy:
         if direction == "up":
             self.new_conn_frame.set()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, n: int, direction: str) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, n: int, direction: str
+    ) -> None:
         tap = FrameTap(lambda p: self._record(n, direction, p))
         try:
             while True:
@@ -169,8 +179,21 @@ class Proxy:
 
 
 def start_gateway(workdir: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([PY, "-m", "dim_actors.devgateway", "--port", "0", "--data", str(workdir / "gw")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "dim_actors.devgateway",
+            "--port",
+            "0",
+            "--data",
+            str(workdir / "gw"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if "listening on" not in line:
         raise RuntimeError(f"the dev gateway did not start: {line!r}")
@@ -188,14 +211,19 @@ def settled(proxy: Proxy, n: int, sessions: int) -> dict[str, Any] | None:
     if len(snaps) < sessions or len(pages) < sessions:
         return None
     done = max(snaps[sessions - 1][0], pages[sessions - 1][0])
-    return {"rejoined_s": round(snaps[sessions - 1][0] - t0, 3), "caught_up_s": round(pages[sessions - 1][0] - t0, 3),
-            "messages": sum(1 for f in ups if f[0] <= done),
-            # A catch-up that ended without its events asks get_history instead (and the page shows a gap).
-            "catchups_given_up": sum(1 for f in ups if f[3] == "get_history"),
-            "rate_limited": sum(1 for f in frames if f[2] == "down" and f[3] == "error")}
+    return {
+        "rejoined_s": round(snaps[sessions - 1][0] - t0, 3),
+        "caught_up_s": round(pages[sessions - 1][0] - t0, 3),
+        "messages": sum(1 for f in ups if f[0] <= done),
+        # A catch-up that ended without its events asks get_history instead (and the page shows a gap).
+        "catchups_given_up": sum(1 for f in ups if f[3] == "get_history"),
+        "rate_limited": sum(1 for f in frames if f[2] == "down" and f[3] == "error"),
+    }
 
 
-def one_round(app: DimApp, proxy: Proxy, sessions: int, command: str, args: dict[str, Any]) -> dict[str, Any]:
+def one_round(
+    app: DimApp, proxy: Proxy, sessions: int, command: str, args: dict[str, Any]
+) -> dict[str, Any]:
     time.sleep(11)  # the client's rate window is empty, as after a quiet minute
     before = proxy.count
     proxy.cut()
@@ -209,13 +237,22 @@ def one_round(app: DimApp, proxy: Proxy, sessions: int, command: str, args: dict
         error = str(e)[:200]
     waited = time.monotonic() - t
     n = before + 1
-    out = wait_until(lambda: settled(proxy, n, sessions), 300, "every session rejoined and caught up", 0.2)
+    out = wait_until(
+        lambda: settled(proxy, n, sessions),
+        300,
+        "every session rejoined and caught up",
+        0.2,
+    )
     ups = [f for f in proxy.of_conn(n) if f[2] == "up"]
-    out["user_frame_position"] = next((i for i, f in enumerate(ups) if f[3] == command), None)
+    out["user_frame_position"] = next(
+        (i for i, f in enumerate(ups) if f[3] == command), None
+    )
     # Which rejoin went first (the command's own session is rejoined for it when still waiting).
     joins = [f[4] for f in ups if f[3] == "join_session"]
     if "sessionId" in args:
-        out["its_rejoin_position"] = joins.index(args["sessionId"]) if args["sessionId"] in joins else None
+        out["its_rejoin_position"] = (
+            joins.index(args["sessionId"]) if args["sessionId"] in joins else None
+        )
     out["command_s"] = round(waited, 3)
     if error is not None:
         out["command_error"] = error
@@ -233,15 +270,26 @@ def measure(sessions: int) -> dict[str, Any]:
             t = time.monotonic()
             sids = []
             for i in range(sessions):
-                sids.append(app.invoke("create_session", agentType="coding-agent", name=f"s{i}")["session"]["id"])
+                sids.append(
+                    app.invoke(
+                        "create_session", agentType="coding-agent", name=f"s{i}"
+                    )["session"]["id"]
+                )
                 app.invoke("join_session", sessionId=sids[-1])
-            log(f"  {sessions} sessions created and joined in {time.monotonic() - t:.1f} s")
+            log(
+                f"  {sessions} sessions created and joined in {time.monotonic() - t:.1f} s"
+            )
             last = app.status()["connection"]["joined"]
             assert set(sids) <= set(last), "not every session is joined"
             out: dict[str, Any] = {"sessions": sessions}
             # In the session used longest ago: the last in the rejoin order (most recently used first).
-            out["run_turn"] = one_round(app, proxy, sessions, "run_turn",
-                                        {"sessionId": sids[0], "text": "hello after the reconnect"})
+            out["run_turn"] = one_round(
+                app,
+                proxy,
+                sessions,
+                "run_turn",
+                {"sessionId": sids[0], "text": "hello after the reconnect"},
+            )
             log(f"  run_turn: {out['run_turn']}")
             out["list_sessions"] = one_round(app, proxy, sessions, "list_sessions", {})
             log(f"  list_sessions: {out['list_sessions']}")

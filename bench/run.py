@@ -23,7 +23,16 @@ from typing import Any
 
 from bench.harness import log, machine
 
-ORDER = ["throughput", "latency", "stall", "memory", "hotpath", "sync", "sync_scale", "reconnect_sessions"]
+ORDER = [
+    "throughput",
+    "latency",
+    "stall",
+    "memory",
+    "hotpath",
+    "sync",
+    "sync_scale",
+    "reconnect_sessions",
+]
 
 
 def _run_one(name: str, quick: bool) -> Any:
@@ -65,7 +74,9 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
         out["latency_ms"] = {
             "stores": {k: _get(lat, "dim", "stores", k) for k in ("p50", "p99", "max")},
             "page": {k: _get(lat, "dim", "page", k) for k in ("p50", "p99", "max")},
-            "single_process": {k: _get(lat, "single", "stores", k) for k in ("p50", "p99", "max")},
+            "single_process": {
+                k: _get(lat, "single", "stores", k) for k in ("p50", "p99", "max")
+            },
         }
     for key in ("stall", "memory", "hotpath"):
         if raw.get(key) is not None:
@@ -74,10 +85,14 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
     out["sync"] = sync.get("sync", sync) if isinstance(sync, dict) else sync
     scale = raw.get("sync_scale")
     if scale is not None:
-        out["sync_scale"] = scale.get("sync_scale", scale) if isinstance(scale, dict) else scale
+        out["sync_scale"] = (
+            scale.get("sync_scale", scale) if isinstance(scale, dict) else scale
+        )
     rec = raw.get("reconnect_sessions")
     if rec is not None:
-        out["reconnect_sessions"] = rec.get("reconnect_sessions", rec) if isinstance(rec, dict) else rec
+        out["reconnect_sessions"] = (
+            rec.get("reconnect_sessions", rec) if isinstance(rec, dict) else rec
+        )
     return out
 
 
@@ -101,37 +116,101 @@ def _ratio(a: Any, b: Any) -> str:
 
 
 def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str, str]] = [("", "dim-desktop", "single-process", "ratio", "goal")]
+    rows: list[tuple[str, str, str, str, str]] = [
+        ("", "dim-desktop", "single-process", "ratio", "goal")
+    ]
     t = s.get("throughput") or {}
     if t:
         rows += [
             ("THROUGHPUT, events/s (200,000 deltas)", "", "", "", ""),
-            ("  plain websocket-client loop (ceiling)", "", _fmt(t.get("raw_recv_eps")), "", ""),
-            ("    same, with UTF-8 validation", "", _fmt(t.get("raw_recv_utf8_eps")),
-             _ratio(t.get("raw_recv_eps"), t.get("raw_recv_utf8_eps")) + "x cost", ""),
-            ("    same, read-ahead buffer (fastws)", "", _fmt(t.get("raw_recv_buffered_eps")), "", ""),
-            ("  at the connection process / socket", _fmt(t.get("connection_eps")), "", "", ""),
-            ("  at the stores", _fmt(t.get("stores_eps")), _fmt(t.get("single_process_eps")),
-             _ratio(t.get("stores_eps"), t.get("single_process_eps")), ">= 0.5 x plain"),
-            ("  stores / plain loop", _ratio(t.get("stores_eps"), t.get("raw_recv_eps")),
-             _ratio(t.get("single_process_eps"), t.get("raw_recv_eps")), "", ">= 0.50"),
-            ("  stores / plain loop with read-ahead", _ratio(t.get("stores_eps"), t.get("raw_recv_buffered_eps")),
-             _ratio(t.get("single_process_eps"), t.get("raw_recv_buffered_eps")), "", ""),
-            ("  at the page (headless Chromium)", _fmt(t.get("page_eps")), "", "", "every event"),
-            ("  page: lost / backlog peak (frames)", f"{_fmt(t.get('page_lost'))} / {_fmt(t.get('page_backlog_peak'))}",
-             "", "", "0 / bounded"),
-            ("  without a page: connection / stores", f"{_fmt(t.get('connection_no_page_eps'))} / "
-             f"{_fmt(t.get('stores_no_page_eps'))}", "", "", ""),
+            (
+                "  plain websocket-client loop (ceiling)",
+                "",
+                _fmt(t.get("raw_recv_eps")),
+                "",
+                "",
+            ),
+            (
+                "    same, with UTF-8 validation",
+                "",
+                _fmt(t.get("raw_recv_utf8_eps")),
+                _ratio(t.get("raw_recv_eps"), t.get("raw_recv_utf8_eps")) + "x cost",
+                "",
+            ),
+            (
+                "    same, read-ahead buffer (fastws)",
+                "",
+                _fmt(t.get("raw_recv_buffered_eps")),
+                "",
+                "",
+            ),
+            (
+                "  at the connection process / socket",
+                _fmt(t.get("connection_eps")),
+                "",
+                "",
+                "",
+            ),
+            (
+                "  at the stores",
+                _fmt(t.get("stores_eps")),
+                _fmt(t.get("single_process_eps")),
+                _ratio(t.get("stores_eps"), t.get("single_process_eps")),
+                ">= 0.5 x plain",
+            ),
+            (
+                "  stores / plain loop",
+                _ratio(t.get("stores_eps"), t.get("raw_recv_eps")),
+                _ratio(t.get("single_process_eps"), t.get("raw_recv_eps")),
+                "",
+                ">= 0.50",
+            ),
+            (
+                "  stores / plain loop with read-ahead",
+                _ratio(t.get("stores_eps"), t.get("raw_recv_buffered_eps")),
+                _ratio(t.get("single_process_eps"), t.get("raw_recv_buffered_eps")),
+                "",
+                "",
+            ),
+            (
+                "  at the page (headless Chromium)",
+                _fmt(t.get("page_eps")),
+                "",
+                "",
+                "every event",
+            ),
+            (
+                "  page: lost / backlog peak (frames)",
+                f"{_fmt(t.get('page_lost'))} / {_fmt(t.get('page_backlog_peak'))}",
+                "",
+                "",
+                "0 / bounded",
+            ),
+            (
+                "  without a page: connection / stores",
+                f"{_fmt(t.get('connection_no_page_eps'))} / "
+                f"{_fmt(t.get('stores_no_page_eps'))}",
+                "",
+                "",
+                "",
+            ),
         ]
     lat = s.get("latency_ms") or {}
     if lat:
+
         def pct(d: dict | None) -> str:
             d = d or {}
             return "/".join(_fmt(d.get(k)) for k in ("p50", "p99", "max"))
+
         rows += [
             ("LATENCY at 2,000 events/s, ms p50/p99/max", "", "", "", ""),
-            ("  gateway send -> stores", pct(lat.get("stores")), pct(lat.get("single_process")), "",
-             "p99 <= 5"),
+            (
+                "  gateway send -> stores",
+                pct(lat.get("stores")),
+                pct(lat.get("single_process")),
+                "",
+                "p99 <= 5",
+            ),
             ("  gateway send -> page", pct(lat.get("page")), "", "", "p99 <= 25"),
         ]
     st = raw.get("stall") or {}
@@ -151,30 +230,87 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
 
         rows += [
             (f"STALL ({st.get('note')}; UI blocked 10 s)", "", "", "", ""),
-            ("  disconnects seen by the gateway", _fmt(d.get("disconnects")), _fmt(g.get("disconnects")), "", "0"),
-            ("  client reconnects", _fmt(d.get("reconnects")), _fmt(g.get("reconnects")), "", "0"),
-            ("  ping RTT before, ms p50/p99", pings(d, "before"), pings(g, "before"), "", ""),
-            ("  ping RTT, UI blocked", pings(d, "uiBlocked"), pings(g, "uiBlocked"), "", ""),
-            ("  ping RTT, process stopped", pings(d, "stopped"), pings(g, "stopped"), "", ""),
+            (
+                "  disconnects seen by the gateway",
+                _fmt(d.get("disconnects")),
+                _fmt(g.get("disconnects")),
+                "",
+                "0",
+            ),
+            (
+                "  client reconnects",
+                _fmt(d.get("reconnects")),
+                _fmt(g.get("reconnects")),
+                "",
+                "0",
+            ),
+            (
+                "  ping RTT before, ms p50/p99",
+                pings(d, "before"),
+                pings(g, "before"),
+                "",
+                "",
+            ),
+            (
+                "  ping RTT, UI blocked",
+                pings(d, "uiBlocked"),
+                pings(g, "uiBlocked"),
+                "",
+                "",
+            ),
+            (
+                "  ping RTT, process stopped",
+                pings(d, "stopped"),
+                pings(g, "stopped"),
+                "",
+                "",
+            ),
             ("  lost/duplicated/out of order (stores)", loss(d), loss(g), "", "0/0/0"),
-            ("  lost/duplicated/out of order (page)",
-             "/".join(_fmt((d.get("page") or {}).get(k)) for k in ("lost", "duplicated", "outOfOrder")), "", "",
-             "0/0/0"),
-            ("  peak RSS MB (connection process)", _fmt(_get(d, "peakRssMb", "connection")),
-             _fmt(_get(g, "peakRssMb", "process")), "", ""),
+            (
+                "  lost/duplicated/out of order (page)",
+                "/".join(
+                    _fmt((d.get("page") or {}).get(k))
+                    for k in ("lost", "duplicated", "outOfOrder")
+                ),
+                "",
+                "",
+                "0/0/0",
+            ),
+            (
+                "  peak RSS MB (connection process)",
+                _fmt(_get(d, "peakRssMb", "connection")),
+                _fmt(_get(g, "peakRssMb", "process")),
+                "",
+                "",
+            ),
         ]
     mem = raw.get("memory") or {}
     if mem and "error" not in mem:
         rows.append(("MEMORY, 1,000,000-delta burst, peak RSS MB", "", "", "", ""))
         for mode, r in mem.items():
             p = r.get("peakRssMb") or {}
-            rows.append((f"  {mode}: gateway/connection/supervisor",
-                         "/".join(_fmt(p.get(k)) for k in ("gateway", "connection", "supervisor")) +
-                         (" (spilled)" if r.get("spilled") else ""), "", "", "<= 200 each"))
+            rows.append(
+                (
+                    f"  {mode}: gateway/connection/supervisor",
+                    "/".join(
+                        _fmt(p.get(k)) for k in ("gateway", "connection", "supervisor")
+                    )
+                    + (" (spilled)" if r.get("spilled") else ""),
+                    "",
+                    "",
+                    "<= 200 each",
+                )
+            )
             c = r.get("check") or {}
-            rows.append((f"  {mode}: lost/duplicated/out of order",
-                         f"{_fmt(c.get('lost'))}/{_fmt(c.get('duplicated'))}/{_fmt(c.get('outOfOrder'))}", "", "",
-                         "0/0/0"))
+            rows.append(
+                (
+                    f"  {mode}: lost/duplicated/out of order",
+                    f"{_fmt(c.get('lost'))}/{_fmt(c.get('duplicated'))}/{_fmt(c.get('outOfOrder'))}",
+                    "",
+                    "",
+                    "0/0/0",
+                )
+            )
     sync = s.get("sync")
     if "sync" not in raw:
         pass
@@ -182,49 +318,136 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
         rows.append(("SYNC: not available", "", "", "", ""))
     elif "error" not in sync:
         rows.append(("SYNC (bench/sync_bench.py)", "", "", "", ""))
-    if isinstance(sync, dict) and sync.get("available") is not False and "error" not in sync:
+    if (
+        isinstance(sync, dict)
+        and sync.get("available") is not False
+        and "error" not in sync
+    ):
         for k, v in sync.items():
             if not isinstance(v, (dict, list)):
                 rows.append((f"  {k}", _fmt(v), "", "", ""))
-            elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()):
-                rows.append((f"  {k}", " ".join(f"{a}={_fmt(b)}" for a, b in v.items()), "", "", ""))
+            elif isinstance(v, dict) and all(
+                not isinstance(x, (dict, list)) for x in v.values()
+            ):
+                rows.append(
+                    (
+                        f"  {k}",
+                        " ".join(f"{a}={_fmt(b)}" for a, b in v.items()),
+                        "",
+                        "",
+                        "",
+                    )
+                )
     scale = s.get("sync_scale")
     if isinstance(scale, dict) and "error" not in scale:
         rows += [
-            (f"SYNC SCALE: a folder of {_fmt(scale.get('files'))} small files (bench/sync_scale.py)", "", "", "", ""),
-            ("  start_sync -> every file upstream, s", _fmt(scale.get("upload_s")) if scale.get("upload_s") is not None
-             else f"not in {_fmt(scale.get('limit_s'))} s ({_fmt(scale.get('uploaded'))} arrived)", "", "", ""),
-            ("  first sync_status answered after, s", _fmt(scale.get("first_status_s")), "", "", ""),
-            ("  slowest sync_status meanwhile, ms", _fmt(scale.get("status_max_ms")), "", "", "< 1,000"),
-            ("  actor restarts (hung)", f"{_fmt(scale.get('restarts'))} ({scale.get('hung') or 'none'})", "", "",
-             "0"),
-            ("  peak RSS MB", " ".join(f"{k}={_fmt(v)}" for k, v in (scale.get("peak_rss_mb") or {}).items()),
-             "", "", ""),
+            (
+                f"SYNC SCALE: a folder of {_fmt(scale.get('files'))} small files (bench/sync_scale.py)",
+                "",
+                "",
+                "",
+                "",
+            ),
+            (
+                "  start_sync -> every file upstream, s",
+                _fmt(scale.get("upload_s"))
+                if scale.get("upload_s") is not None
+                else f"not in {_fmt(scale.get('limit_s'))} s ({_fmt(scale.get('uploaded'))} arrived)",
+                "",
+                "",
+                "",
+            ),
+            (
+                "  first sync_status answered after, s",
+                _fmt(scale.get("first_status_s")),
+                "",
+                "",
+                "",
+            ),
+            (
+                "  slowest sync_status meanwhile, ms",
+                _fmt(scale.get("status_max_ms")),
+                "",
+                "",
+                "< 1,000",
+            ),
+            (
+                "  actor restarts (hung)",
+                f"{_fmt(scale.get('restarts'))} ({scale.get('hung') or 'none'})",
+                "",
+                "",
+                "0",
+            ),
+            (
+                "  peak RSS MB",
+                " ".join(
+                    f"{k}={_fmt(v)}"
+                    for k, v in (scale.get("peak_rss_mb") or {}).items()
+                ),
+                "",
+                "",
+                "",
+            ),
         ]
     rec = s.get("reconnect_sessions")
     if isinstance(rec, dict) and "error" not in rec:
-        rows.append((f"RECONNECT with {_fmt(rec.get('sessions'))} joined sessions (bench/reconnect_sessions.py)",
-                     "", "", "", ""))
+        rows.append(
+            (
+                f"RECONNECT with {_fmt(rec.get('sessions'))} joined sessions (bench/reconnect_sessions.py)",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
         for cmd in ("run_turn", "list_sessions"):
             r = rec.get(cmd) or {}
-            rows.append((f"  {cmd} right after: invoke -> answer, s", _fmt(r.get("command_s")), "", "", "< 1"))
-            rows.append(("  · all rejoined / caught up, s; messages", f"{_fmt(r.get('rejoined_s'))} / "
-                         f"{_fmt(r.get('caught_up_s'))}; {_fmt(r.get('messages'))}", "", "", ""))
+            rows.append(
+                (
+                    f"  {cmd} right after: invoke -> answer, s",
+                    _fmt(r.get("command_s")),
+                    "",
+                    "",
+                    "< 1",
+                )
+            )
+            rows.append(
+                (
+                    "  · all rejoined / caught up, s; messages",
+                    f"{_fmt(r.get('rejoined_s'))} / "
+                    f"{_fmt(r.get('caught_up_s'))}; {_fmt(r.get('messages'))}",
+                    "",
+                    "",
+                    "",
+                )
+            )
     for name in ORDER:
         if isinstance(raw.get(name), dict) and "error" in raw[name]:
-            rows.append((f"{name.upper()}: FAILED: {raw[name]['error'][:160]}", "", "", "", ""))
+            rows.append(
+                (f"{name.upper()}: FAILED: {raw[name]['error'][:160]}", "", "", "", "")
+            )
     # Section titles (a row with only its first cell) span the table and do not set its widths.
     body = [r for r in rows if any(r[1:])]
     widths = [max(len(r[i]) for r in body) for i in range(5)]
-    return "\n".join(("  ".join(c.ljust(w) for c, w in zip(r, widths)) if any(r[1:]) else r[0]).rstrip()
-                     for r in rows)
+    return "\n".join(
+        (
+            "  ".join(c.ljust(w) for c, w in zip(r, widths)) if any(r[1:]) else r[0]
+        ).rstrip()
+        for r in rows
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bin/bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the short run (under 5 minutes on 2 cores)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="the short run (under 5 minutes on 2 cores)",
+    )
     ap.add_argument("--json", metavar="FILE", help="write the figures here")
-    ap.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of: {', '.join(ORDER)}")
+    ap.add_argument(
+        "--only", metavar="NAMES", help=f"comma-separated subset of: {', '.join(ORDER)}"
+    )
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else ORDER
     started = time.time()
@@ -238,13 +461,20 @@ def main(argv: list[str] | None = None) -> int:
             raw[name] = {"error": f"{type(e).__name__}: {e}"}
         log(f"{name}: {time.monotonic() - t0:.0f}s")
     s = summary(raw)
-    report = {"machine": {**machine(), "loadavg1": round(os.getloadavg()[0], 2)}, "quick": args.quick,
-              "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "seconds": round(time.time() - started), **s, "raw": raw}
+    report = {
+        "machine": {**machine(), "loadavg1": round(os.getloadavg()[0], 2)},
+        "quick": args.quick,
+        "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started),
+        **s,
+        "raw": raw,
+    }
     m = report["machine"]
-    print(f"\ndim-desktop benchmarks{' (quick)' if args.quick else ''}: {m['nproc']} cores, {m['cpu']}, "
-          f"{m['memGB']} GB, Python {m['python']}; load average at the end {m['loadavg1']}; "
-          f"{report['seconds']} s\n")
+    print(
+        f"\ndim-desktop benchmarks{' (quick)' if args.quick else ''}: {m['nproc']} cores, {m['cpu']}, "
+        f"{m['memGB']} GB, Python {m['python']}; load average at the end {m['loadavg1']}; "
+        f"{report['seconds']} s\n"
+    )
     print(table(raw, s))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -57,15 +57,24 @@ class DirectUplink:
             time.sleep(self.hang_s)
             self.hangs.append(time.monotonic() - t0)
         if isinstance(ev, PipeEvent):
-            gev = GatewayEvent(raw=msgspec.Raw(ev.raw), type=ev.type, sessionId=ev.sessionId, seq=ev.seq,
-                               replyTo=ev.replyTo, recvNs=ev.recvNs)
+            gev = GatewayEvent(
+                raw=msgspec.Raw(ev.raw),
+                type=ev.type,
+                sessionId=ev.sessionId,
+                seq=ev.seq,
+                replyTo=ev.replyTo,
+                recvNs=ev.recvNs,
+            )
             try:
                 self.stores.apply(gev)
             except BadEvent:
                 pass
             if ev.replyTo is not None:
                 with self.cond:
-                    self.replies[ev.replyTo] = (ev.type != "error", msgspec.json.decode(ev.raw))
+                    self.replies[ev.replyTo] = (
+                        ev.type != "error",
+                        msgspec.json.decode(ev.raw),
+                    )
                     self.cond.notify_all()
             return
         if isinstance(ev, ConnectionState):
@@ -75,19 +84,26 @@ class DirectUplink:
                 self.cond.notify_all()
         elif isinstance(ev, CommandFailed):
             with self.cond:
-                self.replies[ev.reqId] = (False, {"code": ev.code, "message": ev.message})
+                self.replies[ev.reqId] = (
+                    False,
+                    {"code": ev.code, "message": ev.message},
+                )
                 self.cond.notify_all()
 
     put_control = put_event
 
 
 class SingleProcessClient:
-    def __init__(self, url: str, ping_interval_s: float = 30.0, stale_after_s: float = 35.0):
+    def __init__(
+        self, url: str, ping_interval_s: float = 30.0, stale_after_s: float = 35.0
+    ):
         self.uplink = DirectUplink()
         self.conn = GatewayConnection(self.uplink, ping_interval_s, stale_after_s, 30.0)  # type: ignore[arg-type]
         self.req_ids = 0
         targets = [self.conn.run_socket, self.conn.run_keepalive]
-        if hasattr(self.conn, "sender"):  # the paced sender thread of the connection process's main()
+        if hasattr(
+            self.conn, "sender"
+        ):  # the paced sender thread of the connection process's main()
             targets.append(self.conn.sender.run)
         for target in targets:
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
@@ -110,8 +126,14 @@ class SingleProcessClient:
         self.req_ids += 1
         rid = self.req_ids
         frame = protocol.build_client_message(type_, args)
-        self.conn.on_command(SendFrame(reqId=rid, type=type_, frame=frame,
-                                       expect=sorted(protocol.RESPONSES.get(type_, ()))))
+        self.conn.on_command(
+            SendFrame(
+                reqId=rid,
+                type=type_,
+                frame=frame,
+                expect=sorted(protocol.RESPONSES.get(type_, ())),
+            )
+        )
         ok, body = self.wait(lambda: self.uplink.replies.pop(rid, None), timeout)
         if not ok:
             raise RuntimeError(f"{type_}: {body}")
@@ -137,22 +159,35 @@ def main(argv: list[str] | None = None) -> int:
     client = SingleProcessClient(args.url, args.ping_interval_s, args.stale_after_s)
     client.uplink.hang_s = args.hang_s
     signal.signal(signal.SIGUSR1, lambda *_: setattr(client.uplink, "hang_next", True))
-    sid = client.request("create_session", {"agentType": "coding-agent"})["session"]["id"]
+    sid = client.request("create_session", {"agentType": "coding-agent"})["session"][
+        "id"
+    ]
     client.request("join_session", {"sessionId": sid})
-    turn_id = client.request("run_turn", {"sessionId": sid, "text": args.script})["turnId"]
+    turn_id = client.request("run_turn", {"sessionId": sid, "text": args.script})[
+        "turnId"
+    ]
     print("streaming", flush=True)
-    t = client.wait(lambda: (lambda t: t if t is not None and t.status != "running" else None)(client.turn(sid, turn_id)),
-                    args.timeout_s)
+    t = client.wait(
+        lambda: (lambda t: t if t is not None and t.status != "running" else None)(
+            client.turn(sid, turn_id)
+        ),
+        args.timeout_s,
+    )
     text = t.text
     got = [int(x) for x in text.split()]
     result = {
         "turnStatus": t.status,
         "deltaCount": t.deltaCount,
-        "check": {"received": len(got), "lost": args.n - len(set(got) & set(range(args.n))),
-                  "duplicated": len(got) - len(set(got)),
-                  "outOfOrder": sum(1 for a, b in zip(got, got[1:]) if b < a)},
+        "check": {
+            "received": len(got),
+            "lost": args.n - len(set(got) & set(range(args.n))),
+            "duplicated": len(got) - len(set(got)),
+            "outOfOrder": sum(1 for a, b in zip(got, got[1:]) if b < a),
+        },
         "deltas": client.uplink.stores.deltas.describe(),
-        "latencyMs": client.uplink.stores.latency.summary() if client.uplink.stores.latency.count else None,
+        "latencyMs": client.uplink.stores.latency.summary()
+        if client.uplink.stores.latency.count
+        else None,
         "duplicatesDropped": client.uplink.stores.duplicates,
         "reconnects": client.conn.reconnects,
         "states": client.uplink.states,

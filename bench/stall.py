@@ -57,7 +57,9 @@ class PageReader:
     """Stands in for the page: the bridge's /events socket, checked for order, loss and duplicates."""
 
     def __init__(self, url: str):
-        self.ws = websocket.create_connection(url, timeout=30, skip_utf8_validation=True)
+        self.ws = websocket.create_connection(
+            url, timeout=30, skip_utf8_validation=True
+        )
         self.deltas = 0
         self.last_seq: dict[str, int] = {}
         self.lost = self.dup = self.ooo = 0
@@ -74,7 +76,11 @@ class PageReader:
                 frame = json.loads(data)
                 for f in frame.get("batch") or [frame]:
                     p = f.get("payload") if f.get("event") == "gateway-event" else None
-                    if not isinstance(p, dict) or p.get("seq") is None or not p.get("sessionId"):
+                    if (
+                        not isinstance(p, dict)
+                        or p.get("seq") is None
+                        or not p.get("sessionId")
+                    ):
                         continue
                     last = self.last_seq.get(p["sessionId"], 0)
                     if p["seq"] == last:
@@ -98,7 +104,9 @@ def gateway_view(gw: Gateway, marks: dict[str, float], until: float) -> dict[str
 
     def rtt(a: float, b: float) -> dict[str, Any]:
         window = [p for p in pings if a <= p["sent"] < b]
-        out: dict[str, Any] = percentiles([p["rttMs"] for p in window if p["rttMs"] is not None])
+        out: dict[str, Any] = percentiles(
+            [p["rttMs"] for p in window if p["rttMs"] is not None]
+        )
         unanswered = [p["unansweredMs"] for p in window if p["rttMs"] is None]
         if unanswered:  # the connection ended with this ping in flight
             out["unanswered"] = len(unanswered)
@@ -106,12 +114,22 @@ def gateway_view(gw: Gateway, marks: dict[str, float], until: float) -> dict[str
         return out
 
     return {
-        "disconnects": sum(1 for line in lines if line["ev"] == "close" and line["disconnect"] and line["t"] < until),
-        "connections": sum(1 for line in lines if line["ev"] == "open" and line["t"] < until),
-        "pingMs": {"before": rtt(marks["start"], marks["hang"]),
-                   "uiBlocked": rtt(marks["hang"], marks["hang"] + HANG_S),
-                   "stopped": rtt(marks["stop"], marks["cont"])},
-        "maxPingMs": round(max((p["rttMs"] or p.get("unansweredMs", 0) for p in pings), default=0.0), 1),
+        "disconnects": sum(
+            1
+            for line in lines
+            if line["ev"] == "close" and line["disconnect"] and line["t"] < until
+        ),
+        "connections": sum(
+            1 for line in lines if line["ev"] == "open" and line["t"] < until
+        ),
+        "pingMs": {
+            "before": rtt(marks["start"], marks["hang"]),
+            "uiBlocked": rtt(marks["hang"], marks["hang"] + HANG_S),
+            "stopped": rtt(marks["stop"], marks["cont"]),
+        },
+        "maxPingMs": round(
+            max((p["rttMs"] or p.get("unansweredMs", 0) for p in pings), default=0.0), 1
+        ),
     }
 
 
@@ -123,10 +141,19 @@ def dim_desktop(quick: bool) -> dict[str, Any]:
         gw = Gateway(wd, stats=True, ping_probe_ms=100)
         app = reader = None
         try:
-            app = DimApp(wd / "home", gw.url, settings={"stale_after_s": p["stale_after_s"],
-                                                        "ping_interval_s": p["ping_interval_s"]})
+            app = DimApp(
+                wd / "home",
+                gw.url,
+                settings={
+                    "stale_after_s": p["stale_after_s"],
+                    "ping_interval_s": p["ping_interval_s"],
+                },
+            )
             app.wait_connected()
-            reader = PageReader(app.base.replace("http://", "ws://") + f"/events?token={app.token}&batch=1")
+            reader = PageReader(
+                app.base.replace("http://", "ws://")
+                + f"/events?token={app.token}&batch=1"
+            )
             conn_pid = app.status()["connection"]["pid"]
             marks["start"] = time.time()
             sid, turn_id = app.start_stream(f"/stream {n} {RATE}")
@@ -141,12 +168,25 @@ def dim_desktop(quick: bool) -> dict[str, Any]:
             time.sleep(p["stop_s"])
             os.kill(app.pid, signal.SIGCONT)
             marks["cont"] = time.time()
-            wait_until(lambda: app.status()["router"]["deltas"]["count"] >= n, 300, "the stream in the stores", 0.5)
-            wait_until(lambda: reader.deltas >= n or reader.closed, 120, "the stream on the page socket", 0.5)
+            wait_until(
+                lambda: app.status()["router"]["deltas"]["count"] >= n,
+                300,
+                "the stream in the stores",
+                0.5,
+            )
+            wait_until(
+                lambda: reader.deltas >= n or reader.closed,
+                120,
+                "the stream on the page socket",
+                0.5,
+            )
             marks["end"] = time.time()
             status = app.status()
             turn = app.turn(sid, turn_id) or {}
-            rss = {"connection": peak_rss_mb(conn_pid), "supervisor": peak_rss_mb(app.pid)}
+            rss = {
+                "connection": peak_rss_mb(conn_pid),
+                "supervisor": peak_rss_mb(app.pid),
+            }
             spilled = "spilling to" in app.output()
         finally:
             if reader is not None:
@@ -158,13 +198,25 @@ def dim_desktop(quick: bool) -> dict[str, Any]:
                 app.stop()
             gw.stop()
         view = gateway_view(gw, marks, marks["end"])
-    return {"n": n, **view,
-            "stores": check_text(turn.get("text", ""), n),
-            "page": {"deltas": reader.deltas, "lost": reader.lost, "duplicated": reader.dup, "outOfOrder": reader.ooo},
-            "reconnects": status["connection"].get("reconnects"),
-            "restarts": {k: v["restarts"] for k, v in status.items()},
-            "connectionPid": "unchanged" if status["connection"]["pid"] == conn_pid else "changed",
-            "peakRssMb": rss, "spilled": spilled, "catchUpS": round(marks["end"] - marks["cont"], 1)}
+    return {
+        "n": n,
+        **view,
+        "stores": check_text(turn.get("text", ""), n),
+        "page": {
+            "deltas": reader.deltas,
+            "lost": reader.lost,
+            "duplicated": reader.dup,
+            "outOfOrder": reader.ooo,
+        },
+        "reconnects": status["connection"].get("reconnects"),
+        "restarts": {k: v["restarts"] for k, v in status.items()},
+        "connectionPid": "unchanged"
+        if status["connection"]["pid"] == conn_pid
+        else "changed",
+        "peakRssMb": rss,
+        "spilled": spilled,
+        "catchUpS": round(marks["end"] - marks["cont"], 1),
+    }
 
 
 def single_process(quick: bool) -> dict[str, Any]:
@@ -176,11 +228,32 @@ def single_process(quick: bool) -> dict[str, Any]:
         proc = None
         try:
             out = wd / "single.json"
-            proc = subprocess.Popen([PY, "-m", "bench.single", "--url", gw.url, "--script", f"/stream {n} {RATE}",
-                                     "--n", str(n), "--out", str(out), "--hang-s", str(HANG_S),
-                                     "--stale-after-s", str(p["stale_after_s"]),
-                                     "--ping-interval-s", str(p["ping_interval_s"]), "--timeout-s", "600"],
-                                    cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "bench.single",
+                    "--url",
+                    gw.url,
+                    "--script",
+                    f"/stream {n} {RATE}",
+                    "--n",
+                    str(n),
+                    "--out",
+                    str(out),
+                    "--hang-s",
+                    str(HANG_S),
+                    "--stale-after-s",
+                    str(p["stale_after_s"]),
+                    "--ping-interval-s",
+                    str(p["ping_interval_s"]),
+                    "--timeout-s",
+                    "600",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             marks["start"] = time.time()
             if proc.stdout.readline().strip() != "streaming":  # type: ignore[union-attr]
                 raise RuntimeError("the single-process client did not start its stream")
@@ -203,16 +276,25 @@ def single_process(quick: bool) -> dict[str, Any]:
                 proc.kill()
             gw.stop()
         view = gateway_view(gw, marks, marks["end"])
-    return {"n": n, **view, "stores": r["check"],
-            "reconnects": r["reconnects"], "states": [s[1] + (f" ({s[2]})" if s[2] else "") for s in r["states"]],
-            "peakRssMb": {"process": r.get("peakRssMb")}, "catchUpS": round(marks["end"] - marks["cont"], 1)}
+    return {
+        "n": n,
+        **view,
+        "stores": r["check"],
+        "reconnects": r["reconnects"],
+        "states": [s[1] + (f" ({s[2]})" if s[2] else "") for s in r["states"]],
+        "peakRssMb": {"process": r.get("peakRssMb")},
+        "catchUpS": round(marks["end"] - marks["cont"], 1),
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
     p = plan(quick)
-    note = (f"quick: SIGSTOP {p['stop_s']:.0f} s past a staleness limit lowered to {p['stale_after_s']:.0f} s "
-            f"(ping every {p['ping_interval_s']:.0f} s)" if quick else
-            f"SIGSTOP {p['stop_s']:.0f} s past the {p['stale_after_s']:.0f} s staleness limit")
+    note = (
+        f"quick: SIGSTOP {p['stop_s']:.0f} s past a staleness limit lowered to {p['stale_after_s']:.0f} s "
+        f"(ping every {p['ping_interval_s']:.0f} s)"
+        if quick
+        else f"SIGSTOP {p['stop_s']:.0f} s past the {p['stale_after_s']:.0f} s staleness limit"
+    )
     log(f"stall: dim-desktop ({note}, UI blocked {HANG_S:.0f} s)")
     dim = dim_desktop(quick)
     log(f"  {dim}")
@@ -224,4 +306,5 @@ def run(quick: bool) -> dict[str, Any]:
 
 if __name__ == "__main__":
     import sys
+
     print(json.dumps(run("--quick" in sys.argv), indent=2))

@@ -34,8 +34,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import websocket
 
@@ -51,10 +52,14 @@ PY = sys.executable
 
 
 def log(msg: str) -> None:
-    print(f"[sync-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(
+        f"[sync-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True
+    )
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.001) -> Any:
+def wait_until(
+    pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.001
+) -> Any:
     # Polled every millisecond: the latencies measured here are a few milliseconds long.
     return harness_wait_until(pred, timeout, what, interval)
 
@@ -76,10 +81,24 @@ class Gateway:
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self) -> "Gateway":
-        self.proc = subprocess.Popen([PY, "-m", "dim_actors.devgateway", "--port", "0", "--data", str(self.data),
-                                      "--rate-limit", "1000000"], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+    def start(self) -> Gateway:
+        self.proc = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "dim_actors.devgateway",
+                "--port",
+                "0",
+                "--data",
+                str(self.data),
+                "--rate-limit",
+                "1000000",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if "listening on" not in line:
             raise RuntimeError(f"the dev gateway did not start: {line!r}")
@@ -96,7 +115,7 @@ class Gateway:
                 self.proc.wait()
 
 
-def stop_all(*things: "App | Client | Gateway | None") -> None:
+def stop_all(*things: App | Client | Gateway | None) -> None:
     """A benchmark's teardown: each part stopped, whatever became of the others."""
     for thing in things:
         if thing is not None:
@@ -111,7 +130,9 @@ def new_session(gateway_url: str, name: str) -> str:
     client = Client(gateway_url)
     try:
         client.send("create_session", agentType="coding-agent", name=name)
-        return client.wait(lambda e: e.get("type") == "session_created", 10)["session"]["id"]
+        return client.wait(lambda e: e.get("type") == "session_created", 10)["session"][
+            "id"
+        ]
     finally:
         client.close()
 
@@ -137,7 +158,9 @@ class Client:
                 ev = json.loads(data)
                 with self.cond:
                     if ev.get("type") == "file_changed":
-                        self.changed.setdefault(ev["path"], []).append((now, ev["iteration"], ev.get("hash", "")))
+                        self.changed.setdefault(ev["path"], []).append(
+                            (now, ev["iteration"], ev.get("hash", ""))
+                        )
                     else:
                         self.events.append(ev)
                     self.cond.notify_all()
@@ -183,12 +206,22 @@ class App:
         env.pop("DIM_TOKEN", None)
         env.pop("DIM_SYNC_FAULTS", None)
         self.log = open(home / "app-output.log", "ab")
-        self.proc = subprocess.Popen([PY, "-m", "dim_actors.app", "--no-browser", "--gateway", gateway_url],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "dim_actors.app", "--no-browser", "--gateway", gateway_url],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         rt = wait_until(self._runtime, 60, "dim-desktop's runtime.json", 0.05)
         self.base = rt["uiUrl"].split("/?")[0]
         self.token = rt["token"]
-        wait_until(lambda: self.invoke("get_state")["connection"]["state"] == "connected", 30, "connected", 0.05)
+        wait_until(
+            lambda: self.invoke("get_state")["connection"]["state"] == "connected",
+            30,
+            "connected",
+            0.05,
+        )
 
     def _runtime(self) -> dict | None:
         if self.proc.poll() is not None:
@@ -199,9 +232,15 @@ class App:
             return None
 
     def invoke(self, command: str, **args: Any) -> Any:
-        req = urllib.request.Request(f"{self.base}/invoke/{command}", data=json.dumps(args).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base}/invoke/{command}",
+            data=json.dumps(args).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 body = json.loads(r.read())
@@ -244,7 +283,7 @@ def populate(db_path: Path, sid: str, files: int, total_bytes: int) -> tuple[int
     return written, tree
 
 
-def wait_tracked(app: "App", sid: str, files: int, t0: float, timeout: float) -> int:
+def wait_tracked(app: App, sid: str, files: int, t0: float, timeout: float) -> int:
     """Until sync_status counts `files` tracked files; returns the number of polls.
 
     A sync_status costs the app about 5 ms of CPU at 10,000 files (it counts every tracked file, and
@@ -260,7 +299,9 @@ def wait_tracked(app: "App", sid: str, files: int, t0: float, timeout: float) ->
         if tracked >= files:
             return polls
         if elapsed > timeout:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for the initial materialization")
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for the initial materialization"
+            )
         left = (files - tracked) * elapsed / tracked if tracked else 0.2
         time.sleep(min(1.0, max(0.05, left / 4)))
 
@@ -279,7 +320,9 @@ def run(quick: bool) -> dict[str, Any]:
         gw = Gateway(data).start()
         sid = new_session(gw.url, "sync-bench")
         gw.stop()
-        log(f"writing a workspace of {files} files / {total >> 20} MB into the gateway's store")
+        log(
+            f"writing a workspace of {files} files / {total >> 20} MB into the gateway's store"
+        )
         nbytes, tree = populate(data / "gateway.db", sid, files, total)
         gw = Gateway(data).start()
         client = Client(gw.url)
@@ -303,11 +346,15 @@ def run(quick: bool) -> dict[str, Any]:
         for i in range(3):
             subprocess.run(["sync"], check=False)
             t0 = time.perf_counter()
-            subprocess.run(["cp", "-r", str(tree), str(work / f"cp-copy-{i}")], check=True)
+            subprocess.run(
+                ["cp", "-r", str(tree), str(work / f"cp-copy-{i}")], check=True
+            )
             cp_runs.append(time.perf_counter() - t0)
         cp_s = min(cp_runs)
-        log(f"materialized {files} files in {materialize_s:.2f} s; cp -r took {cp_s:.2f} s "
-            f"(best of {', '.join(f'{x:.2f}' for x in cp_runs)})")
+        log(
+            f"materialized {files} files in {materialize_s:.2f} s; cp -r took {cp_s:.2f} s "
+            f"(best of {', '.join(f'{x:.2f}' for x in cp_runs)})"
+        )
         st = app.invoke("sync_status", sessionId=sid)
         leaked = st["stats"]["echoesLeaked"]
 
@@ -317,9 +364,17 @@ def run(quick: bool) -> dict[str, Any]:
         for i in range(edits):
             content = f"agent write {i}\n"
             digest = hashlib.sha256(content.encode()).hexdigest()
-            client.send("run_turn", sessionId=sid, text=f"/write bench/agent.txt {content.strip()}\\n")
+            client.send(
+                "run_turn",
+                sessionId=sid,
+                text=f"/write bench/agent.txt {content.strip()}\\n",
+            )
             t_evt = client.wait_changed("bench/agent.txt", digest)
-            wait_until(lambda: target.is_file() and target.read_text() == content, 30, "the agent's write on disk")
+            wait_until(
+                lambda: target.is_file() and target.read_text() == content,
+                30,
+                "the agent's write on disk",
+            )
             agent_ms.append((time.perf_counter() - t_evt) * 1000)
             client.wait(lambda e: e.get("type") in ("turn_complete", "turn_error"), 10)
         st = app.invoke("sync_status", sessionId=sid)
@@ -335,21 +390,37 @@ def run(quick: bool) -> dict[str, Any]:
             tmp.write_bytes(content)
             t0 = time.perf_counter()
             os.replace(tmp, path)
-            t1 = client.wait_changed("bench/edited.txt", hashlib.sha256(content).hexdigest())
+            t1 = client.wait_changed(
+                "bench/edited.txt", hashlib.sha256(content).hexdigest()
+            )
             save_ms.append((t1 - t0) * 1000)
-        wait_until(lambda: app.invoke("sync_status", sessionId=sid)["pendingWrites"] == 0, 30, "no pending writes", 0.05)
+        wait_until(
+            lambda: app.invoke("sync_status", sessionId=sid)["pendingWrites"] == 0,
+            30,
+            "no pending writes",
+            0.05,
+        )
         st = app.invoke("sync_status", sessionId=sid)
         leaked = st["stats"]["echoesLeaked"]
-        log(f"save -> upstream: {pct(save_ms)}; slowest: {sorted(round(x) for x in save_ms)[-5:]}")
-        return {"sync": {
-            "save_to_upstream_ms": pct(save_ms),
-            "agent_write_to_disk_ms": pct(agent_ms),
-            "materialize_10k": {"seconds": round(materialize_s, 2), "cp_r_seconds": round(cp_s, 3),
-                                "ratio": round(materialize_s / cp_s, 1) if cp_s else None,
-                                "files": files, "bytes": nbytes},
-            "echo_leaked": leaked,
-            "edits": edits, "quick": quick,
-        }}
+        log(
+            f"save -> upstream: {pct(save_ms)}; slowest: {sorted(round(x) for x in save_ms)[-5:]}"
+        )
+        return {
+            "sync": {
+                "save_to_upstream_ms": pct(save_ms),
+                "agent_write_to_disk_ms": pct(agent_ms),
+                "materialize_10k": {
+                    "seconds": round(materialize_s, 2),
+                    "cp_r_seconds": round(cp_s, 3),
+                    "ratio": round(materialize_s / cp_s, 1) if cp_s else None,
+                    "files": files,
+                    "bytes": nbytes,
+                },
+                "echo_leaked": leaked,
+                "edits": edits,
+                "quick": quick,
+            }
+        }
     finally:
         stop_all(app, client, gw)
         shutil.rmtree(work, ignore_errors=True)
@@ -357,7 +428,11 @@ def run(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="50 edits and 1,000 files / 20 MB instead of 200 and 10,000 / 200 MB")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="50 edits and 1,000 files / 20 MB instead of 200 and 10,000 / 200 MB",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     args = ap.parse_args(argv)
     result = run(args.quick)

@@ -55,8 +55,15 @@ def peak_rss_by_role(pid: int) -> dict[str, float]:
             continue
         if b"resource_tracker" in cmd:
             continue  # multiprocessing's own helper
-        name = ("supervisor" if p == pid else "connection" if b"multiprocessing" in cmd
-                else "gateway" if b"devgateway" in cmd else f"pid {p}")
+        name = (
+            "supervisor"
+            if p == pid
+            else "connection"
+            if b"multiprocessing" in cmd
+            else "gateway"
+            if b"devgateway" in cmd
+            else f"pid {p}"
+        )
         out[name] = peak_rss_mb(p)
     return out
 
@@ -101,12 +108,17 @@ class StatusProbe:
 def uploaded(db: Path, sid: str) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        return conn.execute("SELECT COUNT(*) FROM file_heads WHERE session_id = ? AND deleted = 0", (sid,)).fetchone()[0]
+        return conn.execute(
+            "SELECT COUNT(*) FROM file_heads WHERE session_id = ? AND deleted = 0",
+            (sid,),
+        ).fetchone()[0]
     finally:
         conn.close()
 
 
-def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> dict[str, Any]:
+def run(
+    quick: bool, files: int | None = None, limit_s: float | None = None
+) -> dict[str, Any]:
     files = files or (20_000 if quick else 100_000)
     limit_s = limit_s or (300.0 if quick else 900.0)
     gw = app = probe = None
@@ -127,7 +139,11 @@ def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> 
             done_s = None
             while time.perf_counter() - t0 < limit_s:
                 st = probe.last
-                if st.get("filesTracked", 0) >= files and st.get("pendingWrites", 1) == 0 and not st.get("scan"):
+                if (
+                    st.get("filesTracked", 0) >= files
+                    and st.get("pendingWrites", 1) == 0
+                    and not st.get("scan")
+                ):
                     if uploaded(data / "gateway.db", sid) >= files:
                         done_s = time.perf_counter() - t0
                         break
@@ -145,12 +161,18 @@ def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> 
                 "upload_s": round(done_s, 1) if done_s is not None else None,
                 "uploaded": arrived,
                 "limit_s": limit_s,
-                "first_status_s": round(probe.first, 2) if probe.first is not None else None,
+                "first_status_s": round(probe.first, 2)
+                if probe.first is not None
+                else None,
                 "status_max_ms": round(times[-1] * 1000) if times else None,
-                "status_p50_ms": round(times[len(times) // 2] * 1000) if times else None,
-                "status_answers": len(times), "status_errors": probe.errors,
+                "status_p50_ms": round(times[len(times) // 2] * 1000)
+                if times
+                else None,
+                "status_answers": len(times),
+                "status_errors": probe.errors,
                 "scan_progress_seen": len(probe.scan_seen),
-                "restarts": sum(restarts.values()), "restarted": ",".join(sorted(restarts)) or None,
+                "restarts": sum(restarts.values()),
+                "restarted": ",".join(sorted(restarts)) or None,
                 "hung": ",".join(hung) or None,
                 "peak_rss_mb": rss,
             }
@@ -164,7 +186,9 @@ def run(quick: bool, files: int | None = None, limit_s: float | None = None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="20,000 files instead of 100,000")
+    ap.add_argument(
+        "--quick", action="store_true", help="20,000 files instead of 100,000"
+    )
     ap.add_argument("--files", type=int, help="this many files instead")
     ap.add_argument("--limit", type=float, help="give up after this many seconds")
     args = ap.parse_args(argv)

@@ -32,12 +32,16 @@ from bench.harness import (
 )
 
 
-def raw_loop(n: int, skip_utf8_validation: bool, buffered: bool = False) -> dict[str, Any]:
+def raw_loop(
+    n: int, skip_utf8_validation: bool, buffered: bool = False
+) -> dict[str, Any]:
     """The ceiling: websocket-client's recv_data in a loop, counting text_delta frames."""
     with Workdir("raw") as wd:
         gw = Gateway(wd)
         try:
-            c = PlainClient(gw.url, skip_utf8_validation=skip_utf8_validation, buffered=buffered)
+            c = PlainClient(
+                gw.url, skip_utf8_validation=skip_utf8_validation, buffered=buffered
+            )
             sid = c.create_session()
             c.join(sid)
             c.send({"type": "run_turn", "sessionId": sid, "text": f"/stream {n}"})
@@ -57,26 +61,56 @@ def raw_loop(n: int, skip_utf8_validation: bool, buffered: bool = False) -> dict
             c.close()
         finally:
             gw.stop()
-    return {"deltas": count, "seconds": round((last - first) / 1e9, 3), "eps": round(count / ((last - first) / 1e9)),
-            "cpuUsPerEvent": round(cpu_us, 2)}
+    return {
+        "deltas": count,
+        "seconds": round((last - first) / 1e9, 3),
+        "eps": round(count / ((last - first) / 1e9)),
+        "cpuUsPerEvent": round(cpu_us, 2),
+    }
 
 
-def single_process(n: int, script: str | None = None, timeout: float = 600) -> dict[str, Any]:
+def single_process(
+    n: int, script: str | None = None, timeout: float = 600
+) -> dict[str, Any]:
     """bench/single.py against its own gateway; rate at its stores (applied in the socket thread)."""
     with Workdir("single") as wd:
         gw = Gateway(wd)
         try:
             out = wd / "single.json"
-            subprocess.run([PY, "-m", "bench.single", "--url", gw.url, "--script", script or f"/stream {n}",
-                            "--n", str(n), "--out", str(out), "--timeout-s", str(timeout)],
-                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=timeout + 60)
+            subprocess.run(
+                [
+                    PY,
+                    "-m",
+                    "bench.single",
+                    "--url",
+                    gw.url,
+                    "--script",
+                    script or f"/stream {n}",
+                    "--n",
+                    str(n),
+                    "--out",
+                    str(out),
+                    "--timeout-s",
+                    str(timeout),
+                ],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                timeout=timeout + 60,
+            )
             r = json.loads(out.read_text())
         finally:
             gw.stop()
     d = r["deltas"]
     span = (d["lastApplyNs"] - d["firstRecvNs"]) / 1e9
-    return {"deltas": d["count"], "seconds": round(span, 3), "eps": round(d["count"] / span), "check": r["check"],
-            "latencyMs": r.get("latencyMs"), "peakRssMb": r.get("peakRssMb")}
+    return {
+        "deltas": d["count"],
+        "seconds": round(span, 3),
+        "eps": round(d["count"] / span),
+        "check": r["check"],
+        "latencyMs": r.get("latencyMs"),
+        "peakRssMb": r.get("peakRssMb"),
+    }
 
 
 def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[str, Any]:
@@ -89,21 +123,37 @@ def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[st
             app.wait_connected()
             if with_page:
                 page = Page(app.ui_url)
-            sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+            sid = app.invoke("create_session", agentType="coding-agent")["session"][
+                "id"
+            ]
             if page is not None:
-                page.select(sid)  # the page joins and shows the session, as a user would
+                page.select(
+                    sid
+                )  # the page joins and shows the session, as a user would
             app.invoke("join_session", sessionId=sid)
             conn_pid = app.status()["connection"]["pid"]
-            cpu = CpuMeter({"gateway": lambda: [gw.pid], "connection": lambda: [conn_pid],
-                            "supervisor": lambda: [app.pid],
-                            **browser_groups(lambda: [gw.pid, app.pid, conn_pid])})
+            cpu = CpuMeter(
+                {
+                    "gateway": lambda: [gw.pid],
+                    "connection": lambda: [conn_pid],
+                    "supervisor": lambda: [app.pid],
+                    **browser_groups(lambda: [gw.pid, app.pid, conn_pid]),
+                }
+            )
             cpu.start()
             t0 = time.monotonic()
             turn_id = app.run_turn(sid, f"/stream {n}")
-            wait_until(lambda: app.status()["router"]["deltas"]["count"] >= n, timeout, "the stores", 0.25)
+            wait_until(
+                lambda: app.status()["router"]["deltas"]["count"] >= n,
+                timeout,
+                "the stores",
+                0.25,
+            )
             stores_done = time.monotonic() - t0
             if page is not None:
-                wait_until(lambda: page.probe()["deltas"] >= n, timeout, "the page", 0.25)
+                wait_until(
+                    lambda: page.probe()["deltas"] >= n, timeout, "the page", 0.25
+                )
             cpu_s = cpu.stop()
             status = app.status()
             turn = app.turn(sid, turn_id) or {}
@@ -118,21 +168,32 @@ def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[st
     first = d["firstRecvNs"]
     out: dict[str, Any] = {
         "deltas": d["count"],
-        "connection": {"seconds": round((d["lastRecvNs"] - first) / 1e9, 3),
-                       "eps": round(d["count"] / ((d["lastRecvNs"] - first) / 1e9))},
-        "stores": {"seconds": round((d["lastApplyNs"] - first) / 1e9, 3),
-                   "eps": round(d["count"] / ((d["lastApplyNs"] - first) / 1e9))},
+        "connection": {
+            "seconds": round((d["lastRecvNs"] - first) / 1e9, 3),
+            "eps": round(d["count"] / ((d["lastRecvNs"] - first) / 1e9)),
+        },
+        "stores": {
+            "seconds": round((d["lastApplyNs"] - first) / 1e9, 3),
+            "eps": round(d["count"] / ((d["lastApplyNs"] - first) / 1e9)),
+        },
         "storesCheck": check_text(turn.get("text", ""), n),
         "storesWaitS": round(stores_done, 1),
         "cpuSeconds": cpu_s,
     }
     if probe is not None:
         span = (probe["lastMs"] * 1e6 - first) / 1e9
-        out["page"] = {"seconds": round(span, 3), "eps": round(probe["deltas"] / span), "deltas": probe["deltas"],
-                       "frames": probe["frames"], "maxBatch": probe["maxBatch"], "lost": probe["gaps"],
-                       "duplicated": probe["dup"], "outOfOrder": probe["ooo"],
-                       "bridgeQueuePeak": status["uibridge"].get("pageQueuePeak"),
-                       "errors": page.errors[:3] if page else []}
+        out["page"] = {
+            "seconds": round(span, 3),
+            "eps": round(probe["deltas"] / span),
+            "deltas": probe["deltas"],
+            "frames": probe["frames"],
+            "maxBatch": probe["maxBatch"],
+            "lost": probe["gaps"],
+            "duplicated": probe["dup"],
+            "outOfOrder": probe["ooo"],
+            "bridgeQueuePeak": status["uibridge"].get("pageQueuePeak"),
+            "errors": page.errors[:3] if page else [],
+        }
     return out
 
 
@@ -140,13 +201,28 @@ def run(quick: bool) -> dict[str, Any]:
     n = 200_000
     out: dict[str, Any] = {"n": n}
     steps = [
-        ("raw", "plain websocket-client loop, skip_utf8_validation=True", lambda: raw_loop(n, True)),
+        (
+            "raw",
+            "plain websocket-client loop, skip_utf8_validation=True",
+            lambda: raw_loop(n, True),
+        ),
         ("rawUtf8", "plain loop with UTF-8 validation", lambda: raw_loop(n, False)),
-        ("rawBuffered", "plain loop, read-ahead buffer (dim_actors/connection/fastws.py)",
-         lambda: raw_loop(n, True, buffered=True)),
+        (
+            "rawBuffered",
+            "plain loop, read-ahead buffer (dim_actors/connection/fastws.py)",
+            lambda: raw_loop(n, True, buffered=True),
+        ),
         ("single", "single-process client", lambda: single_process(n)),
-        ("dim", "dim-desktop with the page in headless Chromium", lambda: dim_desktop(n)),
-        ("dimNoPage", "dim-desktop without a page", lambda: dim_desktop(n, with_page=False)),
+        (
+            "dim",
+            "dim-desktop with the page in headless Chromium",
+            lambda: dim_desktop(n),
+        ),
+        (
+            "dimNoPage",
+            "dim-desktop without a page",
+            lambda: dim_desktop(n, with_page=False),
+        ),
     ]
     for key, what, fn in steps:
         log(f"throughput: {what}, {n} deltas")
@@ -157,4 +233,5 @@ def run(quick: bool) -> dict[str, Any]:
 
 if __name__ == "__main__":
     import sys
+
     print(json.dumps(run("--quick" in sys.argv), indent=2))

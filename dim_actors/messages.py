@@ -45,13 +45,19 @@ class GatewayTraits(msgspec.Struct):
     """Learned from what the gateway does, per connection; none of these is promised by the docs."""
 
     protocolVersion: int | None = None
-    pushesAuthenticated: Support = "unknown"  # `authenticated` without an `authenticate`
-    getEvents: Support = "unknown"  # `get_events` answered with an `event_list` we can read
+    pushesAuthenticated: Support = (
+        "unknown"  # `authenticated` without an `authenticate`
+    )
+    getEvents: Support = (
+        "unknown"  # `get_events` answered with an `event_list` we can read
+    )
     pong: Support = "unknown"  # `ping` answered with `pong`
     clientTurnIdEcho: Support = "unknown"  # `turn_started.clientTurnId` echoed
     denseSeqs: Support = "unknown"  # a live seq gap held missing events ("no": it skips seqs, gaps not refetched)
     heartbeatIntervalMs: int | None = None  # from `connected`
-    staleAfterMs: int | None = None  # the silence after which the connection is taken as dead
+    staleAfterMs: int | None = (
+        None  # the silence after which the connection is taken as dead
+    )
 
 
 class ConnectionState(Msg, tag="connection_state"):
@@ -243,7 +249,9 @@ class MaterializeItem(msgspec.Struct, omit_defaults=True):
     renamedFrom: str | None = None
     renamedFromHash: str | None = None
     conflictCopy: str | None = None
-    sourcePath: str | None = None  # a local file that already holds contentHash (copied, not fetched)
+    sourcePath: str | None = (
+        None  # a local file that already holds contentHash (copied, not fetched)
+    )
 
 
 class Materialize(Msg, tag="materialize"):
@@ -285,8 +293,17 @@ class GatewayState(msgspec.Struct):
 
 
 # The page's commands the journal answers (the router forwards them as SyncCommand).
-SYNC_COMMANDS = frozenset({"start_sync", "stop_sync", "sync_status", "resolve_conflict", "sync_pause",
-                           "sync_resume", "sync_defaults"})
+SYNC_COMMANDS = frozenset(
+    {
+        "start_sync",
+        "stop_sync",
+        "sync_status",
+        "resolve_conflict",
+        "sync_pause",
+        "sync_resume",
+        "sync_defaults",
+    }
+)
 # Sent by the router when the page has joined a session (not a page command: it gets no answer).
 AUTO_START = "sync_auto_start"
 
@@ -404,7 +421,13 @@ class ContentReady(Msg, tag="content_ready"):
     items: list[ContentItem]
 
 
-REPLICATION_DOWN = (StartReplication, StopReplication, SendWriteBack, FetchContent, AckSequence)
+REPLICATION_DOWN = (
+    StartReplication,
+    StopReplication,
+    SendWriteBack,
+    FetchContent,
+    AckSequence,
+)
 REPLICATION_UP = (ReplicationUpdate, ReplicationState, WriteBackOutcome, ContentReady)
 
 
@@ -499,7 +522,9 @@ _ids = itertools.count(1)
 
 def envelope(sender: str, recipient: str, body: Msg) -> Envelope:
     # itertools.count is atomic under the GIL, so ids increase monotonically across threads.
-    return Envelope(id=next(_ids), ts=time.time(), sender=sender, recipient=recipient, body=body)
+    return Envelope(
+        id=next(_ids), ts=time.time(), sender=sender, recipient=recipient, body=body
+    )
 
 
 def kind_of(body: Msg) -> str:
@@ -520,10 +545,33 @@ class PipeEvent(msgspec.Struct, array_like=True):
     recvNs: int
 
 
-_UpControl = Union[ConnectionState, CommandFailed, Queued, OutboxChanged, BadFrame, ResyncStarted,
-                   CatchupGap, SessionGone, ReplicationUpdate, ReplicationState, WriteBackOutcome, ContentReady]
-PipeDown = Union[Connect, Disconnect, SendFrame, CancelQueued, Shutdown, Resync,
-                 StartReplication, StopReplication, SendWriteBack, FetchContent, AckSequence]
+_UpControl = Union[
+    ConnectionState,
+    CommandFailed,
+    Queued,
+    OutboxChanged,
+    BadFrame,
+    ResyncStarted,
+    CatchupGap,
+    SessionGone,
+    ReplicationUpdate,
+    ReplicationState,
+    WriteBackOutcome,
+    ContentReady,
+]
+PipeDown = Union[
+    Connect,
+    Disconnect,
+    SendFrame,
+    CancelQueued,
+    Shutdown,
+    Resync,
+    StartReplication,
+    StopReplication,
+    SendWriteBack,
+    FetchContent,
+    AckSequence,
+]
 
 _pipe_encoder = msgspec.msgpack.Encoder()
 _up_decoder = msgspec.msgpack.Decoder(_UpControl)

@@ -11,8 +11,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import websocket
@@ -27,7 +28,12 @@ WAIT = 30.0  # s: the default for a condition (a state reached, an event arrived
 START = 90.0  # s: a process started (dim-desktop: its gateway, connection process and bridge)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02, what: str = "condition"):
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = WAIT,
+    interval: float = 0.02,
+    what: str = "condition",
+):
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -50,7 +56,9 @@ def desktop_unavailable(reason: str) -> NoReturn:
     what it needs (no apt-get, no root); under bin/test with every package installed it is a failure,
     since then it means a broken machine or a regression, not a missing tool."""
     if os.environ.get("DIM_DESKTOP_TOOLS") == "installed":
-        pytest.fail(f"{reason}, although bin/ensure-desktop installed every package the desktop tests need")
+        pytest.fail(
+            f"{reason}, although bin/ensure-desktop installed every package the desktop tests need"
+        )
     pytest.skip(reason)
 
 
@@ -66,7 +74,9 @@ class EventStream:
     """The bridge's /events WebSocket, collected on a thread; tests wait on conditions over it."""
 
     def __init__(self, url: str):
-        self.ws = websocket.create_connection(url, timeout=WAIT, skip_utf8_validation=True)
+        self.ws = websocket.create_connection(
+            url, timeout=WAIT, skip_utf8_validation=True
+        )
         self.frames: list[dict] = []
         self.cond = threading.Condition()
         self.closed = False
@@ -93,9 +103,16 @@ class EventStream:
     def gateway_events(self, session_id: str | None = None) -> list[dict]:
         with self.cond:
             evs = [f["payload"] for f in self.frames if f["event"] == "gateway-event"]
-        return [e for e in evs if session_id is None or e.get("sessionId") == session_id]
+        return [
+            e for e in evs if session_id is None or e.get("sessionId") == session_id
+        ]
 
-    def wait_for(self, predicate: Callable[[list[dict]], Any], timeout: float = WAIT, what: str = "events"):
+    def wait_for(
+        self,
+        predicate: Callable[[list[dict]], Any],
+        timeout: float = WAIT,
+        what: str = "events",
+    ):
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -104,18 +121,30 @@ class EventStream:
                     return value
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.closed:
-                    raise AssertionError(f"timed out waiting for {what}; last frames: {self.frames[-5:]}")
+                    raise AssertionError(
+                        f"timed out waiting for {what}; last frames: {self.frames[-5:]}"
+                    )
                 self.cond.wait(min(remaining, 0.5))
 
-    def wait_event(self, type_: str, session_id: str | None = None, timeout: float = WAIT,
-                   where: Callable[[dict], bool] = lambda e: True) -> dict:
+    def wait_event(
+        self,
+        type_: str,
+        session_id: str | None = None,
+        timeout: float = WAIT,
+        where: Callable[[dict], bool] = lambda e: True,
+    ) -> dict:
         def find(frames):
             for f in frames:
                 p = f.get("payload")
-                if (f["event"] == "gateway-event" and p.get("type") == type_
-                        and (session_id is None or p.get("sessionId") == session_id) and where(p)):
+                if (
+                    f["event"] == "gateway-event"
+                    and p.get("type") == type_
+                    and (session_id is None or p.get("sessionId") == session_id)
+                    and where(p)
+                ):
                     return p
             return None
+
         return self.wait_for(find, timeout, what=f"a {type_} event")
 
     def close(self) -> None:
@@ -128,24 +157,42 @@ class EventStream:
 class App:
     """One dim-desktop process with its own DIM_HOME."""
 
-    def __init__(self, home: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 prefix: list[str] | None = None):
+    def __init__(
+        self,
+        home: Path,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ):
         """`prefix`: a command the app runs under (e.g. `unshare ...`), which must exec it."""
         self.home = home
         # The caller's own DIM_TOKEN must not leak in; one given in `env` is meant.
         self.env = {k: v for k, v in os.environ.items() if k != "DIM_TOKEN"}
         self.env.update({"DIM_HOME": str(home), **(env or {})})
         self.log = open(home / "app-output.log", "ab")
-        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "dim_actors.app", "--no-browser",
-                                      *(args or [])],
-                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                *(prefix or []),
+                sys.executable,
+                "-m",
+                "dim_actors.app",
+                "--no-browser",
+                *(args or []),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
         self.base = self.runtime["uiUrl"].split("/?")[0]
         self.token = self.runtime["token"]
 
     def _read_runtime(self) -> dict | None:
         if self.proc.poll() is not None:
-            raise AssertionError(f"dim-desktop exited with {self.proc.returncode}: {self.output()}")
+            raise AssertionError(
+                f"dim-desktop exited with {self.proc.returncode}: {self.output()}"
+            )
         try:
             return json.loads((self.home / "run" / "runtime.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -154,9 +201,17 @@ class App:
     def output(self) -> str:
         return (self.home / "app-output.log").read_text(errors="replace")
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 60) -> tuple[int, dict]:
-        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        timeout: float = 60,
+    ) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            self.base + path, data=body, method=method, headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
@@ -164,20 +219,35 @@ class App:
             return e.code, json.loads(e.read() or b"null")
 
     def invoke(self, command: str, timeout: float = 60, **args: Any) -> Any:
-        status, body = self.request("POST", f"/invoke/{command}", json.dumps(args).encode(),
-                                    {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-                                    timeout)
+        status, body = self.request(
+            "POST",
+            f"/invoke/{command}",
+            json.dumps(args).encode(),
+            {
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+            },
+            timeout,
+        )
         if status != 200 or not body.get("ok"):
             raise InvokeError(status, body)
         return body["result"]
 
     def events(self) -> EventStream:
-        return EventStream(self.base.replace("http://", "ws://") + f"/events?token={self.token}")
+        return EventStream(
+            self.base.replace("http://", "ws://") + f"/events?token={self.token}"
+        )
 
     def dimctl(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
         # Longer than dimctl's own longest wait for an answer (`restart`: 90 s), so dimctl reports.
-        return subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "dim_actors.cli.dimctl", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def status(self) -> dict[str, dict]:
         out = self.dimctl("status", "--json")
@@ -185,8 +255,11 @@ class App:
         return {row["name"]: row for row in json.loads(out.stdout)}
 
     def wait_connected(self, timeout: float = 60) -> None:
-        wait_until(lambda: self.invoke("get_state")["connection"]["state"] == "connected", timeout,
-                   what="the gateway connection")
+        wait_until(
+            lambda: self.invoke("get_state")["connection"]["state"] == "connected",
+            timeout,
+            what="the gateway connection",
+        )
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -202,6 +275,7 @@ class App:
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -210,17 +284,32 @@ def free_port() -> int:
 class GatewayProcess:
     """A dev gateway the test controls: it can be killed and started again on the same port and data."""
 
-    def __init__(self, data: Path, port: int | None = None, args: list[str] | None = None):
+    def __init__(
+        self, data: Path, port: int | None = None, args: list[str] | None = None
+    ):
         self.data = data
         self.port = port or free_port()
         self.args = args or []
         self.proc: subprocess.Popen | None = None
         self.url = f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self) -> "GatewayProcess":
-        self.proc = subprocess.Popen([sys.executable, "-m", "dim_actors.devgateway", "--port", str(self.port),
-                                      "--data", str(self.data), *self.args],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    def start(self) -> GatewayProcess:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dim_actors.devgateway",
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data),
+                *self.args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         assert "listening on" in line, f"gateway did not start: {line!r}"
         return self

@@ -20,13 +20,31 @@ def xvfb():
     one). -displayfd has Xvfb pick a free display number and say it once it is ready; -noreset
     keeps it from resetting whenever its last client leaves (the window probe does)."""
     if not shutil.which("Xvfb"):
-        desktop_unavailable("Xvfb is not installed (bin/ensure-desktop installs it with apt-get)")
+        desktop_unavailable(
+            "Xvfb is not installed (bin/ensure-desktop installs it with apt-get)"
+        )
     read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp",
-                             "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "Xvfb",
+            "-displayfd",
+            str(write_fd),
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_fd)
     with os.fdopen(read_fd) as ready:
-        number = ready.readline().strip()  # blocks until Xvfb is ready, or "" when it exits first
+        number = (
+            ready.readline().strip()
+        )  # blocks until Xvfb is ready, or "" when it exits first
     if not number:
         proc.wait(60)
         desktop_unavailable(f"Xvfb did not start (exit status {proc.returncode})")
@@ -34,9 +52,17 @@ def xvfb():
     proc.terminate()
     proc.wait(60)
 
+
 CHROMIUM = os.environ.get("DIM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Playwright's defaults (5 s for an expect(...), 30 s for an action or a navigation) are tuned for
 # an idle developer machine. The suite must pass on a loaded CI machine too (2 shared cores, a CPU
@@ -71,7 +97,9 @@ def app(dim_home: Path):
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     """A dev gateway shared by a module's tests, with no rate limit to wait on (the sync tests')."""
-    with BackgroundGateway(rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gateway")) as g:
+    with BackgroundGateway(
+        rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gateway")
+    ) as g:
         yield g
 
 
@@ -89,8 +117,12 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                               env={**os.environ, "DIM_TEST_RUN": RUN_ID})
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            env={**os.environ, "DIM_TEST_RUN": RUN_ID},
+        )
         # Every context made from this browser, by a fixture or by a test, gets the generous
         # defaults (the event fires inside new_context, before it returns).
         b.on("context", _generous_timeouts)
@@ -108,7 +140,6 @@ def page(browser, app):
     p.page_errors = errors  # type: ignore[attr-defined]
     yield p
     context.close()
-
 
 
 # Every Chromium this run starts carries this marker in its environment, crash handler included,

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 
 @contextmanager
-def small_disk(folder: Path, size: str = "4m", read_only: bool = False) -> Iterator[Path]:
+def small_disk(
+    folder: Path, size: str = "4m", read_only: bool = False
+) -> Iterator[Path]:
     """`folder` (made if missing) as a tmpfs of `size`, private (0700), read-only if asked,
     unmounted afterwards."""
     folder.mkdir(mode=0o700, exist_ok=True)
     options = f"size={size},mode=0700" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
-        pytest.fail("the disk tests mount a small tmpfs, which needs root (CI runs the suite as root): "
-                    f"{mounted.stderr.strip()}")
+        pytest.fail(
+            "the disk tests mount a small tmpfs, which needs root (CI runs the suite as root): "
+            f"{mounted.stderr.strip()}"
+        )
     try:
         yield folder
     finally:

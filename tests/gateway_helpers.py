@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import websocket
 
@@ -34,9 +35,18 @@ class Client:
     # (the reference profile); the handshake then ends at ``connected``.
     # ``token``: sent when the welcome says ``requiresAuth`` (the app's embedded gateway, whose token
     # is in runtime.json's ``gatewayToken``).
-    def __init__(self, url: str, *, handshake: bool = True, timeout: float = 30.0, expect_authenticated: bool = True,
-                 token: str | None = None):
-        self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
+    def __init__(
+        self,
+        url: str,
+        *,
+        handshake: bool = True,
+        timeout: float = 30.0,
+        expect_authenticated: bool = True,
+        token: str | None = None,
+    ):
+        self.ws = websocket.create_connection(
+            url, timeout=timeout, suppress_origin=True
+        )
         self.timeout = timeout
         self.seen: list[Event] = []
         self._unread: list[Event] = []
@@ -77,7 +87,12 @@ class Client:
         self.seen.append(ev)
         return ev
 
-    def wait(self, match: Match | str, timeout: float | None = None, keep_others: bool = False) -> Event:
+    def wait(
+        self,
+        match: Match | str,
+        timeout: float | None = None,
+        keep_others: bool = False,
+    ) -> Event:
         """Receive until an event matches (a predicate, or a type name); return it.
 
         Events skipped on the way are dropped unless ``keep_others`` (then ``next`` returns them).
@@ -90,7 +105,9 @@ class Client:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise GatewayTimeout(f"no matching event; skipped {[e.get('type') for e in skipped][-20:]}")
+                    raise GatewayTimeout(
+                        f"no matching event; skipped {[e.get('type') for e in skipped][-20:]}"
+                    )
                 ev = self.next(left)
                 if match(ev):
                     return ev
@@ -108,7 +125,9 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise GatewayTimeout(f"no terminating event; got {[e.get('type') for e in out][-20:]}")
+                raise GatewayTimeout(
+                    f"no terminating event; got {[e.get('type') for e in out][-20:]}"
+                )
             ev = self.next(left)
             out.append(ev)
             if until(ev):
@@ -133,14 +152,23 @@ class Client:
             self.ok("join_session", sessionId=sid)
         return sid
 
-    def run(self, sid: str, text: str, timeout: float | None = None, **args: Any) -> list[Event]:
+    def run(
+        self, sid: str, text: str, timeout: float | None = None, **args: Any
+    ) -> list[Event]:
         """Run a turn and return its events from turn_started to turn_complete/turn_error."""
         self.send("run_turn", sessionId=sid, text=text, **args)
-        started = self.wait(lambda ev: ev.get("type") in ("turn_started", "error"), timeout)
+        started = self.wait(
+            lambda ev: ev.get("type") in ("turn_started", "error"), timeout
+        )
         assert started["type"] == "turn_started", started
         turn_id = started["turnId"]
-        rest = self.collect(lambda ev: ev.get("turnId") == turn_id and ev["type"] in ("turn_complete", "turn_error"),
-                            timeout)
+        rest = self.collect(
+            lambda ev: (
+                ev.get("turnId") == turn_id
+                and ev["type"] in ("turn_complete", "turn_error")
+            ),
+            timeout,
+        )
         return [started] + rest
 
     def close(self) -> None:
@@ -149,20 +177,24 @@ class Client:
         except Exception:
             pass
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def authenticated_socket(url: str, token: str, timeout: float = 30.0) -> websocket.WebSocket:
+def authenticated_socket(
+    url: str, token: str, timeout: float = 30.0
+) -> websocket.WebSocket:
     """A plain WebSocket to the gateway, past its handshake (authenticated when it asks for a token)."""
     ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
     welcome = json.loads(ws.recv())
     if welcome.get("requiresAuth"):
         ws.send(json.dumps({"type": "authenticate", "token": token}))
-    while json.loads(ws.recv())["type"] != ("authenticated" if welcome.get("requiresAuth") else "connected"):
+    while json.loads(ws.recv())["type"] != (
+        "authenticated" if welcome.get("requiresAuth") else "connected"
+    ):
         pass
     return ws
 

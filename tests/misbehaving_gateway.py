@@ -21,15 +21,23 @@ import json
 import socket
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from apphelpers import free_port
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 WELCOME = {"type": "welcome", "protocolVersion": 1, "requiresAuth": False}
-CONNECTED = {"type": "connected", "clientId": "c", "heartbeatIntervalMs": 30000, "ts": 1}
-AUTHENTICATED = {"type": "authenticated", "identity": {"userId": "u", "email": "e@x", "tenantId": "t"}}
+CONNECTED = {
+    "type": "connected",
+    "clientId": "c",
+    "heartbeatIntervalMs": 30000,
+    "ts": 1,
+}
+AUTHENTICATED = {
+    "type": "authenticated",
+    "identity": {"userId": "u", "email": "e@x", "tenantId": "t"},
+}
 DEFAULT_HANDSHAKE = [WELCOME, CONNECTED, AUTHENTICATED]
 
 
@@ -38,20 +46,25 @@ def _wire(frame: object) -> str | bytes:
 
 
 class MisbehavingGateway:
-    def __init__(self, handshakes: list[list[object]] | None = None,
-                 respond: Callable[[dict], list[object]] | None = None):
+    def __init__(
+        self,
+        handshakes: list[list[object]] | None = None,
+        respond: Callable[[dict], list[object]] | None = None,
+    ):
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.handshakes = list(handshakes or [])
         self.respond = respond
         self.connections = 0
         self.received: list[dict] = []
-        self.received_at: list[float] = []  # time.monotonic() of each of `received`, as it was read
+        self.received_at: list[
+            float
+        ] = []  # time.monotonic() of each of `received`, as it was read
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "MisbehavingGateway":
+    def start(self) -> MisbehavingGateway:
         self.thread.start()
         assert self.ready.wait(60), "the misbehaving gateway did not start listening"
         return self
@@ -64,7 +77,9 @@ class MisbehavingGateway:
         # Created on the loop's thread: an asyncio.Queue, so a handler whose client has gone can stop
         # waiting on it without taking (and losing) an item meant for the next connection.
         self.to_send: asyncio.Queue[object] = asyncio.Queue()
-        async with serve(self._handler, "127.0.0.1", self.port, max_size=None, compression=None) as server:
+        async with serve(
+            self._handler, "127.0.0.1", self.port, max_size=None, compression=None
+        ) as server:
             self.server = server
             self.ready.set()
             await server.serve_forever()
@@ -88,7 +103,9 @@ class MisbehavingGateway:
         try:
             while True:
                 getter = asyncio.create_task(self.to_send.get())
-                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {getter, reader}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not getter.done():
                     getter.cancel()  # the client is gone; the queue keeps what is waiting
                     return
@@ -148,7 +165,9 @@ class _GatewayProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return  # closed
-            self._connected(client, socket.create_connection(("127.0.0.1", self.target_port)))
+            self._connected(
+                client, socket.create_connection(("127.0.0.1", self.target_port))
+            )
 
     def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
         raise NotImplementedError
@@ -166,7 +185,9 @@ class HoldingProxy(_GatewayProxy):
     def __init__(self, target_port: int):
         self.held = threading.Event()
         self.armed: tuple[bytes, str] | None = None
-        self.client_frames: list[bytes] = []  # every frame a client sent, unmasked, in order
+        self.client_frames: list[
+            bytes
+        ] = []  # every frame a client sent, unmasked, in order
         super().__init__(target_port)
 
     def hold_after(self, pattern: bytes, direction: str) -> None:
@@ -176,18 +197,31 @@ class HoldingProxy(_GatewayProxy):
     def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
         watch, self.armed = self.armed, None
         hold = threading.Event()
-        for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
-            threading.Thread(target=self._pump, args=(src, dst, direction, watch, hold), daemon=True).start()
+        for src, dst, direction in (
+            (client, upstream, "up"),
+            (upstream, client, "down"),
+        ):
+            threading.Thread(
+                target=self._pump, args=(src, dst, direction, watch, hold), daemon=True
+            ).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, direction: str,
-              watch: tuple[bytes, str] | None, hold: threading.Event) -> None:
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        direction: str,
+        watch: tuple[bytes, str] | None,
+        hold: threading.Event,
+    ) -> None:
         try:
             for raw, payload in websocket_frames(src, dst):
                 if direction == "up":
                     self.client_frames.append(payload)
                 elif hold.is_set():
                     continue  # held: the gateway's frames stop here
-                seen = watch is not None and watch[1] == direction and watch[0] in payload
+                seen = (
+                    watch is not None and watch[1] == direction and watch[0] in payload
+                )
                 if seen:
                     # Set before the frame goes on, so no answer to it can slip through first.
                     hold.set()
@@ -219,13 +253,13 @@ def _split_frame(buf: bytes) -> tuple[bytes, bytes] | None:
         length, pos = int.from_bytes(buf[2:10], "big"), 10
     key = b""
     if masked:
-        key, pos = buf[pos:pos + 4], pos + 4
+        key, pos = buf[pos : pos + 4], pos + 4
     if len(buf) < pos + length:
         return None
-    payload = buf[pos:pos + length]
+    payload = buf[pos : pos + length]
     if masked:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return buf[:pos + length], payload
+    return buf[: pos + length], payload
 
 
 class LateReadingProxy(_GatewayProxy):
@@ -238,8 +272,12 @@ class LateReadingProxy(_GatewayProxy):
         super().__init__(target_port)
 
     def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=self._up, args=(client, upstream, time.monotonic()), daemon=True).start()
-        threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
+        threading.Thread(
+            target=self._up, args=(client, upstream, time.monotonic()), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._down, args=(upstream, client), daemon=True
+        ).start()
 
     @staticmethod
     def _down(src: socket.socket, dst: socket.socket) -> None:
@@ -259,7 +297,9 @@ class LateReadingProxy(_GatewayProxy):
             pass
 
 
-def websocket_frames(src: socket.socket, dst: socket.socket) -> Iterator[tuple[bytes, bytes]]:
+def websocket_frames(
+    src: socket.socket, dst: socket.socket
+) -> Iterator[tuple[bytes, bytes]]:
     """Read one direction of a proxied WebSocket connection: the HTTP upgrade is passed on to `dst`
     as it is, then each whole frame is yielded (as sent, and its unmasked payload) for the caller to
     pass on, hold or delay. Ends at EOF."""
@@ -270,9 +310,9 @@ def websocket_frames(src: socket.socket, dst: socket.socket) -> Iterator[tuple[b
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 continue
-            dst.sendall(buf[:end + 4])
-            buf, in_frames = buf[end + 4:], True
+            dst.sendall(buf[: end + 4])
+            buf, in_frames = buf[end + 4 :], True
         while (frame := _split_frame(buf)) is not None:
             raw, payload = frame
-            buf = buf[len(raw):]
+            buf = buf[len(raw) :]
             yield raw, payload

@@ -46,20 +46,46 @@ def main(log_path: str) -> None:
         if member == "GetCapabilities":
             conn.send(new_method_return(msg, "as", (["actions", "body"],)))
         elif member == "GetServerInformation":
-            conn.send(new_method_return(msg, "ssss", ("test-notifications", "dim", "1", "1.2")))
+            conn.send(
+                new_method_return(
+                    msg, "ssss", ("test-notifications", "dim", "1", "1.2")
+                )
+            )
         elif member == "Notify":
-            app_name, _replaces, _icon, summary, body, actions, _hints, timeout = msg.body
+            app_name, _replaces, _icon, summary, body, actions, _hints, timeout = (
+                msg.body
+            )
             next_id += 1
             with open(log_path, "a") as f:
-                f.write(json.dumps({"id": next_id, "appName": app_name, "summary": summary, "body": body,
-                                    "actions": list(actions), "timeout": timeout}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": next_id,
+                            "appName": app_name,
+                            "summary": summary,
+                            "body": body,
+                            "actions": list(actions),
+                            "timeout": timeout,
+                        }
+                    )
+                    + "\n"
+                )
             conn.send(new_method_return(msg, "u", (next_id,)))
             if "CLICK" in summary or "CLICK" in body:
-                conn.send(new_signal(emitter, "ActionInvoked", "us", (next_id, "default")))
+                conn.send(
+                    new_signal(emitter, "ActionInvoked", "us", (next_id, "default"))
+                )
         elif member == "CloseNotification":
             conn.send(new_method_return(msg))
         else:
-            conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", (f"no method {member}",)))
+            conn.send(
+                new_error(
+                    msg,
+                    "org.freedesktop.DBus.Error.UnknownMethod",
+                    "s",
+                    (f"no method {member}",),
+                )
+            )
 
 
 if __name__ == "__main__":

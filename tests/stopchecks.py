@@ -7,9 +7,9 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from apphelpers import App, wait_until
 
@@ -37,8 +37,11 @@ def gateway_pid(app: App) -> int:
     socket dim-desktop made and keeps (so the app holds it too)."""
     port = urllib.parse.urlsplit(app.runtime["gatewayUrl"]).port
     assert port is not None
-    others = wait_until(lambda: listening_pids(port) - {app.proc.pid}, 30,
-                        what=f"the gateway process listening on port {port}")
+    others = wait_until(
+        lambda: listening_pids(port) - {app.proc.pid},
+        30,
+        what=f"the gateway process listening on port {port}",
+    )
     assert len(others) == 1, others
     return others.pop()
 
@@ -76,18 +79,32 @@ def assert_stopped_in_time(home: Path, signal_sent_at: float | None = None) -> N
     """The app's log: its last stop took at most STOP_BOUND_S, and nothing failed or restarted
     during it (a child ending during a stop is expected, never a crash)."""
     lines = (home / "logs" / "dim-desktop.log").read_text(errors="replace").splitlines()
-    ends = [i for i, line in enumerate(lines) if "INFO stopped " in line and "after the stop request" in line]
+    ends = [
+        i
+        for i, line in enumerate(lines)
+        if "INFO stopped " in line and "after the stop request" in line
+    ]
     assert ends, "the app did not log that it stopped:\n" + "\n".join(lines[-20:])
-    requests = [i for i, line in enumerate(lines[:ends[-1]]) if "INFO stop requested: " in line]
+    requests = [
+        i for i, line in enumerate(lines[: ends[-1]]) if "INFO stop requested: " in line
+    ]
     assert requests, "the app did not log the stop request:\n" + "\n".join(lines[-20:])
     begun, end = requests[-1], ends[-1]
     took = _stamp(lines[end]) - _stamp(lines[begun])
-    assert took <= STOP_BOUND_S, f"the stop took {took:.1f}s:\n" + "\n".join(lines[begun:end + 1])
+    assert took <= STOP_BOUND_S, f"the stop took {took:.1f}s:\n" + "\n".join(
+        lines[begun : end + 1]
+    )
     if signal_sent_at is not None:
         since_signal = _stamp(lines[end]) - signal_sent_at
-        assert since_signal <= STOP_BOUND_S, f"stopped {since_signal:.1f}s after the signal was sent"
+        assert since_signal <= STOP_BOUND_S, (
+            f"stopped {since_signal:.1f}s after the signal was sent"
+        )
     during = lines[begun:]
-    bad = [line for line in during if re.search(r" (ERROR|WARNING|CRITICAL) |Traceback|restarting", line)]
+    bad = [
+        line
+        for line in during
+        if re.search(r" (ERROR|WARNING|CRITICAL) |Traceback|restarting", line)
+    ]
     assert not bad, "during the stop:\n" + "\n".join(during)
 
 
@@ -102,7 +119,9 @@ def assert_stop_ends_everything(app: App, stop: Callable[[], float | None]) -> N
     assert_stopped_in_time(app.home, sent_at)
     assert not (app.home / "run" / "runtime.json").exists()
     assert "stopped" in app.output()
-    wait_until(lambda: gone(conn_pid), EXIT_WAIT_S, what="the connection process to exit")
+    wait_until(
+        lambda: gone(conn_pid), EXIT_WAIT_S, what="the connection process to exit"
+    )
     wait_until(lambda: gone(gw_pid), EXIT_WAIT_S, what="the dev gateway to exit")
 
 

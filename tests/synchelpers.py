@@ -21,7 +21,11 @@ def new_session(app: App, script: str | None = None) -> str:
 def start(app: App, sid: str, folder: Path, **args) -> dict:
     """start_sync, then the session's status once its link to the gateway is up."""
     app.invoke("start_sync", sessionId=sid, localDir=str(folder), **args)
-    return wait_until(lambda: (st := status(app, sid))["link"] == "connected" and st, 60, what="the sync link")
+    return wait_until(
+        lambda: (st := status(app, sid))["link"] == "connected" and st,
+        60,
+        what="the sync link",
+    )
 
 
 def status(app: App, sid: str) -> dict:
@@ -55,6 +59,7 @@ def make_tree(root: Path, files: int) -> None:
 
 def run_script(app: App, sid: str, script: str) -> None:
     """Run the agent's script, once the session's previous turn is over."""
+
     def go():
         try:
             return app.invoke("run_turn", sessionId=sid, text=script) or True
@@ -62,6 +67,7 @@ def run_script(app: App, sid: str, script: str) -> None:
             if any(w in str(e).lower() for w in ("progress", "running", "busy")):
                 return None
             raise
+
     wait_until(go, 60, what="the turn accepted")
 
 

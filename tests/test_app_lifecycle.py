@@ -21,7 +21,14 @@ from stopchecks import assert_stop_ends_everything, gateway_pid, gone, signal_no
 
 def test_status_lists_actors_and_the_connection_runs_in_its_own_process(app: App):
     rows = app.status()
-    assert list(rows) == ["journal", "materializer", "watcher", "router", "connection", "uibridge"]
+    assert list(rows) == [
+        "journal",
+        "materializer",
+        "watcher",
+        "router",
+        "connection",
+        "uibridge",
+    ]
     for name, row in rows.items():
         assert row["state"] == "running", row
         assert row["restarts"] == 0 and isinstance(row["pid"], int)
@@ -39,26 +46,48 @@ def test_status_lists_actors_and_the_connection_runs_in_its_own_process(app: App
 def test_second_instance_on_the_same_home_says_so_and_starts_nothing(app: App):
     # With --no-browser it only reports the running one and fails; without, it opens that one's UI
     # and succeeds (tests/test_desktop.py).
-    second = subprocess.run([sys.executable, "-m", "dim_actors.app", "--no-browser"], cwd=ROOT,
-                            env=app.env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(
+        [sys.executable, "-m", "dim_actors.app", "--no-browser"],
+        cwd=ROOT,
+        env=app.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 1
     assert "already running" in second.stdout
     assert str(app.runtime["pid"]) in second.stdout
     assert app.proc.poll() is None
 
 
-@pytest.mark.parametrize("sig, group", [
-    (signal.SIGINT, True),    # Ctrl-C in the terminal: the whole process group gets it
-    (signal.SIGTERM, True),   # `kill -TERM -PGID`, or a session manager ending every process of the app
-    (signal.SIGTERM, False),  # `kill PID`
-], ids=["SIGINT-to-the-group", "SIGTERM-to-the-group", "SIGTERM-to-the-app"])
-def test_a_stop_signal_ends_the_app_its_connection_and_its_gateway_in_time(dim_home, sig, group):
+@pytest.mark.parametrize(
+    "sig, group",
+    [
+        (
+            signal.SIGINT,
+            True,
+        ),  # Ctrl-C in the terminal: the whole process group gets it
+        (
+            signal.SIGTERM,
+            True,
+        ),  # `kill -TERM -PGID`, or a session manager ending every process of the app
+        (signal.SIGTERM, False),  # `kill PID`
+    ],
+    ids=["SIGINT-to-the-group", "SIGTERM-to-the-group", "SIGTERM-to-the-app"],
+)
+def test_a_stop_signal_ends_the_app_its_connection_and_its_gateway_in_time(
+    dim_home, sig, group
+):
     # Under setsid, the app leads a process group of its own, as in a terminal: the connection
     # process is in it (and gets the signal too); the dev gateway has a session of its own.
     a = App(dim_home, prefix=["setsid"])
     try:
         a.wait_connected()
-        send = (lambda: os.killpg(a.proc.pid, sig)) if group else (lambda: a.proc.send_signal(sig))
+        send = (
+            (lambda: os.killpg(a.proc.pid, sig))
+            if group
+            else (lambda: a.proc.send_signal(sig))
+        )
         assert_stop_ends_everything(a, lambda: signal_now(send))
     finally:
         a.stop()
@@ -80,16 +109,34 @@ def test_dimctl_stop_ends_the_app(dim_home):
 
 def test_dimctl_without_a_running_instance_exits_2(dim_home):
     env = {**os.environ, "DIM_HOME": str(dim_home)}
-    r = subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", "status"], env=env,
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "dim_actors.cli.dimctl", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "no running dim-desktop" in r.stderr
     # A runtime.json left by a crash, pointing at a dead socket: a clear "stale" error.
     (dim_home / "run").mkdir(exist_ok=True)
-    (dim_home / "run" / "runtime.json").write_text(json.dumps({
-        "pid": 999999, "uiUrl": "http://127.0.0.1:1/?token=x", "token": "x",
-        "controlSocket": str(dim_home / "run" / "control.sock"), "gatewayUrl": "ws://127.0.0.1:1/ws"}))
-    r = subprocess.run([sys.executable, "-m", "dim_actors.cli.dimctl", "status"], env=env,
-                       capture_output=True, text=True, timeout=30)
+    (dim_home / "run" / "runtime.json").write_text(
+        json.dumps(
+            {
+                "pid": 999999,
+                "uiUrl": "http://127.0.0.1:1/?token=x",
+                "token": "x",
+                "controlSocket": str(dim_home / "run" / "control.sock"),
+                "gatewayUrl": "ws://127.0.0.1:1/ws",
+            }
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "dim_actors.cli.dimctl", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "stale" in r.stderr
 
 
@@ -105,9 +152,17 @@ class FakeControlSocket:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(self.path))
         self.sock.listen()
-        (home / "run" / "runtime.json").write_text(json.dumps({
-            "pid": os.getpid(), "uiUrl": "http://127.0.0.1:1/?token=x", "token": "x",
-            "controlSocket": str(self.path), "gatewayUrl": "ws://127.0.0.1:1/ws"}))
+        (home / "run" / "runtime.json").write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "uiUrl": "http://127.0.0.1:1/?token=x",
+                    "token": "x",
+                    "controlSocket": str(self.path),
+                    "gatewayUrl": "ws://127.0.0.1:1/ws",
+                }
+            )
+        )
         self.env = {**os.environ, "DIM_HOME": str(home)}
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -124,9 +179,17 @@ class FakeControlSocket:
                 conn.sendall(self.answer)
                 conn.close()
 
-    def dimctl(self, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-        return subprocess.run([*prefix, sys.executable, "-m", "dim_actors.cli.dimctl", *args], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    def dimctl(
+        self, *args: str, prefix: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "dim_actors.cli.dimctl", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def close(self) -> None:
         self.sock.close()
@@ -136,20 +199,29 @@ class FakeControlSocket:
 
 def assert_one_line_error(r: subprocess.CompletedProcess, text: str) -> None:
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("dimctl: ") and text in r.stderr, r.stderr
+    assert (
+        r.stderr.count("\n") == 1
+        and r.stderr.startswith("dimctl: ")
+        and text in r.stderr
+    ), r.stderr
 
 
-@pytest.mark.parametrize("args,answer", [
-    (["status"], b"this is not json\n"),
-    (["status"], b'{"ok": "perhaps"}\n'),  # JSON, but not a reply
-    (["status"], b"\xff\xfe\n"),
-    (["logs", "router"], b'{"ok": true}\nnot an envelope\n'),
-    (["logs", "router", "--json"], b'{"ok": true}\nnot an envelope\n'),
-])
+@pytest.mark.parametrize(
+    "args,answer",
+    [
+        (["status"], b"this is not json\n"),
+        (["status"], b'{"ok": "perhaps"}\n'),  # JSON, but not a reply
+        (["status"], b"\xff\xfe\n"),
+        (["logs", "router"], b'{"ok": true}\nnot an envelope\n'),
+        (["logs", "router", "--json"], b'{"ok": true}\nnot an envelope\n'),
+    ],
+)
 def test_dimctl_says_an_undecodable_answer_in_one_line(dim_home, args, answer):
     server = FakeControlSocket(dim_home, answer)
     try:
-        assert_one_line_error(server.dimctl(*args), "undecodable reply from dim-desktop")
+        assert_one_line_error(
+            server.dimctl(*args), "undecodable reply from dim-desktop"
+        )
     finally:
         server.close()
 
@@ -157,7 +229,9 @@ def test_dimctl_says_an_undecodable_answer_in_one_line(dim_home, args, answer):
 def test_dimctl_gives_up_on_a_control_socket_that_never_answers(dim_home):
     server = FakeControlSocket(dim_home, None)
     try:
-        assert_one_line_error(server.dimctl("--timeout", "1", "status"), "did not answer within 1s")
+        assert_one_line_error(
+            server.dimctl("--timeout", "1", "status"), "did not answer within 1s"
+        )
     finally:
         server.close()
 
@@ -171,10 +245,15 @@ def test_dimctl_without_permission_on_the_control_socket(dim_home):
             # Root passes any file mode through CAP_DAC_OVERRIDE: run dimctl as root without it (and
             # without CAP_DAC_READ_SEARCH), so the kernel checks the socket's mode as for anyone else.
             # setpriv is util-linux's, which Debian (the test machine's system) always has.
-            assert shutil.which("setpriv"), "running as root without setpriv (util-linux): cannot drop CAP_DAC_OVERRIDE"
+            assert shutil.which("setpriv"), (
+                "running as root without setpriv (util-linux): cannot drop CAP_DAC_OVERRIDE"
+            )
             caps = "-dac_override,-dac_read_search"
             prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
-        assert_one_line_error(server.dimctl("status", prefix=prefix), "permission denied on the control socket")
+        assert_one_line_error(
+            server.dimctl("status", prefix=prefix),
+            "permission denied on the control socket",
+        )
     finally:
         server.close()
 
@@ -183,18 +262,29 @@ def test_dimctl_logs_shows_what_an_actor_received(app: App):
     sid = app.invoke("create_session", agentType="echo")["session"]["id"]
     app.invoke("join_session", sessionId=sid)
     app.invoke("run_turn", sessionId=sid, text="log me")
-    wait_until(lambda: any(t["status"] == "complete" for t in app.invoke("get_state")["chats"][sid]["turns"]),
-               what="the turn to complete")
+    wait_until(
+        lambda: any(
+            t["status"] == "complete"
+            for t in app.invoke("get_state")["chats"][sid]["turns"]
+        ),
+        what="the turn to complete",
+    )
     out = app.dimctl("logs", "router", "--json")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert lines and all({"id", "ts", "sender", "recipient", "type", "body"} <= set(l) for l in lines)
+    assert lines and all(
+        {"id", "ts", "sender", "recipient", "type", "body"} <= set(l) for l in lines
+    )
     assert all(l["recipient"] == "router" for l in lines)
     ids = [l["id"] for l in lines]
     assert ids == sorted(ids)
     kinds = {l["type"] for l in lines}
     assert {"invoke", "gateway_event", "connection_state"} <= kinds
-    deltas = [l for l in lines if l["type"] == "gateway_event" and l["body"]["raw"]["type"] == "text_delta"]
+    deltas = [
+        l
+        for l in lines
+        if l["type"] == "gateway_event" and l["body"]["raw"]["type"] == "text_delta"
+    ]
     assert "".join(d["body"]["raw"]["text"] for d in deltas).endswith("log me")
 
     human = app.dimctl("logs", "uibridge")
@@ -214,7 +304,9 @@ def test_message_logs_survive_a_restart_of_the_app(dim_home):
         b.wait_connected()
         out = b.dimctl("logs", "router", "--type", "invoke", "--json")
         bodies = [json.loads(line)["body"] for line in out.stdout.splitlines()]
-        assert any(body.get("args", {}).get("name") == "before-the-restart" for body in bodies)
+        assert any(
+            body.get("args", {}).get("name") == "before-the-restart" for body in bodies
+        )
     finally:
         b.stop()
 
@@ -226,13 +318,17 @@ def children(pid: int) -> list[str]:
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == pid and fields[0] != "Z":
-                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                found.append(
+                    (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             pass
     return found
 
 
-def test_gateway_flag_with_dim_token_uses_that_gateway_and_starts_no_dev_gateway(tmp_path: Path):
+def test_gateway_flag_with_dim_token_uses_that_gateway_and_starts_no_dev_gateway(
+    tmp_path: Path,
+):
     gw = GatewayProcess(tmp_path / "gw", args=["--token", "s3cret"]).start()
     home = tmp_path / "home"
     home.mkdir()
@@ -240,7 +336,9 @@ def test_gateway_flag_with_dim_token_uses_that_gateway_and_starts_no_dev_gateway
     try:
         app.wait_connected()  # authenticated with DIM_TOKEN: the gateway requires it
         assert app.runtime["gatewayUrl"] == gw.url
-        assert app.invoke("get_state")["connection"]["identity"], "authenticated with an identity"
+        assert app.invoke("get_state")["connection"]["identity"], (
+            "authenticated with an identity"
+        )
         kids = children(app.proc.pid)
         assert any("dim-connection" in k or "multiprocessing" in k for k in kids), kids
         assert not any("devgateway" in k for k in kids), kids
@@ -265,9 +363,21 @@ def test_a_taken_ui_port_is_a_clear_error(dim_home: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "dim_actors.app", "--no-browser", "--ui-port", str(port)],
-                           cwd=ROOT, env={**os.environ, "DIM_HOME": str(dim_home)}, capture_output=True,
-                           text=True, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dim_actors.app",
+                "--no-browser",
+                "--ui-port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "DIM_HOME": str(dim_home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert r.returncode != 0
     assert str(port) in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (dim_home / "run" / "runtime.json").exists()
@@ -282,7 +392,11 @@ def test_kill_9_of_the_app_ends_its_embedded_dev_gateway_too(dim_home: Path):
     app.proc.wait(10)
     app.log.close()
     # No orphan keeps the gateway's data: the next start on this DIM_HOME gets a gateway of its own.
-    wait_until(lambda: gone(gw), 60, what="the embedded gateway to see its parent gone and stop")
+    wait_until(
+        lambda: gone(gw),
+        60,
+        what="the embedded gateway to see its parent gone and stop",
+    )
     wait_until(lambda: gone(conn), 60, what="the connection process to stop")
     (dim_home / "run" / "runtime.json").unlink()  # the killed instance's, left behind
     again = App(dim_home)

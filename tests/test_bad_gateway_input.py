@@ -18,34 +18,77 @@ def bad_gateway():
     gw.stop()
 
 
-def test_malformed_frames_are_reported_and_the_connection_survives(dim_home, bad_gateway):
+def test_malformed_frames_are_reported_and_the_connection_survives(
+    dim_home, bad_gateway
+):
     app = App(dim_home, ["--gateway", bad_gateway.url])
     try:
         app.wait_connected()
         events = app.events()
-        good = {"type": "brand_new_event", "sessionId": "s1", "seq": 4, "ts": 5, "novel": {"x": [1, 2]}}
+        good = {
+            "type": "brand_new_event",
+            "sessionId": "s1",
+            "seq": 4,
+            "ts": 5,
+            "novel": {"x": [1, 2]},
+        }
         bad_gateway.send("{this is not json")
-        bad_gateway.send(json.dumps({"type": "text_delta", "sessionId": "s1", "seq": "two", "ts": 1}))
+        bad_gateway.send(
+            json.dumps({"type": "text_delta", "sessionId": "s1", "seq": "two", "ts": 1})
+        )
         bad_gateway.send(json.dumps([1, 2, 3]))
         bad_gateway.send(b"\x00\x01binary")
-        bad_gateway.send(json.dumps({"type": "turn_started", "sessionId": "s1", "turnId": 7, "seq": 2, "ts": 1}))
+        bad_gateway.send(
+            json.dumps(
+                {
+                    "type": "turn_started",
+                    "sessionId": "s1",
+                    "turnId": 7,
+                    "seq": 2,
+                    "ts": 1,
+                }
+            )
+        )
         # Right envelope, wrong field type inside: the stores refuse it, the router stays up.
-        bad_gateway.send(json.dumps({"type": "text_delta", "sessionId": "s1", "turnId": "t", "seq": 3, "ts": 1,
-                                     "text": 5}))
+        bad_gateway.send(
+            json.dumps(
+                {
+                    "type": "text_delta",
+                    "sessionId": "s1",
+                    "turnId": "t",
+                    "seq": 3,
+                    "ts": 1,
+                    "text": 5,
+                }
+            )
+        )
         bad_gateway.send("x" * (17 << 20))
         bad_gateway.send(json.dumps(good))
-        frames = events.wait_for(lambda fs: [f for f in fs if f["event"] == "gateway-warning"]
-                                 if sum(f["event"] == "gateway-warning" for f in fs) >= 7 else None,
-                                 60, what="seven warnings")
+        frames = events.wait_for(
+            lambda fs: (
+                [f for f in fs if f["event"] == "gateway-warning"]
+                if sum(f["event"] == "gateway-warning" for f in fs) >= 7
+                else None
+            ),
+            60,
+            what="seven warnings",
+        )
         reasons = " | ".join(f["payload"]["reason"] for f in frames)
         assert "not JSON" in reasons and "binary" in reasons and "over the" in reasons
         # The unknown event after all that still arrives, intact, as a generic event.
         got = events.wait_event("brand_new_event")
         assert got == good
         row = app.status()["connection"]
-        assert row["connection"] == "connected" and row["reconnects"] == 0 and row["restarts"] == 0
+        assert (
+            row["connection"] == "connected"
+            and row["reconnects"] == 0
+            and row["restarts"] == 0
+        )
         assert row["badFrames"] >= 5
-        assert app.status()["router"]["restarts"] == 0 and app.status()["router"]["badEvents"] >= 1
+        assert (
+            app.status()["router"]["restarts"] == 0
+            and app.status()["router"]["badEvents"] >= 1
+        )
         state = app.invoke("get_state")
         assert good in state["chats"]["s1"]["other"]
     finally:
@@ -57,7 +100,9 @@ def test_a_socket_closed_mid_frame_reconnects(dim_home, bad_gateway):
     try:
         app.wait_connected()
         bad_gateway.send("CLOSE_MID_FRAME")
-        wait_until(lambda: bad_gateway.connections >= 2, 60, what="the client to reconnect")
+        wait_until(
+            lambda: bad_gateway.connections >= 2, 60, what="the client to reconnect"
+        )
         app.wait_connected()
         assert app.status()["connection"]["reconnects"] >= 1
     finally:
@@ -81,22 +126,62 @@ def app_against(dim_home, **gateway: object):
         gw.stop()
 
 
-def a_turn(sid: str, turn_id: str, first_seq: int, parts: list[str], **started: object) -> list[dict]:
+def a_turn(
+    sid: str, turn_id: str, first_seq: int, parts: list[str], **started: object
+) -> list[dict]:
     """The frames of one turn, as the gateway streams them."""
-    frames: list[dict] = [{"type": "turn_started", "sessionId": sid, "turnId": turn_id, "seq": first_seq, "ts": 1,
-                           "text": "go", **started}]
+    frames: list[dict] = [
+        {
+            "type": "turn_started",
+            "sessionId": sid,
+            "turnId": turn_id,
+            "seq": first_seq,
+            "ts": 1,
+            "text": "go",
+            **started,
+        }
+    ]
     for i, part in enumerate(parts, 1):
-        frames.append({"type": "text_delta", "sessionId": sid, "turnId": turn_id, "seq": first_seq + i, "ts": 1,
-                       "text": part})
-    frames.append({"type": "turn_complete", "sessionId": sid, "turnId": turn_id, "seq": first_seq + len(parts) + 1,
-                   "ts": 1, "finalText": "".join(parts)})
+        frames.append(
+            {
+                "type": "text_delta",
+                "sessionId": sid,
+                "turnId": turn_id,
+                "seq": first_seq + i,
+                "ts": 1,
+                "text": part,
+            }
+        )
+    frames.append(
+        {
+            "type": "turn_complete",
+            "sessionId": sid,
+            "turnId": turn_id,
+            "seq": first_seq + len(parts) + 1,
+            "ts": 1,
+            "finalText": "".join(parts),
+        }
+    )
     return frames
 
 
 def snapshot_of(sid: str, last_seq: int) -> dict:
-    return {"type": "state_snapshot", "sessionId": sid, "lastSeq": last_seq, "pendingRequests": [],
-            "session": {"id": sid, "name": "s", "agentType": "echo", "status": "ready", "archived": False,
-                        "createdAt": 1, "updatedAt": 1, "lastSeq": last_seq}}
+    return {
+        "type": "state_snapshot",
+        "sessionId": sid,
+        "lastSeq": last_seq,
+        "pendingRequests": [],
+        "session": {
+            "id": sid,
+            "name": "s",
+            "agentType": "echo",
+            "status": "ready",
+            "archived": False,
+            "createdAt": 1,
+            "updatedAt": 1,
+            "lastSeq": last_seq,
+        },
+    }
 
 
 def stored_turn(app: App, sid: str, turn_id: str) -> dict | None:
@@ -105,8 +190,13 @@ def stored_turn(app: App, sid: str, turn_id: str) -> dict | None:
 
 
 def wait_complete(app: App, sid: str, turn_id: str, text: str) -> None:
-    t = wait_until(lambda: (lambda t: t if t and t["status"] == "complete" else None)(stored_turn(app, sid, turn_id)),
-                   60, what=f"turn {turn_id} to complete in the stores")
+    t = wait_until(
+        lambda: (lambda t: t if t and t["status"] == "complete" else None)(
+            stored_turn(app, sid, turn_id)
+        ),
+        60,
+        what=f"turn {turn_id} to complete in the stores",
+    )
     assert t["text"] == text and t["finalText"] == text
 
 
@@ -119,16 +209,38 @@ def still_up(app: App, gw: MisbehavingGateway, connections: int = 1) -> dict:
 
 
 @pytest.mark.parametrize("retry_after", [None, "soon"])
-def test_auth_rate_limited_with_an_unusable_retry_after_waits_a_default_and_connects(dim_home, retry_after):
-    with app_against(dim_home, handshakes=[[
-        {"type": "welcome", "protocolVersion": 1, "requiresAuth": True}, "AWAIT",
-        {"type": "error", "code": "AUTH_RATE_LIMITED", "message": "slow down", "retryAfterMs": retry_after},
-    ]]) as (gw, app):
+def test_auth_rate_limited_with_an_unusable_retry_after_waits_a_default_and_connects(
+    dim_home, retry_after
+):
+    with app_against(
+        dim_home,
+        handshakes=[
+            [
+                {"type": "welcome", "protocolVersion": 1, "requiresAuth": True},
+                "AWAIT",
+                {
+                    "type": "error",
+                    "code": "AUTH_RATE_LIMITED",
+                    "message": "slow down",
+                    "retryAfterMs": retry_after,
+                },
+            ]
+        ],
+    ) as (gw, app):
         events = app.events()
         app.wait_connected()
-        state = events.wait_for(lambda fs: next((f["payload"] for f in fs if f["event"] == "connection-state"
-                                                 and f["payload"]["state"] == "reconnecting"), None),
-                                what="the reconnecting state")
+        state = events.wait_for(
+            lambda fs: next(
+                (
+                    f["payload"]
+                    for f in fs
+                    if f["event"] == "connection-state"
+                    and f["payload"]["state"] == "reconnecting"
+                ),
+                None,
+            ),
+            what="the reconnecting state",
+        )
         assert state["retryInMs"] == 1000 and "AUTH_RATE_LIMITED" in state["detail"]
         row = still_up(app, gw, connections=2)
         assert row["reconnects"] == 1 and row["badFrames"] >= 1
@@ -137,7 +249,9 @@ def test_auth_rate_limited_with_an_unusable_retry_after_waits_a_default_and_conn
         wait_complete(app, "s1", "t1", "after the wait")
 
 
-@pytest.mark.parametrize("page", ["events not a list", "one bad event", "repeats itself"])
+@pytest.mark.parametrize(
+    "page", ["events not a list", "one bad event", "repeats itself"]
+)
 def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page):
     good = a_turn("s1", "t1", 1, ["hello ", "world"])  # seqs 1..4
     has_more, asked = False, 1
@@ -147,28 +261,50 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
         # hasMore, but the same page again for the next request: asked once more, then given up on
         events_field, expected_first, has_more, asked = good, "hello world", True, 2
     else:
-        bad = {"type": "text_delta", "sessionId": "s1", "turnId": "t1", "seq": "three", "ts": 1, "text": "?"}
+        bad = {
+            "type": "text_delta",
+            "sessionId": "s1",
+            "turnId": "t1",
+            "seq": "three",
+            "ts": 1,
+            "text": "?",
+        }
         events_field, expected_first = [*good[:2], bad, *good[2:]], "hello world"
 
     def respond(msg: dict) -> list[object]:
         if msg["type"] == "join_session":
             return [snapshot_of("s1", 4)]
         if msg["type"] == "get_events":
-            return [{"type": "event_list", "sessionId": "s1", "events": events_field, "hasMore": has_more}]
+            return [
+                {
+                    "type": "event_list",
+                    "sessionId": "s1",
+                    "events": events_field,
+                    "hasMore": has_more,
+                }
+            ]
         return []
 
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         app.invoke("join_session", sessionId="s1")
-        wait_until(lambda: app.status()["connection"]["badFrames"] >= 1, 60, what="the bad page to be reported")
+        wait_until(
+            lambda: app.status()["connection"]["badFrames"] >= 1,
+            60,
+            what="the bad page to be reported",
+        )
         if expected_first is not None:
-            wait_complete(app, "s1", "t1", expected_first)  # the rest of the page arrived, in order
+            wait_complete(
+                app, "s1", "t1", expected_first
+            )  # the rest of the page arrived, in order
         # The catch-up is over (not retried, not stuck): live events of the session flow again.
         for frame in a_turn("s1", "t2", 5, ["live ", "again"]):
             gw.send(frame)
         wait_complete(app, "s1", "t2", "live again")
         still_up(app, gw)
-        assert sum(m["type"] == "get_events" for m in gw.received) == asked  # not asked for again and again
+        assert (
+            sum(m["type"] == "get_events" for m in gw.received) == asked
+        )  # not asked for again and again
 
 
 def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim_home):
@@ -185,20 +321,30 @@ def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         answer = app.invoke("run_turn", sessionId="s1", text="go")
-        assert answer["type"] == "turn_started" and answer["turnId"] == "t1" and "clientTurnId" not in answer
+        assert (
+            answer["type"] == "turn_started"
+            and answer["turnId"] == "t1"
+            and "clientTurnId" not in answer
+        )
         assert sent[0]["clientTurnId"]  # we sent one all the same
         wait_complete(app, "s1", "t1", "plain v1")
         assert app.invoke("run_turn", sessionId="s1", text="again")["turnId"] == "t2"
         assert still_up(app, gw)["badFrames"] == 0
 
 
-def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_still_shows(dim_home):
+def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_still_shows(
+    dim_home,
+):
     # The answer cannot be proven ours, so the run_turn is not answered by it (it times out, quickly
     # here); the turn's events still reach the stores.
     write_settings(dim_home, "request_timeout_s = 2.0\n")
 
     def respond(msg: dict) -> list[object]:
-        return a_turn("s1", "t1", 1, ["odd ", "id"], clientTurnId=12345) if msg["type"] == "run_turn" else []
+        return (
+            a_turn("s1", "t1", 1, ["odd ", "id"], clientTurnId=12345)
+            if msg["type"] == "run_turn"
+            else []
+        )
 
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
@@ -213,25 +359,39 @@ def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_
         wait_complete(app, "s1", "t2", "still reading")
 
 
-def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_the_outbox_goes_on(dim_home):
+def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_the_outbox_goes_on(
+    dim_home,
+):
     runs: list[dict] = []
 
     def respond(msg: dict) -> list[object]:
         if msg["type"] == "join_session":
             return [snapshot_of("s1", 0)]
         if msg["type"] == "get_events":
-            return [{"type": "event_list", "sessionId": "s1", "events": [], "hasMore": False}]
+            return [
+                {
+                    "type": "event_list",
+                    "sessionId": "s1",
+                    "events": [],
+                    "hasMore": False,
+                }
+            ]
         if msg["type"] == "run_turn":
             runs.append(msg)
             if len(runs) == 1:
                 return [{"type": "error", "code": 42, "message": "refused, oddly"}]
-            return a_turn("s1", "t2", 1, ["second ", "turn"], clientTurnId=msg["clientTurnId"])
+            return a_turn(
+                "s1", "t2", 1, ["second ", "turn"], clientTurnId=msg["clientTurnId"]
+            )
         return []
 
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         app.invoke("gateway_disconnect")
-        wait_until(lambda: app.invoke("get_state")["connection"]["state"] == "offline", what="offline")
+        wait_until(
+            lambda: app.invoke("get_state")["connection"]["state"] == "offline",
+            what="offline",
+        )
         first = app.invoke("run_turn", sessionId="s1", text="first")
         second = app.invoke("run_turn", sessionId="s1", text="second")
         assert first["type"] == second["type"] == "queued"
@@ -239,32 +399,61 @@ def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_t
         # The refused item leaves the outbox (an unreadable error is not TurnInProgress: no retry),
         # and the next one goes out and runs.
         wait_complete(app, "s1", "t2", "second turn")
-        wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
+        wait_until(
+            lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty"
+        )
         assert [r["text"] for r in runs] == ["first", "second"]
         assert still_up(app, gw, connections=2)["badFrames"] >= 1
 
 
 def test_a_newer_protocol_version_goes_on_with_v1_and_says_so(dim_home):
-    with app_against(dim_home, handshakes=[[
-        {"type": "welcome", "protocolVersion": 2, "requiresAuth": False}, CONNECTED, AUTHENTICATED,
-    ]]) as (gw, app):
+    with app_against(
+        dim_home,
+        handshakes=[
+            [
+                {"type": "welcome", "protocolVersion": 2, "requiresAuth": False},
+                CONNECTED,
+                AUTHENTICATED,
+            ]
+        ],
+    ) as (gw, app):
         app.wait_connected()
         conn = app.invoke("get_state")["connection"]
-        assert conn["warnings"] == ["The gateway speaks protocol version 2; this client speaks version 1 and goes "
-                                    "on with version 1 messages."]
+        assert conn["warnings"] == [
+            "The gateway speaks protocol version 2; this client speaks version 1 and goes "
+            "on with version 1 messages."
+        ]
         assert conn["traits"]["protocolVersion"] == 2
         assert gw.connections == 1
 
 
 def test_an_older_protocol_version_is_a_clear_offline_state_without_retries(dim_home):
-    with app_against(dim_home, handshakes=[[
-        {"type": "welcome", "protocolVersion": 0, "requiresAuth": False}, CONNECTED, AUTHENTICATED,
-    ]]) as (gw, app):
-        conn = wait_until(lambda: (c := app.invoke("get_state")["connection"])["state"] == "offline"
-                          and c["detail"] and c, 60, what="the version mismatch")
+    with app_against(
+        dim_home,
+        handshakes=[
+            [
+                {"type": "welcome", "protocolVersion": 0, "requiresAuth": False},
+                CONNECTED,
+                AUTHENTICATED,
+            ]
+        ],
+    ) as (gw, app):
+        conn = wait_until(
+            lambda: (
+                (c := app.invoke("get_state")["connection"])["state"] == "offline"
+                and c["detail"]
+                and c
+            ),
+            60,
+            what="the version mismatch",
+        )
         assert conn["detail"] == "gateway speaks protocol v0, this client speaks 1"
         row = app.status()["connection"]
-        assert row["connection"] == "offline" and row["reconnects"] == 0 and row["restarts"] == 0
+        assert (
+            row["connection"] == "offline"
+            and row["reconnects"] == 0
+            and row["restarts"] == 0
+        )
         # Not retried (a retry would come within 0.5 s; the status round trip above takes longer);
         # a new gateway_connect tries again, and this gateway now speaks v1.
         assert gw.connections == 1
@@ -275,22 +464,34 @@ def test_an_older_protocol_version_is_a_clear_offline_state_without_retries(dim_
 
 def peak_rss_kib(pid: int) -> int:
     status = open(f"/proc/{pid}/status").read()
-    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    return int(
+        next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[
+            1
+        ]
+    )
 
 
-def test_an_oversized_frame_is_skipped_unread_and_the_connection_stays_up(dim_home, bad_gateway):
+def test_an_oversized_frame_is_skipped_unread_and_the_connection_stays_up(
+    dim_home, bad_gateway
+):
     app = App(dim_home, ["--gateway", bad_gateway.url])
     try:
         app.wait_connected()
         events = app.events()
         pid = app.status()["connection"]["pid"]
         before = peak_rss_kib(pid)
-        bad_gateway.send("x" * (64 << 20))  # a real 64 MiB text frame: header first, then the payload
+        bad_gateway.send(
+            "x" * (64 << 20)
+        )  # a real 64 MiB text frame: header first, then the payload
         for frame in a_turn("s1", "t1", 1, ["after ", "the big one"]):
             bad_gateway.send(frame)
         wait_complete(app, "s1", "t1", "after the big one")
-        warning = events.wait_for(lambda fs: next((f["payload"] for f in fs if f["event"] == "gateway-warning"), None),
-                                  what="the oversized frame's warning")
+        warning = events.wait_for(
+            lambda fs: next(
+                (f["payload"] for f in fs if f["event"] == "gateway-warning"), None
+            ),
+            what="the oversized frame's warning",
+        )
         assert "67108864 bytes is over the 16777216-byte limit" in warning["reason"]
         assert warning["sample"] == "x" * 200
         assert still_up(app, bad_gateway)["badFrames"] == 1
@@ -301,39 +502,76 @@ def test_an_oversized_frame_is_skipped_unread_and_the_connection_stays_up(dim_ho
 
 
 def test_dimctl_status_shows_how_long_until_the_next_attempt(dim_home):
-    with app_against(dim_home, handshakes=[[
-        {"type": "welcome", "protocolVersion": 1, "requiresAuth": True}, "AWAIT",
-        {"type": "error", "code": "AUTH_RATE_LIMITED", "message": "slow down", "retryAfterMs": 60000},
-    ]]) as (gw, app):
-        row = wait_until(lambda: (r := app.status()["connection"])["connection"] == "reconnecting" and r, 60,
-                         what="the reconnecting state in dimctl status")
+    with app_against(
+        dim_home,
+        handshakes=[
+            [
+                {"type": "welcome", "protocolVersion": 1, "requiresAuth": True},
+                "AWAIT",
+                {
+                    "type": "error",
+                    "code": "AUTH_RATE_LIMITED",
+                    "message": "slow down",
+                    "retryAfterMs": 60000,
+                },
+            ]
+        ],
+    ) as (gw, app):
+        row = wait_until(
+            lambda: (
+                (r := app.status()["connection"])["connection"] == "reconnecting" and r
+            ),
+            60,
+            what="the reconnecting state in dimctl status",
+        )
         # The gateway's wait, honoured, and counted down: status says how long from now. The minute
         # began once the gateway had read the authenticate it refused, so no more of it can have
         # passed than the time since then (a bound measured here, whatever the machine's load).
         since_refusal_ms = (time.monotonic() - gw.received_at[0]) * 1000
         assert gw.received[0]["type"] == "authenticate"
-        assert 60_000 - since_refusal_ms - 1 <= row["retryInMs"] <= 60_000 and "AUTH_RATE_LIMITED" in row["detail"]
+        assert (
+            60_000 - since_refusal_ms - 1 <= row["retryInMs"] <= 60_000
+            and "AUTH_RATE_LIMITED" in row["detail"]
+        )
         first = row["retryInMs"]
-        wait_until(lambda: app.status()["connection"]["retryInMs"] < first, what="the wait to count down")
-        app.invoke("gateway_connect", url=gw.url)  # asked for now: no waiting out the minute
+        wait_until(
+            lambda: app.status()["connection"]["retryInMs"] < first,
+            what="the wait to count down",
+        )
+        app.invoke(
+            "gateway_connect", url=gw.url
+        )  # asked for now: no waiting out the minute
         app.wait_connected()
         row = app.status()["connection"]
         assert row["connection"] == "connected" and row["retryInMs"] is None
 
 
-def test_a_fragmented_message_over_the_limit_is_skipped_and_one_under_it_arrives_whole(dim_home, bad_gateway):
+def test_a_fragmented_message_over_the_limit_is_skipped_and_one_under_it_arrives_whole(
+    dim_home, bad_gateway
+):
     app = App(dim_home, ["--gateway", bad_gateway.url])
     try:
         app.wait_connected()
         # A tuple is sent as one message in several frames: five 4 MiB fragments, 20 MiB in all. The
         # first four (16 MiB, the limit) are held as they come, as any fragmented message is; the
         # fifth shows it is too big, and it is dropped with what came before it.
-        bad_gateway.send(tuple('{"type":"x","pad":"'.ljust(4 << 20, "y") for _ in range(5)))
-        small = {"type": "text_delta", "sessionId": "s1", "turnId": "t1", "seq": 2, "ts": 1, "text": "pieced"}
+        bad_gateway.send(
+            tuple('{"type":"x","pad":"'.ljust(4 << 20, "y") for _ in range(5))
+        )
+        small = {
+            "type": "text_delta",
+            "sessionId": "s1",
+            "turnId": "t1",
+            "seq": 2,
+            "ts": 1,
+            "text": "pieced",
+        }
         raw = json.dumps(small)
         frames = a_turn("s1", "t1", 1, ["pieced"])
         bad_gateway.send(frames[0])
-        bad_gateway.send(tuple(raw[i:i + 7] for i in range(0, len(raw), 7)))  # fragments of 7 bytes
+        bad_gateway.send(
+            tuple(raw[i : i + 7] for i in range(0, len(raw), 7))
+        )  # fragments of 7 bytes
         bad_gateway.send(frames[2])
         wait_complete(app, "s1", "t1", "pieced")
         assert still_up(app, bad_gateway)["badFrames"] == 1

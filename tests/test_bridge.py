@@ -21,9 +21,13 @@ def test_echo_turn_streams_word_by_word_with_increasing_seq(app: App):
 
     started = app.invoke("run_turn", sessionId=sid, text="hello brave new world")
     assert started["type"] == "turn_started"
-    done = events.wait_event("turn_complete", sid, where=lambda e: e["turnId"] == started["turnId"])
+    done = events.wait_event(
+        "turn_complete", sid, where=lambda e: e["turnId"] == started["turnId"]
+    )
 
-    turn_events = [e for e in events.gateway_events(sid) if e.get("turnId") == started["turnId"]]
+    turn_events = [
+        e for e in events.gateway_events(sid) if e.get("turnId") == started["turnId"]
+    ]
     deltas = [e["text"] for e in turn_events if e["type"] == "text_delta"]
     assert len(deltas) == 4, deltas  # word by word
     assert "".join(deltas) == done["finalText"] == "hello brave new world"
@@ -43,10 +47,15 @@ def test_events_reach_the_page_exactly_as_the_gateway_sent_them(app: App):
     sid = app.invoke("create_session", agentType="echo")["session"]["id"]
     app.invoke("join_session", sessionId=sid)
     # A second, plain client joined to the same session sees what the gateway sends.
-    direct = authenticated_socket(app.runtime["gatewayUrl"], app.runtime["gatewayToken"])
+    direct = authenticated_socket(
+        app.runtime["gatewayUrl"], app.runtime["gatewayToken"]
+    )
     direct.send(json.dumps({"type": "join_session", "sessionId": sid}))
     # Joined (its snapshot is here) before the turn starts, so it sees the whole turn.
-    while not ((ev := json.loads(direct.recv()))["type"] == "state_snapshot" and ev.get("sessionId") == sid):
+    while not (
+        (ev := json.loads(direct.recv()))["type"] == "state_snapshot"
+        and ev.get("sessionId") == sid
+    ):
         pass
     app.invoke("run_turn", sessionId=sid, text="exact bytes please")
     events.wait_event("turn_complete", sid)
@@ -75,12 +84,16 @@ def test_list_sessions_reflects_created_sessions(app: App):
 
 def test_wrong_or_missing_token_is_401(app: App):
     body = b"{}"
-    status, resp = app.request("POST", "/invoke/get_state", body, {"Authorization": "Bearer nope"})
+    status, resp = app.request(
+        "POST", "/invoke/get_state", body, {"Authorization": "Bearer nope"}
+    )
     assert status == 401 and resp["error"]["code"] == "UNAUTHORIZED"
     status, resp = app.request("POST", "/invoke/get_state", body)
     assert status == 401
     with pytest.raises(websocket.WebSocketBadStatusException) as e:
-        websocket.create_connection(app.base.replace("http", "ws") + "/events?token=wrong", timeout=30)
+        websocket.create_connection(
+            app.base.replace("http", "ws") + "/events?token=wrong", timeout=30
+        )
     assert e.value.status_code == 401
     status, _ = app.request("GET", "/")
     assert status == 401
@@ -88,13 +101,20 @@ def test_wrong_or_missing_token_is_401(app: App):
 
 def test_foreign_origin_or_host_is_403(app: App):
     auth = {"Authorization": f"Bearer {app.token}"}
-    status, resp = app.request("POST", "/invoke/get_state", b"{}", {**auth, "Origin": "http://evil.example"})
+    status, resp = app.request(
+        "POST", "/invoke/get_state", b"{}", {**auth, "Origin": "http://evil.example"}
+    )
     assert status == 403 and resp["error"]["code"] == "FORBIDDEN"
-    status, resp = app.request("POST", "/invoke/get_state", b"{}", {**auth, "Host": "evil.example"})
+    status, resp = app.request(
+        "POST", "/invoke/get_state", b"{}", {**auth, "Host": "evil.example"}
+    )
     assert status == 403
     with pytest.raises(websocket.WebSocketBadStatusException) as e:
-        websocket.create_connection(app.base.replace("http", "ws") + f"/events?token={app.token}", timeout=30,
-                                    origin="http://evil.example")
+        websocket.create_connection(
+            app.base.replace("http", "ws") + f"/events?token={app.token}",
+            timeout=30,
+            origin="http://evil.example",
+        )
     assert e.value.status_code == 403
 
 
@@ -106,11 +126,19 @@ def test_unknown_command_is_a_clear_404(app: App):
 
 
 def test_malformed_json_body_is_a_clear_400(app: App):
-    status, resp = app.request("POST", "/invoke/list_sessions", b"{not json",
-                               {"Authorization": f"Bearer {app.token}"})
+    status, resp = app.request(
+        "POST",
+        "/invoke/list_sessions",
+        b"{not json",
+        {"Authorization": f"Bearer {app.token}"},
+    )
     assert status == 400 and resp["error"]["code"] == "INVALID_JSON"
-    status, resp = app.request("POST", "/invoke/list_sessions", b"[1, 2]",
-                               {"Authorization": f"Bearer {app.token}"})
+    status, resp = app.request(
+        "POST",
+        "/invoke/list_sessions",
+        b"[1, 2]",
+        {"Authorization": f"Bearer {app.token}"},
+    )
     assert status == 400 and resp["error"]["code"] == "INVALID_ARGUMENTS"
 
 
@@ -120,7 +148,10 @@ def test_invalid_arguments_are_refused_before_reaching_the_gateway(app: App):
     assert e.value.status == 400 and e.value.code == "INVALID_ARGUMENTS"
     with pytest.raises(InvokeError) as e:
         app.invoke("create_session")
-    assert e.value.code == "INVALID_ARGUMENTS" and "agentType" in e.value.body["error"]["message"]
+    assert (
+        e.value.code == "INVALID_ARGUMENTS"
+        and "agentType" in e.value.body["error"]["message"]
+    )
 
 
 def test_gateway_errors_come_back_as_invoke_errors(app: App):
@@ -132,7 +163,10 @@ def test_gateway_errors_come_back_as_invoke_errors(app: App):
 
 def test_not_connected_is_reported(app: App):
     app.invoke("gateway_disconnect")
-    wait_until(lambda: app.invoke("get_state")["connection"]["state"] == "offline", what="offline state")
+    wait_until(
+        lambda: app.invoke("get_state")["connection"]["state"] == "offline",
+        what="offline state",
+    )
     with pytest.raises(InvokeError) as e:
         app.invoke("list_sessions")
     assert e.value.status == 409 and e.value.code == "NOT_CONNECTED"
@@ -143,10 +177,19 @@ def test_not_connected_is_reported(app: App):
 
 def test_runtime_file_and_control_socket(app: App):
     rt = app.runtime
-    assert set(rt) == {"pid", "uiUrl", "token", "controlSocket", "gatewayUrl", "gatewayToken"}
+    assert set(rt) == {
+        "pid",
+        "uiUrl",
+        "token",
+        "controlSocket",
+        "gatewayUrl",
+        "gatewayToken",
+    }
     assert len(rt["gatewayToken"]) >= 32  # the embedded gateway's per-launch token
     assert rt["pid"] == app.proc.pid
-    assert rt["gatewayUrl"].startswith("ws://127.0.0.1:") and rt["gatewayUrl"].endswith("/ws")
+    assert rt["gatewayUrl"].startswith("ws://127.0.0.1:") and rt["gatewayUrl"].endswith(
+        "/ws"
+    )
     assert rt["token"] in rt["uiUrl"] and rt["uiUrl"].startswith("http://127.0.0.1:")
     mode = stat.S_IMODE(os.stat(rt["controlSocket"]).st_mode)
     assert mode == 0o600
@@ -154,6 +197,7 @@ def test_runtime_file_and_control_socket(app: App):
 
 def test_static_files_are_served_to_the_page(app: App):
     import urllib.request
+
     with urllib.request.urlopen(app.runtime["uiUrl"], timeout=30) as resp:
         assert resp.status == 200
         cookie = resp.headers["Set-Cookie"].split(";")[0]
@@ -170,15 +214,21 @@ def test_static_files_are_served_to_the_page(app: App):
 def test_events_can_be_batched_for_the_page(app: App):
     sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
     app.invoke("join_session", sessionId=sid)
-    ws = websocket.create_connection(app.base.replace("http", "ws") + f"/events?token={app.token}&batch=1",
-                                     timeout=60)
+    ws = websocket.create_connection(
+        app.base.replace("http", "ws") + f"/events?token={app.token}&batch=1",
+        timeout=60,
+    )
     app.invoke("run_turn", sessionId=sid, text="/stream 3000")
     texts, batched = [], 0
     while True:
         frame = json.loads(ws.recv())
         frames = frame["batch"] if "batch" in frame else [frame]
         batched += "batch" in frame
-        events = [f["payload"] for f in frames if f["event"] == "gateway-event" and f["payload"].get("sessionId") == sid]
+        events = [
+            f["payload"]
+            for f in frames
+            if f["event"] == "gateway-event" and f["payload"].get("sessionId") == sid
+        ]
         texts += [e["text"] for e in events if e["type"] == "text_delta"]
         if any(e["type"] == "turn_complete" for e in events):
             break
@@ -187,7 +237,9 @@ def test_events_can_be_batched_for_the_page(app: App):
     assert batched > 0
 
 
-def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refused(tmp_path):
+def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refused(
+    tmp_path,
+):
     """At stop the bridge answers what is still waiting (503 STOPPING, which the page shows as an
     error it can retry after a restart) instead of dropping the connection, and refuses new work."""
     import asyncio
@@ -200,12 +252,18 @@ def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refu
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     submitted = threading.Event()
-    server = BridgeServer(tmp_path, "t0k", lambda req_id, command, args: submitted.set())  # never answers
+    server = BridgeServer(
+        tmp_path, "t0k", lambda req_id, command, args: submitted.set()
+    )  # never answers
     port = asyncio.run_coroutine_threadsafe(server.start(0), loop).result(30)
 
     def invoke() -> tuple[int, dict]:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invoke/list_sessions", data=b"{}",
-                                     headers={"Authorization": "Bearer t0k"}, method="POST")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invoke/list_sessions",
+            data=b"{}",
+            headers={"Authorization": "Bearer t0k"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.status, json.loads(r.read())
@@ -219,6 +277,14 @@ def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refu
         assert submitted.wait(30), "the command never reached the bridge's submit"
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
         caller.join(60)
-        assert answers == [(503, {"ok": False, "error": {"code": "STOPPING", "message": "dim-desktop is stopping"}})]
+        assert answers == [
+            (
+                503,
+                {
+                    "ok": False,
+                    "error": {"code": "STOPPING", "message": "dim-desktop is stopping"},
+                },
+            )
+        ]
     finally:
         loop.call_soon_threadsafe(loop.stop)

@@ -7,8 +7,8 @@ import hashlib
 import json
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import pytest
 from apphelpers import App, GatewayProcess, InvokeError, wait_until
@@ -28,13 +28,17 @@ def turns_of(app: App, sid: str) -> list[dict]:
 
 
 def completed(app: App, sid: str, text: str) -> bool:
-    return any(t["status"] == "complete" and t["finalText"] == text for t in turns_of(app, sid))
+    return any(
+        t["status"] == "complete" and t["finalText"] == text for t in turns_of(app, sid)
+    )
 
 
 # --- commands queued offline in two sessions ---------------------------------------------------------
 
 
-def test_commands_queued_offline_in_two_sessions_all_go_out_after_reconnecting(dim_home, tmp_path):
+def test_commands_queued_offline_in_two_sessions_all_go_out_after_reconnecting(
+    dim_home, tmp_path
+):
     # The second session is not joined: sending its queued turn joins it, from inside the handling
     # of the first one's answer (the frame lock is held there).
     gw = GatewayProcess(tmp_path / "gw").start()
@@ -45,14 +49,23 @@ def test_commands_queued_offline_in_two_sessions_all_go_out_after_reconnecting(d
         b = app.invoke("create_session", agentType="echo")["session"]["id"]
         app.invoke("join_session", sessionId=a)
         gw.kill()
-        wait_until(lambda: app.invoke("get_state")["connection"]["state"] != "connected", 60, what="the drop")
+        wait_until(
+            lambda: app.invoke("get_state")["connection"]["state"] != "connected",
+            60,
+            what="the drop",
+        )
         assert app.invoke("run_turn", sessionId=a, text="for a")["type"] == "queued"
         assert app.invoke("run_turn", sessionId=b, text="for b")["type"] == "queued"
 
         gw.start()
-        wait_until(lambda: completed(app, a, "for a") and completed(app, b, "for b"), 60,
-                   what="both queued turns to run")
-        wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
+        wait_until(
+            lambda: completed(app, a, "for a") and completed(app, b, "for b"),
+            60,
+            what="both queued turns to run",
+        )
+        wait_until(
+            lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty"
+        )
         # And the connection still serves commands, in the same process.
         answer = app.invoke("run_turn", sessionId=b, text="later", timeout=30)
         assert answer["type"] == "turn_started"
@@ -89,13 +102,33 @@ class DeafGateway:
         request = b""
         while b"\r\n\r\n" not in request:
             request += conn.recv(4096)
-        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        conn.sendall(self._frame({"type": "welcome", "protocolVersion": 1, "requiresAuth": False}))
-        conn.sendall(self._frame({"type": "connected", "clientId": "c", "heartbeatIntervalMs": 30000, "ts": 1}))
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        conn.sendall(
+            self._frame(
+                {"type": "welcome", "protocolVersion": 1, "requiresAuth": False}
+            )
+        )
+        conn.sendall(
+            self._frame(
+                {
+                    "type": "connected",
+                    "clientId": "c",
+                    "heartbeatIntervalMs": 30000,
+                    "ts": 1,
+                }
+            )
+        )
         # ... and nothing is read from here on.
 
     def close(self) -> None:
@@ -104,7 +137,9 @@ class DeafGateway:
             c.close()
 
 
-def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reason(tmp_path, capfd):
+def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reason(
+    tmp_path, capfd
+):
     """The real connection process against a gateway that stops reading: a big command blocks its
     sender thread for good. The watchdog ends the process (the supervisor then starts a new one)."""
     import multiprocessing
@@ -121,8 +156,13 @@ def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reaso
     gw = DeafGateway()
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=True)
-    options = {"ping_interval_s": 60.0, "stale_after_s": 180.0, "request_timeout_s": 300.0,
-               "hung_after_s": 2.0, "hung_after_send_s": 2.0}
+    options = {
+        "ping_interval_s": 60.0,
+        "stale_after_s": 180.0,
+        "request_timeout_s": 300.0,
+        "hung_after_s": 2.0,
+        "hung_after_send_s": 2.0,
+    }
     child = ctx.Process(target=process.main, args=(theirs, options), daemon=True)
     child.start()
     theirs.close()
@@ -131,35 +171,58 @@ def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reaso
 
         def connected() -> bool:
             while ours.poll(0.1):
-                if any(isinstance(m, ConnectionState) and m.state == "connected" for m in decode_up(ours.recv_bytes())):
+                if any(
+                    isinstance(m, ConnectionState) and m.state == "connected"
+                    for m in decode_up(ours.recv_bytes())
+                ):
                     return True
             return False
 
         wait_until(connected, 60, what="the connection process to connect")
-        big = json.dumps({"type": "write_file", "sessionId": "s", "path": "big.txt",
-                          "content": "x" * (32 << 20)}).encode()
-        ours.send_bytes(encode_down(SendFrame(reqId=1, type="write_file", frame=big, expect=["file_written"])))
+        big = json.dumps(
+            {
+                "type": "write_file",
+                "sessionId": "s",
+                "path": "big.txt",
+                "content": "x" * (32 << 20),
+            }
+        ).encode()
+        ours.send_bytes(
+            encode_down(
+                SendFrame(
+                    reqId=1, type="write_file", frame=big, expect=["file_written"]
+                )
+            )
+        )
         child.join(60)
         assert child.exitcode == process.EXIT_HUNG
         err = capfd.readouterr().err
-        assert "thread of the connection process has been stuck" in err and "ending the process" in err
+        assert (
+            "thread of the connection process has been stuck" in err
+            and "ending the process" in err
+        )
     finally:
         if child.is_alive():
             child.kill()
         gw.close()
 
 
-@pytest.mark.parametrize("busy, expected", [
-    ({}, []),
-    ({"socket": 95.0}, []),                       # busy 5 s: fine
-    ({"socket": 60.0}, [("socket", 40.0)]),       # busy 40 s: stuck
-    ({"sender": 60.0}, []),                       # the sender's bound is longer
-    ({"sender": 0.0, "commands": 99.0}, [("sender", 100.0)]),
-])
+@pytest.mark.parametrize(
+    "busy, expected",
+    [
+        ({}, []),
+        ({"socket": 95.0}, []),  # busy 5 s: fine
+        ({"socket": 60.0}, [("socket", 40.0)]),  # busy 40 s: stuck
+        ({"sender": 60.0}, []),  # the sender's bound is longer
+        ({"sender": 0.0, "commands": 99.0}, [("sender", 100.0)]),
+    ],
+)
 def test_stuck_loops(busy, expected):
     from dim_actors.connection.process import stuck_loops
 
-    assert stuck_loops(busy, {"sender": 60.0}, now=100.0, default_bound=30.0) == expected
+    assert (
+        stuck_loops(busy, {"sender": 60.0}, now=100.0, default_bound=30.0) == expected
+    )
 
 
 # --- odd gateway input: deep nesting, lone surrogates, seq gaps and conflicting duplicates --------
@@ -174,16 +237,35 @@ def with_deep(frame: object, levels: int = 1200) -> str:
 
 
 def warnings_with(events, text: str, n: int = 1) -> list[dict]:
-    return events.wait_for(lambda fs: (lambda ws: ws if len(ws) >= n else None)(
-        [f["payload"] for f in fs if f["event"] == "gateway-warning" and text in f["payload"]["reason"]]),
-        60, what=f"a gateway-warning saying {text!r}")
+    return events.wait_for(
+        lambda fs: (lambda ws: ws if len(ws) >= n else None)(
+            [
+                f["payload"]
+                for f in fs
+                if f["event"] == "gateway-warning" and text in f["payload"]["reason"]
+            ]
+        ),
+        60,
+        what=f"a gateway-warning saying {text!r}",
+    )
 
 
 def test_an_event_nested_too_deep_is_a_bad_frame_and_the_connection_goes_on(dim_home):
     with app_against(dim_home) as (gw, app):
         app.wait_connected()
         events = app.events()
-        gw.send(with_deep({"type": "tool_call", "sessionId": "s1", "turnId": "t0", "seq": 1, "ts": 1, "args": DEEP}))
+        gw.send(
+            with_deep(
+                {
+                    "type": "tool_call",
+                    "sessionId": "s1",
+                    "turnId": "t0",
+                    "seq": 1,
+                    "ts": 1,
+                    "args": DEEP,
+                }
+            )
+        )
         for frame in a_turn("s1", "t1", 2, ["still ", "here"]):
             gw.send(frame)
         warnings_with(events, "nested deeper than")
@@ -191,9 +273,18 @@ def test_an_event_nested_too_deep_is_a_bad_frame_and_the_connection_goes_on(dim_
         assert still_up(app, gw)["badFrames"] >= 1
 
 
-def test_a_catch_up_page_holding_an_event_nested_too_deep_skips_it_and_applies_the_rest(dim_home):
+def test_a_catch_up_page_holding_an_event_nested_too_deep_skips_it_and_applies_the_rest(
+    dim_home,
+):
     good = a_turn("s1", "t1", 1, ["caught ", "up"])  # seqs 1..4
-    bad = {"type": "tool_call", "sessionId": "s1", "turnId": "t1", "seq": 3, "ts": 1, "args": DEEP}
+    bad = {
+        "type": "tool_call",
+        "sessionId": "s1",
+        "turnId": "t1",
+        "seq": 3,
+        "ts": 1,
+        "args": DEEP,
+    }
     page = [*good[:2], bad, *good[2:]]
     page[3] = {**page[3], "seq": 4}
     page[4] = {**page[4], "seq": 5}
@@ -202,8 +293,16 @@ def test_a_catch_up_page_holding_an_event_nested_too_deep_skips_it_and_applies_t
         if msg["type"] == "join_session":
             return [snapshot_of("s1", 5)]
         if msg["type"] == "get_events":
-            return [with_deep({"type": "event_list", "sessionId": "s1", "events": page if msg["afterSeq"] == 0 else [],
-                               "hasMore": False})]
+            return [
+                with_deep(
+                    {
+                        "type": "event_list",
+                        "sessionId": "s1",
+                        "events": page if msg["afterSeq"] == 0 else [],
+                        "hasMore": False,
+                    }
+                )
+            ]
         return []
 
     with app_against(dim_home, respond=respond) as (gw, app):
@@ -219,18 +318,27 @@ def test_a_catch_up_page_holding_an_event_nested_too_deep_skips_it_and_applies_t
         assert sum(m["type"] == "get_events" for m in gw.received) == 1
 
 
-def test_a_lone_surrogate_in_a_text_delta_becomes_a_replacement_character_and_the_text_is_kept(dim_home):
+def test_a_lone_surrogate_in_a_text_delta_becomes_a_replacement_character_and_the_text_is_kept(
+    dim_home,
+):
     with app_against(dim_home) as (gw, app):
         app.wait_connected()
         events = app.events()
         frames = a_turn("s1", "t1", 1, ["before ", "PLACEHOLDER", " after"])
         frames[-1]["finalText"] = "before \ufffd! after"
         for frame in frames:
-            wire = json.dumps(frame)  # ASCII: the placeholder becomes a lone surrogate escape on the wire
+            wire = json.dumps(
+                frame
+            )  # ASCII: the placeholder becomes a lone surrogate escape on the wire
             gw.send(wire.replace("PLACEHOLDER", "\\ud83d!"))
         warnings_with(events, "lone surrogate")
-        t = wait_until(lambda: (lambda t: t if t and t["status"] == "complete" else None)(stored_turn(app, "s1", "t1")),
-                       60, what="the turn to complete")
+        t = wait_until(
+            lambda: (lambda t: t if t and t["status"] == "complete" else None)(
+                stored_turn(app, "s1", "t1")
+            ),
+            60,
+            what="the turn to complete",
+        )
         assert t["text"] == "before \ufffd! after"
         still_up(app, gw)
 
@@ -246,14 +354,24 @@ def joined_app(dim_home):
             return [snapshot_of("s1", 0)]
         if msg["type"] == "get_events":
             after = msg["afterSeq"]
-            return [{"type": "event_list", "sessionId": "s1", "events": [e for e in stored if e["seq"] > after],
-                     "hasMore": False}]
+            return [
+                {
+                    "type": "event_list",
+                    "sessionId": "s1",
+                    "events": [e for e in stored if e["seq"] > after],
+                    "hasMore": False,
+                }
+            ]
         return []
 
     with app_against(dim_home, respond=respond) as (gw, app):
         app.wait_connected()
         app.invoke("join_session", sessionId="s1")
-        wait_until(lambda: sum(m["type"] == "get_events" for m in gw.received) == 1, 60, what="the first catch-up")
+        wait_until(
+            lambda: sum(m["type"] == "get_events" for m in gw.received) == 1,
+            60,
+            what="the first catch-up",
+        )
         yield stored, gw, app
 
 
@@ -270,15 +388,24 @@ def test_a_seq_gap_in_live_events_is_refetched(dim_home):
         still_up(app, gw)
 
 
-def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(dim_home):
+def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(
+    dim_home,
+):
     with joined_app(dim_home) as (stored, gw, app):
-        turn = a_turn("s1", "t1", 1, ["a", "b", "c", "d", "e"])  # 7 events, sent as seqs 1, 3, 5, ... 13
+        turn = a_turn(
+            "s1", "t1", 1, ["a", "b", "c", "d", "e"]
+        )  # 7 events, sent as seqs 1, 3, 5, ... 13
         for i, frame in enumerate(turn):
             frame["seq"] = 1 + 2 * i
             stored.append(frame)
             gw.send(frame)
-            wait_until(lambda: app.invoke("get_state")["chats"]["s1"]["lastSeq"] == frame["seq"], 60,
-                       what=f"seq {frame['seq']} to arrive")
+            wait_until(
+                lambda: (
+                    app.invoke("get_state")["chats"]["s1"]["lastSeq"] == frame["seq"]
+                ),
+                60,
+                what=f"seq {frame['seq']} to arrive",
+            )
         wait_complete(app, "s1", "t1", "abcde")
         assert sum(m["type"] == "get_events" for m in gw.received) == 1 + 3
         assert app.invoke("get_state")["connection"]["traits"]["denseSeqs"] == "no"
@@ -288,8 +415,11 @@ def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(
 REFUSED = {"type": "error", "code": "INTERNAL_ERROR", "message": "no events for you"}
 
 
-def session_s1_gateway(get_events: Callable[[dict], list[object]]) -> Callable[[dict], list[object]]:
+def session_s1_gateway(
+    get_events: Callable[[dict], list[object]],
+) -> Callable[[dict], list[object]]:
     """Answers for a gateway holding one empty session, s1, whose get_events answers are `get_events`'s."""
+
     def respond(msg: dict) -> list[object]:
         match msg["type"]:
             case "list_sessions":  # answered, so an error can only answer a get_events
@@ -301,10 +431,13 @@ def session_s1_gateway(get_events: Callable[[dict], list[object]]) -> Callable[[
             case "get_history":
                 return [{"type": "history", "sessionId": "s1", "turns": []}]
         return []
+
     return respond
 
 
-def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(dim_home):
+def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(
+    dim_home,
+):
     """The gap's get_events is refused: the catch-up's fallbacks (get_history, a CatchupGap notice)
     take over, and the event that showed the gap is delivered all the same."""
     asked: list[dict] = []
@@ -312,7 +445,14 @@ def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(d
     def get_events(msg: dict) -> list[object]:
         asked.append(msg)
         if msg["afterSeq"] == 0:
-            return [{"type": "event_list", "sessionId": "s1", "events": [], "hasMore": False}]
+            return [
+                {
+                    "type": "event_list",
+                    "sessionId": "s1",
+                    "events": [],
+                    "hasMore": False,
+                }
+            ]
         return [REFUSED]
 
     respond = session_s1_gateway(get_events)
@@ -326,11 +466,21 @@ def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(d
         gw.send(turn[0])
         gw.send(turn[3])  # seqs 2 and 3 never come
         gw.send(turn[4])
-        gap = events.wait_for(lambda fs: next((f["payload"] for f in fs if f["event"] == "catchup-gap"), None),
-                              60, what="the gap notice")
+        gap = events.wait_for(
+            lambda fs: next(
+                (f["payload"] for f in fs if f["event"] == "catchup-gap"), None
+            ),
+            60,
+            what="the gap notice",
+        )
         assert (gap["afterSeq"], gap["beforeSeq"]) == (1, 4)
-        t = wait_until(lambda: (lambda t: t if t and t["status"] == "complete" else None)(stored_turn(app, "s1", "t1")),
-                       60, what="the turn to complete")
+        t = wait_until(
+            lambda: (lambda t: t if t and t["status"] == "complete" else None)(
+                stored_turn(app, "s1", "t1")
+            ),
+            60,
+            what="the turn to complete",
+        )
         assert t["finalText"] == "one two three"
         assert [m["afterSeq"] for m in asked] == [0, 1]
         assert any(m["type"] == "get_history" for m in gw.received)
@@ -343,7 +493,9 @@ def test_a_duplicate_seq_with_other_content_is_reported_and_the_first_kept(dim_h
         turn = a_turn("s1", "t1", 1, ["first ", "copy"])
         gw.send(turn[0])
         gw.send(turn[1])
-        gw.send(json.dumps(turn[1], indent=1, sort_keys=True))  # the same event written otherwise: no warning
+        gw.send(
+            json.dumps(turn[1], indent=1, sort_keys=True)
+        )  # the same event written otherwise: no warning
         gw.send({**turn[1], "text": "OTHER "})  # seq 2 again, other content
         gw.send(turn[2])
         gw.send(turn[3])
@@ -364,27 +516,38 @@ def small_data_dir(dim_home):
 
 
 def test_a_command_the_full_outbox_cannot_store_is_refused_clearly_and_the_connection_lives_on(
-        dim_home, small_data_dir):
+    dim_home, small_data_dir
+):
     with app_against(dim_home) as (gw, app):
         app.wait_connected()
         app.invoke("gateway_disconnect")
-        wait_until(lambda: app.invoke("get_state")["connection"]["state"] == "offline", what="offline")
+        wait_until(
+            lambda: app.invoke("get_state")["connection"]["state"] == "offline",
+            what="offline",
+        )
         filler = fill(small_data_dir)
         with pytest.raises(InvokeError) as e:
             app.invoke("run_turn", sessionId="s1", text="my words", timeout=30)
         assert e.value.code == "DISK_FULL"
         message = e.value.body["error"]["message"]
-        assert "disk full" in message and str(small_data_dir) in message and "free space" in message
+        assert (
+            "disk full" in message
+            and str(small_data_dir) in message
+            and "free space" in message
+        )
         assert app.invoke("get_state")["outbox"] == []
         filler.unlink()
-        queued = app.invoke("run_turn", sessionId="s1", text="my words")  # space freed: queued as usual
+        queued = app.invoke(
+            "run_turn", sessionId="s1", text="my words"
+        )  # space freed: queued as usual
         assert queued["type"] == "queued"
         row = app.status()["connection"]
         assert row["restarts"] == 0
 
 
 def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_once_there_is_room(
-        dim_home, small_data_dir):
+    dim_home, small_data_dir
+):
     """The real connection process, its outbox on a full disk from the start: it runs (no restart
     loop), refuses a command it cannot queue, and queues once space is freed."""
     import multiprocessing
@@ -402,8 +565,12 @@ def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_
     filler = fill(small_data_dir)
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=True)
-    options = {"ping_interval_s": 60.0, "stale_after_s": 180.0, "request_timeout_s": 30.0,
-               "outbox_path": small_data_dir / "outbox.sqlite"}
+    options = {
+        "ping_interval_s": 60.0,
+        "stale_after_s": 180.0,
+        "request_timeout_s": 30.0,
+        "outbox_path": small_data_dir / "outbox.sqlite",
+    }
     child = ctx.Process(target=process.main, args=(theirs, options), daemon=True)
     child.start()
     theirs.close()
@@ -413,21 +580,47 @@ def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_
         def find():
             while ours.poll(0.1):
                 received.extend(decode_up(ours.recv_bytes()))
-            return next((m for m in received if isinstance(m, (CommandFailed, Queued)) and m.reqId == req_id), None)
+            return next(
+                (
+                    m
+                    for m in received
+                    if isinstance(m, (CommandFailed, Queued)) and m.reqId == req_id
+                ),
+                None,
+            )
+
         return find
 
     try:
-        listener = socket.create_server(("127.0.0.1", 0))  # a port nobody answers on: offline
+        listener = socket.create_server(
+            ("127.0.0.1", 0)
+        )  # a port nobody answers on: offline
         port = listener.getsockname()[1]
         listener.close()
         ours.send_bytes(encode_down(Connect(url=f"ws://127.0.0.1:{port}/ws")))
-        run_turn = json.dumps({"type": "run_turn", "sessionId": "s1", "text": "my words"}).encode()
-        ours.send_bytes(encode_down(SendFrame(reqId=1, type="run_turn", frame=run_turn, expect=["turn_started"])))
+        run_turn = json.dumps(
+            {"type": "run_turn", "sessionId": "s1", "text": "my words"}
+        ).encode()
+        ours.send_bytes(
+            encode_down(
+                SendFrame(
+                    reqId=1, type="run_turn", frame=run_turn, expect=["turn_started"]
+                )
+            )
+        )
         refused = wait_until(answer_to(1), 60, what="the answer to the first run_turn")
-        assert isinstance(refused, CommandFailed) and refused.code == "DISK_FULL", refused
+        assert isinstance(refused, CommandFailed) and refused.code == "DISK_FULL", (
+            refused
+        )
         assert "free space and send again" in refused.message
         filler.unlink()
-        ours.send_bytes(encode_down(SendFrame(reqId=2, type="run_turn", frame=run_turn, expect=["turn_started"])))
+        ours.send_bytes(
+            encode_down(
+                SendFrame(
+                    reqId=2, type="run_turn", frame=run_turn, expect=["turn_started"]
+                )
+            )
+        )
         queued = wait_until(answer_to(2), 60, what="the answer to the second run_turn")
         assert isinstance(queued, Queued), queued
         assert child.is_alive()

@@ -60,19 +60,36 @@ def test_a_client_without_the_launch_token_gets_nothing(gateway):
 def test_failed_guesses_do_not_lock_the_app_out(gateway):
     """Every local user shares 127.0.0.1: failing on purpose must not keep the app from its gateway."""
     with Client(gateway.url) as c:
-        codes = [c.request("authenticate", token=f"guess-{i}")["code"] for i in range(7)]
-    assert codes[:5] == ["AUTH_FAILED"] * 5 and set(codes[5:]) == {"AUTH_RATE_LIMITED"}  # guessing is slowed
+        codes = [
+            c.request("authenticate", token=f"guess-{i}")["code"] for i in range(7)
+        ]
+    assert codes[:5] == ["AUTH_FAILED"] * 5 and set(codes[5:]) == {
+        "AUTH_RATE_LIMITED"
+    }  # guessing is slowed
     with authenticated_client(gateway) as c:  # and the right token still passes
         assert c.ok("list_sessions")["type"] == "session_list"
 
 
-@pytest.mark.parametrize("candidate, spare, locked, expected", [
-    ("right", True, True, (True, 0)),       # the embedded gateway: the right token always passes
-    ("right", False, True, (True, 60000)),  # the reference gateway's rule: locked out is locked out
-    ("wrong", True, True, (False, 60000)),
-    ("wrong", True, False, (False, 0)),
-    ("right", False, False, (True, 0)),
-])
+@pytest.mark.parametrize(
+    "candidate, spare, locked, expected",
+    [
+        (
+            "right",
+            True,
+            True,
+            (True, 0),
+        ),  # the embedded gateway: the right token always passes
+        (
+            "right",
+            False,
+            True,
+            (True, 60000),
+        ),  # the reference gateway's rule: locked out is locked out
+        ("wrong", True, True, (False, 60000)),
+        ("wrong", True, False, (False, 0)),
+        ("right", False, False, (True, 0)),
+    ],
+)
 def test_check_token(candidate, spare, locked, expected):
     limiter = AuthLimiter(max_failures=1, window=60.0)
     if locked:
@@ -82,14 +99,19 @@ def test_check_token(candidate, spare, locked, expected):
 
 
 def test_a_browser_page_from_elsewhere_is_refused(gateway):
-    for url in (gateway.url, gateway.url.replace("/ws", "/replicate?sessionId=s&replicaId=r")):
+    for url in (
+        gateway.url,
+        gateway.url.replace("/ws", "/replicate?sessionId=s&replicaId=r"),
+    ):
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
             websocket.create_connection(url, timeout=WAIT, origin="http://evil.example")
         assert refused.value.status_code == 403
     # DNS rebinding: a foreign name for the loopback address is still a foreign origin.
     port = gateway.port
     with pytest.raises(websocket.WebSocketBadStatusException):
-        websocket.create_connection(gateway.url, timeout=WAIT, origin=f"http://rebind.example:{port}")
+        websocket.create_connection(
+            gateway.url, timeout=WAIT, origin=f"http://rebind.example:{port}"
+        )
     # A program sending its own loopback origin (websocket-client's default) is fine.
     ws = websocket.create_connection(gateway.url, timeout=WAIT)
     assert '"welcome"' in ws.recv()
@@ -142,13 +164,30 @@ NOBODY_SCRIPT = textwrap.dedent("""
 def test_another_local_user_is_refused(gateway, tmp_path):
     with authenticated_client(gateway) as owner:
         owner.new_session(name="private")
-    out = subprocess.run([SYSTEM_PYTHON, "-I", "-c", NOBODY_SCRIPT, gateway.url, str(gateway.proc.pid), gateway.token],
-                         user=65534, group=65534, extra_groups=[], cwd="/", capture_output=True, text=True,
-                         timeout=WAIT)
+    out = subprocess.run(
+        [
+            SYSTEM_PYTHON,
+            "-I",
+            "-c",
+            NOBODY_SCRIPT,
+            gateway.url,
+            str(gateway.proc.pid),
+            gateway.token,
+        ],
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert out.returncode == 0, out.stderr
     assert "status 101" in out.stdout and "read cmdline: token absent" in out.stdout
     assert "read environ: PermissionError" in out.stdout
-    assert "got error Unauthenticated" in out.stdout and "session_list" not in out.stdout, out.stdout
+    assert (
+        "got error Unauthenticated" in out.stdout and "session_list" not in out.stdout
+    ), out.stdout
 
 
 def test_kill_9_restarts_it_on_the_same_url_with_its_sessions(gateway):
@@ -157,8 +196,11 @@ def test_kill_9_restarts_it_on_the_same_url_with_its_sessions(gateway):
         sid = c.new_session(name="kept")
         c.ok("list_sessions")  # a read: everything before it is committed
     os.kill(first, signal.SIGKILL)
-    wait_until(lambda: gateway.state().restarts == 1 and gateway.state().state == "running", WAIT,
-               what="the watcher to restart the gateway")
+    wait_until(
+        lambda: gateway.state().restarts == 1 and gateway.state().state == "running",
+        WAIT,
+        what="the watcher to restart the gateway",
+    )
     state = gateway.state()
     assert gateway.url == url and state.pid not in (None, first)
     assert state.lastExitCode == -signal.SIGKILL
@@ -169,7 +211,10 @@ def test_kill_9_restarts_it_on_the_same_url_with_its_sessions(gateway):
 
 def test_it_gives_up_after_quick_failures(tmp_path, monkeypatch):
     from dim_actors import embedded_gateway
-    monkeypatch.setattr(embedded_gateway, "FIRST_DELAY_S", 0.05)  # the real backoff, shortened
+
+    monkeypatch.setattr(
+        embedded_gateway, "FIRST_DELAY_S", 0.05
+    )  # the real backoff, shortened
     monkeypatch.setattr(embedded_gateway, "MAX_FAST_EXITS", 2)
     gw = EmbeddedGateway(tmp_path / "gateway", tmp_path / "gateway.log")
     gw.start()
@@ -178,9 +223,13 @@ def test_it_gives_up_after_quick_failures(tmp_path, monkeypatch):
         (tmp_path / "gateway").rename(tmp_path / "elsewhere")
         (tmp_path / "gateway" / "gateway.db").mkdir(parents=True)
         os.kill(gw.proc.pid, signal.SIGKILL)
-        wait_until(lambda: gw.state().state == "failed", WAIT, what="the watcher to give up")
+        wait_until(
+            lambda: gw.state().state == "failed", WAIT, what="the watcher to give up"
+        )
         st = gw.state()
-        assert st.restarts == 0 and st.pid is None and "not restarting it" in st.lastError
+        assert (
+            st.restarts == 0 and st.pid is None and "not restarting it" in st.lastError
+        )
         assert not gw._watcher.is_alive()
     finally:
         gw.stop()
@@ -197,40 +246,54 @@ def test_stop_is_not_taken_for_a_crash(tmp_path):
         websocket.create_connection(gw.url, timeout=5)
 
 
-@pytest.mark.parametrize("exits, expected", [
-    ([100.0], 0.5),
-    ([99.0, 100.0], 1.0),
-    ([97.0, 98.0, 99.0, 100.0], 4.0),
-    ([10.0, 20.0, 100.0], 0.5),  # the older exits are out of the window: a fresh start
-    ([96.0, 97.0, 98.0, 99.0, 100.0], 8.0),
-    ([95.0, 96.0, 97.0, 98.0, 99.0, 100.0], None),  # too many within a minute: give up
-])
+@pytest.mark.parametrize(
+    "exits, expected",
+    [
+        ([100.0], 0.5),
+        ([99.0, 100.0], 1.0),
+        ([97.0, 98.0, 99.0, 100.0], 4.0),
+        (
+            [10.0, 20.0, 100.0],
+            0.5,
+        ),  # the older exits are out of the window: a fresh start
+        ([96.0, 97.0, 98.0, 99.0, 100.0], 8.0),
+        (
+            [95.0, 96.0, 97.0, 98.0, 99.0, 100.0],
+            None,
+        ),  # too many within a minute: give up
+    ],
+)
 def test_restart_delay(exits, expected):
     assert restart_delay(exits, 100.0) == expected
     assert expected is None or expected <= MAX_DELAY_S
 
 
-@pytest.mark.parametrize("origin, ok", [
-    ("http://127.0.0.1:8080", True),
-    ("http://localhost:8080", True),
-    ("http://[::1]:8080", True),
-    ("http://127.0.0.1:8080/", True),
-    ("http://127.0.0.1:9999", False),  # another local server's page (the UI, say)
-    ("http://127.0.0.1", False),
-    ("https://127.0.0.1:8080", False),
-    ("http://evil.example:8080", False),
-    ("http://127.0.0.1.evil.example:8080", False),
-    ("null", False),
-    ("http://user@127.0.0.1:8080", False),
-    ("http://127.0.0.1:99999", False),
-    ("http://localhost:3000", False),
-])
+@pytest.mark.parametrize(
+    "origin, ok",
+    [
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://127.0.0.1:8080/", True),
+        ("http://127.0.0.1:9999", False),  # another local server's page (the UI, say)
+        ("http://127.0.0.1", False),
+        ("https://127.0.0.1:8080", False),
+        ("http://evil.example:8080", False),
+        ("http://127.0.0.1.evil.example:8080", False),
+        ("null", False),
+        ("http://user@127.0.0.1:8080", False),
+        ("http://127.0.0.1:99999", False),
+        ("http://localhost:3000", False),
+    ],
+)
 def test_origin_allowed(origin, ok):
     assert origin_allowed(origin, 8080) is ok
 
 
 def test_an_origin_can_be_allowed_by_name():
-    assert origin_allowed("http://localhost:3000/", 8080, frozenset({"http://localhost:3000"}))
+    assert origin_allowed(
+        "http://localhost:3000/", 8080, frozenset({"http://localhost:3000"})
+    )
 
 
 def test_token_from_the_environment_never_falls_back_to_none():
@@ -239,7 +302,9 @@ def test_token_from_the_environment_never_falls_back_to_none():
     assert env == {"OTHER": "x"}  # taken out: nothing the gateway starts inherits it
     with pytest.raises(SystemExit):
         token_from_args(parse_args(["--require-token-env", "T"]), {})
-    assert token_from_args(parse_args([]), {}) is None  # standalone: dev mode, as before
+    assert (
+        token_from_args(parse_args([]), {}) is None
+    )  # standalone: dev mode, as before
     assert token_from_args(parse_args(["--token", "x"]), {}) == "x"
 
 
@@ -264,21 +329,42 @@ def test_the_app_brings_its_gateway_back_and_says_so(dim_home):
 
         def back() -> bool:
             out = app.dimctl("status")
-            return out.returncode == 0 and "embedded gateway: running, restarted 1 times, last exit code -9" in out.stdout
+            return (
+                out.returncode == 0
+                and "embedded gateway: running, restarted 1 times, last exit code -9"
+                in out.stdout
+            )
+
         wait_until(back, 60, what="dimctl status to tell the restarted gateway")
         app.wait_connected()
-        assert sid in {s["id"] for s in app.invoke("list_sessions")["sessions"]}  # its sessions kept
+        assert sid in {
+            s["id"] for s in app.invoke("list_sessions")["sessions"]
+        }  # its sessions kept
     finally:
         app.stop()
 
 
-@pytest.mark.parametrize("state, lines", [
-    (None, []),
-    ({"state": "running", "restarts": 0, "lastExitCode": None}, []),
-    ({"state": "running", "restarts": 2, "lastExitCode": -9},
-     ["embedded gateway: running, restarted 2 times, last exit code -9"]),
-    ({"state": "failed", "restarts": 5, "lastExitCode": 1, "lastError": "exited 6 times in a minute"},
-     ["embedded gateway: failed, restarted 5 times, last exit code 1: exited 6 times in a minute"]),
-])
+@pytest.mark.parametrize(
+    "state, lines",
+    [
+        (None, []),
+        ({"state": "running", "restarts": 0, "lastExitCode": None}, []),
+        (
+            {"state": "running", "restarts": 2, "lastExitCode": -9},
+            ["embedded gateway: running, restarted 2 times, last exit code -9"],
+        ),
+        (
+            {
+                "state": "failed",
+                "restarts": 5,
+                "lastExitCode": 1,
+                "lastError": "exited 6 times in a minute",
+            },
+            [
+                "embedded gateway: failed, restarted 5 times, last exit code 1: exited 6 times in a minute"
+            ],
+        ),
+    ],
+)
 def test_embedded_gateway_lines(state, lines):
     assert embedded_gateway_lines(state) == lines

@@ -22,10 +22,14 @@ from test_ui_protocol import T, by_id, new_session, open_page, ready, send
 
 REFERENCE = ["--profile", "reference"]
 FINAL = ("complete", "error", "stopped")
-HISTORY_GAP = ("Events after #0 could not be fetched from this gateway (it did not answer get_events; the turns "
-               "below come from its history, text only). What the agent did meanwhile may be missing here.")
-ANY_GAP = re.compile(r"^Events (between #\d+ and #\d+|after #\d+) could not be fetched from this gateway "
-                     r"\(.*get_events.*\)\. What the agent did meanwhile may be missing here\.$")
+HISTORY_GAP = (
+    "Events after #0 could not be fetched from this gateway (it did not answer get_events; the turns "
+    "below come from its history, text only). What the agent did meanwhile may be missing here."
+)
+ANY_GAP = re.compile(
+    r"^Events (between #\d+ and #\d+|after #\d+) could not be fetched from this gateway "
+    r"\(.*get_events.*\)\. What the agent did meanwhile may be missing here\.$"
+)
 MARK = "from the gateway's history"
 
 # Every error toast the page ever shows, also one that went away before the test looked.
@@ -46,7 +50,9 @@ def gateway(tmp_path: Path):
     started: list[GatewayProcess] = []
 
     def start(*args: str) -> GatewayProcess:
-        gw = GatewayProcess(tmp_path / "gw", args=[*args, "--rate-limit", "100000"]).start()
+        gw = GatewayProcess(
+            tmp_path / "gw", args=[*args, "--rate-limit", "100000"]
+        ).start()
         started.append(gw)
         return gw
 
@@ -99,7 +105,9 @@ def error_toasts(page: Page) -> list[str]:
 # --- (a) a turn whose end was lost in a disconnect ---------------------------------------------------
 
 
-def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(browser, gateway, app_for):
+def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(
+    browser, gateway, app_for
+):
     app = app_for(gateway(*REFERENCE))
     page = open_page(browser, app)
     try:
@@ -108,12 +116,22 @@ def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(browser, ga
         # The gateway cuts every socket, then finishes the turn while we reconnect; it will not give
         # the missed events back (get_events), so only its history says how the turn ended.
         send(page, "/drop\nafter the drop")
-        turn_id = wait_until(lambda: (app.invoke("get_state")["chats"].get(sid) or {}).get("turns"),
-                             what="the turn in the stores")[0]["turnId"]
-        t = wait_until(lambda: (lambda t: t if t and t["status"] in FINAL else None)(stored_turn(app, sid, turn_id)),
-                       90, interval=0.1, what="the turn's end")
+        turn_id = wait_until(
+            lambda: (app.invoke("get_state")["chats"].get(sid) or {}).get("turns"),
+            what="the turn in the stores",
+        )[0]["turnId"]
+        t = wait_until(
+            lambda: (lambda t: t if t and t["status"] in FINAL else None)(
+                stored_turn(app, sid, turn_id)
+            ),
+            90,
+            interval=0.1,
+            what="the turn's end",
+        )
         assert (t["status"], t["finalText"]) == ("complete", "after the drop")
-        assert t["fromHistory"] is False  # its start was seen live: only its end came from history
+        assert (
+            t["fromHistory"] is False
+        )  # its start was seen live: only its end came from history
 
         turn = page.get_by_test_id("turn")
         expect(turn).to_have_attribute("data-status", "complete", timeout=T)
@@ -123,7 +141,9 @@ def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(browser, ga
         page.reload()  # a reloaded page agrees with the live one
         ready(page)
         by_id(page, sid).click()
-        expect(page.get_by_test_id("turn")).to_have_attribute("data-status", "complete", timeout=T)
+        expect(page.get_by_test_id("turn")).to_have_attribute(
+            "data-status", "complete", timeout=T
+        )
         expect(page.get_by_test_id("assistant-text")).to_have_text("after the drop")
         assert page.page_errors == []
     finally:
@@ -144,14 +164,22 @@ def open_with_both_turns(page: Page, sid: str, from_history: bool) -> None:
 def shows_both_turns(page: Page, from_history: bool) -> None:
     turns = page.get_by_test_id("turn")
     expect(turns).to_have_count(2, timeout=T)
-    expect(turns.get_by_test_id("user-text")).to_have_text(["first message", "second message"])
-    expect(turns.get_by_test_id("assistant-text")).to_have_text(["first message", "second message"])
+    expect(turns.get_by_test_id("user-text")).to_have_text(
+        ["first message", "second message"]
+    )
+    expect(turns.get_by_test_id("assistant-text")).to_have_text(
+        ["first message", "second message"]
+    )
     expect(turns.nth(0)).to_have_attribute("data-status", "complete")
     expect(turns.nth(1)).to_have_attribute("data-status", "complete")
-    expect(turns.get_by_test_id("from-history")).to_have_text([MARK, MARK] if from_history else [])
+    expect(turns.get_by_test_id("from-history")).to_have_text(
+        [MARK, MARK] if from_history else []
+    )
 
 
-def test_a_past_the_app_never_saw_comes_from_the_gateways_history(browser, gateway, app_for):
+def test_a_past_the_app_never_saw_comes_from_the_gateways_history(
+    browser, gateway, app_for
+):
     gw = gateway(*REFERENCE)
     sid = ran_elsewhere(gw, "first message", "second message")
     app = app_for(gw)
@@ -163,16 +191,22 @@ def test_a_past_the_app_never_saw_comes_from_the_gateways_history(browser, gatew
         expect(gap).to_have_text(ANY_GAP)
         expect(gap).to_have_attribute("data-after-seq", "0")
         # Said first: the turns below it are what the history holds.
-        assert page.eval_on_selector_all("[data-testid='chat'] > *:not([hidden])",
-                                         "els => els.map((e) => e.dataset.testid)") == ["catchup-gap", "turn", "turn"]
+        assert page.eval_on_selector_all(
+            "[data-testid='chat'] > *:not([hidden])",
+            "els => els.map((e) => e.dataset.testid)",
+        ) == ["catchup-gap", "turn", "turn"]
         expect(gap).to_have_text(HISTORY_GAP)
         assert error_toasts(page) == []
 
         # The stores filled the same in (a reload finds them there), flagged.
         chat = app.invoke("get_state")["chats"][sid]
-        assert [(t["userText"], t["finalText"], t["status"], t["fromHistory"]) for t in chat["turns"]] == [
+        assert [
+            (t["userText"], t["finalText"], t["status"], t["fromHistory"])
+            for t in chat["turns"]
+        ] == [
             ("first message", "first message", "complete", True),
-            ("second message", "second message", "complete", True)]
+            ("second message", "second message", "complete", True),
+        ]
         assert app.invoke("get_state")["connection"]["traits"]["getEvents"] == "no"
 
         page.reload()
@@ -189,7 +223,9 @@ def test_a_past_the_app_never_saw_comes_from_the_gateways_history(browser, gatew
         page.context.close()
 
 
-def test_with_get_events_the_whole_past_is_fetched_and_no_gap_is_shown(browser, gateway, app_for):
+def test_with_get_events_the_whole_past_is_fetched_and_no_gap_is_shown(
+    browser, gateway, app_for
+):
     gw = gateway()  # the dev profile: get_events answers
     sid = ran_elsewhere(gw, "first message", "second message")
     app = app_for(gw)
@@ -198,8 +234,10 @@ def test_with_get_events_the_whole_past_is_fetched_and_no_gap_is_shown(browser, 
         open_with_both_turns(page, sid, from_history=False)
         expect(page.get_by_test_id("catchup-gap")).to_have_count(0)
         chat = app.invoke("get_state")["chats"][sid]
-        assert [(t["userText"], t["fromHistory"], t["deltaCount"] > 0) for t in chat["turns"]] == [
-            ("first message", False, True), ("second message", False, True)]
+        assert [
+            (t["userText"], t["fromHistory"], t["deltaCount"] > 0)
+            for t in chat["turns"]
+        ] == [("first message", False, True), ("second message", False, True)]
         assert error_toasts(page) == []
         assert page.page_errors == []
     finally:
@@ -226,22 +264,46 @@ def reducer(browser):
     context = browser.new_context()
     page = context.new_page()
     state_js = (ROOT / "ui" / "js" / "state.js").read_text()
-    page.route("http://reducer.test/state.js", lambda r: r.fulfill(body=state_js, content_type="text/javascript"))
-    page.route("http://reducer.test/", lambda r: r.fulfill(body="<!doctype html><title>reducer</title>",
-                                                          content_type="text/html"))
+    page.route(
+        "http://reducer.test/state.js",
+        lambda r: r.fulfill(body=state_js, content_type="text/javascript"),
+    )
+    page.route(
+        "http://reducer.test/",
+        lambda r: r.fulfill(
+            body="<!doctype html><title>reducer</title>", content_type="text/html"
+        ),
+    )
     page.goto("http://reducer.test/")
     yield page
     context.close()
 
 
 @pytest.mark.parametrize("steps, entries, expected", RULE_CASES)
-def test_the_page_applies_the_same_rule_live_and_after_a_reload(reducer, steps, entries, expected):
+def test_the_page_applies_the_same_rule_live_and_after_a_reload(
+    reducer, steps, entries, expected
+):
     events = [*steps, history(*entries)]
     stores = run(*events)
-    got = reducer.evaluate(REDUCE, {"events": [json.loads(ev.raw) for ev in events],
-                                    "snapshot": reloaded(stores)["chats"]["s-1"]})
+    got = reducer.evaluate(
+        REDUCE,
+        {
+            "events": [json.loads(ev.raw) for ev in events],
+            "snapshot": reloaded(stores)["chats"]["s-1"],
+        },
+    )
     # What the page shows of each turn: the final text where it says more than what streamed.
-    shown = [[i, status, user, final if status in FINAL and final and len(final) > len(text) else text,
-              final or None, error, flag] for i, status, user, text, final, error, flag in expected]
+    shown = [
+        [
+            i,
+            status,
+            user,
+            final if status in FINAL and final and len(final) > len(text) else text,
+            final or None,
+            error,
+            flag,
+        ]
+        for i, status, user, text, final, error, flag in expected
+    ]
     assert got["live"] == shown
     assert got["reloaded"] == shown

@@ -15,7 +15,8 @@ import inspect
 import queue
 import select
 import threading
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import pykka
 import pytest
@@ -31,20 +32,32 @@ from dim_actors.kernel.actor import DimActor
 
 WAIT_S = 10  # how long a condition may take before it counts as never happening
 
-PYKKA_INBOX = ("Actor._create_actor_inbox (the inbox factory pykka calls in Actor.__init__)",
-               "DimActor._create_actor_inbox in dim_actors/kernel/actor.py")
-PYKKA_STOP = ("Actor._stop (run for every requested stop, on the actor's thread, before the inbox is drained)",
-              "DimActor._stop in dim_actors/kernel/actor.py (an actor that stopped itself)")
-PYKKA_ENVELOPE = ("the inbox's envelopes (pykka._envelope.Envelope and its `.message`)",
-                  "Address.take_back_inbox in dim_actors/kernel/addresses.py, from DimActor.on_failure, "
-                  "DimActor._stop and Supervisor._check_health")
-WS_RECV = ("WebSocket._recv (what frame_buffer reads the socket through)",
-           "BufferedWebSocket._recv in dim_actors/connection/fastws.py (the read-ahead buffer)")
-WS_FRAME_BUFFER = ("WebSocket.frame_buffer (header, length, recv_buffer, lock, needs_*/recv_* and recv_strict) "
-                   "and WebSocket.cont_frame (cont_data, recving_frames)",
-                   "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in dim_actors/connection/fastws.py")
-WS_RECV_FRAME = ("recv_data -> recv_data_frame -> self.recv_frame (the frame read we override)",
-                 "BufferedWebSocket.recv_frame in dim_actors/connection/fastws.py (max_message_bytes)")
+PYKKA_INBOX = (
+    "Actor._create_actor_inbox (the inbox factory pykka calls in Actor.__init__)",
+    "DimActor._create_actor_inbox in dim_actors/kernel/actor.py",
+)
+PYKKA_STOP = (
+    "Actor._stop (run for every requested stop, on the actor's thread, before the inbox is drained)",
+    "DimActor._stop in dim_actors/kernel/actor.py (an actor that stopped itself)",
+)
+PYKKA_ENVELOPE = (
+    "the inbox's envelopes (pykka._envelope.Envelope and its `.message`)",
+    "Address.take_back_inbox in dim_actors/kernel/addresses.py, from DimActor.on_failure, "
+    "DimActor._stop and Supervisor._check_health",
+)
+WS_RECV = (
+    "WebSocket._recv (what frame_buffer reads the socket through)",
+    "BufferedWebSocket._recv in dim_actors/connection/fastws.py (the read-ahead buffer)",
+)
+WS_FRAME_BUFFER = (
+    "WebSocket.frame_buffer (header, length, recv_buffer, lock, needs_*/recv_* and recv_strict) "
+    "and WebSocket.cont_frame (cont_data, recving_frames)",
+    "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in dim_actors/connection/fastws.py",
+)
+WS_RECV_FRAME = (
+    "recv_data -> recv_data_frame -> self.recv_frame (the frame read we override)",
+    "BufferedWebSocket.recv_frame in dim_actors/connection/fastws.py (max_message_bytes)",
+)
 
 
 def _version(dist: str) -> str:
@@ -61,8 +74,10 @@ def contract(dist: str, internal: tuple[str, str]) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        pytest.fail(f"{dist} {_version(dist)}: {what} no longer works as we rely on it in {where}: "
-                    f"{type(e).__name__}: {e}")
+        pytest.fail(
+            f"{dist} {_version(dist)}: {what} no longer works as we rely on it in {where}: "
+            f"{type(e).__name__}: {e}"
+        )
 
 
 # --- pykka ------------------------------------------------------------------------------------------------
@@ -113,7 +128,14 @@ class Probe(pykka.ThreadingActor):
         left = []
         while not self.actor_inbox.empty():
             left.append(getattr(self.actor_inbox.get(), "message", NO_MESSAGE))
-        self.records.put(Stopped(hook, threading.get_ident() == self.thread_id, self.actor_stopped.is_set(), left))
+        self.records.put(
+            Stopped(
+                hook,
+                threading.get_ident() == self.thread_id,
+                self.actor_stopped.is_set(),
+                left,
+            )
+        )
 
 
 def _next_record(records: queue.SimpleQueue, hook: str) -> Stopped:
@@ -127,14 +149,21 @@ def _next_record(records: queue.SimpleQueue, hook: str) -> Stopped:
 
 def test_pykka_still_has_the_methods_dimactor_overrides():
     with contract("pykka", PYKKA_INBOX):
-        factory = inspect.getattr_static(pykka.ThreadingActor, "_create_actor_inbox", None)
+        factory = inspect.getattr_static(
+            pykka.ThreadingActor, "_create_actor_inbox", None
+        )
         assert isinstance(factory, staticmethod), (
-            f"ThreadingActor._create_actor_inbox is {factory!r}, not a staticmethod")
-        assert not inspect.signature(factory.__func__).parameters, "_create_actor_inbox now takes arguments"
+            f"ThreadingActor._create_actor_inbox is {factory!r}, not a staticmethod"
+        )
+        assert not inspect.signature(factory.__func__).parameters, (
+            "_create_actor_inbox now takes arguments"
+        )
     with contract("pykka", PYKKA_STOP):
         stop = inspect.getattr_static(pykka.Actor, "_stop", None)
         assert inspect.isfunction(stop), f"Actor._stop is {stop!r}, not a method"
-        assert list(inspect.signature(stop).parameters) == ["self"], f"Actor._stop{inspect.signature(stop)}"
+        assert list(inspect.signature(stop).parameters) == ["self"], (
+            f"Actor._stop{inspect.signature(stop)}"
+        )
 
 
 def test_pykka_builds_the_inbox_with_create_actor_inbox():
@@ -142,9 +171,12 @@ def test_pykka_builds_the_inbox_with_create_actor_inbox():
         ref = Probe.start(threading.Event(), queue.SimpleQueue())
         try:
             assert type(ref.actor_inbox) is queue.SimpleQueue, (
-                f"the inbox is a {type(ref.actor_inbox).__name__}, not the SimpleQueue _create_actor_inbox returns")
+                f"the inbox is a {type(ref.actor_inbox).__name__}, not the SimpleQueue _create_actor_inbox returns"
+            )
             # The actor's loop reads the same queue the ref puts into, through put/get/empty alone.
-            assert ref.ask("echo", timeout=WAIT_S) == "echo", "a message told into that inbox got no answer"
+            assert ref.ask("echo", timeout=WAIT_S) == "echo", (
+                "a message told into that inbox got no answer"
+            )
         finally:
             assert ref.stop(timeout=WAIT_S), "the actor could not be stopped"
 
@@ -153,7 +185,9 @@ def test_pykka_calls_stop_on_a_requested_stop_with_the_later_messages_still_queu
     gate, records = threading.Event(), queue.SimpleQueue()
     with contract("pykka", PYKKA_STOP):
         ref = Probe.start(gate, records)
-        ref.tell("wait for the gate")  # holds the actor so that the stop and what follows queue up
+        ref.tell(
+            "wait for the gate"
+        )  # holds the actor so that the stop and what follows queue up
         stopping = ref.stop(block=False)
         ref.tell("after 1")
         ref.tell("after 2")
@@ -161,11 +195,13 @@ def test_pykka_calls_stop_on_a_requested_stop_with_the_later_messages_still_queu
         record = _next_record(records, "_stop")
         assert record.on_actor_thread, "_stop ran on another thread than the actor's"
         assert record.actor_stopped, (
-            "actor_stopped is not set after Actor._stop: the loop would go on reading the inbox")
+            "actor_stopped is not set after Actor._stop: the loop would go on reading the inbox"
+        )
         stopping.get(timeout=WAIT_S)
     with contract("pykka", PYKKA_ENVELOPE):
         assert record.left == ["after 1", "after 2"], (
-            f"the messages told after the stop, read back out of the inbox in _stop: {record.left!r}")
+            f"the messages told after the stop, read back out of the inbox in _stop: {record.left!r}"
+        )
 
 
 def test_pykka_calls_stop_when_an_actor_stops_itself():
@@ -189,9 +225,12 @@ def test_pykka_leaves_the_envelopes_in_the_inbox_for_on_failure():
         ref.tell("after 2")
         gate.set()
         record = _next_record(records, "on_failure")
-        assert record.on_actor_thread, "on_failure ran on another thread than the actor's"
+        assert record.on_actor_thread, (
+            "on_failure ran on another thread than the actor's"
+        )
         assert record.left == ["after 1", "after 2"], (
-            f"the messages queued behind the failing one, read back out of the inbox in on_failure: {record.left!r}")
+            f"the messages queued behind the failing one, read back out of the inbox in on_failure: {record.left!r}"
+        )
 
 
 # --- websocket-client ---------------------------------------------------------------------------------------
@@ -201,22 +240,48 @@ def test_websocket_client_still_has_the_internals_fastws_uses():
     with contract("websocket-client", WS_FRAME_BUFFER):
         ws = websocket.WebSocket(skip_utf8_validation=True)
         fb, cont = getattr(ws, "frame_buffer", None), getattr(ws, "cont_frame", None)
-        assert fb is not None and cont is not None, "WebSocket.frame_buffer or WebSocket.cont_frame is gone"
-        problems = [f"{type(owner).__name__}.{name} is gone"
-                    for owner, names in ((fb, ("header", "length", "recv_buffer", "lock", "clear", "needs_header",
-                                               "recv_header", "needs_length", "recv_length", "needs_mask",
-                                               "recv_mask", "recv_strict", "recv_frame")),
-                                         (cont, ("cont_data", "recving_frames")))
-                    for name in names if not hasattr(owner, name)]
-        for owner, name, params in ((websocket.WebSocket, "_recv", ["self", "bufsize"]),
-                                    (websocket.WebSocket, "recv_data", ["self", "control_frame"]),
-                                    (websocket.WebSocket, "recv_frame", ["self"]),
-                                    (type(fb), "recv_strict", ["self", "bufsize"])):
+        assert fb is not None and cont is not None, (
+            "WebSocket.frame_buffer or WebSocket.cont_frame is gone"
+        )
+        problems = [
+            f"{type(owner).__name__}.{name} is gone"
+            for owner, names in (
+                (
+                    fb,
+                    (
+                        "header",
+                        "length",
+                        "recv_buffer",
+                        "lock",
+                        "clear",
+                        "needs_header",
+                        "recv_header",
+                        "needs_length",
+                        "recv_length",
+                        "needs_mask",
+                        "recv_mask",
+                        "recv_strict",
+                        "recv_frame",
+                    ),
+                ),
+                (cont, ("cont_data", "recving_frames")),
+            )
+            for name in names
+            if not hasattr(owner, name)
+        ]
+        for owner, name, params in (
+            (websocket.WebSocket, "_recv", ["self", "bufsize"]),
+            (websocket.WebSocket, "recv_data", ["self", "control_frame"]),
+            (websocket.WebSocket, "recv_frame", ["self"]),
+            (type(fb), "recv_strict", ["self", "bufsize"]),
+        ):
             func = getattr(owner, name, None)
             if func is None:
                 problems.append(f"{owner.__name__}.{name} is gone")
             elif list(inspect.signature(func).parameters) != params:
-                problems.append(f"{owner.__name__}.{name}{inspect.signature(func)}, not ({', '.join(params)})")
+                problems.append(
+                    f"{owner.__name__}.{name}{inspect.signature(func)}, not ({', '.join(params)})"
+                )
         assert not problems, "; ".join(problems)
 
 
@@ -228,9 +293,13 @@ class Gateway:
         from websockets.sync.server import serve
 
         self.scripts: dict[str, Callable[[Any], None]] = {}
-        self.server = serve(self._handle, "127.0.0.1", 0, compression=None, ping_interval=None)
+        self.server = serve(
+            self._handle, "127.0.0.1", 0, compression=None, ping_interval=None
+        )
         self.port = self.server.socket.getsockname()[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="contract-gateway", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="contract-gateway", daemon=True
+        )
         self.thread.start()
 
     def _handle(self, conn: Any) -> None:
@@ -242,8 +311,12 @@ class Gateway:
         except ConnectionClosed:
             pass
 
-    def connect(self, script: Callable[[Any], None], fast: bool = True,
-                cls: type[BufferedWebSocket] = BufferedWebSocket) -> Any:
+    def connect(
+        self,
+        script: Callable[[Any], None],
+        fast: bool = True,
+        cls: type[BufferedWebSocket] = BufferedWebSocket,
+    ) -> Any:
         path = f"/{len(self.scripts)}"
         self.scripts[path] = script
         ws = cls(skip_utf8_validation=fast)
@@ -281,7 +354,9 @@ def _mixed_traffic(conn: Any) -> None:
     conn.send(b"\x00\x01 one binary frame")
     conn.send(["frag", "mented ", "text"])
     conn.ping(b"between messages")
-    conn.send([b"a" * 70_000, b"b" * 70_000])  # fragments wider than the read-ahead buffer
+    conn.send(
+        [b"a" * 70_000, b"b" * 70_000]
+    )  # fragments wider than the read-ahead buffer
     for text in BURST:
         conn.send(text)
     conn.send("x" * 200_000)  # one frame over several buffers
@@ -289,9 +364,16 @@ def _mixed_traffic(conn: Any) -> None:
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "parser-only"])
 def test_websocket_client_parses_frames_out_of_the_read_ahead_buffer(gateway, fast):
-    expected = ([(TEXT, b"one text frame"), (BINARY, b"\x00\x01 one binary frame"), (TEXT, b"fragmented text"),
-                 (BINARY, b"a" * 70_000 + b"b" * 70_000)]
-                + [(TEXT, t.encode()) for t in BURST] + [(TEXT, b"x" * 200_000)])
+    expected = (
+        [
+            (TEXT, b"one text frame"),
+            (BINARY, b"\x00\x01 one binary frame"),
+            (TEXT, b"fragmented text"),
+            (BINARY, b"a" * 70_000 + b"b" * 70_000),
+        ]
+        + [(TEXT, t.encode()) for t in BURST]
+        + [(TEXT, b"x" * 200_000)]
+    )
     with contract("websocket-client", WS_RECV):
         ws = gateway.connect(_mixed_traffic, fast, cls=CountingWebSocket)
         try:
@@ -301,8 +383,11 @@ def test_websocket_client_parses_frames_out_of_the_read_ahead_buffer(gateway, fa
         for i, ((op, data), (want_op, want)) in enumerate(zip(got, expected)):
             assert (op, data) == (want_op, want), (
                 f"message {i}: opcode {op}, {len(data)} bytes {data[:40]!r}; expected opcode {want_op}, "
-                f"{len(want)} bytes {want[:40]!r}")
-        assert ws.parser_reads, "websocket-client's parser never read through _recv: it bypasses the buffer"
+                f"{len(want)} bytes {want[:40]!r}"
+            )
+        assert ws.parser_reads, (
+            "websocket-client's parser never read through _recv: it bypasses the buffer"
+        )
 
 
 def _brief(result: Any) -> str:
@@ -316,14 +401,18 @@ def _oversized_traffic(conn: Any) -> None:
     conn.send("small 1")
     conn.send("y" * 5_000)
     conn.send("small 2")
-    conn.send(["f" * 600, "g" * 600, "h" * 600])  # over the limit at its second fragment
+    conn.send(
+        ["f" * 600, "g" * 600, "h" * 600]
+    )  # over the limit at its second fragment
     conn.send("small 3")
     conn.send(b"z" * (2 * READ_AHEAD + 123))  # thrown away in several chunks
     conn.send("small 4")
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "parser-only"])
-def test_websocket_client_frame_buffer_lets_an_oversized_message_be_skipped_unread(gateway, fast):
+def test_websocket_client_frame_buffer_lets_an_oversized_message_be_skipped_unread(
+    gateway, fast
+):
     discarded = []
     with contract("websocket-client", WS_RECV_FRAME):
         ws = gateway.connect(_oversized_traffic, fast)
@@ -340,20 +429,34 @@ def test_websocket_client_frame_buffer_lets_an_oversized_message_be_skipped_unre
             ws.close()
         assert results[0] == (TEXT, b"small 1"), f"first message: {_brief(results[0])}"
         assert isinstance(results[1], OversizedFrame), (
-            f"a 5000-byte frame over a 1000-byte limit gave {_brief(results[1])}")
+            f"a 5000-byte frame over a 1000-byte limit gave {_brief(results[1])}"
+        )
     with contract("websocket-client", WS_FRAME_BUFFER):
-        assert results[1].length == 5_000 and results[1].sample == b"y" * SAMPLE_BYTES, (
-            f"the oversized frame's length and sample: {results[1].length}, {results[1].sample[:20]!r}...")
-        assert results[2] == (TEXT, b"small 2"), f"after the oversized frame: {_brief(results[2])}"
+        assert (
+            results[1].length == 5_000 and results[1].sample == b"y" * SAMPLE_BYTES
+        ), (
+            f"the oversized frame's length and sample: {results[1].length}, {results[1].sample[:20]!r}..."
+        )
+        assert results[2] == (TEXT, b"small 2"), (
+            f"after the oversized frame: {_brief(results[2])}"
+        )
         assert isinstance(results[3], OversizedFrame) and results[3].length == 1_200, (
-            f"a fragmented message growing past the limit gave {_brief(results[3])}")
-        assert results[3].sample == b"f" * SAMPLE_BYTES, f"its sample: {results[3].sample[:20]!r}..."
+            f"a fragmented message growing past the limit gave {_brief(results[3])}"
+        )
+        assert results[3].sample == b"f" * SAMPLE_BYTES, (
+            f"its sample: {results[3].sample[:20]!r}..."
+        )
         assert results[4] == (TEXT, b"small 3"), (
-            f"after the oversized fragmented message (skipped to its end): {_brief(results[4])}")
-        assert isinstance(results[5], OversizedFrame) and results[5].length == 2 * READ_AHEAD + 123, (
-            f"an oversized binary frame gave {_brief(results[5])}")
+            f"after the oversized fragmented message (skipped to its end): {_brief(results[4])}"
+        )
+        assert (
+            isinstance(results[5], OversizedFrame)
+            and results[5].length == 2 * READ_AHEAD + 123
+        ), f"an oversized binary frame gave {_brief(results[5])}"
         assert results[6] == (TEXT, b"small 4"), f"after it: {_brief(results[6])}"
-        assert len(discarded) >= 3, f"the oversized payloads were thrown away in {len(discarded)} chunks"
+        assert len(discarded) >= 3, (
+            f"the oversized payloads were thrown away in {len(discarded)} chunks"
+        )
 
 
 def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
@@ -366,7 +469,9 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
     half_sent, rest_go = threading.Event(), threading.Event()
 
     def script(conn: Any) -> None:
-        header = bytes([0x82, 126]) + len(payload).to_bytes(2, "big")  # FIN binary, 16-bit length
+        header = bytes([0x82, 126]) + len(payload).to_bytes(
+            2, "big"
+        )  # FIN binary, 16-bit length
         conn.socket.sendall(header + payload[:half])
         half_sent.set()
         rest_go.wait(WAIT_S)
@@ -377,16 +482,21 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
         ws = gateway.connect(script)
         try:
             assert half_sent.wait(WAIT_S), "the server never sent the first half"
-            assert select.select([ws.sock], [], [], WAIT_S)[0], "the first half never arrived"
+            assert select.select([ws.sock], [], [], WAIT_S)[0], (
+                "the first half never arrived"
+            )
             ws.settimeout(0)
             with pytest.raises(BlockingIOError):
                 ws.recv_data()
-            assert ws.frame_buffer.header is not None, "frame_buffer.header is None in the middle of a frame"
+            assert ws.frame_buffer.header is not None, (
+                "frame_buffer.header is None in the middle of a frame"
+            )
             rest_go.set()
             ws.settimeout(WAIT_S)
             got = ws.recv_data()
             assert got == (BINARY, payload), (
-                f"the frame finished after the interruption: opcode {got[0]}, {len(got[1])} bytes {got[1][:16]!r}")
+                f"the frame finished after the interruption: opcode {got[0]}, {len(got[1])} bytes {got[1][:16]!r}"
+            )
             assert ws.recv_data() == (TEXT, b"after"), "the frame after it"
         finally:
             rest_go.set()

@@ -60,7 +60,10 @@ def setup_cfg_requirements() -> dict[str, list[Requirement]]:
 
 
 def build_requirements() -> list[Requirement]:
-    lines = (line.split("#", 1)[0].strip() for line in (REQ / "build.in").read_text().splitlines())
+    lines = (
+        line.split("#", 1)[0].strip()
+        for line in (REQ / "build.in").read_text().splitlines()
+    )
     return [Requirement(line) for line in lines if line]
 
 
@@ -73,8 +76,9 @@ def test_every_pin_is_exact_and_hashed(name: str):
     assert pins, f"requirements/{name}.txt is empty"
     for key, (req, hashes) in pins.items():
         pinned_version(req)
-        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), \
-            f"requirements/{name}.txt: {key} has no sha256 hashes"
+        assert hashes and all(
+            re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes
+        ), f"requirements/{name}.txt: {key} has no sha256 hashes"
 
 
 @pytest.mark.parametrize("install", ["base", *EXTRAS])
@@ -86,20 +90,28 @@ def test_each_install_locks_what_setup_cfg_asks_for(install: str):
     pins = read_lock(REQ / f"{install}.txt")
     for req in wanted:
         key = canonicalize_name(req.name)
-        assert key in pins, f"setup.cfg asks for {req} ({install}) but requirements/{install}.txt has no {key}: run bin/lock"
+        assert key in pins, (
+            f"setup.cfg asks for {req} ({install}) but requirements/{install}.txt has no {key}: run bin/lock"
+        )
         version = pinned_version(pins[key][0])
-        assert req.specifier.contains(version, prereleases=True), \
+        assert req.specifier.contains(version, prereleases=True), (
             f"requirements/{install}.txt pins {key}=={version}, outside setup.cfg's {req}: run bin/lock"
+        )
 
 
 @pytest.mark.parametrize("name", ["base", "build", *EXTRAS])
 def test_the_partial_locks_agree_with_the_whole_resolution(name: str):
     whole = read_lock(REQ / "all.txt")
     for key, (req, hashes) in read_lock(REQ / f"{name}.txt").items():
-        assert key in whole, f"requirements/{name}.txt has {key}, requirements/all.txt does not: run bin/lock"
-        assert pinned_version(req) == pinned_version(whole[key][0]), \
+        assert key in whole, (
+            f"requirements/{name}.txt has {key}, requirements/all.txt does not: run bin/lock"
+        )
+        assert pinned_version(req) == pinned_version(whole[key][0]), (
             f"{key}: requirements/{name}.txt and all.txt disagree: run bin/lock"
-        assert set(hashes) == set(whole[key][1]), f"{key}: hashes differ between {name}.txt and all.txt"
+        )
+        assert set(hashes) == set(whole[key][1]), (
+            f"{key}: hashes differ between {name}.txt and all.txt"
+        )
 
 
 def test_this_environment_holds_exactly_the_locked_versions():
@@ -109,10 +121,19 @@ def test_this_environment_holds_exactly_the_locked_versions():
         for key, (req, _) in read_lock(REQ / f"{name}.txt").items():
             if req.marker is None or req.marker.evaluate():
                 locked[key] = pinned_version(req)
-    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions()}
-    wrong = {k: f"{installed[k]} installed, {v} locked" for k, v in locked.items() if k in installed and installed[k] != v}
+    installed = {
+        canonicalize_name(d.metadata["Name"]): Version(d.version)
+        for d in metadata.distributions()
+    }
+    wrong = {
+        k: f"{installed[k]} installed, {v} locked"
+        for k, v in locked.items()
+        if k in installed and installed[k] != v
+    }
     missing = sorted(k for k in locked if k not in installed)
     unlocked = sorted(set(installed) - set(locked) - NOT_LOCKED)
-    assert not missing, f"locked but not installed: {missing} (bin/test installs from requirements/)"
+    assert not missing, (
+        f"locked but not installed: {missing} (bin/test installs from requirements/)"
+    )
     assert not wrong, f"installed versions differ from the lock: {wrong}"
     assert not unlocked, f"installed but in no lock: {unlocked}"

@@ -40,12 +40,20 @@ def logs(tmp_path):
 
 def test_a_lone_surrogate_is_logged_as_unloggable_and_the_writer_goes_on(logs):
     logs.append(envelope("t", "a", record(0)))
-    logs.append(envelope("uibridge", "a", Invoke(reqId=1, command="run_turn", args={"text": "\ud83d"})))
+    logs.append(
+        envelope(
+            "uibridge",
+            "a",
+            Invoke(reqId=1, command="run_turn", args={"text": "\ud83d"}),
+        )
+    )
     for i in range(1, 50):
         logs.append(envelope("t", "a", record(i)))
     logs.flush()
     lines = [msgspec.json.decode(line) for line in logs.read("a")]
-    assert [ln["body"].get("path") for ln in lines if ln["type"] == "journal_record"] == [str(i) for i in range(50)]
+    assert [
+        ln["body"].get("path") for ln in lines if ln["type"] == "journal_record"
+    ] == [str(i) for i in range(50)]
     bad = [ln for ln in lines if ln["type"] == "invoke"]
     assert len(bad) == 1 and "surrogates not allowed" in bad[0]["body"]["unloggable"]
     assert logs._writer.is_alive()
@@ -56,7 +64,9 @@ def test_a_lone_surrogate_is_logged_as_unloggable_and_the_writer_goes_on(logs):
 
 
 def test_a_lone_surrogate_alone_in_its_batch(logs):
-    logs.append(envelope("t", "a", InvokeResult(reqId=1, ok=True, result={"x": ["\udcff"]})))
+    logs.append(
+        envelope("t", "a", InvokeResult(reqId=1, ok=True, result={"x": ["\udcff"]}))
+    )
     logs.flush()
     logs.append(envelope("t", "a", record(1)))
     logs.flush()
@@ -80,7 +90,9 @@ def test_a_full_disk_drops_and_counts_lines_keeps_draining_and_resumes(full_file
         n = 3 * 2_048 + 17  # several batches
         for i in range(n):
             logs.append(envelope("t", "a", record(i)))
-            logs.append(envelope("t", "b", record(i)))  # another actor's file is fine meanwhile
+            logs.append(
+                envelope("t", "b", record(i))
+            )  # another actor's file is fine meanwhile
         logs.flush(timeout=30)
         wait_until(lambda: logs._written == logs._queued, what="the queue drained")
         assert logs._writer.is_alive()
@@ -89,17 +101,26 @@ def test_a_full_disk_drops_and_counts_lines_keeps_draining_and_resumes(full_file
         assert len(logs.read("b")) == n
         # What the supervisor's status rows carry, and `dimctl status` prints under its table.
         a = logs.health_of("a")
-        assert a["logDropped"] == n and "No space left" in a["logError"] and logs.health_of("b") == {}
+        assert (
+            a["logDropped"] == n
+            and "No space left" in a["logError"]
+            and logs.health_of("b") == {}
+        )
         assert log_lines([{"name": "a", **a}, {"name": "b"}]) == [
             f"message log of a: {n} messages not logged (the log file could not be written); "
-            f"failing now: {a['logError']}"]
+            f"failing now: {a['logError']}"
+        ]
 
-        (full_file / "a.log").unlink()  # room again: the next batch opens the file afresh
+        (
+            full_file / "a.log"
+        ).unlink()  # room again: the next batch opens the file afresh
         logs.append(envelope("t", "a", record(n)))
         logs.flush()
         assert paths_on_disk(logs, "a") == [str(n)]
         assert logs.health().failing == [] and logs.health().dropped == n
-        assert logs.health_of("a") == {"logDropped": n}  # resumed: the loss stays counted
+        assert logs.health_of("a") == {
+            "logDropped": n
+        }  # resumed: the loss stays counted
     finally:
         logs.close()
 
@@ -108,6 +129,7 @@ def test_memory_stays_bounded_while_the_disk_is_full(full_file, monkeypatch):
     # With a small backlog bound, senders outpacing a writer that can write nothing still return:
     # the writer drains (and drops) instead of dying and leaving the queue to grow.
     from dim_actors.kernel import messagelog
+
     monkeypatch.setattr(messagelog, "MAX_BACKLOG", 100)
     logs = MessageLogs(full_file)
     try:
@@ -120,14 +142,57 @@ def test_memory_stays_bounded_while_the_disk_is_full(full_file, monkeypatch):
 
 
 def test_secrets_are_redacted_on_disk_and_in_memory(logs):
-    logs.append(envelope("uibridge", "router", Invoke(reqId=1, command="gateway_connect",
-                                                      args={"url": "ws://g/ws", "token": "tok-SECRET"})))
-    logs.append(envelope("router", "connection", Connect(url="ws://g/ws", token="tok-SECRET")))
-    logs.append(envelope("router", "connection", SendFrame(reqId=2, type="authenticate", frame=build_client_message(
-        "authenticate", {"token": "tok-SECRET"}))))
-    logs.append(envelope("router", "connection", SendFrame(reqId=3, type="x", frame=b'{"Token": "tok-SECRET", ')))
-    logs.append(envelope("router", "uibridge", InvokeResult(reqId=1, ok=True, result={
-        "nested": [{"Authorization": "Bearer tok-SECRET", "password": "pw-SECRET", "keep": 1}]})))
+    logs.append(
+        envelope(
+            "uibridge",
+            "router",
+            Invoke(
+                reqId=1,
+                command="gateway_connect",
+                args={"url": "ws://g/ws", "token": "tok-SECRET"},
+            ),
+        )
+    )
+    logs.append(
+        envelope("router", "connection", Connect(url="ws://g/ws", token="tok-SECRET"))
+    )
+    logs.append(
+        envelope(
+            "router",
+            "connection",
+            SendFrame(
+                reqId=2,
+                type="authenticate",
+                frame=build_client_message("authenticate", {"token": "tok-SECRET"}),
+            ),
+        )
+    )
+    logs.append(
+        envelope(
+            "router",
+            "connection",
+            SendFrame(reqId=3, type="x", frame=b'{"Token": "tok-SECRET", '),
+        )
+    )
+    logs.append(
+        envelope(
+            "router",
+            "uibridge",
+            InvokeResult(
+                reqId=1,
+                ok=True,
+                result={
+                    "nested": [
+                        {
+                            "Authorization": "Bearer tok-SECRET",
+                            "password": "pw-SECRET",
+                            "keep": 1,
+                        }
+                    ]
+                },
+            ),
+        )
+    )
     logs.flush()
     for actor in ("router", "connection", "uibridge"):
         raw = logs.path(actor).read_bytes()
@@ -140,7 +205,11 @@ def test_secrets_are_redacted_on_disk_and_in_memory(logs):
                 assert b"SECRET" not in base64.b64decode(body["frame"]), body
         assert stat.S_IMODE(logs.path(actor).stat().st_mode) == 0o600
     body = msgspec.json.decode(logs.read("uibridge")[0])["body"]
-    assert body["result"]["nested"][0] == {"Authorization": "***", "password": "***", "keep": 1}
+    assert body["result"]["nested"][0] == {
+        "Authorization": "***",
+        "password": "***",
+        "keep": 1,
+    }
 
 
 def test_an_existing_world_readable_log_is_made_private(tmp_path):
@@ -155,16 +224,19 @@ def test_an_existing_world_readable_log_is_made_private(tmp_path):
     assert stat.S_IMODE((d / "a.log").stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("value, expected", [
-    ({"token": "t"}, {"token": "***"}),
-    ({"TOKEN": "t", "url": "u"}, {"TOKEN": "***", "url": "u"}),
-    ({"token": None}, {"token": None}),
-    ({"a": [{"secret": 1}, 2]}, {"a": [{"secret": "***"}, 2]}),
-    ({"a": {"b": {"password": "p"}}}, {"a": {"b": {"password": "***"}}}),
-    ({"tokens": 5, "text": "token"}, {"tokens": 5, "text": "token"}),
-    (["x", {"authorization": "B"}], ["x", {"authorization": "***"}]),
-    ("plain", "plain"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"token": "t"}, {"token": "***"}),
+        ({"TOKEN": "t", "url": "u"}, {"TOKEN": "***", "url": "u"}),
+        ({"token": None}, {"token": None}),
+        ({"a": [{"secret": 1}, 2]}, {"a": [{"secret": "***"}, 2]}),
+        ({"a": {"b": {"password": "p"}}}, {"a": {"b": {"password": "***"}}}),
+        ({"tokens": 5, "text": "token"}, {"tokens": 5, "text": "token"}),
+        (["x", {"authorization": "B"}], ["x", {"authorization": "***"}]),
+        ("plain", "plain"),
+    ],
+)
 def test_redact(value, expected):
     assert redact(value) == expected
 
@@ -175,5 +247,9 @@ def test_redact_copies_nothing_without_a_secret():
 
 
 def test_to_line_never_raises():
-    line = to_line(envelope("t", "a", Invoke(reqId=1, command="x", args={"k": "\ud800"})))
-    assert msgspec.json.decode(line)["body"]["unloggable"].startswith("UnicodeEncodeError")
+    line = to_line(
+        envelope("t", "a", Invoke(reqId=1, command="x", args={"k": "\ud800"}))
+    )
+    assert msgspec.json.decode(line)["body"]["unloggable"].startswith(
+        "UnicodeEncodeError"
+    )

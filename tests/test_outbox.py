@@ -14,7 +14,9 @@ def gateway_events(url: str, sid: str, token: str = "") -> list[dict]:
     try:
         events, after = [], 0
         while True:
-            ws.send(json.dumps({"type": "get_events", "sessionId": sid, "afterSeq": after}))
+            ws.send(
+                json.dumps({"type": "get_events", "sessionId": sid, "afterSeq": after})
+            )
             while True:
                 reply = json.loads(ws.recv())
                 if reply["type"] == "event_list":
@@ -29,7 +31,10 @@ def gateway_events(url: str, sid: str, token: str = "") -> list[dict]:
 
 def go_offline(app: App) -> None:
     app.invoke("gateway_disconnect")
-    wait_until(lambda: app.invoke("get_state")["connection"]["state"] == "offline", what="offline")
+    wait_until(
+        lambda: app.invoke("get_state")["connection"]["state"] == "offline",
+        what="offline",
+    )
 
 
 def test_a_turn_queued_offline_is_sent_once_after_reconnecting(app: App):
@@ -39,20 +44,39 @@ def test_a_turn_queued_offline_is_sent_once_after_reconnecting(app: App):
     queued = app.invoke("run_turn", sessionId=sid, text="sent later")
     assert queued["type"] == "queued" and queued["command"] == "run_turn"
     outbox = app.invoke("get_state")["outbox"]
-    assert [i["id"] for i in outbox] == [queued["outboxId"]] and outbox[0]["state"] == "pending"
-    assert outbox[0]["message"]["text"] == "sent later" and outbox[0]["message"]["clientTurnId"]
+    assert [i["id"] for i in outbox] == [queued["outboxId"]] and outbox[0][
+        "state"
+    ] == "pending"
+    assert (
+        outbox[0]["message"]["text"] == "sent later"
+        and outbox[0]["message"]["clientTurnId"]
+    )
 
     app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
-    wait_until(lambda: any(t["status"] == "complete" and t["finalText"] == "sent later"
-                           for t in app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])),
-               60, what="the queued turn to run")
-    wait_until(lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty")
-    started = [e for e in gateway_events(app.runtime["gatewayUrl"], sid, app.runtime["gatewayToken"])
-               if e["type"] == "turn_started"]
+    wait_until(
+        lambda: any(
+            t["status"] == "complete" and t["finalText"] == "sent later"
+            for t in app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])
+        ),
+        60,
+        what="the queued turn to run",
+    )
+    wait_until(
+        lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty"
+    )
+    started = [
+        e
+        for e in gateway_events(
+            app.runtime["gatewayUrl"], sid, app.runtime["gatewayToken"]
+        )
+        if e["type"] == "turn_started"
+    ]
     assert len(started) == 1
 
 
-def test_queued_commands_survive_an_app_restart_and_run_exactly_once(dim_home, tmp_path):
+def test_queued_commands_survive_an_app_restart_and_run_exactly_once(
+    dim_home, tmp_path
+):
     gw = GatewayProcess(tmp_path / "gw").start()
     try:
         app = App(dim_home, ["--gateway", gw.url])
@@ -60,7 +84,11 @@ def test_queued_commands_survive_an_app_restart_and_run_exactly_once(dim_home, t
         sid = app.invoke("create_session", agentType="echo")["session"]["id"]
         app.invoke("join_session", sessionId=sid)
         gw.kill()
-        wait_until(lambda: app.invoke("get_state")["connection"]["state"] != "connected", 60, what="the drop")
+        wait_until(
+            lambda: app.invoke("get_state")["connection"]["state"] != "connected",
+            60,
+            what="the drop",
+        )
         first = app.invoke("run_turn", sessionId=sid, text="one")
         second = app.invoke("run_turn", sessionId=sid, text="two")
         assert first["type"] == second["type"] == "queued"
@@ -69,10 +97,27 @@ def test_queued_commands_survive_an_app_restart_and_run_exactly_once(dim_home, t
         gw.start()
         app = App(dim_home, ["--gateway", gw.url])
         try:
-            wait_until(lambda: app.invoke("get_state")["outbox"] == [], 60, what="the outbox to drain")
-            wait_until(lambda: sum(e["type"] == "turn_complete" for e in gateway_events(gw.url, sid)) == 2, 60,
-                       what="both turns to complete")
-            started = [e["text"] for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"]
+            wait_until(
+                lambda: app.invoke("get_state")["outbox"] == [],
+                60,
+                what="the outbox to drain",
+            )
+            wait_until(
+                lambda: (
+                    sum(
+                        e["type"] == "turn_complete"
+                        for e in gateway_events(gw.url, sid)
+                    )
+                    == 2
+                ),
+                60,
+                what="both turns to complete",
+            )
+            started = [
+                e["text"]
+                for e in gateway_events(gw.url, sid)
+                if e["type"] == "turn_started"
+            ]
             assert started == ["one", "two"]  # in order, each once
         finally:
             app.stop()
@@ -91,8 +136,13 @@ def test_a_queued_command_can_be_cancelled(app: App):
     assert e.value.code == "NOT_FOUND"
     app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
     app.wait_connected()
-    assert not [e for e in gateway_events(app.runtime["gatewayUrl"], sid, app.runtime["gatewayToken"])
-               if e["type"] == "turn_started"]
+    assert not [
+        e
+        for e in gateway_events(
+            app.runtime["gatewayUrl"], sid, app.runtime["gatewayToken"]
+        )
+        if e["type"] == "turn_started"
+    ]
 
 
 def test_reads_are_refused_not_queued_while_offline(app: App):
@@ -103,8 +153,12 @@ def test_reads_are_refused_not_queued_while_offline(app: App):
     assert app.invoke("get_state")["outbox"] == []
 
 
-@pytest.mark.parametrize("late", [False, True], ids=["prompt gateway", "gateway reading the burst late"])
-def test_the_client_paces_itself_under_the_gateways_rate_limit(dim_home, tmp_path, late):
+@pytest.mark.parametrize(
+    "late", [False, True], ids=["prompt gateway", "gateway reading the burst late"]
+)
+def test_the_client_paces_itself_under_the_gateways_rate_limit(
+    dim_home, tmp_path, late
+):
     """The gateway allows 8 messages in 10 s; the client is told the same and must never exceed it.
     The gateway counts a frame when it reads it, and a loaded one reads a burst late: paced by our
     send times alone, the 9th request reached it while the 1st still counted there (RATE_LIMITED).
@@ -116,13 +170,20 @@ def test_the_client_paces_itself_under_the_gateways_rate_limit(dim_home, tmp_pat
 
     gw = GatewayProcess(tmp_path / "gw", args=["--rate-limit", "8"]).start()
     proxy = LateReadingProxy(gw.port) if late else None
-    write_settings(dim_home, "send_rate_limit = 8\nsend_rate_window_s = 10.0\nrequest_timeout_s = 60.0\n")
+    write_settings(
+        dim_home,
+        "send_rate_limit = 8\nsend_rate_window_s = 10.0\nrequest_timeout_s = 60.0\n",
+    )
     app = App(dim_home, ["--gateway", proxy.url if proxy else gw.url])
     try:
         app.wait_connected()
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            results = list(pool.map(lambda i: app.invoke("list_sessions", timeout=90), range(12)))
-        assert all(r["type"] == "session_list" for r in results)  # none refused as RATE_LIMITED
+            results = list(
+                pool.map(lambda i: app.invoke("list_sessions", timeout=90), range(12))
+            )
+        assert all(
+            r["type"] == "session_list" for r in results
+        )  # none refused as RATE_LIMITED
     finally:
         app.stop()
         if proxy:
@@ -131,7 +192,9 @@ def test_the_client_paces_itself_under_the_gateways_rate_limit(dim_home, tmp_pat
 
 
 @pytest.mark.parametrize("killed", ["before the answer", "after the answer"])
-def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(dim_home, tmp_path, killed):
+def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(
+    dim_home, tmp_path, killed
+):
     import os
     import signal
 
@@ -161,20 +224,48 @@ def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(d
         os.kill(pid, signal.SIGKILL)
         # The supervisor restarts the connection process; it resends what is still in the outbox,
         # with the same clientTurnId, and the gateway answers with the turn it already ran.
-        wait_until(lambda: app.status()["connection"]["pid"] != pid, 60, what="the connection process to restart")
+        wait_until(
+            lambda: app.status()["connection"]["pid"] != pid,
+            60,
+            what="the connection process to restart",
+        )
         app.wait_connected()
-        wait_until(lambda: app.invoke("get_state")["outbox"] == [], 60, what="the outbox to empty")
-        turns = wait_until(lambda: (lambda ts: ts if ts and all(t["status"] == "complete" for t in ts) else None)(
-            app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])), 60, what="the turn to complete")
-        assert [(t["userText"], t["text"]) for t in turns] == [("exactly once", "exactly once")]
-        started = [e for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"]
-        assert [e["text"] for e in started] == ["exactly once"]  # run by the gateway once, not twice
+        wait_until(
+            lambda: app.invoke("get_state")["outbox"] == [],
+            60,
+            what="the outbox to empty",
+        )
+        turns = wait_until(
+            lambda: (
+                lambda ts: (
+                    ts if ts and all(t["status"] == "complete" for t in ts) else None
+                )
+            )(app.invoke("get_state")["chats"].get(sid, {}).get("turns", [])),
+            60,
+            what="the turn to complete",
+        )
+        assert [(t["userText"], t["text"]) for t in turns] == [
+            ("exactly once", "exactly once")
+        ]
+        started = [
+            e for e in gateway_events(gw.url, sid) if e["type"] == "turn_started"
+        ]
+        assert [e["text"] for e in started] == [
+            "exactly once"
+        ]  # run by the gateway once, not twice
         sent = [json.loads(f) for f in proxy.client_frames if b'"type":"run_turn"' in f]
-        assert len({m["clientTurnId"] for m in sent}) == 1  # every send carried the same client id
+        assert (
+            len({m["clientTurnId"] for m in sent}) == 1
+        )  # every send carried the same client id
         if killed == "before the answer":
-            assert len(sent) == 2  # sent, then sent again by the new process: the case under test
+            assert (
+                len(sent) == 2
+            )  # sent, then sent again by the new process: the case under test
         else:
-            assert len(sent) in (1, 2)  # the answer may have been taken in just before the kill
+            assert len(sent) in (
+                1,
+                2,
+            )  # the answer may have been taken in just before the kill
         assert app.status()["connection"]["restarts"] == 1
     finally:
         app.stop()

@@ -12,7 +12,9 @@ from test_bad_gateway_input import a_turn, snapshot_of, stored_turn
 SESSIONS = 24
 
 
-def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catches_up(dim_home):
+def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catches_up(
+    dim_home,
+):
     # 10 messages a second: 48 rejoin frames (join + catch-up page per session) take several seconds.
     write_settings(dim_home, "send_rate_limit = 10\nsend_rate_window_s = 1.0\n")
     sids = [f"s{i:02}" for i in range(SESSIONS)]
@@ -25,11 +27,28 @@ def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catch
                 return [snapshot_of(sid, 4 if reconnected.is_set() else 0)]
             case "get_events":
                 # Each session holds a turn the client missed while it was away.
-                events = a_turn(sid, f"missed-{sid}", 1, ["caught ", "up"]) if reconnected.is_set() else []
-                return [{"type": "event_list", "sessionId": sid, "events": events, "hasMore": False}]
+                events = (
+                    a_turn(sid, f"missed-{sid}", 1, ["caught ", "up"])
+                    if reconnected.is_set()
+                    else []
+                )
+                return [
+                    {
+                        "type": "event_list",
+                        "sessionId": sid,
+                        "events": events,
+                        "hasMore": False,
+                    }
+                ]
             case "run_turn":
-                started = a_turn(sid, "now", 5, ["right ", "away"], text=msg["text"],
-                                 clientTurnId=msg.get("clientTurnId"))
+                started = a_turn(
+                    sid,
+                    "now",
+                    5,
+                    ["right ", "away"],
+                    text=msg["text"],
+                    clientTurnId=msg.get("clientTurnId"),
+                )
                 return started
             case "list_sessions":
                 return [{"type": "session_list", "sessions": []}]
@@ -46,8 +65,14 @@ def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catch
         reconnected.set()
         mark = len(gw.received)
         gw.send("CLOSE_MID_FRAME")
-        wait_until(lambda: gw.connections >= 2 and any(m["type"] == "join_session" for m in gw.received[mark:]),
-                   60, what="the first rejoin on the new connection")
+        wait_until(
+            lambda: (
+                gw.connections >= 2
+                and any(m["type"] == "join_session" for m in gw.received[mark:])
+            ),
+            60,
+            what="the first rejoin on the new connection",
+        )
         # The session joined first, so the least recently used: rejoined last. Asked for while the
         # backlog is still long.
         last = sids[0]
@@ -55,28 +80,52 @@ def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catch
         assert answer["turnId"] == "now"
         app.invoke("list_sessions")
 
-        wait_until(lambda: sum(m["type"] == "get_events" for m in gw.received[mark:]) >= SESSIONS, 120,
-                   what="every session's catch-up page")
+        wait_until(
+            lambda: (
+                sum(m["type"] == "get_events" for m in gw.received[mark:]) >= SESSIONS
+            ),
+            120,
+            what="every session's catch-up page",
+        )
         after = gw.received[mark:]
         kinds = [(m["type"], m.get("sessionId")) for m in after]
         rejoins = [i for i, k in enumerate(kinds) if k[0] == "join_session"]
         run_turn_at = kinds.index(("run_turn", last))
         # (the router's own list_sessions on connecting is bookkeeping too; the user's came after the run_turn)
-        user_list_at = next(i for i, k in enumerate(kinds) if k[0] == "list_sessions" and i > run_turn_at)
+        user_list_at = next(
+            i
+            for i, k in enumerate(kinds)
+            if k[0] == "list_sessions" and i > run_turn_at
+        )
         # The user's commands reached the gateway while rejoins were still waiting to go ...
         assert run_turn_at < rejoins[-1] and user_list_at < rejoins[-1], kinds
         waiting_rejoins = sum(1 for i in rejoins if i > run_turn_at)
         assert waiting_rejoins >= SESSIONS // 2, kinds
         # ... yet never before the session's own rejoin and catch-up request.
-        assert kinds.index(("join_session", last)) < kinds.index(("get_events", last)) < run_turn_at, kinds
+        assert (
+            kinds.index(("join_session", last))
+            < kinds.index(("get_events", last))
+            < run_turn_at
+        ), kinds
 
         # Nothing lost: every session was rejoined once and caught up, the user's turn included.
         assert sorted(k[1] for k in kinds if k[0] == "join_session") == sids
         for sid in sids:
-            wait_until(lambda: (stored_turn(app, sid, f"missed-{sid}") or {}).get("status") == "complete", 60,
-                       what=f"the missed turn of {sid} in the stores")
-        turn = wait_until(lambda: (lambda t: t if t and t["status"] == "complete" else None)(
-            stored_turn(app, last, "now")), 60, what="the user's turn in the stores")
+            wait_until(
+                lambda: (
+                    (stored_turn(app, sid, f"missed-{sid}") or {}).get("status")
+                    == "complete"
+                ),
+                60,
+                what=f"the missed turn of {sid} in the stores",
+            )
+        turn = wait_until(
+            lambda: (lambda t: t if t and t["status"] == "complete" else None)(
+                stored_turn(app, last, "now")
+            ),
+            60,
+            what="the user's turn in the stores",
+        )
         assert turn["finalText"] == "right away"
     finally:
         app.stop()

@@ -28,8 +28,14 @@ FINAL = ("complete", "error", "stopped")
 
 
 def finished(app: App, sid: str, turn_id: str, timeout: float) -> dict:
-    return wait_until(lambda: (lambda t: t if t and t["status"] in FINAL else None)(turn(app, sid, turn_id)),
-                      timeout, interval=0.2, what="the turn's end event to reach the stores")
+    return wait_until(
+        lambda: (lambda t: t if t and t["status"] in FINAL else None)(
+            turn(app, sid, turn_id)
+        ),
+        timeout,
+        interval=0.2,
+        what="the turn's end event to reach the stores",
+    )
 
 
 @pytest.fixture
@@ -51,23 +57,36 @@ def test_the_gateway_dropping_the_socket_mid_turn_loses_nothing(app_on: App):
     sid, turn_id = run_script(app_on, "/stream 3000 3000\n/drop\n/stream 3000 3000")
     t = finished(app_on, sid, turn_id, 60)
     assert t["status"] == "complete"
-    assert t["deltaCount"] == 6000 and t["text"] == stream_text(3000, 3000) == t["finalText"]
+    assert (
+        t["deltaCount"] == 6000
+        and t["text"] == stream_text(3000, 3000) == t["finalText"]
+    )
     assert app_on.status()["connection"]["reconnects"] >= 1
 
 
-def test_the_gateway_going_silent_is_detected_and_nothing_is_lost(dim_home, gateway: GatewayProcess):
+def test_the_gateway_going_silent_is_detected_and_nothing_is_lost(
+    dim_home, gateway: GatewayProcess
+):
     # Past a staleness limit set in the settings (it wins over the one derived from the gateway's
     # heartbeat): the client must notice on its own (no close, no error).
     write_settings(dim_home, "stale_after_s = 20.0\nping_interval_s = 5.0\n")
     app_on = App(dim_home, ["--gateway", gateway.url])
     try:
         app_on.wait_connected()
-        assert app_on.invoke("get_state")["connection"]["traits"]["staleAfterMs"] == 20000
-        sid, turn_id = run_script(app_on, "/stream 1000 2000\n/silence 30000\n/stream 1000 2000")
+        assert (
+            app_on.invoke("get_state")["connection"]["traits"]["staleAfterMs"] == 20000
+        )
+        sid, turn_id = run_script(
+            app_on, "/stream 1000 2000\n/silence 30000\n/stream 1000 2000"
+        )
         # (If the staleness were not noticed before the silence ends, the stream would resume on the
         # same socket and this would time out: the generous wait cannot hide a missed detection.)
-        wait_until(lambda: app_on.invoke("get_state")["connection"]["state"] != "connected", 90, interval=0.5,
-                   what="the stale connection to be noticed")
+        wait_until(
+            lambda: app_on.invoke("get_state")["connection"]["state"] != "connected",
+            90,
+            interval=0.5,
+            what="the stale connection to be noticed",
+        )
         t = finished(app_on, sid, turn_id, 60)
         assert t["status"] == "complete"
         assert t["deltaCount"] == 2000 and t["text"] == stream_text(1000, 1000)
@@ -76,12 +95,21 @@ def test_the_gateway_going_silent_is_detected_and_nothing_is_lost(dim_home, gate
         app_on.stop()
 
 
-def test_the_gateway_killed_and_restarted_mid_turn(app_on: App, gateway: GatewayProcess):
+def test_the_gateway_killed_and_restarted_mid_turn(
+    app_on: App, gateway: GatewayProcess
+):
     sid, turn_id = run_script(app_on, "/stream 20000 4000")
-    wait_until(lambda: (turn(app_on, sid, turn_id) or {}).get("deltaCount", 0) > 2000, 30,
-               what="the stream to be under way")
+    wait_until(
+        lambda: (turn(app_on, sid, turn_id) or {}).get("deltaCount", 0) > 2000,
+        30,
+        what="the stream to be under way",
+    )
     gateway.kill()
-    wait_until(lambda: app_on.invoke("get_state")["connection"]["state"] != "connected", 60, what="the drop")
+    wait_until(
+        lambda: app_on.invoke("get_state")["connection"]["state"] != "connected",
+        60,
+        what="the drop",
+    )
     gateway.start()
     app_on.wait_connected(60)
     # The gateway lost the turn with its process and, restarted, failed it (`turn_error`
@@ -93,7 +121,10 @@ def test_the_gateway_killed_and_restarted_mid_turn(app_on: App, gateway: Gateway
     final = stored[-1]
     assert final["type"] in ("turn_error", "turn_complete")
     if final["type"] == "turn_error":
-        assert t["status"] == "error" and t["error"] == {"code": final["code"], "message": final["message"]}
+        assert t["status"] == "error" and t["error"] == {
+            "code": final["code"],
+            "message": final["message"],
+        }
     else:
         assert t["status"] == "complete" and t["finalText"] == final["finalText"]
     # What did arrive arrived once, in order, and every delta the gateway kept is in the stores (the
@@ -108,12 +139,24 @@ def test_the_gateway_killed_and_restarted_mid_turn(app_on: App, gateway: Gateway
     assert done["status"] == "complete" and done["text"] == "after the crash"
 
 
-def test_connection_state_and_reconnects_are_visible(app_on: App, gateway: GatewayProcess):
+def test_connection_state_and_reconnects_are_visible(
+    app_on: App, gateway: GatewayProcess
+):
     events = app_on.events()
     gateway.kill()
-    frame = events.wait_for(lambda fs: next((f for f in fs if f["event"] == "connection-state"
-                                             and f["payload"]["state"] == "reconnecting"), None), 60,
-                            what="a reconnecting state")
+    frame = events.wait_for(
+        lambda fs: next(
+            (
+                f
+                for f in fs
+                if f["event"] == "connection-state"
+                and f["payload"]["state"] == "reconnecting"
+            ),
+            None,
+        ),
+        60,
+        what="a reconnecting state",
+    )
     assert frame["payload"]["retryInMs"] is not None and frame["payload"]["detail"]
     assert app_on.status()["connection"]["connection"] in ("reconnecting", "connecting")
     gateway.start()
@@ -121,7 +164,9 @@ def test_connection_state_and_reconnects_are_visible(app_on: App, gateway: Gatew
     assert app_on.status()["connection"]["reconnects"] >= 1
 
 
-def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(dim_home, tmp_path, gateway):
+def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(
+    dim_home, tmp_path, gateway
+):
     first = App(dim_home, ["--gateway", gateway.url])
     try:
         first.wait_connected()
@@ -136,7 +181,9 @@ def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(dim_hom
         second.wait_connected()
         # The join's catch-up (30,000 events) and a new turn's answer race: the answer must wait.
         second.invoke("join_session", sessionId=sid)
-        new_turn = second.invoke("run_turn", sessionId=sid, text="/stream 500")["turnId"]
+        new_turn = second.invoke("run_turn", sessionId=sid, text="/stream 500")[
+            "turnId"
+        ]
         old = finished(second, sid, turn_id, 120)
         new = finished(second, sid, new_turn, 120)
         assert old["deltaCount"] == 30000 and old["text"] == stream_text(30000)

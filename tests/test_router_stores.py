@@ -17,13 +17,15 @@ from dim_actors.messages import GatewayEvent
 from dim_actors.router.stores import BadEvent, Stores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_helpers import Client  # noqa: E402
+from gateway_helpers import Client
 
 
 def frame(ev: dict) -> GatewayEvent:
     """A frame as the connection process hands it over (the envelope read from the bytes)."""
     raw = json.dumps(ev, separators=(",", ":")).encode()
-    return GatewayEvent(raw=raw, type=ev["type"], sessionId=ev.get("sessionId"), seq=ev.get("seq"))
+    return GatewayEvent(
+        raw=raw, type=ev["type"], sessionId=ev.get("sessionId"), seq=ev.get("seq")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,9 @@ def test_a_snapshot_without_the_running_turn_ends_it_until_its_real_end_arrives(
         assert stores.snapshot()["chats"][sid]["turns"][-1]["status"] == "ended"
 
         # The catch-up then brings the real end.
-        for ev in b.ok("get_events", sessionId=sid, afterSeq=stores.chats[sid].lastSeq)["events"]:
+        for ev in b.ok("get_events", sessionId=sid, afterSeq=stores.chats[sid].lastSeq)[
+            "events"
+        ]:
             stores.apply(frame(ev))
         assert turn_status(stores, sid, turn_id) == "stopped"
 
@@ -76,9 +80,14 @@ def test_a_snapshot_naming_another_turn_ends_the_stale_one_and_keeps_its_own(gw)
         assert turn_status(stores, sid, first) == "ended"
 
         # Once the second turn's start is applied, a snapshot naming it leaves it running.
-        for ev in b.ok("get_events", sessionId=sid, afterSeq=stores.chats[sid].lastSeq)["events"]:
+        for ev in b.ok("get_events", sessionId=sid, afterSeq=stores.chats[sid].lastSeq)[
+            "events"
+        ]:
             stores.apply(frame(ev))
-        assert (turn_status(stores, sid, first), turn_status(stores, sid, second)) == ("stopped", "running")
+        assert (turn_status(stores, sid, first), turn_status(stores, sid, second)) == (
+            "stopped",
+            "running",
+        )
         stores.apply(frame(b.ok("join_session", sessionId=sid)))
         assert turn_status(stores, sid, second) == "running"
         b.ok("stop_turn", sessionId=sid)
@@ -88,9 +97,12 @@ def test_unknown_events_without_a_seq_are_kept_and_bad_ones_go_to_invalid(gw):
     stores = Stores()
     with Client(gw.url) as a:
         sid = a.new_session("coding-agent")
-        events = a.run(sid, '/emit-unsequenced presence.changed {"who": ["ann"]}\n'
-                            '/emit-session session_renamed {"name": 5}\n'
-                            '/emit-session future.notice {"n": 1}')
+        events = a.run(
+            sid,
+            '/emit-unsequenced presence.changed {"who": ["ann"]}\n'
+            '/emit-session session_renamed {"name": 5}\n'
+            '/emit-session future.notice {"n": 1}',
+        )
         loose = next(e for e in a.seen if e["type"] == "presence.changed")
         bad = next(e for e in events if e["type"] == "session_renamed")
         for ev in a.seen:
@@ -100,6 +112,11 @@ def test_unknown_events_without_a_seq_are_kept_and_bad_ones_go_to_invalid(gw):
                 assert ev is bad
         chat = stores.snapshot()["chats"][sid]
         others = [json.loads(bytes(r)) for r in chat["other"]]
-        assert loose in others and [o["type"] for o in others if o["type"] == "future.notice"] == ["future.notice"]
-        assert [(json.loads(bytes(i["event"])), "name" in i["reason"]) for i in chat["invalid"]] == [(bad, True)]
+        assert loose in others and [
+            o["type"] for o in others if o["type"] == "future.notice"
+        ] == ["future.notice"]
+        assert [
+            (json.loads(bytes(i["event"])), "name" in i["reason"])
+            for i in chat["invalid"]
+        ] == [(bad, True)]
         assert stores.bad_input == 1

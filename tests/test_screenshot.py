@@ -9,25 +9,31 @@ SHOT = ROOT / "docs" / "screenshot.png"
 # Resolves once the page has rendered two more frames: anything scheduled before it has been drawn.
 NEXT_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
-SCRIPT = "\n".join([
-    "/think The test only fails when the input has no trailing newline, so the tokenizer probably "
-    "reads one character past the end. Reading next_token() first.",
-    '/tool read_file {"path": "src/parser.py"}',
-    "/write src/parser.py def next_token(text, i):\\n    if i + 1 < len(text) and text[i + 1] == '=':\\n        return text[i:i + 2]\\n",
-    "/write tests/test_parser.py def test_no_trailing_newline():\\n    assert parse('a = 1') == [('a', '=', 1)]\\n",
-    "Found it: **`next_token()`** peeks at `text[i + 1]` without checking the length, so the last "
-    "token of an input without a trailing newline raised `IndexError`.",
-    "",
-    "- `src/parser.py`: check `i + 1 < len(text)` before peeking",
-    "- `tests/test_parser.py`: a regression test for input without a newline",
-])
+SCRIPT = "\n".join(
+    [
+        "/think The test only fails when the input has no trailing newline, so the tokenizer probably "
+        "reads one character past the end. Reading next_token() first.",
+        '/tool read_file {"path": "src/parser.py"}',
+        "/write src/parser.py def next_token(text, i):\\n    if i + 1 < len(text) and text[i + 1] == '=':\\n        return text[i:i + 2]\\n",
+        "/write tests/test_parser.py def test_no_trailing_newline():\\n    assert parse('a = 1') == [('a', '=', 1)]\\n",
+        "Found it: **`next_token()`** peeks at `text[i + 1]` without checking the length, so the last "
+        "token of an input without a trailing newline raised `IndexError`.",
+        "",
+        "- `src/parser.py`: check `i + 1 < len(text)` before peeking",
+        "- `tests/test_parser.py`: a regression test for input without a newline",
+    ]
+)
 
 
 def test_screenshot_of_the_main_window(browser, app: App):
-    sid = app.invoke("create_session", agentType="coding-agent", name="Fix the flaky parser test")["session"]["id"]
+    sid = app.invoke(
+        "create_session", agentType="coding-agent", name="Fix the flaky parser test"
+    )["session"]["id"]
     app.invoke("create_session", agentType="echo", name="Release notes 0.2")
     app.invoke("join_session", sessionId=sid)
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="light")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, color_scheme="light"
+    )
     context.grant_permissions(["notifications"], origin=app.base)
     page = context.new_page()
     try:
@@ -42,7 +48,9 @@ def test_screenshot_of_the_main_window(browser, app: App):
         expect(turn.get_by_test_id("tool-card")).to_have_count(1)
         expect(turn.get_by_test_id("assistant-text")).to_contain_text("regression test")
         expect(page.get_by_test_id("file-item")).to_have_count(2)
-        page.get_by_test_id("message-input").fill("Great, apply the fix and run the tests again")
+        page.get_by_test_id("message-input").fill(
+            "Great, apply the fix and run the tests again"
+        )
         page.evaluate("document.activeElement && document.activeElement.blur()")
         # Settled, rather than a pause and a hope: whatever render was scheduled has run, the fonts
         # are in, and no finite animation or transition (a toast sliding in, a fade) is under way.

@@ -24,23 +24,47 @@ def settings_file(app: App) -> Path:
     return app.home / "config" / "settings.toml"
 
 
-def test_settings_round_trip_through_the_bridge_and_apply_at_the_next_start(dim_home: Path):
+def test_settings_round_trip_through_the_bridge_and_apply_at_the_next_start(
+    dim_home: Path,
+):
     app = App(dim_home)
     try:
         got = app.invoke("get_settings")
-        assert got["values"]["max_restarts"] == 3 and got["explicit"] == [] and got["pendingRestart"] == []
-        assert {f["key"] for f in got["schema"]} >= {"gateway_url", "token_source", "sync_extra_ignore",
-                                                     "log_max_bytes", "max_restarts"}
-        changes = {"max_restarts": 5, "restart_period_s": 7, "log_keep": 4, "sync_auto_start": True,
-                   "sync_extra_ignore": ["*.log", "build/"], "token_source": "flag", "native_notifications": False}
+        assert (
+            got["values"]["max_restarts"] == 3
+            and got["explicit"] == []
+            and got["pendingRestart"] == []
+        )
+        assert {f["key"] for f in got["schema"]} >= {
+            "gateway_url",
+            "token_source",
+            "sync_extra_ignore",
+            "log_max_bytes",
+            "max_restarts",
+        }
+        changes = {
+            "max_restarts": 5,
+            "restart_period_s": 7,
+            "log_keep": 4,
+            "sync_auto_start": True,
+            "sync_extra_ignore": ["*.log", "build/"],
+            "token_source": "flag",
+            "native_notifications": False,
+        }
         new = app.invoke("set_settings", changes=changes)
-        assert {k: new["values"][k] for k in changes} == {**changes, "restart_period_s": 7.0}
+        assert {k: new["values"][k] for k in changes} == {
+            **changes,
+            "restart_period_s": 7.0,
+        }
         assert set(new["explicit"]) == set(changes)
         # Restart intensity and log sizes take effect at the next start; notifications at once.
         assert set(new["pendingRestart"]) == set(changes) - {"native_notifications"}
         on_disk = tomllib.loads(settings_file(app).read_text())
         assert on_disk == {**changes, "restart_period_s": 7.0}
-        assert load_settings(settings_file(app)).sync_extra_ignore == ["*.log", "build/"]
+        assert load_settings(settings_file(app)).sync_extra_ignore == [
+            "*.log",
+            "build/",
+        ]
         # null resets a key to its default and removes it from the file.
         after = app.invoke("set_settings", changes={"log_keep": None})
         assert after["values"]["log_keep"] == 3 and "log_keep" not in after["explicit"]
@@ -68,12 +92,17 @@ BAD_CHANGES = [
     ({"sync_extra_ignore": ["ok", ""]}, "sync_extra_ignore"),
     ({"sync_root": "relative/folder"}, "sync_root"),
     ({"no_such_key": 1}, "no_such_key"),
-    ({"log_keep": 2, "ui_open": "sometimes"}, "ui_open"),  # one bad key: nothing of the change is saved
+    (
+        {"log_keep": 2, "ui_open": "sometimes"},
+        "ui_open",
+    ),  # one bad key: nothing of the change is saved
 ]
 
 
 def test_bad_values_are_rejected_naming_the_key_and_the_file_is_untouched(app: App):
-    app.invoke("set_settings", changes={"max_restarts": 4, "sync_extra_ignore": ["*.tmp"]})
+    app.invoke(
+        "set_settings", changes={"max_restarts": 4, "sync_extra_ignore": ["*.tmp"]}
+    )
     before = settings_file(app).read_bytes()
     mtime = settings_file(app).stat().st_mtime_ns
     for changes, key in BAD_CHANGES:
@@ -83,7 +112,10 @@ def test_bad_values_are_rejected_naming_the_key_and_the_file_is_untouched(app: A
         error = e.value.body["error"]
         assert error["key"] == key, (changes, error)
         assert error["message"].startswith(f"set_settings: {key}: "), error
-        assert settings_file(app).read_bytes() == before and settings_file(app).stat().st_mtime_ns == mtime
+        assert (
+            settings_file(app).read_bytes() == before
+            and settings_file(app).stat().st_mtime_ns == mtime
+        )
     got = app.invoke("get_settings")
     assert got["values"]["max_restarts"] == 4 and got["values"]["log_keep"] == 3
     with pytest.raises(InvokeError) as e:
@@ -93,24 +125,45 @@ def test_bad_values_are_rejected_naming_the_key_and_the_file_is_untouched(app: A
 
 def test_a_bad_settings_file_stops_the_start_with_the_key_named(dim_home: Path):
     (dim_home / "config").mkdir()
-    (dim_home / "config" / "settings.toml").write_text("max_restarts = 2\nlog_keep = -4\n")
+    (dim_home / "config" / "settings.toml").write_text(
+        "max_restarts = 2\nlog_keep = -4\n"
+    )
     env = {**os.environ, "DIM_HOME": str(dim_home)}
-    r = subprocess.run([sys.executable, "-m", "dim_actors.app", "--no-browser"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "dim_actors.app", "--no-browser"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
-    assert "log_keep" in r.stderr and "settings.toml" in r.stderr and not (dim_home / "run" / "runtime.json").exists()
+    assert (
+        "log_keep" in r.stderr
+        and "settings.toml" in r.stderr
+        and not (dim_home / "run" / "runtime.json").exists()
+    )
 
 
 def test_the_token_comes_from_where_token_source_says(tmp_path: Path):
     (tmp_path / "tok").write_text("s3cret\nignored\n")
-    (tmp_path / "tok").chmod(0o600)  # a token file others can read is refused (tests/test_security.py)
+    (tmp_path / "tok").chmod(
+        0o600
+    )  # a token file others can read is refused (tests/test_security.py)
     env = {"DIM_TOKEN": "from-env"}
     assert resolve_token(Settings(), None, env, tmp_path) == "from-env"
     assert resolve_token(Settings(), "from-flag", env, tmp_path) == "from-flag"
     assert resolve_token(Settings(token_source="flag"), None, env, tmp_path) is None
-    assert resolve_token(Settings(token_source="file", token_file="tok"), None, env, tmp_path) == "s3cret"
+    assert (
+        resolve_token(
+            Settings(token_source="file", token_file="tok"), None, env, tmp_path
+        )
+        == "s3cret"
+    )
     with pytest.raises(SettingsError) as e:
-        resolve_token(Settings(token_source="file", token_file="missing"), None, env, tmp_path)
+        resolve_token(
+            Settings(token_source="file", token_file="missing"), None, env, tmp_path
+        )
     assert e.value.key == "token_file"
 
 
@@ -125,9 +178,14 @@ def test_the_settings_screen_shows_saves_and_rejects_with_the_key_named(page, ap
     restarts.fill("6")
     panel.get_by_test_id("setting-sync_extra_ignore").fill("*.bak\nnode_modules/")
     panel.get_by_test_id("settings-save").click()
-    expect(panel.get_by_test_id("settings-status")).to_contain_text("Saved", timeout=60000)
+    expect(panel.get_by_test_id("settings-status")).to_contain_text(
+        "Saved", timeout=60000
+    )
     on_disk = tomllib.loads(settings_file(app).read_text())
-    assert on_disk == {"max_restarts": 6, "sync_extra_ignore": ["*.bak", "node_modules/"]}
+    assert on_disk == {
+        "max_restarts": 6,
+        "sync_extra_ignore": ["*.bak", "node_modules/"],
+    }
     before = settings_file(app).read_bytes()
 
     restarts.fill("-2")

@@ -40,13 +40,20 @@ def refusal(app: App, sid: str, folder: str) -> dict:
 # --- start_sync on a folder that cannot be made or read ---------------------------------------------------------
 
 
-def test_start_sync_on_a_folder_that_cannot_be_made_is_refused_in_words(app, tmp_path, read_only_disk):
+def test_start_sync_on_a_folder_that_cannot_be_made_is_refused_in_words(
+    app, tmp_path, read_only_disk
+):
     sid = new_session(app)
     a_file = tmp_path / "plain.txt"
     a_file.write_text("x")
-    cases = [(str(a_file / "sync"), "a file is in the way"), (str(read_only_disk / "sync"), "the disk is read-only")]
+    cases = [
+        (str(a_file / "sync"), "a file is in the way"),
+        (str(read_only_disk / "sync"), "the disk is read-only"),
+    ]
     for folder, words in cases:
-        for _ in range(2):  # a second ask gets its answer too: nothing crashed in between
+        for _ in range(
+            2
+        ):  # a second ask gets its answer too: nothing crashed in between
             err = refusal(app, sid, folder)
             assert err["code"] == "FOLDER_UNUSABLE", err
             assert folder in err["message"] and words in err["message"], err
@@ -64,7 +71,9 @@ def conflicts(app: App, sid: str) -> list[str]:
     return [c["path"] for c in status(app, sid)["conflicts"]]
 
 
-def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_restart(gw, tmp_path):
+def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_restart(
+    gw, tmp_path
+):
     # We run as root, which permission bits do not stop: the immutable attribute does (EPERM).
     home = tmp_path / "home"
     home.mkdir()
@@ -81,22 +90,58 @@ def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_rest
         (locked / "notes.md").write_text("local notes\n")
         agent_write(gw, sid, "locked/notes.md", b"agent notes\n")
         start(app, sid, folder)
-        wait_until(lambda: (locked / "notes.upstream-2.md").is_file(), 60, what="the conflict copy")
-        wait_until(lambda: conflicts(app, sid) == ["locked/notes.md"], 30, what="the conflict")
+        wait_until(
+            lambda: (locked / "notes.upstream-2.md").is_file(),
+            60,
+            what="the conflict copy",
+        )
+        wait_until(
+            lambda: conflicts(app, sid) == ["locked/notes.md"], 30, what="the conflict"
+        )
         with immutable(locked):
-            app.invoke("resolve_conflict", sessionId=sid, path="locked/notes.md", resolution="accept_upstream")
-            fl = wait_until(lambda: failed(app, sid).get("locked/notes.md"), 30, what="the refused write listed")
-            assert "not permitted" in fl["reason"] and "choose again" in fl["reason"], fl
-            assert conflicts(app, sid) == ["locked/notes.md"]  # the choice is still open, not lost
+            app.invoke(
+                "resolve_conflict",
+                sessionId=sid,
+                path="locked/notes.md",
+                resolution="accept_upstream",
+            )
+            fl = wait_until(
+                lambda: failed(app, sid).get("locked/notes.md"),
+                30,
+                what="the refused write listed",
+            )
+            assert "not permitted" in fl["reason"] and "choose again" in fl["reason"], (
+                fl
+            )
+            assert conflicts(app, sid) == [
+                "locked/notes.md"
+            ]  # the choice is still open, not lost
             app.stop()
             app = App(home, ["--gateway", gw.url])
-            wait_until(lambda: status(app, sid)["link"] == "connected", 60, what="the sync link after the restart")
+            wait_until(
+                lambda: status(app, sid)["link"] == "connected",
+                60,
+                what="the sync link after the restart",
+            )
             assert conflicts(app, sid) == ["locked/notes.md"]
             assert (locked / "notes.md").read_text() == "local notes\n"
         # the user chooses again, and now it is written; the local content never went upstream
-        app.invoke("resolve_conflict", sessionId=sid, path="locked/notes.md", resolution="accept_upstream")
-        wait_until(lambda: (locked / "notes.md").read_text() == "agent notes\n", 60, what="upstream accepted")
-        wait_until(lambda: not conflicts(app, sid) and not failed(app, sid), 30, what="the conflict settled")
+        app.invoke(
+            "resolve_conflict",
+            sessionId=sid,
+            path="locked/notes.md",
+            resolution="accept_upstream",
+        )
+        wait_until(
+            lambda: (locked / "notes.md").read_text() == "agent notes\n",
+            60,
+            what="upstream accepted",
+        )
+        wait_until(
+            lambda: not conflicts(app, sid) and not failed(app, sid),
+            30,
+            what="the conflict settled",
+        )
         assert not (locked / "notes.upstream-2.md").exists()
         assert upstream(app, sid, "locked/notes.md") == "agent notes\n"
         assert status(app, sid)["heldWrites"] == 0
@@ -130,12 +175,28 @@ def test_a_scan_step_of_big_files_ends_near_its_deadline(tmp_path, monkeypatch):
             fh.truncate(16 << 20)
     one = max(_timed(lambda: file_hash(folder / "big00.bin")) for _ in range(3))
     TimedWatcher.steps = []
-    with supervised(tmp_path, [ChildSpec("watcher", TimedWatcher)], ["watcher", "journal"], period_s=30.0) as tree:
-        tree.addresses.send("test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder)))
+    with supervised(
+        tmp_path,
+        [ChildSpec("watcher", TimedWatcher)],
+        ["watcher", "journal"],
+        period_s=30.0,
+    ) as tree:
+        tree.addresses.send(
+            "test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder))
+        )
         journal = tree.addresses["journal"]
-        listing = wait_until(lambda: next((env.body.changes for env in list(journal.held)
-                                           if isinstance(env.body, LocalChanges) and env.body.scan), None),
-                             60, what="the scan's listing")
+        listing = wait_until(
+            lambda: next(
+                (
+                    env.body.changes
+                    for env in list(journal.held)
+                    if isinstance(env.body, LocalChanges) and env.body.scan
+                ),
+                None,
+            ),
+            60,
+            what="the scan's listing",
+        )
     assert len(listing) == 40
     # A step ends at the first file read past its deadline: over it by one file's hash at most
     # (a few allowed for a loaded machine), not by the whole folder's (40 of them).
@@ -159,7 +220,9 @@ class ProgressWatcher(watcher_mod.Watcher):
     listings = 0
 
     def _scan_step(self, sid: str) -> None:
-        ProgressWatcher.seen.append((ProgressWatcher.listings, sid in self.scan_progress))
+        ProgressWatcher.seen.append(
+            (ProgressWatcher.listings, sid in self.scan_progress)
+        )
         super()._scan_step(sid)
 
     def _report(self, f, changes, scan: bool = False) -> None:
@@ -178,9 +241,20 @@ def test_only_the_first_look_at_a_folder_shows_scan_progress(tmp_path, monkeypat
     for i in range(40):
         (folder / f"f{i:02}.txt").write_text(str(i))
     ProgressWatcher.seen, ProgressWatcher.listings = [], 0
-    with supervised(tmp_path, [ChildSpec("watcher", ProgressWatcher)], ["watcher", "journal"], period_s=30.0) as tree:
-        tree.addresses.send("test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder)))
-        wait_until(lambda: ProgressWatcher.listings >= 3, 60, what="two rescans after the first look")
+    with supervised(
+        tmp_path,
+        [ChildSpec("watcher", ProgressWatcher)],
+        ["watcher", "journal"],
+        period_s=30.0,
+    ) as tree:
+        tree.addresses.send(
+            "test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder))
+        )
+        wait_until(
+            lambda: ProgressWatcher.listings >= 3,
+            60,
+            what="two rescans after the first look",
+        )
     first = [shown for n, shown in ProgressWatcher.seen if n == 0]
     later = [shown for n, shown in ProgressWatcher.seen if n in (1, 2)]
     assert first and all(first), ProgressWatcher.seen

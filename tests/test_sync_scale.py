@@ -40,7 +40,9 @@ def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):
         app = App(home, ["--gateway", gw.url])
         try:
             app.wait_connected()
-            sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+            sid = app.invoke("create_session", agentType="coding-agent")["session"][
+                "id"
+            ]
             seen: list[dict] = []
             slowest = [0.0]
             done = threading.Event()
@@ -63,8 +65,18 @@ def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):
 
             def arrived() -> bool:
                 st = app.invoke("sync_status", sessionId=sid)
-                return st["filesTracked"] == FILES and st["pendingWrites"] == 0 and not st.get("scan")
-            wait_until(arrived, 120, interval=0.5, what="every file journaled and accepted upstream")
+                return (
+                    st["filesTracked"] == FILES
+                    and st["pendingWrites"] == 0
+                    and not st.get("scan")
+                )
+
+            wait_until(
+                arrived,
+                120,
+                interval=0.5,
+                what="every file journaled and accepted upstream",
+            )
             done.set()
             prober.join(30)
             files = app.invoke("list_files", sessionId=sid)["files"]
@@ -76,7 +88,9 @@ def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):
             assert seen, "sync_status never showed the scan under way"
             assert {s["phase"] for s in seen} <= {"listing", "indexing"}
             indexing = [s for s in seen if s["phase"] == "indexing"]
-            assert all(s["total"] == FILES and 0 <= s["done"] <= FILES for s in indexing), indexing
+            assert all(
+                s["total"] == FILES and 0 <= s["done"] <= FILES for s in indexing
+            ), indexing
             assert slowest[0] < 2.0, f"a sync_status took {slowest[0]:.2f}s"
         finally:
             app.stop()
@@ -113,8 +127,13 @@ def journal_system(tmp_path):
     StallingJournal.stalled.clear()
     StallingJournal.threads, StallingJournal.calls = [], 0
     # The others only receive (held).
-    with supervised(tmp_path, [ChildSpec("journal", StallingJournal)], ["journal", "watcher", "connection", "uibridge"],
-                    period_s=30.0, hang_timeout_s=0.5) as tree:
+    with supervised(
+        tmp_path,
+        [ChildSpec("journal", StallingJournal)],
+        ["journal", "watcher", "connection", "uibridge"],
+        period_s=30.0,
+        hang_timeout_s=0.5,
+    ) as tree:
         try:
             yield tree.sup, tree.addresses, tree.home
         finally:
@@ -126,11 +145,23 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
     j = addresses["journal"]
     folder = tmp_path / "folder"
     folder.mkdir()
-    addresses.send("test", "journal", SyncCommand(reqId=1, command="start_sync",
-                                                  args={"sessionId": "s1", "localDir": str(folder)}))
+    addresses.send(
+        "test",
+        "journal",
+        SyncCommand(
+            reqId=1,
+            command="start_sync",
+            args={"sessionId": "s1", "localDir": str(folder)},
+        ),
+    )
     # a first scan's listing: more than one step's worth of files
-    changes = [LocalFile(f"f{i:05}.txt", f"{i:064x}", 10, 0o644) for i in range(3 * journal_mod.STEP_FILES)]
-    addresses.send("test", "journal", LocalChanges(sessionId="s1", changes=changes, scan=True))
+    changes = [
+        LocalFile(f"f{i:05}.txt", f"{i:064x}", 10, 0o644)
+        for i in range(3 * journal_mod.STEP_FILES)
+    ]
+    addresses.send(
+        "test", "journal", LocalChanges(sessionId="s1", changes=changes, scan=True)
+    )
     assert StallingJournal.stalled.wait(30), "the journal never reached the stall"
     db = home.data_dir / "journal.sqlite"
 
@@ -139,32 +170,65 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
             return True
         sup.tell(CheckHealth())
         return False
-    wait_until(replaced, 30, interval=0.1, what="the stalled journal to be declared hung and replaced")
+
+    wait_until(
+        replaced,
+        30,
+        interval=0.1,
+        what="the stalled journal to be declared hung and replaced",
+    )
     assert "hung" in j.stats.last_error
     old = StallingJournal.threads[0]
     assert old.is_alive()
     # The successor writes while the old instance still holds the write lock: it waits (the busy
     # timeout), and gets the lock once the old one, let go of, reaches its next step boundary.
-    addresses.send("test", "journal", JournalRecord(sessionId="s1", origin="local", path="after-the-hang"))
-    time.sleep(0.3)  # the scenario, not a wait: the successor is now waiting for the lock
+    addresses.send(
+        "test",
+        "journal",
+        JournalRecord(sessionId="s1", origin="local", path="after-the-hang"),
+    )
+    time.sleep(
+        0.3
+    )  # the scenario, not a wait: the successor is now waiting for the lock
     StallingJournal.gate.set()
     wait_until(lambda: not old.is_alive(), 30, what="the old instance to stop")
 
     def written() -> bool:
         with sqlite3.connect(db, timeout=30) as conn:
-            return conn.execute("SELECT COUNT(*) FROM changes WHERE path = 'after-the-hang'").fetchone()[0] == 1
+            return (
+                conn.execute(
+                    "SELECT COUNT(*) FROM changes WHERE path = 'after-the-hang'"
+                ).fetchone()[0]
+                == 1
+            )
+
     wait_until(written, 30, what="the successor's write")
     sup.ask(Status())
-    assert j.stats.restarts == 1 and j.state == "running", j.stats.last_error  # no crash loop
+    assert j.stats.restarts == 1 and j.state == "running", (
+        j.stats.last_error
+    )  # no crash loop
     with sqlite3.connect(db, timeout=30) as conn:
         # the stalled step was rolled back: none of its files were recorded by the old instance
-        assert conn.execute("SELECT COUNT(*) FROM changes WHERE path LIKE 'f%'").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT COUNT(*) FROM changes WHERE path LIKE 'f%'"
+            ).fetchone()[0]
+            == 0
+        )
 
 
-@pytest.mark.parametrize("case", [
-    # (files in the folder, most files a step may look at): the steps cover every file exactly once
-    (0, 2000), (1, 2000), (1999, 2000), (2000, 2000), (4001, 2000), (250, 64),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (files in the folder, most files a step may look at): the steps cover every file exactly once
+        (0, 2000),
+        (1, 2000),
+        (1999, 2000),
+        (2000, 2000),
+        (4001, 2000),
+        (250, 64),
+    ],
+)
 def test_watcher_scan_steps_list_every_file_once(tmp_path, case, monkeypatch):
     files, step = case
     monkeypatch.setattr(watcher_mod, "STEP_FILES", step)
@@ -172,7 +236,9 @@ def test_watcher_scan_steps_list_every_file_once(tmp_path, case, monkeypatch):
     folder.mkdir()
     make_tree(folder, files)
     got = _scan_listing(folder)
-    assert sorted(lf.path for lf in got) == sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert sorted(lf.path for lf in got) == sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+    )
 
 
 def test_a_restarted_watcher_rescans_in_steps(tmp_path, monkeypatch):
@@ -186,20 +252,32 @@ def test_a_restarted_watcher_rescans_in_steps(tmp_path, monkeypatch):
     handled: list[int] = []
     got = _scan_listing(folder, restarted=True, handled=handled)
     assert len(got) == 2000
-    assert handled[0] >= 2000 // 50 - 1  # a ScanStep for each step after the one in on_start
+    assert (
+        handled[0] >= 2000 // 50 - 1
+    )  # a ScanStep for each step after the one in on_start
 
 
-def _scan_listing(folder: Path, restarted: bool = False, handled: list[int] | None = None) -> list[LocalFile]:
+def _scan_listing(
+    folder: Path, restarted: bool = False, handled: list[int] | None = None
+) -> list[LocalFile]:
     """Run a real Watcher under a real supervisor and return the listing its full scan sends:
     asked with WatchFolder, or (restarted) as a new watcher finds the folder in what its
     predecessor watched."""
     extra: dict = {"sync_folders": {"s1": str(folder)}} if restarted else {}
     from dim_actors.messages import WatchFolder
-    with supervised(folder.parent, [ChildSpec("watcher", watcher_mod.Watcher)], ["watcher", "journal"], extra,
-                    period_s=30.0) as tree:
+
+    with supervised(
+        folder.parent,
+        [ChildSpec("watcher", watcher_mod.Watcher)],
+        ["watcher", "journal"],
+        extra,
+        period_s=30.0,
+    ) as tree:
         addresses = tree.addresses
         if not restarted:
-            addresses.send("test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder)))
+            addresses.send(
+                "test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder))
+            )
         journal = addresses["journal"]
 
         def listing():
@@ -207,25 +285,39 @@ def _scan_listing(folder: Path, restarted: bool = False, handled: list[int] | No
                 if isinstance(env.body, LocalChanges) and env.body.scan:
                     return (env.body.changes,)  # truthy even when empty
             return None
+
         got = wait_until(listing, 60, what="the scan's listing")[0]
         if handled is not None:
             handled.append(addresses["watcher"].handled())
         return got
 
 
-
-@pytest.mark.parametrize("ops", [
-    # (op, seq, path): "set" adds or replaces, "del" / "pop" remove, "clear" empties
-    [("set", 1, "a"), ("set", 2, "a"), ("set", 3, "b")],
-    [("set", 1, "a"), ("set", 1, "b")],  # replaced under the same id: indexed under its new path only
-    [("set", 1, "a"), ("set", 2, "a"), ("del", 1, ""), ("pop", 2, ""), ("pop", 9, "")],
-    [("set", 1, "a"), ("set", 2, "b"), ("clear", 0, ""), ("set", 3, "a")],
-])
+@pytest.mark.parametrize(
+    "ops",
+    [
+        # (op, seq, path): "set" adds or replaces, "del" / "pop" remove, "clear" empties
+        [("set", 1, "a"), ("set", 2, "a"), ("set", 3, "b")],
+        [
+            ("set", 1, "a"),
+            ("set", 1, "b"),
+        ],  # replaced under the same id: indexed under its new path only
+        [
+            ("set", 1, "a"),
+            ("set", 2, "a"),
+            ("del", 1, ""),
+            ("pop", 2, ""),
+            ("pop", 9, ""),
+        ],
+        [("set", 1, "a"), ("set", 2, "b"), ("clear", 0, ""), ("set", 3, "a")],
+    ],
+)
 def test_entries_index_by_path_matches_a_scan_of_every_entry(ops):
     entries = journal_mod.Entries()
     for op, seq, path in ops:
         if op == "set":
-            entries[seq] = journal_mod.Entry(seq, path, "h", 0, 0o644, False, "pending", 0.0, 0)
+            entries[seq] = journal_mod.Entry(
+                seq, path, "h", 0, 0o644, False, "pending", 0.0, 0
+            )
         elif op == "del":
             del entries[seq]
         elif op == "pop":

@@ -58,11 +58,17 @@ def test_actors_panel_shows_what_dimctl_status_shows(page, app):
     # The last error, and when it happened.
     out = app.dimctl("crash", "journal")
     assert out.returncode == 0, out.stderr
-    expect(row("journal").get_by_test_id("actor-last-error")).to_contain_text("fault injected", timeout=T)
-    expect(row("journal").get_by_test_id("actor-last-error-at")).to_have_text(re.compile(r"^ at \d\d:\d\d:\d\d$"))
+    expect(row("journal").get_by_test_id("actor-last-error")).to_contain_text(
+        "fault injected", timeout=T
+    )
+    expect(row("journal").get_by_test_id("actor-last-error-at")).to_have_text(
+        re.compile(r"^ at \d\d:\d\d:\d\d$")
+    )
     status = app.status()["journal"]
     assert status["lastErrorAt"] and "fault injected" in status["lastError"]
-    assert row("journal").get_by_test_id("actor-last-error-at").get_attribute("data-at") == str(status["lastErrorAt"])
+    assert row("journal").get_by_test_id("actor-last-error-at").get_attribute(
+        "data-at"
+    ) == str(status["lastErrorAt"])
     assert page.page_errors == []
 
 
@@ -70,7 +76,9 @@ def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
     # AUTH_RATE_LIMITED tells the client how long to wait (tens of seconds here): a countdown to see.
     gw = GatewayProcess(tmp_path / "gw", args=["--token", "right"]).start()
     try:
-        for _ in range(6):  # 5 failures fill the per-IP window; then every attempt is refused a while
+        for _ in range(
+            6
+        ):  # 5 failures fill the per-IP window; then every attempt is refused a while
             ws = websocket.create_connection(gw.url, timeout=30)
             ws.recv(), ws.recv()
             ws.send(json.dumps({"type": "authenticate", "token": "wrong"}))
@@ -83,18 +91,23 @@ def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
         page.get_by_test_id("gateway-url").fill(gw.url)
         page.get_by_test_id("gateway-token").fill("right")
         page.get_by_test_id("gateway-connect").click()
-        expect(indicator).to_have_text(re.compile(r"^reconnecting in \d+ s$"), timeout=T)
+        expect(indicator).to_have_text(
+            re.compile(r"^reconnecting in \d+ s$"), timeout=T
+        )
         expect(indicator).to_have_attribute("data-state", "reconnecting")
         first = int(re.search(r"\d+", indicator.inner_text()).group())
         assert 1 < first <= 60
         # Counting down, without a new connection-state from the bridge: the next one comes only with
         # the next attempt, `first` seconds from now, so a lower number seen before then is the page's.
         lower = "|".join(str(n) for n in range(1, first))
-        expect(indicator).to_have_text(re.compile(rf"^reconnecting in ({lower}) s$"),
-                                       timeout=min(T, (first - 1) * 1000))
+        expect(indicator).to_have_text(
+            re.compile(rf"^reconnecting in ({lower}) s$"),
+            timeout=min(T, (first - 1) * 1000),
+        )
         connection = page.locator("[data-testid='actor-row'][data-actor='connection']")
         expect(connection.get_by_test_id("actor-connection")).to_have_text(
-            re.compile(r"^reconnecting · [1-9]\d* reconnects?$"), timeout=T)
+            re.compile(r"^reconnecting · [1-9]\d* reconnects?$"), timeout=T
+        )
         assert page.page_errors == []
     finally:
         gw.stop()

@@ -15,13 +15,17 @@ def test_create_a_session_by_clicking_send_hello_and_see_the_reply_stream_in(pag
     box.press("Enter")
     turn = page.get_by_test_id("turn").last
     expect(turn.get_by_test_id("user-text")).to_have_text("hello there from the page")
-    expect(turn.get_by_test_id("assistant-text")).to_have_text("hello there from the page")
+    expect(turn.get_by_test_id("assistant-text")).to_have_text(
+        "hello there from the page"
+    )
     expect(turn).to_have_attribute("data-status", "complete")
     assert page.page_errors == []
 
 
 def test_a_reloaded_page_rebuilds_itself_from_get_state(page, app):
-    sid = app.invoke("create_session", agentType="echo", name="from the api")["session"]["id"]
+    sid = app.invoke("create_session", agentType="echo", name="from the api")[
+        "session"
+    ]["id"]
     app.invoke("join_session", sessionId=sid)
     app.invoke("run_turn", sessionId=sid, text="remember me")
     page.reload()

@@ -25,13 +25,19 @@ def coding_session_with_a_file(page, script: str) -> str:
     box = page.get_by_test_id("message-input")
     box.fill(script)
     box.press("Enter")
-    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    expect(page.get_by_test_id("turn").last).to_have_attribute(
+        "data-status", "complete", timeout=UI_WAIT_MS
+    )
     return page.get_by_test_id("session-item").get_attribute("data-session-id")
 
 
-def test_sync_panel_starts_shows_a_conflict_with_its_diff_and_settles_it(page, app, tmp_path):
+def test_sync_panel_starts_shows_a_conflict_with_its_diff_and_settles_it(
+    page, app, tmp_path
+):
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
-    expect(page.get_by_test_id("connection-state")).to_have_text("connected", timeout=UI_WAIT_MS)
+    expect(page.get_by_test_id("connection-state")).to_have_text(
+        "connected", timeout=UI_WAIT_MS
+    )
     page.get_by_test_id("agent-type").select_option("coding-agent")
     page.get_by_test_id("new-session").click()
     expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
@@ -39,24 +45,34 @@ def test_sync_panel_starts_shows_a_conflict_with_its_diff_and_settles_it(page, a
     box = page.get_by_test_id("message-input")
     box.fill("/write notes.md line one\\nline two\\n")
     box.press("Enter")
-    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    expect(page.get_by_test_id("turn").last).to_have_attribute(
+        "data-status", "complete", timeout=UI_WAIT_MS
+    )
 
     panel = page.get_by_test_id("sync-panel")
     expect(panel.get_by_test_id("sync-state")).to_have_text("not syncing")
     folder = tmp_path / "synced"
     panel.get_by_test_id("sync-dir").fill(str(folder))
     panel.get_by_test_id("sync-start").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("active", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "active", timeout=UI_WAIT_MS
+    )
     wait_until(lambda: (folder / "notes.md").is_file(), WAIT_S, what="the file on disk")
-    expect(panel.get_by_test_id("sync-counts")).to_have_attribute("data-files", "1", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-counts")).to_have_attribute(
+        "data-files", "1", timeout=UI_WAIT_MS
+    )
 
     # stopped, both sides change the file; starting again shows the conflict
     panel.get_by_test_id("sync-stop").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("stopped", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "stopped", timeout=UI_WAIT_MS
+    )
     (folder / "notes.md").write_text("line one\nmy line\n")
     box.fill("/write notes.md line one\\nagent line\\n")
     box.press("Enter")
-    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    expect(page.get_by_test_id("turn").last).to_have_attribute(
+        "data-status", "complete", timeout=UI_WAIT_MS
+    )
     panel.get_by_test_id("sync-start").click()
     conflict = panel.locator("[data-testid='sync-conflict'][data-path='notes.md']")
     expect(conflict).to_have_count(1, timeout=UI_WAIT_MS)
@@ -68,12 +84,18 @@ def test_sync_panel_starts_shows_a_conflict_with_its_diff_and_settles_it(page, a
 
     conflict.get_by_test_id("keep-local").click()
     expect(conflict).to_have_count(0, timeout=UI_WAIT_MS)
-    wait_until(lambda: upstream(app, sid, "notes.md") == "line one\nmy line\n", WAIT_S, what="the local version upstream")
+    wait_until(
+        lambda: upstream(app, sid, "notes.md") == "line one\nmy line\n",
+        WAIT_S,
+        what="the local version upstream",
+    )
     assert not (folder / "notes.upstream-2.md").exists()
     assert page.page_errors == []
 
 
-def test_sync_panel_asks_before_syncing_into_a_foreign_non_empty_folder(page, app, tmp_path):
+def test_sync_panel_asks_before_syncing_into_a_foreign_non_empty_folder(
+    page, app, tmp_path
+):
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
     page.get_by_test_id("new-session").click()
     expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
@@ -87,25 +109,42 @@ def test_sync_panel_asks_before_syncing_into_a_foreign_non_empty_folder(page, ap
     expect(panel.get_by_test_id("sync-confirm-box")).to_contain_text("not empty")
     expect(panel.get_by_test_id("sync-state")).to_have_text("not syncing")
     panel.get_by_test_id("sync-confirm").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("active", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "active", timeout=UI_WAIT_MS
+    )
     sid = page.get_by_test_id("session-item").get_attribute("data-session-id")
-    wait_until(lambda: upstream(app, sid, "already-here.txt") == "mine", WAIT_S, what="the folder's file upstream")
+    wait_until(
+        lambda: upstream(app, sid, "already-here.txt") == "mine",
+        WAIT_S,
+        what="the folder's file upstream",
+    )
 
 
-def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(page, app, tmp_path):
+def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(
+    page, app, tmp_path
+):
     """start_sync's answer (link connecting, no files yet) travels over HTTP, the statuses pushed
     after it over the event socket: on a loaded machine the answer can reach the page last. The
     panel must still end on the newest status, not on the answer's."""
     coding_session_with_a_file(page, "/write notes.md hello\\n")
     events = app.events()
     try:
+
         def settled(frames):
-            return any(f["event"] == "sync-status" and f["payload"].get("filesTracked") == 1
-                       and f["payload"].get("link") == "connected" for f in frames)
+            return any(
+                f["event"] == "sync-status"
+                and f["payload"].get("filesTracked") == 1
+                and f["payload"].get("link") == "connected"
+                for f in frames
+            )
 
         def answer_late(route):
-            answer = route.fetch()  # the journal has answered; hold it until the sync has settled
-            events.wait_for(settled, WAIT_S, what="a sync-status with the file and the link up")
+            answer = (
+                route.fetch()
+            )  # the journal has answered; hold it until the sync has settled
+            events.wait_for(
+                settled, WAIT_S, what="a sync-status with the file and the link up"
+            )
             route.fulfill(response=answer)
 
         page.route("**/invoke/start_sync", answer_late)
@@ -118,7 +157,9 @@ def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(
         expect(panel.get_by_test_id("sync-state")).to_have_text("active")
         counts = panel.get_by_test_id("sync-counts")
         expect(counts).to_have_attribute("data-files", "1")
-        expect(counts).not_to_contain_text("link")  # the answer's "link connecting" is long gone
+        expect(counts).not_to_contain_text(
+            "link"
+        )  # the answer's "link connecting" is long gone
     finally:
         events.close()
     assert page.page_errors == []
@@ -144,20 +185,34 @@ def test_the_panel_suggests_the_folder_under_sync_root(sync_root, page, app):
     coding_session_with_a_file(page, "/write hello.txt hi\\n")
     panel = page.get_by_test_id("sync-panel")
     folder = sync_root / "New session"  # the gateway's default name
-    expect(panel.get_by_test_id("sync-dir")).to_have_value(str(folder), timeout=UI_WAIT_MS)
-    expect(panel.get_by_test_id("sync-state")).to_have_text("not syncing")  # no sync_auto_start
+    expect(panel.get_by_test_id("sync-dir")).to_have_value(
+        str(folder), timeout=UI_WAIT_MS
+    )
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "not syncing"
+    )  # no sync_auto_start
     panel.get_by_test_id("sync-start").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("active", timeout=UI_WAIT_MS)
-    wait_until(lambda: (folder / "hello.txt").is_file(), WAIT_S, what="the file in the suggested folder")
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "active", timeout=UI_WAIT_MS
+    )
+    wait_until(
+        lambda: (folder / "hello.txt").is_file(),
+        WAIT_S,
+        what="the file in the suggested folder",
+    )
     assert page.page_errors == []
 
 
-def test_a_refused_auto_start_shows_its_error_and_waits_for_the_user(auto_root, page, app):
+def test_a_refused_auto_start_shows_its_error_and_waits_for_the_user(
+    auto_root, page, app
+):
     folder = auto_root / "New session"
     folder.mkdir(parents=True)
     (folder / "mine.txt").write_text("not the workspace's\n")
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
-    page.get_by_test_id("new-session").click()  # selected and joined: sync_auto_start tries
+    page.get_by_test_id(
+        "new-session"
+    ).click()  # selected and joined: sync_auto_start tries
     expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
     panel = page.get_by_test_id("sync-panel")
     error = panel.get_by_test_id("sync-error")
@@ -170,8 +225,14 @@ def test_a_refused_auto_start_shows_its_error_and_waits_for_the_user(auto_root, 
     panel.get_by_test_id("sync-start").click()
     expect(panel.get_by_test_id("sync-confirm-box")).to_be_visible(timeout=UI_WAIT_MS)
     panel.get_by_test_id("sync-confirm").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("active", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "active", timeout=UI_WAIT_MS
+    )
     expect(error).to_be_hidden()
     sid = page.get_by_test_id("session-item").get_attribute("data-session-id")
-    wait_until(lambda: upstream(app, sid, "mine.txt") == "not the workspace's\n", WAIT_S, what="the merge upstream")
+    wait_until(
+        lambda: upstream(app, sid, "mine.txt") == "not the workspace's\n",
+        WAIT_S,
+        what="the merge upstream",
+    )
     assert page.page_errors == []

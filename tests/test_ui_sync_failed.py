@@ -33,7 +33,9 @@ def small_disk(tmp_path: Path):
         yield disk
 
 
-def synced_session(page, tmp_path: Path, script: str, folder: Path | None = None) -> tuple[str, Path]:
+def synced_session(
+    page, tmp_path: Path, script: str, folder: Path | None = None
+) -> tuple[str, Path]:
     """A coding-agent session whose first turn ran `script`, synced into a new folder: (its id, the folder)."""
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
     page.get_by_test_id("agent-type").select_option("coding-agent")
@@ -45,7 +47,9 @@ def synced_session(page, tmp_path: Path, script: str, folder: Path | None = None
     folder = folder or tmp_path / "synced"
     panel.get_by_test_id("sync-dir").fill(str(folder))
     panel.get_by_test_id("sync-start").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("active", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "active", timeout=UI_WAIT_MS
+    )
     return sid, folder
 
 
@@ -56,31 +60,43 @@ def run(page, script: str) -> None:
     box.fill(script)
     box.press("Enter")
     expect(page.get_by_test_id("turn")).to_have_count(turns + 1, timeout=UI_WAIT_MS)
-    expect(page.get_by_test_id("turn").last).to_have_attribute("data-status", "complete", timeout=UI_WAIT_MS)
+    expect(page.get_by_test_id("turn").last).to_have_attribute(
+        "data-status", "complete", timeout=UI_WAIT_MS
+    )
 
 
-def test_local_files_that_cannot_be_synced_are_listed_with_their_reason_until_fixed(small_limit, page, app, tmp_path):
+def test_local_files_that_cannot_be_synced_are_listed_with_their_reason_until_fixed(
+    small_limit, page, app, tmp_path
+):
     sid, folder = synced_session(page, tmp_path, "/write notes.md hello\\n")
     panel = page.get_by_test_id("sync-panel")
-    expect(panel.get_by_test_id("sync-counts")).to_have_attribute("data-files", "1", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-counts")).to_have_attribute(
+        "data-files", "1", timeout=UI_WAIT_MS
+    )
     limits = panel.get_by_test_id("sync-limits")
     expect(limits).to_contain_text("Files over 1 MiB are not synced")
     expect(limits).to_have_attribute("data-max-file-size", str(MIB))
-    expect(limits).to_contain_text(" free", timeout=UI_WAIT_MS)  # the journal looks at the disk every 2 s
+    expect(limits).to_contain_text(
+        " free", timeout=UI_WAIT_MS
+    )  # the journal looks at the disk every 2 s
     failed = panel.get_by_test_id("sync-failed")
     expect(failed).to_be_hidden()
 
     (folder / "big.bin").write_bytes(os.urandom(2 * MIB))
     (folder / "back\\slash.txt").write_text("mine\n")
     expect(failed).to_be_visible(timeout=UI_WAIT_MS)
-    expect(failed.get_by_role("heading")).to_have_text("2 files not synced", timeout=UI_WAIT_MS)
+    expect(failed.get_by_role("heading")).to_have_text(
+        "2 files not synced", timeout=UI_WAIT_MS
+    )
     expect(failed.get_by_test_id("sync-failed-item")).to_have_count(2)
     big = failed.locator("[data-testid='sync-failed-item'][data-path='big.bin']")
     expect(big).to_contain_text("too large (2.0 MiB, limit 1 MiB)")
     expect(big).to_contain_text("from this computer")
     expect(big).to_have_attribute("data-direction", "local")
     expect(big.locator(".sync-failed-when")).to_contain_text("noticed")
-    slash = failed.locator("[data-testid='sync-failed-item'][data-path='back\\\\slash.txt']")
+    slash = failed.locator(
+        "[data-testid='sync-failed-item'][data-path='back\\\\slash.txt']"
+    )
     expect(slash).to_contain_text("backslash")
     expect(slash).to_contain_text("rename it")
     expect(failed.get_by_test_id("sync-failed-more")).to_be_hidden()
@@ -91,17 +107,29 @@ def test_local_files_that_cannot_be_synced_are_listed_with_their_reason_until_fi
     (folder / "big.bin").write_bytes(b"small now\n")
     expect(big).to_have_count(0, timeout=UI_WAIT_MS)
     expect(failed.get_by_role("heading")).to_have_text("1 file not synced")
-    wait_until(lambda: upstream(app, sid, "big.bin") == "small now\n", WAIT_S, what="the shrunk file upstream")
+    wait_until(
+        lambda: upstream(app, sid, "big.bin") == "small now\n",
+        WAIT_S,
+        what="the shrunk file upstream",
+    )
     (folder / "back\\slash.txt").rename(folder / "back-slash.txt")
     expect(failed).to_be_hidden(timeout=UI_WAIT_MS)
     expect(failed.get_by_test_id("sync-failed-item")).to_have_count(0)
-    wait_until(lambda: upstream(app, sid, "back-slash.txt") == "mine\n", WAIT_S, what="the renamed file upstream")
+    wait_until(
+        lambda: upstream(app, sid, "back-slash.txt") == "mine\n",
+        WAIT_S,
+        what="the renamed file upstream",
+    )
     assert page.page_errors == []
 
 
-def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(page, app, tmp_path):
+def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(
+    page, app, tmp_path
+):
     long_name = "n" * 300 + ".txt"  # over 255 bytes in one name: no disk takes it
-    sid, folder = synced_session(page, tmp_path, f"/write {long_name} from the agent\\n")
+    sid, folder = synced_session(
+        page, tmp_path, f"/write {long_name} from the agent\\n"
+    )
     panel = page.get_by_test_id("sync-panel")
     failed = panel.get_by_test_id("sync-failed")
     item = failed.locator(f"[data-testid='sync-failed-item'][data-path='{long_name}']")
@@ -110,7 +138,9 @@ def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(pag
     expect(item).to_contain_text("from the agent")
     expect(item).to_contain_text("the name is too long for the disk")
     expect(failed.get_by_role("heading")).to_have_text("1 file not synced")
-    expect(panel.get_by_test_id("sync-limits")).to_contain_text("Files over 100 MiB are not synced")  # the default
+    expect(panel.get_by_test_id("sync-limits")).to_contain_text(
+        "Files over 100 MiB are not synced"
+    )  # the default
 
     run(page, f"/delete {long_name}")
     expect(failed).to_be_hidden(timeout=UI_WAIT_MS)
@@ -120,32 +150,48 @@ def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(pag
 def test_more_failures_than_listed_are_counted_in_the_heading(page, app, tmp_path):
     sid, folder = synced_session(page, tmp_path, "/write notes.md hello\\n")
     panel = page.get_by_test_id("sync-panel")
-    expect(panel.get_by_test_id("sync-counts")).to_have_attribute("data-files", "1", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-counts")).to_have_attribute(
+        "data-files", "1", timeout=UI_WAIT_MS
+    )
     for i in range(103):
         (folder / f"bad\\{i:03}.txt").write_text("x")
     failed = panel.get_by_test_id("sync-failed")
-    expect(failed.get_by_role("heading")).to_have_text("103 files not synced", timeout=UI_WAIT_MS)
-    expect(failed.get_by_test_id("sync-failed-item")).to_have_count(100)  # the journal lists at most 100
+    expect(failed.get_by_role("heading")).to_have_text(
+        "103 files not synced", timeout=UI_WAIT_MS
+    )
+    expect(failed.get_by_test_id("sync-failed-item")).to_have_count(
+        100
+    )  # the journal lists at most 100
     expect(failed.get_by_test_id("sync-failed-more")).to_have_text("… and 3 more")
     assert page.page_errors == []
 
 
-def test_the_panel_shows_the_free_space_and_a_pause_for_want_of_it(small_disk, page, app, tmp_path):
-    sid, folder = synced_session(page, tmp_path, "/write notes.md hello\\n", small_disk / "synced")
+def test_the_panel_shows_the_free_space_and_a_pause_for_want_of_it(
+    small_disk, page, app, tmp_path
+):
+    sid, folder = synced_session(
+        page, tmp_path, "/write notes.md hello\\n", small_disk / "synced"
+    )
     panel = page.get_by_test_id("sync-panel")
     limits = panel.get_by_test_id("sync-limits")
     # 4 MiB disk: the floor is 1% of it (41 KiB)
-    expect(limits).to_contain_text("MiB free (sync pauses below 41 KiB)", timeout=UI_WAIT_MS)
+    expect(limits).to_contain_text(
+        "MiB free (sync pauses below 41 KiB)", timeout=UI_WAIT_MS
+    )
     expect(limits).to_have_attribute("data-low", "")
 
     filler = fill(small_disk)
-    expect(panel.get_by_test_id("sync-state")).to_have_text("paused", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "paused", timeout=UI_WAIT_MS
+    )
     expect(panel.get_by_test_id("sync-error")).to_contain_text("not enough free space")
     expect(limits).to_have_attribute("data-low", "1")
     expect(limits).to_contain_text("0 bytes free")
 
     filler.unlink()
-    expect(panel.get_by_test_id("sync-state")).to_have_text("active", timeout=UI_WAIT_MS)
+    expect(panel.get_by_test_id("sync-state")).to_have_text(
+        "active", timeout=UI_WAIT_MS
+    )
     expect(panel.get_by_test_id("sync-error")).to_be_hidden()
     expect(limits).to_have_attribute("data-low", "")
     assert page.page_errors == []
@@ -164,8 +210,15 @@ def test_a_big_folder_shows_how_far_its_first_pass_got(page, app, tmp_path):
     panel.get_by_test_id("sync-start").click()
     panel.get_by_test_id("sync-confirm").click()  # not empty: it asks first
     scan = panel.get_by_test_id("sync-scan")
-    expect(scan).to_have_text(re.compile(r"^(Looking through the folder: [\d,]+ files so far|"
-                                         r"Recording files: [\d,]+ of 10,000)$"), timeout=UI_WAIT_MS)
-    expect(panel.get_by_test_id("sync-counts")).to_have_attribute("data-files", "10000", timeout=120_000)
+    expect(scan).to_have_text(
+        re.compile(
+            r"^(Looking through the folder: [\d,]+ files so far|"
+            r"Recording files: [\d,]+ of 10,000)$"
+        ),
+        timeout=UI_WAIT_MS,
+    )
+    expect(panel.get_by_test_id("sync-counts")).to_have_attribute(
+        "data-files", "10000", timeout=120_000
+    )
     expect(scan).to_be_hidden(timeout=UI_WAIT_MS)
     assert page.page_errors == []

@@ -45,14 +45,18 @@ from dim_actors.sync.watcher import (
 )
 
 WD = f"watchdog {WATCHDOG_VERSION}"
-linux_only = pytest.mark.skipif(not watcher.HAVE_FDINFO, reason="inotify and /proc/self/fdinfo: Linux only")
+linux_only = pytest.mark.skipif(
+    not watcher.HAVE_FDINFO, reason="inotify and /proc/self/fdinfo: Linux only"
+)
 
 
 class Recorder(FileSystemEventHandler):
     def __init__(self) -> None:
         self.kinds: list[str] = []
 
-    def dispatch(self, event: FileSystemEvent) -> None:  # as the watcher's _Handler: every event, unfiltered
+    def dispatch(
+        self, event: FileSystemEvent
+    ) -> None:  # as the watcher's _Handler: every event, unfiltered
         self.kinds.append(event.event_type)
 
 
@@ -65,13 +69,15 @@ def test_observer_fd_is_the_observers_inotify_instance(tmp_path):
         assert fd is not None, (
             f"{WD}: InotifyObserver._inotify_fd._inotify_fd (the observer's inotify fd) is gone; "
             "dim_actors/sync/watcher.py observer_fd relies on it (the watcher falls back on "
-            "inotify_fd_watching, by the root's watch, and warns)")
+            "inotify_fd_watching, by the root's watch, and warns)"
+        )
         watches = inotify_watches(fd)
         for d in (tmp_path, tmp_path / "sub"):
             assert watch_key(os.stat(d)) in (watches or ()), (
                 f"{WD}: fd {fd} from InotifyObserver._inotify_fd._inotify_fd does not list the watch on {d} in "
                 "/proc/self/fdinfo: it is no longer the observer's inotify instance; dim_actors/sync/watcher.py "
-                "observer_fd relies on it")
+                "observer_fd relies on it"
+            )
         # the fallback for a watchdog without that attribute finds the same instance
         assert inotify_fd_watching(watch_key(os.stat(tmp_path))) == fd
         assert inotify_fd_watching(watch_key(os.stat(tmp_path)), taken={fd}) is None
@@ -87,17 +93,23 @@ def test_the_overflow_signal_relied_on_is_in_the_installed_watchdogs_source():
     if EVENTS_LOST:
         from watchdog.events import EventsLostEvent
 
-        assert EventsLostEvent.event_type == EVENTS_LOST and "EventsLostEvent(" in inspect.getsource(inotify), (
+        assert (
+            EventsLostEvent.event_type == EVENTS_LOST
+            and "EventsLostEvent(" in inspect.getsource(inotify)
+        ), (
             f"{WD}: the inotify emitter no longer queues an EventsLostEvent on a queue overflow; "
-            "dim_actors/sync/watcher.py _Handler relies on it")
+            "dim_actors/sync/watcher.py _Handler relies on it"
+        )
         return
     for line in OVERFLOW_LOG_LINES:
         assert line in source, (
-            f"{WD}: the overflow log line {line!r} changed; dim_actors/sync/watcher.py _OverflowSpotter relies on it")
+            f"{WD}: the overflow log line {line!r} changed; dim_actors/sync/watcher.py _OverflowSpotter relies on it"
+        )
     names = {inotify.logger.name, inotify_c.logger.name}
     assert names <= set(WATCHDOG_LOGGERS), (
         f"{WD}: the inotify modules log as {sorted(names)}, not {list(WATCHDOG_LOGGERS)}; "
-        "dim_actors/sync/watcher.py _OverflowSpotter listens there")
+        "dim_actors/sync/watcher.py _OverflowSpotter listens there"
+    )
 
 
 @linux_only
@@ -114,22 +126,30 @@ def test_an_inotify_queue_overflow_reaches_the_watcher(tmp_path):
     observer, _ = start_observer(str(tmp_path), recorder)
     try:
         try:
-            record = inotify_c.InotifyEvent(-1, inotify_c.InotifyConstants.IN_Q_OVERFLOW, 0, b"")
+            record = inotify_c.InotifyEvent(
+                -1, inotify_c.InotifyConstants.IN_Q_OVERFLOW, 0, b""
+            )
             observer._inotify_fd.handle_event(record)
         except (AttributeError, TypeError) as e:
-            pytest.fail(f"{WD}: this test cannot feed an overflow to the observer's inotify reader any more ({e!r}); "
-                        "the overflow signal dim_actors/sync/watcher.py relies on is unchecked")
+            pytest.fail(
+                f"{WD}: this test cannot feed an overflow to the observer's inotify reader any more ({e!r}); "
+                "the overflow signal dim_actors/sync/watcher.py relies on is unchecked"
+            )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (EVENTS_LOST in recorder.kinds if EVENTS_LOST else spotted):
+        while time.monotonic() < deadline and not (
+            EVENTS_LOST in recorder.kinds if EVENTS_LOST else spotted
+        ):
             time.sleep(0.02)
         if EVENTS_LOST:
             assert EVENTS_LOST in recorder.kinds, (
                 f"{WD}: an inotify queue overflow no longer reaches the handler as an EventsLostEvent "
-                f"(got {recorder.kinds}); dim_actors/sync/watcher.py _Handler relies on it")
+                f"(got {recorder.kinds}); dim_actors/sync/watcher.py _Handler relies on it"
+            )
         else:
             assert spotted, (
                 f"{WD}: the overflow log line changed (nothing matching {list(OVERFLOW_LOG_LINES)} was logged); "
-                "dim_actors/sync/watcher.py _OverflowSpotter relies on it")
+                "dim_actors/sync/watcher.py _OverflowSpotter relies on it"
+            )
     finally:
         for name in WATCHDOG_LOGGERS:
             logging.getLogger(name).removeHandler(spotter)
@@ -178,15 +198,32 @@ print(json.dumps({"outcomes": outcomes, "open": instances()}))
 
 
 def _past_the_limit(root: Path, watches: int, tries: int) -> dict:
-    r = subprocess.run([*watch_limited(watches), sys.executable, "-c", _PAST_THE_LIMIT, str(root), str(tries)],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    r = subprocess.run(
+        [
+            *watch_limited(watches),
+            sys.executable,
+            "-c",
+            _PAST_THE_LIMIT,
+            str(root),
+            str(tries),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @linux_only
-@pytest.mark.skipif(not userns_watch_limit_works(), reason="no user namespace to lower the inotify watch limit in")
-@pytest.mark.parametrize("watches", [0, 2], ids=["the root's watch fails", "a subfolder's watch fails"])
+@pytest.mark.skipif(
+    not userns_watch_limit_works(),
+    reason="no user namespace to lower the inotify watch limit in",
+)
+@pytest.mark.parametrize(
+    "watches", [0, 2], ids=["the root's watch fails", "a subfolder's watch fails"]
+)
 def test_a_watch_past_the_limit_raises_enospc_or_is_missing(tmp_path, watches):
     for name in ("a/b", "c", "d"):
         (tmp_path / "tree" / name).mkdir(parents=True)  # 5 folders
@@ -195,11 +232,14 @@ def test_a_watch_past_the_limit_raises_enospc_or_is_missing(tmp_path, watches):
         assert outcome.get("raised") == errno.ENOSPC or outcome.get("missing", 0) > 0, (
             f"{WD}: past the inotify watch limit, schedule/start gave {outcome}, neither OSError(ENOSPC) nor a "
             "folder missing from the observer's watches; dim_actors/sync/watcher.py _schedule and _verify "
-            "detect the limit by one or the other")
+            "detect the limit by one or the other"
+        )
         if watches == 0:
             assert outcome == {"raised": errno.ENOSPC}, (
                 f"{WD}: a failed root watch no longer raises OSError(ENOSPC) ({outcome}); "
-                "dim_actors/sync/watcher.py _schedule relies on it")
+                "dim_actors/sync/watcher.py _schedule relies on it"
+            )
     assert result["open"] == 0, (
         f"{WD}: {result['open']} inotify instances of failed or stopped observers are still open {DISCARD_S + 30:g} s "
-        "later; dim_actors/sync/watcher.py start_observer discards a failed observer late so that none is")
+        "later; dim_actors/sync/watcher.py start_observer discards a failed observer late so that none is"
+    )

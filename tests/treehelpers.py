@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from dim_actors.config.home import DimHome
 from dim_actors.config.settings import Settings
@@ -32,8 +33,15 @@ class Tree:
 
 
 @contextmanager
-def supervised(root: Path, specs: list[ChildSpec], names: list[str] | None = None, extra: dict | None = None,
-               period_s: float = 5.0, hang_timeout_s: float = 30.0, settings: Settings | None = None) -> Iterator[Tree]:
+def supervised(
+    root: Path,
+    specs: list[ChildSpec],
+    names: list[str] | None = None,
+    extra: dict | None = None,
+    period_s: float = 5.0,
+    hang_timeout_s: float = 30.0,
+    settings: Settings | None = None,
+) -> Iterator[Tree]:
     """Start `specs` under a Supervisor (addresses for `names` too: actors that only hold what is
     sent to them), wait until it answers, and stop it all on the way out. Nothing checks health
     unless the test sends CheckHealth (the runtime's ticker sends it once a second)."""
@@ -45,11 +53,19 @@ def supervised(root: Path, specs: list[ChildSpec], names: list[str] | None = Non
     gave_up: list[str] = []
 
     def ctx(name: str) -> ActorContext:
-        return ActorContext(name, addresses, home, settings, extra=extra if extra is not None else {},
-                            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
-                            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)))
+        return ActorContext(
+            name,
+            addresses,
+            home,
+            settings,
+            extra=extra if extra is not None else {},
+            on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
+            on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)),
+        )
 
-    sup = holder["sup"] = Supervisor.start(specs, addresses, ctx, 3, period_s, gave_up.append, hang_timeout_s)
+    sup = holder["sup"] = Supervisor.start(
+        specs, addresses, ctx, 3, period_s, gave_up.append, hang_timeout_s
+    )
     try:
         sup.ask(Status())
         yield Tree(sup, addresses, logs, home, gave_up)

@@ -37,7 +37,10 @@ class XProbe:
         found = []
         for w in self._conn().screen().root.query_tree().children:
             try:  # a window may go away between the tree query and this look at it
-                if w.get_wm_name() == title and w.get_attributes().map_state == X.IsViewable:
+                if (
+                    w.get_wm_name() == title
+                    and w.get_attributes().map_state == X.IsViewable
+                ):
                     found.append(w)
             except Exception:
                 pass
@@ -62,15 +65,19 @@ class XProbe:
         delete = d.intern_atom("WM_DELETE_WINDOW")
         windows = self._viewable(title)
         for w in windows:
-            w.send_event(event.ClientMessage(window=w, client_type=protocols,
-                                             data=(32, [delete, X.CurrentTime, 0, 0, 0])), event_mask=X.NoEventMask)
+            w.send_event(
+                event.ClientMessage(
+                    window=w,
+                    client_type=protocols,
+                    data=(32, [delete, X.CurrentTime, 0, 0, 0]),
+                ),
+                event_mask=X.NoEventMask,
+            )
         d.sync()
         return len(windows)
 
     def close(self) -> None:
         self._reset()
-
-
 
 
 class FakeSystemTray:
@@ -93,24 +100,37 @@ class FakeSystemTray:
 
         d = xdisplay.Display(self.display)
         screen = d.screen()
-        tray = screen.root.create_window(0, 0, 48, 48, 0, screen.root_depth, event_mask=X.StructureNotifyMask)
+        tray = screen.root.create_window(
+            0, 0, 48, 48, 0, screen.root_depth, event_mask=X.StructureNotifyMask
+        )
         tray.map()
         self.tray_window = tray.id
         opcode = d.intern_atom("_NET_SYSTEM_TRAY_OPCODE")
         selection = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
         tray.set_selection_owner(selection, X.CurrentTime)
         # What a tray that starts tells the icons already waiting (the System Tray protocol).
-        screen.root.send_event(event.ClientMessage(window=screen.root, client_type=d.intern_atom("MANAGER"),
-                                                   data=(32, [X.CurrentTime, selection, tray.id, 0, 0])),
-                               event_mask=X.StructureNotifyMask)
+        screen.root.send_event(
+            event.ClientMessage(
+                window=screen.root,
+                client_type=d.intern_atom("MANAGER"),
+                data=(32, [X.CurrentTime, selection, tray.id, 0, 0]),
+            ),
+            event_mask=X.StructureNotifyMask,
+        )
         d.sync()
         self.ready.set()
         while not self.stopping.is_set():
             if not d.pending_events():
-                select.select([d.fileno()], [], [], 0.1)  # woken by X, or to see `stopping`
+                select.select(
+                    [d.fileno()], [], [], 0.1
+                )  # woken by X, or to see `stopping`
                 continue
             ev = d.next_event()
-            if ev.type == X.ClientMessage and ev.client_type == opcode and ev.data[1][1] == 0:  # REQUEST_DOCK
+            if (
+                ev.type == X.ClientMessage
+                and ev.client_type == opcode
+                and ev.data[1][1] == 0
+            ):  # REQUEST_DOCK
                 icon = d.create_resource_object("window", ev.data[1][2])
                 icon.reparent(tray, 0, 0)
                 icon.configure(x=0, y=0, width=48, height=48)
@@ -140,7 +160,9 @@ class FakeSystemTray:
         try:
             # The app's window may lie over the tray (no window manager here to keep a panel on top),
             # and X keeps no pixels of a covered window: raise the tray; the icon redraws on Expose.
-            d.create_resource_object("window", self.tray_window).configure(stack_mode=X.Above)
+            d.create_resource_object("window", self.tray_window).configure(
+                stack_mode=X.Above
+            )
             d.sync()
             icon = d.create_resource_object("window", self.docked[-1])
             raw = icon.get_image(x, y, 1, 1, X.ZPixmap, 0xFFFFFFFF).data
@@ -153,8 +175,6 @@ class FakeSystemTray:
         self.thread.join(5)
 
 
-
-
 def tray_menu(xprobe: XProbe) -> tuple[list[str], tuple[int, int]] | None:
     """The tray menu's items and its top-left corner, once it is shown."""
     from Xlib import X, Xatom
@@ -162,7 +182,10 @@ def tray_menu(xprobe: XProbe) -> tuple[list[str], tuple[int, int]] | None:
     d = xprobe._conn()
     for w in d.screen().root.query_tree().children:
         try:
-            if w.get_wm_name() != "dim-desktop menu" or w.get_attributes().map_state != X.IsViewable:
+            if (
+                w.get_wm_name() != "dim-desktop menu"
+                or w.get_attributes().map_state != X.IsViewable
+            ):
                 continue
             prop = w.get_full_property(d.intern_atom("_DIM_MENU_ITEMS"), Xatom.STRING)
             g = w.get_geometry()

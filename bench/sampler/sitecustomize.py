@@ -33,7 +33,9 @@ if _DIR:
                 stack = []
                 while frame is not None:
                     code = frame.f_code
-                    stack.append(f"{code.co_name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})")
+                    stack.append(
+                        f"{code.co_name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+                    )
                     frame = frame.f_back
                 stack.append(names.get(tid, str(tid)))
                 counts[";".join(reversed(stack))] += 1

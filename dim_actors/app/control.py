@@ -64,7 +64,7 @@ class _FollowQueue:
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    server: "ControlServer"
+    server: ControlServer
 
     def reply(self, reply: ControlReply) -> None:
         self.wfile.write(_encoder.encode(reply) + b"\n")
@@ -80,15 +80,25 @@ class _Handler(socketserver.StreamRequestHandler):
         rt = self.server.runtime
         try:
             if req.actor is not None and req.actor not in rt.addresses:
-                raise LookupError(f"unknown actor {req.actor!r}; actors: {', '.join(rt.addresses.names())}")
+                raise LookupError(
+                    f"unknown actor {req.actor!r}; actors: {', '.join(rt.addresses.names())}"
+                )
             if req.cmd == "status":
                 self.reply(ControlReply(ok=True, result=rt.status()))
             elif req.cmd == "restart":
                 rt.restart(req.actor or "")
                 self.reply(ControlReply(ok=True, result={"restarted": req.actor}))
             elif req.cmd == "crash":
-                reason = "hang injected by dimctl" if req.hangSeconds else "fault injected by dimctl"
-                rt.addresses.send("dimctl", req.actor or "", Crash(reason=reason, hangSeconds=req.hangSeconds))
+                reason = (
+                    "hang injected by dimctl"
+                    if req.hangSeconds
+                    else "fault injected by dimctl"
+                )
+                rt.addresses.send(
+                    "dimctl",
+                    req.actor or "",
+                    Crash(reason=reason, hangSeconds=req.hangSeconds),
+                )
                 self.reply(ControlReply(ok=True, result={"crashed": req.actor}))
             elif req.cmd == "stop":
                 self.reply(ControlReply(ok=True, result={"stopping": True}))
@@ -121,6 +131,7 @@ class _Handler(socketserver.StreamRequestHandler):
             def on_append(env):
                 if env.recipient == actor and envelope_matches(env, types, req.since):
                     live.put(env)
+
             cancel = rt.logs.follow(on_append)
         try:
             history = rt.logs.read(actor, types, req.since, req.limit)
@@ -162,10 +173,12 @@ class _Id(msgspec.Struct):
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: Path, runtime: "SupervisorRuntime"):
+    def __init__(self, path: Path, runtime: SupervisorRuntime):
         self.runtime = runtime
         path.unlink(missing_ok=True)
-        old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+        old = os.umask(
+            0o177
+        )  # the socket is born 0600: no window where others could connect
         try:
             super().__init__(str(path), _Handler)
         finally:
@@ -175,8 +188,12 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def start(self) -> None:
         # close() waits for serve_forever to notice, up to one poll interval: keep the app's stop quick.
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, name="control-socket",
-                         daemon=True).start()
+        threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="control-socket",
+            daemon=True,
+        ).start()
 
     def close(self) -> None:
         self.shutdown()
@@ -184,7 +201,9 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path.unlink(missing_ok=True)
 
 
-def request(path: Path, req: ControlRequest, timeout: float | None = 10.0) -> socket.socket:
+def request(
+    path: Path, req: ControlRequest, timeout: float | None = 10.0
+) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(str(path))

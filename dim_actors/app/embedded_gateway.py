@@ -50,14 +50,18 @@ def restart_delay(exits: list[float], now: float) -> float | None:
 
 
 class EmbeddedGateway:
-    def __init__(self, data_dir: Path, log_file: Path, extra_args: list[str] | None = None):
+    def __init__(
+        self, data_dir: Path, log_file: Path, extra_args: list[str] | None = None
+    ):
         self.data_dir = data_dir
         self.log_file = log_file
         self.extra_args = extra_args or []
         self.token = secrets.token_urlsafe(32)
         self.proc: subprocess.Popen | None = None
         self.url = ""
-        self.port = 0  # 0 until the first start has picked one; every restart takes it again
+        self.port = (
+            0  # 0 until the first start has picked one; every restart takes it again
+        )
         # The listening socket is ours, made once and handed to each gateway process we start: while
         # one is down no other program (another local user's included) can take the port and be
         # sent our token; connections made meanwhile wait in its backlog for the next process.
@@ -74,32 +78,60 @@ class EmbeddedGateway:
     def start(self, timeout_s: float = 20.0) -> str:
         self._launch(timeout_s)
         self._state = "running"
-        self._watcher = threading.Thread(target=self._watch, name="gateway-watcher", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch, name="gateway-watcher", daemon=True
+        )
         self._watcher.start()
         return self.url
 
     def state(self) -> GatewayState:
         proc = self.proc
-        return GatewayState(state=self._state, url=self.url,
-                            pid=proc.pid if proc is not None and proc.poll() is None else None,
-                            restarts=self.restarts, lastExitCode=self.last_exit_code, lastError=self.last_error)
+        return GatewayState(
+            state=self._state,
+            url=self.url,
+            pid=proc.pid if proc is not None and proc.poll() is None else None,
+            restarts=self.restarts,
+            lastExitCode=self.last_exit_code,
+            lastError=self.last_error,
+        )
 
     def _launch(self, timeout_s: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Its log may hold paths and session names: the user's alone.
-        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_fd = os.open(
+            self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         if self._listener is None:
             self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
             self.port = self._listener.getsockname()[1]
         fd = self._listener.fileno()
-        cmd = [sys.executable, "-m", "dim_actors.devgateway", "--listen-fd", str(fd), "--data", str(self.data_dir),
-               "--require-token-env", TOKEN_ENV, "--exit-with-parent", *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dim_actors.devgateway",
+            "--listen-fd",
+            str(fd),
+            "--data",
+            str(self.data_dir),
+            "--require-token-env",
+            TOKEN_ENV,
+            "--exit-with-parent",
+            *self.extra_args,
+        ]
         # Its own session: a Ctrl-C in the terminal reaches dim-desktop, which stops the gateway last.
         # Its stdin is a pipe only we hold: if dim-desktop dies (kill -9 included) the gateway sees
         # EOF and stops, so no orphan keeps the data directory for the next start.
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fd, stdin=subprocess.PIPE, pass_fds=(fd,),
-                                    start_new_session=True, text=True, env={**os.environ, TOKEN_ENV: self.token})
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=log_fd,
+                stdin=subprocess.PIPE,
+                pass_fds=(fd,),
+                start_new_session=True,
+                text=True,
+                env={**os.environ, TOKEN_ENV: self.token},
+            )
         finally:
             os.close(log_fd)
         with self._lock:
@@ -117,13 +149,17 @@ class EmbeddedGateway:
             while True:
                 line = lines.get(timeout=timeout_s)
                 if line is None:
-                    raise GatewayStartError(f"the dev gateway exited during start (see {self.log_file})")
+                    raise GatewayStartError(
+                        f"the dev gateway exited during start (see {self.log_file})"
+                    )
                 if line.startswith(READY_PREFIX):
-                    self.url = line[len(READY_PREFIX):].strip()
+                    self.url = line[len(READY_PREFIX) :].strip()
                     return
         except queue.Empty:
             _stop_process(proc, 5.0)
-            raise GatewayStartError(f"the dev gateway did not start within {timeout_s:.0f}s (see {self.log_file})")
+            raise GatewayStartError(
+                f"the dev gateway did not start within {timeout_s:.0f}s (see {self.log_file})"
+            )
 
     def _watch(self) -> None:
         """Wait on the child; when it ends unasked, say so and start it again (after a pause that
@@ -140,13 +176,21 @@ class EmbeddedGateway:
             delay = restart_delay(self._exits, now)
             if delay is None:
                 self._state = "failed"
-                self.last_error = (f"the dev gateway exited {len(self._exits)} times within {FAST_WINDOW_S:.0f}s "
-                                   f"(last exit code {code}); not restarting it (see {self.log_file})")
+                self.last_error = (
+                    f"the dev gateway exited {len(self._exits)} times within {FAST_WINDOW_S:.0f}s "
+                    f"(last exit code {code}); not restarting it (see {self.log_file})"
+                )
                 log.error("%s", self.last_error)
                 return
             self._state = "restarting"
             self.last_error = f"the dev gateway exited unexpectedly (exit code {code})"
-            log.error("%s; restarting it in %.1fs on %s (see %s)", self.last_error, delay, self.url, self.log_file)
+            log.error(
+                "%s; restarting it in %.1fs on %s (see %s)",
+                self.last_error,
+                delay,
+                self.url,
+                self.log_file,
+            )
             if self._stopping.wait(delay):
                 return
             try:
@@ -158,12 +202,18 @@ class EmbeddedGateway:
                 log.error("the dev gateway could not be restarted: %s", e)
                 continue
             with self._lock:
-                if self._stopping.is_set():  # stop() came during the launch: it must not outlive the app
+                if (
+                    self._stopping.is_set()
+                ):  # stop() came during the launch: it must not outlive the app
                     _stop_process(self.proc, 5.0)
                     return
                 self.restarts += 1
                 self._state = "running"
-            log.warning("the dev gateway was restarted on %s (restart %d)", self.url, self.restarts)
+            log.warning(
+                "the dev gateway was restarted on %s (restart %d)",
+                self.url,
+                self.restarts,
+            )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop it and reap it: no gateway outlives the app. The watcher is told first, so this
@@ -182,7 +232,9 @@ class EmbeddedGateway:
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=timeout_s + 25.0)
         with self._lock:
-            if self.proc is not None and self.proc is not proc:  # launched by the watcher meanwhile
+            if (
+                self.proc is not None and self.proc is not proc
+            ):  # launched by the watcher meanwhile
                 _stop_process(self.proc, timeout_s)
             if self._listener is not None:
                 self._listener.close()
@@ -201,10 +253,16 @@ def _stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
         try:
             proc.wait(timeout=max(0.0, timeout_s))
         except subprocess.TimeoutExpired:
-            log.warning("the dev gateway did not stop within %.1fs: killing it", timeout_s)
+            log.warning(
+                "the dev gateway did not stop within %.1fs: killing it", timeout_s
+            )
             proc.kill()
             proc.wait(timeout=5)
-        log.info("dev gateway stopped in %.2fs (exit code %s)", time.monotonic() - begun, proc.returncode)
+        log.info(
+            "dev gateway stopped in %.2fs (exit code %s)",
+            time.monotonic() - begun,
+            proc.returncode,
+        )
     elif proc.stdin is not None:
         try:
             proc.stdin.close()

@@ -47,24 +47,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="dim-desktop",
         description="Desktop client for the Diminuendo agent gateway. Opens the UI in a native window "
-                    "(with the 'desktop' extra and a display), else in the default browser. With no --gateway "
-                    "it starts an embedded dev gateway. State and settings live in $DIM_HOME; if dim-desktop "
-                    "already runs there, this opens its window instead.")
-    p.add_argument("--gateway", metavar="URL", help="ws:// or wss:// URL of a real gateway (no dev gateway is started)")
+        "(with the 'desktop' extra and a display), else in the default browser. With no --gateway "
+        "it starts an embedded dev gateway. State and settings live in $DIM_HOME; if dim-desktop "
+        "already runs there, this opens its window instead.",
+    )
+    p.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="ws:// or wss:// URL of a real gateway (no dev gateway is started)",
+    )
     token = p.add_mutually_exclusive_group()
-    token.add_argument("--token-file", metavar="PATH",
-                       help="read the gateway token from the first line of this file, which only you may read "
-                            "(chmod 600) (default: as settings.toml's token_source says; $DIM_TOKEN unless set)")
-    token.add_argument("--token", metavar="T",
-                       help="gateway token; every user of this machine can read it in the process list (ps): "
-                            "prefer --token-file or $DIM_TOKEN")
-    p.add_argument("--no-browser", action="store_true", help="open no UI at start (no window, no browser)")
-    p.add_argument("--browser", action="store_true", help="open the UI in the default browser, not a native window")
-    p.add_argument("--ui-port", type=int, default=0, metavar="N", help="UI bridge port (0 picks a free one)")
-    p.add_argument("--gateway-profile", choices=("dev", "reference"), default="dev",
-                   help="without --gateway: how the embedded dev gateway behaves. 'reference' does only what the "
-                        "public Diminuendo docs describe, to try the app against a gateway that is not ours "
-                        "(default dev)")
+    token.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the gateway token from the first line of this file, which only you may read "
+        "(chmod 600) (default: as settings.toml's token_source says; $DIM_TOKEN unless set)",
+    )
+    token.add_argument(
+        "--token",
+        metavar="T",
+        help="gateway token; every user of this machine can read it in the process list (ps): "
+        "prefer --token-file or $DIM_TOKEN",
+    )
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="open no UI at start (no window, no browser)",
+    )
+    p.add_argument(
+        "--browser",
+        action="store_true",
+        help="open the UI in the default browser, not a native window",
+    )
+    p.add_argument(
+        "--ui-port",
+        type=int,
+        default=0,
+        metavar="N",
+        help="UI bridge port (0 picks a free one)",
+    )
+    p.add_argument(
+        "--gateway-profile",
+        choices=("dev", "reference"),
+        default="dev",
+        help="without --gateway: how the embedded dev gateway behaves. 'reference' does only what the "
+        "public Diminuendo docs describe, to try the app against a gateway that is not ours "
+        "(default dev)",
+    )
     p.add_argument("--version", action="version", version=f"dim-desktop {__version__}")
     args = p.parse_args(argv)
     if args.gateway and not args.gateway.startswith(("ws://", "wss://")):
@@ -86,9 +115,11 @@ def setup_logging(home: DimHome) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[file_handler, console])
 
 
-TOKEN_FLAG_WARNING = ("dim-desktop: warning: --token puts the token on the command line, where every user of "
-                      "this machine can read it (ps). Use --token-file PATH (a file only you can read) or the "
-                      "DIM_TOKEN environment variable instead; see docs/security.md")
+TOKEN_FLAG_WARNING = (
+    "dim-desktop: warning: --token puts the token on the command line, where every user of "
+    "this machine can read it (ps). Use --token-file PATH (a file only you can read) or the "
+    "DIM_TOKEN environment variable instead; see docs/security.md"
+)
 
 # How many of the entries made private at start are named in the log (the rest are counted).
 FIXES_NAMED = 20
@@ -98,13 +129,25 @@ def log_mode_fixes(fixes: list[ModeFix]) -> None:
     """Once, at start: what in DIM_HOME others could read, now private (or could not be made so)."""
     failed = [f for f in fixes if f.error]
     done = [f for f in fixes if not f.error]
-    for what, group in (("made private (group or others had access)", done),
-                        ("could not be made private", failed)):
+    for what, group in (
+        ("made private (group or others had access)", done),
+        ("could not be made private", failed),
+    ):
         if group:
             named = ", ".join(f.describe() for f in group[:FIXES_NAMED])
-            more = f" and {len(group) - FIXES_NAMED} more" if len(group) > FIXES_NAMED else ""
-            log.warning("DIM_HOME: %d %s %s: %s%s", len(group), "entry" if len(group) == 1 else "entries",
-                        what, named, more)
+            more = (
+                f" and {len(group) - FIXES_NAMED} more"
+                if len(group) > FIXES_NAMED
+                else ""
+            )
+            log.warning(
+                "DIM_HOME: %d %s %s: %s%s",
+                len(group),
+                "entry" if len(group) == 1 else "entries",
+                what,
+                named,
+                more,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(home)
     log_mode_fixes(fixes)
     if home.is_shared_folder():
-        log.warning("DIM_HOME is %s, which holds more than dim-desktop's files: only its own folders in it are made "
-                    "private; set DIM_HOME to a folder of dim-desktop's own", home.root)
+        log.warning(
+            "DIM_HOME is %s, which holds more than dim-desktop's files: only its own folders in it are made "
+            "private; set DIM_HOME to a folder of dim-desktop's own",
+            home.root,
+        )
     try:
         settings = load_settings(home.config_dir / "settings.toml")
         token = args.token
         if args.gateway or settings.gateway_url or args.token_file:
-            token = resolve_token(settings, args.token, dict(os.environ), home.config_dir, token_file=args.token_file)
+            token = resolve_token(
+                settings,
+                args.token,
+                dict(os.environ),
+                home.config_dir,
+                token_file=args.token_file,
+            )
     except SettingsError as e:
         print(f"dim-desktop: {e}", file=sys.stderr)
         return 2
@@ -139,20 +191,32 @@ def main(argv: list[str] | None = None) -> int:
     gateway: EmbeddedGateway | None = None
     url = args.gateway or settings.gateway_url
     if not url:
-        gateway = EmbeddedGateway(home.data_dir / "gateway", home.logs_dir / "gateway.log",
-                                  extra_args=["--profile", args.gateway_profile])
+        gateway = EmbeddedGateway(
+            home.data_dir / "gateway",
+            home.logs_dir / "gateway.log",
+            extra_args=["--profile", args.gateway_profile],
+        )
         try:
             url = gateway.start()
-            token = gateway.token  # per launch, given to it privately: no other local user can use it
+            token = (
+                gateway.token
+            )  # per launch, given to it privately: no other local user can use it
         except GatewayStartError as e:
             print(f"dim-desktop: {e}", file=sys.stderr)
             return 1
 
     ui_token = secrets.token_urlsafe(32)
-    extra = {"ui_token": ui_token, "ui_port": args.ui_port,
-             "connection": ConnectionMemory(url=url, token=token, embedded_url=url if gateway else None,
-                                            embedded_token=gateway.token if gateway else None,
-                                            embedded_state=gateway.state if gateway else None)}
+    extra = {
+        "ui_token": ui_token,
+        "ui_port": args.ui_port,
+        "connection": ConnectionMemory(
+            url=url,
+            token=token,
+            embedded_url=url if gateway else None,
+            embedded_token=gateway.token if gateway else None,
+            embedded_state=gateway.state if gateway else None,
+        ),
+    }
     runtime = SupervisorRuntime(home, settings, extra)
     stopper = Stopper(runtime, home, gateway)
     catch_stop_signals(runtime)
@@ -168,22 +232,43 @@ def main(argv: list[str] | None = None) -> int:
         if runtime.exit_code:  # the supervisor gave up: an actor could not start
             raise StartFailed(runtime.stop_reason)
         ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"
-        if not stopper.write_runtime(RuntimeInfo(pid=os.getpid(), uiUrl=ui_url, token=ui_token,
-                                                 controlSocket=str(home.control_socket), gatewayUrl=url,
-                                                 gatewayToken=gateway.token if gateway else "")):
+        if not stopper.write_runtime(
+            RuntimeInfo(
+                pid=os.getpid(),
+                uiUrl=ui_url,
+                token=ui_token,
+                controlSocket=str(home.control_socket),
+                gatewayUrl=url,
+                gatewayToken=gateway.token if gateway else "",
+            )
+        ):
             raise StopBeforeStart()
         print(f"dim-desktop {__version__}: gateway {url}", flush=True)
         print(f"dim-desktop: UI at {ui_url}", flush=True)
-        mode = "none" if args.no_browser else "browser" if args.browser else settings.ui_open
-        desktop = Desktop(runtime, ui_url, mode, open_page=home.write_open_page, tray=settings.tray and mode != "none",
-                             notifications=settings.native_notifications)
+        mode = (
+            "none"
+            if args.no_browser
+            else "browser"
+            if args.browser
+            else settings.ui_open
+        )
+        desktop = Desktop(
+            runtime,
+            ui_url,
+            mode,
+            open_page=home.write_open_page,
+            tray=settings.tray and mode != "none",
+            notifications=settings.native_notifications,
+        )
         if not stopper.adopt(desktop):
             raise StopBeforeStart()
         extra["show_ui"] = desktop.show
         extra["desktop_notify"] = desktop.notifier.submit
         extra["on_settings_changed"] = desktop.on_settings_changed
-        print(f"dim-desktop: {describe_mode(desktop.start_mode)}; press Ctrl-C or run `dimctl stop` to stop",
-              flush=True)
+        print(
+            f"dim-desktop: {describe_mode(desktop.start_mode)}; press Ctrl-C or run `dimctl stop` to stop",
+            flush=True,
+        )
         desktop.run()  # the main thread's loop (the native window needs it) until the app stops
     except StopBeforeStart:
         pass  # stopped (a signal, say) before the UI was up: a normal stop
@@ -223,10 +308,14 @@ class Stopper:
     the connection closes its socket first. One deadline, STOP_BUDGET_S after the request, bounds
     it all; past it the process exits without waiting for a GUI loop that has not ended."""
 
-    def __init__(self, runtime: SupervisorRuntime, home: DimHome, gateway: EmbeddedGateway | None):
+    def __init__(
+        self, runtime: SupervisorRuntime, home: DimHome, gateway: EmbeddedGateway | None
+    ):
         self.runtime, self.home, self.gateway = runtime, home, gateway
         self.desktop: Desktop | None = None
-        self.lock = threading.Lock()  # runtime.json: written only while no stop is requested
+        self.lock = (
+            threading.Lock()
+        )  # runtime.json: written only while no stop is requested
         self.thread = threading.Thread(target=self._run, name="stop", daemon=True)
         self.done = threading.Event()
         self.finishing = threading.Lock()  # taken by whoever ends the process
@@ -257,8 +346,10 @@ class Stopper:
     def wait(self) -> None:
         """On the main thread, once its loop is over: until the stop is done (by the deadline)."""
         if not self.done.wait(timeout=max(0.0, self.deadline() - time.monotonic())):
-            log.warning("the stop is not done %.0fs after it was requested: ending the process anyway",
-                        STOP_BUDGET_S)
+            log.warning(
+                "the stop is not done %.0fs after it was requested: ending the process anyway",
+                STOP_BUDGET_S,
+            )
 
     def _run(self) -> None:
         self.runtime.stop_requested.wait()
@@ -269,7 +360,9 @@ class Stopper:
                 desktop = self.desktop
             closing = None
             if desktop is not None:  # the tray and the notifier
-                closing = threading.Thread(target=desktop.close, name="desktop-close", daemon=True)
+                closing = threading.Thread(
+                    target=desktop.close, name="desktop-close", daemon=True
+                )
                 closing.start()
             self.runtime.stop(deadline - GATEWAY_SHARE_S)
             if desktop is not None:
@@ -288,8 +381,10 @@ class Stopper:
         time.sleep(max(0.0, deadline - time.monotonic()))
         if not self.finishing.acquire(blocking=False):
             return  # the main thread is ending the process
-        log.warning("the main thread's loop did not end within %.0fs of the stop request: exiting without it",
-                    STOP_BUDGET_S)
+        log.warning(
+            "the main thread's loop did not end within %.0fs of the stop request: exiting without it",
+            STOP_BUDGET_S,
+        )
         self._finish(None)
 
     def finish(self, lock_fd: int) -> int:
@@ -309,7 +404,11 @@ class Stopper:
         for proc in multiprocessing.active_children():  # none: runtime.stop saw to it
             proc.kill()
         me = threading.current_thread()
-        stray = [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+        stray = [
+            t
+            for t in threading.enumerate()
+            if t is not me and not t.daemon and t.is_alive()
+        ]
         until = min(self.deadline(), time.monotonic() + 1.0)
         for t in stray:
             t.join(timeout=max(0.0, until - time.monotonic()))
@@ -318,9 +417,14 @@ class Stopper:
             print(f"dim-desktop: stopped: {runtime.stop_reason}", file=sys.stderr)
         else:
             print("dim-desktop: stopped", flush=True)
-        log.info("stopped %.2fs after the stop request (%s)%s",
-                 time.monotonic() - (runtime.stop_requested_at or time.monotonic()), runtime.stop_reason,
-                 f"; not waiting for threads {', '.join(t.name for t in stray)}" if stray else "")
+        log.info(
+            "stopped %.2fs after the stop request (%s)%s",
+            time.monotonic() - (runtime.stop_requested_at or time.monotonic()),
+            runtime.stop_reason,
+            f"; not waiting for threads {', '.join(t.name for t in stray)}"
+            if stray
+            else "",
+        )
         if stray or threading.current_thread() is not threading.main_thread():
             logging.shutdown()
             sys.stdout.flush()
@@ -330,9 +434,11 @@ class Stopper:
 
 
 def describe_mode(mode: str) -> str:
-    return {"window": "UI in a native window (closing it keeps dim-desktop running)",
-            "browser": "UI opened in the default browser",
-            "none": "no UI opened (--no-browser)"}.get(mode, mode)
+    return {
+        "window": "UI in a native window (closing it keeps dim-desktop running)",
+        "browser": "UI opened in the default browser",
+        "none": "no UI opened (--no-browser)",
+    }.get(mode, mode)
 
 
 def catch_stop_signals(runtime: SupervisorRuntime) -> None:
@@ -382,10 +488,21 @@ def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:
 
     With --no-browser there is nothing to hand over, so this start did not happen: say so and exit
     1, as a second instance that starts nothing always did (the walking skeleton's contract)."""
-    ignored = [f for f, v in (("--gateway", args.gateway), ("--token", args.token), ("--token-file", args.token_file),
-                              ("--ui-port", args.ui_port)) if v]
+    ignored = [
+        f
+        for f, v in (
+            ("--gateway", args.gateway),
+            ("--token", args.token),
+            ("--token-file", args.token_file),
+            ("--ui-port", args.ui_port),
+        )
+        if v
+    ]
     if ignored:
-        print(f"dim-desktop: {', '.join(ignored)} ignored: the running instance keeps its own", file=sys.stderr)
+        print(
+            f"dim-desktop: {', '.join(ignored)} ignored: the running instance keeps its own",
+            file=sys.stderr,
+        )
     if args.no_browser:
         print(f"{running}; not starting another", flush=True)
         return 1
@@ -395,20 +512,31 @@ def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:
         info = home.read_runtime()
         if info is not None:
             try:
-                with control_request(Path(info.controlSocket), ControlRequest(cmd="show"), 30) as s, \
-                        s.makefile("rb") as f:
-                    reply = msgspec.json.decode(f.readline() or b"{}", type=ControlReply)
+                with (
+                    control_request(
+                        Path(info.controlSocket), ControlRequest(cmd="show"), 30
+                    ) as s,
+                    s.makefile("rb") as f,
+                ):
+                    reply = msgspec.json.decode(
+                        f.readline() or b"{}", type=ControlReply
+                    )
                 if reply.ok:
                     shown = (reply.result or {}).get("shown", "window")
-                    print(f"{running}: showing its {'window' if shown == 'window' else 'UI in the browser'}",
-                          flush=True)
+                    print(
+                        f"{running}: showing its {'window' if shown == 'window' else 'UI in the browser'}",
+                        flush=True,
+                    )
                     return 0
                 why = reply.error or "it refused"
                 break
             except (OSError, msgspec.DecodeError) as e:
                 why = f"its control socket does not answer ({e})"
         time.sleep(0.2)
-    print(f"dim-desktop: {running}, but it could not be asked to open its window: {why}", file=sys.stderr)
+    print(
+        f"dim-desktop: {running}, but it could not be asked to open its window: {why}",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -40,9 +40,18 @@ log = logging.getLogger(__name__)
 
 def child_specs(settings: Settings) -> list[ChildSpec]:
     """Start order: storage first, the router before what feeds it, the page last."""
-    classes = {"journal": Journal, "materializer": Materializer, "watcher": Watcher, "router": Router,
-               "connection": ConnectionActor, "uibridge": UIBridge}
-    return [ChildSpec(n, classes[n], "permanent", settings.shutdown_timeout_s) for n in ACTOR_NAMES]
+    classes = {
+        "journal": Journal,
+        "materializer": Materializer,
+        "watcher": Watcher,
+        "router": Router,
+        "connection": ConnectionActor,
+        "uibridge": UIBridge,
+    }
+    return [
+        ChildSpec(n, classes[n], "permanent", settings.shutdown_timeout_s)
+        for n in ACTOR_NAMES
+    ]
 
 
 class SupervisorRuntime:
@@ -51,14 +60,20 @@ class SupervisorRuntime:
         self.settings = settings
         self.extra = extra  # state that outlives actor restarts (connection memory, UI port, token)
         self.extra["supervisor"] = self
-        self.logs = MessageLogs(home.logs_dir / "actors", settings.log_ring_size, settings.log_max_bytes,
-                                settings.log_keep)
+        self.logs = MessageLogs(
+            home.logs_dir / "actors",
+            settings.log_ring_size,
+            settings.log_max_bytes,
+            settings.log_keep,
+        )
         self.addresses = Addresses(list(ACTOR_NAMES), self.logs)
         # Set by the first request_stop, from any thread; the supervisor holds the same event, so it
         # knows of the stop before any child ends because of it.
         self.stop_requested = threading.Event()
         self.stop_reason = ""
-        self.stop_requested_at: float | None = None  # time.monotonic() of the first request
+        self.stop_requested_at: float | None = (
+            None  # time.monotonic() of the first request
+        )
         self._stop_lock = threading.Lock()
         self.exit_code = 0
         self.supervisor: pykka.ActorRef | None = None
@@ -72,8 +87,15 @@ class SupervisorRuntime:
         self.supervisor.tell(RestartChild(name, "requested from the UI"))
 
     def context(self, name: str) -> ActorContext:
-        return ActorContext(name=name, addresses=self.addresses, home=self.home, settings=self.settings,
-                            on_failure=self._report_failure, extra=self.extra, on_exit=self._report_exit)
+        return ActorContext(
+            name=name,
+            addresses=self.addresses,
+            home=self.home,
+            settings=self.settings,
+            on_failure=self._report_failure,
+            extra=self.extra,
+            on_exit=self._report_exit,
+        )
 
     def _report_failure(self, name: str, error: BaseException, generation: int) -> None:
         if self.supervisor is not None:
@@ -84,13 +106,21 @@ class SupervisorRuntime:
             self.supervisor.tell(ChildExited(name, generation))
 
     def start(self) -> None:
-        self.supervisor = Supervisor.start(child_specs(self.settings), self.addresses, self.context,
-                                           self.settings.max_restarts, self.settings.restart_period_s,
-                                           self._give_up, self.settings.hang_timeout_s,
-                                           stop_event=self.stop_requested)
+        self.supervisor = Supervisor.start(
+            child_specs(self.settings),
+            self.addresses,
+            self.context,
+            self.settings.max_restarts,
+            self.settings.restart_period_s,
+            self._give_up,
+            self.settings.hang_timeout_s,
+            stop_event=self.stop_requested,
+        )
         self.control = ControlServer(self.home.control_socket, self)
         self.control.start()
-        threading.Thread(target=self._tick, name="supervisor-ticker", daemon=True).start()
+        threading.Thread(
+            target=self._tick, name="supervisor-ticker", daemon=True
+        ).start()
 
     def _tick(self) -> None:
         """Once a second: look for hung actors, and show open pages the actors' status."""
@@ -103,8 +133,14 @@ class SupervisorRuntime:
                 describe = self.addresses["uibridge"].describe
                 if describe and describe().get("pages"):
                     rows = self.status()
-                    self.addresses.send("supervisor", "uibridge",
-                                        UiEvent(event="actor-status", payload=msgspec.Raw(msgspec.json.encode(rows))))
+                    self.addresses.send(
+                        "supervisor",
+                        "uibridge",
+                        UiEvent(
+                            event="actor-status",
+                            payload=msgspec.Raw(msgspec.json.encode(rows)),
+                        ),
+                    )
             except (pykka.ActorDeadError, pykka.Timeout):
                 return
 
@@ -132,15 +168,23 @@ class SupervisorRuntime:
         if name not in self.addresses:
             raise LookupError(f"unknown actor {name!r}")
         assert self.supervisor is not None
-        if not self.supervisor.ask(RestartChild(name, "requested by dimctl"), timeout=60):
+        if not self.supervisor.ask(
+            RestartChild(name, "requested by dimctl"), timeout=60
+        ):
             # The supervisor is stopping everything, or the new instance failed to start.
-            raise ValueError(f"{name} did not restart (last error: {self.addresses[name].stats.last_error or 'none'})")
+            raise ValueError(
+                f"{name} did not restart (last error: {self.addresses[name].stats.last_error or 'none'})"
+            )
 
     def request_stop(self, reason: str) -> None:
         """From any thread (not from a signal handler: it logs). The first request's reason stands."""
         with self._stop_lock:
             if self.stop_requested.is_set():
-                log.info("stop requested again (%s): already stopping (%s)", reason, self.stop_reason)
+                log.info(
+                    "stop requested again (%s): already stopping (%s)",
+                    reason,
+                    self.stop_reason,
+                )
                 return
             self.stop_reason = reason
             self.stop_requested_at = time.monotonic()
@@ -154,20 +198,32 @@ class SupervisorRuntime:
             self.request_stop("stopping")
         control = self.control
         closing = None
-        if control is not None:  # its serve_forever notices within its poll interval (0.1 s)
-            closing = threading.Thread(target=control.close, name="control-close", daemon=True)
+        if (
+            control is not None
+        ):  # its serve_forever notices within its poll interval (0.1 s)
+            closing = threading.Thread(
+                target=control.close, name="control-close", daemon=True
+            )
             closing.start()
         if self.supervisor is not None:
             try:
-                self.supervisor.ask(StopAll(deadline), timeout=max(0.1, deadline - time.monotonic()))
+                self.supervisor.ask(
+                    StopAll(deadline), timeout=max(0.1, deadline - time.monotonic())
+                )
             except (pykka.Timeout, pykka.ActorDeadError):
-                log.warning("the supervisor did not stop the actors by the stop's deadline")
+                log.warning(
+                    "the supervisor did not stop the actors by the stop's deadline"
+                )
             self.supervisor.stop(block=False)
         # An actor abandoned at the deadline may have left its connection process running (it
         # ignores SIGTERM: the app's stop signals are the supervisor's to act on). Nothing may
         # outlive the app, so what is left is killed.
         for proc in multiprocessing.active_children():
-            log.warning("%s (pid %s) still running after the actors stopped: killing it", proc.name, proc.pid)
+            log.warning(
+                "%s (pid %s) still running after the actors stopped: killing it",
+                proc.name,
+                proc.pid,
+            )
             proc.kill()
             proc.join(timeout=1)
         if closing is not None:

@@ -64,6 +64,7 @@ class AlreadyRunning(Exception):
 class ModeFix(msgspec.Struct, frozen=True):
     """An entry of DIM_HOME that group or others had access to: its mode before and after (or why
     it could not be changed)."""
+
     path: str
     old: int
     new: int
@@ -71,7 +72,9 @@ class ModeFix(msgspec.Struct, frozen=True):
 
     def describe(self) -> str:
         change = f"{self.old:04o} -> {self.new:04o}"
-        return f"{self.path} {change}" + (f" (failed: {self.error})" if self.error else "")
+        return f"{self.path} {change}" + (
+            f" (failed: {self.error})" if self.error else ""
+        )
 
 
 def private_mode(mode: int) -> int | None:
@@ -97,7 +100,9 @@ def make_private(root: Path) -> list[ModeFix]:
         try:
             os.chmod(path, new, follow_symlinks=False)
         except OSError as e:
-            fixes.append(ModeFix(path, stat.S_IMODE(st.st_mode), new, e.strerror or str(e)))
+            fixes.append(
+                ModeFix(path, stat.S_IMODE(st.st_mode), new, e.strerror or str(e))
+            )
         else:
             fixes.append(ModeFix(path, stat.S_IMODE(st.st_mode), new))
 
@@ -128,8 +133,10 @@ class DimHome:
     root: Path
 
     @classmethod
-    def from_env(cls) -> "DimHome":
-        root = os.environ.get("DIM_HOME") or platformdirs.user_data_dir("dim-desktop", appauthor=False)
+    def from_env(cls) -> DimHome:
+        root = os.environ.get("DIM_HOME") or platformdirs.user_data_dir(
+            "dim-desktop", appauthor=False
+        )
         return cls(Path(root).expanduser().resolve())
 
     @property
@@ -171,7 +178,9 @@ class DimHome:
         roots = own if self.is_shared_folder() else [self.root]
         fixes = [fix for root in roots for fix in make_private(root)]
         for d in (*roots, *own):
-            if stat.S_IMODE(d.stat().st_mode) != 0o700:  # an owner-only mode the owner cannot use (0500)
+            if (
+                stat.S_IMODE(d.stat().st_mode) != 0o700
+            ):  # an owner-only mode the owner cannot use (0500)
                 os.chmod(d, 0o700)
         return fixes
 
@@ -219,7 +228,9 @@ class DimHome:
         """A page, readable only by this user, that forwards the browser to `url` (which carries the
         UI token): the browser is started on this file, so the token is on no command line, where
         every user could read it (`ps`). As Jupyter does."""
-        fd, tmp = tempfile.mkstemp(prefix=".open-", suffix=".tmp", dir=self.run_dir)  # 0600, a name per call
+        fd, tmp = tempfile.mkstemp(
+            prefix=".open-", suffix=".tmp", dir=self.run_dir
+        )  # 0600, a name per call
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(open_page_html(url))
@@ -235,12 +246,16 @@ def open_page_html(url: str) -> str:
     history) or, with scripts off, by a meta refresh; the link is for a browser that does neither.
     The UI then keeps the token in the tab's session storage and takes it off the address bar."""
     attr = html.escape(url, quote=True)
-    script = json.dumps(url).replace("<", "\\u003c")  # no "</script>" can end the script early
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n"
-            "<meta name=\"referrer\" content=\"no-referrer\">\n"
-            f"<meta http-equiv=\"refresh\" content=\"0;url={attr}\">\n"
-            "<title>Diminuendo</title>\n"
-            f"<script>location.replace({script});</script>\n"
-            "</head><body>\n"
-            f"<p>Opening Diminuendo… If nothing happens, <a href=\"{attr}\">open it here</a>.</p>\n"
-            "</body></html>\n")
+    script = json.dumps(url).replace(
+        "<", "\\u003c"
+    )  # no "</script>" can end the script early
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        f'<meta http-equiv="refresh" content="0;url={attr}">\n'
+        "<title>Diminuendo</title>\n"
+        f"<script>location.replace({script});</script>\n"
+        "</head><body>\n"
+        f'<p>Opening Diminuendo… If nothing happens, <a href="{attr}">open it here</a>.</p>\n'
+        "</body></html>\n"
+    )

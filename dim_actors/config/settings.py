@@ -83,21 +83,39 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         # Raised as "key: message" so the error names the key (see _key_error).
-        if self.gateway_url is not None and not self.gateway_url.startswith(("ws://", "wss://")):
-            raise ValueError(f"gateway_url: must be a ws:// or wss:// URL, not {self.gateway_url!r}")
+        if self.gateway_url is not None and not self.gateway_url.startswith(
+            ("ws://", "wss://")
+        ):
+            raise ValueError(
+                f"gateway_url: must be a ws:// or wss:// URL, not {self.gateway_url!r}"
+            )
         if self.token_source == "file" and not self.token_file:
             raise ValueError('token_file: needed when token_source = "file"')
         if self.stale_after_s and self.stale_after_s <= self.ping_interval_s:
-            raise ValueError(f"stale_after_s: must be more than ping_interval_s ({self.ping_interval_s:g})")
-        for name in ("restart_period_s", "shutdown_timeout_s", "hang_timeout_s", "ping_interval_s",
-                     "stale_after_s", "request_timeout_s"):
+            raise ValueError(
+                f"stale_after_s: must be more than ping_interval_s ({self.ping_interval_s:g})"
+            )
+        for name in (
+            "restart_period_s",
+            "shutdown_timeout_s",
+            "hang_timeout_s",
+            "ping_interval_s",
+            "stale_after_s",
+            "request_timeout_s",
+        ):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name}: must be a finite number")
-        if self.sync_root is not None and not os.path.isabs(os.path.expanduser(self.sync_root)):
-            raise ValueError(f"sync_root: must be an absolute folder path (~ allowed), not {self.sync_root!r}")
+        if self.sync_root is not None and not os.path.isabs(
+            os.path.expanduser(self.sync_root)
+        ):
+            raise ValueError(
+                f"sync_root: must be an absolute folder path (~ allowed), not {self.sync_root!r}"
+            )
         for pattern in self.sync_extra_ignore:
             if not pattern.strip() or "\n" in pattern or "\x00" in pattern:
-                raise ValueError(f"sync_extra_ignore: {pattern!r} is not a pattern (empty, or a line break in it)")
+                raise ValueError(
+                    f"sync_extra_ignore: {pattern!r} is not a pattern (empty, or a line break in it)"
+                )
 
 
 # What the Settings screen shows: the help text of every key, and whether it needs a restart.
@@ -105,7 +123,7 @@ HELP: dict[str, str] = {
     "gateway_url": "Gateway (ws:// or wss://) used when --gateway is not given; empty: the embedded dev gateway",
     "token_source": "Where the gateway token comes from when --token is not given: env ($DIM_TOKEN), file, or flag (only --token)",
     "token_file": "File whose first line is the token (token_source = file), readable only by you (chmod 600); "
-                  "relative to DIM_HOME/config",
+    "relative to DIM_HOME/config",
     "ui_open": "At start: auto (native window where available, else the browser), window, browser, or none",
     "tray": "Show a tray icon where the desktop has a system tray",
     "native_notifications": "Desktop notifications from the app when no window of it is focused",
@@ -114,14 +132,14 @@ HELP: dict[str, str] = {
     "sync_extra_ignore": "Extra ignore patterns for sync (gitignore syntax, like a .gitignore at each folder's root), one per line",
     "sync_max_file_mb": "Local files larger than this (MiB) are not synced; the Sync panel lists them",
     "sync_min_free_mb": "Sync pauses when the sync folder's disk has less free space than this (MiB); "
-                        "empty: 64 MiB or 1% of the disk, whichever is smaller; 0: never",
+    "empty: 64 MiB or 1% of the disk, whichever is smaller; 0: never",
     "max_restarts": "Restarts of one actor allowed within restart_period_s before escalating",
     "restart_period_s": "Window of the restart intensity, in seconds",
     "shutdown_timeout_s": "How long an actor may take to stop, in seconds",
     "hang_timeout_s": "One message handled for longer than this (seconds) means the actor is hung",
     "ping_interval_s": "Keepalive ping interval, in seconds",
     "stale_after_s": "Silence (seconds) after which the gateway link is dead; 0: from the gateway's heartbeat "
-                     "(1.5 times it, at least 10 s); otherwise more than ping_interval_s",
+    "(1.5 times it, at least 10 s); otherwise more than ping_interval_s",
     "request_timeout_s": "How long a command waits for the gateway's answer, in seconds",
     "send_rate_limit": "Messages the client sends per send_rate_window_s at most (the gateway's limit; 0: no pacing)",
     "send_rate_window_s": "Window of send_rate_limit, in seconds",
@@ -130,7 +148,9 @@ HELP: dict[str, str] = {
     "log_max_bytes": "Size at which an actor's message log file is rotated, in bytes",
     "log_keep": "Rotated message log files kept per actor",
 }
-LIVE_KEYS = frozenset({"native_notifications"})  # applied at once; every other key at the next start
+LIVE_KEYS = frozenset(
+    {"native_notifications"}
+)  # applied at once; every other key at the next start
 KEYS: tuple[str, ...] = Settings.__struct_fields__
 
 
@@ -144,7 +164,10 @@ def _schema_type(key: str) -> dict[str, Any]:
         optional, t = True, inner[0]
     out: dict[str, Any] = {"optional": optional}
     if isinstance(t, msgspec.inspect.LiteralType):
-        out.update(type="choice", choices=list(typing.get_args(typing.get_type_hints(Settings)[key])))
+        out.update(
+            type="choice",
+            choices=list(typing.get_args(typing.get_type_hints(Settings)[key])),
+        )
     elif isinstance(t, msgspec.inspect.BoolType):
         out["type"] = "bool"
     elif isinstance(t, msgspec.inspect.IntType):
@@ -159,7 +182,8 @@ def _schema_type(key: str) -> dict[str, Any]:
 
 
 SCHEMA: list[dict[str, Any]] = [
-    {"key": k, **_schema_type(k), "help": HELP.get(k, ""), "live": k in LIVE_KEYS} for k in KEYS
+    {"key": k, **_schema_type(k), "help": HELP.get(k, ""), "live": k in LIVE_KEYS}
+    for k in KEYS
 ]
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.(?P<key>[A-Za-z0-9_]+)[^`]*`)?$", re.S)
@@ -201,8 +225,13 @@ def read_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as e:  # a folder in its place, no permission, not text
-        raise SettingsFileError(f"{path}: cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    except (
+        OSError,
+        UnicodeDecodeError,
+    ) as e:  # a folder in its place, no permission, not text
+        raise SettingsFileError(
+            f"{path}: cannot be read: {getattr(e, 'strerror', None) or e}"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -233,15 +262,20 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+        return json.dumps(
+            value, ensure_ascii=False
+        )  # a JSON string is a TOML basic string
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
 def dump_toml(data: dict[str, Any]) -> str:
-    lines = ["# dim-desktop settings (see README, Settings). Written by the Settings screen;",
-             "# editing by hand is fine too. Keys not listed take their defaults.", ""]
+    lines = [
+        "# dim-desktop settings (see README, Settings). Written by the Settings screen;",
+        "# editing by hand is fine too. Keys not listed take their defaults.",
+        "",
+    ]
     for key in KEYS:
         if key in data and data[key] is not None:
             lines.append(f"{key} = {_toml_value(data[key])}")
@@ -277,12 +311,16 @@ def apply_changes(path: Path, changes: dict[str, Any]) -> Settings:
         raise SettingsError("changes must be an object of {key: value}")
     for key in changes:
         if key not in KEYS:
-            raise SettingsError(f"{key}: unknown setting (known: {', '.join(KEYS)})", key)
+            raise SettingsError(
+                f"{key}: unknown setting (known: {', '.join(KEYS)})", key
+            )
     data = read_file(path)
     for key, value in changes.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise SettingsError(f"{key}: must be a finite number", key)
-        if value is None or (value == "" and key in ("gateway_url", "token_file", "sync_root")):
+        if value is None or (
+            value == "" and key in ("gateway_url", "token_file", "sync_root")
+        ):
             data.pop(key, None)
         else:
             data[key] = value
@@ -308,12 +346,19 @@ def describe(path: Path, running: Settings | None) -> dict[str, Any]:
         "explicit": [k for k in KEYS if k in data],
         "schema": SCHEMA,
         # Saved but not in effect until dim-desktop starts again.
-        "pendingRestart": [k for k in KEYS if k not in LIVE_KEYS and values[k] != running_values[k]],
+        "pendingRestart": [
+            k for k in KEYS if k not in LIVE_KEYS and values[k] != running_values[k]
+        ],
     }
 
 
-def settings_command(command: str, args: dict[str, Any], path: Path, running: Settings | None,
-                     on_change=None) -> tuple[bool, Any]:
+def settings_command(
+    command: str,
+    args: dict[str, Any],
+    path: Path,
+    running: Settings | None,
+    on_change=None,
+) -> tuple[bool, Any]:
     """`get_settings` / `set_settings {changes}` → (ok, result) or (False, {code, message, key})."""
     try:
         if command == "set_settings":
@@ -322,7 +367,9 @@ def settings_command(command: str, args: dict[str, Any], path: Path, running: Se
                 on_change(new)
         return True, describe(path, running)
     except SettingsError as e:
-        code = "SETTINGS_FILE" if isinstance(e, SettingsFileError) else "INVALID_ARGUMENTS"
+        code = (
+            "SETTINGS_FILE" if isinstance(e, SettingsFileError) else "INVALID_ARGUMENTS"
+        )
         error = {"code": code, "message": f"{command}: {e}"}
         if e.key:
             error["key"] = e.key
@@ -338,13 +385,17 @@ def read_token_file(path: Path, what: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise SettingsError(f"{what}: cannot read {path}: {e.strerror}", "token_file") from None
+        raise SettingsError(
+            f"{what}: cannot read {path}: {e.strerror}", "token_file"
+        ) from None
     with os.fdopen(fd, "rb") as f:
         mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
         if os.name == "posix" and mode & 0o077:
-            raise SettingsError(f"{what}: {path} can be read or changed by other users (its mode is {mode:04o}), so "
-                                f"the token in it is not secret; make it yours alone with: chmod 600 {path}",
-                                "token_file")
+            raise SettingsError(
+                f"{what}: {path} can be read or changed by other users (its mode is {mode:04o}), so "
+                f"the token in it is not secret; make it yours alone with: chmod 600 {path}",
+                "token_file",
+            )
         text = f.read(64 * 1024).decode("utf-8", errors="replace")
     lines = text.splitlines()
     token = lines[0].strip() if lines else ""
@@ -353,13 +404,21 @@ def read_token_file(path: Path, what: str) -> str:
     return token
 
 
-def resolve_token(settings: Settings, flag: str | None, env: dict[str, str], config_dir: Path, *,
-                  token_file: str | None = None) -> str | None:
+def resolve_token(
+    settings: Settings,
+    flag: str | None,
+    env: dict[str, str],
+    config_dir: Path,
+    *,
+    token_file: str | None = None,
+) -> str | None:
     """--token or --token-file (`token_file`) wins; otherwise what token_source says."""
     if flag:
         return flag
     if token_file:
-        return read_token_file(Path(os.path.expanduser(token_file)).absolute(), "--token-file")
+        return read_token_file(
+            Path(os.path.expanduser(token_file)).absolute(), "--token-file"
+        )
     if settings.token_source == "env":
         return env.get("DIM_TOKEN") or None
     if settings.token_source == "file":

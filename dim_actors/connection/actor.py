@@ -12,8 +12,9 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -71,8 +72,12 @@ class ConnectionMemory:
     url: str | None = None
     token: str | None = None
     resume: dict[str, int] = field(default_factory=dict)
-    state: ConnectionState = field(default_factory=lambda: ConnectionState(state="offline"))
-    state_at: float = 0.0  # monotonic time `state` arrived: retryInMs counts down from it
+    state: ConnectionState = field(
+        default_factory=lambda: ConnectionState(state="offline")
+    )
+    state_at: float = (
+        0.0  # monotonic time `state` arrived: retryInMs counts down from it
+    )
     restarts_reconnects: int = 0
     bad_frames: int = 0
     # The embedded dev gateway's address and per-launch token: a connect to that address without a
@@ -86,7 +91,9 @@ class ConnectionMemory:
 class ConnectionActor(DimActor):
     def on_start(self) -> None:
         super().on_start()
-        self.memory: ConnectionMemory = self.ctx.extra.setdefault("connection", ConnectionMemory())
+        self.memory: ConnectionMemory = self.ctx.extra.setdefault(
+            "connection", ConnectionMemory()
+        )
         ctx = multiprocessing.get_context("spawn")
         self.pipe, child_end = ctx.Pipe(duplex=True)
         s = self.ctx.settings
@@ -101,35 +108,56 @@ class ConnectionActor(DimActor):
             "send_rate_limit": s.send_rate_limit,
             "send_rate_window_s": s.send_rate_window_s,
         }
-        self.process = ctx.Process(target=connection_process.main, args=(child_end, options),
-                                   name="dim-connection", daemon=True)
+        self.process = ctx.Process(
+            target=connection_process.main,
+            args=(child_end, options),
+            name="dim-connection",
+            daemon=True,
+        )
         self.process.start()
         child_end.close()
         self.stopping = False
-        self.events_in = 0  # gateway events read off the pipe, and when the last reached the process
+        self.events_in = (
+            0  # gateway events read off the pipe, and when the last reached the process
+        )
         self.last_recv_ns = 0
-        self.reader = threading.Thread(target=self._read_pipe, name="connection-pipe-reader", daemon=True)
+        self.reader = threading.Thread(
+            target=self._read_pipe, name="connection-pipe-reader", daemon=True
+        )
         self.reader.start()
         if self.memory.url:
             self._down(Connect(url=self.memory.url, token=self.memory.token))
 
     def describe(self) -> dict[str, Any]:
         st = self.memory.state
-        return {"pid": self.process.pid, "connection": st.state, "url": st.url,
-                "reconnects": st.reconnects + self.memory.restarts_reconnects, "badFrames": self.memory.bad_frames,
-                # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
-                "retryInMs": self._retry_in_ms(), "detail": st.detail, "warnings": list(st.warnings),
-                "eventsIn": self.events_in, "lastRecvNs": self.last_recv_ns,
-                "joined": sorted(self.memory.resume),
-                **({"embeddedGateway": msgspec.to_builtins(self.memory.embedded_state())}
-                   if self.memory.embedded_state else {})}
+        return {
+            "pid": self.process.pid,
+            "connection": st.state,
+            "url": st.url,
+            "reconnects": st.reconnects + self.memory.restarts_reconnects,
+            "badFrames": self.memory.bad_frames,
+            # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
+            "retryInMs": self._retry_in_ms(),
+            "detail": st.detail,
+            "warnings": list(st.warnings),
+            "eventsIn": self.events_in,
+            "lastRecvNs": self.last_recv_ns,
+            "joined": sorted(self.memory.resume),
+            **(
+                {"embeddedGateway": msgspec.to_builtins(self.memory.embedded_state())}
+                if self.memory.embedded_state
+                else {}
+            ),
+        }
 
     def _retry_in_ms(self) -> int | None:
         """How long until the next attempt now, not when the state was reported."""
         st = self.memory.state
         if st.state != "reconnecting" or st.retryInMs is None:
             return None
-        return max(0, st.retryInMs - int((time.monotonic() - self.memory.state_at) * 1000))
+        return max(
+            0, st.retryInMs - int((time.monotonic() - self.memory.state_at) * 1000)
+        )
 
     def _down(self, msg: Msg) -> None:
         self.pipe.send_bytes(encode_down(msg))
@@ -139,15 +167,28 @@ class ConnectionActor(DimActor):
         log.warning("connection: not sending %s: %s", type(msg).__name__, reason)
         req_id = getattr(msg, "reqId", None)
         if type(req_id) is int:
-            self.ctx.send("router", CommandFailed(reqId=req_id, code="INVALID_ARGUMENTS", message=reason))
+            self.ctx.send(
+                "router",
+                CommandFailed(reqId=req_id, code="INVALID_ARGUMENTS", message=reason),
+            )
 
     def handle(self, sender: str, body: Msg) -> None:
-        if not isinstance(body, (Connect, Disconnect, SendFrame, Resync, CancelQueued, *REPLICATION_DOWN)):
+        if not isinstance(
+            body,
+            (Connect, Disconnect, SendFrame, Resync, CancelQueued, *REPLICATION_DOWN),
+        ):
             raise TypeError(f"connection: unexpected message {type(body).__name__}")
-        if isinstance(body, CancelQueued) and (problem := outbox_id_problem(body.outboxId)) is not None:
+        if (
+            isinstance(body, CancelQueued)
+            and (problem := outbox_id_problem(body.outboxId)) is not None
+        ):
             self._refuse(body, f"outbox_cancel: {problem}")
             return
-        if isinstance(body, Connect) and body.token is None and body.url == self.memory.embedded_url:
+        if (
+            isinstance(body, Connect)
+            and body.token is None
+            and body.url == self.memory.embedded_url
+        ):
             body = msgspec.structs.replace(body, token=self.memory.embedded_token)
         try:
             data = encode_down(body)
@@ -160,13 +201,17 @@ class ConnectionActor(DimActor):
 
     def _downstream_depth(self) -> int:
         addresses = self.ctx.addresses
-        return addresses["router"].mailbox_depth() + addresses["uibridge"].mailbox_depth()
+        return (
+            addresses["router"].mailbox_depth() + addresses["uibridge"].mailbox_depth()
+        )
 
     def _wait_for_downstream(self) -> None:
         if self._downstream_depth() <= DOWNSTREAM_HIGH:
             return
-        log.warning("router and UI bridge are %d messages behind: not reading events until they catch up",
-                    self._downstream_depth())
+        log.warning(
+            "router and UI bridge are %d messages behind: not reading events until they catch up",
+            self._downstream_depth(),
+        )
         while not self.stopping and self._downstream_depth() > DOWNSTREAM_LOW:
             time.sleep(0.01)
 
@@ -197,12 +242,24 @@ class ConnectionActor(DimActor):
                     self.memory.state = item
                     self.memory.state_at = time.monotonic()
                     to_router.append(item)
-                elif isinstance(item, (CommandFailed, BadFrame, ResyncStarted, Queued, OutboxChanged, CatchupGap,
-                                       SessionGone)):
+                elif isinstance(
+                    item,
+                    (
+                        CommandFailed,
+                        BadFrame,
+                        ResyncStarted,
+                        Queued,
+                        OutboxChanged,
+                        CatchupGap,
+                        SessionGone,
+                    ),
+                ):
                     if isinstance(item, BadFrame):
                         self.memory.bad_frames += 1
                     elif isinstance(item, SessionGone):
-                        resume.pop(item.sessionId, None)  # a restarted connection process must not rejoin it
+                        resume.pop(
+                            item.sessionId, None
+                        )  # a restarted connection process must not rejoin it
                     to_router.append(item)
                 elif isinstance(item, REPLICATION_UP):
                     send(replication_recipient(item), item)
@@ -213,11 +270,17 @@ class ConnectionActor(DimActor):
                 self.process.join(timeout=1)
                 code = self.process.exitcode
             if self._app_stopping():
-                log.info("connection process exited (exit code %s) while dim-desktop stops", code)
+                log.info(
+                    "connection process exited (exit code %s) while dim-desktop stops",
+                    code,
+                )
                 return
             self.memory.restarts_reconnects += 1
             # Fail through our own mailbox so the supervisor restarts us like any crashed actor.
-            self.ctx.send(self.ctx.name, Crash(reason=f"connection process exited (exit code {code})"))
+            self.ctx.send(
+                self.ctx.name,
+                Crash(reason=f"connection process exited (exit code {code})"),
+            )
 
     def _app_stopping(self) -> bool:
         runtime = self.ctx.extra.get("supervisor")

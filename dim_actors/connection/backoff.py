@@ -21,7 +21,12 @@ def ceiling(attempt: int, base_s: float = BASE_S, cap_s: float = CAP_S) -> float
     return min(cap_s, base_s * 2 ** min(max(attempt, 0), 32))
 
 
-def delay(attempt: int, rng: random.Random | None = None, base_s: float = BASE_S, cap_s: float = CAP_S) -> float:
+def delay(
+    attempt: int,
+    rng: random.Random | None = None,
+    base_s: float = BASE_S,
+    cap_s: float = CAP_S,
+) -> float:
     """A uniform random wait in [0, ceiling(attempt)]."""
     return (rng or random).uniform(0.0, ceiling(attempt, base_s, cap_s))
 
@@ -34,8 +39,13 @@ class Backoff:
     over, so one drop after a long stable period retries quickly, while a gateway that accepts and
     drops at once keeps backing off."""
 
-    def __init__(self, rng: random.Random | None = None, base_s: float = BASE_S, cap_s: float = CAP_S,
-                 stable_after_s: float = STABLE_AFTER_S):
+    def __init__(
+        self,
+        rng: random.Random | None = None,
+        base_s: float = BASE_S,
+        cap_s: float = CAP_S,
+        stable_after_s: float = STABLE_AFTER_S,
+    ):
         self.rng = rng
         self.base_s, self.cap_s, self.stable_after_s = base_s, cap_s, stable_after_s
         self.attempt = 0  # failures since the last reset
@@ -48,7 +58,10 @@ class Backoff:
         self.attempt, self.connected_at = 0, None
 
     def next_delay(self, now: float) -> float:
-        if self.connected_at is not None and now - self.connected_at >= self.stable_after_s:
+        if (
+            self.connected_at is not None
+            and now - self.connected_at >= self.stable_after_s
+        ):
             self.attempt = 0
         self.connected_at = None
         d = delay(self.attempt, self.rng, self.base_s, self.cap_s)

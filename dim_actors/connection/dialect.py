@@ -9,7 +9,8 @@ Pure: the connection process owns the sockets and asks this module what to send.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -30,12 +31,19 @@ def _without_client_turn_id(fields: dict[str, Any]) -> dict[str, Any] | None:
 
 def _steer_text(fields: dict[str, Any]) -> dict[str, Any] | None:
     # run_turn's vocabulary: `text`, as a gateway that named steer's field after it would.
-    return {"type": "steer", "sessionId": fields.get("sessionId"), "text": fields.get("content")}
+    return {
+        "type": "steer",
+        "sessionId": fields.get("sessionId"),
+        "text": fields.get("content"),
+    }
 
 
 def _answer_single(fields: dict[str, Any]) -> dict[str, Any] | None:
-    out: dict[str, Any] = {"type": "answer_question", "sessionId": fields.get("sessionId"),
-                           "requestId": fields.get("requestId")}
+    out: dict[str, Any] = {
+        "type": "answer_question",
+        "sessionId": fields.get("sessionId"),
+        "requestId": fields.get("requestId"),
+    }
     answers = fields.get("answers")
     if isinstance(answers, list) and answers:
         out["answer"] = ", ".join(str(a) for a in answers)
@@ -85,7 +93,9 @@ class Dialect:
                 return index, frame if out is fields else msgspec.json.encode(out)
         return None
 
-    def refused(self, type_: str, frame: bytes, index: int, code: str) -> tuple[int, bytes] | None:
+    def refused(
+        self, type_: str, frame: bytes, index: int, code: str
+    ) -> tuple[int, bytes] | None:
         """A request in form `index` was refused with `code`: the next form to try, or None."""
         if code != FORM_REFUSED or type_ not in FORMS:
             return None

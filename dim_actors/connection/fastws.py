@@ -26,13 +26,17 @@ installed version, over a real socket.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import websocket
 
 READ_AHEAD = 64 << 10
 SAMPLE_BYTES = 200
-_TEXT, _BINARY, _CONT = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT
+_TEXT, _BINARY, _CONT = (
+    websocket.ABNF.OPCODE_TEXT,
+    websocket.ABNF.OPCODE_BINARY,
+    websocket.ABNF.OPCODE_CONT,
+)
 
 
 class OversizedFrame(websocket.WebSocketException):
@@ -40,8 +44,14 @@ class OversizedFrame(websocket.WebSocketException):
 
     A WebSocketException, so a caller that does not expect it (the handshake) reconnects."""
 
-    def __init__(self, length: int, limit: int, sample: bytes, fragmented: bool = False):
-        what = f"a fragmented message of at least {length} bytes" if fragmented else f"a frame of {length} bytes"
+    def __init__(
+        self, length: int, limit: int, sample: bytes, fragmented: bool = False
+    ):
+        what = (
+            f"a fragmented message of at least {length} bytes"
+            if fragmented
+            else f"a frame of {length} bytes"
+        )
         super().__init__(f"{what} is over the {limit}-byte limit")
         self.length, self.limit, self.sample = length, limit, sample
 
@@ -56,12 +66,16 @@ class BufferedWebSocket(websocket.WebSocket):
         # Called for each chunk of an oversized frame thrown away: bytes are arriving, so a caller
         # watching for a silent gateway can tell a slow, huge frame from a dead link.
         self.on_discard: Callable[[], None] | None = None
-        self._skipping = False  # dropping the continuation frames of an oversized message
+        self._skipping = (
+            False  # dropping the continuation frames of an oversized message
+        )
 
     def _recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
-            buf = super()._recv(max(bufsize, READ_AHEAD))  # raises when the connection is closed
+            buf = super()._recv(
+                max(bufsize, READ_AHEAD)
+            )  # raises when the connection is closed
             pos = 0
             if len(buf) <= bufsize:
                 self._rbuf, self._rpos = b"", 0
@@ -71,7 +85,9 @@ class BufferedWebSocket(websocket.WebSocket):
         return buf[pos:end]
 
     def recv_data(self, control_frame: bool = False) -> tuple[int, bytes]:
-        if self._fast:  # the fast path takes only whole text/binary frames; control frames go below
+        if (
+            self._fast
+        ):  # the fast path takes only whole text/binary frames; control frames go below
             got = self._whole_frame()
             if got is not None:
                 return got
@@ -81,7 +97,12 @@ class BufferedWebSocket(websocket.WebSocket):
         """A complete FIN text/binary frame at the front of the buffer, or None (then the caller
         uses websocket-client's parser)."""
         fb, cont = self.frame_buffer, self.cont_frame
-        if fb.header is not None or fb.recv_buffer or cont.recving_frames or cont.cont_data:
+        if (
+            fb.header is not None
+            or fb.recv_buffer
+            or cont.recving_frames
+            or cont.cont_data
+        ):
             return None  # websocket-client is in the middle of something: let it finish
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
@@ -91,17 +112,23 @@ class BufferedWebSocket(websocket.WebSocket):
             return None
         b0, length = buf[pos], buf[pos + 1]
         opcode = b0 & 0x0F
-        if b0 & 0xF0 != 0x80 or length & 0x80 or (opcode != _TEXT and opcode != _BINARY):
+        if (
+            b0 & 0xF0 != 0x80
+            or length & 0x80
+            or (opcode != _TEXT and opcode != _BINARY)
+        ):
             return None  # not final, reserved bits, masked, or a control frame
         start = pos + 2
         if length == 126:
             start = pos + 4
-            length = int.from_bytes(buf[pos + 2:start], "big")
+            length = int.from_bytes(buf[pos + 2 : start], "big")
         elif length == 127:
             start = pos + 10
-            length = int.from_bytes(buf[pos + 2:start], "big")
+            length = int.from_bytes(buf[pos + 2 : start], "big")
         end = start + length
-        if end > len(buf) or (self.max_message_bytes is not None and length > self.max_message_bytes):
+        if end > len(buf) or (
+            self.max_message_bytes is not None and length > self.max_message_bytes
+        ):
             return None  # cut by the end of the buffer, or too big: the slow path deals with it
         self._rpos = end
         return opcode, buf[start:end]
@@ -127,13 +154,24 @@ class BufferedWebSocket(websocket.WebSocket):
                 cont = self.cont_frame
                 so_far = len(cont.cont_data[1]) if cont.cont_data else 0
                 if opcode in (_TEXT, _BINARY, _CONT) and so_far + length > limit:
-                    sample = bytes(cont.cont_data[1][:SAMPLE_BYTES]) if cont.cont_data else b""
+                    sample = (
+                        bytes(cont.cont_data[1][:SAMPLE_BYTES])
+                        if cont.cont_data
+                        else b""
+                    )
                     sample += self._discard_payload(SAMPLE_BYTES - len(sample))
                     # Forget the fragments kept so far; later continuations of this message are skipped.
                     cont.cont_data, cont.recving_frames = None, None
                     self._skipping = not fin
-                    raise OversizedFrame(so_far + length, limit, sample, fragmented=bool(so_far) or not fin)
-            return fb.recv_frame()  # takes the lock again and reads the payload (header already parsed)
+                    raise OversizedFrame(
+                        so_far + length,
+                        limit,
+                        sample,
+                        fragmented=bool(so_far) or not fin,
+                    )
+            return (
+                fb.recv_frame()
+            )  # takes the lock again and reads the payload (header already parsed)
 
     def _discard_payload(self, keep: int = 0) -> bytes:
         """Read the current frame's payload in bounded chunks, keeping only its first `keep` bytes."""
@@ -145,7 +183,7 @@ class BufferedWebSocket(websocket.WebSocket):
             chunk = fb.recv_strict(min(remaining, READ_AHEAD))
             remaining -= len(chunk)
             if len(kept) < keep:
-                kept += chunk[:keep - len(kept)]
+                kept += chunk[: keep - len(kept)]
             if self.on_discard is not None:
                 self.on_discard()
         fb.clear()

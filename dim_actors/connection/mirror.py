@@ -30,8 +30,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import websocket
@@ -56,10 +57,14 @@ log = logging.getLogger("dim.connection.mirror")
 PERMISSIONS = 0  # unknown: a listing has no modes (the materializer writes 0644)
 HANDSHAKE_S = 10.0  # welcome, connected, authenticated: each awaited this long at most
 REQUEST_S = 30.0  # an answer (a large read_file takes a while on a slow link)
-PACE_LIMIT = 50  # messages in any PACE_WINDOW_S: below the gateway's 60 per 10 s per connection
+PACE_LIMIT = (
+    50  # messages in any PACE_WINDOW_S: below the gateway's 60 per 10 s per connection
+)
 PACE_WINDOW_S = 10.0
 PACE_FLOOR = 5  # the least the budget shrinks to after RATE_LIMITED answers
-RATE_RETRIES = 5  # resends of one request after RATE_LIMITED, then the connection starts over
+RATE_RETRIES = (
+    5  # resends of one request after RATE_LIMITED, then the connection starts over
+)
 REFUSED_RETRY_S = 30.0  # after a refusal (no such session, a bad token): slow, and never counted as load
 SILENCE_S = 90.0  # nothing at all this long means a dead socket, until `connected` says its heartbeat
 NOTIFY_BATCH = 256
@@ -71,7 +76,9 @@ PLACES_KEPT = 50_000  # hashes remembered for fetches
 PROBLEMS_LOGGED = 20  # per connection; the rest only counted
 NO_WRITES = "this gateway takes no local writes (read-only mirror: it has no replication endpoint)"
 
-ErrorKind = Literal["session_gone", "not_found", "rate_limited", "auth_failed", "auth_limited", "other"]
+ErrorKind = Literal[
+    "session_gone", "not_found", "rate_limited", "auth_failed", "auth_limited", "other"
+]
 
 
 # --- the decisions (pure) ----------------------------------------------------------------------------
@@ -83,7 +90,9 @@ class Known(msgspec.Struct, frozen=True, array_like=True):
     iteration: int
     hash: str  # sha256 hex; "" when deleted
     size: int = 0
-    synthetic: bool = False  # the iteration was counted here: the gateway gave none usable
+    synthetic: bool = (
+        False  # the iteration was counted here: the gateway gave none usable
+    )
 
 
 class Offer(msgspec.Struct, frozen=True):
@@ -92,8 +101,12 @@ class Offer(msgspec.Struct, frozen=True):
     path: str
     known: Known
     renamedFrom: str | None = None
-    renamedFromIteration: int | None = None  # set when the old path's deletion is folded in (fold_renames)
-    inline: bytes | None = None  # the content, when it was read here anyway and is small
+    renamedFromIteration: int | None = (
+        None  # set when the old path's deletion is folded in (fold_renames)
+    )
+    inline: bytes | None = (
+        None  # the content, when it was read here anyway and is small
+    )
 
 
 class Unhashed(msgspec.Struct, frozen=True):
@@ -161,7 +174,12 @@ def parse_entry(raw: Any) -> tuple[str, str | None, int | None, int] | None | st
     if kind != "file":
         return f"{path}: an entry of type {str(kind)[:40]!r}, not a file"
     h = raw.get("hash")
-    return path, h if wire.valid_hash(h) else None, _positive(raw.get("iteration")), _size(raw.get("size"))
+    return (
+        path,
+        h if wire.valid_hash(h) else None,
+        _positive(raw.get("iteration")),
+        _size(raw.get("size")),
+    )
 
 
 def plan_listing(prev: Mapping[str, Known], files: Any) -> ListingPlan:
@@ -199,26 +217,43 @@ def plan_listing(prev: Mapping[str, Known], files: Any) -> ListingPlan:
     return ListingPlan(offers, unhashed, problems)
 
 
-def plan_change(prev: Known | None, event: Mapping[str, Any]) -> Offer | Unhashed | Skip:
+def plan_change(
+    prev: Known | None, event: Mapping[str, Any]
+) -> Offer | Unhashed | Skip:
     """What a ``file_changed`` event means, given the path's last known state."""
     path = _path(event.get("path"))
     if path is None:
-        return Skip(f"a file_changed without a usable path ({str(event.get('path'))[:80]!r})")
+        return Skip(
+            f"a file_changed without a usable path ({str(event.get('path'))[:80]!r})"
+        )
     given = _positive(event.get("iteration"))
     renamed = _path(event.get("renamedFrom"))
-    if prev is not None and given is not None and not prev.synthetic and given <= prev.iteration:
+    if (
+        prev is not None
+        and given is not None
+        and not prev.synthetic
+        and given <= prev.iteration
+    ):
         return Skip(f"{path}: iteration {given} seen already", quiet=True)
     if event.get("deleted") is True:
         if prev is not None and not prev.hash and given is None:
             return Skip(f"{path}: deleted already", quiet=True)
-        iteration = given if given is not None else (prev.iteration + 1 if prev is not None else 1)
+        iteration = (
+            given
+            if given is not None
+            else (prev.iteration + 1 if prev is not None else 1)
+        )
         return Offer(path, Known(iteration, "", 0, given is None))
     h = event.get("hash")
     if wire.valid_hash(h):
         iteration, synthetic = iteration_for(prev, given, h)
         if prev is not None and prev.hash == h and iteration == prev.iteration:
             return Skip(f"{path}: unchanged", quiet=True)
-        return Offer(path, Known(iteration, h, _size(event.get("size")), synthetic), renamedFrom=renamed)
+        return Offer(
+            path,
+            Known(iteration, h, _size(event.get("size")), synthetic),
+            renamedFrom=renamed,
+        )
     return Unhashed(path, given, renamed)
 
 
@@ -244,20 +279,29 @@ def fold_renames(offers: list[Offer]) -> list[Offer]:
     return [o for o in out if o is not None]
 
 
-def offer_from_content(prev: Known | None, u: Unhashed, answered_iteration: Any, data: bytes) -> Offer:
+def offer_from_content(
+    prev: Known | None, u: Unhashed, answered_iteration: Any, data: bytes
+) -> Offer:
     """An unhashed file once read: its hash computed here; the iteration the answer names (that of
     the content read), else the one the listing or event gave, else counted here."""
     h = hashlib.sha256(data).hexdigest()
     given = _positive(answered_iteration) or u.iteration
     iteration, synthetic = iteration_for(prev, given, h)
     inline = data if len(data) < wire.INLINE_LIMIT else None
-    return Offer(u.path, Known(iteration, h, len(data), synthetic), renamedFrom=u.renamedFrom, inline=inline)
+    return Offer(
+        u.path,
+        Known(iteration, h, len(data), synthetic),
+        renamedFrom=u.renamedFrom,
+        inline=inline,
+    )
 
 
 Place = tuple[str, int, bool]  # (path, iteration, synthetic): where a hash was seen
 
 
-def fetch_requests(sid: str, h: str, latest: Mapping[str, Known], places: Iterable[Place]) -> list[dict[str, Any]]:
+def fetch_requests(
+    sid: str, h: str, latest: Mapping[str, Known], places: Iterable[Place]
+) -> list[dict[str, Any]]:
     """Where content ``h`` can be read, best first: ``read_file`` of a path whose latest state it
     is; then ``file_at_iteration`` of a path that held it at an iteration the gateway named (one
     counted here means nothing to the gateway)."""
@@ -269,7 +313,12 @@ def fetch_requests(sid: str, h: str, latest: Mapping[str, Known], places: Iterab
         if k is not None and k.hash == h and req not in out:
             out.append(req)
     for path, iteration, synthetic in seen:
-        req = {"type": "file_at_iteration", "sessionId": sid, "path": path, "iteration": iteration}
+        req = {
+            "type": "file_at_iteration",
+            "sessionId": sid,
+            "path": path,
+            "iteration": iteration,
+        }
         if not synthetic and req not in out:
             out.append(req)
     return out[:4]
@@ -279,7 +328,11 @@ def decode_content(content: Any, encoding: Any) -> bytes:
     """A ``file_content``'s bytes (encoding ``utf-8`` or ``base64``); ValueError for anything else."""
     if not isinstance(content, str):
         raise ValueError(f"content is a {type(content).__name__}, not a string")
-    enc = encoding.lower() if isinstance(encoding, str) else ("utf-8" if encoding is None else encoding)
+    enc = (
+        encoding.lower()
+        if isinstance(encoding, str)
+        else ("utf-8" if encoding is None else encoding)
+    )
     if enc in ("utf-8", "utf8"):
         return content.encode("utf-8")
     if enc == "base64":
@@ -342,7 +395,9 @@ class Controls(Protocol):
     def put_control(self, msg: Msg) -> None: ...
 
 
-Report = Callable[[str, str, bool], None]  # (state, detail, force): the Link's, with readOnly set
+Report = Callable[
+    [str, str, bool], None
+]  # (state, detail, force): the Link's, with readOnly set
 
 
 class MirrorError(Exception):
@@ -365,7 +420,11 @@ class AnswerError(Exception):
         self.kind = error_kind(self.code)
         self.message = str(frame.get("message", ""))[:300]
         ra = frame.get("retryAfterMs")
-        self.retry_after_s = ra / 1000 if isinstance(ra, (int, float)) and not isinstance(ra, bool) and ra > 0 else None
+        self.retry_after_s = (
+            ra / 1000
+            if isinstance(ra, (int, float)) and not isinstance(ra, bool) and ra > 0
+            else None
+        )
         super().__init__(f"{self.code}: {self.message}")
 
 
@@ -380,9 +439,19 @@ class Mirror:
     whatever runs next. The last listing it saw outlives it in ``state_file``, read by the next.
     ``put``, ``restart_from``, ``leave`` and ``stop`` may be called from any thread."""
 
-    def __init__(self, sid: str, spool: Path, uplink: Controls, target: Callable[[], tuple[str | None, str | None]],
-                 report: Report, stopped: threading.Event, backoff: Backoff, since: int = 0,
-                 wanted: Iterable[str] = (), state_file: Path | None = None):
+    def __init__(
+        self,
+        sid: str,
+        spool: Path,
+        uplink: Controls,
+        target: Callable[[], tuple[str | None, str | None]],
+        report: Report,
+        stopped: threading.Event,
+        backoff: Backoff,
+        since: int = 0,
+        wanted: Iterable[str] = (),
+        state_file: Path | None = None,
+    ):
         self.sid = sid
         self.spool_dir = str(spool)
         self.uplink = uplink
@@ -390,16 +459,24 @@ class Mirror:
         self.report = report
         self.stopped = stopped  # the Link's: a stopped link's mirror says nothing more
         self.leaving = threading.Event()
-        self.inbox: queue.Queue = queue.Queue()  # frames (tagged by connection), commands, wake-ups
+        self.inbox: queue.Queue = (
+            queue.Queue()
+        )  # frames (tagged by connection), commands, wake-ups
         self.ws: websocket.WebSocket | None = None
-        self.conn = 0  # the current connection's number: frames of an earlier one are dropped
+        self.conn = (
+            0  # the current connection's number: frames of an earlier one are dropped
+        )
         self.latest: dict[str, Known] = {}
         self.places: OrderedDict[str, list[Place]] = OrderedDict()
-        self.wanted: OrderedDict[str, None] = OrderedDict((h, None) for h in wanted if wire.valid_hash(h))
+        self.wanted: OrderedDict[str, None] = OrderedDict(
+            (h, None) for h in wanted if wire.valid_hash(h)
+        )
         self.ready: list[ContentItem] = []
         self.ready_since = 0.0
         self.unhashed: deque[Unhashed] = deque()
-        self.events: deque[dict[str, Any]] = deque()  # file_changed read while a request was out
+        self.events: deque[dict[str, Any]] = (
+            deque()
+        )  # file_changed read while a request was out
         self.notes: list[wire.Notification] = []
         self.seq = since  # the journal's ack cursor resets with each full resync; ours only grows
         self.acked = since
@@ -410,7 +487,9 @@ class Mirror:
         self.heard_at = time.monotonic()
         self.problems = 0
         self.last_problem = ""
-        self.rate_limited = 0  # RATE_LIMITED answers met (the pacing should keep this at 0)
+        self.rate_limited = (
+            0  # RATE_LIMITED answers met (the pacing should keep this at 0)
+        )
         self.requests = 0
         self.state_file = state_file
         self.state_dirty = False
@@ -466,9 +545,21 @@ class Mirror:
                 pass
             except Refused as e:
                 refused = e
-            except (MirrorError, AnswerError, ListingError, OSError, websocket.WebSocketException) as e:
-                failed = str(e) if isinstance(e, (MirrorError, AnswerError)) else f"{type(e).__name__}: {e}"
-            except Exception as e:  # a gateway's odd answer must not end the link: report, start over
+            except (
+                MirrorError,
+                AnswerError,
+                ListingError,
+                OSError,
+                websocket.WebSocketException,
+            ) as e:
+                failed = (
+                    str(e)
+                    if isinstance(e, (MirrorError, AnswerError))
+                    else f"{type(e).__name__}: {e}"
+                )
+            except (
+                Exception
+            ) as e:  # a gateway's odd answer must not end the link: report, start over
                 log.exception("mirror %s: unexpected failure", self.sid)
                 failed = f"{type(e).__name__}: {e}"
             finally:
@@ -519,11 +610,15 @@ class Mirror:
         self._connect(url)
         self._handshake(token)
         try:
-            self._request({"type": "join_session", "sessionId": self.sid}, ("state_snapshot",))
+            self._request(
+                {"type": "join_session", "sessionId": self.sid}, ("state_snapshot",)
+            )
         except AnswerError as e:
             if e.kind == "session_gone":
                 why = e.message or e.code
-                raise Refused(f"the session {self.sid} no longer exists on the gateway ({why})") from None
+                raise Refused(
+                    f"the session {self.sid} no longer exists on the gateway ({why})"
+                ) from None
             raise
         self._list()
         self.backoff.reset()
@@ -541,8 +636,12 @@ class Mirror:
                 self._save_state()
                 remaining = self.silence_s - (time.monotonic() - self.heard_at)
                 if remaining <= 0:
-                    raise MirrorError(f"nothing from the gateway for {self.silence_s:g} s")
-                item = self._next(min(remaining, STATE_SAVE_S) if self.state_dirty else remaining)
+                    raise MirrorError(
+                        f"nothing from the gateway for {self.silence_s:g} s"
+                    )
+                item = self._next(
+                    min(remaining, STATE_SAVE_S) if self.state_dirty else remaining
+                )
                 if item is not None:
                     self._take(item)
 
@@ -554,12 +653,19 @@ class Mirror:
         ws.connect(url, timeout=HANDSHAKE_S, suppress_origin=True)
         ws.settimeout(None)  # the reader blocks; silence is judged by the loop (_next)
         self.ws = ws
-        self.pacer = Pacer(self.pacer.limit)  # the gateway counts per connection; what we learnt of its limit stays
+        self.pacer = Pacer(
+            self.pacer.limit
+        )  # the gateway counts per connection; what we learnt of its limit stays
         self.heard_at = time.monotonic()
         self.problems = 0
         if self._over():  # stopped while connecting: stop() found no socket to close
             raise _Ending()
-        threading.Thread(target=self._read, args=(ws, self.conn), name=f"mirror-{self.sid[:8]}", daemon=True).start()
+        threading.Thread(
+            target=self._read,
+            args=(ws, self.conn),
+            name=f"mirror-{self.sid[:8]}",
+            daemon=True,
+        ).start()
 
     def _disconnect(self) -> None:
         ws, self.ws = self.ws, None
@@ -592,7 +698,11 @@ class Mirror:
             if not token:
                 raise Refused("the gateway requires a token and none is set")
             try:
-                self._request({"type": "authenticate", "token": token}, ("authenticated",), timeout=HANDSHAKE_S)
+                self._request(
+                    {"type": "authenticate", "token": token},
+                    ("authenticated",),
+                    timeout=HANDSHAKE_S,
+                )
             except AnswerError as e:
                 if e.kind == "auth_failed":
                     raise Refused("the gateway refused the token") from None
@@ -641,7 +751,9 @@ class Mirror:
             raise _Ending()
         return None
 
-    def _await(self, types: tuple[str, ...], timeout: float, what: str) -> dict[str, Any]:
+    def _await(
+        self, types: tuple[str, ...], timeout: float, what: str
+    ) -> dict[str, Any]:
         """The next frame of one of ``types``; an ``error`` raises AnswerError; other frames are
         taken as they come."""
         deadline = time.monotonic() + timeout
@@ -679,7 +791,9 @@ class Mirror:
         self.requests += 1
         ws.send(msgspec.json.encode(msg).decode("utf-8"))
 
-    def _request(self, msg: dict[str, Any], answers: tuple[str, ...], timeout: float = REQUEST_S) -> dict[str, Any]:
+    def _request(
+        self, msg: dict[str, Any], answers: tuple[str, ...], timeout: float = REQUEST_S
+    ) -> dict[str, Any]:
         """Send one request (paced) and await its answer. Answers are unicast and come in request
         order, and only one request is out at a time, so the next answer-typed frame (or error) is
         this request's. RATE_LIMITED: wait as told and send it again."""
@@ -695,9 +809,16 @@ class Mirror:
                     raise
                 self.rate_limited += 1
                 retry_s = min(30.0, e.retry_after_s or 1.0)
-                log.warning("mirror %s: the gateway rate-limits us (%s); waiting %.1f s", self.sid, e.message, retry_s)
+                log.warning(
+                    "mirror %s: the gateway rate-limits us (%s); waiting %.1f s",
+                    self.sid,
+                    e.message,
+                    retry_s,
+                )
                 self.pacer.refused(time.monotonic(), retry_s)
-        raise MirrorError(f"{msg['type']} rate-limited {RATE_RETRIES + 1} times in a row")
+        raise MirrorError(
+            f"{msg['type']} rate-limited {RATE_RETRIES + 1} times in a row"
+        )
 
     def _command(self, msg: Msg) -> None:
         if isinstance(msg, FetchContent):
@@ -705,23 +826,36 @@ class Mirror:
                 if not wire.valid_hash(h) or h in self.wanted:
                     continue
                 spooled = os.path.join(self.spool_dir, h)
-                if os.path.isfile(spooled):  # read already to learn its hash (an unhashed file)
+                if os.path.isfile(
+                    spooled
+                ):  # read already to learn its hash (an unhashed file)
                     self.wanted[h] = None
-                    self._content_done(ContentItem(h, spooled, os.path.getsize(spooled)))
+                    self._content_done(
+                        ContentItem(h, spooled, os.path.getsize(spooled))
+                    )
                 else:
                     self.wanted[h] = None
         elif isinstance(msg, AckSequence):
             self.acked = max(self.acked, msg.upToSequence)
         elif isinstance(msg, SendWriteBack):
             # Never sent, never lost: "no_link" keeps them pending in the journal.
-            self.uplink.put_control(WriteBackOutcome(sessionId=self.sid, rejected=[
-                wire.Rejected(e.localSeq, "no_link", NO_WRITES) for e in msg.entries]))
+            self.uplink.put_control(
+                WriteBackOutcome(
+                    sessionId=self.sid,
+                    rejected=[
+                        wire.Rejected(e.localSeq, "no_link", NO_WRITES)
+                        for e in msg.entries
+                    ],
+                )
+            )
 
     # --- the work ---------------------------------------------------------------------------------------
 
     def _list(self) -> None:
         self.relist = False  # this listing is the one asked for
-        answer = self._request({"type": "list_files", "sessionId": self.sid}, ("file_list",))
+        answer = self._request(
+            {"type": "list_files", "sessionId": self.sid}, ("file_list",)
+        )
         plan = plan_listing(self.latest, answer.get("files"))
         for p in plan.problems:
             self._problem(p)
@@ -730,7 +864,9 @@ class Mirror:
             self._offer(o)
         self.unhashed = deque(plan.unhashed)  # the listing supersedes what waited
         self.acked = 0  # the journal's cursor starts over with the resync
-        self._flush_notes(full_resync="read-only mirror: the workspace was listed again")
+        self._flush_notes(
+            full_resync="read-only mirror: the workspace was listed again"
+        )
         self.state_dirty = True
 
     def _drain_events(self) -> None:
@@ -754,7 +890,9 @@ class Mirror:
         while self.events:
             ev = self.events.popleft()
             path = ev.get("path")
-            d = plan_change(self.latest.get(path) if isinstance(path, str) else None, ev)
+            d = plan_change(
+                self.latest.get(path) if isinstance(path, str) else None, ev
+            )
             if isinstance(d, Offer):
                 self._remember(d)
                 offers.append(d)
@@ -776,7 +914,9 @@ class Mirror:
         self.state_dirty = True
         if k.hash:
             places = self.places.pop(k.hash, [])
-            places = [p for p in places if p[0] != o.path][-3:] + [(o.path, k.iteration, k.synthetic)]
+            places = [p for p in places if p[0] != o.path][-3:] + [
+                (o.path, k.iteration, k.synthetic)
+            ]
             self.places[k.hash] = places
             if len(self.places) > PLACES_KEPT:
                 self.places.popitem(last=False)
@@ -784,10 +924,20 @@ class Mirror:
     def _notify(self, o: Offer) -> None:
         k = o.known
         self.seq += 1
-        self.notes.append(wire.Notification(sequence=self.seq, filepath=o.path, contentHash=k.hash, size=k.size,
-                                            permissions=PERMISSIONS, isDeletion=not k.hash, inlineContent=o.inline,
-                                            iteration=k.iteration, renamedFrom=o.renamedFrom,
-                                            renamedFromIteration=o.renamedFromIteration))
+        self.notes.append(
+            wire.Notification(
+                sequence=self.seq,
+                filepath=o.path,
+                contentHash=k.hash,
+                size=k.size,
+                permissions=PERMISSIONS,
+                isDeletion=not k.hash,
+                inlineContent=o.inline,
+                iteration=k.iteration,
+                renamedFrom=o.renamedFrom,
+                renamedFromIteration=o.renamedFromIteration,
+            )
+        )
         if len(self.notes) >= NOTIFY_BATCH:
             self._flush_notes()
 
@@ -795,7 +945,10 @@ class Mirror:
         """Read a file the gateway gave no usable hash for, and offer it with the hash computed here."""
         prev = self.latest.get(u.path)
         try:
-            answer = self._request({"type": "read_file", "sessionId": self.sid, "path": u.path}, ("file_content",))
+            answer = self._request(
+                {"type": "read_file", "sessionId": self.sid, "path": u.path},
+                ("file_content",),
+            )
         except AnswerError as e:
             if e.kind == "not_found":
                 if prev is not None and prev.hash:
@@ -833,7 +986,9 @@ class Mirror:
             if hashlib.sha256(data).hexdigest() == h:
                 self._content_done(ContentItem(h, self._spool(h, data), len(data)))
                 return
-            why = f"{req['path']} changed before it could be read (its new state follows)"
+            why = (
+                f"{req['path']} changed before it could be read (its new state follows)"
+            )
         self._content_done(ContentItem(h, "", 0, why))
 
     def _spool(self, h: str, data: bytes) -> str:
@@ -866,8 +1021,14 @@ class Mirror:
             return
         if self.notes or full_resync is not None:
             notes, self.notes = self.notes, []
-            self.uplink.put_control(ReplicationUpdate(sessionId=self.sid, notifications=notes, sequence=self.seq,
-                                                      fullResync=full_resync))
+            self.uplink.put_control(
+                ReplicationUpdate(
+                    sessionId=self.sid,
+                    notifications=notes,
+                    sequence=self.seq,
+                    fullResync=full_resync,
+                )
+            )
 
     def _content_done(self, item: ContentItem) -> None:
         self.wanted.pop(item.contentHash, None)
@@ -892,14 +1053,22 @@ class Mirror:
         if self.state_file is None:
             return
         try:
-            raw = msgspec.json.decode(self.state_file.read_bytes(), type=dict[str, Known])
+            raw = msgspec.json.decode(
+                self.state_file.read_bytes(), type=dict[str, Known]
+            )
         except (OSError, msgspec.DecodeError, msgspec.ValidationError):
             return
         for path, k in raw.items():
-            if _path(path) is not None and (not k.hash or wire.valid_hash(k.hash)) and k.iteration >= 0:
+            if (
+                _path(path) is not None
+                and (not k.hash or wire.valid_hash(k.hash))
+                and k.iteration >= 0
+            ):
                 self.latest[path] = k
                 if k.hash:
-                    self.places.setdefault(k.hash, []).append((path, k.iteration, k.synthetic))
+                    self.places.setdefault(k.hash, []).append(
+                        (path, k.iteration, k.synthetic)
+                    )
 
     def _save_state(self, force: bool = False) -> None:
         if self.state_file is None or not self.state_dirty:
@@ -913,6 +1082,11 @@ class Mirror:
             tmp.write_bytes(msgspec.json.encode(live))
             os.replace(tmp, self.state_file)
         except OSError as e:
-            log.warning("mirror %s: could not keep the listing in %s: %s", self.sid, self.state_file, e)
+            log.warning(
+                "mirror %s: could not keep the listing in %s: %s",
+                self.sid,
+                self.state_file,
+                e,
+            )
             return
         self.state_dirty, self.state_saved_at = False, now

@@ -31,23 +31,42 @@ class Outbox:
 
     def add(self, type_: str, frame: bytes) -> int:
         sid = msgspec.json.decode(frame).get("sessionId")
-        cur = self.db.execute("INSERT INTO outbox (type, frame, session_id, queued_at) VALUES (?, ?, ?, ?)",
-                              (type_, frame, sid, time.time()))
+        cur = self.db.execute(
+            "INSERT INTO outbox (type, frame, session_id, queued_at) VALUES (?, ?, ?, ?)",
+            (type_, frame, sid, time.time()),
+        )
         return int(cur.lastrowid)
 
     def pending(self) -> list[tuple[int, str, bytes]]:
-        return self.db.execute("SELECT id, type, frame FROM outbox ORDER BY id").fetchall()
+        return self.db.execute(
+            "SELECT id, type, frame FROM outbox ORDER BY id"
+        ).fetchall()
 
     def mark_sent(self, item_id: int) -> None:
-        self.db.execute("UPDATE outbox SET sent_at = ? WHERE id = ?", (time.time(), item_id))
+        self.db.execute(
+            "UPDATE outbox SET sent_at = ? WHERE id = ?", (time.time(), item_id)
+        )
 
     def remove(self, item_id: int) -> bool:
-        return self.db.execute("DELETE FROM outbox WHERE id = ?", (item_id,)).rowcount > 0
+        return (
+            self.db.execute("DELETE FROM outbox WHERE id = ?", (item_id,)).rowcount > 0
+        )
 
     def items(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT id, type, frame, session_id, queued_at, sent_at FROM outbox ORDER BY id")
-        return [{"id": r[0], "type": r[1], "message": msgspec.json.decode(r[2]), "sessionId": r[3],
-                 "queuedAt": r[4], "state": "sending" if r[5] else "pending"} for r in rows]
+        rows = self.db.execute(
+            "SELECT id, type, frame, session_id, queued_at, sent_at FROM outbox ORDER BY id"
+        )
+        return [
+            {
+                "id": r[0],
+                "type": r[1],
+                "message": msgspec.json.decode(r[2]),
+                "sessionId": r[3],
+                "queuedAt": r[4],
+                "state": "sending" if r[5] else "pending",
+            }
+            for r in rows
+        ]
 
     def close(self) -> None:
         self.db.close()

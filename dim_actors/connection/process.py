@@ -20,10 +20,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import msgspec
 import websocket
@@ -85,7 +86,7 @@ class OwnedLock:
     def held_here(self) -> bool:
         return self.owner == threading.get_ident()
 
-    def __enter__(self) -> "OwnedLock":
+    def __enter__(self) -> OwnedLock:
         if self.held_here():
             raise RuntimeError("the frame lock is already held by this thread")
         self._lock.acquire()
@@ -107,11 +108,18 @@ HUNG_AFTER_SEND_S = 120.0
 EXIT_HUNG = 70
 
 
-def stuck_loops(busy: dict[str, float], bounds: dict[str, float], now: float,
-                default_bound: float = HUNG_AFTER_S) -> list[tuple[str, float]]:
+def stuck_loops(
+    busy: dict[str, float],
+    bounds: dict[str, float],
+    now: float,
+    default_bound: float = HUNG_AFTER_S,
+) -> list[tuple[str, float]]:
     """The loops busy with one piece of work for longer than their bound, and for how long."""
-    return [(name, now - since) for name, since in busy.items()
-            if now - since > bounds.get(name, default_bound)]
+    return [
+        (name, now - since)
+        for name, since in busy.items()
+        if now - since > bounds.get(name, default_bound)
+    ]
 
 
 class ThreadWatch:
@@ -120,12 +128,18 @@ class ThreadWatch:
     the process when one is busy past its bound, so the supervisor starts a fresh one: a hung
     thread that holds a lock (or leaves its work waiting) can then hold up nothing."""
 
-    def __init__(self, bound_s: float = HUNG_AFTER_S, bounds: dict[str, float] | None = None):
+    def __init__(
+        self, bound_s: float = HUNG_AFTER_S, bounds: dict[str, float] | None = None
+    ):
         self.bound_s = bound_s
         # Loops that get another bound than bound_s, by name.
         self.bounds = {"sender": HUNG_AFTER_SEND_S} if bounds is None else dict(bounds)
-        self.busy: dict[str, float] = {}  # loop name -> time.monotonic() its current piece of work began
-        self.threads: dict[str, int] = {}  # loop name -> thread ident, for the stack in the log
+        self.busy: dict[
+            str, float
+        ] = {}  # loop name -> time.monotonic() its current piece of work began
+        self.threads: dict[
+            str, int
+        ] = {}  # loop name -> thread ident, for the stack in the log
 
     @contextmanager
     def working(self, name: str) -> Iterator[None]:
@@ -148,10 +162,19 @@ class ThreadWatch:
             frames = sys._current_frames()
             for name, secs in stuck:
                 frame = frames.get(self.threads.get(name, -1))
-                stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
-                log.critical("the %s thread of the connection process has been stuck for %.0f s: ending the "
-                             "process (exit code %d) so the supervisor starts a new one. Its stack:\n%s",
-                             name, secs, EXIT_HUNG, stack)
+                stack = (
+                    "".join(traceback.format_stack(frame))
+                    if frame is not None
+                    else "(no stack)"
+                )
+                log.critical(
+                    "the %s thread of the connection process has been stuck for %.0f s: ending the "
+                    "process (exit code %d) so the supervisor starts a new one. Its stack:\n%s",
+                    name,
+                    secs,
+                    EXIT_HUNG,
+                    stack,
+                )
             for handler in logging.getLogger().handlers:
                 handler.flush()
             exit_(EXIT_HUNG)
@@ -195,8 +218,9 @@ class Sender:
         self.limit, self.window_s = limit, window_s
         self.watch = watch
         # (ws, frame, slot, sessionId) per lane
-        self.queues: dict[Lane, collections.deque[tuple[object, bytes, SendSlot, str | None]]] = {
-            "user": collections.deque(), "background": collections.deque()}
+        self.queues: dict[
+            Lane, collections.deque[tuple[object, bytes, SendSlot, str | None]]
+        ] = {"user": collections.deque(), "background": collections.deque()}
         self.cond = threading.Condition()
         self.slots: list[SendSlot] = []
         self.sent = 0
@@ -215,8 +239,14 @@ class Sender:
                 self.holding = False
                 self.cond.notify()
 
-    def send(self, ws: websocket.WebSocket, frame: bytes, slot: SendSlot | None = None, lane: Lane = "user",
-             session: str | None = None) -> None:
+    def send(
+        self,
+        ws: websocket.WebSocket,
+        frame: bytes,
+        slot: SendSlot | None = None,
+        lane: Lane = "user",
+        session: str | None = None,
+    ) -> None:
         slot = slot or SendSlot()
         slot.lane = lane
         with self.cond:
@@ -232,7 +262,9 @@ class Sender:
             moved = [e for e in bg if e[3] == session]
             if not moved:
                 return
-            self.queues["background"] = collections.deque(e for e in bg if e[3] != session)
+            self.queues["background"] = collections.deque(
+                e for e in bg if e[3] != session
+            )
             for e in moved:
                 e[2].lane = "user"
             self.queues["user"].extend(moved)
@@ -243,7 +275,9 @@ class Sender:
         with self.cond:
             for lane, q in self.queues.items():
                 if any(e[0] is ws for e in q):
-                    self.queues[lane] = collections.deque(e for e in q if e[0] is not ws)
+                    self.queues[lane] = collections.deque(
+                        e for e in q if e[0] is not ws
+                    )
 
     def settle(self, slot: SendSlot) -> None:
         """The request of `slot` was answered, expired or lost with its connection: it counts from now."""
@@ -258,11 +292,20 @@ class Sender:
         while True:
             now = time.monotonic()
             if self.limit:
-                self.slots = [s for s in self.slots
-                              if (s.awaiting and now - s.at <= self.AWAIT_CAP_S) or now - s.at <= self.window_s]
+                self.slots = [
+                    s
+                    for s in self.slots
+                    if (s.awaiting and now - s.at <= self.AWAIT_CAP_S)
+                    or now - s.at <= self.window_s
+                ]
             background = sum(1 for s in self.slots if s.lane == "background")
-            lane = next_lane(bool(self.queues["user"]), bool(self.queues["background"]), len(self.slots),
-                             background, self.limit)
+            lane = next_lane(
+                bool(self.queues["user"]),
+                bool(self.queues["background"]),
+                len(self.slots),
+                background,
+                self.limit,
+            )
             if self.holding:
                 self.cond.wait()
                 continue
@@ -273,7 +316,11 @@ class Sender:
                 self.cond.wait()
                 continue
             # Full (or background's share is): wait for the first place that frees, or a user frame.
-            ends = [s.at + (self.AWAIT_CAP_S if s.awaiting else self.window_s + self.MARGIN_S) for s in self.slots]
+            ends = [
+                s.at
+                + (self.AWAIT_CAP_S if s.awaiting else self.window_s + self.MARGIN_S)
+                for s in self.slots
+            ]
             self.cond.wait(max(0.0, min(ends) - now) if ends else None)
 
     def run(self) -> None:
@@ -319,7 +366,9 @@ _ErrorCode = msgspec.json.Decoder(_ErrorCodeStruct)
 
 
 class _EventList(msgspec.Struct):
-    events: list[msgspec.Raw] = []  # each event exactly as sent; only their envelopes are read here
+    events: list[
+        msgspec.Raw
+    ] = []  # each event exactly as sent; only their envelopes are read here
     hasMore: Any = False
 
 
@@ -336,7 +385,11 @@ _snapshot = msgspec.json.Decoder(_Snapshot)
 def _snapshot_last_seq(data: bytes) -> int | None:
     """state_snapshot.lastSeq (ours: a gateway may not send it), when it is a usable number."""
     value = _snapshot.decode(data).lastSeq
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return (
+        value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else None
+    )
 
 
 class _Target(msgspec.Struct):
@@ -345,7 +398,9 @@ class _Target(msgspec.Struct):
 
 
 _target = msgspec.json.Decoder(_Target)
-UNREADABLE = "\x00unreadable"  # a clientTurnId of the wrong type: matches no request of ours
+UNREADABLE = (
+    "\x00unreadable"  # a clientTurnId of the wrong type: matches no request of ours
+)
 
 # AUTH_RATE_LIMITED and catch-up refusals without a usable retryAfterMs wait this long; a value
 # above the maximum is clamped, so a garbled number cannot park the connection for days.
@@ -367,7 +422,12 @@ SESSION_NOT_FOUND = "SessionNotFound"
 
 def retry_after_s(value: Any, floor_s: float) -> float | None:
     """A gateway's retryAfterMs as seconds in [floor_s, RETRY_AFTER_MAX_S]; None when unusable."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != value
+        or value < 0
+    ):
         return None  # missing, null, a string, NaN, negative
     return min(RETRY_AFTER_MAX_S, max(floor_s, value / 1000))
 
@@ -414,7 +474,9 @@ class RecentSeqs:
     def __init__(self, keep: int = RECENT_SEQS, budget: int = RECENT_BYTES):
         self.keep, self.budget = keep, budget
         # seq -> the event's bytes, or the hash of them once they no longer fit; oldest first
-        self.entries: collections.OrderedDict[int, bytes | int] = collections.OrderedDict()
+        self.entries: collections.OrderedDict[int, bytes | int] = (
+            collections.OrderedDict()
+        )
         self.kept_bytes = 0
 
     def add(self, seq: int, data: bytes) -> None:
@@ -466,8 +528,10 @@ def outbox_full(e: sqlite3.Error, path: Any = None) -> bool:
 
 def outbox_failure_message(e: sqlite3.Error, path: Any) -> str:
     if outbox_full(e, path):
-        return (f"not connected, and the outbox could not store this message: disk full in {path}; "
-                f"free space and send again")
+        return (
+            f"not connected, and the outbox could not store this message: disk full in {path}; "
+            f"free space and send again"
+        )
     return f"not connected, and the outbox could not store this message ({e}, in {path}); send again later"
 
 
@@ -475,14 +539,35 @@ class Pending:
     """A request awaiting its answer. The session (and client turn id) keep another client's
     broadcast of the same event type from being taken for our answer."""
 
-    __slots__ = ("req_id", "type", "expect", "session_id", "client_turn_id", "slot", "frame", "form")
+    __slots__ = (
+        "req_id",
+        "type",
+        "expect",
+        "session_id",
+        "client_turn_id",
+        "slot",
+        "frame",
+        "form",
+    )
 
-    def __init__(self, req_id: int, type_: str, expect: frozenset[str], frame: bytes = b"{}", form: int = 0):
+    def __init__(
+        self,
+        req_id: int,
+        type_: str,
+        expect: frozenset[str],
+        frame: bytes = b"{}",
+        form: int = 0,
+    ):
         self.req_id, self.type, self.expect = req_id, type_, expect
-        self.slot = SendSlot(awaiting=True)  # its place in the rate window, held until it is answered
+        self.slot = SendSlot(
+            awaiting=True
+        )  # its place in the rate window, held until it is answered
         self.frame, self.form = frame, form  # as sent, and its form (dialect.py)
         t = _target.decode(frame)  # our own frame, built by build_client_message
-        self.session_id, self.client_turn_id = _str_or_none(t.sessionId), _str_or_none(t.clientTurnId)
+        self.session_id, self.client_turn_id = (
+            _str_or_none(t.sessionId),
+            _str_or_none(t.clientTurnId),
+        )
 
     @property
     def order(self) -> float:
@@ -490,18 +575,28 @@ class Pending:
         return self.slot.order or float("inf")
 
 
-def answers(p: Pending, type_: str, session_id: str | None, client_turn_id: str | None) -> bool:
+def answers(
+    p: Pending, type_: str, session_id: str | None, client_turn_id: str | None
+) -> bool:
     """Whether a frame of `type_` (for `session_id`; a turn_started's `client_turn_id`) can be the
     answer to `p`; among those that can, the one sent first takes it (_correlate)."""
     if type_ == "error":
         return True  # errors are unicast answers, in request order: the oldest open request
     if type_ not in p.expect:
         return False
-    if p.session_id is not None and session_id is not None and session_id != p.session_id:
+    if (
+        p.session_id is not None
+        and session_id is not None
+        and session_id != p.session_id
+    ):
         return False
     # Another client's turn in this session (or, UNREADABLE, none we can claim).
-    return not (p.client_turn_id is not None and type_ == "turn_started" and client_turn_id is not None
-                and client_turn_id != p.client_turn_id)
+    return not (
+        p.client_turn_id is not None
+        and type_ == "turn_started"
+        and client_turn_id is not None
+        and client_turn_id != p.client_turn_id
+    )
 
 
 class CatchUp:
@@ -510,10 +605,14 @@ class CatchUp:
     __slots__ = ("after", "began", "page_due", "page_slot", "held", "gap")
 
     def __init__(self) -> None:
-        self.gap: tuple[int, int] | None = None  # a live seq gap it fills: (last delivered, first seq after)
+        self.gap: tuple[int, int] | None = (
+            None  # a live seq gap it fills: (last delivered, first seq after)
+        )
         self.after = 0  # the seq its page in flight asked after
         self.began = time.monotonic()
-        self.page_due: float | None = None  # when that page is overdue; None: no page in flight
+        self.page_due: float | None = (
+            None  # when that page is overdue; None: no page in flight
+        )
         # That page's place in the send queue: its wait starts when it goes, not while the rate
         # limit holds it behind other sessions' rejoins.
         self.page_slot: SendSlot | None = None
@@ -521,10 +620,19 @@ class CatchUp:
 
 
 class GatewayConnection:
-    def __init__(self, uplink: Uplink, ping_interval_s: float, stale_after_s: float, request_timeout_s: float,
-                 resume: dict[str, int] | None = None, outbox: Outbox | None = None,
-                 rate_limit: int = 60, rate_window_s: float = 10.0, watch: ThreadWatch | None = None,
-                 outbox_path: Path | None = None):
+    def __init__(
+        self,
+        uplink: Uplink,
+        ping_interval_s: float,
+        stale_after_s: float,
+        request_timeout_s: float,
+        resume: dict[str, int] | None = None,
+        outbox: Outbox | None = None,
+        rate_limit: int = 60,
+        rate_window_s: float = 10.0,
+        watch: ThreadWatch | None = None,
+        outbox_path: Path | None = None,
+    ):
         self.uplink = uplink
         self.watch = watch or ThreadWatch()
         self.sender = Sender(rate_limit, rate_window_s, self.watch)
@@ -532,7 +640,9 @@ class GatewayConnection:
         self.internal: dict[int, tuple[str, str]] = {}
         # Sessions whose catch-up gave up after this seq: the first event past it shows the gap's end.
         self.gap_after: dict[str, tuple[int, str]] = {}
-        self.abandoned: set[str] = set()  # sessions whose unanswered catch-up page we stopped waiting for
+        self.abandoned: set[str] = (
+            set()
+        )  # sessions whose unanswered catch-up page we stopped waiting for
         self.dialect = Dialect()
         self.traits = GatewayTraits()
         self.warnings: list[str] = []
@@ -543,11 +653,17 @@ class GatewayConnection:
         # The outbox sends one item at a time, in order. A session whose turn is running (one we
         # started from the outbox, or another client's) holds back the next run_turn for it.
         self.outbox_inflight: int | None = None
-        self.turn_gate: dict[str, str] = {}  # sessionId -> turnId to wait for, or "*" for any turn
+        self.turn_gate: dict[
+            str, str
+        ] = {}  # sessionId -> turnId to wait for, or "*" for any turn
         self.ping_interval_s = ping_interval_s
-        self.stale_override_s = stale_after_s  # 0: derived from the gateway's heartbeatIntervalMs
+        self.stale_override_s = (
+            stale_after_s  # 0: derived from the gateway's heartbeatIntervalMs
+        )
         self.keepalive = staleness.keepalive(None, ping_interval_s, stale_after_s)
-        self.pong_probe_at: float | None = None  # when our first unanswered `ping` message went
+        self.pong_probe_at: float | None = (
+            None  # when our first unanswered `ping` message went
+        )
         self.request_timeout_s = request_timeout_s
         self.url: str | None = None
         self.token: str | None = None
@@ -574,12 +690,16 @@ class GatewayConnection:
         # is not done under it but queued in `after_frame` and run once the frame is handled.
         self.frame_lock = OwnedLock()
         self.after_frame: list[Callable[[], None]] = []
-        self._handed_over = False  # whether the frame being handled has gone on (or is held back)
+        self._handed_over = (
+            False  # whether the frame being handled has gone on (or is held back)
+        )
         # Recent events of each joined session: a seq that comes again with other content is
         # reported instead of silently dropped.
         self.recent: dict[str, RecentSeqs] = {}
         self.replaced_chars = 0  # lone surrogates replaced with U+FFFD
-        self.empty_gap_refetches = 0  # gap refetches in a row that filled nothing (a gateway skipping seqs)
+        self.empty_gap_refetches = (
+            0  # gap refetches in a row that filled nothing (a gateway skipping seqs)
+        )
         self.reconnects = 0
         self.backoff = Backoff()
         self.last_frame = time.monotonic()
@@ -592,11 +712,22 @@ class GatewayConnection:
 
     # --- state ------------------------------------------------------------------------------------
 
-    def set_state(self, state: str, detail: str = "", retry_in_ms: int | None = None) -> None:
+    def set_state(
+        self, state: str, detail: str = "", retry_in_ms: int | None = None
+    ) -> None:
         self.state = state
-        self.uplink.put_control(ConnectionState(
-            state=state, url=self.url or "", detail=detail, reconnects=self.reconnects,
-            retryInMs=retry_in_ms, identity=self.identity, warnings=list(self.warnings), traits=self.traits))
+        self.uplink.put_control(
+            ConnectionState(
+                state=state,
+                url=self.url or "",
+                detail=detail,
+                reconnects=self.reconnects,
+                retryInMs=retry_in_ms,
+                identity=self.identity,
+                warnings=list(self.warnings),
+                traits=self.traits,
+            )
+        )
 
     def learned(self, **traits: Any) -> None:
         """What the gateway was seen to do; published with the state when it changes anything."""
@@ -651,7 +782,11 @@ class GatewayConnection:
             ws = self.ws
             if ws is not None and self.connected.is_set():
                 try:
-                    self.sender.send(ws, protocol.build_client_message("list_sessions", {}), lane="background")
+                    self.sender.send(
+                        ws,
+                        protocol.build_client_message("list_sessions", {}),
+                        lane="background",
+                    )
                     self._resume_sessions(ws)
                 except (OSError, websocket.WebSocketException):
                     pass  # the reconnect that follows resumes (and replays) instead
@@ -674,7 +809,9 @@ class GatewayConnection:
         except sqlite3.Error as e:
             return e
         with self.lock:
-            first = self.outbox is None  # the main and the socket thread may both have tried
+            first = (
+                self.outbox is None
+            )  # the main and the socket thread may both have tried
             if first:
                 self.outbox, self.outbox_path = outbox, None
         if not first:
@@ -697,8 +834,13 @@ class GatewayConnection:
             # The command is refused, not lost: the page keeps what the user typed on an error answer.
             full = outbox_full(e, path)
             log.error("could not queue a %s in the outbox %s: %s", msg.type, path, e)
-            self.uplink.put_control(CommandFailed(reqId=msg.reqId, code="DISK_FULL" if full else "OUTBOX_ERROR",
-                                                  message=outbox_failure_message(e, path)))
+            self.uplink.put_control(
+                CommandFailed(
+                    reqId=msg.reqId,
+                    code="DISK_FULL" if full else "OUTBOX_ERROR",
+                    message=outbox_failure_message(e, path),
+                )
+            )
             return
         # The stores learn of the queue before the caller hears "queued", so a get_state right after shows it.
         self.outbox_changed()
@@ -716,17 +858,29 @@ class GatewayConnection:
 
     def _cancel_queued(self, msg: CancelQueued) -> None:
         with self.lock:
-            removed = (self.outbox is not None and msg.outboxId != self.outbox_inflight
-                       and self._outbox_remove(msg.outboxId))
+            removed = (
+                self.outbox is not None
+                and msg.outboxId != self.outbox_inflight
+                and self._outbox_remove(msg.outboxId)
+            )
         if removed:
             self.outbox_changed(msg.reqId)
         else:
-            self.uplink.put_control(CommandFailed(
-                reqId=msg.reqId, code="NOT_FOUND",
-                message=f"outbox item {msg.outboxId} is not waiting (already sent, or never queued)"))
+            self.uplink.put_control(
+                CommandFailed(
+                    reqId=msg.reqId,
+                    code="NOT_FOUND",
+                    message=f"outbox item {msg.outboxId} is not waiting (already sent, or never queued)",
+                )
+            )
 
-    def _join(self, ws: websocket.WebSocket, sid: str, frame: bytes | None = None,
-              slot: SendSlot | None = None) -> None:
+    def _join(
+        self,
+        ws: websocket.WebSocket,
+        sid: str,
+        frame: bytes | None = None,
+        slot: SendSlot | None = None,
+    ) -> None:
         """Join a session and fetch what it already holds, so the stores see its history once;
         live events wait behind that catch-up (under the frame lock)."""
         with self.frame_lock:
@@ -734,8 +888,13 @@ class GatewayConnection:
                 self.joined[sid] = 0
             self.catching_up[sid] = CatchUp()
             self._used(sid)
-            self.sender.send(ws, frame or protocol.build_client_message("join_session", {"sessionId": sid}), slot,
-                             session=sid)
+            self.sender.send(
+                ws,
+                frame
+                or protocol.build_client_message("join_session", {"sessionId": sid}),
+                slot,
+                session=sid,
+            )
             self._catch_up(ws, sid, 0)
 
     def _flush_outbox(self) -> None:
@@ -761,46 +920,62 @@ class GatewayConnection:
                 return
             item_id, type_, frame = items[0]
             form, frame = self.dialect.first(type_, frame)
-            p = Pending(-item_id, type_, protocol.RESPONSES.get(type_, frozenset()), frame, form)
+            p = Pending(
+                -item_id, type_, protocol.RESPONSES.get(type_, frozenset()), frame, form
+            )
             if type_ == "run_turn" and p.session_id in self.turn_gate:
                 return  # wait for that session's turn to end; order is kept, nothing jumps the queue
             self.outbox_inflight = item_id
             try:
-                self.outbox.mark_sent(item_id)  # only shown in the outbox list: the item goes all the same
+                self.outbox.mark_sent(
+                    item_id
+                )  # only shown in the outbox list: the item goes all the same
             except sqlite3.Error as e:
                 log.warning("could not mark outbox item %d as sent: %s", item_id, e)
             # Negative request ids mark the outbox's own requests: nobody waits on them upstream.
             self.pending.append(p)
         try:
             if p.session_id is not None and p.session_id not in self.joined:
-                self._join(ws, p.session_id)  # so the queued command's outcome reaches the stores
+                self._join(
+                    ws, p.session_id
+                )  # so the queued command's outcome reaches the stores
             self._used(p.session_id)
             self.sender.send(ws, frame, p.slot, session=p.session_id)
         except (OSError, websocket.WebSocketException):
             return  # the reconnect sends it again (a run_turn carries its clientTurnId: no double run)
         self.outbox_changed()
 
-    def _outbox_answered(self, req_id: int, head: protocol.EventHead, data: bytes) -> None:
+    def _outbox_answered(
+        self, req_id: int, head: protocol.EventHead, data: bytes
+    ) -> None:
         assert self.outbox is not None
         item_id = -req_id
         code = _ErrorCode.decode(data).code if head.type == "error" else ""
         if not isinstance(code, str):
             # Unreadable, so not TurnInProgress: the item is refused like any other error, not retried
             # (retrying an answer we cannot read could loop forever). The error event still reaches the page.
-            self._bad_frame(f"an error answering a queued command has a code that is not a string ({code!r})", data)
+            self._bad_frame(
+                f"an error answering a queued command has a code that is not a string ({code!r})",
+                data,
+            )
         with self.lock:
             row = next((i for i in self.outbox.pending() if i[0] == item_id), None)
             sid = _str_or_none(_target.decode(row[2]).sessionId) if row else None
             self.outbox_inflight = None
             if code == "TurnInProgress" and sid:
-                self.turn_gate[sid] = "*"  # another turn runs there: try again when it ends
+                self.turn_gate[sid] = (
+                    "*"  # another turn runs there: try again when it ends
+                )
             else:
                 self._outbox_remove(item_id)
                 if head.type == "turn_started" and sid and head.turnId:
                     self.turn_gate[sid] = head.turnId
                 if head.type == "error":
-                    log.warning("the gateway refused a queued %s: %s", row[1] if row else "command",
-                                bytes(data[:300]).decode("utf-8", "replace"))
+                    log.warning(
+                        "the gateway refused a queued %s: %s",
+                        row[1] if row else "command",
+                        bytes(data[:300]).decode("utf-8", "replace"),
+                    )
         self.outbox_changed()
         self._flush_outbox()
 
@@ -812,7 +987,9 @@ class GatewayConnection:
 
     def _send_request(self, msg: SendFrame) -> None:
         ws = self.ws
-        queue_it = (self.outbox is not None or self.outbox_path is not None) and msg.type in QUEUEABLE
+        queue_it = (
+            self.outbox is not None or self.outbox_path is not None
+        ) and msg.type in QUEUEABLE
         if queue_it:
             self._open_outbox()
             with self.lock:
@@ -823,12 +1000,18 @@ class GatewayConnection:
             self._flush_outbox()
             return
         if ws is None or not self.connected.is_set():
-            self.uplink.put_control(CommandFailed(
-                reqId=msg.reqId, code="NOT_CONNECTED",
-                message=f"not connected to the gateway (state: {self.state})"))
+            self.uplink.put_control(
+                CommandFailed(
+                    reqId=msg.reqId,
+                    code="NOT_CONNECTED",
+                    message=f"not connected to the gateway (state: {self.state})",
+                )
+            )
             return
         sid = _target.decode(msg.frame).sessionId
-        first_join = msg.type == "join_session" and sid is not None and sid not in self.joined
+        first_join = (
+            msg.type == "join_session" and sid is not None and sid not in self.joined
+        )
         if msg.type == "leave_session":
             with self.lock:
                 self.joined.pop(sid, None)
@@ -852,7 +1035,11 @@ class GatewayConnection:
             self.sender.settle(pending.slot)
             with self.lock:
                 self.pending = [p for p in self.pending if p.req_id != msg.reqId]
-            self.uplink.put_control(CommandFailed(reqId=msg.reqId, code="NOT_CONNECTED", message=f"send failed: {e}"))
+            self.uplink.put_control(
+                CommandFailed(
+                    reqId=msg.reqId, code="NOT_CONNECTED", message=f"send failed: {e}"
+                )
+            )
 
     # --- the socket thread ---------------------------------------------------------------------------
 
@@ -892,7 +1079,9 @@ class GatewayConnection:
             if url != self.url:
                 continue  # a new Connect arrived: go straight to the new URL
             self.reconnects += 1
-            backoff = self.backoff.next_delay(time.monotonic())  # counts the attempt either way
+            backoff = self.backoff.next_delay(
+                time.monotonic()
+            )  # counts the attempt either way
             if delay is None:
                 delay = backoff
             self.set_state("reconnecting", why, retry_in_ms=round(delay * 1000))
@@ -911,7 +1100,9 @@ class GatewayConnection:
         self._handshake(ws)
         ws.settimeout(None)
         self.connected.set()
-        self.backoff.connected(time.monotonic())  # up for a minute: the next failure starts afresh
+        self.backoff.connected(
+            time.monotonic()
+        )  # up for a minute: the next failure starts afresh
         self.set_state("connected")
         # Held while the rejoins and the outbox are queued: the outbox's commands (the user's) then
         # go before the rejoins, and before the list_sessions the app sends as soon as it hears
@@ -950,7 +1141,9 @@ class GatewayConnection:
         never an exception that ends the socket thread."""
         ws.settimeout(10)
         sent_authenticate = False
-        ready_by: float | None = None  # once welcome said no auth: the latest moment to be ready
+        ready_by: float | None = (
+            None  # once welcome said no auth: the latest moment to be ready
+        )
         self.identity = None
         while True:
             if ready_by is not None:
@@ -965,21 +1158,36 @@ class GatewayConnection:
                     return
                 raise
             if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise websocket.WebSocketConnectionClosedException("closed during the handshake")
+                raise websocket.WebSocketConnectionClosedException(
+                    "closed during the handshake"
+                )
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 self._bad_frame("binary frame on the event socket", data)
                 continue
-            head = protocol.decode_head(data)  # not an event at all: ProtocolError, a reconnect
-            self.uplink.put_event(PipeEvent(data, head.type, head.sessionId, head.seq, None, time.time_ns()))
+            head = protocol.decode_head(
+                data
+            )  # not an event at all: ProtocolError, a reconnect
+            self.uplink.put_event(
+                PipeEvent(
+                    data, head.type, head.sessionId, head.seq, None, time.time_ns()
+                )
+            )
             msg = msgspec.json.decode(data)  # an object: decode_head checked that
             if head.type == "welcome":
                 self._check_version(msg.get("protocolVersion"), data)
                 requires_auth = msg.get("requiresAuth")
                 if not isinstance(requires_auth, bool):
-                    self._bad_frame(f"welcome.requiresAuth is not a boolean ({requires_auth!r}): authenticating", data)
+                    self._bad_frame(
+                        f"welcome.requiresAuth is not a boolean ({requires_auth!r}): authenticating",
+                        data,
+                    )
                 # Only an explicit false skips it; an authenticate the gateway did not need is harmless.
                 if requires_auth is not False:
-                    ws.send(protocol.build_client_message("authenticate", {"token": self.token or ""}))
+                    ws.send(
+                        protocol.build_client_message(
+                            "authenticate", {"token": self.token or ""}
+                        )
+                    )
                     sent_authenticate = True
                 else:
                     ready_by = time.monotonic() + CONNECTED_WAIT_S
@@ -988,7 +1196,9 @@ class GatewayConnection:
                 if ready_by is not None:
                     return
             elif head.type == "authenticated":
-                self._on_authenticated(msg.get("identity"), data, pushed=not sent_authenticate)
+                self._on_authenticated(
+                    msg.get("identity"), data, pushed=not sent_authenticate
+                )
                 return
             elif head.type == "error":
                 code, message = msg.get("code"), msg.get("message")
@@ -999,49 +1209,87 @@ class GatewayConnection:
                     delay = retry_after_s(msg.get("retryAfterMs"), 0.1)
                     if delay is None:
                         delay = RETRY_AFTER_DEFAULT_S
-                        self._bad_frame(f"AUTH_RATE_LIMITED without a usable retryAfterMs "
-                                        f"({msg.get('retryAfterMs')!r}): retrying in {delay:.1f}s", data)
+                        self._bad_frame(
+                            f"AUTH_RATE_LIMITED without a usable retryAfterMs "
+                            f"({msg.get('retryAfterMs')!r}): retrying in {delay:.1f}s",
+                            data,
+                        )
                     raise RetryLater(delay, f"AUTH_RATE_LIMITED: {message}")
                 if not isinstance(code, str):
-                    self._bad_frame(f"a handshake error whose code is not a string ({code!r})", data)
+                    self._bad_frame(
+                        f"a handshake error whose code is not a string ({code!r})", data
+                    )
                     code = ""
-                raise protocol.ProtocolError(code or "HANDSHAKE", message or "handshake failed")
+                raise protocol.ProtocolError(
+                    code or "HANDSHAKE", message or "handshake failed"
+                )
 
     def _on_connected(self, interval: Any, data: bytes) -> None:
         heartbeat_ms = staleness.heartbeat_ms_of(interval)
         if heartbeat_ms is None:
-            self._bad_frame(f"connected.heartbeatIntervalMs is not a positive number ({interval!r}): "
-                            f"taking {staleness.DEFAULT_HEARTBEAT_MS} ms", data)
-        self.keepalive = staleness.keepalive(heartbeat_ms, self.ping_interval_s, self.stale_override_s)
-        self.traits = msgspec.structs.replace(self.traits, heartbeatIntervalMs=self.keepalive.heartbeat_ms,
-                                              staleAfterMs=round(self.keepalive.stale_after_s * 1000))
+            self._bad_frame(
+                f"connected.heartbeatIntervalMs is not a positive number ({interval!r}): "
+                f"taking {staleness.DEFAULT_HEARTBEAT_MS} ms",
+                data,
+            )
+        self.keepalive = staleness.keepalive(
+            heartbeat_ms, self.ping_interval_s, self.stale_override_s
+        )
+        self.traits = msgspec.structs.replace(
+            self.traits,
+            heartbeatIntervalMs=self.keepalive.heartbeat_ms,
+            staleAfterMs=round(self.keepalive.stale_after_s * 1000),
+        )
 
     def _on_authenticated(self, identity: Any, data: bytes, pushed: bool) -> None:
         if identity is not None and not isinstance(identity, dict):
-            self._bad_frame(f"authenticated.identity is not an object ({type(identity).__name__})", data)
+            self._bad_frame(
+                f"authenticated.identity is not an object ({type(identity).__name__})",
+                data,
+            )
             identity = None
         self.identity = identity
         if pushed:
-            self.traits = msgspec.structs.replace(self.traits, pushesAuthenticated="yes")
+            self.traits = msgspec.structs.replace(
+                self.traits, pushesAuthenticated="yes"
+            )
 
     def _check_version(self, version: Any, data: bytes) -> None:
         """v1 works; a newer version gets v1 messages and a warning, since only the gateway can say
         it will not take them (an error or a close then ends the connection as any other would)."""
         ours = protocol.PROTOCOL_VERSION
         self.warnings = [w for w in self.warnings if not w.startswith("The gateway")]
-        if isinstance(version, bool) or not isinstance(version, (int, float)) or version != version:
-            self._bad_frame(f"welcome.protocolVersion is not a number ({version!r})", data)
-            self.warnings.append(f"The gateway did not say which protocol version it speaks; "
-                                 f"this client goes on with version {ours} messages.")
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, (int, float))
+            or version != version
+        ):
+            self._bad_frame(
+                f"welcome.protocolVersion is not a number ({version!r})", data
+            )
+            self.warnings.append(
+                f"The gateway did not say which protocol version it speaks; "
+                f"this client goes on with version {ours} messages."
+            )
             self.traits = msgspec.structs.replace(self.traits, protocolVersion=None)
             return
         if version < ours:
-            raise ProtocolVersionMismatch(f"gateway speaks protocol v{version:g}, this client speaks {ours}")
-        self.traits = msgspec.structs.replace(self.traits, protocolVersion=int(min(version, 1 << 31)))
+            raise ProtocolVersionMismatch(
+                f"gateway speaks protocol v{version:g}, this client speaks {ours}"
+            )
+        self.traits = msgspec.structs.replace(
+            self.traits, protocolVersion=int(min(version, 1 << 31))
+        )
         if version >= ours + 1:
-            log.warning("the gateway speaks protocol v%g: going on with v%d messages", version, ours)
-            self.warnings.append(f"The gateway speaks protocol version {version:g}; this client speaks version "
-                                 f"{ours} and goes on with version {ours} messages.")
+            log.warning(
+                "the gateway speaks protocol v%g: going on with v%d messages",
+                version,
+                ours,
+            )
+            self.warnings.append(
+                f"The gateway speaks protocol version {version:g}; this client speaks version "
+                f"{ours} and goes on with version {ours} messages."
+            )
 
     def _resume_sessions(self, ws: websocket.WebSocket) -> None:
         with self.lock:
@@ -1055,15 +1303,29 @@ class GatewayConnection:
             self._internal_request(ws, sid, "join", "join_session", {"sessionId": sid})
             self._catch_up(ws, sid, 0 if sid in self.replay_all else last)
 
-    def _internal_request(self, ws: websocket.WebSocket, sid: str, kind: str, type_: str,
-                          args: dict[str, Any]) -> SendSlot:
+    def _internal_request(
+        self,
+        ws: websocket.WebSocket,
+        sid: str,
+        kind: str,
+        type_: str,
+        args: dict[str, Any],
+    ) -> SendSlot:
         frame = protocol.build_client_message(type_, args)
         with self.lock:
             self.internal_ids -= 1
             self.internal[self.internal_ids] = (sid, kind)
-            pending = Pending(self.internal_ids, type_, protocol.RESPONSES[type_], frame)
+            pending = Pending(
+                self.internal_ids, type_, protocol.RESPONSES[type_], frame
+            )
             self.pending.append(pending)
-        self.sender.send(ws, frame, pending.slot, "user" if sid in self.user_sessions else "background", sid)
+        self.sender.send(
+            ws,
+            frame,
+            pending.slot,
+            "user" if sid in self.user_sessions else "background",
+            sid,
+        )
         return pending.slot
 
     def _used(self, sid: str | None) -> None:
@@ -1071,7 +1333,9 @@ class GatewayConnection:
         before the command, and its catch-up no longer waits behind the other sessions'."""
         if sid is None:
             return
-        if sid in self.joined:  # only joined sessions are rejoined: the others need no place in that order
+        if (
+            sid in self.joined
+        ):  # only joined sessions are rejoined: the others need no place in that order
             self.last_used[sid] = time.monotonic()
         self.user_sessions.add(sid)
         self.sender.pull_forward(sid)
@@ -1086,10 +1350,17 @@ class GatewayConnection:
             return
         c.page_due = time.monotonic() + CATCHUP_PAGE_WAIT_S
         # Big pages: a long session is caught up in few requests, well inside the rate limit.
-        c.page_slot = self._internal_request(ws, sid, "catchup", "get_events",
-                                             {"sessionId": sid, "afterSeq": after, "limit": 5000})
+        c.page_slot = self._internal_request(
+            ws,
+            sid,
+            "catchup",
+            "get_events",
+            {"sessionId": sid, "afterSeq": after, "limit": 5000},
+        )
 
-    def _internal_answered(self, req_id: int, head: protocol.EventHead, data: bytes) -> bool:
+    def _internal_answered(
+        self, req_id: int, head: protocol.EventHead, data: bytes
+    ) -> bool:
         """An answer to one of our own requests; True when it goes no further (an error: ours alone)."""
         sid, kind = self.internal.pop(req_id, (None, ""))
         if sid is None or head.type != "error":
@@ -1099,21 +1370,36 @@ class GatewayConnection:
         err = msgspec.json.decode(data)
         code = err.get("code") if isinstance(err, dict) else None
         if code == SESSION_NOT_FOUND:
-            self._session_gone(sid, "the gateway no longer knows this session (it was deleted, or the gateway "
-                                    "lost it)")
+            self._session_gone(
+                sid,
+                "the gateway no longer knows this session (it was deleted, or the gateway "
+                "lost it)",
+            )
         elif kind == "catchup" and sid in self.catching_up:
             self._catch_up_refused(sid, err, code)
         else:
-            log.warning("the gateway refused our %s of session %s: %s", kind, sid,
-                        bytes(data[:300]).decode("utf-8", "replace"))
+            log.warning(
+                "the gateway refused our %s of session %s: %s",
+                kind,
+                sid,
+                bytes(data[:300]).decode("utf-8", "replace"),
+            )
         return True
 
     def _catch_up_refused(self, sid: str, err: dict[str, Any], code: Any) -> None:
         c = self.catching_up[sid]
         c.page_due = None
         delay = retry_after_s(err.get("retryAfterMs"), 0.2) or RETRY_AFTER_DEFAULT_S
-        if code in CATCHUP_TRANSIENT and time.monotonic() + delay - c.began < CATCHUP_RETRY_BUDGET_S:
-            log.warning("catch-up of session %s refused (%s): retrying in %.1fs", sid, code, delay)
+        if (
+            code in CATCHUP_TRANSIENT
+            and time.monotonic() + delay - c.began < CATCHUP_RETRY_BUDGET_S
+        ):
+            log.warning(
+                "catch-up of session %s refused (%s): retrying in %.1fs",
+                sid,
+                code,
+                delay,
+            )
 
             def retry() -> None:
                 ws = self.ws
@@ -1134,13 +1420,24 @@ class GatewayConnection:
             if c.page_due is None or now < c.page_due:
                 continue
             slot = c.page_slot
-            if slot is not None and (not slot.order or now < slot.at + CATCHUP_PAGE_WAIT_S):
+            if slot is not None and (
+                not slot.order or now < slot.at + CATCHUP_PAGE_WAIT_S
+            ):
                 continue  # not sent yet, or sent less than the wait ago: not overdue
             with self.frame_lock:
-                if self.catching_up.get(sid) is c and c.page_due is not None and now >= c.page_due:
-                    self._abandon_catchup(sid, f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s")
+                if (
+                    self.catching_up.get(sid) is c
+                    and c.page_due is not None
+                    and now >= c.page_due
+                ):
+                    self._abandon_catchup(
+                        sid,
+                        f"it did not answer get_events within {CATCHUP_PAGE_WAIT_S:.0f} s",
+                    )
 
-    def _answered_past_catchups(self, answered: Pending, head: protocol.EventHead) -> None:
+    def _answered_past_catchups(
+        self, answered: Pending, head: protocol.EventHead
+    ) -> None:
         """Under the frame lock. Answers come in request order (§9): a request of a session answered
         while that session's catch-up page, asked before it, is not means the page will not be
         answered either, so the catch-up ends now instead of at its deadline (a run_turn right after
@@ -1151,22 +1448,31 @@ class GatewayConnection:
         if c is None or c.page_due is None or answered.session_id != sid:
             return
         with self.lock:
-            skipped = any(p.order < answered.order and self.internal.get(p.req_id) == (sid, "catchup")
-                          for p in self.pending)
+            skipped = any(
+                p.order < answered.order
+                and self.internal.get(p.req_id) == (sid, "catchup")
+                for p in self.pending
+            )
         if skipped:
             self._abandon_catchup(sid, "it answered later requests but not get_events")
 
     def _abandon_catchup(self, sid: str, why: str) -> None:
         """Under the frame lock: stop waiting for the session's catch-up page."""
         with self.lock:
-            stale = [p for p in self.pending
-                     if p.req_id <= INTERNAL_IDS and self.internal.get(p.req_id) == (sid, "catchup")]
+            stale = [
+                p
+                for p in self.pending
+                if p.req_id <= INTERNAL_IDS
+                and self.internal.get(p.req_id) == (sid, "catchup")
+            ]
             self.pending = [p for p in self.pending if p not in stale]
             for p in stale:
                 del self.internal[p.req_id]
         for p in stale:
             self.sender.settle(p.slot)
-        self.abandoned.add(sid)  # its answer, should it come after all, is not a live event
+        self.abandoned.add(
+            sid
+        )  # its answer, should it come after all, is not a live event
         self.learned(getEvents="no")
         self._give_up_catchup(sid, why)
 
@@ -1176,9 +1482,18 @@ class GatewayConnection:
         c = self.catching_up.pop(sid)
         after = c.after
         self.replay_all.discard(sid)
-        log.warning("catch-up of session %s after seq %d ends without its events: %s", sid, after, why)
-        earlier = self.gap_after.get(sid)  # a gap still open from an earlier give-up starts sooner
-        self.gap_after[sid] = (min(after, earlier[0]), earlier[1]) if earlier else (after, why)
+        log.warning(
+            "catch-up of session %s after seq %d ends without its events: %s",
+            sid,
+            after,
+            why,
+        )
+        earlier = self.gap_after.get(
+            sid
+        )  # a gap still open from an earlier give-up starts sooner
+        self.gap_after[sid] = (
+            (min(after, earlier[0]), earlier[1]) if earlier else (after, why)
+        )
         if c.gap is not None:
             # Whether the gap held events cannot be known: it counts like an empty refetch, so a gateway
             # that skips seqs and cannot be caught up does not cost a get_history for every seq it skips.
@@ -1186,7 +1501,9 @@ class GatewayConnection:
         ws = self.ws
         if ws is not None:
             try:
-                self._internal_request(ws, sid, "history", "get_history", {"sessionId": sid})
+                self._internal_request(
+                    ws, sid, "history", "get_history", {"sessionId": sid}
+                )
             except (OSError, websocket.WebSocketException):
                 pass
         for ev, head, reply_to in c.held:
@@ -1196,16 +1513,25 @@ class GatewayConnection:
         """A live seq gap was refetched and nothing came to fill it. A few in a row and gaps are no longer
         refetched from this gateway: it is taken to skip seqs."""
         self.empty_gap_refetches += 1
-        if self.empty_gap_refetches >= EMPTY_GAP_REFETCHES_MAX and self.traits.denseSeqs != "no":
-            log.warning("%d seq gaps in a row were not filled (the last: %s): the gateway is taken to skip seqs, "
-                        "gaps are no longer refetched", self.empty_gap_refetches, why)
+        if (
+            self.empty_gap_refetches >= EMPTY_GAP_REFETCHES_MAX
+            and self.traits.denseSeqs != "no"
+        ):
+            log.warning(
+                "%d seq gaps in a row were not filled (the last: %s): the gateway is taken to skip seqs, "
+                "gaps are no longer refetched",
+                self.empty_gap_refetches,
+                why,
+            )
             self.learned(denseSeqs="no")
 
     def _gap_ends(self, sid: str, before: int | None) -> None:
         """The first seq known past a given-up catch-up: a gap only if it is not the very next one."""
         after, why = self.gap_after.pop(sid)
         if before is None or before > after + 1:
-            self.uplink.put_control(CatchupGap(sessionId=sid, afterSeq=after, beforeSeq=before, reason=why))
+            self.uplink.put_control(
+                CatchupGap(sessionId=sid, afterSeq=after, beforeSeq=before, reason=why)
+            )
 
     def _session_gone(self, sid: str, why: str) -> None:
         """Under the frame lock. Leaves the catch-up and the joined set at once: nothing retries it."""
@@ -1230,14 +1556,21 @@ class GatewayConnection:
         with self.lock:
             failed, self.pending = self.pending, []
             self.internal.clear()
-            self.outbox_inflight = None  # an unanswered item goes again on the next connection
+            self.outbox_inflight = (
+                None  # an unanswered item goes again on the next connection
+            )
             self.turn_gate.clear()
         for p in failed:
             self.sender.settle(p.slot)
             if p.req_id < 0:
                 continue  # the outbox's and our own: sent again after the reconnect
-            self.uplink.put_control(CommandFailed(reqId=p.req_id, code="NOT_CONNECTED",
-                                                  message="the connection to the gateway was lost"))
+            self.uplink.put_control(
+                CommandFailed(
+                    reqId=p.req_id,
+                    code="NOT_CONNECTED",
+                    message="the connection to the gateway was lost",
+                )
+            )
 
     def _close_socket(self) -> None:
         ws, self.ws = self.ws, None
@@ -1251,7 +1584,9 @@ class GatewayConnection:
         self.bad_frames += 1
         sample = bytes(data[:200]).decode("utf-8", "replace")
         log.warning("bad frame from the gateway (%s): %r", reason, sample)
-        self.uplink.put_control(BadFrame(reason=reason, sample=sample, count=self.bad_frames))
+        self.uplink.put_control(
+            BadFrame(reason=reason, sample=sample, count=self.bad_frames)
+        )
 
     def _on_frame(self, data: bytes) -> None:
         with self.frame_lock:
@@ -1261,7 +1596,9 @@ class GatewayConnection:
                 # The last guard: one frame can never end the socket thread (a reconnect would fetch
                 # the same frame again, and again).
                 log.exception("could not handle a frame from the gateway")
-                self._bad_frame(f"a frame could not be handled ({type(e).__name__}: {e})", data)
+                self._bad_frame(
+                    f"a frame could not be handled ({type(e).__name__}: {e})", data
+                )
             after, self.after_frame = self.after_frame, []
         # Work the frame led to that takes the frame lock itself (see __init__).
         for work in after:
@@ -1275,9 +1612,15 @@ class GatewayConnection:
         if data is None:
             return
         try:
-            head = protocol.decode_head(data, max_depth=None)  # _within_depth checked it
+            head = protocol.decode_head(
+                data, max_depth=None
+            )  # _within_depth checked it
         except protocol.ProtocolError as e:
-            fixed = self._without_lone_surrogates(data) if e.code == "INVALID_JSON" else None
+            fixed = (
+                self._without_lone_surrogates(data)
+                if e.code == "INVALID_JSON"
+                else None
+            )
             if fixed is None:
                 self._bad_frame(e.message, data)
                 return
@@ -1289,7 +1632,10 @@ class GatewayConnection:
             # Whatever one frame holds, it must not end the socket thread: the frame is reported,
             # and, a well-formed event, still delivered (the router keeps odd fields).
             log.exception("could not handle a %s frame from the gateway", head.type)
-            self._bad_frame(f"a {head.type} frame could not be handled ({type(e).__name__}: {e})", data)
+            self._bad_frame(
+                f"a {head.type} frame could not be handled ({type(e).__name__}: {e})",
+                data,
+            )
             if not self._handed_over:
                 self._deliver(data, head, None)
 
@@ -1299,7 +1645,9 @@ class GatewayConnection:
         is skipped and reported, _deliver_catchup). A request it answers fails at once (_too_deep_answer).
         The common frame costs a count of its brackets."""
         if protocol.too_deep(data):
-            page, _ = protocol.prune_deep(data, protocol.MAX_DEPTH + 2)  # an event_list's events sit 2 deep
+            page, _ = protocol.prune_deep(
+                data, protocol.MAX_DEPTH + 2
+            )  # an event_list's events sit 2 deep
             try:
                 head = protocol.decode_head(page, max_depth=protocol.MAX_DEPTH + 2)
             except protocol.ProtocolError:
@@ -1322,42 +1670,67 @@ class GatewayConnection:
             self._answered_past_catchups(answered, head)
         req_id = answered.req_id
         if req_id <= INTERNAL_IDS:
-            self._internal_answered(req_id, head, pruned)  # an error is read as any other (a refused catch-up)
+            self._internal_answered(
+                req_id, head, pruned
+            )  # an error is read as any other (a refused catch-up)
         elif OUTBOX_IDS < req_id < 0:
-            self._outbox_answered(req_id, head, pruned)  # answered all the same: the item leaves the outbox
+            self._outbox_answered(
+                req_id, head, pruned
+            )  # answered all the same: the item leaves the outbox
         elif req_id > 0:
-            self.uplink.put_control(CommandFailed(
-                reqId=req_id, code="BAD_ANSWER",
-                message=f"the gateway's answer is nested deeper than {protocol.MAX_DEPTH} levels: "
-                        f"dim-desktop cannot read it"))
+            self.uplink.put_control(
+                CommandFailed(
+                    reqId=req_id,
+                    code="BAD_ANSWER",
+                    message=f"the gateway's answer is nested deeper than {protocol.MAX_DEPTH} levels: "
+                    f"dim-desktop cannot read it",
+                )
+            )
 
-    def _without_lone_surrogates(self, data: bytes) -> tuple[bytes, protocol.EventHead] | None:
+    def _without_lone_surrogates(
+        self, data: bytes
+    ) -> tuple[bytes, protocol.EventHead] | None:
         """A frame msgspec refused as JSON: if lone surrogate escapes (no character, though valid
         JSON syntax) are why, they become U+FFFD, counted and reported, and the rest is kept."""
         fixed, n = protocol.replace_lone_surrogates(data)
         if not n:
             return None
         try:
-            head = protocol.decode_head(fixed, max_depth=None)  # _within_depth checked it
+            head = protocol.decode_head(
+                fixed, max_depth=None
+            )  # _within_depth checked it
         except protocol.ProtocolError:
             return None
         self.replaced_chars += n
-        self._bad_frame(f"{n} lone surrogate escape(s) replaced with U+FFFD, the rest of the text kept "
-                        f"({self.replaced_chars} so far)", data)
+        self._bad_frame(
+            f"{n} lone surrogate escape(s) replaced with U+FFFD, the rest of the text kept "
+            f"({self.replaced_chars} so far)",
+            data,
+        )
         return fixed, head
 
     def _on_frame_locked(self, data: bytes, head: protocol.EventHead) -> None:
         answered = self._correlate(head, data)
         if answered is not None and self.catching_up:
             self._answered_past_catchups(answered, head)
-        if answered is not None and head.type == "error" and self._try_next_form(answered, data):
+        if (
+            answered is not None
+            and head.type == "error"
+            and self._try_next_form(answered, data)
+        ):
             return  # refused in our form: sent again in the next one, and its answer is what counts
         reply_to = answered.req_id if answered is not None else None
-        if answered is not None and answered.type in ("run_turn", "steer", "answer_question") \
-                and head.type != "error":
+        if (
+            answered is not None
+            and answered.type in ("run_turn", "steer", "answer_question")
+            and head.type != "error"
+        ):
             self.dialect.answered(answered.type, answered.form)
-            if head.type == "turn_started" and answered.client_turn_id is not None \
-                    and _target.decode(data).clientTurnId is None:
+            if (
+                head.type == "turn_started"
+                and answered.client_turn_id is not None
+                and _target.decode(data).clientTurnId is None
+            ):
                 self.learned(clientTurnIdEcho="no")
             elif head.type == "turn_started" and answered.client_turn_id is not None:
                 self.learned(clientTurnIdEcho="yes")
@@ -1376,7 +1749,9 @@ class GatewayConnection:
             self.learned(pong="yes")
         elif head.type == "authenticated":
             # After a handshake that was ready without it (welcome said no auth is needed).
-            self._on_authenticated(msgspec.json.decode(data).get("identity"), data, pushed=True)
+            self._on_authenticated(
+                msgspec.json.decode(data).get("identity"), data, pushed=True
+            )
             self.set_state(self.state)
         elif head.type == "state_snapshot" and sid in self.gap_after:
             last = _snapshot_last_seq(data)
@@ -1389,8 +1764,13 @@ class GatewayConnection:
         if head.type == "event_list" and reply_to is None and sid in self.abandoned:
             # A catch-up page we stopped waiting for: its events are in the gap already told.
             self.abandoned.discard(sid)
-            self.learned(getEvents="yes")  # slow, not absent: the next catch-up asks again
-            log.warning("a late catch-up page of session %s arrived after the catch-up gave up: dropped", sid)
+            self.learned(
+                getEvents="yes"
+            )  # slow, not absent: the next catch-up asks again
+            log.warning(
+                "a late catch-up page of session %s arrived after the catch-up gave up: dropped",
+                sid,
+            )
             return
         if sid is not None and head.seq is not None and sid in self.catching_up:
             # Live events, answers among them, wait until the gap is filled: delivering a newer seq
@@ -1398,18 +1778,31 @@ class GatewayConnection:
             self.catching_up[sid].held.append((data, head, reply_to))
             self._handed_over = True
             return
-        if (sid is not None and head.seq is not None and reply_to is None and self.ws is not None
-                and sid in self.joined and self.joined[sid] > 0
-                and seq_gap(self.joined[sid], head.seq, self.traits.denseSeqs) is not None):
+        if (
+            sid is not None
+            and head.seq is not None
+            and reply_to is None
+            and self.ws is not None
+            and sid in self.joined
+            and self.joined[sid] > 0
+            and seq_gap(self.joined[sid], head.seq, self.traits.denseSeqs) is not None
+        ):
             self._refetch_gap(self.ws, sid, data, head)
             return
         self._deliver(data, head, reply_to)
 
-    def _refetch_gap(self, ws: websocket.WebSocket, sid: str, data: bytes, head: protocol.EventHead) -> None:
+    def _refetch_gap(
+        self, ws: websocket.WebSocket, sid: str, data: bytes, head: protocol.EventHead
+    ) -> None:
         """Under the frame lock. A live event past the next seq: the ones between are fetched first
         (the catch-up, with its fallbacks), this one waits behind them like any held live event."""
         last = self.joined[sid]
-        log.warning("session %s: seq %s follows seq %d: fetching the events between", sid, head.seq, last)
+        log.warning(
+            "session %s: seq %s follows seq %d: fetching the events between",
+            sid,
+            head.seq,
+            last,
+        )
         c = self.catching_up[sid] = CatchUp()
         c.gap = (last, head.seq)
         c.held.append((data, head, None))
@@ -1427,8 +1820,12 @@ class GatewayConnection:
         if nxt is None or ws is None:
             return False
         form, frame = nxt
-        log.info("the gateway did not take %s in our form (%s): sending it again in form %r", p.type, code,
-                 self.dialect.describe().get(p.type, form))
+        log.info(
+            "the gateway did not take %s in our form (%s): sending it again in form %r",
+            p.type,
+            code,
+            self.dialect.describe().get(p.type, form),
+        )
         again = Pending(p.req_id, p.type, p.expect, frame, form)
         with self.lock:
             self.pending.append(again)
@@ -1439,7 +1836,13 @@ class GatewayConnection:
             pass  # the connection is going: its loss fails or requeues the request as usual
         return True
 
-    def _deliver(self, data: bytes, head: protocol.EventHead, reply_to: int | None, replay: bool = False) -> None:
+    def _deliver(
+        self,
+        data: bytes,
+        head: protocol.EventHead,
+        reply_to: int | None,
+        replay: bool = False,
+    ) -> None:
         self._handed_over = True
         sid, seq = head.sessionId, head.seq
         if sid is not None and seq is not None and sid in self.joined:
@@ -1450,7 +1853,9 @@ class GatewayConnection:
             if sid in self.gap_after:
                 self._gap_ends(sid, seq)
             self.joined[sid] = max(seq, self.joined[sid])
-        self.uplink.put_event(PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns()))
+        self.uplink.put_event(
+            PipeEvent(data, head.type, sid, seq, reply_to, time.time_ns())
+        )
 
     def _remember(self, sid: str, seq: int, data: bytes) -> None:
         recent = self.recent.get(sid)
@@ -1462,14 +1867,18 @@ class GatewayConnection:
         """A seq delivered already: the first copy stands; one whose content differs is reported."""
         recent = self.recent.get(sid)
         if recent is not None and recent.conflicts(seq, data):
-            self._bad_frame(f"session {sid}: seq {seq} came again with other content (the first one is kept)",
-                            data)
+            self._bad_frame(
+                f"session {sid}: seq {seq} came again with other content (the first one is kept)",
+                data,
+            )
 
     def _deliver_catchup(self, sid: str, data: bytes, reply_to: int | None) -> None:
         self._handed_over = True
         if reply_to is not None:
             # The user asked for these events: hand the list over as it is.
-            self.uplink.put_event(PipeEvent(data, "event_list", sid, None, reply_to, time.time_ns()))
+            self.uplink.put_event(
+                PipeEvent(data, "event_list", sid, None, reply_to, time.time_ns())
+            )
             return
         events, more = self._read_page(data)
         replay = sid in self.replay_all
@@ -1481,17 +1890,30 @@ class GatewayConnection:
             except protocol.ProtocolError as e:
                 # One unreadable stored event: reported, and the rest of the page goes on. Failing the
                 # page instead would fetch it again, and again, for ever.
-                self._bad_frame(f"an event in a catch-up page of session {sid}: {e.message}", ev)
+                self._bad_frame(
+                    f"an event in a catch-up page of session {sid}: {e.message}", ev
+                )
                 continue
-            if protocol.TOO_DEEP_MARK in ev:  # cut out of the page (_within_depth): skipped the same way
-                self._bad_frame(f"an event in a catch-up page of session {sid}: nested deeper than "
-                                f"{protocol.MAX_DEPTH} levels", ev)
+            if (
+                protocol.TOO_DEEP_MARK in ev
+            ):  # cut out of the page (_within_depth): skipped the same way
+                self._bad_frame(
+                    f"an event in a catch-up page of session {sid}: nested deeper than "
+                    f"{protocol.MAX_DEPTH} levels",
+                    ev,
+                )
                 last = head.seq if head.seq is not None else last
                 continue
             last = head.seq if head.seq is not None else last
-            if c.gap is not None and head.seq is not None and c.gap[0] < head.seq < c.gap[1]:
+            if (
+                c.gap is not None
+                and head.seq is not None
+                and c.gap[0] < head.seq < c.gap[1]
+            ):
                 c.gap = None  # it had missing events: filled
-                self.empty_gap_refetches = 0  # "skips seqs" needs empty refetches in a row
+                self.empty_gap_refetches = (
+                    0  # "skips seqs" needs empty refetches in a row
+                )
                 self.learned(denseSeqs="yes")
             self._deliver(ev, head, None, replay)
         if more and self.ws is not None and last is not None:
@@ -1499,8 +1921,11 @@ class GatewayConnection:
                 self._catch_up(self.ws, sid, last)
                 return
             # "More" but nothing past what we asked after: asking again would get the same page.
-            self._bad_frame(f"a catch-up page of session {sid} says hasMore but brings nothing after seq "
-                            f"{c.after}: the catch-up ends here", data)
+            self._bad_frame(
+                f"a catch-up page of session {sid} says hasMore but brings nothing after seq "
+                f"{c.after}: the catch-up ends here",
+                data,
+            )
         if c.gap is not None:
             self._gap_not_filled("nothing was missing")  # this gateway skips seqs
         # Done (or a page we cannot page on from): live events held back go out now, in order.
@@ -1515,12 +1940,18 @@ class GatewayConnection:
         try:
             page = _event_list.decode(data)
         except msgspec.ValidationError as e:
-            self._bad_frame(f"a catch-up page that cannot be read ({e}): the catch-up ends here", data)
+            self._bad_frame(
+                f"a catch-up page that cannot be read ({e}): the catch-up ends here",
+                data,
+            )
             return [], False
         events = [bytes(raw) for raw in page.events]
         more = page.hasMore
         if not isinstance(more, bool):
-            self._bad_frame(f"event_list.hasMore is not a boolean ({more!r}): taken as the last page", data)
+            self._bad_frame(
+                f"event_list.hasMore is not a boolean ({more!r}): taken as the last page",
+                data,
+            )
             more = False
         return events, more
 
@@ -1534,8 +1965,15 @@ class GatewayConnection:
             # Answers come in the order the gateway read the requests: the order they went out,
             # which the send lanes make differ from the order they were queued. One not sent yet
             # cannot be answered. One pass: this runs for every frame while anything is pending.
-            p = min((p for p in self.pending if p.slot.order and answers(p, type_, sid, client_turn_id)),
-                    key=lambda p: p.slot.order, default=None)
+            p = min(
+                (
+                    p
+                    for p in self.pending
+                    if p.slot.order and answers(p, type_, sid, client_turn_id)
+                ),
+                key=lambda p: p.slot.order,
+                default=None,
+            )
             if p is not None:
                 self.pending.remove(p)
                 self.sender.settle(p.slot)
@@ -1549,7 +1987,9 @@ class GatewayConnection:
         if value is not None and not isinstance(value, str):
             # Unreadable, so it cannot prove the turn is ours: not taken as our run_turn's answer;
             # the event itself is delivered all the same.
-            self._bad_frame(f"turn_started.clientTurnId is not a string ({value!r})", data)
+            self._bad_frame(
+                f"turn_started.clientTurnId is not a string ({value!r})", data
+            )
             return UNREADABLE
         return value
 
@@ -1561,10 +2001,16 @@ class GatewayConnection:
         name no answer to it: unanswered for half the window, it is not sent again to this gateway)."""
         ka = self.keepalive
         if now - self.last_frame > ka.stale_after_s:
-            log.warning("no frame from the gateway for %.0fs: reconnecting", now - self.last_frame)
+            log.warning(
+                "no frame from the gateway for %.0fs: reconnecting",
+                now - self.last_frame,
+            )
             self._close_socket()
             return
-        if self.pong_probe_at is not None and now - self.pong_probe_at > ka.stale_after_s / 2:
+        if (
+            self.pong_probe_at is not None
+            and now - self.pong_probe_at > ka.stale_after_s / 2
+        ):
             self.pong_probe_at = None
             self.learned(pong="no")
         if now - self.last_ping < ka.ping_every_s:
@@ -1598,20 +2044,31 @@ class GatewayConnection:
             with self.lock:
                 # A request's wait starts when it goes out (slot.at); one the rate limit still holds in
                 # the send queue (behind other commands) has not been waiting for the gateway.
-                expired = [p for p in self.pending if p.slot.order and now - p.slot.at > self.request_timeout_s]
+                expired = [
+                    p
+                    for p in self.pending
+                    if p.slot.order and now - p.slot.at > self.request_timeout_s
+                ]
                 self.pending = [p for p in self.pending if p not in expired]
             for p in expired:
                 self.sender.settle(p.slot)
                 if p.req_id < 0:
                     continue  # an outbox item stays queued and goes again after a reconnect
-                self.uplink.put_control(CommandFailed(
-                    reqId=p.req_id, code="TIMEOUT",
-                    message=f"the gateway did not answer {p.type} within {self.request_timeout_s:.0f}s"))
+                self.uplink.put_control(
+                    CommandFailed(
+                        reqId=p.req_id,
+                        code="TIMEOUT",
+                        message=f"the gateway did not answer {p.type} within {self.request_timeout_s:.0f}s",
+                    )
+                )
 
 
 def main(pipe: Connection, options: dict[str, Any]) -> None:
     """Entry point of the connection process (multiprocessing spawn target)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s connection[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s connection[%(process)d] %(levelname)s %(message)s",
+    )
     # The supervisor decides when this process ends: by Shutdown down the pipe, by closing the pipe
     # (the supervisor is gone, kill -9 included), or by SIGKILL. Ctrl-C (SIGINT) reaches the whole
     # process group, and SIGTERM may too (`kill -TERM -PGID`, a session or service manager ending
@@ -1622,8 +2079,11 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
     spill_dir = options.get("spill_dir")
     if spill_dir and spill_dir.is_dir():
         remove_stale_spills(spill_dir)
-    uplink = Uplink(pipe, memory_limit=options.get("uplink_memory_limit", 64 << 20),
-                    spill_path=spill_file(spill_dir) if spill_dir else None)
+    uplink = Uplink(
+        pipe,
+        memory_limit=options.get("uplink_memory_limit", 64 << 20),
+        spill_path=spill_file(spill_dir) if spill_dir else None,
+    )
     outbox, outbox_path = None, options.get("outbox_path")
     if outbox_path:
         try:
@@ -1633,14 +2093,30 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
             # outbox is opened again when a command needs it, and refused clearly until then.
             log.error("could not open the outbox %s: %s", outbox_path, e)
     # The uplink thread is not watched: waiting on a supervisor that does not drain is its job.
-    watch = ThreadWatch(options.get("hung_after_s", HUNG_AFTER_S),
-                        {"sender": options.get("hung_after_send_s", HUNG_AFTER_SEND_S)})
-    conn = GatewayConnection(uplink, options["ping_interval_s"], options["stale_after_s"],
-                             options["request_timeout_s"], options.get("resume"), outbox,
-                             options.get("send_rate_limit", 60), options.get("send_rate_window_s", 10.0), watch,
-                             outbox_path if outbox is None else None)
+    watch = ThreadWatch(
+        options.get("hung_after_s", HUNG_AFTER_S),
+        {"sender": options.get("hung_after_send_s", HUNG_AFTER_SEND_S)},
+    )
+    conn = GatewayConnection(
+        uplink,
+        options["ping_interval_s"],
+        options["stale_after_s"],
+        options["request_timeout_s"],
+        options.get("resume"),
+        outbox,
+        options.get("send_rate_limit", 60),
+        options.get("send_rate_window_s", 10.0),
+        watch,
+        outbox_path if outbox is None else None,
+    )
     conn.outbox_changed()
-    for target in (conn.run_socket, conn.run_keepalive, uplink.run, conn.sender.run, watch.run):
+    for target in (
+        conn.run_socket,
+        conn.run_keepalive,
+        uplink.run,
+        conn.sender.run,
+        watch.run,
+    ):
         threading.Thread(target=target, daemon=True, name=target.__name__).start()
     while True:
         try:
@@ -1660,8 +2136,13 @@ def main(pipe: Connection, options: dict[str, Any]) -> None:
             log.exception("could not handle a %s command", type(msg).__name__)
             req_id = getattr(msg, "reqId", None)
             if isinstance(req_id, int):
-                conn.uplink.put_control(CommandFailed(reqId=req_id, code="INTERNAL",
-                                                      message=f"the connection could not handle it: {e}"))
+                conn.uplink.put_control(
+                    CommandFailed(
+                        reqId=req_id,
+                        code="INTERNAL",
+                        message=f"the connection could not handle it: {e}",
+                    )
+                )
             going_on = True
         if not going_on:
             break

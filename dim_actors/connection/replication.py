@@ -25,8 +25,8 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote, urlsplit
 
 import msgspec
@@ -55,20 +55,30 @@ from dim_actors.wire import replication as wire
 
 log = logging.getLogger("dim.connection.replication")
 
-NOTIFY_BATCH = 256  # notifications handed up at once at most (a Heartbeat closes a batch sooner)
+NOTIFY_BATCH = (
+    256  # notifications handed up at once at most (a Heartbeat closes a batch sooner)
+)
 READY_BATCH = 64  # fetched files handed up at once at most
 WRITEBACK_FRAME = 8 << 20  # content bytes per WriteBack frame
-IDLE_TIMEOUT_S = 15.0  # the gateway heartbeats every 2 s: silence this long means a dead link
+IDLE_TIMEOUT_S = (
+    15.0  # the gateway heartbeats every 2 s: silence this long means a dead link
+)
 # Upgrade refusals that mean "no such endpoint here" (a plain 404, a method or upgrade the path does
 # not take, a request it cannot read): the session is then mirrored read-only over /ws.
 NO_ENDPOINT = frozenset({400, 404, 405, 426})
-PREVIOUS_JOIN_S = 5.0  # a new link's mirror waits this long at most for the old one's last listing
+PREVIOUS_JOIN_S = (
+    5.0  # a new link's mirror waits this long at most for the old one's last listing
+)
 
 
-def replication_url(gateway_url: str, session_id: str, replica_id: str, token: str | None) -> str:
+def replication_url(
+    gateway_url: str, session_id: str, replica_id: str, token: str | None
+) -> str:
     """ws://host:port/ws -> ws://host:port/replicate?sessionId=...&replicaId=...[&token=...]"""
     u = urlsplit(gateway_url)
-    query = f"sessionId={quote(session_id, safe='')}&replicaId={quote(replica_id, safe='')}"
+    query = (
+        f"sessionId={quote(session_id, safe='')}&replicaId={quote(replica_id, safe='')}"
+    )
     if token:
         query += f"&token={quote(token, safe='')}"
     return f"{u.scheme}://{u.netloc}/replicate?{query}"
@@ -81,7 +91,9 @@ def endpoint_missing(status: int, body: bytes | None) -> bool:
     find the session gone and say so.)"""
     if status not in NO_ENDPOINT:
         return False
-    return not (status == 404 and body is not None and b"no such session" in body.lower())
+    return not (
+        status == 404 and body is not None and b"no such session" in body.lower()
+    )
 
 
 def mirror_state_file(spool: Path) -> Path:
@@ -91,8 +103,13 @@ def mirror_state_file(spool: Path) -> Path:
 
 
 class Link:
-    def __init__(self, start: StartReplication, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]],
-                 previous: "Link | None" = None):
+    def __init__(
+        self,
+        start: StartReplication,
+        uplink: Uplink,
+        target: Callable[[], tuple[str | None, str | None]],
+        previous: Link | None = None,
+    ):
         self.sid = start.sessionId
         # The session's link stopped just before this one: its mirror writes the last listing it saw
         # as it ends, and this one's mirror reads it (_run_mirror waits for that).
@@ -109,22 +126,32 @@ class Link:
         self.wake = threading.Event()
         self.lock = threading.Lock()
         self.outq: queue.SimpleQueue = queue.SimpleQueue()
-        self.wanted: OrderedDict[str, None] = OrderedDict()  # content requested and not yet complete
+        self.wanted: OrderedDict[str, None] = (
+            OrderedDict()
+        )  # content requested and not yet complete
         self.notes: list[wire.Notification] = []
         self.ready: list[ContentItem] = []
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
         self.state = ""
         self.detail = ""
-        self.mirror: Mirror | None = None  # set while the gateway has no /replicate (mirror.py)
+        self.mirror: Mirror | None = (
+            None  # set while the gateway has no /replicate (mirror.py)
+        )
         self.mirror_seq = 0  # the last sequence a mirror of this link handed up
         # The same full-jitter schedule as the event socket's, shorter: a sync link is cheap to retry.
         self.backoff = Backoff(base_s=0.2, cap_s=5.0)
-        self.reader = threading.Thread(target=self._run_reader, name=f"replication-{self.sid[:8]}", daemon=True)
-        self.sender = threading.Thread(target=self._run_sender, name=f"replication-out-{self.sid[:8]}", daemon=True)
+        self.reader = threading.Thread(
+            target=self._run_reader, name=f"replication-{self.sid[:8]}", daemon=True
+        )
+        self.sender = threading.Thread(
+            target=self._run_sender, name=f"replication-out-{self.sid[:8]}", daemon=True
+        )
 
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
-        for leftover in self.spool.glob("*"):  # spool files of an earlier process: nobody waits for them
+        for leftover in self.spool.glob(
+            "*"
+        ):  # spool files of an earlier process: nobody waits for them
             leftover.unlink(missing_ok=True)
         self.reader.start()
         self.sender.start()
@@ -146,7 +173,9 @@ class Link:
         m = self.mirror
         if m is not None:
             if not m.restart_from(start):
-                self._report(self.state or "connecting", self.detail, force=True, read_only=True)
+                self._report(
+                    self.state or "connecting", self.detail, force=True, read_only=True
+                )
             return
         if start.sinceSequence != self.since or start.replicaId != self.replica_id:
             self.since, self.replica_id = start.sinceSequence, start.replicaId
@@ -157,12 +186,16 @@ class Link:
     def put(self, msg: Msg) -> None:
         if isinstance(msg, AckSequence):
             self.since = max(self.since, msg.upToSequence)
-        with self.lock:  # against the mirror's end: what it did not take comes back (_run_mirror)
+        with (
+            self.lock
+        ):  # against the mirror's end: what it did not take comes back (_run_mirror)
             m = self.mirror
             if m is not None:
                 m.put(msg)
             else:
-                self.outq.put(msg)  # (should a mirror start meanwhile, the sender hands it over)
+                self.outq.put(
+                    msg
+                )  # (should a mirror start meanwhile, the sender hands it over)
 
     def retarget(self) -> None:
         """A new gateway URL or token: reconnect to it (a mirror ends, and /replicate is tried again)."""
@@ -174,7 +207,9 @@ class Link:
 
     # --- the reader -----------------------------------------------------------------------------------
 
-    def _report(self, state: str, detail: str = "", force: bool = False, read_only: bool = False) -> None:
+    def _report(
+        self, state: str, detail: str = "", force: bool = False, read_only: bool = False
+    ) -> None:
         if self.stopped.is_set() and state != "stopped":
             # A stopped link's reader may still finish a connect (or fail one) that began before
             # the stop; by then a new link of the same session may be reporting: say nothing.
@@ -182,8 +217,11 @@ class Link:
         # The mirror's detail says what it skipped: a new detail is news there.
         if state != self.state or force or (read_only and detail != self.detail):
             self.state, self.detail = state, detail
-            self.uplink.put_control(ReplicationState(sessionId=self.sid, state=state, detail=detail,
-                                                     readOnly=read_only))
+            self.uplink.put_control(
+                ReplicationState(
+                    sessionId=self.sid, state=state, detail=detail, readOnly=read_only
+                )
+            )
 
     def _mirror_report(self, state: str, detail: str, force: bool) -> None:
         self._report(state, detail, force, read_only=True)
@@ -202,11 +240,24 @@ class Link:
         if prev is not None:
             prev.reader.join(PREVIOUS_JOIN_S)
         if not self.mirror_seq:
-            log.info("replication %s: the gateway has no /replicate (%s): mirroring the session read-only over /ws",
-                     self.sid, why)
+            log.info(
+                "replication %s: the gateway has no /replicate (%s): mirroring the session read-only over /ws",
+                self.sid,
+                why,
+            )
         # sequences go on from the last mirror's: one handed up before a reconnect may still be in the journal
-        m = Mirror(self.sid, self.spool, self.uplink, self.target, self._mirror_report, self.stopped, self.backoff,
-                   since=max(self.since, self.mirror_seq), wanted=wanted, state_file=mirror_state_file(self.spool))
+        m = Mirror(
+            self.sid,
+            self.spool,
+            self.uplink,
+            self.target,
+            self._mirror_report,
+            self.stopped,
+            self.backoff,
+            since=max(self.since, self.mirror_seq),
+            wanted=wanted,
+            state_file=mirror_state_file(self.spool),
+        )
         self.mirror = m
         self.outq.put("mirror")  # the sender hands over what it holds
         try:
@@ -230,18 +281,28 @@ class Link:
             delay = None
             missing = ""
             try:
-                self._connect_and_read(replication_url(url, self.sid, self.replica_id, token))
+                self._connect_and_read(
+                    replication_url(url, self.sid, self.replica_id, token)
+                )
                 detail = "the gateway closed the replication socket"
             except websocket.WebSocketBadStatusException as e:
                 code = e.status_code
-                detail = {401: "the gateway refused the token", 404: "the gateway has no such session",
-                          429: "too many failed authentications"}.get(code, f"HTTP {code}")
+                detail = {
+                    401: "the gateway refused the token",
+                    404: "the gateway has no such session",
+                    429: "too many failed authentications",
+                }.get(code, f"HTTP {code}")
                 if endpoint_missing(code, e.resp_body):
                     missing = f"HTTP {code}"
                 else:
                     self._report("refused", detail)
                     delay = 5.0
-            except (OSError, websocket.WebSocketException, msgspec.DecodeError, msgspec.ValidationError) as e:
+            except (
+                OSError,
+                websocket.WebSocketException,
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+            ) as e:
                 detail = f"{type(e).__name__}: {e}"
             finally:
                 self.connected.clear()
@@ -252,7 +313,9 @@ class Link:
             read_only = False
             if missing:
                 failed = self._run_mirror(missing)
-                if failed is None:  # stopped, or a new gateway: /replicate is tried again at once
+                if (
+                    failed is None
+                ):  # stopped, or a new gateway: /replicate is tried again at once
                     continue
                 detail, read_only = failed, True
             backoff = self.backoff.next_delay(time.monotonic())
@@ -299,24 +362,45 @@ class Link:
         elif isinstance(msg, wire.ContentFetchResponse):
             self._on_content(msg)
         elif isinstance(msg, wire.ContentNotFound):
-            self._content_done(ContentItem(msg.contentHash, "", 0, "the gateway has no content with this hash"))
+            self._content_done(
+                ContentItem(
+                    msg.contentHash, "", 0, "the gateway has no content with this hash"
+                )
+            )
         elif isinstance(msg, wire.WriteBackResult):
-            self.uplink.put_control(WriteBackOutcome(sessionId=self.sid, accepted=msg.accepted, rejected=msg.rejected))
+            self.uplink.put_control(
+                WriteBackOutcome(
+                    sessionId=self.sid, accepted=msg.accepted, rejected=msg.rejected
+                )
+            )
         elif isinstance(msg, wire.FullResyncRequired):
             self._flush_notes(None)
             self.since = 0
-            self.uplink.put_control(ReplicationUpdate(sessionId=self.sid, fullResync=msg.reason))
+            self.uplink.put_control(
+                ReplicationUpdate(sessionId=self.sid, fullResync=msg.reason)
+            )
             self._send(wire.CatchupRequest(sinceSequence=0))
         elif isinstance(msg, wire.ReplicationError):
-            log.warning("replication %s: the gateway says %s: %s", self.sid, msg.code, msg.message)
+            log.warning(
+                "replication %s: the gateway says %s: %s",
+                self.sid,
+                msg.code,
+                msg.message,
+            )
 
     def _flush_notes(self, sequence: int | None) -> None:
-        if self.stopped.is_set():  # nobody waits for a stopped link's notifications: a new link catches up
+        if (
+            self.stopped.is_set()
+        ):  # nobody waits for a stopped link's notifications: a new link catches up
             self.notes = []
             return
         if self.notes or sequence is not None:
             notes, self.notes = self.notes, []
-            self.uplink.put_control(ReplicationUpdate(sessionId=self.sid, notifications=notes, sequence=sequence))
+            self.uplink.put_control(
+                ReplicationUpdate(
+                    sessionId=self.sid, notifications=notes, sequence=sequence
+                )
+            )
 
     def _on_content(self, msg: wire.ContentFetchResponse) -> None:
         h = msg.contentHash
@@ -330,12 +414,18 @@ class Link:
             if msg.offset == 0 or part is None:
                 if part is not None:
                     part[0].close()
-                part = (open(os.path.join(self.spool_dir, h + ".part"), "wb"), hashlib.sha256(), 0)
+                part = (
+                    open(os.path.join(self.spool_dir, h + ".part"), "wb"),
+                    hashlib.sha256(),
+                    0,
+                )
             f, digest, offset = part
             if msg.offset != offset:
                 f.close()
                 self.parts.pop(h, None)
-                self._content_done(ContentItem(h, "", 0, f"piece at {msg.offset}, expected {offset}"))
+                self._content_done(
+                    ContentItem(h, "", 0, f"piece at {msg.offset}, expected {offset}")
+                )
                 return
             f.write(msg.data)
             digest.update(msg.data)
@@ -363,7 +453,9 @@ class Link:
             if h not in self.wanted:
                 return
             part = self.parts.pop(h, None)
-        if part is not None:  # an earlier, interrupted fetch of it: this one starts over
+        if (
+            part is not None
+        ):  # an earlier, interrupted fetch of it: this one starts over
             part[0].close()
             _unlink(os.path.join(self.spool_dir, h + ".part"))
         if hashlib.sha256(msg.data).hexdigest() != h:
@@ -412,7 +504,11 @@ class Link:
                 try:
                     self._perform(held[0])
                 except (OSError, websocket.WebSocketException) as e:
-                    log.info("replication %s: send failed (%s); kept for the reconnect", self.sid, e)
+                    log.info(
+                        "replication %s: send failed (%s); kept for the reconnect",
+                        self.sid,
+                        e,
+                    )
                     break
                 held.pop(0)
 
@@ -439,8 +535,17 @@ class Link:
         size = 0
         for it in items:
             if it.isDeletion:
-                entries.append(wire.WriteBackEntry(localSeq=it.localSeq, filepath=it.path, contentHash="", size=0,
-                                                   permissions=0, baseIteration=it.baseIteration, isDeletion=True))
+                entries.append(
+                    wire.WriteBackEntry(
+                        localSeq=it.localSeq,
+                        filepath=it.path,
+                        contentHash="",
+                        size=0,
+                        permissions=0,
+                        baseIteration=it.baseIteration,
+                        isDeletion=True,
+                    )
+                )
                 continue
             try:
                 if it.size > wire.WRITEBACK_INLINE_LIMIT:
@@ -452,13 +557,20 @@ class Link:
                     with open(it.localPath, "rb") as f:
                         data = f.read(wire.WRITEBACK_INLINE_LIMIT + 1)
                     total = len(data)
-                    if total > wire.WRITEBACK_INLINE_LIMIT or hashlib.sha256(data).hexdigest() != it.contentHash:
+                    if (
+                        total > wire.WRITEBACK_INLINE_LIMIT
+                        or hashlib.sha256(data).hexdigest() != it.contentHash
+                    ):
                         total = -1
             except OSError as e:
                 refused.append(wire.Rejected(it.localSeq, "unreadable", str(e)))
                 continue
             if total < 0:
-                refused.append(wire.Rejected(it.localSeq, "changed", "the file changed since it was recorded"))
+                refused.append(
+                    wire.Rejected(
+                        it.localSeq, "changed", "the file changed since it was recorded"
+                    )
+                )
                 continue
             content: bytes | None = data
             if it.size > wire.WRITEBACK_INLINE_LIMIT:
@@ -467,13 +579,23 @@ class Link:
                 self._send(wire.WriteBack(entries=entries))
                 entries, size = [], 0
             size += len(content or b"")
-            entries.append(wire.WriteBackEntry(localSeq=it.localSeq, filepath=it.path, contentHash=it.contentHash,
-                                               size=total, permissions=it.permissions,
-                                               baseIteration=it.baseIteration, content=content))
+            entries.append(
+                wire.WriteBackEntry(
+                    localSeq=it.localSeq,
+                    filepath=it.path,
+                    contentHash=it.contentHash,
+                    size=total,
+                    permissions=it.permissions,
+                    baseIteration=it.baseIteration,
+                    content=content,
+                )
+            )
         if entries:
             self._send(wire.WriteBack(entries=entries))
         if refused:
-            self.uplink.put_control(WriteBackOutcome(sessionId=self.sid, rejected=refused))
+            self.uplink.put_control(
+                WriteBackOutcome(sessionId=self.sid, rejected=refused)
+            )
 
     def _upload_pieces(self, it: WriteBackItem) -> int:
         """A large write-back's content as ContentUpload pieces of CHUNK_SIZE, read from the file in
@@ -491,7 +613,14 @@ class Link:
         with open(it.localPath, "rb") as f:
             off = 0
             while off < total and (piece := f.read(min(wire.CHUNK_SIZE, total - off))):
-                self._send(wire.ContentUpload(contentHash=it.contentHash, offset=off, totalSize=total, data=piece))
+                self._send(
+                    wire.ContentUpload(
+                        contentHash=it.contentHash,
+                        offset=off,
+                        totalSize=total,
+                        data=piece,
+                    )
+                )
                 off += len(piece)
         return total
 
@@ -510,11 +639,15 @@ def _unlink(path: str) -> None:
 class ReplicationLinks:
     """The connection process's replication sockets, by session."""
 
-    def __init__(self, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]]):
+    def __init__(
+        self, uplink: Uplink, target: Callable[[], tuple[str | None, str | None]]
+    ):
         self.uplink = uplink
         self.target = target
         self.links: dict[str, Link] = {}
-        self.ended: dict[str, Link] = {}  # the last stopped link of each session (Link.previous)
+        self.ended: dict[
+            str, Link
+        ] = {}  # the last stopped link of each session (Link.previous)
 
     def on_command(self, msg: Msg) -> None:
         sid = msg.sessionId  # type: ignore[attr-defined]
@@ -524,8 +657,14 @@ class ReplicationLinks:
                 link.restart_from(msg)
                 return
             previous = self.ended.pop(sid, None)
-            link = self.links[sid] = Link(msg, self.uplink, self.target,
-                                          previous if previous is not None and previous.reader.is_alive() else None)
+            link = self.links[sid] = Link(
+                msg,
+                self.uplink,
+                self.target,
+                previous
+                if previous is not None and previous.reader.is_alive()
+                else None,
+            )
             link.start()
         elif isinstance(msg, StopReplication):
             if link is not None:
@@ -533,13 +672,25 @@ class ReplicationLinks:
                 link.stop()
                 self.ended[sid] = link
             else:
-                self.uplink.put_control(ReplicationState(sessionId=sid, state="stopped"))
+                self.uplink.put_control(
+                    ReplicationState(sessionId=sid, state="stopped")
+                )
         elif link is not None:
             link.put(msg)
         elif isinstance(msg, SendWriteBack):
-            self.uplink.put_control(WriteBackOutcome(sessionId=sid, rejected=[
-                wire.Rejected(e.localSeq, "no_link", "replication is not running for this session")
-                for e in msg.entries]))
+            self.uplink.put_control(
+                WriteBackOutcome(
+                    sessionId=sid,
+                    rejected=[
+                        wire.Rejected(
+                            e.localSeq,
+                            "no_link",
+                            "replication is not running for this session",
+                        )
+                        for e in msg.entries
+                    ],
+                )
+            )
 
     def gateway_changed(self) -> None:
         """A new gateway URL or token: every link reconnects to it."""

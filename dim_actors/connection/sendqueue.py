@@ -24,15 +24,22 @@ def background_cap(limit: int) -> int:
     return max(1, limit * 2 // 3)
 
 
-def next_lane(user_waiting: bool, background_waiting: bool, in_window: int, background_in_window: int,
-              limit: int) -> Lane | None:
+def next_lane(
+    user_waiting: bool,
+    background_waiting: bool,
+    in_window: int,
+    background_in_window: int,
+    limit: int,
+) -> Lane | None:
     """The lane whose first frame goes now, or None: wait until a place in the window frees up
     (or a user frame arrives). `limit` 0 means no pacing."""
     if limit > 0 and in_window >= limit:
         return None
     if user_waiting:
         return "user"
-    if background_waiting and (limit <= 0 or background_in_window < background_cap(limit)):
+    if background_waiting and (
+        limit <= 0 or background_in_window < background_cap(limit)
+    ):
         return "background"
     return None
 

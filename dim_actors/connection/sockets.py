@@ -17,5 +17,7 @@ def hard_close(ws: websocket.WebSocket | None) -> None:
         pass
     try:
         ws.close(timeout=0.2)
-    except Exception:  # closing a dead socket may fail in many ways; it is gone either way
+    except (
+        Exception
+    ):  # closing a dead socket may fail in many ways; it is gone either way
         pass

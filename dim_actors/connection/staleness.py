@@ -28,16 +28,26 @@ class Keepalive(msgspec.Struct, frozen=True):
 
 def heartbeat_ms_of(value: Any) -> int | None:
     """The advertised interval when usable (a positive finite number), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value < float("inf")
+    ):
         return None
     return int(value)
 
 
-def keepalive(heartbeat_ms: int | None, ping_interval_s: float, stale_override_s: float = 0.0) -> Keepalive:
+def keepalive(
+    heartbeat_ms: int | None, ping_interval_s: float, stale_override_s: float = 0.0
+) -> Keepalive:
     """`stale_override_s` > 0 (the stale_after_s setting) wins over the derived window."""
     hb = heartbeat_ms if heartbeat_ms is not None else DEFAULT_HEARTBEAT_MS
     if stale_override_s > 0:
         stale = stale_override_s
     else:
         stale = min(STALE_CEILING_S, max(STALE_FLOOR_S, STALE_MULTIPLE * hb / 1000))
-    return Keepalive(heartbeat_ms=hb, stale_after_s=stale, ping_every_s=min(ping_interval_s, stale / 3))
+    return Keepalive(
+        heartbeat_ms=hb,
+        stale_after_s=stale,
+        ping_every_s=min(ping_interval_s, stale / 3),
+    )

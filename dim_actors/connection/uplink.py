@@ -63,13 +63,20 @@ class Spill:
 
 
 class Uplink:
-    def __init__(self, pipe: Connection, max_batch: int = 512, memory_limit: int = 64 << 20,
-                 spill_path: Path | None = None):
+    def __init__(
+        self,
+        pipe: Connection,
+        max_batch: int = 512,
+        memory_limit: int = 64 << 20,
+        spill_path: Path | None = None,
+    ):
         self.pipe = pipe
         self.max_batch = max_batch
         self.memory_limit = memory_limit
         self.spill_path = spill_path
-        self.items: collections.deque[bytes] = collections.deque()  # encoded frames, in order
+        self.items: collections.deque[bytes] = (
+            collections.deque()
+        )  # encoded frames, in order
         self.buffered_bytes = 0
         self.spill: Spill | None = None
         self.ready = threading.Condition()
@@ -81,13 +88,21 @@ class Uplink:
         frame = encode_up(ev)
         with self.ready:
             if self.spill is not None and self.spill.count:
-                self.spill.append(frame)  # once spilling, everything newer goes behind the spill
-            elif self.buffered_bytes + len(frame) > self.memory_limit and self.spill_path is not None:
+                self.spill.append(
+                    frame
+                )  # once spilling, everything newer goes behind the spill
+            elif (
+                self.buffered_bytes + len(frame) > self.memory_limit
+                and self.spill_path is not None
+            ):
                 if self.spill is None:
                     self.spill = Spill(self.spill_path)
                 if self.spill.total == 0:
-                    log.warning("the supervisor is not draining events: %d bytes buffered, spilling to %s",
-                                self.buffered_bytes, self.spill_path)
+                    log.warning(
+                        "the supervisor is not draining events: %d bytes buffered, spilling to %s",
+                        self.buffered_bytes,
+                        self.spill_path,
+                    )
                 self.spill.append(frame)
             else:
                 self.items.append(frame)
@@ -108,7 +123,9 @@ class Uplink:
 
     def _take(self) -> list[bytes] | None:
         with self.ready:
-            self.ready.wait_for(lambda: self.items or (self.spill and self.spill.count) or self.closed)
+            self.ready.wait_for(
+                lambda: self.items or (self.spill and self.spill.count) or self.closed
+            )
             if self.items:
                 n = min(len(self.items), self.max_batch)
                 batch = [self.items.popleft() for _ in range(n)]
@@ -117,7 +134,11 @@ class Uplink:
             if self.spill is not None and self.spill.count:
                 batch = self.spill.read(self.max_batch)
                 if not self.spill.count:
-                    log.info("spill drained: %d events went through %s", self.spill.total, self.spill_path)
+                    log.info(
+                        "spill drained: %d events went through %s",
+                        self.spill.total,
+                        self.spill_path,
+                    )
                     self.spill.reset()
                     self.spill.total = 0
                 return batch
@@ -129,7 +150,9 @@ class Uplink:
             if frames is None:
                 break
             try:
-                self.pipe.send_bytes(frames[0] if len(frames) == 1 else encode_batch(frames))
+                self.pipe.send_bytes(
+                    frames[0] if len(frames) == 1 else encode_batch(frames)
+                )
             except (OSError, ValueError):
                 break  # the supervisor end is gone
             self.sent += len(frames)
@@ -170,6 +193,11 @@ def remove_stale_spills(directory: Path) -> list[Path]:
             path.unlink()
         except FileNotFoundError:
             continue
-        log.info("removed %s (%d bytes) left by connection process %d, which no longer exists", path, size, pid)
+        log.info(
+            "removed %s (%d bytes) left by connection process %d, which no longer exists",
+            path,
+            size,
+            pid,
+        )
         removed.append(path)
     return removed

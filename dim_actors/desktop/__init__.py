@@ -10,8 +10,9 @@ import queue
 import threading
 import urllib.parse
 import webbrowser
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dim_actors.desktop.notify import Notifier
 from dim_actors.desktop.tray import Tray
@@ -24,8 +25,17 @@ MODES = ("window", "browser", "none")
 
 
 class Desktop:
-    def __init__(self, runtime: Any, ui_url: str, mode: str, *, open_page: Callable[[str], Path], tray: bool = True,
-                 notifications: bool = True, window_probe: Callable[[], str | None] = window_support):
+    def __init__(
+        self,
+        runtime: Any,
+        ui_url: str,
+        mode: str,
+        *,
+        open_page: Callable[[str], Path],
+        tray: bool = True,
+        notifications: bool = True,
+        window_probe: Callable[[], str | None] = window_support,
+    ):
         """mode: what to open at start. "auto" and "window" fall back to the browser where no window
         can open ("window" says so as a warning). open_page(url) writes a private page forwarding to
         `url` and returns it: the browser is given that file, never the tokened URL, since a
@@ -50,7 +60,9 @@ class Desktop:
         self.sync_ids = -(1 << 50)
         self.want_tray = tray
         self.tray: Tray | None = None
-        self.notifier = Notifier(on_click=lambda sid: self.show(sid), should_notify=self._should_notify)
+        self.notifier = Notifier(
+            on_click=lambda sid: self.show(sid), should_notify=self._should_notify
+        )
         self.start_mode = self._resolve(mode)
 
     # --- what can be shown ---------------------------------------------------------------------------
@@ -70,7 +82,9 @@ class Desktop:
             if why is None:
                 return "window"
             if mode == "window":
-                log.warning("cannot open a native window (%s): opening the browser instead", why)
+                log.warning(
+                    "cannot open a native window (%s): opening the browser instead", why
+                )
             return "browser"
         return mode if mode in MODES else "browser"
 
@@ -79,7 +93,11 @@ class Desktop:
     def show(self, session_id: str | None = None) -> str:
         """Open the UI, or bring it to the front; select `session_id` if given. Returns how."""
         window = self.window
-        if window is not None and not self.window_running and not window.started.is_set():
+        if (
+            window is not None
+            and not self.window_running
+            and not window.started.is_set()
+        ):
             window.started.wait(20)  # the window is opening: show it once it is up
         if window is not None and self.window_running:
             window.show(session_id)
@@ -91,13 +109,23 @@ class Desktop:
         return "browser"
 
     def open_browser(self, session_id: str | None = None) -> None:
-        url = self.ui_url + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
+        url = self.ui_url + (
+            f"&session={urllib.parse.quote(session_id)}" if session_id else ""
+        )
         try:
             page = self.open_page(url)
         except OSError as e:
-            log.error("cannot open the browser: writing the page that opens the UI failed: %s", e)
+            log.error(
+                "cannot open the browser: writing the page that opens the UI failed: %s",
+                e,
+            )
             return
-        threading.Thread(target=webbrowser.open, args=(page.as_uri(),), name="open-browser", daemon=True).start()
+        threading.Thread(
+            target=webbrowser.open,
+            args=(page.as_uri(),),
+            name="open-browser",
+            daemon=True,
+        ).start()
 
     def ui_focused(self) -> bool:
         if self.window is not None and self.window_running:
@@ -124,8 +152,13 @@ class Desktop:
     def set_sync_paused(self, paused: bool) -> None:
         """The tray's Pause/Resume sync: the router's `sync_pause` / `sync_resume` commands."""
         self.sync_ids -= 1
-        self.runtime.addresses.send("tray", "router", Invoke(reqId=self.sync_ids,
-                                                             command="sync_pause" if paused else "sync_resume"))
+        self.runtime.addresses.send(
+            "tray",
+            "router",
+            Invoke(
+                reqId=self.sync_ids, command="sync_pause" if paused else "sync_resume"
+            ),
+        )
         log.info("sync %s from the tray", "paused" if paused else "resumed")
 
     def quit(self) -> None:
@@ -135,9 +168,13 @@ class Desktop:
 
     def run(self) -> None:
         """Block until the app stops: run the window when there is one, else wait for requests."""
-        threading.Thread(target=self._close_on_stop, name="desktop-stop", daemon=True).start()
+        threading.Thread(
+            target=self._close_on_stop, name="desktop-stop", daemon=True
+        ).start()
         if self.want_tray:
-            threading.Thread(target=self._start_tray, name="tray-start", daemon=True).start()
+            threading.Thread(
+                target=self._start_tray, name="tray-start", daemon=True
+            ).start()
         if self.stop_event.is_set():
             return  # stopped before anything opened: open nothing
         if self.start_mode == "window":
@@ -153,7 +190,11 @@ class Desktop:
                 self._run_window(session_id)
 
     def _run_window(self, session_id: str | None) -> None:
-        url = self.ui_url + "&shell=window" + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
+        url = (
+            self.ui_url
+            + "&shell=window"
+            + (f"&session={urllib.parse.quote(session_id)}" if session_id else "")
+        )
         self.window = NativeWindow(url, stopping=self.stop_event.is_set)
 
         def started() -> None:
@@ -188,8 +229,12 @@ class Desktop:
             window.destroy()
 
     def _start_tray(self) -> None:
-        tray = Tray(on_open=lambda: self.show(), on_quit=self.quit, on_sync_paused=self.set_sync_paused,
-                    connection_state=self.connection_state)
+        tray = Tray(
+            on_open=lambda: self.show(),
+            on_quit=self.quit,
+            on_sync_paused=self.set_sync_paused,
+            connection_state=self.connection_state,
+        )
         if tray.start():
             with self._close_lock:
                 self.tray = tray

@@ -21,17 +21,29 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import msgspec
 
 log = logging.getLogger("dim.desktop.notify")
 
-NOTIFY_TYPES = frozenset({"turn_complete", "turn_error", "question_requested", "permission_requested"})
-STALE_AFTER_S = 600  # an event older than this is a replay (resync, catch-up): no notification
+NOTIFY_TYPES = frozenset(
+    {"turn_complete", "turn_error", "question_requested", "permission_requested"}
+)
+STALE_AFTER_S = (
+    600  # an event older than this is a replay (resync, catch-up): no notification
+)
 APP_NAME = "dim-desktop"
-STOP_REASONS = {"stopped", "stop", "cancelled", "canceled", "interrupted", "user", "aborted"}
+STOP_REASONS = {
+    "stopped",
+    "stop",
+    "cancelled",
+    "canceled",
+    "interrupted",
+    "user",
+    "aborted",
+}
 
 
 class _Ev(msgspec.Struct):
@@ -57,14 +69,24 @@ def describe(ev: _Ev, session_name: str | None) -> tuple[str, str]:
     where = session_name or (ev.sessionId or "")[:8] or "a session"
     if ev.type == "turn_complete":
         stopped = str(ev.stopReason or "").lower() in STOP_REASONS
-        return ("Turn stopped" if stopped else "Turn complete"), f"{where}: {first_line(ev.finalText) or 'done'}"
+        return (
+            "Turn stopped" if stopped else "Turn complete"
+        ), f"{where}: {first_line(ev.finalText) or 'done'}"
     if ev.type == "turn_error":
-        return "Turn failed", f"{where}: {first_line(' '.join(x for x in (ev.code, ev.message) if x))}"
+        return (
+            "Turn failed",
+            f"{where}: {first_line(' '.join(x for x in (ev.code, ev.message) if x))}",
+        )
     if ev.type == "question_requested":
         return "Question from the agent", f"{where}: {first_line(ev.question)}"
     action = ev.action
     if isinstance(action, dict):
-        action = action.get("description") or action.get("command") or action.get("type") or msgspec.json.encode(action).decode()
+        action = (
+            action.get("description")
+            or action.get("command")
+            or action.get("type")
+            or msgspec.json.encode(action).decode()
+        )
     return "Permission requested", f"{where}: {first_line(str(action or ''))}"
 
 
@@ -87,7 +109,9 @@ class _NotifySend:
         self.path = path
         self.on_click = on_click
         try:
-            helptext = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5).stdout
+            helptext = subprocess.run(
+                [path, "--help"], capture_output=True, text=True, timeout=5
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             helptext = ""
         self.actions = "--action" in helptext and "--wait" in helptext
@@ -98,17 +122,31 @@ class _NotifySend:
         if self.actions:
             cmd += ["--action=default=Open", "--wait"]
         cmd += ["--", title, body]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.procs = [p for p in self.procs if p.poll() is None] + [proc]
-        while len(self.procs) > 20:  # `--wait` lasts until the notification closes: keep a bounded few
+        while (
+            len(self.procs) > 20
+        ):  # `--wait` lasts until the notification closes: keep a bounded few
             self.procs.pop(0).terminate()
-        threading.Thread(target=self._wait, args=(proc, session_id), name="notify-send", daemon=True).start()
+        threading.Thread(
+            target=self._wait, args=(proc, session_id), name="notify-send", daemon=True
+        ).start()
 
     def _wait(self, proc: subprocess.Popen, session_id: str | None) -> None:
         out, err = proc.communicate()
         if proc.returncode != 0:
-            log.info("notify-send failed (%s): %s", proc.returncode, (err or "").strip()[:300])
+            log.info(
+                "notify-send failed (%s): %s",
+                proc.returncode,
+                (err or "").strip()[:300],
+            )
             return
         if self.actions and any(line.strip() == "default" for line in out.splitlines()):
             self.on_click(session_id)
@@ -121,8 +159,13 @@ class _NotifySend:
 
 class _Gdbus:
     name = "gdbus"
-    DEST = ["--session", "--dest", "org.freedesktop.Notifications", "--object-path",
-            "/org/freedesktop/Notifications"]
+    DEST = [
+        "--session",
+        "--dest",
+        "org.freedesktop.Notifications",
+        "--object-path",
+        "/org/freedesktop/Notifications",
+    ]
 
     def __init__(self, path: str, on_click: Callable[[str | None], None]):
         self.path = path
@@ -137,21 +180,53 @@ class _Gdbus:
     def probe(self) -> str | None:
         """None when the notification service answers; else why not."""
         try:
-            r = subprocess.run([self.path, "call", *self.DEST, "--method",
-                                "org.freedesktop.Notifications.GetCapabilities"],
-                               capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                [
+                    self.path,
+                    "call",
+                    *self.DEST,
+                    "--method",
+                    "org.freedesktop.Notifications.GetCapabilities",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.SubprocessError) as e:
             return str(e)
-        return None if r.returncode == 0 else (r.stderr.strip() or f"exit status {r.returncode}")[:300]
+        return (
+            None
+            if r.returncode == 0
+            else (r.stderr.strip() or f"exit status {r.returncode}")[:300]
+        )
 
     def send(self, title: str, body: str, session_id: str | None) -> None:
         if self.monitor is None or self.monitor.poll() is not None:
             self._start_monitor()
         # "--": without it gdbus takes the expire timeout -1 for an option and only prints its usage.
-        r = subprocess.run([self.path, "call", *self.DEST, "--method", "org.freedesktop.Notifications.Notify", "--",
-                            _gv_str(APP_NAME), "0", _gv_str("dialog-information"), _gv_str(title), _gv_str(body),
-                            "['default', 'Open']", "@a{sv} {}", "-1"],
-                           capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [
+                self.path,
+                "call",
+                *self.DEST,
+                "--method",
+                "org.freedesktop.Notifications.Notify",
+                "--",
+                _gv_str(APP_NAME),
+                "0",
+                _gv_str("dialog-information"),
+                _gv_str(title),
+                _gv_str(body),
+                "['default', 'Open']",
+                "@a{sv} {}",
+                "-1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
         m = re.search(r"uint32 (\d+)", r.stdout)
         if r.returncode != 0 or not m:
             log.info("gdbus Notify failed: %s", (r.stderr or r.stdout).strip()[:300])
@@ -168,10 +243,20 @@ class _Gdbus:
 
     def _start_monitor(self) -> None:
         self.monitoring.clear()
-        self.monitor = subprocess.Popen([self.path, "monitor", *self.DEST], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                        start_new_session=True)
-        threading.Thread(target=self._read_monitor, args=(self.monitor,), name="gdbus-monitor", daemon=True).start()
+        self.monitor = subprocess.Popen(
+            [self.path, "monitor", *self.DEST],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(
+            target=self._read_monitor,
+            args=(self.monitor,),
+            name="gdbus-monitor",
+            daemon=True,
+        ).start()
         # Its first line says the match rule is in place; a click before that would go unseen.
         self.monitoring.wait(3)
 
@@ -201,8 +286,12 @@ class Notifier:
     """Queue in, native notifications out. `should_notify()` says whether the UI is unfocused and
     notifications are on; it is asked on the notifier's thread, at the moment of notifying."""
 
-    def __init__(self, on_click: Callable[[str | None], None], should_notify: Callable[[], bool],
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        on_click: Callable[[str | None], None],
+        should_notify: Callable[[], bool],
+        env: dict[str, str] | None = None,
+    ):
         self.on_click = on_click
         self.should_notify = should_notify
         self.env = dict(os.environ if env is None else env)
@@ -221,7 +310,9 @@ class Notifier:
         if self.thread is None:
             with self.lock:
                 if self.thread is None:
-                    self.thread = threading.Thread(target=self._run, name="desktop-notify", daemon=True)
+                    self.thread = threading.Thread(
+                        target=self._run, name="desktop-notify", daemon=True
+                    )
                     self.thread.start()
         self.queue.put((raw, session_name))
 
@@ -250,8 +341,11 @@ class Notifier:
             else:
                 self.unavailable = "neither notify-send nor gdbus is installed"
         if self.backend is not None:
-            log.info("native notifications through %s%s", self.backend.name,
-                     "" if getattr(self.backend, "actions", True) else " (no click actions)")
+            log.info(
+                "native notifications through %s%s",
+                self.backend.name,
+                "" if getattr(self.backend, "actions", True) else " (no click actions)",
+            )
         else:
             log.info("native notifications are off: %s", self.unavailable)
 

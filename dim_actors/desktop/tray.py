@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dim_actors.desktop.window import INSTALL_HINT, has_display
 from dim_actors.desktop.xmenu import XPopupMenu
@@ -21,8 +22,13 @@ from dim_actors.desktop.xtray import XTrayIcon
 
 log = logging.getLogger("dim.desktop.tray")
 
-COLOURS = {"connected": (46, 157, 91), "connecting": (208, 138, 26), "reconnecting": (208, 138, 26),
-           "auth_failed": (192, 57, 43), "offline": (128, 128, 128)}
+COLOURS = {
+    "connected": (46, 157, 91),
+    "connecting": (208, 138, 26),
+    "reconnecting": (208, 138, 26),
+    "auth_failed": (192, 57, 43),
+    "offline": (128, 128, 128),
+}
 
 
 def icon_image(state: str, size: int = 64) -> Any:
@@ -32,10 +38,19 @@ def icon_image(state: str, size: int = 64) -> Any:
     img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     d = ImageDraw.Draw(img)
     s = size / 64
-    d.line([(8 * s, 14 * s), (52 * s, 30 * s), (8 * s, 46 * s)], fill=(60, 110, 200, 255), width=int(7 * s),
-           joint="curve")
+    d.line(
+        [(8 * s, 14 * s), (52 * s, 30 * s), (8 * s, 46 * s)],
+        fill=(60, 110, 200, 255),
+        width=int(7 * s),
+        joint="curve",
+    )
     colour = COLOURS.get(state, COLOURS["offline"])
-    d.ellipse([38 * s, 38 * s, 62 * s, 62 * s], fill=(*colour, 255), outline=(255, 255, 255, 255), width=int(3 * s))
+    d.ellipse(
+        [38 * s, 38 * s, 62 * s, 62 * s],
+        fill=(*colour, 255),
+        outline=(255, 255, 255, 255),
+        width=int(3 * s),
+    )
     return img
 
 
@@ -53,7 +68,11 @@ def _x11_tray_owner() -> str | None:
     try:
         atom = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
         owner = d.get_selection_owner(atom)
-        return None if owner != X.NONE else "no system tray on this screen (nothing owns _NET_SYSTEM_TRAY)"
+        return (
+            None
+            if owner != X.NONE
+            else "no system tray on this screen (nothing owns _NET_SYSTEM_TRAY)"
+        )
     finally:
         d.close()
 
@@ -76,8 +95,13 @@ def tray_support() -> str | None:
 
 
 class Tray:
-    def __init__(self, on_open: Callable[[], None], on_quit: Callable[[], None],
-                 on_sync_paused: Callable[[bool], None], connection_state: Callable[[], str]):
+    def __init__(
+        self,
+        on_open: Callable[[], None],
+        on_quit: Callable[[], None],
+        on_sync_paused: Callable[[bool], None],
+        connection_state: Callable[[], str],
+    ):
         self.on_open = on_open
         self.on_quit = on_quit
         self.on_sync_paused = on_sync_paused
@@ -115,7 +139,11 @@ class Tray:
         if self.x_icon is not None:
             return "xorg, its own X11 menu on a right click"
         backend = type(self.icon).__module__.rsplit(".", 1)[-1].lstrip("_")
-        return backend if self.has_menu else f"{backend}, no menu: a click opens the window"
+        return (
+            backend
+            if self.has_menu
+            else f"{backend}, no menu: a click opens the window"
+        )
 
     def _start_pystray(self) -> None:
         import pystray
@@ -123,11 +151,16 @@ class Tray:
         item = pystray.MenuItem
         menu = pystray.Menu(
             item("Open Diminuendo", lambda: self.on_open(), default=True),
-            item(lambda _: "Resume sync" if self.sync_paused else "Pause sync", self._toggle_sync),
+            item(
+                lambda _: "Resume sync" if self.sync_paused else "Pause sync",
+                self._toggle_sync,
+            ),
             pystray.Menu.SEPARATOR,
             item("Quit", lambda: self.on_quit()),
         )
-        self.icon = pystray.Icon("dim-desktop", icon_image(self.state), self._title(), menu)
+        self.icon = pystray.Icon(
+            "dim-desktop", icon_image(self.state), self._title(), menu
+        )
         self.has_menu = bool(getattr(self.icon, "HAS_MENU", False))
         self.icon.run_detached()
 
@@ -137,9 +170,11 @@ class Tray:
         self.x_icon.start()
 
     def menu_items(self) -> list[tuple[str, Callable[[], None]]]:
-        return [("Open Diminuendo", lambda: self.on_open()),
-                ("Resume sync" if self.sync_paused else "Pause sync", self._toggle_sync),
-                ("Quit", lambda: self.on_quit())]
+        return [
+            ("Open Diminuendo", lambda: self.on_open()),
+            ("Resume sync" if self.sync_paused else "Pause sync", self._toggle_sync),
+            ("Quit", lambda: self.on_quit()),
+        ]
 
     def _on_x_click(self, x: int, y: int, button: int) -> None:
         # Runs on the icon's X thread: only hand over, never block it.
@@ -149,7 +184,9 @@ class Tray:
             self.x_menu.popup(x, y, self.menu_items())
 
     def _title(self) -> str:
-        return f"Diminuendo: {self.state.replace('_', ' ')}" + (" (sync paused)" if self.sync_paused else "")
+        return f"Diminuendo: {self.state.replace('_', ' ')}" + (
+            " (sync paused)" if self.sync_paused else ""
+        )
 
     def _toggle_sync(self) -> None:
         self.sync_paused = not self.sync_paused

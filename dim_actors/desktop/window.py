@@ -19,30 +19,39 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("dim.desktop.window")
 
 INSTALL_HINT = "pip install 'dim-desktop[desktop]'"
 # A Qt application that cannot reach the display aborts its whole process (qFatal), so whether
 # one can start here is asked of a throwaway process first.
-_PROBE = ("import sys\n"
-          "from qtpy.QtWidgets import QApplication\n"
-          "from qtpy import QtWebEngineWidgets\n"
-          "app = QApplication(sys.argv[:1])\n"
-          "print('ok', flush=True)\n")
+_PROBE = (
+    "import sys\n"
+    "from qtpy.QtWidgets import QApplication\n"
+    "from qtpy import QtWebEngineWidgets\n"
+    "app = QApplication(sys.argv[:1])\n"
+    "print('ok', flush=True)\n"
+)
 
 
 def has_display(env: dict[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
-    if not sys.platform.startswith("linux") and not sys.platform.startswith(("freebsd", "openbsd")):
+    if not sys.platform.startswith("linux") and not sys.platform.startswith(
+        ("freebsd", "openbsd")
+    ):
         return True
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
 def prepare_env() -> None:
     """Qt WebEngine (Chromium) refuses to run as root with its sandbox on."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and "QTWEBENGINE_DISABLE_SANDBOX" not in os.environ:
+    if (
+        hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and "QTWEBENGINE_DISABLE_SANDBOX" not in os.environ
+    ):
         os.environ["QTWEBENGINE_DISABLE_SANDBOX"] = "1"
 
 
@@ -60,19 +69,31 @@ def window_support(timeout: float = 30.0) -> str | None:
         return f"pywebview's Qt backend is not installed ({INSTALL_HINT}): {e}"
     prepare_env()
     try:
-        r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return f"Qt did not start within {timeout:.0f}s"
     if r.returncode != 0 or "ok" not in r.stdout:
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-        important = [ln for ln in lines if "needed" in ln or "Could not" in ln or "Error" in ln] or lines[-2:]
+        important = [
+            ln for ln in lines if "needed" in ln or "Could not" in ln or "Error" in ln
+        ] or lines[-2:]
         return "Qt cannot start here: " + " / ".join(important[:3])[:400]
     return None
 
 
 class NativeWindow:
-    def __init__(self, url: str, title: str = "Diminuendo", stopping: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        url: str,
+        title: str = "Diminuendo",
+        stopping: Callable[[], bool] = lambda: False,
+    ):
         """stopping: whether the app is stopping (a close is then refused: the stop destroys the window)."""
         self.url = url
         self.title = title
@@ -90,8 +111,14 @@ class NativeWindow:
 
         # Qt names the window's class (WM_CLASS) and the app after argv[0].
         sys.argv[:1] = ["dim-desktop"]
-        self.window = webview.create_window(self.title, self.url, width=1280, height=800, min_size=(800, 560),
-                                            background_color="#1e1f22")
+        self.window = webview.create_window(
+            self.title,
+            self.url,
+            width=1280,
+            height=800,
+            min_size=(800, 560),
+            background_color="#1e1f22",
+        )
         self.window.events.closing += self._on_closing
         self.window.events.shown += self._on_shown
         self.window.events.loaded += self.loaded.set
@@ -149,7 +176,9 @@ class NativeWindow:
         # Closing only hides: the app keeps running in the background (tray, dim-desktop, dimctl show).
         self.visible = False
         threading.Thread(target=self._hide, name="window-hide", daemon=True).start()
-        log.info("window closed by the user: hidden, dim-desktop keeps running (dimctl stop ends it)")
+        log.info(
+            "window closed by the user: hidden, dim-desktop keeps running (dimctl stop ends it)"
+        )
         return False
 
     def _hide(self) -> None:
@@ -166,7 +195,12 @@ class NativeWindow:
         self.window.restore()  # raise it and give it the focus (show alone only maps it)
         self.visible = True
         if session_id:
-            threading.Thread(target=self._select, args=(session_id,), name="window-select", daemon=True).start()
+            threading.Thread(
+                target=self._select,
+                args=(session_id,),
+                name="window-select",
+                daemon=True,
+            ).start()
 
     def _select(self, session_id: str) -> None:
         import json
@@ -175,7 +209,8 @@ class NativeWindow:
             return
         try:
             self.window.evaluate_js(
-                f"window.__dim && window.__dim.selectSession && window.__dim.selectSession({json.dumps(session_id)})")
+                f"window.__dim && window.__dim.selectSession && window.__dim.selectSession({json.dumps(session_id)})"
+            )
         except Exception:
             log.exception("selecting session %s in the window failed", session_id)
 
@@ -184,7 +219,9 @@ class NativeWindow:
             return False
         native = getattr(self.window, "native", None)
         try:
-            return bool(native is not None and native.isVisible() and native.isActiveWindow())
+            return bool(
+                native is not None and native.isVisible() and native.isActiveWindow()
+            )
         except Exception:
             return False
 
@@ -198,8 +235,12 @@ class NativeWindow:
         if window.events.shown.is_set():
             self._destroy_now(window)
         else:
-            threading.Thread(target=self._destroy_when_shown, args=(window,), name="window-destroy",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._destroy_when_shown,
+                args=(window,),
+                name="window-destroy",
+                daemon=True,
+            ).start()
 
     def _destroy_when_shown(self, window: Any) -> None:
         window.events.shown.wait()

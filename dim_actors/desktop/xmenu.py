@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("dim.desktop.tray")
 
@@ -26,7 +26,9 @@ OPEN_WAIT_S = 10.0
 MenuItem = tuple[str, Callable[[], None]]
 
 
-def _geometry(x: int, y: int, count: int, screen_w: int, screen_h: int) -> tuple[int, int, int]:
+def _geometry(
+    x: int, y: int, count: int, screen_w: int, screen_h: int
+) -> tuple[int, int, int]:
     """Where the menu goes: at the pointer, flipped up or left where it would leave the screen."""
     height = count * ITEM_HEIGHT
     if x + WIDTH > screen_w:
@@ -43,13 +45,18 @@ class XPopupMenu:
 
     def popup(self, x: int, y: int, items: list[MenuItem]) -> None:
         """Show the menu at root coordinates (x, y), on its own thread."""
-        threading.Thread(target=self._run, args=(x, y, items), name="tray-menu", daemon=True).start()
+        threading.Thread(
+            target=self._run, args=(x, y, items), name="tray-menu", daemon=True
+        ).start()
 
     def _run(self, x: int, y: int, items: list[MenuItem]) -> None:
         # While a menu is up, its pointer grab keeps clicks from the icon, so a popup that finds one
         # open comes from a click just as it closed: wait for it rather than lose the click.
         if not self.open.acquire(timeout=OPEN_WAIT_S):
-            log.warning("a tray menu is still open after %.0f s; this right click shows none", OPEN_WAIT_S)
+            log.warning(
+                "a tray menu is still open after %.0f s; this right click shows none",
+                OPEN_WAIT_S,
+            )
             return
         chosen: Callable[[], None] | None = None
         try:
@@ -71,22 +78,54 @@ class XPopupMenu:
         d = xdisplay.Display(self.display_name)
         try:
             screen = d.screen()
-            x, y, height = _geometry(x, y, len(items), screen.width_in_pixels, screen.height_in_pixels)
-            mask = (X.ExposureMask | X.ButtonPressMask | X.ButtonReleaseMask | X.PointerMotionMask
-                    | X.KeyPressMask)
-            win = screen.root.create_window(x, y, WIDTH, height, 1, screen.root_depth,
-                                            background_pixel=screen.white_pixel, border_pixel=screen.black_pixel,
-                                            override_redirect=True, event_mask=mask)
+            x, y, height = _geometry(
+                x, y, len(items), screen.width_in_pixels, screen.height_in_pixels
+            )
+            mask = (
+                X.ExposureMask
+                | X.ButtonPressMask
+                | X.ButtonReleaseMask
+                | X.PointerMotionMask
+                | X.KeyPressMask
+            )
+            win = screen.root.create_window(
+                x,
+                y,
+                WIDTH,
+                height,
+                1,
+                screen.root_depth,
+                background_pixel=screen.white_pixel,
+                border_pixel=screen.black_pixel,
+                override_redirect=True,
+                event_mask=mask,
+            )
             win.set_wm_name(TITLE)
-            win.change_property(d.intern_atom("_DIM_MENU_ITEMS"), Xatom.STRING, 8,
-                                "\n".join(label for label, _ in items).encode())
+            win.change_property(
+                d.intern_atom("_DIM_MENU_ITEMS"),
+                Xatom.STRING,
+                8,
+                "\n".join(label for label, _ in items).encode(),
+            )
             font = d.open_font("fixed")
-            normal = win.create_gc(foreground=screen.black_pixel, background=screen.white_pixel, font=font)
-            inverse = win.create_gc(foreground=screen.white_pixel, background=screen.black_pixel, font=font)
+            normal = win.create_gc(
+                foreground=screen.black_pixel, background=screen.white_pixel, font=font
+            )
+            inverse = win.create_gc(
+                foreground=screen.white_pixel, background=screen.black_pixel, font=font
+            )
             win.map()
             d.sync()
             grab_mask = X.ButtonPressMask | X.ButtonReleaseMask | X.PointerMotionMask
-            win.grab_pointer(False, grab_mask, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE, X.CurrentTime)
+            win.grab_pointer(
+                False,
+                grab_mask,
+                X.GrabModeAsync,
+                X.GrabModeAsync,
+                X.NONE,
+                X.NONE,
+                X.CurrentTime,
+            )
             win.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
             escape = d.keysym_to_keycode(XK.string_to_keysym("Escape"))
             hot = -1
@@ -98,7 +137,12 @@ class XPopupMenu:
                         win.fill_rectangle(normal, 0, top, WIDTH, ITEM_HEIGHT)
                     else:
                         win.clear_area(0, top, WIDTH, ITEM_HEIGHT)
-                    win.draw_text(inverse if i == hot else normal, PAD_X, top + ITEM_HEIGHT // 2 + 4, label.encode())
+                    win.draw_text(
+                        inverse if i == hot else normal,
+                        PAD_X,
+                        top + ITEM_HEIGHT // 2 + 4,
+                        label.encode(),
+                    )
                 d.flush()
 
             def item_at(ex: int, ey: int) -> int:

@@ -15,7 +15,8 @@ import queue
 import select
 import socket
 import threading
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 log = logging.getLogger("dim.desktop.tray")
 
@@ -40,7 +41,13 @@ def _flatten(image: Any, width: int, height: int) -> Any:
 
 
 class XTrayIcon:
-    def __init__(self, image: Any, title: str, on_click: ClickHandler, display_name: str | None = None):
+    def __init__(
+        self,
+        image: Any,
+        title: str,
+        on_click: ClickHandler,
+        display_name: str | None = None,
+    ):
         self.image = image
         self.title = title
         self.on_click = on_click
@@ -48,7 +55,9 @@ class XTrayIcon:
         self.docked = threading.Event()
         self._changes: queue.SimpleQueue[Change] = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()  # objects, not fds: no reuse after a close
+        self._wake_r, self._wake_w = (
+            socket.socketpair()
+        )  # objects, not fds: no reuse after a close
         self._thread: threading.Thread | None = None
         self._d: Any = None
         self._window: Any = None
@@ -57,7 +66,9 @@ class XTrayIcon:
         self._atoms: dict[str, int] = {}
         self._selection = 0
         self._size = (24, 24)
-        self._drawn: Any = None  # the flattened image at its size, kept until either changes
+        self._drawn: Any = (
+            None  # the flattened image at its size, kept until either changes
+        )
 
     # --- any thread ----------------------------------------------------------------------------------
 
@@ -100,22 +111,38 @@ class XTrayIcon:
         d = self._d
         try:
             screen = d.screen()
-            self._atoms = {name: d.intern_atom(name) for name in
-                           (f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}", "_NET_SYSTEM_TRAY_OPCODE",
-                            "_XEMBED_INFO", "MANAGER", "_NET_WM_NAME", "UTF8_STRING")}
+            self._atoms = {
+                name: d.intern_atom(name)
+                for name in (
+                    f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}",
+                    "_NET_SYSTEM_TRAY_OPCODE",
+                    "_XEMBED_INFO",
+                    "MANAGER",
+                    "_NET_WM_NAME",
+                    "UTF8_STRING",
+                )
+            }
             self._selection = self._atoms[f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}"]
             # A tray that starts later announces itself with a MANAGER message to the root window.
             screen.root.change_attributes(event_mask=X.StructureNotifyMask)
-            d.set_error_handler(lambda err, *_: log.debug("X error from the tray icon: %s", err))
+            d.set_error_handler(
+                lambda err, *_: log.debug("X error from the tray icon: %s", err)
+            )
             while not self._stopping.is_set():
                 self._apply_changes()
                 if self._manager is None:
                     self._dock()
-                while d.pending_events():  # also what the requests above read on their way
+                while (
+                    d.pending_events()
+                ):  # also what the requests above read on their way
                     self._handle(d.next_event())
                 d.flush()
-                ready, _, _ = select.select([d.fileno(), self._wake_r], [], [],
-                                            None if self._manager is not None else REDOCK_EVERY_S)
+                ready, _, _ = select.select(
+                    [d.fileno(), self._wake_r],
+                    [],
+                    [],
+                    None if self._manager is not None else REDOCK_EVERY_S,
+                )
                 if self._wake_r in ready:
                     self._wake_r.recv(4096)
         except (error.ConnectionClosedError, error.DisplayError, OSError) as e:
@@ -142,13 +169,23 @@ class XTrayIcon:
 
         screen = self._d.screen()
         self._window = screen.root.create_window(
-            -1, -1, *self._size, 0, screen.root_depth, window_class=X.InputOutput,
-            event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
+            -1,
+            -1,
+            *self._size,
+            0,
+            screen.root_depth,
+            window_class=X.InputOutput,
+            event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask,
+        )
         self._window.set_wm_class("dim-desktop", "dim-desktop")
-        self._window.set_wm_normal_hints(flags=Xutil.PSize | Xutil.PMinSize, min_width=16, min_height=16)
+        self._window.set_wm_normal_hints(
+            flags=Xutil.PSize | Xutil.PMinSize, min_width=16, min_height=16
+        )
         self._set_title()
         xembed = self._atoms["_XEMBED_INFO"]
-        self._window.change_property(xembed, xembed, 32, [XEMBED_VERSION, XEMBED_MAPPED])
+        self._window.change_property(
+            xembed, xembed, 32, [XEMBED_VERSION, XEMBED_MAPPED]
+        )
         self._gc = self._window.create_gc()
 
     def _dock(self) -> None:
@@ -164,11 +201,18 @@ class XTrayIcon:
         try:
             # Told when this tray goes, to dock into the next one.
             owner.change_attributes(event_mask=X.StructureNotifyMask)
-            owner.send_event(event.ClientMessage(window=owner, client_type=self._atoms["_NET_SYSTEM_TRAY_OPCODE"],
-                                                 data=(32, [X.CurrentTime, REQUEST_DOCK, self._window.id, 0, 0])),
-                             event_mask=X.NoEventMask)
+            owner.send_event(
+                event.ClientMessage(
+                    window=owner,
+                    client_type=self._atoms["_NET_SYSTEM_TRAY_OPCODE"],
+                    data=(32, [X.CurrentTime, REQUEST_DOCK, self._window.id, 0, 0]),
+                ),
+                event_mask=X.NoEventMask,
+            )
             self._d.sync()
-        except error.XError as e:  # the tray went between the look and the request: try again later
+        except (
+            error.XError
+        ) as e:  # the tray went between the look and the request: try again later
             log.debug("docking the tray icon failed: %s", e)
             return
         self._manager = owner
@@ -202,12 +246,16 @@ class XTrayIcon:
                     self.on_click(ev.root_x, ev.root_y, ev.detail)
                 except Exception:
                     log.exception("the tray icon's click handler failed")
-            case X.DestroyNotify if self._manager is not None and ev.window.id == self._manager.id:
+            case X.DestroyNotify if (
+                self._manager is not None and ev.window.id == self._manager.id
+            ):
                 self._undock()
             case X.DestroyNotify if ev.window.id == window_id:
                 self._window = None  # destroyed with the tray that held it
                 self._undock()
-            case X.ClientMessage if ev.client_type == self._atoms["MANAGER"] and self._manager is None:
+            case X.ClientMessage if (
+                ev.client_type == self._atoms["MANAGER"] and self._manager is None
+            ):
                 self._dock()
 
     def _apply_changes(self) -> None:
@@ -229,8 +277,12 @@ class XTrayIcon:
         if self._window is None:
             return
         self._window.set_wm_name(self.title)
-        self._window.change_property(self._atoms["_NET_WM_NAME"], self._atoms["UTF8_STRING"], 8,
-                                     self.title.encode())
+        self._window.change_property(
+            self._atoms["_NET_WM_NAME"],
+            self._atoms["UTF8_STRING"],
+            8,
+            self.title.encode(),
+        )
 
     def _draw(self) -> None:
         if self._window is None or self._manager is None:

@@ -10,7 +10,8 @@ import asyncio
 import functools
 import json
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
@@ -68,7 +69,9 @@ class CodingAgent:
     sandbox = "local"
 
     def __init__(self, faults=None) -> None:
-        self.faults = faults  # the gateway's fault injector (devgateway/faults.py), if any
+        self.faults = (
+            faults  # the gateway's fault injector (devgateway/faults.py), if any
+        )
         self.commands: dict[str, Command] = {
             "/think": self.think,
             "/tool": self.tool,
@@ -95,7 +98,9 @@ class CodingAgent:
                 continue
             name, _, rest = line.strip().partition(" ")
             command = self.commands.get(name)
-            if command is None:  # not a command: plain text, so "/usr/bin is missing" still reads as text
+            if (
+                command is None
+            ):  # not a command: plain text, so "/usr/bin is missing" still reads as text
                 await self.plain(turn, line)
             else:
                 await command(turn, rest.strip())
@@ -126,7 +131,11 @@ class CodingAgent:
         call_id = new_id("call")
         turn.emit(ToolCallStart(toolCallId=call_id, toolName=name))
         turn.emit(ToolCall(toolCallId=call_id, toolName=name, args=args))
-        turn.emit(ToolResult(toolCallId=call_id, result={"ok": True, "tool": name, "args": args}))
+        turn.emit(
+            ToolResult(
+                toolCallId=call_id, result={"ok": True, "tool": name, "args": args}
+            )
+        )
 
     async def tool_error(self, turn: Turn, rest: str) -> None:
         name, _, message = rest.partition(" ")
@@ -135,7 +144,9 @@ class CodingAgent:
         call_id = new_id("call")
         turn.emit(ToolCallStart(toolCallId=call_id, toolName=name))
         turn.emit(ToolCall(toolCallId=call_id, toolName=name, args={}))
-        turn.emit(ToolError(toolCallId=call_id, error=unescape(message) or "tool failed"))
+        turn.emit(
+            ToolError(toolCallId=call_id, error=unescape(message) or "tool failed")
+        )
 
     async def terminal(self, turn: Turn, text: str) -> None:
         terminal_id = new_id("term")
@@ -170,14 +181,18 @@ class CodingAgent:
 
     async def stream(self, turn: Turn, rest: str) -> None:
         parts = rest.split()
-        stamp = bool(parts) and parts[-1] == "stamp"  # benchmarks: each delta carries sentNs
+        stamp = (
+            bool(parts) and parts[-1] == "stamp"
+        )  # benchmarks: each delta carries sentNs
         if stamp:
             parts.pop()
         try:
             count = int(parts[0])
             rate = float(parts[1]) if len(parts) > 1 else None
         except (IndexError, ValueError):
-            raise TurnFailed("InvalidScript", "/stream needs N [PER_SECOND] [stamp]") from None
+            raise TurnFailed(
+                "InvalidScript", "/stream needs N [PER_SECOND] [stamp]"
+            ) from None
         if rate is not None and rate <= 0:
             raise TurnFailed("InvalidScript", "/stream rate must be positive")
         if rate is None:
@@ -224,7 +239,9 @@ class CodingAgent:
 
     async def fail(self, turn: Turn, rest: str) -> None:
         code, _, message = rest.partition(" ")
-        raise TurnFailed(code or "AgentFailed", message or "the agent reported a failure")
+        raise TurnFailed(
+            code or "AgentFailed", message or "the agent reported a failure"
+        )
 
     async def emit(self, turn: Turn, rest: str) -> None:
         """/emit TYPE [JSON_FIELDS]: one event of any type, known or not, in the turn (durable, with
@@ -235,7 +252,9 @@ class CodingAgent:
         """/emit-session TYPE [JSON_FIELDS]: the same, outside the turn: sessionId, seq and ts but no
         turnId (durable), as session-level events such as sandbox_ready are."""
         event = _scripted_event("/emit-session", rest)
-        if not turn.closed:  # a stopped turn's script says nothing more, inside the turn or out
+        if (
+            not turn.closed
+        ):  # a stopped turn's script says nothing more, inside the turn or out
             turn.session.emit(event)
 
     async def emit_unsequenced(self, turn: Turn, rest: str) -> None:
@@ -252,15 +271,23 @@ def _scripted_event(command: str, rest: str) -> SessionEvent:
     the catalogue, so a test can send unknown types and known ones with unexpected fields."""
     type_, _, raw = rest.partition(" ")
     if not type_ or type_ in _TURN_ENDS:
-        raise TurnFailed("InvalidScript", f"{command} needs a TYPE other than turn_started/turn_complete/turn_error")
+        raise TurnFailed(
+            "InvalidScript",
+            f"{command} needs a TYPE other than turn_started/turn_complete/turn_error",
+        )
     try:
         fields = json.loads(raw) if raw.strip() else {}
     except ValueError:
         fields = None
     if not isinstance(fields, dict):
-        raise TurnFailed("InvalidScript", f"{command}: JSON_FIELDS must be a JSON object")
+        raise TurnFailed(
+            "InvalidScript", f"{command}: JSON_FIELDS must be a JSON object"
+        )
     if _ENVELOPE & fields.keys():
-        raise TurnFailed("InvalidScript", f"{command} cannot set {', '.join(sorted(_ENVELOPE & fields.keys()))}")
+        raise TurnFailed(
+            "InvalidScript",
+            f"{command} cannot set {', '.join(sorted(_ENVELOPE & fields.keys()))}",
+        )
     cls = _event_struct(type_, tuple(fields))
     return cls(**{f"f{i}": v for i, v in enumerate(fields.values())})
 
@@ -273,8 +300,14 @@ _TURN_ENDS = frozenset({"turn_started", "turn_complete", "turn_error"})
 def _event_struct(type_: str, keys: tuple[str, ...]) -> type[SessionEvent]:
     """A session event Struct tagged ``type_`` with these fields (renamed, so any JSON key works)."""
     slots = [f"f{i}" for i in range(len(keys))]
-    return msgspec.defstruct("Emitted", [(s, Any) for s in slots], bases=(SessionEvent,), tag=type_,
-                             kw_only=True, rename=dict(zip(slots, keys)))
+    return msgspec.defstruct(
+        "Emitted",
+        [(s, Any) for s in slots],
+        bases=(SessionEvent,),
+        tag=type_,
+        kw_only=True,
+        rename=dict(zip(slots, keys)),
+    )
 
 
 AGENTS = {agent.name: agent for agent in (EchoAgent(), CodingAgent())}

@@ -34,8 +34,15 @@ class Outbox:
     bytes the client is cut off, since nothing else would bound it.
     """
 
-    def __init__(self, ws: ServerConnection, *, high: int = 4 << 20, low: int = 1 << 20, hard: int = 512 << 20,
-                 faults=None):
+    def __init__(
+        self,
+        ws: ServerConnection,
+        *,
+        high: int = 4 << 20,
+        low: int = 1 << 20,
+        hard: int = 512 << 20,
+        faults=None,
+    ):
         self.ws = ws
         self.faults = faults  # while the gateway is made silent, nothing is sent
         self.high, self.low, self.hard = high, low, hard
@@ -45,7 +52,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self.drained = asyncio.Event()
         self.drained.set()
-        self.idle = asyncio.Event()  # nothing queued: lets a shutdown send what is left first
+        self.idle = (
+            asyncio.Event()
+        )  # nothing queued: lets a shutdown send what is left first
         self.idle.set()
 
     @property
@@ -62,7 +71,10 @@ class Outbox:
         if self.bytes > self.high:
             self.drained.clear()
             if self.bytes > self.hard:
-                log.warning("dev gateway: client too slow, %d bytes queued: closing it", self.bytes)
+                log.warning(
+                    "dev gateway: client too slow, %d bytes queued: closing it",
+                    self.bytes,
+                )
                 self.close()
                 asyncio.ensure_future(self.ws.close(1008, "outbound queue overflow"))
 
@@ -98,7 +110,6 @@ class Outbox:
         finally:
             self.close()
 
-
     async def _send_each(self, batch: list[bytes]) -> None:
         for frame in batch:
             await self.ws.send(frame, text=True)
@@ -119,7 +130,9 @@ def _can_batch(ws: ServerConnection) -> bool:
 
 
 class Connection:
-    def __init__(self, ws: ServerConnection, *, rate_limit: int, rate_window: float, faults=None):
+    def __init__(
+        self, ws: ServerConnection, *, rate_limit: int, rate_window: float, faults=None
+    ):
         self.ws = ws
         self.client_id = str(uuid.uuid4())
         self.outbox = Outbox(ws, faults=faults)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,9 @@ class Faults:
     def __init__(self) -> None:
         self.clear = asyncio.Event()  # set while the network is healthy
         self.clear.set()
-        self.connections: set = set()  # the gateway's live Connection objects (shared, not copied)
+        self.connections: set = (
+            set()
+        )  # the gateway's live Connection objects (shared, not copied)
         self.disconnects = 0  # connections that ended, for whoever measures stability
 
     @property
@@ -50,7 +52,9 @@ class Faults:
 
     def drop(self) -> int:
         transports = list(self._transports())
-        log.warning("dev gateway: dropping %d connections (fault injected)", len(transports))
+        log.warning(
+            "dev gateway: dropping %d connections (fault injected)", len(transports)
+        )
         for t in transports:
             t.abort()
         return len(transports)

@@ -56,10 +56,14 @@ class AuthLimiter:
         return 0 if w is None else w.retry_after_ms()
 
     def failed(self, ip: str) -> None:
-        self.by_ip.setdefault(ip, SlidingWindow(self.max_failures, self.window)).record()
+        self.by_ip.setdefault(
+            ip, SlidingWindow(self.max_failures, self.window)
+        ).record()
 
 
-def check_token(expected: str, candidate: str, limiter: AuthLimiter, ip: str, spare_valid: bool) -> tuple[bool, int]:
+def check_token(
+    expected: str, candidate: str, limiter: AuthLimiter, ip: str, spare_valid: bool
+) -> tuple[bool, int]:
     """(is `candidate` the token, how long `ip` must wait before it may try: 0 = go ahead).
     `spare_valid`: the right token passes even while its IP is locked out (see DevGateway)."""
     valid = hmac.compare_digest(candidate.encode(), expected.encode())

@@ -27,11 +27,20 @@ class GatewayProfile(msgspec.Struct, frozen=True, kw_only=True):
     get_events: GetEventsMode = "answer"
     ping_answered: bool = True  # `pong` to `ping`
     replicate: bool = True  # the /replicate endpoint (docs/sync.md)
-    client_turn_ids: bool = True  # run_turn.clientTurnId echoed in turn_started and deduplicated
+    client_turn_ids: bool = (
+        True  # run_turn.clientTurnId echoed in turn_started and deduplicated
+    )
     vocabulary: Vocabulary = "ours"
 
 
 DEV = GatewayProfile()
-REFERENCE = GatewayProfile(name="reference", push_authenticated=False, get_events="error", ping_answered=False,
-                           replicate=False, client_turn_ids=False, vocabulary="v1")
+REFERENCE = GatewayProfile(
+    name="reference",
+    push_authenticated=False,
+    get_events="error",
+    ping_answered=False,
+    replicate=False,
+    client_turn_ids=False,
+    vocabulary="v1",
+)
 PROFILES: dict[str, GatewayProfile] = {"dev": DEV, "reference": REFERENCE}

@@ -89,7 +89,9 @@ class Replica:
         self.ws = ws
         self.session_id = session_id
         self.replica_id = replica_id
-        self.cursor: int | None = None  # last sequence sent; None until a CatchupRequest
+        self.cursor: int | None = (
+            None  # last sequence sent; None until a CatchupRequest
+        )
         self.acked = 0
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.queued_bytes = 0
@@ -98,7 +100,9 @@ class Replica:
         self.uploads: dict[str, bytearray] = {}
         self.upload_bytes = 0
         self.closed = False
-        self.fetches: deque[wire.ContentFetchRequest] = deque()  # answered in order by fetch_task
+        self.fetches: deque[wire.ContentFetchRequest] = (
+            deque()
+        )  # answered in order by fetch_task
         self.fetch_task: asyncio.Task | None = None
 
     def send(self, msg: wire.WireMsg) -> None:
@@ -130,18 +134,22 @@ class Replica:
 class Feed:
     """The replicas of one session and the task that pushes new changes to them."""
 
-    def __init__(self, hub: "ReplicationHub", session_id: str):
+    def __init__(self, hub: ReplicationHub, session_id: str):
         self.hub = hub
         self.session_id = session_id
         self.replicas: set[Replica] = set()
         self.dirty = False
         self.task: asyncio.Task | None = None
-        self.write_lock = asyncio.Lock()  # write-backs of a session apply one batch at a time
+        self.write_lock = (
+            asyncio.Lock()
+        )  # write-backs of a session apply one batch at a time
 
     def kick(self) -> None:
         self.dirty = True
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._pump(), name=f"replication {self.session_id}")
+            self.task = asyncio.get_running_loop().create_task(
+                self._pump(), name=f"replication {self.session_id}"
+            )
 
     async def _pump(self) -> None:
         while self.dirty:
@@ -151,11 +159,13 @@ class Feed:
                     try:
                         await self.hub.send_since(r)
                     except Exception:
-                        log.exception("replication: pushing to replica %s failed", r.replica_id)
+                        log.exception(
+                            "replication: pushing to replica %s failed", r.replica_id
+                        )
 
 
 class ReplicationHub:
-    def __init__(self, gateway: "DevGateway"):
+    def __init__(self, gateway: DevGateway):
         self.gw = gateway
         self.feeds: dict[str, Feed] = {}
         self._schema_ready = False
@@ -164,19 +174,32 @@ class ReplicationHub:
 
     # --- admission (before the upgrade) ------------------------------------------------------------
 
-    def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def check_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         q = _query(request.path)
         ip = connection.remote_address[0] if connection.remote_address else "?"
         if self.gw.token is not None:
-            valid, wait_ms = check_token(self.gw.token, q.get("token", ""), self.gw.auth_limiter, ip,
-                                         self.gw.lockout_spares_token)
+            valid, wait_ms = check_token(
+                self.gw.token,
+                q.get("token", ""),
+                self.gw.auth_limiter,
+                ip,
+                self.gw.lockout_spares_token,
+            )
             if wait_ms:
-                return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many failed authentications\n")
+                return connection.respond(
+                    HTTPStatus.TOO_MANY_REQUESTS, "Too many failed authentications\n"
+                )
             if not valid:
                 self.gw.auth_limiter.failed(ip)
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "Bad or missing token\n")
+                return connection.respond(
+                    HTTPStatus.UNAUTHORIZED, "Bad or missing token\n"
+                )
         if not _REPLICA_ID.fullmatch(q.get("replicaId", "")):
-            return connection.respond(HTTPStatus.BAD_REQUEST, "replicaId: 1-128 of [A-Za-z0-9_.-]\n")
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST, "replicaId: 1-128 of [A-Za-z0-9_.-]\n"
+            )
         if q.get("sessionId") not in self.gw.sessions:
             return connection.respond(HTTPStatus.NOT_FOUND, "No such session\n")
         return None
@@ -197,17 +220,27 @@ class ReplicationHub:
             feed = self.feeds[sid] = Feed(self, sid)
         feed.replicas.add(replica)
         session.change_listener = self.on_change
-        writer = asyncio.create_task(replica.run_writer(), name=f"replica writer {replica_id}")
-        beats = asyncio.create_task(self._heartbeats(replica), name=f"replica heartbeats {replica_id}")
+        writer = asyncio.create_task(
+            replica.run_writer(), name=f"replica writer {replica_id}"
+        )
+        beats = asyncio.create_task(
+            self._heartbeats(replica), name=f"replica heartbeats {replica_id}"
+        )
         try:
             async for message in ws:
                 if isinstance(message, str):
-                    replica.send(wire.ReplicationError(code="INVALID_MESSAGE", message="binary msgpack frames only"))
+                    replica.send(
+                        wire.ReplicationError(
+                            code="INVALID_MESSAGE", message="binary msgpack frames only"
+                        )
+                    )
                     continue
                 try:
                     msg = wire.decode_to_gateway(message)
                 except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    replica.send(wire.ReplicationError(code="INVALID_MESSAGE", message=str(e)))
+                    replica.send(
+                        wire.ReplicationError(code="INVALID_MESSAGE", message=str(e))
+                    )
                     continue
                 await self._handle(replica, feed, msg)
         except ConnectionClosed:
@@ -232,9 +265,13 @@ class ReplicationHub:
             current = await self.gw.db.run(_max_sequence, r.session_id)
             if msg.sinceSequence > current:
                 r.cursor = None
-                r.send(wire.FullResyncRequired(
-                    reason=f"sequence {msg.sinceSequence} is ahead of this workspace ({current}): "
-                           "it was reset or is another gateway's", currentSequence=current))
+                r.send(
+                    wire.FullResyncRequired(
+                        reason=f"sequence {msg.sinceSequence} is ahead of this workspace ({current}): "
+                        "it was reset or is another gateway's",
+                        currentSequence=current,
+                    )
+                )
                 return
             r.cursor = max(0, msg.sinceSequence)
             await self.send_since(r)
@@ -246,7 +283,8 @@ class ReplicationHub:
             r.fetches.append(msg)
             if r.fetch_task is None or r.fetch_task.done():
                 r.fetch_task = asyncio.get_running_loop().create_task(
-                    self._serve_fetches(r), name=f"replica fetches {r.replica_id}")
+                    self._serve_fetches(r), name=f"replica fetches {r.replica_id}"
+                )
         elif isinstance(msg, wire.ContentUpload):
             self._upload(r, msg)
         elif isinstance(msg, wire.WriteBack):
@@ -281,9 +319,17 @@ class ReplicationHub:
         try:
             while r.fetches and not r.closed:
                 await r.drained.wait()
-                batch = [r.fetches.popleft() for _ in range(min(FETCH_BATCH, len(r.fetches)))]
-                wanted = [(m.contentHash, max(0, m.offset)) for m in batch if wire.valid_hash(m.contentHash)]
-                rows = await self.gw.db.run(_content_pieces, r.session_id, wanted, wire.CHUNK_SIZE, FETCH_BYTES)
+                batch = [
+                    r.fetches.popleft() for _ in range(min(FETCH_BATCH, len(r.fetches)))
+                ]
+                wanted = [
+                    (m.contentHash, max(0, m.offset))
+                    for m in batch
+                    if wire.valid_hash(m.contentHash)
+                ]
+                rows = await self.gw.db.run(
+                    _content_pieces, r.session_id, wanted, wire.CHUNK_SIZE, FETCH_BYTES
+                )
                 answered = got = 0
                 for m in batch:
                     h = m.contentHash
@@ -302,26 +348,40 @@ class ReplicationHub:
             pass
         except Exception:
             # as a failed handler would: the socket closes, the replica reconnects and asks again
-            log.exception("replication: serving content to replica %s failed", r.replica_id)
+            log.exception(
+                "replication: serving content to replica %s failed", r.replica_id
+            )
             await r.ws.close(1011, "content fetch failed")
 
-    async def _send_piece(self, r: Replica, h: str, offset: int, row: tuple | None) -> None:
+    async def _send_piece(
+        self, r: Replica, h: str, offset: int, row: tuple | None
+    ) -> None:
         while True:
             if row is None:
                 r.send(wire.ContentNotFound(contentHash=h))
                 return
             total, data = row[0], bytes(row[1] or b"")
             last = offset + len(data) >= total
-            r.send(wire.ContentFetchResponse(contentHash=h, offset=offset, totalSize=total, data=data, last=last))
+            r.send(
+                wire.ContentFetchResponse(
+                    contentHash=h, offset=offset, totalSize=total, data=data, last=last
+                )
+            )
             if last or not data:
                 return
             offset += len(data)
             await r.drained.wait()
-            row = await self.gw.db.run(_content_piece, r.session_id, h, offset, wire.CHUNK_SIZE)
+            row = await self.gw.db.run(
+                _content_piece, r.session_id, h, offset, wire.CHUNK_SIZE
+            )
 
     def _upload(self, r: Replica, msg: wire.ContentUpload) -> None:
         if not wire.valid_hash(msg.contentHash) or msg.totalSize > MAX_UPLOAD_BYTES:
-            r.send(wire.ReplicationError(code="UPLOAD_REFUSED", message="bad hash or too large"))
+            r.send(
+                wire.ReplicationError(
+                    code="UPLOAD_REFUSED", message="bad hash or too large"
+                )
+            )
             return
         buf = r.uploads.get(msg.contentHash)
         if msg.offset == 0 or buf is None:
@@ -331,7 +391,12 @@ class ReplicationHub:
         if msg.offset != len(buf) or r.upload_bytes + len(msg.data) > MAX_UPLOAD_BYTES:
             r.upload_bytes -= len(buf)
             del r.uploads[msg.contentHash]
-            r.send(wire.ReplicationError(code="UPLOAD_REFUSED", message="out-of-order piece or over the limit"))
+            r.send(
+                wire.ReplicationError(
+                    code="UPLOAD_REFUSED",
+                    message="out-of-order piece or over the limit",
+                )
+            )
             return
         buf += msg.data
         r.upload_bytes += len(msg.data)
@@ -341,8 +406,14 @@ class ReplicationHub:
     async def _write_back(self, r: Replica, feed: Feed, msg: wire.WriteBack) -> None:
         session = self.gw.sessions.get(r.session_id)
         if session is None:
-            r.send(wire.WriteBackResult(rejected=[wire.Rejected(e.localSeq, "not_found", "no such session")
-                                                  for e in msg.entries]))
+            r.send(
+                wire.WriteBackResult(
+                    rejected=[
+                        wire.Rejected(e.localSeq, "not_found", "no such session")
+                        for e in msg.entries
+                    ]
+                )
+            )
             return
         uploads = {}
         for e in msg.entries:
@@ -350,7 +421,8 @@ class ReplicationHub:
                 uploads[e.contentHash] = bytes(r.uploads[e.contentHash])
         async with feed.write_lock:
             accepted, rejected, changes = await self.gw.db.run(
-                _apply_writeback, r.session_id, r.replica_id, msg.entries, uploads)
+                _apply_writeback, r.session_id, r.replica_id, msg.entries, uploads
+            )
         for h in uploads:
             buf = r.uploads.pop(h, None)
             if buf is not None:
@@ -360,7 +432,9 @@ class ReplicationHub:
         for change in changes:
             on_change = session.workspace.on_change
             if on_change is not None:
-                on_change(change)  # file_changed to /ws clients, and (through the listener) replicas
+                on_change(
+                    change
+                )  # file_changed to /ws clients, and (through the listener) replicas
             else:
                 self.on_change(session.id, change)
         r.send(wire.WriteBackResult(accepted=accepted, rejected=rejected))
@@ -371,15 +445,20 @@ class ReplicationHub:
             self._schema_ready = True
 
     def stats(self) -> dict[str, Any]:
-        return {"replicas": sum(len(f.replicas) for f in self.feeds.values()),
-                "accepted": self.writebacks_accepted, "rejected": self.writebacks_rejected}
+        return {
+            "replicas": sum(len(f.replicas) for f in self.feeds.values()),
+            "accepted": self.writebacks_accepted,
+            "rejected": self.writebacks_rejected,
+        }
 
 
 # --- queries (on the store's worker thread) --------------------------------------------------------
 
 
 def _max_sequence(conn, session_id: str) -> int:
-    row = conn.execute("SELECT MAX(rowid) FROM file_iterations WHERE session_id = ?", (session_id,)).fetchone()
+    row = conn.execute(
+        "SELECT MAX(rowid) FROM file_iterations WHERE session_id = ?", (session_id,)
+    ).fetchone()
     return row[0] or 0
 
 
@@ -403,7 +482,17 @@ def _compact(rows: list[tuple]) -> list[wire.Notification]:
     folded: set[str] = set()
     by_path = {r[1]: r for r in ordered}
     out: list[wire.Notification] = []
-    for seq, path, iteration, size, digest, deleted, renamed_from, content, mode in ordered:
+    for (
+        seq,
+        path,
+        iteration,
+        size,
+        digest,
+        deleted,
+        renamed_from,
+        content,
+        mode,
+    ) in ordered:
         renamed_iteration = None
         if renamed_from and not deleted:
             old = by_path.get(renamed_from)
@@ -415,15 +504,28 @@ def _compact(rows: list[tuple]) -> list[wire.Notification]:
                 renamed_from = None
         else:
             renamed_from = None
-        out.append(wire.Notification(
-            sequence=seq, filepath=path, contentHash=digest, size=size,
-            permissions=0 if deleted else (mode if mode is not None else DEFAULT_MODE),
-            isDeletion=bool(deleted), inlineContent=None if content is None else bytes(content),
-            iteration=iteration, renamedFrom=renamed_from, renamedFromIteration=renamed_iteration))
+        out.append(
+            wire.Notification(
+                sequence=seq,
+                filepath=path,
+                contentHash=digest,
+                size=size,
+                permissions=0
+                if deleted
+                else (mode if mode is not None else DEFAULT_MODE),
+                isDeletion=bool(deleted),
+                inlineContent=None if content is None else bytes(content),
+                iteration=iteration,
+                renamedFrom=renamed_from,
+                renamedFromIteration=renamed_iteration,
+            )
+        )
     return [n for n in out if not (n.isDeletion and n.filepath in folded)]
 
 
-def _content_piece(conn, session_id: str, digest: str, offset: int, size: int) -> tuple | None:
+def _content_piece(
+    conn, session_id: str, digest: str, offset: int, size: int
+) -> tuple | None:
     return conn.execute(
         "SELECT size, substr(content, ?, ?) FROM file_iterations"
         " WHERE session_id = ? AND hash = ? AND deleted = 0 LIMIT 1",
@@ -431,7 +533,9 @@ def _content_piece(conn, session_id: str, digest: str, offset: int, size: int) -
     ).fetchone()
 
 
-def _content_pieces(conn, session_id: str, wanted: list[tuple[str, int]], size: int, budget: int) -> list:
+def _content_pieces(
+    conn, session_id: str, wanted: list[tuple[str, int]], size: int, budget: int
+) -> list:
     """The first piece of each (hash, offset) in order, stopping once `budget` bytes are read."""
     out = []
     total = 0
@@ -444,8 +548,13 @@ def _content_pieces(conn, session_id: str, wanted: list[tuple[str, int]], size: 
     return out
 
 
-def _apply_writeback(conn, session_id: str, replica_id: str, entries: list[wire.WriteBackEntry],
-                     uploads: dict[str, bytes]) -> tuple[list, list, list[FileChange]]:
+def _apply_writeback(
+    conn,
+    session_id: str,
+    replica_id: str,
+    entries: list[wire.WriteBackEntry],
+    uploads: dict[str, bytes],
+) -> tuple[list, list, list[FileChange]]:
     accepted: list[wire.Accepted] = []
     rejected: list[wire.Rejected] = []
     changes: list[FileChange] = []
@@ -454,44 +563,72 @@ def _apply_writeback(conn, session_id: str, replica_id: str, entries: list[wire.
         done = conn.execute(
             "SELECT accepted, iteration, reason, message FROM replication_writebacks"
             " WHERE session_id = ? AND replica_id = ? AND local_seq = ?",
-            (session_id, replica_id, e.localSeq)).fetchone()
+            (session_id, replica_id, e.localSeq),
+        ).fetchone()
         if done is not None:  # a resend: the first answer, and nothing written again
             if done[0]:
                 accepted.append(wire.Accepted(e.localSeq, done[1]))
             else:
-                rejected.append(wire.Rejected(e.localSeq, done[2], done[3] or "", done[1]))
+                rejected.append(
+                    wire.Rejected(e.localSeq, done[2], done[3] or "", done[1])
+                )
             continue
         result = _apply_one(conn, ws, session_id, e, uploads, changes)
         if isinstance(result, wire.Accepted):
             accepted.append(result)
-            conn.execute("INSERT OR REPLACE INTO replication_writebacks VALUES (?, ?, ?, 1, ?, NULL, NULL)",
-                         (session_id, replica_id, e.localSeq, result.iteration))
+            conn.execute(
+                "INSERT OR REPLACE INTO replication_writebacks VALUES (?, ?, ?, 1, ?, NULL, NULL)",
+                (session_id, replica_id, e.localSeq, result.iteration),
+            )
         else:
             rejected.append(result)
-            if result.reason != "content_missing":  # that one may succeed when resent with content
-                conn.execute("INSERT OR REPLACE INTO replication_writebacks VALUES (?, ?, ?, 0, ?, ?, ?)",
-                             (session_id, replica_id, e.localSeq, result.currentIteration, result.reason,
-                              result.message))
+            if (
+                result.reason != "content_missing"
+            ):  # that one may succeed when resent with content
+                conn.execute(
+                    "INSERT OR REPLACE INTO replication_writebacks VALUES (?, ?, ?, 0, ?, ?, ?)",
+                    (
+                        session_id,
+                        replica_id,
+                        e.localSeq,
+                        result.currentIteration,
+                        result.reason,
+                        result.message,
+                    ),
+                )
     return accepted, rejected, changes
 
 
-def _apply_one(conn, ws: Workspace, session_id: str, e: wire.WriteBackEntry, uploads: dict[str, bytes],
-               changes: list[FileChange]) -> wire.Accepted | wire.Rejected:
+def _apply_one(
+    conn,
+    ws: Workspace,
+    session_id: str,
+    e: wire.WriteBackEntry,
+    uploads: dict[str, bytes],
+    changes: list[FileChange],
+) -> wire.Accepted | wire.Rejected:
     try:
         path = normalize_path(e.filepath)
     except WorkspaceError as err:
         return wire.Rejected(e.localSeq, "invalid_path", err.message)
-    head = conn.execute("SELECT iteration, hash, deleted FROM file_heads WHERE session_id = ? AND path = ?",
-                        (session_id, path)).fetchone()
+    head = conn.execute(
+        "SELECT iteration, hash, deleted FROM file_heads WHERE session_id = ? AND path = ?",
+        (session_id, path),
+    ).fetchone()
     current = head[0] if head else 0
     current_hash = "" if head is None or head[2] else head[1]
     wanted = "" if e.isDeletion else e.contentHash
     if e.baseIteration != current:
         if wanted == current_hash:
-            return wire.Accepted(e.localSeq, current)  # upstream already holds exactly this
-        return wire.Rejected(e.localSeq, "conflict",
-                             f"{path} is at iteration {current}; this write was based on {e.baseIteration}",
-                             current)
+            return wire.Accepted(
+                e.localSeq, current
+            )  # upstream already holds exactly this
+        return wire.Rejected(
+            e.localSeq,
+            "conflict",
+            f"{path} is at iteration {current}; this write was based on {e.baseIteration}",
+            current,
+        )
     if e.isDeletion:
         if not current_hash:
             return wire.Accepted(e.localSeq, current)
@@ -500,15 +637,24 @@ def _apply_one(conn, ws: Workspace, session_id: str, e: wire.WriteBackEntry, upl
         return wire.Accepted(e.localSeq, change.iteration)
     content = e.content if e.content is not None else uploads.get(e.contentHash)
     if content is None:
-        return wire.Rejected(e.localSeq, "content_missing", "no content and no upload with that hash", current)
+        return wire.Rejected(
+            e.localSeq,
+            "content_missing",
+            "no content and no upload with that hash",
+            current,
+        )
     if hashlib.sha256(content).hexdigest() != e.contentHash:
-        return wire.Rejected(e.localSeq, "hash_mismatch", "content does not match contentHash", current)
+        return wire.Rejected(
+            e.localSeq, "hash_mismatch", "content does not match contentHash", current
+        )
     change = ws.write(path, content)
     if change is None:
         return wire.Accepted(e.localSeq, current)
     changes.append(change)
     mode = e.permissions & 0o7777
     if mode and mode != DEFAULT_MODE:
-        conn.execute("INSERT OR REPLACE INTO replication_modes VALUES (?, ?, ?, ?)",
-                     (session_id, path, change.iteration, mode))
+        conn.execute(
+            "INSERT OR REPLACE INTO replication_modes VALUES (?, ?, ?, ?)",
+            (session_id, path, change.iteration, mode),
+        )
     return wire.Accepted(e.localSeq, change.iteration)

@@ -35,8 +35,10 @@ class BackgroundGateway:
         assert self.gateway is not None, "not started"
         return self.gateway.url
 
-    def start(self, timeout: float = 10.0) -> "BackgroundGateway":
-        self._thread = threading.Thread(target=self._main, name="dim-dev-gateway", daemon=True)
+    def start(self, timeout: float = 10.0) -> BackgroundGateway:
+        self._thread = threading.Thread(
+            target=self._main, name="dim-dev-gateway", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("the dev gateway did not start in time")
@@ -78,12 +80,17 @@ class BackgroundGateway:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.loop is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
+        if (
+            self.loop is not None
+            and self._stop is not None
+            and self._thread is not None
+            and self._thread.is_alive()
+        ):
             self.loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "BackgroundGateway":
+    def __enter__(self) -> BackgroundGateway:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -19,9 +19,9 @@ import logging
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -47,7 +47,9 @@ from .workspace import WorkspaceError
 
 log = logging.getLogger(__name__)
 
-DEV_IDENTITY = p.Identity(userId="dev-user-001", email="developer@example.com", tenantId="dev")
+DEV_IDENTITY = p.Identity(
+    userId="dev-user-001", email="developer@example.com", tenantId="dev"
+)
 
 
 class DevGateway:
@@ -57,12 +59,26 @@ class DevGateway:
     ``await stop()`` ends running turns, winds sessions down, flushes storage and closes.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 data_dir: str | Path | None = None, heartbeat_ms: int = 30000, rate_limit: int = 60,
-                 rate_window_ms: int = 10000, auth_max_failures: int = 5, auth_window_ms: int = 60000,
-                 max_frame_bytes: int = p.MAX_FRAME_BYTES, stats_file: str | Path | None = None,
-                 ping_probe_ms: int = 0, profile: GatewayProfile = DEV, allowed_origins: Iterable[str] = (),
-                 lockout_spares_token: bool = False, sock: socket.socket | None = None):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        data_dir: str | Path | None = None,
+        heartbeat_ms: int = 30000,
+        rate_limit: int = 60,
+        rate_window_ms: int = 10000,
+        auth_max_failures: int = 5,
+        auth_window_ms: int = 60000,
+        max_frame_bytes: int = p.MAX_FRAME_BYTES,
+        stats_file: str | Path | None = None,
+        ping_probe_ms: int = 0,
+        profile: GatewayProfile = DEV,
+        allowed_origins: Iterable[str] = (),
+        lockout_spares_token: bool = False,
+        sock: socket.socket | None = None,
+    ):
         self.profile = profile
         # A listening socket made by whoever started us (dim-desktop keeps its port while we restart).
         self.sock = sock
@@ -89,7 +105,9 @@ class DevGateway:
         self.sessions: dict[str, SessionRuntime] = {}
         self.connections: set[Connection] = set()
         self.faults.connections = self.connections
-        self.decoder = ClientDecoder(profile)  # the schema stage: which fields this gateway reads
+        self.decoder = ClientDecoder(
+            profile
+        )  # the schema stage: which fields this gateway reads
         self.handlers = RequestHandlers(self)
         self.replication = ReplicationHub(self)  # /replicate (docs/sync.md)
         self.db: Database | None = None  # type: ignore[assignment]
@@ -114,23 +132,35 @@ class DevGateway:
         self.db = Database(self.data_dir / "gateway.db")
         stored = self.db.open()
         for tenant, rows in self.db.load_members().items():
-            self._members[tenant] = {r[0]: p.Member(userId=r[0], role=r[1], createdAt=r[2], updatedAt=r[3])
-                                     for r in rows}
+            self._members[tenant] = {
+                r[0]: p.Member(userId=r[0], role=r[1], createdAt=r[2], updatedAt=r[3])
+                for r in rows
+            }
         self.db.attach(asyncio.get_running_loop())
         for st in stored:
-            session = SessionRuntime(self.db, self.agents.get(st.agent_type, self.agents["echo"]), st)
+            session = SessionRuntime(
+                self.db, self.agents.get(st.agent_type, self.agents["echo"]), st
+            )
             session.recover()
             self.sessions[session.id] = session
-        where = {"sock": self.sock} if self.sock is not None else {"host": self.host, "port": self.port}
+        where = (
+            {"sock": self.sock}
+            if self.sock is not None
+            else {"host": self.host, "port": self.port}
+        )
         self._server = await serve(
-            self._serve_connection, **where,
+            self._serve_connection,
+            **where,
             process_request=self._only_ws_path,
             max_size=MAX_SOCKET_FRAME,
             compression=None,  # the reference disables permessage-deflate for latency
-            ping_interval=30, ping_timeout=60,
+            ping_interval=30,
+            ping_timeout=60,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="dev gateway heartbeats")
+        self._heartbeat_task = asyncio.create_task(
+            self._heartbeats(), name="dev gateway heartbeats"
+        )
         log.info("dev gateway listening on %s (data in %s)", self.url, self.data_dir)
 
     async def stop(self) -> None:
@@ -144,7 +174,11 @@ class DevGateway:
             if s.turn is not None:
                 if s.turn.task is not None:
                     turn_tasks.append(s.turn.task)
-                s.end_turn(s.turn, error=("GatewayShutdown", "The gateway is shutting down"), wind_down=True)
+                s.end_turn(
+                    s.turn,
+                    error=("GatewayShutdown", "The gateway is shutting down"),
+                    wind_down=True,
+                )
             elif s.status == "ready":
                 s.wind_down()
         if turn_tasks:
@@ -175,16 +209,25 @@ class DevGateway:
         if not members and self.identity.tenantId == tenant:
             # The first user of a tenant owns it.
             now = now_ms()
-            members[self.identity.userId] = p.Member(userId=self.identity.userId, role="owner",
-                                                     createdAt=now, updatedAt=now)
+            members[self.identity.userId] = p.Member(
+                userId=self.identity.userId, role="owner", createdAt=now, updatedAt=now
+            )
         return members
 
     # --- connections -----------------------------------------------------------------------------
 
-    def _only_ws_path(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _only_ws_path(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         origins = request.headers.get_all("Origin")
-        if origins and (len(origins) > 1 or not origin_allowed(origins[0], self.port, self.allowed_origins)):
-            log.warning("dev gateway: refused a connection from origin %r", ", ".join(origins)[:200])
+        if origins and (
+            len(origins) > 1
+            or not origin_allowed(origins[0], self.port, self.allowed_origins)
+        ):
+            log.warning(
+                "dev gateway: refused a connection from origin %r",
+                ", ".join(origins)[:200],
+            )
             return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
         if request.path.split("?", 1)[0] == REPLICATE_PATH and self.profile.replicate:
             return self.replication.check_request(connection, request)
@@ -196,13 +239,33 @@ class DevGateway:
         if ws.request.path.split("?", 1)[0] == REPLICATE_PATH:
             await self.replication.serve(ws)
             return
-        conn = Connection(ws, rate_limit=self.rate_limit, rate_window=self.rate_window, faults=self.faults)
+        conn = Connection(
+            ws,
+            rate_limit=self.rate_limit,
+            rate_window=self.rate_window,
+            faults=self.faults,
+        )
         self.connections.add(conn)
         self.faults.on_new_connection(conn)
         writer = asyncio.create_task(conn.outbox.run(), name=f"writer {conn.client_id}")
-        probe = self.stats.opened_connection(conn.client_id, ws) if self.stats is not None else None
-        conn.send(p.Welcome(protocolVersion=self.profile.protocol_version, requiresAuth=self.token is not None))
-        conn.send(p.Connected(clientId=conn.client_id, heartbeatIntervalMs=self.heartbeat_ms, ts=now_ms()))
+        probe = (
+            self.stats.opened_connection(conn.client_id, ws)
+            if self.stats is not None
+            else None
+        )
+        conn.send(
+            p.Welcome(
+                protocolVersion=self.profile.protocol_version,
+                requiresAuth=self.token is not None,
+            )
+        )
+        conn.send(
+            p.Connected(
+                clientId=conn.client_id,
+                heartbeatIntervalMs=self.heartbeat_ms,
+                ts=now_ms(),
+            )
+        )
         if self.token is None:
             # Dev mode authenticates every connection; whether it says so unasked is the profile's choice.
             conn.identity = self.identity
@@ -229,15 +292,23 @@ class DevGateway:
 
     async def _on_frame(self, conn: Connection, message: str | bytes) -> None:
         if _too_large(message, self.max_frame_bytes):
-            conn.error("MESSAGE_TOO_LARGE", f"Message exceeds the {self.max_frame_bytes}-byte limit")
+            conn.error(
+                "MESSAGE_TOO_LARGE",
+                f"Message exceeds the {self.max_frame_bytes}-byte limit",
+            )
             return
         if isinstance(message, bytes):
-            conn.error("INVALID_MESSAGE", "Binary frames are not used: send one JSON object per text frame")
+            conn.error(
+                "INVALID_MESSAGE",
+                "Binary frames are not used: send one JSON object per text frame",
+            )
             return
         if not conn.rate.allow():
-            conn.error("RATE_LIMITED",
-                       f"More than {self.rate_limit} messages in {self.rate_window:g} s; slow down",
-                       conn.rate.retry_after_ms())
+            conn.error(
+                "RATE_LIMITED",
+                f"More than {self.rate_limit} messages in {self.rate_window:g} s; slow down",
+                conn.rate.retry_after_ms(),
+            )
             return
         try:
             msg = self.decoder.decode(message)
@@ -245,7 +316,9 @@ class DevGateway:
             conn.error(e.code, e.message)
             return
         if conn.identity is None and not isinstance(msg, p.Authenticate):
-            conn.error("Unauthenticated", "Authenticate first: send authenticate {token}")
+            conn.error(
+                "Unauthenticated", "Authenticate first: send authenticate {token}"
+            )
             return
         try:
             await self.handlers.table[type(msg)](conn, msg)
@@ -261,11 +334,15 @@ class DevGateway:
             await asyncio.sleep(interval)
             frame = p.encode(p.Heartbeat(ts=now_ms()))
             for conn in self.connections:
-                if conn.sessions:  # heartbeats travel on session topics: joined connections only
+                if (
+                    conn.sessions
+                ):  # heartbeats travel on session topics: joined connections only
                     conn.send_frame(frame)
 
 
-def origin_allowed(origin: str, own_port: int, allowed: frozenset[str] = frozenset()) -> bool:
+def origin_allowed(
+    origin: str, own_port: int, allowed: frozenset[str] = frozenset()
+) -> bool:
     """May a client whose request carries this Origin header connect? Only this gateway's own
     loopback http origins, and those listed in `allowed` ("null", sent by sandboxed pages and
     file:// documents, never passes unless listed)."""
@@ -276,7 +353,14 @@ def origin_allowed(origin: str, own_port: int, allowed: frozenset[str] = frozens
         port = u.port or 80
     except ValueError:
         return False
-    if u.scheme != "http" or port != own_port or u.path not in ("", "/") or u.query or u.username or u.password:
+    if (
+        u.scheme != "http"
+        or port != own_port
+        or u.path not in ("", "/")
+        or u.query
+        or u.username
+        or u.password
+    ):
         return False
     host = u.hostname or ""
     if host == "localhost":

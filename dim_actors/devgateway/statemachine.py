@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from .errors import GatewayError
 
-STATES = ("inactive", "activating", "ready", "running", "waiting", "error", "deactivating")
+STATES = (
+    "inactive",
+    "activating",
+    "ready",
+    "running",
+    "waiting",
+    "error",
+    "deactivating",
+)
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "inactive": frozenset({"activating"}),
@@ -29,4 +37,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 def check_transition(current: str, new: str) -> None:
     if new not in TRANSITIONS.get(current, ()):
         # A bug in the gateway, not the client's fault; surfaces as InternalError.
-        raise GatewayError("InvalidTransition", f"session cannot go from {current} to {new}")
+        raise GatewayError(
+            "InvalidTransition", f"session cannot go from {current} to {new}"
+        )

@@ -28,19 +28,33 @@ class GatewayStats:
         self.disconnects = 0
 
     def _write(self, ev: str, client: str, **fields: Any) -> None:
-        self.file.write(json.dumps({"ev": ev, "t": time.time(), "client": client, **fields}) + "\n")
+        self.file.write(
+            json.dumps({"ev": ev, "t": time.time(), "client": client, **fields}) + "\n"
+        )
 
-    def opened_connection(self, client: str, ws: ServerConnection) -> asyncio.Task | None:
+    def opened_connection(
+        self, client: str, ws: ServerConnection
+    ) -> asyncio.Task | None:
         self.opened += 1
         self._write("open", client, opened=self.opened)
         if self.probe_s > 0:
-            return asyncio.create_task(self._probe(client, ws), name=f"ping probe {client}")
+            return asyncio.create_task(
+                self._probe(client, ws), name=f"ping probe {client}"
+            )
         return None
 
-    def closed_connection(self, client: str, ws: ServerConnection, stopping: bool) -> None:
+    def closed_connection(
+        self, client: str, ws: ServerConnection, stopping: bool
+    ) -> None:
         if not stopping:
             self.disconnects += 1
-        self._write("close", client, code=ws.close_code, disconnect=not stopping, disconnects=self.disconnects)
+        self._write(
+            "close",
+            client,
+            code=ws.close_code,
+            disconnect=not stopping,
+            disconnects=self.disconnects,
+        )
 
     async def _probe(self, client: str, ws: ServerConnection) -> None:
         sent = t0 = None
@@ -50,11 +64,21 @@ class GatewayStats:
                 sent, t0 = time.time(), time.perf_counter()
                 waiter = await ws.ping()
                 await waiter
-                self._write("ping", client, sent=sent, rttMs=(time.perf_counter() - t0) * 1000)
+                self._write(
+                    "ping", client, sent=sent, rttMs=(time.perf_counter() - t0) * 1000
+                )
                 sent = t0 = None
         except (ConnectionClosed, asyncio.CancelledError):
-            if t0 is not None:  # never answered: how long it waited before the connection went
-                self._write("ping", client, sent=sent, rttMs=None, unansweredMs=(time.perf_counter() - t0) * 1000)
+            if (
+                t0 is not None
+            ):  # never answered: how long it waited before the connection went
+                self._write(
+                    "ping",
+                    client,
+                    sent=sent,
+                    rttMs=None,
+                    unansweredMs=(time.perf_counter() - t0) * 1000,
+                )
 
     def close(self) -> None:
         self.file.close()

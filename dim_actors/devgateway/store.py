@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .workspace import SCHEMA as WORKSPACE_SCHEMA
 
@@ -30,7 +31,9 @@ T = TypeVar("T")
 
 BACKLOG_HIGH = 20_000  # uncommitted writes above which agents wait for the store
 BACKLOG_LOW = 5_000
-RECOVERY_SEQ_GAP = 100_000  # > BACKLOG_HIGH plus what non-agent code emits: no seq is reused
+RECOVERY_SEQ_GAP = (
+    100_000  # > BACKLOG_HIGH plus what non-agent code emits: no seq is reused
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -129,7 +132,9 @@ class Database:
         self.crashed = False  # the previous run did not shut down cleanly
         self.backlog = 0  # writes queued or being committed
         self._conn: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dim-gateway-db")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="dim-gateway-db"
+        )
         self._ops: list[tuple[str, tuple]] = []
         self._scheduled = False
         self._committing = 0  # batches handed to the worker and not yet done
@@ -151,8 +156,12 @@ class Database:
         conn.executescript(SCHEMA + WORKSPACE_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
         if "seq_floor" not in columns:  # a data dir from before the column existed
-            conn.execute("ALTER TABLE sessions ADD COLUMN seq_floor INTEGER NOT NULL DEFAULT 0")
-        row = conn.execute("SELECT value FROM gateway_meta WHERE key = 'clean_shutdown'").fetchone()
+            conn.execute(
+                "ALTER TABLE sessions ADD COLUMN seq_floor INTEGER NOT NULL DEFAULT 0"
+            )
+        row = conn.execute(
+            "SELECT value FROM gateway_meta WHERE key = 'clean_shutdown'"
+        ).fetchone()
         self.crashed = row is not None and row[0] != "1"
         self._conn = conn
         sessions = self._load_sessions()
@@ -160,8 +169,13 @@ class Database:
         if self.crashed:
             for st in sessions:
                 st.last_seq += RECOVERY_SEQ_GAP
-                conn.execute("UPDATE sessions SET seq_floor = ? WHERE id = ?", (st.last_seq, st.id))
-        conn.execute("INSERT OR REPLACE INTO gateway_meta (key, value) VALUES ('clean_shutdown', '0')")
+                conn.execute(
+                    "UPDATE sessions SET seq_floor = ? WHERE id = ?",
+                    (st.last_seq, st.id),
+                )
+        conn.execute(
+            "INSERT OR REPLACE INTO gateway_meta (key, value) VALUES ('clean_shutdown', '0')"
+        )
         conn.execute("COMMIT")
         return sessions
 
@@ -174,12 +188,16 @@ class Database:
         self._closed = True
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._close_conn
+        )
         self._executor.shutdown(wait=True)
 
     def _close_conn(self) -> None:
         if self._conn is not None:
-            self._conn.execute("INSERT OR REPLACE INTO gateway_meta (key, value) VALUES ('clean_shutdown', '1')")
+            self._conn.execute(
+                "INSERT OR REPLACE INTO gateway_meta (key, value) VALUES ('clean_shutdown', '1')"
+            )
             self._conn.close()
             self._conn = None
 
@@ -188,7 +206,10 @@ class Database:
     def write(self, sql: str, params: tuple) -> None:
         """Queue a write; it is committed with the next batch."""
         if self._closed:
-            log.warning("dev gateway: write after the store closed, dropped: %s", sql.split("(")[0].strip())
+            log.warning(
+                "dev gateway: write after the store closed, dropped: %s",
+                sql.split("(")[0].strip(),
+            )
             return
         self._ops.append((sql, params))
         self.backlog += 1
@@ -219,9 +240,11 @@ class Database:
     def _submit_ops(self) -> None:
         if not self._ops:
             return
-        ops, self._ops = self._ops[: self.max_batch], self._ops[self.max_batch:]
+        ops, self._ops = self._ops[: self.max_batch], self._ops[self.max_batch :]
         self._committing += 1
-        fut = asyncio.ensure_future(self._submit(self._write_batch, ops), loop=self._loop)
+        fut = asyncio.ensure_future(
+            self._submit(self._write_batch, ops), loop=self._loop
+        )
         self._inflight.add(fut)
         fut.add_done_callback(lambda f, n=len(ops): self._batch_done(f, n))
 
@@ -249,7 +272,9 @@ class Database:
                 i = j
             conn.execute("COMMIT")
         except Exception:
-            log.exception("dev gateway: a write batch of %d operations failed", len(ops))
+            log.exception(
+                "dev gateway: a write batch of %d operations failed", len(ops)
+            )
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
@@ -276,7 +301,9 @@ class Database:
     # --- queries (run them through run()) ---------------------------------------------------------
 
     @staticmethod
-    def events_after(conn: sqlite3.Connection, session_id: str, after_seq: int, limit: int) -> tuple[list[bytes], bool]:
+    def events_after(
+        conn: sqlite3.Connection, session_id: str, after_seq: int, limit: int
+    ) -> tuple[list[bytes], bool]:
         rows = conn.execute(
             "SELECT json FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (session_id, after_seq, limit + 1),
@@ -320,13 +347,17 @@ class Database:
         conn = self._conn
         assert conn is not None
         sessions = {
-            r[0]: StoredSession(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9])
+            r[0]: StoredSession(
+                r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9]
+            )
             for r in conn.execute(
                 "SELECT id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id,"
                 " seq_floor FROM sessions ORDER BY created_at, id"
             )
         }
-        for sid, last in conn.execute("SELECT session_id, MAX(seq) FROM events GROUP BY session_id"):
+        for sid, last in conn.execute(
+            "SELECT session_id, MAX(seq) FROM events GROUP BY session_id"
+        ):
             if sid in sessions:
                 sessions[sid].last_seq = max(last, sessions[sid].last_seq)
         for sid, client_turn_id, frame in conn.execute(

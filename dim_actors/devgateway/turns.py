@@ -61,7 +61,9 @@ class PendingRequest:
 
 
 class Turn:
-    def __init__(self, session: "SessionRuntime", text: str, client_turn_id: str | None):
+    def __init__(
+        self, session: SessionRuntime, text: str, client_turn_id: str | None
+    ):
         self.session = session
         self.id = new_id("turn")
         self.text = text
@@ -84,15 +86,20 @@ class Turn:
         (or, if the turn was stopped while the change was on its way, outside any turn)."""
         if self._workspace is None:
             session = self.session
-            self._workspace = AsyncWorkspace(session.db, session.id,
-                                             on_change=lambda change: session._file_changed(change, self))
+            self._workspace = AsyncWorkspace(
+                session.db,
+                session.id,
+                on_change=lambda change: session._file_changed(change, self),
+            )
         return self._workspace
 
     @property
     def text_so_far(self) -> str:
         return "".join(self.parts)
 
-    def emit(self, event: SessionEvent, reply_to: "Connection | None" = None) -> bytes | None:
+    def emit(
+        self, event: SessionEvent, reply_to: Connection | None = None
+    ) -> bytes | None:
         if self.closed:
             return None
         event.turnId = self.id
@@ -102,7 +109,11 @@ class Turn:
         if self.closed or not text:
             return
         self.parts.append(text)
-        self.emit(StampedTextDelta(text=text, sentNs=time.time_ns()) if stamp else TextDelta(text=text))
+        self.emit(
+            StampedTextDelta(text=text, sentNs=time.time_ns())
+            if stamp
+            else TextDelta(text=text)
+        )
 
     async def checkpoint(self) -> None:
         """Yield to the loop (so stop_turn and the writers run) and wait while a reader lags."""
@@ -119,15 +130,25 @@ class Turn:
         if seconds > 0:
             await asyncio.sleep(seconds)
 
-    async def ask(self, question: str, options: list[str] | None = None) -> ApprovalResolved:
+    async def ask(
+        self, question: str, options: list[str] | None = None
+    ) -> ApprovalResolved:
         """question_requested, then wait (session ``waiting``) for answer_question."""
-        return await self._request("question", QuestionRequested(requestId=new_id("req"), question=question,
-                                                                 options=options or None))
+        return await self._request(
+            "question",
+            QuestionRequested(
+                requestId=new_id("req"), question=question, options=options or None
+            ),
+        )
 
     async def permission(self, action: str) -> ApprovalResolved:
-        return await self._request("permission", PermissionRequested(requestId=new_id("req"), action=action))
+        return await self._request(
+            "permission", PermissionRequested(requestId=new_id("req"), action=action)
+        )
 
-    async def _request(self, kind: str, event: QuestionRequested | PermissionRequested) -> ApprovalResolved:
+    async def _request(
+        self, kind: str, event: QuestionRequested | PermissionRequested
+    ) -> ApprovalResolved:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         frame = self.emit(event)
         if frame is None:
@@ -139,16 +160,31 @@ class Turn:
 
     # --- what the session's request handlers use -------------------------------------------------
 
-    def steer(self, content: str, reply_to: "Connection") -> None:
+    def steer(self, content: str, reply_to: Connection) -> None:
         self.steers.append(content)
         self.emit(SteerReceived(content=content), reply_to=reply_to)
 
-    def resolve(self, request_id: str, reply_to: "Connection | None", *, answers: list[str] | None = None,
-                approved: bool | None = None, dismissed: bool | None = None) -> None:
+    def resolve(
+        self,
+        request_id: str,
+        reply_to: Connection | None,
+        *,
+        answers: list[str] | None = None,
+        approved: bool | None = None,
+        dismissed: bool | None = None,
+    ) -> None:
         req = self.pending.pop(request_id, None)
         if req is None:
-            raise GatewayError("RequestNotFound", f"No open question or permission request {request_id!r}")
-        resolution = ApprovalResolved(requestId=request_id, answers=answers, approved=approved, dismissed=dismissed)
+            raise GatewayError(
+                "RequestNotFound",
+                f"No open question or permission request {request_id!r}",
+            )
+        resolution = ApprovalResolved(
+            requestId=request_id,
+            answers=answers,
+            approved=approved,
+            dismissed=dismissed,
+        )
         self.emit(resolution, reply_to=reply_to)
         if not self.pending and self.session.status == "waiting":
             self.session.set_status("running")

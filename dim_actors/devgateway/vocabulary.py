@@ -36,14 +36,22 @@ class V1AnswerQuestion(p.ClientMessage, tag="answer_question", kw_only=True):
     def ours(self) -> p.AnswerQuestion:
         if self.answer is None and self.approved is None:
             # Part of the schema (an Effect Schema filter would say it), so refused before auth.
-            raise p.ProtocolError("INVALID_MESSAGE", "invalid answer_question: needs answer or approved")
+            raise p.ProtocolError(
+                "INVALID_MESSAGE", "invalid answer_question: needs answer or approved"
+            )
         answers = None if self.answer is None else [self.answer]
-        return p.AnswerQuestion(sessionId=self.sessionId, requestId=self.requestId, answers=answers,
-                                approved=self.approved)
+        return p.AnswerQuestion(
+            sessionId=self.sessionId,
+            requestId=self.requestId,
+            answers=answers,
+            approved=self.approved,
+        )
 
 
-V1_MESSAGES: dict[str, type[p.ClientMessage]] = {"steer": V1Steer, "answer_question": V1AnswerQuestion}
-
+V1_MESSAGES: dict[str, type[p.ClientMessage]] = {
+    "steer": V1Steer,
+    "answer_question": V1AnswerQuestion,
+}
 
 
 class ClientDecoder:
@@ -61,14 +69,18 @@ class ClientDecoder:
         try:
             msg = self._decoder.decode(raw)
         except msgspec.ValidationError as e:
-            raise p.ProtocolError("INVALID_MESSAGE", p.explain_invalid(raw, e, self.messages)) from None
+            raise p.ProtocolError(
+                "INVALID_MESSAGE", p.explain_invalid(raw, e, self.messages)
+            ) from None
         except msgspec.DecodeError as e:
             raise p.ProtocolError("INVALID_JSON", f"not valid JSON: {e}") from None
         if isinstance(msg, (V1Steer, V1AnswerQuestion)):
             return msg.ours()
         if self.refuse_get_events and isinstance(msg, p.GetEvents):
             # A gateway whose get_events fields differ from ours refuses ours at the schema stage.
-            raise p.ProtocolError("INVALID_MESSAGE", "invalid get_events: the fields match no get_events schema "
-                                                     "this gateway knows")
+            raise p.ProtocolError(
+                "INVALID_MESSAGE",
+                "invalid get_events: the fields match no get_events schema "
+                "this gateway knows",
+            )
         return msg
-

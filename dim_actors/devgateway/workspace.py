@@ -15,7 +15,8 @@ import asyncio
 import hashlib
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -89,13 +90,21 @@ def normalize_path(path: str, *, allow_root: bool = False) -> str:
     absolute paths, drive letters, ``..``, backslashes, NUL and other control characters.
     """
     if not isinstance(path, str) or len(path) > MAX_PATH:
-        raise WorkspaceError("InvalidPath", "path must be a string of at most 4096 characters")
+        raise WorkspaceError(
+            "InvalidPath", "path must be a string of at most 4096 characters"
+        )
     if any(ord(c) < 32 for c in path):
-        raise WorkspaceError("InvalidPath", "path must not contain NUL or control characters")
+        raise WorkspaceError(
+            "InvalidPath", "path must not contain NUL or control characters"
+        )
     if "\\" in path:
         raise WorkspaceError("InvalidPath", "path must use '/' separators")
-    if path.startswith("/") or (len(path) >= 2 and path[1] == ":" and path[0].isalpha()):
-        raise WorkspaceError("InvalidPath", f"path must be relative to the workspace: {path!r}")
+    if path.startswith("/") or (
+        len(path) >= 2 and path[1] == ":" and path[0].isalpha()
+    ):
+        raise WorkspaceError(
+            "InvalidPath", f"path must be relative to the workspace: {path!r}"
+        )
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise WorkspaceError("InvalidPath", f"path must not contain '..': {path!r}")
@@ -149,8 +158,12 @@ class Workspace:
 
     def delete_all(self) -> None:
         with _transaction(self.conn):
-            self.conn.execute("DELETE FROM file_iterations WHERE session_id = ?", (self.session_id,))
-            self.conn.execute("DELETE FROM file_heads WHERE session_id = ?", (self.session_id,))
+            self.conn.execute(
+                "DELETE FROM file_iterations WHERE session_id = ?", (self.session_id,)
+            )
+            self.conn.execute(
+                "DELETE FROM file_heads WHERE session_id = ?", (self.session_id,)
+            )
 
     # --- queries ---------------------------------------------------------------------------------
 
@@ -169,8 +182,14 @@ class Workspace:
         if not rows:
             raise WorkspaceError("FileNotFound", f"no such file: {path}")
         return [
-            IterationMeta(iteration=r[0], timestamp=r[1], size=r[2], hash=r[3],
-                          deleted=True if r[4] else None, renamedFrom=r[5])
+            IterationMeta(
+                iteration=r[0],
+                timestamp=r[1],
+                size=r[2],
+                hash=r[3],
+                deleted=True if r[4] else None,
+                renamedFrom=r[5],
+            )
             for r in rows
         ]
 
@@ -184,11 +203,21 @@ class Workspace:
         if row is None:
             if self._head(path) is None:
                 raise WorkspaceError("FileNotFound", f"no such file: {path}")
-            raise WorkspaceError("IterationNotFound", f"{path} has no iteration {iteration}")
+            raise WorkspaceError(
+                "IterationNotFound", f"{path} has no iteration {iteration}"
+            )
         if row[3]:
-            raise WorkspaceError("FileNotFound", f"{path} was deleted at iteration {iteration}")
-        return FileVersion(path=path, iteration=iteration, timestamp=row[0], size=row[1], hash=row[2],
-                           content=bytes(row[4]))
+            raise WorkspaceError(
+                "FileNotFound", f"{path} was deleted at iteration {iteration}"
+            )
+        return FileVersion(
+            path=path,
+            iteration=iteration,
+            timestamp=row[0],
+            size=row[1],
+            hash=row[2],
+            content=bytes(row[4]),
+        )
 
     def list(self, path: str = "", depth: int | None = None) -> list[FileEntry]:
         """Files and directories under ``path`` (the root when empty), ``depth`` levels deep (all when None)."""
@@ -202,22 +231,40 @@ class Workspace:
         found = not prefix
         for fpath, iteration, ts, size, digest in rows:
             if prefix and fpath == prefix:
-                return [FileEntry(path=fpath, name=fpath.rsplit("/", 1)[-1], type="file", size=size,
-                                  iteration=iteration, hash=digest, modifiedAt=ts)]
+                return [
+                    FileEntry(
+                        path=fpath,
+                        name=fpath.rsplit("/", 1)[-1],
+                        type="file",
+                        size=size,
+                        iteration=iteration,
+                        hash=digest,
+                        modifiedAt=ts,
+                    )
+                ]
             if prefix and not fpath.startswith(prefix + "/"):
                 continue
             found = True
-            rel = fpath[len(prefix) + 1:] if prefix else fpath
+            rel = fpath[len(prefix) + 1 :] if prefix else fpath
             parts = rel.split("/")
             limit = len(parts) if depth is None else min(depth, len(parts))
             for i in range(1, limit + 1):
                 sub = "/".join(parts[:i])
                 full = f"{prefix}/{sub}" if prefix else sub
                 if i == len(parts):
-                    entries[full] = FileEntry(path=full, name=parts[i - 1], type="file", size=size,
-                                              iteration=iteration, hash=digest, modifiedAt=ts)
+                    entries[full] = FileEntry(
+                        path=full,
+                        name=parts[i - 1],
+                        type="file",
+                        size=size,
+                        iteration=iteration,
+                        hash=digest,
+                        modifiedAt=ts,
+                    )
                 elif full not in entries:
-                    entries[full] = FileEntry(path=full, name=parts[i - 1], type="directory")
+                    entries[full] = FileEntry(
+                        path=full, name=parts[i - 1], type="directory"
+                    )
         if not found:
             raise WorkspaceError("FileNotFound", f"no such file or directory: {prefix}")
         return [entries[k] for k in sorted(entries)]
@@ -244,8 +291,14 @@ class Workspace:
         ).fetchone()
         return bytes(row[0])
 
-    def _append(self, path: str, head: tuple | None, data: bytes | None, digest: str,
-                renamed_from: str | None) -> FileChange:
+    def _append(
+        self,
+        path: str,
+        head: tuple | None,
+        data: bytes | None,
+        digest: str,
+        renamed_from: str | None,
+    ) -> FileChange:
         iteration = (head[0] if head else 0) + 1
         ts = _now_ms()
         deleted = data is None
@@ -253,7 +306,17 @@ class Workspace:
         self.conn.execute(
             "INSERT INTO file_iterations (session_id, path, iteration, timestamp, size, hash, deleted,"
             " renamed_from, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.session_id, path, iteration, ts, size, digest, int(deleted), renamed_from, data),
+            (
+                self.session_id,
+                path,
+                iteration,
+                ts,
+                size,
+                digest,
+                int(deleted),
+                renamed_from,
+                data,
+            ),
         )
         self.conn.execute(
             "INSERT INTO file_heads (session_id, path, iteration, timestamp, size, hash, deleted)"
@@ -262,8 +325,15 @@ class Workspace:
             " hash = excluded.hash, deleted = excluded.deleted",
             (self.session_id, path, iteration, ts, size, digest, int(deleted)),
         )
-        return FileChange(path=path, iteration=iteration, timestamp=ts, size=size, hash=digest,
-                          deleted=True if deleted else None, renamedFrom=renamed_from)
+        return FileChange(
+            path=path,
+            iteration=iteration,
+            timestamp=ts,
+            size=size,
+            hash=digest,
+            deleted=True if deleted else None,
+            renamedFrom=renamed_from,
+        )
 
 
 class _transaction:
@@ -287,8 +357,12 @@ class AsyncWorkspace:
     the task that asked for it was cancelled meanwhile (a stopped turn).
     """
 
-    def __init__(self, db: "Database", session_id: str,
-                 on_change: Callable[[FileChange], None] | None = None):
+    def __init__(
+        self,
+        db: Database,
+        session_id: str,
+        on_change: Callable[[FileChange], None] | None = None,
+    ):
         self.db = db
         self.session_id = session_id
         self.on_change = on_change
@@ -307,7 +381,13 @@ class AsyncWorkspace:
         if fut.cancelled() or fut.exception() is not None:
             return
         result = fut.result()
-        changes = result if isinstance(result, list) else [result] if result is not None else []
+        changes = (
+            result
+            if isinstance(result, list)
+            else [result]
+            if result is not None
+            else []
+        )
         for change in changes:
             self.on_change(change)  # type: ignore[misc]
 

@@ -7,8 +7,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -27,9 +28,9 @@ class ActorContext:
     """What the supervisor hands each actor instance: its name and the way to reach the others."""
 
     name: str
-    addresses: "Addresses"
-    home: "DimHome"
-    settings: "Settings"
+    addresses: Addresses
+    home: DimHome
+    settings: Settings
     # (name, error, generation): an instance that still owned its address failed.
     on_failure: Callable[[str, BaseException, int], None]
     extra: dict[str, Any]
@@ -42,7 +43,7 @@ class ActorContext:
     _out_thread: int = 0
 
     @property
-    def address(self) -> "Address":
+    def address(self) -> Address:
         return self.addresses[self.name]
 
     def send(self, recipient: str, body: Msg) -> None:
@@ -78,11 +79,13 @@ class DimActor(pykka.ThreadingActor):
         if "on_start" in cls.__dict__:
             original = cls.__dict__["on_start"]
 
-            def on_start(self: "DimActor") -> None:
+            def on_start(self: DimActor) -> None:
                 try:
                     original(self)
                 except Exception as e:
-                    self.ctx.address.stats.last_error = f"failed to start: {type(e).__name__}: {e}"
+                    self.ctx.address.stats.last_error = (
+                        f"failed to start: {type(e).__name__}: {e}"
+                    )
                     self.ctx.address.stats.last_error_at = time.time()
                     raise
 
@@ -93,8 +96,10 @@ class DimActor(pykka.ThreadingActor):
         self.ctx = ctx
         # Made current by the supervisor just before constructing us (on its thread); this instance
         # writes its bookkeeping only here, so once let go it cannot touch its successor's.
-        self._incarnation: "Incarnation" = ctx.address.current
-        self._unhandled: Envelope | None = None  # the rest of a batch one of whose items failed
+        self._incarnation: Incarnation = ctx.address.current
+        self._unhandled: Envelope | None = (
+            None  # the rest of a batch one of whose items failed
+        )
 
     @staticmethod
     def _create_actor_inbox():  # type: ignore[override]
@@ -121,7 +126,9 @@ class DimActor(pykka.ThreadingActor):
         if not isinstance(message, Envelope):
             if message == "ping":  # the supervisor's liveness probe
                 return "pong"
-            raise TypeError(f"{self.ctx.name} got a message that is not an Envelope: {message!r}")
+            raise TypeError(
+                f"{self.ctx.name} got a message that is not an Envelope: {message!r}"
+            )
         body = message.body
         book = self._incarnation
         if type(body) is Batch:
@@ -144,7 +151,7 @@ class DimActor(pykka.ThreadingActor):
             return None
         return self.handle(sender, body)
 
-    def _handle_batch(self, sender: str, items: list[Msg], book: "Incarnation") -> None:
+    def _handle_batch(self, sender: str, items: list[Msg], book: Incarnation) -> None:
         self.ctx.address.batch_taken(len(items))
         book.busy_since = time.monotonic()
         self.ctx.start_batch()
@@ -159,7 +166,9 @@ class DimActor(pykka.ThreadingActor):
             # The failing item is dropped, as a failing single message is; the items after it are
             # not: they go back at the head of the mailbox for the successor (on_failure).
             if done + 1 < len(items):
-                self._unhandled = envelope(sender, self.ctx.name, Batch(items=items[done + 1:]))
+                self._unhandled = envelope(
+                    sender, self.ctx.name, Batch(items=items[done + 1 :])
+                )
             raise
         finally:
             # What the items made so far goes out even if one of them fails: it was real work.
@@ -171,12 +180,20 @@ class DimActor(pykka.ThreadingActor):
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         first, self._unhandled = self._unhandled, None
-        if self.ctx.address.take_back_inbox(self.actor_inbox, exception_value, self._incarnation, first):
+        if self.ctx.address.take_back_inbox(
+            self.actor_inbox, exception_value, self._incarnation, first
+        ):
             log.error("actor %s failed: %r", self.ctx.name, exception_value)
-            self.ctx.on_failure(self.ctx.name, exception_value, self._incarnation.generation)
+            self.ctx.on_failure(
+                self.ctx.name, exception_value, self._incarnation.generation
+            )
         else:
             # Let go earlier (hung, then replaced): its successor's messages and state are not its own.
-            log.warning("actor %s: an instance already replaced failed late: %r", self.ctx.name, exception_value)
+            log.warning(
+                "actor %s: an instance already replaced failed late: %r",
+                self.ctx.name,
+                exception_value,
+            )
 
     def _stop(self) -> None:
         # pykka runs this for every requested stop. It is private, but the public on_stop will not

@@ -10,8 +10,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pykka
 
@@ -26,11 +27,15 @@ class Stats:
     """Per-name counters that survive restarts (dimctl status shows them)."""
 
     restarts: int = 0
-    handled: int = 0  # by instances already let go; Address.handled() adds the current one's
+    handled: int = (
+        0  # by instances already let go; Address.handled() adds the current one's
+    )
     started_at: float = 0.0
     last_error: str | None = None
     last_error_at: float | None = None
-    restart_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    restart_times: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=64)
+    )
 
 
 class Incarnation:
@@ -60,7 +65,7 @@ class Address:
         self.state = "stopped"  # starting | running | restarting | stopped | failed
         self.stats = Stats()
         # Set by the running instance; called from other threads, so it must only read.
-        self.describe: "Callable[[], dict] | None" = None
+        self.describe: Callable[[], dict] | None = None
         self._generations = 0
         self.current = Incarnation(0)  # vacant until an instance starts
         # Items beyond the first of every Batch not yet handled (queued, held or taken back), so the
@@ -117,8 +122,13 @@ class Address:
             self._release()
             return ref
 
-    def take_back_inbox(self, inbox, error: BaseException | str | None, owner: Incarnation,
-                        first: Envelope | None = None) -> bool:
+    def take_back_inbox(
+        self,
+        inbox,
+        error: BaseException | str | None,
+        owner: Incarnation,
+        first: Envelope | None = None,
+    ) -> bool:
         """Keep a failed, abandoned or exited instance's unhandled messages for its successor, in order.
 
         Only while `owner` still owns the address: False, doing nothing, for an instance already let
@@ -131,7 +141,9 @@ class Address:
             self.ref = None
             self.state = "restarting"
             pending = []
-            if first is not None:  # what the failed instance had taken but not handled: before the rest
+            if (
+                first is not None
+            ):  # what the failed instance had taken but not handled: before the rest
                 pending.append(first)
                 if type(first.body) is Batch:
                     self.batched_extra += len(first.body.items) - 1
@@ -145,7 +157,11 @@ class Address:
                     pending.append(msg)
             self.held.extendleft(reversed(pending))
             if error is not None:
-                self.stats.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+                self.stats.last_error = (
+                    error
+                    if isinstance(error, str)
+                    else f"{type(error).__name__}: {error}"
+                )
                 self.stats.last_error_at = time.time()
             return True
 
@@ -163,7 +179,7 @@ class Address:
 class Addresses:
     """The name → Address table every actor sends through; every delivery is logged."""
 
-    def __init__(self, names: list[str], logs: "MessageLogs"):
+    def __init__(self, names: list[str], logs: MessageLogs):
         self._by_name = {n: Address(n) for n in names}
         self.logs = logs
 
@@ -190,4 +206,6 @@ class Addresses:
             return
         for body in bodies:
             self.logs.append(envelope(sender, recipient, body))
-        self._by_name[recipient].deliver(envelope(sender, recipient, Batch(items=bodies)))
+        self._by_name[recipient].deliver(
+            envelope(sender, recipient, Batch(items=bodies))
+        )

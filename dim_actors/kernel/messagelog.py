@@ -21,8 +21,9 @@ import queue
 import re
 import stat
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import msgspec
 
@@ -84,7 +85,11 @@ def redact(value: Any) -> Any:
     if isinstance(value, dict):
         out = None
         for k, v in value.items():
-            nv = REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS and v is not None else redact(v)
+            nv = (
+                REDACTED
+                if isinstance(k, str) and k.lower() in SECRET_KEYS and v is not None
+                else redact(v)
+            )
             if nv is not v:
                 if out is None:
                     out = dict(value)
@@ -102,7 +107,9 @@ def redact_body(body: Any) -> Any:
             return msgspec.structs.replace(body, token=REDACTED)
         case Invoke() | SyncCommand():
             args = redact(body.args)
-            return body if args is body.args else msgspec.structs.replace(body, args=args)
+            return (
+                body if args is body.args else msgspec.structs.replace(body, args=args)
+            )
         case InvokeResult():
             result, error = redact(body.result), redact(body.error)
             if result is body.result and error is body.error:
@@ -121,14 +128,21 @@ def redact_body(body: Any) -> Any:
 
 _MAY_HOLD_SECRETS = frozenset({Connect, Invoke, InvokeResult, SendFrame, SyncCommand})
 # A JSON key naming a secret, in any case, as `redact` matches keys.
-_SECRET_KEY_IN_JSON = re.compile(rb'"(?:%s)"\s*:' % b"|".join(k.encode() for k in sorted(SECRET_KEYS)),
-                                 re.IGNORECASE)
+_SECRET_KEY_IN_JSON = re.compile(
+    rb'"(?:%s)"\s*:' % b"|".join(k.encode() for k in sorted(SECRET_KEYS)), re.IGNORECASE
+)
 
 
-def _out(e: Envelope) -> "_OutLine":
+def _out(e: Envelope) -> _OutLine:
     body = e.body
-    return _OutLine(e.id, e.ts, e.sender, e.recipient, kind_of(body),
-                    redact_body(body) if type(body) in _MAY_HOLD_SECRETS else body)
+    return _OutLine(
+        e.id,
+        e.ts,
+        e.sender,
+        e.recipient,
+        kind_of(body),
+        redact_body(body) if type(body) in _MAY_HOLD_SECRETS else body,
+    )
 
 
 def to_line(env: Envelope) -> bytes:
@@ -148,17 +162,39 @@ def encode_lines(envs: list[Envelope]) -> bytes:
     """Many log lines in one encoder call (the writer's batches); the same bytes as to_line's."""
     # Inlined _out: this is the writer's hot loop, and a call per line doubled its cost.
     secret = _MAY_HOLD_SECRETS
-    return _encoder.encode_lines([
-        _OutLine(e.id, e.ts, e.sender, e.recipient, e.body.__struct_config__.tag,
-                 redact_body(e.body) if type(e.body) in secret else e.body)
-        for e in envs])
+    return _encoder.encode_lines(
+        [
+            _OutLine(
+                e.id,
+                e.ts,
+                e.sender,
+                e.recipient,
+                e.body.__struct_config__.tag,
+                redact_body(e.body) if type(e.body) in secret else e.body,
+            )
+            for e in envs
+        ]
+    )
 
 
 def unloggable_line(env: Envelope, error: BaseException) -> bytes:
     """What stands in the log for a message that cannot be encoded: who, when, its type, and why."""
-    reason = f"{type(error).__name__}: {error}".encode("utf-8", "backslashreplace").decode("ascii", "replace")
-    return _encoder.encode(_OutLine(env.id, env.ts, env.sender, env.recipient, kind_of(env.body),
-                                    {"unloggable": reason[:300]})) + b"\n"
+    reason = f"{type(error).__name__}: {error}".encode(
+        "utf-8", "backslashreplace"
+    ).decode("ascii", "replace")
+    return (
+        _encoder.encode(
+            _OutLine(
+                env.id,
+                env.ts,
+                env.sender,
+                env.recipient,
+                kind_of(env.body),
+                {"unloggable": reason[:300]},
+            )
+        )
+        + b"\n"
+    )
 
 
 def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
@@ -175,7 +211,9 @@ def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
 class LogHealth(msgspec.Struct):
     """What the writer could not log, since the start, over all actors (per actor: `health_of`)."""
 
-    dropped: int  # lines lost because their file could not be written (a full disk, ...)
+    dropped: (
+        int  # lines lost because their file could not be written (a full disk, ...)
+    )
     unloggable: int  # messages logged as {"unloggable": reason} because they could not be encoded
     failing: list[str]  # actors whose log file cannot be written right now
     lastError: str = ""
@@ -185,7 +223,9 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
-        if n <= 0:  # a regular file that takes nothing yet raises nothing: treat as full
+        if (
+            n <= 0
+        ):  # a regular file that takes nothing yet raises nothing: treat as full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[n:]
 
@@ -193,7 +233,13 @@ def _write_all(fd: int, data: bytes) -> None:
 class MessageLogs:
     """All actors' logs. `append` is thread-safe and cheap; `read` and `follow` serve dimctl."""
 
-    def __init__(self, directory: Path, ring_size: int = 10_000, max_bytes: int = 8 << 20, keep: int = 3):
+    def __init__(
+        self,
+        directory: Path,
+        ring_size: int = 10_000,
+        max_bytes: int = 8 << 20,
+        keep: int = 3,
+    ):
         self.directory = directory
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ring_size = ring_size
@@ -210,10 +256,14 @@ class MessageLogs:
         self._unloggable = 0
         self._dropped_by: collections.Counter[str] = collections.Counter()
         self._unloggable_by: collections.Counter[str] = collections.Counter()
-        self._failing: dict[str, int] = {}  # actor -> lines dropped since its file failed
+        self._failing: dict[
+            str, int
+        ] = {}  # actor -> lines dropped since its file failed
         self._last_error = ""
         self._loop_errors = 0
-        self._writer = threading.Thread(target=self._write_loop, name="message-log-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="message-log-writer", daemon=True
+        )
         self._writer.start()
 
     def ring(self, actor: str) -> collections.deque[Envelope]:
@@ -236,15 +286,24 @@ class MessageLogs:
 
     def _wait_for_writer(self) -> None:
         with self._flushed:
-            self._flushed.wait_for(lambda: self._queued - self._written <= MAX_BACKLOG // 2
-                                   or not self._writer.is_alive(), timeout=10.0)
+            self._flushed.wait_for(
+                lambda: (
+                    self._queued - self._written <= MAX_BACKLOG // 2
+                    or not self._writer.is_alive()
+                ),
+                timeout=10.0,
+            )
 
     def path(self, actor: str) -> Path:
         return self.directory / f"{actor}.log"
 
     def health(self) -> LogHealth:
-        return LogHealth(dropped=self._dropped, unloggable=self._unloggable, failing=sorted(self._failing),
-                         lastError=self._last_error)
+        return LogHealth(
+            dropped=self._dropped,
+            unloggable=self._unloggable,
+            failing=sorted(self._failing),
+            lastError=self._last_error,
+        )
 
     def health_of(self, actor: str) -> dict[str, Any]:
         """What went wrong with `actor`'s log since the start, for its row in the status; {} when nothing."""
@@ -259,7 +318,9 @@ class MessageLogs:
 
     def _write_loop(self) -> None:
         files: dict[str, int] = {}  # actor -> fd, opened for appending
-        sizes: dict[str, int] = {}  # tracked here: an fstat per batch is a system call and a GIL hand-off
+        sizes: dict[
+            str, int
+        ] = {}  # tracked here: an fstat per batch is a system call and a GIL hand-off
         while True:
             env = self._queue.get()
             batch = [env]
@@ -280,7 +341,9 @@ class MessageLogs:
                 self._last_error = f"{type(err).__name__}: {err}"
                 self._loop_errors += 1
                 if self._loop_errors == 1:
-                    log.exception("message log: a batch could not be written; the writer goes on")
+                    log.exception(
+                        "message log: a batch could not be written; the writer goes on"
+                    )
             with self._flushed:
                 self._written += len(batch)
                 self._flushed.notify_all()
@@ -289,7 +352,9 @@ class MessageLogs:
                     os.close(fd)
                 return
 
-    def _write_batch(self, batch: list[Envelope | None], files: dict[str, int], sizes: dict[str, int]) -> bool:
+    def _write_batch(
+        self, batch: list[Envelope | None], files: dict[str, int], sizes: dict[str, int]
+    ) -> bool:
         stop = False
         by_actor: dict[str, list[Envelope]] = {}
         for e in batch:
@@ -301,8 +366,11 @@ class MessageLogs:
             data, bad = encode_batch(envs)
             if bad:
                 if not self._unloggable:
-                    log.warning("message log: a message to %s could not be encoded (a lone surrogate in a string?);"
-                                " it is logged as unloggable, and such messages are counted from now on", actor)
+                    log.warning(
+                        "message log: a message to %s could not be encoded (a lone surrogate in a string?);"
+                        " it is logged as unloggable, and such messages are counted from now on",
+                        actor,
+                    )
                 self._unloggable += bad
                 self._unloggable_by[actor] += bad
             try:
@@ -314,15 +382,23 @@ class MessageLogs:
         return stop
 
     def _open(self, actor: str, files: dict[str, int], sizes: dict[str, int]) -> int:
-        fd = os.open(self.path(actor), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            self.path(actor),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            0o600,
+        )
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-            os.fchmod(fd, 0o600)  # a log from an older version: what the actors received is the user's alone
+            os.fchmod(
+                fd, 0o600
+            )  # a log from an older version: what the actors received is the user's alone
         files[actor] = fd
         sizes[actor] = st.st_size
         return fd
 
-    def _append(self, actor: str, data: bytes, files: dict[str, int], sizes: dict[str, int]) -> None:
+    def _append(
+        self, actor: str, data: bytes, files: dict[str, int], sizes: dict[str, int]
+    ) -> None:
         fd = files.get(actor)
         if fd is None:
             fd = self._open(actor, files, sizes)
@@ -340,7 +416,9 @@ class MessageLogs:
                 os.close(files.pop(actor))
                 self._rotate(actor)
 
-    def _write_failed(self, actor: str, lines: int, error: OSError, files: dict[str, int]) -> None:
+    def _write_failed(
+        self, actor: str, lines: int, error: OSError, files: dict[str, int]
+    ) -> None:
         # Drop the batch but keep draining, so memory stays bounded; the file is opened afresh
         # for the next batch, which is how writing resumes once there is room again.
         fd = files.pop(actor, None)
@@ -354,14 +432,22 @@ class MessageLogs:
         self._last_error = f"{self.path(actor)}: {error.strerror or error}"
         if actor not in self._failing:
             self._failing[actor] = 0
-            log.error("message log: cannot write %s (%s); its lines are dropped, and counted, until it can be "
-                      "written again", self.path(actor), error.strerror or error)
+            log.error(
+                "message log: cannot write %s (%s); its lines are dropped, and counted, until it can be "
+                "written again",
+                self.path(actor),
+                error.strerror or error,
+            )
         self._failing[actor] += lines
 
     def _write_resumed(self, actor: str) -> None:
         if actor in self._failing:
             lost = self._failing.pop(actor)
-            log.warning("message log: writing %s again; %d lines were dropped meanwhile", self.path(actor), lost)
+            log.warning(
+                "message log: writing %s again; %d lines were dropped meanwhile",
+                self.path(actor),
+                lost,
+            )
 
     def _rotate(self, actor: str) -> None:
         base = self.path(actor)
@@ -386,18 +472,30 @@ class MessageLogs:
         rotated = [base.with_name(f"{base.name}.{i}") for i in range(self.keep, 0, -1)]
         return [p for p in [*rotated, base] if p.exists()]
 
-    def read(self, actor: str, types: set[str] | None = None, since: float | None = None,
-             limit: int | None = None) -> list[bytes]:
+    def read(
+        self,
+        actor: str,
+        types: set[str] | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[bytes]:
         """Logged lines for `actor`, oldest first, from disk (so they outlive restarts)."""
         self.flush()
         return read_lines(self.files(actor), types, since, limit)
 
-    def recent(self, actor: str, types: set[str] | None = None, since: float | None = None,
-               limit: int = 200) -> list[bytes]:
+    def recent(
+        self,
+        actor: str,
+        types: set[str] | None = None,
+        since: float | None = None,
+        limit: int = 200,
+    ) -> list[bytes]:
         """The newest logged lines for `actor` from the in-memory ring, oldest first.
 
         For the page's live log, read every second from the router's thread: no file I/O there."""
-        ring = list(self.ring(actor))  # one C-level copy under the GIL: safe against appenders
+        ring = list(
+            self.ring(actor)
+        )  # one C-level copy under the GIL: safe against appenders
         picked: list[Envelope] = []
         for env in reversed(ring):
             if envelope_matches(env, types, since):
@@ -433,8 +531,15 @@ def _iter_lines(files: Iterable[Path]) -> Iterator[bytes]:
             continue
 
 
-def read_lines(files: Iterable[Path], types: set[str] | None, since: float | None, limit: int | None) -> list[bytes]:
-    out: collections.deque[bytes] = collections.deque(maxlen=limit) if limit else collections.deque()
+def read_lines(
+    files: Iterable[Path],
+    types: set[str] | None,
+    since: float | None,
+    limit: int | None,
+) -> list[bytes]:
+    out: collections.deque[bytes] = (
+        collections.deque(maxlen=limit) if limit else collections.deque()
+    )
     for raw in _iter_lines(files):
         try:
             line = _line_decoder.decode(raw)
@@ -464,11 +569,14 @@ class _GatewayType(msgspec.Struct):
     type: str = ""
 
 
-def envelope_matches(env: Envelope, types: set[str] | None, since: float | None) -> bool:
+def envelope_matches(
+    env: Envelope, types: set[str] | None, since: float | None
+) -> bool:
     if since is not None and env.ts < since:
         return False
     if not types:
         return True
     k = kind_of(env.body)
-    return k in types or (k == "gateway_event" and getattr(env.body, "type", None) in types)
-
+    return k in types or (
+        k == "gateway_event" and getattr(env.body, "type", None) in types
+    )

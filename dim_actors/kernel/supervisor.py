@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 
@@ -79,9 +80,17 @@ class Supervisor(pykka.ThreadingActor):
     # its thread must not keep the process alive.
     use_daemon_thread = True
 
-    def __init__(self, specs: list[ChildSpec], addresses: Addresses, make_context: Callable[[str], ActorContext],
-                 max_restarts: int, period_s: float, on_give_up: Callable[[str], None], hang_timeout_s: float = 30.0,
-                 stop_event: threading.Event | None = None):
+    def __init__(
+        self,
+        specs: list[ChildSpec],
+        addresses: Addresses,
+        make_context: Callable[[str], ActorContext],
+        max_restarts: int,
+        period_s: float,
+        on_give_up: Callable[[str], None],
+        hang_timeout_s: float = 30.0,
+        stop_event: threading.Event | None = None,
+    ):
         super().__init__()
         self.specs = {s.name: s for s in specs}
         self.order = [s.name for s in specs]
@@ -112,14 +121,19 @@ class Supervisor(pykka.ThreadingActor):
         for name in self.order:
             if not self._start_child(name):
                 if self._stop_requested():
-                    log.info("start of the actors abandoned at %s: dim-desktop is stopping", name)
+                    log.info(
+                        "start of the actors abandoned at %s: dim-desktop is stopping",
+                        name,
+                    )
                 else:
                     self._give_up(f"actor {name} could not start: {self._error(name)}")
                 return
 
     def _error(self, name: str) -> str:
         """Why `name` did not start, for "actor X could not start: ..." lines."""
-        return (self.addresses[name].stats.last_error or "unknown error").removeprefix("failed to start: ")
+        return (self.addresses[name].stats.last_error or "unknown error").removeprefix(
+            "failed to start: "
+        )
 
     def _start_child(self, name: str) -> bool:
         """Start and wait until on_start is done; False (state "failed") if it raised."""
@@ -130,7 +144,10 @@ class Supervisor(pykka.ThreadingActor):
         try:
             ref = spec.actor_class.start(self.make_context(name))
         except Exception as e:  # the constructor runs here, on the supervisor's thread
-            addr.stats.last_error, addr.stats.last_error_at = f"failed to start: {type(e).__name__}: {e}", time.time()
+            addr.stats.last_error, addr.stats.last_error_at = (
+                f"failed to start: {type(e).__name__}: {e}",
+                time.time(),
+            )
             addr.detach("failed")
             return False
         limit = spec.shutdown_timeout + 10
@@ -140,7 +157,9 @@ class Supervisor(pykka.ThreadingActor):
             self._wait(ref.ask("ping", block=False), time.monotonic() + limit)
         except (pykka.ActorDeadError, pykka.Timeout, _StopRequested) as e:
             if isinstance(e, pykka.Timeout):
-                addr.stats.last_error = f"failed to start: not started within {limit:.0f}s"
+                addr.stats.last_error = (
+                    f"failed to start: not started within {limit:.0f}s"
+                )
                 addr.stats.last_error_at = time.time()
             # Let it go first, so its stop below is not taken for an exit of its own.
             addr.detach("stopped" if isinstance(e, _StopRequested) else "failed")
@@ -177,7 +196,9 @@ class Supervisor(pykka.ThreadingActor):
         try:
             self._wait(stopped, time.monotonic() + timeout)
         except pykka.Timeout:
-            log.warning("actor %s did not stop within %.1fs; abandoning it", name, timeout)
+            log.warning(
+                "actor %s did not stop within %.1fs; abandoning it", name, timeout
+            )
         except _StopRequested:
             self.letting_go.append((name, stopped))  # StopAll waits for it
 
@@ -193,25 +214,41 @@ class Supervisor(pykka.ThreadingActor):
             ref = self.addresses[name].detach("stopped")
             self.refs.pop(name, None)
             if ref is not None:
-                stopping.append((name, ref.stop(block=False), self.specs[name].shutdown_timeout))
-        stopping += [(name, f, self.specs[name].shutdown_timeout) for name, f in self.letting_go]
+                stopping.append(
+                    (name, ref.stop(block=False), self.specs[name].shutdown_timeout)
+                )
+        stopping += [
+            (name, f, self.specs[name].shutdown_timeout) for name, f in self.letting_go
+        ]
         self.letting_go = []
         for name, stopped, timeout in stopping:
-            until = begun + timeout if deadline is None else min(begun + timeout, deadline)
+            until = (
+                begun + timeout if deadline is None else min(begun + timeout, deadline)
+            )
             try:
                 stopped.get(timeout=max(0.0, until - time.monotonic()))
             except pykka.Timeout:
-                log.warning("actor %s did not stop within %.1fs of the stop; abandoning it", name,
-                            time.monotonic() - begun)
+                log.warning(
+                    "actor %s did not stop within %.1fs of the stop; abandoning it",
+                    name,
+                    time.monotonic() - begun,
+                )
             except pykka.ActorDeadError:
                 pass
         log.info("actors stopped in %.2fs", time.monotonic() - begun)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ChildFailed):
-            return self._child_down(message.name, message.generation, f"crashed: {message.error!r}", abnormal=True)
+            return self._child_down(
+                message.name,
+                message.generation,
+                f"crashed: {message.error!r}",
+                abnormal=True,
+            )
         if isinstance(message, ChildExited):
-            return self._child_down(message.name, message.generation, "stopped by itself", abnormal=False)
+            return self._child_down(
+                message.name, message.generation, "stopped by itself", abnormal=False
+            )
         if isinstance(message, RestartChild):
             if self._stop_requested():  # giving up or shutting down: start nothing more
                 return False
@@ -233,14 +270,22 @@ class Supervisor(pykka.ThreadingActor):
             log.info("actor %s %s while dim-desktop stops; not restarted", name, why)
             return
         if generation != self.generations.get(name):
-            log.info("actor %s: ignoring a report about instance %d, already replaced", name, generation)
+            log.info(
+                "actor %s: ignoring a report about instance %d, already replaced",
+                name,
+                generation,
+            )
             return
         spec = self.specs[name]
         addr = self.addresses[name]
         self.refs.pop(name, None)
-        if spec.restart == "temporary" or (spec.restart == "transient" and not abnormal):
+        if spec.restart == "temporary" or (
+            spec.restart == "transient" and not abnormal
+        ):
             log.info("actor %s (%s) %s; not restarted", name, spec.restart, why)
-            addr.detach("failed" if abnormal else "stopped")  # messages to it wait for a `dimctl restart`
+            addr.detach(
+                "failed" if abnormal else "stopped"
+            )  # messages to it wait for a `dimctl restart`
             return
         now = time.monotonic()
         recent = [t for t in addr.stats.restart_times if now - t <= self.period_s]
@@ -272,11 +317,18 @@ class Supervisor(pykka.ThreadingActor):
     def _escalate(self, name: str, why: str) -> None:
         now = time.monotonic()
         if self.escalated_at is not None and now - self.escalated_at <= self.period_s:
-            self._give_up(f"actor {name} kept failing after the whole tree was restarted "
-                          f"({self.max_restarts + 1} failures within {self.period_s:g}s; last: {why}); giving up")
+            self._give_up(
+                f"actor {name} kept failing after the whole tree was restarted "
+                f"({self.max_restarts + 1} failures within {self.period_s:g}s; last: {why}); giving up"
+            )
             return
-        log.warning("actor %s exceeded %d restarts in %.1fs (%s); restarting the whole tree",
-                    name, self.max_restarts, self.period_s, why)
+        log.warning(
+            "actor %s exceeded %d restarts in %.1fs (%s); restarting the whole tree",
+            name,
+            self.max_restarts,
+            self.period_s,
+            why,
+        )
         self.escalated_at = now
         for n in reversed(self.order):
             self._stop_child(n, "restarting")
@@ -289,8 +341,10 @@ class Supervisor(pykka.ThreadingActor):
                 if self._stop_requested():
                     return
                 # The tree restart failed: stop what it started rather than leave the rest waiting.
-                self._give_up(f"actor {name} kept failing and the whole tree was restarted, but actor {n} "
-                              f"could not start: {self._error(n)}; giving up")
+                self._give_up(
+                    f"actor {name} kept failing and the whole tree was restarted, but actor {n} "
+                    f"could not start: {self._error(n)}; giving up"
+                )
                 return
 
     def _give_up(self, reason: str) -> None:
@@ -342,7 +396,9 @@ class Supervisor(pykka.ThreadingActor):
                 "pid": pid,
                 "state": state,
                 "restarts": addr.stats.restarts,
-                "uptime": round(now - addr.stats.started_at, 1) if addr.stats.started_at and state == "running" else 0,
+                "uptime": round(now - addr.stats.started_at, 1)
+                if addr.stats.started_at and state == "running"
+                else 0,
                 "mailbox": addr.mailbox_depth(),
                 "handled": addr.handled(),
                 "lastError": addr.stats.last_error,

@@ -27,7 +27,9 @@ Timestamp = Annotated[float, msgspec.Meta(ge=0)]  # also refuses NaN
 Text = Annotated[str, msgspec.Meta(max_length=65536)]
 
 
-class Args(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Args(
+    msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
     """Arguments of one local command. Unknown fields are refused, so a misspelt one is not ignored."""
 
     def problem(self) -> str | None:
@@ -79,7 +81,9 @@ class StartSync(Args):
     confirm: bool = False
 
     def problem(self) -> str | None:
-        return None if self.localDir is None else path_problem("localDir", self.localDir)
+        return (
+            None if self.localDir is None else path_problem("localDir", self.localDir)
+        )
 
 
 class ResolveConflict(Args):

@@ -19,7 +19,9 @@ from dim_actors.messages import CatchupGap, ConnectionState, GatewayEvent, Sessi
 from dim_actors.wire import protocol
 
 _TURN_END_STATUS = {"turn_complete": "complete", "turn_error": "error"}
-_COMPACT_AT = 1024  # a turn's newest deltas are joined into one string this many at a time
+_COMPACT_AT = (
+    1024  # a turn's newest deltas are joined into one string this many at a time
+)
 _SLOT_LIMIT = 500  # each generic slot keeps this many of the newest events (per chat, or unscoped)
 GAP_LIMIT = 50  # each chat keeps this many of its newest catch-up gaps
 _OPEN = ("running", "waiting")
@@ -58,7 +60,9 @@ class _Fields(msgspec.Struct):
 
 
 class _History(msgspec.Struct):
-    turns: list[Any]  # each entry read on its own (_read_history_turn): one odd entry spoils no other
+    turns: list[
+        Any
+    ]  # each entry read on its own (_read_history_turn): one odd entry spoils no other
 
 
 class _HistoryError(msgspec.Struct):
@@ -107,7 +111,10 @@ class LatencyStats:
             self.max_ns = ns
 
     def summary(self) -> dict[str, float | int]:
-        out: dict[str, float | int] = {"count": self.count, "max": round(self.max_ns / 1e6, 3)}
+        out: dict[str, float | int] = {
+            "count": self.count,
+            "max": round(self.max_ns / 1e6, 3),
+        }
         items = sorted(dict(self.buckets).items())
         for name, q in (("p50", 0.50), ("p99", 0.99), ("p999", 0.999)):
             rank, seen = q * self.count, 0
@@ -122,11 +129,19 @@ class LatencyStats:
 class DeltaMeter:
     """When text deltas were received by the connection process and applied here (benchmarks)."""
 
-    __slots__ = ("count", "first_recv_ns", "last_recv_ns", "first_apply_ns", "last_apply_ns")
+    __slots__ = (
+        "count",
+        "first_recv_ns",
+        "last_recv_ns",
+        "first_apply_ns",
+        "last_apply_ns",
+    )
 
     def __init__(self) -> None:
         self.count = 0
-        self.first_recv_ns = self.last_recv_ns = self.first_apply_ns = self.last_apply_ns = 0
+        self.first_recv_ns = self.last_recv_ns = self.first_apply_ns = (
+            self.last_apply_ns
+        ) = 0
 
     def note(self, recv_ns: int) -> None:
         now = time.time_ns()
@@ -136,13 +151,30 @@ class DeltaMeter:
         self.last_recv_ns, self.last_apply_ns = recv_ns, now
 
     def describe(self) -> dict[str, int]:
-        return {"count": self.count, "firstRecvNs": self.first_recv_ns, "lastRecvNs": self.last_recv_ns,
-                "firstApplyNs": self.first_apply_ns, "lastApplyNs": self.last_apply_ns}
+        return {
+            "count": self.count,
+            "firstRecvNs": self.first_recv_ns,
+            "lastRecvNs": self.last_recv_ns,
+            "firstApplyNs": self.first_apply_ns,
+            "lastApplyNs": self.last_apply_ns,
+        }
 
 
 class Turn:
-    __slots__ = ("turnId", "status", "userText", "parts", "chunks", "finalText", "error", "deltaCount",
-                 "firstSeq", "lastSeq", "items", "fromHistory")
+    __slots__ = (
+        "turnId",
+        "status",
+        "userText",
+        "parts",
+        "chunks",
+        "finalText",
+        "error",
+        "deltaCount",
+        "firstSeq",
+        "lastSeq",
+        "items",
+        "fromHistory",
+    )
 
     def __init__(self, turn_id: str, user_text: str | None, seq: int | None):
         self.turnId = turn_id
@@ -168,9 +200,16 @@ class Turn:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "turnId": self.turnId, "status": self.status, "userText": self.userText, "text": self.text,
-            "finalText": self.finalText, "error": self.error, "deltaCount": self.deltaCount,
-            "firstSeq": self.firstSeq, "lastSeq": self.lastSeq, "items": self.items,
+            "turnId": self.turnId,
+            "status": self.status,
+            "userText": self.userText,
+            "text": self.text,
+            "finalText": self.finalText,
+            "error": self.error,
+            "deltaCount": self.deltaCount,
+            "firstSeq": self.firstSeq,
+            "lastSeq": self.lastSeq,
+            "items": self.items,
             "fromHistory": self.fromHistory,
         }
 
@@ -183,11 +222,15 @@ class Chat:
         self.turns: list[Turn] = []
         self.by_id: dict[str, Turn] = {}
         self.other: list[msgspec.Raw] = []
-        self.invalid: list[dict[str, Any]] = []  # {reason, event}: known types with mistyped fields
+        self.invalid: list[
+            dict[str, Any]
+        ] = []  # {reason, event}: known types with mistyped fields
         # Missed events the connection could not fetch: {afterSeq, beforeSeq, reason, atSeq}. atSeq
         # is this chat's lastSeq when the gap was told, so a reloaded page puts it where a live one did.
         self.gaps: list[dict[str, Any]] = []
-        self.gone: dict[str, Any] | None = None  # {reason}: the gateway no longer knows this session
+        self.gone: dict[str, Any] | None = (
+            None  # {reason}: the gateway no longer knows this session
+        )
 
     def turn(self, turn_id: str | None, seq: int | None) -> Turn | None:
         if turn_id is None:
@@ -199,14 +242,25 @@ class Chat:
         return t
 
     def snapshot(self) -> dict[str, Any]:
-        return {"lastSeq": self.lastSeq, "status": self.status,
-                "turns": [t.snapshot() for t in self.turns], "other": self.other, "invalid": self.invalid,
-                "gaps": self.gaps, "gone": self.gone}
+        return {
+            "lastSeq": self.lastSeq,
+            "status": self.status,
+            "turns": [t.snapshot() for t in self.turns],
+            "other": self.other,
+            "invalid": self.invalid,
+            "gaps": self.gaps,
+            "gone": self.gone,
+        }
 
     def add_gap(self, gap: CatchupGap) -> dict[str, Any]:
         """Keep a gap; one told again with the same afterSeq (its end now known, a second try that
         failed too) is the same hole and replaces the first, so the page shows it once."""
-        entry = {"afterSeq": gap.afterSeq, "beforeSeq": gap.beforeSeq, "reason": gap.reason, "atSeq": self.lastSeq}
+        entry = {
+            "afterSeq": gap.afterSeq,
+            "beforeSeq": gap.beforeSeq,
+            "reason": gap.reason,
+            "atSeq": self.lastSeq,
+        }
         same = next((g for g in self.gaps if g["afterSeq"] == gap.afterSeq), None)
         if same is not None:
             entry["atSeq"] = same["atSeq"]  # it stays where it was first shown
@@ -224,7 +278,11 @@ class Chat:
         active = active_turn_id if isinstance(active_turn_id, str) else None
         upto = last_seq if isinstance(last_seq, int) else None
         for t in self.turns:
-            if t.status in _OPEN and t.turnId != active and (upto is None or (t.lastSeq or 0) <= upto):
+            if (
+                t.status in _OPEN
+                and t.turnId != active
+                and (upto is None or (t.lastSeq or 0) <= upto)
+            ):
                 t.status = "ended"
 
 
@@ -244,14 +302,22 @@ def _read_history_turn(entry: Any) -> _HistoryTurn | None:
         h = msgspec.convert(entry, _HistoryTurn)
     except msgspec.ValidationError:
         return None
-    if not h.turnId or h.status not in _HISTORY_STATUSES or h.startedSeq < 0 \
-            or (h.endedSeq is not None and h.endedSeq < h.startedSeq):
+    if (
+        not h.turnId
+        or h.status not in _HISTORY_STATUSES
+        or h.startedSeq < 0
+        or (h.endedSeq is not None and h.endedSeq < h.startedSeq)
+    ):
         return None
     return h
 
 
 def _history_error(h: _HistoryTurn) -> dict[str, Any] | None:
-    return {"code": h.error.code, "message": h.error.message} if h.error is not None else None
+    return (
+        {"code": h.error.code, "message": h.error.message}
+        if h.error is not None
+        else None
+    )
 
 
 def _turn_from_history(h: _HistoryTurn) -> Turn:
@@ -268,8 +334,16 @@ def _turn_from_history(h: _HistoryTurn) -> Turn:
 
 def _insert_by_first_seq(turns: list[Turn], t: Turn) -> None:
     """Before the first turn that started later, so the chat's turns stay in the order they ran."""
-    at = next((i for i, other in enumerate(turns)
-               if other.firstSeq is not None and t.firstSeq is not None and other.firstSeq > t.firstSeq), len(turns))
+    at = next(
+        (
+            i
+            for i, other in enumerate(turns)
+            if other.firstSeq is not None
+            and t.firstSeq is not None
+            and other.firstSeq > t.firstSeq
+        ),
+        len(turns),
+    )
     turns.insert(at, t)
 
 
@@ -298,15 +372,24 @@ def apply_history(chat: Chat, entries: list[Any]) -> HistoryOutcome:
 
 class Stores:
     def __init__(self) -> None:
-        self.connection: dict[str, Any] = {"state": "offline", "url": "", "detail": "", "reconnects": 0,
-                                           "identity": None}
+        self.connection: dict[str, Any] = {
+            "state": "offline",
+            "url": "",
+            "detail": "",
+            "reconnects": 0,
+            "identity": None,
+        }
         self.sessions: dict[str, dict[str, Any]] = {}
         # Metas a session_list dropped, of sessions we hold a chat for: a SessionGone told after the
         # list (a reconnect refreshes both) still finds the session's name.
         self.unlisted: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, Chat] = {}
-        self.unscoped: list[msgspec.Raw] = []  # events with no session we don't otherwise know
-        self.invalid: list[dict[str, Any]] = []  # {reason, event}: mistyped known events with no session
+        self.unscoped: list[
+            msgspec.Raw
+        ] = []  # events with no session we don't otherwise know
+        self.invalid: list[
+            dict[str, Any]
+        ] = []  # {reason, event}: mistyped known events with no session
         # What the handshake and heartbeats told us about this connection (the page's connection panel).
         self.link: dict[str, Any] = {}
         self.bad_input = 0  # bad frames (connection process) and bad events (here): one count for the page
@@ -314,7 +397,9 @@ class Stores:
         self.events_applied = 0
         self.duplicates = 0
         self.bad_events = 0
-        self.history_skipped = 0  # entries of `history` answers that were not HistoryTurns
+        self.history_skipped = (
+            0  # entries of `history` answers that were not HistoryTurns
+        )
         self.latency = LatencyStats()
         self.deltas = DeltaMeter()
 
@@ -326,10 +411,23 @@ class Stores:
 
     def set_connection(self, st: ConnectionState) -> None:
         # retryAt: when the next attempt is due, so a page loaded later still counts down correctly.
-        retry_at = time.time_ns() // 1_000_000 + st.retryInMs if st.retryInMs is not None else None
-        self.connection = {"state": st.state, "url": st.url, "detail": st.detail, "reconnects": st.reconnects,
-                           "retryInMs": st.retryInMs, "retryAt": retry_at, "identity": st.identity,
-                           "warnings": list(st.warnings), "traits": msgspec.to_builtins(st.traits), **self.link}
+        retry_at = (
+            time.time_ns() // 1_000_000 + st.retryInMs
+            if st.retryInMs is not None
+            else None
+        )
+        self.connection = {
+            "state": st.state,
+            "url": st.url,
+            "detail": st.detail,
+            "reconnects": st.reconnects,
+            "retryInMs": st.retryInMs,
+            "retryAt": retry_at,
+            "identity": st.identity,
+            "warnings": list(st.warnings),
+            "traits": msgspec.to_builtins(st.traits),
+            **self.link,
+        }
 
     def add_gap(self, gap: CatchupGap) -> dict[str, Any]:
         """A session's missed events could not be fetched: kept with its chat; the page's payload."""
@@ -358,11 +456,21 @@ class Stores:
         slot, never dropped, and never allowed to break the stores."""
         try:
             return self._apply(ev)
-        except (msgspec.ValidationError, msgspec.DecodeError, TypeError, KeyError, AttributeError) as e:
+        except (
+            msgspec.ValidationError,
+            msgspec.DecodeError,
+            TypeError,
+            KeyError,
+            AttributeError,
+        ) as e:
             self.bad_events += 1
             self.bad_input += 1
             reason = f"{ev.type} event with unexpected fields: {e}"
-            slot = self.chat(ev.sessionId).invalid if ev.sessionId is not None else self.invalid
+            slot = (
+                self.chat(ev.sessionId).invalid
+                if ev.sessionId is not None
+                else self.invalid
+            )
             slot.append({"reason": reason, "event": ev.raw})
             del slot[:-_SLOT_LIMIT]
             raise BadEvent(reason) from None
@@ -390,7 +498,7 @@ class Stores:
                 if len(parts) - t.chunks >= _COMPACT_AT:
                     # Fold the newest deltas into one string: a long stream costs its text, not a
                     # Python object per delta (1M deltas: ~8 MB rather than ~60 MB).
-                    parts[t.chunks:] = ["".join(parts[t.chunks:])]
+                    parts[t.chunks :] = ["".join(parts[t.chunks :])]
                     t.chunks += 1
                 t.deltaCount += 1
                 t.lastSeq = seq
@@ -407,14 +515,25 @@ class Stores:
             self._set_sessions({s["id"]: s for s in f.sessions if "id" in s})
         elif type_ == "session_created" and f.session and "id" in f.session:
             self.sessions[f.session["id"]] = f.session
-        elif type_ == "welcome":  # a new connection: what the last one said no longer holds
+        elif (
+            type_ == "welcome"
+        ):  # a new connection: what the last one said no longer holds
             self.link = {}
-            self._set_link(protocolVersion=f.protocolVersion, requiresAuth=f.requiresAuth, clientId=None,
-                           heartbeatIntervalMs=None, lastHeartbeatAt=None)
+            self._set_link(
+                protocolVersion=f.protocolVersion,
+                requiresAuth=f.requiresAuth,
+                clientId=None,
+                heartbeatIntervalMs=None,
+                lastHeartbeatAt=None,
+            )
         elif type_ == "connected":
-            self._set_link(clientId=f.clientId, heartbeatIntervalMs=f.heartbeatIntervalMs)
+            self._set_link(
+                clientId=f.clientId, heartbeatIntervalMs=f.heartbeatIntervalMs
+            )
         elif type_ == "authenticated":
-            self.connection["identity"] = f.identity  # also after an `authenticate` command
+            self.connection["identity"] = (
+                f.identity
+            )  # also after an `authenticate` command
         elif type_ == "heartbeat":
             self._set_link(lastHeartbeatAt=f.ts)
         elif type_ not in protocol.SERVER_EVENTS:
@@ -432,7 +551,9 @@ class Stores:
         kept = {sid: self.sessions[sid] for sid in gone if sid in self.sessions}
         self.sessions = {**kept, **listed}
 
-    def _apply_session(self, chat: Chat, type_: str, f: _Fields, ev: GatewayEvent, seq: int | None) -> None:
+    def _apply_session(
+        self, chat: Chat, type_: str, f: _Fields, ev: GatewayEvent, seq: int | None
+    ) -> None:
         sid = chat.sessionId
         meta = self.sessions.get(sid)
         if type_ == "session_created" and f.session:
@@ -461,13 +582,17 @@ class Stores:
             t.userText = f.text
             t.items.append(ev.raw)
         elif type_ == "history":
-            self.history_skipped += apply_history(chat, _history.decode(ev.raw).turns).skipped
+            self.history_skipped += apply_history(
+                chat, _history.decode(ev.raw).turns
+            ).skipped
         elif f.turnId is not None:
             t = chat.turn(f.turnId, seq)
             assert t is not None
             t.lastSeq = seq
             if type_ in _TURN_END_STATUS:
-                t.status = "stopped" if f.stopReason == "stopped" else _TURN_END_STATUS[type_]
+                t.status = (
+                    "stopped" if f.stopReason == "stopped" else _TURN_END_STATUS[type_]
+                )
                 if type_ == "turn_complete":
                     t.finalText = f.finalText
                 else:

@@ -7,7 +7,9 @@ import re
 import unicodedata
 from pathlib import Path
 
-NAME_MAX_BYTES = 120  # well under every filesystem's 255, room left for a "-<id>" suffix
+NAME_MAX_BYTES = (
+    120  # well under every filesystem's 255, room left for a "-<id>" suffix
+)
 # Path separators, control characters, and what Windows and macOS file managers refuse: a session
 # named "fix: a/b" must not become a path with a folder in it, or a name other tools choke on.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
@@ -17,13 +19,17 @@ def folder_name(text: str | None) -> str:
     """A session name as one safe folder name ("" when nothing usable is left)."""
     name = unicodedata.normalize("NFC", text or "")
     name = _UNSAFE.sub("-", name)
-    name = re.sub(r"\s+", " ", name).strip(" .-")  # no hidden folder, no "." or "..", no trailing dot
+    name = re.sub(r"\s+", " ", name).strip(
+        " .-"
+    )  # no hidden folder, no "." or "..", no trailing dot
     while len(name.encode("utf-8")) > NAME_MAX_BYTES:
         name = name[:-1].rstrip(" .-")
     return name
 
 
-def default_folder(sync_root: str, session_id: str, session_name: str | None, taken: set[str]) -> Path:
+def default_folder(
+    sync_root: str, session_id: str, session_name: str | None, taken: set[str]
+) -> Path:
     """Where a session syncs by default. Sessions often share a name ("New session"): when the
     name's folder is another session's sync folder already, the id's first 8 characters are added."""
     root = Path(os.path.expanduser(sync_root))

@@ -26,17 +26,23 @@ class EchoSet:
     def __init__(self, ttl_s: float = 10.0):
         self.ttl_s = ttl_s
         self._entries: dict[str, list[tuple[str, tuple | None, float]]] = {}
-        self._written: dict[str, tuple[str, float]] = {}  # path -> (hash, until): our last write there
+        self._written: dict[
+            str, tuple[str, float]
+        ] = {}  # path -> (hash, until): our last write there
         self._lock = threading.Lock()
         self._last_expiry = 0.0
         self.suppressed = 0
         self.leaked = 0
-        self._counts: dict[str, dict[str, int]] = {}  # sessionId -> {echoesSuppressed, echoesLeaked}
+        self._counts: dict[
+            str, dict[str, int]
+        ] = {}  # sessionId -> {echoesSuppressed, echoesLeaked}
 
     def add(self, path: str, content_hash: str, sig: tuple | None = None) -> None:
         now = time.monotonic()
         with self._lock:
-            self._entries.setdefault(path, []).append((content_hash, sig, now + self.ttl_s))
+            self._entries.setdefault(path, []).append(
+                (content_hash, sig, now + self.ttl_s)
+            )
             self._written[path] = (content_hash, now + self.ttl_s * WRITTEN_TTL_FACTOR)
 
     def attach_sig(self, path: str, content_hash: str, sig: tuple) -> None:
@@ -52,7 +58,9 @@ class EchoSet:
         if now - self._last_expiry < 1.0:
             return
         self._last_expiry = now
-        for path in [p for p, items in self._entries.items() if all(t < now for _, _, t in items)]:
+        for path in [
+            p for p, items in self._entries.items() if all(t < now for _, _, t in items)
+        ]:
             del self._entries[path]
         for path in [p for p, (_, t) in self._written.items() if t < now]:
             del self._written[path]
@@ -66,7 +74,7 @@ class EchoSet:
                 return None
             for i, (h, sig, t) in enumerate(items):
                 if t >= now and test(h, sig):
-                    del items[i:i + 1]
+                    del items[i : i + 1]
                     if not items:
                         del self._entries[path]
                     self.suppressed += 1
@@ -106,14 +114,19 @@ class EchoSet:
     def count(self, session_id: str, kind: str) -> None:
         """Per-session figures for sync_status: kind is echoesSuppressed or echoesLeaked."""
         with self._lock:
-            c = self._counts.setdefault(session_id, {"echoesSuppressed": 0, "echoesLeaked": 0})
+            c = self._counts.setdefault(
+                session_id, {"echoesSuppressed": 0, "echoesLeaked": 0}
+            )
             c[kind] += 1
             if kind == "echoesLeaked":
                 self.leaked += 1
 
     def counts(self, session_id: str) -> dict[str, int]:
         with self._lock:
-            return dict(self._counts.get(session_id) or {"echoesSuppressed": 0, "echoesLeaked": 0})
+            return dict(
+                self._counts.get(session_id)
+                or {"echoesSuppressed": 0, "echoesLeaked": 0}
+            )
 
     def pending(self, path: str) -> bool:
         with self._lock:

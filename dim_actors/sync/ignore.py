@@ -24,7 +24,9 @@ _NOISE = re.compile(
       | \.DS_Store
       | \.dim-.*\.tmp                      # the materializer's own temp files
       | .*\.upstream-\d+(\..*)?            # conflict copies written beside a file
-    )""", re.X)
+    )""",
+    re.X,
+)
 
 
 def is_vim_probe(name: str) -> bool:
@@ -76,11 +78,13 @@ def _translate(pattern: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            j = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "^", "]") else i + 1)
+            j = pattern.find(
+                "]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^", "]") else i + 1
+            )
             if j == -1:
                 out.append(re.escape(c))
             else:
-                body = pattern[i + 1:j]
+                body = pattern[i + 1 : j]
                 if body[:1] in ("!", "^"):
                     body = "^" + body[1:]
                 out.append("[" + body.replace("\\", "\\\\") + "]")
@@ -106,7 +110,9 @@ class Rule:
         anchored = "/" in line
         line = line.lstrip("/")
         self.basename = not anchored
-        self.regex = re.compile(_translate(line) + r"(?:/.*)?" if line.endswith("/**") else _translate(line))
+        self.regex = re.compile(
+            _translate(line) + r"(?:/.*)?" if line.endswith("/**") else _translate(line)
+        )
 
     def matches(self, rel: str, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
@@ -146,7 +152,11 @@ class GitIgnore:
         self._cache: dict[str, tuple[tuple[int, int, int], list[Rule]]] = {}
 
     def _rules(self, directory: str) -> list[Rule]:
-        path = self.root / directory / ".gitignore" if directory else self.root / ".gitignore"
+        path = (
+            self.root / directory / ".gitignore"
+            if directory
+            else self.root / ".gitignore"
+        )
         try:
             st = os.stat(path)
         except OSError:
@@ -160,12 +170,17 @@ class GitIgnore:
                 rules = parse_gitignore(path.read_text(errors="replace"))
             except OSError:
                 rules = []
-            cached = self._cache[directory] = (key, self.extra + rules if not directory else rules)
+            cached = self._cache[directory] = (
+                key,
+                self.extra + rules if not directory else rules,
+            )
         return cached[1]
 
     def _match(self, parts: list[str], is_dir: bool) -> bool:
         ignored = False
-        for depth in range(len(parts)):  # .gitignore files from the root down; the deepest, last rule wins
+        for depth in range(
+            len(parts)
+        ):  # .gitignore files from the root down; the deepest, last rule wins
             rules = self._rules("/".join(parts[:depth]))
             if not rules:
                 continue
@@ -184,5 +199,7 @@ class GitIgnore:
         return False
 
 
-def is_ignored(rel: str, gitignore: GitIgnore | None = None, is_dir: bool = False) -> bool:
+def is_ignored(
+    rel: str, gitignore: GitIgnore | None = None, is_dir: bool = False
+) -> bool:
     return is_noise(rel) or (gitignore is not None and gitignore.ignored(rel, is_dir))

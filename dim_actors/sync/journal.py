@@ -135,26 +135,47 @@ CREATE TABLE IF NOT EXISTS conflicts (
 ) WITHOUT ROWID;
 """
 # Columns added to `changes` since its first version (state of local entries, what was applied).
-CHANGE_COLUMNS = {"state": "TEXT NOT NULL DEFAULT 'done'", "iteration": "INTEGER", "size": "INTEGER",
-                  "permissions": "INTEGER", "reason": "TEXT", "sequence": "INTEGER"}
+CHANGE_COLUMNS = {
+    "state": "TEXT NOT NULL DEFAULT 'done'",
+    "iteration": "INTEGER",
+    "size": "INTEGER",
+    "permissions": "INTEGER",
+    "reason": "TEXT",
+    "sequence": "INTEGER",
+}
 
 TICK_S = 0.5
-DELETE_HOLD_S = 0.3  # local deletions wait this long, then the folder is checked before sending
+DELETE_HOLD_S = (
+    0.3  # local deletions wait this long, then the folder is checked before sending
+)
 INFLIGHT_TIMEOUT_S = 15.0
-LINK_SILENT_S = 10.0  # no word from a replication link this long: ask the connection again
+LINK_SILENT_S = (
+    10.0  # no word from a replication link this long: ask the connection again
+)
 MAX_BATCH = 512
 TEXT_LIMIT = 256 << 10
 USER_PAUSE = "paused by the user"
 RESOLUTIONS = ("keep_local", "accept_upstream", "merged")
-COUNTS = ("localChanges", "upstreamApplied", "writeBacksAccepted", "conflicts")  # stats kept by the journal
-MIRROR_NOTE = ("This gateway has no replication endpoint: the agent's files are mirrored here, but your local edits "
-               "stay on this computer and are not sent to the agent.")
+COUNTS = (
+    "localChanges",
+    "upstreamApplied",
+    "writeBacksAccepted",
+    "conflicts",
+)  # stats kept by the journal
+MIRROR_NOTE = (
+    "This gateway has no replication endpoint: the agent's files are mirrored here, but your local edits "
+    "stay on this computer and are not sent to the agent."
+)
 LOCAL_EDITS_SHOWN = 100
-FAILED_SHOWN = 100  # sync_status.failed lists at most this many (failedCount has them all)
+FAILED_SHOWN = (
+    100  # sync_status.failed lists at most this many (failedCount has them all)
+)
 RETRY_FIRST_S = 2.0  # a failed upstream change is tried again after this, doubling up to RETRY_MAX_S
 RETRY_MAX_S = 60.0
 SPACE_CHECK_S = 2.0  # the sync folder's free space is looked at this often
-SPACE_FREED = 1 << 20  # this much more free space than at the last look: failed writes are tried at once
+SPACE_FREED = (
+    1 << 20
+)  # this much more free space than at the last look: failed writes are tried at once
 # A LocalChanges bigger than this (a first scan of a big folder) is handled in steps of at most this
 # many files or STEP_S, one transaction each, the journal sending itself a JournalStep between them:
 # other messages (sync_status) are answered in between, and no message comes near the hang timeout.
@@ -241,7 +262,9 @@ class Failure:
     note: wire.Notification | None = None
     retry: bool = True
     next_at: float = 0.0
-    counted: bool = False  # its sequence is outstanding (it holds the acknowledgement back)
+    counted: bool = (
+        False  # its sequence is outstanding (it holds the acknowledgement back)
+    )
 
 
 @dataclass
@@ -316,16 +339,24 @@ class Sync:
     error: str | None = None
     last_seq: int = 0
     last_sync_at: int | None = None
-    warning: str | None = None  # syncing, but not as it should (folders polled for want of watches)
+    warning: str | None = (
+        None  # syncing, but not as it should (folders polled for want of watches)
+    )
     ignore: GitIgnore | None = None
     files: dict[str, FileRec] = field(default_factory=dict)
     entries: Entries = field(default_factory=Entries)
     conflicts: dict[str, Conflict] = field(default_factory=dict)
-    materializing: dict[str, tuple[int, str, int]] = field(default_factory=dict)  # path -> (iteration, hash, seq)
+    materializing: dict[str, tuple[int, str, int]] = field(
+        default_factory=dict
+    )  # path -> (iteration, hash, seq)
     # accept_upstream writes in flight: the conflict (and its held changes) stays until the write lands
     accepting: set[str] = field(default_factory=set)
-    queued: dict[str, wire.Notification] = field(default_factory=dict)  # newer notes behind a materialization
-    outstanding: dict[int, int] = field(default_factory=dict)  # seq -> items not yet applied
+    queued: dict[str, wire.Notification] = field(
+        default_factory=dict
+    )  # newer notes behind a materialization
+    outstanding: dict[int, int] = field(
+        default_factory=dict
+    )  # seq -> items not yet applied
     max_seen: int = 0
     inflight: set[int] = field(default_factory=set)
     sent_at: float = 0.0
@@ -340,14 +371,20 @@ class Sync:
     dirty: bool = True
     pushed_at: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
-    failed: dict[str, Failure] = field(default_factory=dict)  # path -> what could not be synced
-    notes: dict[str, wire.Notification] = field(default_factory=dict)  # path -> the state being materialized
+    failed: dict[str, Failure] = field(
+        default_factory=dict
+    )  # path -> what could not be synced
+    notes: dict[str, wire.Notification] = field(
+        default_factory=dict
+    )  # path -> the state being materialized
     # path -> (failed since, retries, last reason) while retried
     tries: dict[str, tuple[float, int, str | None]] = field(default_factory=dict)
     space_at: float = 0.0  # when the free space was last looked at
     free: int | None = None  # free bytes then
     floor: int | None = None  # and the floor below which sync pauses
-    backlog: deque[ScanWork] = field(default_factory=deque)  # local changes still to handle, in order
+    backlog: deque[ScanWork] = field(
+        default_factory=deque
+    )  # local changes still to handle, in order
 
     @property
     def root(self) -> Path:
@@ -365,34 +402,46 @@ class Journal(DimActor):
         self.db = sqlite3.connect(self.db_path, timeout=LOCK_WAIT_S)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a crash of the app
+            self.db.execute(
+                "PRAGMA synchronous=NORMAL"
+            )  # WAL + NORMAL: a commit survives a crash of the app
             self.db.executescript(SCHEMA)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(changes)")}
             for col, decl in CHANGE_COLUMNS.items():
                 if col not in have:
                     self.db.execute(f"ALTER TABLE changes ADD COLUMN {col} {decl}")
-            self.db.execute("CREATE INDEX IF NOT EXISTS changes_open ON changes (session_id, state)")
+            self.db.execute(
+                "CREATE INDEX IF NOT EXISTS changes_open ON changes (session_id, state)"
+            )
             self.db.commit()
         except sqlite3.OperationalError as e:
             self.db.close()
             if "locked" in str(e):
-                raise RuntimeError(f"the sync journal {self.db_path} stayed locked for {LOCK_WAIT_S:g} s by another "
-                                   "writer (an earlier instance of the journal that has not let go of it); sync "
-                                   "waits until it does") from e
+                raise RuntimeError(
+                    f"the sync journal {self.db_path} stayed locked for {LOCK_WAIT_S:g} s by another "
+                    "writer (an earlier instance of the journal that has not let go of it); sync "
+                    "waits until it does"
+                ) from e
             raise
         # a step stays well inside the hang timeout, however low it is set
         self.step_s = min(STEP_S, (self.ctx.settings or Settings()).hang_timeout_s / 4)
         self.step_queued = False
         self.closed = False  # let go after being replaced (see handle)
         # sid -> files the watcher has listed so far in a full scan under way (shared, see scan_view)
-        self.scan_progress: dict[str, int] = self.ctx.extra.setdefault("scan_progress", {})
+        self.scan_progress: dict[str, int] = self.ctx.extra.setdefault(
+            "scan_progress", {}
+        )
         self.recorded = self.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
         self.spool_root = self.ctx.home.data_dir / "sync-spool"
-        self.echoes: EchoSet = self.ctx.extra.setdefault("echoes", EchoSet())  # its per-session counts
+        self.echoes: EchoSet = self.ctx.extra.setdefault(
+            "echoes", EchoSet()
+        )  # its per-session counts
         settings = self.ctx.settings
         self.sync_root: str | None = settings.sync_root if settings else None
         self.auto_start: bool = bool(settings and settings.sync_auto_start)
-        self.extra_ignore: list[str] = list(settings.sync_extra_ignore) if settings else []
+        self.extra_ignore: list[str] = (
+            list(settings.sync_extra_ignore) if settings else []
+        )
         self.max_file: int = (settings or Settings()).sync_max_file_mb << 20
         self.floor_mb: int | None = settings.sync_min_free_mb if settings else None
         # sessions whose sync_auto_start was refused (a non-empty folder...): shown by sync_status
@@ -400,14 +449,19 @@ class Journal(DimActor):
         self.syncs: dict[str, Sync] = {}
         self._load()
         self.stop_ticks = threading.Event()
-        threading.Thread(target=self._ticker, name="journal-ticker", daemon=True).start()
+        threading.Thread(
+            target=self._ticker, name="journal-ticker", daemon=True
+        ).start()
         for s in self.syncs.values():
             if s.state in ("active", "error"):
                 self._begin(s, reset_link=True)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "changes": self.recorded,
-                "syncs": {sid: s.state for sid, s in list(self.syncs.items())}}
+        return {
+            **super().describe(),
+            "changes": self.recorded,
+            "syncs": {sid: s.state for sid, s in list(self.syncs.items())},
+        }
 
     def _ticker(self) -> None:
         ref = self.actor_ref
@@ -435,33 +489,76 @@ class Journal(DimActor):
         """At a step boundary: an instance the supervisor has replaced stops here, its transaction
         rolled back, instead of writing on beside its successor."""
         if self.superseded():
-            raise Superseded("replaced by a new instance of the journal; stopping at a step boundary")
+            raise Superseded(
+                "replaced by a new instance of the journal; stopping at a step boundary"
+            )
 
     # --- loading --------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for sid, local_dir, replica_id, state, error, last_seq, last_sync_at in self.db.execute(
-                "SELECT session_id, local_dir, replica_id, state, error, last_seq, last_sync_at FROM syncs"):
-            s = Sync(sid, local_dir, replica_id, state, error, last_seq, last_sync_at, max_seen=last_seq)
+        for (
+            sid,
+            local_dir,
+            replica_id,
+            state,
+            error,
+            last_seq,
+            last_sync_at,
+        ) in self.db.execute(
+            "SELECT session_id, local_dir, replica_id, state, error, last_seq, last_sync_at FROM syncs"
+        ):
+            s = Sync(
+                sid,
+                local_dir,
+                replica_id,
+                state,
+                error,
+                last_seq,
+                last_sync_at,
+                max_seen=last_seq,
+            )
             self.syncs[sid] = s
         for sid, path, u, uh, lh, mode in self.db.execute(
-                "SELECT session_id, path, upstream_iteration, upstream_hash, local_hash, permissions FROM files"):
+            "SELECT session_id, path, upstream_iteration, upstream_hash, local_hash, permissions FROM files"
+        ):
             if sid in self.syncs:
                 self.syncs[sid].files[path] = FileRec(u, uh, lh, mode)
         for sid, path, lh, u, uh, copy, since in self.db.execute(
-                "SELECT session_id, path, local_hash, upstream_iteration, upstream_hash, upstream_copy, since"
-                " FROM conflicts"):
+            "SELECT session_id, path, local_hash, upstream_iteration, upstream_hash, upstream_copy, since"
+            " FROM conflicts"
+        ):
             if sid in self.syncs:
                 self.syncs[sid].conflicts[path] = Conflict(path, lh, u, uh, copy, since)
-        for seq, sid, path, h, deletion, state, size, mode, recorded, base in self.db.execute(
-                "SELECT id, session_id, path, content_hash, is_deletion, state, size, permissions, recorded_at,"
-                " base_iteration FROM changes WHERE origin = 'local' AND state IN ('pending', 'sent', 'held')"
-                " ORDER BY id"):
+        for (
+            seq,
+            sid,
+            path,
+            h,
+            deletion,
+            state,
+            size,
+            mode,
+            recorded,
+            base,
+        ) in self.db.execute(
+            "SELECT id, session_id, path, content_hash, is_deletion, state, size, permissions, recorded_at,"
+            " base_iteration FROM changes WHERE origin = 'local' AND state IN ('pending', 'sent', 'held')"
+            " ORDER BY id"
+        ):
             s = self.syncs.get(sid)
             if s is not None:
                 # sent before a crash and never answered: send again (the gateway dedupes by localSeq)
-                s.entries[seq] = Entry(seq, path, h or "", size or 0, mode or 0o644, bool(deletion),
-                                       "pending" if state == "sent" else state, recorded, base)
+                s.entries[seq] = Entry(
+                    seq,
+                    path,
+                    h or "",
+                    size or 0,
+                    mode or 0o644,
+                    bool(deletion),
+                    "pending" if state == "sent" else state,
+                    recorded,
+                    base,
+                )
 
     # --- persistence helpers ----------------------------------------------------------------------------
 
@@ -471,28 +568,78 @@ class Journal(DimActor):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET local_dir = excluded.local_dir,"
             " replica_id = excluded.replica_id, state = excluded.state, error = excluded.error,"
             " last_seq = excluded.last_seq, last_sync_at = excluded.last_sync_at",
-            (s.sid, s.local_dir, s.replica_id, s.state, s.error, s.last_seq, s.last_sync_at, time.time()))
+            (
+                s.sid,
+                s.local_dir,
+                s.replica_id,
+                s.state,
+                s.error,
+                s.last_seq,
+                s.last_sync_at,
+                time.time(),
+            ),
+        )
         s.dirty = True
 
     def _save_file(self, s: Sync, path: str) -> None:
         f = s.files[path]
-        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (s.sid, path, f.u, f.uh, f.lh, f.mode))
+        self.db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+            (s.sid, path, f.u, f.uh, f.lh, f.mode),
+        )
 
-    def _record(self, s: Sync, origin: str, path: str, h: str, deletion: bool, state: str, *, base: int | None = None,
-                iteration: int | None = None, size: int = 0, mode: int = 0, reason: str | None = None,
-                sequence: int | None = None) -> int:
+    def _record(
+        self,
+        s: Sync,
+        origin: str,
+        path: str,
+        h: str,
+        deletion: bool,
+        state: str,
+        *,
+        base: int | None = None,
+        iteration: int | None = None,
+        size: int = 0,
+        mode: int = 0,
+        reason: str | None = None,
+        sequence: int | None = None,
+    ) -> int:
         cur = self.db.execute(
             "INSERT INTO changes (session_id, origin, path, content_hash, is_deletion, base_iteration, recorded_at,"
             " state, iteration, size, permissions, reason, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (s.sid, origin, path, h, int(deletion), base, time.time(), state, iteration, size, mode, reason, sequence))
+            (
+                s.sid,
+                origin,
+                path,
+                h,
+                int(deletion),
+                base,
+                time.time(),
+                state,
+                iteration,
+                size,
+                mode,
+                reason,
+                sequence,
+            ),
+        )
         self.recorded += 1
         return cur.lastrowid
 
-    def _entry_state(self, e: Entry, state: str, *, iteration: int | None = None, reason: str | None = None,
-                     base: int | None = None) -> None:
-        self.db.execute("UPDATE changes SET state = ?, iteration = COALESCE(?, iteration), reason = COALESCE(?, reason),"
-                        " base_iteration = COALESCE(?, base_iteration) WHERE id = ?",
-                        (state, iteration, reason, base, e.seq))
+    def _entry_state(
+        self,
+        e: Entry,
+        state: str,
+        *,
+        iteration: int | None = None,
+        reason: str | None = None,
+        base: int | None = None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE changes SET state = ?, iteration = COALESCE(?, iteration), reason = COALESCE(?, reason),"
+            " base_iteration = COALESCE(?, base_iteration) WHERE id = ?",
+            (state, iteration, reason, base, e.seq),
+        )
 
     def _file(self, s: Sync, path: str) -> FileRec:
         f = s.files.get(path)
@@ -516,14 +663,20 @@ class Journal(DimActor):
             self._let_go()  # the step's transaction was rolled back on the way out
 
     def _let_go(self) -> None:
-        log.warning("journal: this instance was replaced; it stops here and closes its database")
+        log.warning(
+            "journal: this instance was replaced; it stops here and closes its database"
+        )
         self.closed = True
         self.stop_ticks.set()
         self.db.close()
 
     def _handle(self, body: Msg) -> None:
-        space = self._look_at_space(time.monotonic()) if isinstance(body, SyncTick) else {}
-        with self.db:  # one transaction per message: all of it or, after a crash, none of it
+        space = (
+            self._look_at_space(time.monotonic()) if isinstance(body, SyncTick) else {}
+        )
+        with (
+            self.db
+        ):  # one transaction per message: all of it or, after a crash, none of it
             if isinstance(body, SyncTick):
                 self.on_tick(space)
             elif isinstance(body, JournalStep):
@@ -547,8 +700,16 @@ class Journal(DimActor):
                 self.db.execute(
                     "INSERT INTO changes (session_id, origin, path, content_hash, is_deletion, base_iteration,"
                     " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (body.sessionId, body.origin, body.path, body.contentHash, int(body.isDeletion),
-                     body.baseIteration, time.time()))
+                    (
+                        body.sessionId,
+                        body.origin,
+                        body.path,
+                        body.contentHash,
+                        int(body.isDeletion),
+                        body.baseIteration,
+                        time.time(),
+                    ),
+                )
                 self.recorded += 1
             else:
                 raise TypeError(f"journal: unexpected message {type(body).__name__}")
@@ -558,19 +719,31 @@ class Journal(DimActor):
 
     def on_command(self, cmd: SyncCommand) -> None:
         args = cmd.args if isinstance(cmd.args, dict) else {}
-        name = args.get("sessionName") if isinstance(args.get("sessionName"), str) else None  # from the router
+        name = (
+            args.get("sessionName")
+            if isinstance(args.get("sessionName"), str)
+            else None
+        )  # from the router
         if cmd.command == AUTO_START:
             if isinstance(args.get("sessionId"), str) and args["sessionId"]:
                 self.auto_start_sync(args["sessionId"], name)
             return
         try:
-            if cmd.command in ("sync_pause", "sync_resume"):  # every sync at once (the tray's menu)
+            if cmd.command in (
+                "sync_pause",
+                "sync_resume",
+            ):  # every sync at once (the tray's menu)
                 result = self.pause_all(cmd.command == "sync_pause")
-                self.ctx.send("uibridge", InvokeResult(reqId=cmd.reqId, ok=True, result=result))
+                self.ctx.send(
+                    "uibridge", InvokeResult(reqId=cmd.reqId, ok=True, result=result)
+                )
                 return
             sid = args.get("sessionId")
             if not isinstance(sid, str) or not sid:
-                raise CommandError("INVALID_ARGUMENTS", f"{cmd.command}: sessionId must be a non-empty string")
+                raise CommandError(
+                    "INVALID_ARGUMENTS",
+                    f"{cmd.command}: sessionId must be a non-empty string",
+                )
             if cmd.command == "start_sync":
                 local_dir = args.get("localDir")
                 if local_dir is None:
@@ -579,25 +752,43 @@ class Journal(DimActor):
             elif cmd.command == "stop_sync":
                 result = self.stop_sync(sid)
             elif cmd.command == "sync_status":
-                result = self.refused[sid] if sid not in self.syncs and sid in self.refused else self.status(self._sync(sid))
+                result = (
+                    self.refused[sid]
+                    if sid not in self.syncs and sid in self.refused
+                    else self.status(self._sync(sid))
+                )
             elif cmd.command == "sync_defaults":
                 s = self.syncs.get(sid)
-                result = {"localDir": s.local_dir if s else self._folder_for(sid, name),
-                          "syncRoot": self.sync_root, "autoStart": self.auto_start}
+                result = {
+                    "localDir": s.local_dir if s else self._folder_for(sid, name),
+                    "syncRoot": self.sync_root,
+                    "autoStart": self.auto_start,
+                }
             elif cmd.command == "resolve_conflict":
                 result = self.resolve(sid, args.get("path"), args.get("resolution"))
             else:
-                raise CommandError("UNKNOWN_COMMAND", f"unknown sync command {cmd.command!r}")
+                raise CommandError(
+                    "UNKNOWN_COMMAND", f"unknown sync command {cmd.command!r}"
+                )
         except CommandError as e:
-            self.ctx.send("uibridge", InvokeResult(reqId=cmd.reqId, ok=False,
-                                                   error={"code": e.code, "message": e.message}))
+            self.ctx.send(
+                "uibridge",
+                InvokeResult(
+                    reqId=cmd.reqId,
+                    ok=False,
+                    error={"code": e.code, "message": e.message},
+                ),
+            )
             return
         self.ctx.send("uibridge", InvokeResult(reqId=cmd.reqId, ok=True, result=result))
 
     def _sync(self, sid: str) -> Sync:
         s = self.syncs.get(sid)
         if s is None:
-            raise CommandError("NOT_FOUND", f"session {sid} is not synced to a folder (start_sync first)")
+            raise CommandError(
+                "NOT_FOUND",
+                f"session {sid} is not synced to a folder (start_sync first)",
+            )
         return s
 
     # --- default folders (the sync_root and sync_auto_start settings) --------------------------------------
@@ -616,8 +807,11 @@ class Journal(DimActor):
             return s.local_dir
         folder = self._folder_for(sid, name)
         if folder is None:
-            raise CommandError("INVALID_ARGUMENTS", "start_sync: localDir is needed: no sync_root is set in the "
-                                                    "settings to make a default folder under")
+            raise CommandError(
+                "INVALID_ARGUMENTS",
+                "start_sync: localDir is needed: no sync_root is set in the "
+                "settings to make a default folder under",
+            )
         return folder
 
     def auto_start_sync(self, sid: str, name: str | None) -> None:
@@ -630,65 +824,129 @@ class Journal(DimActor):
         try:
             self.start_sync(sid, local_dir, confirm=False)
         except CommandError as e:
-            log.warning("sync %s: sync_auto_start into %s refused: %s", sid, local_dir, e.message)
+            log.warning(
+                "sync %s: sync_auto_start into %s refused: %s",
+                sid,
+                local_dir,
+                e.message,
+            )
             self.refused[sid] = self._refused_status(sid, local_dir, e)
-            self.ctx.send("uibridge", UiEvent(event="sync-status",
-                                              payload=msgspec.Raw(msgspec.json.encode(self.refused[sid]))))
+            self.ctx.send(
+                "uibridge",
+                UiEvent(
+                    event="sync-status",
+                    payload=msgspec.Raw(msgspec.json.encode(self.refused[sid])),
+                ),
+            )
 
-    def _refused_status(self, sid: str, local_dir: str | None, e: CommandError) -> dict[str, Any]:
+    def _refused_status(
+        self, sid: str, local_dir: str | None, e: CommandError
+    ) -> dict[str, Any]:
         """The status of a sync that never started: nothing runs; `error` says why, `errorCode` is
         start_sync's error code (FOLDER_NOT_EMPTY: start_sync again with confirm to go ahead)."""
-        return {"sessionId": sid, "state": "stopped", "localDir": local_dir, "error": f"sync_auto_start: {e.message}",
-                "errorCode": e.code, "warning": None, "filesTracked": 0, "lastSyncAt": None, "pendingWrites": 0,
-                "heldWrites": 0, "conflicts": [], "mode": "two-way", "modeNote": None, "localEdits": [],
-                "link": "stopped", "linkDetail": "", "lastSequence": 0,
-                "incidents": [], "rejected": [], "failed": [], "failedCount": 0, "maxFileSize": self.max_file,
-                "freeSpace": None, "minFreeSpace": None, "scan": None,
-                "stats": {**dict.fromkeys(COUNTS, 0), **self.echoes.counts(sid)}}
+        return {
+            "sessionId": sid,
+            "state": "stopped",
+            "localDir": local_dir,
+            "error": f"sync_auto_start: {e.message}",
+            "errorCode": e.code,
+            "warning": None,
+            "filesTracked": 0,
+            "lastSyncAt": None,
+            "pendingWrites": 0,
+            "heldWrites": 0,
+            "conflicts": [],
+            "mode": "two-way",
+            "modeNote": None,
+            "localEdits": [],
+            "link": "stopped",
+            "linkDetail": "",
+            "lastSequence": 0,
+            "incidents": [],
+            "rejected": [],
+            "failed": [],
+            "failedCount": 0,
+            "maxFileSize": self.max_file,
+            "freeSpace": None,
+            "minFreeSpace": None,
+            "scan": None,
+            "stats": {**dict.fromkeys(COUNTS, 0), **self.echoes.counts(sid)},
+        }
 
     def start_sync(self, sid: str, local_dir: Any, confirm: bool) -> dict[str, Any]:
         if not isinstance(local_dir, str) or not local_dir.strip():
-            raise CommandError("INVALID_ARGUMENTS", "start_sync: localDir must be a folder path")
+            raise CommandError(
+                "INVALID_ARGUMENTS", "start_sync: localDir must be a folder path"
+            )
         path = Path(os.path.expanduser(local_dir.strip()))
         if not path.is_absolute():
-            raise CommandError("INVALID_ARGUMENTS", f"start_sync: localDir must be an absolute path, not {local_dir!r}")
+            raise CommandError(
+                "INVALID_ARGUMENTS",
+                f"start_sync: localDir must be an absolute path, not {local_dir!r}",
+            )
         path = Path(os.path.realpath(path))
         try:
             not_a_folder = path.exists() and not path.is_dir()
         except OSError as e:  # a folder above it we may not look into
             raise _unusable(path, e) from e
         if not_a_folder:
-            raise CommandError("INVALID_ARGUMENTS", f"start_sync: {path} is not a folder")
+            raise CommandError(
+                "INVALID_ARGUMENTS", f"start_sync: {path} is not a folder"
+            )
         home = Path(os.path.realpath(self.ctx.home.root))
         if path == home or path.is_relative_to(home) or home.is_relative_to(path):
-            raise CommandError("FOLDER_IN_USE", f"start_sync: {path} overlaps dim-desktop's own data ({home})")
+            raise CommandError(
+                "FOLDER_IN_USE",
+                f"start_sync: {path} overlaps dim-desktop's own data ({home})",
+            )
         for other in self.syncs.values():
             if other.sid != sid and other.state != "stopped":
                 o = Path(other.local_dir)
                 if path == o or path.is_relative_to(o) or o.is_relative_to(path):
-                    raise CommandError("FOLDER_IN_USE", f"start_sync: {path} overlaps the sync folder of session "
-                                                        f"{other.sid} ({o})")
+                    raise CommandError(
+                        "FOLDER_IN_USE",
+                        f"start_sync: {path} overlaps the sync folder of session "
+                        f"{other.sid} ({o})",
+                    )
         s = self.syncs.get(sid)
         same_folder = s is not None and s.local_dir == str(path)
         if s is not None and s.state == "active" and same_folder:
             self._begin(s, reset_link=False)
             return self.status(s)
         if s is not None and s.state in ("active", "error") and not same_folder:
-            raise CommandError("ALREADY_SYNCING", f"session {sid} already syncs to {s.local_dir}; stop_sync first")
+            raise CommandError(
+                "ALREADY_SYNCING",
+                f"session {sid} already syncs to {s.local_dir}; stop_sync first",
+            )
         try:
-            if path.is_dir() and any(True for _ in os.scandir(path)) and not same_folder and not confirm:
-                raise CommandError("FOLDER_NOT_EMPTY",
-                                   f"{path} is not empty and is not an earlier sync of this session. Its files would "
-                                   "be merged with the workspace (conflicts kept side by side); call start_sync again "
-                                   "with confirm: true to go ahead")
+            if (
+                path.is_dir()
+                and any(True for _ in os.scandir(path))
+                and not same_folder
+                and not confirm
+            ):
+                raise CommandError(
+                    "FOLDER_NOT_EMPTY",
+                    f"{path} is not empty and is not an earlier sync of this session. Its files would "
+                    "be merged with the workspace (conflicts kept side by side); call start_sync again "
+                    "with confirm: true to go ahead",
+                )
             make_user_folders(path)
-        except OSError as e:  # a path under a file, a read-only disk, a folder we may not read
+        except (
+            OSError
+        ) as e:  # a path under a file, a read-only disk, a folder we may not read
             raise _unusable(path, e) from e
         if s is None or not same_folder:
             # a new folder: nothing of what we knew about a local copy holds
             self._forget_files(sid)
-            s = self.syncs[sid] = Sync(sid, str(path), s.replica_id if s else uuid.uuid4().hex, "active")
-        elif s.state == "paused" and s.error != USER_PAUSE and not (s.error or "").startswith(LOW_SPACE):
+            s = self.syncs[sid] = Sync(
+                sid, str(path), s.replica_id if s else uuid.uuid4().hex, "active"
+            )
+        elif (
+            s.state == "paused"
+            and s.error != USER_PAUSE
+            and not (s.error or "").startswith(LOW_SPACE)
+        ):
             self._restore(s)
         s.state, s.error, s.warning = "active", None, None
         s.incidents.clear()
@@ -700,8 +958,10 @@ class Journal(DimActor):
     def _forget_files(self, sid: str) -> None:
         for table in ("files", "conflicts"):
             self.db.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
-        self.db.execute("UPDATE changes SET state = 'discarded' WHERE session_id = ? AND state IN ('pending', 'sent', 'held')",
-                        (sid,))
+        self.db.execute(
+            "UPDATE changes SET state = 'discarded' WHERE session_id = ? AND state IN ('pending', 'sent', 'held')",
+            (sid,),
+        )
 
     def _restore(self, s: Sync) -> None:
         """Resume after the folder was deleted or emptied: upstream's files come back; local
@@ -726,8 +986,15 @@ class Journal(DimActor):
         spool = self.spool_root / s.sid
         if reset_link:
             self.ctx.send("connection", StopReplication(sessionId=s.sid))
-        self.ctx.send("connection", StartReplication(sessionId=s.sid, replicaId=s.replica_id,
-                                                     sinceSequence=s.last_seq, spoolDir=str(spool)))
+        self.ctx.send(
+            "connection",
+            StartReplication(
+                sessionId=s.sid,
+                replicaId=s.replica_id,
+                sinceSequence=s.last_seq,
+                spoolDir=str(spool),
+            ),
+        )
         s.dirty = True
 
     def pause_all(self, pause: bool) -> dict[str, Any]:
@@ -779,29 +1046,54 @@ class Journal(DimActor):
         # a link the gateway refuses (bad token, unknown session) is an error until it connects
         state = "error" if s.state == "active" and s.link == "refused" else s.state
         return {
-            "sessionId": s.sid, "state": state, "localDir": s.local_dir, "error": s.error, "warning": s.warning,
+            "sessionId": s.sid,
+            "state": state,
+            "localDir": s.local_dir,
+            "error": s.error,
+            "warning": s.warning,
             "filesTracked": sum(1 for f in s.files.values() if f.lh),
-            "lastSyncAt": s.last_sync_at, "pendingWrites": pending,
+            "lastSyncAt": s.last_sync_at,
+            "pendingWrites": pending,
             "heldWrites": sum(1 for e in s.entries.values() if e.state == "held"),
-            "conflicts": [self._conflict_view(s, c, texts) for c in sorted(s.conflicts.values(), key=lambda c: c.path)],
+            "conflicts": [
+                self._conflict_view(s, c, texts)
+                for c in sorted(s.conflicts.values(), key=lambda c: c.path)
+            ],
             # mirror: read-only (the gateway has no /replicate); pendingWrites are then kept here, unsent
-            "mode": "mirror" if s.read_only else "two-way", "modeNote": MIRROR_NOTE if s.read_only else None,
+            "mode": "mirror" if s.read_only else "two-way",
+            "modeNote": MIRROR_NOTE if s.read_only else None,
             "localEdits": self._local_edits(s),
-            "link": s.link, "linkDetail": s.link_detail, "lastSequence": s.last_seq,
-            "incidents": s.incidents[-10:], "rejected": s.rejected[-20:],
+            "link": s.link,
+            "linkDetail": s.link_detail,
+            "lastSequence": s.last_seq,
+            "incidents": s.incidents[-10:],
+            "rejected": s.rejected[-20:],
             # items that could not be synced, each with its reason (not acknowledged upstream; retried)
-            "failed": self._failed_view(s), "failedCount": len(s.failed),
-            "maxFileSize": self.max_file, "freeSpace": s.free, "minFreeSpace": s.floor,
+            "failed": self._failed_view(s),
+            "failedCount": len(s.failed),
+            "maxFileSize": self.max_file,
+            "freeSpace": s.free,
+            "minFreeSpace": s.floor,
             # echoesSuppressed / echoesLeaked: counted by the watcher, in the echo set it shares with us
             "stats": {**s.counts, **self.echoes.counts(s.sid)},
             "scan": self.scan_view(s),
         }
 
     def _failed_view(self, s: Sync) -> list[dict[str, Any]]:
-        shown = sorted(s.failed.values(), key=lambda fl: (fl.since, fl.path))[:FAILED_SHOWN]
-        return [{"path": fl.path, "reason": fl.reason, "direction": fl.direction, "since": int(fl.since * 1000),
-                 "retries": fl.retries, "sequence": fl.note.sequence if fl.note is not None else None}
-                for fl in shown]
+        shown = sorted(s.failed.values(), key=lambda fl: (fl.since, fl.path))[
+            :FAILED_SHOWN
+        ]
+        return [
+            {
+                "path": fl.path,
+                "reason": fl.reason,
+                "direction": fl.direction,
+                "since": int(fl.since * 1000),
+                "retries": fl.retries,
+                "sequence": fl.note.sequence if fl.note is not None else None,
+            }
+            for fl in shown
+        ]
 
     def _local_edits(self, s: Sync) -> list[dict[str, Any]]:
         """Local changes not yet accepted upstream (conflicts apart), by path: the newest per path,
@@ -811,23 +1103,40 @@ class Journal(DimActor):
             if e.state in ("pending", "sent") and e.path not in s.conflicts:
                 latest[e.path] = e
         # the first few of up to 100,000 paths (a big folder's first upload): no need to sort them all
-        return [{"path": p, "deleted": latest[p].deletion} for p in heapq.nsmallest(LOCAL_EDITS_SHOWN, latest)]
+        return [
+            {"path": p, "deleted": latest[p].deletion}
+            for p in heapq.nsmallest(LOCAL_EDITS_SHOWN, latest)
+        ]
 
     def _conflict_view(self, s: Sync, c: Conflict, texts: bool) -> dict[str, Any]:
-        view: dict[str, Any] = {"path": c.path, "upstreamIteration": c.u, "upstreamHash": c.uh,
-                                "upstreamDeleted": not c.uh, "localHash": c.lh, "localDeleted": not c.lh,
-                                "upstreamCopy": c.copy, "since": int(c.since * 1000)}
+        view: dict[str, Any] = {
+            "path": c.path,
+            "upstreamIteration": c.u,
+            "upstreamHash": c.uh,
+            "upstreamDeleted": not c.uh,
+            "localHash": c.lh,
+            "localDeleted": not c.lh,
+            "upstreamCopy": c.copy,
+            "since": int(c.since * 1000),
+        }
         if texts:
             view["local"] = _text(s.root, c.path)
-            view["upstream"] = _text(s.root, c.copy) if c.copy else ("" if not c.uh else None)
-            view["binary"] = bool((c.lh and view["local"] is None) or (c.uh and c.copy and view["upstream"] is None))
+            view["upstream"] = (
+                _text(s.root, c.copy) if c.copy else ("" if not c.uh else None)
+            )
+            view["binary"] = bool(
+                (c.lh and view["local"] is None)
+                or (c.uh and c.copy and view["upstream"] is None)
+            )
         return view
 
     def _push(self, s: Sync) -> None:
         s.dirty = False
         s.pushed_at = time.monotonic()
         payload = msgspec.json.encode(self.status(s))
-        self.ctx.send("uibridge", UiEvent(event="sync-status", payload=msgspec.Raw(payload)))
+        self.ctx.send(
+            "uibridge", UiEvent(event="sync-status", payload=msgspec.Raw(payload))
+        )
 
     def _push_statuses(self, throttle: bool) -> None:
         now = time.monotonic()
@@ -845,7 +1154,9 @@ class Journal(DimActor):
         if s.link != "connected":
             s.link, s.link_detail, s.dirty = "connected", "", True
         if u.fullResync is not None:
-            if not s.read_only:  # the mirror resyncs at every connect: its ordinary start, no incident
+            if (
+                not s.read_only
+            ):  # the mirror resyncs at every connect: its ordinary start, no incident
                 self._incident(s, "full_resync", u.fullResync)
             self._forget_upstream(s)
         items: list[MaterializeItem] = []
@@ -889,7 +1200,9 @@ class Journal(DimActor):
         if cursor > s.last_seq:
             s.last_seq = cursor
             self._save_sync(s)
-            self.ctx.send("connection", AckSequence(sessionId=s.sid, upToSequence=cursor))
+            self.ctx.send(
+                "connection", AckSequence(sessionId=s.sid, upToSequence=cursor)
+            )
 
     def _send_items(self, s: Sync, items: list[MaterializeItem]) -> None:
         batch: list[MaterializeItem] = []
@@ -898,16 +1211,37 @@ class Journal(DimActor):
             batch.append(item)
             size += len(item.content or b"")
             if len(batch) >= MAX_BATCH or size >= (1 << 20):
-                self.ctx.send("materializer", Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch))
+                self.ctx.send(
+                    "materializer",
+                    Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch),
+                )
                 batch, size = [], 0
         if batch:
-            self.ctx.send("materializer", Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch))
+            self.ctx.send(
+                "materializer",
+                Materialize(sessionId=s.sid, localDir=s.local_dir, items=batch),
+            )
 
     def _refuse(self, s: Sync, n: wire.Notification, e: UnsafePath) -> None:
         log.warning("sync %s: refused an upstream change: %s", s.sid, e)
-        s.rejected.append({"path": str(n.filepath)[:300], "reason": str(e), "at": int(time.time() * 1000)})
-        self._record(s, "upstream", str(n.filepath)[:4096], n.contentHash, n.isDeletion, "rejected",
-                     iteration=n.iteration, reason=str(e), sequence=n.sequence)
+        s.rejected.append(
+            {
+                "path": str(n.filepath)[:300],
+                "reason": str(e),
+                "at": int(time.time() * 1000),
+            }
+        )
+        self._record(
+            s,
+            "upstream",
+            str(n.filepath)[:4096],
+            n.contentHash,
+            n.isDeletion,
+            "rejected",
+            iteration=n.iteration,
+            reason=str(e),
+            sequence=n.sequence,
+        )
         s.dirty = True
         self._done(s, n.sequence)
 
@@ -925,21 +1259,47 @@ class Journal(DimActor):
         if old.counted and old.note is not None:
             self._done(s, old.note.sequence)
 
-    def _fail_upstream(self, s: Sync, path: str, n: wire.Notification | None, reason: str, retry: bool,
-                       counted: bool = True) -> None:
+    def _fail_upstream(
+        self,
+        s: Sync,
+        path: str,
+        n: wire.Notification | None,
+        reason: str,
+        retry: bool,
+        counted: bool = True,
+    ) -> None:
         """An upstream state that could not be written: listed with its reason, its sequence left
         outstanding (never acknowledged), tried again later (`retry`) or when a newer state comes."""
         since, retries, last = s.tries.pop(path, (time.time(), -1, None))
         retries += 1
-        log.log(failure_log_level(reason, last), "sync %s: could not write %s (try %d): %s", s.sid, path,
-                retries + 1, reason)
+        log.log(
+            failure_log_level(reason, last),
+            "sync %s: could not write %s (try %d): %s",
+            s.sid,
+            path,
+            retries + 1,
+            reason,
+        )
         if n is not None and n.renamedFrom:
-            n = msgspec.structs.replace(n, renamedFrom=None, renamedFromIteration=None)  # that half is handled
-        s.failed[path] = Failure(path, reason, "upstream", since, retries, n, retry and n is not None,
-                                 time.monotonic() + retry_delay(retries), counted and n is not None)
+            n = msgspec.structs.replace(
+                n, renamedFrom=None, renamedFromIteration=None
+            )  # that half is handled
+        s.failed[path] = Failure(
+            path,
+            reason,
+            "upstream",
+            since,
+            retries,
+            n,
+            retry and n is not None,
+            time.monotonic() + retry_delay(retries),
+            counted and n is not None,
+        )
         s.dirty = True
 
-    def _notification(self, s: Sync, n: wire.Notification, items: list[MaterializeItem]) -> None:
+    def _notification(
+        self, s: Sync, n: wire.Notification, items: list[MaterializeItem]
+    ) -> None:
         try:
             path = check_relative(n.filepath)
         except UnsafePath as e:
@@ -962,11 +1322,19 @@ class Journal(DimActor):
             self._fail_upstream(s, path, n, os_error_reason(e), retry=True)
             return
         if not n.isDeletion and not wire.valid_hash(n.contentHash):
-            s.rejected.append({"path": path, "reason": "invalid content hash", "at": int(time.time() * 1000)})
+            s.rejected.append(
+                {
+                    "path": path,
+                    "reason": "invalid content hash",
+                    "at": int(time.time() * 1000),
+                }
+            )
             self._done(s, n.sequence)
             return
         f = self._file(s, path)
-        if n.iteration < f.u or (n.iteration == f.u and (f.lh == f.uh or path in s.conflicts)):
+        if n.iteration < f.u or (
+            n.iteration == f.u and (f.lh == f.uh or path in s.conflicts)
+        ):
             # seen already (a catch-up repeats what a crash left unacknowledged). The same iteration
             # again while the local file is not that state, outside a conflict: after _restore (the
             # file is missing, or edited with the edit waiting): looked at below.
@@ -989,8 +1357,11 @@ class Journal(DimActor):
         else:
             old = None
         c0 = s.conflicts.get(path)
-        same_conflict = c0 is not None and (c0.u, c0.uh) == (n.iteration, target) and (
-            not target or bool(c0.copy) and os.path.lexists(s.root / c0.copy))
+        same_conflict = (
+            c0 is not None
+            and (c0.u, c0.uh) == (n.iteration, target)
+            and (not target or bool(c0.copy) and os.path.lexists(s.root / c0.copy))
+        )
         if s.read_only and (same_conflict or f.lh == target == f.uh and not mine):
             # The mirror offers everything again at each connect: what is already here as it stands
             # (the file, or a conflict and its copy) changes nothing, and is not recorded again.
@@ -1000,14 +1371,25 @@ class Journal(DimActor):
         elif path in s.conflicts and f.lh == target:
             # upstream now holds exactly the local content: nothing is left to choose
             c = s.conflicts.pop(path)
-            self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path))
+            self.db.execute(
+                "DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path)
+            )
             if c.copy:
                 self._remove_copy(s, c.copy)
             for e in s.entries.of_path(path):
                 self._drop(s, e, "superseded")
             f.u, f.uh = n.iteration, target
             self._save_file(s, path)
-            self._record(s, "upstream", path, target, n.isDeletion, "applied", iteration=n.iteration, sequence=n.sequence)
+            self._record(
+                s,
+                "upstream",
+                path,
+                target,
+                n.isDeletion,
+                "applied",
+                iteration=n.iteration,
+                sequence=n.sequence,
+            )
             s.dirty = True
             self._done(s, n.sequence)
         elif path in s.conflicts:
@@ -1018,14 +1400,27 @@ class Journal(DimActor):
                 if e.state == "pending" and e.hash == target:
                     self._drop(s, e, "superseded")
             self._save_file(s, path)
-            self._record(s, "upstream", path, target, n.isDeletion, "applied", iteration=n.iteration, sequence=n.sequence)
+            self._record(
+                s,
+                "upstream",
+                path,
+                target,
+                n.isDeletion,
+                "applied",
+                iteration=n.iteration,
+                sequence=n.sequence,
+            )
             self._done(s, n.sequence)
         elif any(e.hash == target and e.state == "sent" for e in mine):
             # our own write-back coming back: the result will say the same
             f.u, f.uh = n.iteration, target
             self._save_file(s, path)
             self._done(s, n.sequence)
-        elif mine and target == f.uh and all(e.state != "held" and e.base == n.iteration for e in mine):
+        elif (
+            mine
+            and target == f.uh
+            and all(e.state != "held" and e.base == n.iteration for e in mine)
+        ):
             # Offered again (after _restore, a full resync, a catch-up): the very state the unsent
             # local change was based on, so upstream did not move: no conflict, the change goes as
             # it is (the gateway judges it against the head anyway).
@@ -1035,24 +1430,52 @@ class Journal(DimActor):
         elif mine:
             self._conflict(s, path, n.iteration, target, n, items)
         else:
-            item = MaterializeItem(path=path, iteration=n.iteration, contentHash=target, size=n.size,
-                                   permissions=n.permissions, isDeletion=n.isDeletion, content=n.inlineContent,
-                                   expectedHash=f.lh)
+            item = MaterializeItem(
+                path=path,
+                iteration=n.iteration,
+                contentHash=target,
+                size=n.size,
+                permissions=n.permissions,
+                isDeletion=n.isDeletion,
+                content=n.inlineContent,
+                expectedHash=f.lh,
+            )
             if old is not None and old in s.files:
                 of = s.files[old]
-                if of.lh == n.contentHash and old not in s.conflicts and not s.entries.has_path(old):
+                if (
+                    of.lh == n.contentHash
+                    and old not in s.conflicts
+                    and not s.entries.has_path(old)
+                ):
                     item.renamedFrom, item.renamedFromHash = old, of.lh
             s.materializing[path] = (n.iteration, target, n.sequence)
             s.notes[path] = n
             items.append(item)
         if old is not None and n.renamedFromIteration is not None:
             s.outstanding[n.sequence] = s.outstanding.get(n.sequence, 0) + 1
-            self._notification(s, wire.Notification(
-                sequence=n.sequence, filepath=old, contentHash="", size=0, permissions=0, isDeletion=True,
-                iteration=n.renamedFromIteration), items)
+            self._notification(
+                s,
+                wire.Notification(
+                    sequence=n.sequence,
+                    filepath=old,
+                    contentHash="",
+                    size=0,
+                    permissions=0,
+                    isDeletion=True,
+                    iteration=n.renamedFromIteration,
+                ),
+                items,
+            )
 
-    def _conflict(self, s: Sync, path: str, iteration: int, target: str, n: wire.Notification | None,
-                  items: list[MaterializeItem]) -> None:
+    def _conflict(
+        self,
+        s: Sync,
+        path: str,
+        iteration: int,
+        target: str,
+        n: wire.Notification | None,
+        items: list[MaterializeItem],
+    ) -> None:
         """Upstream moved while the local file has changes of its own: keep both."""
         f = self._file(s, path)
         old = s.conflicts.get(path)
@@ -1061,7 +1484,9 @@ class Journal(DimActor):
         lh = f.lh
         if not lh and os.path.lexists(s.root / path):
             lh = file_hash(s.root / path) or ""
-        c = s.conflicts[path] = Conflict(path, lh, iteration, target, None, old.since if old else time.time())
+        c = s.conflicts[path] = Conflict(
+            path, lh, iteration, target, None, old.since if old else time.time()
+        )
         f.u, f.uh = iteration, target
         if n is not None:
             f.mode = n.permissions or f.mode
@@ -1071,24 +1496,44 @@ class Journal(DimActor):
                 e.state = "held"
                 self._entry_state(e, "held")
         self._save_conflict(s, c)
-        self._record(s, "upstream", path, target, not target, "conflict", iteration=iteration,
-                     sequence=n.sequence if n else None)
+        self._record(
+            s,
+            "upstream",
+            path,
+            target,
+            not target,
+            "conflict",
+            iteration=iteration,
+            sequence=n.sequence if n else None,
+        )
         if target:
             copy = conflict_copy_name(path, iteration)
             s.materializing[path] = (iteration, target, n.sequence if n else 0)
             if n is not None:
                 s.notes[path] = n
-            items.append(MaterializeItem(path=path, iteration=iteration, contentHash=target,
-                                         size=n.size if n else 0, permissions=f.mode,
-                                         content=n.inlineContent if n else None, conflictCopy=copy))
+            items.append(
+                MaterializeItem(
+                    path=path,
+                    iteration=iteration,
+                    contentHash=target,
+                    size=n.size if n else 0,
+                    permissions=f.mode,
+                    content=n.inlineContent if n else None,
+                    conflictCopy=copy,
+                )
+            )
         elif n is not None:
             self._done(s, n.sequence)
-        self._incident(s, "conflict", f"{path}: upstream iteration {iteration} and a local change")
+        self._incident(
+            s, "conflict", f"{path}: upstream iteration {iteration} and a local change"
+        )
         s.counts["conflicts"] += 1
 
     def _save_conflict(self, s: Sync, c: Conflict) -> None:
-        self.db.execute("INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (s.sid, c.path, c.lh, c.u, c.uh, c.copy, c.since))
+        self.db.execute(
+            "INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (s.sid, c.path, c.lh, c.u, c.uh, c.copy, c.since),
+        )
         s.dirty = True
 
     def _remove_copy(self, s: Sync, copy: str) -> None:
@@ -1118,8 +1563,14 @@ class Journal(DimActor):
                     if r.outcome == "failed":
                         # The choice is not lost: the conflict, its copy and the held changes stay
                         # as they were (in the database too), and the user can choose again.
-                        self._fail_upstream(s, r.path, None, f"{r.detail or 'could not be written'}; the conflict "
-                                            "stays: choose again once the file can be written", retry=False)
+                        self._fail_upstream(
+                            s,
+                            r.path,
+                            None,
+                            f"{r.detail or 'could not be written'}; the conflict "
+                            "stays: choose again once the file can be written",
+                            retry=False,
+                        )
                         self._next_queued(s, r.path, items)
                         continue
                     accepted = r.outcome in ("written", "unchanged", "deleted")
@@ -1137,8 +1588,16 @@ class Journal(DimActor):
                     if e.state == "pending" and e.base != f.u:
                         e.base = f.u
                         self._entry_state(e, "pending", base=f.u)
-                self._record(s, "upstream", r.path, target, r.outcome == "deleted", "applied", iteration=r.iteration,
-                             sequence=seq)
+                self._record(
+                    s,
+                    "upstream",
+                    r.path,
+                    target,
+                    r.outcome == "deleted",
+                    "applied",
+                    iteration=r.iteration,
+                    sequence=seq,
+                )
                 s.last_sync_at = now_ms
                 s.counts["upstreamApplied"] += 1
             elif r.outcome == "copied":
@@ -1150,23 +1609,52 @@ class Journal(DimActor):
                 # the user saved over it meanwhile: nothing was overwritten; a conflict
                 target = pending[1] if pending else ""
                 f.lh = r.hash if r.hash != "-" else f.lh
-                n = wire.Notification(sequence=seq or 0, filepath=r.path, contentHash=target, size=0,
-                                      permissions=f.mode, isDeletion=not target, iteration=r.iteration)
+                n = wire.Notification(
+                    sequence=seq or 0,
+                    filepath=r.path,
+                    contentHash=target,
+                    size=0,
+                    permissions=f.mode,
+                    isDeletion=not target,
+                    iteration=r.iteration,
+                )
                 if seq is not None:
                     s.outstanding[seq] = s.outstanding.get(seq, 0) + 1
                 self._conflict(s, r.path, r.iteration, target, n, items)
             elif r.outcome == "rejected":
                 s.rejected.append({"path": r.path, "reason": r.detail, "at": now_ms})
-                self._record(s, "upstream", r.path, "", False, "rejected", iteration=r.iteration, reason=r.detail,
-                             sequence=seq)
+                self._record(
+                    s,
+                    "upstream",
+                    r.path,
+                    "",
+                    False,
+                    "rejected",
+                    iteration=r.iteration,
+                    reason=r.detail,
+                    sequence=seq,
+                )
             else:  # failed: that item only; its change stays unacknowledged and is tried again
                 if note is None and pending is not None:
                     # not from a notification (its note was forgotten): tried again all the same, as a
                     # state with no sequence to hold back
-                    note = wire.Notification(sequence=0, filepath=r.path, contentHash=pending[1], size=0,
-                                             permissions=f.mode, isDeletion=not pending[1], iteration=r.iteration)
-                self._fail_upstream(s, r.path, note, r.detail or "could not be written", retry=True,
-                                    counted=bool(seq))
+                    note = wire.Notification(
+                        sequence=0,
+                        filepath=r.path,
+                        contentHash=pending[1],
+                        size=0,
+                        permissions=f.mode,
+                        isDeletion=not pending[1],
+                        iteration=r.iteration,
+                    )
+                self._fail_upstream(
+                    s,
+                    r.path,
+                    note,
+                    r.detail or "could not be written",
+                    retry=True,
+                    counted=bool(seq),
+                )
                 if note is not None and seq:
                     seq = None
             if accepted:
@@ -1237,8 +1725,11 @@ class Journal(DimActor):
         listing: the watcher walks the folder (total not known yet); indexing: the journal records
         what it found, `done` of `total` files."""
         if s.backlog:
-            return {"phase": "indexing", "done": sum(w.done for w in s.backlog),
-                    "total": sum(len(w.changes) for w in s.backlog)}
+            return {
+                "phase": "indexing",
+                "done": sum(w.done for w in s.backlog),
+                "total": sum(len(w.changes) for w in s.backlog),
+            }
         listed = self.scan_progress.get(s.sid)
         if listed is not None and s.state == "active":
             return {"phase": "listing", "done": listed, "total": None}
@@ -1247,7 +1738,11 @@ class Journal(DimActor):
     def _scan_end(self, s: Sync, changes: list[LocalFile]) -> None:
         """The end of a complete listing: what it does not hold and is gone from disk was deleted."""
         listed = {lf.path for lf in changes}
-        for path in [p for p, fl in s.failed.items() if fl.direction == "local" and p not in listed]:
+        for path in [
+            p
+            for p, fl in s.failed.items()
+            if fl.direction == "local" and p not in listed
+        ]:
             del s.failed[path]  # gone, or renamed to a name that syncs
             s.dirty = True
         if s.ignore is None:
@@ -1255,8 +1750,14 @@ class Journal(DimActor):
         for path, f in list(s.files.items()):
             # a file the rules ignore is not in the listing: gone from disk, it is not a deletion
             # to send, as the watcher never reports one for it either (docs/sync.md §4)
-            if f.lh and path not in listed and path not in s.materializing and not is_noise(path) \
-                    and not os.path.lexists(s.root / path) and not s.ignore.ignored(path):
+            if (
+                f.lh
+                and path not in listed
+                and path not in s.materializing
+                and not is_noise(path)
+                and not os.path.lexists(s.root / path)
+                and not s.ignore.ignored(path)
+            ):
                 self._local(s, LocalFile(path, "", 0, 0))
 
     def _local_problem(self, lf: LocalFile) -> tuple[str, str] | None:
@@ -1284,12 +1785,20 @@ class Journal(DimActor):
                 reason = local_failure_reason(code, lf.size, self.max_file)
                 if old is None or old.reason != reason:
                     log.warning("sync %s: not syncing %s: %s", s.sid, shown, reason)
-                    s.failed[shown] = Failure(shown, reason, "local", old.since if old else time.time(),
-                                              (old.retries + 1) if old else 0, retry=False)
+                    s.failed[shown] = Failure(
+                        shown,
+                        reason,
+                        "local",
+                        old.since if old else time.time(),
+                        (old.retries + 1) if old else 0,
+                        retry=False,
+                    )
                     s.dirty = True
                 return
             if old is not None and old.direction == "local":
-                del s.failed[shown]  # a name that never synced is gone: nothing else to do
+                del s.failed[
+                    shown
+                ]  # a name that never synced is gone: nothing else to do
                 s.dirty = True
             return
         if lf.path in s.failed and s.failed[lf.path].direction == "local":
@@ -1327,8 +1836,12 @@ class Journal(DimActor):
                 self._drop(s, e, "superseded")
         # The file on disk came from upstream iteration f.u (0: none). While a materialization of the
         # path is in flight, the result moves that on (on_materialized) if our write did land first.
-        seq = self._record(s, "local", path, h, not h, "pending", base=f.u, size=lf.size, mode=f.mode)
-        s.entries[seq] = Entry(seq, path, h, lf.size, f.mode, not h, "pending", time.time(), f.u)
+        seq = self._record(
+            s, "local", path, h, not h, "pending", base=f.u, size=lf.size, mode=f.mode
+        )
+        s.entries[seq] = Entry(
+            seq, path, h, lf.size, f.mode, not h, "pending", time.time(), f.u
+        )
         s.counts["localChanges"] += 1
 
     def _drop(self, s: Sync, e: Entry, state: str) -> None:
@@ -1343,8 +1856,15 @@ class Journal(DimActor):
         busy = {e.path for e in s.entries.values() if e.state == "sent"}
         batch: list[Entry] = []
         deletions = 0
-        for e in s.entries.values():  # in journal order: ids only grow, and are added in order
-            if e.state != "pending" or e.path in busy or e.path in s.conflicts or e.path in s.materializing:
+        for e in (
+            s.entries.values()
+        ):  # in journal order: ids only grow, and are added in order
+            if (
+                e.state != "pending"
+                or e.path in busy
+                or e.path in s.conflicts
+                or e.path in s.materializing
+            ):
                 continue
             if e.deletion and now - e.recorded < DELETE_HOLD_S:
                 continue
@@ -1357,7 +1877,9 @@ class Journal(DimActor):
             return
         # Count every deletion waiting, not only this batch's: an rmtree's deletions are recorded a
         # few milliseconds apart, and the first one alone must not slip out before the rest is seen.
-        waiting = sum(1 for e in s.entries.values() if e.deletion and e.state == "pending")
+        waiting = sum(
+            1 for e in s.entries.values() if e.deletion and e.state == "pending"
+        )
         if deletions and self._folder_gone_or_emptied(s, waiting):
             return
         items = []
@@ -1368,9 +1890,18 @@ class Journal(DimActor):
             e.state = "sent"
             self._entry_state(e, "sent", base=e.base)
             s.inflight.add(e.seq)
-            items.append(WriteBackItem(localSeq=e.seq, path=e.path, contentHash=e.hash, baseIteration=e.base,
-                                       localPath=str(s.root / e.path), size=e.size, permissions=f.mode,
-                                       isDeletion=e.deletion))
+            items.append(
+                WriteBackItem(
+                    localSeq=e.seq,
+                    path=e.path,
+                    contentHash=e.hash,
+                    baseIteration=e.base,
+                    localPath=str(s.root / e.path),
+                    size=e.size,
+                    permissions=f.mode,
+                    isDeletion=e.deletion,
+                )
+            )
         s.sent_at = time.monotonic()
         self.ctx.send("connection", SendWriteBack(sessionId=s.sid, entries=items))
 
@@ -1383,8 +1914,11 @@ class Journal(DimActor):
             why = f"the sync folder {root} was emptied"
         if why is None:
             return False
-        self._pause(s, f"{why}; sync is paused and nothing was deleted upstream. start_sync again to restore "
-                       "the files from upstream")
+        self._pause(
+            s,
+            f"{why}; sync is paused and nothing was deleted upstream. start_sync again to restore "
+            "the files from upstream",
+        )
         return True
 
     def _pause(self, s: Sync, why: str) -> None:
@@ -1419,7 +1953,11 @@ class Journal(DimActor):
                 e.state = "held"
                 self._entry_state(e, "held", reason=r.message)
                 f = self._file(s, e.path)
-                if r.currentIteration <= f.u and e.path not in s.conflicts and e.path not in s.materializing:
+                if (
+                    r.currentIteration <= f.u
+                    and e.path not in s.conflicts
+                    and e.path not in s.materializing
+                ):
                     self._conflict(s, e.path, f.u, f.uh, None, items)
                 # else: the Notification of that iteration is on its way and makes the conflict
             elif r.reason in ("changed", "unreadable", "content_missing"):
@@ -1430,13 +1968,20 @@ class Journal(DimActor):
                 f = self._file(s, e.path)
                 if (h or "") != f.lh or not s.entries.has_path(e.path):
                     f.lh = "\0"  # force a fresh look
-                    self._local(s, LocalFile(e.path, h or "", full.stat().st_size if h else 0, f.mode))
+                    self._local(
+                        s,
+                        LocalFile(
+                            e.path, h or "", full.stat().st_size if h else 0, f.mode
+                        ),
+                    )
             elif r.reason == "no_link":
                 e.state = "pending"
                 self._entry_state(e, "pending")
             else:
                 self._drop(s, e, "rejected")
-                s.rejected.append({"path": e.path, "reason": f"{r.reason}: {r.message}", "at": now_ms})
+                s.rejected.append(
+                    {"path": e.path, "reason": f"{r.reason}: {r.message}", "at": now_ms}
+                )
         s.dirty = True
         self._send_items(s, items)
         self._send_pending(s)
@@ -1454,10 +1999,21 @@ class Journal(DimActor):
             # A two-way link after a mirror (another gateway, or this one gained /replicate): what
             # waited goes now. The mirror's sequences mean nothing to /replicate: catch up from 0.
             s.read_only = False
-            self._incident(s, "two_way", "the gateway has a replication endpoint: two-way sync resumes")
+            self._incident(
+                s,
+                "two_way",
+                "the gateway has a replication endpoint: two-way sync resumes",
+            )
             self._forget_upstream(s)
-            self.ctx.send("connection", StartReplication(sessionId=s.sid, replicaId=s.replica_id, sinceSequence=0,
-                                                         spoolDir=str(self.spool_root / s.sid)))
+            self.ctx.send(
+                "connection",
+                StartReplication(
+                    sessionId=s.sid,
+                    replicaId=s.replica_id,
+                    sinceSequence=0,
+                    spoolDir=str(self.spool_root / s.sid),
+                ),
+            )
         if st.state == "connected" and was != "connected":
             # what was in flight on the old socket goes again; the gateway answers resends once
             for seq in list(s.inflight):
@@ -1468,7 +2024,11 @@ class Journal(DimActor):
             self._send_pending(s)
         if st.state == "refused":
             s.error = f"replication refused: {st.detail}"
-        elif st.state == "connected" and s.error and s.error.startswith("replication refused"):
+        elif (
+            st.state == "connected"
+            and s.error
+            and s.error.startswith("replication refused")
+        ):
             s.error = None
 
     def on_incident(self, i: WatcherIncident) -> None:
@@ -1476,8 +2036,11 @@ class Journal(DimActor):
         if s is None or s.state != "active":
             return
         if i.incident == "root_gone":
-            self._pause(s, f"the sync folder {s.local_dir} was deleted or moved away; sync is paused and nothing "
-                           "was deleted upstream. start_sync again to restore the files from upstream")
+            self._pause(
+                s,
+                f"the sync folder {s.local_dir} was deleted or moved away; sync is paused and nothing "
+                "was deleted upstream. start_sync again to restore the files from upstream",
+            )
             return
         if i.incident == "watch_limit":
             s.warning = i.detail  # until the watcher says every folder is watched again
@@ -1486,7 +2049,9 @@ class Journal(DimActor):
         self._incident(s, i.incident, i.detail)
 
     def _incident(self, s: Sync, kind: str, detail: str) -> None:
-        s.incidents.append({"kind": kind, "detail": detail, "at": int(time.time() * 1000)})
+        s.incidents.append(
+            {"kind": kind, "detail": detail, "at": int(time.time() * 1000)}
+        )
         del s.incidents[:-20]
         s.dirty = True
 
@@ -1495,32 +2060,59 @@ class Journal(DimActor):
     def resolve(self, sid: str, path: Any, resolution: Any) -> dict[str, Any]:
         s = self._sync(sid)
         if resolution not in RESOLUTIONS:
-            raise CommandError("INVALID_ARGUMENTS", f"resolve_conflict: resolution must be one of {', '.join(RESOLUTIONS)}")
+            raise CommandError(
+                "INVALID_ARGUMENTS",
+                f"resolve_conflict: resolution must be one of {', '.join(RESOLUTIONS)}",
+            )
         if not isinstance(path, str) or path not in s.conflicts:
-            raise CommandError("NOT_FOUND", f"resolve_conflict: no conflict on {path!r} in session {sid}")
+            raise CommandError(
+                "NOT_FOUND",
+                f"resolve_conflict: no conflict on {path!r} in session {sid}",
+            )
         if s.state != "active":
-            raise CommandError("NOT_ACTIVE", f"resolve_conflict: the sync of session {sid} is {s.state}")
+            raise CommandError(
+                "NOT_ACTIVE",
+                f"resolve_conflict: the sync of session {sid} is {s.state}",
+            )
         if path in s.accepting:
-            raise CommandError("NOT_ACTIVE", f"resolve_conflict: the upstream version of {path!r} is being written "
-                                             "(accept_upstream); try again in a moment")
+            raise CommandError(
+                "NOT_ACTIVE",
+                f"resolve_conflict: the upstream version of {path!r} is being written "
+                "(accept_upstream); try again in a moment",
+            )
         fl = s.failed.get(path)
-        if fl is not None and fl.note is None:  # an earlier choice that could not be written: this one replaces it
+        if (
+            fl is not None and fl.note is None
+        ):  # an earlier choice that could not be written: this one replaces it
             del s.failed[path]
         f = self._file(s, path)
         if resolution == "accept_upstream":
             # The conflict stays until the write lands (_settle_accept): if it fails, nothing the
             # user chose is lost, and the local file is not later sent upstream as if it were kept.
             c = s.conflicts[path]
-            item = MaterializeItem(path=path, iteration=c.u, contentHash=c.uh, permissions=f.mode,
-                                   isDeletion=not c.uh, expectedHash=None, renamedFrom=c.copy,
-                                   renamedFromHash=c.uh if c.copy else None)
+            item = MaterializeItem(
+                path=path,
+                iteration=c.u,
+                contentHash=c.uh,
+                permissions=f.mode,
+                isDeletion=not c.uh,
+                expectedHash=None,
+                renamedFrom=c.copy,
+                renamedFromHash=c.uh if c.copy else None,
+            )
             s.materializing[path] = (c.u, c.uh, 0)
             s.accepting.add(path)
             s.dirty = True
             self._send_items(s, [item])
-            return {"path": path, "resolution": resolution, "status": self.status(s, texts=False)}
+            return {
+                "path": path,
+                "resolution": resolution,
+                "status": self.status(s, texts=False),
+            }
         c = s.conflicts.pop(path)
-        self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (sid, path))
+        self.db.execute(
+            "DELETE FROM conflicts WHERE session_id = ? AND path = ?", (sid, path)
+        )
         held = s.entries.of_path(path)
         # keep_local, merged: the local file (as it is now) becomes the next upstream iteration
         if c.copy:
@@ -1532,14 +2124,46 @@ class Journal(DimActor):
         f.lh = h
         self._save_file(s, path)
         if h != f.uh:
-            seq = self._record(s, "local", path, h, not h, "pending", base=f.u,
-                               size=full.stat().st_size if h else 0, mode=f.mode, reason=resolution)
-            s.entries[seq] = Entry(seq, path, h, full.stat().st_size if h else 0, f.mode, not h, "pending",
-                                   0.0, f.u)  # recorded "long ago": a kept deletion goes at once
-        self._record(s, "local", path, f.lh, not f.lh, "resolved", iteration=c.u, reason=resolution)
+            seq = self._record(
+                s,
+                "local",
+                path,
+                h,
+                not h,
+                "pending",
+                base=f.u,
+                size=full.stat().st_size if h else 0,
+                mode=f.mode,
+                reason=resolution,
+            )
+            s.entries[seq] = Entry(
+                seq,
+                path,
+                h,
+                full.stat().st_size if h else 0,
+                f.mode,
+                not h,
+                "pending",
+                0.0,
+                f.u,
+            )  # recorded "long ago": a kept deletion goes at once
+        self._record(
+            s,
+            "local",
+            path,
+            f.lh,
+            not f.lh,
+            "resolved",
+            iteration=c.u,
+            reason=resolution,
+        )
         s.dirty = True
         self._send_pending(s)
-        return {"path": path, "resolution": resolution, "status": self.status(s, texts=False)}
+        return {
+            "path": path,
+            "resolution": resolution,
+            "status": self.status(s, texts=False),
+        }
 
     # --- time -----------------------------------------------------------------------------------------------
 
@@ -1551,15 +2175,27 @@ class Journal(DimActor):
     def _settle_accept(self, s: Sync, path: str) -> None:
         """accept_upstream's write landed: now the conflict goes, and the local changes it held."""
         c = s.conflicts.pop(path, None)
-        self.db.execute("DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path))
+        self.db.execute(
+            "DELETE FROM conflicts WHERE session_id = ? AND path = ?", (s.sid, path)
+        )
         fl = s.failed.get(path)
-        if fl is not None and fl.note is None:  # an earlier try of this choice that failed
+        if (
+            fl is not None and fl.note is None
+        ):  # an earlier try of this choice that failed
             del s.failed[path]
         for e in s.entries.of_path(path):
             self._drop(s, e, "discarded")
         f = self._file(s, path)
-        self._record(s, "local", path, f.lh, not f.lh, "resolved", iteration=c.u if c else None,
-                     reason="accept_upstream")
+        self._record(
+            s,
+            "local",
+            path,
+            f.lh,
+            not f.lh,
+            "resolved",
+            iteration=c.u if c else None,
+            reason="accept_upstream",
+        )
 
     def _look_at_space(self, now: float) -> dict[str, os.statvfs_result]:
         """The disks of the syncs due a look, by session. Outside the tick's transaction: a stalled
@@ -1567,7 +2203,10 @@ class Journal(DimActor):
         found: dict[str, os.statvfs_result] = {}
         for s in list(self.syncs.values()):
             low_paused = s.state == "paused" and (s.error or "").startswith(LOW_SPACE)
-            if not (s.state == "active" or low_paused) or now - s.space_at < SPACE_CHECK_S:
+            if (
+                not (s.state == "active" or low_paused)
+                or now - s.space_at < SPACE_CHECK_S
+            ):
                 continue
             s.space_at = now
             try:
@@ -1582,28 +2221,44 @@ class Journal(DimActor):
         low_paused = s.state == "paused" and (s.error or "").startswith(LOW_SPACE)
         if st is None or not (s.state == "active" or low_paused):
             return
-        free, floor = st.f_bavail * st.f_frsize, free_space_floor(st.f_blocks * st.f_frsize, self.floor_mb)
+        free, floor = (
+            st.f_bavail * st.f_frsize,
+            free_space_floor(st.f_blocks * st.f_frsize, self.floor_mb),
+        )
         before, s.free, s.floor = s.free, free, floor
         if before is None or abs(free - before) >= SPACE_FREED:
             s.dirty = True  # shown in the status; small moves are not worth a push
         if s.state == "active" and free < floor:
-            self._pause(s, f"{LOW_SPACE}: the disk of the sync folder {s.local_dir} has {_mib(free)} free, below "
-                           f"the floor of {_mib(floor)}. Sync is paused and resumes by itself once space is freed")
+            self._pause(
+                s,
+                f"{LOW_SPACE}: the disk of the sync folder {s.local_dir} has {_mib(free)} free, below "
+                f"the floor of {_mib(floor)}. Sync is paused and resumes by itself once space is freed",
+            )
         elif low_paused and free >= floor:
             log.info("sync %s: free space is back (%s); resuming", s.sid, _mib(free))
             s.state, s.error = "active", None
             self._incident(s, "space_back", f"{_mib(free)} free again: sync resumed")
             self._save_sync(s)
             self._begin(s, reset_link=True)
-        elif s.state == "active" and before is not None and free >= before + SPACE_FREED:
+        elif (
+            s.state == "active" and before is not None and free >= before + SPACE_FREED
+        ):
             for fl in s.failed.values():
                 fl.next_at = 0.0
 
     def _retry_failed(self, s: Sync, now: float) -> None:
         # Not counted (after a stop or a full resync): the catch-up offers it again; retried here it
         # could be done before what the catch-up brings ahead of it. A state with no sequence is.
-        due = [fl for fl in s.failed.values() if fl.direction == "upstream" and fl.retry and fl.note is not None
-               and (fl.counted or fl.note.sequence == 0) and fl.next_at <= now and fl.path not in s.materializing]
+        due = [
+            fl
+            for fl in s.failed.values()
+            if fl.direction == "upstream"
+            and fl.retry
+            and fl.note is not None
+            and (fl.counted or fl.note.sequence == 0)
+            and fl.next_at <= now
+            and fl.path not in s.materializing
+        ]
         if not due:
             return
         items: list[MaterializeItem] = []
@@ -1613,8 +2268,17 @@ class Journal(DimActor):
             # its delivery is still outstanding: this try's outcome is what makes it done
             del s.failed[fl.path]
             s.tries[fl.path] = (fl.since, fl.retries, fl.reason)
-            if fl.path in s.conflicts:  # the conflict copy could not be written: write it again
-                self._conflict(s, fl.path, n.iteration, "" if n.isDeletion else n.contentHash, n, items)
+            if (
+                fl.path in s.conflicts
+            ):  # the conflict copy could not be written: write it again
+                self._conflict(
+                    s,
+                    fl.path,
+                    n.iteration,
+                    "" if n.isDeletion else n.contentHash,
+                    n,
+                    items,
+                )
             else:
                 self._notification(s, n, items)
         s.dirty = True
@@ -1629,7 +2293,9 @@ class Journal(DimActor):
                 continue
             self._retry_failed(s, now)
             if s.sid in self.scan_progress:
-                s.dirty = True  # the watcher's listing moves on: the panel shows how far
+                s.dirty = (
+                    True  # the watcher's listing moves on: the panel shows how far
+                )
             if s.inflight and now - s.sent_at > INFLIGHT_TIMEOUT_S:
                 for seq in list(s.inflight):
                     e = s.entries.get(seq)
@@ -1639,14 +2305,23 @@ class Journal(DimActor):
             if now - s.heard_at > LINK_SILENT_S:
                 # the connection process may have been restarted: it knows no links then
                 s.heard_at = now
-                self.ctx.send("connection", StartReplication(
-                    sessionId=s.sid, replicaId=s.replica_id, sinceSequence=s.last_seq,
-                    spoolDir=str(self.spool_root / s.sid)))
+                self.ctx.send(
+                    "connection",
+                    StartReplication(
+                        sessionId=s.sid,
+                        replicaId=s.replica_id,
+                        sinceSequence=s.last_seq,
+                        spoolDir=str(self.spool_root / s.sid),
+                    ),
+                )
             self._send_pending(s)
 
 
 def _unusable(path: Path, e: OSError) -> CommandError:
-    return CommandError("FOLDER_UNUSABLE", f"start_sync: cannot sync into {path}: {folder_error_reason(e)}")
+    return CommandError(
+        "FOLDER_UNUSABLE",
+        f"start_sync: cannot sync into {path}: {folder_error_reason(e)}",
+    )
 
 
 def _mib(n: int) -> str:
@@ -1678,4 +2353,3 @@ def _text(root: Path, rel: str | None) -> str | None:
         return data.decode("utf-8")
     except (UnsafePath, OSError, UnicodeDecodeError):
         return None
-

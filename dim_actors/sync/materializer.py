@@ -103,20 +103,30 @@ class Materializer(DimActor):
         super().on_start()
         self.echoes: EchoSet = self.ctx.extra.setdefault("echoes", EchoSet())
         # (sessionId, hash) -> [(localDir, item, its checked path or None)] waiting for fetched content
-        self.waiting: dict[tuple[str, str], list[tuple[str, MaterializeItem, str | None]]] = {}
+        self.waiting: dict[
+            tuple[str, str], list[tuple[str, MaterializeItem, str | None]]
+        ] = {}
         self.written = 0
         self.rejected = 0
         self.failed = 0
         self.fetched = 0
         self._results: dict[str, list[MaterializedItem]] = {}
         self._fetch: dict[str, list[str]] = {}
-        self._roots: dict[str, str | None] = {}  # localDir -> its real path (None: not a folder), per message
+        self._roots: dict[
+            str, str | None
+        ] = {}  # localDir -> its real path (None: not a folder), per message
         self._tmp_prefix = f".dim-{secrets.token_hex(5)}"  # + a counter: a temp name per write, no syscall
         self._tmp_count = 0
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "written": self.written, "rejected": self.rejected, "failed": self.failed,
-                "fetched": self.fetched, "waiting": sum(len(v) for v in self.waiting.values())}
+        return {
+            **super().describe(),
+            "written": self.written,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "fetched": self.fetched,
+            "waiting": sum(len(v) for v in self.waiting.values()),
+        }
 
     def handle(self, sender: str, body: Msg) -> None:
         try:
@@ -129,7 +139,9 @@ class Materializer(DimActor):
                 for key in [k for k in self.waiting if k[0] == body.sessionId]:
                     del self.waiting[key]
             else:
-                raise TypeError(f"materializer: unexpected message {type(body).__name__}")
+                raise TypeError(
+                    f"materializer: unexpected message {type(body).__name__}"
+                )
         finally:
             self._roots.clear()
         self._flush()
@@ -142,8 +154,17 @@ class Materializer(DimActor):
             self.ctx.send("journal", Materialized(sessionId=sid, results=results))
         self._results = {}
 
-    def _result(self, sid: str, item: MaterializeItem, outcome: str, digest: str = "", detail: str = "") -> None:
-        self._results.setdefault(sid, []).append(MaterializedItem(item.path, item.iteration, outcome, digest, detail))
+    def _result(
+        self,
+        sid: str,
+        item: MaterializeItem,
+        outcome: str,
+        digest: str = "",
+        detail: str = "",
+    ) -> None:
+        self._results.setdefault(sid, []).append(
+            MaterializedItem(item.path, item.iteration, outcome, digest, detail)
+        )
 
     # --- where ------------------------------------------------------------------------------------------
 
@@ -184,7 +205,9 @@ class Materializer(DimActor):
         parent = os.path.dirname(full)
         if resolve:
             if real_root is None or not _inside(os.path.realpath(parent), real_root):
-                raise UnsafePath(f"path {rel!r} leads outside the sync folder through a symlink")
+                raise UnsafePath(
+                    f"path {rel!r} leads outside the sync folder through a symlink"
+                )
             missing = [] if os.path.isdir(parent) else [parent]
         st = _lstat(full)
         if st is not None and stat_.S_ISLNK(st.st_mode):
@@ -196,20 +219,32 @@ class Materializer(DimActor):
         a deleted sync folder is not brought back by a write)."""
         for folder in loc.missing:
             if loc.through_link:
-                make_user_folders(Path(folder))  # below a symlinked folder that stays inside
+                make_user_folders(
+                    Path(folder)
+                )  # below a symlinked folder that stays inside
                 continue
             try:
                 make_user_folder(folder)
             except FileExistsError:
-                st = os.lstat(folder)  # made meanwhile by someone else: it must be a real folder
+                st = os.lstat(
+                    folder
+                )  # made meanwhile by someone else: it must be a real folder
                 if not stat_.S_ISDIR(st.st_mode):
-                    raise OSError(errno.ENOTDIR, f"{folder} appeared meanwhile and is not a folder") from None
+                    raise OSError(
+                        errno.ENOTDIR,
+                        f"{folder} appeared meanwhile and is not a folder",
+                    ) from None
 
     # --- one item ---------------------------------------------------------------------------------------
 
     def apply(self, sid: str, local_dir: str, item: MaterializeItem) -> None:
-        fetch = (item.content is None and not item.isDeletion and not item.renamedFrom and not item.sourcePath
-                 and not item.conflictCopy)
+        fetch = (
+            item.content is None
+            and not item.isDeletion
+            and not item.renamedFrom
+            and not item.sourcePath
+            and not item.conflictCopy
+        )
         try:
             if fetch:
                 # only the path's own rules here: where it leads on disk is checked when the content
@@ -224,7 +259,9 @@ class Materializer(DimActor):
             log.warning("sync %s: refused an upstream change: %s", sid, e)
             self._result(sid, item, "rejected", detail=str(e))
             return
-        except OSError as e:  # a name too long for the disk, a folder we may not look into...
+        except (
+            OSError
+        ) as e:  # a name too long for the disk, a folder we may not look into...
             self._failed(sid, item, e)
             return
         if self._real_root(local_dir) is None:
@@ -251,7 +288,9 @@ class Materializer(DimActor):
         log.debug("sync %s: could not write %s: %s", sid, item.path, e)
         self._result(sid, item, "failed", detail=os_error_reason(e))
 
-    def _wait_for(self, sid: str, local_dir: str, item: MaterializeItem, clean: str | None) -> None:
+    def _wait_for(
+        self, sid: str, local_dir: str, item: MaterializeItem, clean: str | None
+    ) -> None:
         """Fetched content, one fetch per hash however many items wait for it."""
         waiters = self.waiting.setdefault((sid, item.contentHash), [])
         waiters.append((local_dir, item, clean))
@@ -262,9 +301,13 @@ class Materializer(DimActor):
         cur = _hash_of(loc.full, loc.st)
         if item.conflictCopy or item.expectedHash is None:
             return True, cur
-        return cur == item.expectedHash or cur == (item.contentHash if not item.isDeletion else ""), cur
+        return cur == item.expectedHash or cur == (
+            item.contentHash if not item.isDeletion else ""
+        ), cur
 
-    def _delete(self, sid: str, local_dir: str, loc: Loc, item: MaterializeItem) -> None:
+    def _delete(
+        self, sid: str, local_dir: str, loc: Loc, item: MaterializeItem
+    ) -> None:
         ok, cur = self._expected_ok(loc, item)
         if not ok:
             self._result(sid, item, "local_changed", cur)
@@ -286,14 +329,20 @@ class Materializer(DimActor):
         """Remove folders the deletion left empty (upstream has no folders of its own)."""
         real_root = self._real_root(local_dir)
         root = os.path.normpath(local_dir)
-        while folder != root and folder.startswith(root + os.sep) and os.path.realpath(folder) != real_root:
+        while (
+            folder != root
+            and folder.startswith(root + os.sep)
+            and os.path.realpath(folder) != real_root
+        ):
             try:
                 os.rmdir(folder)
             except OSError:
                 return
             folder = os.path.dirname(folder)
 
-    def _from_local(self, sid: str, local_dir: str, loc: Loc, item: MaterializeItem) -> bool:
+    def _from_local(
+        self, sid: str, local_dir: str, loc: Loc, item: MaterializeItem
+    ) -> bool:
         """A rename of a local file that still holds the content, or a copy of another one."""
         for rel, move in ((item.renamedFrom, True), (item.sourcePath, False)):
             if not rel:
@@ -309,14 +358,25 @@ class Materializer(DimActor):
                 continue
             if h != item.contentHash:
                 continue
-            outcome = self._install(sid, local_dir, loc, item, src=src.full, move=move, local_src=True)
+            outcome = self._install(
+                sid, local_dir, loc, item, src=src.full, move=move, local_src=True
+            )
             if move and outcome == "written":
                 self._prune(local_dir, src.parent)
             return True
         return False
 
-    def _install(self, sid: str, local_dir: str, loc: Loc, item: MaterializeItem, data: bytes | None = None,
-                 src: str | None = None, move: bool = False, local_src: bool = False) -> str:
+    def _install(
+        self,
+        sid: str,
+        local_dir: str,
+        loc: Loc,
+        item: MaterializeItem,
+        data: bytes | None = None,
+        src: str | None = None,
+        move: bool = False,
+        local_src: bool = False,
+    ) -> str:
         """Puts the content in place: "written" (with ``move``, `src` is gone: moved into place),
         "copied" (a conflict copy), "unchanged" or "local_changed" (`src` is where it was)."""
         ok, cur = self._expected_ok(loc, item)
@@ -343,11 +403,15 @@ class Materializer(DimActor):
             if data is not None:
                 if hashlib.sha256(data).hexdigest() != item.contentHash:
                     raise OSError(errno.EIO, "inline content does not match its hash")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+                fd = os.open(
+                    tmp,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                    mode,
+                )
                 try:
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     st = os.fstat(fd)
                     if stat_.S_IMODE(st.st_mode) != mode:  # the umask took bits away
                         os.fchmod(fd, mode)
@@ -357,7 +421,9 @@ class Materializer(DimActor):
                 assert src is not None
                 st = os.stat(src)
                 if not local_src and stat_.S_IMODE(st.st_mode) != mode:
-                    os.chmod(src, mode)  # while it is still in the spool: no event in the sync folder
+                    os.chmod(
+                        src, mode
+                    )  # while it is still in the spool: no event in the sync folder
                     st = os.stat(src)
                 if local_src:
                     self.echoes.add(src, "")
@@ -379,7 +445,9 @@ class Materializer(DimActor):
                 if stat_.S_IMODE(st.st_mode) != mode:
                     os.chmod(tmp, mode)
             # a rename keeps size, mtime and inode: the watcher will know the file without reading it
-            self.echoes.add(target, item.contentHash, (st.st_size, st.st_mtime_ns, st.st_ino))
+            self.echoes.add(
+                target, item.contentHash, (st.st_size, st.st_mtime_ns, st.st_ino)
+            )
             if not item.conflictCopy and item.expectedHash is not None:
                 # last look before the rename: a save that landed meanwhile is never overwritten
                 now = current_hash(target)
@@ -394,7 +462,9 @@ class Materializer(DimActor):
         except BaseException:
             if moved:
                 try:
-                    os.rename(tmp, src)  # a local file (a rename's source) is never lost to a failure
+                    os.rename(
+                        tmp, src
+                    )  # a local file (a rename's source) is never lost to a failure
                 except OSError:
                     pass
             try:
@@ -429,10 +499,17 @@ class Materializer(DimActor):
                 for i, (local_dir, item, clean) in enumerate(waiters):
                     if c.error or spool is None:
                         self.failed += 1
-                        self._result(msg.sessionId, item, "failed", detail=c.error or "no content")
+                        self._result(
+                            msg.sessionId,
+                            item,
+                            "failed",
+                            detail=c.error or "no content",
+                        )
                         continue
                     try:
-                        loc = self._locate(local_dir, item.conflictCopy or item.path, clean)
+                        loc = self._locate(
+                            local_dir, item.conflictCopy or item.path, clean
+                        )
                     except UnsafePath as e:
                         self.rejected += 1
                         self._result(msg.sessionId, item, "rejected", detail=str(e))
@@ -444,7 +521,9 @@ class Materializer(DimActor):
                     try:
                         if self._real_root(local_dir) is None:
                             raise OSError(errno.ENOENT, f"{local_dir} is not a folder")
-                        outcome = self._install(msg.sessionId, local_dir, loc, item, src=spool, move=last)
+                        outcome = self._install(
+                            msg.sessionId, local_dir, loc, item, src=spool, move=last
+                        )
                         gone = last and outcome in ("written", "copied")
                         self.fetched += 1
                     except OSError as e:

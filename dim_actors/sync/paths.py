@@ -14,8 +14,26 @@ from typing import Literal
 from dim_actors.wire.limits import NAME_MAX
 
 # Code points HFS+ ignores when it compares names, so ".g\u200cit" is ".git" there (git's list).
-_HFS_IGNORABLE = dict.fromkeys([0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
-                                0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF])
+_HFS_IGNORABLE = dict.fromkeys(
+    [
+        0x200C,
+        0x200D,
+        0x200E,
+        0x200F,
+        0x202A,
+        0x202B,
+        0x202C,
+        0x202D,
+        0x202E,
+        0x206A,
+        0x206B,
+        0x206C,
+        0x206D,
+        0x206E,
+        0x206F,
+        0xFEFF,
+    ]
+)
 
 
 class UnsafePath(ValueError):
@@ -29,7 +47,7 @@ def is_git_name(name: str) -> bool:
     low = name.translate(_HFS_IGNORABLE).lower()
     for stem in (".git", "git~1"):
         if low.startswith(stem):
-            rest = low[len(stem):].rstrip(". ")
+            rest = low[len(stem) :].rstrip(". ")
             if not rest or rest.startswith(":"):
                 return True
     return False
@@ -63,8 +81,10 @@ def name_too_long(rel: str) -> str | None:
     for part in rel.split("/"):
         n = len(part.encode("utf-8", "surrogateescape"))
         if n > NAME_MAX:
-            return (f"the name is too long for the disk ({n} bytes in one name; at most {NAME_MAX}), so it cannot "
-                    "be written here; it arrives once upstream gives it a shorter name")
+            return (
+                f"the name is too long for the disk ({n} bytes in one name; at most {NAME_MAX}), so it cannot "
+                "be written here; it arrives once upstream gives it a shorter name"
+            )
     return None
 
 
@@ -76,7 +96,9 @@ def confined(root: Path, rel: str) -> Path:
     real_root = Path(os.path.realpath(root))
     real_parent = Path(os.path.realpath(target.parent))
     if not real_parent.is_relative_to(real_root):
-        raise UnsafePath(f"path {rel!r} leads outside the sync folder through a symlink")
+        raise UnsafePath(
+            f"path {rel!r} leads outside the sync folder through a symlink"
+        )
     if target.is_symlink():
         raise UnsafePath(f"path {rel!r} is a symlink; refusing to write through it")
     return target
@@ -115,7 +137,12 @@ def display_path(rel: str) -> str:
     if rel.isascii() and not any(ord(c) < 32 or c == "\x7f" for c in rel):
         return rel
     text = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if ord(c) >= 32 and c != "\x7f" else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(
+        c
+        if ord(c) >= 32 and c != "\x7f"
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 def local_failure_reason(code: str, size: int = 0, limit: int = 0) -> str:
@@ -126,11 +153,15 @@ def local_failure_reason(code: str, size: int = 0, limit: int = 0) -> str:
         case "control":
             return "the name has a line break or another control character, so it cannot be synced; rename it"
         case "backslash":
-            return ("the name has a backslash, which the workspace does not allow in a name, so it cannot be synced; "
-                    "rename it")
+            return (
+                "the name has a backslash, which the workspace does not allow in a name, so it cannot be synced; "
+                "rename it"
+            )
         case "too_large":
-            return (f"too large ({size / (1 << 20):.1f} MiB, limit {limit / (1 << 20):.0f} MiB): not synced; it is "
-                    "looked at again when it changes")
+            return (
+                f"too large ({size / (1 << 20):.1f} MiB, limit {limit / (1 << 20):.0f} MiB): not synced; it is "
+                "looked at again when it changes"
+            )
     return f"cannot be synced ({code})"
 
 
@@ -157,7 +188,11 @@ def os_error_reason(e: OSError) -> str:
     detail = e.strerror or str(e)
     if words is None:
         return detail
-    return f"{words} ({detail})" if detail and detail.lower() not in words.lower() else words
+    return (
+        f"{words} ({detail})"
+        if detail and detail.lower() not in words.lower()
+        else words
+    )
 
 
 def folder_error_reason(e: OSError) -> str:
@@ -166,4 +201,8 @@ def folder_error_reason(e: OSError) -> str:
     if e.errno == errno.EEXIST:  # mkdir -p met a file where one of the folders goes
         e = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), e.filename)
     reason = os_error_reason(e)
-    return f"{reason}, at {os.fsdecode(e.filename)}" if isinstance(e.filename, (str, bytes)) else reason
+    return (
+        f"{reason}, at {os.fsdecode(e.filename)}"
+        if isinstance(e.filename, (str, bytes))
+        else reason
+    )

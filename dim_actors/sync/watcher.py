@@ -39,9 +39,9 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import watchdog.events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -72,8 +72,12 @@ MAX_WAIT_S = 2.0
 ABSENT_CONFIRM_S = 0.15
 POLL_S = 2.0
 RETRY_WATCH_S = 30.0  # while polling for want of watches: schedule again this often (the limit may be raised)
-DISCARD_S = 2.0  # a failed observer is stopped this long after its failure (start_observer)
-INJECTED_OVERFLOW_S = 0.5  # DIM_SYNC_FAULTS overflow: events are dropped this long, then it is told
+DISCARD_S = (
+    2.0  # a failed observer is stopped this long after its failure (start_observer)
+)
+INJECTED_OVERFLOW_S = (
+    0.5  # DIM_SYNC_FAULTS overflow: events are dropped this long, then it is told
+)
 BATCH = 2000  # paths per FsEvent / LocalChanges
 # A full scan looks at most this many files, or for this long, per message, then sends itself a
 # ScanStep: a folder of 100,000 files never holds the actor near the hang timeout, and events and
@@ -82,14 +86,19 @@ STEP_FILES = 2000
 STEP_S = 0.5
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
 try:
-    WATCHDOG_VERSION = importlib.metadata.version("watchdog")  # named in warnings about its internals
+    WATCHDOG_VERSION = importlib.metadata.version(
+        "watchdog"
+    )  # named in warnings about its internals
 except importlib.metadata.PackageNotFoundError:
     WATCHDOG_VERSION = "?"
 # watchdog >= 7.1.1 tells of an inotify queue overflow with an event to the handler; before, only
 # with the log lines below, which _OverflowSpotter watches for (tests/test_watchdog_contract.py
 # checks that the installed watchdog still gives the signal relied on).
 EVENTS_LOST: str | None = getattr(watchdog.events, "EVENT_TYPE_EVENTS_LOST", None)
-OVERFLOW_LOG_LINES = ("Inotify queue overflowed", "Unable to rebuild recursive inotify watches")
+OVERFLOW_LOG_LINES = (
+    "Inotify queue overflowed",
+    "Unable to rebuild recursive inotify watches",
+)
 WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
@@ -103,11 +112,13 @@ class ScanJob:
     """A walk under way: a full scan (`listing`: every file's state goes to the journal at the end)
     or the walk of one folder (a folder moved in, changed .gitignore rules: changes go as found)."""
 
-    def __init__(self, f: "Folder", rel: str = "", listing: bool = True):
+    def __init__(self, f: Folder, rel: str = "", listing: bool = True):
         self.f = f
         self.listing = listing
         self.stack = [rel]
-        self.entries: list[tuple[str, os.DirEntry]] = []  # the rest of the folder being walked
+        self.entries: list[
+            tuple[str, os.DirEntry]
+        ] = []  # the rest of the folder being walked
         self.seen: list[str] = []
         self.present_before = set(f.cache) if listing else set()
         self.again = False  # another rescan was asked for meanwhile: start over when this one ends
@@ -149,7 +160,9 @@ def inotify_watches(fd: int) -> set[tuple[int, int]] | None:
     return _fdinfo_watches(fd) if HAVE_FDINFO else None
 
 
-def inotify_fd_watching(key: tuple[int, int], taken: Collection[int] = ()) -> int | None:
+def inotify_fd_watching(
+    key: tuple[int, int], taken: Collection[int] = ()
+) -> int | None:
     """The one inotify instance of this process, not among `taken`, with a watch on folder `key`;
     None when there is none, or more than one (they cannot be told apart)."""
     if not HAVE_FDINFO:
@@ -206,7 +219,10 @@ def inotify_limit(name: str) -> int | None:
     """The limit in force for this process: fs.inotify.max_user_`name` ("watches", "instances"), or
     the lower one of the user namespace it runs in (a container, a sandbox); None if unreadable."""
     values = []
-    for path in (f"/proc/sys/fs/inotify/max_user_{name}", f"/proc/sys/user/max_inotify_{name}"):
+    for path in (
+        f"/proc/sys/fs/inotify/max_user_{name}",
+        f"/proc/sys/user/max_inotify_{name}",
+    ):
         try:
             values.append(int(Path(path).read_text()))
         except (OSError, ValueError):
@@ -214,8 +230,12 @@ def inotify_limit(name: str) -> int | None:
     return min(values, default=None)
 
 
-def unwatched_warning(root: Path | str, error: OSError | None = None, folders: Collection[str] = (),
-                      limit: int | None = None) -> str:
+def unwatched_warning(
+    root: Path | str,
+    error: OSError | None = None,
+    folders: Collection[str] = (),
+    limit: int | None = None,
+) -> str:
     """sync_status.warning for a sync folder that is not (wholly) watched, in the user's words: what
     happened, what it means, what to do. `error`: watchdog could not watch the tree at all (from
     7.1.1 that is also what a subfolder's failed watch does); else `folders` (paths relative to the
@@ -227,10 +247,16 @@ def unwatched_warning(root: Path | str, error: OSError | None = None, folders: C
         listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         n = len(names)
         what = f"{n} folder{'s' if n != 1 else ''} of {root} could not be watched for changes ({listed})"
-        cause, sysctl = "the inotify watch limit (fs.inotify.max_user_watches) is most likely reached", "watches"
+        cause, sysctl = (
+            "the inotify watch limit (fs.inotify.max_user_watches) is most likely reached",
+            "watches",
+        )
     elif error.errno == errno.ENOSPC:
         what = f"{root} could not be watched for changes"
-        cause, sysctl = "the inotify watch limit (fs.inotify.max_user_watches) is reached", "watches"
+        cause, sysctl = (
+            "the inotify watch limit (fs.inotify.max_user_watches) is reached",
+            "watches",
+        )
     elif error.errno == errno.EMFILE:
         what = f"{root} could not be watched for changes"
         cause = "the inotify instance limit (fs.inotify.max_user_instances) or the open-file limit is reached"
@@ -238,14 +264,18 @@ def unwatched_warning(root: Path | str, error: OSError | None = None, folders: C
     else:
         what = f"{root} could not be watched for changes"
         cause = f"{error.strerror or error}"
-    text = (f"{what}: {cause}. Changes there are picked up by a rescan every {POLL_S:g} s instead, and "
-            f"watching is tried again every {RETRY_WATCH_S:g} s.")
+    text = (
+        f"{what}: {cause}. Changes there are picked up by a rescan every {POLL_S:g} s instead, and "
+        f"watching is tried again every {RETRY_WATCH_S:g} s."
+    )
     if sysctl:
         usual = 524288 if sysctl == "watches" else 1024
         now = f" (now {limit})" if limit is not None else ""
-        text += (f" To fix it, raise the limit{now}: sudo sysctl fs.inotify.max_user_{sysctl}="
-                 f"{max(usual, 2 * (limit or 0))} (and the same setting in a file in /etc/sysctl.d/ to keep "
-                 "it after a reboot).")
+        text += (
+            f" To fix it, raise the limit{now}: sudo sysctl fs.inotify.max_user_{sysctl}="
+            f"{max(usual, 2 * (limit or 0))} (and the same setting in a file in /etc/sysctl.d/ to keep "
+            "it after a reboot)."
+        )
     return text
 
 
@@ -269,11 +299,15 @@ class Debouncer:
     def __init__(self, post: Callable[[FsEvent], None]):
         self.post = post
         self.lock = threading.Lock()
-        self.pending: dict[tuple[str, str], list[float]] = {}  # (sid, rel) -> [first, last, due]
+        self.pending: dict[
+            tuple[str, str], list[float]
+        ] = {}  # (sid, rel) -> [first, last, due]
         self.gone: dict[str, set[str]] = {}
         self.scans: dict[str, set[str]] = {}
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="watcher-debounce", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name="watcher-debounce", daemon=True
+        )
         self.thread.start()
 
     def touch(self, sid: str, rel: str, delay: float = QUIET_S) -> None:
@@ -308,7 +342,11 @@ class Debouncer:
             now = time.monotonic()
             out: dict[str, FsEvent] = {}
             with self.lock:
-                due = [k for k, (first, last, at) in self.pending.items() if now >= at or now - first >= MAX_WAIT_S]
+                due = [
+                    k
+                    for k, (first, last, at) in self.pending.items()
+                    if now >= at or now - first >= MAX_WAIT_S
+                ]
                 for k in due:
                     del self.pending[k]
                     sid, rel = k
@@ -359,7 +397,12 @@ def _outgoing(lf: LocalFile) -> LocalFile:
 class _Handler(FileSystemEventHandler):
     """Runs on watchdog's thread: records paths with the debouncer and nothing else."""
 
-    def __init__(self, folder: "Folder", debouncer: Debouncer, incident: Callable[[str, str, str], None]):
+    def __init__(
+        self,
+        folder: Folder,
+        debouncer: Debouncer,
+        incident: Callable[[str, str, str], None],
+    ):
         self.folder = folder
         self.debouncer = debouncer
         self.incident = incident
@@ -369,7 +412,9 @@ class _Handler(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
             self._on(event)
-        except Exception as e:  # never let it reach watchdog: its thread would die without a word
+        except (
+            Exception
+        ) as e:  # never let it reach watchdog: its thread would die without a word
             log.exception("watcher: the event handler failed on %r", event)
             self.incident(self.folder.sid, "handler_error", f"{type(e).__name__}: {e}")
 
@@ -380,22 +425,30 @@ class _Handler(FileSystemEventHandler):
             return ""
         if not p.startswith(root + os.sep):
             return None
-        return _wire_rel(p[len(root) + 1:].replace(os.sep, "/"))
+        return _wire_rel(p[len(root) + 1 :].replace(os.sep, "/"))
 
     def _tell_injected_overflow(self) -> None:
         if EVENTS_LOST:  # the signal the installed watchdog gives
-            self._on(watchdog.events.EventsLostEvent(self.folder.root_str, is_directory=True))
+            self._on(
+                watchdog.events.EventsLostEvent(self.folder.root_str, is_directory=True)
+            )
         else:
             logging.getLogger(WATCHDOG_LOGGERS[0]).warning(
-                "Inotify queue overflowed; filesystem events were lost (injected)")
+                "Inotify queue overflowed; filesystem events were lost (injected)"
+            )
 
     def _on(self, event: FileSystemEvent) -> None:
         kind = event.event_type
         if kind in ("opened", "closed_no_write"):
             return
-        if kind == EVENTS_LOST:  # watchdog has re-watched the tree already; what changed meanwhile is unknown
-            self.incident(self.folder.sid, "overflow",
-                          f"the inotify queue overflowed: events under {self.folder.root} were lost; rescanning")
+        if (
+            kind == EVENTS_LOST
+        ):  # watchdog has re-watched the tree already; what changed meanwhile is unknown
+            self.incident(
+                self.folder.sid,
+                "overflow",
+                f"the inotify queue overflowed: events under {self.folder.root} were lost; rescanning",
+            )
             return
         src = self._rel(event.src_path)
         dest = self._rel(event.dest_path) if getattr(event, "dest_path", "") else None
@@ -404,12 +457,18 @@ class _Handler(FileSystemEventHandler):
             name = os.path.basename(os.fsdecode(event.src_path))
             if f.get("handler_error") and f["handler_error"] in name:
                 raise RuntimeError(f"injected handler fault on {name}")
-            if f.get("overflow") and f["overflow"] in name and time.monotonic() > self.drop_until:
+            if (
+                f.get("overflow")
+                and f["overflow"] in name
+                and time.monotonic() > self.drop_until
+            ):
                 # Events are lost for a moment, and the overflow is told once they are, as the
                 # kernel's overflow record follows the events it could not queue: told first, a
                 # late handler thread (a loaded machine) could drop events after the rescan.
                 self.drop_until = time.monotonic() + INJECTED_OVERFLOW_S
-                told = threading.Timer(INJECTED_OVERFLOW_S, self._tell_injected_overflow)
+                told = threading.Timer(
+                    INJECTED_OVERFLOW_S, self._tell_injected_overflow
+                )
                 told.daemon = True
                 told.start()
             if time.monotonic() < self.drop_until:
@@ -417,7 +476,9 @@ class _Handler(FileSystemEventHandler):
         sid = self.folder.sid
         if event.is_directory:
             if src == "" and kind in ("deleted", "moved"):
-                self.incident(sid, "root_gone", "the sync folder was deleted or moved away")
+                self.incident(
+                    sid, "root_gone", "the sync folder was deleted or moved away"
+                )
                 return
             if src and kind in ("deleted", "moved"):
                 self.debouncer.dir_gone(sid, src)
@@ -433,7 +494,9 @@ class _Handler(FileSystemEventHandler):
 class Folder:
     """One synced folder: its observer, ignore rules and what its files looked like last."""
 
-    def __init__(self, sid: str, root: Path, cache: dict[str, tuple], extra_ignore: list[str]):
+    def __init__(
+        self, sid: str, root: Path, cache: dict[str, tuple], extra_ignore: list[str]
+    ):
         self.sid = sid
         self.root = root
         self.root_str = str(root)
@@ -442,8 +505,12 @@ class Folder:
         self.observer: Any = None
         self.watch: Any = None
         self.fd: int | None = None  # the observer's inotify instance
-        self.polling = False  # not every folder is watched: the tree is rescanned every POLL_S
-        self.unwatched: str | None = None  # while polling: "tree" (watchdog raised) or "part" (found unwatched)
+        self.polling = (
+            False  # not every folder is watched: the tree is rescanned every POLL_S
+        )
+        self.unwatched: str | None = (
+            None  # while polling: "tree" (watchdog raised) or "part" (found unwatched)
+        )
         self.unchecked = False  # its observer's inotify instance is unknown: unwatched folders go unnoticed
         self.root_gone = False
         self.listed = False  # a full scan of it has ended
@@ -456,7 +523,9 @@ class Folder:
         self.verify_all = False
         self.verify_dirs: set[str] = set()
         self.suspects: set[tuple[int, int]] = set()
-        self.whole_check = False  # the suspects are what is left of a check of the whole tree
+        self.whole_check = (
+            False  # the suspects are what is left of a check of the whole tree
+        )
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         return is_noise(rel) or self.ignore.ignored(rel, is_dir)
@@ -467,7 +536,9 @@ class Watcher(DimActor):
         super().on_start()
         extra = self.ctx.extra
         self.echoes: EchoSet = extra.setdefault("echoes", EchoSet())
-        self.wanted: dict[str, str] = extra.setdefault("sync_folders", {})  # sid -> localDir
+        self.wanted: dict[str, str] = extra.setdefault(
+            "sync_folders", {}
+        )  # sid -> localDir
         self.caches: dict[str, dict] = extra.setdefault("sync_stat_cache", {})
         self.folders: dict[str, Folder] = {}
         self.changes = 0
@@ -477,16 +548,24 @@ class Watcher(DimActor):
         # or (None, log line) an overflow spotted in watchdog's log, which names no folder
         self.overflowed: list[tuple[str | None, str]] = []
         self.fd_fallback_logged = False
-        self.scanning = False  # in a full scan: its listing is every file's state, not changes
-        self.hashed = 0  # files read to hash them: each may take long (up to sync_max_file_mb)
+        self.scanning = (
+            False  # in a full scan: its listing is every file's state, not changes
+        )
+        self.hashed = (
+            0  # files read to hash them: each may take long (up to sync_max_file_mb)
+        )
         # a step stays well inside the hang timeout, however low it is set
         self.step_s = min(STEP_S, (self.ctx.settings or Settings()).hang_timeout_s / 4)
-        self.jobs: dict[str, collections.deque[ScanJob]] = {}  # sid -> walks to do, in order
+        self.jobs: dict[
+            str, collections.deque[ScanJob]
+        ] = {}  # sid -> walks to do, in order
         self.stepping: set[str] = set()  # sids with a ScanStep on its way
         # sid -> files listed so far by a full scan under way; the journal shows it in sync_status
         self.scan_progress: dict[str, int] = extra.setdefault("scan_progress", {})
         # sync_extra_ignore: on top of every folder's .gitignore files (docs/sync.md §4)
-        self.extra_ignore = list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
+        self.extra_ignore = (
+            list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
+        )
         # a file above this is not read at all: the journal lists it as too large
         self.max_file = (self.ctx.settings or Settings()).sync_max_file_mb << 20
         self.debouncer = Debouncer(lambda ev: self.ctx.send(self.ctx.name, ev))
@@ -495,15 +574,25 @@ class Watcher(DimActor):
             for name in WATCHDOG_LOGGERS:
                 logging.getLogger(name).addHandler(self.spotter)
         self.stop_ticks = threading.Event()
-        threading.Thread(target=self._ticker, name="watcher-ticker", daemon=True).start()
-        for sid, local_dir in list(self.wanted.items()):  # after a restart: watch and rescan again
+        threading.Thread(
+            target=self._ticker, name="watcher-ticker", daemon=True
+        ).start()
+        for sid, local_dir in list(
+            self.wanted.items()
+        ):  # after a restart: watch and rescan again
             self._watch(sid, local_dir)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "folders": len(self.folders), "changes": self.changes,
-                "incidents": self.incidents, "echoesSuppressed": self.echoes.suppressed,
-                "echoesLeaked": self.echoes.leaked, "polling": sum(f.polling for f in list(self.folders.values())),
-                "unchecked": sum(f.unchecked for f in list(self.folders.values()))}
+        return {
+            **super().describe(),
+            "folders": len(self.folders),
+            "changes": self.changes,
+            "incidents": self.incidents,
+            "echoesSuppressed": self.echoes.suppressed,
+            "echoesLeaked": self.echoes.leaked,
+            "polling": sum(f.polling for f in list(self.folders.values())),
+            "unchecked": sum(f.unchecked for f in list(self.folders.values())),
+        }
 
     def _ticker(self) -> None:
         ref = self.actor_ref
@@ -519,7 +608,9 @@ class Watcher(DimActor):
     def _incident(self, sid: str, incident: str, detail: str) -> None:
         """From any thread: tell the journal, and make the actor rescan on its next tick."""
         self.incidents += 1
-        self.ctx.send("journal", WatcherIncident(sessionId=sid, incident=incident, detail=detail))
+        self.ctx.send(
+            "journal", WatcherIncident(sessionId=sid, incident=incident, detail=detail)
+        )
         if incident == "root_gone":
             f = self.folders.get(sid)
             if f is not None:
@@ -556,8 +647,14 @@ class Watcher(DimActor):
         self.folders[sid] = f
         if not root.is_dir():
             f.root_gone = True
-            self.ctx.send("journal", WatcherIncident(sessionId=sid, incident="root_gone",
-                                                     detail=f"{root} is not a folder"))
+            self.ctx.send(
+                "journal",
+                WatcherIncident(
+                    sessionId=sid,
+                    incident="root_gone",
+                    detail=f"{root} is not a folder",
+                ),
+            )
             return
         self._schedule(f)
         self.full_scan(f)
@@ -567,11 +664,17 @@ class Watcher(DimActor):
         checked at the next tick (_verify) where it does not raise (see the module's docstring)."""
         f.scheduled_at = time.monotonic()
         try:
-            f.observer, f.watch = start_observer(f.root_str, _Handler(f, self.debouncer, self._incident))
+            f.observer, f.watch = start_observer(
+                f.root_str, _Handler(f, self.debouncer, self._incident)
+            )
         except OSError as e:
             f.observer, f.fd = None, None
             which = "instances" if e.errno == errno.EMFILE else "watches"
-            self._unwatched(f, "tree", unwatched_warning(f.root, error=e, limit=inotify_limit(which)))
+            self._unwatched(
+                f,
+                "tree",
+                unwatched_warning(f.root, error=e, limit=inotify_limit(which)),
+            )
             return
         f.fd = self._observer_fd(f)
         f.verify_all, f.suspects, f.whole_check = True, set(), False
@@ -587,8 +690,11 @@ class Watcher(DimActor):
             return fd
         if not self.fd_fallback_logged:
             self.fd_fallback_logged = True
-            log.warning("watcher: watchdog %s has no InotifyObserver._inotify_fd._inotify_fd; finding each "
-                        "observer's inotify instance by the watch on its root instead", WATCHDOG_VERSION)
+            log.warning(
+                "watcher: watchdog %s has no InotifyObserver._inotify_fd._inotify_fd; finding each "
+                "observer's inotify instance by the watch on its root instead",
+                WATCHDOG_VERSION,
+            )
         try:
             key = watch_key(os.stat(f.root_str))
         except OSError:
@@ -596,12 +702,19 @@ class Watcher(DimActor):
         taken = {g.fd for g in self.folders.values() if g is not f and g.fd is not None}
         fd = inotify_fd_watching(key, taken)
         if fd is None and not f.unchecked:
-            detail = (f"the check for folders of {f.root} that watchdog {WATCHDOG_VERSION} could not watch (the "
-                      "inotify watch limit) is off: its inotify instance cannot be found. Changes in such folders "
-                      "would go unsynced until a full rescan (at the latest the next start of dim-desktop)")
+            detail = (
+                f"the check for folders of {f.root} that watchdog {WATCHDOG_VERSION} could not watch (the "
+                "inotify watch limit) is off: its inotify instance cannot be found. Changes in such folders "
+                "would go unsynced until a full rescan (at the latest the next start of dim-desktop)"
+            )
             log.warning("watcher: %s", detail)
             self.incidents += 1
-            self.ctx.send("journal", WatcherIncident(sessionId=f.sid, incident="watch_unchecked", detail=detail))
+            self.ctx.send(
+                "journal",
+                WatcherIncident(
+                    sessionId=f.sid, incident="watch_unchecked", detail=detail
+                ),
+            )
         f.unchecked = fd is None
         return fd
 
@@ -614,7 +727,10 @@ class Watcher(DimActor):
             f.polling, f.last_poll = True, time.monotonic()
         f.unwatched = scope
         self.incidents += 1
-        self.ctx.send("journal", WatcherIncident(sessionId=f.sid, incident="watch_limit", detail=warning))
+        self.ctx.send(
+            "journal",
+            WatcherIncident(sessionId=f.sid, incident="watch_limit", detail=warning),
+        )
         return True
 
     def _unwatch(self, sid: str) -> None:
@@ -642,7 +758,9 @@ class Watcher(DimActor):
                 self._look(f, rel, out)
         for rel in map(_unwire_rel, ev.scanDirs):
             if not f.ignored(rel, is_dir=True):
-                self._queue(ScanJob(f, rel, listing=False))  # a folder moved in may hold 100,000 files
+                self._queue(
+                    ScanJob(f, rel, listing=False)
+                )  # a folder moved in may hold 100,000 files
                 f.verify_dirs.add(rel)
         rules_changed: set[str] = set()
         for rel in map(_unwire_rel, ev.paths):
@@ -652,7 +770,9 @@ class Watcher(DimActor):
         for d in rules_changed:
             # what the changed rules no longer ignore is reported now, not when it is next touched
             # (files they now ignore stay as they are, here and upstream, as git leaves them tracked)
-            if any(o != d and (o == "" or d.startswith(o + "/")) for o in rules_changed):
+            if any(
+                o != d and (o == "" or d.startswith(o + "/")) for o in rules_changed
+            ):
                 continue  # a folder around it is rescanned anyway
             if not (d and f.ignored(d, is_dir=True)):
                 self._queue(ScanJob(f, d, listing=False))
@@ -664,12 +784,22 @@ class Watcher(DimActor):
         out = [_outgoing(lf) for lf in out]
         self.changes += len(out)
         if scan:
-            self.ctx.send("journal", LocalChanges(sessionId=f.sid, changes=out, scan=True))
+            self.ctx.send(
+                "journal", LocalChanges(sessionId=f.sid, changes=out, scan=True)
+            )
             return
         for i in range(0, len(out), BATCH):
-            self.ctx.send("journal", LocalChanges(sessionId=f.sid, changes=out[i:i + BATCH]))
+            self.ctx.send(
+                "journal", LocalChanges(sessionId=f.sid, changes=out[i : i + BATCH])
+            )
 
-    def _look(self, f: Folder, rel: str, out: list[LocalFile], st: os.stat_result | None = None) -> None:
+    def _look(
+        self,
+        f: Folder,
+        rel: str,
+        out: list[LocalFile],
+        st: os.stat_result | None = None,
+    ) -> None:
         if f.ignored(rel):
             return
         full = os.path.join(f.root_str, rel)
@@ -699,7 +829,9 @@ class Watcher(DimActor):
             f.cache[rel] = (*sig, echo, mode)
             self.echoes.count(f.sid, "echoesSuppressed")
             return
-        problem = local_name_problem(rel) or ("too_large" if st.st_size > self.max_file else None)
+        problem = local_name_problem(rel) or (
+            "too_large" if st.st_size > self.max_file else None
+        )
         if problem is not None:
             # not read at all (it cannot be synced): the journal lists it with the reason
             f.cache[rel] = (*sig, "!" + problem, mode)
@@ -724,14 +856,18 @@ class Watcher(DimActor):
         """A state of `full` is about to be reported as a local change."""
         if not self.scanning and self.echoes.wrote(full, digest):
             # the materializer's own last write all the same: the echo set should have caught it
-            log.warning("watcher: an echo of our own write of %s was not suppressed", full)
+            log.warning(
+                "watcher: an echo of our own write of %s was not suppressed", full
+            )
             self.echoes.count(f.sid, "echoesLeaked")
         # not our write: whatever we wrote there before is gone, so no later state may pass for it
         self.echoes.forget(full)
 
     def _absent(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
         if rel not in f.absent_once:
-            f.absent_once.add(rel)  # look again shortly: a save may be halfway through a rename
+            f.absent_once.add(
+                rel
+            )  # look again shortly: a save may be halfway through a rename
             self.debouncer.touch(f.sid, _wire_rel(rel), delay=ABSENT_CONFIRM_S)
             return
         f.absent_once.discard(rel)
@@ -741,7 +877,9 @@ class Watcher(DimActor):
             self.echoes.count(f.sid, "echoesSuppressed")
             return
         self._reporting(f, full, "")
-        out.append(LocalFile(rel, "", 0, 0))  # the journal ignores paths it never tracked
+        out.append(
+            LocalFile(rel, "", 0, 0)
+        )  # the journal ignores paths it never tracked
 
     def _walk(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
         """Every file under `rel` ("" the root), looked at."""
@@ -749,13 +887,22 @@ class Watcher(DimActor):
         while stack:
             d = stack.pop()
             try:
-                entries = list(os.scandir(os.path.join(f.root_str, d) if d else f.root_str))
+                entries = list(
+                    os.scandir(os.path.join(f.root_str, d) if d else f.root_str)
+                )
             except OSError:
                 continue
             for e in entries:
                 self._visit(f, d, e, out, stack)
 
-    def _visit(self, f: Folder, d: str, e: os.DirEntry[str], out: list[LocalFile], stack: list[str]) -> str | None:
+    def _visit(
+        self,
+        f: Folder,
+        d: str,
+        e: os.DirEntry[str],
+        out: list[LocalFile],
+        stack: list[str],
+    ) -> str | None:
         """One entry of a walk of folder `d`: a folder not ignored goes on `stack`, a file is looked
         at. The file's path when it was one (and could be read), else None."""
         child = f"{d}/{e.name}" if d else e.name
@@ -797,7 +944,9 @@ class Watcher(DimActor):
     def _kick(self, sid: str) -> None:
         if sid not in self.stepping:
             self.stepping.add(sid)
-            self.actor_ref.tell(envelope(self.ctx.name, self.ctx.name, ScanStep(sessionId=sid)))
+            self.actor_ref.tell(
+                envelope(self.ctx.name, self.ctx.name, ScanStep(sessionId=sid))
+            )
 
     def _scan_step(self, sid: str) -> None:
         q = self.jobs.get(sid)
@@ -805,7 +954,9 @@ class Watcher(DimActor):
             return
         job = q[0]
         f = job.f
-        if self.folders.get(sid) is not f:  # watched again meanwhile: that queued walks of its own
+        if (
+            self.folders.get(sid) is not f
+        ):  # watched again meanwhile: that queued walks of its own
             q.popleft()
             if q:
                 self._kick(sid)
@@ -813,20 +964,29 @@ class Watcher(DimActor):
         deadline = time.monotonic() + self.step_s
         looked = visited = 0
         hashed = self.hashed
-        out: list[LocalFile] = []  # what a folder's walk finds changed (a full scan lists instead)
+        out: list[
+            LocalFile
+        ] = []  # what a folder's walk finds changed (a full scan lists instead)
         self.scanning = job.listing
         try:
             while looked < STEP_FILES:
                 visited += 1  # folders and skipped entries count against the time too
                 # a file read in this step may have taken long: from then on, the clock is read each time
-                if (visited % 64 == 0 or self.hashed != hashed) and time.monotonic() >= deadline:
+                if (
+                    visited % 64 == 0 or self.hashed != hashed
+                ) and time.monotonic() >= deadline:
                     break
                 if not job.entries:
                     if not job.stack:
                         break
                     d = job.stack.pop()
                     try:
-                        job.entries = [(d, e) for e in os.scandir(os.path.join(f.root_str, d) if d else f.root_str)]
+                        job.entries = [
+                            (d, e)
+                            for e in os.scandir(
+                                os.path.join(f.root_str, d) if d else f.root_str
+                            )
+                        ]
                     except OSError:
                         continue
                     job.entries.reverse()  # popped from the end: in the folder's order
@@ -859,7 +1019,11 @@ class Watcher(DimActor):
         for rel in job.present_before - seen:
             f.cache.pop(rel, None)
         # each file's state as it is now: an event handled between two steps may have moved it on
-        listing = [LocalFile(rel, c[3], c[0], c[4]) for rel in job.seen if (c := f.cache.get(rel)) is not None]
+        listing = [
+            LocalFile(rel, c[3], c[0], c[4])
+            for rel in job.seen
+            if (c := f.cache.get(rel)) is not None
+        ]
         self._report(f, listing, scan=True)
         if job.again:
             self.full_scan(f)
@@ -881,7 +1045,12 @@ class Watcher(DimActor):
                     for other in self.folders:
                         if other not in overflowed:
                             overflowed[other] = what
-                            self.ctx.send("journal", WatcherIncident(sessionId=other, incident="overflow", detail=what))
+                            self.ctx.send(
+                                "journal",
+                                WatcherIncident(
+                                    sessionId=other, incident="overflow", detail=what
+                                ),
+                            )
             for sid in overflowed:
                 f = self.folders.get(sid)
                 rescan.add(sid)
@@ -896,9 +1065,19 @@ class Watcher(DimActor):
                 continue
             if f.observer is not None:
                 emitters = [e for e in f.observer.emitters if e.watch == f.watch]
-                if not f.observer.is_alive() or not emitters or not all(e.is_alive() for e in emitters):
-                    self.ctx.send("journal", WatcherIncident(
-                        sessionId=sid, incident="observer_died", detail="watchdog's thread ended; watching again"))
+                if (
+                    not f.observer.is_alive()
+                    or not emitters
+                    or not all(e.is_alive() for e in emitters)
+                ):
+                    self.ctx.send(
+                        "journal",
+                        WatcherIncident(
+                            sessionId=sid,
+                            incident="observer_died",
+                            detail="watchdog's thread ended; watching again",
+                        ),
+                    )
                     self.incidents += 1
                     self._stop_observer(f)
                     self._schedule(f)
@@ -913,7 +1092,11 @@ class Watcher(DimActor):
             if f.polling and now - f.last_poll >= POLL_S:
                 f.last_poll = now
                 rescan.add(sid)
-            if f.observer is not None and (f.verify_all or f.verify_dirs or f.suspects) and self._verify(f):
+            if (
+                f.observer is not None
+                and (f.verify_all or f.verify_dirs or f.suspects)
+                and self._verify(f)
+            ):
                 rescan.add(sid)
         for sid in rescan:
             f = self.folders.get(sid)
@@ -943,7 +1126,9 @@ class Watcher(DimActor):
         found: dict[tuple[int, int], str] = {}
         for rel, st in self._folders_below(f, roots):
             key = watch_key(st)
-            if key not in watches or (unwatched_name and rel.rpartition("/")[2] == unwatched_name):
+            if key not in watches or (
+                unwatched_name and rel.rpartition("/")[2] == unwatched_name
+            ):
                 found[key] = rel
         confirmed = {k: r for k, r in found.items() if k in f.suspects}
         # the others: new, or checked too early (watchdog may not have added them yet); once more next tick
@@ -952,12 +1137,20 @@ class Watcher(DimActor):
         f.whole_check = whole and bool(f.suspects)
         if confirmed:
             # True: newly polled, rescan now; else known, and still polling
-            warning = unwatched_warning(f.root, folders=list(confirmed.values()), limit=inotify_limit("watches"))
+            warning = unwatched_warning(
+                f.root, folders=list(confirmed.values()), limit=inotify_limit("watches")
+            )
             return self._unwatched(f, "part", warning)
         if whole and not found and f.polling:
             f.polling, f.unwatched = False, None
-            self.ctx.send("journal", WatcherIncident(
-                sessionId=f.sid, incident="watch_restored", detail=f"every folder of {f.root} is watched again"))
+            self.ctx.send(
+                "journal",
+                WatcherIncident(
+                    sessionId=f.sid,
+                    incident="watch_restored",
+                    detail=f"every folder of {f.root} is watched again",
+                ),
+            )
         return False
 
     def _folders_below(self, f: Folder, roots: list[str]):
@@ -979,7 +1172,9 @@ class Watcher(DimActor):
                 for e in entries:
                     child = f"{d}/{e.name}" if d else e.name
                     try:
-                        if e.is_dir(follow_symlinks=False) and not f.ignored(child, is_dir=True):
+                        if e.is_dir(follow_symlinks=False) and not f.ignored(
+                            child, is_dir=True
+                        ):
                             stack.append(child)
                     except OSError:
                         continue

@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 def _static_dir() -> Path:
     # An installed wheel carries ui/ as dim_actors/uibridge/static (setup.py); a checkout serves ui/ itself.
     packaged = Path(__file__).resolve().parent / "static"
-    return packaged if (packaged / "index.html").is_file() else Path(__file__).resolve().parents[2] / "ui"
+    return (
+        packaged
+        if (packaged / "index.html").is_file()
+        else Path(__file__).resolve().parents[2] / "ui"
+    )
 
 
 STATIC_DIR = _static_dir()
@@ -41,22 +45,37 @@ class UIBridge(DimActor):
         super().on_start()
         extra = self.ctx.extra
         self.loop = asyncio.new_event_loop()
-        self.server = BridgeServer(extra.get("static_dir", STATIC_DIR), extra["ui_token"], self._submit,
-                                   invoke_timeout_s=self.ctx.settings.request_timeout_s + 5)
+        self.server = BridgeServer(
+            extra.get("static_dir", STATIC_DIR),
+            extra["ui_token"],
+            self._submit,
+            invoke_timeout_s=self.ctx.settings.request_timeout_s + 5,
+        )
         # Work for the loop thread, in order. One call_soon_threadsafe per burst rather than per
         # event: each one writes to the loop's self-pipe (a system call and a wakeup).
         self.outq: collections.deque = collections.deque()
         self.drain_scheduled = False
-        self.thread = threading.Thread(target=self.loop.run_forever, name="uibridge-loop", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="uibridge-loop", daemon=True
+        )
         self.thread.start()
         # Keep the port across restarts of this actor, so open pages reconnect to the same address.
-        port = asyncio.run_coroutine_threadsafe(self.server.start(extra.get("ui_port", 0)), self.loop).result(10)
+        port = asyncio.run_coroutine_threadsafe(
+            self.server.start(extra.get("ui_port", 0)), self.loop
+        ).result(10)
         extra["ui_port"] = port
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "pages": len(self.server.clients), "port": self.server.port,
-                "pageQueue": max((len(c.queue) for c in list(self.server.clients)), default=0),
-                "pageQueuePeak": self.server.queue_peak, "pagesDropped": self.server.pages_dropped}
+        return {
+            **super().describe(),
+            "pages": len(self.server.clients),
+            "port": self.server.port,
+            "pageQueue": max(
+                (len(c.queue) for c in list(self.server.clients)), default=0
+            ),
+            "pageQueuePeak": self.server.queue_peak,
+            "pagesDropped": self.server.pages_dropped,
+        }
 
     def _submit(self, req_id: int, command: str, args: dict) -> None:
         self.ctx.send("router", Invoke(reqId=req_id, command=command, args=args))
@@ -74,7 +93,9 @@ class UIBridge(DimActor):
 
     def _drain(self) -> None:
         """On the loop thread: hand everything queued to the server, in the order it came."""
-        self.drain_scheduled = False  # first: whatever is appended from here on schedules a new drain
+        self.drain_scheduled = (
+            False  # first: whatever is appended from here on schedules a new drain
+        )
         q, server = self.outq, self.server
         while q:
             item = q.popleft()
@@ -95,7 +116,9 @@ class UIBridge(DimActor):
             asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
         except TimeoutError:
             # The server's own waits are bounded well under this; the loop is stopped regardless.
-            log.warning("uibridge: the HTTP server did not stop within 5 s; stopping its loop")
+            log.warning(
+                "uibridge: the HTTP server did not stop within 5 s; stopping its loop"
+            )
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)

@@ -13,8 +13,9 @@ import errno
 import hmac
 import itertools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -41,7 +42,9 @@ BATCH_MAX = 500
 # meanwhile join it. A browser pays per message (docs/ui.md, Performance): at 2,000 events/s this
 # turns 2,000 messages a second into at most 250, for at most 4 ms more latency.
 BATCH_WINDOW_S = 0.004
-CLIENT_QUEUE_LIMIT = 100_000  # frames buffered for one slow page before it is dropped and must reload
+CLIENT_QUEUE_LIMIT = (
+    100_000  # frames buffered for one slow page before it is dropped and must reload
+)
 # At stop: how long a page's WebSocket may take to answer our close, and how long aiohttp waits for
 # requests still in flight. A page still loading (its window being destroyed) may never answer, and
 # the whole app's stop has a deadline of a few seconds.
@@ -68,7 +71,10 @@ def decode_args(raw: bytes) -> dict[str, Any]:
     valid text. BadBody says what is wrong (INVALID_JSON or INVALID_ARGUMENTS)."""
     if not raw.strip():
         return {}
-    too_deep = BadBody("INVALID_JSON", f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    too_deep = BadBody(
+        "INVALID_JSON",
+        f"the request body is nested more than {MAX_JSON_DEPTH} levels deep",
+    )
     try:
         args = msgspec.json.decode(raw)
     except RecursionError:
@@ -77,24 +83,37 @@ def decode_args(raw: bytes) -> dict[str, Any]:
         hint = ""
         if protocol.replace_lone_surrogates(raw)[1]:
             hint = " (a \\uD800-\\uDFFF escape is only text as one half of a surrogate pair)"
-        raise BadBody("INVALID_JSON", f"the request body is not valid JSON: {e}{hint}") from None
+        raise BadBody(
+            "INVALID_JSON", f"the request body is not valid JSON: {e}{hint}"
+        ) from None
     if not isinstance(args, dict):
-        raise BadBody("INVALID_ARGUMENTS", "the request body must be a JSON object of arguments")
+        raise BadBody(
+            "INVALID_ARGUMENTS", "the request body must be a JSON object of arguments"
+        )
     if protocol.too_deep(raw, MAX_JSON_DEPTH):
         raise too_deep
     return args
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"ok": False, "error": {"code": code, "message": message}}, status=status)
+    return web.json_response(
+        {"ok": False, "error": {"code": code, "message": message}}, status=status
+    )
 
 
 class PageClient:
     """One connected page: frames queue here and a task sends them in order."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, batch: bool = False):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        batch: bool = False,
+    ):
         self.ws = ws
-        self.transport = transport  # to drop a page that does not read: closing would wait for it
+        self.transport = (
+            transport  # to drop a page that does not read: closing would wait for it
+        )
         self.batch = batch  # the page asked for {"batch": [...]} frames (one message, many events)
         self.queue: collections.deque[str] = collections.deque()
         self.wakeup = asyncio.Event()
@@ -103,8 +122,13 @@ class PageClient:
 
 
 class BridgeServer:
-    def __init__(self, static_dir: Path, token: str, submit: Callable[[int, str, dict], None],
-                 invoke_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        static_dir: Path,
+        token: str,
+        submit: Callable[[int, str, dict], None],
+        invoke_timeout_s: float = 30.0,
+    ):
         self.static_dir = static_dir.resolve()
         self.token = token
         self.submit = submit
@@ -115,7 +139,9 @@ class BridgeServer:
         self.req_ids = itertools.count(1)
         self.runner: web.AppRunner | None = None
         self.stopping = False  # set by stop(): new requests and pages are refused
-        self.queue_peak = 0  # the deepest any page's queue has been (frames), for dimctl status
+        self.queue_peak = (
+            0  # the deepest any page's queue has been (frames), for dimctl status
+        )
         self.pages_dropped = 0  # pages dropped for not reading (they reconnect)
 
     # --- lifecycle (runs on the bridge's event loop) -----------------------------------------------
@@ -126,7 +152,9 @@ class BridgeServer:
         app.router.add_get("/events", self.events)
         app.router.add_get("/", self.index)
         app.router.add_get("/{path:.+}", self.static)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
+        self.runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S
+        )
         await self.runner.setup()
         await self._bind(port)
         # Port 0 lets the OS pick; the one site, bound to 127.0.0.1 alone, has one address: (host, port).
@@ -144,8 +172,14 @@ class BridgeServer:
                 await site.start()
                 return
             except OSError as e:
-                await site.stop()  # a site that failed to start is still registered with the runner
-                if e.errno != errno.EADDRINUSE or port == 0 or asyncio.get_running_loop().time() > deadline:
+                await (
+                    site.stop()
+                )  # a site that failed to start is still registered with the runner
+                if (
+                    e.errno != errno.EADDRINUSE
+                    or port == 0
+                    or asyncio.get_running_loop().time() > deadline
+                ):
                     raise
             await asyncio.sleep(0.05)
 
@@ -163,13 +197,18 @@ class BridgeServer:
         await asyncio.gather(*(self._close_page(c) for c in list(self.clients)))
         if self.runner is not None:
             await self.runner.cleanup()
-        for c in list(self.clients):  # any left (a page that came in meanwhile) goes now
+        for c in list(
+            self.clients
+        ):  # any left (a page that came in meanwhile) goes now
             self._drop(c)
 
     async def _close_page(self, client: PageClient) -> None:
         try:
-            await asyncio.wait_for(client.ws.close(code=1001, message=b"dim-desktop is stopping"), CLOSE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(
+                client.ws.close(code=1001, message=b"dim-desktop is stopping"),
+                CLOSE_TIMEOUT_S,
+            )
+        except TimeoutError:
             pass
         except Exception as e:
             log.info("closing a page's event socket at stop failed: %r", e)
@@ -190,14 +229,22 @@ class BridgeServer:
     @web.middleware
     async def guard(self, request: web.Request, handler):
         if request.host not in self._allowed_hosts():
-            return error_response(403, "FORBIDDEN", f"host {request.host!r} is not this bridge")
+            return error_response(
+                403, "FORBIDDEN", f"host {request.host!r} is not this bridge"
+            )
         origin = request.headers.get("Origin")
-        if origin is not None and origin not in {f"http://{h}" for h in self._allowed_hosts()}:
-            return error_response(403, "FORBIDDEN", f"origin {origin!r} may not use this bridge")
+        if origin is not None and origin not in {
+            f"http://{h}" for h in self._allowed_hosts()
+        }:
+            return error_response(
+                403, "FORBIDDEN", f"origin {origin!r} may not use this bridge"
+            )
         return await handler(request)
 
     def _token_ok(self, candidate: str | None) -> bool:
-        return candidate is not None and hmac.compare_digest(candidate.encode(), self.token.encode())
+        return candidate is not None and hmac.compare_digest(
+            candidate.encode(), self.token.encode()
+        )
 
     def _bearer(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
@@ -208,14 +255,22 @@ class BridgeServer:
     async def index(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("token") or request.cookies.get(COOKIE)
         if not self._token_ok(token):
-            return error_response(401, "UNAUTHORIZED", "open the URL dim-desktop printed: it carries the token")
-        resp = web.FileResponse(self.static_dir / "index.html", headers={"Cache-Control": "no-store"})
+            return error_response(
+                401,
+                "UNAUTHORIZED",
+                "open the URL dim-desktop printed: it carries the token",
+            )
+        resp = web.FileResponse(
+            self.static_dir / "index.html", headers={"Cache-Control": "no-store"}
+        )
         # The module scripts the page loads carry no query string: a strict cookie authorises them.
         resp.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
         return resp
 
     async def static(self, request: web.Request) -> web.StreamResponse:
-        if not self._token_ok(request.cookies.get(COOKIE) or request.query.get("token")):
+        if not self._token_ok(
+            request.cookies.get(COOKIE) or request.query.get("token")
+        ):
             return error_response(401, "UNAUTHORIZED", "missing or wrong token")
         path = (self.static_dir / request.match_info["path"]).resolve()
         if not path.is_relative_to(self.static_dir) or not path.is_file():
@@ -229,11 +284,17 @@ class BridgeServer:
             return error_response(401, "UNAUTHORIZED", "missing or wrong bearer token")
         command = request.match_info["command"]
         if self.stopping:
-            return error_response(503, STOPPING_ERROR["code"], STOPPING_ERROR["message"])
+            return error_response(
+                503, STOPPING_ERROR["code"], STOPPING_ERROR["message"]
+            )
         try:
             args = decode_args(await request.read())
         except web.HTTPRequestEntityTooLarge:
-            return error_response(413, "TOO_LARGE", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+            return error_response(
+                413,
+                "TOO_LARGE",
+                f"the request body is larger than {MAX_BODY_BYTES} bytes",
+            )
         except BadBody as e:
             return error_response(400, e.code, e.message)
         req_id = next(self.req_ids)
@@ -242,16 +303,23 @@ class BridgeServer:
         self.submit(req_id, command, args)
         try:
             ok, result, error = await asyncio.wait_for(fut, self.invoke_timeout_s)
-        except asyncio.TimeoutError:
-            return error_response(504, "TIMEOUT", f"{command}: no answer within {self.invoke_timeout_s:.0f}s")
+        except TimeoutError:
+            return error_response(
+                504,
+                "TIMEOUT",
+                f"{command}: no answer within {self.invoke_timeout_s:.0f}s",
+            )
         finally:
             self.pending.pop(req_id, None)
         if ok:
             body = b'{"ok":true,"result":' + msgspec.json.encode(result) + b"}"
             return web.Response(body=body, content_type="application/json")
         status = STATUS_FOR_CODE.get(error.get("code", ""), 400)
-        return web.Response(body=msgspec.json.encode({"ok": False, "error": error}), status=status,
-                            content_type="application/json")
+        return web.Response(
+            body=msgspec.json.encode({"ok": False, "error": error}),
+            status=status,
+            content_type="application/json",
+        )
 
     def resolve(self, req_id: int, ok: bool, result: Any, error: dict | None) -> None:
         fut = self.pending.get(req_id)
@@ -264,10 +332,14 @@ class BridgeServer:
         if not self._token_ok(request.query.get("token")):
             return error_response(401, "UNAUTHORIZED", "missing or wrong token")
         if self.stopping:
-            return error_response(503, STOPPING_ERROR["code"], STOPPING_ERROR["message"])
+            return error_response(
+                503, STOPPING_ERROR["code"], STOPPING_ERROR["message"]
+            )
         ws = web.WebSocketResponse(heartbeat=20, compress=False)
         await ws.prepare(request)
-        client = PageClient(ws, request.transport, batch=request.query.get("batch") == "1")
+        client = PageClient(
+            ws, request.transport, batch=request.query.get("batch") == "1"
+        )
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -282,8 +354,11 @@ class BridgeServer:
     async def _send_loop(self, client: PageClient) -> None:
         try:
             await self._send_frames(client)
-        except asyncio.TimeoutError:
-            log.warning("dropping a page that took no data for %.0f s (it reconnects)", SEND_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "dropping a page that took no data for %.0f s (it reconnects)",
+                SEND_TIMEOUT_S,
+            )
             self.pages_dropped += 1
             self._drop(client)
 
@@ -291,7 +366,9 @@ class BridgeServer:
         loop = asyncio.get_running_loop()
 
         async def send(text: str) -> None:
-            async with asyncio.timeout(SEND_TIMEOUT_S):  # a timer, not a task: this is the hot path
+            async with asyncio.timeout(
+                SEND_TIMEOUT_S
+            ):  # a timer, not a task: this is the hot path
                 await client.ws.send_str(text)
 
         while not client.ws.closed:
@@ -300,7 +377,9 @@ class BridgeServer:
             if client.batch:
                 wait = client.last_send + BATCH_WINDOW_S - loop.time()
                 if wait > 0:
-                    await asyncio.sleep(wait)  # what arrives meanwhile goes in the same message
+                    await asyncio.sleep(
+                        wait
+                    )  # what arrives meanwhile goes in the same message
             while client.queue:
                 if client.batch and len(client.queue) > 1:
                     # A browser pays per WebSocket message: at thousands of events a second, one
@@ -314,9 +393,14 @@ class BridgeServer:
             if client.overflowed:
                 self.pages_dropped += 1
                 try:
-                    await asyncio.wait_for(client.ws.close(code=1013, message=b"too far behind; reload to resynchronise"),
-                                           CLOSE_TIMEOUT_S)
-                except asyncio.TimeoutError:
+                    await asyncio.wait_for(
+                        client.ws.close(
+                            code=1013,
+                            message=b"too far behind; reload to resynchronise",
+                        ),
+                        CLOSE_TIMEOUT_S,
+                    )
+                except TimeoutError:
                     self._drop(client)
                 return
 

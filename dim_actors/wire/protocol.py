@@ -14,7 +14,8 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from typing import Annotated, Any, Iterator, Literal, Mapping, Union
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -38,7 +39,15 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-SESSION_STATES = ("inactive", "activating", "ready", "running", "waiting", "error", "deactivating")
+SESSION_STATES = (
+    "inactive",
+    "activating",
+    "ready",
+    "running",
+    "waiting",
+    "error",
+    "deactivating",
+)
 
 
 class ProtocolError(Exception):
@@ -132,7 +141,9 @@ class GetHistory(ClientMessage, tag="get_history", kw_only=True):
 class GetEvents(ClientMessage, tag="get_events", kw_only=True):
     sessionId: NonEmpty
     afterSeq: NonNegative
-    limit: Positive | None = None  # gateway default 1000, larger values are capped at 10000
+    limit: Positive | None = (
+        None  # gateway default 1000, larger values are capped at 10000
+    )
 
 
 class Ping(ClientMessage, tag="ping", kw_only=True):
@@ -171,12 +182,32 @@ class ManageMembers(ClientMessage, tag="manage_members", kw_only=True):
 
 
 _CLIENT_TYPES = (
-    Authenticate, ListSessions, CreateSession, RenameSession, ArchiveSession, UnarchiveSession,
-    DeleteSession, JoinSession, LeaveSession, RunTurn, StopTurn, Steer, AnswerQuestion, GetHistory,
-    GetEvents, Ping, ListFiles, ReadFile, FileHistory, FileAtIteration, ManageMembers,
+    Authenticate,
+    ListSessions,
+    CreateSession,
+    RenameSession,
+    ArchiveSession,
+    UnarchiveSession,
+    DeleteSession,
+    JoinSession,
+    LeaveSession,
+    RunTurn,
+    StopTurn,
+    Steer,
+    AnswerQuestion,
+    GetHistory,
+    GetEvents,
+    Ping,
+    ListFiles,
+    ReadFile,
+    FileHistory,
+    FileAtIteration,
+    ManageMembers,
 )
 
-CLIENT_MESSAGES: dict[str, type[msgspec.Struct]] = {t.__struct_config__.tag: t for t in _CLIENT_TYPES}
+CLIENT_MESSAGES: dict[str, type[msgspec.Struct]] = {
+    t.__struct_config__.tag: t for t in _CLIENT_TYPES
+}
 
 
 # --- values carried inside events -----------------------------------------------------------------
@@ -326,7 +357,9 @@ class SessionStateChanged(SessionEvent, tag="session_state", kw_only=True):
 class StateSnapshot(SessionEvent, tag="state_snapshot", kw_only=True):
     session: SessionMeta
     lastSeq: int
-    pendingRequests: list[dict[str, Any]]  # the open question/permission events, as sent
+    pendingRequests: list[
+        dict[str, Any]
+    ]  # the open question/permission events, as sent
     activeTurnId: str | None = None
 
 
@@ -375,7 +408,9 @@ class UsageUpdate(SessionEvent, tag="usage_update", kw_only=True):
 class PlanStep(Value):
     stepId: str
     title: str
-    status: str | None = None  # pending | running | done | failed | skipped (absent: pending)
+    status: str | None = (
+        None  # pending | running | done | failed | skipped (absent: pending)
+    )
 
 
 class PlanCreated(SessionEvent, tag="plan.created", kw_only=True):
@@ -397,7 +432,9 @@ class PlanStepCompleted(SessionEvent, tag="plan.step_completed", kw_only=True):
 
 class PlanRevised(SessionEvent, tag="plan.revised", kw_only=True):
     planId: str
-    steps: list[PlanStep]  # the whole new plan; a step keeps its status when its stepId stays
+    steps: list[
+        PlanStep
+    ]  # the whole new plan; a step keeps its status when its stepId stays
     reason: str | None = None
 
 
@@ -545,21 +582,61 @@ class ErrorEvent(ServerEvent, tag="error", kw_only=True):
 
 
 _EVENT_TYPES = (
-    Welcome, Connected, Authenticated, Heartbeat,
-    SessionList, SessionCreated, SessionRenamed, SessionArchived, SessionUnarchived, SessionDeleted,
-    SessionStateChanged, StateSnapshot, SessionLeft,
-    TurnStarted, TextDelta, MessageDelta, TurnComplete, TurnError, SteerReceived, UsageUpdate,
-    PlanCreated, PlanStepStarted, PlanStepCompleted, PlanRevised,
-    ThinkingStart, ThinkingProgress, ThinkingComplete,
-    ToolCallStart, ToolCallDelta, ToolCall, ToolResult, ToolError,
-    QuestionRequested, PermissionRequested, ApprovalResolved,
-    TerminalStream, TerminalComplete,
-    SandboxInit, SandboxProvisioning, SandboxReady, SandboxRemoved,
-    FileChanged, FileList, FileContent, FileHistoryList,
-    History, EventList, Pong, MemberList, ErrorEvent,
+    Welcome,
+    Connected,
+    Authenticated,
+    Heartbeat,
+    SessionList,
+    SessionCreated,
+    SessionRenamed,
+    SessionArchived,
+    SessionUnarchived,
+    SessionDeleted,
+    SessionStateChanged,
+    StateSnapshot,
+    SessionLeft,
+    TurnStarted,
+    TextDelta,
+    MessageDelta,
+    TurnComplete,
+    TurnError,
+    SteerReceived,
+    UsageUpdate,
+    PlanCreated,
+    PlanStepStarted,
+    PlanStepCompleted,
+    PlanRevised,
+    ThinkingStart,
+    ThinkingProgress,
+    ThinkingComplete,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCall,
+    ToolResult,
+    ToolError,
+    QuestionRequested,
+    PermissionRequested,
+    ApprovalResolved,
+    TerminalStream,
+    TerminalComplete,
+    SandboxInit,
+    SandboxProvisioning,
+    SandboxReady,
+    SandboxRemoved,
+    FileChanged,
+    FileList,
+    FileContent,
+    FileHistoryList,
+    History,
+    EventList,
+    Pong,
+    MemberList,
+    ErrorEvent,
 )
 
-SERVER_EVENTS: dict[str, type[msgspec.Struct]] = {t.__struct_config__.tag: t for t in _EVENT_TYPES}
+SERVER_EVENTS: dict[str, type[msgspec.Struct]] = {
+    t.__struct_config__.tag: t for t in _EVENT_TYPES
+}
 
 # Which event types answer which request (v1 has no request ids; see docs/protocol.md, correlation).
 RESPONSES: dict[str, frozenset[str]] = {
@@ -662,7 +739,9 @@ def _structure(raw: bytes) -> Iterator[tuple[int, int]]:
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
-_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # less 1: an open +1, a close -1
+_BRACKET_STEP = bytes.maketrans(
+    b"[{]}", b"\x02\x02\x00\x00"
+)  # less 1: an open +1, a close -1
 
 
 def nesting_depth(raw: bytes) -> int:
@@ -670,7 +749,10 @@ def nesting_depth(raw: bytes) -> int:
     regex engine (strings cut out) and translate, at C speed, never by recursion: an 8 MiB text
     full of brackets costs a fraction of a second."""
     brackets = _STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKETS)
-    return max(itertools.accumulate(map(operator.sub, brackets, itertools.repeat(1))), default=0)
+    return max(
+        itertools.accumulate(map(operator.sub, brackets, itertools.repeat(1))),
+        default=0,
+    )
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -704,7 +786,9 @@ def prune_deep(raw: bytes, limit: int) -> tuple[bytes, int]:
 # A lone UTF-16 surrogate in a \u escape (valid JSON syntax, but no character): msgspec refuses the
 # whole text. Escaped backslashes are matched first, so "\\ud83d" (a backslash, then "ud83d") stays.
 _SURROGATE_ESCAPES = re.compile(
-    rb"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u(d[89a-f][0-9a-f]{2})", re.IGNORECASE)
+    rb"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u(d[89a-f][0-9a-f]{2})",
+    re.IGNORECASE,
+)
 
 
 def replace_lone_surrogates(raw: bytes) -> tuple[bytes, int]:
@@ -749,15 +833,20 @@ def decode_event(raw: bytes | str) -> msgspec.Struct | UnknownEvent:
     try:
         data = _dict_decoder.decode(raw)
     except msgspec.ValidationError:
-        raise ProtocolError("INVALID_MESSAGE", "an event must be a JSON object") from None
+        raise ProtocolError(
+            "INVALID_MESSAGE", "an event must be a JSON object"
+        ) from None
     type_ = data.get("type")
     if not isinstance(type_, str):
         raise ProtocolError("INVALID_MESSAGE", "an event must have a string 'type'")
     return UnknownEvent(type_, data, typed_error if type_ in SERVER_EVENTS else None)
 
 
-def explain_invalid(raw: bytes | str, err: msgspec.ValidationError,
-                    known: Mapping[str, type[msgspec.Struct]] | None = None) -> str:
+def explain_invalid(
+    raw: bytes | str,
+    err: msgspec.ValidationError,
+    known: Mapping[str, type[msgspec.Struct]] | None = None,
+) -> str:
     """A readable reason why a JSON frame is none of the client messages `known` (ours by default)."""
     try:
         type_ = _type_decoder.decode(raw).type
@@ -790,11 +879,16 @@ def build_client_message(type: str, args: dict[str, Any]) -> bytes:
     fields = {k: v for k, v in (args or {}).items() if v is not None}
     given_type = fields.pop("type", type)
     if given_type != type:
-        raise ProtocolError("INVALID_MESSAGE", f"'type' {given_type!r} does not match {type!r}")
+        raise ProtocolError(
+            "INVALID_MESSAGE", f"'type' {given_type!r} does not match {type!r}"
+        )
     unknown = sorted(set(fields) - set(cls.__struct_fields__))
     if unknown:
         allowed = ", ".join(cls.__struct_fields__) or "none"
-        raise ProtocolError("INVALID_MESSAGE", f"{type}: unknown field(s) {', '.join(unknown)} (allowed: {allowed})")
+        raise ProtocolError(
+            "INVALID_MESSAGE",
+            f"{type}: unknown field(s) {', '.join(unknown)} (allowed: {allowed})",
+        )
     try:
         msg = msgspec.convert(fields, cls)
     except msgspec.ValidationError as e:

@@ -16,9 +16,13 @@ from typing import Union
 
 import msgspec
 
-INLINE_LIMIT = 4096  # content rides in the Notification below this size (Chronicle: "< 4 KB")
+INLINE_LIMIT = (
+    4096  # content rides in the Notification below this size (Chronicle: "< 4 KB")
+)
 CHUNK_SIZE = 1 << 20  # ContentFetchResponse / ContentUpload pieces
-WRITEBACK_INLINE_LIMIT = 4 << 20  # larger write-back content goes ahead as ContentUpload chunks
+WRITEBACK_INLINE_LIMIT = (
+    4 << 20
+)  # larger write-back content goes ahead as ContentUpload chunks
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 
@@ -121,9 +125,13 @@ class WriteBackEntry(msgspec.Struct, omit_defaults=True):
     contentHash: str  # "" for a deletion
     size: int
     permissions: int
-    baseIteration: int  # the path's upstream iteration this write was based on (0: none)
+    baseIteration: (
+        int  # the path's upstream iteration this write was based on (0: none)
+    )
     isDeletion: bool = False
-    content: bytes | None = None  # None when it went ahead as ContentUpload (or a deletion)
+    content: bytes | None = (
+        None  # None when it went ahead as ContentUpload (or a deletion)
+    )
 
 
 class WriteBack(WireMsg, tag="WriteBack"):
@@ -144,8 +152,15 @@ class ContentUpload(WireMsg, tag="ContentUpload"):
     data: bytes
 
 
-ToReplica = Union[Notification, Heartbeat, WriteBackResult, ContentFetchResponse, ContentNotFound,
-                  FullResyncRequired, ReplicationError]
+ToReplica = Union[
+    Notification,
+    Heartbeat,
+    WriteBackResult,
+    ContentFetchResponse,
+    ContentNotFound,
+    FullResyncRequired,
+    ReplicationError,
+]
 ToGateway = Union[CatchupRequest, Ack, WriteBack, ContentFetchRequest, ContentUpload]
 
 _encoder = msgspec.msgpack.Encoder()
