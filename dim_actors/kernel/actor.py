@@ -1,4 +1,5 @@
-"""The base every dim-desktop actor derives from: envelopes in, names out, failures reported."""
+"""The base every dim-desktop actor derives from: envelopes in, names out, failures
+reported."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ActorContext:
-    """What the supervisor hands each actor instance: its name and the way to reach the others."""
+    """What the supervisor hands each actor instance: its name and the way to reach the
+    others."""
 
     name: str
     addresses: Addresses
@@ -33,12 +35,13 @@ class ActorContext:
     settings: Settings
     # (name, error, generation): an instance that still owned its address failed.
     on_failure: Callable[[str, BaseException, int], None]
-    extra: dict[str, Any]
-    # (name, generation): an instance stopped itself (a normal exit, which restart types tell apart).
+    # (name, generation): an instance stopped itself (a normal exit, which restart types
+    # tell apart).
     on_exit: Callable[[str, int], None] | None = None
 
-    # While the actor's own thread handles a Batch: what it sends, per recipient, in order; sent as
-    # one Batch each when the batch is done (`flush_batch`), so a batch in makes a batch out.
+    # While the actor's own thread handles a Batch: what it sends, per recipient, in
+    # order; sent as one Batch each when the batch is done (`flush_batch`), so a batch
+    # in makes a batch out.
     _out: dict[str, list[Msg]] | None = None
     _out_thread: int = 0
 
@@ -52,6 +55,11 @@ class ActorContext:
             out.setdefault(recipient, []).append(body)
         else:
             self.addresses.send(self.name, recipient, body)
+
+    def send_now(self, recipient: str, body: Msg) -> None:
+        """Into the recipient's mailbox at once, even while a Batch is handled (when
+        `send` keeps what is sent until the batch is done)."""
+        self.addresses.send(self.name, recipient, body)
 
     def send_batch(self, recipient: str, bodies: list[Msg]) -> None:
         if bodies:
@@ -68,14 +76,17 @@ class ActorContext:
 
 
 class DimActor(pykka.ThreadingActor):
-    """Subclasses implement `handle(sender, body)`; one handler method per message kind is the norm."""
+    """Subclasses implement `handle(sender, body)`; one handler method per message kind
+    is the norm."""
 
-    # Shutdown stops every actor explicitly; a hung, abandoned one must not keep the process alive.
+    # Shutdown stops every actor explicitly; a hung, abandoned one must not keep the
+    # process alive.
     use_daemon_thread = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # pykka logs an on_start failure but tells nobody; record it so status and the supervisor can.
+        # pykka logs an on_start failure but tells nobody; record it so status and the
+        # supervisor can.
         if "on_start" in cls.__dict__:
             original = cls.__dict__["on_start"]
 
@@ -94,28 +105,30 @@ class DimActor(pykka.ThreadingActor):
     def __init__(self, ctx: ActorContext):
         super().__init__()
         self.ctx = ctx
-        # Made current by the supervisor just before constructing us (on its thread); this instance
-        # writes its bookkeeping only here, so once let go it cannot touch its successor's.
+        # Made current by the supervisor just before constructing us (on its thread);
+        # this instance writes its bookkeeping only here, so once let go it cannot touch
+        # its successor's.
         self._incarnation: Incarnation = ctx.address.current
-        self._unhandled: Envelope | None = (
-            None  # the rest of a batch one of whose items failed
-        )
+        # the rest of a batch one of whose items failed
+        self._unhandled: Envelope | None = None
 
     @staticmethod
-    def _create_actor_inbox():  # type: ignore[override]
-        # The same FIFO as pykka's queue.Queue, without its Python-level locks and conditions:
-        # about 1.5 us less per message hop (bench/hotpath.py), and every gateway event makes two.
-        # pykka offers no public way to choose the inbox; this private hook is how its own actor
-        # types do it, so tests/test_library_contracts.py checks that pykka still builds it here.
+    def _create_actor_inbox():
+        # The same FIFO as pykka's queue.Queue, without its Python-level locks and
+        # conditions: about 1.5 us less per message hop (bench/hotpath.py), and every
+        # gateway event makes two. pykka offers no public way to choose the inbox; this
+        # private hook is how its own actor types do it, so
+        # tests/test_library_contracts.py checks that pykka still builds it here.
         return queue.SimpleQueue()
 
     def on_start(self) -> None:
         self.ctx.address.describe = self.describe
 
     def superseded(self) -> bool:
-        """True once the supervisor has let this instance go (declared it hung and started a
-        successor, or is stopping it). A thread cannot be killed, so long work checks this at its step
-        boundaries and stops there, letting go of anything it shares (a database's write lock)."""
+        """True once the supervisor has let this instance go (declared it hung and
+        started a successor, or is stopping it). A thread cannot be killed, so long work
+        checks this at its step boundaries and stops there, letting go of anything it
+        shares (a database's write lock)."""
         return self.ctx.address.current is not self._incarnation
 
     def describe(self) -> dict[str, Any]:
@@ -163,15 +176,17 @@ class DimActor(pykka.ThreadingActor):
                 done += 1
                 book.handled += 1
         except BaseException:
-            # The failing item is dropped, as a failing single message is; the items after it are
-            # not: they go back at the head of the mailbox for the successor (on_failure).
+            # The failing item is dropped, as a failing single message is; the items
+            # after it are not: they go back at the head of the mailbox for the
+            # successor (on_failure).
             if done + 1 < len(items):
                 self._unhandled = envelope(
                     sender, self.ctx.name, Batch(items=items[done + 1 :])
                 )
             raise
         finally:
-            # What the items made so far goes out even if one of them fails: it was real work.
+            # What the items made so far goes out even if one of them fails: it was real
+            # work.
             self.ctx.flush_batch()
             book.busy_since = None
 
@@ -188,7 +203,8 @@ class DimActor(pykka.ThreadingActor):
                 self.ctx.name, exception_value, self._incarnation.generation
             )
         else:
-            # Let go earlier (hung, then replaced): its successor's messages and state are not its own.
+            # Let go earlier (hung, then replaced): its successor's messages and state
+            # are not its own.
             log.warning(
                 "actor %s: an instance already replaced failed late: %r",
                 self.ctx.name,
@@ -196,12 +212,14 @@ class DimActor(pykka.ThreadingActor):
             )
 
     def _stop(self) -> None:
-        # pykka runs this for every requested stop. It is private, but the public on_stop will not
-        # do: subclasses override it and call it from their on_failure too. The supervisor lets an
-        # instance go before stopping it, so an instance that still owns its address here stopped
-        # itself: a normal exit, which transient and temporary children are not restarted after.
-        # Its unhandled messages wait for a successor. tests/test_library_contracts.py checks that
-        # pykka still calls this, on the actor's thread, with the messages after the stop unread.
+        # pykka runs this for every requested stop. It is private, but the public
+        # on_stop will not do: subclasses override it and call it from their on_failure
+        # too. The supervisor lets an instance go before stopping it, so an instance
+        # that still owns its address here stopped itself: a normal exit, which
+        # transient and temporary children are not restarted after. Its unhandled
+        # messages wait for a successor. tests/test_library_contracts.py checks that
+        # pykka still calls this, on the actor's thread, with the messages after the
+        # stop unread.
         super()._stop()
         if self.ctx.address.take_back_inbox(self.actor_inbox, None, self._incarnation):
             log.info("actor %s stopped by itself", self.ctx.name)

@@ -1,8 +1,9 @@
 """Stable actor addresses: actors send to a name, never to a pykka ref.
 
-A pykka ref dies with its actor. An Address outlives every instance: while its actor restarts,
-messages are held in order and handed to the new instance before anything newer, and when an
-actor fails, what was still in its inbox is taken back instead of being dropped by pykka.
+A pykka ref dies with its actor. An Address outlives every instance: while its actor
+restarts, messages are held in order and handed to the new instance before anything
+newer, and when an actor fails, what was still in its inbox is taken back instead of
+being dropped by pykka.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ class Stats:
     """Per-name counters that survive restarts (dimctl status shows them)."""
 
     restarts: int = 0
-    handled: int = (
-        0  # by instances already let go; Address.handled() adds the current one's
-    )
+    # by instances already let go; Address.handled() adds the current one's
+    handled: int = 0
     started_at: float = 0.0
     last_error: str | None = None
     last_error_at: float | None = None
@@ -39,19 +39,22 @@ class Stats:
 
 
 class Incarnation:
-    """The bookkeeping one actor instance writes on every message, owned by that instance alone.
+    """The bookkeeping one actor instance writes on every message, owned by that
+    instance alone.
 
-    A thread cannot be killed: a hung instance that is replaced keeps running, and when its handler
-    finally returns it still runs the code after it. So each instance writes only into its own
-    Incarnation, and the Address reads only the current one's: whatever a let-go instance writes
-    later lands in an object nobody reads, with no check (and no race) on the hot path."""
+    A thread cannot be killed: a hung instance that is replaced keeps running, and when
+    its handler finally returns it still runs the code after it. So each instance writes
+    only into its own Incarnation, and the Address reads only the current one's:
+    whatever a let-go instance writes later lands in an object nobody reads, with no
+    check (and no race) on the hot path."""
 
     __slots__ = ("generation", "busy_since", "handled")
 
     def __init__(self, generation: int):
         self.generation = generation
-        # When the current handler started (monotonic), None while idle: a handler running far
-        # longer than the hang timeout means the actor is hung, however deep its mailbox.
+        # When the current handler started (monotonic), None while idle: a handler
+        # running far longer than the hang timeout means the actor is hung, however deep
+        # its mailbox.
         self.busy_since: float | None = None
         self.handled = 0
 
@@ -68,8 +71,9 @@ class Address:
         self.describe: Callable[[], dict] | None = None
         self._generations = 0
         self.current = Incarnation(0)  # vacant until an instance starts
-        # Items beyond the first of every Batch not yet handled (queued, held or taken back), so the
-        # mailbox depth counts messages, not mailbox entries: backpressure depends on it.
+        # Items beyond the first of every Batch not yet handled (queued, held or taken
+        # back), so the mailbox depth counts messages, not mailbox entries: backpressure
+        # depends on it.
         self.batched_extra = 0
 
     @property
@@ -80,7 +84,8 @@ class Address:
         return self.stats.handled + self.current.handled
 
     def new_incarnation(self) -> Incarnation:
-        """For an instance about to start (the supervisor's thread, before constructing it)."""
+        """For an instance about to start (the supervisor's thread, before constructing
+        it)."""
         with self.lock:
             self._release()
             self._generations += 1
@@ -88,7 +93,8 @@ class Address:
             return self.current
 
     def _release(self) -> None:
-        """Under the lock: the current instance no longer owns the address; keep what it counted."""
+        """Under the lock: the current instance no longer owns the address; keep what it
+        counted."""
         self.stats.handled += self.current.handled
         self.current = Incarnation(0)
 
@@ -101,7 +107,8 @@ class Address:
                     self.ref.tell(env)
                     return
                 except pykka.ActorDeadError:
-                    # Died between its failure and the supervisor noticing: keep it for the successor.
+                    # Died between its failure and the supervisor noticing: keep it for
+                    # the successor.
                     self.state = "restarting"
                     self.ref = None
             self.held.append(env)
@@ -129,11 +136,12 @@ class Address:
         owner: Incarnation,
         first: Envelope | None = None,
     ) -> bool:
-        """Keep a failed, abandoned or exited instance's unhandled messages for its successor, in order.
+        """Keep a failed, abandoned or exited instance's unhandled messages for its
+        successor, in order.
 
-        Only while `owner` still owns the address: False, doing nothing, for an instance already let
-        go, so one failing late (a hung handler that returns and then raises) cannot take the place
-        of its successor."""
+        Only while `owner` still owns the address: False, doing nothing, for an instance
+        already let go, so one failing late (a hung handler that returns and then
+        raises) cannot take the place of its successor."""
         with self.lock:
             if owner is not self.current:
                 return False
@@ -149,9 +157,9 @@ class Address:
                     self.batched_extra += len(first.body.items) - 1
             while not inbox.empty():
                 item = inbox.get()
-                # pykka's own envelope (private) carries what was told in `.message`; only ours are
-                # kept (a "ping" ask is not the actor's to hand on). tests/test_library_contracts.py
-                # checks the envelope's shape.
+                # pykka's own envelope (private) carries what was told in `.message`;
+                # only ours are kept (a "ping" ask is not the actor's to hand on).
+                # tests/test_library_contracts.py checks the envelope's shape.
                 msg = getattr(item, "message", None)
                 if isinstance(msg, Envelope):
                     pending.append(msg)
@@ -166,13 +174,15 @@ class Address:
             return True
 
     def batch_taken(self, count: int) -> None:
-        """A Batch of `count` items left the mailbox (its recipient is about to handle it)."""
+        """A Batch of `count` items left the mailbox (its recipient is about to handle
+        it)."""
         with self.lock:
             self.batched_extra -= count - 1
 
     def mailbox_depth(self) -> int:
         with self.lock:
-            inbox = self.ref.actor_inbox.qsize() if self.ref is not None else 0
+            # DimActor's inbox is a queue.SimpleQueue (DimActor._create_actor_inbox).
+            inbox = self.ref.actor_inbox.qsize() if self.ref is not None else 0  # type: ignore[attr-defined]
             return inbox + len(self.held) + self.batched_extra
 
 
@@ -199,8 +209,9 @@ class Addresses:
         return env
 
     def send_batch(self, sender: str, recipient: str, bodies: list[Msg]) -> None:
-        """`bodies`, in order, as one mailbox item: one lock, one hop and one wakeup for all of them
-        instead of one each. Each is still logged as a message of its own, with its own id."""
+        """`bodies`, in order, as one mailbox item: one lock, one hop and one wakeup for
+        all of them instead of one each. Each is still logged as a message of its own,
+        with its own id."""
         if len(bodies) == 1:
             self.send(sender, recipient, bodies[0])
             return

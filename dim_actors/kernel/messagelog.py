@@ -1,14 +1,16 @@
 """Per-actor message logs: what each actor received, in memory and on disk.
 
-Appending is on every actor's hot path, so senders only push the envelope onto a ring and a queue;
-one writer thread encodes and writes in batches. Files rotate at a size limit and survive restarts
-of the actor and of the app, so `dimctl logs` can show what happened before a crash.
+Appending is on every actor's hot path, so senders only push the envelope onto a ring
+and a queue; one writer thread encodes and writes in batches. Files rotate at a size
+limit and survive restarts of the actor and of the app, so `dimctl logs` can show what
+happened before a crash.
 
-The writer never dies: a record that cannot be encoded (a lone surrogate in a string) is replaced by
-a line saying so, a batch that cannot be written (a full disk) is dropped and counted while the
-queue keeps draining, and both are said once in the Python log. Secrets (a field named token,
-password, secret or authorization) are replaced by "***" in every line made here, on disk and in the
-views served to dimctl and the page. Log files are the user's alone (0600).
+The writer never dies: a record that cannot be encoded (a lone surrogate in a string) is
+replaced by a line saying so, a batch that cannot be written (a full disk) is dropped
+and counted while the queue keeps draining, and both are said once in the Python log.
+Secrets (a field named token, password, secret or authorization) are replaced by "***"
+in every line made here, on disk and in the views served to dimctl and the page. Log
+files are the user's alone (0600).
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ class LogLine(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
-# Envelopes waiting for the writer beyond which a sender waits for it (down to half): under a long
-# burst the writer, sharing the GIL, can fall behind, and its queue must not grow without bound
-# (a million-event burst took the supervisor past 1 GB). Writes go in batches of at most
+# Envelopes waiting for the writer beyond which a sender waits for it (down to half):
+# under a long burst the writer, sharing the GIL, can fall behind, and its queue must
+# not grow without bound (a million-event burst took the supervisor past 1 GB). Writes
+# go in batches of at most
 # WRITE_BATCH lines, so the writer never holds the GIL for long.
 MAX_BACKLOG = 20_000
 WRITE_BATCH = 2_048
@@ -60,7 +63,8 @@ _line_decoder = msgspec.json.Decoder(LogLine)
 
 
 class _OutLine(msgspec.Struct):
-    """What is written: a LogLine whose body is the message itself, so one pass encodes it."""
+    """What is written: a LogLine whose body is the message itself, so one pass encodes
+    it."""
 
     id: int
     ts: float
@@ -70,18 +74,18 @@ class _OutLine(msgspec.Struct):
     body: Any
 
 
-# --- secrets -------------------------------------------------------------------------------------
-# Only these bodies can hold a secret: the token given to gateway_connect (Invoke, then Connect),
-# and the free-form args and results of commands. Everything else (the hot path's gateway events and
-# page frames) is encoded as it is, with no walk.
+# --- secrets --------------------------------------------------------------------------
+# Only these bodies can hold a secret: the token given to gateway_connect (Invoke, then
+# Connect), and the free-form args and results of commands. Everything else (the hot
+# path's gateway events and page frames) is encoded as it is, with no walk.
 
 SECRET_KEYS = frozenset({"token", "password", "secret", "authorization"})
 REDACTED = "***"
 
 
 def redact(value: Any) -> Any:
-    """`value` with every dict entry whose key names a secret replaced by "***", at any depth;
-    the same object when it holds none (the usual case: nothing is copied)."""
+    """`value` with every dict entry whose key names a secret replaced by "***", at any
+    depth; the same object when it holds none (the usual case: nothing is copied)."""
     if isinstance(value, dict):
         out = None
         for k, v in value.items():
@@ -116,8 +120,8 @@ def redact_body(body: Any) -> Any:
                 return body
             return msgspec.structs.replace(body, result=result, error=error)
         case SendFrame() if _SECRET_KEY_IN_JSON.search(body.frame):
-            # The frame is the gateway command as sent (`authenticate` carries the token): the
-            # log would hold it in base64, one decode away.
+            # The frame is the gateway command as sent (`authenticate` carries the
+            # token): the log would hold it in base64, one decode away.
             try:
                 frame = msgspec.json.encode(redact(msgspec.json.decode(body.frame)))
             except msgspec.MsgspecError:
@@ -146,7 +150,8 @@ def _out(e: Envelope) -> _OutLine:
 
 
 def to_line(env: Envelope) -> bytes:
-    """One log line; never raises: a message that cannot be encoded gets a line saying so."""
+    """One log line; never raises: a message that cannot be encoded gets a line saying
+    so."""
     return _line(env)[0]
 
 
@@ -159,7 +164,8 @@ def _line(env: Envelope) -> tuple[bytes, bool]:
 
 
 def encode_lines(envs: list[Envelope]) -> bytes:
-    """Many log lines in one encoder call (the writer's batches); the same bytes as to_line's."""
+    """Many log lines in one encoder call (the writer's batches); the same bytes as
+    to_line's."""
     # Inlined _out: this is the writer's hot loop, and a call per line doubled its cost.
     secret = _MAY_HOLD_SECRETS
     return _encoder.encode_lines(
@@ -169,7 +175,7 @@ def encode_lines(envs: list[Envelope]) -> bytes:
                 e.ts,
                 e.sender,
                 e.recipient,
-                e.body.__struct_config__.tag,
+                kind_of(e.body),
                 redact_body(e.body) if type(e.body) in secret else e.body,
             )
             for e in envs
@@ -178,7 +184,8 @@ def encode_lines(envs: list[Envelope]) -> bytes:
 
 
 def unloggable_line(env: Envelope, error: BaseException) -> bytes:
-    """What stands in the log for a message that cannot be encoded: who, when, its type, and why."""
+    """What stands in the log for a message that cannot be encoded: who, when, its type,
+    and why."""
     reason = f"{type(error).__name__}: {error}".encode(
         "utf-8", "backslashreplace"
     ).decode("ascii", "replace")
@@ -198,8 +205,9 @@ def unloggable_line(env: Envelope, error: BaseException) -> bytes:
 
 
 def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
-    """The lines for `envs` and how many of them could not be encoded (each replaced by a line
-    saying so). One encoder call in the usual case; line by line only when that call fails."""
+    """The lines for `envs` and how many of them could not be encoded (each replaced by
+    a line saying so). One encoder call in the usual case; line by line only when that
+    call fails."""
     try:
         return encode_lines(envs), 0
     except Exception:
@@ -209,12 +217,14 @@ def encode_batch(envs: list[Envelope]) -> tuple[bytes, int]:
 
 
 class LogHealth(msgspec.Struct):
-    """What the writer could not log, since the start, over all actors (per actor: `health_of`)."""
+    """What the writer could not log, since the start, over all actors (per actor:
+    `health_of`)."""
 
     dropped: (
         int  # lines lost because their file could not be written (a full disk, ...)
     )
-    unloggable: int  # messages logged as {"unloggable": reason} because they could not be encoded
+    # messages logged as {"unloggable": reason} because they could not be encoded
+    unloggable: int
     failing: list[str]  # actors whose log file cannot be written right now
     lastError: str = ""
 
@@ -231,7 +241,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class MessageLogs:
-    """All actors' logs. `append` is thread-safe and cheap; `read` and `follow` serve dimctl."""
+    """All actors' logs. `append` is thread-safe and cheap; `read` and `follow` serve
+    dimctl."""
 
     def __init__(
         self,
@@ -306,7 +317,8 @@ class MessageLogs:
         )
 
     def health_of(self, actor: str) -> dict[str, Any]:
-        """What went wrong with `actor`'s log since the start, for its row in the status; {} when nothing."""
+        """What went wrong with `actor`'s log since the start, for its row in the
+        status; {} when nothing."""
         out: dict[str, Any] = {}
         if self._dropped_by[actor]:
             out["logDropped"] = self._dropped_by[actor]
@@ -333,8 +345,9 @@ class MessageLogs:
             try:
                 stop = self._write_batch(batch, files, sizes)
             except Exception as err:
-                # Whatever it was, the writer goes on: a dead writer means a queue growing without
-                # bound and logs silently stale. The batch is lost, counted and said (once a kind).
+                # Whatever it was, the writer goes on: a dead writer means a queue
+                # growing without bound and logs silently stale. The batch is lost,
+                # counted and said (once a kind).
                 stop = any(e is None for e in batch)
                 self._dropped += sum(1 for e in batch if e is not None)
                 self._dropped_by.update(e.recipient for e in batch if e is not None)
@@ -367,8 +380,9 @@ class MessageLogs:
             if bad:
                 if not self._unloggable:
                     log.warning(
-                        "message log: a message to %s could not be encoded (a lone surrogate in a string?);"
-                        " it is logged as unloggable, and such messages are counted from now on",
+                        "message log: a message to %s could not be encoded (a lone "
+                        "surrogate in a string?); it is logged as unloggable, and "
+                        "such messages are counted from now on",
                         actor,
                     )
                 self._unloggable += bad
@@ -390,8 +404,11 @@ class MessageLogs:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
             os.fchmod(
-                fd, 0o600
-            )  # a log from an older version: what the actors received is the user's alone
+                fd,
+                0o600,
+                # a log from an older version: what the actors received is the user's
+                # alone
+            )
         files[actor] = fd
         sizes[actor] = st.st_size
         return fd
@@ -419,8 +436,9 @@ class MessageLogs:
     def _write_failed(
         self, actor: str, lines: int, error: OSError, files: dict[str, int]
     ) -> None:
-        # Drop the batch but keep draining, so memory stays bounded; the file is opened afresh
-        # for the next batch, which is how writing resumes once there is room again.
+        # Drop the batch but keep draining, so memory stays bounded; the file is opened
+        # afresh for the next batch, which is how writing resumes once there is room
+        # again.
         fd = files.pop(actor, None)
         if fd is not None:
             try:
@@ -433,8 +451,8 @@ class MessageLogs:
         if actor not in self._failing:
             self._failing[actor] = 0
             log.error(
-                "message log: cannot write %s (%s); its lines are dropped, and counted, until it can be "
-                "written again",
+                "message log: cannot write %s (%s); its lines are dropped, and "
+                "counted, until it can be written again",
                 self.path(actor),
                 error.strerror or error,
             )
@@ -492,7 +510,8 @@ class MessageLogs:
     ) -> list[bytes]:
         """The newest logged lines for `actor` from the in-memory ring, oldest first.
 
-        For the page's live log, read every second from the router's thread: no file I/O there."""
+        For the page's live log, read every second from the router's thread: no file I/O
+        there."""
         ring = list(
             self.ring(actor)
         )  # one C-level copy under the GIL: safe against appenders
@@ -544,7 +563,8 @@ def read_lines(
         try:
             line = _line_decoder.decode(raw)
         except msgspec.DecodeError:
-            continue  # a line cut by a crash mid-write; the rest of the file is still good
+            # a line cut by a crash mid-write; the rest of the file is still good
+            continue
         if types and not _type_matches(line, raw, types):
             continue
         if since is not None and line.ts < since:

@@ -1,19 +1,22 @@
-"""The supervisor: child specs, one_for_one restarts with an intensity limit, and status.
+"""The supervisor: child specs, one_for_one restarts with an intensity limit, and
+status.
 
-It is a pykka actor like the others, so failure reports, restart requests and status queries are
-handled one at a time, in order, and never race each other.
+It is a pykka actor like the others, so failure reports, restart requests and status
+queries are handled one at a time, in order, and never race each other.
 
-Restart types, as in OTP: a `permanent` child is restarted whenever it ends; a `transient` one only
-after an abnormal end (a crash or a hang), not after it stopped by itself; a `temporary` one never.
-Beyond the intensity (`max_restarts` in `period_s` for one child) the whole tree is restarted once;
-if a child cannot start then, or one exceeds its intensity again within `period_s` of that tree
-restart, every child is stopped in reverse order and `on_give_up` is told why, in one line.
+Restart types, as in OTP: a `permanent` child is restarted whenever it ends; a
+`transient` one only after an abnormal end (a crash or a hang), not after it stopped by
+itself; a `temporary` one never. Beyond the intensity (`max_restarts` in `period_s` for
+one child) the whole tree is restarted once; if a child cannot start then, or one
+exceeds its intensity again within `period_s` of that tree restart, every child is
+stopped in reverse order and `on_give_up` is told why, in one line.
 
-A stop of the app is a state the supervisor knows before anything else happens: `stop_event` is
-set by whoever asks for the stop (a signal, `dimctl stop`, the tray), not queued behind this actor's
-mailbox. From then on a child that ends is expected, not a failure: nothing is restarted, no hang is
-detected, a start in progress is abandoned. `StopAll` then asks every child to stop at once (in
-reverse order) and waits for them together, until one deadline.
+A stop of the app is a state the supervisor knows before anything else happens:
+`stop_event` is set by whoever asks for the stop (a signal, `dimctl stop`, the tray),
+not queued behind this actor's mailbox. From then on a child that ends is expected, not
+a failure: nothing is restarted, no hang is detected, a start in progress is abandoned.
+`StopAll` then asks every child to stop at once (in reverse order) and waits for them
+together, until one deadline.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pykka
 
@@ -33,12 +36,19 @@ from dim_actors.kernel.addresses import Addresses
 log = logging.getLogger(__name__)
 
 
-@dataclass
+Restart = Literal["permanent", "transient", "temporary"]
+
+
+@dataclass(frozen=True)
 class ChildSpec:
     name: str
     actor_class: type[DimActor]
-    restart: str = "permanent"  # permanent | transient | temporary
+    restart: Restart = "permanent"
     shutdown_timeout: float = 5.0
+    # What the actor's constructor takes after its context: its typed wiring (the
+    # restart memory and the hooks the composition root owns), the same object for every
+    # incarnation.
+    wiring: object = None
 
 
 class ChildFailed:
@@ -69,15 +79,16 @@ class CheckHealth:
 
 
 class StopAll:
-    """Stop every child; `deadline` (time.monotonic()) bounds the whole stop, not each child."""
+    """Stop every child; `deadline` (time.monotonic()) bounds the whole stop, not each
+    child."""
 
     def __init__(self, deadline: float | None = None):
         self.deadline = deadline
 
 
 class Supervisor(pykka.ThreadingActor):
-    # Stopped explicitly (StopAll, then stop); if it cannot be (stuck past the app's stop deadline),
-    # its thread must not keep the process alive.
+    # Stopped explicitly (StopAll, then stop); if it cannot be (stuck past the app's
+    # stop deadline), its thread must not keep the process alive.
     use_daemon_thread = True
 
     def __init__(
@@ -100,22 +111,24 @@ class Supervisor(pykka.ThreadingActor):
         self.period_s = period_s
         self.on_give_up = on_give_up
         self.refs: dict[str, pykka.ActorRef] = {}
-        # The incarnation each child's latest start made; a report about any other is stale (that
-        # instance was already replaced) and must not restart its successor.
+        # The incarnation each child's latest start made; a report about any other is
+        # stale (that instance was already replaced) and must not restart its successor.
         self.generations: dict[str, int] = {}
         self.escalated_at: float | None = None
         self.stopping = False  # giving up, or StopAll
-        # Set (from any thread) when the app's stop is requested: see the module docstring.
+        # Set (from any thread) when the app's stop is requested: see the module
+        # docstring.
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.hang_timeout_s = hang_timeout_s
-        # Instances let go while the stop was requested (a start or a restart cut short) whose stop
-        # is still under way: StopAll waits for them too, so no connection process outlives the app.
+        # Instances let go while the stop was requested (a start or a restart cut short)
+        # whose stop is still under way: StopAll waits for them too, so no connection
+        # process outlives the app.
         self.letting_go: list[tuple[str, pykka.Future]] = []
 
     def _stop_requested(self) -> bool:
         return self.stopping or self.stop_event.is_set()
 
-    # --- lifecycle ---------------------------------------------------------------------------------
+    # --- lifecycle --------------------------------------------------------------------
 
     def on_start(self) -> None:
         for name in self.order:
@@ -142,7 +155,12 @@ class Supervisor(pykka.ThreadingActor):
         addr.state = "starting"
         self.generations[name] = addr.new_incarnation().generation
         try:
-            ref = spec.actor_class.start(self.make_context(name))
+            context = self.make_context(name)
+            ref = (
+                spec.actor_class.start(context)
+                if spec.wiring is None
+                else spec.actor_class.start(context, spec.wiring)
+            )
         except Exception as e:  # the constructor runs here, on the supervisor's thread
             addr.stats.last_error, addr.stats.last_error_at = (
                 f"failed to start: {type(e).__name__}: {e}",
@@ -152,8 +170,9 @@ class Supervisor(pykka.ThreadingActor):
             return False
         limit = spec.shutdown_timeout + 10
         try:
-            # on_start runs first: "pong" says it is done. Waited for in slices, so that a stop of
-            # the app requested meanwhile is not held up by a start that no longer matters.
+            # on_start runs first: "pong" says it is done. Waited for in slices, so that
+            # a stop of the app requested meanwhile is not held up by a start that no
+            # longer matters.
             self._wait(ref.ask("ping", block=False), time.monotonic() + limit)
         except (pykka.ActorDeadError, pykka.Timeout, _StopRequested) as e:
             if isinstance(e, pykka.Timeout):
@@ -173,7 +192,8 @@ class Supervisor(pykka.ThreadingActor):
         return True
 
     def _wait(self, future: pykka.Future, deadline: float) -> Any:
-        """future.get(), until `deadline`; raises _StopRequested as soon as the app's stop is requested."""
+        """future.get(), until `deadline`; raises _StopRequested as soon as the app's
+        stop is requested."""
         while True:
             if self.stop_event.is_set():
                 raise _StopRequested()
@@ -203,10 +223,11 @@ class Supervisor(pykka.ThreadingActor):
             self.letting_go.append((name, stopped))  # StopAll waits for it
 
     def _stop_all(self, deadline: float | None) -> None:
-        """Every child at once: each is asked to stop (in reverse start order, so the UI bridge and
-        the connection go first), then all are waited for together until `deadline`, each at most
-        its shutdown_timeout. A child that has not stopped by then is abandoned (its thread is a
-        daemon, and the app kills a connection process left behind)."""
+        """Every child at once: each is asked to stop (in reverse start order, so the UI
+        bridge and the connection go first), then all are waited for together until
+        `deadline`, each at most its shutdown_timeout. A child that has not stopped by
+        then is abandoned (its thread is a daemon, and the app kills a connection
+        process left behind)."""
         self.stopping = True
         begun = time.monotonic()
         stopping: list[tuple[str, pykka.Future, float]] = []
@@ -262,7 +283,7 @@ class Supervisor(pykka.ThreadingActor):
             return True
         raise TypeError(f"supervisor: unexpected message {message!r}")
 
-    # --- restarts ----------------------------------------------------------------------------------
+    # --- restarts ---------------------------------------------------------------------
 
     def _child_down(self, name: str, generation: int, why: str, abnormal: bool) -> None:
         if self._stop_requested():
@@ -308,7 +329,8 @@ class Supervisor(pykka.ThreadingActor):
         if not self._start_child(name):
             if self._stop_requested():
                 return False
-            # Counts towards the intensity like a crash, so a child that cannot start escalates.
+            # Counts towards the intensity like a crash, so a child that cannot start
+            # escalates.
             error = RuntimeError(f"could not start: {self._error(name)}")
             self.actor_ref.tell(ChildFailed(name, error, self.generations[name]))
             return False
@@ -319,7 +341,8 @@ class Supervisor(pykka.ThreadingActor):
         if self.escalated_at is not None and now - self.escalated_at <= self.period_s:
             self._give_up(
                 f"actor {name} kept failing after the whole tree was restarted "
-                f"({self.max_restarts + 1} failures within {self.period_s:g}s; last: {why}); giving up"
+                f"({self.max_restarts + 1} failures within {self.period_s:g}s; last: "
+                f"{why}); giving up"
             )
             return
         log.warning(
@@ -340,7 +363,8 @@ class Supervisor(pykka.ThreadingActor):
             if not self._start_child(n):
                 if self._stop_requested():
                     return
-                # The tree restart failed: stop what it started rather than leave the rest waiting.
+                # The tree restart failed: stop what it started rather than leave the
+                # rest waiting.
                 self._give_up(
                     f"actor {name} kept failing and the whole tree was restarted, but actor {n} "
                     f"could not start: {self._error(n)}; giving up"
@@ -348,18 +372,20 @@ class Supervisor(pykka.ThreadingActor):
                 return
 
     def _give_up(self, reason: str) -> None:
-        """Stop every child in reverse order, then tell on_give_up why (dim-desktop exits with 3)."""
+        """Stop every child in reverse order, then tell on_give_up why (dim-desktop
+        exits with 3)."""
         log.error(reason)
         self.stopping = True
         for n in reversed(self.order):
             self._stop_child(n, "stopped")
-        # On this thread, before anything else is handled: whoever asks for Status next (the app,
-        # waiting for every actor to start) already sees the give-up. on_give_up only requests the
-        # app's stop; it must not wait for this actor.
+        # On this thread, before anything else is handled: whoever asks for Status next
+        # (the app, waiting for every actor to start) already sees the give-up.
+        # on_give_up only requests the app's stop; it must not wait for this actor.
         self.on_give_up(reason)
 
     def _check_health(self) -> None:
-        """A handler busy past the hang timeout: abandon that instance and start a fresh one."""
+        """A handler busy past the hang timeout: abandon that instance and start a fresh
+        one."""
         if self._stop_requested():
             return
         now = time.monotonic()
@@ -375,19 +401,21 @@ class Supervisor(pykka.ThreadingActor):
                 continue  # it failed by itself just now; its own report is on the way
             log.error("actor %s is hung: one message has taken %.0fs", name, now - busy)
             self.refs.pop(name, None)
-            # A thread cannot be killed: the hung instance is let go (it can no longer write the
-            # address's bookkeeping, see Incarnation) and told to stop once its handler returns.
+            # A thread cannot be killed: the hung instance is let go (it can no longer
+            # write the address's bookkeeping, see Incarnation) and told to stop once
+            # its handler returns.
             ref.stop(block=False)
             self._child_down(name, book.generation, error, abnormal=True)
 
-    # --- status --------------------------------------------------------------------------------------
+    # --- status -----------------------------------------------------------------------
 
     def _status(self) -> list[dict[str, Any]]:
         rows = []
         now = time.time()
         for name in self.order:
             addr = self.addresses[name]
-            # Read from the Address, not by asking the actor: a deep mailbox must not look like a hang.
+            # Read from the Address, not by asking the actor: a deep mailbox must not
+            # look like a hang.
             info = addr.describe() if addr.state == "running" and addr.describe else {}
             state = addr.state
             pid = info.pop("pid", None)
