@@ -1,9 +1,11 @@
-"""The control socket: a Unix socket (0600) under DIM_HOME/run through which dimctl drives the app.
+"""The control socket: a Unix socket (0600) under DIM_HOME/run through which dimctl
+drives the app.
 
-One request a connection, one JSON object a line. `logs --follow` keeps the connection and streams
-envelopes as the recipient receives them until dimctl goes away. A follower that reads slower than
-the actor receives gets at most FOLLOW_BUFFER envelopes queued for it: the oldest are dropped, and a
-`{"skipped": N}` line says how many fell out, where they fell out.
+One request a connection, one JSON object a line. `logs --follow` keeps the connection
+and streams envelopes as the recipient receives them until dimctl goes away. A follower
+that reads slower than the actor receives gets at most FOLLOW_BUFFER envelopes queued
+for it: the oldest are dropped, and a `{"skipped": N}` line says how many fell out,
+where they fell out.
 """
 
 from __future__ import annotations
@@ -16,29 +18,46 @@ import socket
 import socketserver
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import msgspec
 
-from dim_actors.kernel.messagelog import envelope_matches, to_line
+from dim_actors.kernel.addresses import Addresses
+from dim_actors.kernel.messagelog import MessageLogs, envelope_matches, to_line
 from dim_actors.messages import ControlReply, ControlRequest, Crash
 
-if TYPE_CHECKING:
-    from dim_actors.app.runtime import SupervisorRuntime
+
+class Controlled(Protocol):
+    """What the control socket asks of the runtime (app/runtime.py's SupervisorRuntime)."""
+
+    addresses: Addresses
+    logs: MessageLogs
+
+    def status(self) -> list[dict[str, Any]]: ...
+
+    def restart(self, name: str) -> None: ...
+
+    def request_stop(self, reason: str) -> None: ...
+
+    def show_ui(self, session_id: str | None) -> str: ...
+
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(ControlRequest)
 _encoder = msgspec.json.Encoder()
 
-# Envelopes queued for one `logs --follow` before the oldest are dropped: appends run on every
-# sender's thread, so they must never wait for a slow (or stopped) dimctl, nor grow without bound.
+# Envelopes queued for one `logs --follow` before the oldest are dropped: appends run on
+# every sender's thread, so they must never wait for a slow (or stopped) dimctl, nor
+# grow without bound.
 FOLLOW_BUFFER = 10_000
-# While nothing arrives, how often a follower checks that dimctl is still there (EOF on its socket).
+# While nothing arrives, how often a follower checks that dimctl is still there (EOF on
+# its socket).
 FOLLOW_IDLE_CHECK_S = 0.25
 
 
 class _FollowQueue:
-    """What one follower has yet to be sent: bounded, dropping the oldest, counting what it dropped."""
+    """What one follower has yet to be sent: bounded, dropping the oldest, counting what
+    it dropped."""
 
     def __init__(self, limit: int):
         self.lock = threading.Lock()
@@ -83,36 +102,38 @@ class _Handler(socketserver.StreamRequestHandler):
                 raise LookupError(
                     f"unknown actor {req.actor!r}; actors: {', '.join(rt.addresses.names())}"
                 )
-            if req.cmd == "status":
-                self.reply(ControlReply(ok=True, result=rt.status()))
-            elif req.cmd == "restart":
-                rt.restart(req.actor or "")
-                self.reply(ControlReply(ok=True, result={"restarted": req.actor}))
-            elif req.cmd == "crash":
-                reason = (
-                    "hang injected by dimctl"
-                    if req.hangSeconds
-                    else "fault injected by dimctl"
-                )
-                rt.addresses.send(
-                    "dimctl",
-                    req.actor or "",
-                    Crash(reason=reason, hangSeconds=req.hangSeconds),
-                )
-                self.reply(ControlReply(ok=True, result={"crashed": req.actor}))
-            elif req.cmd == "stop":
-                self.reply(ControlReply(ok=True, result={"stopping": True}))
-                rt.request_stop("dimctl stop")
-            elif req.cmd == "logs":
-                self.logs(req)
-            elif req.cmd == "show":
-                # Open (or bring to the front) the UI: a second `dim-desktop`, `dimctl show`.
-                show = rt.extra.get("show_ui")
-                if show is None:
-                    raise LookupError("this dim-desktop cannot open its UI")
-                self.reply(ControlReply(ok=True, result={"shown": show(req.sessionId)}))
-            else:
-                self.reply(ControlReply(ok=False, error=f"unknown command {req.cmd!r}"))
+            match req.cmd:
+                case "status":
+                    self.reply(ControlReply(ok=True, result=rt.status()))
+                case "restart":
+                    rt.restart(req.actor or "")
+                    self.reply(ControlReply(ok=True, result={"restarted": req.actor}))
+                case "crash":
+                    reason = (
+                        "hang injected by dimctl"
+                        if req.hangSeconds
+                        else "fault injected by dimctl"
+                    )
+                    rt.addresses.send(
+                        "dimctl",
+                        req.actor or "",
+                        Crash(reason=reason, hangSeconds=req.hangSeconds),
+                    )
+                    self.reply(ControlReply(ok=True, result={"crashed": req.actor}))
+                case "stop":
+                    self.reply(ControlReply(ok=True, result={"stopping": True}))
+                    rt.request_stop("dimctl stop")
+                case "logs":
+                    self.logs(req)
+                case "show":
+                    # Open (or bring to the front) the UI: a second `dim-desktop`,
+                    # `dimctl show`.
+                    shown = rt.show_ui(req.sessionId)
+                    self.reply(ControlReply(ok=True, result={"shown": shown}))
+                case _:
+                    self.reply(
+                        ControlReply(ok=False, error=f"unknown command {req.cmd!r}")
+                    )
         except (LookupError, ValueError) as e:
             self.reply(ControlReply(ok=False, error=str(e).strip("'\"")))
         except (BrokenPipeError, ConnectionResetError):
@@ -157,7 +178,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 cancel()
 
     def _peer_gone(self) -> bool:
-        """dimctl sends nothing after its request: a readable socket means it closed (EOF)."""
+        """dimctl sends nothing after its request: a readable socket means it closed
+        (EOF)."""
         sock = self.connection
         try:
             readable, _, _ = select.select([sock], [], [], 0)
@@ -173,7 +195,7 @@ class _Id(msgspec.Struct):
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: Path, runtime: SupervisorRuntime):
+    def __init__(self, path: Path, runtime: Controlled):
         self.runtime = runtime
         path.unlink(missing_ok=True)
         old = os.umask(
@@ -187,7 +209,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path = path
 
     def start(self) -> None:
-        # close() waits for serve_forever to notice, up to one poll interval: keep the app's stop quick.
+        # close() waits for serve_forever to notice, up to one poll interval: keep the
+        # app's stop quick.
         threading.Thread(
             target=self.serve_forever,
             kwargs={"poll_interval": 0.1},

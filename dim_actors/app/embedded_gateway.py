@@ -1,10 +1,12 @@
-"""Starting, supervising and stopping the embedded dev gateway, a child process of dim-desktop.
+"""Starting, supervising and stopping the embedded dev gateway, a child process of
+dim-desktop.
 
-It requires a token made anew at each launch (``token``), given to it in its environment, which
-only this user (and root) can read, never on its command line, which everyone can: the app
-authenticates with it, another local user or a web page cannot. A watcher thread restarts it when
-it exits unasked (same port, same data, same token), with a bounded backoff, and gives up after too
-many quick failures; ``state()`` says how it went.
+It requires a token made anew at each launch (``token``), given to it in its
+environment, which only this user (and root) can read, never on its command line, which
+everyone can: the app authenticates with it, another local user or a web page cannot. A
+watcher thread restarts it when it exits unasked (same port, same data, same token),
+with a bounded backoff, and gives up after too many quick failures; ``state()`` says how
+it went.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ log = logging.getLogger("dim.gateway")
 READY_PREFIX = "dim-gateway listening on "
 TOKEN_ENV = "DIM_GATEWAY_REQUIRED_TOKEN"
 
-# Restarts: the delay doubles with each exit within the window, and too many exits within it mean
-# something is wrong that a restart does not fix (a taken port, a broken store).
+# Restarts: the delay doubles with each exit within the window, and too many exits
+# within it mean something is wrong that a restart does not fix (a taken port, a broken
+# store).
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 30.0
 FAST_WINDOW_S = 60.0
@@ -41,8 +44,9 @@ class GatewayStartError(RuntimeError):
 
 
 def restart_delay(exits: list[float], now: float) -> float | None:
-    """Seconds to wait before restarting after the exits at monotonic times `exits` (the latest
-    last), or None to give up: more than MAX_FAST_EXITS of them in the last FAST_WINDOW_S."""
+    """Seconds to wait before restarting after the exits at monotonic times `exits` (the
+    latest last), or None to give up: more than MAX_FAST_EXITS of them in the last
+    FAST_WINDOW_S."""
     recent = sum(1 for t in exits if now - t <= FAST_WINDOW_S)
     if recent > MAX_FAST_EXITS:
         return None
@@ -59,12 +63,12 @@ class EmbeddedGateway:
         self.token = secrets.token_urlsafe(32)
         self.proc: subprocess.Popen | None = None
         self.url = ""
-        self.port = (
-            0  # 0 until the first start has picked one; every restart takes it again
-        )
-        # The listening socket is ours, made once and handed to each gateway process we start: while
-        # one is down no other program (another local user's included) can take the port and be
-        # sent our token; connections made meanwhile wait in its backlog for the next process.
+        # 0 until the first start has picked one; every restart takes it again
+        self.port = 0
+        # The listening socket is ours, made once and handed to each gateway process we
+        # start: while one is down no other program (another local user's included) can
+        # take the port and be sent our token; connections made meanwhile wait in its
+        # backlog for the next process.
         self._listener: socket.socket | None = None
         self.restarts = 0
         self.last_exit_code: int | None = None
@@ -118,8 +122,9 @@ class EmbeddedGateway:
             "--exit-with-parent",
             *self.extra_args,
         ]
-        # Its own session: a Ctrl-C in the terminal reaches dim-desktop, which stops the gateway last.
-        # Its stdin is a pipe only we hold: if dim-desktop dies (kill -9 included) the gateway sees
+        # Its own session: a Ctrl-C in the terminal reaches dim-desktop, which stops the
+        # gateway last. Its stdin is a pipe only we hold: if dim-desktop dies (kill -9
+        # included) the gateway sees
         # EOF and stops, so no orphan keeps the data directory for the next start.
         try:
             proc = subprocess.Popen(
@@ -159,11 +164,12 @@ class EmbeddedGateway:
             _stop_process(proc, 5.0)
             raise GatewayStartError(
                 f"the dev gateway did not start within {timeout_s:.0f}s (see {self.log_file})"
-            )
+            ) from None
 
     def _watch(self) -> None:
-        """Wait on the child; when it ends unasked, say so and start it again (after a pause that
-        grows with quick failures), until stop() or too many quick failures."""
+        """Wait on the child; when it ends unasked, say so and start it again (after a
+        pause that grows with quick failures), until stop() or too many quick failures.
+        """
         while True:
             proc = self.proc
             assert proc is not None
@@ -196,15 +202,15 @@ class EmbeddedGateway:
             try:
                 self._launch(timeout_s=20.0)
             except (GatewayStartError, OSError) as e:
-                # The process that failed has ended (or was stopped): the top of the loop counts it
-                # as one more exit, so failures to restart back off and give up like crashes do.
+                # The process that failed has ended (or was stopped): the top of the
+                # loop counts it as one more exit, so failures to restart back off and
+                # give up like crashes do.
                 self.last_error = str(e)
                 log.error("the dev gateway could not be restarted: %s", e)
                 continue
             with self._lock:
-                if (
-                    self._stopping.is_set()
-                ):  # stop() came during the launch: it must not outlive the app
+                # stop() came during the launch: it must not outlive the app
+                if self._stopping.is_set() and self.proc is not None:
                     _stop_process(self.proc, 5.0)
                     return
                 self.restarts += 1
@@ -216,13 +222,14 @@ class EmbeddedGateway:
             )
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop it and reap it: no gateway outlives the app. The watcher is told first, so this
-        exit is not taken for a crash. Its stdin is closed, the way it learns that dim-desktop is
-        gone (--exit-with-parent), and it closes its clients and its store; SIGKILL if it has not
-        ended within `timeout_s`.
+        """Stop it and reap it: no gateway outlives the app. The watcher is told first,
+        so this exit is not taken for a crash. Its stdin is closed, the way it learns
+        that dim-desktop is gone (--exit-with-parent), and it closes its clients and its
+        store; SIGKILL if it has not ended within `timeout_s`.
 
-        Not SIGTERM: its thread watching stdin would still be inside a read of it when Python
-        finalizes, which then waits a second for that read's lock and aborts the process."""
+        Not SIGTERM: its thread watching stdin would still be inside a read of it when
+        Python finalizes, which then waits a second for that read's lock and aborts the
+        process."""
         with self._lock:
             self._stopping.set()
             proc = self.proc

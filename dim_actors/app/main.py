@@ -1,4 +1,5 @@
-"""`dim-desktop`: start the dev gateway (by default), the actors and the UI, and stop them cleanly."""
+"""`dim-desktop`: start the dev gateway (by default), the actors and the UI, and stop
+them cleanly."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import msgspec
 
 from dim_actors import __version__
 from dim_actors.app.control import request as control_request
+from dim_actors.app.desktoplink import DesktopLink
 from dim_actors.app.embedded_gateway import EmbeddedGateway, GatewayStartError
-from dim_actors.app.runtime import SupervisorRuntime
+from dim_actors.app.runtime import ActorClasses, SupervisorRuntime
 from dim_actors.config.home import (
     AlreadyRunning,
     DimHome,
@@ -28,17 +30,23 @@ from dim_actors.config.home import (
     RuntimeInfo,
     make_files_private,
 )
-from dim_actors.config.settings import SettingsError, load_settings, resolve_token
+from dim_actors.config.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    resolve_token,
+)
 from dim_actors.connection.actor import ConnectionMemory
 from dim_actors.desktop import Desktop
 from dim_actors.messages import ControlReply, ControlRequest
 
 log = logging.getLogger("dim.app")
 
-# The whole stop, from its request (SIGINT, SIGTERM, `dimctl stop`, the tray's Quit) to the end of the
-# process, window or not, fits in this (the requirement: 10 s on a loaded machine). The window, the
-# tray, the control socket and the actors stop at once; the dev gateway after the actors (so the
-# connection closes its socket first), in the share of the budget kept for it.
+# The whole stop, from its request (SIGINT, SIGTERM, `dimctl stop`, the tray's Quit) to
+# the end of the process, window or not, fits in this (the requirement: 10 s on a loaded
+# machine). The window, the tray, the control socket and the actors stop at once; the
+# dev gateway after the actors (so the connection closes its socket first), in the share
+# of the budget kept for it.
 STOP_BUDGET_S = 8.0
 GATEWAY_SHARE_S = 2.0
 
@@ -46,10 +54,11 @@ GATEWAY_SHARE_S = 2.0
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="dim-desktop",
-        description="Desktop client for the Diminuendo agent gateway. Opens the UI in a native window "
-        "(with the 'desktop' extra and a display), else in the default browser. With no --gateway "
-        "it starts an embedded dev gateway. State and settings live in $DIM_HOME; if dim-desktop "
-        "already runs there, this opens its window instead.",
+        description="Desktop client for the Diminuendo agent gateway. Opens the UI in "
+        "a native window (with the 'desktop' extra and a display), else in the "
+        "default browser. With no --gateway it starts an embedded dev gateway. State "
+        "and settings live in $DIM_HOME; if dim-desktop already runs there, this "
+        "opens its window instead.",
     )
     p.add_argument(
         "--gateway",
@@ -90,9 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--gateway-profile",
         choices=("dev", "reference"),
         default="dev",
-        help="without --gateway: how the embedded dev gateway behaves. 'reference' does only what the "
-        "public Diminuendo docs describe, to try the app against a gateway that is not ours "
-        "(default dev)",
+        help="without --gateway: how the embedded dev gateway behaves. 'reference' "
+        "does only what the public Diminuendo docs describe, to try the app against a "
+        "gateway that is not ours (default dev)",
     )
     p.add_argument("--version", action="version", version=f"dim-desktop {__version__}")
     args = p.parse_args(argv)
@@ -110,7 +119,8 @@ def setup_logging(home: DimHome) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     console.setFormatter(logging.Formatter("dim-desktop: %(levelname)s %(message)s"))
-    # pykka's own tracebacks go to the log file; the terminal gets our one-line account of them.
+    # pykka's own tracebacks go to the log file; the terminal gets our one-line account
+    # of them.
     console.addFilter(lambda record: not record.name.startswith("pykka"))
     logging.basicConfig(level=logging.INFO, handlers=[file_handler, console])
 
@@ -121,12 +131,14 @@ TOKEN_FLAG_WARNING = (
     "DIM_TOKEN environment variable instead; see docs/security.md"
 )
 
-# How many of the entries made private at start are named in the log (the rest are counted).
+# How many of the entries made private at start are named in the log (the rest are
+# counted).
 FIXES_NAMED = 20
 
 
 def log_mode_fixes(fixes: list[ModeFix]) -> None:
-    """Once, at start: what in DIM_HOME others could read, now private (or could not be made so)."""
+    """Once, at start: what in DIM_HOME others could read, now private (or could not be
+    made so)."""
     failed = [f for f in fixes if f.error]
     done = [f for f in fixes if not f.error]
     for what, group in (
@@ -150,9 +162,29 @@ def log_mode_fixes(fixes: list[ModeFix]) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Before any file, folder or child process exists: everything this process and its children
-    # create (databases, logs, spill files, the dev gateway's data) is private to the user.
+def load_configuration(
+    home: DimHome, args: argparse.Namespace
+) -> tuple[Settings, str | None]:
+    """The settings, and the gateway token where a gateway of the user's is named."""
+    settings = load_settings(home.config_dir / "settings.toml")
+    token = args.token
+    if args.gateway or settings.gateway_url or args.token_file:
+        token = resolve_token(
+            settings,
+            args.token,
+            dict(os.environ),
+            home.config_dir,
+            token_file=args.token_file,
+        )
+    return settings, token
+
+
+def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) -> int:
+    """`replace`: actor classes to use instead of the app's own (subclasses taking the
+    same wiring), for tests that inject faults into a real app."""
+    # Before any file, folder or child process exists: everything this process and its
+    # children create (databases, logs, spill files, the dev gateway's data) is private
+    # to the user.
     make_files_private()
     args = parse_args(argv)
     if args.token:
@@ -167,25 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     log_mode_fixes(fixes)
     if home.is_shared_folder():
         log.warning(
-            "DIM_HOME is %s, which holds more than dim-desktop's files: only its own folders in it are made "
-            "private; set DIM_HOME to a folder of dim-desktop's own",
+            "DIM_HOME is %s, which holds more than dim-desktop's files: only its own "
+            "folders in it are made private; set DIM_HOME to a folder of "
+            "dim-desktop's own",
             home.root,
         )
     try:
-        settings = load_settings(home.config_dir / "settings.toml")
-        token = args.token
-        if args.gateway or settings.gateway_url or args.token_file:
-            token = resolve_token(
-                settings,
-                args.token,
-                dict(os.environ),
-                home.config_dir,
-                token_file=args.token_file,
-            )
+        settings, token = load_configuration(home, args)
     except SettingsError as e:
         print(f"dim-desktop: {e}", file=sys.stderr)
         return 2
-    # Read once: the programs the app starts (the browser, notify-send, the dev gateway) need not have it.
+    # Read once: the programs the app starts (the browser, notify-send, the dev gateway)
+    # need not have it.
     os.environ.pop("DIM_TOKEN", None)
 
     gateway: EmbeddedGateway | None = None
@@ -206,32 +231,33 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     ui_token = secrets.token_urlsafe(32)
-    extra = {
-        "ui_token": ui_token,
-        "ui_port": args.ui_port,
-        "connection": ConnectionMemory(
-            url=url,
-            token=token,
-            embedded_url=url if gateway else None,
-            embedded_token=gateway.token if gateway else None,
-            embedded_state=gateway.state if gateway else None,
-        ),
-    }
-    runtime = SupervisorRuntime(home, settings, extra)
+    connection = ConnectionMemory(
+        url=url,
+        token=token,
+        embedded_url=url if gateway else None,
+        embedded_token=gateway.token if gateway else None,
+        embedded_state=gateway.state if gateway else None,
+    )
+    desktop_link = DesktopLink()
+    runtime = SupervisorRuntime(
+        home, settings, connection, ui_token, args.ui_port, desktop_link, replace
+    )
     stopper = Stopper(runtime, home, gateway)
     catch_stop_signals(runtime)
     desktop: Desktop | None = None
     try:
         runtime.start()
         stopper.start()
-        runtime.wait_started()  # every actor has started, or the stop was requested first
-        # Everything loaded so far (modules, classes, the actors) lives as long as the process:
-        # keep it out of the collector's full passes, which otherwise stall every thread for
-        # ~20 ms a few times a minute under a stream (docs/performance.md).
+        # every actor has started, or the stop was requested first
+        runtime.wait_started()
+        # Everything loaded so far (modules, classes, the actors) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise stall
+        # every thread for ~20 ms a few times a minute under a stream
+        # (docs/performance.md).
         gc.freeze()
         if runtime.exit_code:  # the supervisor gave up: an actor could not start
             raise StartFailed(runtime.stop_reason)
-        ui_url = f"http://127.0.0.1:{extra['ui_port']}/?token={ui_token}"
+        ui_url = f"http://127.0.0.1:{runtime.ui_port}/?token={ui_token}"
         if not stopper.write_runtime(
             RuntimeInfo(
                 pid=os.getpid(),
@@ -262,18 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not stopper.adopt(desktop):
             raise StopBeforeStart()
-        extra["show_ui"] = desktop.show
-        extra["desktop_notify"] = desktop.notifier.submit
-        extra["on_settings_changed"] = desktop.on_settings_changed
+        desktop_link.attach(desktop)
         print(
-            f"dim-desktop: {describe_mode(desktop.start_mode)}; press Ctrl-C or run `dimctl stop` to stop",
+            f"dim-desktop: {describe_mode(desktop.start_mode)}; press Ctrl-C or run "
+            "`dimctl stop` to stop",
             flush=True,
         )
-        desktop.run()  # the main thread's loop (the native window needs it) until the app stops
+        # the main thread's loop (the native window needs it) until the app stops
+        desktop.run()
     except StopBeforeStart:
         pass  # stopped (a signal, say) before the UI was up: a normal stop
     except StartFailed:
-        # Already said where it happened (the supervisor's log line); the last line says why.
+        # Already said where it happened (the supervisor's log line); the last line says
+        # why.
         runtime.exit_code = runtime.exit_code or 1
     except Exception as e:
         log.exception("dim-desktop failed")
@@ -291,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class StartFailed(Exception):
-    """An actor could not start (a taken --ui-port, say): a clear last line, no traceback."""
+    """An actor could not start (a taken --ui-port, say): a clear last line, no
+    traceback."""
 
 
 class StopBeforeStart(Exception):
@@ -301,12 +329,13 @@ class StopBeforeStart(Exception):
 class Stopper:
     """Stops everything, on a thread of its own, as soon as the stop is requested.
 
-    The stop runs the same whatever the main thread is doing (the window's GUI loop, starved on a
-    loaded machine; a window probe; the start itself): runtime.json goes first, then the tray, the
-    control socket and every actor stop at once; then the window is destroyed (its GUI loop, on
-    the main thread, ends when it handles that) and the dev gateway stops, after the actors, so
-    the connection closes its socket first. One deadline, STOP_BUDGET_S after the request, bounds
-    it all; past it the process exits without waiting for a GUI loop that has not ended."""
+    The stop runs the same whatever the main thread is doing (the window's GUI loop,
+    starved on a loaded machine; a window probe; the start itself): runtime.json goes
+    first, then the tray, the control socket and every actor stop at once; then the
+    window is destroyed (its GUI loop, on the main thread, ends when it handles that)
+    and the dev gateway stops, after the actors, so the connection closes its socket
+    first. One deadline, STOP_BUDGET_S after the request, bounds it all; past it the
+    process exits without waiting for a GUI loop that has not ended."""
 
     def __init__(
         self, runtime: SupervisorRuntime, home: DimHome, gateway: EmbeddedGateway | None
@@ -325,7 +354,8 @@ class Stopper:
             self.thread.start()
 
     def write_runtime(self, info: RuntimeInfo) -> bool:
-        """Write runtime.json unless the stop is requested (then the stop has removed it)."""
+        """Write runtime.json unless the stop is requested (then the stop has removed
+        it)."""
         with self.lock:
             if self.runtime.stop_requested.is_set():
                 return False
@@ -333,7 +363,8 @@ class Stopper:
             return True
 
     def adopt(self, desktop: Desktop) -> bool:
-        """The stop closes this desktop's window and tray; False if the stop is requested already."""
+        """The stop closes this desktop's window and tray; False if the stop is
+        requested already."""
         with self.lock:
             if self.runtime.stop_requested.is_set():
                 return False
@@ -344,7 +375,8 @@ class Stopper:
         return (self.runtime.stop_requested_at or time.monotonic()) + STOP_BUDGET_S
 
     def wait(self) -> None:
-        """On the main thread, once its loop is over: until the stop is done (by the deadline)."""
+        """On the main thread, once its loop is over: until the stop is done (by the
+        deadline)."""
         if not self.done.wait(timeout=max(0.0, self.deadline() - time.monotonic())):
             log.warning(
                 "the stop is not done %.0fs after it was requested: ending the process anyway",
@@ -376,28 +408,32 @@ class Stopper:
             self.runtime.exit_code = self.runtime.exit_code or 1
         finally:
             self.done.set()
-        # The main thread returns once its loop is over (a window: once the GUI loop has handled the
-        # destroy) and ends the process. A loop that has not ended by the deadline is not waited for.
+        # The main thread returns once its loop is over (a window: once the GUI loop has
+        # handled the destroy) and ends the process. A loop that has not ended by the
+        # deadline is not waited for.
         time.sleep(max(0.0, deadline - time.monotonic()))
         if not self.finishing.acquire(blocking=False):
             return  # the main thread is ending the process
         log.warning(
-            "the main thread's loop did not end within %.0fs of the stop request: exiting without it",
+            "the main thread's loop did not end within %.0fs of the stop request: "
+            "exiting without it",
             STOP_BUDGET_S,
         )
         self._finish(None)
 
     def finish(self, lock_fd: int) -> int:
-        """On the main thread, at the very end: say the app stopped, and return its exit code."""
+        """On the main thread, at the very end: say the app stopped, and return its exit
+        code."""
         if not self.finishing.acquire(blocking=False):
-            # The stop thread is ending the process (the deadline passed): it exits for us.
+            # The stop thread is ending the process (the deadline passed): it exits for
+            # us.
             self.finishing.acquire()
         return self._finish(lock_fd)
 
     def _finish(self, lock_fd: int | None) -> int:
-        """Every part of the app has ended by now. Threads of libraries that are not daemons
-        (pywebview runs some) get a moment, not more: Python would wait for them at exit, for ever
-        if one waits for a GUI loop that is over."""
+        """Every part of the app has ended by now. Threads of libraries that are not
+        daemons (pywebview runs some) get a moment, not more: Python would wait for them
+        at exit, for ever if one waits for a GUI loop that is over."""
         runtime = self.runtime
         if lock_fd is not None:
             os.close(lock_fd)
@@ -442,27 +478,30 @@ def describe_mode(mode: str) -> str:
 
 
 def catch_stop_signals(runtime: SupervisorRuntime) -> None:
-    """SIGINT/SIGTERM stop the app, even while the main thread is inside a GUI toolkit's loop.
+    """SIGINT/SIGTERM stop the app, even while the main thread is inside a GUI toolkit's
+    loop.
 
-    A Python signal handler runs only when the main thread runs Python code, which a Qt event
-    loop may not do for a while; the wakeup fd is written by the C-level handler at once, and a
-    thread turns it into a stop request.
+    A Python signal handler runs only when the main thread runs Python code, which a Qt
+    event loop may not do for a while; the wakeup fd is written by the C-level handler
+    at once, and a thread turns it into a stop request.
     """
     global _wakeup
     rsock, wsock = socket.socketpair()
     wsock.setblocking(False)
-    # Both ends must live as long as the process: a collected socket closes its fd, and the C
-    # handler would then write to a closed fd, or to whatever file reuses the number.
+    # Both ends must live as long as the process: a collected socket closes its fd, and
+    # the C handler would then write to a closed fd, or to whatever file reuses the
+    # number.
     _wakeup = (rsock, wsock)
     signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
 
     def handler(signum, frame) -> None:
-        # Only replaces the default action (SIGTERM would kill the process on the spot): the C
-        # handler has already written the signal to the wakeup fd, for the thread below. Nothing
-        # is done here, on whatever the main thread was doing (a lock may be held). pywebview's Qt
-        # backend replaces the SIGINT one with its own, which quits the GUI loop (the C handler,
-        # and so this thread, still see the signal); the window refuses that close, and the stop
-        # destroys it once the UI bridge has stopped (Desktop.close_window).
+        # Only replaces the default action (SIGTERM would kill the process on the spot):
+        # the C handler has already written the signal to the wakeup fd, for the thread
+        # below. Nothing is done here, on whatever the main thread was doing (a lock may
+        # be held). pywebview's Qt backend replaces the SIGINT one with its own, which
+        # quits the GUI loop (the C handler, and so this thread, still see the signal);
+        # the window refuses that close, and the stop destroys it once the UI bridge has
+        # stopped (Desktop.close_window).
         pass
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -484,10 +523,12 @@ _wakeup: tuple[socket.socket, socket.socket] | None = None
 
 
 def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:
-    """A dim-desktop already runs with this DIM_HOME: ask it to open its window, and exit 0.
+    """A dim-desktop already runs with this DIM_HOME: ask it to open its window, and
+    exit 0.
 
-    With --no-browser there is nothing to hand over, so this start did not happen: say so and exit
-    1, as a second instance that starts nothing always did (the walking skeleton's contract)."""
+    With --no-browser there is nothing to hand over, so this start did not happen: say
+    so and exit 1, as a second instance that starts nothing always did (the walking
+    skeleton's contract)."""
     ignored = [
         f
         for f, v in (
@@ -524,7 +565,8 @@ def show_running(home: DimHome, args: argparse.Namespace, running: str) -> int:
                 if reply.ok:
                     shown = (reply.result or {}).get("shown", "window")
                     print(
-                        f"{running}: showing its {'window' if shown == 'window' else 'UI in the browser'}",
+                        f"{running}: showing its "
+                        f"{'window' if shown == 'window' else 'UI in the browser'}",
                         flush=True,
                     )
                     return 0

@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help=f"how long to wait for dim-desktop's answer (default {DEFAULT_TIMEOUT_S:g}, restart and "
-        f"crash {COMMAND_TIMEOUT_S['restart']:g}; logs --follow waits as long as it runs)",
+        help="how long to wait for dim-desktop's answer (default "
+        f"{DEFAULT_TIMEOUT_S:g}, restart and crash {COMMAND_TIMEOUT_S['restart']:g}; "
+        "logs --follow waits as long as it runs)",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser(
@@ -110,12 +111,13 @@ def connect(
         return request(Path(info.controlSocket), req, timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         raise CtlError(
-            f"stale control socket {info.controlSocket}: dim-desktop (pid {info.pid}) is not running"
+            f"stale control socket {info.controlSocket}: dim-desktop (pid {info.pid}) "
+            "is not running"
         ) from None
     except PermissionError:
         raise CtlError(
-            f"permission denied on the control socket {info.controlSocket}: it is only for the user "
-            f"dim-desktop (pid {info.pid}) runs as"
+            f"permission denied on the control socket {info.controlSocket}: it is only "
+            f"for the user dim-desktop (pid {info.pid}) runs as"
         ) from None
     except TimeoutError:
         raise  # said in main, with the time waited
@@ -198,7 +200,8 @@ def print_status(rows: list[dict]) -> None:
 
 
 def log_lines(rows: list[dict]) -> list[str]:
-    """Actors whose message log lost lines or could not hold a message (`dimctl logs` is incomplete)."""
+    """Actors whose message log lost lines or could not hold a message (`dimctl logs` is
+    incomplete)."""
     out = []
     for r in rows:
         parts = []
@@ -216,7 +219,8 @@ def log_lines(rows: list[dict]) -> list[str]:
 
 
 def gateway_lines(rows: list[dict]) -> list[str]:
-    """The gateway connection under the table: its state and URL, then what it warned about."""
+    """The gateway connection under the table: its state and URL, then what it warned
+    about."""
     conn = next((r for r in rows if r.get("connection")), None)
     if conn is None:  # the connection actor is not running: the table says so
         return []
@@ -239,7 +243,8 @@ def embedded_gateway_lines(gw: dict | None) -> list[str]:
     )
     error = f": {gw['lastError']}" if gw.get("lastError") else ""
     return [
-        f"embedded gateway: {gw.get('state')}, restarted {gw.get('restarts', 0)} times{exit_code}{error}"
+        f"embedded gateway: {gw.get('state')}, restarted {gw.get('restarts', 0)} "
+        f"times{exit_code}{error}"
     ]
 
 

@@ -1,12 +1,13 @@
 """DIM_HOME: where one instance keeps its config, data, logs and run state.
 
-Two instances with different DIM_HOMEs never share a file, so tests and users can run them side
-by side. A lock file held with flock marks the running instance: the kernel drops the lock when
-the process dies, so a crash never leaves a stale "already running" behind.
+Two instances with different DIM_HOMEs never share a file, so tests and users can run
+them side by side. A lock file held with flock marks the running instance: the kernel
+drops the lock when the process dies, so a crash never leaves a stale "already running"
+behind.
 
-Everything in DIM_HOME is private to its user (docs/security.md): the app runs with umask 077, and
-at start `ensure` takes group and other access away from whatever already lies there (an earlier
-version's files, a copy made by hand) and says which it changed.
+Everything in DIM_HOME is private to its user (docs/security.md): the app runs with
+umask 077, and at start `ensure` takes group and other access away from whatever already
+lies there (an earlier version's files, a copy made by hand) and says which it changed.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ _user_umask: int | None = None
 
 
 def make_files_private() -> None:
-    """From now on, everything this process and its children create is private to the user
-    (umask 077). Called first thing at start, before any file, folder or child process exists."""
+    """From now on, everything this process and its children create is private to the
+    user (umask 077). Called first thing at start, before any file, folder or child
+    process exists."""
     global _user_umask
     previous = os.umask(PRIVATE_UMASK)
     if _user_umask is None:
@@ -37,8 +39,9 @@ def make_files_private() -> None:
 
 
 def user_umask() -> int:
-    """The umask the user started dim-desktop with: what files and folders made outside DIM_HOME,
-    for the user (a sync folder and what is in it), should follow rather than the app's own."""
+    """The umask the user started dim-desktop with: what files and folders made outside
+    DIM_HOME, for the user (a sync folder and what is in it), should follow rather than
+    the app's own."""
     if _user_umask is not None:
         return _user_umask
     current = os.umask(PRIVATE_UMASK)  # reading the umask means setting it
@@ -52,8 +55,9 @@ class RuntimeInfo(msgspec.Struct):
     token: str
     controlSocket: str
     gatewayUrl: str
-    # The embedded dev gateway's per-launch token, for the owner's own tools (the file is 0600);
-    # "" with a gateway of the user's, whose token stays where the user keeps it.
+    # The embedded dev gateway's per-launch token, for the owner's own tools (the file
+    # is 0600); "" with a gateway of the user's, whose token stays where the user keeps
+    # it.
     gatewayToken: str = ""
 
 
@@ -62,8 +66,8 @@ class AlreadyRunning(Exception):
 
 
 class ModeFix(msgspec.Struct, frozen=True):
-    """An entry of DIM_HOME that group or others had access to: its mode before and after (or why
-    it could not be changed)."""
+    """An entry of DIM_HOME that group or others had access to: its mode before and
+    after (or why it could not be changed)."""
 
     path: str
     old: int
@@ -78,19 +82,21 @@ class ModeFix(msgspec.Struct, frozen=True):
 
 
 def private_mode(mode: int) -> int | None:
-    """The mode that makes a file or folder private to its owner, or None if it is already.
+    """The mode that makes a file or folder private to its owner, or None if it is
+    already.
 
-    Group and others lose every bit, read, write and execute alike (a folder others may only
-    traverse still lets them open a file whose name they know); the owner keeps theirs, so an
-    executable stays executable and a read-only file read-only."""
+    Group and others lose every bit, read, write and execute alike (a folder others may
+    only traverse still lets them open a file whose name they know); the owner keeps
+    theirs, so an executable stays executable and a read-only file read-only."""
     perm = stat.S_IMODE(mode)
     new = perm & ~0o077
     return None if new == perm else new
 
 
 def make_private(root: Path) -> list[ModeFix]:
-    """Take group and other access away from `root` and everything under it. Symbolic links are
-    neither changed (a link's own mode means nothing) nor followed (the target may be outside)."""
+    """Take group and other access away from `root` and everything under it. Symbolic
+    links are neither changed (a link's own mode means nothing) nor followed (the target
+    may be outside)."""
     fixes: list[ModeFix] = []
 
     def tighten(path: str, st: os.stat_result) -> None:
@@ -114,7 +120,8 @@ def make_private(root: Path) -> list[ModeFix]:
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError:
-            continue  # removed meanwhile, or not ours to read: its own fix (or failure) is listed
+            # removed meanwhile, or not ours to read: its own fix (or failure) is listed
+            continue
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -168,13 +175,15 @@ class DimHome:
         return self.run_dir / "open.html"
 
     def ensure(self) -> list[ModeFix]:
-        """Create the folders (0700), and make everything already in DIM_HOME private to its user.
-        Returns what had to be changed, for the caller to log once logging is set up."""
+        """Create the folders (0700), and make everything already in DIM_HOME private to
+        its user. Returns what had to be changed, for the caller to log once logging is
+        set up."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for d in (self.run_dir, self.data_dir, self.logs_dir, self.config_dir):
             d.mkdir(mode=0o700, exist_ok=True)
         own = [self.run_dir, self.data_dir, self.logs_dir, self.config_dir]
-        # A DIM_HOME that is not the app's own folder: its other contents are not ours to change.
+        # A DIM_HOME that is not the app's own folder: its other contents are not ours
+        # to change.
         roots = own if self.is_shared_folder() else [self.root]
         fixes = [fix for root in roots for fix in make_private(root)]
         for d in (*roots, *own):
@@ -185,13 +194,14 @@ class DimHome:
         return fixes
 
     def is_shared_folder(self) -> bool:
-        """DIM_HOME is the user's home folder, or a folder above it (a mistake, surely): then only the
-        app's own subfolders are made private, not everything in it."""
+        """DIM_HOME is the user's home folder, or a folder above it (a mistake, surely):
+        then only the app's own subfolders are made private, not everything in it."""
         home = Path.home().resolve()
         return self.root == home or self.root in home.parents
 
     def acquire_instance_lock(self) -> int:
-        """Hold the instance lock for the life of this process; AlreadyRunning if another has it."""
+        """Hold the instance lock for the life of this process; AlreadyRunning if
+        another has it."""
         fd = os.open(self.run_dir / "instance.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -205,7 +215,10 @@ class DimHome:
         info = self.read_runtime()
         if info is None:
             return f"dim-desktop is already running (or starting) with DIM_HOME={self.root}"
-        return f"dim-desktop is already running (pid {info.pid}, UI at {info.uiUrl}) with DIM_HOME={self.root}"
+        return (
+            f"dim-desktop is already running (pid {info.pid}, UI at {info.uiUrl}) with "
+            f"DIM_HOME={self.root}"
+        )
 
     def write_runtime(self, info: RuntimeInfo) -> None:
         tmp = self.runtime_file.with_suffix(".tmp")
@@ -225,9 +238,9 @@ class DimHome:
         self.open_page.unlink(missing_ok=True)
 
     def write_open_page(self, url: str) -> Path:
-        """A page, readable only by this user, that forwards the browser to `url` (which carries the
-        UI token): the browser is started on this file, so the token is on no command line, where
-        every user could read it (`ps`). As Jupyter does."""
+        """A page, readable only by this user, that forwards the browser to `url` (which
+        carries the UI token): the browser is started on this file, so the token is on
+        no command line, where every user could read it (`ps`). As Jupyter does."""
         fd, tmp = tempfile.mkstemp(
             prefix=".open-", suffix=".tmp", dir=self.run_dir
         )  # 0600, a name per call
@@ -242,9 +255,10 @@ class DimHome:
 
 
 def open_page_html(url: str) -> str:
-    """The page forwards at once, by script (location.replace: the file does not stay in the tab's
-    history) or, with scripts off, by a meta refresh; the link is for a browser that does neither.
-    The UI then keeps the token in the tab's session storage and takes it off the address bar."""
+    """The page forwards at once, by script (location.replace: the file does not stay in
+    the tab's history) or, with scripts off, by a meta refresh; the link is for a
+    browser that does neither. The UI then keeps the token in the tab's session storage
+    and takes it off the address bar."""
     attr = html.escape(url, quote=True)
     script = json.dumps(url).replace(
         "<", "\\u003c"

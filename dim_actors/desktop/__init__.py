@@ -1,6 +1,6 @@
-"""dim-desktop on the desktop: how the UI is shown (native window, browser, or not at all), the
-tray icon, and native notifications. `Desktop.run` is the main thread's loop (pywebview needs the
-main thread); everything else may be called from any thread.
+"""dim-desktop on the desktop: how the UI is shown (native window, browser, or not at
+all), the tray icon, and native notifications. `Desktop.run` is the main thread's loop
+(pywebview needs the main thread); everything else may be called from any thread.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from dim_actors.desktop.notify import Notifier
 from dim_actors.desktop.tray import Tray
 from dim_actors.desktop.window import NativeWindow, window_support
+from dim_actors.kernel.requests import Allocator
 from dim_actors.messages import Invoke
 
 log = logging.getLogger("dim.desktop")
@@ -36,12 +37,13 @@ class Desktop:
         notifications: bool = True,
         window_probe: Callable[[], str | None] = window_support,
     ):
-        """mode: what to open at start. "auto" and "window" fall back to the browser where no window
-        can open ("window" says so as a warning). open_page(url) writes a private page forwarding to
-        `url` and returns it: the browser is given that file, never the tokened URL, since a
-        browser started with the URL as an argument shows the token to every user of the machine
-        (`ps`, /proc/PID/cmdline), and with it the whole bridge. The native window needs no such
-        care: pywebview loads its URL inside this process."""
+        """mode: what to open at start. "auto" and "window" fall back to the browser
+        where no window can open ("window" says so as a warning). open_page(url) writes
+        a private page forwarding to `url` and returns it: the browser is given that
+        file, never the tokened URL, since a browser started with the URL as an argument
+        shows the token to every user of the machine (`ps`, /proc/PID/cmdline), and with
+        it the whole bridge. The native window needs no such care: pywebview loads its
+        URL inside this process."""
         self.runtime = runtime
         self.ui_url = ui_url
         self.open_page = open_page
@@ -57,7 +59,7 @@ class Desktop:
         self._close_lock = threading.Lock()
         self._closed = False
         self.closing = threading.Event()  # close_window(): the window goes for good
-        self.sync_ids = -(1 << 50)
+        self.sync_ids = Allocator("desktop")
         self.want_tray = tray
         self.tray: Tray | None = None
         self.notifier = Notifier(
@@ -65,7 +67,7 @@ class Desktop:
         )
         self.start_mode = self._resolve(mode)
 
-    # --- what can be shown ---------------------------------------------------------------------------
+    # --- what can be shown ------------------------------------------------------------
 
     def window_unavailable(self) -> str | None:
         with self._probe_lock:
@@ -88,10 +90,11 @@ class Desktop:
             return "browser"
         return mode if mode in MODES else "browser"
 
-    # --- from any thread -----------------------------------------------------------------------------
+    # --- from any thread --------------------------------------------------------------
 
     def show(self, session_id: str | None = None) -> str:
-        """Open the UI, or bring it to the front; select `session_id` if given. Returns how."""
+        """Open the UI, or bring it to the front; select `session_id` if given. Returns
+        how."""
         window = self.window
         if (
             window is not None
@@ -130,7 +133,8 @@ class Desktop:
     def ui_focused(self) -> bool:
         if self.window is not None and self.window_running:
             return self.window.focused()
-        # A page in a browser shows its own notifications (the Notification API) while open.
+        # A page in a browser shows its own notifications (the Notification API) while
+        # open.
         try:
             describe = self.runtime.addresses["uibridge"].describe
             return bool(describe and describe().get("pages"))
@@ -150,13 +154,14 @@ class Desktop:
         return "offline"
 
     def set_sync_paused(self, paused: bool) -> None:
-        """The tray's Pause/Resume sync: the router's `sync_pause` / `sync_resume` commands."""
-        self.sync_ids -= 1
+        """The tray's Pause/Resume sync: the router's `sync_pause` / `sync_resume`
+        commands."""
         self.runtime.addresses.send(
             "tray",
             "router",
             Invoke(
-                reqId=self.sync_ids, command="sync_pause" if paused else "sync_resume"
+                reqId=next(self.sync_ids),
+                command="sync_pause" if paused else "sync_resume",
             ),
         )
         log.info("sync %s from the tray", "paused" if paused else "resumed")
@@ -164,10 +169,11 @@ class Desktop:
     def quit(self) -> None:
         self.runtime.request_stop("Quit from the tray")
 
-    # --- the main thread -------------------------------------------------------------------------------
+    # --- the main thread --------------------------------------------------------------
 
     def run(self) -> None:
-        """Block until the app stops: run the window when there is one, else wait for requests."""
+        """Block until the app stops: run the window when there is one, else wait for
+        requests."""
         threading.Thread(
             target=self._close_on_stop, name="desktop-stop", daemon=True
         ).start()
@@ -199,7 +205,7 @@ class Desktop:
 
         def started() -> None:
             self.window_running = True
-            if self.closing.is_set():
+            if self.closing.is_set() and self.window is not None:
                 self.window.destroy()
 
         try:
@@ -218,19 +224,23 @@ class Desktop:
         self.requests.put(("stop", None))
 
     def close_window(self) -> None:
-        """From the app's stop, once the UI bridge has stopped: destroy the window, which ends the
-        main thread's GUI loop, without waiting. Not before: a page still connected to the bridge
-        answers its close only while the GUI loop runs (once the loop is over, its WebSocket stays
-        open, unanswered, until the bridge gives up on it). Until then a close of the window
-        during the stop (pywebview quits the GUI loop on SIGINT) is refused."""
+        """From the app's stop, once the UI bridge has stopped: destroy the window,
+        which ends the main thread's GUI loop, without waiting. Not before: a page still
+        connected to the bridge answers its close only while the GUI loop runs (once the
+        loop is over, its WebSocket stays open, unanswered, until the bridge gives up on
+        it). Until then a close of the window during the stop (pywebview quits the GUI
+        loop on SIGINT) is refused."""
         self.closing.set()
         window = self.window
         if window is not None:
             window.destroy()
 
     def _start_tray(self) -> None:
+        def open_ui() -> None:
+            self.show()
+
         tray = Tray(
-            on_open=lambda: self.show(),
+            on_open=open_ui,
             on_quit=self.quit,
             on_sync_paused=self.set_sync_paused,
             connection_state=self.connection_state,

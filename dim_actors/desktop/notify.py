@@ -1,14 +1,16 @@
-"""Native desktop notifications from the supervisor process (D-Bus org.freedesktop.Notifications).
+"""Native desktop notifications from the supervisor process (D-Bus
+org.freedesktop.Notifications).
 
-The router hands over the four events that matter (turn_complete, turn_error, question_requested,
-permission_requested) through `Notifier.submit`, which only queues: everything else (decoding,
-the focus check, starting `notify-send` or `gdbus`) happens on the notifier's own thread, so the
-event path never waits on the desktop. Clicking a notification calls `on_click(sessionId)`.
+The router hands over the four events that matter (turn_complete, turn_error,
+question_requested, permission_requested) through `Notifier.submit`, which only queues:
+everything else (decoding, the focus check, starting `notify-send` or `gdbus`) happens
+on the notifier's own thread, so the event path never waits on the desktop. Clicking a
+notification calls `on_click(sessionId)`.
 
-Backends, probed once, in order: `notify-send` (libnotify; with `--action` and `--wait` where it
-has them, so a click is reported), then `gdbus` talking to org.freedesktop.Notifications on the
-session bus (clicks through a `gdbus monitor` of ActionInvoked). Neither there: quietly absent,
-said once in the log.
+Backends, probed once, in order: `notify-send` (libnotify; with `--action` and `--wait`
+where it has them, so a click is reported), then `gdbus` talking to
+org.freedesktop.Notifications on the session bus (clicks through a `gdbus monitor` of
+ActionInvoked). Neither there: quietly absent, said once in the log.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -31,9 +33,8 @@ log = logging.getLogger("dim.desktop.notify")
 NOTIFY_TYPES = frozenset(
     {"turn_complete", "turn_error", "question_requested", "permission_requested"}
 )
-STALE_AFTER_S = (
-    600  # an event older than this is a replay (resync, catch-up): no notification
-)
+# an event older than this is a replay (resync, catch-up): no notification
+STALE_AFTER_S = 600
 APP_NAME = "dim-desktop"
 STOP_REASONS = {
     "stopped",
@@ -95,17 +96,17 @@ def _gv_str(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _session_bus_present(env: dict[str, str]) -> bool:
+def _session_bus_present(env: Mapping[str, str]) -> bool:
     if env.get("DBUS_SESSION_BUS_ADDRESS"):
         return True
     runtime_dir = env.get("XDG_RUNTIME_DIR")
-    return bool(runtime_dir) and Path(runtime_dir, "bus").exists()
+    return runtime_dir is not None and Path(runtime_dir, "bus").exists()
 
 
 class _NotifySend:
     name = "notify-send"
 
-    def __init__(self, path: str, on_click: Callable[[str | None], None]):
+    def __init__(self, path: str, on_click: Callable[[str | None], object]):
         self.path = path
         self.on_click = on_click
         try:
@@ -167,11 +168,12 @@ class _Gdbus:
         "/org/freedesktop/Notifications",
     ]
 
-    def __init__(self, path: str, on_click: Callable[[str | None], None]):
+    def __init__(self, path: str, on_click: Callable[[str | None], object]):
         self.path = path
         self.on_click = on_click
         self.ids: dict[int, str | None] = {}
-        # A click can be read off the monitor before `gdbus call` has told us the notification's id.
+        # A click can be read off the monitor before `gdbus call` has told us the
+        # notification's id.
         self.early_clicks: set[int] = set()
         self.lock = threading.Lock()
         self.monitor: subprocess.Popen | None = None
@@ -204,7 +206,8 @@ class _Gdbus:
     def send(self, title: str, body: str, session_id: str | None) -> None:
         if self.monitor is None or self.monitor.poll() is not None:
             self._start_monitor()
-        # "--": without it gdbus takes the expire timeout -1 for an option and only prints its usage.
+        # "--": without it gdbus takes the expire timeout -1 for an option and only
+        # prints its usage.
         r = subprocess.run(
             [
                 self.path,
@@ -257,7 +260,8 @@ class _Gdbus:
             name="gdbus-monitor",
             daemon=True,
         ).start()
-        # Its first line says the match rule is in place; a click before that would go unseen.
+        # Its first line says the match rule is in place; a click before that would go
+        # unseen.
         self.monitoring.wait(3)
 
     def _read_monitor(self, proc: subprocess.Popen) -> None:
@@ -283,12 +287,13 @@ class _Gdbus:
 
 
 class Notifier:
-    """Queue in, native notifications out. `should_notify()` says whether the UI is unfocused and
-    notifications are on; it is asked on the notifier's thread, at the moment of notifying."""
+    """Queue in, native notifications out. `should_notify()` says whether the UI is
+    unfocused and notifications are on; it is asked on the notifier's thread, at the
+    moment of notifying."""
 
     def __init__(
         self,
-        on_click: Callable[[str | None], None],
+        on_click: Callable[[str | None], object],
         should_notify: Callable[[], bool],
         env: dict[str, str] | None = None,
     ):
@@ -321,7 +326,7 @@ class Notifier:
         if self.backend is not None:
             self.backend.close()
 
-    # --- the notifier's thread ---------------------------------------------------------------------
+    # --- the notifier's thread --------------------------------------------------------
 
     def _probe(self) -> None:
         path = shutil.which("notify-send", path=self.env.get("PATH"))
@@ -335,7 +340,10 @@ class Notifier:
                 if why is None:
                     self.backend = backend
                 else:
-                    self.unavailable = f"org.freedesktop.Notifications does not answer on the session bus ({why})"
+                    self.unavailable = (
+                        "org.freedesktop.Notifications does not answer on the session "
+                        f"bus ({why})"
+                    )
             elif gdbus:
                 self.unavailable = "no D-Bus session bus"
             else:

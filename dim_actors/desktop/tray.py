@@ -1,11 +1,12 @@
 """The tray icon (pystray, in the `desktop` extra), where the desktop has a system tray.
 
-The icon shows the gateway connection's state (its colour and its title); its menu opens the
-window, pauses or resumes sync, and quits. Where pystray would fall back to its plain X11 backend
-(no AppIndicator or GTK), the icon is our own (`xtray.py`, which cannot freeze the X server as that
-backend can): a left click opens the window and a right click opens our own X11 menu (`xmenu.py`)
-with the same items. No tray (no display, pystray missing, no system tray on the screen): nothing
-happens but one line in the log.
+The icon shows the gateway connection's state (its colour and its title); its menu opens
+the window, pauses or resumes sync, and quits. Where pystray would fall back to its
+plain X11 backend (no AppIndicator or GTK), the icon is our own (`xtray.py`, which
+cannot freeze the X server as that backend can): a left click opens the window and a
+right click opens our own X11 menu (`xmenu.py`) with the same items. No tray (no
+display, pystray missing, no system tray on the screen): nothing happens but one line in
+the log.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
-"""The native window: pywebview with its Qt backend (the `desktop` extra), on the main thread.
+"""The native window: pywebview with its Qt backend (the `desktop` extra), on the main
+thread.
 
-Closing the window hides it: the supervisor and the gateway connection keep running, and the tray,
-a second `dim-desktop` or `dimctl show` bring it back. The window goes for good only when the app
-stops (`destroy`), which ends `run`.
+Closing the window hides it: the supervisor and the gateway connection keep running, and
+the tray, a second `dim-desktop` or `dimctl show` bring it back. The window goes for
+good only when the app stops (`destroy`), which ends `run`.
 
-`destroy` may be called from any thread at any moment, before the window is even shown: it never
-waits. And once the GUI loop is over, nothing of pywebview's may wait for it: pywebview runs a
-page's script injection on a non-daemon thread that waits, without a timeout, for the GUI loop to
-return each script's result; if the window goes while a page is loading, that loop never answers,
-and the process could not exit. `run` answers those waits itself once the loop has ended.
+`destroy` may be called from any thread at any moment, before the window is even shown:
+it never waits. And once the GUI loop is over, nothing of pywebview's may wait for it:
+pywebview runs a page's script injection on a non-daemon thread that waits, without a
+timeout, for the GUI loop to return each script's result; if the window goes while a
+page is loading, that loop never answers, and the process could not exit. `run` answers
+those waits itself once the loop has ended.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger("dim.desktop.window")
 
 INSTALL_HINT = "pip install 'dim-desktop[desktop]'"
-# A Qt application that cannot reach the display aborts its whole process (qFatal), so whether
-# one can start here is asked of a throwaway process first.
+# A Qt application that cannot reach the display aborts its whole process (qFatal), so
+# whether one can start here is asked of a throwaway process first.
 _PROBE = (
     "import sys\n"
     "from qtpy.QtWidgets import QApplication\n"
@@ -36,7 +38,7 @@ _PROBE = (
 )
 
 
-def has_display(env: dict[str, str] | None = None) -> bool:
+def has_display(env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     if not sys.platform.startswith("linux") and not sys.platform.startswith(
         ("freebsd", "openbsd")
@@ -56,7 +58,8 @@ def prepare_env() -> None:
 
 
 def window_support(timeout: float = 30.0) -> str | None:
-    """None when a native window can open here; otherwise the reason it cannot (one line)."""
+    """None when a native window can open here; otherwise the reason it cannot (one
+    line)."""
     if not has_display():
         return "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
     try:
@@ -94,7 +97,8 @@ class NativeWindow:
         title: str = "Diminuendo",
         stopping: Callable[[], bool] = lambda: False,
     ):
-        """stopping: whether the app is stopping (a close is then refused: the stop destroys the window)."""
+        """stopping: whether the app is stopping (a close is then refused: the stop
+        destroys the window)."""
         self.url = url
         self.title = title
         self.stopping = stopping
@@ -139,13 +143,15 @@ class NativeWindow:
         log.info("window closed for good")
 
     def _answer_script_waits_for_ever(self) -> None:
-        """The GUI loop is over: answer (with no result) every wait for a script's result, now and
-        whenever one starts later, so no pywebview thread waits for ever on a loop that has ended."""
+        """The GUI loop is over: answer (with no result) every wait for a script's
+        result, now and whenever one starts later, so no pywebview thread waits for ever
+        on a loop that has ended."""
         try:
             results = getattr(getattr(self.window, "native", None), "_js_results", None)
         except Exception:  # the Qt object may be gone already
             return
-        # pywebview's Qt backend keeps each wait as {id: {"semaphore": ..., "result": ...}}.
+        # pywebview's Qt backend keeps each wait as {id: {"semaphore": ..., "result":
+        # ...}}.
         if not isinstance(results, dict):
             return
 
@@ -157,8 +163,9 @@ class NativeWindow:
                         waiting["semaphore"].release()
                     except Exception:
                         pass
-                # A wait begun as the loop ended registers within moments; later ones cannot begin
-                # (no page loads any more), so after a while a slow look is enough.
+                # A wait begun as the loop ended registers within moments; later ones
+                # cannot begin (no page loads any more), so after a while a slow look is
+                # enough.
                 time.sleep(0.05 if time.monotonic() - ended < 10 else 1.0)
 
         threading.Thread(target=answer, name="window-script-waits", daemon=True).start()
@@ -171,9 +178,11 @@ class NativeWindow:
         if self.quitting:
             return True
         if self.stopping():
-            # The app is stopping and closes the window itself, once its UI bridge has stopped.
+            # The app is stopping and closes the window itself, once its UI bridge has
+            # stopped.
             return False
-        # Closing only hides: the app keeps running in the background (tray, dim-desktop, dimctl show).
+        # Closing only hides: the app keeps running in the background (tray,
+        # dim-desktop, dimctl show).
         self.visible = False
         threading.Thread(target=self._hide, name="window-hide", daemon=True).start()
         log.info(
@@ -192,7 +201,8 @@ class NativeWindow:
         if self.window is None:
             return
         self.window.show()
-        self.window.restore()  # raise it and give it the focus (show alone only maps it)
+        # raise it and give it the focus (show alone only maps it)
+        self.window.restore()
         self.visible = True
         if session_id:
             threading.Thread(
@@ -209,7 +219,8 @@ class NativeWindow:
             return
         try:
             self.window.evaluate_js(
-                f"window.__dim && window.__dim.selectSession && window.__dim.selectSession({json.dumps(session_id)})"
+                "window.__dim && window.__dim.selectSession && "
+                f"window.__dim.selectSession({json.dumps(session_id)})"
             )
         except Exception:
             log.exception("selecting session %s in the window failed", session_id)
@@ -226,8 +237,9 @@ class NativeWindow:
             return False
 
     def destroy(self) -> None:
-        """From any thread, without waiting: close the window for good, which ends `run`. A window
-        not shown yet is closed as soon as it is (pywebview can close only a shown one)."""
+        """From any thread, without waiting: close the window for good, which ends
+        `run`. A window not shown yet is closed as soon as it is (pywebview can close
+        only a shown one)."""
         self.quitting = True
         window = self.window
         if window is None:

@@ -1,12 +1,14 @@
-"""A popup menu drawn with plain X11 (python-xlib), for the tray icon on pystray's X11 backend.
+"""A popup menu drawn with plain X11 (python-xlib), for the tray icon on pystray's X11
+backend.
 
-That backend (what a pip install gets without PyGObject) has no menu at all, which would leave a
-user with no way to pause sync or quit from the tray. This is the smallest menu that does the job:
-an override-redirect window of text items under the pointer, a pointer and keyboard grab so a
-click elsewhere or Escape dismisses it, the item under the pointer highlighted.
+That backend (what a pip install gets without PyGObject) has no menu at all, which would
+leave a user with no way to pause sync or quit from the tray. This is the smallest menu
+that does the job: an override-redirect window of text items under the pointer, a
+pointer and keyboard grab so a click elsewhere or Escape dismisses it, the item under
+the pointer highlighted.
 
-The item labels are also put in the `_DIM_MENU_ITEMS` property (one per line), so tests and
-accessibility tools can read what the menu offers without reading pixels.
+The item labels are also put in the `_DIM_MENU_ITEMS` property (one per line), so tests
+and accessibility tools can read what the menu offers without reading pixels.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ MenuItem = tuple[str, Callable[[], None]]
 def _geometry(
     x: int, y: int, count: int, screen_w: int, screen_h: int
 ) -> tuple[int, int, int]:
-    """Where the menu goes: at the pointer, flipped up or left where it would leave the screen."""
+    """Where the menu goes: at the pointer, flipped up or left where it would leave the
+    screen."""
     height = count * ITEM_HEIGHT
     if x + WIDTH > screen_w:
         x = max(0, x - WIDTH)
@@ -50,8 +53,9 @@ class XPopupMenu:
         ).start()
 
     def _run(self, x: int, y: int, items: list[MenuItem]) -> None:
-        # While a menu is up, its pointer grab keeps clicks from the icon, so a popup that finds one
-        # open comes from a click just as it closed: wait for it rather than lose the click.
+        # While a menu is up, its pointer grab keeps clicks from the icon, so a popup
+        # that finds one open comes from a click just as it closed: wait for it rather
+        # than lose the click.
         if not self.open.acquire(timeout=OPEN_WAIT_S):
             log.warning(
                 "a tray menu is still open after %.0f s; this right click shows none",
@@ -67,7 +71,8 @@ class XPopupMenu:
             self.open.release()
         if chosen is not None:
             try:
-                chosen()  # after the menu is gone and its grab released: Quit may end the process
+                # after the menu is gone and its grab released: Quit may end the process
+                chosen()
             except Exception:
                 log.warning("a tray menu action failed", exc_info=True)
 
@@ -158,7 +163,8 @@ class XPopupMenu:
                         hot = now
                         draw()
                 elif ev.type == X.ButtonPress:
-                    # A press inside picks an item; anywhere else dismisses, as menus do.
+                    # A press inside picks an item; anywhere else dismisses, as menus
+                    # do.
                     i = item_at(ev.event_x, ev.event_y)
                     return items[i][1] if i >= 0 else None
                 elif ev.type == X.KeyPress and ev.detail == escape:

@@ -1,11 +1,13 @@
-"""A system tray icon on plain X11 (the freedesktop System Tray protocol, XEmbed), with python-xlib.
+"""A system tray icon on plain X11 (the freedesktop System Tray protocol, XEmbed), with
+python-xlib.
 
-This is what pystray's X11 backend does, written so that it cannot freeze the desktop: that backend
-grabs the whole X server around each look at the tray's owner and then needs the GIL to let go of
-it, while PyQt holds the GIL across the native window's own X round trips. When the two meet (at
-start, or on any icon update), the app and every other client of the display hang for good. Here
-nothing grabs the server, one thread owns its own X connection and does every X call, and other
-threads only queue changes for it.
+This is what pystray's X11 backend does, written so that it cannot freeze the desktop:
+that backend grabs the whole X server around each look at the tray's owner and then
+needs the GIL to let go of it, while PyQt holds the GIL across the native window's own X
+round trips. When the two meet (at start, or on any icon update), the app and every
+other client of the display hang for good. Here nothing grabs the server, one thread
+owns its own X connection and does every X call, and other threads only queue changes
+for it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _flatten(image: Any, width: int, height: int) -> Any:
     from PIL import Image
 
     out = Image.new("RGB", (width, height))
-    scaled = image.convert("RGBA").resize((width, height), Image.LANCZOS)
+    scaled = image.convert("RGBA").resize((width, height), Image.Resampling.LANCZOS)
     out.paste(scaled, (0, 0), scaled)
     return out
 
@@ -66,11 +68,10 @@ class XTrayIcon:
         self._atoms: dict[str, int] = {}
         self._selection = 0
         self._size = (24, 24)
-        self._drawn: Any = (
-            None  # the flattened image at its size, kept until either changes
-        )
+        # the flattened image at its size, kept until either changes
+        self._drawn: Any = None
 
-    # --- any thread ----------------------------------------------------------------------------------
+    # --- any thread -------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect and start the icon's thread; raises when X cannot be reached."""
@@ -103,7 +104,7 @@ class XTrayIcon:
         except OSError:
             pass  # full (a wake is pending anyway) or closed (the thread has ended)
 
-    # --- the icon's thread ---------------------------------------------------------------------------
+    # --- the icon's thread ------------------------------------------------------------
 
     def _run(self) -> None:
         from Xlib import X, error
@@ -123,7 +124,8 @@ class XTrayIcon:
                 )
             }
             self._selection = self._atoms[f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}"]
-            # A tray that starts later announces itself with a MANAGER message to the root window.
+            # A tray that starts later announces itself with a MANAGER message to the
+            # root window.
             screen.root.change_attributes(event_mask=X.StructureNotifyMask)
             d.set_error_handler(
                 lambda err, *_: log.debug("X error from the tray icon: %s", err)
@@ -189,7 +191,8 @@ class XTrayIcon:
         self._gc = self._window.create_gc()
 
     def _dock(self) -> None:
-        """Ask the tray that owns the selection to take the icon; nothing when there is none yet."""
+        """Ask the tray that owns the selection to take the icon; nothing when there is
+        none yet."""
         from Xlib import X, error
         from Xlib.protocol import event
 
@@ -220,7 +223,8 @@ class XTrayIcon:
         log.debug("tray icon docked (tray window 0x%x)", owner.id)
 
     def _undock(self) -> None:
-        """The tray went away. It may have taken our window with it: start from a fresh one."""
+        """The tray went away. It may have taken our window with it: start from a fresh
+        one."""
         self._manager = None
         self.docked.clear()
         window, self._window = self._window, None

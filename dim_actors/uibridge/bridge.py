@@ -1,7 +1,8 @@
-"""The UI bridge actor: hands page commands to the router and router output to the pages.
+"""The UI bridge actor: hands page commands to the router and router output to the
+pages.
 
-The HTTP server runs on its own asyncio loop thread; this actor's mailbox only carries results
-and events across to it, so a slow page never blocks the router.
+The HTTP server runs on its own asyncio loop thread; this actor's mailbox only carries
+results and events across to it, so a slow page never blocks the router.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import asyncio
 import collections
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from dim_actors.kernel.actor import DimActor
+from dim_actors.kernel.actor import ActorContext, DimActor
 from dim_actors.messages import Invoke, InvokeResult, Msg, UiEvent
 from dim_actors.uibridge.http import BridgeServer
 
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def _static_dir() -> Path:
-    # An installed wheel carries ui/ as dim_actors/uibridge/static (setup.py); a checkout serves ui/ itself.
+    # An installed wheel carries ui/ as dim_actors/uibridge/static (setup.py); a
+    # checkout serves ui/ itself.
     packaged = Path(__file__).resolve().parent / "static"
     return (
         packaged
@@ -36,34 +39,48 @@ STATIC_DIR = _static_dir()
 
 
 def ui_frame(event: str, payload: msgspec.Raw) -> str:
-    # Spliced, not re-encoded: the page gets the gateway's bytes exactly as they arrived.
-    return '{"event":"%s","payload":%s}' % (event, bytes(payload).decode())
+    # Spliced, not re-encoded: the page gets the gateway's bytes exactly as they
+    # arrived.
+    return f'{{"event":"{event}","payload":{bytes(payload).decode()}}}'
+
+
+@dataclass
+class BridgeWiring:
+    """What the composition root gives every incarnation of the bridge."""
+
+    token: str  # the page's per-launch token
+    # 0 at first (any free port); the bound port once started, so that a restarted
+    # bridge listens where open pages reconnect and where runtime.json points.
+    port: int = 0
+    static_dir: Path = field(default_factory=lambda: STATIC_DIR)
 
 
 class UIBridge(DimActor):
+    def __init__(self, ctx: ActorContext, wiring: BridgeWiring):
+        super().__init__(ctx)
+        self.wiring = wiring
+
     def on_start(self) -> None:
         super().on_start()
-        extra = self.ctx.extra
         self.loop = asyncio.new_event_loop()
         self.server = BridgeServer(
-            extra.get("static_dir", STATIC_DIR),
-            extra["ui_token"],
+            self.wiring.static_dir,
+            self.wiring.token,
             self._submit,
             invoke_timeout_s=self.ctx.settings.request_timeout_s + 5,
         )
-        # Work for the loop thread, in order. One call_soon_threadsafe per burst rather than per
-        # event: each one writes to the loop's self-pipe (a system call and a wakeup).
+        # Work for the loop thread, in order. One call_soon_threadsafe per burst rather
+        # than per event: each one writes to the loop's self-pipe (a system call and a
+        # wakeup).
         self.outq: collections.deque = collections.deque()
         self.drain_scheduled = False
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="uibridge-loop", daemon=True
         )
         self.thread.start()
-        # Keep the port across restarts of this actor, so open pages reconnect to the same address.
-        port = asyncio.run_coroutine_threadsafe(
-            self.server.start(extra.get("ui_port", 0)), self.loop
+        self.wiring.port = asyncio.run_coroutine_threadsafe(
+            self.server.start(self.wiring.port), self.loop
         ).result(10)
-        extra["ui_port"] = port
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,10 +109,10 @@ class UIBridge(DimActor):
             self.loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        """On the loop thread: hand everything queued to the server, in the order it came."""
-        self.drain_scheduled = (
-            False  # first: whatever is appended from here on schedules a new drain
-        )
+        """On the loop thread: hand everything queued to the server, in the order it
+        came."""
+        # first: whatever is appended from here on schedules a new drain
+        self.drain_scheduled = False
         q, server = self.outq, self.server
         while q:
             item = q.popleft()
@@ -115,7 +132,8 @@ class UIBridge(DimActor):
         try:
             asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
         except TimeoutError:
-            # The server's own waits are bounded well under this; the loop is stopped regardless.
+            # The server's own waits are bounded well under this; the loop is stopped
+            # regardless.
             log.warning(
                 "uibridge: the HTTP server did not stop within 5 s; stopping its loop"
             )

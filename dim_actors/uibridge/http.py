@@ -1,8 +1,9 @@
 """The UI bridge's HTTP and WebSocket server (aiohttp), bound to loopback only.
 
-Tauri's `invoke` and `listen("gateway-event")` over HTTP: POST /invoke/{command} and a WebSocket at
-/events. A per-launch secret guards every request; Host and Origin must name this server, so a web
-page elsewhere can neither call in nor read events (DNS rebinding and CSRF).
+Tauri's `invoke` and `listen("gateway-event")` over HTTP: POST /invoke/{command} and a
+WebSocket at /events. A per-launch secret guards every request; Host and Origin must
+name this server, so a web page elsewhere can neither call in nor read events (DNS
+rebinding and CSRF).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import collections
 import errno
 import hmac
-import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from dim_actors.kernel.requests import Allocator
 from dim_actors.wire import protocol
 
 log = logging.getLogger(__name__)
@@ -34,25 +35,28 @@ STATUS_FOR_CODE = {
     "BAD_ANSWER": 502,  # the gateway answered, in a form dim-desktop cannot read
     "STOPPING": 503,
     "INTERNAL": 500,
-    "SETTINGS_FILE": 500,  # settings.toml cannot be read or saved: nothing the page sent is at fault
+    # settings.toml cannot be read or saved: nothing the page sent is at fault
+    "SETTINGS_FILE": 500,
 }
 COOKIE = "dim_token"
 BATCH_MAX = 500
-# A page that takes batches gets at most one WebSocket message per BATCH_WINDOW_S: frames arriving
-# meanwhile join it. A browser pays per message (docs/ui.md, Performance): at 2,000 events/s this
-# turns 2,000 messages a second into at most 250, for at most 4 ms more latency.
+# A page that takes batches gets at most one WebSocket message per BATCH_WINDOW_S:
+# frames arriving meanwhile join it. A browser pays per message (docs/ui.md,
+# Performance): at 2,000 events/s this turns 2,000 messages a second into at most 250,
+# for at most 4 ms more latency.
 BATCH_WINDOW_S = 0.004
-CLIENT_QUEUE_LIMIT = (
-    100_000  # frames buffered for one slow page before it is dropped and must reload
-)
-# At stop: how long a page's WebSocket may take to answer our close, and how long aiohttp waits for
-# requests still in flight. A page still loading (its window being destroyed) may never answer, and
-# the whole app's stop has a deadline of a few seconds.
+# frames buffered for one slow page before it is dropped and must reload
+CLIENT_QUEUE_LIMIT = 100_000
+# At stop: how long a page's WebSocket may take to answer our close, and how long
+# aiohttp waits for requests still in flight. A page still loading (its window being
+# destroyed) may never answer, and the whole app's stop has a deadline of a few seconds.
 CLOSE_TIMEOUT_S = 1.0
-# A page whose socket takes no data for this long is dropped (it reconnects and reloads its state):
-# a page that reads, even a hidden tab's, never waits this long for one message to go out.
+# A page whose socket takes no data for this long is dropped (it reconnects and reloads
+# its state): a page that reads, even a hidden tab's, never waits this long for one
+# message to go out.
 SEND_TIMEOUT_S = 30.0
-# A restarted bridge binds the port the pages know; the old server may still be letting it go.
+# A restarted bridge binds the port the pages know; the old server may still be letting
+# it go.
 BIND_RETRY_S = 5.0
 MAX_BODY_BYTES = 8 << 20
 MAX_JSON_DEPTH = 64  # the deepest arguments any command takes are a few levels deep
@@ -67,8 +71,9 @@ class BadBody(Exception):
 
 
 def decode_args(raw: bytes) -> dict[str, Any]:
-    """An invoke's body as its arguments: a JSON object, at most MAX_JSON_DEPTH levels deep, of
-    valid text. BadBody says what is wrong (INVALID_JSON or INVALID_ARGUMENTS)."""
+    """An invoke's body as its arguments: a JSON object, at most MAX_JSON_DEPTH levels
+    deep, of valid text. BadBody says what is wrong (INVALID_JSON or INVALID_ARGUMENTS).
+    """
     if not raw.strip():
         return {}
     too_deep = BadBody(
@@ -107,14 +112,14 @@ class PageClient:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        transport: asyncio.BaseTransport | None,
+        transport: asyncio.Transport | None,
         batch: bool = False,
     ):
         self.ws = ws
-        self.transport = (
-            transport  # to drop a page that does not read: closing would wait for it
-        )
-        self.batch = batch  # the page asked for {"batch": [...]} frames (one message, many events)
+        # to drop a page that does not read: closing would wait for it
+        self.transport = transport
+        # the page asked for {"batch": [...]} frames (one message, many events)
+        self.batch = batch
         self.queue: collections.deque[str] = collections.deque()
         self.wakeup = asyncio.Event()
         self.overflowed = False
@@ -136,15 +141,14 @@ class BridgeServer:
         self.port = 0
         self.clients: set[PageClient] = set()
         self.pending: dict[int, asyncio.Future] = {}
-        self.req_ids = itertools.count(1)
+        self.req_ids = Allocator("page")
         self.runner: web.AppRunner | None = None
         self.stopping = False  # set by stop(): new requests and pages are refused
-        self.queue_peak = (
-            0  # the deepest any page's queue has been (frames), for dimctl status
-        )
+        # the deepest any page's queue has been (frames), for dimctl status
+        self.queue_peak = 0
         self.pages_dropped = 0  # pages dropped for not reading (they reconnect)
 
-    # --- lifecycle (runs on the bridge's event loop) -----------------------------------------------
+    # --- lifecycle (runs on the bridge's event loop) ----------------------------------
 
     async def start(self, port: int) -> int:
         app = web.Application(middlewares=[self.guard], client_max_size=MAX_BODY_BYTES)
@@ -157,13 +161,15 @@ class BridgeServer:
         )
         await self.runner.setup()
         await self._bind(port)
-        # Port 0 lets the OS pick; the one site, bound to 127.0.0.1 alone, has one address: (host, port).
+        # Port 0 lets the OS pick; the one site, bound to 127.0.0.1 alone, has one
+        # address: (host, port).
         self.port = self.runner.addresses[0][1]
         return self.port
 
     async def _bind(self, port: int) -> None:
-        """Listen on `port`. SO_REUSEADDR lets it be bound while connections of an earlier server
-        on it are still closing; a listener not yet closed is waited for, a short while."""
+        """Listen on `port`. SO_REUSEADDR lets it be bound while connections of an
+        earlier server on it are still closing; a listener not yet closed is waited for,
+        a short while."""
         assert self.runner is not None
         deadline = asyncio.get_running_loop().time() + BIND_RETRY_S
         while True:
@@ -184,9 +190,10 @@ class BridgeServer:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        """Let the port go, refuse new work, answer what is pending, close the pages: within a
-        bounded time, since a page may never answer its close (a window going away, a page that
-        does not read). A page that does not take its close in time is dropped."""
+        """Let the port go, refuse new work, answer what is pending, close the pages:
+        within a bounded time, since a page may never answer its close (a window going
+        away, a page that does not read). A page that does not take its close in time is
+        dropped."""
         self.stopping = True
         if self.runner is not None:
             for site in self.runner.sites:  # first, so a successor can listen at once
@@ -212,16 +219,18 @@ class BridgeServer:
             pass
         except Exception as e:
             log.info("closing a page's event socket at stop failed: %r", e)
-        # A close frame stuck behind unread data would keep the socket open until the page reads.
+        # A close frame stuck behind unread data would keep the socket open until the
+        # page reads.
         self._drop(client)
 
     def _drop(self, client: PageClient) -> None:
-        """Close a page's connection now, whatever it has not read (a reset: it reconnects)."""
+        """Close a page's connection now, whatever it has not read (a reset: it
+        reconnects)."""
         t = client.transport
         if t is not None and not (t.is_closing() and t.get_write_buffer_size() == 0):
             t.abort()
 
-    # --- guards ----------------------------------------------------------------------------------------
+    # --- guards -----------------------------------------------------------------------
 
     def _allowed_hosts(self) -> set[str]:
         return {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
@@ -250,7 +259,7 @@ class BridgeServer:
         auth = request.headers.get("Authorization", "")
         return auth[7:] if auth.startswith("Bearer ") else None
 
-    # --- static files --------------------------------------------------------------------------------
+    # --- static files -----------------------------------------------------------------
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("token") or request.cookies.get(COOKIE)
@@ -263,7 +272,8 @@ class BridgeServer:
         resp = web.FileResponse(
             self.static_dir / "index.html", headers={"Cache-Control": "no-store"}
         )
-        # The module scripts the page loads carry no query string: a strict cookie authorises them.
+        # The module scripts the page loads carry no query string: a strict cookie
+        # authorises them.
         resp.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
         return resp
 
@@ -277,7 +287,7 @@ class BridgeServer:
             return error_response(404, "NOT_FOUND", "no such file")
         return web.FileResponse(path, headers={"Cache-Control": "no-store"})
 
-    # --- invoke ----------------------------------------------------------------------------------------
+    # --- invoke -----------------------------------------------------------------------
 
     async def invoke(self, request: web.Request) -> web.Response:
         if not self._token_ok(self._bearer(request)):
@@ -326,7 +336,7 @@ class BridgeServer:
         if fut is not None and not fut.done():
             fut.set_result((ok, result, error))
 
-    # --- events ----------------------------------------------------------------------------------------
+    # --- events -----------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         if not self._token_ok(request.query.get("token")):
@@ -382,8 +392,9 @@ class BridgeServer:
                     )  # what arrives meanwhile goes in the same message
             while client.queue:
                 if client.batch and len(client.queue) > 1:
-                    # A browser pays per WebSocket message: at thousands of events a second, one
-                    # message per animation frame's worth of events keeps the page responsive.
+                    # A browser pays per WebSocket message: at thousands of events a
+                    # second, one message per animation frame's worth of events keeps
+                    # the page responsive.
                     n = min(len(client.queue), BATCH_MAX)
                     frames = [client.queue.popleft() for _ in range(n)]
                     await send('{"batch":[' + ",".join(frames) + "]}")
