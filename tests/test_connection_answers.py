@@ -1,5 +1,6 @@
-"""How the connection process takes answers: which request a frame answers, an answer nested too deep, seq gaps
-from a gateway that skips seqs and cannot catch up, the rejoin order's memory, the hung-thread bounds."""
+"""How the connection process takes answers: which request a frame answers, an answer
+nested too deep, seq gaps from a gateway that skips seqs and cannot catch up, the rejoin
+order's memory, the hung-thread bounds."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from test_bad_gateway_input import a_turn, app_against, still_up, wait_complete
 from test_connection_faults import DEEP, REFUSED, session_s1_gateway, with_deep
 
 
-def test_a_gateway_that_skips_seqs_and_refuses_get_events_costs_a_bounded_number_of_history_requests(
+def test_a_gateway_skipping_seqs_and_refusing_get_events_costs_boundedly_many_history_asks(
     dim_home,
 ):
-    """get_events is refused (getEvents = "no"), so no gap can be refetched: each skipped seq used to
-    cost a get_history and a gap notice, for ever. Three such gaps and the gateway is taken to skip seqs."""
+    """get_events is refused (getEvents = "no"), so no gap can be refetched: each
+    skipped seq used to cost a get_history and a gap notice, for ever. Three such gaps
+    and the gateway is taken to skip seqs."""
     respond = session_s1_gateway(lambda _msg: [REFUSED])
 
     with app_against(dim_home, respond=respond) as (gw, app):
@@ -36,7 +38,8 @@ def test_a_gateway_that_skips_seqs_and_refuses_get_events_costs_a_bounded_number
             frame["seq"] = 1 + 2 * i
             gw.send(frame)
         wait_complete(app, "s1", "t1", "".join(str(i) for i in range(18)))
-        # A request sent after all that: once the gateway has it, every get_history before it is in.
+        # A request sent after all that: once the gateway has it, every get_history
+        # before it is in.
         app.invoke("list_sessions")
         history = [m for m in gw.received if m["type"] == "get_history"]
         assert len(history) == 1 + 3, (
@@ -109,7 +112,7 @@ def a_pending(
     sid: str | None = "s1",
     client_turn_id: str | None = None,
 ):
-    from dim_actors.connection.process import Pending
+    from dim_actors.connection.process.correlation import Pending
     from dim_actors.wire import protocol
 
     args = {
@@ -176,7 +179,7 @@ def a_pending(
     ],
 )
 def test_answers(pending, type_, sid, ctid, expected):
-    from dim_actors.connection.process import answers
+    from dim_actors.connection.process.correlation import answers
 
     type0, expect, psid, pctid = pending
     assert (
@@ -203,7 +206,7 @@ def test_only_joined_sessions_are_remembered_for_the_rejoin_order_and_a_gone_one
 
 
 def test_a_default_thread_watch_gives_the_sender_its_longer_bound():
-    from dim_actors.connection.process import (
+    from dim_actors.connection.process.watch import (
         HUNG_AFTER_S,
         HUNG_AFTER_SEND_S,
         ThreadWatch,

@@ -1,4 +1,5 @@
-"""Faults inside the connection process: lock discipline, hung threads, odd gateway input, a full disk."""
+"""Faults inside the connection process: lock discipline, hung threads, odd gateway
+input, a full disk."""
 
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ def completed(app: App, sid: str, text: str) -> bool:
     )
 
 
-# --- commands queued offline in two sessions ---------------------------------------------------------
+# --- commands queued offline in two sessions ------------------------------------------
 
 
 def test_commands_queued_offline_in_two_sessions_all_go_out_after_reconnecting(
     dim_home, tmp_path
 ):
-    # The second session is not joined: sending its queued turn joins it, from inside the handling
-    # of the first one's answer (the frame lock is held there).
+    # The second session is not joined: sending its queued turn joins it, from inside
+    # the handling of the first one's answer (the frame lock is held there).
     gw = GatewayProcess(tmp_path / "gw").start()
     app = App(dim_home, ["--gateway", gw.url])
     try:
@@ -76,12 +77,13 @@ def test_commands_queued_offline_in_two_sessions_all_go_out_after_reconnecting(
         gw.stop()
 
 
-# --- a hung thread in the connection process --------------------------------------------------------
+# --- a hung thread in the connection process ------------------------------------------
 
 
 class DeafGateway:
-    """A real WebSocket server (hand-written, over loopback) that does the handshake, then never reads
-    again: the client's sends fill the socket buffers and block, as with a wedged gateway or network."""
+    """A real WebSocket server (hand-written, over loopback) that does the handshake,
+    then never reads again: the client's sends fill the socket buffers and block, as
+    with a wedged gateway or network."""
 
     def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -140,8 +142,9 @@ class DeafGateway:
 def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reason(
     tmp_path, capfd
 ):
-    """The real connection process against a gateway that stops reading: a big command blocks its
-    sender thread for good. The watchdog ends the process (the supervisor then starts a new one)."""
+    """The real connection process against a gateway that stops reading: a big command
+    blocks its sender thread for good. The watchdog ends the process (the supervisor
+    then starts a new one)."""
     import multiprocessing
 
     from dim_actors.connection import process
@@ -156,13 +159,13 @@ def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reaso
     gw = DeafGateway()
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=True)
-    options = {
-        "ping_interval_s": 60.0,
-        "stale_after_s": 180.0,
-        "request_timeout_s": 300.0,
-        "hung_after_s": 2.0,
-        "hung_after_send_s": 2.0,
-    }
+    options = process.ConnectionOptions(
+        ping_interval_s=60.0,
+        stale_after_s=180.0,
+        request_timeout_s=300.0,
+        hung_after_s=2.0,
+        hung_after_send_s=2.0,
+    )
     child = ctx.Process(target=process.main, args=(theirs, options), daemon=True)
     child.start()
     theirs.close()
@@ -218,7 +221,7 @@ def test_a_connection_process_with_a_stuck_thread_ends_itself_with_a_clear_reaso
     ],
 )
 def test_stuck_loops(busy, expected):
-    from dim_actors.connection.process import stuck_loops
+    from dim_actors.connection.process.watch import stuck_loops
 
     assert (
         stuck_loops(busy, {"sender": 60.0}, now=100.0, default_bound=30.0) == expected
@@ -232,7 +235,8 @@ DEEP = "DEEP_PLACEHOLDER"
 
 
 def with_deep(frame: object, levels: int = 1200) -> str:
-    """`frame` as JSON, its DEEP placeholder an array nested `levels` deep (json.dumps cannot)."""
+    """`frame` as JSON, its DEEP placeholder an array nested `levels` deep (json.dumps
+    cannot)."""
     return json.dumps(frame).replace(json.dumps(DEEP), "[" * levels + "]" * levels)
 
 
@@ -345,8 +349,9 @@ def test_a_lone_surrogate_in_a_text_delta_becomes_a_replacement_character_and_th
 
 @contextmanager
 def joined_app(dim_home):
-    """(stored, gw, app): an app joined to s1 on a gateway where s1 exists (empty at first) and
-    get_events answers from `stored`, once the join's first catch-up was asked."""
+    """(stored, gw, app): an app joined to s1 on a gateway where s1 exists (empty at
+    first) and get_events answers from `stored`, once the join's first catch-up was
+    asked."""
     stored: list[dict] = []
 
     def respond(msg: dict) -> list[object]:
@@ -396,12 +401,12 @@ def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(
             "s1", "t1", 1, ["a", "b", "c", "d", "e"]
         )  # 7 events, sent as seqs 1, 3, 5, ... 13
         for i, frame in enumerate(turn):
-            frame["seq"] = 1 + 2 * i
+            seq = frame["seq"] = 1 + 2 * i
             stored.append(frame)
             gw.send(frame)
             wait_until(
-                lambda: (
-                    app.invoke("get_state")["chats"]["s1"]["lastSeq"] == frame["seq"]
+                lambda seq=seq: (
+                    app.invoke("get_state")["chats"]["s1"]["lastSeq"] == seq
                 ),
                 60,
                 what=f"seq {frame['seq']} to arrive",
@@ -418,7 +423,8 @@ REFUSED = {"type": "error", "code": "INTERNAL_ERROR", "message": "no events for 
 def session_s1_gateway(
     get_events: Callable[[dict], list[object]],
 ) -> Callable[[dict], list[object]]:
-    """Answers for a gateway holding one empty session, s1, whose get_events answers are `get_events`'s."""
+    """Answers for a gateway holding one empty session, s1, whose get_events answers are
+    `get_events`'s."""
 
     def respond(msg: dict) -> list[object]:
         match msg["type"]:
@@ -438,8 +444,9 @@ def session_s1_gateway(
 def test_a_seq_gap_a_gateway_cannot_refetch_is_shown_as_a_gap_and_events_go_on(
     dim_home,
 ):
-    """The gap's get_events is refused: the catch-up's fallbacks (get_history, a CatchupGap notice)
-    take over, and the event that showed the gap is delivered all the same."""
+    """The gap's get_events is refused: the catch-up's fallbacks (get_history, a
+    CatchupGap notice) take over, and the event that showed the gap is delivered all the
+    same."""
     asked: list[dict] = []
 
     def get_events(msg: dict) -> list[object]:
@@ -505,7 +512,7 @@ def test_a_duplicate_seq_with_other_content_is_reported_and_the_first_kept(dim_h
         assert row["badFrames"] == 1
 
 
-# --- a full disk under the outbox ---------------------------------------------------------------------
+# --- a full disk under the outbox -----------------------------------------------------
 
 
 @pytest.fixture
@@ -548,8 +555,9 @@ def test_a_command_the_full_outbox_cannot_store_is_refused_clearly_and_the_conne
 def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_once_there_is_room(
     dim_home, small_data_dir
 ):
-    """The real connection process, its outbox on a full disk from the start: it runs (no restart
-    loop), refuses a command it cannot queue, and queues once space is freed."""
+    """The real connection process, its outbox on a full disk from the start: it runs
+    (no restart loop), refuses a command it cannot queue, and queues once space is
+    freed."""
     import multiprocessing
 
     from dim_actors.connection import process
@@ -565,12 +573,12 @@ def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_
     filler = fill(small_data_dir)
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=True)
-    options = {
-        "ping_interval_s": 60.0,
-        "stale_after_s": 180.0,
-        "request_timeout_s": 30.0,
-        "outbox_path": small_data_dir / "outbox.sqlite",
-    }
+    options = process.ConnectionOptions(
+        ping_interval_s=60.0,
+        stale_after_s=180.0,
+        request_timeout_s=30.0,
+        outbox_path=small_data_dir / "outbox.sqlite",
+    )
     child = ctx.Process(target=process.main, args=(theirs, options), daemon=True)
     child.start()
     theirs.close()

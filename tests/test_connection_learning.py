@@ -1,6 +1,7 @@
-"""The pure decisions of the connection's fallbacks (docs/protocol.md §11): which form of a request to
-send (dialect.py) and how long silence is tolerated (staleness.py). Table-driven; the end-to-end
-behaviour against the dev gateway's reference profile is in test_reference_gateway.py."""
+"""The pure decisions of the connection's fallbacks (docs/protocol.md §11): which form
+of a request to send (dialect.py) and how long silence is tolerated (staleness.py).
+Table-driven; the end-to-end behaviour against the dev gateway's reference profile is in
+test_reference_gateway.py."""
 
 from __future__ import annotations
 

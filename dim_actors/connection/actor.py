@@ -1,9 +1,10 @@
 """The connection actor: the supervisor-side handle of the connection process.
 
-Commands go down the pipe; a reader thread takes events off it and routes them by name. If the
-process dies the reader sees the pipe close and fails this actor, so the supervisor restarts it,
-and the new process resumes every joined session from the last seq that reached this side. While
-the app stops, the process ending is expected: nothing is failed, nothing restarted.
+Commands go down the pipe; a reader thread takes events off it and routes them by name.
+If the process dies the reader sees the pipe close and fails this actor, so the
+supervisor restarts it, and the new process resumes every joined session from the last
+seq that reached this side. While the app stops, the process ending is expected: nothing
+is failed, nothing restarted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 
 from dim_actors.connection import process as connection_process
-from dim_actors.kernel.actor import DimActor
+from dim_actors.kernel.actor import ActorContext, DimActor
 from dim_actors.messages import (  # sync
     OUTBOX_ID_MAX,
     REPLICATION_DOWN,
@@ -34,6 +35,7 @@ from dim_actors.messages import (  # sync
     Disconnect,
     GatewayEvent,
     GatewayState,
+    JoinedSessions,
     Msg,
     OutboxChanged,
     Queued,
@@ -49,9 +51,10 @@ from dim_actors.messages import (  # sync
 
 log = logging.getLogger(__name__)
 
-# Messages waiting in the router's and the UI bridge's mailboxes above which the pipe is not read:
-# a stalled consumer then backs up into the connection process, which spills to disk past its
-# bound, instead of into this process's memory. Reading resumes below the low mark.
+# Messages waiting in the router's and the UI bridge's mailboxes above which the pipe is
+# not read: a stalled consumer then backs up into the connection process, which spills
+# to disk past its bound, instead of into this process's memory. Reading resumes below
+# the low mark.
 DOWNSTREAM_HIGH = 50_000
 DOWNSTREAM_LOW = 10_000
 
@@ -75,39 +78,49 @@ class ConnectionMemory:
     state: ConnectionState = field(
         default_factory=lambda: ConnectionState(state="offline")
     )
-    state_at: float = (
-        0.0  # monotonic time `state` arrived: retryInMs counts down from it
-    )
+    # monotonic time `state` arrived: retryInMs counts down from it
+    state_at: float = 0.0
     restarts_reconnects: int = 0
     bad_frames: int = 0
-    # The embedded dev gateway's address and per-launch token: a connect to that address without a
-    # token of its own (the page's "connect" to the default gateway) authenticates with it.
+    # The embedded dev gateway's address and per-launch token: a connect to that address
+    # without a token of its own (the page's "connect" to the default gateway)
+    # authenticates with it.
     embedded_url: str | None = None
     embedded_token: str | None = None
-    # How the embedded gateway process is doing (restarts, last exit), shown beside the connection.
+    # How the embedded gateway process is doing (restarts, last exit), shown beside the
+    # connection.
     embedded_state: Callable[[], GatewayState] | None = None
 
 
+@dataclass
+class ConnectionWiring:
+    memory: ConnectionMemory
+    # Set once the app is stopping: the connection process's exit is then no failure.
+    app_stopping: threading.Event = field(default_factory=threading.Event)
+
+
 class ConnectionActor(DimActor):
+    def __init__(self, ctx: ActorContext, wiring: ConnectionWiring):
+        super().__init__(ctx)
+        self.memory = wiring.memory
+        self.app_stopping = wiring.app_stopping
+
     def on_start(self) -> None:
         super().on_start()
-        self.memory: ConnectionMemory = self.ctx.extra.setdefault(
-            "connection", ConnectionMemory()
-        )
         ctx = multiprocessing.get_context("spawn")
         self.pipe, child_end = ctx.Pipe(duplex=True)
         s = self.ctx.settings
-        options = {
-            "ping_interval_s": s.ping_interval_s,
-            "stale_after_s": s.stale_after_s,
-            "request_timeout_s": s.request_timeout_s,
-            "resume": dict(self.memory.resume),
-            "outbox_path": self.ctx.home.data_dir / "outbox.sqlite",
-            "spill_dir": self.ctx.home.data_dir / "spill",
-            "uplink_memory_limit": s.uplink_memory_limit,
-            "send_rate_limit": s.send_rate_limit,
-            "send_rate_window_s": s.send_rate_window_s,
-        }
+        options = connection_process.ConnectionOptions(
+            ping_interval_s=s.ping_interval_s,
+            stale_after_s=s.stale_after_s,
+            request_timeout_s=s.request_timeout_s,
+            resume=dict(self.memory.resume),
+            outbox_path=self.ctx.home.data_dir / "outbox.sqlite",
+            spill_dir=self.ctx.home.data_dir / "spill",
+            uplink_memory_limit=s.uplink_memory_limit,
+            send_rate_limit=s.send_rate_limit,
+            send_rate_window_s=s.send_rate_window_s,
+        )
         self.process = ctx.Process(
             target=connection_process.main,
             args=(child_end, options),
@@ -117,9 +130,8 @@ class ConnectionActor(DimActor):
         self.process.start()
         child_end.close()
         self.stopping = False
-        self.events_in = (
-            0  # gateway events read off the pipe, and when the last reached the process
-        )
+        # gateway events read off the pipe, and when the last reached the process
+        self.events_in = 0
         self.last_recv_ns = 0
         self.reader = threading.Thread(
             target=self._read_pipe, name="connection-pipe-reader", daemon=True
@@ -136,7 +148,8 @@ class ConnectionActor(DimActor):
             "url": st.url,
             "reconnects": st.reconnects + self.memory.restarts_reconnects,
             "badFrames": self.memory.bad_frames,
-            # The wait chosen when the reconnect was scheduled ("reconnecting in N s"), and why.
+            # The wait chosen when the reconnect was scheduled ("reconnecting in N s"),
+            # and why.
             "retryInMs": self._retry_in_ms(),
             "detail": st.detail,
             "warnings": list(st.warnings),
@@ -163,7 +176,8 @@ class ConnectionActor(DimActor):
         self.pipe.send_bytes(encode_down(msg))
 
     def _refuse(self, msg: Msg, reason: str) -> None:
-        """A message that cannot go down the pipe: its command is answered, and this actor goes on."""
+        """A message that cannot go down the pipe: its command is answered, and this
+        actor goes on."""
         log.warning("connection: not sending %s: %s", type(msg).__name__, reason)
         req_id = getattr(msg, "reqId", None)
         if type(req_id) is int:
@@ -216,76 +230,79 @@ class ConnectionActor(DimActor):
             time.sleep(0.01)
 
     def _read_pipe(self) -> None:
-        resume = self.memory.resume
-        send = self.ctx.send
         while True:
             self._wait_for_downstream()
             try:
                 data = self.pipe.recv_bytes()
             except (EOFError, OSError):
                 break
-            # A pipe frame's events go to the router as one Batch: one mailbox hop for hundreds of
-            # events in a burst (each still logged as a message of its own).
-            to_router: list = []
-            for item in decode_up(data):
-                if isinstance(item, GatewayEvent):
+            # A pipe frame's events go to the router as one Batch: one mailbox hop for
+            # hundreds of events in a burst (each still logged as a message of its own).
+            self.ctx.send_batch("router", self._route(decode_up(data)))
+        if not self.stopping:
+            self._process_ended()
+
+    def _route(self, items: list[GatewayEvent | Msg]) -> list[Msg]:
+        """What the router gets of one pipe frame; replication messages go to the sync
+        actors. Keeps the memory a restarted process resumes from."""
+        resume = self.memory.resume
+        rejoin = False  # whether the set of joined sessions changed
+        to_router: list[Msg] = []
+        for item in items:
+            match item:
+                case GatewayEvent(sessionId=sid, seq=seq):
                     self.events_in += 1
                     self.last_recv_ns = item.recvNs
-                    if item.seq is not None and item.sessionId in resume:
-                        resume[item.sessionId] = max(resume[item.sessionId], item.seq)
-                    elif item.type == "state_snapshot" and item.sessionId is not None:
-                        resume.setdefault(item.sessionId, 0)
-                    elif item.type == "session_left" and item.sessionId is not None:
-                        resume.pop(item.sessionId, None)
+                    if seq is not None and sid in resume:
+                        resume[sid] = max(resume[sid], seq)
+                    elif item.type == "state_snapshot" and sid is not None:
+                        rejoin = rejoin or sid not in resume
+                        resume.setdefault(sid, 0)
+                    elif item.type == "session_left" and sid is not None:
+                        rejoin = resume.pop(sid, None) is not None or rejoin
                     to_router.append(item)
-                elif isinstance(item, ConnectionState):
+                case ConnectionState():
                     self.memory.state = item
                     self.memory.state_at = time.monotonic()
                     to_router.append(item)
-                elif isinstance(
-                    item,
-                    (
-                        CommandFailed,
-                        BadFrame,
-                        ResyncStarted,
-                        Queued,
-                        OutboxChanged,
-                        CatchupGap,
-                        SessionGone,
-                    ),
-                ):
-                    if isinstance(item, BadFrame):
-                        self.memory.bad_frames += 1
-                    elif isinstance(item, SessionGone):
-                        resume.pop(
-                            item.sessionId, None
-                        )  # a restarted connection process must not rejoin it
+                case BadFrame():
+                    self.memory.bad_frames += 1
                     to_router.append(item)
-                elif isinstance(item, REPLICATION_UP):
-                    send(replication_recipient(item), item)
-            self.ctx.send_batch("router", to_router)
-        if not self.stopping:
-            code = self.process.exitcode if not self.process.is_alive() else None
-            if code is None:
-                self.process.join(timeout=1)
-                code = self.process.exitcode
-            if self._app_stopping():
-                log.info(
-                    "connection process exited (exit code %s) while dim-desktop stops",
-                    code,
-                )
-                return
-            self.memory.restarts_reconnects += 1
-            # Fail through our own mailbox so the supervisor restarts us like any crashed actor.
-            self.ctx.send(
-                self.ctx.name,
-                Crash(reason=f"connection process exited (exit code {code})"),
-            )
+                case SessionGone(sessionId=sid):
+                    # a restarted process must not rejoin it
+                    rejoin = resume.pop(sid, None) is not None or rejoin
+                    to_router.append(item)
+                case (
+                    CommandFailed()
+                    | ResyncStarted()
+                    | Queued()
+                    | OutboxChanged()
+                    | CatchupGap()
+                ):
+                    to_router.append(item)
+                case _ if isinstance(item, REPLICATION_UP):
+                    self.ctx.send(replication_recipient(item), item)
+        if rejoin:
+            to_router.append(JoinedSessions(sessionIds=sorted(resume)))
+        return to_router
 
-    def _app_stopping(self) -> bool:
-        runtime = self.ctx.extra.get("supervisor")
-        stop = getattr(runtime, "stop_requested", None)
-        return stop is not None and stop.is_set()
+    def _process_ended(self) -> None:
+        code = self.process.exitcode if not self.process.is_alive() else None
+        if code is None:
+            self.process.join(timeout=1)
+            code = self.process.exitcode
+        if self.app_stopping.is_set():
+            log.info(
+                "connection process exited (exit code %s) while dim-desktop stops", code
+            )
+            return
+        self.memory.restarts_reconnects += 1
+        # Fail through our own mailbox so the supervisor restarts us like any crashed
+        # actor.
+        self.ctx.send(
+            self.ctx.name,
+            Crash(reason=f"connection process exited (exit code {code})"),
+        )
 
     def on_stop(self) -> None:
         self.stopping = True

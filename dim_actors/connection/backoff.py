@@ -1,9 +1,10 @@
-"""Reconnect delays: exponential backoff with full jitter, reset after a stable connection.
+"""Reconnect delays: exponential backoff with full jitter, reset after a stable
+connection.
 
-Pure apart from the random source, which is injectable, so the schedule is tested without timing.
-Full jitter (a uniform draw in [0, ceiling]) rather than a fixed or "equal" jitter: after a
-gateway restart, a fleet of clients spreads its reconnects over the whole window instead of
-arriving in waves.
+Pure apart from the random source, which is injectable, so the schedule is tested
+without timing. Full jitter (a uniform draw in [0, ceiling]) rather than a fixed or
+"equal" jitter: after a gateway restart, a fleet of clients spreads its reconnects over
+the whole window instead of arriving in waves.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ STABLE_AFTER_S = 60.0
 
 
 def ceiling(attempt: int, base_s: float = BASE_S, cap_s: float = CAP_S) -> float:
-    """The longest wait before retry number `attempt` (0 for the first retry): 0.5, 1, 2, ... 30 s."""
-    # The exponent is bounded so a long outage cannot overflow the float; the cap applies long before.
+    """The longest wait before retry number `attempt` (0 for the first retry): 0.5, 1,
+    2, ... 30 s."""
+    # The exponent is bounded so a long outage cannot overflow the float; the cap
+    # applies long before.
     return min(cap_s, base_s * 2 ** min(max(attempt, 0), 32))
 
 
@@ -34,10 +37,10 @@ def delay(
 class Backoff:
     """The reconnect schedule of one connection.
 
-    `connected(now)` when a connection is fully up (handshake done); `next_delay(now)` after it (or
-    an attempt) fails. A connection that stayed up `stable_after_s` or longer starts the schedule
-    over, so one drop after a long stable period retries quickly, while a gateway that accepts and
-    drops at once keeps backing off."""
+    `connected(now)` when a connection is fully up (handshake done); `next_delay(now)`
+    after it (or an attempt) fails. A connection that stayed up `stable_after_s` or
+    longer starts the schedule over, so one drop after a long stable period retries
+    quickly, while a gateway that accepts and drops at once keeps backing off."""
 
     def __init__(
         self,

@@ -1,10 +1,12 @@
-"""Which form of a request a gateway understands, learned from its answers (docs/protocol.md §11).
+"""Which form of a request a gateway understands, learned from its answers
+(docs/protocol.md §11).
 
-The public docs give only the names of `steer` and `answer_question`, and v1 as they know it has no
-`run_turn.clientTurnId`: our fields are guesses (the ACP adapter's vocabulary), and a gateway may
-have guessed otherwise. A request a gateway refuses as `INVALID_MESSAGE` is sent again in the next
-form of its table; the first form that gets a real answer is used from then on, on that gateway.
-Pure: the connection process owns the sockets and asks this module what to send.
+The public docs give only the names of `steer` and `answer_question`, and v1 as they
+know it has no `run_turn.clientTurnId`: our fields are guesses (the ACP adapter's
+vocabulary), and a gateway may have guessed otherwise. A request a gateway refuses as
+`INVALID_MESSAGE` is sent again in the next form of its table; the first form that gets
+a real answer is used from then on, on that gateway. Pure: the connection process owns
+the sockets and asks this module what to send.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-# A form takes our request's fields and gives the fields to send, or None when the request cannot
-# be said that way (then the next form is tried).
+# A form takes our request's fields and gives the fields to send, or None when the
+# request cannot be said that way (then the next form is tried).
 Form = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
@@ -30,7 +32,8 @@ def _without_client_turn_id(fields: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _steer_text(fields: dict[str, Any]) -> dict[str, Any] | None:
-    # run_turn's vocabulary: `text`, as a gateway that named steer's field after it would.
+    # run_turn's vocabulary: `text`, as a gateway that named steer's field after it
+    # would.
     return {
         "type": "steer",
         "sessionId": fields.get("sessionId"),
@@ -60,13 +63,15 @@ FORMS: dict[str, tuple[tuple[str, Form], ...]] = {
     "answer_question": (("ours", _ours), ("single answer", _answer_single)),
 }
 
-# The refusal that means "not in this form": a schema mismatch (docs: INVALID_MESSAGE covers a
-# missing or mistyped field). Any other error is the gateway's answer to the request itself.
+# The refusal that means "not in this form": a schema mismatch (docs: INVALID_MESSAGE
+# covers a missing or mistyped field). Any other error is the gateway's answer to the
+# request itself.
 FORM_REFUSED = "INVALID_MESSAGE"
 
 
 class Dialect:
-    """The form of each request type known to work on the current gateway (index into FORMS)."""
+    """The form of each request type known to work on the current gateway (index into
+    FORMS)."""
 
     def __init__(self) -> None:
         self.known: dict[str, int] = {}
@@ -84,7 +89,8 @@ class Dialect:
         return got if got is not None else (0, frame)
 
     def render(self, type_: str, frame: bytes, start: int) -> tuple[int, bytes] | None:
-        """The first form from `start` on that can say this request, with its frame; None if none can."""
+        """The first form from `start` on that can say this request, with its frame;
+        None if none can."""
         forms = FORMS.get(type_, ())
         fields = msgspec.json.decode(frame)
         for index in range(start, len(forms)):
@@ -96,7 +102,8 @@ class Dialect:
     def refused(
         self, type_: str, frame: bytes, index: int, code: str
     ) -> tuple[int, bytes] | None:
-        """A request in form `index` was refused with `code`: the next form to try, or None."""
+        """A request in form `index` was refused with `code`: the next form to try, or
+        None."""
         if code != FORM_REFUSED or type_ not in FORMS:
             return None
         return self.render(type_, frame, index + 1)

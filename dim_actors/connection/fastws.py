@@ -1,27 +1,32 @@
 """websocket-client with a read-ahead buffer and a fast path for whole data frames.
 
-websocket-client reads each frame with separate socket reads sized to what it needs next (the
-2-byte header, the length, the payload): two or three recv() system calls per frame, each one
-releasing and re-taking the GIL, and builds an ABNF object and a continuation-frame record per
-frame. Under a burst of small frames that, not JSON, bounds the receive rate. Here the socket is
-read 64 KiB at a time, and a complete, final, unmasked text or binary frame found in that buffer
-is returned directly (the common case: every gateway event is one such frame). Anything else
-(control frames, fragments, a frame cut by the buffer's end) goes through websocket-client's own
-parser, which reads from the same buffer, so nothing is skipped or reordered. The HTTP upgrade
-reads the socket directly, before the buffer is first used, so nothing is read ahead of it.
+websocket-client reads each frame with separate socket reads sized to what it needs next
+(the 2-byte header, the length, the payload): two or three recv() system calls per
+frame, each one releasing and re-taking the GIL, and builds an ABNF object and a
+continuation-frame record per frame. Under a burst of small frames that, not JSON,
+bounds the receive rate. Here the socket is read 64 KiB at a time, and a complete,
+final, unmasked text or binary frame found in that buffer is returned directly (the
+common case: every gateway event is one such frame). Anything else (control frames,
+fragments, a frame cut by the buffer's end) goes through websocket-client's own parser,
+which reads from the same buffer, so nothing is skipped or reordered. The HTTP upgrade
+reads the socket directly, before the buffer is first used, so nothing is read ahead of
+it.
 
-The fast path is only taken with skip_utf8_validation=True (the connection process validates
-nothing it only forwards; websocket-client's pure-Python UTF-8 check costs ~4x the receive rate).
+The fast path is only taken with skip_utf8_validation=True (the connection process
+validates nothing it only forwards; websocket-client's pure-Python UTF-8 check costs ~4x
+the receive rate).
 
-`max_message_bytes` bounds what one message may cost: the length in a frame's header is checked
-before its payload is read, and an oversized frame (or a fragmented message growing past the
-bound) is read and thrown away in READ_AHEAD-sized chunks, never held whole, then reported by
-raising OversizedFrame. The stream stays in sync, so the caller can go on reading.
+`max_message_bytes` bounds what one message may cost: the length in a frame's header is
+checked before its payload is read, and an oversized frame (or a fragmented message
+growing past the bound) is read and thrown away in READ_AHEAD-sized chunks, never held
+whole, then reported by raising OversizedFrame. The stream stays in sync, so the caller
+can go on reading.
 
-All this leans on websocket-client internals no public API offers: `_recv` (what its frame parser
-reads through), `frame_buffer` (the parser's state and its header/length/payload steps) and
-`cont_frame` (a fragmented message so far). tests/test_library_contracts.py checks each against the
-installed version, over a real socket.
+All this leans on websocket-client internals no public API offers: `_recv` (what its
+frame parser reads through), `frame_buffer` (the parser's state and its
+header/length/payload steps) and `cont_frame` (a fragmented message so far).
+tests/test_library_contracts.py checks each against the installed version, over a real
+socket.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ _TEXT, _BINARY, _CONT = (
 
 
 class OversizedFrame(websocket.WebSocketException):
-    """A message over `max_message_bytes`, already skipped: the socket is positioned after it.
+    """A message over `max_message_bytes`, already skipped: the socket is positioned
+    after it.
 
-    A WebSocketException, so a caller that does not expect it (the handshake) reconnects."""
+    A WebSocketException, so a caller that does not expect it (the handshake)
+    reconnects."""
 
     def __init__(
         self, length: int, limit: int, sample: bytes, fragmented: bool = False
@@ -63,12 +70,12 @@ class BufferedWebSocket(websocket.WebSocket):
         self._rpos = 0
         self._fast = bool(kwargs.get("skip_utf8_validation"))
         self.max_message_bytes: int | None = None
-        # Called for each chunk of an oversized frame thrown away: bytes are arriving, so a caller
-        # watching for a silent gateway can tell a slow, huge frame from a dead link.
+        # Called for each chunk of an oversized frame thrown away: bytes are arriving,
+        # so a caller watching for a silent gateway can tell a slow, huge frame from a
+        # dead link.
         self.on_discard: Callable[[], None] | None = None
-        self._skipping = (
-            False  # dropping the continuation frames of an oversized message
-        )
+        # dropping the continuation frames of an oversized message
+        self._skipping = False
 
     def _recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
@@ -94,8 +101,8 @@ class BufferedWebSocket(websocket.WebSocket):
         return super().recv_data(control_frame)
 
     def _whole_frame(self) -> tuple[int, bytes] | None:
-        """A complete FIN text/binary frame at the front of the buffer, or None (then the caller
-        uses websocket-client's parser)."""
+        """A complete FIN text/binary frame at the front of the buffer, or None (then
+        the caller uses websocket-client's parser)."""
         fb, cont = self.frame_buffer, self.cont_frame
         if (
             fb.header is not None
@@ -129,12 +136,14 @@ class BufferedWebSocket(websocket.WebSocket):
         if end > len(buf) or (
             self.max_message_bytes is not None and length > self.max_message_bytes
         ):
-            return None  # cut by the end of the buffer, or too big: the slow path deals with it
+            # cut by the end of the buffer, or too big: the slow path deals with it
+            return None
         self._rpos = end
         return opcode, buf[start:end]
 
     def recv_frame(self) -> websocket.ABNF:
-        """websocket-client's frame reader, with the payload length checked before the payload is read."""
+        """websocket-client's frame reader, with the payload length checked before the
+        payload is read."""
         fb, limit = self.frame_buffer, self.max_message_bytes
         if limit is None:
             return fb.recv_frame()
@@ -144,9 +153,12 @@ class BufferedWebSocket(websocket.WebSocket):
                     fb.recv_header()
                 if fb.needs_length():
                     fb.recv_length()
-                fin, opcode, length = fb.header[0], fb.header[4], fb.length
+                header, length = fb.header, fb.length
+                assert header is not None and length is not None  # read just above
+                fin, opcode = header[0], header[4]
                 if opcode == _CONT and self._skipping:
-                    self._discard_payload()  # the rest of a message already reported as oversized
+                    # the rest of a message already reported as oversized
+                    self._discard_payload()
                     self._skipping = not fin
                     continue
                 if opcode in (_TEXT, _BINARY):
@@ -160,7 +172,8 @@ class BufferedWebSocket(websocket.WebSocket):
                         else b""
                     )
                     sample += self._discard_payload(SAMPLE_BYTES - len(sample))
-                    # Forget the fragments kept so far; later continuations of this message are skipped.
+                    # Forget the fragments kept so far; later continuations of this
+                    # message are skipped.
                     cont.cont_data, cont.recving_frames = None, None
                     self._skipping = not fin
                     raise OversizedFrame(
@@ -174,7 +187,8 @@ class BufferedWebSocket(websocket.WebSocket):
             )  # takes the lock again and reads the payload (header already parsed)
 
     def _discard_payload(self, keep: int = 0) -> bytes:
-        """Read the current frame's payload in bounded chunks, keeping only its first `keep` bytes."""
+        """Read the current frame's payload in bounded chunks, keeping only its first
+        `keep` bytes."""
         fb = self.frame_buffer
         if fb.needs_mask():
             fb.recv_mask()

@@ -1,22 +1,23 @@
-"""The read-only mirror: sync with a gateway that has no /replicate (docs/sync.md, "Without a
-replication endpoint: the mirror").
+"""The read-only mirror: sync with a gateway that has no /replicate (docs/sync.md,
+"Without a replication endpoint: the mirror").
 
-When a gateway refuses the /replicate upgrade as an endpoint it does not have, the session's Link
-(replication.py) runs a Mirror instead. The mirror opens its own /ws connection and keeps the
-session's files from the documented file messages only: ``join_session``, ``list_files`` (the
-whole tree), ``read_file`` / ``file_at_iteration`` for content, and the ``file_changed`` stream
-event. It hands the journal the messages a Link does (ReplicationUpdate, ContentReady,
-ReplicationState, the last with ``readOnly``), and writes nothing upstream.
+When a gateway refuses the /replicate upgrade as an endpoint it does not have, the
+session's Link (replication.py) runs a Mirror instead. The mirror opens its own /ws
+connection and keeps the session's files from the documented file messages only:
+``join_session``, ``list_files`` (the whole tree), ``read_file`` / ``file_at_iteration``
+for content, and the ``file_changed`` stream event. It hands the journal the messages a
+Link does (ReplicationUpdate, ContentReady, ReplicationState, the last with
+``readOnly``), and writes nothing upstream.
 
 The decisions are pure functions (what a listing means against the last one seen, what a
-``file_changed`` means, where a hash's content can be read, how content is decoded, how fast to
-send), tested by tables in tests/test_sync_mirror.py. The Mirror class does the socket I/O: one
-request at a time, each answer awaited with a deadline, requests paced under the gateway's rate
-limit, reconnects with backoff.
+``file_changed`` means, where a hash's content can be read, how content is decoded, how
+fast to send), tested by tables in tests/test_sync_mirror.py. The Mirror class does the
+socket I/O: one request at a time, each answer awaited with a deadline, requests paced
+under the gateway's rate limit, reconnects with backoff.
 
-Sequences are made here (the gateway has none for files): one counter per link, one number per
-notification, never reused while the link lives. Iterations are the gateway's where it gives
-usable ones; otherwise counted here per path (see ``iteration_for``).
+Sequences are made here (the gateway has none for files): one counter per link, one
+number per notification, never reused while the link lives. Iterations are the gateway's
+where it gives usable ones; otherwise counted here per path (see ``iteration_for``).
 """
 
 from __future__ import annotations
@@ -57,16 +58,16 @@ log = logging.getLogger("dim.connection.mirror")
 PERMISSIONS = 0  # unknown: a listing has no modes (the materializer writes 0644)
 HANDSHAKE_S = 10.0  # welcome, connected, authenticated: each awaited this long at most
 REQUEST_S = 30.0  # an answer (a large read_file takes a while on a slow link)
-PACE_LIMIT = (
-    50  # messages in any PACE_WINDOW_S: below the gateway's 60 per 10 s per connection
-)
+# messages in any PACE_WINDOW_S: below the gateway's 60 per 10 s per connection
+PACE_LIMIT = 50
 PACE_WINDOW_S = 10.0
 PACE_FLOOR = 5  # the least the budget shrinks to after RATE_LIMITED answers
-RATE_RETRIES = (
-    5  # resends of one request after RATE_LIMITED, then the connection starts over
-)
-REFUSED_RETRY_S = 30.0  # after a refusal (no such session, a bad token): slow, and never counted as load
-SILENCE_S = 90.0  # nothing at all this long means a dead socket, until `connected` says its heartbeat
+# resends of one request after RATE_LIMITED, then the connection starts over
+RATE_RETRIES = 5
+# after a refusal (no such session, a bad token): slow, and never counted as load
+REFUSED_RETRY_S = 30.0
+# nothing at all this long means a dead socket, until `connected` says its heartbeat
+SILENCE_S = 90.0
 NOTIFY_BATCH = 256
 READY_BATCH = 64
 READY_FLUSH_S = 0.2  # fetched files handed up at least this often while fetches go on
@@ -81,7 +82,7 @@ ErrorKind = Literal[
 ]
 
 
-# --- the decisions (pure) ----------------------------------------------------------------------------
+# --- the decisions (pure) -------------------------------------------------------------
 
 
 class Known(msgspec.Struct, frozen=True, array_like=True):
@@ -90,9 +91,8 @@ class Known(msgspec.Struct, frozen=True, array_like=True):
     iteration: int
     hash: str  # sha256 hex; "" when deleted
     size: int = 0
-    synthetic: bool = (
-        False  # the iteration was counted here: the gateway gave none usable
-    )
+    # the iteration was counted here: the gateway gave none usable
+    synthetic: bool = False
 
 
 class Offer(msgspec.Struct, frozen=True):
@@ -101,12 +101,10 @@ class Offer(msgspec.Struct, frozen=True):
     path: str
     known: Known
     renamedFrom: str | None = None
-    renamedFromIteration: int | None = (
-        None  # set when the old path's deletion is folded in (fold_renames)
-    )
-    inline: bytes | None = (
-        None  # the content, when it was read here anyway and is small
-    )
+    # set when the old path's deletion is folded in (fold_renames)
+    renamedFromIteration: int | None = None
+    # the content, when it was read here anyway and is small
+    inline: bytes | None = None
 
 
 class Unhashed(msgspec.Struct, frozen=True):
@@ -149,10 +147,10 @@ def _path(v: Any) -> str | None:
 def iteration_for(prev: Known | None, given: int | None, h: str) -> tuple[int, bool]:
     """The iteration to hand up for content ``h``, and whether it was counted here.
 
-    The gateway's own wins. Without one: the same content as before keeps its iteration (so a
-    re-listing offers nothing new), other content is the next one for the path. Iterations counted
-    here are per path and only grow while this link lives; they start again from the listing kept
-    on disk after a restart."""
+    The gateway's own wins. Without one: the same content as before keeps its iteration
+    (so a re-listing offers nothing new), other content is the next one for the path.
+    Iterations counted here are per path and only grow while this link lives; they start
+    again from the listing kept on disk after a restart."""
     if given is not None:
         return given, False
     if prev is not None and prev.hash == h and h:
@@ -161,8 +159,9 @@ def iteration_for(prev: Known | None, given: int | None, h: str) -> tuple[int, b
 
 
 def parse_entry(raw: Any) -> tuple[str, str | None, int | None, int] | None | str:
-    """A listing's FileEntry: (path, hash or None, iteration or None, size) for a file, None for a
-    folder (nothing to mirror: folders follow their files), or a str saying why it is skipped."""
+    """A listing's FileEntry: (path, hash or None, iteration or None, size) for a file,
+    None for a folder (nothing to mirror: folders follow their files), or a str saying
+    why it is skipped."""
     if not isinstance(raw, dict):
         return f"an entry that is not an object ({type(raw).__name__})"
     path = _path(raw.get("path"))
@@ -185,9 +184,10 @@ def parse_entry(raw: Any) -> tuple[str, str | None, int | None, int] | None | st
 def plan_listing(prev: Mapping[str, Known], files: Any) -> ListingPlan:
     """What a listing of the whole tree means against the last state seen (``prev``).
 
-    Every listed file is offered (each listing opens a full resync: the journal skips by hash what
-    it has). A path live in ``prev`` and absent from the listing was deleted while we were away: a
-    deletion at the next iteration. Files without a usable hash are to be read (``unhashed``)."""
+    Every listed file is offered (each listing opens a full resync: the journal skips by
+    hash what it has). A path live in ``prev`` and absent from the listing was deleted
+    while we were away: a deletion at the next iteration. Files without a usable hash
+    are to be read (``unhashed``)."""
     if not isinstance(files, list):
         raise ListingError(f"the file list is a {type(files).__name__}, not a list")
     offers: list[Offer] = []
@@ -259,9 +259,9 @@ def plan_change(
 
 def fold_renames(offers: list[Offer]) -> list[Offer]:
     """A rename comes as two file_changed: the old path deleted, then the new one with
-    ``renamedFrom``. Met in one batch, they become one offer, as the replication endpoint sends a
-    rename: the journal then moves the local file (its deletion of the old path implied) instead of
-    deleting it and fetching the same content again."""
+    ``renamedFrom``. Met in one batch, they become one offer, as the replication
+    endpoint sends a rename: the journal then moves the local file (its deletion of the
+    old path implied) instead of deleting it and fetching the same content again."""
     out: list[Offer | None] = []
     deletion_at: dict[str, int] = {}  # path -> index in out of its latest deletion
     for o in offers:
@@ -282,8 +282,9 @@ def fold_renames(offers: list[Offer]) -> list[Offer]:
 def offer_from_content(
     prev: Known | None, u: Unhashed, answered_iteration: Any, data: bytes
 ) -> Offer:
-    """An unhashed file once read: its hash computed here; the iteration the answer names (that of
-    the content read), else the one the listing or event gave, else counted here."""
+    """An unhashed file once read: its hash computed here; the iteration the answer
+    names (that of the content read), else the one the listing or event gave, else
+    counted here."""
     h = hashlib.sha256(data).hexdigest()
     given = _positive(answered_iteration) or u.iteration
     iteration, synthetic = iteration_for(prev, given, h)
@@ -302,14 +303,14 @@ Place = tuple[str, int, bool]  # (path, iteration, synthetic): where a hash was 
 def fetch_requests(
     sid: str, h: str, latest: Mapping[str, Known], places: Iterable[Place]
 ) -> list[dict[str, Any]]:
-    """Where content ``h`` can be read, best first: ``read_file`` of a path whose latest state it
-    is; then ``file_at_iteration`` of a path that held it at an iteration the gateway named (one
-    counted here means nothing to the gateway)."""
+    """Where content ``h`` can be read, best first: ``read_file`` of a path whose latest
+    state it is; then ``file_at_iteration`` of a path that held it at an iteration the
+    gateway named (one counted here means nothing to the gateway)."""
     seen = list(places)[::-1]  # the newest first
     out: list[dict[str, Any]] = []
     for path, _, _ in seen:
         k = latest.get(path)
-        req = {"type": "read_file", "sessionId": sid, "path": path}
+        req: dict[str, Any] = {"type": "read_file", "sessionId": sid, "path": path}
         if k is not None and k.hash == h and req not in out:
             out.append(req)
     for path, iteration, synthetic in seen:
@@ -325,7 +326,8 @@ def fetch_requests(
 
 
 def decode_content(content: Any, encoding: Any) -> bytes:
-    """A ``file_content``'s bytes (encoding ``utf-8`` or ``base64``); ValueError for anything else."""
+    """A ``file_content``'s bytes (encoding ``utf-8`` or ``base64``); ValueError for
+    anything else."""
     if not isinstance(content, str):
         raise ValueError(f"content is a {type(content).__name__}, not a string")
     enc = (
@@ -344,7 +346,8 @@ def decode_content(content: Any, encoding: Any) -> bytes:
 
 
 def error_kind(code: Any) -> ErrorKind:
-    """An ``error`` answer's code, as the mirror acts on it (codes vary in case and underscores)."""
+    """An ``error`` answer's code, as the mirror acts on it (codes vary in case and
+    underscores)."""
     c = str(code).replace("_", "").lower()
     if c in ("sessionnotfound", "nosuchsession"):
         return "session_gone"
@@ -360,9 +363,9 @@ def error_kind(code: Any) -> ErrorKind:
 
 
 class Pacer:
-    """At most ``limit`` messages in any ``window_s`` seconds (a sliding window, as the gateway
-    counts): a small workspace goes at once, a large one at the sustained rate. Pure: the caller
-    passes the time."""
+    """At most ``limit`` messages in any ``window_s`` seconds (a sliding window, as the
+    gateway counts): a small workspace goes at once, a large one at the sustained rate.
+    Pure: the caller passes the time."""
 
     def __init__(self, limit: int = PACE_LIMIT, window_s: float = PACE_WINDOW_S):
         self.limit, self.window_s = limit, window_s
@@ -382,13 +385,13 @@ class Pacer:
         self.sent.append(now)
 
     def refused(self, now: float, retry_after_s: float) -> None:
-        """The gateway said RATE_LIMITED: its limit is lower than ours. Wait what it says, and
-        spend less from now on."""
+        """The gateway said RATE_LIMITED: its limit is lower than ours. Wait what it
+        says, and spend less from now on."""
         self.not_before = max(self.not_before, now + retry_after_s)
         self.limit = max(PACE_FLOOR, self.limit * 3 // 4)
 
 
-# --- the socket I/O ------------------------------------------------------------------------------------
+# --- the socket I/O -------------------------------------------------------------------
 
 
 class Controls(Protocol):
@@ -433,11 +436,12 @@ class _Ending(Exception):
 
 
 class Mirror:
-    """One session's read-only mirror, made by its Link each time /replicate turns out missing.
-    ``run()`` blocks (in the Link's reader thread) until its connection fails, the link stops, or
-    ``leave()`` (a new gateway); then ``leftovers()`` gives the content hashes still wanted, for
-    whatever runs next. The last listing it saw outlives it in ``state_file``, read by the next.
-    ``put``, ``restart_from``, ``leave`` and ``stop`` may be called from any thread."""
+    """One session's read-only mirror, made by its Link each time /replicate turns out
+    missing. ``run()`` blocks (in the Link's reader thread) until its connection fails,
+    the link stops, or ``leave()`` (a new gateway); then ``leftovers()`` gives the
+    content hashes still wanted, for whatever runs next. The last listing it saw
+    outlives it in ``state_file``, read by the next. ``put``, ``restart_from``,
+    ``leave`` and ``stop`` may be called from any thread."""
 
     def __init__(
         self,
@@ -463,9 +467,8 @@ class Mirror:
             queue.Queue()
         )  # frames (tagged by connection), commands, wake-ups
         self.ws: websocket.WebSocket | None = None
-        self.conn = (
-            0  # the current connection's number: frames of an earlier one are dropped
-        )
+        # the current connection's number: frames of an earlier one are dropped
+        self.conn = 0
         self.latest: dict[str, Known] = {}
         self.places: OrderedDict[str, list[Place]] = OrderedDict()
         self.wanted: OrderedDict[str, None] = OrderedDict(
@@ -478,33 +481,35 @@ class Mirror:
             deque()
         )  # file_changed read while a request was out
         self.notes: list[wire.Notification] = []
-        self.seq = since  # the journal's ack cursor resets with each full resync; ours only grows
+        # the journal's ack cursor resets with each full resync; ours only grows
+        self.seq = since
         self.acked = since
         self.relist = False
         self.pacer = Pacer()
-        self.backoff = backoff  # the link's: it waits between attempts; reset here once a listing came
+        # the link's: it waits between attempts; reset here once a listing came
+        self.backoff = backoff
         self.silence_s = SILENCE_S
         self.heard_at = time.monotonic()
         self.problems = 0
         self.last_problem = ""
-        self.rate_limited = (
-            0  # RATE_LIMITED answers met (the pacing should keep this at 0)
-        )
+        # RATE_LIMITED answers met (the pacing should keep this at 0)
+        self.rate_limited = 0
         self.requests = 0
         self.state_file = state_file
         self.state_dirty = False
         self.state_saved_at = 0.0
         self._load_state()
 
-    # --- commands (any thread) ------------------------------------------------------------------------
+    # --- commands (any thread) --------------------------------------------------------
 
     def put(self, msg: Msg) -> None:
         self.inbox.put(("cmd", msg))
 
     def restart_from(self, start: StartReplication) -> bool:
-        """The journal's StartReplication for a running link (it asks again after 10 s without a
-        word). Behind what it acked: it went back (a reset) and wants everything again, so the
-        workspace is listed again (True); else there is nothing to do but say how we are."""
+        """The journal's StartReplication for a running link (it asks again after 10 s
+        without a word). Behind what it acked: it went back (a reset) and wants
+        everything again, so the workspace is listed again (True); else there is nothing
+        to do but say how we are."""
         if start.sinceSequence < self.acked:
             self.inbox.put(("relist",))
             return True
@@ -519,15 +524,16 @@ class Mirror:
         self.inbox.put(("end",))
         hard_close(self.ws)
 
-    # --- the loop -------------------------------------------------------------------------------------
+    # --- the loop ---------------------------------------------------------------------
 
     def _over(self) -> bool:
         return self.stopped.is_set() or self.leaving.is_set()
 
     def run(self) -> str | None:
-        """Mirror until the connection fails, and say why: the link then tries /replicate again
-        (the gateway may have gained it) after its backoff, and mirrors again if it has not. None
-        when the link stopped or left. A refusal (no such session, a bad token) is waited out here."""
+        """Mirror until the connection fails, and say why: the link then tries
+        /replicate again (the gateway may have gained it) after its backoff, and mirrors
+        again if it has not. None when the link stopped or left. A refusal (no such
+        session, a bad token) is waited out here."""
         failed: str | None = None
         while not self._over():
             url, token = self.target()
@@ -576,7 +582,8 @@ class Mirror:
         return None if self._over() else failed
 
     def leftovers(self) -> list[str]:
-        """Once run() has returned: the content hashes still wanted, commands not yet taken included."""
+        """Once run() has returned: the content hashes still wanted, commands not yet
+        taken included."""
         while True:
             try:
                 item = self.inbox.get_nowait()
@@ -645,7 +652,7 @@ class Mirror:
                 if item is not None:
                     self._take(item)
 
-    # --- connection --------------------------------------------------------------------------------------
+    # --- connection -------------------------------------------------------------------
 
     def _connect(self, url: str) -> None:
         self.conn += 1
@@ -711,10 +718,11 @@ class Mirror:
                     raise Refused("too many failed authentications", wait_s) from None
                 raise
         else:
-            # ready right after `connected` (the reference gateway pushes no `authenticated` in dev mode)
+            # ready right after `connected` (the reference gateway pushes no
+            # `authenticated` in dev mode)
             self._await(("connected",), HANDSHAKE_S, "connected")
 
-    # --- frames and requests -------------------------------------------------------------------------------
+    # --- frames and requests ----------------------------------------------------------
 
     def _next(self, timeout: float) -> tuple | None:
         try:
@@ -723,9 +731,9 @@ class Mirror:
             return None
 
     def _take(self, item: tuple) -> dict[str, Any] | None:
-        """One inbox item while connected: a frame of this connection is returned (a file_changed
-        is also queued, to be handled between requests); commands are taken; the end of the
-        connection, or of the mirror, raises."""
+        """One inbox item while connected: a frame of this connection is returned (a
+        file_changed is also queued, to be handled between requests); commands are
+        taken; the end of the connection, or of the mirror, raises."""
         tag = item[0]
         if tag == "frame":
             if item[1] != self.conn:
@@ -754,8 +762,8 @@ class Mirror:
     def _await(
         self, types: tuple[str, ...], timeout: float, what: str
     ) -> dict[str, Any]:
-        """The next frame of one of ``types``; an ``error`` raises AnswerError; other frames are
-        taken as they come."""
+        """The next frame of one of ``types``; an ``error`` raises AnswerError; other
+        frames are taken as they come."""
         deadline = time.monotonic() + timeout
         while True:
             if self._over():
@@ -794,9 +802,10 @@ class Mirror:
     def _request(
         self, msg: dict[str, Any], answers: tuple[str, ...], timeout: float = REQUEST_S
     ) -> dict[str, Any]:
-        """Send one request (paced) and await its answer. Answers are unicast and come in request
-        order, and only one request is out at a time, so the next answer-typed frame (or error) is
-        this request's. RATE_LIMITED: wait as told and send it again."""
+        """Send one request (paced) and await its answer. Answers are unicast and come
+        in request order, and only one request is out at a time, so the next
+        answer-typed frame (or error) is this request's. RATE_LIMITED: wait as told and
+        send it again."""
         for _ in range(RATE_RETRIES + 1):
             wait = self.pacer.wait_s(time.monotonic())
             if wait > 0:
@@ -849,7 +858,7 @@ class Mirror:
                 )
             )
 
-    # --- the work ---------------------------------------------------------------------------------------
+    # --- the work ---------------------------------------------------------------------
 
     def _list(self) -> None:
         self.relist = False  # this listing is the one asked for
@@ -878,8 +887,8 @@ class Mirror:
             except queue.Empty:
                 break
             self._take(item)
-        # A deletion last may be a rename's first half, its second half a frame away: wait for it
-        # a moment (deletions only), so the two fold into one offer.
+        # A deletion last may be a rename's first half, its second half a frame away:
+        # wait for it a moment (deletions only), so the two fold into one offer.
         deadline = time.monotonic() + RENAME_WAIT_S
         while self.events and self.events[-1].get("deleted") is True:
             item = self._next(deadline - time.monotonic())
@@ -942,7 +951,8 @@ class Mirror:
             self._flush_notes()
 
     def _resolve(self, u: Unhashed) -> None:
-        """Read a file the gateway gave no usable hash for, and offer it with the hash computed here."""
+        """Read a file the gateway gave no usable hash for, and offer it with the hash
+        computed here."""
         prev = self.latest.get(u.path)
         try:
             answer = self._request(
@@ -969,7 +979,8 @@ class Mirror:
         self._flush_notes()
 
     def _fetch(self, h: str) -> None:
-        """Content for the materializer: read, decoded, verified against its hash, spooled."""
+        """Content for the materializer: read, decoded, verified against its hash,
+        spooled."""
         why = "the gateway no longer has this content (the file changed or went away)"
         for req in fetch_requests(self.sid, h, self.latest, self.places.get(h, ())):
             try:
@@ -992,7 +1003,8 @@ class Mirror:
         self._content_done(ContentItem(h, "", 0, why))
 
     def _spool(self, h: str, data: bytes) -> str:
-        # Nobody reads a spool file before its ContentReady, sent once the file is complete.
+        # Nobody reads a spool file before its ContentReady, sent once the file is
+        # complete.
         path = os.path.join(self.spool_dir, h)
         with open(path, "wb") as f:
             f.write(data)
@@ -1013,7 +1025,7 @@ class Mirror:
             detail += f"; {self.problems} odd {entries} skipped (last: {self.last_problem[:200]})"
         return detail
 
-    # --- upward ------------------------------------------------------------------------------------------
+    # --- upward -----------------------------------------------------------------------
 
     def _flush_notes(self, full_resync: str | None = None) -> None:
         if self.stopped.is_set():
@@ -1045,9 +1057,9 @@ class Mirror:
             items, self.ready = self.ready, []
             self.uplink.put_control(ContentReady(sessionId=self.sid, items=items))
 
-    # --- the last listing, kept on disk ---------------------------------------------------------------------
-    # So deletions made while the app was not running are found too: the first listing after a
-    # restart is compared with the state the previous run saw last.
+    # --- the last listing, kept on disk -----------------------------------------------
+    # So deletions made while the app was not running are found too: the first listing
+    # after a restart is compared with the state the previous run saw last.
 
     def _load_state(self) -> None:
         if self.state_file is None:

@@ -1,8 +1,9 @@
-"""The outbox: commands issued while the gateway is out of reach, kept on disk until sent.
+"""The outbox: commands issued while the gateway is out of reach, kept on disk until
+sent.
 
-They survive a restart of the app, leave in the order they were issued once the connection is
-back, and can be cancelled until then. A queued run_turn carries a clientTurnId, so sending it
-again after a crash cannot run the turn twice.
+They survive a restart of the app, leave in the order they were issued once the
+connection is back, and can be cancelled until then. A queued run_turn carries a
+clientTurnId, so sending it again after a crash cannot run the turn twice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-# Commands that make sense later; a read (list_files, get_history, ...) is refused at once instead.
+# Commands that make sense later; a read (list_files, get_history, ...) is refused at
+# once instead.
 QUEUEABLE = frozenset({"run_turn", "answer_question", "steer", "stop_turn"})
 
 
@@ -22,7 +24,8 @@ class Outbox:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Used from the connection process's threads one at a time, always under its lock.
+        # Used from the connection process's threads one at a time, always under its
+        # lock.
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("""CREATE TABLE IF NOT EXISTS outbox (
@@ -35,7 +38,9 @@ class Outbox:
             "INSERT INTO outbox (type, frame, session_id, queued_at) VALUES (?, ?, ?, ?)",
             (type_, frame, sid, time.time()),
         )
-        return int(cur.lastrowid)
+        row_id = cur.lastrowid
+        assert row_id is not None  # set by every INSERT
+        return row_id
 
     def pending(self) -> list[tuple[int, str, bytes]]:
         return self.db.execute(

@@ -1,19 +1,22 @@
-"""Replication links: one WebSocket per synced session, in the connection process (docs/sync.md).
+"""Replication links: one WebSocket per synced session, in the connection process
+(docs/sync.md).
 
-Each link has two threads. The reader connects (with backoff), sends ``CatchupRequest`` from the
-last sequence the journal has applied, and reads: notifications are handed up in batches closed by
-the gateway's Heartbeat; fetched content is written to a spool file under DIM_HOME, verified
-against its sha256, and handed up by path (content never crosses the pipe or a message log). The
-sender thread sends write-backs (reading each file here and checking it still has the hash the
-journal recorded), content requests and acks, in order, whenever the link is up.
+Each link has two threads. The reader connects (with backoff), sends ``CatchupRequest``
+from the last sequence the journal has applied, and reads: notifications are handed up
+in batches closed by the gateway's Heartbeat; fetched content is written to a spool file
+under DIM_HOME, verified against its sha256, and handed up by path (content never
+crosses the pipe or a message log). The sender thread sends write-backs (reading each
+file here and checking it still has the hash the journal recorded), content requests and
+acks, in order, whenever the link is up.
 
-The journal owns what must survive: the applied sequence, pending write-backs (it resends the
-unanswered ones when a link comes back; the gateway answers a resend with its first answer).
+The journal owns what must survive: the applied sequence, pending write-backs (it
+resends the unanswered ones when a link comes back; the gateway answers a resend with
+its first answer).
 
-A gateway without /replicate (the upgrade refused as a missing endpoint: ``endpoint_missing``)
-gets a read-only mirror instead (mirror.py), run by the link's reader thread for as long as its
-connection lasts; the link hands it what the journal sends. Every reconnect, and every new gateway,
-tries /replicate first.
+A gateway without /replicate (the upgrade refused as a missing endpoint:
+``endpoint_missing``) gets a read-only mirror instead (mirror.py), run by the link's
+reader thread for as long as its connection lasts; the link hands it what the journal
+sends. Every reconnect, and every new gateway, tries /replicate first.
 """
 
 from __future__ import annotations
@@ -55,26 +58,25 @@ from dim_actors.wire import replication as wire
 
 log = logging.getLogger("dim.connection.replication")
 
-NOTIFY_BATCH = (
-    256  # notifications handed up at once at most (a Heartbeat closes a batch sooner)
-)
+# notifications handed up at once at most (a Heartbeat closes a batch sooner)
+NOTIFY_BATCH = 256
 READY_BATCH = 64  # fetched files handed up at once at most
 WRITEBACK_FRAME = 8 << 20  # content bytes per WriteBack frame
-IDLE_TIMEOUT_S = (
-    15.0  # the gateway heartbeats every 2 s: silence this long means a dead link
-)
-# Upgrade refusals that mean "no such endpoint here" (a plain 404, a method or upgrade the path does
-# not take, a request it cannot read): the session is then mirrored read-only over /ws.
+# the gateway heartbeats every 2 s: silence this long means a dead link
+IDLE_TIMEOUT_S = 15.0
+# Upgrade refusals that mean "no such endpoint here" (a plain 404, a method or upgrade
+# the path does not take, a request it cannot read): the session is then mirrored
+# read-only over /ws.
 NO_ENDPOINT = frozenset({400, 404, 405, 426})
-PREVIOUS_JOIN_S = (
-    5.0  # a new link's mirror waits this long at most for the old one's last listing
-)
+# a new link's mirror waits this long at most for the old one's last listing
+PREVIOUS_JOIN_S = 5.0
 
 
 def replication_url(
     gateway_url: str, session_id: str, replica_id: str, token: str | None
 ) -> str:
-    """ws://host:port/ws -> ws://host:port/replicate?sessionId=...&replicaId=...[&token=...]"""
+    """ws://host:port/ws ->
+    ws://host:port/replicate?sessionId=...&replicaId=...[&token=...]"""
     u = urlsplit(gateway_url)
     query = (
         f"sessionId={quote(session_id, safe='')}&replicaId={quote(replica_id, safe='')}"
@@ -85,10 +87,10 @@ def replication_url(
 
 
 def endpoint_missing(status: int, body: bytes | None) -> bool:
-    """Whether a refused /replicate upgrade means the gateway has no replication endpoint. Our dev
-    gateway answers an unknown session with 404 "No such session": the endpoint is there and the
-    refusal stands. (Were another gateway's 404 mistaken, the mirror's join_session would still
-    find the session gone and say so.)"""
+    """Whether a refused /replicate upgrade means the gateway has no replication
+    endpoint. Our dev gateway answers an unknown session with 404 "No such session": the
+    endpoint is there and the refusal stands. (Were another gateway's 404 mistaken, the
+    mirror's join_session would still find the session gone and say so.)"""
     if status not in NO_ENDPOINT:
         return False
     return not (
@@ -97,8 +99,8 @@ def endpoint_missing(status: int, body: bytes | None) -> bool:
 
 
 def mirror_state_file(spool: Path) -> Path:
-    """Where a session's mirror keeps the last listing it saw: beside its spool folder, which is
-    emptied at every start."""
+    """Where a session's mirror keeps the last listing it saw: beside its spool folder,
+    which is emptied at every start."""
     return spool.with_name(spool.name + ".mirror.json")
 
 
@@ -111,8 +113,9 @@ class Link:
         previous: Link | None = None,
     ):
         self.sid = start.sessionId
-        # The session's link stopped just before this one: its mirror writes the last listing it saw
-        # as it ends, and this one's mirror reads it (_run_mirror waits for that).
+        # The session's link stopped just before this one: its mirror writes the last
+        # listing it saw as it ends, and this one's mirror reads it (_run_mirror waits
+        # for that).
         self.previous = previous
         self.replica_id = start.replicaId
         self.since = start.sinceSequence
@@ -134,11 +137,11 @@ class Link:
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
         self.state = ""
         self.detail = ""
-        self.mirror: Mirror | None = (
-            None  # set while the gateway has no /replicate (mirror.py)
-        )
+        # set while the gateway has no /replicate (mirror.py)
+        self.mirror: Mirror | None = None
         self.mirror_seq = 0  # the last sequence a mirror of this link handed up
-        # The same full-jitter schedule as the event socket's, shorter: a sync link is cheap to retry.
+        # The same full-jitter schedule as the event socket's, shorter: a sync link is
+        # cheap to retry.
         self.backoff = Backoff(base_s=0.2, cap_s=5.0)
         self.reader = threading.Thread(
             target=self._run_reader, name=f"replication-{self.sid[:8]}", daemon=True
@@ -166,10 +169,11 @@ class Link:
             m.stop()
         self._report("stopped", read_only=m is not None)
 
-    # --- commands (any thread) ------------------------------------------------------------------------
+    # --- commands (any thread) --------------------------------------------------------
 
     def restart_from(self, start: StartReplication) -> None:
-        """StartReplication for a running link: the journal's view wins (e.g. a reset to 0)."""
+        """StartReplication for a running link: the journal's view wins (e.g. a reset to
+        0)."""
         m = self.mirror
         if m is not None:
             if not m.restart_from(start):
@@ -198,21 +202,23 @@ class Link:
                 )  # (should a mirror start meanwhile, the sender hands it over)
 
     def retarget(self) -> None:
-        """A new gateway URL or token: reconnect to it (a mirror ends, and /replicate is tried again)."""
+        """A new gateway URL or token: reconnect to it (a mirror ends, and /replicate is
+        tried again)."""
         m = self.mirror
         if m is not None:
             m.leave()
         self._close()
         self.wake.set()
 
-    # --- the reader -----------------------------------------------------------------------------------
+    # --- the reader -------------------------------------------------------------------
 
     def _report(
         self, state: str, detail: str = "", force: bool = False, read_only: bool = False
     ) -> None:
         if self.stopped.is_set() and state != "stopped":
-            # A stopped link's reader may still finish a connect (or fail one) that began before
-            # the stop; by then a new link of the same session may be reporting: say nothing.
+            # A stopped link's reader may still finish a connect (or fail one) that
+            # began before the stop; by then a new link of the same session may be
+            # reporting: say nothing.
             return
         # The mirror's detail says what it skipped: a new detail is news there.
         if state != self.state or force or (read_only and detail != self.detail):
@@ -227,9 +233,10 @@ class Link:
         self._report(state, detail, force, read_only=True)
 
     def _run_mirror(self, why: str) -> str | None:
-        """Mirror the session read-only until its connection fails (why, returned: /replicate is
-        tried again after the backoff), the link stops or the gateway changes (None). Content
-        requested and not yet had moves to the mirror, and what it still wants comes back."""
+        """Mirror the session read-only until its connection fails (why, returned:
+        /replicate is tried again after the backoff), the link stops or the gateway
+        changes (None). Content requested and not yet had moves to the mirror, and what
+        it still wants comes back."""
         with self.lock:
             wanted = list(self.wanted)
             self.wanted.clear()
@@ -241,11 +248,13 @@ class Link:
             prev.reader.join(PREVIOUS_JOIN_S)
         if not self.mirror_seq:
             log.info(
-                "replication %s: the gateway has no /replicate (%s): mirroring the session read-only over /ws",
+                "replication %s: the gateway has no /replicate (%s): mirroring the "
+                "session read-only over /ws",
                 self.sid,
                 why,
             )
-        # sequences go on from the last mirror's: one handed up before a reconnect may still be in the journal
+        # sequences go on from the last mirror's: one handed up before a reconnect may
+        # still be in the journal
         m = Mirror(
             self.sid,
             self.spool,
@@ -326,7 +335,8 @@ class Link:
             self.wake.clear()
 
     def _connect_and_read(self, url: str) -> None:
-        # read-ahead: a fetch's responses arrive back to back, several to a socket read (fastws.py)
+        # read-ahead: a fetch's responses arrive back to back, several to a socket read
+        # (fastws.py)
         ws = BufferedWebSocket(skip_utf8_validation=True, enable_multithread=True)
         ws.connect(url, timeout=10, suppress_origin=True)
         self.ws = ws
@@ -415,7 +425,8 @@ class Link:
                 if part is not None:
                     part[0].close()
                 part = (
-                    open(os.path.join(self.spool_dir, h + ".part"), "wb"),
+                    # open across chunks until the file is complete
+                    open(os.path.join(self.spool_dir, h + ".part"), "wb"),  # noqa: SIM115
                     hashlib.sha256(),
                     0,
                 )
@@ -444,10 +455,10 @@ class Link:
         self._content_done(ContentItem(h, final, offset + len(msg.data)))
 
     def _on_whole_content(self, msg: wire.ContentFetchResponse) -> None:
-        """A file in one piece (up to CHUNK_SIZE, the common case): verified in memory, then written
-        under its final spool name at once. Nobody reads a spool file before its ContentReady,
-        which is sent only once the file is complete and closed; nothing is written when the hash
-        does not match."""
+        """A file in one piece (up to CHUNK_SIZE, the common case): verified in memory,
+        then written under its final spool name at once. Nobody reads a spool file
+        before its ContentReady, which is sent only once the file is complete and
+        closed; nothing is written when the hash does not match."""
         h = msg.contentHash
         with self.lock:
             if h not in self.wanted:
@@ -476,7 +487,7 @@ class Link:
         if flush:
             self.uplink.put_control(ContentReady(sessionId=self.sid, items=items))
 
-    # --- the sender -----------------------------------------------------------------------------------
+    # --- the sender -------------------------------------------------------------------
 
     def _send(self, msg: wire.WireMsg) -> None:
         ws = self.ws
@@ -549,8 +560,9 @@ class Link:
                 continue
             try:
                 if it.size > wire.WRITEBACK_INLINE_LIMIT:
-                    # A large file never sits whole in memory: hashed piece by piece, then sent so
-                    # (the gateway checks the hash of what it got against the entry's).
+                    # A large file never sits whole in memory: hashed piece by piece,
+                    # then sent so (the gateway checks the hash of what it got against
+                    # the entry's).
                     total = self._upload_pieces(it)
                     data = b""
                 else:
@@ -598,10 +610,10 @@ class Link:
             )
 
     def _upload_pieces(self, it: WriteBackItem) -> int:
-        """A large write-back's content as ContentUpload pieces of CHUNK_SIZE, read from the file in
-        two passes (its hash first, so nothing is sent for a file that changed meanwhile; then the
-        pieces): at most one piece in memory. The size sent, or -1 when the file is not (or no
-        longer) what was recorded."""
+        """A large write-back's content as ContentUpload pieces of CHUNK_SIZE, read from
+        the file in two passes (its hash first, so nothing is sent for a file that
+        changed meanwhile; then the pieces): at most one piece in memory. The size sent,
+        or -1 when the file is not (or no longer) what was recorded."""
         h = hashlib.sha256()
         total = 0
         with open(it.localPath, "rb") as f:

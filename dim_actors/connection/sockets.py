@@ -8,7 +8,8 @@ import websocket
 
 
 def hard_close(ws: websocket.WebSocket | None) -> None:
-    """Shut the socket down first, so a thread blocked reading it wakes at once; then close."""
+    """Shut the socket down first, so a thread blocked reading it wakes at once; then
+    close."""
     if ws is None or ws.sock is None:
         return
     try:

@@ -1,11 +1,13 @@
-"""How long a silent gateway is taken as alive, and how often we ping it: from its heartbeat.
+"""How long a silent gateway is taken as alive, and how often we ping it: from its
+heartbeat.
 
-`connected.heartbeatIntervalMs` (doc) says how often the gateway heartbeats a joined connection;
-the docs' "stale after 35 s" is for its default of 30 s. Silence is judged against a multiple of
-the advertised interval, with a floor (a loaded machine delays frames) and a ceiling (a garbled or
-huge interval must not leave a dead link undetected for hours). Heartbeats reach only connections
-joined to a session, so the client also pings: a WebSocket ping frame, which every RFC 6455 server
-answers, every third of that window, so a live gateway answers twice before it would count as dead.
+`connected.heartbeatIntervalMs` (doc) says how often the gateway heartbeats a joined
+connection; the docs' "stale after 35 s" is for its default of 30 s. Silence is judged
+against a multiple of the advertised interval, with a floor (a loaded machine delays
+frames) and a ceiling (a garbled or huge interval must not leave a dead link undetected
+for hours). Heartbeats reach only connections joined to a session, so the client also
+pings: a WebSocket ping frame, which every RFC 6455 server answers, every third of that
+window, so a live gateway answers twice before it would count as dead.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""The connection process's way out: events and state changes to the supervisor, over the pipe.
+"""The connection process's way out: events and state changes to the supervisor, over
+the pipe.
 
-The socket thread only appends here and never waits, so a supervisor that stops draining the pipe
-cannot stall the socket: the writer thread is the only one that blocks on it. Items leave in the
-order they arrived, batched into one pipe frame when several are waiting.
+The socket thread only appends here and never waits, so a supervisor that stops draining
+the pipe cannot stall the socket: the writer thread is the only one that blocks on it.
+Items leave in the order they arrived, batched into one pipe frame when several are
+waiting.
 
-Memory is bounded: past `memory_limit` bytes, items are spilled to a file under DIM_HOME and read
-back, still in order, once the supervisor drains again.
+Memory is bounded: past `memory_limit` bytes, items are spilled to a file under DIM_HOME
+and read back, still in order, once the supervisor drains again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class Spill:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = open(path, "wb")
-        self.reader = open(path, "rb")
+        # Both stay open while the spill is in use; close() closes them.
+        self.writer = open(path, "wb")  # noqa: SIM115
+        self.reader = open(path, "rb")  # noqa: SIM115
         self.count = 0  # frames written and not yet read
         self.total = 0
 
@@ -43,7 +46,7 @@ class Spill:
 
     def read(self, max_frames: int) -> list[bytes]:
         self.writer.flush()
-        out = []
+        out: list[bytes] = []
         while len(out) < max_frames and self.count:
             n = _LEN.unpack(self.reader.read(4))[0]
             out.append(self.reader.read(n))
@@ -175,11 +178,13 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_spills(directory: Path) -> list[Path]:
-    """Delete spill files left by connection processes that no longer exist (killed while spilling).
+    """Delete spill files left by connection processes that no longer exist (killed
+    while spilling).
 
-    Their events were bound for a pipe that died with the process; the new connection process
-    resumes each session by seq from the gateway, so nothing in them is needed. A pid that has since
-    been reused by another process keeps its file until a later start finds it gone."""
+    Their events were bound for a pipe that died with the process; the new connection
+    process resumes each session by seq from the gateway, so nothing in them is needed.
+    A pid that has since been reused by another process keeps its file until a later
+    start finds it gone."""
     removed = []
     for path in directory.glob("uplink-*.spill"):
         try:
