@@ -1,30 +1,31 @@
-"""What a gateway without `get_events` still gives back: its turn history (`get_history`). The stores
-and the page fill in what the missed events would have said, text only (docs/protocol.md §11): a turn
-whose end was lost in a disconnect ends as the gateway recorded it, and a session whose past the app
-never saw shows its turns, with a notice that only their text could be fetched.
+"""What a gateway without `get_events` still gives back: its turn history
+(`get_history`). The stores and the page fill in what the missed events would have said,
+text only (docs/protocol.md §11): a turn whose end was lost in a disconnect ends as the
+gateway recorded it, and a session whose past the app never saw shows its turns, with a
+notice that only their text could be fetched.
 
-The whole app against the dev gateway's reference profile (it refuses `get_events`), real sockets,
-real headless Chromium for the page. No sleeping: every wait is a condition or an `expect(...)`.
+The whole app against the dev gateway's reference profile (it refuses `get_events`),
+real sockets, real headless Chromium for the page. No sleeping: every wait is a
+condition or an `expect(...)`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
-from apphelpers import ROOT, App, GatewayProcess, wait_until
+from apphelpers import App, GatewayProcess, wait_until
 from gateway_helpers import Client
 from playwright.sync_api import Page, expect
-from test_stores_history import RULE_CASES, history, reloaded, run
 from test_ui_protocol import T, by_id, new_session, open_page, ready, send
 
 REFERENCE = ["--profile", "reference"]
 FINAL = ("complete", "error", "stopped")
 HISTORY_GAP = (
-    "Events after #0 could not be fetched from this gateway (it did not answer get_events; the turns "
-    "below come from its history, text only). What the agent did meanwhile may be missing here."
+    "Events after #0 could not be fetched from this gateway (it did not answer "
+    "get_events; the turns below come from its history, text only). What the agent did "
+    "meanwhile may be missing here."
 )
 ANY_GAP = re.compile(
     r"^Events (between #\d+ and #\d+|after #\d+) could not be fetched from this gateway "
@@ -36,7 +37,8 @@ MARK = "from the gateway's history"
 WATCH_ERROR_TOASTS = """() => {
   window.__errorToasts = [];
   const seen = new WeakSet();
-  const scan = () => document.querySelectorAll("[data-testid='toast'][data-level='error']").forEach((t) => {
+  const toasts = "[data-testid='toast'][data-level='error']";
+  const scan = () => document.querySelectorAll(toasts).forEach((t) => {
     if (!seen.has(t)) { seen.add(t); window.__errorToasts.push(t.textContent); }
   });
   new MutationObserver(scan).observe(document.body, { childList: true, subtree: true });
@@ -85,7 +87,8 @@ def stored_turn(app: App, sid: str, turn_id: str) -> dict | None:
 
 
 def ran_elsewhere(gw: GatewayProcess, *texts: str) -> str:
-    """A session another client made and ran echo turns in, each to its end, before this app came."""
+    """A session another client made and ran echo turns in, each to its end, before this
+    app came."""
     with Client(gw.url, expect_authenticated=False) as other:
         sid = other.new_session("echo", name="made elsewhere")
         for text in texts:
@@ -102,7 +105,7 @@ def error_toasts(page: Page) -> list[str]:
     return page.evaluate("window.__errorToasts")
 
 
-# --- (a) a turn whose end was lost in a disconnect ---------------------------------------------------
+# --- (a) a turn whose end was lost in a disconnect ------------------------------------
 
 
 def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(
@@ -113,8 +116,9 @@ def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(
     try:
         ready(page)
         sid = new_session(page).get_attribute("data-session-id")
-        # The gateway cuts every socket, then finishes the turn while we reconnect; it will not give
-        # the missed events back (get_events), so only its history says how the turn ended.
+        # The gateway cuts every socket, then finishes the turn while we reconnect; it
+        # will not give the missed events back (get_events), so only its history says
+        # how the turn ended.
         send(page, "/drop\nafter the drop")
         turn_id = wait_until(
             lambda: (app.invoke("get_state")["chats"].get(sid) or {}).get("turns"),
@@ -150,11 +154,12 @@ def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(
         page.context.close()
 
 
-# --- (b) a session whose past this app never saw -----------------------------------------------------
+# --- (b) a session whose past this app never saw --------------------------------------
 
 
 def open_with_both_turns(page: Page, sid: str, from_history: bool) -> None:
-    """The page, once ready and watched for error toasts, opens the session and shows its two turns."""
+    """The page, once ready and watched for error toasts, opens the session and shows
+    its two turns."""
     ready(page)
     watch_error_toasts(page)
     by_id(page, sid).click()
@@ -211,8 +216,9 @@ def test_a_past_the_app_never_saw_comes_from_the_gateways_history(
 
         page.reload()
         open_with_both_turns(page, sid, from_history=True)
-        # One notice still. This rejoin let the bridge date its own gap (after #0, before the snapshot's
-        # end): the same hole, so it is the one shown, in the bridge's words.
+        # One notice still. This rejoin let the bridge date its own gap (after #0,
+        # before the snapshot's end): the same hole, so it is the one shown, in the
+        # bridge's words.
         gap = page.get_by_test_id("catchup-gap")
         expect(gap).to_have_count(1, timeout=T)
         expect(gap).to_have_text(ANY_GAP)
@@ -242,68 +248,3 @@ def test_with_get_events_the_whole_past_is_fetched_and_no_gap_is_shown(
         assert page.page_errors == []
     finally:
         page.context.close()
-
-
-# --- the page's reducer and the bridge's stores apply one rule ------------------------------------------
-
-# Each case's events through the page's reducer (a live page), and the stores' snapshot of the same
-# through chatFromSnapshot (a reloaded page): the turns, in the order shown.
-REDUCE = """async ({ events, snapshot }) => {
-  const S = await import("/state.js");
-  const view = (chat) => chat.timeline.filter((e) => e.kind === "turn").map((e) => chat.turns.get(e.turnId))
-    .map((t) => [t.turnId, t.status, t.userText, S.displayText(t), t.finalText || null, t.error, t.fromHistory]);
-  const store = S.createStore();
-  for (const ev of events) S.applyGatewayEvent(store, ev);
-  return { live: view(store.chats.get("s-1")), reloaded: view(S.chatFromSnapshot("s-1", snapshot)) };
-}"""
-
-
-@pytest.fixture(scope="module")
-def reducer(browser):
-    """A blank page that can import the page's reducer (ui/js/state.js imports nothing)."""
-    context = browser.new_context()
-    page = context.new_page()
-    state_js = (ROOT / "ui" / "js" / "state.js").read_text()
-    page.route(
-        "http://reducer.test/state.js",
-        lambda r: r.fulfill(body=state_js, content_type="text/javascript"),
-    )
-    page.route(
-        "http://reducer.test/",
-        lambda r: r.fulfill(
-            body="<!doctype html><title>reducer</title>", content_type="text/html"
-        ),
-    )
-    page.goto("http://reducer.test/")
-    yield page
-    context.close()
-
-
-@pytest.mark.parametrize("steps, entries, expected", RULE_CASES)
-def test_the_page_applies_the_same_rule_live_and_after_a_reload(
-    reducer, steps, entries, expected
-):
-    events = [*steps, history(*entries)]
-    stores = run(*events)
-    got = reducer.evaluate(
-        REDUCE,
-        {
-            "events": [json.loads(ev.raw) for ev in events],
-            "snapshot": reloaded(stores)["chats"]["s-1"],
-        },
-    )
-    # What the page shows of each turn: the final text where it says more than what streamed.
-    shown = [
-        [
-            i,
-            status,
-            user,
-            final if status in FINAL and final and len(final) > len(text) else text,
-            final or None,
-            error,
-            flag,
-        ]
-        for i, status, user, text, final, error, flag in expected
-    ]
-    assert got["live"] == shown
-    assert got["reloaded"] == shown

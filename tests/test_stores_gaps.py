@@ -1,6 +1,7 @@
-"""The router's stores: catch-up gaps, sessions the gateway no longer knows, and what the connection
-says about the gateway (warnings, traits). Each case ends in the state a page loaded afterwards
-gets (get_state, through the same JSON encoding), since that is where a reload finds them."""
+"""The router's stores: catch-up gaps, sessions the gateway no longer knows, and what
+the connection says about the gateway (warnings, traits). Each case ends in the state a
+page loaded afterwards gets (get_state, through the same JSON encoding), since that is
+where a reload finds them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dim_actors.messages import (
     SessionGone,
     UiEvent,
 )
-from dim_actors.router.router import Router
+from dim_actors.router.router import Router, RouterMemory, RouterWiring
 from dim_actors.router.stores import GAP_LIMIT, Stores
 
 SID = "s-1"
@@ -30,7 +31,8 @@ SID = "s-1"
 def event(
     type_: str, seq: int | None = None, sid: str | None = SID, **fields: Any
 ) -> GatewayEvent:
-    """A frame as the connection process hands it over (the envelope read from the bytes)."""
+    """A frame as the connection process hands it over (the envelope read from the
+    bytes)."""
     ev = {
         "type": type_,
         **({"sessionId": sid} if sid else {}),
@@ -97,7 +99,7 @@ def gaps_of(state: dict[str, Any], sid: str = SID) -> list[tuple]:
     ]
 
 
-# --- gaps -----------------------------------------------------------------------------------------
+# --- gaps -----------------------------------------------------------------------------
 
 GAP_CASES = [
     pytest.param(
@@ -158,7 +160,7 @@ def test_a_gap_changes_nothing_else_of_the_chat():
     }
 
 
-# --- sessions the gateway no longer knows -----------------------------------------------------------
+# --- sessions the gateway no longer knows ---------------------------------------------
 
 GONE_CASES = [
     pytest.param(
@@ -224,9 +226,12 @@ def test_a_gone_session_is_marked_and_its_transcript_stays(
     )
 
 
-# --- what the connection says about the gateway ------------------------------------------------------
+# --- what the connection says about the gateway ---------------------------------------
 
-VERSION_WARNING = "The gateway speaks protocol version 2; this client speaks version 1 and goes on with version 1 messages."
+VERSION_WARNING = (
+    "The gateway speaks protocol version 2; this client speaks version 1 and goes on "
+    "with version 1 messages."
+)
 
 CONNECTION_CASES = [
     pytest.param(ConnectionState(state="connected"), [], {}, id="nothing-known-yet"),
@@ -290,28 +295,24 @@ def test_a_later_state_replaces_the_warnings():
     assert reloaded(stores)["connection"]["warnings"] == []
 
 
-# --- the router: routed to the stores and the page; a gone session is no longer joined ---------------
+# --- the router: routed to the stores and the page; a gone session is no longer joined
 
 
 @dataclass
 class FakeContext:
     """What the router's handlers use of their context: sends are recorded."""
 
-    extra: dict[str, Any] = field(default_factory=dict)
     sent: list[tuple[str, Any]] = field(default_factory=list)
 
     def send(self, recipient: str, body: Any) -> None:
         self.sent.append((recipient, body))
 
 
-@dataclass
-class FakeConnectionMemory:
-    resume: dict[str, int]
-
-
 def router(resume: dict[str, int], awaiting_resync: bool = False) -> Router:
     r = Router.__new__(Router)  # its handlers only, without an actor system behind it
-    r.ctx = FakeContext(extra={"connection": FakeConnectionMemory(resume)})  # type: ignore[assignment]
+    r.ctx = FakeContext()  # type: ignore[assignment]
+    r.memory = RouterMemory(joined=sorted(resume))
+    r.wiring = RouterWiring(r.memory, admin=None)  # type: ignore[arg-type]
     r.stores, r.pending, r.awaiting_resync = Stores(), {}, awaiting_resync
     return r
 
@@ -374,7 +375,8 @@ ROUTER_CASES = [
 def test_the_router_routes_gaps_and_gone_sessions(
     msg, awaiting_resync, to_page, joined, gaps
 ):
-    # The connection's memory still names the session: the router must not count a gone one.
+    # The connection's memory still names the session: the router must not count a gone
+    # one.
     r = router({SID: 3, "s-2": 7}, awaiting_resync)
     r.handle("connection", msg)
     assert page_events(r) == to_page

@@ -1,8 +1,9 @@
-"""The router's stores and a `history` answer (get_history): the rule that fills what a gateway without
-`get_events` could not give back (docs/protocol.md §11). A turn held as open or `ended` that history
-says finished takes its end from history; a turn the chat lacks is added, its text only
-(`fromHistory`); a finished turn held is left as it is. Each case ends in what a page loaded afterwards
-gets (get_state, through the same JSON encoding)."""
+"""The router's stores and a `history` answer (get_history): the rule that fills what a
+gateway without `get_events` could not give back (docs/protocol.md §11). A turn held as
+open or `ended` that history says finished takes its end from history; a turn the chat
+lacks is added, its text only (`fromHistory`); a finished turn held is left as it is.
+Each case ends in what a page loaded afterwards gets (get_state, through the same JSON
+encoding)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ SID = "s-1"
 def event(
     type_: str, seq: int | None = None, sid: str | None = SID, **fields: Any
 ) -> GatewayEvent:
-    """A frame as the connection process hands it over (the envelope read from the bytes)."""
+    """A frame as the connection process hands it over (the envelope read from the
+    bytes)."""
     ev = {
         "type": type_,
         **({"sessionId": sid} if sid else {}),
@@ -99,7 +101,8 @@ def reloaded(stores: Stores) -> dict[str, Any]:
 
 
 def turns_of(stores: Stores) -> list[tuple]:
-    """(turnId, status, userText, text, finalText, error, fromHistory) of each turn, in the chat's order."""
+    """(turnId, status, userText, text, finalText, error, fromHistory) of each turn, in
+    the chat's order."""
     return [
         (
             t["turnId"],
@@ -296,7 +299,8 @@ def test_a_turn_from_history_has_its_seqs_and_no_items():
 
 
 def test_history_moves_no_seq():
-    # History comes without a seq: live events after it are neither refused nor taken as duplicates.
+    # History comes without a seq: live events after it are neither refused nor taken as
+    # duplicates.
     stores = run(
         started("t1", 1),
         history(h("t1", "running", 1), h("t0", "complete", 0, ended=0)),
@@ -354,7 +358,8 @@ def test_every_turn_says_whether_it_came_from_history():
         complete("t1", 2, "x"),
         history(h("t0", "complete", 0, final="y", ended=0)),
     )
-    # (startedSeq 0 is odd for a gateway, but it shows the order: before the turn that started at 1)
+    # (startedSeq 0 is odd for a gateway, but it shows the order: before the turn that
+    # started at 1)
     turns = reloaded(stores)["chats"][SID]["turns"]
     assert [(t["turnId"], t["fromHistory"]) for t in turns] == [
         ("t0", True),

@@ -1,9 +1,11 @@
-"""The arguments of the local commands (those the router or the journal answer), as msgspec Structs.
+"""The arguments of the local commands (those the router or the journal answer), as
+msgspec Structs.
 
-Every local command's arguments are converted into its Struct before any handler sees them, so a
-value of the wrong type or out of range (an unhashable name, an id no SQLite integer holds) is
-answered `INVALID_ARGUMENTS`, naming the field, instead of raising inside an actor. Gateway
-commands are checked against their Structs in `dim_actors/wire/protocol.py` (`build_client_message`).
+Every local command's arguments are converted into its Struct before any handler sees
+them, so a value of the wrong type or out of range (an unhashable name, an id no SQLite
+integer holds) is answered `INVALID_ARGUMENTS`, naming the field, instead of raising
+inside an actor. Gateway commands are checked against their Structs in
+`dim_actors/wire/protocol.py` (`build_client_message`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ Text = Annotated[str, msgspec.Meta(max_length=65536)]
 class Args(
     msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
 ):
-    """Arguments of one local command. Unknown fields are refused, so a misspelt one is not ignored."""
+    """Arguments of one local command. Unknown fields are refused, so a misspelt one is
+    not ignored."""
 
     def problem(self) -> str | None:
         """What the types alone cannot say; None when the arguments are fine."""
@@ -67,7 +70,8 @@ class OutboxCancel(Args):
 
 
 class SetSettings(Args):
-    # Each key and value is checked by dim_actors/config/settings.py, which names the key.
+    # Each key and value is checked by dim_actors/config/settings.py, which names the
+    # key.
     changes: dict[str, Any]
 
 
@@ -117,7 +121,8 @@ ARGS: dict[str, type[Args]] = {
 
 
 def path_problem(field: str, path: str) -> str | None:
-    """A path no file system call can take: it would raise in the handler instead of answering."""
+    """A path no file system call can take: it would raise in the handler instead of
+    answering."""
     if "\x00" in path:
         return f"{field} must not contain a NUL character"
     encoded = path.encode("utf-8", "surrogatepass")
@@ -141,7 +146,8 @@ def explain(error: msgspec.ValidationError) -> str:
 
 
 def validate(command: str, args: Any) -> Args | str:
-    """The command's arguments as its Struct, or a message saying what is wrong with them."""
+    """The command's arguments as its Struct, or a message saying what is wrong with
+    them."""
     cls = ARGS.get(command)
     if cls is None:
         return f"{command}: not a local command"

@@ -1,15 +1,19 @@
-"""The router: gateway events into the stores and on to the page; UI commands out to the gateway."""
+"""The router: gateway events into the stores and on to the page; UI commands out to the
+gateway."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import msgspec
 
-from dim_actors.config.settings import settings_command
-from dim_actors.kernel.actor import DimActor
+from dim_actors.config.settings import Settings, settings_command
+from dim_actors.kernel.actor import ActorContext, DimActor
+from dim_actors.kernel.requests import Allocator
 from dim_actors.messages import (
     AUTO_START,
     SYNC_COMMANDS,
@@ -23,6 +27,7 @@ from dim_actors.messages import (
     GatewayEvent,
     Invoke,
     InvokeResult,
+    JoinedSessions,
     Msg,
     OutboxChanged,
     Queued,
@@ -39,9 +44,10 @@ from dim_actors.wire import protocol
 
 log = logging.getLogger(__name__)
 
-# Every client message is a command of the same name. `authenticate` goes on the current connection
-# as it is; the connection process keeps authenticating every (re)connect with gateway_connect's
-# token, which an authenticate command does not replace (docs/contracts.md §3).
+# Every client message is a command of the same name. `authenticate` goes on the current
+# connection as it is; the connection process keeps authenticating every (re)connect
+# with gateway_connect's token, which an authenticate command does not replace
+# (docs/contracts.md §3).
 GATEWAY_COMMANDS = frozenset(protocol.CLIENT_MESSAGES)
 LOCAL_COMMANDS = (
     frozenset(commands.ARGS) - SYNC_COMMANDS
@@ -65,19 +71,69 @@ def command_error(req_id: int, code: str, message: str, **extra: Any) -> InvokeR
     )
 
 
+class ActorAdmin(Protocol):
+    """The Actors panel's view of the supervision tree; the runtime implements it.
+    Nothing here may wait on the supervisor: the router's thread carries every gateway
+    event."""
+
+    def names(self) -> list[str]: ...
+
+    def status_later(
+        self,
+        reply: Callable[[list[dict[str, Any]]], None],
+        fail: Callable[[str], None],
+    ) -> None:
+        """Ask for every actor's status row; `reply` gets them later, on another thread
+        (or `fail` says why not)."""
+
+    def restart_later(self, name: str) -> None: ...
+
+    def recent_logs(
+        self, name: str, types: set[str] | None, since: float | None, limit: int
+    ) -> list[bytes]:
+        """From the in-memory rings: no file is read."""
+        ...
+
+
+@dataclass
+class RouterMemory:
+    """What outlives a restart of the router."""
+
+    # reqId -> command for gateway commands in flight, so answers still land after a
+    # restart.
+    pending: dict[int, str] = field(default_factory=dict)
+    incarnations: int = 0
+    # Sessions the connection keeps joined (JoinedSessions, from the connection actor).
+    joined: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RouterWiring:
+    memory: RouterMemory
+    admin: ActorAdmin
+    # (event type, the event's bytes, the session's name): queues a desktop
+    # notification.
+    notify_desktop: Callable[[str, bytes, str | None], None] | None = None
+    # Called with the new settings after set_settings wrote them.
+    settings_changed: Callable[[Settings], None] | None = None
+
+
 class Router(DimActor):
+    def __init__(self, ctx: ActorContext, wiring: RouterWiring):
+        super().__init__(ctx)
+        self.wiring = wiring
+        self.memory = wiring.memory
+
     def on_start(self) -> None:
         super().on_start()
         self.stores = Stores()
-        # reqId -> command for gateway commands in flight; kept across restarts so answers still land.
-        self.pending: dict[int, str] = self.ctx.extra.setdefault("router_pending", {})
-        # Ids of the router's own requests count down from far below the bridge's (which count up).
-        self.internal_ids = -(1 << 40)
-        generation = self.ctx.extra.get("router_generation", 0)
-        self.ctx.extra["router_generation"] = generation + 1
-        # A restarted router starts with empty stores: it rebuilds them from the gateway. Session
-        # events already on their way are dropped until the replay begins, since it carries them all.
-        self.awaiting_resync = generation > 0
+        self.pending = self.memory.pending
+        self.internal_ids = Allocator("router")
+        self.memory.incarnations += 1
+        # A restarted router starts with empty stores: it rebuilds them from the
+        # gateway. Session events already on their way are dropped until the replay
+        # begins, since it carries them all.
+        self.awaiting_resync = self.memory.incarnations > 1
         if self.awaiting_resync:
             self.ctx.send("connection", Resync())
 
@@ -100,86 +156,85 @@ class Router(DimActor):
         return info
 
     def handle(self, sender: str, body: Msg) -> None:
-        if isinstance(body, GatewayEvent):
-            self.on_gateway_event(body)
-        elif isinstance(body, Invoke):
-            try:
-                self.on_invoke(body)
-            except Exception as e:
-                # One command's failure is that command's answer: the router goes on serving the
-                # others. Arguments are validated first (commands.py), so this is a bug, logged as one.
-                log.exception("router: %s failed", body.command)
-                self.ctx.send(
-                    "uibridge",
-                    command_error(
-                        body.reqId,
-                        "INTERNAL",
-                        f"{body.command} failed inside dim-desktop: {e!r}",
-                    ),
+        match body:
+            case GatewayEvent():  # first: the hot path
+                self.on_gateway_event(body)
+            case Invoke():
+                self.on_invoke_safely(body)
+            case JoinedSessions(sessionIds=ids):
+                self.memory.joined = ids
+            case ConnectionState():
+                self.on_connection_state(body)
+            case CommandFailed(reqId=req_id, code=code, message=message):
+                if self.pending.pop(req_id, None) is not None:
+                    self.ctx.send("uibridge", command_error(req_id, code, message))
+            case Queued():
+                self.on_queued(body)
+            case OutboxChanged():
+                self.on_outbox_changed(body)
+            case ResyncStarted():
+                self.awaiting_resync = False
+            case BadFrame(reason=reason, sample=sample):
+                self.stores.bad_input += 1
+                count = self.stores.bad_input
+                self.to_page(
+                    "gateway-warning",
+                    {"reason": reason, "sample": sample, "count": count},
                 )
-        elif isinstance(body, ConnectionState):
-            was = self.stores.connection.get("state")
-            self.stores.set_connection(body)
-            self.to_page("connection-state", self.stores.connection)
-            if body.state == "connected" and was != "connected":
-                # Keep the session list current without waiting for the page to ask.
-                self.send_internal("list_sessions", {})
-        elif isinstance(body, CommandFailed):
-            if self.pending.pop(body.reqId, None) is not None:
-                self.ctx.send(
-                    "uibridge", command_error(body.reqId, body.code, body.message)
-                )
-        elif isinstance(body, Queued):
-            command = self.pending.pop(body.reqId, None)
+            case CatchupGap():
+                self.on_catchup_gap(body)
+            case SessionGone():
+                self.to_page("session-gone", self.stores.mark_gone(body))
+            case _:
+                raise TypeError(f"router: unexpected message {type(body).__name__}")
+
+    def on_invoke_safely(self, inv: Invoke) -> None:
+        try:
+            self.on_invoke(inv)
+        except Exception as e:
+            # One command's failure is that command's answer: the router goes on serving
+            # the others. Arguments are validated first (commands.py), so this is a bug,
+            # logged as one.
+            log.exception("router: %s failed", inv.command)
+            failed = f"{inv.command} failed inside dim-desktop: {e!r}"
+            self.ctx.send("uibridge", command_error(inv.reqId, "INTERNAL", failed))
+
+    def on_connection_state(self, state: ConnectionState) -> None:
+        was = self.stores.connection.get("state")
+        self.stores.set_connection(state)
+        self.to_page("connection-state", self.stores.connection)
+        if state.state == "connected" and was != "connected":
+            # Keep the session list current without waiting for the page to ask.
+            self.send_internal("list_sessions", {})
+
+    def on_queued(self, queued: Queued) -> None:
+        command = self.pending.pop(queued.reqId, None)
+        result = {
+            "type": "queued",
+            "command": command,
+            "outboxId": queued.outboxId,
+            "message": "not connected: queued, and sent when the connection is back",
+        }
+        self.ctx.send(
+            "uibridge", InvokeResult(reqId=queued.reqId, ok=True, result=result)
+        )
+
+    def on_outbox_changed(self, changed: OutboxChanged) -> None:
+        self.stores.outbox = changed.items
+        self.to_page("outbox", changed.items)
+        if changed.reqId is not None:
+            self.pending.pop(changed.reqId, None)
+            result = {"outbox": changed.items}
             self.ctx.send(
-                "uibridge",
-                InvokeResult(
-                    reqId=body.reqId,
-                    ok=True,
-                    result={
-                        "type": "queued",
-                        "command": command,
-                        "outboxId": body.outboxId,
-                        "message": "not connected: queued, and sent when the connection is back",
-                    },
-                ),
+                "uibridge", InvokeResult(reqId=changed.reqId, ok=True, result=result)
             )
-        elif isinstance(body, OutboxChanged):
-            self.stores.outbox = body.items
-            self.to_page("outbox", body.items)
-            if body.reqId is not None:
-                self.pending.pop(body.reqId, None)
-                self.ctx.send(
-                    "uibridge",
-                    InvokeResult(
-                        reqId=body.reqId, ok=True, result={"outbox": body.items}
-                    ),
-                )
-        elif isinstance(body, ResyncStarted):
-            self.awaiting_resync = False
-        elif isinstance(body, BadFrame):
-            self.stores.bad_input += 1
-            self.to_page(
-                "gateway-warning",
-                {
-                    "reason": body.reason,
-                    "sample": body.sample,
-                    "count": self.stores.bad_input,
-                },
-            )
-        elif isinstance(body, CatchupGap):
-            self.on_catchup_gap(body)
-        elif isinstance(body, SessionGone):
-            self.to_page("session-gone", self.stores.mark_gone(body))
-        else:
-            raise TypeError(f"router: unexpected message {type(body).__name__}")
 
     def to_page(self, event: str, payload: Any) -> None:
         self.ctx.send(
             "uibridge", UiEvent(event=event, payload=msgspec.Raw(_json.encode(payload)))
         )
 
-    # --- events ---------------------------------------------------------------------------------------
+    # --- events -----------------------------------------------------------------------
 
     def on_gateway_event(self, ev: GatewayEvent) -> None:
         if not (self.awaiting_resync and ev.seq is not None):
@@ -196,18 +251,29 @@ class Router(DimActor):
                         "count": self.stores.bad_input,
                     },
                 )
-                # Not a gateway-event: the page's reducer would apply its mistyped fields. It is shown
-                # as a generic card instead, live as after a reload (stores: `invalid`).
+                # Not a gateway-event: the page's reducer would apply its mistyped
+                # fields. It is shown as a generic card instead, live as after a reload
+                # (stores: `invalid`).
                 self.to_page("invalid-event", {"reason": str(e), "event": ev.raw})
                 fresh = False
-            # An error answering a page's command goes back to that command only (its GATEWAY_ERROR),
-            # as the gateway sends it only to whoever caused it: not a toast on every page as well.
+            # An error answering a page's command goes back to that command only (its
+            # GATEWAY_ERROR), as the gateway sends it only to whoever caused it: not a
+            # toast on every page as well.
             if fresh and not (ev.type == "error" and ev.replyTo in self.pending):
                 self.ctx.send(
                     "uibridge", UiEvent(event="gateway-event", payload=ev.raw)
                 )
                 if ev.type in NOTIFY_TYPES:
                     self.notify_desktop(ev)
+            if (
+                self.stores.moved is not None
+            ):  # not for a text delta: one attribute read
+                # The stores' verdict on the session's turns, right behind the event
+                # that moved them: the page renders it and decides nothing (docs/ui.md,
+                # `turn-state`).
+                verdict = self.stores.take_turn_state()
+                if verdict is not None:
+                    self.to_page("turn-state", verdict)
         if ev.replyTo is not None:
             command = self.pending.pop(ev.replyTo, None)
             if command is None:
@@ -237,21 +303,19 @@ class Router(DimActor):
                     self.sync_joined(ev.sessionId)
 
     def on_catchup_gap(self, gap: CatchupGap) -> None:
-        # Before the resync marker a gap belongs to a catch-up the replay supersedes: the replay
-        # fetches every event again, and tells its own gap if that fails too.
+        # Before the resync marker a gap belongs to a catch-up the replay supersedes:
+        # the replay fetches every event again, and tells its own gap if that fails too.
         if self.awaiting_resync:
             return
         self.to_page("catchup-gap", self.stores.add_gap(gap))
 
     def notify_desktop(self, ev: GatewayEvent) -> None:
-        hook = self.ctx.extra.get(
-            "desktop_notify"
-        )  # set by dim-desktop; it only queues
+        hook = self.wiring.notify_desktop  # it only queues
         if hook is not None:
             meta = self.stores.sessions.get(ev.sessionId or "") or {}
             hook(ev.type, bytes(ev.raw), meta.get("name"))
 
-    # --- commands -------------------------------------------------------------------------------------
+    # --- commands ---------------------------------------------------------------------
 
     def on_invoke(self, inv: Invoke) -> None:
         if inv.command in SYNC_COMMANDS or inv.command in LOCAL_COMMANDS:
@@ -285,16 +349,17 @@ class Router(DimActor):
                 ),
             )
             return
-        args = inv.args
+        fields = inv.args
         if (
             inv.command == "run_turn"
-            and isinstance(args, dict)
-            and "clientTurnId" not in args
+            and isinstance(fields, dict)
+            and "clientTurnId" not in fields
         ):
-            # Every turn gets a client id, so a resend (outbox, crash, reconnect) never runs it twice.
-            args = {**args, "clientTurnId": uuid.uuid4().hex}
+            # Every turn gets a client id, so a resend (outbox, crash, reconnect) never
+            # runs it twice.
+            fields = {**fields, "clientTurnId": uuid.uuid4().hex}
         try:
-            frame = protocol.build_client_message(inv.command, args)
+            frame = protocol.build_client_message(inv.command, fields)
         except protocol.ProtocolError as e:
             self.ctx.send(
                 "uibridge",
@@ -310,17 +375,19 @@ class Router(DimActor):
             SendFrame(reqId=inv.reqId, type=inv.command, frame=frame, expect=expect),
         )
 
-    # --- local sync hooks: the journal names default folders after sessions (docs/sync.md §7) ---------
+    # --- local sync hooks: the journal names default folders after sessions (docs/sync.md §7)
 
     def with_session_name(self, args: Any) -> Any:
-        """Sync command args with the session's name from the stores (the journal has no stores)."""
+        """Sync command args with the session's name from the stores (the journal has no
+        stores)."""
         if not isinstance(args, dict) or not isinstance(args.get("sessionId"), str):
             return args
         meta = self.stores.sessions.get(args["sessionId"]) or {}
         return {**args, "sessionName": meta.get("name")}
 
     def sync_joined(self, session_id: str) -> None:
-        """The page joined a session: the journal starts its sync if sync_auto_start says so."""
+        """The page joined a session: the journal starts its sync if sync_auto_start
+        says so."""
         self.ctx.send(
             "journal",
             SyncCommand(
@@ -332,12 +399,11 @@ class Router(DimActor):
 
     def send_internal(self, command: str, args: dict) -> None:
         """A request of the router's own: its answer only updates the stores."""
-        self.internal_ids -= 1
         frame = protocol.build_client_message(command, args)
         self.ctx.send(
             "connection",
             SendFrame(
-                reqId=self.internal_ids,
+                reqId=next(self.internal_ids),
                 type=command,
                 frame=frame,
                 expect=sorted(protocol.RESPONSES.get(command, ())),
@@ -355,7 +421,7 @@ class Router(DimActor):
                     msgspec.to_builtins(args),
                     self.ctx.home.config_dir / "settings.toml",
                     self.ctx.settings,
-                    self.ctx.extra.get("on_settings_changed"),
+                    self.wiring.settings_changed,
                 )
                 return InvokeResult(
                     reqId=req_id,
@@ -384,34 +450,45 @@ class Router(DimActor):
         return self.actor_command(req_id, command, args)
 
     def joined(self) -> list[str]:
-        """Sessions the connection keeps joined; a gone one never counts, whatever its memory holds."""
-        memory = self.ctx.extra.get("connection")
-        resume = memory.resume if memory is not None else {}
-        return sorted(set(resume) - self.stores.gone_ids())
+        """Sessions the connection keeps joined; a gone one never counts, whatever its
+        memory holds."""
+        return sorted(set(self.memory.joined) - self.stores.gone_ids())
 
     def actor_command(
         self, req_id: int, command: str, args: commands.Args
-    ) -> InvokeResult:
+    ) -> InvokeResult | None:
         """The Actors panel: status, restart, and each actor's message log."""
-        sup = self.ctx.extra["supervisor"]
+        admin = self.wiring.admin
         name = getattr(args, "name", None)
-        if command != "actor_status" and name not in sup.addresses:
+        if command != "actor_status" and name not in admin.names():
             return command_error(
                 req_id,
                 "INVALID_ARGUMENTS",
-                f"{command}: name must be one of {', '.join(sup.addresses.names())}",
+                f"{command}: name must be one of {', '.join(admin.names())}",
             )
         match command, args:
             case "actor_status", _:
-                return InvokeResult(reqId=req_id, ok=True, result=sup.status())
+                # The supervisor answers when it can (it may be busy restarting an
+                # actor).
+                def answer(result: InvokeResult) -> None:
+                    self.ctx.send_now("uibridge", result)
+
+                admin.status_later(
+                    lambda rows: answer(
+                        InvokeResult(reqId=req_id, ok=True, result=rows)
+                    ),
+                    lambda why: answer(command_error(req_id, "UNAVAILABLE", why)),
+                )
+                return None
             case "restart_actor", commands.ActorArgs(name=name):
-                sup.restart_later(name)
+                admin.restart_later(name)
                 return InvokeResult(reqId=req_id, ok=True, result={"restarting": name})
             case "actor_logs", commands.ActorLogs(
                 name=name, types=types, since=since, limit=limit
             ):
-                # From memory: the page polls this every second, and the router must not read files meanwhile.
-                lines = sup.logs.recent(
+                # The page polls this every second: from the rings in memory, never a
+                # file.
+                lines = admin.recent_logs(
                     name, set(types) if types else None, since, min(limit, 5000)
                 )
                 return InvokeResult(

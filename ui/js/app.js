@@ -11,6 +11,7 @@ import {
   loadSnapshot,
   rebuildChat,
   applyGatewayEvent,
+  applyTurnState,
   applyInvalidEvent,
   applyCatchupGap,
   applyHistoryFallback,
@@ -325,7 +326,7 @@ function renderGlobal() {
 
 function onGatewayEvent(ev) {
   applyGatewayEvent(store, ev);
-  if (ev && historyTaps.size && historyTaps.has(ev.sessionId)) historyTaps.get(ev.sessionId).push(ev);
+  if (ev && historyTaps.size && historyTaps.has(ev.sessionId)) historyTaps.get(ev.sessionId).push(["gateway-event", ev]);
   if (ev && ev.type === "file_changed" && ev.sessionId === ui.selectedId) filesPanel.onFileChanged(ev);
   schedule();
 }
@@ -379,6 +380,13 @@ function onGatewayWarning(payload) {
   }
 }
 
+// The stores' verdict on a session's turns, right after the event that changed them.
+function onTurnState(payload) {
+  applyTurnState(store, payload);
+  if (payload && historyTaps.size && historyTaps.has(payload.sessionId)) historyTaps.get(payload.sessionId).push(["turn-state", payload]);
+  schedule();
+}
+
 function onInvalidEvent(payload) {
   applyInvalidEvent(store, payload);
   schedule();
@@ -400,6 +408,7 @@ function onSessionGone(payload) {
 // Events that change the store. While a snapshot loads they wait, in order, and are applied after it.
 const STORE_EVENTS = {
   "gateway-event": onGatewayEvent,
+  "turn-state": onTurnState,
   "connection-state": onConnectionState,
   "invalid-event": onInvalidEvent,
   "catchup-gap": onCatchupGap,
@@ -561,12 +570,15 @@ async function joinSession(id) {
 }
 
 /**
- * Fetch a session's past events with get_events and rebuild its chat from them through the
- * reducer (used when the bridge's store lacks the start of a session, e.g. one joined before this
- * app started). Live events keep flowing meanwhile; those of this session are also tapped and
- * replayed on top of the history (duplicates drop by seq), then the rebuilt chat replaces the old.
+ * A session whose past the page does not show yet (one joined before this page loaded, while the
+ * bridge was still catching it up): fetch it with get_events, which the gateway answers after the
+ * bridge's own catch-up pages, then show the stores' view of the chat (get_state): the stores apply
+ * the turn rules, the page only renders what they decided. Live events and turn-states keep
+ * flowing meanwhile; those of this session are tapped and applied again on top of that view
+ * (an event the view holds drops by seq, an older turn-state by its atSeq).
  * A gateway that does not answer get_events (it failed, or the connection learned so) still has
- * get_history: the turns' texts, with a gap notice for what could not be fetched (docs/protocol.md §11).
+ * get_history: the stores apply its answer to the turns' texts, and the page adds a gap notice for
+ * what could not be fetched (docs/protocol.md §11).
  */
 async function loadHistory(id) {
   if (historyTaps.has(id)) return;
@@ -575,13 +587,17 @@ async function loadHistory(id) {
   try {
     const events = store.connection.traits?.getEvents === "no" ? null : await fetchEvents(id);
     if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
-    if (events === null) {
-      await loadTurnHistory(id);
-      return;
-    }
-    const rebuilt = rebuildChat(store.chats.get(id), id, events.concat(tap));
-    if (joined.has(id)) rebuilt.joined = true; // the events do not say it
+    if (events === null && !(await loadTurnHistory(id))) return;
+    const snap = await invoke("get_state", {});
+    if (!store.sessions.has(id) && !store.chats.has(id)) return;
+    const rebuilt = rebuildChat(store.chats.get(id), id, snap?.chats?.[id]);
+    if (joined.has(id)) rebuilt.joined = true; // the stores do not say it
     store.chats.set(id, rebuilt);
+    // Applied once already: their notifications and toasts are not shown twice.
+    const shown = store.effects.length;
+    for (const [kind, payload] of tap) (kind === "turn-state" ? applyTurnState : applyGatewayEvent)(store, payload);
+    store.effects.length = shown;
+    if (events === null) applyHistoryFallback(store, id);
     store.dirty.sessions = true;
   } catch (err) {
     toastError(err, "Loading history");
@@ -610,17 +626,15 @@ async function fetchEvents(id) {
   return events;
 }
 
-/** The fallback: the gateway's turn history, applied with the reducer's history rule, and a gap notice. */
+/** The fallback: ask the gateway's turn history, which the stores apply. False when it failed. */
 async function loadTurnHistory(id) {
-  let result;
   try {
-    result = await invoke("get_history", { sessionId: id });
+    await invoke("get_history", { sessionId: id });
   } catch (err) {
     toastError(err, "Loading history");
-    return;
+    return false;
   }
-  if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
-  applyHistoryFallback(store, id, result);
+  return store.sessions.has(id) || store.chats.has(id); // not deleted meanwhile
 }
 
 async function sessionCommand(command, args, context) {

@@ -4,6 +4,12 @@
 // by applying live `gateway-event` payloads (applyGatewayEvent). A snapshot Turn and the same turn
 // built from live events go through the same item fold (applyTurnItem), so they render the same.
 //
+// Turn semantics belong to the bridge's stores (dim_actors/router/stores.py, docs/architecture.md
+// "Turn semantics"); this file decides none of them. A turn's status, finalText and error, and a
+// chat's activeTurnId, come from the stores: from a snapshot's chats, and live from the
+// `turn-state` frame the bridge sends right after each event that changed them (applyTurnState).
+// Live events only add what they show: text, tool calls, prompts and the rest.
+//
 // Every mutation marks what changed in `store.dirty`; the renderer reads and clears it once per
 // animation frame, so thousands of events per second cost one DOM update per frame.
 
@@ -89,20 +95,7 @@ export function isKnownEventType(type) {
   );
 }
 
-const STOP_REASONS = new Set([
-  "stopped",
-  "stop",
-  "stop_turn",
-  "user_stop",
-  "user",
-  "cancelled",
-  "canceled",
-  "interrupted",
-  "aborted",
-]);
-
-// HistoryTurn.status values (docs/protocol.md §5), and those of a turn that has ended.
-const HISTORY_STATUSES = new Set(["running", "waiting", "complete", "error", "stopped"]);
+// Statuses of a turn that has ended with its end known: its final text may say more than its deltas.
 const FINISHED_STATUSES = new Set(["complete", "error", "stopped"]);
 
 // Why the page's own gap notice is there when it fell back to get_history (app.js loadHistory).
@@ -189,7 +182,7 @@ export function ensureChat(store, sessionId) {
 function newTurn(turnId, fields = {}) {
   return {
     turnId,
-    status: fields.status || "running",
+    status: fields.status || "", // "" until the stores' turn-state says
     userText: fields.userText ?? "",
     text: fields.text ?? "",
     finalText: fields.finalText ?? "",
@@ -276,13 +269,12 @@ export function chatFromSnapshot(sessionId, c) {
     const turn = newTurn(t.turnId, t);
     for (const item of t.items || []) applyTurnItem(chat, turn, item);
     chat.turns.set(turn.turnId, turn);
-    if (turn.status === "running" || turn.status === "waiting") chat.activeTurnId = turn.turnId;
     entries.push({ kind: "turn", turnId: turn.turnId, seq: turn.firstSeq ?? 0 });
   }
+  chat.activeTurnId = typeof c.activeTurnId === "string" && chat.turns.has(c.activeTurnId) ? c.activeTurnId : null;
   for (const ev of c.other || []) {
-    if (!ev || typeof ev !== "object") continue;
-    const entry = sessionLevelEntry(chat, ev);
-    if (entry) entries.push(entry);
+    // What the stores kept outside any turn: an answer to a request they hold is in that turn's items.
+    if (ev && typeof ev === "object" && shownOutsideTurns(ev.type)) entries.push({ kind: "event", event: ev, seq: typeof ev.seq === "number" ? ev.seq : null });
   }
   for (const item of c.invalid || []) {
     const card = invalidCard(item);
@@ -323,38 +315,22 @@ function entryKey(e) {
 }
 
 /**
- * A chat rebuilt from a session's stored events (get_events pages, then whatever arrived live
- * meanwhile), through the same reducer. Nothing of the page's store is touched.
+ * A chat the page already shows, rebuilt from the stores' view of it (get_state's chat), which holds
+ * its whole past once the bridge caught it up. What the stores cannot hold is carried over from
+ * `old`: the page's own gap notices, and whether the page joined it.
  */
-export function chatFromEvents(sessionId, events) {
-  const tmp = createStore();
-  for (const ev of events) {
-    if (ev && typeof ev === "object" && ev.sessionId === sessionId) applyGatewayEvent(tmp, ev);
-  }
-  const chat = tmp.chats.get(sessionId) || newChat(sessionId);
-  chat.historyLoaded = true;
-  return chat;
-}
-
-/**
- * chatFromEvents for a chat the page already shows: what get_events cannot bring back is carried
- * over from `old`: events without a seq (never stored by the gateway) and the bridge's unreadable
- * ones (a replay would put their mistyped fields through the reducer, so their seqs are skipped).
- */
-export function rebuildChat(old, sessionId, events) {
-  // Gaps too: what the bridge could not fetch is told again wherever the chat is rebuilt from.
-  const keep = old ? old.timeline.filter((e) => e.kind === "gap" || (e.kind === "event" && (e.event.__invalid || typeof e.seq !== "number"))) : [];
-  const skip = new Set(keep.map((e) => e.seq).filter((seq) => typeof seq === "number"));
-  const chat = chatFromEvents(sessionId, skip.size ? events.filter((ev) => !skip.has(ev?.seq)) : events);
-  if (keep.length) {
-    const entries = chat.timeline.concat(keep).map((e, i) => ({ e, i }));
-    entries.sort((a, b) => entryKey(a.e) - entryKey(b.e) || a.i - b.i);
-    chat.timeline = entries.map((x) => x.e);
-    for (const seq of skip) if (seq > chat.lastSeq) chat.lastSeq = seq;
+export function rebuildChat(old, sessionId, stored) {
+  const chat = chatFromSnapshot(sessionId, stored && typeof stored === "object" ? stored : {});
+  for (const gap of old ? old.gaps : []) {
+    if (chat.gaps.some((g) => g.afterSeq === gap.afterSeq)) continue;
+    chat.gaps.push(gap);
+    const entry = { kind: "gap", gap, seq: null };
+    const key = entryKey(entry);
+    const at = chat.timeline.findIndex((e) => entryKey(e) > key);
+    chat.timeline.splice(at === -1 ? chat.timeline.length : at, 0, entry);
   }
   chat.joined = !!old?.joined;
-  chat.gaps = old ? old.gaps : [];
-  chat.gone = old ? old.gone : null;
+  chat.historyLoaded = true;
   return chat;
 }
 
@@ -401,10 +377,7 @@ export function applyGatewayEvent(store, ev) {
     }
     return;
   }
-  if (type === "history") {
-    applyHistory(store, ensureChat(store, sessionId), ev.turns);
-    return;
-  }
+  if (type === "history") return; // what it changed comes as the stores' turn-state
   if (SILENT_TYPES.has(type) && type !== "usage_update") return; // responses and housekeeping
 
   const chat = ensureChat(store, sessionId);
@@ -530,28 +503,6 @@ export function applySessionGone(store, payload) {
   store.dirty.sessions = true;
 }
 
-/** A well-formed HistoryTurn (docs/protocol.md §5), normalised, or null for an entry that is not one. */
-export function readHistoryTurn(raw) {
-  if (!raw || typeof raw !== "object" || Array.isArray(raw)) return null;
-  // The fields the rule uses, checked as the bridge's stores check them (stores.py _HistoryTurn).
-  const { turnId, text, status, startedSeq, finalText = null, error = null, endedSeq = null } = raw;
-  const isSeq = (n) => Number.isInteger(n) && n >= 0;
-  if (typeof turnId !== "string" || !turnId || typeof text !== "string" || !HISTORY_STATUSES.has(status)) return null;
-  if (!isSeq(startedSeq) || (endedSeq !== null && !(isSeq(endedSeq) && endedSeq >= startedSeq))) return null;
-  if (finalText !== null && typeof finalText !== "string") return null;
-  const badError = error !== null && (typeof error !== "object" || typeof error.code !== "string" || (error.message !== undefined && typeof error.message !== "string"));
-  if (badError) return null;
-  return {
-    turnId,
-    text,
-    status,
-    startedSeq,
-    finalText,
-    error: error === null ? null : { code: error.code, message: error.message ?? "" },
-    endedSeq,
-  };
-}
-
 /** Where `entry` goes in a live timeline: before the first entry that comes after it. */
 function insertEntry(store, chat, entry) {
   const key = entryKey(entry);
@@ -564,59 +515,47 @@ function insertEntry(store, chat, entry) {
 }
 
 /**
- * A `history` answer (get_history): the gateway's own record of the session's turns. A turn held as
- * open or "ended" that history says finished takes its end from it (its end event was lost); a turn
- * the chat lacks is added, its text only (fromHistory). Finished turns held are left as they are:
- * their events say more. The bridge's stores apply the same rule (stores.py apply_history), so a
- * live page and a reload agree. Returns {added, settled, skipped}.
+ * A `turn-state` from the bridge: what the stores decided about a session's turns after the event
+ * just before it (or a `history` answer). Each turn takes its status, user text, final text and
+ * error as they are; a turn the page lacks (one the gateway's history added) is added where it
+ * ran. A frame older than what the page shows (atSeq below its lastSeq: it came before a snapshot
+ * the page was rebuilt from) is left out.
  */
-export function applyHistory(store, chat, entries) {
-  const out = { added: [], settled: [], skipped: 0 };
-  for (const raw of Array.isArray(entries) ? entries : []) {
-    const h = readHistoryTurn(raw);
-    if (!h) {
-      out.skipped += 1;
-      continue;
-    }
-    const held = chat.turns.get(h.turnId);
-    if (!held) {
-      const turn = newTurn(h.turnId, {
-        status: h.status,
-        userText: h.text,
-        text: h.finalText || "",
-        finalText: h.finalText,
-        error: h.error,
-        firstSeq: h.startedSeq,
-        lastSeq: h.endedSeq ?? h.startedSeq,
-        fromHistory: true,
-      });
+export function applyTurnState(store, payload) {
+  const sessionId = payload?.sessionId;
+  if (typeof sessionId !== "string" || !sessionId) return;
+  const chat = ensureChat(store, sessionId);
+  if (typeof payload.atSeq === "number" && payload.atSeq < chat.lastSeq) return;
+  const dirty = markChat(store, sessionId);
+  for (const t of Array.isArray(payload.turns) ? payload.turns : []) {
+    if (!t || typeof t !== "object" || typeof t.turnId !== "string" || !t.turnId) continue;
+    let turn = chat.turns.get(t.turnId);
+    if (!turn) {
+      turn = newTurn(t.turnId, t);
       chat.turns.set(turn.turnId, turn);
-      if (turn.status === "running" || turn.status === "waiting") chat.activeTurnId = turn.turnId;
-      insertEntry(store, chat, { kind: "turn", turnId: turn.turnId, seq: turn.firstSeq });
-      out.added.push(h.turnId);
-    } else if (["running", "waiting", "ended"].includes(held.status) && FINISHED_STATUSES.has(h.status)) {
-      held.status = h.status;
-      held.finalText = h.finalText ?? "";
-      held.error = h.error;
-      held.v += 1;
-      if (chat.activeTurnId === held.turnId) chat.activeTurnId = null;
-      markChat(store, chat.sessionId).turns.add(held.turnId);
-      out.settled.push(h.turnId);
+      insertEntry(store, chat, { kind: "turn", turnId: turn.turnId, seq: turn.firstSeq ?? 0 });
+    } else {
+      turn.status = typeof t.status === "string" ? t.status : turn.status;
+      turn.userText = t.userText ?? "";
+      turn.finalText = t.finalText ?? "";
+      turn.error = t.error ?? null;
+      turn.v += 1;
     }
+    dirty.turns.add(turn.turnId);
   }
-  return out;
+  chat.activeTurnId = typeof payload.activeTurnId === "string" && chat.turns.has(payload.activeTurnId) ? payload.activeTurnId : null;
+  dirty.meta = true;
 }
 
 /**
- * The page's own fallback when get_events failed (app.js loadHistory): the `history` answer applied
- * with the same rule and, when the chat now shows turns from it, a gap notice saying that what came
- * before the first event held could not be fetched (a new session has no such past: no notice). A
- * gap of the chat that starts at the beginning already says so, and is kept instead.
+ * The page's own fallback when get_events failed (app.js loadHistory), once the chat shows the
+ * stores' view of the `history` answer: when it now shows turns from it, a gap notice saying that
+ * what came before the first event held could not be fetched (a new session has no such past: no
+ * notice). A gap of the chat that starts at the beginning already says so, and is kept instead.
  */
-export function applyHistoryFallback(store, sessionId, result) {
+export function applyHistoryFallback(store, sessionId) {
   const chat = ensureChat(store, sessionId);
-  const firstHeld = chat.minSeq; // before history adds turns: those hold no event
-  applyHistory(store, chat, result?.turns);
+  const firstHeld = chat.minSeq; // turns from history hold no event: not counted in it
   chat.historyLoaded = true;
   const fromHistory = [...chat.turns.values()].some((t) => t.fromHistory);
   if (!fromHistory || chat.gaps.some((g) => g.afterSeq === 0)) return;
@@ -631,9 +570,9 @@ function applyTurnEvent(store, chat, ev, seq) {
   const dirty = markChat(store, chat.sessionId);
   let turn = chat.turns.get(ev.turnId);
   if (!turn) {
-    // turn_started creates the turn; any other event of an unseen turn creates it too, so nothing
-    // is dropped when turn_started was missed.
-    turn = newTurn(ev.turnId, { status: "running", firstSeq: seq });
+    // Somewhere to show the event: turn_started, or any event of an unseen turn, so nothing is
+    // dropped when turn_started was missed. Its status comes with the stores' turn-state.
+    turn = newTurn(ev.turnId, { firstSeq: seq });
     chat.turns.set(turn.turnId, turn);
     chat.timeline.push({ kind: "turn", turnId: turn.turnId, seq: seq ?? 0 });
     dirty.timeline = true;
@@ -646,32 +585,22 @@ function applyTurnEvent(store, chat, ev, seq) {
   turn.v += 1;
 
   switch (type) {
-    case "turn_started":
-      if (typeof ev.text === "string") turn.userText = ev.text;
-      turn.status = "running";
-      chat.activeTurnId = turn.turnId;
-      return;
     case "text_delta":
       if (typeof ev.text === "string") turn.text += ev.text;
       turn.deltaCount += 1;
       return;
-    case "turn_complete":
-      turn.finalText = typeof ev.finalText === "string" ? ev.finalText : turn.finalText;
-      turn.status = STOP_REASONS.has(String(ev.stopReason || "").toLowerCase()) ? "stopped" : "complete";
-      if (chat.activeTurnId === turn.turnId) chat.activeTurnId = null;
+    case "turn_complete": {
       applyTurnItem(chat, turn, ev);
-      store.effects.push({ kind: "notify", title: "Turn complete", body: firstLine(turn.text || turn.finalText), sessionId: chat.sessionId });
+      const final = typeof ev.finalText === "string" ? ev.finalText : "";
+      store.effects.push({ kind: "notify", title: "Turn complete", body: firstLine(turn.text || final || turn.finalText), sessionId: chat.sessionId });
       return;
+    }
     case "turn_error":
-      turn.status = "error";
-      turn.error = { code: ev.code ?? "", message: ev.message ?? "" };
-      if (chat.activeTurnId === turn.turnId) chat.activeTurnId = null;
       applyTurnItem(chat, turn, ev);
       store.effects.push({ kind: "notify", title: "Turn failed", body: firstLine([ev.code, ev.message].filter(Boolean).join(": ")), sessionId: chat.sessionId });
       return;
     case "question_requested":
     case "permission_requested":
-      if (turn.status === "running") turn.status = "waiting";
       applyTurnItem(chat, turn, ev);
       store.effects.push({
         kind: "notify",
@@ -682,7 +611,7 @@ function applyTurnEvent(store, chat, ev, seq) {
       return;
     case "approval_resolved":
       applyTurnItem(chat, turn, ev);
-      if (turn.status === "waiting" && !hasOpenRequest(turn)) turn.status = "running";
+      // The prompt it answers may sit in another turn: that one shows the answer too.
       for (const t of chat.turns.values()) {
         if (t !== turn && t.index.requests.has(ev.requestId)) {
           t.v += 1;
@@ -693,11 +622,6 @@ function applyTurnEvent(store, chat, ev, seq) {
     default:
       applyTurnItem(chat, turn, ev);
   }
-}
-
-function hasOpenRequest(turn) {
-  for (const b of turn.index.requests.values()) if (!b.resolution) return true;
-  return false;
 }
 
 /**
@@ -905,9 +829,15 @@ function findRequest(chat, turn, requestId) {
   return null;
 }
 
+/** Whether a session event outside a turn shows in the timeline (a notice, or a generic card). */
+function shownOutsideTurns(type) {
+  return type === "approval_resolved" || NOTICE_TYPES.has(type) || !isKnownEventType(type);
+}
+
 /**
- * A session event outside a turn: returns the timeline entry to show for it (or null), and
- * applies approval resolutions to the request they answer.
+ * A live session event outside a turn: returns the timeline entry to show for it (or null), and
+ * shows an approval resolution on the prompt it answers (what it does to that turn's status comes
+ * with the stores' turn-state).
  */
 function sessionLevelEntry(chat, ev, store) {
   const type = ev.type;
@@ -920,7 +850,6 @@ function sessionLevelEntry(chat, ev, store) {
       for (const t of chat.turns.values()) {
         if (t.index.requests.get(ev.requestId) === block) {
           t.v += 1;
-          if (t.status === "waiting" && !hasOpenRequest(t)) t.status = "running";
           if (store) markChat(store, chat.sessionId).turns.add(t.turnId);
         }
       }
@@ -928,9 +857,7 @@ function sessionLevelEntry(chat, ev, store) {
     }
     return { kind: "event", event: ev, seq };
   }
-  if (NOTICE_TYPES.has(ev.type)) return { kind: "event", event: ev, seq };
-  if (!isKnownEventType(type)) return { kind: "event", event: ev, seq };
-  return null;
+  return shownOutsideTurns(type) ? { kind: "event", event: ev, seq } : null;
 }
 
 function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
@@ -981,7 +908,6 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
         c.pendingRequests = Array.isArray(ev.pendingRequests) ? ev.pendingRequests : [];
         c.joined = true;
         c.gone = null; // joined: the gateway knows it after all
-        settleTurns(store, c, ev);
         markChat(store, sessionId).meta = true;
       }
       break;
@@ -1020,24 +946,6 @@ function applySessionMetaEvent(store, ev, { fromInvoke = false } = {}) {
   const now = store.sessions.get(sessionId);
   if (now && seq !== null && seq > now.lastSeq) now.lastSeq = seq;
   store.dirty.sessions = true;
-}
-
-/**
- * A state_snapshot names the turn that runs now (activeTurnId) or none. An open turn here that it
- * does not name ended at the gateway without its end reaching us (yet): "ended", not "running".
- * The same rule as the bridge's stores (Chat.settle_turns), so a live page and a reload agree.
- */
-function settleTurns(store, chat, ev) {
-  const active = typeof ev.activeTurnId === "string" ? ev.activeTurnId : null;
-  const upto = typeof ev.lastSeq === "number" ? ev.lastSeq : null;
-  for (const t of chat.turns.values()) {
-    if ((t.status === "running" || t.status === "waiting") && t.turnId !== active && (upto === null || (t.lastSeq ?? 0) <= upto)) {
-      t.status = "ended";
-      t.v += 1;
-      if (chat.activeTurnId === t.turnId) chat.activeTurnId = null;
-      markChat(store, chat.sessionId).turns.add(t.turnId);
-    }
-  }
 }
 
 /** Apply the event an invoke returned (session_created, session_list, state_snapshot, ...). */
@@ -1086,10 +994,7 @@ export function displaySource(turn) {
 
 export function sessionIsBusy(store, sessionId) {
   const chat = store.chats.get(sessionId);
-  if (chat && chat.activeTurnId) {
-    const t = chat.turns.get(chat.activeTurnId);
-    if (t && (t.status === "running" || t.status === "waiting")) return true;
-  }
+  if (chat && chat.activeTurnId) return true;
   const meta = store.sessions.get(sessionId);
   const status = meta?.status ?? chat?.status;
   return status === "running" || status === "waiting";
@@ -1106,14 +1011,9 @@ export function gapText(gap) {
   return `Events ${span} could not be fetched from this gateway${why}. What the agent did meanwhile may be missing here.`;
 }
 
+/** The turn a stop stops, as the stores said (get_state, turn-state). */
 export function activeTurnId(store, sessionId) {
-  const chat = store.chats.get(sessionId);
-  if (!chat) return null;
-  if (chat.activeTurnId) {
-    const t = chat.turns.get(chat.activeTurnId);
-    if (t && (t.status === "running" || t.status === "waiting")) return t.turnId;
-  }
-  return null;
+  return store.chats.get(sessionId)?.activeTurnId ?? null;
 }
 
 export function describe(value) {
