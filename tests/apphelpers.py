@@ -1,4 +1,5 @@
-"""Test helpers: a real dim-desktop in a subprocess, driven only through its public interfaces."""
+"""Test helpers: a real dim-desktop in a subprocess, driven only through its public
+interfaces."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ import websocket
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Every wait here is a condition polled until it holds, so a generous timeout costs a fast machine
-# nothing; it only gives a loaded one (2 shared cores, a CPU hog, other suites running) the time it
-# needs to start processes and answer over sockets. The timeout is how long to wait before calling
-# it a failure, never how long anything is expected to take.
-WAIT = 30.0  # s: the default for a condition (a state reached, an event arrived, a file written)
-START = 90.0  # s: a process started (dim-desktop: its gateway, connection process and bridge)
+# Every wait here is a condition polled until it holds, so a generous timeout costs a
+# fast machine nothing; it only gives a loaded one (2 shared cores, a CPU hog, other
+# suites running) the time it needs to start processes and answer over sockets. The
+# timeout is how long to wait before calling it a failure, never how long anything is
+# expected to take.
+# s: the default for a condition (a state reached, an event arrived, a file written)
+WAIT = 30.0
+# s: a process started (dim-desktop: its gateway, connection process and bridge)
+START = 90.0
 
 
 def wait_until(
@@ -34,7 +38,8 @@ def wait_until(
     interval: float = 0.02,
     what: str = "condition",
 ):
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
+    """Poll `predicate` until it returns something truthy; fail with `what` after
+    `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -52,9 +57,10 @@ def write_settings(home: Path, toml: str) -> None:
 
 
 def desktop_unavailable(reason: str) -> NoReturn:
-    """A desktop test that cannot run here. A skip only where bin/ensure-desktop could not install
-    what it needs (no apt-get, no root); under bin/test with every package installed it is a failure,
-    since then it means a broken machine or a regression, not a missing tool."""
+    """A desktop test that cannot run here. A skip only where bin/ensure-desktop could
+    not install what it needs (no apt-get, no root); under bin/test with every package
+    installed it is a failure, since then it means a broken machine or a regression, not
+    a missing tool."""
     if os.environ.get("DIM_DESKTOP_TOOLS") == "installed":
         pytest.fail(
             f"{reason}, although bin/ensure-desktop installed every package the desktop tests need"
@@ -71,7 +77,8 @@ class InvokeError(Exception):
 
 
 class EventStream:
-    """The bridge's /events WebSocket, collected on a thread; tests wait on conditions over it."""
+    """The bridge's /events WebSocket, collected on a thread; tests wait on conditions
+    over it."""
 
     def __init__(self, url: str):
         self.ws = websocket.create_connection(
@@ -163,19 +170,27 @@ class App:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         prefix: list[str] | None = None,
+        module: str = "dim_actors.app",
     ):
-        """`prefix`: a command the app runs under (e.g. `unshare ...`), which must exec it."""
+        """`prefix`: a command the app runs under (e.g. `unshare ...`), which must exec
+        it. `module`: what `python -m` runs; one of tests/ (faulty_app) is found on PYTHONPATH."""
         self.home = home
         # The caller's own DIM_TOKEN must not leak in; one given in `env` is meant.
         self.env = {k: v for k, v in os.environ.items() if k != "DIM_TOKEN"}
         self.env.update({"DIM_HOME": str(home), **(env or {})})
-        self.log = open(home / "app-output.log", "ab")
+        if module != "dim_actors.app":
+            tests = str(Path(__file__).resolve().parent)
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [tests, self.env.get("PYTHONPATH")])
+            )
+        # the child writes here until stop() closes it
+        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 *(prefix or []),
                 sys.executable,
                 "-m",
-                "dim_actors.app",
+                module,
                 "--no-browser",
                 *(args or []),
             ],
@@ -239,7 +254,8 @@ class App:
         )
 
     def dimctl(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
-        # Longer than dimctl's own longest wait for an answer (`restart`: 90 s), so dimctl reports.
+        # Longer than dimctl's own longest wait for an answer (`restart`: 90 s), so
+        # dimctl reports.
         return subprocess.run(
             [sys.executable, "-m", "dim_actors.cli.dimctl", *args],
             env=self.env,
@@ -282,7 +298,8 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """A dev gateway the test controls: it can be killed and started again on the same port and data."""
+    """A dev gateway the test controls: it can be killed and started again on the same
+    port and data."""
 
     def __init__(
         self, data: Path, port: int | None = None, args: list[str] | None = None
@@ -330,15 +347,17 @@ class GatewayProcess:
 
 
 def watch_limited(watches: int) -> list[str]:
-    """A command prefix that runs the command in a user namespace of its own whose inotify watch
-    limit is `watches` (/proc/sys/user/max_inotify_watches is per user namespace, checked at every
-    level up to the machine's), so lowering it there leaves every other process alone."""
+    """A command prefix that runs the command in a user namespace of its own whose
+    inotify watch limit is `watches` (/proc/sys/user/max_inotify_watches is per user
+    namespace, checked at every level up to the machine's), so lowering it there leaves
+    every other process alone."""
     script = f'echo {watches} > /proc/sys/user/max_inotify_watches && exec "$@"'
     return ["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh"]
 
 
 def userns_watch_limit_works() -> bool:
-    """Whether watch_limited can work here (the kernel or a container may forbid user namespaces)."""
+    """Whether watch_limited can work here (the kernel or a container may forbid user
+    namespaces)."""
     try:
         r = subprocess.run([*watch_limited(3), "true"], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):

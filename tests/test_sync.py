@@ -1,8 +1,9 @@
-"""Local sync end to end: a real dim-desktop, a real dev gateway, a real folder, real editors and tools.
+"""Local sync end to end: a real dim-desktop, a real dev gateway, a real folder, real
+editors and tools.
 
-One app and one in-process dev gateway serve the module (each test has its own session and
-folder); the gateway object lets a test write as the agent at a precise moment, hold write-backs,
-or push a notification the gateway would never send.
+One app and one in-process dev gateway serve the module (each test has its own session
+and folder); the gateway object lets a test write as the agent at a precise moment, hold
+write-backs, or push a notification the gateway would never send.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ FAULTS = (
 @pytest.fixture(scope="module")
 def sapp(gw, tmp_path_factory):
     home = tmp_path_factory.mktemp("dim-home")
-    a = App(home, ["--gateway", gw.url], env={"DIM_SYNC_FAULTS": FAULTS})
+    a = App(
+        home,
+        ["--gateway", gw.url, "--watcher-faults", FAULTS],
+        module="faulty_app",
+    )
     a.wait_connected()
     yield a
     a.stop()
@@ -78,8 +83,8 @@ _barriers = [0]
 
 
 def barrier(app: App, sid: str, folder: Path) -> None:
-    """Everything the watcher saw before this point has been handled: a marker file written now
-    reaches upstream after every earlier event's quiet period has passed."""
+    """Everything the watcher saw before this point has been handled: a marker file
+    written now reaches upstream after every earlier event's quiet period has passed."""
     _barriers[0] += 1
     name = f"zz-barrier-{_barriers[0]}"
     (folder / name).write_text(name)
@@ -161,8 +166,9 @@ def test_agent_writes_land_and_local_edits_go_up_once(sapp, gw, folder):
         iterations(sapp, sid, "src/app.py") == 2
         and iterations(sapp, sid, "README.md") == 2
     )
-    # no echo: the watcher suppressed the materializer's writes (and counted them), leaked none;
-    # the only local changes were the user's (edit, chmod with it, deletion, barrier)
+    # no echo: the watcher suppressed the materializer's writes (and counted them),
+    # leaked none; the only local changes were the user's (edit, chmod with it,
+    # deletion, barrier)
     assert st["stats"]["echoesLeaked"] == 0 and st["stats"]["echoesSuppressed"] >= 5, (
         st["stats"]
     )
@@ -182,7 +188,8 @@ def test_editors_and_tools_each_change_arrives_once_without_temp_files(
         60,
         what="files",
     )
-    # (an edit made before the watcher looked at our write would leave nothing to suppress)
+    # (an edit made before the watcher looked at our write would leave nothing to
+    # suppress)
     wait_until(
         lambda: status(sapp, sid)["stats"]["echoesSuppressed"] == 3,
         60,
@@ -190,10 +197,11 @@ def test_editors_and_tools_each_change_arrives_once_without_temp_files(
     )
 
     vim = ensure_tool("vim")
-    # vim's default swap/backup behaviour (swapfile, writebackup, backupcopy=auto): it probes the folder
-    # with 4913, renames the file to vim.txt~, writes a new vim.txt, deletes the backup and its swap
-    # files. The default 'backupskip' skips backups under /tmp, where pytest's folders are: cleared here
-    # so vim does its rename dance as it would in a home directory.
+    # vim's default swap/backup behaviour (swapfile, writebackup, backupcopy=auto): it
+    # probes the folder with 4913, renames the file to vim.txt~, writes a new vim.txt,
+    # deletes the backup and its swap files. The default 'backupskip' skips backups
+    # under /tmp, where pytest's folders are: cleared here so vim does its rename dance
+    # as it would in a home directory.
     subprocess.run(
         [
             vim,
@@ -350,8 +358,9 @@ def test_cp_r_of_a_thousand_files(sapp, gw, folder, tmp_path):
     assert len(files) == 1000 and set(files.values()) == {1}
     assert upstream(sapp, sid, "tree/d07/file006.txt") == "file 7/6\n" * 7
     st = status(sapp, sid)
-    # once each upstream (1000 and the barrier). localChanges may count one more for a file looked at
-    # while cp was still writing it (empty, on a loaded machine), superseded before it was sent.
+    # once each upstream (1000 and the barrier). localChanges may count one more for a
+    # file looked at while cp was still writing it (empty, on a loaded machine),
+    # superseded before it was sent.
     assert st["stats"]["writeBacksAccepted"] == 1001 and st["filesTracked"] == 1001, st[
         "stats"
     ]
@@ -428,7 +437,8 @@ def test_agent_and_user_at_once_is_a_conflict_and_both_are_kept(sapp, gw, folder
     )
     assert not copy.exists() and status(sapp, sid)["conflicts"] == []
 
-    # an upstream change to a path with an unsent local change (sync stopped): accept upstream
+    # an upstream change to a path with an unsent local change (sync stopped): accept
+    # upstream
     sapp.invoke("stop_sync", sessionId=sid)
     (folder / "notes.md").write_text("local notes\n")
     agent_write(gw, sid, "notes.md", b"agent notes\n")
@@ -583,12 +593,13 @@ def test_watcher_failures_are_detected_rescanned_and_reported(sapp, gw, folder):
     sid = new_session(sapp)
     start(sapp, sid, folder)
 
-    # an exception in the watchdog handler (injected): watchdog's thread would die; the change still arrives
-    # Each incident is looked for as it happens: the status lists the last 10, and one write can
-    # raise several of a kind.
+    # Each incident is looked for as it happens: the status lists the last 10, and one
+    # write can raise several of a kind.
     def reported(kind: str) -> bool:
         return kind in {i["kind"] for i in status(sapp, sid)["incidents"]}
 
+    # an exception in the watchdog handler (injected): watchdog's thread would die; the
+    # change still arrives
     (folder / "crashme.txt").write_text("handler failed on me")
     wait_until(
         lambda: upstream(sapp, sid, "crashme.txt") == "handler failed on me",
@@ -596,7 +607,8 @@ def test_watcher_failures_are_detected_rescanned_and_reported(sapp, gw, folder):
         what="the rescan",
     )
     wait_until(lambda: reported("handler_error"), 60, what="the handler error reported")
-    # events lost as in an inotify queue overflow (injected): the rescan finds what they were about
+    # events lost as in an inotify queue overflow (injected): the rescan finds what they
+    # were about
     (folder / "overflowme.txt").write_text("1")
     for i in range(3):
         (folder / f"lost{i}.txt").write_text(f"lost {i}")
@@ -615,7 +627,8 @@ def test_watcher_failures_are_detected_rescanned_and_reported(sapp, gw, folder):
     wait_until(
         lambda: reported("watch_limit"), 60, what="the unwatched folder reported"
     )
-    # the watcher actor itself crashes: the restarted one rescans and finds the edit made meanwhile
+    # the watcher actor itself crashes: the restarted one rescans and finds the edit
+    # made meanwhile
     restarts = sapp.status()["watcher"]["restarts"]
     assert sapp.dimctl("crash", "watcher").returncode == 0
     (folder / "during-restart.txt").write_text("made while the watcher restarted")
@@ -630,9 +643,9 @@ def test_watcher_failures_are_detected_rescanned_and_reported(sapp, gw, folder):
 
 
 class SyncedThenOffline:
-    """The start of the offline-edit tests: an app syncing a new session (a.txt and b.txt written
-    upstream first), whose gateway then stops. `restart_gateway` brings it back on the same port
-    and data."""
+    """The start of the offline-edit tests: an app syncing a new session (a.txt and
+    b.txt written upstream first), whose gateway then stops. `restart_gateway` brings it
+    back on the same port and data."""
 
     def __init__(self, tmp_path: Path):
         self.port = free_port()
@@ -686,7 +699,8 @@ def test_kill_9_with_unsent_edits_sends_them_after_the_restart(tmp_path):
         app.proc.kill()  # kill -9: no chance to flush anything
         app.proc.wait(10)
         app.log.close()
-        # each unsent change was journaled with the iteration the file on disk came from (0: a new file)
+        # each unsent change was journaled with the iteration the file on disk came from
+        # (0: a new file)
         with sqlite3.connect(home / "data" / "journal.sqlite") as db:
             bases = dict(
                 db.execute(
@@ -768,20 +782,24 @@ def test_a_session_the_gateway_does_not_know_is_an_error_not_a_crash(sapp, tmp_p
 
 
 def test_an_echo_the_echo_set_misses_is_counted_as_leaked(sapp, gw, folder):
-    # DIM_SYNC_FAULTS echo_miss=leakme: the watcher does not look files named *leakme* up in the
-    # echo set, as if their entries had expired. The journal still drops the change (its own hash
-    # checks), so localChanges cannot see it: echoesLeaked does.
+    # FAULTS echo_miss=leakme (tests/faulty_watcher.py): the watcher does not look files
+    # named *leakme* up in the echo set, as if their entries had expired. The journal
+    # still drops the change (its own hash checks), so localChanges cannot see it:
+    # echoesLeaked does.
     sid = new_session(sapp)
     agent_write(gw, sid, "plain.txt", b"plain\n")
     start(sapp, sid, folder)
     wait_until(lambda: (folder / "plain.txt").is_file(), 60, what="the first file")
-    # A rescan that lists the file before its event is handled sees it as a state, not a change, and
-    # cannot tell an echo (docs/sync.md §3): on a loaded machine the watcher's health checks can
-    # start one at that moment. Then a file of another name is written, up to three times.
+    # A rescan that lists the file before its event is handled sees it as a state, not a
+    # change, and cannot tell an echo (docs/sync.md §3): on a loaded machine the
+    # watcher's health checks can start one at that moment. Then a file of another name
+    # is written, up to three times.
     for attempt in range(3):
         name = f"leakme-{attempt}.txt"
         agent_write(gw, sid, name, b"an echo nobody suppresses\n")
-        wait_until(lambda: (folder / name).is_file(), 60, what="the file that leaks")
+        wait_until(
+            lambda name=name: (folder / name).is_file(), 60, what="the file that leaks"
+        )
         try:
             wait_until(
                 lambda: status(sapp, sid)["stats"]["echoesLeaked"],
@@ -817,7 +835,8 @@ def test_editing_a_gitignore_uploads_what_it_no_longer_ignores(sapp, gw, folder)
         upstream_files(sapp, sid)
     )
 
-    # vim rewrites the root .gitignore without the rules; the files themselves are not touched
+    # vim rewrites the root .gitignore without the rules; the files themselves are not
+    # touched
     vim = ensure_tool("vim")
     subprocess.run(
         [
@@ -877,7 +896,7 @@ def test_start_sync_without_a_folder_needs_sync_root(sapp):
     )
 
 
-# --- the sync settings: sync_root, sync_auto_start, sync_extra_ignore -------------------------------------
+# --- the sync settings: sync_root, sync_auto_start, sync_extra_ignore -----------------
 
 
 @pytest.fixture(scope="module")
@@ -925,7 +944,8 @@ def test_auto_start_syncs_a_joined_session_into_its_folder_under_sync_root(
         what="the link",
     )
     assert st["state"] == "active" and st["localDir"] == os.path.realpath(folder)
-    # sync_extra_ignore is a local rule, like .gitignore: upstream's files are written all the same
+    # sync_extra_ignore is a local rule, like .gitignore: upstream's files are written
+    # all the same
     wait_until(
         lambda: (folder / "build.log").is_file(),
         60,
@@ -1028,10 +1048,10 @@ def _refused(app: App, sid: str) -> dict | None:
 
 
 def test_unsent_edits_survive_a_restore_without_turning_into_conflicts(tmp_path):
-    """The folder moved away (sync paused) and back while offline: start_sync restores, upstream
-    offers everything again from sequence 0, and the edit journaled offline, and the one made while
-    the folder was away (found by the rescan), both based on the iteration upstream still has, are
-    sent: not conflicts."""
+    """The folder moved away (sync paused) and back while offline: start_sync restores,
+    upstream offers everything again from sequence 0, and the edit journaled offline,
+    and the one made while the folder was away (found by the rescan), both based on the
+    iteration upstream still has, are sent: not conflicts."""
     s = SyncedThenOffline(tmp_path)
     app, folder = s.app, s.folder
     try:
@@ -1067,20 +1087,21 @@ def test_unsent_edits_survive_a_restore_without_turning_into_conflicts(tmp_path)
         s.close()
 
 
-# --- the inotify watch limit, for real ---------------------------------------------------------------------
+# --- the inotify watch limit, for real ------------------------------------------------
 
 
 def limited_app(home: Path, args: list[str], watches: int) -> App:
-    """dim-desktop in a user namespace of its own whose inotify watch limit is `watches`. The limit
-    is per user namespace (/proc/sys/user/max_inotify_watches, checked at every level up to the
-    machine's fs.inotify.max_user_watches), so lowering it there leaves every other process alone."""
+    """dim-desktop in a user namespace of its own whose inotify watch limit is
+    `watches`. The limit is per user namespace (/proc/sys/user/max_inotify_watches,
+    checked at every level up to the machine's fs.inotify.max_user_watches), so lowering
+    it there leaves every other process alone."""
     return App(home, args, prefix=watch_limited(watches))
 
 
 @pytest.mark.skipif(
     not userns_watch_limit_works(),
     reason="no user namespace to lower the inotify watch limit in (test_watcher_failures_are_"
-    "detected_rescanned_and_reported covers the detection with DIM_SYNC_FAULTS)",
+    "detected_rescanned_and_reported covers the detection with injected faults)",
 )
 def test_folders_past_the_inotify_watch_limit_are_polled_and_reported(gw, tmp_path):
     home = tmp_path / "home"
@@ -1088,8 +1109,9 @@ def test_folders_past_the_inotify_watch_limit_are_polled_and_reported(gw, tmp_pa
     folder = tmp_path / "sync"
     for name in ("a", "b", "c", "d", "e/f"):
         (folder / "mine" / name).mkdir(parents=True)
-    # 4 watches for a tree of 10 folders: watchdog 7.1.0 watches the root and 3 folders below it
-    # and says nothing about the rest, 7.1.1 raises ENOSPC and watches none: the same outcome either way
+    # 4 watches for a tree of 10 folders: watchdog 7.1.0 watches the root and 3 folders
+    # below it and says nothing about the rest, 7.1.1 raises ENOSPC and watches none:
+    # the same outcome either way
     app = limited_app(home, ["--gateway", gw.url], watches=4)
     try:
         app.wait_connected()
@@ -1102,7 +1124,8 @@ def test_folders_past_the_inotify_watch_limit_are_polled_and_reported(gw, tmp_pa
         st = wait_until(
             lambda: (s := status(app, sid))["warning"] and s, 60, what="the warning"
         )
-        # what happened, what it means, what to do (above the limit in force: the namespace's 4)
+        # what happened, what it means, what to do (above the limit in force: the
+        # namespace's 4)
         w = st["warning"]
         assert (
             "could not be watched for changes" in w

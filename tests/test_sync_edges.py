@@ -1,7 +1,7 @@
-"""Sync at its edges: a folder that cannot be made, an accept_upstream that cannot be written (end
-to end: a real dim-desktop, a real dev gateway, real folders, a read-only tmpfs, the immutable
-attribute; root, as CI has), and the watcher's scan steps over big files and its progress
-(in-process: the real watcher under a real supervisor)."""
+"""Sync at its edges: a folder that cannot be made, an accept_upstream that cannot be
+written (end to end: a real dim-desktop, a real dev gateway, real folders, a read-only
+tmpfs, the immutable attribute; root, as CI has), and the watcher's scan steps over big
+files and its progress (in-process: the real watcher under a real supervisor)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import pytest
 from apphelpers import App, InvokeError, wait_until
 from diskhelpers import immutable, small_disk
+from faulty_watcher import FaultyWatcher, WatcherFaults
 from synchelpers import failed, new_session, start, status, upstream
 from treehelpers import supervised
 
@@ -18,6 +19,7 @@ from dim_actors.kernel.supervisor import ChildSpec
 from dim_actors.messages import LocalChanges, WatchFolder
 from dim_actors.sync import watcher as watcher_mod
 from dim_actors.sync.hashing import file_hash
+from dim_actors.sync.wiring import WatcherMemory
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def refusal(app: App, sid: str, folder: str) -> dict:
     return e.value.body["error"]
 
 
-# --- start_sync on a folder that cannot be made or read ---------------------------------------------------------
+# --- start_sync on a folder that cannot be made or read -------------------------------
 
 
 def test_start_sync_on_a_folder_that_cannot_be_made_is_refused_in_words(
@@ -60,7 +62,7 @@ def test_start_sync_on_a_folder_that_cannot_be_made_is_refused_in_words(
     assert app.status()["journal"]["restarts"] == 0
 
 
-# --- accept_upstream whose write fails ------------------------------------------------------------------------------
+# --- accept_upstream whose write fails ------------------------------------------------
 
 
 def agent_write(gw: BackgroundGateway, sid: str, path: str, data: bytes) -> None:
@@ -74,7 +76,8 @@ def conflicts(app: App, sid: str) -> list[str]:
 def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_restart(
     gw, tmp_path
 ):
-    # We run as root, which permission bits do not stop: the immutable attribute does (EPERM).
+    # We run as root, which permission bits do not stop: the immutable attribute does
+    # (EPERM).
     home = tmp_path / "home"
     home.mkdir()
     folder = tmp_path / "sync"
@@ -125,7 +128,8 @@ def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_rest
             )
             assert conflicts(app, sid) == ["locked/notes.md"]
             assert (locked / "notes.md").read_text() == "local notes\n"
-        # the user chooses again, and now it is written; the local content never went upstream
+        # the user chooses again, and now it is written; the local content never went
+        # upstream
         app.invoke(
             "resolve_conflict",
             sessionId=sid,
@@ -149,7 +153,7 @@ def test_accept_upstream_that_cannot_be_written_keeps_the_conflict_across_a_rest
         app.stop()
 
 
-# --- the watcher's steps when files are big --------------------------------------------------------------------------
+# --- the watcher's steps when files are big -------------------------------------------
 
 
 class TimedWatcher(watcher_mod.Watcher):
@@ -177,7 +181,7 @@ def test_a_scan_step_of_big_files_ends_near_its_deadline(tmp_path, monkeypatch):
     TimedWatcher.steps = []
     with supervised(
         tmp_path,
-        [ChildSpec("watcher", TimedWatcher)],
+        [ChildSpec("watcher", TimedWatcher, wiring=WatcherMemory())],
         ["watcher", "journal"],
         period_s=30.0,
     ) as tree:
@@ -198,8 +202,9 @@ def test_a_scan_step_of_big_files_ends_near_its_deadline(tmp_path, monkeypatch):
             what="the scan's listing",
         )
     assert len(listing) == 40
-    # A step ends at the first file read past its deadline: over it by one file's hash at most
-    # (a few allowed for a loaded machine), not by the whole folder's (40 of them).
+    # A step ends at the first file read past its deadline: over it by one file's hash
+    # at most (a few allowed for a loaded machine), not by the whole folder's (40 of
+    # them).
     assert max(TimedWatcher.steps) < step_s + 5 * one + 0.1, (TimedWatcher.steps, one)
 
 
@@ -209,12 +214,14 @@ def _timed(fn) -> float:
     return time.monotonic() - t
 
 
-# --- the scan's progress is the first look's only -----------------------------------------------------------------
+# --- the scan's progress is the first look's only -------------------------------------
 
 
-class ProgressWatcher(watcher_mod.Watcher):
-    """The real watcher, noting at each scan step how many listings it has sent and whether a scan's
-    progress is shown."""
+class ProgressWatcher(FaultyWatcher):
+    """The real watcher, noting at each scan step how many listings it has sent and
+    whether a scan's progress is shown; a folder named sub counts as unwatched."""
+
+    faults = WatcherFaults(unwatched="sub")
 
     seen: list[tuple[int, bool]] = []
     listings = 0
@@ -231,9 +238,8 @@ class ProgressWatcher(watcher_mod.Watcher):
 
 
 def test_only_the_first_look_at_a_folder_shows_scan_progress(tmp_path, monkeypatch):
-    # A folder polled (a folder counts as unwatched) is rescanned at every poll: those rescans are
-    # not the first look, and the panel does not show them as one.
-    monkeypatch.setenv("DIM_SYNC_FAULTS", "unwatched=sub")
+    # A folder polled (a folder counts as unwatched) is rescanned at every poll: those
+    # rescans are not the first look, and the panel does not show them as one.
     monkeypatch.setattr(watcher_mod, "STEP_FILES", 5)
     monkeypatch.setattr(watcher_mod, "POLL_S", 0.1)
     folder = tmp_path / "f"
@@ -243,7 +249,7 @@ def test_only_the_first_look_at_a_folder_shows_scan_progress(tmp_path, monkeypat
     ProgressWatcher.seen, ProgressWatcher.listings = [], 0
     with supervised(
         tmp_path,
-        [ChildSpec("watcher", ProgressWatcher)],
+        [ChildSpec("watcher", ProgressWatcher, wiring=WatcherMemory())],
         ["watcher", "journal"],
         period_s=30.0,
     ) as tree:

@@ -1,9 +1,10 @@
-"""Per-item failures in sync, end to end: a real dim-desktop, a real dev gateway writing through
-run_turn /write, a real folder (a small tmpfs where the disk must fill up).
+"""Per-item failures in sync, end to end: a real dim-desktop, a real dev gateway writing
+through run_turn /write, a real folder (a small tmpfs where the disk must fill up).
 
-A name that cannot be represented, a name too long, a full disk, a file too large: that item is
-listed in sync_status.failed with its reason, the rest syncs, the app never exits, and an upstream
-change that could not be written is never acknowledged as done (it arrives once it can).
+A name that cannot be represented, a name too long, a full disk, a file too large: that
+item is listed in sync_status.failed with its reason, the rest syncs, the app never
+exits, and an upstream change that could not be written is never acknowledged as done
+(it arrives once it can).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def alive(app: App) -> None:
     )
 
 
-# --- case 1: a local name that is not valid UTF-8 -----------------------------------------------------------
+# --- case 1: a local name that is not valid UTF-8 -------------------------------------
 
 
 def test_local_name_not_utf8_is_a_failed_item_and_the_rest_syncs(app, tmp_path):
@@ -80,7 +81,7 @@ def test_local_name_not_utf8_is_a_failed_item_and_the_rest_syncs(app, tmp_path):
     alive(app)
 
 
-# --- case 2: an upstream name over 255 bytes ------------------------------------------------------------------
+# --- case 2: an upstream name over 255 bytes ------------------------------------------
 
 
 def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
@@ -110,8 +111,8 @@ def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
     # never acknowledged as done: the cursor stays before the first failed change
     assert st["lastSequence"] < min(f["sequence"] for f in items.values()), st
     assert (folder / "after.txt").read_text() == "four"
-    # a new connection process: the link catches up from the acknowledged point and offers the
-    # failed changes again; they stay failed, counted once
+    # a new connection process: the link catches up from the acknowledged point and
+    # offers the failed changes again; they stay failed, counted once
     out = app.dimctl("restart", "connection")
     assert out.returncode == 0, out.stderr
     run_script(app, sid, "/write mid.txt five")
@@ -119,8 +120,8 @@ def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
         lambda: (folder / "mid.txt").is_file(), 60, what="a file after the restart"
     )
     assert set(failed(app, sid)) == {long_name, f"dir/{long_name}"}
-    # the agent renames one to a name that fits and deletes the other: no failure is left, and the
-    # acknowledgement moves past both
+    # the agent renames one to a name that fits and deletes the other: no failure is
+    # left, and the acknowledgement moves past both
     run_script(
         app,
         sid,
@@ -142,7 +143,7 @@ def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
     alive(app)
 
 
-# --- case 9: the sync folder's disk fills up ---------------------------------------------------------------------
+# --- case 9: the sync folder's disk fills up ------------------------------------------
 
 
 def blob(i: int, size: int = 200_000) -> str:
@@ -162,7 +163,8 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
         sid = new_session(app)
         folder = tmpfs / "sync"
         start(app, sid, folder)
-        # about 500 KB left: two or three of five 200 KB files fit, the rest cannot be written
+        # about 500 KB left: two or three of five 200 KB files fit, the rest cannot be
+        # written
         filler = fill(tmpfs, leave=500_000)
         run_script(app, sid, "\n".join(f"/write f{i}.txt {blob(i)}" for i in range(5)))
         wait_until(
@@ -197,13 +199,15 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
             assert (folder / f"f{i}.txt").read_text() == blob(i)
         wait_until(lambda: not failed(app, sid), 30, what="no failures left")
 
-        # full again, and the app restarted meanwhile: the failed changes were never acknowledged
+        # full again, and the app restarted meanwhile: the failed changes were never
+        # acknowledged
         filler = fill(tmpfs, leave=300_000)
         run_script(app, sid, "\n".join(f"/write g{i}.txt {blob(i)}" for i in range(3)))
         wait_until(lambda: failed(app, sid), 60, what="a failure")
         app.invoke("stop_sync", sessionId=sid)
         start(app, sid, folder)
-        # One status for both checks: a retry may succeed between two asks (a write that now fits).
+        # One status for both checks: a retry may succeed between two asks (a write that
+        # now fits).
         st = wait_until(
             lambda: (
                 (s := status(app, sid))["failed"]
@@ -229,7 +233,8 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
             what="a clean status",
         )
 
-        # below the floor (1% of this small disk): sync pauses, saying why, and resumes by itself
+        # below the floor (1% of this small disk): sync pauses, saying why, and resumes
+        # by itself
         filler = fill(tmpfs)
         wait_until(
             lambda: status(app, sid)["state"] == "paused",
@@ -265,7 +270,8 @@ def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_free
 def test_a_folder_that_refuses_writes_fails_its_items_until_it_takes_them(
     app, tmp_path
 ):
-    # We run as root, which permission bits do not stop: the immutable attribute does (EPERM).
+    # We run as root, which permission bits do not stop: the immutable attribute does
+    # (EPERM).
     sid = new_session(app)
     folder = tmp_path / "sync"
     start(app, sid, folder)
@@ -288,8 +294,8 @@ def test_a_folder_that_refuses_writes_fails_its_items_until_it_takes_them(
             60,
             what="the write tried again",
         )
-    # Warned about once; its retries failing the same way are not (a read-only folder of many
-    # files would flood the log).
+    # Warned about once; its retries failing the same way are not (a read-only folder of
+    # many files would flood the log).
     log = (
         (app.home / "logs" / "dim-desktop.log").read_text(errors="replace").splitlines()
     )
@@ -305,7 +311,7 @@ def test_a_folder_that_refuses_writes_fails_its_items_until_it_takes_them(
     alive(app)
 
 
-# --- case 17: .git however a disk spells it; portable modes ----------------------------------------------------
+# --- case 17: .git however a disk spells it; portable modes ---------------------------
 
 
 def test_upstream_git_spellings_are_refused_and_modes_are_portable(app, gw, tmp_path):
@@ -375,7 +381,8 @@ def test_upstream_git_spellings_are_refused_and_modes_are_portable(app, gw, tmp_
         "plain.txt": 0o644,
         ".github/ci.yml": 0o644,
     }, modes
-    # Folders it makes for the user follow the user's umask (the app's own is 077, for DIM_HOME).
+    # Folders it makes for the user follow the user's umask (the app's own is 077, for
+    # DIM_HOME).
     user_mode = 0o777 & ~user_umask_of_this_process()
     assert {f: (folder / f).stat().st_mode & 0o777 for f in (".", ".github")} == {
         ".": user_mode,
@@ -390,7 +397,7 @@ def user_umask_of_this_process() -> int:
     return current
 
 
-# --- case 13: a file too large; names the workspace cannot hold ---------------------------------------------------
+# --- case 13: a file too large; names the workspace cannot hold -----------------------
 
 
 def test_too_large_and_unholdable_names_are_failed_items_and_large_files_stream(
@@ -464,9 +471,10 @@ def test_a_large_local_file_goes_up_in_pieces_without_being_held_whole(app, tmp_
     pid = app.status()["connection"]["pid"]
 
     def peak() -> int:  # the connection process's peak resident memory, in bytes
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM")
 
     before = peak()

@@ -1,10 +1,11 @@
-"""Local sync without a replication endpoint: the read-only mirror (docs/sync.md, "Without a
-replication endpoint: the mirror").
+"""Local sync without a replication endpoint: the read-only mirror (docs/sync.md,
+"Without a replication endpoint: the mirror").
 
-Three layers: the mirror's decisions (pure functions, by tables); a replication Link in this
-process against a real dev gateway in its reference profile (no /replicate), which must switch to
-the mirror and hand up what a Link hands up; and the whole app, a real folder and the same
-gateway: the workspace mirrored, live changes followed, local edits kept here and never sent.
+Three layers: the mirror's decisions (pure functions, by tables); a replication Link in
+this process against a real dev gateway in its reference profile (no /replicate), which
+must switch to the mirror and hand up what a Link hands up; and the whole app, a real
+folder and the same gateway: the workspace mirrored, live changes followed, local edits
+kept here and never sent.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ from dim_actors.messages import (
     WriteBackItem,
     WriteBackOutcome,
 )
-from dim_actors.sync.journal import MIRROR_NOTE
+from dim_actors.sync.status import MIRROR_NOTE
 
-WAIT = 30.0  # s: how long to wait for a condition before calling it a failure (not how long it takes)
+# s: how long to wait for a condition before calling it a failure (not how long it
+# takes)
+WAIT = 30.0
 
 
 def sha(data: bytes) -> str:
@@ -67,7 +70,7 @@ def sha(data: bytes) -> str:
 HA, HB, HC = sha(b"a"), sha(b"b"), sha(b"c")
 
 
-# --- the decisions, by tables ----------------------------------------------------------------------------
+# --- the decisions, by tables ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -107,7 +110,8 @@ def _entry(
 
 
 LISTING_CASES = [
-    # (name, prev, files, offers as (path, iteration, hash, synthetic), unhashed paths, problems count)
+    # (name, prev, files, offers as (path, iteration, hash, synthetic), unhashed paths,
+    # problems count)
     (
         "first listing",
         {},
@@ -287,10 +291,12 @@ def test_fold_renames():
         other,
         Offer("new", Known(1, HA), "old", renamedFromIteration=3),
     ]
-    # the new half alone (its deletion came in an earlier batch), or a deletion alone: as they are
+    # the new half alone (its deletion came in an earlier batch), or a deletion alone:
+    # as they are
     assert fold_renames([made]) == [made]
     assert fold_renames([gone, other]) == [gone, other]
-    # a rename whose old path is written again after it is deleted: that deletion is not the rename's
+    # a rename whose old path is written again after it is deleted: that deletion is not
+    # the rename's
     again = Offer("old", Known(4, HC))
     assert fold_renames([gone, again, made]) == [gone, again, made]
 
@@ -334,13 +340,18 @@ def test_offer_from_content(prev, u, answered, data, expected):
 
 def test_fetch_requests():
     latest = {"a": Known(3, HA), "b": Known(2, HB), "c": Known(7, HC, synthetic=True)}
-    read = lambda p: {"type": "read_file", "sessionId": "s", "path": p}  # noqa: E731
-    at = lambda p, i: {
-        "type": "file_at_iteration",
-        "sessionId": "s",
-        "path": p,
-        "iteration": i,
-    }
+
+    def read(p):
+        return {"type": "read_file", "sessionId": "s", "path": p}
+
+    def at(p, i):
+        return {
+            "type": "file_at_iteration",
+            "sessionId": "s",
+            "path": p,
+            "iteration": i,
+        }
+
     assert fetch_requests("s", HA, latest, [("a", 3, False)]) == [read("a"), at("a", 3)]
     # b has moved on from HA: only its old iteration can give it
     assert fetch_requests("s", HA, latest, [("b", 1, False), ("a", 3, False)]) == [
@@ -428,7 +439,7 @@ def test_endpoint_missing(status, body, missing):
     assert endpoint_missing(status, body) is missing
 
 
-# --- a Link against a real gateway ----------------------------------------------------------------------
+# --- a Link against a real gateway ----------------------------------------------------
 
 
 class Controls:
@@ -505,7 +516,8 @@ def note_for(
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
-    # the reference profile: no /replicate, no `authenticated` pushed; the gateway's real rate limit
+    # the reference profile: no /replicate, no `authenticated` pushed; the gateway's
+    # real rate limit
     with BackgroundGateway(
         profile=REFERENCE, data_dir=tmp_path_factory.mktemp("ref-gw")
     ) as g:
@@ -619,7 +631,8 @@ def test_link_mirrors_a_gateway_without_replicate(ref, tmp_path):
             sha(b"hello again"),
         )
 
-        # nothing is written upstream: a write-back is answered here, kept pending by the journal
+        # nothing is written upstream: a write-back is answered here, kept pending by
+        # the journal
         link.put(
             SendWriteBack(
                 sessionId=sid,
@@ -736,8 +749,9 @@ def test_mirror_authenticates_when_the_gateway_requires_it(tmp_path):
 
 
 def test_mirror_paces_its_requests_under_the_gateways_rate_limit(ref, tmp_path):
-    """60 files to read, against the gateway's own limit of 60 messages in 10 s per connection: the
-    mirror spends at most 50 in any 10 s, so it is never refused, and every file arrives."""
+    """60 files to read, against the gateway's own limit of 60 messages in 10 s per
+    connection: the mirror spends at most 50 in any 10 s, so it is never refused, and
+    every file arrives."""
     sid = gw_session(ref)
     files = {f"f/{i:03}.txt": f"file {i}\n".encode() * 50 for i in range(60)}
     for path, data in files.items():
@@ -790,15 +804,16 @@ def test_mirror_slows_down_for_a_gateway_with_a_lower_limit(tmp_path):
             link.stop()
 
 
-# --- the whole app ------------------------------------------------------------------------------------
+# --- the whole app --------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def mapp(ref, tmp_path_factory):
     a = App(tmp_path_factory.mktemp("dim-home"), ["--gateway", ref.url])
     a.wait_connected()
-    # The app's own connection joins this session first, and every test's after it: the mirror's
-    # connection is then the only one joined to a test's session alone (cut_off_mirror).
+    # The app's own connection joins this session first, and every test's after it: the
+    # mirror's connection is then the only one joined to a test's session alone
+    # (cut_off_mirror).
     sid = a.invoke("create_session", agentType="echo")["session"]["id"]
     a.invoke("join_session", sessionId=sid)
     yield a
@@ -826,9 +841,9 @@ def has(folder: Path, path: str, data: bytes) -> bool:
 def cut_off_mirror(
     gw: BackgroundGateway, sid: str, meanwhile: Callable[[Any], Any]
 ) -> None:
-    """End the mirror's connection so that what `meanwhile` does upstream never reaches it as an
-    event: nothing more is sent to it, `meanwhile` runs, then its socket is cut. Only the next
-    listing can tell it."""
+    """End the mirror's connection so that what `meanwhile` does upstream never reaches
+    it as an event: nothing more is sent to it, `meanwhile` runs, then its socket is
+    cut. Only the next listing can tell it."""
 
     async def run(g):
         mirrors = [c for c in g.connections if c.sessions == {sid}]
@@ -934,7 +949,8 @@ def test_local_edits_stay_local_and_an_upstream_change_goes_beside_them(
         {"path": "mine.txt", "deleted": False},
     ]
 
-    # upstream moves on under the local edit: its version goes beside it; the local file stays
+    # upstream moves on under the local edit: its version goes beside it; the local file
+    # stays
     agent_write(ref, sid, "a.txt", b"agent v2")
     wait_until(
         lambda: has(folder, "a.upstream-2.txt", b"agent v2"),
@@ -948,8 +964,9 @@ def test_local_edits_stay_local_and_an_upstream_change_goes_beside_them(
         ("a.txt", "agent v2", "my edit")
     ]
     assert (st["pendingWrites"], st["heldWrites"], st["mode"]) == (2, 1, "mirror")
-    # a later agent write reaches the folder (the link is alive, ticks have passed), and still
-    # nothing local has gone up: upstream is as the agent left it, visible with read_file
+    # a later agent write reaches the folder (the link is alive, ticks have passed), and
+    # still nothing local has gone up: upstream is as the agent left it, visible with
+    # read_file
     agent_write(ref, sid, "later.txt", b"later")
     wait_until(lambda: has(folder, "later.txt", b"later"), what="a later agent write")
     assert (
@@ -977,13 +994,15 @@ def test_deletions_while_disconnected_or_stopped_are_found(mapp, ref, tmp_path):
         what="the files on disk",
     )
 
-    # the mirror's connection is cut; a.txt is deleted meanwhile: the next listing finds it gone
+    # the mirror's connection is cut; a.txt is deleted meanwhile: the next listing finds
+    # it gone
     cut_off_mirror(ref, sid, lambda g: g.sessions[sid].workspace.delete("a.txt"))
     wait_until(
         lambda: not (folder / "a.txt").exists(),
         what="the deletion found by the listing",
     )
-    # stopped, b.txt deleted upstream, started again: the last listing, kept on disk, tells
+    # stopped, b.txt deleted upstream, started again: the last listing, kept on disk,
+    # tells
     mapp.invoke("stop_sync", sessionId=sid)
     agent_delete(ref, sid, "b.txt")
     start(mapp, sid, folder)
@@ -1058,9 +1077,9 @@ def test_two_way_sync_is_unchanged_where_replicate_exists(tmp_path):
 
 
 def test_a_gateway_that_gains_replicate_turns_the_mirror_two_way(tmp_path):
-    """The same gateway (same address, same data) restarted with /replicate: the mirror's next
-    reconnect finds the endpoint, the sync goes two-way, and the local edit kept meanwhile is sent,
-    based on the iteration it was made on."""
+    """The same gateway (same address, same data) restarted with /replicate: the
+    mirror's next reconnect finds the endpoint, the sync goes two-way, and the local
+    edit kept meanwhile is sent, based on the iteration it was made on."""
     port, data = free_port(), tmp_path / "gw"
     (tmp_path / "home").mkdir()
     ref = BackgroundGateway(profile=REFERENCE, port=port, data_dir=data).start()

@@ -1,4 +1,5 @@
-"""The pure rules of sync about names, modes, errors and space (dim_actors/sync/paths.py, journal.py), by tables."""
+"""The pure rules of sync about names, modes, errors and space
+(dim_actors/sync/paths.py, journal.py), by tables."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 
 from dim_actors.messages import LocalFile
 from dim_actors.sync.ignore import is_noise
-from dim_actors.sync.journal import failure_log_level, free_space_floor, retry_delay
 from dim_actors.sync.paths import (
     UnsafePath,
     check_relative,
@@ -23,6 +23,7 @@ from dim_actors.sync.paths import (
     os_error_reason,
     portable_mode,
 )
+from dim_actors.sync.reconcile import failure_log_level, free_space_floor, retry_delay
 from dim_actors.sync.watcher import _outgoing, _unwire_rel, _wire_rel
 
 MiB = 1 << 20

@@ -1,4 +1,5 @@
-"""The dev gateway's replication endpoint (/replicate), over a real socket, speaking the wire protocol."""
+"""The dev gateway's replication endpoint (/replicate), over a real socket, speaking the
+wire protocol."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dim_actors.devgateway import BackgroundGateway
 from dim_actors.messages import ReplicationState, StartReplication
 from dim_actors.wire import replication as wire
 
-# A socket's timeout here is how long to wait for the gateway's next frame (a condition), not how
-# long it should take: generous, for a loaded machine (2 shared cores, other suites running).
+# A socket's timeout here is how long to wait for the gateway's next frame (a
+# condition), not how long it should take: generous, for a loaded machine (2 shared
+# cores, other suites running).
 WAIT_S = 60
 
 
@@ -132,7 +134,8 @@ def test_catchup_live_notifications_and_content_fetch(gw, client):
     r.send(wire.ContentFetchRequest(contentHash="0" * 64))
     assert isinstance(r.until(wire.ContentNotFound)[-1], wire.ContentNotFound)
 
-    # a rename is one notification; a resume from the last sequence sees only what came after
+    # a rename is one notification; a resume from the last sequence sees only what came
+    # after
     agent(client, sid, "/rename a.txt c.txt")
     renamed = r.until(wire.Notification)[-1]
     assert (renamed.filepath, renamed.renamedFrom, renamed.renamedFromIteration) == (
@@ -334,7 +337,7 @@ def test_every_replica_sees_agent_writes_and_each_others_write_backs(gw, client)
     b.close()
 
 
-# --- the connection process's side: a Link ------------------------------------------------------------
+# --- the connection process's side: a Link --------------------------------------------
 
 
 class Controls:
@@ -351,9 +354,10 @@ class Controls:
 
 
 def test_a_stopped_link_whose_connect_completes_late_reports_nothing_more(tmp_path):
-    """StopReplication while the link's handshake is under way (start_sync stops and starts a
-    session's link; a loaded gateway answers the handshake late): the old link's reader finishes the
-    connect after the stop, and must not report "connected" (or anything) over the new link's state."""
+    """StopReplication while the link's handshake is under way (start_sync stops and
+    starts a session's link; a loaded gateway answers the handshake late): the old
+    link's reader finishes the connect after the stop, and must not report "connected"
+    (or anything) over the new link's state."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     got_request = threading.Event()

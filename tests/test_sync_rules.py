@@ -1,4 +1,5 @@
-"""The sync rules that need no process: what is noise, .gitignore matching, path confinement, echoes."""
+"""The sync rules that need no process: what is noise, .gitignore matching, path
+confinement, echoes."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from dim_actors.sync.paths import UnsafePath, confined
         ".dim-0a1b2c.tmp",
         "app.upstream-3.py",
         "Makefile.upstream-12",
-        # vim: a buffer with no name, a dotfile's swap, the later swap names, the 8.3 probe
+        # vim: a buffer with no name, a dotfile's swap, the later swap names, the 8.3
+        # probe
         ".swp",
         "..bashrc.swp",
         ".app.py.swn",
@@ -90,7 +92,8 @@ def test_conflict_copy_names():
 
 def test_gitignore_rules(tmp_path):
     (tmp_path / ".gitignore").write_text(
-        "# comment\n*.log\n!keep.log\nbuild/\n/only-root.txt\ndocs/**/*.tmp\n**/cache\nnode_modules\n\\#hash\n"
+        "# comment\n*.log\n!keep.log\nbuild/\n/only-root.txt\ndocs/**/*.tmp\n**/cache\n"
+        "node_modules\n\\#hash\n"
     )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub/.gitignore").write_text("local.txt\n!*.log\n")
@@ -142,6 +145,57 @@ def test_extra_ignore_patterns_are_read_like_a_root_gitignore_below_it_in_preced
     assert not g.ignored("src/app.py") and not GitIgnore(tmp_path).ignored("debug.log")
 
 
+# (.gitignore files by folder, sync_extra_ignore, path, ignored?), each as `git status`
+# has it
+GIT_SEMANTICS = [
+    # where our own matcher differed from git
+    ({"": "a/**b\n"}, [], "a/x/yb", False),  # "**" not between slashes is a plain "*"
+    ({"": "a/**b\n"}, [], "a/yb", True),
+    ({"": "\\!imp\n"}, [], "!imp", True),  # an escaped "!" is a literal, not a negation
+    ({"": "a[/]b\n"}, [], "a/b", False),  # a bracket never matches "/"
+    (
+        {"": "foo\\\n*.log\n"},
+        [],
+        "foo\\",
+        False,
+    ),  # a trailing backslash: the line is void
+    ({"": "foo\\\n*.log\n"}, [], "x.log", True),  # ... and only that line
+    # git's idioms, kept
+    ({"": "*\n!*/\n!*.py\n"}, [], "src/a.py", False),
+    ({"": "*\n!*/\n!*.py\n"}, [], "src/a.c", True),
+    ({"": "d/**\n!d/k\n"}, [], "d/k", False),  # d/** matches what is in d, not d
+    ({"": "d/**\n!d/k\n"}, [], "d/x", True),
+    ({"": "build/\n!build/keep.txt\n"}, [], "build/keep.txt", True),  # git skips build
+    ({"": "/*\n!/foo\n/foo/*\n!/foo/bar\n"}, [], "foo/bar/y", False),
+    ({"": "/*\n!/foo\n/foo/*\n!/foo/bar\n"}, [], "foo/x", True),
+    ({"": "*.o\n!/lib/*.o\n"}, [], "lib/x/a.o", True),
+    ({"": "*.o\n!/lib/*.o\n"}, [], "lib/a.o", False),
+    ({"": "tmp\n!tmp/\n"}, [], "tmp/a", False),
+    ({"": "**/logs/*.log\n"}, [], "x/logs/y/a.log", False),
+    ({"": "a/*/b\n"}, [], "a/x/y/b", False),
+    # across .gitignore files: a deeper one's "!folder/" re-includes the folder, not its
+    # files
+    ({"": "*.log\n", "sub": "!logs/\n"}, [], "sub/logs/a.log", True),
+    (
+        {"": "secret/\n", "sub": "!x\n"},
+        [],
+        "sub/secret/x",
+        True,
+    ),  # its folder is hidden
+    ({"": "*\n!a/\n", "a": "!b\n"}, [], "a/b", False),
+    ({"": "", "src": "*.py\n"}, ["!keep.py", "*.c"], "src/keep.py", True),
+    ({"": "!x.c\n"}, ["*.c"], "x.c", False),
+]
+
+
+@pytest.mark.parametrize("files, extra, path, ignored", GIT_SEMANTICS)
+def test_gitignore_follows_git(tmp_path, files, extra, path, ignored):
+    for folder, text in files.items():
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / ".gitignore").write_text(text)
+    assert GitIgnore(tmp_path, extra).ignored(path) is ignored
+
+
 def test_default_folders_are_safe_names_under_sync_root(tmp_path):
     assert folder_name("fix: a/b\\c") == "fix- a-b-c"
     assert (
@@ -160,7 +214,8 @@ def test_default_folders_are_safe_names_under_sync_root(tmp_path):
     )
     assert default_folder(root, "1234567890", None, set()) == tmp_path / "1234567890"
     assert default_folder(root, "1234567890", "..", set()) == tmp_path / "1234567890"
-    # sessions share names ("New session"): a folder already synced by another gets the id added
+    # sessions share names ("New session"): a folder already synced by another gets the
+    # id added
     taken = {str(tmp_path / "New session")}
     assert (
         default_folder(root, "abcdef123456", "New session", taken)
@@ -225,7 +280,8 @@ def test_echo_set_remembers_its_last_write_for_the_leak_counter():
     echoes = EchoSet(ttl_s=5)
     echoes.add("/f/a", "h1")
     assert echoes.consume("/f/a", "h1")
-    # consumed, yet the same state seen again is still our write: reported, it would be a leak
+    # consumed, yet the same state seen again is still our write: reported, it would be
+    # a leak
     assert echoes.wrote("/f/a", "h1") and not echoes.wrote("/f/a", "h2")
     echoes.forget(
         "/f/a"

@@ -1,11 +1,13 @@
-"""Sync of a big folder: long work goes in bounded steps, and what is declared hung lets go.
+"""Sync of a big folder: long work goes in bounded steps, and what is declared hung lets
+go.
 
-* end to end: a real dim-desktop with a low hang timeout syncs a folder of 10,000 files to a real dev
-  gateway; every file arrives, no actor is restarted, and sync_status answers while the scan runs,
-  showing how far it has come;
-* in-process: a real supervisor and the real journal on a real SQLite file; the first instance stalls
-  in the middle of a step while it holds the database's write lock, is declared hung and replaced;
-  its successor is not blocked by it (it writes once the old one reaches its next step boundary).
+* end to end: a real dim-desktop with a low hang timeout syncs a folder of 10,000 files
+  to a real dev gateway; every file arrives, no actor is restarted, and sync_status
+  answers while the scan runs, showing how far it has come;
+* in-process: a real supervisor and the real journal on a real SQLite file; the first
+  instance stalls in the middle of a step while it holds the database's write lock, is
+  declared hung and replaced; its successor is not blocked by it (it writes once the old
+  one reaches its next step boundary).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dim_actors.kernel.supervisor import CheckHealth, ChildSpec, Status
 from dim_actors.messages import JournalRecord, LocalChanges, LocalFile, SyncCommand
 from dim_actors.sync import journal as journal_mod
 from dim_actors.sync import watcher as watcher_mod
+from dim_actors.sync.wiring import WatcherMemory
 
 FILES = 10_000
 
@@ -33,8 +36,8 @@ def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):
     folder = tmp_path / "big"
     make_tree(folder, FILES)
     home = tmp_path / "home"
-    # Low enough that the whole scan in one message is declared hung on this machine (it was: the
-    # the watcher's, over 2 s for 10,000 files), high enough for any one step.
+    # Low enough that the whole scan in one message is declared hung on this machine (it
+    # was: the watcher's, over 2 s for 10,000 files), high enough for any one step.
     write_settings(home, "hang_timeout_s = 2.0\n")
     with BackgroundGateway(rate_limit=100_000, data_dir=tmp_path / "gateway") as gw:
         app = App(home, ["--gateway", gw.url])
@@ -84,7 +87,8 @@ def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):
             rows = app.invoke("actor_status")
             assert {r["name"]: r["restarts"] for r in rows if r["restarts"]} == {}, rows
             assert not [r for r in rows if "hung" in (r.get("lastError") or "")], rows
-            # progress was visible while the scan ran, and sync_status never waited behind it
+            # progress was visible while the scan ran, and sync_status never waited
+            # behind it
             assert seen, "sync_status never showed the scan under way"
             assert {s["phase"] for s in seen} <= {"listing", "indexing"}
             indexing = [s for s in seen if s["phase"] == "indexing"]
@@ -96,12 +100,13 @@ def test_a_big_folder_syncs_in_steps_without_a_hang(tmp_path):
             app.stop()
 
 
-# --- a superseded journal and its successor ---------------------------------------------------------------
+# --- a superseded journal and its successor -------------------------------------------
 
 
 class StallingJournal(journal_mod.Journal):
-    """The real journal, whose first instance stalls on a gate in the middle of its first step: at
-    that point it has written rows in that step's transaction, so it holds the write lock."""
+    """The real journal, whose first instance stalls on a gate in the middle of its
+    first step: at that point it has written rows in that step's transaction, so it
+    holds the write lock."""
 
     gate = threading.Event()
     stalled = threading.Event()
@@ -180,8 +185,9 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
     assert "hung" in j.stats.last_error
     old = StallingJournal.threads[0]
     assert old.is_alive()
-    # The successor writes while the old instance still holds the write lock: it waits (the busy
-    # timeout), and gets the lock once the old one, let go of, reaches its next step boundary.
+    # The successor writes while the old instance still holds the write lock: it waits
+    # (the busy timeout), and gets the lock once the old one, let go of, reaches its
+    # next step boundary.
     addresses.send(
         "test",
         "journal",
@@ -208,7 +214,8 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
         j.stats.last_error
     )  # no crash loop
     with sqlite3.connect(db, timeout=30) as conn:
-        # the stalled step was rolled back: none of its files were recorded by the old instance
+        # the stalled step was rolled back: none of its files were recorded by the old
+        # instance
         assert (
             conn.execute(
                 "SELECT COUNT(*) FROM changes WHERE path LIKE 'f%'"
@@ -220,7 +227,8 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
 @pytest.mark.parametrize(
     "case",
     [
-        # (files in the folder, most files a step may look at): the steps cover every file exactly once
+        # (files in the folder, most files a step may look at): the steps cover every
+        # file exactly once
         (0, 2000),
         (1, 2000),
         (1999, 2000),
@@ -242,9 +250,9 @@ def test_watcher_scan_steps_list_every_file_once(tmp_path, case, monkeypatch):
 
 
 def test_a_restarted_watcher_rescans_in_steps(tmp_path, monkeypatch):
-    # A new watcher rescans every folder it was watching. That whole scan ran inside on_start, which
-    # the supervisor gives 15 s: a big folder's made every new watcher "not started", again and again.
-    # Now on_start does one step at most.
+    # A new watcher rescans every folder it was watching. That whole scan ran inside
+    # on_start, which the supervisor gives 15 s: a big folder's made every new watcher
+    # "not started", again and again. Now on_start does one step at most.
     monkeypatch.setattr(watcher_mod, "STEP_FILES", 50)
     folder = tmp_path / "f"
     folder.mkdir()
@@ -260,17 +268,17 @@ def test_a_restarted_watcher_rescans_in_steps(tmp_path, monkeypatch):
 def _scan_listing(
     folder: Path, restarted: bool = False, handled: list[int] | None = None
 ) -> list[LocalFile]:
-    """Run a real Watcher under a real supervisor and return the listing its full scan sends:
-    asked with WatchFolder, or (restarted) as a new watcher finds the folder in what its
-    predecessor watched."""
-    extra: dict = {"sync_folders": {"s1": str(folder)}} if restarted else {}
+    """Run a real Watcher under a real supervisor and return the listing its full scan
+    sends: asked with WatchFolder, or (restarted) as a new watcher finds the folder in
+    what its predecessor watched."""
+    wanted = {"s1": str(folder)} if restarted else {}
+    wiring = WatcherMemory(folders=wanted)
     from dim_actors.messages import WatchFolder
 
     with supervised(
         folder.parent,
-        [ChildSpec("watcher", watcher_mod.Watcher)],
+        [ChildSpec("watcher", watcher_mod.Watcher, wiring=wiring)],
         ["watcher", "journal"],
-        extra,
         period_s=30.0,
     ) as tree:
         addresses = tree.addresses

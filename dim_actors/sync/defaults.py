@@ -1,4 +1,5 @@
-"""Default sync folders: <sync_root>/<the session's name (or id), made into a safe folder name>."""
+"""Default sync folders: <sync_root>/<the session's name (or id), made into a safe
+folder name>."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import re
 import unicodedata
 from pathlib import Path
 
-NAME_MAX_BYTES = (
-    120  # well under every filesystem's 255, room left for a "-<id>" suffix
-)
-# Path separators, control characters, and what Windows and macOS file managers refuse: a session
-# named "fix: a/b" must not become a path with a folder in it, or a name other tools choke on.
+# well under every filesystem's 255, room left for a "-<id>" suffix
+NAME_MAX_BYTES = 120
+# Path separators, control characters, and what Windows and macOS file managers refuse:
+# a session named "fix: a/b" must not become a path with a folder in it, or a name other
+# tools choke on.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 
 
@@ -30,8 +31,9 @@ def folder_name(text: str | None) -> str:
 def default_folder(
     sync_root: str, session_id: str, session_name: str | None, taken: set[str]
 ) -> Path:
-    """Where a session syncs by default. Sessions often share a name ("New session"): when the
-    name's folder is another session's sync folder already, the id's first 8 characters are added."""
+    """Where a session syncs by default. Sessions often share a name ("New session"):
+    when the name's folder is another session's sync folder already, the id's first 8
+    characters are added."""
     root = Path(os.path.expanduser(sync_root))
     ident = folder_name(session_id) or "session"
     name = folder_name(session_name)

@@ -1,8 +1,9 @@
 """Folders made for the user, in and up to a sync folder.
 
-The app runs with umask 077 so that DIM_HOME stays private (dim_actors/config/home.py); a sync folder is
-the user's own, opened in their editor and shared with their tools, so what we make there takes
-the mode the user's own umask gives (0755 under the usual 022), as their shell would.
+The app runs with umask 077 so that DIM_HOME stays private (dim_actors/config/home.py);
+a sync folder is the user's own, opened in their editor and shared with their tools, so
+what we make there takes the mode the user's own umask gives (0755 under the usual 022),
+as their shell would.
 """
 
 from __future__ import annotations

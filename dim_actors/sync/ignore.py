@@ -1,4 +1,5 @@
-"""Which local paths are never synced: editor noise, .git, our own files, and .gitignore rules."""
+"""Which local paths are never synced: editor noise, .git, our own files, and .gitignore
+rules."""
 
 from __future__ import annotations
 
@@ -6,20 +7,27 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
+from pathspec import GitIgnoreSpec, PathSpec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
 from dim_actors.sync.paths import is_git_name
 
-# Editors write these around a save; syncing them would be noise at best, a loop at worst.
+# Editors write these around a save; syncing them would be noise at best, a loop at
+# worst.
 _NOISE = re.compile(
     r"""(
-        \.(?:.*\.)?sw(?:[a-p]x?|x)          # vim swap files: always dot-prefixed (.x.swp, .x.swo, ...,
-                                           # .x.swpx, .x.swx probes; .swp for a buffer with no name)
+        \.(?:.*\.)?sw(?:[a-p]x?|x)          # vim swap files: always dot-prefixed
+                                           # (.x.swp, .x.swo, ..., .x.swpx, .x.swx
+                                           # probes; .swp for a buffer with no name)
       | .*~                                # ~ backups (vim writebackup, emacs)
       | \.\#.* | \#.*\#                    # emacs lock files, autosaves
       | .*___jb_(tmp|old)___               # JetBrains safe-write
       | sed(?=[a-z]{0,5}[A-Z0-9])[A-Za-z0-9]{6}
-                                           # sed -i's mkstemp file: six of [A-Za-z0-9], so at least one
-                                           # capital or digit tells it from a word (sedentary); one in
-                                           # (26/62)^6 ~ 0.5% is all lowercase and is not caught by name
+                                           # sed -i's mkstemp file: six of [A-Za-z0-9],
+                                           # so at least one capital or digit tells it
+                                           # from a word (sedentary); one in (26/62)^6
+                                           # ~ 0.5% is all lowercase and is not caught
+                                           # by name
       | \.goutputstream-.*                 # GLib's atomic save
       | \.DS_Store
       | \.dim-.*\.tmp                      # the materializer's own temp files
@@ -30,7 +38,8 @@ _NOISE = re.compile(
 
 
 def is_vim_probe(name: str) -> bool:
-    """vim checks it may write a folder by creating '4913' (then 5036, 5159, ... if taken)."""
+    """vim checks it may write a folder by creating '4913' (then 5036, 5159, ... if
+    taken)."""
     if not name.isdigit() or len(name) > 6:
         return False
     n = int(name)
@@ -47,7 +56,8 @@ def is_noise(rel: str) -> bool:
 
 
 def conflict_copy_name(rel: str, iteration: int) -> str:
-    """src/app.py -> src/app.upstream-7.py; Makefile -> Makefile.upstream-7; .bashrc -> .bashrc.upstream-7"""
+    """src/app.py -> src/app.upstream-7.py; Makefile -> Makefile.upstream-7; .bashrc ->
+    .bashrc.upstream-7"""
     p = PurePosixPath(rel)
     stem, dot, ext = p.name.rpartition(".")
     if not stem or not dot:  # no extension, or a dotfile such as .bashrc
@@ -57,101 +67,91 @@ def conflict_copy_name(rel: str, iteration: int) -> str:
     return str(p.with_name(name))
 
 
-# --- .gitignore ----------------------------------------------------------------------------------------
+# --- .gitignore -----------------------------------------------------------------------
 
 
-def _translate(pattern: str) -> str:
-    """A gitignore glob as a regex over '/'-separated paths."""
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                if i + 2 < n and pattern[i + 2] == "/":
-                    out.append("(?:.*/)?")
-                    i += 3
-                else:
-                    out.append(".*")
-                    i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find(
-                "]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^", "]") else i + 1
-            )
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body[:1] in ("!", "^"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+def _patterns(lines: list[str]) -> list[GitIgnoreSpecPattern]:
+    """git skips a line it cannot read (a trailing backslash, say) and keeps the others,
+    where pathspec would refuse the whole file."""
+    patterns = []
+    for line in lines:
+        try:
+            patterns.append(GitIgnoreSpecPattern(line))
+        except (ValueError, re.error):
+            continue
+    return [p for p in patterns if p.include is not None]  # comments and blank lines
 
 
-class Rule:
-    __slots__ = ("regex", "negate", "dir_only", "basename")
+class _IndexedSpec:
+    """Some of a file's patterns, last match wins; answers with the pattern's index in
+    the file."""
 
-    def __init__(self, line: str):
-        self.negate = line.startswith("!")
-        if self.negate:
-            line = line[1:]
-        self.dir_only = line.endswith("/")
-        line = line.rstrip("/")
-        anchored = "/" in line
-        line = line.lstrip("/")
-        self.basename = not anchored
-        self.regex = re.compile(
-            _translate(line) + r"(?:/.*)?" if line.endswith("/**") else _translate(line)
+    def __init__(self, patterns: list[GitIgnoreSpecPattern], picked: list[int]):
+        self.spec = PathSpec([patterns[i] for i in picked], backend="simple")
+        self.picked = picked
+
+    def check(self, path: str) -> tuple[bool | None, int]:
+        result = self.spec.check_file(path)
+        if result.index is None:
+            return None, -1
+        return result.include, self.picked[result.index]
+
+
+class _Rules:
+    """One .gitignore's patterns. A file is matched by pathspec's GitIgnoreSpec. A
+    folder is matched by the last pattern that names it, as git does: GitIgnoreSpec
+    ranks `*` above a later `!*/` for a folder, and has `d/**` match d itself, hiding
+    what a later `!d/keep` re-includes."""
+
+    def __init__(self, lines: list[str]):
+        patterns = _patterns(lines)
+        self.count = len(patterns)
+        self.files = GitIgnoreSpec(patterns, backend="simple")
+        folder_only = [_folder_only(p) for p in patterns]
+        # a folder is matched by name ("tmp", "*") and by folder patterns ("tmp/")
+        # against "tmp/"
+        self.by_name = _IndexedSpec(
+            patterns, [i for i, f in enumerate(folder_only) if not f]
+        )
+        self.as_folder = _IndexedSpec(
+            patterns, [i for i, f in enumerate(folder_only) if f]
         )
 
-    def matches(self, rel: str, is_dir: bool) -> bool:
-        if self.dir_only and not is_dir:
-            return False
-        subject = rel.rsplit("/", 1)[-1] if self.basename else rel
-        return self.regex.fullmatch(subject) is not None
+    def check(self, rel: str, is_dir: bool) -> tuple[bool | None, int]:
+        """Whether the last pattern matching `rel` ignores it (None: no pattern
+        matches), and that pattern's index (-1 for none)."""
+        if not is_dir:
+            result = self.files.check_file(rel)
+            return result.include, -1 if result.index is None else result.index
+        return max(
+            self.by_name.check(rel), self.as_folder.check(rel + "/"), key=lambda r: r[1]
+        )
 
 
-def parse_gitignore(text: str) -> list[Rule]:
-    rules = []
-    for raw in text.splitlines():
-        line = raw.rstrip("\r")
-        if not line.strip() or line.startswith("#"):
-            continue
-        if line.startswith("\\#") or line.startswith("\\!"):
-            line = line[1:]
-        stripped = line.rstrip(" ")
-        if stripped.endswith("\\") and len(stripped) < len(line):
-            stripped += " "  # an escaped trailing space stays
-        if stripped:
-            try:
-                rules.append(Rule(stripped))
-            except re.error:
-                continue
-    return rules
+def _folder_only(pattern: GitIgnoreSpecPattern) -> bool:
+    return str(pattern.pattern).rstrip(" ").endswith("/")
 
 
 class GitIgnore:
-    """The .gitignore files of a folder tree (the root's and every subfolder's), re-read when they
-    change, and `extra` patterns (the sync_extra_ignore setting). The extra patterns are read the
-    way git reads .git/info/exclude: relative to the root, and below every .gitignore in precedence
-    (a .gitignore's `!pattern` can re-include what they exclude)."""
+    """The .gitignore files of a folder tree (the root's and every subfolder's), re-read
+    when they change, and `extra` patterns (the sync_extra_ignore setting). The extra
+    patterns are read the way git reads .git/info/exclude: relative to the root, and
+    below every .gitignore in precedence (a .gitignore's `!pattern` can re-include what
+    they exclude).
+
+    The walk is git's: a path is checked against every .gitignore from the root down to
+    its folder (the deepest file's last matching pattern wins), and a folder that is
+    ignored hides everything below it."""
 
     def __init__(self, root: Path, extra: list[str] | tuple[str, ...] = ()):
         self.root = Path(root)
-        self.extra = parse_gitignore("\n".join(extra))
-        self._cache: dict[str, tuple[tuple[int, int, int], list[Rule]]] = {}
+        self.extra = list(extra)
+        self._extra_rules = _Rules(self.extra)
+        self._cache: dict[str, tuple[tuple[int, int, int], _Rules]] = {}
 
-    def _rules(self, directory: str) -> list[Rule]:
+    def _rules(self, directory: str) -> _Rules | None:
+        """The patterns that apply in `directory` ('' for the root), None when there are
+        none."""
         path = (
             self.root / directory / ".gitignore"
             if directory
@@ -161,45 +161,44 @@ class GitIgnore:
             st = os.stat(path)
         except OSError:
             self._cache.pop(directory, None)
-            return self.extra if not directory else []
-        # size and inode as well as mtime: an editor's save within the same mtime tick still counts
+            return (
+                self._extra_rules if not directory and self._extra_rules.count else None
+            )
+        # size and inode as well as mtime: an editor's save within the same mtime tick
+        # still counts
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self._cache.get(directory)
         if cached is None or cached[0] != key:
             try:
-                rules = parse_gitignore(path.read_text(errors="replace"))
+                lines = path.read_text(errors="replace").splitlines()
             except OSError:
-                rules = []
-            cached = self._cache[directory] = (
-                key,
-                self.extra + rules if not directory else rules,
-            )
-        return cached[1]
-
-    def _match(self, parts: list[str], is_dir: bool) -> bool:
-        ignored = False
-        for depth in range(
-            len(parts)
-        ):  # .gitignore files from the root down; the deepest, last rule wins
-            rules = self._rules("/".join(parts[:depth]))
-            if not rules:
-                continue
-            rel = "/".join(parts[depth:])
-            for rule in rules:
-                if rule.matches(rel, is_dir):
-                    ignored = not rule.negate
-        return ignored
+                lines = []
+            if not directory:
+                lines = [*self.extra, *lines]
+            cached = self._cache[directory] = (key, _Rules(lines))
+        return cached[1] if cached[1].count else None
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         parts = [p for p in rel.split("/") if p]
-        for i in range(1, len(parts) + 1):
-            # a folder that is ignored hides everything below it (git does not look inside)
-            if self._match(parts[:i], is_dir=i < len(parts) or is_dir):
+        # per .gitignore (by its folder's depth): the pattern that decided the parent
+        # path
+        parent_rule: dict[int, int] = {}
+        for end in range(1, len(parts) + 1):
+            as_dir = end < len(parts) or is_dir
+            ignored = False
+            for depth in range(end):  # from the root down: the deepest, last match wins
+                rules = self._rules("/".join(parts[:depth]))
+                if rules is None:
+                    continue
+                include, index = rules.check("/".join(parts[depth:end]), as_dir)
+                # pathspec also matches a path by a pattern that matched its folder; git
+                # asks of a path only the patterns that match it: its folders were
+                # decided above
+                inherited = index >= 0 and index == parent_rule.get(depth)
+                parent_rule[depth] = index
+                if include is not None and not inherited:
+                    ignored = include
+            if ignored:
+                # an ignored folder hides everything below it (git does not look inside)
                 return True
         return False
-
-
-def is_ignored(
-    rel: str, gitignore: GitIgnore | None = None, is_dir: bool = False
-) -> bool:
-    return is_noise(rel) or (gitignore is not None and gitignore.ignored(rel, is_dir))

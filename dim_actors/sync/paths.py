@@ -1,7 +1,9 @@
-"""Confining upstream paths to the sync folder, and what a name or a mode may be on this disk.
+"""Confining upstream paths to the sync folder, and what a name or a mode may be on this
+disk.
 
-Pure functions (tests/test_sync_names.py checks them by tables): which spellings are .git, which
-local names cannot be synced and why, what an upstream mode becomes, and an OSError in words.
+Pure functions (tests/test_sync_names.py checks them by tables): which spellings are
+.git, which local names cannot be synced and why, what an upstream mode becomes, and an
+OSError in words.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Literal
 
 from dim_actors.wire.limits import NAME_MAX
 
-# Code points HFS+ ignores when it compares names, so ".g\u200cit" is ".git" there (git's list).
+# Code points HFS+ ignores when it compares names, so ".g\u200cit" is ".git" there
+# (git's list).
 _HFS_IGNORABLE = dict.fromkeys(
     [
         0x200C,
@@ -41,8 +44,9 @@ class UnsafePath(ValueError):
 
 
 def is_git_name(name: str) -> bool:
-    """True for a name some file system takes for `.git`: any case (`.GIT`: case-insensitive disks),
-    HFS+'s ignorable code points inside it, NTFS's trailing dots and spaces (`.git.`, `.git `), an
+    """True for a name some file system takes for `.git`: any case (`.GIT`:
+    case-insensitive disks), HFS+'s ignorable code points inside it, NTFS's trailing
+    dots and spaces (`.git.`, `.git `), an
     alternate data stream (`.git::$INDEX_ALLOCATION`) and the 8.3 short name `git~1`."""
     low = name.translate(_HFS_IGNORABLE).lower()
     for stem in (".git", "git~1"):
@@ -56,8 +60,9 @@ def is_git_name(name: str) -> bool:
 def check_relative(rel: str) -> str:
     """A workspace path from upstream, as a clean relative POSIX path, or UnsafePath.
 
-    Refused: empty, absolute, '..', backslashes, NUL and other control characters, and anything in
-    .git however a file system spells it (a repository's hooks would run what upstream wrote).
+    Refused: empty, absolute, '..', backslashes, NUL and other control characters, and
+    anything in .git however a file system spells it (a repository's hooks would run
+    what upstream wrote).
     """
     if not isinstance(rel, str) or not rel or len(rel) > 4096:
         raise UnsafePath(f"invalid path {rel!r}")
@@ -82,17 +87,20 @@ def name_too_long(rel: str) -> str | None:
         n = len(part.encode("utf-8", "surrogateescape"))
         if n > NAME_MAX:
             return (
-                f"the name is too long for the disk ({n} bytes in one name; at most {NAME_MAX}), so it cannot "
-                "be written here; it arrives once upstream gives it a shorter name"
+                f"the name is too long for the disk ({n} bytes in one name; at most "
+                f"{NAME_MAX}), so it cannot be written here; it arrives once upstream "
+                "gives it a shorter name"
             )
     return None
 
 
 def confined(root: Path, rel: str) -> Path:
-    """The local path for workspace path `rel`, or UnsafePath if it would land outside `root`."""
+    """The local path for workspace path `rel`, or UnsafePath if it would land outside
+    `root`."""
     clean = check_relative(rel)
     target = Path(root).joinpath(*clean.split("/"))
-    # A symlinked folder inside the sync folder could still lead out: resolve what exists.
+    # A symlinked folder inside the sync folder could still lead out: resolve what
+    # exists.
     real_root = Path(os.path.realpath(root))
     real_parent = Path(os.path.realpath(target.parent))
     if not real_parent.is_relative_to(real_root):
@@ -105,19 +113,20 @@ def confined(root: Path, rel: str) -> Path:
 
 
 def portable_mode(mode: int) -> int:
-    """An upstream file's mode as written here: 0755 when any executable bit is set, else 0644.
-    Nothing else upstream sends is taken (no world-writable file, no setuid, no sticky bit)."""
+    """An upstream file's mode as written here: 0755 when any executable bit is set,
+    else 0644. Nothing else upstream sends is taken (no world-writable file, no setuid,
+    no sticky bit)."""
     return 0o755 if mode & 0o111 else 0o644
 
 
-# --- local names that cannot be synced ------------------------------------------------------------------
+# --- local names that cannot be synced ------------------------------------------------
 
 NameProblem = Literal["utf8", "control", "backslash"]
 
 
 def local_name_problem(rel: str) -> NameProblem | None:
-    """Why a local relative path (as os.fsdecode gives it: undecodable bytes as surrogates) cannot
-    be a workspace path, or None."""
+    """Why a local relative path (as os.fsdecode gives it: undecodable bytes as
+    surrogates) cannot be a workspace path, or None."""
     if rel.isascii():
         if "\\" in rel:
             return "backslash"
@@ -132,8 +141,8 @@ def local_name_problem(rel: str) -> NameProblem | None:
 
 
 def display_path(rel: str) -> str:
-    """A local path as valid UTF-8 to show: bytes that are not UTF-8 as \\xNN, control characters
-    as \\n, \\t, \\xNN."""
+    """A local path as valid UTF-8 to show: bytes that are not UTF-8 as \\xNN, control
+    characters as \\n, \\t, \\xNN."""
     if rel.isascii() and not any(ord(c) < 32 or c == "\x7f" for c in rel):
         return rel
     text = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -151,21 +160,24 @@ def local_failure_reason(code: str, size: int = 0, limit: int = 0) -> str:
         case "utf8":
             return "the name is not valid UTF-8, so it cannot be synced; rename it"
         case "control":
-            return "the name has a line break or another control character, so it cannot be synced; rename it"
+            return (
+                "the name has a line break or another control character, so it cannot "
+                "be synced; rename it"
+            )
         case "backslash":
             return (
-                "the name has a backslash, which the workspace does not allow in a name, so it cannot be synced; "
-                "rename it"
+                "the name has a backslash, which the workspace does not allow in a "
+                "name, so it cannot be synced; rename it"
             )
         case "too_large":
             return (
-                f"too large ({size / (1 << 20):.1f} MiB, limit {limit / (1 << 20):.0f} MiB): not synced; it is "
-                "looked at again when it changes"
+                f"too large ({size / (1 << 20):.1f} MiB, limit {limit / (1 << 20):.0f} "
+                "MiB): not synced; it is looked at again when it changes"
             )
     return f"cannot be synced ({code})"
 
 
-# --- OS errors in words ----------------------------------------------------------------------------------
+# --- OS errors in words ---------------------------------------------------------------
 
 _ERRNO_WORDS = {
     errno.ENOSPC: "the disk is full (no space left on the device)",
@@ -182,8 +194,8 @@ _ERRNO_WORDS = {
 
 
 def os_error_reason(e: OSError) -> str:
-    """An OSError as the reason a file could not be written, in plain words, with the file's name
-    and the system's own message kept for whoever digs further."""
+    """An OSError as the reason a file could not be written, in plain words, with the
+    file's name and the system's own message kept for whoever digs further."""
     words = _ERRNO_WORDS.get(e.errno or 0)
     detail = e.strerror or str(e)
     if words is None:
@@ -196,8 +208,8 @@ def os_error_reason(e: OSError) -> str:
 
 
 def folder_error_reason(e: OSError) -> str:
-    """Why a sync folder cannot be made or read, in plain words, with the path at fault (the folder
-    itself or one above it)."""
+    """Why a sync folder cannot be made or read, in plain words, with the path at fault
+    (the folder itself or one above it)."""
     if e.errno == errno.EEXIST:  # mkdir -p met a file where one of the folders goes
         e = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), e.filename)
     reason = os_error_reason(e)

@@ -1,7 +1,10 @@
-"""The watcher actor: local edits in sync folders become LocalChanges for the journal (watchdog).
+"""The watcher actor: local edits in sync folders become LocalChanges for the journal
+(watchdog).
 
 * One watchdog observer per synced folder. Its handler only records paths with the debouncer; it
-  never raises (an exception would silently end watchdog's thread) and never touches actor state.
+  never raises (an exception would silently end watchdog's thread) and never touches actor state:
+  what it (and _OverflowSpotter, in watchdog's log) has to tell goes to the actor's mailbox as a
+  WatchdogNote, handled on the actor's thread like any message.
 * The debouncer hands a path over once it has been quiet for QUIET_S (at most MAX_WAIT_S after its
   first event), so an editor's save (write a temp file, rename over, delete the backup) is looked
   at once, when it is over: the file is there with new content, one change.
@@ -26,7 +29,14 @@
   way the folder is polled (rescanned every POLL_S), a watch_limit incident carries the same
   warning (unwatched_warning: what happened, and the sysctl that fixes it), and the tree is
   scheduled again every RETRY_WATCH_S in case the limit was raised.
-* The folders and the stat cache live in ctx.extra, so a restarted watcher rescans what it watched.
+* The echo set is its own: the materializer tells it by message what it is about to write
+  (WritesAhead, before the write) and what it then did not write (WritesAbandoned). It tells the
+  journal the per-session echo counts (EchoCounts, when they changed: at a tick, and before it
+  reports a change) and how far the
+  first scan of a folder has come (ScanProgress, per step and at each tick while it runs), and
+  tells both again when the journal asks (WatcherFiguresWanted: a restarted journal).
+* The folders, the stat cache and the echo set live in its restart memory (WatcherMemory), so a
+  restarted watcher rescans what it watched and still knows the writes it was told of.
 """
 
 from __future__ import annotations
@@ -39,31 +49,39 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pykka
 import watchdog.events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from dim_actors.config.settings import Settings
-from dim_actors.kernel.actor import DimActor
+from dim_actors.kernel.actor import ActorContext, DimActor
 from dim_actors.messages import (
+    EchoCounts,
     FsEvent,
     LocalChanges,
     LocalFile,
     Msg,
+    ScanProgress,
     SyncTick,
     UnwatchFolder,
+    WatcherFiguresWanted,
     WatcherIncident,
     WatchFolder,
+    WritesAbandoned,
+    WritesAhead,
     envelope,
 )
 from dim_actors.sync.echoes import EchoSet
 from dim_actors.sync.hashing import file_hash
 from dim_actors.sync.ignore import GitIgnore, is_noise
 from dim_actors.sync.paths import display_path, local_name_problem
+from dim_actors.sync.wiring import WatcherMemory
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +89,15 @@ QUIET_S = 0.05
 MAX_WAIT_S = 2.0
 ABSENT_CONFIRM_S = 0.15
 POLL_S = 2.0
-RETRY_WATCH_S = 30.0  # while polling for want of watches: schedule again this often (the limit may be raised)
-DISCARD_S = (
-    2.0  # a failed observer is stopped this long after its failure (start_observer)
-)
-INJECTED_OVERFLOW_S = (
-    0.5  # DIM_SYNC_FAULTS overflow: events are dropped this long, then it is told
-)
+# while polling for want of watches: schedule again this often (the limit may be raised)
+RETRY_WATCH_S = 30.0
+# a failed observer is stopped this long after its failure (start_observer)
+DISCARD_S = 2.0
 BATCH = 2000  # paths per FsEvent / LocalChanges
-# A full scan looks at most this many files, or for this long, per message, then sends itself a
-# ScanStep: a folder of 100,000 files never holds the actor near the hang timeout, and events and
-# ticks are handled between steps.
+# A full scan looks at most this many files, or for this long, per message, then sends
+# itself a
+# ScanStep: a folder of 100,000 files never holds the actor near the hang timeout, and
+# events and ticks are handled between steps.
 STEP_FILES = 2000
 STEP_S = 0.5
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
@@ -91,9 +107,10 @@ try:
     )  # named in warnings about its internals
 except importlib.metadata.PackageNotFoundError:
     WATCHDOG_VERSION = "?"
-# watchdog >= 7.1.1 tells of an inotify queue overflow with an event to the handler; before, only
-# with the log lines below, which _OverflowSpotter watches for (tests/test_watchdog_contract.py
-# checks that the installed watchdog still gives the signal relied on).
+# watchdog >= 7.1.1 tells of an inotify queue overflow with an event to the handler;
+# before, only with the log lines below, which _OverflowSpotter watches for
+# (tests/test_watchdog_contract.py checks that the installed watchdog still gives the
+# signal relied on).
 EVENTS_LOST: str | None = getattr(watchdog.events, "EVENT_TYPE_EVENTS_LOST", None)
 OVERFLOW_LOG_LINES = (
     "Inotify queue overflowed",
@@ -103,14 +120,27 @@ WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify"
 
 
 class ScanStep(Msg, tag="watcher_scan_step"):
-    """The watcher's own continuation of a full scan (straight to the instance, never logged)."""
+    """The watcher's own continuation of a full scan (straight to the instance, never
+    logged)."""
 
     sessionId: str
 
 
+class WatchdogNote(Msg, tag="watcher_watchdog_note"):
+    """What watchdog's threads tell the watcher (straight to the instance, never
+    logged): an incident of one folder (its event handler's), or, `sessionId` None, an
+    overflow spotted in watchdog's log, which names no folder. The actor's mailbox is
+    the only way their news crosses into the actor's thread."""
+
+    sessionId: str | None
+    incident: str
+    detail: str
+
+
 class ScanJob:
-    """A walk under way: a full scan (`listing`: every file's state goes to the journal at the end)
-    or the walk of one folder (a folder moved in, changed .gitignore rules: changes go as found)."""
+    """A walk under way: a full scan (`listing`: every file's state goes to the journal
+    at the end) or the walk of one folder (a folder moved in, changed .gitignore rules:
+    changes go as found)."""
 
     def __init__(self, f: Folder, rel: str = "", listing: bool = True):
         self.f = f
@@ -121,26 +151,17 @@ class ScanJob:
         ] = []  # the rest of the folder being walked
         self.seen: list[str] = []
         self.present_before = set(f.cache) if listing else set()
-        self.again = False  # another rescan was asked for meanwhile: start over when this one ends
-        # the first look at the folder (since it was watched): only its progress is shown, not the
-        # rescans that follow (polling, health checks), which would keep the panel "looking" forever
+        # another rescan was asked for meanwhile: start over when this one ends
+        self.again = False
+        # the first look at the folder (since it was watched): only its progress is
+        # shown, not the rescans that follow (polling, health checks), which would keep
+        # the panel "looking" forever
         self.first = listing and not f.listed
 
 
-def _faults() -> dict[str, str]:
-    """DIM_SYNC_FAULTS=handler_error=NAME,overflow=NAME,unwatched=NAME,echo_miss=NAME (tests only):
-    a file event whose name contains NAME raises in the handler / drops events like an overflow; a
-    folder named NAME counts as unwatched; a file whose name contains NAME is not looked up in the
-    echo set (as if its entry had expired: a leak, for the counter to count)."""
-    out = {}
-    for item in filter(None, os.environ.get("DIM_SYNC_FAULTS", "").split(",")):
-        k, _, v = item.partition("=")
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _fdinfo_watches(fd: int | str) -> set[tuple[int, int]] | None:
-    """(device, inode) of every watch of inotify instance `fd` of this process; None if unreadable."""
+    """(device, inode) of every watch of inotify instance `fd` of this process; None if
+    unreadable."""
     try:
         with open(f"/proc/self/fdinfo/{fd}") as f:
             text = f.read()
@@ -156,15 +177,17 @@ def _fdinfo_watches(fd: int | str) -> set[tuple[int, int]] | None:
 
 def inotify_watches(fd: int) -> set[tuple[int, int]] | None:
     """(device, inode) of every watch of inotify instance `fd` of this process, from
-    /proc/self/fdinfo; None where that cannot be read (not Linux, or the fd is closed)."""
+    /proc/self/fdinfo; None where that cannot be read (not Linux, or the fd is closed).
+    """
     return _fdinfo_watches(fd) if HAVE_FDINFO else None
 
 
 def inotify_fd_watching(
     key: tuple[int, int], taken: Collection[int] = ()
 ) -> int | None:
-    """The one inotify instance of this process, not among `taken`, with a watch on folder `key`;
-    None when there is none, or more than one (they cannot be told apart)."""
+    """The one inotify instance of this process, not among `taken`, with a watch on
+    folder `key`; None when there is none, or more than one (they cannot be told apart).
+    """
     if not HAVE_FDINFO:
         return None
     try:
@@ -176,16 +199,17 @@ def inotify_fd_watching(
 
 
 def watch_key(st: os.stat_result) -> tuple[int, int]:
-    """A folder as /proc's inotify lines name it: the kernel's dev_t (major << 20 | minor, not
-    stat's encoding) and the inode."""
+    """A folder as /proc's inotify lines name it: the kernel's dev_t (major << 20 |
+    minor, not stat's encoding) and the inode."""
     return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
 
 
 def observer_fd(observer: Any) -> int | None:
-    """The inotify instance of a watchdog 7 InotifyObserver (each observer has its own), once a
-    watch is scheduled. watchdog has no public way to it: this reads a private attribute, so a
-    watchdog that changes it gives None, and the caller falls back on inotify_fd_watching
-    (tests/test_watchdog_contract.py fails naming the watchdog version when that happens)."""
+    """The inotify instance of a watchdog 7 InotifyObserver (each observer has its own),
+    once a watch is scheduled. watchdog has no public way to it: this reads a private
+    attribute, so a watchdog that changes it gives None, and the caller falls back on
+    inotify_fd_watching (tests/test_watchdog_contract.py fails naming the watchdog
+    version when that happens)."""
     fd = getattr(getattr(observer, "_inotify_fd", None), "_inotify_fd", None)
     return fd if isinstance(fd, int) else None
 
@@ -198,11 +222,12 @@ def _discard(observer: Any) -> None:
 
 
 def start_observer(root: str, handler: FileSystemEventHandler) -> tuple[Any, Any]:
-    """A started observer watching the tree at `root`, and its watch. Raises OSError when watchdog
-    cannot watch it (unwatched_warning says what that means to the user). A failed observer is
-    stopped DISCARD_S later, not at once: stopping watchdog's inotify reader before its thread has
-    begun reading leaves its inotify instance open (watchdog 7.1.1), and each one left open counts
-    against the user's fs.inotify.max_user_instances, retry after retry."""
+    """A started observer watching the tree at `root`, and its watch. Raises OSError
+    when watchdog cannot watch it (unwatched_warning says what that means to the user).
+    A failed observer is stopped DISCARD_S later, not at once: stopping watchdog's
+    inotify reader before its thread has begun reading leaves its inotify instance open
+    (watchdog 7.1.1), and each one left open counts against the user's
+    fs.inotify.max_user_instances, retry after retry."""
     observer = Observer()
     try:
         watch = observer.schedule(handler, root, recursive=True)
@@ -216,8 +241,9 @@ def start_observer(root: str, handler: FileSystemEventHandler) -> tuple[Any, Any
 
 
 def inotify_limit(name: str) -> int | None:
-    """The limit in force for this process: fs.inotify.max_user_`name` ("watches", "instances"), or
-    the lower one of the user namespace it runs in (a container, a sandbox); None if unreadable."""
+    """The limit in force for this process: fs.inotify.max_user_`name` ("watches",
+    "instances"), or the lower one of the user namespace it runs in (a container, a
+    sandbox); None if unreadable."""
     values = []
     for path in (
         f"/proc/sys/fs/inotify/max_user_{name}",
@@ -236,17 +262,21 @@ def unwatched_warning(
     folders: Collection[str] = (),
     limit: int | None = None,
 ) -> str:
-    """sync_status.warning for a sync folder that is not (wholly) watched, in the user's words: what
-    happened, what it means, what to do. `error`: watchdog could not watch the tree at all (from
-    7.1.1 that is also what a subfolder's failed watch does); else `folders` (paths relative to the
-    root, "" the root) were found without a watch, which watchdog does not tell. `limit`: the
-    current value of the limit concerned (inotify_limit), so the fix suggested is above it."""
+    """sync_status.warning for a sync folder that is not (wholly) watched, in the user's
+    words: what happened, what it means, what to do. `error`: watchdog could not watch
+    the tree at all (from 7.1.1 that is also what a subfolder's failed watch does); else
+    `folders` (paths relative to the root, "" the root) were found without a watch,
+    which watchdog does not tell. `limit`: the current value of the limit concerned
+    (inotify_limit), so the fix suggested is above it."""
     sysctl = None
     if error is None:
         names = sorted(r or "." for r in folders)
         listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         n = len(names)
-        what = f"{n} folder{'s' if n != 1 else ''} of {root} could not be watched for changes ({listed})"
+        what = (
+            f"{n} folder{'s' if n != 1 else ''} of {root} could not be watched for "
+            f"changes ({listed})"
+        )
         cause, sysctl = (
             "the inotify watch limit (fs.inotify.max_user_watches) is most likely reached",
             "watches",
@@ -259,7 +289,10 @@ def unwatched_warning(
         )
     elif error.errno == errno.EMFILE:
         what = f"{root} could not be watched for changes"
-        cause = "the inotify instance limit (fs.inotify.max_user_instances) or the open-file limit is reached"
+        cause = (
+            "the inotify instance limit (fs.inotify.max_user_instances) or the "
+            "open-file limit is reached"
+        )
         sysctl = "instances"
     else:
         what = f"{root} could not be watched for changes"
@@ -272,16 +305,68 @@ def unwatched_warning(
         usual = 524288 if sysctl == "watches" else 1024
         now = f" (now {limit})" if limit is not None else ""
         text += (
-            f" To fix it, raise the limit{now}: sudo sysctl fs.inotify.max_user_{sysctl}="
-            f"{max(usual, 2 * (limit or 0))} (and the same setting in a file in /etc/sysctl.d/ to keep "
-            "it after a reboot)."
+            f" To fix it, raise the limit{now}: sudo sysctl "
+            f"fs.inotify.max_user_{sysctl}={max(usual, 2 * (limit or 0))} (and the "
+            "same setting in a file in /etc/sysctl.d/ to keep it after a reboot)."
         )
     return text
 
 
+@dataclass(frozen=True)
+class NotesPlan:
+    """What a tick does with the notes watchdog's threads left (plan_notes)."""
+
+    rescan: set[str]
+    # (sid, detail): an overflow in watchdog's log, told to the journal for each folder
+    report: list[tuple[str, str]]
+    # folders whose tree watchdog re-watched after an overflow: their watches are
+    # checked again
+    rewatched: set[str]
+
+
+def plan_notes(
+    notes: list[tuple[str | None, str]], watched: Iterable[str]
+) -> NotesPlan:
+    """`notes`: (sid, incident) from a folder's event handler, or (None, log line) an
+    overflow in watchdog's log, which names no folder: every folder in `watched` is
+    rescanned then, and told of it once (the handler tells the journal of its own)."""
+    rescan: set[str] = set()
+    overflowed: dict[str, str] = {}  # sid -> the log line; "" where the handler told it
+    report: list[tuple[str, str]] = []
+    watched = list(watched)
+    for sid, what in notes:
+        if sid is not None:
+            rescan.add(sid)
+            if what == "overflow":
+                overflowed.setdefault(sid, "")
+            continue
+        for other in watched:
+            if other not in overflowed:
+                overflowed[other] = what
+                report.append((other, what))
+    return NotesPlan(rescan | set(overflowed), report, set(overflowed))
+
+
+PollingDue = Literal["retry_watch", "poll"]
+
+
+def polling_due(
+    polling: bool, now: float, scheduled_at: float, last_poll: float
+) -> set[PollingDue]:
+    """For a folder polled for want of watches: is a new try at watching it due (every
+    RETRY_WATCH_S), a rescan (every POLL_S)?"""
+    due: set[PollingDue] = set()
+    if polling and now - scheduled_at >= RETRY_WATCH_S:
+        due.add("retry_watch")
+    if polling and now - last_poll >= POLL_S:
+        due.add("poll")
+    return due
+
+
 class _OverflowSpotter(logging.Handler):
-    """Before watchdog 7.1.1 its only sign of an inotify queue overflow (or of a failed re-watch
-    after one) is a log line (OVERFLOW_LOG_LINES), which names no sync folder."""
+    """Before watchdog 7.1.1 its only sign of an inotify queue overflow (or of a failed
+    re-watch after one) is a log line (OVERFLOW_LOG_LINES), which names no sync folder.
+    """
 
     def __init__(self, flag: Callable[[str], None]):
         super().__init__(logging.WARNING)
@@ -294,7 +379,8 @@ class _OverflowSpotter(logging.Handler):
 
 
 class Debouncer:
-    """Per-path quiet periods, on its own thread; hands over FsEvents to the watcher's mailbox."""
+    """Per-path quiet periods, on its own thread; hands over FsEvents to the watcher's
+    mailbox."""
 
     def __init__(self, post: Callable[[FsEvent], None]):
         self.post = post
@@ -367,9 +453,9 @@ class Debouncer:
 
 
 def _wire_rel(rel: str) -> str:
-    """A path as FsEvent carries it: valid UTF-8 for every message and log on the way; a name that
-    is not UTF-8 (held as surrogates) as a NUL, "x" and its bytes in hex (no name holds a NUL),
-    which _unwire_rel undoes."""
+    """A path as FsEvent carries it: valid UTF-8 for every message and log on the way; a
+    name that is not UTF-8 (held as surrogates) as a NUL, "x" and its bytes in hex (no
+    name holds a NUL), which _unwire_rel undoes."""
     if rel.isascii():
         return rel
     try:
@@ -384,9 +470,10 @@ def _unwire_rel(rel: str) -> str:
 
 
 def _outgoing(lf: LocalFile) -> LocalFile:
-    """What the journal gets: a name that is no workspace path (not UTF-8, a control character, a
-    backslash) goes as its display form, valid UTF-8 for every message and log on the way, and, when
-    the file is there, the hash "!code" (the journal lists it as failed, with the reason)."""
+    """What the journal gets: a name that is no workspace path (not UTF-8, a control
+    character, a backslash) goes as its display form, valid UTF-8 for every message and
+    log on the way, and, when the file is there, the hash "!code" (the journal lists it
+    as failed, with the reason)."""
     code = local_name_problem(lf.path)
     if code is None:
         return lf
@@ -394,105 +481,106 @@ def _outgoing(lf: LocalFile) -> LocalFile:
     return LocalFile(display_path(lf.path), h, lf.size, lf.mode)
 
 
-class _Handler(FileSystemEventHandler):
-    """Runs on watchdog's thread: records paths with the debouncer and nothing else."""
+class EventHandler(FileSystemEventHandler):
+    """Runs on watchdog's thread: records paths with the debouncer (which has its own
+    lock), and tells the actor of incidents by message (`note`). It holds copies of what
+    it needs of its folder, so no state of the actor's is read or written from
+    watchdog's thread."""
 
     def __init__(
         self,
         folder: Folder,
         debouncer: Debouncer,
-        incident: Callable[[str, str, str], None],
+        note: Callable[[WatchdogNote], None],
     ):
-        self.folder = folder
+        self.sid = folder.sid
+        self.root = folder.root
+        self.root_str = folder.root_str
         self.debouncer = debouncer
-        self.incident = incident
-        self.faults = _faults()
-        self.drop_until = 0.0
+        self.note = note
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
-            self._on(event)
-        except (
-            Exception
-        ) as e:  # never let it reach watchdog: its thread would die without a word
+            self.on_event(event)
+        # never let it reach watchdog: its thread would die without a word
+        except Exception as e:
             log.exception("watcher: the event handler failed on %r", event)
-            self.incident(self.folder.sid, "handler_error", f"{type(e).__name__}: {e}")
+            self.tell("handler_error", f"{type(e).__name__}: {e}")
+
+    def tell(self, incident: str, detail: str) -> None:
+        self.note(WatchdogNote(sessionId=self.sid, incident=incident, detail=detail))
 
     def _rel(self, path: str | bytes) -> str | None:
         p = os.fsdecode(path)
-        root = self.folder.root_str
+        root = self.root_str
         if p == root:
             return ""
         if not p.startswith(root + os.sep):
             return None
         return _wire_rel(p[len(root) + 1 :].replace(os.sep, "/"))
 
-    def _tell_injected_overflow(self) -> None:
-        if EVENTS_LOST:  # the signal the installed watchdog gives
-            self._on(
-                watchdog.events.EventsLostEvent(self.folder.root_str, is_directory=True)
-            )
-        else:
-            logging.getLogger(WATCHDOG_LOGGERS[0]).warning(
-                "Inotify queue overflowed; filesystem events were lost (injected)"
-            )
-
-    def _on(self, event: FileSystemEvent) -> None:
+    def on_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
         if kind in ("opened", "closed_no_write"):
             return
-        if (
-            kind == EVENTS_LOST
-        ):  # watchdog has re-watched the tree already; what changed meanwhile is unknown
-            self.incident(
-                self.folder.sid,
+        if kind == EVENTS_LOST:
+            # watchdog has re-watched the tree already; what changed meanwhile is
+            # unknown
+            self.tell(
                 "overflow",
-                f"the inotify queue overflowed: events under {self.folder.root} were lost; rescanning",
+                f"the inotify queue overflowed: events under {self.root} were lost; rescanning",
             )
             return
+        self.on_change(event)
+
+    def on_change(self, event: FileSystemEvent) -> None:
+        """An event that may change what is in the folder: its paths go to the
+        debouncer."""
+        kind = event.event_type
         src = self._rel(event.src_path)
         dest = self._rel(event.dest_path) if getattr(event, "dest_path", "") else None
-        f = self.faults
-        if f:
-            name = os.path.basename(os.fsdecode(event.src_path))
-            if f.get("handler_error") and f["handler_error"] in name:
-                raise RuntimeError(f"injected handler fault on {name}")
-            if (
-                f.get("overflow")
-                and f["overflow"] in name
-                and time.monotonic() > self.drop_until
-            ):
-                # Events are lost for a moment, and the overflow is told once they are, as the
-                # kernel's overflow record follows the events it could not queue: told first, a
-                # late handler thread (a loaded machine) could drop events after the rescan.
-                self.drop_until = time.monotonic() + INJECTED_OVERFLOW_S
-                told = threading.Timer(
-                    INJECTED_OVERFLOW_S, self._tell_injected_overflow
-                )
-                told.daemon = True
-                told.start()
-            if time.monotonic() < self.drop_until:
-                return
-        sid = self.folder.sid
         if event.is_directory:
-            if src == "" and kind in ("deleted", "moved"):
-                self.incident(
-                    sid, "root_gone", "the sync folder was deleted or moved away"
-                )
-                return
-            if src and kind in ("deleted", "moved"):
-                self.debouncer.dir_gone(sid, src)
-            target = dest if kind == "moved" else src
-            if target and kind in ("created", "moved") and not is_noise(target):
-                self.debouncer.scan_dir(sid, target)
+            self._on_folder(kind, src, dest)
             return
         for rel in (src, dest):
             if rel and not is_noise(rel):
-                self.debouncer.touch(sid, rel)
+                self.debouncer.touch(self.sid, rel)
+
+    def _on_folder(self, kind: str, src: str | None, dest: str | None) -> None:
+        if src == "" and kind in ("deleted", "moved"):
+            self.tell("root_gone", "the sync folder was deleted or moved away")
+            return
+        if src and kind in ("deleted", "moved"):
+            self.debouncer.dir_gone(self.sid, src)
+        target = dest if kind == "moved" else src
+        if target and kind in ("created", "moved") and not is_noise(target):
+            self.debouncer.scan_dir(self.sid, target)
+
+
+def _entries_of(f: Folder, d: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """The entries of folder `d` of `f` ("" the root), last first (a walk pops them from
+    the end, so in the folder's order); none if it cannot be read."""
+    try:
+        entries = [
+            (d, e) for e in os.scandir(os.path.join(f.root_str, d) if d else f.root_str)
+        ]
+    except OSError:
+        return []
+    entries.reverse()
+    return entries
+
+
+def _observer_alive(observer: Any, watch: Any) -> bool:
+    """Are the observer's thread and its emitter threads for `watch` all running?"""
+    emitters = [e for e in observer.emitters if e.watch == watch]
+    return bool(
+        observer.is_alive() and emitters and all(e.is_alive() for e in emitters)
+    )
 
 
 class Folder:
-    """One synced folder: its observer, ignore rules and what its files looked like last."""
+    """One synced folder: its observer, ignore rules and what its files looked like
+    last."""
 
     def __init__(
         self, sid: str, root: Path, cache: dict[str, tuple], extra_ignore: list[str]
@@ -505,63 +593,64 @@ class Folder:
         self.observer: Any = None
         self.watch: Any = None
         self.fd: int | None = None  # the observer's inotify instance
-        self.polling = (
-            False  # not every folder is watched: the tree is rescanned every POLL_S
-        )
-        self.unwatched: str | None = (
-            None  # while polling: "tree" (watchdog raised) or "part" (found unwatched)
-        )
-        self.unchecked = False  # its observer's inotify instance is unknown: unwatched folders go unnoticed
+        # not every folder is watched: the tree is rescanned every POLL_S
+        self.polling = False
+        # while polling: "tree" (watchdog raised) or "part" (found unwatched)
+        self.unwatched: str | None = None
+        # its observer's inotify instance is unknown: unwatched folders go unnoticed
+        self.unchecked = False
         self.root_gone = False
         self.listed = False  # a full scan of it has ended
         self.absent_once: set[str] = set()
         self.last_poll = time.monotonic()
         self.scheduled_at = 0.0
-        # Folders whose watches are to be checked: the whole tree after a scheduling, else new ones.
-        # One found unwatched is checked again at the next tick (watchdog adds a new folder's watch
-        # on its own thread, a moment after the folder appears) and only then counts as unwatched.
+        # Folders whose watches are to be checked: the whole tree after a scheduling,
+        # else new ones. One found unwatched is checked again at the next tick (watchdog
+        # adds a new folder's watch on its own thread, a moment after the folder
+        # appears) and only then counts as unwatched.
         self.verify_all = False
         self.verify_dirs: set[str] = set()
         self.suspects: set[tuple[int, int]] = set()
-        self.whole_check = (
-            False  # the suspects are what is left of a check of the whole tree
-        )
+        # the suspects are what is left of a check of the whole tree
+        self.whole_check = False
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         return is_noise(rel) or self.ignore.ignored(rel, is_dir)
 
 
 class Watcher(DimActor):
+    def __init__(self, ctx: ActorContext, memory: WatcherMemory):
+        super().__init__(ctx)
+        self.memory = memory
+
     def on_start(self) -> None:
         super().on_start()
-        extra = self.ctx.extra
-        self.echoes: EchoSet = extra.setdefault("echoes", EchoSet())
-        self.wanted: dict[str, str] = extra.setdefault(
-            "sync_folders", {}
-        )  # sid -> localDir
-        self.caches: dict[str, dict] = extra.setdefault("sync_stat_cache", {})
+        self.echoes: EchoSet = self.memory.echoes
+        self.wanted = self.memory.folders  # sid -> localDir
+        self.caches = self.memory.stat_caches
+        # sid -> (echoesSuppressed, echoesLeaked) as last told to the journal
+        self.told_counts: dict[str, tuple[int, int]] = {}
         self.folders: dict[str, Folder] = {}
         self.changes = 0
         self.incidents = 0
-        self.faults = _faults()
-        # (sid, what) from watchdog's threads, read on the next tick: an incident of that folder,
-        # or (None, log line) an overflow spotted in watchdog's log, which names no folder
+        # (sid, what) told by watchdog's threads (WatchdogNote), read on the next tick:
+        # an incident of that folder, or (None, log line) an overflow spotted in
+        # watchdog's log
         self.overflowed: list[tuple[str | None, str]] = []
         self.fd_fallback_logged = False
-        self.scanning = (
-            False  # in a full scan: its listing is every file's state, not changes
-        )
-        self.hashed = (
-            0  # files read to hash them: each may take long (up to sync_max_file_mb)
-        )
+        # in a full scan: its listing is every file's state, not changes
+        self.scanning = False
+        # files read to hash them: each may take long (up to sync_max_file_mb)
+        self.hashed = 0
         # a step stays well inside the hang timeout, however low it is set
         self.step_s = min(STEP_S, (self.ctx.settings or Settings()).hang_timeout_s / 4)
         self.jobs: dict[
             str, collections.deque[ScanJob]
         ] = {}  # sid -> walks to do, in order
         self.stepping: set[str] = set()  # sids with a ScanStep on its way
-        # sid -> files listed so far by a full scan under way; the journal shows it in sync_status
-        self.scan_progress: dict[str, int] = extra.setdefault("scan_progress", {})
+        # sid -> files listed so far by a first full scan under way; told to the
+        # journal, which shows it in sync_status (ScanProgress)
+        self.scan_progress: dict[str, int] = {}
         # sync_extra_ignore: on top of every folder's .gitignore files (docs/sync.md §4)
         self.extra_ignore = (
             list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
@@ -569,7 +658,11 @@ class Watcher(DimActor):
         # a file above this is not read at all: the journal lists it as too large
         self.max_file = (self.ctx.settings or Settings()).sync_max_file_mb << 20
         self.debouncer = Debouncer(lambda ev: self.ctx.send(self.ctx.name, ev))
-        self.spotter = _OverflowSpotter(self._flag_overflow)
+        self.spotter = _OverflowSpotter(
+            lambda line: self._tell_self(
+                WatchdogNote(sessionId=None, incident="overflow", detail=line)
+            )
+        )
         if not EVENTS_LOST:
             for name in WATCHDOG_LOGGERS:
                 logging.getLogger(name).addHandler(self.spotter)
@@ -602,11 +695,22 @@ class Watcher(DimActor):
             except Exception:
                 return
 
-    def _flag_overflow(self, msg: str) -> None:
-        self.overflowed.append((None, msg))  # read on the next tick, in the actor
+    def _tell_self(self, msg: Msg) -> None:
+        """From any thread: `msg` into this instance's mailbox, where the actor's thread
+        takes it."""
+        try:
+            self.actor_ref.tell(envelope(self.ctx.name, self.ctx.name, msg))
+        except pykka.ActorDeadError:
+            pass  # stopped meanwhile: its folders are not watched any more
+
+    def on_watchdog_note(self, note: WatchdogNote) -> None:
+        if note.sessionId is None:
+            self.overflowed.append((None, note.detail))  # read on the next tick
+        else:
+            self._incident(note.sessionId, note.incident, note.detail)
 
     def _incident(self, sid: str, incident: str, detail: str) -> None:
-        """From any thread: tell the journal, and make the actor rescan on its next tick."""
+        """Tell the journal, and rescan the folder on the next tick."""
         self.incidents += 1
         self.ctx.send(
             "journal", WatcherIncident(sessionId=sid, incident=incident, detail=detail)
@@ -618,27 +722,41 @@ class Watcher(DimActor):
         else:
             self.overflowed.append((sid, incident))
 
-    # --- messages -------------------------------------------------------------------------------------
+    # --- messages ---------------------------------------------------------------------
 
     def handle(self, sender: str, body: Msg) -> None:
-        if isinstance(body, FsEvent):
-            self.on_fs_event(body)
-        elif isinstance(body, SyncTick):
-            self.on_tick()
-        elif isinstance(body, ScanStep):
-            self.stepping.discard(body.sessionId)
-            if not self.superseded():  # a replaced instance's walks end here
-                self._scan_step(body.sessionId)
-        elif isinstance(body, WatchFolder):
-            self.wanted[body.sessionId] = body.localDir
-            self.caches.pop(body.sessionId, None)  # a (re)start: report every file once
-            self._watch(body.sessionId, body.localDir)
-        elif isinstance(body, UnwatchFolder):
-            self.wanted.pop(body.sessionId, None)
-            self.caches.pop(body.sessionId, None)
-            self._unwatch(body.sessionId)
-        else:
-            raise TypeError(f"watcher: unexpected message {type(body).__name__}")
+        match body:
+            case FsEvent():
+                self.on_fs_event(body)
+            case SyncTick():
+                self.on_tick()
+            case ScanStep():
+                self.stepping.discard(body.sessionId)
+                if not self.superseded():  # a replaced instance's walks end here
+                    self._scan_step(body.sessionId)
+            case WatchdogNote():
+                self.on_watchdog_note(body)
+            case WritesAhead():
+                for w in body.writes:
+                    self.echoes.add(w.path, w.contentHash, w.sig)
+            case WritesAbandoned():
+                for w in body.writes:
+                    self.echoes.discard(w.path, w.contentHash)
+            case WatcherFiguresWanted():
+                self.told_counts.clear()
+                self._tell_figures()
+            case WatchFolder():
+                self.wanted[body.sessionId] = body.localDir
+                self.caches.pop(
+                    body.sessionId, None
+                )  # a (re)start: report every file once
+                self._watch(body.sessionId, body.localDir)
+            case UnwatchFolder():
+                self.wanted.pop(body.sessionId, None)
+                self.caches.pop(body.sessionId, None)
+                self._unwatch(body.sessionId)
+            case _:
+                raise TypeError(f"watcher: unexpected message {type(body).__name__}")
 
     def _watch(self, sid: str, local_dir: str) -> None:
         self._unwatch(sid)
@@ -659,14 +777,34 @@ class Watcher(DimActor):
         self._schedule(f)
         self.full_scan(f)
 
+    # --- where a test's subclass injects faults (tests/faulty_watcher.py) -------------
+
+    def new_handler(self, f: Folder) -> EventHandler:
+        """The event handler of the folder's observer, run on watchdog's thread."""
+        return EventHandler(f, self.debouncer, self._tell_self)
+
+    def folder_watched(
+        self, rel: str, key: tuple[int, int], watches: Collection[tuple[int, int]]
+    ) -> bool:
+        """Is folder `rel` (`key`: watch_key) among the observer's inotify `watches`?"""
+        return key in watches
+
+    def echo_by_stat(self, full: str, sig: tuple[int, int, int]) -> str | None:
+        """The hash of our own write if `full` is as the materializer left it
+        (consumed)."""
+        return self.echoes.consume_sig(full, sig)
+
+    def echo_by_content(self, full: str, digest: str) -> bool:
+        """Is this state of `full` ("" absent) our own write (consumed)?"""
+        return self.echoes.consume(full, digest)
+
     def _schedule(self, f: Folder) -> None:
-        """Watch the folder's tree with a new observer. Whether watchdog got a watch on each folder is
-        checked at the next tick (_verify) where it does not raise (see the module's docstring)."""
+        """Watch the folder's tree with a new observer. Whether watchdog got a watch on
+        each folder is checked at the next tick (_verify) where it does not raise (see
+        the module's docstring)."""
         f.scheduled_at = time.monotonic()
         try:
-            f.observer, f.watch = start_observer(
-                f.root_str, _Handler(f, self.debouncer, self._incident)
-            )
+            f.observer, f.watch = start_observer(f.root_str, self.new_handler(f))
         except OSError as e:
             f.observer, f.fd = None, None
             which = "instances" if e.errno == errno.EMFILE else "watches"
@@ -680,10 +818,11 @@ class Watcher(DimActor):
         f.verify_all, f.suspects, f.whole_check = True, set(), False
 
     def _observer_fd(self, f: Folder) -> int | None:
-        """The inotify instance of the folder's observer, for _verify. Where watchdog's private
-        attribute is gone, it is found as the one instance with a watch on the root (an instance
-        watching the root for another sync folder's observer is ruled out); where that fails too,
-        the check is off for this folder, and the journal and the log say so."""
+        """The inotify instance of the folder's observer, for _verify. Where watchdog's
+        private attribute is gone, it is found as the one instance with a watch on the
+        root (an instance watching the root for another sync folder's observer is ruled
+        out); where that fails too, the check is off for this folder, and the journal
+        and the log say so."""
         fd = observer_fd(f.observer)
         if fd is not None or not HAVE_FDINFO:
             f.unchecked = False
@@ -703,9 +842,10 @@ class Watcher(DimActor):
         fd = inotify_fd_watching(key, taken)
         if fd is None and not f.unchecked:
             detail = (
-                f"the check for folders of {f.root} that watchdog {WATCHDOG_VERSION} could not watch (the "
-                "inotify watch limit) is off: its inotify instance cannot be found. Changes in such folders "
-                "would go unsynced until a full rescan (at the latest the next start of dim-desktop)"
+                f"the check for folders of {f.root} that watchdog {WATCHDOG_VERSION} "
+                "could not watch (the inotify watch limit) is off: its inotify "
+                "instance cannot be found. Changes in such folders would go unsynced "
+                "until a full rescan (at the latest the next start of dim-desktop)"
             )
             log.warning("watcher: %s", detail)
             self.incidents += 1
@@ -719,8 +859,8 @@ class Watcher(DimActor):
         return fd
 
     def _unwatched(self, f: Folder, scope: str, warning: str) -> bool:
-        """Some or all of the folder is not watched: poll it, and tell the journal (once per kind of
-        failure, not at every retry). Returns whether this is news."""
+        """Some or all of the folder is not watched: poll it, and tell the journal (once
+        per kind of failure, not at every retry). Returns whether this is news."""
         if f.polling and f.unwatched == scope:
             return False
         if not f.polling:
@@ -735,7 +875,7 @@ class Watcher(DimActor):
 
     def _unwatch(self, sid: str) -> None:
         self.jobs.pop(sid, None)
-        self.scan_progress.pop(sid, None)
+        self._progress(sid, None)
         f = self.folders.pop(sid, None)
         self.debouncer.forget(sid)
         if f is not None and f.observer is not None:
@@ -745,7 +885,7 @@ class Watcher(DimActor):
             except Exception:
                 log.exception("watcher: stopping the observer of %s failed", f.root)
 
-    # --- looking at paths -------------------------------------------------------------------------------
+    # --- looking at paths -------------------------------------------------------------
 
     def on_fs_event(self, ev: FsEvent) -> None:
         f = self.folders.get(ev.sessionId)
@@ -768,8 +908,9 @@ class Watcher(DimActor):
             if rel == ".gitignore" or rel.endswith("/.gitignore"):
                 rules_changed.add(rel.rpartition("/")[0])
         for d in rules_changed:
-            # what the changed rules no longer ignore is reported now, not when it is next touched
-            # (files they now ignore stay as they are, here and upstream, as git leaves them tracked)
+            # what the changed rules no longer ignore is reported now, not when it is
+            # next touched (files they now ignore stay as they are, here and upstream,
+            # as git leaves them tracked)
             if any(
                 o != d and (o == "" or d.startswith(o + "/")) for o in rules_changed
             ):
@@ -783,6 +924,7 @@ class Watcher(DimActor):
             return
         out = [_outgoing(lf) for lf in out]
         self.changes += len(out)
+        self._tell_counts()
         if scan:
             self.ctx.send(
                 "journal", LocalChanges(sessionId=f.sid, changes=out, scan=True)
@@ -822,9 +964,7 @@ class Watcher(DimActor):
         cached = f.cache.get(rel)
         if cached is not None and cached[:3] == sig and cached[4] == mode:
             return
-        miss = self.faults.get("echo_miss")
-        miss = bool(miss) and miss in rel.rpartition("/")[2]
-        echo = self.echoes.consume_sig(full, sig) if not miss else None
+        echo = self.echo_by_stat(full, sig)
         if echo is not None:
             f.cache[rel] = (*sig, echo, mode)
             self.echoes.count(f.sid, "echoesSuppressed")
@@ -833,7 +973,8 @@ class Watcher(DimActor):
             "too_large" if st.st_size > self.max_file else None
         )
         if problem is not None:
-            # not read at all (it cannot be synced): the journal lists it with the reason
+            # not read at all (it cannot be synced): the journal lists it with the
+            # reason
             f.cache[rel] = (*sig, "!" + problem, mode)
             out.append(LocalFile(rel, "!" + problem, st.st_size, mode))
             return
@@ -846,7 +987,7 @@ class Watcher(DimActor):
             f.cache[rel] = (*sig, digest, mode)  # touched, same content
             return
         f.cache[rel] = (*sig, digest, mode)
-        if not miss and self.echoes.consume(full, digest):
+        if self.echo_by_content(full, digest):
             self.echoes.count(f.sid, "echoesSuppressed")
             return
         self._reporting(f, full, digest)
@@ -855,12 +996,14 @@ class Watcher(DimActor):
     def _reporting(self, f: Folder, full: str, digest: str) -> None:
         """A state of `full` is about to be reported as a local change."""
         if not self.scanning and self.echoes.wrote(full, digest):
-            # the materializer's own last write all the same: the echo set should have caught it
+            # the materializer's own last write all the same: the echo set should have
+            # caught it
             log.warning(
                 "watcher: an echo of our own write of %s was not suppressed", full
             )
             self.echoes.count(f.sid, "echoesLeaked")
-        # not our write: whatever we wrote there before is gone, so no later state may pass for it
+        # not our write: whatever we wrote there before is gone, so no later state may
+        # pass for it
         self.echoes.forget(full)
 
     def _absent(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
@@ -873,7 +1016,7 @@ class Watcher(DimActor):
         f.absent_once.discard(rel)
         f.cache.pop(rel, None)
         full = os.path.join(f.root_str, rel)
-        if self.echoes.consume(full, ""):
+        if self.echo_by_content(full, ""):
             self.echoes.count(f.sid, "echoesSuppressed")
             return
         self._reporting(f, full, "")
@@ -903,8 +1046,9 @@ class Watcher(DimActor):
         out: list[LocalFile],
         stack: list[str],
     ) -> str | None:
-        """One entry of a walk of folder `d`: a folder not ignored goes on `stack`, a file is looked
-        at. The file's path when it was one (and could be read), else None."""
+        """One entry of a walk of folder `d`: a folder not ignored goes on `stack`, a
+        file is looked at. The file's path when it was one (and could be read), else
+        None."""
         child = f"{d}/{e.name}" if d else e.name
         try:
             if e.is_dir(follow_symlinks=False):
@@ -919,20 +1063,22 @@ class Watcher(DimActor):
         return child
 
     def full_scan(self, f: Folder) -> None:
-        """Walk the whole folder; the journal gets a complete listing (what is missing is gone). In
-        steps (_scan_step): a rescan asked for while one is under way runs when that one ends."""
+        """Walk the whole folder; the journal gets a complete listing (what is missing
+        is gone). In steps (_scan_step): a rescan asked for while one is under way runs
+        when that one ends."""
         for job in self.jobs.get(f.sid, ()):
             if job.listing and job.f is f:
                 job.again = True
                 return
         job = ScanJob(f)
         if job.first:
-            self.scan_progress[f.sid] = 0
+            self._progress(f.sid, 0)
         self._queue(job)
 
     def _queue(self, job: ScanJob) -> None:
-        """Walks run one step per message, in the order asked. The first step of a walk with none
-        ahead of it runs at once: a small folder is done before anything else is looked at."""
+        """Walks run one step per message, in the order asked. The first step of a walk
+        with none ahead of it runs at once: a small folder is done before anything else
+        is looked at."""
         sid = job.f.sid
         q = self.jobs.setdefault(sid, collections.deque())
         q.append(job)
@@ -949,29 +1095,47 @@ class Watcher(DimActor):
             )
 
     def _scan_step(self, sid: str) -> None:
+        """One step of the folder's first walk in line; the next one is asked for by
+        message."""
         q = self.jobs.get(sid)
         if not q:
             return
         job = q[0]
-        f = job.f
-        if (
-            self.folders.get(sid) is not f
-        ):  # watched again meanwhile: that queued walks of its own
+        if self.folders.get(sid) is not job.f:
+            # watched again meanwhile: that queued walks of its own
             q.popleft()
             if q:
                 self._kick(sid)
             return
+        changed = self._walk_step(job)
+        if not job.listing:
+            self._report(job.f, changed)
+        if job.entries or job.stack:
+            if job.first:
+                self._progress(sid, len(job.seen))
+            self._kick(sid)
+            return
+        q.popleft()
+        if q:
+            self._kick(sid)
+        if job.listing:
+            self._end_full_scan(job, q)
+
+    def _walk_step(self, job: ScanJob) -> list[LocalFile]:
+        """Looks at up to STEP_FILES files of the walk, or for step_s. What a folder's
+        walk finds changed (a full scan notes the files it lists in job.seen instead).
+        """
+        f = job.f
         deadline = time.monotonic() + self.step_s
         looked = visited = 0
         hashed = self.hashed
-        out: list[
-            LocalFile
-        ] = []  # what a folder's walk finds changed (a full scan lists instead)
+        out: list[LocalFile] = []
         self.scanning = job.listing
         try:
             while looked < STEP_FILES:
                 visited += 1  # folders and skipped entries count against the time too
-                # a file read in this step may have taken long: from then on, the clock is read each time
+                # a file read in this step may have taken long: from then on, the clock
+                # is read each time
                 if (
                     visited % 64 == 0 or self.hashed != hashed
                 ) and time.monotonic() >= deadline:
@@ -979,17 +1143,7 @@ class Watcher(DimActor):
                 if not job.entries:
                     if not job.stack:
                         break
-                    d = job.stack.pop()
-                    try:
-                        job.entries = [
-                            (d, e)
-                            for e in os.scandir(
-                                os.path.join(f.root_str, d) if d else f.root_str
-                            )
-                        ]
-                    except OSError:
-                        continue
-                    job.entries.reverse()  # popped from the end: in the folder's order
+                    job.entries = _entries_of(f, job.stack.pop())
                     continue
                 d, e = job.entries.pop()
                 child = self._visit(f, d, e, out, job.stack)
@@ -1000,25 +1154,20 @@ class Watcher(DimActor):
                     job.seen.append(child)
         finally:
             self.scanning = False
-        if not job.listing:
-            self._report(f, out)
-        if job.entries or job.stack:
-            if job.first:
-                self.scan_progress[sid] = len(job.seen)
-            self._kick(sid)
-            return
-        q.popleft()
-        if q:
-            self._kick(sid)
-        if not job.listing:
-            return
+        return out
+
+    def _end_full_scan(self, job: ScanJob, q: collections.deque[ScanJob]) -> None:
+        """The walk is over: the journal gets every file's state (what is missing is
+        gone)."""
+        f, sid = job.f, job.f.sid
         f.listed = True
         if not any(j.first for j in q):
-            self.scan_progress.pop(sid, None)
+            self._progress(sid, None)
         seen = set(job.seen)
         for rel in job.present_before - seen:
             f.cache.pop(rel, None)
-        # each file's state as it is now: an event handled between two steps may have moved it on
+        # each file's state as it is now: an event handled between two steps may have
+        # moved it on
         listing = [
             LocalFile(rel, c[3], c[0], c[4])
             for rel in job.seen
@@ -1028,80 +1177,113 @@ class Watcher(DimActor):
         if job.again:
             self.full_scan(f)
 
-    # --- health -------------------------------------------------------------------------------------------
+    def _progress(self, sid: str, listed: int | None) -> None:
+        """The first scan of the folder has listed `listed` files so far (None: it is
+        over)."""
+        if self.scan_progress.get(sid) == listed:
+            return
+        if listed is None:
+            del self.scan_progress[sid]
+        else:
+            self.scan_progress[sid] = listed
+        self.ctx.send("journal", ScanProgress(sessionId=sid, listed=listed))
+
+    def _tell_figures(self) -> None:
+        """The journal's copies of our figures: the echo counts that changed since it
+        was last told, and the progress of scans under way (again: a restarted journal
+        knows none)."""
+        self._tell_counts()
+        for sid, listed in self.scan_progress.items():
+            self.ctx.send("journal", ScanProgress(sessionId=sid, listed=listed))
+
+    def _tell_counts(self) -> None:
+        """The echo counts that changed since the journal was last told: at a tick, and
+        before any change is reported, so the journal's figures cover every event
+        handled before it."""
+        for sid, (suppressed, leaked) in self.echoes.counted().items():
+            if self.told_counts.get(sid) != (suppressed, leaked):
+                self.told_counts[sid] = (suppressed, leaked)
+                self.ctx.send(
+                    "journal",
+                    EchoCounts(sessionId=sid, suppressed=suppressed, leaked=leaked),
+                )
+
+    # --- health -----------------------------------------------------------------------
 
     def on_tick(self) -> None:
+        self._tell_figures()
         now = time.monotonic()
-        rescan: set[str] = set()
-        if self.overflowed:
-            notes, self.overflowed = self.overflowed, []
-            overflowed: dict[str, str] = {}
-            for sid, what in notes:
-                if sid is not None:
-                    rescan.add(sid)
-                    if what == "overflow":
-                        overflowed.setdefault(sid, "")  # the handler has reported it
-                else:  # an overflow in watchdog's log names no folder: rescan them all
-                    for other in self.folders:
-                        if other not in overflowed:
-                            overflowed[other] = what
-                            self.ctx.send(
-                                "journal",
-                                WatcherIncident(
-                                    sessionId=other, incident="overflow", detail=what
-                                ),
-                            )
-            for sid in overflowed:
-                f = self.folders.get(sid)
-                rescan.add(sid)
-                if f is not None and f.observer is not None:
-                    f.verify_all = True  # watchdog has re-watched the tree: maybe not every folder of it
+        rescan = self._take_notes()
         for sid, f in list(self.folders.items()):
-            if f.root_gone:
-                continue
-            if not f.root.is_dir():
-                f.root_gone = True
-                self._incident(sid, "root_gone", f"{f.root} is gone")
-                continue
-            if f.observer is not None:
-                emitters = [e for e in f.observer.emitters if e.watch == f.watch]
-                if (
-                    not f.observer.is_alive()
-                    or not emitters
-                    or not all(e.is_alive() for e in emitters)
-                ):
-                    self.ctx.send(
-                        "journal",
-                        WatcherIncident(
-                            sessionId=sid,
-                            incident="observer_died",
-                            detail="watchdog's thread ended; watching again",
-                        ),
-                    )
-                    self.incidents += 1
-                    self._stop_observer(f)
-                    self._schedule(f)
-                    rescan.add(sid)
-            if f.polling and now - f.scheduled_at >= RETRY_WATCH_S:
-                # the limit may have been raised; a partial observer goes first, to free its watches
-                # for the new one (each try takes what watches are left, so not more often than this)
-                if f.observer is not None:
-                    self._stop_observer(f)
-                self._schedule(f)
-                rescan.add(sid)
-            if f.polling and now - f.last_poll >= POLL_S:
-                f.last_poll = now
-                rescan.add(sid)
-            if (
-                f.observer is not None
-                and (f.verify_all or f.verify_dirs or f.suspects)
-                and self._verify(f)
-            ):
+            if not f.root_gone and self._check_folder(f, now):
                 rescan.add(sid)
         for sid in rescan:
+            g = self.folders.get(sid)
+            if g is not None and not g.root_gone:
+                self.full_scan(g)
+
+    def _take_notes(self) -> set[str]:
+        """What watchdog's threads told since the last tick: the folders to rescan."""
+        if not self.overflowed:
+            return set()
+        notes, self.overflowed = self.overflowed, []
+        plan = plan_notes(notes, list(self.folders))
+        for sid, detail in plan.report:
+            self.ctx.send(
+                "journal",
+                WatcherIncident(sessionId=sid, incident="overflow", detail=detail),
+            )
+        for sid in plan.rewatched:
             f = self.folders.get(sid)
-            if f is not None and not f.root_gone:
-                self.full_scan(f)
+            if f is not None and f.observer is not None:
+                # watchdog has re-watched the tree: maybe not every folder of it
+                f.verify_all = True
+        return plan.rescan
+
+    def _check_folder(self, f: Folder, now: float) -> bool:
+        """The folder's health at a tick: is its root there, its observer alive, every
+        folder of it watched, is a poll or a new try at watching it due? Whether to
+        rescan it now."""
+        if not f.root.is_dir():
+            f.root_gone = True
+            self._incident(f.sid, "root_gone", f"{f.root} is gone")
+            return False
+        rescan = False
+        if f.observer is not None and not _observer_alive(f.observer, f.watch):
+            self._observer_died(f)
+            rescan = True
+        due = polling_due(f.polling, now, f.scheduled_at, f.last_poll)
+        if "retry_watch" in due:
+            # the limit may have been raised; a partial observer goes first, to free its
+            # watches for the new one (each try takes what watches are left, so not more
+            # often than this)
+            if f.observer is not None:
+                self._stop_observer(f)
+            self._schedule(f)
+            rescan = True
+        if "poll" in due:
+            f.last_poll = now
+            rescan = True
+        if (
+            f.observer is not None
+            and (f.verify_all or f.verify_dirs or f.suspects)
+            and self._verify(f)
+        ):
+            rescan = True
+        return rescan
+
+    def _observer_died(self, f: Folder) -> None:
+        self.ctx.send(
+            "journal",
+            WatcherIncident(
+                sessionId=f.sid,
+                incident="observer_died",
+                detail="watchdog's thread ended; watching again",
+            ),
+        )
+        self.incidents += 1
+        self._stop_observer(f)
+        self._schedule(f)
 
     def _stop_observer(self, f: Folder) -> None:
         try:
@@ -1112,26 +1294,27 @@ class Watcher(DimActor):
         f.observer, f.fd = None, None
 
     def _verify(self, f: Folder) -> bool:
-        """Is every folder of the tree (after a scheduling) or every new one among the observer's
-        watches? Ones that are not, twice in a row, mean the tree is polled from now on (returns
-        True: rescan now, changes in them may have been missed). All of them again ends polling."""
+        """Is every folder of the tree (after a scheduling) or every new one among the
+        observer's watches? Ones that are not, twice in a row, mean the tree is polled
+        from now on (returns True: rescan now, changes in them may have been missed).
+        All of them again ends polling."""
         watches = inotify_watches(f.fd) if f.fd is not None else None
         if watches is None:
             f.verify_all, f.verify_dirs, f.suspects = False, set(), set()
-            return False  # not Linux, or the observer's instance is unknown (_observer_fd has said so)
+            # not Linux, or the observer's instance is unknown (_observer_fd has said
+            # so)
+            return False
         roots = [""] if f.verify_all else sorted(f.verify_dirs)
         whole = f.verify_all or f.whole_check
         f.verify_all, f.verify_dirs = False, set()
-        unwatched_name = self.faults.get("unwatched")
         found: dict[tuple[int, int], str] = {}
         for rel, st in self._folders_below(f, roots):
             key = watch_key(st)
-            if key not in watches or (
-                unwatched_name and rel.rpartition("/")[2] == unwatched_name
-            ):
+            if not self.folder_watched(rel, key, watches):
                 found[key] = rel
         confirmed = {k: r for k, r in found.items() if k in f.suspects}
-        # the others: new, or checked too early (watchdog may not have added them yet); once more next tick
+        # the others: new, or checked too early (watchdog may not have added them yet);
+        # once more next tick
         f.suspects = set(found) - set(confirmed)
         f.verify_dirs |= {found[k] for k in f.suspects}
         f.whole_check = whole and bool(f.suspects)
@@ -1154,8 +1337,8 @@ class Watcher(DimActor):
         return False
 
     def _folders_below(self, f: Folder, roots: list[str]):
-        """(rel, stat) of each synced (not ignored) folder at and below `roots`, as watchdog walks them
-        (symlinks not followed)."""
+        """(rel, stat) of each synced (not ignored) folder at and below `roots`, as
+        watchdog walks them (symlinks not followed)."""
         for top in roots:
             stack = [top]
             while stack:
