@@ -1,7 +1,7 @@
 """The dev gateway, spoken to over loopback WebSockets exactly as a client would.
 
-Every wait is a receive with a deadline; absence is shown by ordering (a later answer arrives
-first), never by sleeping.
+Every wait is a receive with a deadline; absence is shown by ordering (a later answer
+arrives first), never by sleeping.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def seqs(events):
     return [e["seq"] for e in events if "seq" in e]
 
 
-# --- handshake and authentication ---------------------------------------------------------------
+# --- handshake and authentication -----------------------------------------------------
 
 
 def test_dev_mode_handshake(client):
@@ -101,7 +101,8 @@ def test_token_mode_handshake_and_unauthenticated(token_gw):
             "requiresAuth": True,
         }
         assert c.connected["type"] == "connected"
-        # Nothing is pushed after `connected`: the answer to this request is the very next frame.
+        # Nothing is pushed after `connected`: the answer to this request is the very
+        # next frame.
         c.send("list_sessions")
         err = error_only(c.next())
         assert err["code"] == "Unauthenticated"
@@ -140,7 +141,7 @@ def test_auth_rate_limited_per_ip():
             )
 
 
-# --- inbound validation -------------------------------------------------------------------------
+# --- inbound validation ---------------------------------------------------------------
 
 
 def test_invalid_json(client):
@@ -225,7 +226,7 @@ def test_http_paths_other_than_ws_are_404(gw):
         websocket.create_connection(f"ws://127.0.0.1:{gw.port}/api", timeout=30)
 
 
-# --- sessions -----------------------------------------------------------------------------------
+# --- sessions -------------------------------------------------------------------------
 
 
 def test_session_lifecycle(client):
@@ -316,7 +317,8 @@ def test_errors_go_only_to_the_offending_connection(gw):
         a.send_raw("garbage")
         assert a.next()["code"] == "INVALID_JSON"
         a.run(sid, "after the errors")
-        # b receives everything a's turn produced, and nothing from before it but its own answers.
+        # b receives everything a's turn produced, and nothing from before it but its
+        # own answers.
         got = b.collect("turn_complete")
         assert "error" not in [e["type"] for e in got]
 
@@ -336,7 +338,7 @@ def test_run_turn_on_a_session_nobody_joined_activates_it(client):
     assert states == ["activating", "ready", "running", "ready"]
 
 
-# --- turns --------------------------------------------------------------------------------------
+# --- turns ----------------------------------------------------------------------------
 
 
 def test_echo_turn(client):
@@ -413,7 +415,8 @@ def test_emit_inside_the_turn_outside_it_and_unsequenced(coding):
         by_type["presence.changed"],
     )
     assert inside["turnId"] == turn_id and inside["seq"] + 1 == outside["seq"]
-    # Outside the turn: the session envelope without turnId, stored like any stream event.
+    # Outside the turn: the session envelope without turnId, stored like any stream
+    # event.
     assert (
         set(outside) == {"type", "sessionId", "seq", "ts", "why"}
         and outside["sessionId"] == sid
@@ -682,7 +685,7 @@ def test_get_history(coding):
     assert turns[0]["startedSeq"] < turns[0]["endedSeq"] < turns[1]["startedSeq"]
 
 
-# --- replay -------------------------------------------------------------------------------------
+# --- replay ---------------------------------------------------------------------------
 
 
 def test_get_events_pages_in_seq_order(coding):
@@ -769,7 +772,8 @@ def test_recovery_after_a_crash_mid_turn(tmp_path):
                 lambda e: e.get("sessionId") == asking and e.get("status") == "waiting"
             )
             idle = c.new_session("echo")  # joined: ready
-            # get_events reads after every queued write is committed: once it shows the turn, it is on disk
+            # get_events reads after every queued write is committed: once it shows the
+            # turn, it is on disk
             stored = c.ok("get_events", sessionId=sid, afterSeq=0)["events"]
             assert turn_id in [e.get("turnId") for e in stored]
             c.ok("get_events", sessionId=idle, afterSeq=0)
@@ -777,7 +781,8 @@ def test_recovery_after_a_crash_mid_turn(tmp_path):
                 "create_session", agentType="echo", name="made just before the crash"
             )["session"]["id"]
     finally:
-        proc.kill()  # no clean shutdown: the turn never ends and the session stays "running"
+        # no clean shutdown: the turn never ends and the session stays "running"
+        proc.kill()
         proc.wait()
         proc.stdout.close()
     with BackgroundGateway(data_dir=tmp_path, rate_limit=FAST) as g, Client(g.url) as c:
@@ -793,13 +798,15 @@ def test_recovery_after_a_crash_mid_turn(tmp_path):
         assert [(e["type"], e["code"]) for e in ends] == [
             ("turn_error", "GatewayRestarted")
         ]
-        # Events sent but not yet stored at the crash may have been seen: their seqs are never reused.
+        # Events sent but not yet stored at the crash may have been seen: their seqs are
+        # never reused.
         assert events[: len(stored)] == stored
         assert ends[0]["seq"] == stored[-1]["seq"] + RECOVERY_SEQ_GAP + 1
         # an answered create_session was stored before it was answered
         assert other in metas
 
-        # Down to inactive through the documented transitions only, as a failed turn winds down.
+        # Down to inactive through the documented transitions only, as a failed turn
+        # winds down.
         def recovery(session_id):
             evs = c.ok("get_events", sessionId=session_id, afterSeq=0)["events"]
             gap = next(
@@ -829,7 +836,7 @@ def test_recovery_after_a_crash_mid_turn(tmp_path):
         assert c.run(sid, "alive again")[-1]["finalText"] == "alive again"
 
 
-# --- files --------------------------------------------------------------------------------------
+# --- files ----------------------------------------------------------------------------
 
 
 def test_file_history_and_iterations(coding):
@@ -917,7 +924,7 @@ def test_agent_writes_are_confined(coding):
     )
 
 
-# --- members ------------------------------------------------------------------------------------
+# --- members --------------------------------------------------------------------------
 
 
 def test_manage_members(client):
@@ -949,7 +956,7 @@ def test_manage_members(client):
     assert "alice" not in [m["userId"] for m in left]
 
 
-# --- heartbeat and process ----------------------------------------------------------------------
+# --- heartbeat and process ------------------------------------------------------------
 
 
 def test_heartbeat_goes_to_joined_connections():
@@ -962,7 +969,8 @@ def test_heartbeat_goes_to_joined_connections():
         joined.new_session("echo")
         beats = [joined.wait("heartbeat", timeout=30) for _ in range(2)]
         assert set(beats[0]) == {"type", "ts"} and beats[1]["ts"] >= beats[0]["ts"]
-        # The idle connection joined nothing: its next frame is the answer to this ping, not a heartbeat.
+        # The idle connection joined nothing: its next frame is the answer to this ping,
+        # not a heartbeat.
         idle.send("ping")
         assert idle.next()["type"] == "pong"
 
@@ -1024,7 +1032,8 @@ def test_cli_help():
 
 
 def test_event_frames_are_compact_json(client):
-    # one JSON object per text frame, camelCase, no pretty-printing (cheap to parse, as the SDKs expect)
+    # one JSON object per text frame, camelCase, no pretty-printing (cheap to parse, as
+    # the SDKs expect)
     sid = client.new_session("echo")
     client.send("run_turn", sessionId=sid, text="x")
     client.ws.settimeout(30)

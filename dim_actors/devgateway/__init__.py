@@ -1,4 +1,5 @@
-"""A faithful development implementation of the Diminuendo v1 gateway (see docs/dev-gateway.md)."""
+"""A faithful development implementation of the Diminuendo v1 gateway (see
+docs/dev-gateway.md)."""
 
 from .cli import main
 from .runner import BackgroundGateway

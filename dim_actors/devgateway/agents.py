@@ -1,7 +1,8 @@
 """The scripted agents of the dev gateway: ``echo`` and ``coding-agent``.
 
-``echo`` streams the user's text back word by word. ``coding-agent`` reads the turn text as a script,
-one command per line (see docs/dev-gateway.md); plain lines are answered as text, word by word.
+``echo`` streams the user's text back word by word. ``coding-agent`` reads the turn text
+as a script, one command per line (see docs/dev-gateway.md); plain lines are answered as
+text, word by word.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -41,7 +42,8 @@ def words(text: str) -> list[str]:
 
 
 def unescape(text: str) -> str:
-    """Turn the script escapes \\n, \\t, \\r and \\\\ into characters; leave others as written."""
+    """Turn the script escapes \\n, \\t, \\r and \\\\ into characters; leave others as
+    written."""
     return _ESCAPE.sub(lambda m: _ESCAPES.get(m[1], m[0]), text)
 
 
@@ -53,7 +55,7 @@ async def say(turn: Turn, text: str) -> None:
 
 class EchoAgent:
     name = "echo"
-    sandbox = None
+    sandbox: str | None = None
 
     async def run(self, turn: Turn) -> None:
         await say(turn, turn.text)
@@ -63,15 +65,15 @@ Command = Callable[[Turn, str], Awaitable[None]]
 
 
 class CodingAgent:
-    """A scripted stand-in for a coding agent; each ``/command`` exercises one family of events."""
+    """A scripted stand-in for a coding agent; each ``/command`` exercises one family of
+    events."""
 
     name = "coding-agent"
-    sandbox = "local"
+    sandbox: str | None = "local"
 
     def __init__(self, faults=None) -> None:
-        self.faults = (
-            faults  # the gateway's fault injector (devgateway/faults.py), if any
-        )
+        # the gateway's fault injector (devgateway/faults.py), if any
+        self.faults = faults
         self.commands: dict[str, Command] = {
             "/think": self.think,
             "/tool": self.tool,
@@ -100,7 +102,9 @@ class CodingAgent:
             command = self.commands.get(name)
             if (
                 command is None
-            ):  # not a command: plain text, so "/usr/bin is missing" still reads as text
+                # not a command: plain text, so "/usr/bin is missing" still reads as
+                # text
+            ):
                 await self.plain(turn, line)
             else:
                 await command(turn, rest.strip())
@@ -200,8 +204,9 @@ class CodingAgent:
                 turn.delta(f"{i} ", stamp)
                 await turn.tick()
             return
-        # Paced against absolute deadlines, so per-wakeup overhead does not accumulate as drift:
-        # when the loop falls behind, the events that are due go out back to back.
+        # Paced against absolute deadlines, so per-wakeup overhead does not accumulate
+        # as drift: when the loop falls behind, the events that are due go out back to
+        # back.
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i in range(count):
@@ -219,14 +224,16 @@ class CodingAgent:
         await turn.sleep(ms / 1000)
 
     async def silence(self, turn: Turn, rest: str) -> None:
-        """/silence MS: the whole gateway reads and sends nothing for MS, as a cut cable would."""
+        """/silence MS: the whole gateway reads and sends nothing for MS, as a cut cable
+        would."""
         if self.faults is None:
             raise TurnFailed("InvalidScript", "this gateway has no fault injection")
         try:
             ms = float(rest.split()[0])
         except (IndexError, ValueError):
             raise TurnFailed("InvalidScript", "/silence needs MS") from None
-        # In the background: the script goes on, producing durable events nobody receives yet.
+        # In the background: the script goes on, producing durable events nobody
+        # receives yet.
         asyncio.ensure_future(self.faults.silence(ms / 1000))
         await asyncio.sleep(0)
 
@@ -244,13 +251,15 @@ class CodingAgent:
         )
 
     async def emit(self, turn: Turn, rest: str) -> None:
-        """/emit TYPE [JSON_FIELDS]: one event of any type, known or not, in the turn (durable, with
-        the envelope). Its fields are not checked; only the envelope and the turn's ends are refused."""
+        """/emit TYPE [JSON_FIELDS]: one event of any type, known or not, in the turn
+        (durable, with the envelope). Its fields are not checked; only the envelope and
+        the turn's ends are refused."""
         turn.emit(_scripted_event("/emit", rest))
 
     async def emit_session(self, turn: Turn, rest: str) -> None:
-        """/emit-session TYPE [JSON_FIELDS]: the same, outside the turn: sessionId, seq and ts but no
-        turnId (durable), as session-level events such as sandbox_ready are."""
+        """/emit-session TYPE [JSON_FIELDS]: the same, outside the turn: sessionId, seq
+        and ts but no turnId (durable), as session-level events such as sandbox_ready
+        are."""
         event = _scripted_event("/emit-session", rest)
         if (
             not turn.closed
@@ -258,17 +267,19 @@ class CodingAgent:
             turn.session.emit(event)
 
     async def emit_unsequenced(self, turn: Turn, rest: str) -> None:
-        """/emit-unsequenced TYPE [JSON_FIELDS]: a session event with sessionId only (no seq, no ts,
-        not stored) to the joined connections. Our gateway sends nothing like it on its own; a newer
-        one might, and a client must keep it (docs/dev-gateway.md)."""
+        """/emit-unsequenced TYPE [JSON_FIELDS]: a session event with sessionId only (no
+        seq, no ts, not stored) to the joined connections. Our gateway sends nothing
+        like it on its own; a newer one might, and a client must keep it
+        (docs/dev-gateway.md)."""
         event = _scripted_event("/emit-unsequenced", rest)
         if not turn.closed:
             turn.session.send_to_all(event)
 
 
 def _scripted_event(command: str, rest: str) -> SessionEvent:
-    """The event of an /emit-family command: TYPE and a JSON object of fields, unchecked against
-    the catalogue, so a test can send unknown types and known ones with unexpected fields."""
+    """The event of an /emit-family command: TYPE and a JSON object of fields, unchecked
+    against the catalogue, so a test can send unknown types and known ones with
+    unexpected fields."""
     type_, _, raw = rest.partition(" ")
     if not type_ or type_ in _TURN_ENDS:
         raise TurnFailed(
@@ -298,15 +309,20 @@ _TURN_ENDS = frozenset({"turn_started", "turn_complete", "turn_error"})
 
 @functools.lru_cache(maxsize=256)
 def _event_struct(type_: str, keys: tuple[str, ...]) -> type[SessionEvent]:
-    """A session event Struct tagged ``type_`` with these fields (renamed, so any JSON key works)."""
+    """A session event Struct tagged ``type_`` with these fields (renamed, so any JSON
+    key works)."""
     slots = [f"f{i}" for i in range(len(keys))]
-    return msgspec.defstruct(
-        "Emitted",
-        [(s, Any) for s in slots],
-        bases=(SessionEvent,),
-        tag=type_,
-        kw_only=True,
-        rename=dict(zip(slots, keys)),
+    # defstruct is typed as making a plain Struct, whatever its bases
+    return cast(
+        type[SessionEvent],
+        msgspec.defstruct(
+            "Emitted",
+            [(s, Any) for s in slots],
+            bases=(SessionEvent,),
+            tag=type_,
+            kw_only=True,
+            rename=dict(zip(slots, keys)),
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-"""``dim-gateway`` / ``python -m dim_actors.devgateway``: run the dev gateway until SIGTERM/SIGINT."""
+"""``dim-gateway`` / ``python -m dim_actors.devgateway``: run the dev gateway until
+SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from .server import DevGateway
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="dim-gateway",
-        description="A development Diminuendo v1 gateway with scripted agents (echo, coding-agent), "
-        "persistent sessions and a versioned workspace. Not a production gateway.",
+        description="A development Diminuendo v1 gateway with scripted agents (echo, "
+        "coding-agent), persistent sessions and a versioned workspace. Not a "
+        "production gateway.",
     )
     ap.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
@@ -116,10 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _add_profile_args(ap: argparse.ArgumentParser) -> None:
     group = ap.add_argument_group(
         "profile",
-        "How closely to stick to the public Diminuendo docs. 'dev' (the default) also does the "
-        "things dim-desktop needs that the docs do not describe. 'reference' does only what the docs "
-        "describe and does the rest differently, to test that a client works with any v1 gateway. "
-        "The flags after --profile change one thing of the chosen profile.",
+        "How closely to stick to the public Diminuendo docs. 'dev' (the default) also "
+        "does the things dim-desktop needs that the docs do not describe. 'reference' "
+        "does only what the docs describe and does the rest differently, to test that "
+        "a client works with any v1 gateway. The flags after --profile change one "
+        "thing of the chosen profile.",
     )
     group.add_argument(
         "--profile",
@@ -151,8 +154,8 @@ def _add_profile_args(ap: argparse.ArgumentParser) -> None:
 
 
 def profile_from_args(args: argparse.Namespace) -> GatewayProfile:
-    """The profile named by --profile, with the flags given on top of it (a flag not given keeps
-    the profile's value)."""
+    """The profile named by --profile, with the flags given on top of it (a flag not
+    given keeps the profile's value)."""
     overrides = {
         "protocol_version": args.protocol_version,
         "push_authenticated": args.push_authenticated,
@@ -164,8 +167,9 @@ def profile_from_args(args: argparse.Namespace) -> GatewayProfile:
 
 
 def _wait_for_eof(fd: int, then: Callable[[], object]) -> None:
-    """Read `fd` until EOF, then call `then`. Raw reads, not sys.stdin's buffered reader: a daemon
-    thread inside that reader at interpreter exit aborts the process (_enter_buffered_busy)."""
+    """Read `fd` until EOF, then call `then`. Raw reads, not sys.stdin's buffered
+    reader: a daemon thread inside that reader at interpreter exit aborts the process
+    (_enter_buffered_busy)."""
     try:
         while os.read(fd, 4096):
             pass
@@ -175,9 +179,9 @@ def _wait_for_eof(fd: int, then: Callable[[], object]) -> None:
 
 
 def token_from_args(args: argparse.Namespace, environ: dict[str, str]) -> str | None:
-    """--token, or the variable --require-token-env names (taken out of `environ`, so that nothing
-    this gateway starts inherits it). A variable named but empty or missing is an error: a gateway
-    asked to require a token never falls back to none."""
+    """--token, or the variable --require-token-env names (taken out of `environ`, so
+    that nothing this gateway starts inherits it). A variable named but empty or missing
+    is an error: a gateway asked to require a token never falls back to none."""
     if args.require_token_env is None:
         return args.token
     token = environ.pop(args.require_token_env, "")
@@ -215,8 +219,8 @@ async def _serve(args: argparse.Namespace, token: str | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if args.exit_with_parent:
-        # The write end is the parent's alone: EOF means it is gone, however it went (a stopped
-        # parent keeps it open, so a SIGSTOPped app keeps its gateway).
+        # The write end is the parent's alone: EOF means it is gone, however it went (a
+        # stopped parent keeps it open, so a SIGSTOPped app keeps its gateway).
         threading.Thread(
             target=_wait_for_eof,
             args=(sys.stdin.fileno(), lambda: loop.call_soon_threadsafe(stop.set)),

@@ -1,9 +1,11 @@
-"""One client connection: its identity, its joined sessions, its limits and its outbound queue.
+"""One client connection: its identity, its joined sessions, its limits and its outbound
+queue.
 
-Everything sent to a client goes through ``send``, which only appends to a queue; one writer task
-per connection drains it onto the socket. Sending therefore never awaits, so the order in which the
-gateway decides to send (a snapshot, then the events after it) is exactly the order on the wire,
-and a slow client never blocks the code that produces events for everyone else.
+Everything sent to a client goes through ``send``, which only appends to a queue; one
+writer task per connection drains it onto the socket. Sending therefore never awaits, so
+the order in which the gateway decides to send (a snapshot, then the events after it) is
+exactly the order on the wire, and a slow client never blocks the code that produces
+events for everyone else.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ BATCH_BYTES = 256 << 10  # frames joined into one socket write at most
 class Outbox:
     """An unbounded-by-count, bounded-by-bytes queue of frames with one writer task.
 
-    Above ``high`` bytes the connection is *congested*: agents wait (``drained``) before producing
-    more, so memory stays bounded by the slowest reader rather than by the burst. Above ``hard``
-    bytes the client is cut off, since nothing else would bound it.
+    Above ``high`` bytes the connection is *congested*: agents wait (``drained``) before
+    producing more, so memory stays bounded by the slowest reader rather than by the
+    burst. Above ``hard`` bytes the client is cut off, since nothing else would bound
+    it.
     """
 
     def __init__(
@@ -115,9 +118,10 @@ class Outbox:
             await self.ws.send(frame, text=True)
 
     async def _send_batch(self, batch: list[bytes]) -> None:
-        # One socket write for many frames: a burst of small deltas would otherwise cost a
-        # syscall each. Framing and the open-state check stay websockets' own (send_context and
-        # the sans-I/O protocol); only the serialized frames are joined before the write.
+        # One socket write for many frames: a burst of small deltas would otherwise cost
+        # a syscall each. Framing and the open-state check stay websockets' own
+        # (send_context and the sans-I/O protocol); only the serialized frames are
+        # joined before the write.
         ws = self.ws
         async with ws.send_context():
             for frame in batch:

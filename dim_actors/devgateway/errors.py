@@ -1,4 +1,5 @@
-"""The one exception a request handler raises to answer its request with an ``error`` event."""
+"""The one exception a request handler raises to answer its request with an ``error``
+event."""
 
 from __future__ import annotations
 

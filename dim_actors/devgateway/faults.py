@@ -1,8 +1,9 @@
-"""Network faults on demand, so tests and benchmarks can exercise a client's recovery for real.
+"""Network faults on demand, so tests and benchmarks can exercise a client's recovery
+for real.
 
-Triggered from the coding-agent's script (`/silence MS`, `/drop`): the gateway goes silent (reads
-nothing, so WebSocket pings go unanswered, and sends nothing, as a cut cable would) or drops every
-connection's TCP socket without a close frame.
+Triggered from the coding-agent's script (`/silence MS`, `/drop`): the gateway goes
+silent (reads nothing, so WebSocket pings go unanswered, and sends nothing, as a cut
+cable would) or drops every connection's TCP socket without a close frame.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """What the gateway does with each of the 21 client messages.
 
-Each handler answers its request with exactly one event from ``RESPONSES[type]`` or raises
-``GatewayError`` (sent as ``error`` to the requester only). The connection runs its handlers one at
-a time, so answers leave in request order, which is what v1's id-less correlation relies on. The
-exceptions are the profile's (profile.py): a reference gateway may leave ``ping`` or ``get_events``
-unanswered, as a gateway that guessed differently than we did could.
+Each handler answers its request with exactly one event from ``RESPONSES[type]`` or
+raises ``GatewayError`` (sent as ``error`` to the requester only). The connection runs
+its handlers one at a time, so answers leave in request order, which is what v1's
+id-less correlation relies on. The exceptions are the profile's (profile.py): a
+reference gateway may leave ``ping`` or ``get_events`` unanswered, as a gateway that
+guessed differently than we did could.
 """
 
 from __future__ import annotations
@@ -12,32 +13,54 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import msgspec
 
 from dim_actors.wire import protocol as p
 
+from .connection import Connection
 from .errors import GatewayError, session_not_found
-from .limits import check_token
-from .sessions import SessionRuntime, now_ms
+from .limits import AuthLimiter, check_token
+from .profile import GatewayProfile
+from .sessions import Agent, SessionRuntime, now_ms
 from .store import DELETE_MEMBER, UPSERT_MEMBER, Database, StoredSession
 from .workspace import FileVersion, normalize_path
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .server import DevGateway
 
 DEFAULT_EVENTS_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10000
 
-Handler = Callable[["Connection", msgspec.Struct], Awaitable[None]]
+# Each handler takes the message type it is keyed by in the table: Any, as a dict's
+# value type cannot say which key it goes with.
+Handler = Callable[[Connection, Any], Awaitable[None]]
+
+
+class HandlersGateway(Protocol):
+    """What the request handlers need of the gateway that owns them."""
+
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def identity(self) -> p.Identity: ...
+    @property
+    def auth_limiter(self) -> AuthLimiter: ...
+    @property
+    def lockout_spares_token(self) -> bool: ...
+    @property
+    def profile(self) -> GatewayProfile: ...
+    @property
+    def agents(self) -> dict[str, Agent]: ...
+    @property
+    def sessions(self) -> dict[str, SessionRuntime]: ...
+    @property
+    def db(self) -> Database: ...
+    def members_of(self, tenant: str) -> dict[str, p.Member]: ...
 
 
 class RequestHandlers:
-    def __init__(self, gateway: DevGateway):
+    def __init__(self, gateway: HandlersGateway):
         self.gw = gateway
-        self.table: dict[type, Handler] = {
+        self.table: dict[type[msgspec.Struct], Handler] = {
             p.Authenticate: self.authenticate,
             p.ListSessions: self.list_sessions,
             p.CreateSession: self.create_session,
@@ -70,7 +93,7 @@ class RequestHandlers:
             raise session_not_found()
         return s
 
-    # --- authentication --------------------------------------------------------------------------
+    # --- authentication ---------------------------------------------------------------
 
     async def authenticate(self, conn: Connection, msg: p.Authenticate) -> None:
         gw = self.gw
@@ -93,7 +116,7 @@ class RequestHandlers:
         conn.identity = gw.identity
         conn.send(p.Authenticated(identity=gw.identity))
 
-    # --- session management ----------------------------------------------------------------------
+    # --- session management -----------------------------------------------------------
 
     async def list_sessions(self, conn: Connection, msg: p.ListSessions) -> None:
         tenant = conn.identity.tenantId  # type: ignore[union-attr]
@@ -167,7 +190,7 @@ class RequestHandlers:
         for c in list(s.subscribers):
             s.unsubscribe(c)
 
-    # --- session interaction ---------------------------------------------------------------------
+    # --- session interaction ----------------------------------------------------------
 
     async def join_session(self, conn: Connection, msg: p.JoinSession) -> None:
         s = self.session(conn, msg.sessionId)
@@ -183,7 +206,8 @@ class RequestHandlers:
 
     async def run_turn(self, conn: Connection, msg: p.RunTurn) -> None:
         s = self.session(conn, msg.sessionId)
-        # clientTurnId is ours: a gateway without it reads past the field (no echo, no dedup).
+        # clientTurnId is ours: a gateway without it reads past the field (no echo, no
+        # dedup).
         client_turn_id = msg.clientTurnId if self.gw.profile.client_turn_ids else None
         if client_turn_id is not None:
             original = s.client_turns.get(client_turn_id)
@@ -230,7 +254,7 @@ class RequestHandlers:
             dismissed=msg.dismissed,
         )
 
-    # --- data retrieval --------------------------------------------------------------------------
+    # --- data retrieval ---------------------------------------------------------------
 
     async def get_history(self, conn: Connection, msg: p.GetHistory) -> None:
         s = self.session(conn, msg.sessionId)
@@ -239,7 +263,9 @@ class RequestHandlers:
     async def get_events(self, conn: Connection, msg: p.GetEvents) -> None:
         # "error" never gets here: the decoder refuses get_events at the schema stage.
         if self.gw.profile.get_events == "silent":
-            return  # a gateway that takes get_events and never answers it, not even with an error
+            # a gateway that takes get_events and never answers it, not even with an
+            # error
+            return
         s = self.session(conn, msg.sessionId)
         limit = min(msg.limit or DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)
         frames, more = await self.gw.db.run(
@@ -250,11 +276,12 @@ class RequestHandlers:
         conn.send(p.EventList(sessionId=s.id, events=events, hasMore=more))  # type: ignore[arg-type]
 
     async def ping(self, conn: Connection, msg: p.Ping) -> None:
-        # The docs name no answer to ping (`pong` is ours): a gateway may take it as keepalive only.
+        # The docs name no answer to ping (`pong` is ours): a gateway may take it as
+        # keepalive only.
         if self.gw.profile.ping_answered:
             conn.send(p.Pong(ts=now_ms()))
 
-    # --- files -----------------------------------------------------------------------------------
+    # --- files ------------------------------------------------------------------------
 
     async def list_files(self, conn: Connection, msg: p.ListFiles) -> None:
         s = self.session(conn, msg.sessionId)
@@ -272,15 +299,13 @@ class RequestHandlers:
         iterations = await s.workspace.history(path)
         conn.send(p.FileHistoryList(sessionId=s.id, path=path, iterations=iterations))
 
-    async def file_at_iteration(
-        self, conn: Connection, msg: p.FileAtIteration
-    ) -> None:
+    async def file_at_iteration(self, conn: Connection, msg: p.FileAtIteration) -> None:
         s = self.session(conn, msg.sessionId)
         conn.send(
             _content(s.id, await s.workspace.at_iteration(msg.path, msg.iteration))
         )
 
-    # --- administration --------------------------------------------------------------------------
+    # --- administration ---------------------------------------------------------------
 
     async def manage_members(self, conn: Connection, msg: p.ManageMembers) -> None:
         tenant = conn.identity.tenantId  # type: ignore[union-attr]

@@ -43,8 +43,9 @@ class SlidingWindow:
 
 
 class AuthLimiter:
-    """Failed ``authenticate`` attempts per IP. Once ``max_failures`` sit in the window, every
-    attempt from that IP (right or wrong) is refused until the oldest failure ages out."""
+    """Failed ``authenticate`` attempts per IP. Once ``max_failures`` sit in the window,
+    every attempt from that IP (right or wrong) is refused until the oldest failure ages
+    out."""
 
     def __init__(self, max_failures: int = 5, window: float = 60.0):
         self.max_failures = max_failures
@@ -64,8 +65,9 @@ class AuthLimiter:
 def check_token(
     expected: str, candidate: str, limiter: AuthLimiter, ip: str, spare_valid: bool
 ) -> tuple[bool, int]:
-    """(is `candidate` the token, how long `ip` must wait before it may try: 0 = go ahead).
-    `spare_valid`: the right token passes even while its IP is locked out (see DevGateway)."""
+    """(is `candidate` the token, how long `ip` must wait before it may try: 0 = go
+    ahead). `spare_valid`: the right token passes even while its IP is locked out (see
+    DevGateway)."""
     valid = hmac.compare_digest(candidate.encode(), expected.encode())
     if valid and spare_valid:
         return True, 0

@@ -1,8 +1,10 @@
-"""What the dev gateway does beyond the public Diminuendo docs, switchable as one profile.
+"""What the dev gateway does beyond the public Diminuendo docs, switchable as one
+profile.
 
-``dev`` is the gateway dim-desktop was built beside: every guess of ours on (docs/protocol.md).
-``reference`` does only what the public docs describe and differs where they are silent, so the
-client can be tested against a gateway that guessed differently than we did (docs/dev-gateway.md).
+``dev`` is the gateway dim-desktop was built beside: every guess of ours on
+(docs/protocol.md). ``reference`` does only what the public docs describe and differs
+where they are silent, so the client can be tested against a gateway that guessed
+differently than we did (docs/dev-gateway.md).
 """
 
 from __future__ import annotations
@@ -12,24 +14,26 @@ from typing import Literal
 import msgspec
 
 ProfileName = Literal["dev", "reference"]
-# get_events: answered with our event_list, refused with an error, or never answered at all.
+# get_events: answered with our event_list, refused with an error, or never answered at
+# all.
 GetEventsMode = Literal["answer", "error", "silent"]
-# steer / answer_question fields: ours (`content`; `answers`/`approved`/`dismissed`), or the v1-style
-# guess of a gateway that took run_turn's vocabulary (`text`; `answer`/`approved`).
+# steer / answer_question fields: ours (`content`; `answers`/`approved`/`dismissed`), or
+# the v1-style guess of a gateway that took run_turn's vocabulary (`text`;
+# `answer`/`approved`).
 Vocabulary = Literal["ours", "v1"]
 
 
 class GatewayProfile(msgspec.Struct, frozen=True, kw_only=True):
     name: ProfileName = "dev"
     protocol_version: int = 1
-    # In dev mode (no token), push `authenticated` right after `connected` (the quickstart's three frames).
+    # In dev mode (no token), push `authenticated` right after `connected` (the
+    # quickstart's three frames).
     push_authenticated: bool = True
     get_events: GetEventsMode = "answer"
     ping_answered: bool = True  # `pong` to `ping`
     replicate: bool = True  # the /replicate endpoint (docs/sync.md)
-    client_turn_ids: bool = (
-        True  # run_turn.clientTurnId echoed in turn_started and deduplicated
-    )
+    # run_turn.clientTurnId echoed in turn_started and deduplicated
+    client_turn_ids: bool = True
     vocabulary: Vocabulary = "ours"
 
 

@@ -1,8 +1,10 @@
-"""The dev gateway's replication endpoint: a session's workspace, pushed to replicas, written back by them.
+"""The dev gateway's replication endpoint: a session's workspace, pushed to replicas,
+written back by them.
 
-``ws://host:port/replicate?sessionId=S&replicaId=R[&token=T]`` (same token as ``/ws``; a bad one is
-refused with HTTP 401 before the upgrade, an unknown session with 404). Frames are msgpack Structs
-from ``dim_actors/wire/replication.py`` in binary WebSocket frames, modelled on Chronicle's WireMessage.
+``ws://host:port/replicate?sessionId=S&replicaId=R[&token=T]`` (same token as ``/ws``; a
+bad one is refused with HTTP 401 before the upgrade, an unknown session with 404).
+Frames are msgpack Structs from ``dim_actors/wire/replication.py`` in binary WebSocket
+frames, modelled on Chronicle's WireMessage.
 
 * The **replication sequence** of a change is the ``rowid`` of its row in ``file_iterations``
   (Chronicle's master rowid): it grows with every iteration, so "everything after sequence S" is one
@@ -28,7 +30,7 @@ import logging
 import re
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -38,11 +40,10 @@ from websockets.http11 import Request, Response
 
 from dim_actors.wire import replication as wire
 
-from .limits import check_token
+from .limits import AuthLimiter, check_token
+from .sessions import SessionRuntime
+from .store import Database
 from .workspace import FileChange, Workspace, WorkspaceError, normalize_path
-
-if TYPE_CHECKING:
-    from .server import DevGateway
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,8 @@ class Replica:
         self.ws = ws
         self.session_id = session_id
         self.replica_id = replica_id
-        self.cursor: int | None = (
-            None  # last sequence sent; None until a CatchupRequest
-        )
+        # last sequence sent; None until a CatchupRequest
+        self.cursor: int | None = None
         self.acked = 0
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.queued_bytes = 0
@@ -164,15 +164,30 @@ class Feed:
                         )
 
 
+class ReplicationGateway(Protocol):
+    """What the replication endpoint needs of the gateway it serves in."""
+
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def auth_limiter(self) -> AuthLimiter: ...
+    @property
+    def lockout_spares_token(self) -> bool: ...
+    @property
+    def sessions(self) -> dict[str, SessionRuntime]: ...
+    @property
+    def db(self) -> Database: ...
+
+
 class ReplicationHub:
-    def __init__(self, gateway: DevGateway):
+    def __init__(self, gateway: ReplicationGateway):
         self.gw = gateway
         self.feeds: dict[str, Feed] = {}
         self._schema_ready = False
         self.writebacks_accepted = 0
         self.writebacks_rejected = 0
 
-    # --- admission (before the upgrade) ------------------------------------------------------------
+    # --- admission (before the upgrade) -----------------------------------------------
 
     def check_request(
         self, connection: ServerConnection, request: Request
@@ -204,9 +219,10 @@ class ReplicationHub:
             return connection.respond(HTTPStatus.NOT_FOUND, "No such session\n")
         return None
 
-    # --- one replica connection ---------------------------------------------------------------------
+    # --- one replica connection -------------------------------------------------------
 
     async def serve(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # a handler runs after the handshake
         q = _query(ws.request.path)
         sid, replica_id = q["sessionId"], q["replicaId"]
         session = self.gw.sessions.get(sid)
@@ -267,8 +283,8 @@ class ReplicationHub:
                 r.cursor = None
                 r.send(
                     wire.FullResyncRequired(
-                        reason=f"sequence {msg.sinceSequence} is ahead of this workspace ({current}): "
-                        "it was reset or is another gateway's",
+                        reason=f"sequence {msg.sinceSequence} is ahead of this "
+                        f"workspace ({current}): it was reset or is another gateway's",
                         currentSequence=current,
                     )
                 )
@@ -278,8 +294,9 @@ class ReplicationHub:
         elif isinstance(msg, wire.Ack):
             r.acked = max(r.acked, msg.upToSequence)
         elif isinstance(msg, wire.ContentFetchRequest):
-            # queued, not awaited: the socket goes on reading while content is read and sent, and
-            # requests that arrive together are answered together (one trip to the store each batch)
+            # queued, not awaited: the socket goes on reading while content is read and
+            # sent, and requests that arrive together are answered together (one trip to
+            # the store each batch)
             r.fetches.append(msg)
             if r.fetch_task is None or r.fetch_task.done():
                 r.fetch_task = asyncio.get_running_loop().create_task(
@@ -290,10 +307,11 @@ class ReplicationHub:
         elif isinstance(msg, wire.WriteBack):
             await self._write_back(r, feed, msg)
 
-    # --- pushing changes ----------------------------------------------------------------------------
+    # --- pushing changes --------------------------------------------------------------
 
     def on_change(self, session_id: str, change: FileChange) -> None:
-        """Every workspace change of a session (agents, write-backs): push it to its replicas."""
+        """Every workspace change of a session (agents, write-backs): push it to its
+        replicas."""
         feed = self.feeds.get(session_id)
         if feed is not None and feed.replicas:
             feed.kick()
@@ -310,12 +328,13 @@ class ReplicationHub:
                 return
             await r.drained.wait()
 
-    # --- content ------------------------------------------------------------------------------------
+    # --- content ----------------------------------------------------------------------
 
     async def _serve_fetches(self, r: Replica) -> None:
-        """Answers the replica's content requests in the order they came, a batch per trip to the
-        store: the first piece of each (every file under CHUNK_SIZE is one piece), the rest of a
-        larger file piece by piece before the next request. Waits while the socket is behind."""
+        """Answers the replica's content requests in the order they came, a batch per
+        trip to the store: the first piece of each (every file under CHUNK_SIZE is one
+        piece), the rest of a larger file piece by piece before the next request. Waits
+        while the socket is behind."""
         try:
             while r.fetches and not r.closed:
                 await r.drained.wait()
@@ -338,7 +357,9 @@ class ReplicationHub:
                         answered += 1
                         continue
                     if got == len(rows):
-                        break  # over the byte budget: the rest of the batch goes back first in line
+                        # over the byte budget: the rest of the batch goes back first in
+                        # line
+                        break
                     await self._send_piece(r, h, max(0, m.offset), rows[got])
                     got += 1
                     answered += 1
@@ -347,7 +368,8 @@ class ReplicationHub:
         except ConnectionClosed:
             pass
         except Exception:
-            # as a failed handler would: the socket closes, the replica reconnects and asks again
+            # as a failed handler would: the socket closes, the replica reconnects and
+            # asks again
             log.exception(
                 "replication: serving content to replica %s failed", r.replica_id
             )
@@ -401,7 +423,7 @@ class ReplicationHub:
         buf += msg.data
         r.upload_bytes += len(msg.data)
 
-    # --- write-back ---------------------------------------------------------------------------------
+    # --- write-back -------------------------------------------------------------------
 
     async def _write_back(self, r: Replica, feed: Feed, msg: wire.WriteBack) -> None:
         session = self.gw.sessions.get(r.session_id)
@@ -452,7 +474,7 @@ class ReplicationHub:
         }
 
 
-# --- queries (on the store's worker thread) --------------------------------------------------------
+# --- queries (on the store's worker thread) -------------------------------------------
 
 
 def _max_sequence(conn, session_id: str) -> int:
@@ -474,7 +496,8 @@ def _rows_after(conn, session_id: str, after: int, limit: int) -> list[tuple]:
 
 
 def _compact(rows: list[tuple]) -> list[wire.Notification]:
-    """The latest state of each path in ``rows``, in sequence order; a rename is one Notification."""
+    """The latest state of each path in ``rows``, in sequence order; a rename is one
+    Notification."""
     last: dict[str, tuple] = {}
     for row in rows:
         last[row[1]] = row
@@ -496,7 +519,8 @@ def _compact(rows: list[tuple]) -> list[wire.Notification]:
         renamed_iteration = None
         if renamed_from and not deleted:
             old = by_path.get(renamed_from)
-            # the old path's latest row is the deletion written together with this creation
+            # the old path's latest row is the deletion written together with this
+            # creation
             if old is not None and old[5] and old[0] == seq - 1:
                 folded.add(renamed_from)
                 renamed_iteration = old[2]
@@ -536,7 +560,8 @@ def _content_piece(
 def _content_pieces(
     conn, session_id: str, wanted: list[tuple[str, int]], size: int, budget: int
 ) -> list:
-    """The first piece of each (hash, offset) in order, stopping once `budget` bytes are read."""
+    """The first piece of each (hash, offset) in order, stopping once `budget` bytes are
+    read."""
     out = []
     total = 0
     for digest, offset in wanted:
@@ -632,9 +657,9 @@ def _apply_one(
     if e.isDeletion:
         if not current_hash:
             return wire.Accepted(e.localSeq, current)
-        change = ws.delete(path)
-        changes.append(change)
-        return wire.Accepted(e.localSeq, change.iteration)
+        deletion = ws.delete(path)
+        changes.append(deletion)
+        return wire.Accepted(e.localSeq, deletion.iteration)
     content = e.content if e.content is not None else uploads.get(e.contentHash)
     if content is None:
         return wire.Rejected(

@@ -1,4 +1,5 @@
-"""Run a DevGateway on its own event loop in a background thread (tests, benchmarks, the app)."""
+"""Run a DevGateway on its own event loop in a background thread (tests, benchmarks, the
+app)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from .server import DevGateway
 class BackgroundGateway:
     """``with BackgroundGateway(token="t") as gw: connect(gw.url)``.
 
-    Keyword arguments are DevGateway's. ``start()`` returns once the gateway listens; ``stop()``
-    shuts it down cleanly (turns ended, storage flushed) and joins the thread.
+    Keyword arguments are DevGateway's. ``start()`` returns once the gateway listens;
+    ``stop()`` shuts it down cleanly (turns ended, storage flushed) and joins the
+    thread.
     """
 
     def __init__(self, **options: Any):
@@ -70,7 +72,8 @@ class BackgroundGateway:
             await self.gateway.stop()
 
     def call(self, fn, *args, timeout: float = 10.0):
-        """Run ``fn(gateway, *args)`` on the gateway's loop and return its result (for tests)."""
+        """Run ``fn(gateway, *args)`` on the gateway's loop and return its result (for
+        tests)."""
         assert self.loop is not None and self.gateway is not None
 
         async def run():

@@ -1,14 +1,16 @@
-"""The dev gateway's WebSocket server: handshake, inbound validation, dispatch, heartbeats.
+"""The dev gateway's WebSocket server: handshake, inbound validation, dispatch,
+heartbeats.
 
-Inbound frames go through the same checks, in the same order, as the reference gateway's: size
-(before parsing), rate, JSON, schema, authentication. Every refusal is an ``error`` event to that
-connection only, and the connection stays open.
+Inbound frames go through the same checks, in the same order, as the reference
+gateway's: size (before parsing), rate, JSON, schema, authentication. Every refusal is
+an ``error`` event to that connection only, and the connection stays open.
 
-Before the upgrade, as the reference gateway does with its allow-list, the ``Origin`` header is
-checked: a browser sends one on every WebSocket, and browsers apply no same-origin rule to
-WebSockets, so any page the user opens could otherwise drive this gateway. No Origin (a program,
-not a browser) or a loopback ``http://`` origin on this gateway's own port passes; anything else
-(or an origin given with ``allowed_origins``) is refused with 403.
+Before the upgrade, as the reference gateway does with its allow-list, the ``Origin``
+header is checked: a browser sends one on every WebSocket, and browsers apply no
+same-origin rule to WebSockets, so any page the user opens could otherwise drive this
+gateway. No Origin (a program, not a browser) or a loopback ``http://`` origin on this
+gateway's own port passes; anything else (or an origin given with ``allowed_origins``)
+is refused with 403.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .handlers import RequestHandlers
 from .limits import AuthLimiter
 from .profile import DEV, GatewayProfile
 from .replication import REPLICATE_PATH, ReplicationHub
-from .sessions import SessionRuntime, now_ms
+from .sessions import Agent, SessionRuntime, now_ms
 from .stats import GatewayStats
 from .store import Database
 from .vocabulary import ClientDecoder
@@ -53,10 +55,12 @@ DEV_IDENTITY = p.Identity(
 
 
 class DevGateway:
-    """A Diminuendo v1 gateway for development and tests, served on ``ws://host:port/ws``.
+    """A Diminuendo v1 gateway for development and tests, served on
+    ``ws://host:port/ws``.
 
-    ``await start()`` binds (``port=0`` picks a free port, then ``self.port`` is the real one);
-    ``await stop()`` ends running turns, winds sessions down, flushes storage and closes.
+    ``await start()`` binds (``port=0`` picks a free port, then ``self.port`` is the
+    real one); ``await stop()`` ends running turns, winds sessions down, flushes storage
+    and closes.
     """
 
     def __init__(
@@ -80,7 +84,8 @@ class DevGateway:
         sock: socket.socket | None = None,
     ):
         self.profile = profile
-        # A listening socket made by whoever started us (dim-desktop keeps its port while we restart).
+        # A listening socket made by whoever started us (dim-desktop keeps its port
+        # while we restart).
         self.sock = sock
         if sock is not None:
             host, port = sock.getsockname()[:2]
@@ -88,9 +93,10 @@ class DevGateway:
         self.host = host
         self.port = port
         self.token = token or None
-        # The right token passes even while its IP is locked out for failed attempts: for a token
-        # made per launch (the embedded gateway's, too long to guess), where the lockout would only
-        # let another local user, sharing 127.0.0.1, keep the app out by failing on purpose.
+        # The right token passes even while its IP is locked out for failed attempts:
+        # for a token made per launch (the embedded gateway's, too long to guess), where
+        # the lockout would only let another local user, sharing 127.0.0.1, keep the app
+        # out by failing on purpose.
         self.lockout_spares_token = lockout_spares_token
         self.data_dir = Path(data_dir) if data_dir else None
         self.heartbeat_ms = heartbeat_ms
@@ -100,7 +106,7 @@ class DevGateway:
         self.auth_limiter = AuthLimiter(auth_max_failures, auth_window_ms / 1000)
         self.identity = DEV_IDENTITY
         self.faults = Faults()
-        self.agents = dict(AGENTS)
+        self.agents: dict[str, Agent] = dict(AGENTS)
         self.agents["coding-agent"] = CodingAgent(faults=self.faults)
         self.sessions: dict[str, SessionRuntime] = {}
         self.connections: set[Connection] = set()
@@ -110,7 +116,7 @@ class DevGateway:
         )  # the schema stage: which fields this gateway reads
         self.handlers = RequestHandlers(self)
         self.replication = ReplicationHub(self)  # /replicate (docs/sync.md)
-        self.db: Database | None = None  # type: ignore[assignment]
+        self._db: Database | None = None
         self._members: dict[str, dict[str, p.Member]] = {}
         self._server: Server | None = None
         self._heartbeat_task: asyncio.Task | None = None
@@ -119,17 +125,24 @@ class DevGateway:
         self.stats = GatewayStats(stats_file, ping_probe_ms) if stats_file else None
 
     @property
+    def db(self) -> Database:
+        """The store, open from ``start()`` on."""
+        if self._db is None:
+            raise RuntimeError("the dev gateway is not started")
+        return self._db
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}/ws"
 
-    # --- lifecycle -------------------------------------------------------------------------------
+    # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="dim-gateway-"))
             self._own_data_dir = True
-        self.db = Database(self.data_dir / "gateway.db")
+        self._db = Database(self.data_dir / "gateway.db")
         stored = self.db.open()
         for tenant, rows in self.db.load_members().items():
             self._members[tenant] = {
@@ -195,14 +208,7 @@ class DevGateway:
         if self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    async def serve_until(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
-
-    # --- members (kept in memory, written through) -----------------------------------------------
+    # --- members (kept in memory, written through) ------------------------------------
 
     def members_of(self, tenant: str) -> dict[str, p.Member]:
         members = self._members.setdefault(tenant, {})
@@ -214,7 +220,7 @@ class DevGateway:
             )
         return members
 
-    # --- connections -----------------------------------------------------------------------------
+    # --- connections ------------------------------------------------------------------
 
     def _only_ws_path(
         self, connection: ServerConnection, request: Request
@@ -236,6 +242,7 @@ class DevGateway:
         return None
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # a handler runs after the handshake
         if ws.request.path.split("?", 1)[0] == REPLICATE_PATH:
             await self.replication.serve(ws)
             return
@@ -267,7 +274,8 @@ class DevGateway:
             )
         )
         if self.token is None:
-            # Dev mode authenticates every connection; whether it says so unasked is the profile's choice.
+            # Dev mode authenticates every connection; whether it says so unasked is the
+            # profile's choice.
             conn.identity = self.identity
             if self.profile.push_authenticated:
                 conn.send(p.Authenticated(identity=self.identity))
@@ -343,9 +351,9 @@ class DevGateway:
 def origin_allowed(
     origin: str, own_port: int, allowed: frozenset[str] = frozenset()
 ) -> bool:
-    """May a client whose request carries this Origin header connect? Only this gateway's own
-    loopback http origins, and those listed in `allowed` ("null", sent by sandboxed pages and
-    file:// documents, never passes unless listed)."""
+    """May a client whose request carries this Origin header connect? Only this
+    gateway's own loopback http origins, and those listed in `allowed` ("null", sent by
+    sandboxed pages and file:// documents, never passes unless listed)."""
     if origin.rstrip("/") in allowed:
         return True
     try:

@@ -1,8 +1,9 @@
-"""One session at run time: state machine, subscribers, the event publisher, the current turn.
+"""One session at run time: state machine, subscribers, the event publisher, the current
+turn.
 
-``emit`` is the publisher: it gives the event the session's next ``seq`` and a ``ts``, encodes it
-once, queues it for storage (every event with a seq is durable) and for every joined connection,
-all without awaiting, so events leave in seq order by construction.
+``emit`` is the publisher: it gives the event the session's next ``seq`` and a ``ts``,
+encodes it once, queues it for storage (every event with a seq is durable) and for every
+joined connection, all without awaiting, so events leave in seq order by construction.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -34,13 +35,11 @@ from dim_actors.wire.protocol import (
     encode,
 )
 
+from .connection import Connection
 from .statemachine import check_transition
 from .store import END_TURN, INSERT_TURN, UPSERT_SESSION, Database, StoredSession
 from .turns import Turn, TurnFailed
 from .workspace import AsyncWorkspace, FileChange, WorkspaceError
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +75,12 @@ class SessionRuntime:
         self.subscribers: dict[Connection, None] = {}  # insertion-ordered set
         self.turn: Turn | None = None
         self.deleted = False
-        self.workspace = AsyncWorkspace(db, self.id, on_change=self._file_changed)
-        # Told of every workspace change after file_changed: the replication endpoint's hook.
+        self.workspace = AsyncWorkspace(db, self.id, on_change=self.file_changed)
+        # Told of every workspace change after file_changed: the replication endpoint's
+        # hook.
         self.change_listener: Callable[[str, FileChange], None] | None = None
 
-    # --- metadata --------------------------------------------------------------------------------
+    # --- metadata ---------------------------------------------------------------------
 
     def meta(self) -> SessionMeta:
         return SessionMeta(
@@ -111,11 +111,12 @@ class SessionRuntime:
             ),
         )
 
-    # --- publishing ------------------------------------------------------------------------------
+    # --- publishing -------------------------------------------------------------------
 
     def emit(self, event: SessionEvent, reply_to: Connection | None = None) -> bytes:
-        """Publish a durable session event to every joined connection (and to ``reply_to``, the
-        requester, when it has not joined: every request is answered)."""
+        """Publish a durable session event to every joined connection (and to
+        ``reply_to``, the requester, when it has not joined: every request is answered).
+        """
         self.last_seq += 1
         event.sessionId = self.id
         event.seq = self.last_seq
@@ -152,8 +153,9 @@ class SessionRuntime:
             else:
                 return
 
-    def _file_changed(self, change: FileChange, turn: Turn | None = None) -> None:
-        """Publish a workspace change, inside ``turn`` when the turn that made it is still open."""
+    def file_changed(self, change: FileChange, turn: Turn | None = None) -> None:
+        """Publish a workspace change, inside ``turn`` when the turn that made it is
+        still open."""
         event = FileChanged(
             path=change.path,
             iteration=change.iteration,
@@ -169,7 +171,7 @@ class SessionRuntime:
         if self.change_listener is not None:
             self.change_listener(self.id, change)
 
-    # --- subscribers -----------------------------------------------------------------------------
+    # --- subscribers ------------------------------------------------------------------
 
     def subscribe(self, conn: Connection) -> None:
         self.subscribers[conn] = None
@@ -188,10 +190,12 @@ class SessionRuntime:
             session=self.meta(),
             lastSeq=self.last_seq,
             activeTurnId=self.turn.id if self.turn else None,
-            pendingRequests=pending,
-        )  # type: ignore[arg-type]  # Raw encodes verbatim
+            # the wire type says the requests' JSON objects; Raw encodes the frames
+            # verbatim
+            pendingRequests=pending,  # type: ignore[arg-type]
+        )
 
-    # --- state machine ---------------------------------------------------------------------------
+    # --- state machine ----------------------------------------------------------------
 
     def set_status(self, new: str) -> None:
         check_transition(self.status, new)
@@ -200,7 +204,8 @@ class SessionRuntime:
         self.emit(SessionStateChanged(status=new, previousStatus=previous))
 
     def activate(self) -> None:
-        """inactive → activating → ready (with the agent's sandbox coming up in between)."""
+        """inactive → activating → ready (with the agent's sandbox coming up in
+        between)."""
         self.set_status("activating")
         if self.agent.sandbox:
             self.emit(SandboxInit(provider=self.agent.sandbox))
@@ -220,10 +225,11 @@ class SessionRuntime:
         self.set_status("inactive")
 
     def recover(self) -> None:
-        """After a crash: close the turn that never ended and wind the session down to inactive,
-        through the transition table only, as a failed turn does (docs/dev-gateway.md, Storage):
-        waiting → running → error → deactivating → inactive; running → error → …; ready and error
-        → deactivating → inactive; activating → inactive (an activation cut short)."""
+        """After a crash: close the turn that never ended and wind the session down to
+        inactive, through the transition table only, as a failed turn does
+        (docs/dev-gateway.md, Storage): waiting → running → error → deactivating →
+        inactive; running → error → …; ready and error → deactivating → inactive;
+        activating → inactive (an activation cut short)."""
         if self.status == "waiting":
             self.set_status(
                 "running"
@@ -258,7 +264,7 @@ class SessionRuntime:
         elif self.status != "inactive":
             self.wind_down()
 
-    # --- turns -----------------------------------------------------------------------------------
+    # --- turns ------------------------------------------------------------------------
 
     def start_turn(
         self, text: str, client_turn_id: str | None, requester: Connection
@@ -318,8 +324,9 @@ class SessionRuntime:
         reply_to: Connection | None = None,
         wind_down: bool = False,
     ) -> None:
-        """End ``turn`` with exactly one turn_complete or turn_error, then move the session on:
-        to ready, or (after an error) error → deactivating → inactive, or (shutdown) wind down."""
+        """End ``turn`` with exactly one turn_complete or turn_error, then move the
+        session on: to ready, or (after an error) error → deactivating → inactive, or
+        (shutdown) wind down."""
         if turn.closed:
             return
         turn.dismiss_all()

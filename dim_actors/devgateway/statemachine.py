@@ -1,12 +1,14 @@
-"""The session state machine of the reference (§6.2), with the exits it leaves open filled in.
+"""The session state machine of the reference (§6.2), with the exits it leaves open
+filled in.
 
-Documented: inactive→activating; activating→ready|error|inactive; ready→running|deactivating|
-inactive|error; running→ready|waiting|error|deactivating; deactivating→inactive.
-Ours (the reference shows no full exit set): waiting→running only (a stop first resolves the open
-request as dismissed, then leaves through running), and error→deactivating, so a failed session
-winds down to inactive and the next join or run_turn activates it again. Every move the gateway
-makes, crash recovery included (sessions.py, recover), goes through check_transition. Permitted but
-never taken here: activating→error, ready→inactive, ready→error (docs/protocol.md §7).
+Documented: inactive→activating; activating→ready|error|inactive;
+ready→running|deactivating| inactive|error; running→ready|waiting|error|deactivating;
+deactivating→inactive. Ours (the reference shows no full exit set): waiting→running only
+(a stop first resolves the open request as dismissed, then leaves through running), and
+error→deactivating, so a failed session winds down to inactive and the next join or
+run_turn activates it again. Every move the gateway makes, crash recovery included
+(sessions.py, recover), goes through check_transition. Permitted but never taken here:
+activating→error, ready→inactive, ready→error (docs/protocol.md §7).
 """
 
 from __future__ import annotations

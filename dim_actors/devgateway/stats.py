@@ -1,11 +1,13 @@
-"""Optional connection statistics for benchmarks (``--stats-file``), off unless asked for.
+"""Optional connection statistics for benchmarks (``--stats-file``), off unless asked
+for.
 
-One JSON object a line, flushed as written: ``{"ev": "open"|"close"|"ping", "t": epoch_s,
-"client": id, ...}``. A ``close`` the gateway did not cause by stopping is a disconnect
-(``"disconnect": true``). With ``--ping-probe-ms`` every connection is pinged at that interval
-(one WebSocket ping outstanding at a time) and each round trip is logged as ``rttMs``: a client
-that stops reading its socket shows up as a long round trip (or, if the connection ends first,
-``rttMs: null`` and how long the ping waited, ``unansweredMs``).
+One JSON object a line, flushed as written: ``{"ev": "open"|"close"|"ping", "t":
+epoch_s, "client": id, ...}``. A ``close`` the gateway did not cause by stopping is a
+disconnect (``"disconnect": true``). With ``--ping-probe-ms`` every connection is pinged
+at that interval (one WebSocket ping outstanding at a time) and each round trip is
+logged as ``rttMs``: a client that stops reading its socket shows up as a long round
+trip (or, if the connection ends first, ``rttMs: null`` and how long the ping waited,
+``unansweredMs``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from websockets.exceptions import ConnectionClosed
 
 class GatewayStats:
     def __init__(self, path: str | Path, ping_probe_ms: int = 0):
-        self.file = open(path, "a", buffering=1)
+        # open for the gateway's lifetime, closed by close()
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115
         self.probe_s = ping_probe_ms / 1000
         self.opened = 0
         self.disconnects = 0

@@ -1,21 +1,23 @@
 """SQLite persistence for the dev gateway: sessions, their events, turns, members.
 
-One connection, used only from one worker thread, so every write and read is applied in the order
-the event loop asked for it. Writes are group-committed: they queue on the event loop, and whatever
-queued while the previous batch was being committed goes in the next one. An idle gateway thus
-commits each event within about a millisecond, and a stream of thousands of events a second costs
-one commit per batch, not one per event. Reads flush the queue first, so they see every write that
-was asked for before them.
+One connection, used only from one worker thread, so every write and read is applied in
+the order the event loop asked for it. Writes are group-committed: they queue on the
+event loop, and whatever queued while the previous batch was being committed goes in the
+next one. An idle gateway thus commits each event within about a millisecond, and a
+stream of thousands of events a second costs one commit per batch, not one per event.
+Reads flush the queue first, so they see every write that was asked for before them.
 
-Events are sent before they are committed, so a crash can lose events that clients already saw.
-Their seq numbers must never be handed out again (a client would take the new event for one it
-already has), so after an unclean shutdown every session's seq jumps ahead by RECOVERY_SEQ_GAP,
-more than the backlog that flow control allows (BACKLOG_HIGH).
+Events are sent before they are committed, so a crash can lose events that clients
+already saw. Their seq numbers must never be handed out again (a client would take the
+new event for one it already has), so after an unclean shutdown every session's seq
+jumps ahead by RECOVERY_SEQ_GAP, more than the backlog that flow control allows
+(BACKLOG_HIGH).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -31,9 +33,8 @@ T = TypeVar("T")
 
 BACKLOG_HIGH = 20_000  # uncommitted writes above which agents wait for the store
 BACKLOG_LOW = 5_000
-RECOVERY_SEQ_GAP = (
-    100_000  # > BACKLOG_HIGH plus what non-agent code emits: no seq is reused
-)
+# > BACKLOG_HIGH plus what non-agent code emits: no seq is reused
+RECOVERY_SEQ_GAP = 100_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -86,10 +87,12 @@ CREATE TABLE IF NOT EXISTS members (
 """
 
 UPSERT_SESSION = """
-INSERT INTO sessions (id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id)
+INSERT INTO sessions (id, tenant_id, name, agent_type, status, archived, created_at,
+    updated_at, active_turn_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status,
-    archived = excluded.archived, updated_at = excluded.updated_at, active_turn_id = excluded.active_turn_id
+    archived = excluded.archived, updated_at = excluded.updated_at,
+    active_turn_id = excluded.active_turn_id
 """
 INSERT_EVENT = "INSERT OR REPLACE INTO events (session_id, seq, json) VALUES (?, ?, ?)"
 INSERT_TURN = """
@@ -102,7 +105,8 @@ UPDATE turns SET status = ?, final_text = ?, stop_reason = ?, error_code = ?, er
 """
 UPSERT_MEMBER = """
 INSERT INTO members (tenant_id, user_id, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at
+ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role,
+    updated_at = excluded.updated_at
 """
 DELETE_MEMBER = "DELETE FROM members WHERE tenant_id = ? AND user_id = ?"
 
@@ -119,7 +123,8 @@ class StoredSession:
     updated_at: int
     active_turn_id: str | None
     last_seq: int = 0
-    # clientTurnId -> the turn_started frame that answered it (idempotent run_turn across restarts)
+    # clientTurnId -> the turn_started frame that answered it (idempotent run_turn
+    # across restarts)
     client_turns: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -144,14 +149,15 @@ class Database:
         self._caught_up.set()
         self._closed = False
 
-    # --- lifecycle -------------------------------------------------------------------------------
+    # --- lifecycle --------------------------------------------------------------------
 
     def open(self) -> list[StoredSession]:
         """Open (creating if needed) and load every session. Call before serving."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only a power loss may drop the last commits.
+        # NORMAL in WAL mode survives a process crash; only a power loss may drop the
+        # last commits.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA + WORKSPACE_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
@@ -201,7 +207,7 @@ class Database:
             self._conn.close()
             self._conn = None
 
-    # --- writes ----------------------------------------------------------------------------------
+    # --- writes -----------------------------------------------------------------------
 
     def write(self, sql: str, params: tuple) -> None:
         """Queue a write; it is committed with the next batch."""
@@ -230,11 +236,13 @@ class Database:
             self._submit_ops()
 
     async def commit(self) -> None:
-        """Return once every write queued so far is committed (for answers that promise it)."""
+        """Return once every write queued so far is committed (for answers that promise
+        it)."""
         await self.run(lambda conn: None)
 
     async def wait_caught_up(self) -> None:
-        """Wait while more than BACKLOG_HIGH writes are uncommitted (down to BACKLOG_LOW)."""
+        """Wait while more than BACKLOG_HIGH writes are uncommitted (down to
+        BACKLOG_LOW)."""
         await self._caught_up.wait()
 
     def _submit_ops(self) -> None:
@@ -246,7 +254,7 @@ class Database:
             self._submit(self._write_batch, ops), loop=self._loop
         )
         self._inflight.add(fut)
-        fut.add_done_callback(lambda f, n=len(ops): self._batch_done(f, n))
+        fut.add_done_callback(functools.partial(self._batch_done, count=len(ops)))
 
     def _batch_done(self, fut: asyncio.Future, count: int) -> None:
         self._inflight.discard(fut)
@@ -278,17 +286,17 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
-    # --- reads and other work on the worker thread ------------------------------------------------
+    # --- reads and other work on the worker thread ------------------------------------
 
-    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future:
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         loop = self._loop or asyncio.get_running_loop()
         return loop.run_in_executor(self._executor, fn, *args)
 
-    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future:
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``fn(conn, *args)`` on the worker thread after every write queued so far.
 
-        Returns a future at once (not a coroutine), so a caller can attach a done-callback that
-        fires even if the task awaiting it is cancelled.
+        Returns a future at once (not a coroutine), so a caller can attach a
+        done-callback that fires even if the task awaiting it is cancelled.
         """
         while self._ops:  # the worker runs jobs in order: queued writes go first
             self._submit_ops()
@@ -298,7 +306,7 @@ class Database:
         assert self._conn is not None
         return fn(self._conn, *args)
 
-    # --- queries (run them through run()) ---------------------------------------------------------
+    # --- queries (run them through run()) ---------------------------------------------
 
     @staticmethod
     def events_after(
@@ -313,15 +321,17 @@ class Database:
     @staticmethod
     def history(conn: sqlite3.Connection, session_id: str) -> list[tuple]:
         return conn.execute(
-            "SELECT turn_id, client_turn_id, text, status, final_text, stop_reason, error_code, error_message,"
-            " started_seq, ended_seq, started_at, ended_at FROM turns WHERE session_id = ? ORDER BY started_seq",
+            "SELECT turn_id, client_turn_id, text, status, final_text, stop_reason,"
+            " error_code, error_message, started_seq, ended_seq, started_at, ended_at"
+            " FROM turns WHERE session_id = ? ORDER BY started_seq",
             (session_id,),
         ).fetchall()
 
     @staticmethod
     def members(conn: sqlite3.Connection, tenant_id: str) -> list[tuple]:
         return conn.execute(
-            "SELECT user_id, role, created_at, updated_at FROM members WHERE tenant_id = ? ORDER BY created_at, user_id",
+            "SELECT user_id, role, created_at, updated_at FROM members"
+            " WHERE tenant_id = ? ORDER BY created_at, user_id",
             (tenant_id,),
         ).fetchall()
 
@@ -334,11 +344,13 @@ class Database:
         conn.execute("COMMIT")
 
     def load_members(self) -> dict[str, list[tuple]]:
-        """Every tenant's members as (user_id, role, created_at, updated_at), before serving."""
+        """Every tenant's members as (user_id, role, created_at, updated_at), before
+        serving."""
         assert self._conn is not None
         members: dict[str, list[tuple]] = {}
         for tenant, *row in self._conn.execute(
-            "SELECT tenant_id, user_id, role, created_at, updated_at FROM members ORDER BY created_at, user_id"
+            "SELECT tenant_id, user_id, role, created_at, updated_at FROM members"
+            " ORDER BY created_at, user_id"
         ):
             members.setdefault(tenant, []).append(tuple(row))
         return members
@@ -351,8 +363,9 @@ class Database:
                 r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9]
             )
             for r in conn.execute(
-                "SELECT id, tenant_id, name, agent_type, status, archived, created_at, updated_at, active_turn_id,"
-                " seq_floor FROM sessions ORDER BY created_at, id"
+                "SELECT id, tenant_id, name, agent_type, status, archived, created_at,"
+                " updated_at, active_turn_id, seq_floor"
+                " FROM sessions ORDER BY created_at, id"
             )
         }
         for sid, last in conn.execute(
@@ -362,7 +375,8 @@ class Database:
                 sessions[sid].last_seq = max(last, sessions[sid].last_seq)
         for sid, client_turn_id, frame in conn.execute(
             "SELECT t.session_id, t.client_turn_id, e.json FROM turns t JOIN events e"
-            " ON e.session_id = t.session_id AND e.seq = t.started_seq WHERE t.client_turn_id IS NOT NULL"
+            " ON e.session_id = t.session_id AND e.seq = t.started_seq"
+            " WHERE t.client_turn_id IS NOT NULL"
         ):
             if sid in sessions:
                 sessions[sid].client_turns[client_turn_id] = bytes(frame)

@@ -1,10 +1,11 @@
 """A running turn: what an agent sees and may do, and how the turn ends.
 
-The agent runs as its own task and talks to the session only through this object. Every event it
-emits carries the turn's id; text deltas are collected so ``turn_complete.finalText`` is exactly
-their concatenation. A turn ends exactly once: naturally, by failing, or by being stopped. A stop
-is handled on the spot by the session (so ``stop_turn`` is answered at once) and the agent task is
-then cancelled; anything the agent would emit after that is dropped.
+The agent runs as its own task and talks to the session only through this object. Every
+event it emits carries the turn's id; text deltas are collected so
+``turn_complete.finalText`` is exactly their concatenation. A turn ends exactly once:
+naturally, by failing, or by being stopped. A stop is handled on the spot by the session
+(so ``stop_turn`` is answered at once) and the agent task is then cancelled; anything
+the agent would emit after that is dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dim_actors.wire.protocol import (
     ApprovalResolved,
@@ -23,19 +24,17 @@ from dim_actors.wire.protocol import (
     TextDelta,
 )
 
+from .connection import Connection
 from .errors import GatewayError
-from .workspace import AsyncWorkspace
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .sessions import SessionRuntime
+from .workspace import AsyncWorkspace, FileChange, SqlRunner
 
 CHECKPOINT_EVERY = 256  # events an unpaced agent emits between yields to the event loop
 
 
 class StampedTextDelta(TextDelta, tag="text_delta", kw_only=True):
-    """A text_delta carrying the gateway's send time in ns (``/stream N RATE stamp``, for benchmarks).
-    Clients must pass the unknown field through untouched, which is part of the contract."""
+    """A text_delta carrying the gateway's send time in ns (``/stream N RATE stamp``,
+    for benchmarks). Clients must pass the unknown field through untouched, which is
+    part of the contract."""
 
     sentNs: int | None = None
 
@@ -53,6 +52,27 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
 
+class TurnSession(Protocol):
+    """What a turn, and the agent running it, need of its session
+    (sessions.SessionRuntime)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def db(self) -> SqlRunner: ...
+    @property
+    def status(self) -> str: ...
+    def set_status(self, new: str) -> None: ...
+    def emit(
+        self, event: SessionEvent, reply_to: Connection | None = None
+    ) -> bytes | None: ...
+    def send_to_all(
+        self, event: SessionEvent, reply_to: Connection | None = None
+    ) -> None: ...
+    async def wait_uncongested(self) -> None: ...
+    def file_changed(self, change: FileChange, turn: Turn | None = None) -> None: ...
+
+
 class PendingRequest:
     def __init__(self, kind: str, frame: bytes, future: asyncio.Future):
         self.kind = kind  # "question" | "permission"
@@ -61,9 +81,7 @@ class PendingRequest:
 
 
 class Turn:
-    def __init__(
-        self, session: SessionRuntime, text: str, client_turn_id: str | None
-    ):
+    def __init__(self, session: TurnSession, text: str, client_turn_id: str | None):
         self.session = session
         self.id = new_id("turn")
         self.text = text
@@ -78,18 +96,19 @@ class Turn:
         self._emitted = 0
         self._workspace: AsyncWorkspace | None = None
 
-    # --- what agents use -------------------------------------------------------------------------
+    # --- what agents use --------------------------------------------------------------
 
     @property
     def workspace(self) -> AsyncWorkspace:
-        """The session's files; changes made through this handle are reported inside this turn
-        (or, if the turn was stopped while the change was on its way, outside any turn)."""
+        """The session's files; changes made through this handle are reported inside
+        this turn (or, if the turn was stopped while the change was on its way, outside
+        any turn)."""
         if self._workspace is None:
             session = self.session
             self._workspace = AsyncWorkspace(
                 session.db,
                 session.id,
-                on_change=lambda change: session._file_changed(change, self),
+                on_change=lambda change: session.file_changed(change, self),
             )
         return self._workspace
 
@@ -116,12 +135,14 @@ class Turn:
         )
 
     async def checkpoint(self) -> None:
-        """Yield to the loop (so stop_turn and the writers run) and wait while a reader lags."""
+        """Yield to the loop (so stop_turn and the writers run) and wait while a reader
+        lags."""
         await asyncio.sleep(0)
         await self.session.wait_uncongested()
 
     async def tick(self) -> None:
-        """Call once per emitted event in a tight loop: checkpoints every CHECKPOINT_EVERY calls."""
+        """Call once per emitted event in a tight loop: checkpoints every
+        CHECKPOINT_EVERY calls."""
         self._emitted += 1
         if self._emitted % CHECKPOINT_EVERY == 0:
             await self.checkpoint()
@@ -158,7 +179,7 @@ class Turn:
             self.session.set_status("waiting")
         return await future
 
-    # --- what the session's request handlers use -------------------------------------------------
+    # --- what the session's request handlers use --------------------------------------
 
     def steer(self, content: str, reply_to: Connection) -> None:
         self.steers.append(content)

@@ -1,12 +1,14 @@
 """A Chronicle-style versioned workspace per session, stored in SQLite.
 
-Every change to a path (write, delete, either side of a rename) is an immutable *iteration*:
-a per-path counter, a timestamp in epoch ms, the size, the sha256 of the content, and the content.
-``file_heads`` keeps the latest iteration of each path so listing and reading are one lookup.
+Every change to a path (write, delete, either side of a rename) is an immutable
+*iteration*: a per-path counter, a timestamp in epoch ms, the size, the sha256 of the
+content, and the content. ``file_heads`` keeps the latest iteration of each path so
+listing and reading are one lookup.
 
-``Workspace`` is synchronous and works on a sqlite3 connection; it is meant to run on the store's
-worker thread. ``AsyncWorkspace`` is the event-loop facade the gateway (and later the replication
-endpoint) uses: it runs each operation on that thread and reports every change to a callback.
+``Workspace`` is synchronous and works on a sqlite3 connection; it is meant to run on
+the store's worker thread. ``AsyncWorkspace`` is the event-loop facade the gateway (and
+later the replication endpoint) uses: it runs each operation on that thread and reports
+every change to a callback.
 """
 
 from __future__ import annotations
@@ -16,14 +18,21 @@ import hashlib
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from dim_actors.wire.protocol import FileEntry, IterationMeta
 
-if TYPE_CHECKING:
-    from .store import Database
+T = TypeVar("T")
+
+
+class SqlRunner(Protocol):
+    """Where a workspace's calls run: the store's worker thread, in order
+    (store.Database)."""
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]: ...
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_iterations (
@@ -54,7 +63,8 @@ MAX_PATH = 4096
 
 
 class WorkspaceError(Exception):
-    """A refused file operation; ``code`` is the wire error code (InvalidPath, FileNotFound, ...)."""
+    """A refused file operation; ``code`` is the wire error code (InvalidPath,
+    FileNotFound, ...)."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -86,8 +96,9 @@ class FileVersion(msgspec.Struct, kw_only=True):
 def normalize_path(path: str, *, allow_root: bool = False) -> str:
     """A workspace-relative POSIX path, or WorkspaceError("InvalidPath").
 
-    Refuses what could name something outside the workspace or differently on another OS:
-    absolute paths, drive letters, ``..``, backslashes, NUL and other control characters.
+    Refuses what could name something outside the workspace or differently on another
+    OS: absolute paths, drive letters, ``..``, backslashes, NUL and other control
+    characters.
     """
     if not isinstance(path, str) or len(path) > MAX_PATH:
         raise WorkspaceError(
@@ -124,10 +135,11 @@ class Workspace:
         self.conn = conn
         self.session_id = session_id
 
-    # --- changes ---------------------------------------------------------------------------------
+    # --- changes ----------------------------------------------------------------------
 
     def write(self, path: str, data: bytes) -> FileChange | None:
-        """Store ``data`` as the next iteration; None when it equals the current content."""
+        """Store ``data`` as the next iteration; None when it equals the current
+        content."""
         path = normalize_path(path)
         data = bytes(data)
         digest = hashlib.sha256(data).hexdigest()
@@ -144,7 +156,8 @@ class Workspace:
             return self._append(path, head, None, "", renamed_from=None)
 
     def rename(self, old: str, new: str) -> list[FileChange]:
-        """Two iterations: ``old`` deleted, ``new`` created with old's content (``renamedFrom``)."""
+        """Two iterations: ``old`` deleted, ``new`` created with old's content
+        (``renamedFrom``)."""
         old, new = normalize_path(old), normalize_path(new)
         if old == new:
             raise WorkspaceError("InvalidPath", "rename needs two different paths")
@@ -156,16 +169,7 @@ class Workspace:
             made = self._append(new, self._head(new), content, digest, renamed_from=old)
         return [gone, made]
 
-    def delete_all(self) -> None:
-        with _transaction(self.conn):
-            self.conn.execute(
-                "DELETE FROM file_iterations WHERE session_id = ?", (self.session_id,)
-            )
-            self.conn.execute(
-                "DELETE FROM file_heads WHERE session_id = ?", (self.session_id,)
-            )
-
-    # --- queries ---------------------------------------------------------------------------------
+    # --- queries ----------------------------------------------------------------------
 
     def read(self, path: str) -> FileVersion:
         path = normalize_path(path)
@@ -220,7 +224,8 @@ class Workspace:
         )
 
     def list(self, path: str = "", depth: int | None = None) -> list[FileEntry]:
-        """Files and directories under ``path`` (the root when empty), ``depth`` levels deep (all when None)."""
+        """Files and directories under ``path`` (the root when empty), ``depth`` levels
+        deep (all when None)."""
         prefix = normalize_path(path, allow_root=True)
         rows = self.conn.execute(
             "SELECT path, iteration, timestamp, size, hash FROM file_heads"
@@ -269,11 +274,12 @@ class Workspace:
             raise WorkspaceError("FileNotFound", f"no such file or directory: {prefix}")
         return [entries[k] for k in sorted(entries)]
 
-    # --- internals -------------------------------------------------------------------------------
+    # --- internals --------------------------------------------------------------------
 
     def _head(self, path: str) -> tuple | None:
         return self.conn.execute(
-            "SELECT iteration, size, hash, deleted FROM file_heads WHERE session_id = ? AND path = ?",
+            "SELECT iteration, size, hash, deleted FROM file_heads"
+            " WHERE session_id = ? AND path = ?",
             (self.session_id, path),
         ).fetchone()
 
@@ -286,7 +292,8 @@ class Workspace:
     def _content(self, path: str) -> bytes:
         head = self._live_head(path)
         row = self.conn.execute(
-            "SELECT content FROM file_iterations WHERE session_id = ? AND path = ? AND iteration = ?",
+            "SELECT content FROM file_iterations"
+            " WHERE session_id = ? AND path = ? AND iteration = ?",
             (self.session_id, path, head[0]),
         ).fetchone()
         return bytes(row[0])
@@ -302,10 +309,10 @@ class Workspace:
         iteration = (head[0] if head else 0) + 1
         ts = _now_ms()
         deleted = data is None
-        size = 0 if deleted else len(data)
+        size = 0 if data is None else len(data)
         self.conn.execute(
-            "INSERT INTO file_iterations (session_id, path, iteration, timestamp, size, hash, deleted,"
-            " renamed_from, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO file_iterations (session_id, path, iteration, timestamp, size,"
+            " hash, deleted, renamed_from, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.session_id,
                 path,
@@ -352,14 +359,15 @@ class _transaction:
 class AsyncWorkspace:
     """The event-loop side of a session's workspace.
 
-    Each call runs on the store's worker thread, after every write queued before it. Changes are
-    reported to ``on_change`` from a done-callback, so a change that happened is reported even if
-    the task that asked for it was cancelled meanwhile (a stopped turn).
+    Each call runs on the store's worker thread, after every write queued before it.
+    Changes are reported to ``on_change`` from a done-callback, so a change that
+    happened is reported even if the task that asked for it was cancelled meanwhile (a
+    stopped turn).
     """
 
     def __init__(
         self,
-        db: Database,
+        db: SqlRunner,
         session_id: str,
         on_change: Callable[[FileChange], None] | None = None,
     ):
@@ -391,7 +399,8 @@ class AsyncWorkspace:
         for change in changes:
             self.on_change(change)  # type: ignore[misc]
 
-    # shield: cancelling the caller must not cancel the future whose callback reports the change
+    # shield: cancelling the caller must not cancel the future whose callback reports
+    # the change
     async def write(self, path: str, data: bytes) -> FileChange | None:
         return await asyncio.shield(self._changing("write", path, data))
 

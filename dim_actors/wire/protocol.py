@@ -1,21 +1,26 @@
 """The Diminuendo v1 wire protocol as msgspec Structs.
 
-One JSON object per WebSocket text frame, discriminated by ``type``, camelCase fields. Names and
-fields the public reference documents are used exactly; where it is silent the choices are ours and
-are listed in ``docs/protocol.md`` (the catalogue) and ``docs/contracts.md`` §1-2 (the contract).
+One JSON object per WebSocket text frame, discriminated by ``type``, camelCase fields.
+Names and fields the public reference documents are used exactly; where it is silent the
+choices are ours and are listed in ``docs/protocol.md`` (the catalogue) and
+``docs/contracts.md`` §1-2 (the contract).
 
-Decoding is lenient towards the gateway (unknown fields are ignored by typed decoding, unknown event
-types come back as ``UnknownEvent`` with every field kept) and strict towards clients (a frame that
-matches no client message is a ``ProtocolError``), the same split the real gateway makes.
+Decoding is lenient towards the gateway (unknown fields are ignored by typed decoding,
+unknown event types come back as ``UnknownEvent`` with every field kept) and strict
+towards clients (a frame that matches no client message is a ``ProtocolError``), the
+same split the real gateway makes.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import re
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, Union
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 
@@ -32,6 +37,7 @@ __all__ = [
     "SERVER_EVENTS",
     "UnknownEvent",
     "decode_event",
+    "tolerant",
     "encode",
     "RESPONSES",
     "SESSION_STATES",
@@ -51,7 +57,8 @@ SESSION_STATES = (
 
 
 class ProtocolError(Exception):
-    """A frame that cannot be read as the protocol says. ``code`` is the wire error code."""
+    """A frame that cannot be read as the protocol says. ``code`` is the wire error
+    code."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
@@ -64,7 +71,7 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
-# --- client -> server -----------------------------------------------------------------------------
+# --- client -> server -----------------------------------------------------------------
 
 
 class ClientMessage(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
@@ -72,7 +79,8 @@ class ClientMessage(msgspec.Struct, tag_field="type", omit_defaults=True, kw_onl
 
 
 class Authenticate(ClientMessage, tag="authenticate", kw_only=True):
-    # Empty is valid on the wire: rejecting it is the gateway's auth decision, not a schema one.
+    # Empty is valid on the wire: rejecting it is the gateway's auth decision, not a
+    # schema one.
     token: str
 
 
@@ -141,9 +149,8 @@ class GetHistory(ClientMessage, tag="get_history", kw_only=True):
 class GetEvents(ClientMessage, tag="get_events", kw_only=True):
     sessionId: NonEmpty
     afterSeq: NonNegative
-    limit: Positive | None = (
-        None  # gateway default 1000, larger values are capped at 10000
-    )
+    # gateway default 1000, larger values are capped at 10000
+    limit: Positive | None = None
 
 
 class Ping(ClientMessage, tag="ping", kw_only=True):
@@ -206,11 +213,11 @@ _CLIENT_TYPES = (
 )
 
 CLIENT_MESSAGES: dict[str, type[msgspec.Struct]] = {
-    t.__struct_config__.tag: t for t in _CLIENT_TYPES
+    str(t.__struct_config__.tag): t for t in _CLIENT_TYPES
 }
 
 
-# --- values carried inside events -----------------------------------------------------------------
+# --- values carried inside events -----------------------------------------------------
 
 
 class Value(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -227,7 +234,8 @@ class SessionMeta(Value):
     id: str
     name: str
     agentType: str
-    status: str  # one of SESSION_STATES; a plain str so a newer gateway's state does not break us
+    # one of SESSION_STATES; a plain str so a newer gateway's state does not break us
+    status: str
     archived: bool
     createdAt: int
     updatedAt: int
@@ -284,7 +292,7 @@ class Member(Value):
     updatedAt: int
 
 
-# --- server -> client -----------------------------------------------------------------------------
+# --- server -> client -----------------------------------------------------------------
 
 
 class ServerEvent(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
@@ -294,8 +302,9 @@ class ServerEvent(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=
 class SessionEvent(ServerEvent, kw_only=True):
     """Base of session-scoped events: the envelope of §3 of the reference.
 
-    All optional so that a gateway leaving one out still decodes; ours always fills ``sessionId``,
-    and ``seq``/``ts`` on every durable (stream) event, ``turnId`` inside a turn.
+    All optional so that a gateway leaving one out still decodes; ours always fills
+    ``sessionId``, and ``seq``/``ts`` on every durable (stream) event, ``turnId`` inside
+    a turn.
     """
 
     sessionId: str | None = None
@@ -375,11 +384,14 @@ class TurnStarted(SessionEvent, tag="turn_started", kw_only=True):
 
 class TextDelta(SessionEvent, tag="text_delta", kw_only=True):
     text: str
+    # The gateway's send time in ns, only in benchmark streams (`/stream N RATE stamp`).
+    sentNs: int | None = None
 
 
 class MessageDelta(SessionEvent, tag="message.delta", kw_only=True):
-    # Documented name ("extended streaming"), undocumented fields. Ours: a piece of streamed message
-    # text, like text_delta; messageId groups the pieces of one message. Only /emit sends it here.
+    # Documented name ("extended streaming"), undocumented fields. Ours: a piece of
+    # streamed message text, like text_delta; messageId groups the pieces of one
+    # message. Only /emit sends it here.
     text: str | None = None
     messageId: str | None = None
 
@@ -404,13 +416,13 @@ class UsageUpdate(SessionEvent, tag="usage_update", kw_only=True):
     outputTokens: int
 
 
-# planning (names: the reference's v2-era docs, §2.4; fields ours). Only /emit sends these here.
+# planning (names: the reference's v2-era docs, §2.4; fields ours). Only /emit sends
+# these here.
 class PlanStep(Value):
     stepId: str
     title: str
-    status: str | None = (
-        None  # pending | running | done | failed | skipped (absent: pending)
-    )
+    # pending | running | done | failed | skipped (absent: pending)
+    status: str | None = None
 
 
 class PlanCreated(SessionEvent, tag="plan.created", kw_only=True):
@@ -559,8 +571,9 @@ class History(SessionEvent, tag="history", kw_only=True):
 
 
 class EventList(SessionEvent, tag="event_list", kw_only=True):
-    # Each item is a stored event exactly as it was sent. The dev gateway fills this with
-    # msgspec.Raw values so pages are spliced from stored bytes without re-encoding.
+    # Each item is a stored event exactly as it was sent. The dev gateway fills this
+    # with msgspec.Raw values so pages are spliced from stored bytes without
+    # re-encoding.
     events: list[dict[str, Any]]
     hasMore: bool
 
@@ -635,10 +648,11 @@ _EVENT_TYPES = (
 )
 
 SERVER_EVENTS: dict[str, type[msgspec.Struct]] = {
-    t.__struct_config__.tag: t for t in _EVENT_TYPES
+    str(t.__struct_config__.tag): t for t in _EVENT_TYPES
 }
 
-# Which event types answer which request (v1 has no request ids; see docs/protocol.md, correlation).
+# Which event types answer which request (v1 has no request ids; see docs/protocol.md,
+# correlation).
 RESPONSES: dict[str, frozenset[str]] = {
     "authenticate": frozenset({"authenticated"}),
     "list_sessions": frozenset({"session_list"}),
@@ -665,10 +679,12 @@ RESPONSES: dict[str, frozenset[str]] = {
 
 
 class UnknownEvent(msgspec.Struct):
-    """An event we have no Struct for (or one whose fields did not match ours), kept whole.
+    """An event we have no Struct for (or one whose fields did not match ours), kept
+    whole.
 
-    ``data`` is the full JSON object including ``type``; ``error`` says why typed decoding was not
-    used when the type is known but the fields were not what we expect (None for unknown types).
+    ``data`` is the full JSON object including ``type``; ``error`` says why typed
+    decoding was not used when the type is known but the fields were not what we expect
+    (None for unknown types).
     """
 
     type: str
@@ -676,7 +692,7 @@ class UnknownEvent(msgspec.Struct):
     error: str | None = None
 
 
-# --- encoding / decoding --------------------------------------------------------------------------
+# --- encoding / decoding --------------------------------------------------------------
 
 
 class EventHead(msgspec.Struct):
@@ -697,29 +713,33 @@ _encoder = msgspec.json.Encoder()
 _head_decoder = msgspec.json.Decoder(EventHead)
 _type_decoder = msgspec.json.Decoder(_TypeOnly)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
-_client_decoder = msgspec.json.Decoder(Union[_CLIENT_TYPES])  # type: ignore[valid-type]
-_event_decoder = msgspec.json.Decoder(Union[_EVENT_TYPES])  # type: ignore[valid-type]
+_client_decoder = msgspec.json.Decoder(Union[_CLIENT_TYPES])  # noqa: UP007
+_event_decoder = msgspec.json.Decoder(Union[_EVENT_TYPES])  # noqa: UP007
 _event_decoders = {name: msgspec.json.Decoder(t) for name, t in SERVER_EVENTS.items()}
 
 
 def encode(struct: Any) -> bytes:
-    """JSON bytes of a Struct (or any msgspec-encodable value); None-default fields are omitted."""
+    """JSON bytes of a Struct (or any msgspec-encodable value); None-default fields are
+    omitted."""
     return _encoder.encode(struct)
 
 
-# --- depth and code points: what msgspec cannot decode, bounded and repaired before it tries -------
+# --- depth and code points: what msgspec cannot decode, bounded and repaired first ----
 
-# No event of the protocol nests anywhere near this; msgspec's own limit (Python's recursion limit)
-# raises RecursionError, which is no decoding error at all, somewhere past ~1000.
+# No event of the protocol nests anywhere near this; msgspec's own limit (Python's
+# recursion limit) raises RecursionError, which is no decoding error at all, somewhere
+# past ~1000.
 MAX_DEPTH = 100
-# What stands for a container nested past the limit once it is cut out (prune_deep): a JSON string
-# no gateway sends (it starts with U+0000), so an event holding it is known to have been cut.
+# What stands for a container nested past the limit once it is cut out (prune_deep): a
+# JSON string no gateway sends (it starts with U+0000), so an event holding it is known
+# to have been cut.
 TOO_DEEP_MARK = b'"\\u0000nested too deep"'
 _STRUCTURAL = re.compile(rb'[\[\]{}"\\]')
 
 
 def _structure(raw: bytes) -> Iterator[tuple[int, int]]:
-    """(position, byte) of each bracket and brace outside JSON strings, positions in `raw`."""
+    """(position, byte) of each bracket and brace outside JSON strings, positions in
+    `raw`."""
     in_string, skip = False, -1
     for m in _STRUCTURAL.finditer(raw):
         i = m.start()
@@ -745,9 +765,9 @@ _BRACKET_STEP = bytes.maketrans(
 
 
 def nesting_depth(raw: bytes) -> int:
-    """How deep arrays and objects nest in a JSON text (0 for a scalar). Read off the bytes by the
-    regex engine (strings cut out) and translate, at C speed, never by recursion: an 8 MiB text
-    full of brackets costs a fraction of a second."""
+    """How deep arrays and objects nest in a JSON text (0 for a scalar). Read off the
+    bytes by the regex engine (strings cut out) and translate, at C speed, never by
+    recursion: an 8 MiB text full of brackets costs a fraction of a second."""
     brackets = _STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKETS)
     return max(
         itertools.accumulate(map(operator.sub, brackets, itertools.repeat(1))),
@@ -756,17 +776,18 @@ def nesting_depth(raw: bytes) -> int:
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether `raw` nests deeper than `limit`. A frame too short to hold that many brackets, or
-    holding no more than the limit (counted at memchr speed), cannot: only a frame with many
-    brackets is scanned."""
+    """Whether `raw` nests deeper than `limit`. A frame too short to hold that many
+    brackets, or holding no more than the limit (counted at memchr speed), cannot: only
+    a frame with many brackets is scanned."""
     if len(raw) <= 2 * limit or raw.count(b"[") + raw.count(b"{") <= limit:
         return False
     return nesting_depth(raw) > limit
 
 
 def prune_deep(raw: bytes, limit: int) -> tuple[bytes, int]:
-    """`raw` with each container opened below depth `limit` replaced, whole, by TOO_DEEP_MARK; and
-    how many were. A page of events stays readable when one of its events nests too deep."""
+    """`raw` with each container opened below depth `limit` replaced, whole, by
+    TOO_DEEP_MARK; and how many were. A page of events stays readable when one of its
+    events nests too deep."""
     out: list[bytes] = []
     depth, start, kept, cut = 0, -1, 0, 0
     for i, c in _structure(raw):
@@ -783,8 +804,9 @@ def prune_deep(raw: bytes, limit: int) -> tuple[bytes, int]:
     return b"".join(out), cut
 
 
-# A lone UTF-16 surrogate in a \u escape (valid JSON syntax, but no character): msgspec refuses the
-# whole text. Escaped backslashes are matched first, so "\\ud83d" (a backslash, then "ud83d") stays.
+# A lone UTF-16 surrogate in a \u escape (valid JSON syntax, but no character): msgspec
+# refuses the whole text. Escaped backslashes are matched first, so "\\ud83d" (a
+# backslash, then "ud83d") stays.
 _SURROGATE_ESCAPES = re.compile(
     rb"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u(d[89a-f][0-9a-f]{2})",
     re.IGNORECASE,
@@ -807,8 +829,9 @@ def replace_lone_surrogates(raw: bytes) -> tuple[bytes, int]:
 
 
 def decode_head(raw: bytes | str, max_depth: int | None = MAX_DEPTH) -> EventHead:
-    """The envelope of a server frame, without building the rest of it. A frame nested deeper than
-    `max_depth` (None: the caller checked) is a ProtocolError TOO_DEEP, never a RecursionError."""
+    """The envelope of a server frame, without building the rest of it. A frame nested
+    deeper than `max_depth` (None: the caller checked) is a ProtocolError TOO_DEEP,
+    never a RecursionError."""
     data = raw.encode() if isinstance(raw, str) else raw
     if max_depth is not None and too_deep(data, max_depth):
         raise ProtocolError("TOO_DEEP", f"nested deeper than {max_depth} levels")
@@ -823,7 +846,8 @@ def decode_head(raw: bytes | str, max_depth: int | None = MAX_DEPTH) -> EventHea
 
 
 def decode_event(raw: bytes | str) -> msgspec.Struct | UnknownEvent:
-    """A server frame as its Struct, or ``UnknownEvent`` when we do not know it (never lossy)."""
+    """A server frame as its Struct, or ``UnknownEvent`` when we do not know it (never
+    lossy)."""
     try:
         return _event_decoder.decode(raw)
     except msgspec.ValidationError as e:
@@ -847,7 +871,8 @@ def explain_invalid(
     err: msgspec.ValidationError,
     known: Mapping[str, type[msgspec.Struct]] | None = None,
 ) -> str:
-    """A readable reason why a JSON frame is none of the client messages `known` (ours by default)."""
+    """A readable reason why a JSON frame is none of the client messages `known` (ours
+    by default)."""
     try:
         type_ = _type_decoder.decode(raw).type
     except msgspec.ValidationError:
@@ -862,7 +887,8 @@ def explain_invalid(
 
 
 def decode_client_message(raw: bytes | str) -> msgspec.Struct:
-    """A client frame as its Struct; ProtocolError INVALID_JSON / INVALID_MESSAGE otherwise."""
+    """A client frame as its Struct; ProtocolError INVALID_JSON / INVALID_MESSAGE
+    otherwise."""
     try:
         return _client_decoder.decode(raw)
     except msgspec.ValidationError as e:
@@ -872,7 +898,8 @@ def decode_client_message(raw: bytes | str) -> msgspec.Struct:
 
 
 def build_client_message(type: str, args: dict[str, Any]) -> bytes:
-    """A validated client frame. Unknown keys are refused so a misspelt argument is not dropped."""
+    """A validated client frame. Unknown keys are refused so a misspelt argument is not
+    dropped."""
     cls = CLIENT_MESSAGES.get(type)
     if cls is None:
         raise ProtocolError("INVALID_MESSAGE", f"unknown message type {type!r}")
@@ -894,3 +921,54 @@ def build_client_message(type: str, args: dict[str, Any]) -> bytes:
     except msgspec.ValidationError as e:
         raise ProtocolError("INVALID_MESSAGE", f"invalid {type}: {e}") from None
     return _encoder.encode(msg)
+
+
+# --- reading events as a client -------------------------------------------------------
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+_TOLERANT: dict[tuple[type, tuple[str, ...] | None], type] = {}
+
+
+def _tolerant_type(tp: Any) -> Any:
+    """`tp` with the Structs inside it read tolerantly (every field of theirs checked)."""
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tolerant(tp)
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return list[_tolerant_type(args[0])]  # type: ignore[misc]
+    if origin in (Union, types.UnionType):
+        return functools.reduce(operator.or_, (_tolerant_type(a) for a in args))
+    return tp
+
+
+def tolerant(cls: type[_S], checked: Iterable[str] | None = None) -> type[_S]:
+    """A subclass of the Struct `cls` for reading what a gateway sent, as a client must
+    (docs/contracts.md §3): any field may be absent (then None, nested objects alike),
+    and only the fields named in `checked` (every field when None) must have their type;
+    the others are read as they come (Any). An event a reader cannot use is one whose
+    *used* fields are mistyped, so each reader names what it uses. Gateways, ours
+    included, still write the strict `cls`.
+
+    Decoded values are instances of `cls` (`match` on the protocol's classes works), but
+    a field may hold None where `cls` requires a value, and an unchecked one anything:
+    read them as such."""
+    names = None if checked is None else tuple(sorted(set(checked)))
+    key = (cls, names)
+    made = _TOLERANT.get(key)
+    if made is None:
+        fields = []
+        for f in msgspec.structs.fields(cls):
+            typed = names is None or f.name in names
+            fields.append(
+                (f.name, _tolerant_type(f.type) | None if typed else Any, None)
+            )
+        made = msgspec.defstruct(
+            f"Tolerant{cls.__name__}",
+            fields,
+            bases=(cls,),
+            kw_only=True,
+            tag=cls.__struct_config__.tag,
+        )
+        _TOLERANT[key] = made
+    return made

@@ -1,24 +1,24 @@
-"""The replication wire protocol: msgpack in binary WebSocket frames, modelled on Chronicle's WireMessage.
+"""The replication wire protocol: msgpack in binary WebSocket frames, modelled on
+Chronicle's WireMessage.
 
-One frame holds one message, a msgspec Struct tagged on ``type`` with Chronicle's variant names and
-camelCase fields. Both ends import this module: the dev gateway's replication endpoint
-(``devgateway/replication.py``) and the replication client in the connection process
-(``connection/replication.py``). ``docs/sync.md`` is the catalogue.
+One frame holds one message, a msgspec Struct tagged on ``type`` with Chronicle's
+variant names and camelCase fields. Both ends import this module: the dev gateway's
+replication endpoint (``devgateway/replication.py``) and the replication client in the
+connection process (``connection/replication.py``). ``docs/sync.md`` is the catalogue.
 
-Sequences are the gateway's replication sequence for the session (strictly increasing, one per
-stored iteration); iterations are per path, as ``file_history`` shows them.
+Sequences are the gateway's replication sequence for the session (strictly increasing,
+one per stored iteration); iterations are per path, as ``file_history`` shows them.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Union
+from typing import TypeGuard
 
 import msgspec
 
-INLINE_LIMIT = (
-    4096  # content rides in the Notification below this size (Chronicle: "< 4 KB")
-)
+# content rides in the Notification below this size (Chronicle: "< 4 KB")
+INLINE_LIMIT = 4096
 CHUNK_SIZE = 1 << 20  # ContentFetchResponse / ContentUpload pieces
 WRITEBACK_INLINE_LIMIT = (
     4 << 20
@@ -27,8 +27,9 @@ WRITEBACK_INLINE_LIMIT = (
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
-def valid_hash(h: str) -> bool:
-    """A sha256 hex digest: the only hashes either side accepts (they also name spool files)."""
+def valid_hash(h: object) -> TypeGuard[str]:
+    """A sha256 hex digest: the only hashes either side accepts (they also name spool
+    files)."""
     return isinstance(h, str) and _HASH.fullmatch(h) is not None
 
 
@@ -36,13 +37,14 @@ class WireMsg(msgspec.Struct, tag_field="type", omit_defaults=True):
     pass
 
 
-# --- gateway -> replica ------------------------------------------------------------------------------
+# --- gateway -> replica ---------------------------------------------------------------
 
 
 class Notification(WireMsg, tag="Notification"):
-    """One path's new state. ``inlineContent`` for files under INLINE_LIMIT bytes; otherwise fetch
-    it by hash. ``iteration``, ``renamedFrom`` and ``renamedFromIteration`` are ours (Chronicle's
-    Notification has neither; the replica needs the iteration as the base of its own writes)."""
+    """One path's new state. ``inlineContent`` for files under INLINE_LIMIT bytes;
+    otherwise fetch it by hash. ``iteration``, ``renamedFrom`` and
+    ``renamedFromIteration`` are ours (Chronicle's Notification has neither; the replica
+    needs the iteration as the base of its own writes)."""
 
     sequence: int
     filepath: str
@@ -57,8 +59,8 @@ class Notification(WireMsg, tag="Notification"):
 
 
 class Heartbeat(WireMsg, tag="Heartbeat"):
-    """Everything up to ``sequence`` has been sent to this replica (after each batch, and every
-    few seconds while idle)."""
+    """Everything up to ``sequence`` has been sent to this replica (after each batch,
+    and every few seconds while idle)."""
 
     sequence: int
 
@@ -81,7 +83,8 @@ class WriteBackResult(WireMsg, tag="WriteBackResult"):
 
 
 class ContentFetchResponse(WireMsg, tag="ContentFetchResponse"):
-    """One piece of a file's content; ``last`` on the final piece (offset + len(data) == totalSize)."""
+    """One piece of a file's content; ``last`` on the final piece (offset + len(data) ==
+    totalSize)."""
 
     contentHash: str
     offset: int
@@ -106,11 +109,12 @@ class ReplicationError(WireMsg, tag="ReplicationError"):
     message: str
 
 
-# --- replica -> gateway ------------------------------------------------------------------------------
+# --- replica -> gateway ---------------------------------------------------------------
 
 
 class CatchupRequest(WireMsg, tag="CatchupRequest"):
-    """Send me every path whose latest change is after ``sinceSequence`` (0: everything), then live."""
+    """Send me every path whose latest change is after ``sinceSequence`` (0:
+    everything), then live."""
 
     sinceSequence: int
 
@@ -129,9 +133,8 @@ class WriteBackEntry(msgspec.Struct, omit_defaults=True):
         int  # the path's upstream iteration this write was based on (0: none)
     )
     isDeletion: bool = False
-    content: bytes | None = (
-        None  # None when it went ahead as ContentUpload (or a deletion)
-    )
+    # None when it went ahead as ContentUpload (or a deletion)
+    content: bytes | None = None
 
 
 class WriteBack(WireMsg, tag="WriteBack"):
@@ -144,7 +147,8 @@ class ContentFetchRequest(WireMsg, tag="ContentFetchRequest"):
 
 
 class ContentUpload(WireMsg, tag="ContentUpload"):
-    """A piece of a large write-back's content, ahead of the WriteBack that names its hash (ours)."""
+    """A piece of a large write-back's content, ahead of the WriteBack that names its
+    hash (ours)."""
 
     contentHash: str
     offset: int
@@ -152,16 +156,16 @@ class ContentUpload(WireMsg, tag="ContentUpload"):
     data: bytes
 
 
-ToReplica = Union[
-    Notification,
-    Heartbeat,
-    WriteBackResult,
-    ContentFetchResponse,
-    ContentNotFound,
-    FullResyncRequired,
-    ReplicationError,
-]
-ToGateway = Union[CatchupRequest, Ack, WriteBack, ContentFetchRequest, ContentUpload]
+ToReplica = (
+    Notification
+    | Heartbeat
+    | WriteBackResult
+    | ContentFetchResponse
+    | ContentNotFound
+    | FullResyncRequired
+    | ReplicationError
+)
+ToGateway = CatchupRequest | Ack | WriteBack | ContentFetchRequest | ContentUpload
 
 _encoder = msgspec.msgpack.Encoder()
 _to_replica = msgspec.msgpack.Decoder(ToReplica)
