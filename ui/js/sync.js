@@ -23,6 +23,7 @@
 
 import { h, clear, formatAgo, formatBytes, formatTime } from "./dom.js";
 import { onBridgeState } from "./bridge.js";
+import { diffArrays } from "../vendor/jsdiff/libesm/diff/array.js";
 
 const DIFF_MAX_LINES = 4000;
 const AGO_REFRESH_MS = 30_000; // "noticed 2 min ago" lines are redrawn this often while any are shown
@@ -34,40 +35,46 @@ export function failedHeading(count) {
   return `${count} file${count === 1 ? "" : "s"} not synced`;
 }
 
-/** A line diff (LCS): [{op: " " | "-" | "+", text}], "-" from `a` (upstream), "+" from `b` (local). */
+/**
+ * A line diff: [{op: " " | "-" | "+", text}], "-" from `a` (upstream), "+" from `b` (local), a
+ * change's removed lines before its added ones. The lines are the texts split at "\n" (a final
+ * newline is an empty last line), aligned by jsdiff's diffArrays (Myers: a shortest edit script).
+ */
 export function lineDiff(a, b) {
   const x = a.split("\n");
   const y = b.split("\n");
+  // Two long texts are shown whole, one after the other: for texts that differ throughout, the
+  // alignment's work grows with the product of their lengths.
   if (x.length * y.length > DIFF_MAX_LINES * DIFF_MAX_LINES / 4) {
     return [...x.map((text) => ({ op: "-", text })), ...y.map((text) => ({ op: "+", text }))];
   }
-  const n = x.length;
-  const m = y.length;
-  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
-  for (let i = n - 1; i >= 0; i -= 1) {
-    for (let j = m - 1; j >= 0; j -= 1) {
-      lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
-    }
-  }
   const out = [];
-  let i = 0;
-  let j = 0;
-  while (i < n && j < m) {
-    if (x[i] === y[j]) {
-      out.push({ op: " ", text: x[i] });
-      i += 1;
-      j += 1;
-    } else if (lcs[i + 1][j] >= lcs[i][j + 1]) {
-      out.push({ op: "-", text: x[i] });
-      i += 1;
-    } else {
-      out.push({ op: "+", text: y[j] });
-      j += 1;
-    }
+  for (const part of diffArrays(x, y)) {
+    const op = part.added ? "+" : part.removed ? "-" : " ";
+    for (const text of part.value) out.push({ op, text });
   }
-  while (i < n) out.push({ op: "-", text: x[i++] });
-  while (j < m) out.push({ op: "+", text: y[j++] });
   return out;
+}
+
+/** A conflict's diff as the panel shows it: two head lines, then a line per `lineDiff` entry. */
+export function renderDiff(c) {
+  const pre = h("pre", { class: "conflict-diff", testid: "conflict-diff", tabindex: "0", "aria-label": `Differences in ${c.path}` });
+  if (c.binary) {
+    pre.textContent = "(binary content: compare the files on disk)";
+    return pre;
+  }
+  const upstream = c.upstreamDeleted ? "" : c.upstream;
+  const local = c.localDeleted ? "" : c.local;
+  if (upstream === null || upstream === undefined) {
+    pre.textContent = "(fetching the upstream version…)";
+    return pre;
+  }
+  pre.appendChild(h("div", { class: "diff-head" }, `--- upstream #${c.upstreamIteration}${c.upstreamDeleted ? " (deleted)" : c.upstreamCopy ? ` (${c.upstreamCopy})` : ""}`));
+  pre.appendChild(h("div", { class: "diff-head" }, `+++ local${c.localDeleted ? " (deleted)" : ""}`));
+  for (const line of lineDiff(upstream, local ?? "")) {
+    pre.appendChild(h("div", { class: `diff-line${line.op === "+" ? " add" : line.op === "-" ? " del" : ""}` }, `${line.op}${line.text}`));
+  }
+  return pre;
 }
 
 export class SyncPanel {
@@ -408,7 +415,7 @@ export class SyncPanel {
           "div",
           { class: "sync-conflict", testid: "sync-conflict", dataset: { path: c.path } },
           h("div", { class: "sync-conflict-head" }, h("span", { class: "sync-conflict-path" }, c.path), h("span", { class: "muted small" }, `upstream #${c.upstreamIteration}`)),
-          this.renderDiff(c),
+          renderDiff(c),
           h(
             "div",
             { class: "row" },
@@ -419,25 +426,5 @@ export class SyncPanel {
         ),
       );
     }
-  }
-
-  renderDiff(c) {
-    const pre = h("pre", { class: "conflict-diff", testid: "conflict-diff", tabindex: "0", "aria-label": `Differences in ${c.path}` });
-    if (c.binary) {
-      pre.textContent = "(binary content: compare the files on disk)";
-      return pre;
-    }
-    const upstream = c.upstreamDeleted ? "" : c.upstream;
-    const local = c.localDeleted ? "" : c.local;
-    if (upstream === null || upstream === undefined) {
-      pre.textContent = "(fetching the upstream version…)";
-      return pre;
-    }
-    pre.appendChild(h("div", { class: "diff-head" }, `--- upstream #${c.upstreamIteration}${c.upstreamDeleted ? " (deleted)" : c.upstreamCopy ? ` (${c.upstreamCopy})` : ""}`));
-    pre.appendChild(h("div", { class: "diff-head" }, `+++ local${c.localDeleted ? " (deleted)" : ""}`));
-    for (const line of lineDiff(upstream, local ?? "")) {
-      pre.appendChild(h("div", { class: `diff-line${line.op === "+" ? " add" : line.op === "-" ? " del" : ""}` }, `${line.op}${line.text}`));
-    }
-    return pre;
   }
 }
