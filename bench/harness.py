@@ -1,5 +1,6 @@
-"""Processes and probes shared by the benchmarks: the dev gateway and dim-desktop, each in its own
-OS process (as in production), a headless Chromium page, and a plain gateway client.
+"""Processes and probes shared by the benchmarks: the dev gateway and dim-desktop, each
+in its own OS process (as in production), a headless Chromium page, and a plain gateway
+client.
 
 Nothing here asserts: the benchmarks measure and report, the tests (tests/) judge.
 """
@@ -76,7 +77,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-# --- memory ------------------------------------------------------------------------------------------
+# --- memory ---------------------------------------------------------------------------
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -128,8 +129,8 @@ def descendants(pid: int) -> list[int]:
 
 
 def comm(pid: int) -> str:
-    """'node', 'chromium', 'chromium:renderer', ... (Chromium rewrites its command line into one
-    space-separated string, so the whole line is searched)."""
+    """'node', 'chromium', 'chromium:renderer', ... (Chromium rewrites its command line
+    into one space-separated string, so the whole line is searched)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             line = f.read().replace(b"\0", b" ").decode(errors="replace")
@@ -143,8 +144,8 @@ def comm(pid: int) -> str:
 def browser_groups(
     exclude: Callable[[], list[int]],
 ) -> dict[str, Callable[[], list[int]]]:
-    """The processes Playwright started for us, by kind: the node driver, the browser process,
-    the renderer (where the page runs) and the rest of Chromium's helpers."""
+    """The processes Playwright started for us, by kind: the node driver, the browser
+    process, the renderer (where the page runs) and the rest of Chromium's helpers."""
     me = os.getpid()
 
     def pick(test: Callable[[str], bool]) -> Callable[[], list[int]]:
@@ -162,7 +163,8 @@ def browser_groups(
 
 
 class CpuMeter:
-    """CPU seconds each named process (or group of processes) spends between start() and stop()."""
+    """CPU seconds each named process (or group of processes) spends between start() and
+    stop()."""
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]):
         self.groups = groups
@@ -194,17 +196,19 @@ class CpuMeter:
 def machine() -> dict[str, Any]:
     cpu = ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     mem_kb = 0
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_kb = int(line.split()[1])
     except OSError:
         pass
     import platform
@@ -218,7 +222,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-# --- the dev gateway, in its own process -----------------------------------------------------------
+# --- the dev gateway, in its own process ----------------------------------------------
 
 
 class Gateway:
@@ -274,7 +278,7 @@ class Gateway:
                 self.proc.wait()
 
 
-# --- dim-desktop, in its own process ------------------------------------------------------------
+# --- dim-desktop, in its own process --------------------------------------------------
 
 
 class InvokeError(Exception):
@@ -295,7 +299,8 @@ class DimApp:
         self.env = {**os.environ, "DIM_HOME": str(home)}
         self.env.pop("DIM_TOKEN", None)
         self.output_path = home / "app-output.log"
-        self._out = open(self.output_path, "ab")
+        # the child writes here until stop() closes it
+        self._out = open(self.output_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [PY, "-m", "dim_actors.app", "--gateway", gateway_url, "--no-browser"],
             cwd=ROOT,
@@ -342,7 +347,8 @@ class DimApp:
         return body["result"]
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """`dimctl status --json`, through the control socket directly (no subprocess per poll)."""
+        """`dimctl status --json`, through the control socket directly (no subprocess
+        per poll)."""
         from dim_actors.app.control import request
         from dim_actors.messages import ControlReply, ControlRequest
 
@@ -410,7 +416,7 @@ def check_text(text: str, n: int) -> dict[str, int]:
     return {"received": len(got), "lost": lost, "duplicated": dup, "outOfOrder": ooo}
 
 
-# --- a plain gateway client (websocket-client), for the raw loops and stream setup -----------------
+# --- a plain gateway client (websocket-client), for the raw loops and stream setup ----
 
 
 class _Head(msgspec.Struct):
@@ -459,10 +465,11 @@ class PlainClient:
             pass
 
 
-# --- a headless Chromium page on the real UI ---------------------------------------------------------
+# --- a headless Chromium page on the real UI ------------------------------------------
 
-# Injected before the page's own scripts: it sees every frame the page parses off its events
-# WebSocket (the page calls JSON.parse once per message) and keeps counts, order and latency.
+# Injected before the page's own scripts: it sees every frame the page parses off its
+# events WebSocket (the page calls JSON.parse once per message) and keeps counts, order
+# and latency.
 PAGE_PROBE = r"""
 (() => {
   const B = window.__bench = {frames: 0, events: 0, deltas: 0, firstMs: 0, lastMs: 0, lastSeq: {},
@@ -477,7 +484,10 @@ PAGE_PROBE = r"""
       const last = B.lastSeq[p.sessionId] || 0;
       if (p.seq === last) B.dup++;
       else if (p.seq < last) B.ooo++;
-      else { if (last && p.seq !== last + 1) B.gaps += p.seq - last - 1; B.lastSeq[p.sessionId] = p.seq; }
+      else {
+        if (last && p.seq !== last + 1) B.gaps += p.seq - last - 1;
+        B.lastSeq[p.sessionId] = p.seq;
+      }
     }
     if (p.type === "text_delta") {
       const t = now();
@@ -540,7 +550,8 @@ class Page:
     def text_of(self, turn_id: str) -> str:
         return self.page.evaluate(
             """(id) => {
-            const el = document.querySelector(`[data-testid="turn"][data-turn-id="${id}"] [data-testid="assistant-text"]`);
+            const turn = `[data-testid="turn"][data-turn-id="${id}"]`;
+            const el = document.querySelector(`${turn} [data-testid="assistant-text"]`);
             return el ? el.textContent : ""; }""",
             turn_id,
         )
@@ -554,7 +565,8 @@ class Page:
 
 
 class Workdir:
-    """A temporary directory per benchmark, removed afterwards unless DIM_BENCH_KEEP is set."""
+    """A temporary directory per benchmark, removed afterwards unless DIM_BENCH_KEEP is
+    set."""
 
     def __init__(self, name: str):
         self.path = Path(tempfile.mkdtemp(prefix=f"dim-bench-{name}-"))

@@ -1,5 +1,5 @@
-"""Micro-benchmarks of the per-event steps of the hot path, in this process (one thread unless
-said otherwise): what one gateway event costs at each step, in microseconds.
+"""Micro-benchmarks of the per-event steps of the hot path, in this process (one thread
+unless said otherwise): what one gateway event costs at each step, in microseconds.
 
 They explain the end-to-end figures; they are not the figures. Run alone:
     .venv/bin/python -m bench.hotpath
@@ -79,7 +79,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         stores.apply(ev)  # type: ignore[arg-type]
     out["stores_apply"] = round((time.perf_counter() - t0) / n * 1e6, 3)
 
-    # the message log: append (on the sender's thread) and the writer's encoding, per envelope
+    # the message log: append (on the sender's thread) and the writer's encoding, per
+    # envelope
     from dim_actors.kernel import messagelog
 
     envs = [envelope("connection", "router", ev) for ev in events]  # type: ignore[arg-type]
@@ -102,14 +103,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     else:
         out["log_encode"] = per_op(lambda i: messagelog.to_line(envs[i]), n)
 
-    # an actor hop: queue.Queue (pykka's default inbox) vs SimpleQueue, put on one thread, get on another
+    # an actor hop: queue.Queue (pykka's default inbox) vs SimpleQueue, put on one
+    # thread, get on another
     for name, q in (
         ("queue_hop", queue.Queue()),
         ("simplequeue_hop", queue.SimpleQueue()),
     ):
         done = threading.Event()
 
-        def consume(q=q):
+        def consume(q=q, done=done):
             for _ in range(n):
                 q.get()
             done.set()

@@ -1,13 +1,15 @@
-"""Reconnect with many joined sessions: how long the user's next command waits (not a timed test).
+"""Reconnect with many joined sessions: how long the user's next command waits (not a
+timed test).
 
     bin/bench --only reconnect_sessions
 
-dim-desktop (`--gateway URL --no-browser`, its own DIM_HOME) joins 100 sessions of a dev gateway
-running with the real gateway's rate limit (60 messages in 10 s, paced by the client to the same).
-The link goes through a small TCP proxy here, which reads the WebSocket frames both ways (to count
-and order them) and can cut the connection as a network failure would. Each round: everything
-settled, the proxy cuts the link, the app reconnects, and as soon as the new connection carries its
-first frame (a rejoin) the user's command is invoked:
+dim-desktop (`--gateway URL --no-browser`, its own DIM_HOME) joins 100 sessions of a dev
+gateway running with the real gateway's rate limit (60 messages in 10 s, paced by the
+client to the same). The link goes through a small TCP proxy here, which reads the
+WebSocket frames both ways (to count and order them) and can cut the connection as a
+network failure would. Each round: everything settled, the proxy cuts the link, the app
+reconnects, and as soon as the new connection carries its first frame (a rejoin) the
+user's command is invoked:
 
 * run_turn in the session rejoined last (the worst place in the queue), then, in a second round,
   list_sessions: invoke -> answer, in seconds;
@@ -44,7 +46,8 @@ SESSIONS = 100
 
 
 class FrameTap:
-    """Reads WebSocket frames from a copy of one direction's bytes (after the HTTP upgrade)."""
+    """Reads WebSocket frames from a copy of one direction's bytes (after the HTTP
+    upgrade)."""
 
     def __init__(self, on_frame):
         self.buf = bytearray()
@@ -97,7 +100,8 @@ def _unmask(payload: bytes, key: bytes) -> bytes:
 
 
 class Proxy:
-    """TCP proxy app -> gateway that records every text frame: (time, conn, direction, type, sessionId)."""
+    """TCP proxy app -> gateway that records every text frame: (time, conn, direction,
+    type, sessionId)."""
 
     def __init__(self, upstream_port: int):
         self.upstream = upstream_port
@@ -215,7 +219,8 @@ def settled(proxy: Proxy, n: int, sessions: int) -> dict[str, Any] | None:
         "rejoined_s": round(snaps[sessions - 1][0] - t0, 3),
         "caught_up_s": round(pages[sessions - 1][0] - t0, 3),
         "messages": sum(1 for f in ups if f[0] <= done),
-        # A catch-up that ended without its events asks get_history instead (and the page shows a gap).
+        # A catch-up that ended without its events asks get_history instead (and the
+        # page shows a gap).
         "catchups_given_up": sum(1 for f in ups if f[3] == "get_history"),
         "rate_limited": sum(1 for f in frames if f[2] == "down" and f[3] == "error"),
     }
@@ -247,7 +252,8 @@ def one_round(
     out["user_frame_position"] = next(
         (i for i, f in enumerate(ups) if f[3] == command), None
     )
-    # Which rejoin went first (the command's own session is rejoined for it when still waiting).
+    # Which rejoin went first (the command's own session is rejoined for it when still
+    # waiting).
     joins = [f[4] for f in ups if f[3] == "join_session"]
     if "sessionId" in args:
         out["its_rejoin_position"] = (
@@ -282,7 +288,8 @@ def measure(sessions: int) -> dict[str, Any]:
             last = app.status()["connection"]["joined"]
             assert set(sids) <= set(last), "not every session is joined"
             out: dict[str, Any] = {"sessions": sessions}
-            # In the session used longest ago: the last in the rejoin order (most recently used first).
+            # In the session used longest ago: the last in the rejoin order (most
+            # recently used first).
             out["run_turn"] = one_round(
                 app,
                 proxy,

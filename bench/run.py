@@ -1,10 +1,11 @@
-"""`bin/bench [--quick] [--json FILE] [--only NAME,...]`: every benchmark, one table, optional JSON.
+"""`bin/bench [--quick] [--json FILE] [--only NAME,...]`: every benchmark, one table,
+optional JSON.
 
-Benchmarks (one module each): throughput, latency, stall, memory, hotpath, sync (bench/sync_bench.py,
-written separately; reported as not available when it is absent) and sync_scale (bench/sync_scale.py: a
-folder of 20,000 / 100,000 small files). A benchmark that fails is
-reported as such and the others still run. Nothing here asserts a timing: the goals are printed
-beside the figures.
+Benchmarks (one module each): throughput, latency, stall, memory, hotpath, sync
+(bench/sync_bench.py, written separately; reported as not available when it is absent)
+and sync_scale (bench/sync_scale.py: a folder of 20,000 / 100,000 small files). A
+benchmark that fails is reported as such and the others still run. Nothing here asserts
+a timing: the goals are printed beside the figures.
 """
 
 from __future__ import annotations
@@ -115,10 +116,11 @@ def _ratio(a: Any, b: Any) -> str:
         return "-"
 
 
-def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str, str]] = [
-        ("", "dim-desktop", "single-process", "ratio", "goal")
-    ]
+Row = tuple[str, str, str, str, str]
+
+
+def _throughput_rows(s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     t = s.get("throughput") or {}
     if t:
         rows += [
@@ -195,6 +197,11 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                 "",
             ),
         ]
+    return rows
+
+
+def _latency_rows(s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     lat = s.get("latency_ms") or {}
     if lat:
 
@@ -213,6 +220,11 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
             ),
             ("  gateway send -> page", pct(lat.get("page")), "", "", "p99 <= 25"),
         ]
+    return rows
+
+
+def _stall_rows(raw: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     st = raw.get("stall") or {}
     if st and "error" not in st:
         d, g = st.get("dim") or {}, st.get("single") or {}
@@ -284,6 +296,11 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                 "",
             ),
         ]
+    return rows
+
+
+def _memory_rows(raw: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     mem = raw.get("memory") or {}
     if mem and "error" not in mem:
         rows.append(("MEMORY, 1,000,000-delta burst, peak RSS MB", "", "", "", ""))
@@ -311,6 +328,11 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                     "0/0/0",
                 )
             )
+    return rows
+
+
+def _sync_rows(raw: dict[str, Any], s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     sync = s.get("sync")
     if "sync" not in raw:
         pass
@@ -338,11 +360,17 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                         "",
                     )
                 )
+    return rows
+
+
+def _sync_scale_rows(s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     scale = s.get("sync_scale")
     if isinstance(scale, dict) and "error" not in scale:
         rows += [
             (
-                f"SYNC SCALE: a folder of {_fmt(scale.get('files'))} small files (bench/sync_scale.py)",
+                f"SYNC SCALE: a folder of {_fmt(scale.get('files'))} small files "
+                "(bench/sync_scale.py)",
                 "",
                 "",
                 "",
@@ -352,7 +380,8 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                 "  start_sync -> every file upstream, s",
                 _fmt(scale.get("upload_s"))
                 if scale.get("upload_s") is not None
-                else f"not in {_fmt(scale.get('limit_s'))} s ({_fmt(scale.get('uploaded'))} arrived)",
+                else f"not in {_fmt(scale.get('limit_s'))} s "
+                f"({_fmt(scale.get('uploaded'))} arrived)",
                 "",
                 "",
                 "",
@@ -389,11 +418,17 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                 "",
             ),
         ]
+    return rows
+
+
+def _reconnect_rows(s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     rec = s.get("reconnect_sessions")
     if isinstance(rec, dict) and "error" not in rec:
         rows.append(
             (
-                f"RECONNECT with {_fmt(rec.get('sessions'))} joined sessions (bench/reconnect_sessions.py)",
+                f"RECONNECT with {_fmt(rec.get('sessions'))} joined sessions "
+                "(bench/reconnect_sessions.py)",
                 "",
                 "",
                 "",
@@ -421,12 +456,31 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
                     "",
                 )
             )
+    return rows
+
+
+def _failed_rows(raw: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     for name in ORDER:
         if isinstance(raw.get(name), dict) and "error" in raw[name]:
             rows.append(
                 (f"{name.upper()}: FAILED: {raw[name]['error'][:160]}", "", "", "", "")
             )
-    # Section titles (a row with only its first cell) span the table and do not set its widths.
+    return rows
+
+
+def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
+    rows: list[Row] = [("", "dim-desktop", "single-process", "ratio", "goal")]
+    rows += _throughput_rows(s)
+    rows += _latency_rows(s)
+    rows += _stall_rows(raw)
+    rows += _memory_rows(raw)
+    rows += _sync_rows(raw, s)
+    rows += _sync_scale_rows(s)
+    rows += _reconnect_rows(s)
+    rows += _failed_rows(raw)
+    # Section titles (a row with only its first cell) span the table and do not set its
+    # widths.
     body = [r for r in rows if any(r[1:])]
     widths = [max(len(r[i]) for r in body) for i in range(5)]
     return "\n".join(
@@ -471,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     m = report["machine"]
     print(
-        f"\ndim-desktop benchmarks{' (quick)' if args.quick else ''}: {m['nproc']} cores, {m['cpu']}, "
+        f"\ndim-desktop benchmarks{' (quick)' if args.quick else ''}: "
+        f"{m['nproc']} cores, {m['cpu']}, "
         f"{m['memGB']} GB, Python {m['python']}; load average at the end {m['loadavg1']}; "
         f"{report['seconds']} s\n"
     )

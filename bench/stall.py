@@ -1,21 +1,25 @@
-"""Stall immunity (issue 5): a session streams 2,000 events/s (`/stream N 2000`). The UI is blocked
-for 10 s, later the supervisor process is stopped (SIGSTOP) past the staleness limit and continued.
+"""Stall immunity (issue 5): a session streams 2,000 events/s (`/stream N 2000`). The UI
+is blocked for 10 s, later the supervisor process is stopped (SIGSTOP) past the
+staleness limit and continued.
 
-dim-desktop: `dimctl crash uibridge --hang 10` (the hang timeout is 30 s: no restart), then SIGSTOP
-of the supervisor process for 40 s (past the 35 s `stale_after_s`), then SIGCONT. The connection
-process is not stopped: it keeps reading, answering pings and spilling to disk.
+dim-desktop: `dimctl crash uibridge --hang 10` (the hang timeout is 30 s: no restart),
+then SIGSTOP of the supervisor process for 40 s (past the 35 s `stale_after_s`), then
+SIGCONT. The connection process is not stopped: it keeps reading, answering pings and
+spilling to disk.
 
-Side by side, the single-process client (bench/single.py: the same connection code and stores, the
-events applied in the socket's thread): SIGUSR1 blocks its event handling for 10 s (its UI, in the
-same thread as its socket), then SIGSTOP of the whole process for the same time, then SIGCONT.
+Side by side, the single-process client (bench/single.py: the same connection code and
+stores, the events applied in the socket's thread): SIGUSR1 blocks its event handling
+for 10 s (its UI, in the same thread as its socket), then SIGSTOP of the whole process
+for the same time, then SIGCONT.
 
-The gateway (own process, `--stats-file --ping-probe-ms 100`) logs every connection's open and
-close and a WebSocket ping round trip every 100 ms. Reported: disconnects seen by the gateway, ping
-round trips before and during each stall, events lost / duplicated / out of order (in the stores,
-and for dim-desktop also on a /events reader standing in for the page), reconnects, peak RSS.
+The gateway (own process, `--stats-file --ping-probe-ms 100`) logs every connection's
+open and close and a WebSocket ping round trip every 100 ms. Reported: disconnects seen
+by the gateway, ping round trips before and during each stall, events lost / duplicated
+/ out of order (in the stores, and for dim-desktop also on a /events reader standing in
+for the page), reconnects, peak RSS.
 
---quick: the SIGSTOP lasts 15 s, past a staleness limit lowered to 12 s (ping every 5 s), instead of
-40 s past 35 s; the run says so in its output.
+--quick: the SIGSTOP lasts 15 s, past a staleness limit lowered to 12 s (ping every 5
+s), instead of 40 s past 35 s; the run says so in its output.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def plan(quick: bool) -> dict[str, float]:
 
 
 class PageReader:
-    """Stands in for the page: the bridge's /events socket, checked for order, loss and duplicates."""
+    """Stands in for the page: the bridge's /events socket, checked for order, loss and
+    duplicates."""
 
     def __init__(self, url: str):
         self.ws = websocket.create_connection(
@@ -290,7 +295,8 @@ def single_process(quick: bool) -> dict[str, Any]:
 def run(quick: bool) -> dict[str, Any]:
     p = plan(quick)
     note = (
-        f"quick: SIGSTOP {p['stop_s']:.0f} s past a staleness limit lowered to {p['stale_after_s']:.0f} s "
+        f"quick: SIGSTOP {p['stop_s']:.0f} s past a staleness limit lowered to "
+        f"{p['stale_after_s']:.0f} s "
         f"(ping every {p['ping_interval_s']:.0f} s)"
         if quick
         else f"SIGSTOP {p['stop_s']:.0f} s past the {p['stale_after_s']:.0f} s staleness limit"

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/sync_bench.py [--quick] [--json FILE]
 
-The dev gateway and dim-desktop each run in their own process, as in production; this script talks
-to the gateway as a plain client (to have the agent write and to see file_changed) and to the app
-through its bridge, and watches the synced folder itself.
+The dev gateway and dim-desktop each run in their own process, as in production; this
+script talks to the gateway as a plain client (to have the agent write and to see
+file_changed) and to the app through its bridge, and watches the synced folder itself.
 
 * save_to_upstream_ms: an editor-style save (temp file + rename over) -> the gateway's file_changed
   for it, received by this client (includes the watcher's 50 ms quiet period).
@@ -138,7 +138,8 @@ def new_session(gateway_url: str, name: str) -> str:
 
 
 class Client:
-    """A plain gateway client on its own reader thread: file_changed receive times by path."""
+    """A plain gateway client on its own reader thread: file_changed receive times by
+    path."""
 
     def __init__(self, url: str):
         self.ws = websocket.create_connection(url, timeout=30, suppress_origin=True)
@@ -204,8 +205,8 @@ class App:
         self.home = home
         env = {**os.environ, "DIM_HOME": str(home)}
         env.pop("DIM_TOKEN", None)
-        env.pop("DIM_SYNC_FAULTS", None)
-        self.log = open(home / "app-output.log", "ab")
+        # the child writes here until stop() closes it
+        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [PY, "-m", "dim_actors.app", "--no-browser", "--gateway", gateway_url],
             cwd=ROOT,
@@ -262,8 +263,8 @@ class App:
 
 
 def populate(db_path: Path, sid: str, files: int, total_bytes: int) -> tuple[int, Path]:
-    """Write the workspace straight into the stopped gateway's store; also lay the tree out on disk
-    (for cp -r). Returns the byte count and the tree."""
+    """Write the workspace straight into the stopped gateway's store; also lay the tree
+    out on disk (for cp -r). Returns the byte count and the tree."""
     size = total_bytes // files
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")
@@ -286,11 +287,12 @@ def populate(db_path: Path, sid: str, files: int, total_bytes: int) -> tuple[int
 def wait_tracked(app: App, sid: str, files: int, t0: float, timeout: float) -> int:
     """Until sync_status counts `files` tracked files; returns the number of polls.
 
-    A sync_status costs the app about 5 ms of CPU at 10,000 files (it counts every tracked file, and
-    crosses the bridge, the router and the journal), taken from the materialization it measures: at
-    every 50 ms that was 10-15 % of the supervisor's CPU. So polls are spaced by a quarter of the
-    time left, as estimated from the progress so far (at least 50 ms, at most 1 s apart): about 20
-    polls instead of 300 for 10,000 files, 50 ms apart again near the end."""
+    A sync_status costs the app about 5 ms of CPU at 10,000 files (it counts every
+    tracked file, and crosses the bridge, the router and the journal), taken from the
+    materialization it measures: at every 50 ms that was 10-15 % of the supervisor's
+    CPU. So polls are spaced by a quarter of the time left, as estimated from the
+    progress so far (at least 50 ms, at most 1 s apart): about 20 polls instead of 300
+    for 10,000 files, 50 ms apart again near the end."""
     polls = 0
     while True:
         tracked = app.invoke("sync_status", sessionId=sid)["filesTracked"]
@@ -333,15 +335,16 @@ def run(quick: bool) -> dict[str, Any]:
         app = App(home, gw.url)
         folder = work / "synced"
 
-        # 1. initial materialization against cp -r; each starts with nothing dirty left to write back
+        # 1. initial materialization against cp -r; each starts with nothing dirty left
+        #    to write back
         subprocess.run(["sync"], check=False)
         t0 = time.perf_counter()
         app.invoke("start_sync", sessionId=sid, localDir=str(folder))
         wait_tracked(app, sid, files, t0, 900)
         materialize_s = time.perf_counter() - t0
         assert count_files(folder) == files
-        # this machine's file creation time varies several-fold from minute to minute: the best of
-        # three copies (the ratio errs against the materialization)
+        # this machine's file creation time varies several-fold from minute to minute:
+        # the best of three copies (the ratio errs against the materialization)
         cp_runs = []
         for i in range(3):
             subprocess.run(["sync"], check=False)
@@ -371,7 +374,9 @@ def run(quick: bool) -> dict[str, Any]:
             )
             t_evt = client.wait_changed("bench/agent.txt", digest)
             wait_until(
-                lambda: target.is_file() and target.read_text() == content,
+                lambda content=content: (
+                    target.is_file() and target.read_text() == content
+                ),
                 30,
                 "the agent's write on disk",
             )

@@ -1,9 +1,10 @@
-"""Sync scale benchmark: a folder of many small files synced into a session (not a timed test).
+"""Sync scale benchmark: a folder of many small files synced into a session (not a timed
+test).
 
     bin/bench --only sync_scale [--quick]
 
-A folder of N small files in nested folders (quick: 20,000; full: 100,000) is synced into a fresh
-session on a dev gateway with `start_sync {confirm: true}`. Printed:
+A folder of N small files in nested folders (quick: 20,000; full: 100,000) is synced
+into a fresh session on a dev gateway with `start_sync {confirm: true}`. Printed:
 
 * upload_s: start_sync -> every file accepted upstream (sync_status: filesTracked = N, nothing
   pending; then checked against the gateway's store), or `null` and how many arrived if it never did
@@ -37,7 +38,8 @@ from bench.sync_bench import App, Gateway, log, new_session, stop_all  # noqa: E
 
 
 def make_tree(root: Path, files: int) -> None:
-    """`files` small files, 100 to a folder, two levels deep (like a source tree's node_modules)."""
+    """`files` small files, 100 to a folder, two levels deep (like a source tree's
+    node_modules)."""
     for i in range(files):
         d = root / f"pkg{i // 2000:03}" / f"mod{(i // 100) % 20:02}"
         if i % 100 == 0:
@@ -46,7 +48,8 @@ def make_tree(root: Path, files: int) -> None:
 
 
 def peak_rss_by_role(pid: int) -> dict[str, float]:
-    """VmHWM (peak resident set) of the app and the processes below it, by what each one is."""
+    """VmHWM (peak resident set) of the app and the processes below it, by what each one
+    is."""
     out: dict[str, float] = {}
     for p in [pid, *descendants(pid)]:
         try:
@@ -143,10 +146,10 @@ def run(
                     st.get("filesTracked", 0) >= files
                     and st.get("pendingWrites", 1) == 0
                     and not st.get("scan")
+                    and uploaded(data / "gateway.db", sid) >= files
                 ):
-                    if uploaded(data / "gateway.db", sid) >= files:
-                        done_s = time.perf_counter() - t0
-                        break
+                    done_s = time.perf_counter() - t0
+                    break
                 time.sleep(0.25)
             probe.close()
             arrived = uploaded(data / "gateway.db", sid)

@@ -1,12 +1,13 @@
 """Throughput: the dev gateway streams N text deltas as fast as it can (`/stream N`).
 
-Events per second reaching (a) the connection process, (b) the router's stores and (c) the real
-page in headless Chromium, in one run of dim-desktop; and, each against its own fresh gateway, a
-plain websocket-client receive loop (with and without UTF-8 validation: the ceiling for this stack)
-and the single-process client (bench/single.py) doing the same routing in its receiving thread.
+Events per second reaching (a) the connection process, (b) the router's stores and (c)
+the real page in headless Chromium, in one run of dim-desktop; and, each against its own
+fresh gateway, a plain websocket-client receive loop (with and without UTF-8 validation:
+the ceiling for this stack) and the single-process client (bench/single.py) doing the
+same routing in its receiving thread.
 
-Every rate is deltas / (time the last delta reached that stage - time the first delta reached the
-receiving socket), all on this machine's wall clock.
+Every rate is deltas / (time the last delta reached that stage - time the first delta
+reached the receiving socket), all on this machine's wall clock.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def raw_loop(
 def single_process(
     n: int, script: str | None = None, timeout: float = 600
 ) -> dict[str, Any]:
-    """bench/single.py against its own gateway; rate at its stores (applied in the socket thread)."""
+    """bench/single.py against its own gateway; rate at its stores (applied in the
+    socket thread)."""
     with Workdir("single") as wd:
         gw = Gateway(wd)
         try:

@@ -1,4 +1,5 @@
-"""A disk that really fills up: a small tmpfs mounted for one test (mounting needs root, as CI has)."""
+"""A disk that really fills up: a small tmpfs mounted for one test (mounting needs root,
+as CI has)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import pytest
 def small_disk(
     folder: Path, size: str = "4m", read_only: bool = False
 ) -> Iterator[Path]:
-    """`folder` (made if missing) as a tmpfs of `size`, private (0700), read-only if asked,
-    unmounted afterwards."""
+    """`folder` (made if missing) as a tmpfs of `size`, private (0700), read-only if
+    asked, unmounted afterwards."""
     folder.mkdir(mode=0o700, exist_ok=True)
     options = f"size={size},mode=0700" + (",ro" if read_only else "")
     mounted = subprocess.run(
@@ -53,8 +54,8 @@ def fill(disk: Path, name: str = "filler", leave: int = 0) -> Path:
 
 @contextmanager
 def immutable(path: Path) -> Iterator[Path]:
-    """`path` with the immutable attribute (EPERM on any change, for root too: permission bits do
-    not stop root, which the suite runs as), cleared afterwards."""
+    """`path` with the immutable attribute (EPERM on any change, for root too:
+    permission bits do not stop root, which the suite runs as), cleared afterwards."""
     subprocess.run(["chattr", "+i", str(path)], check=True)
     try:
         yield path

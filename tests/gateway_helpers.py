@@ -29,12 +29,12 @@ def is_type(*types: str) -> Match:
 class Client:
     """One WebSocket connection. ``seen`` keeps every event received, in order."""
 
-    # The default deadline for a receive: generous, since a receive returns as soon as the event is
-    # there, and a loaded machine (2 shared cores, a CPU hog) can take seconds to produce it.
-    # ``expect_authenticated=False``: a gateway in dev mode that does not push ``authenticated``
-    # (the reference profile); the handshake then ends at ``connected``.
-    # ``token``: sent when the welcome says ``requiresAuth`` (the app's embedded gateway, whose token
-    # is in runtime.json's ``gatewayToken``).
+    # The default deadline for a receive: generous, since a receive returns as soon as
+    # the event is there, and a loaded machine (2 shared cores, a CPU hog) can take
+    # seconds to produce it. ``expect_authenticated=False``: a gateway in dev mode that
+    # does not push ``authenticated`` (the reference profile); the handshake then ends
+    # at ``connected``. ``token``: sent when the welcome says ``requiresAuth`` (the
+    # app's embedded gateway, whose token is in runtime.json's ``gatewayToken``).
     def __init__(
         self,
         url: str,
@@ -60,7 +60,7 @@ class Client:
             elif not self.welcome.get("requiresAuth") and expect_authenticated:
                 self.authenticated = self.next()
 
-    # --- sending ---------------------------------------------------------------------------------
+    # --- sending ----------------------------------------------------------------------
 
     def send(self, type: str, **args: Any) -> None:
         self.ws.send(build_client_message(type, args))
@@ -71,7 +71,7 @@ class Client:
         else:
             self.ws.send(data)
 
-    # --- receiving -------------------------------------------------------------------------------
+    # --- receiving --------------------------------------------------------------------
 
     def next(self, timeout: float | None = None) -> Event:
         """The next event (one put back by ``wait`` first)."""
@@ -95,7 +95,8 @@ class Client:
     ) -> Event:
         """Receive until an event matches (a predicate, or a type name); return it.
 
-        Events skipped on the way are dropped unless ``keep_others`` (then ``next`` returns them).
+        Events skipped on the way are dropped unless ``keep_others`` (then ``next``
+        returns them).
         """
         if isinstance(match, str):
             match = is_type(match)
@@ -134,7 +135,8 @@ class Client:
                 return out
 
     def request(self, type: str, timeout: float | None = None, **args: Any) -> Event:
-        """Send a request and return its answer: an event from RESPONSES[type], or an error."""
+        """Send a request and return its answer: an event from RESPONSES[type], or an
+        error."""
         self.send(type, **args)
         answers = RESPONSES[type] | {"error"}
         return self.wait(lambda ev: ev.get("type") in answers, timeout)
@@ -144,7 +146,7 @@ class Client:
         assert ev["type"] != "error", f"{type} failed: {ev}"
         return ev
 
-    # --- conveniences ----------------------------------------------------------------------------
+    # --- conveniences -----------------------------------------------------------------
 
     def new_session(self, agent: str = "echo", join: bool = True, **args: Any) -> str:
         sid = self.ok("create_session", agentType=agent, **args)["session"]["id"]
@@ -155,7 +157,8 @@ class Client:
     def run(
         self, sid: str, text: str, timeout: float | None = None, **args: Any
     ) -> list[Event]:
-        """Run a turn and return its events from turn_started to turn_complete/turn_error."""
+        """Run a turn and return its events from turn_started to
+        turn_complete/turn_error."""
         self.send("run_turn", sessionId=sid, text=text, **args)
         started = self.wait(
             lambda ev: ev.get("type") in ("turn_started", "error"), timeout
@@ -187,7 +190,8 @@ class Client:
 def authenticated_socket(
     url: str, token: str, timeout: float = 30.0
 ) -> websocket.WebSocket:
-    """A plain WebSocket to the gateway, past its handshake (authenticated when it asks for a token)."""
+    """A plain WebSocket to the gateway, past its handshake (authenticated when it asks
+    for a token)."""
     ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
     welcome = json.loads(ws.recv())
     if welcome.get("requiresAuth"):

@@ -1,17 +1,19 @@
-"""A real WebSocket server that speaks the handshake and then sends what the test tells it to.
+"""A real WebSocket server that speaks the handshake and then sends what the test tells
+it to.
 
-Not a mock: the client connects over loopback and reads real frames. It exists to send what the
-dev gateway never would (bad JSON, wrong types, huge or binary frames, a close mid-frame, another
-protocol version, a garbled AUTH_RATE_LIMITED).
+Not a mock: the client connects over loopback and reads real frames. It exists to send
+what the dev gateway never would (bad JSON, wrong types, huge or binary frames, a close
+mid-frame, another protocol version, a garbled AUTH_RATE_LIMITED).
 
-- `handshakes`: the frames of each connection's handshake, in order (connection 0 takes the first
-  list, and so on; later connections get the default one). "AWAIT" waits for one message from the
-  client (its `authenticate`). A handshake need not end in `authenticated`: the server then just
-  reads until the client gives up on it.
-- `respond(msg)`: called for every message the client sends; the frames it returns are sent back
-  on that connection, so a test can answer requests (join_session, get_events, run_turn) as it likes.
-- `send(frame)`: a frame (str, bytes or dict) for the current connection, or for the next one if
-  none is up; "CLOSE_MID_FRAME" cuts the TCP connection in the middle of a frame.
+- `handshakes`: the frames of each connection's handshake, in order (connection 0 takes
+  the first list, and so on; later connections get the default one). "AWAIT" waits for
+  one message from the client (its `authenticate`). A handshake need not end in
+  `authenticated`: the server then just reads until the client gives up on it.
+- `respond(msg)`: called for every message the client sends; the frames it returns are
+  sent back on that connection, so a test can answer requests (join_session, get_events,
+  run_turn) as it likes.
+- `send(frame)`: a frame (str, bytes or dict) for the current connection, or for the next
+  one if none is up; "CLOSE_MID_FRAME" cuts the TCP connection in the middle of a frame.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ class MisbehavingGateway:
         self.loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
-        # Created on the loop's thread: an asyncio.Queue, so a handler whose client has gone can stop
-        # waiting on it without taking (and losing) an item meant for the next connection.
+        # Created on the loop's thread: an asyncio.Queue, so a handler whose client has
+        # gone can stop waiting on it without taking (and losing) an item meant for the
+        # next connection.
         self.to_send: asyncio.Queue[object] = asyncio.Queue()
         async with serve(
             self._handler, "127.0.0.1", self.port, max_size=None, compression=None
@@ -107,7 +110,8 @@ class MisbehavingGateway:
                     {getter, reader}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not getter.done():
-                    getter.cancel()  # the client is gone; the queue keeps what is waiting
+                    # the client is gone; the queue keeps what is waiting
+                    getter.cancel()
                     return
                 item = getter.result()
                 if item == "CLOSE_MID_FRAME":
@@ -147,8 +151,9 @@ class MisbehavingGateway:
 
 
 class _GatewayProxy:
-    """A TCP proxy on a free loopback port in front of a real gateway: each connection it accepts
-    is opened on to the gateway and handed to `_connected`, which pumps the two ways."""
+    """A TCP proxy on a free loopback port in front of a real gateway: each connection
+    it accepts is opened on to the gateway and handed to `_connected`, which pumps the
+    two ways."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -174,13 +179,15 @@ class _GatewayProxy:
 
 
 class HoldingProxy(_GatewayProxy):
-    """A TCP proxy in front of a real gateway that can stop passing the gateway's frames on.
+    """A TCP proxy in front of a real gateway that can stop passing the gateway's frames
+    on.
 
-    Armed with `hold_after(pattern, direction)`, it watches the WebSocket frames of the next
-    connection and, once a frame containing `pattern` has passed in `direction` ("up": client to
-    gateway, "down": gateway to client), forwards nothing more from the gateway on that connection
-    and sets `held`. The test then knows exactly what the client has and has not been sent, e.g. a
-    run_turn the gateway has run whose answer the client never got. Later connections pass freely."""
+    Armed with `hold_after(pattern, direction)`, it watches the WebSocket frames of the
+    next connection and, once a frame containing `pattern` has passed in `direction`
+    ("up": client to gateway, "down": gateway to client), forwards nothing more from the
+    gateway on that connection and sets `held`. The test then knows exactly what the
+    client has and has not been sent, e.g. a run_turn the gateway has run whose answer
+    the client never got. Later connections pass freely."""
 
     def __init__(self, target_port: int):
         self.held = threading.Event()
@@ -223,7 +230,8 @@ class HoldingProxy(_GatewayProxy):
                     watch is not None and watch[1] == direction and watch[0] in payload
                 )
                 if seen:
-                    # Set before the frame goes on, so no answer to it can slip through first.
+                    # Set before the frame goes on, so no answer to it can slip through
+                    # first.
                     hold.set()
                 dst.sendall(raw)
                 if seen:
@@ -263,9 +271,10 @@ def _split_frame(buf: bytes) -> tuple[bytes, bytes] | None:
 
 
 class LateReadingProxy(_GatewayProxy):
-    """A TCP proxy in front of a real gateway that, for the first `first_s` of each connection,
-    passes each client frame on `delay_s` late: the gateway reads (and rate-counts) a burst well
-    after the client sent it, as a loaded gateway does. The delay is the scenario, not a wait."""
+    """A TCP proxy in front of a real gateway that, for the first `first_s` of each
+    connection, passes each client frame on `delay_s` late: the gateway reads (and
+    rate-counts) a burst well after the client sent it, as a loaded gateway does. The
+    delay is the scenario, not a wait."""
 
     def __init__(self, target_port: int, delay_s: float = 0.04, first_s: float = 2.0):
         self.delay_s, self.first_s = delay_s, first_s
@@ -300,9 +309,9 @@ class LateReadingProxy(_GatewayProxy):
 def websocket_frames(
     src: socket.socket, dst: socket.socket
 ) -> Iterator[tuple[bytes, bytes]]:
-    """Read one direction of a proxied WebSocket connection: the HTTP upgrade is passed on to `dst`
-    as it is, then each whole frame is yielded (as sent, and its unmasked payload) for the caller to
-    pass on, hold or delay. Ends at EOF."""
+    """Read one direction of a proxied WebSocket connection: the HTTP upgrade is passed
+    on to `dst` as it is, then each whole frame is yielded (as sent, and its unmasked
+    payload) for the caller to pass on, hold or delay. Ends at EOF."""
     buf, in_frames = b"", False
     while data := src.recv(65536):
         buf += data

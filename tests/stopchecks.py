@@ -1,5 +1,5 @@
-"""What every test of stopping the app checks (the app's own stop time, nothing failed or left
-running), and how to find the app's processes to check they are gone."""
+"""What every test of stopping the app checks (the app's own stop time, nothing failed
+or left running), and how to find the app's processes to check they are gone."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def listening_pids(port: int) -> set[int]:
 
 
 def gateway_pid(app: App) -> int:
-    """The embedded dev gateway: the process serving runtime.json's gatewayUrl on the listening
-    socket dim-desktop made and keeps (so the app holds it too)."""
+    """The embedded dev gateway: the process serving runtime.json's gatewayUrl on the
+    listening socket dim-desktop made and keeps (so the app holds it too)."""
     port = urllib.parse.urlsplit(app.runtime["gatewayUrl"]).port
     assert port is not None
     others = wait_until(
@@ -54,16 +54,17 @@ def gone(pid: int) -> bool:
         return True
 
 
-# A stop (SIGINT, SIGTERM, `dimctl stop`) must end the app, its connection process and its dev
-# gateway within STOP_BOUND_S, on a loaded machine too (2 shared cores, a CPU hog, other suites).
-# The bound is checked on the app's own clock: between its "stop requested" log line (written by the
-# thread that receives the signal or the command) and its last line, "stopped ... after the stop
-# request", written once every part of it has ended (actors, connection process, gateway, both
-# reaped); for a signal, also from the moment just before the test sent it. So a test runner that is
-# itself slow to be scheduled cannot make the check fail, and a design that needs more than 10 s
-# cannot pass it (the app's budget is 8 s: dim_actors/app/main.py STOP_BUDGET_S; it takes well under 1 s
-# when nothing is wrong). What the test waits on (the exit, the processes gone) gets generous
-# timeouts: those only decide when to call a broken stop a failure.
+# A stop (SIGINT, SIGTERM, `dimctl stop`) must end the app, its connection process and
+# its dev gateway within STOP_BOUND_S, on a loaded machine too (2 shared cores, a CPU
+# hog, other suites). The bound is checked on the app's own clock: between its "stop
+# requested" log line (written by the thread that receives the signal or the command)
+# and its last line, "stopped ... after the stop request", written once every part of it
+# has ended (actors, connection process, gateway, both reaped); for a signal, also from
+# the moment just before the test sent it. So a test runner that is itself slow to be
+# scheduled cannot make the check fail, and a design that needs more than 10 s cannot
+# pass it (the app's budget is 8 s: dim_actors/app/main.py STOP_BUDGET_S; it takes well
+# under 1 s when nothing is wrong). What the test waits on (the exit, the processes
+# gone) gets generous timeouts: those only decide when to call a broken stop a failure.
 STOP_BOUND_S = 10.0
 EXIT_WAIT_S = 60.0
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -76,8 +77,8 @@ def _stamp(line: str) -> float:
 
 
 def assert_stopped_in_time(home: Path, signal_sent_at: float | None = None) -> None:
-    """The app's log: its last stop took at most STOP_BOUND_S, and nothing failed or restarted
-    during it (a child ending during a stop is expected, never a crash)."""
+    """The app's log: its last stop took at most STOP_BOUND_S, and nothing failed or
+    restarted during it (a child ending during a stop is expected, never a crash)."""
     lines = (home / "logs" / "dim-desktop.log").read_text(errors="replace").splitlines()
     ends = [
         i
@@ -109,8 +110,8 @@ def assert_stopped_in_time(home: Path, signal_sent_at: float | None = None) -> N
 
 
 def assert_stop_ends_everything(app: App, stop: Callable[[], float | None]) -> None:
-    """`stop()` stops the running `app` (returning when it sent a signal, if it did): it exits 0
-    within the bound, and its connection process and dev gateway are gone."""
+    """`stop()` stops the running `app` (returning when it sent a signal, if it did): it
+    exits 0 within the bound, and its connection process and dev gateway are gone."""
     conn_pid = app.status()["connection"]["pid"]
     gw_pid = gateway_pid(app)
     sent_at = stop()

@@ -1,4 +1,5 @@
-"""Starting and stopping dim-desktop as a user does: runtime.json, single instance, dimctl."""
+"""Starting and stopping dim-desktop as a user does: runtime.json, single instance,
+dimctl."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_status_lists_actors_and_the_connection_runs_in_its_own_process(app: App
         "connection",
         "uibridge",
     ]
-    for name, row in rows.items():
+    for row in rows.values():
         assert row["state"] == "running", row
         assert row["restarts"] == 0 and isinstance(row["pid"], int)
     supervisor_pid = app.runtime["pid"]
@@ -44,8 +45,8 @@ def test_status_lists_actors_and_the_connection_runs_in_its_own_process(app: App
 
 
 def test_second_instance_on_the_same_home_says_so_and_starts_nothing(app: App):
-    # With --no-browser it only reports the running one and fails; without, it opens that one's UI
-    # and succeeds (tests/test_desktop.py).
+    # With --no-browser it only reports the running one and fails; without, it opens
+    # that one's UI and succeeds (tests/test_desktop.py).
     second = subprocess.run(
         [sys.executable, "-m", "dim_actors.app", "--no-browser"],
         cwd=ROOT,
@@ -78,8 +79,9 @@ def test_second_instance_on_the_same_home_says_so_and_starts_nothing(app: App):
 def test_a_stop_signal_ends_the_app_its_connection_and_its_gateway_in_time(
     dim_home, sig, group
 ):
-    # Under setsid, the app leads a process group of its own, as in a terminal: the connection
-    # process is in it (and gets the signal too); the dev gateway has a session of its own.
+    # Under setsid, the app leads a process group of its own, as in a terminal: the
+    # connection process is in it (and gets the signal too); the dev gateway has a
+    # session of its own.
     a = App(dim_home, prefix=["setsid"])
     try:
         a.wait_connected()
@@ -141,8 +143,9 @@ def test_dimctl_without_a_running_instance_exits_2(dim_home):
 
 
 class FakeControlSocket:
-    """A real Unix socket where dim-desktop's control socket should be, with runtime.json pointing
-    at it: it reads each request line, then sends `answer` and closes, or (None) never answers."""
+    """A real Unix socket where dim-desktop's control socket should be, with
+    runtime.json pointing at it: it reads each request line, then sends `answer` and
+    closes, or (None) never answers."""
 
     def __init__(self, home: Path, answer: bytes | None):
         (home / "run").mkdir(exist_ok=True)
@@ -242,9 +245,10 @@ def test_dimctl_without_permission_on_the_control_socket(dim_home):
         server.path.chmod(0)
         prefix: tuple[str, ...] = ()
         if os.geteuid() == 0:
-            # Root passes any file mode through CAP_DAC_OVERRIDE: run dimctl as root without it (and
-            # without CAP_DAC_READ_SEARCH), so the kernel checks the socket's mode as for anyone else.
-            # setpriv is util-linux's, which Debian (the test machine's system) always has.
+            # Root passes any file mode through CAP_DAC_OVERRIDE: run dimctl as root
+            # without it (and without CAP_DAC_READ_SEARCH), so the kernel checks the
+            # socket's mode as for anyone else. setpriv is util-linux's, which Debian
+            # (the test machine's system) always has.
             assert shutil.which("setpriv"), (
                 "running as root without setpriv (util-linux): cannot drop CAP_DAC_OVERRIDE"
             )
@@ -273,17 +277,19 @@ def test_dimctl_logs_shows_what_an_actor_received(app: App):
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert lines and all(
-        {"id", "ts", "sender", "recipient", "type", "body"} <= set(l) for l in lines
+        {"id", "ts", "sender", "recipient", "type", "body"} <= set(entry)
+        for entry in lines
     )
-    assert all(l["recipient"] == "router" for l in lines)
-    ids = [l["id"] for l in lines]
+    assert all(entry["recipient"] == "router" for entry in lines)
+    ids = [entry["id"] for entry in lines]
     assert ids == sorted(ids)
-    kinds = {l["type"] for l in lines}
+    kinds = {entry["type"] for entry in lines}
     assert {"invoke", "gateway_event", "connection_state"} <= kinds
     deltas = [
-        l
-        for l in lines
-        if l["type"] == "gateway_event" and l["body"]["raw"]["type"] == "text_delta"
+        entry
+        for entry in lines
+        if entry["type"] == "gateway_event"
+        and entry["body"]["raw"]["type"] == "text_delta"
     ]
     assert "".join(d["body"]["raw"]["text"] for d in deltas).endswith("log me")
 
@@ -391,7 +397,8 @@ def test_kill_9_of_the_app_ends_its_embedded_dev_gateway_too(dim_home: Path):
     app.proc.kill()
     app.proc.wait(10)
     app.log.close()
-    # No orphan keeps the gateway's data: the next start on this DIM_HOME gets a gateway of its own.
+    # No orphan keeps the gateway's data: the next start on this DIM_HOME gets a gateway
+    # of its own.
     wait_until(
         lambda: gone(gw),
         60,

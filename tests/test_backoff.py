@@ -1,4 +1,5 @@
-"""The reconnect schedule: full jitter over 0.5, 1, 2 ... 30 s, reset after a stable connection.
+"""The reconnect schedule: full jitter over 0.5, 1, 2 ... 30 s, reset after a stable
+connection.
 
 Pure functions with a seeded random source: no timing, no sockets."""
 
@@ -23,7 +24,8 @@ def test_a_delay_is_uniform_over_zero_to_the_ceiling():
         top = ceiling(attempt)
         draws = [delay(attempt, rng) for _ in range(4000)]
         assert all(0 <= d <= top for d in draws)
-        # Full jitter, not "half fixed, half random": the draws reach both ends and average half way.
+        # Full jitter, not "half fixed, half random": the draws reach both ends and
+        # average half way.
         assert min(draws) < 0.01 * top and max(draws) > 0.99 * top
         assert abs(statistics.fmean(draws) - top / 2) < 0.03 * top
         deciles = [
@@ -33,13 +35,15 @@ def test_a_delay_is_uniform_over_zero_to_the_ceiling():
         assert all(330 < n < 470 for n in deciles), (
             deciles
         )  # 400 expected in each tenth
-    # It is exactly a uniform draw from the given source, so a seed reproduces a schedule.
+    # It is exactly a uniform draw from the given source, so a seed reproduces a
+    # schedule.
     assert delay(4, random.Random(1)) == random.Random(1).uniform(0, 8)
 
 
 def test_the_first_retry_waits_at_most_half_a_second_and_later_ones_back_off():
     b = Backoff(random.Random(7))
-    # rng.uniform scales one draw in [0, 1): the same seed gives the same fractions to compare with.
+    # rng.uniform scales one draw in [0, 1): the same seed gives the same fractions to
+    # compare with.
     fractions = random.Random(7)
     for attempt in range(9):
         assert b.next_delay(now=float(attempt)) == fractions.uniform(

@@ -49,7 +49,8 @@ def test_malformed_frames_are_reported_and_the_connection_survives(
                 }
             )
         )
-        # Right envelope, wrong field type inside: the stores refuse it, the router stays up.
+        # Right envelope, wrong field type inside: the stores refuse it, the router
+        # stays up.
         bad_gateway.send(
             json.dumps(
                 {
@@ -109,12 +110,14 @@ def test_a_socket_closed_mid_frame_reconnects(dim_home, bad_gateway):
         app.stop()
 
 
-# --- fields the connection itself reads: a wrong type is a bad frame, never the end of the socket thread
+# --- fields the connection itself reads: a wrong type is a bad frame, never the end of
+# the socket thread
 
 
 @contextlib.contextmanager
 def app_against(dim_home, **gateway: object):
-    """A MisbehavingGateway(**gateway) and dim-desktop connecting to it; both stopped afterwards."""
+    """A MisbehavingGateway(**gateway) and dim-desktop connecting to it; both stopped
+    afterwards."""
     gw = MisbehavingGateway(**gateway).start()
     try:
         app = App(dim_home, ["--gateway", gw.url])
@@ -201,7 +204,8 @@ def wait_complete(app: App, sid: str, turn_id: str, text: str) -> None:
 
 
 def still_up(app: App, gw: MisbehavingGateway, connections: int = 1) -> dict:
-    """The connection is up, on the same socket (no reconnect), and the process never restarted."""
+    """The connection is up, on the same socket (no reconnect), and the process never
+    restarted."""
     row = app.status()["connection"]
     assert row["connection"] == "connected" and row["restarts"] == 0
     assert gw.connections == connections
@@ -258,7 +262,8 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
     if page == "events not a list":
         events_field, expected_first = {"not": "a list"}, None
     elif page == "repeats itself":
-        # hasMore, but the same page again for the next request: asked once more, then given up on
+        # hasMore, but the same page again for the next request: asked once more, then
+        # given up on
         events_field, expected_first, has_more, asked = good, "hello world", True, 2
     else:
         bad = {
@@ -297,7 +302,8 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
             wait_complete(
                 app, "s1", "t1", expected_first
             )  # the rest of the page arrived, in order
-        # The catch-up is over (not retried, not stuck): live events of the session flow again.
+        # The catch-up is over (not retried, not stuck): live events of the session flow
+        # again.
         for frame in a_turn("s1", "t2", 5, ["live ", "again"]):
             gw.send(frame)
         wait_complete(app, "s1", "t2", "live again")
@@ -308,8 +314,9 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
 
 
 def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim_home):
-    # The reference's v1 has no client turn id: a turn_started without one answers our oldest
-    # run_turn of its session, as other answers are matched, instead of leaving it to time out.
+    # The reference's v1 has no client turn id: a turn_started without one answers our
+    # oldest run_turn of its session, as other answers are matched, instead of leaving
+    # it to time out.
     sent: list[dict] = []
 
     def respond(msg: dict) -> list[object]:
@@ -335,8 +342,8 @@ def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim
 def test_a_turn_started_with_a_mistyped_client_turn_id_is_reported_and_the_turn_still_shows(
     dim_home,
 ):
-    # The answer cannot be proven ours, so the run_turn is not answered by it (it times out, quickly
-    # here); the turn's events still reach the stores.
+    # The answer cannot be proven ours, so the run_turn is not answered by it (it times
+    # out, quickly here); the turn's events still reach the stores.
     write_settings(dim_home, "request_timeout_s = 2.0\n")
 
     def respond(msg: dict) -> list[object]:
@@ -396,8 +403,8 @@ def test_an_error_with_a_mistyped_code_answering_a_queued_turn_is_reported_and_t
         second = app.invoke("run_turn", sessionId="s1", text="second")
         assert first["type"] == second["type"] == "queued"
         app.invoke("gateway_connect", url=gw.url)
-        # The refused item leaves the outbox (an unreadable error is not TurnInProgress: no retry),
-        # and the next one goes out and runs.
+        # The refused item leaves the outbox (an unreadable error is not TurnInProgress:
+        # no retry), and the next one goes out and runs.
         wait_complete(app, "s1", "t2", "second turn")
         wait_until(
             lambda: app.invoke("get_state")["outbox"] == [], what="the outbox to empty"
@@ -454,8 +461,9 @@ def test_an_older_protocol_version_is_a_clear_offline_state_without_retries(dim_
             and row["reconnects"] == 0
             and row["restarts"] == 0
         )
-        # Not retried (a retry would come within 0.5 s; the status round trip above takes longer);
-        # a new gateway_connect tries again, and this gateway now speaks v1.
+        # Not retried (a retry would come within 0.5 s; the status round trip above
+        # takes longer); a new gateway_connect tries again, and this gateway now speaks
+        # v1.
         assert gw.connections == 1
         app.invoke("gateway_connect", url=gw.url)
         app.wait_connected()
@@ -463,7 +471,8 @@ def test_an_older_protocol_version_is_a_clear_offline_state_without_retries(dim_
 
 
 def peak_rss_kib(pid: int) -> int:
-    status = open(f"/proc/{pid}/status").read()
+    with open(f"/proc/{pid}/status") as f:
+        status = f.read()
     return int(
         next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[
             1
@@ -495,7 +504,8 @@ def test_an_oversized_frame_is_skipped_unread_and_the_connection_stays_up(
         assert "67108864 bytes is over the 16777216-byte limit" in warning["reason"]
         assert warning["sample"] == "x" * 200
         assert still_up(app, bad_gateway)["badFrames"] == 1
-        # Read in bounded chunks and thrown away: the process never held the frame (64 MiB).
+        # Read in bounded chunks and thrown away: the process never held the frame (64
+        # MiB).
         assert peak_rss_kib(pid) - before < 16 << 10
     finally:
         app.stop()
@@ -524,9 +534,10 @@ def test_dimctl_status_shows_how_long_until_the_next_attempt(dim_home):
             60,
             what="the reconnecting state in dimctl status",
         )
-        # The gateway's wait, honoured, and counted down: status says how long from now. The minute
-        # began once the gateway had read the authenticate it refused, so no more of it can have
-        # passed than the time since then (a bound measured here, whatever the machine's load).
+        # The gateway's wait, honoured, and counted down: status says how long from now.
+        # The minute began once the gateway had read the authenticate it refused, so no
+        # more of it can have passed than the time since then (a bound measured here,
+        # whatever the machine's load).
         since_refusal_ms = (time.monotonic() - gw.received_at[0]) * 1000
         assert gw.received[0]["type"] == "authenticate"
         assert (
@@ -552,9 +563,10 @@ def test_a_fragmented_message_over_the_limit_is_skipped_and_one_under_it_arrives
     app = App(dim_home, ["--gateway", bad_gateway.url])
     try:
         app.wait_connected()
-        # A tuple is sent as one message in several frames: five 4 MiB fragments, 20 MiB in all. The
-        # first four (16 MiB, the limit) are held as they come, as any fragmented message is; the
-        # fifth shows it is too big, and it is dropped with what came before it.
+        # A tuple is sent as one message in several frames: five 4 MiB fragments, 20 MiB
+        # in all. The first four (16 MiB, the limit) are held as they come, as any
+        # fragmented message is; the fifth shows it is too big, and it is dropped with
+        # what came before it.
         bad_gateway.send(
             tuple('{"type":"x","pad":"'.ljust(4 << 20, "y") for _ in range(5))
         )

@@ -1,6 +1,6 @@
-"""Bad input from the page cannot crash an actor: every local command's arguments are validated
-into a Struct (a clear 400 naming the field), and a restart of the UI bridge cannot be held up by a
-page that does not read its event socket."""
+"""Bad input from the page cannot crash an actor: every local command's arguments are
+validated into a Struct (a clear 400 naming the field), and a restart of the UI bridge
+cannot be held up by a page that does not read its event socket."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ from apphelpers import WAIT, App, GatewayProcess, wait_until
 from diskhelpers import fill, small_disk
 from treehelpers import supervised
 
-from dim_actors.connection.actor import ConnectionActor
+from dim_actors.connection.actor import (
+    ConnectionActor,
+    ConnectionMemory,
+    ConnectionWiring,
+)
 from dim_actors.kernel.actor import DimActor
 from dim_actors.kernel.supervisor import ChildSpec, Status
 from dim_actors.messages import CancelQueued, CommandFailed, Invoke, InvokeResult
-from dim_actors.router.router import Router
+from dim_actors.router.router import Router, RouterMemory, RouterWiring
 from dim_actors.uibridge import http as bridge_http
 
 BIG = 2**70
@@ -136,8 +140,8 @@ def test_bodies_too_deep_too_large_or_not_text_get_a_clear_answer(local_app: App
 def test_a_settings_file_that_cannot_be_read_is_answered_clearly_and_the_router_goes_on(
     local_app: App,
 ):
-    """The settings file turned into a folder under the running app: nothing validation can see.
-    That command gets a clear error naming the file, and the router goes on."""
+    """The settings file turned into a folder under the running app: nothing validation
+    can see. That command gets a clear error naming the file, and the router goes on."""
     app = local_app
     settings = app.home / "config" / "settings.toml"
     saved = settings.read_bytes() if settings.is_file() else None
@@ -161,8 +165,8 @@ def test_a_settings_file_that_cannot_be_read_is_answered_clearly_and_the_router_
 def test_settings_that_cannot_be_saved_are_answered_clearly_and_nothing_changes(
     local_app: App,
 ):
-    """A full disk under config/: set_settings says so, naming the file, and the settings stay as
-    they were."""
+    """A full disk under config/: set_settings says so, naming the file, and the
+    settings stay as they were."""
     app = local_app
     before = app.invoke("get_settings")["values"]
     with small_disk(app.home / "config", size="64k") as config:
@@ -180,12 +184,12 @@ def test_settings_that_cannot_be_saved_are_answered_clearly_and_nothing_changes(
     assert restarts(app)["router"] == 0 and app.proc.poll() is None
 
 
-# --- a page that does not read --------------------------------------------------------------------
+# --- a page that does not read --------------------------------------------------------
 
 
 def silent_page(port: int, token: str) -> socket.socket:
-    """A WebSocket on /events that never reads what it is sent: a small receive buffer, so the
-    bridge's side fills after a few hundred KiB."""
+    """A WebSocket on /events that never reads what it is sent: a small receive buffer,
+    so the bridge's side fills after a few hundred KiB."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(WAIT)
@@ -193,8 +197,10 @@ def silent_page(port: int, token: str) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(
         (
-            f"GET /events?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"GET /events?token={token} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
     head = b""
@@ -205,7 +211,8 @@ def silent_page(port: int, token: str) -> socket.socket:
 
 
 def dropped(s: socket.socket, timeout: float) -> bool:
-    """Read what is buffered until the server ends the connection (True) or `timeout` passes."""
+    """Read what is buffered until the server ends the connection (True) or `timeout`
+    passes."""
     s.settimeout(0.5)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -234,7 +241,8 @@ def test_restarting_the_bridge_with_a_page_that_does_not_read(tmp_path: Path):
         app.invoke("join_session", sessionId=sid)
 
         def stuck() -> bool:
-            # One word of 400 KB: each turn sends the page ~1 MB; frames then wait behind the full socket.
+            # One word of 400 KB: each turn sends the page ~1 MB; frames then wait
+            # behind the full socket.
             app.invoke("run_turn", sessionId=sid, text="x" * 400_000)
             return app.status()["uibridge"].get("pageQueue", 0) > 0
 
@@ -247,7 +255,8 @@ def test_restarting_the_bridge_with_a_page_that_does_not_read(tmp_path: Path):
         took = time.monotonic() - started
         assert out.returncode == 0, (out.stdout, out.stderr, app.output())
         assert took < 15, f"the restart took {took:.1f} s"
-        # The same port (app.base), serving; the silent page was dropped (so a real one reconnects).
+        # The same port (app.base), serving; the silent page was dropped (so a real one
+        # reconnects).
         assert app.invoke("get_state")["connection"]["state"] == "connected"
         assert dropped(page, WAIT), (
             "the page that did not read is still connected to the old server"
@@ -267,7 +276,7 @@ def test_restarting_the_bridge_with_a_page_that_does_not_read(tmp_path: Path):
         gw.stop()
 
 
-# --- the bridge's server alone, on real sockets -----------------------------------------------------
+# --- the bridge's server alone, on real sockets ---------------------------------------
 
 
 class LoopThread:
@@ -343,7 +352,7 @@ def test_a_restarted_bridge_waits_for_its_port_to_be_let_go(tmp_path: Path):
         lt.close()
 
 
-# --- the connection actor, with its real process ---------------------------------------------------
+# --- the connection actor, with its real process --------------------------------------
 
 
 class Inbox(DimActor):
@@ -362,11 +371,14 @@ def test_the_connection_actor_answers_an_outbox_id_it_cannot_send_and_keeps_runn
     specs = [
         ChildSpec("router", Inbox),
         ChildSpec("uibridge", Inbox),
-        ChildSpec("connection", ConnectionActor),
+        ChildSpec(
+            "connection", ConnectionActor, wiring=ConnectionWiring(ConnectionMemory())
+        ),
     ]
     with supervised(tmp_path, specs) as tree:
         sup, addresses = tree.sup, tree.addresses
-        # Beyond what the pipe can encode, beyond what SQLite holds, the wrong type; then a good one.
+        # Beyond what the pipe can encode, beyond what SQLite holds, the wrong type;
+        # then a good one.
         for req_id, outbox_id in [(1, 2**70), (2, 2**63), (3, "7"), (4, True), (5, 7)]:
             addresses.send(
                 "router", "connection", CancelQueued(reqId=req_id, outboxId=outbox_id)
@@ -389,15 +401,32 @@ def test_the_connection_actor_answers_an_outbox_id_it_cannot_send_and_keeps_runn
         assert row["restarts"] == 0 and row["state"] == "running", row
 
 
+class UnreachableTree:
+    """An ActorAdmin whose every question fails."""
+
+    def names(self) -> list[str]:
+        raise RuntimeError("the supervision tree is unreachable")
+
+    def status_later(self, reply: object, fail: object) -> None:
+        raise RuntimeError("the supervision tree is unreachable")
+
+    def restart_later(self, name: str) -> None:
+        raise RuntimeError("the supervision tree is unreachable")
+
+    def recent_logs(self, *args: object) -> list[bytes]:
+        raise RuntimeError("the supervision tree is unreachable")
+
+
 def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_on(
     tmp_path: Path,
 ):
-    """Defence in depth behind validation: a router wired without its supervisor handle (nothing a
-    page can cause) fails on actor_status. That command is answered INTERNAL; the router is not
-    restarted and answers the next command."""
+    """Defence in depth behind validation: a router whose view of the supervision tree
+    fails (nothing a page can cause) fails on actor_status. That command is answered
+    INTERNAL; the router is not restarted and answers the next command."""
     Inbox.got = []
+    wiring = RouterWiring(RouterMemory(), admin=UnreachableTree())
     specs = [
-        ChildSpec("router", Router),
+        ChildSpec("router", Router, wiring=wiring),
         *(ChildSpec(n, Inbox) for n in ("uibridge", "connection", "journal")),
     ]
     with supervised(tmp_path, specs) as tree:
@@ -412,7 +441,7 @@ def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_
         failed, fine = answers()[1], answers()[2]
         assert not failed.ok and failed.error["code"] == "INTERNAL", failed
         assert failed.error["message"].startswith(
-            "actor_status failed inside dim-desktop: KeyError"
+            "actor_status failed inside dim-desktop: RuntimeError"
         ), failed
         assert fine.ok and "chats" in fine.result, fine
         row = next(r for r in sup.ask(Status()) if r["name"] == "router")

@@ -1,4 +1,5 @@
-"""The whole path over real sockets: dev gateway -> connection process -> router -> UI bridge."""
+"""The whole path over real sockets: dev gateway -> connection process -> router -> UI
+bridge."""
 
 from __future__ import annotations
 
@@ -222,7 +223,7 @@ def test_events_can_be_batched_for_the_page(app: App):
     texts, batched = [], 0
     while True:
         frame = json.loads(ws.recv())
-        frames = frame["batch"] if "batch" in frame else [frame]
+        frames = frame.get("batch", [frame])
         batched += "batch" in frame
         events = [
             f["payload"]
@@ -240,8 +241,9 @@ def test_events_can_be_batched_for_the_page(app: App):
 def test_a_command_in_flight_at_stop_gets_a_clear_answer_and_later_ones_are_refused(
     tmp_path,
 ):
-    """At stop the bridge answers what is still waiting (503 STOPPING, which the page shows as an
-    error it can retry after a restart) instead of dropping the connection, and refuses new work."""
+    """At stop the bridge answers what is still waiting (503 STOPPING, which the page
+    shows as an error it can retry after a restart) instead of dropping the connection,
+    and refuses new work."""
     import asyncio
     import threading
     import urllib.error

@@ -1,5 +1,6 @@
 """Local command arguments (dim_actors/router/commands.py), the bridge's body decoding
-(dim_actors/uibridge/http.py) and the connection actor's outbox id check: pure functions, table-driven."""
+(dim_actors/uibridge/http.py) and the connection actor's outbox id check: pure
+functions, table-driven."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dim_actors.wire.protocol import CLIENT_MESSAGES
 BIG = 2**70
 LONG_NAME = "/tmp/" + "é" * 128  # 256 bytes in one name
 
-# (command, args, expected): a Struct when valid, else a fragment of the message, which names the field.
+# (command, args, expected): a Struct when valid, else a fragment of the message, which
+# names the field.
 CASES = [
     ("get_state", {}, commands.NoArgs()),
     ("get_state", {"x": 1}, "get_state: Object contains unknown field `x`"),
@@ -344,8 +346,8 @@ NASTY = [
 
 @pytest.mark.parametrize("command", sorted(CLIENT_MESSAGES))
 def test_gateway_command_arguments_are_refused_never_raised(command):
-    """Gateway commands go through protocol.build_client_message: a wrong value in any field is a
-    ProtocolError (the router's INVALID_ARGUMENTS), whatever the value."""
+    """Gateway commands go through protocol.build_client_message: a wrong value in any
+    field is a ProtocolError (the router's INVALID_ARGUMENTS), whatever the value."""
     from dim_actors.wire.protocol import ProtocolError, build_client_message
 
     fields = [*CLIENT_MESSAGES[command].__struct_fields__, "type", "unknown"]

@@ -1,5 +1,6 @@
-"""dim-desktop on the desktop: reopening a running instance, native notifications, the page's
-notifications in Chromium, the native window (pywebview + Qt) under Xvfb, the tray's absence."""
+"""dim-desktop on the desktop: reopening a running instance, native notifications, the
+page's notifications in Chromium, the native window (pywebview + Qt) under Xvfb, the
+tray's absence."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def lines(path: Path) -> list[str]:
 
 
 def opened_ui(home: Path, opened: str) -> str:
-    """The browser is started on run/open.html, a page only the user can read that forwards to
-    the UI, so the token is on no command line (test_security.py): the address it forwards to."""
+    """The browser is started on run/open.html, a page only the user can read that
+    forwards to the UI, so the token is on no command line (test_security.py): the
+    address it forwards to."""
     page = home / "run" / "open.html"
     assert opened == page.as_uri()
     return html.unescape(
@@ -68,7 +70,8 @@ class DesktopApp(App):
         self.home = home
         self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
         self.env.pop("DIM_TOKEN", None)
-        self.log = open(home / "app-output.log", "ab")
+        # the child writes here until stop() closes it
+        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*(prefix or []), sys.executable, "-m", "dim_actors.app", *(args or [])],
             cwd=ROOT,
@@ -96,7 +99,7 @@ def app_log(home: Path) -> str:
     return (home / "logs" / "dim-desktop.log").read_text(errors="replace")
 
 
-# --- a second dim-desktop reopens the running one ---------------------------------------------------
+# --- a second dim-desktop reopens the running one -------------------------------------
 
 
 def test_a_second_dim_desktop_opens_the_running_ones_ui_and_exits_0(
@@ -158,7 +161,7 @@ def test_without_a_display_dim_desktop_opens_the_browser(
         assert app.stop() == 0
 
 
-# --- native notifications from the supervisor ---------------------------------------------------------
+# --- native notifications from the supervisor -----------------------------------------
 
 FAKE_NOTIFY_SEND = """#!/bin/sh
 # A stand-in for libnotify's notify-send 0.8: records each notification; "clicks" the ones that
@@ -185,7 +188,8 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
     app = App(dim_home, env=env)
     try:
         app.wait_connected()
-        # No page is open (an open page shows its own notifications): the app notifies natively.
+        # No page is open (an open page shows its own notifications): the app notifies
+        # natively.
         sid = app.invoke("create_session", agentType="coding-agent", name="notify me")[
             "session"
         ]["id"]
@@ -243,14 +247,16 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
         assert any(
             "Permission requested" in ln and "rm -rf build" in ln for ln in sent
         ), sent
-        # The question's notification was "clicked": the app opened its UI on that session.
+        # The question's notification was "clicked": the app opened its UI on that
+        # session.
         wait_until(lambda: lines(opened), 60, what="the click to open the UI")
         assert [opened_ui(dim_home, ln) for ln in lines(opened)] == [
             f"{app.runtime['uiUrl']}&session={sid}"
         ]
-        # Only the four event types notify, each once: 3 turn_complete, question, permission, turn_error.
-        # The notifier handles events in order, so once a later turn's notification is there, any
-        # extra one for the events above would be there too.
+        # Only the four event types notify, each once: 3 turn_complete, question,
+        # permission, turn_error. The notifier handles events in order, so once a later
+        # turn's notification is there, any extra one for the events above would be
+        # there too.
         app.invoke("run_turn", sessionId=sid, text="sentinel one")
         notified("sentinel one")
         assert len(lines(notes)) == 7, lines(notes)
@@ -268,7 +274,8 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
             "turn_complete", sid, where=lambda e: e.get("finalText") == "quiet please"
         )
         events.close()
-        # The page gone, the app notifies again; in order, so "quiet please" would have come first.
+        # The page gone, the app notifies again; in order, so "quiet please" would have
+        # come first.
         wait_until(
             lambda: app.status()["uibridge"].get("pages") == 0,
             60,
@@ -285,7 +292,8 @@ def test_native_notifications_for_the_four_events_and_a_click_opens_the_session(
 
 @pytest.fixture
 def session_bus(tmp_path: Path):
-    """A real D-Bus session bus (dbus-daemon, which bin/ensure-desktop installs) of this test's own."""
+    """A real D-Bus session bus (dbus-daemon, which bin/ensure-desktop installs) of this
+    test's own."""
     if not shutil.which("dbus-daemon"):
         desktop_unavailable(
             "dbus-daemon is not installed (bin/ensure-desktop installs it with apt-get)"
@@ -359,7 +367,8 @@ def test_native_notifications_through_gdbus_on_a_real_session_bus(
         assert n["actions"] == ["default", "Open"]
         assert "native notifications through gdbus" in app_log(dim_home)
 
-        # The service "clicks" this one: ActionInvoked reaches the app, which opens that session.
+        # The service "clicks" this one: ActionInvoked reaches the app, which opens that
+        # session.
         app.invoke("run_turn", sessionId=sid, text="/ask CLICK which one? | a | b")
         wait_until(lambda: lines(opened), 60, what="the click to open the UI")
         assert [opened_ui(dim_home, ln) for ln in lines(opened)] == [
@@ -409,7 +418,7 @@ def test_without_a_notification_service_it_says_so_once(app: App):
     events.close()
 
 
-# --- the page's notifications in Chromium -----------------------------------------------------------------
+# --- the page's notifications in Chromium ---------------------------------------------
 
 RECORD_NOTIFICATIONS = """
 (() => {
@@ -420,7 +429,11 @@ RECORD_NOTIFICATIONS = """
   class Recorded extends Real {
     constructor(title, options) {
       super(title, options);
-      window.__notes.push({ title, body: (options && options.body) || "", tag: (options && options.tag) || "" });
+      window.__notes.push({
+        title,
+        body: (options && options.body) || "",
+        tag: (options && options.tag) || "",
+      });
       window.__lastNote = this;
     }
   }
@@ -455,12 +468,13 @@ def test_page_notifications_fire_while_unfocused_and_a_click_selects_the_session
         expect(page.get_by_test_id("chat-title")).to_have_text("other")
         notes = lambda: page.evaluate("window.__notes")  # noqa: E731
 
-        # Focused: nothing (checked below, once a later turn's notification has arrived: the page
-        # handles events in order).
+        # Focused: nothing (checked below, once a later turn's notification has arrived:
+        # the page handles events in order).
         app.invoke("run_turn", sessionId=sid, text="while focused")
         page.wait_for_function(
             """sid => { const c = window.__dim.store.chats.get(sid);
-                        return c && [...c.turns.values()].some(t => t.finalText === "while focused"); }""",
+                        return c && [...c.turns.values()]
+                          .some(t => t.finalText === "while focused"); }""",
             arg=sid,
             timeout=10000,
         )
@@ -519,7 +533,7 @@ def test_page_notifications_fire_while_unfocused_and_a_click_selects_the_session
         context.close()
 
 
-# --- the native window under Xvfb ------------------------------------------------------------------------
+# --- the native window under Xvfb -----------------------------------------------------
 
 
 def _window_support(display: str) -> str | None:
@@ -593,7 +607,8 @@ def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(
             interval=0.1,
             what="the window to come back",
         )
-        # No tray manager on this screen: said once in the log, and nothing else happens.
+        # No tray manager on this screen: said once in the log, and nothing else
+        # happens.
         wait_until(
             lambda: "no tray icon" in app_log(dim_home), 60, what="the tray's log line"
         )
@@ -628,8 +643,9 @@ def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(
 def test_sigterm_stops_the_app_while_the_window_loop_runs(
     dim_home: Path, xvfb, xprobe, sig, group
 ):
-    """The stop of tests/test_app_lifecycle.py, with the native window's GUI loop on the main
-    thread: within the same bound, nothing failing or restarting, nothing left running."""
+    """The stop of tests/test_app_lifecycle.py, with the native window's GUI loop on the
+    main thread: within the same bound, nothing failing or restarting, nothing left
+    running."""
     why = _window_support(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
@@ -665,8 +681,9 @@ def test_sigterm_stops_the_app_while_the_window_loop_runs(
 
 
 class _FakeScriptWaits:
-    """pywebview's Qt backend as NativeWindow sees it once the GUI loop is over: its BrowserView
-    keeps each wait for a script's result as {id: {"semaphore": ...}} and waits without a timeout."""
+    """pywebview's Qt backend as NativeWindow sees it once the GUI loop is over: its
+    BrowserView keeps each wait for a script's result as {id: {"semaphore": ...}} and
+    waits without a timeout."""
 
     def __init__(self):
         self._js_results: dict[str, dict] = {}
@@ -679,10 +696,11 @@ class _FakeScriptWaits:
 
 
 def test_no_wait_for_a_script_result_outlives_the_window_loop():
-    """pywebview injects its scripts into a loaded page on a non-daemon thread that waits, without a
-    timeout, for the GUI loop to return each result. A window destroyed while a page loads left
-    that thread waiting for ever, and Python waited for it at exit: SIGTERM did not end the app.
-    Once the loop is over, NativeWindow answers every such wait, and any that starts later."""
+    """pywebview injects its scripts into a loaded page on a non-daemon thread that
+    waits, without a timeout, for the GUI loop to return each result. A window destroyed
+    while a page loads left that thread waiting for ever, and Python waited for it at
+    exit: SIGTERM did not end the app. Once the loop is over, NativeWindow answers every
+    such wait, and any that starts later."""
     from dim_actors.desktop.window import NativeWindow
 
     native = _FakeScriptWaits()
@@ -700,8 +718,8 @@ def test_no_wait_for_a_script_result_outlives_the_window_loop():
 
 
 def test_pywebview_qt_keeps_script_waits_as_the_window_expects():
-    """What _FakeScriptWaits stands for, checked against the installed pywebview (its source,
-    not imported: importing Qt without a display could abort the test run)."""
+    """What _FakeScriptWaits stands for, checked against the installed pywebview (its
+    source, not imported: importing Qt without a display could abort the test run)."""
     spec = importlib.util.find_spec("webview")
     assert spec is not None and spec.origin is not None, (
         "pywebview is not installed (bin/test installs the desktop extra)"
@@ -773,8 +791,8 @@ def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(
     wait_until(lambda: tray.docked, 30, what="the tray icon to dock")
     assert "its own X11 menu on a right click" in app_log(dim_home)
 
-    # The dot at the icon's lower right has the connection state's colour (64 px scaled to 48,
-    # so compare with the nearest of the state colours, not exactly).
+    # The dot at the icon's lower right has the connection state's colour (64 px scaled
+    # to 48, so compare with the nearest of the state colours, not exactly).
     def shows() -> str:
         r, g, b = tray.icon_pixel(37, 37)
         return min(
@@ -821,8 +839,9 @@ def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(
     assert items == ["Open Diminuendo", "Resume sync", "Quit"]
     tray.click(x + 20, y + items.index("Resume sync") * ITEM_HEIGHT + ITEM_HEIGHT // 2)
     wait_until(lambda: state() == "active", 60, what="the tray's Resume to resume sync")
-    # The menu's window goes when its X connection closes, which a loaded X server handles after
-    # the action may already have run: the next right click is for the tray icon, not for it.
+    # The menu's window goes when its X connection closes, which a loaded X server
+    # handles after the action may already have run: the next right click is for the
+    # tray icon, not for it.
     wait_until(
         lambda: tray_menu(xprobe) is None, 60, interval=0.1, what="the menu to close"
     )

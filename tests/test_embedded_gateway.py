@@ -1,6 +1,6 @@
-"""The embedded dev gateway as the app starts it: a real child process on a real port, which wants
-its per-launch token, refuses foreign browser origins and other local users, and comes back on the
-same port with the same sessions after a kill -9."""
+"""The embedded dev gateway as the app starts it: a real child process on a real port,
+which wants its per-launch token, refuses foreign browser origins and other local users,
+and comes back on the same port with the same sessions after a kill -9."""
 
 from __future__ import annotations
 
@@ -52,13 +52,15 @@ def test_a_client_without_the_launch_token_gets_nothing(gateway):
         assert c.request("list_sessions")["code"] == "Unauthenticated"
     with authenticated_client(gateway) as c:
         assert c.ok("list_sessions")["type"] == "session_list"
-    # The token is on no command line (ps shows those to every user), only in its environment.
+    # The token is on no command line (ps shows those to every user), only in its
+    # environment.
     cmdline = Path(f"/proc/{gateway.proc.pid}/cmdline").read_bytes()
     assert gateway.token.encode() not in cmdline and b"--token" not in cmdline
 
 
 def test_failed_guesses_do_not_lock_the_app_out(gateway):
-    """Every local user shares 127.0.0.1: failing on purpose must not keep the app from its gateway."""
+    """Every local user shares 127.0.0.1: failing on purpose must not keep the app from
+    its gateway."""
     with Client(gateway.url) as c:
         codes = [
             c.request("authenticate", token=f"guess-{i}")["code"] for i in range(7)
@@ -118,8 +120,8 @@ def test_a_browser_page_from_elsewhere_is_refused(gateway):
     ws.close()
 
 
-# Run as nobody by the system's Python (the venv's lives under /root, closed to nobody), so with
-# no websocket library: the upgrade and the frames by hand.
+# Run as nobody by the system's Python (the venv's lives under /root, closed to nobody),
+# so with no websocket library: the upgrade and the frames by hand.
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
 NOBODY_SCRIPT = textwrap.dedent("""
     import base64, json, os, socket, sys
@@ -134,7 +136,8 @@ NOBODY_SCRIPT = textwrap.dedent("""
     u = urlsplit(url)
     s = socket.create_connection((u.hostname, u.port), timeout=30)
     key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET {u.path} HTTP/1.1\\r\\nHost: {u.netloc}\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+    s.sendall((f"GET {u.path} HTTP/1.1\\r\\nHost: {u.netloc}\\r\\n"
+               "Upgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
                f"Sec-WebSocket-Key: {key}\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n").encode())
     f = s.makefile("rb")
     print("status", f.readline().split()[1].decode())
@@ -151,7 +154,8 @@ NOBODY_SCRIPT = textwrap.dedent("""
     def send(obj):
         data, mask = json.dumps(obj).encode(), os.urandom(4)
         assert len(data) < 126
-        s.sendall(bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        s.sendall(bytes([0x81, 0x80 | len(data)]) + mask + masked)
     send({"type": "list_sessions"})
     for _ in range(4):
         ev = recv()
@@ -210,7 +214,7 @@ def test_kill_9_restarts_it_on_the_same_url_with_its_sessions(gateway):
 
 
 def test_it_gives_up_after_quick_failures(tmp_path, monkeypatch):
-    from dim_actors import embedded_gateway
+    from dim_actors.app import embedded_gateway
 
     monkeypatch.setattr(
         embedded_gateway, "FIRST_DELAY_S", 0.05
@@ -309,8 +313,8 @@ def test_token_from_the_environment_never_falls_back_to_none():
 
 
 def test_the_app_brings_its_gateway_back_and_says_so(dim_home):
-    """kill -9 of the embedded gateway under a running app: a new one on the same address, the app
-    connected to it again, and `dimctl status` telling the restart."""
+    """kill -9 of the embedded gateway under a running app: a new one on the same
+    address, the app connected to it again, and `dimctl status` telling the restart."""
     app = App(dim_home)
     try:
         app.wait_connected()
@@ -318,8 +322,8 @@ def test_the_app_brings_its_gateway_back_and_says_so(dim_home):
         pid = gateway_pid(app)
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: gone(pid), 30, what="the gateway process to end")
-        # While no gateway runs, its port is still the app's: nothing else can listen there and be
-        # sent the app's token when it reconnects.
+        # While no gateway runs, its port is still the app's: nothing else can listen
+        # there and be sent the app's token when it reconnects.
         port = urllib.parse.urlsplit(app.runtime["gatewayUrl"]).port
         squatter = socket.socket()
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -361,7 +365,8 @@ def test_the_app_brings_its_gateway_back_and_says_so(dim_home):
                 "lastError": "exited 6 times in a minute",
             },
             [
-                "embedded gateway: failed, restarted 5 times, last exit code 1: exited 6 times in a minute"
+                "embedded gateway: failed, restarted 5 times, last exit code 1: "
+                "exited 6 times in a minute"
             ],
         ),
     ],

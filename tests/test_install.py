@@ -1,5 +1,6 @@
-"""`pip install .` into a fresh virtualenv gives working dim-desktop, dimctl and dim-gateway commands,
-and the installed dim-desktop serves its UI from the wheel (not from this checkout)."""
+"""`pip install .` into a fresh virtualenv gives working dim-desktop, dimctl and
+dim-gateway commands, and the installed dim-desktop serves its UI from the wheel (not
+from this checkout)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ SOURCES = [
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv with dim-desktop installed from a copy of the sources (so the checkout is not
-    written to). Its dependencies come from this test run's environment through a .pth file, and
-    so does the build backend (no build isolation): the install downloads nothing."""
+    """A fresh venv with dim-desktop installed from a copy of the sources (so the
+    checkout is not written to). Its dependencies come from this test run's environment
+    through a .pth file, and so does the build backend (no build isolation): the install
+    downloads nothing."""
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     src.mkdir()
@@ -56,8 +58,9 @@ def installed(tmp_path_factory) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    # After the venv's own site-packages: this environment's (pykka, msgspec, aiohttp, ...). A plain
-    # path line does not run the .pth files there, so the checkout's editable install stays out.
+    # After the venv's own site-packages: this environment's (pykka, msgspec, aiohttp,
+    # ...). A plain path line does not run the .pth files there, so the checkout's
+    # editable install stays out.
     Path(purelib, "zz-test-deps.pth").write_text(
         "\n".join(site.getsitepackages()) + "\n"
     )
@@ -103,7 +106,10 @@ def test_the_commands_are_installed_and_answer_help_and_version(installed: Path)
     r = run(installed, "dim-desktop", "--version")
     assert r.returncode == 0 and r.stdout.strip() == f"dim-desktop {__version__}"
     # The installed package is the wheel's, with the page inside it.
-    code = "import dim_actors.uibridge.bridge as b, dim_actors; print(dim_actors.__file__); print(b.STATIC_DIR)"
+    code = (
+        "import dim_actors.uibridge.bridge as b, dim_actors; "
+        "print(dim_actors.__file__); print(b.STATIC_DIR)"
+    )
     out = subprocess.run(
         [installed / "bin" / "python", "-c", code],
         capture_output=True,
@@ -123,14 +129,15 @@ def test_the_installed_dim_desktop_runs_and_serves_its_page(
     home = tmp_path / "home"
     env = {**os.environ, "DIM_HOME": str(home)}
     env.pop("DIM_TOKEN", None)
-    log = open(tmp_path / "out.log", "wb")
-    proc = subprocess.Popen(
-        [installed / "bin" / "dim-desktop", "--no-browser"],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    # the child keeps its own copy of the descriptor
+    with open(tmp_path / "out.log", "wb") as log:
+        proc = subprocess.Popen(
+            [installed / "bin" / "dim-desktop", "--no-browser"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
 
         def runtime():
@@ -155,7 +162,8 @@ def test_the_installed_dim_desktop_runs_and_serves_its_page(
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200 and b"SettingsScreen" in resp.read()
-        # The embedded dev gateway (python -m dim_actors.devgateway from the wheel) is up and connected.
+        # The embedded dev gateway (python -m dim_actors.devgateway from the wheel) is
+        # up and connected.
         status = run(installed, "dimctl", "status", "--json", env=env)
         assert status.returncode == 0, status.stderr
         rows = {r["name"]: r for r in json.loads(status.stdout)}
@@ -177,7 +185,6 @@ def test_the_installed_dim_desktop_runs_and_serves_its_page(
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=40)
-        log.close()
 
 
 CHECK_IMPORTS = r"""
@@ -197,20 +204,24 @@ for req in md.requires("dim-desktop") or []:
     name = re.split(r"[\s<>=!~;\[]", req, 1)[0].lower().replace("_", "-")
     extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)", req)
     declared[name] = extra.group(1) if extra else None
-print(json.dumps({m: [[d.lower().replace("_", "-"), declared.get(d.lower().replace("_", "-"), "MISSING")]
-                      for d in dists.get(m, ["?"])] for m in third_party}))
+def norm(d):
+    return d.lower().replace("_", "-")
+print(json.dumps({m: [[norm(d), declared.get(norm(d), "MISSING")] for d in dists.get(m, ["?"])]
+                  for m in third_party}))
 """
 
-# Imported only inside functions that first check they are there (the desktop extra's own deps).
+# Imported only inside functions that first check they are there (the desktop extra's
+# own deps).
 OPTIONAL_AT_RUNTIME = {"desktop"}
 
 
 def test_every_third_party_import_of_the_package_is_a_declared_dependency(
     installed: Path,
 ):
-    """The install borrows this environment's packages, so a dependency missing from setup.cfg would
-    still import here: check each third-party module the installed package imports against what
-    the installed dim-desktop declares (install_requires, or an extra)."""
+    """The install borrows this environment's packages, so a dependency missing from
+    setup.cfg would still import here: check each third-party module the installed
+    package imports against what the installed dim-desktop declares (install_requires,
+    or an extra)."""
     pkg = Path(
         subprocess.run(
             [

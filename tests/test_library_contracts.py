@@ -1,10 +1,10 @@
 """Contracts with the private internals of the libraries dim-desktop relies on.
 
-Where a library has no public way to do what we need, our code uses its internals. Each test here
-checks exactly what one such use relies on, for real (a running actor, a loopback WebSocket, an X
-server), and a failure names the library, its installed version, the internal and where we use
-it: an upgrade that changed one reads as a one-line diagnosis, not as a lost message in the
-supervisor.
+Where a library has no public way to do what we need, our code uses its internals. Each
+test here checks exactly what one such use relies on, for real (a running actor, a
+loopback WebSocket, an X server), and a failure names the library, its installed
+version, the internal and where we use it: an upgrade that changed one reads as a
+one-line diagnosis, not as a lost message in the supervisor.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ PYKKA_INBOX = (
     "DimActor._create_actor_inbox in dim_actors/kernel/actor.py",
 )
 PYKKA_STOP = (
-    "Actor._stop (run for every requested stop, on the actor's thread, before the inbox is drained)",
+    "Actor._stop (run for every requested stop, on the actor's thread, before the inbox "
+    "is drained)",
     "DimActor._stop in dim_actors/kernel/actor.py (an actor that stopped itself)",
 )
 PYKKA_ENVELOPE = (
@@ -52,7 +53,8 @@ WS_RECV = (
 WS_FRAME_BUFFER = (
     "WebSocket.frame_buffer (header, length, recv_buffer, lock, needs_*/recv_* and recv_strict) "
     "and WebSocket.cont_frame (cont_data, recving_frames)",
-    "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in dim_actors/connection/fastws.py",
+    "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in "
+    "dim_actors/connection/fastws.py",
 )
 WS_RECV_FRAME = (
     "recv_data -> recv_data_frame -> self.recv_frame (the frame read we override)",
@@ -69,7 +71,8 @@ def _version(dist: str) -> str:
 
 @contextlib.contextmanager
 def contract(dist: str, internal: tuple[str, str]) -> Iterator[None]:
-    """Any failure inside, an assertion or an exception, is reported as this contract broken."""
+    """Any failure inside, an assertion or an exception, is reported as this contract
+    broken."""
     what, where = internal
     try:
         yield
@@ -80,7 +83,7 @@ def contract(dist: str, internal: tuple[str, str]) -> Iterator[None]:
         )
 
 
-# --- pykka ------------------------------------------------------------------------------------------------
+# --- pykka ----------------------------------------------------------------------------
 
 
 class Stopped(NamedTuple):
@@ -94,8 +97,8 @@ NO_MESSAGE = "<an envelope without .message>"
 
 
 class Probe(pykka.ThreadingActor):
-    """Overrides what DimActor overrides, with DimActor's own inbox factory, and records what our
-    code would find: which thread, and what the inbox still holds."""
+    """Overrides what DimActor overrides, with DimActor's own inbox factory, and records
+    what our code would find: which thread, and what the inbox still holds."""
 
     use_daemon_thread = True
     _create_actor_inbox = DimActor.__dict__["_create_actor_inbox"]
@@ -171,9 +174,11 @@ def test_pykka_builds_the_inbox_with_create_actor_inbox():
         ref = Probe.start(threading.Event(), queue.SimpleQueue())
         try:
             assert type(ref.actor_inbox) is queue.SimpleQueue, (
-                f"the inbox is a {type(ref.actor_inbox).__name__}, not the SimpleQueue _create_actor_inbox returns"
+                f"the inbox is a {type(ref.actor_inbox).__name__}, "
+                "not the SimpleQueue _create_actor_inbox returns"
             )
-            # The actor's loop reads the same queue the ref puts into, through put/get/empty alone.
+            # The actor's loop reads the same queue the ref puts into, through
+            # put/get/empty alone.
             assert ref.ask("echo", timeout=WAIT_S) == "echo", (
                 "a message told into that inbox got no answer"
             )
@@ -200,7 +205,8 @@ def test_pykka_calls_stop_on_a_requested_stop_with_the_later_messages_still_queu
         stopping.get(timeout=WAIT_S)
     with contract("pykka", PYKKA_ENVELOPE):
         assert record.left == ["after 1", "after 2"], (
-            f"the messages told after the stop, read back out of the inbox in _stop: {record.left!r}"
+            "the messages told after the stop, read back out of the inbox in _stop: "
+            f"{record.left!r}"
         )
 
 
@@ -229,11 +235,12 @@ def test_pykka_leaves_the_envelopes_in_the_inbox_for_on_failure():
             "on_failure ran on another thread than the actor's"
         )
         assert record.left == ["after 1", "after 2"], (
-            f"the messages queued behind the failing one, read back out of the inbox in on_failure: {record.left!r}"
+            "the messages queued behind the failing one, read back out of the inbox in "
+            f"on_failure: {record.left!r}"
         )
 
 
-# --- websocket-client ---------------------------------------------------------------------------------------
+# --- websocket-client -----------------------------------------------------------------
 
 
 def test_websocket_client_still_has_the_internals_fastws_uses():
@@ -286,8 +293,8 @@ def test_websocket_client_still_has_the_internals_fastws_uses():
 
 
 class Gateway:
-    """A loopback WebSocket server (the `websockets` library, as the dev gateway uses) that plays
-    one script per connection, then waits for the client to close."""
+    """A loopback WebSocket server (the `websockets` library, as the dev gateway uses)
+    that plays one script per connection, then waits for the client to close."""
 
     def __init__(self) -> None:
         from websockets.sync.server import serve
@@ -336,7 +343,8 @@ def gateway() -> Iterator[Gateway]:
 
 
 class CountingWebSocket(BufferedWebSocket):
-    """Counts the reads websocket-client's own parser makes (our fast path reads past this)."""
+    """Counts the reads websocket-client's own parser makes (our fast path reads past
+    this)."""
 
     parser_reads = 0
 
@@ -382,7 +390,8 @@ def test_websocket_client_parses_frames_out_of_the_read_ahead_buffer(gateway, fa
             ws.close()
         for i, ((op, data), (want_op, want)) in enumerate(zip(got, expected)):
             assert (op, data) == (want_op, want), (
-                f"message {i}: opcode {op}, {len(data)} bytes {data[:40]!r}; expected opcode {want_op}, "
+                f"message {i}: opcode {op}, {len(data)} bytes {data[:40]!r}; "
+                f"expected opcode {want_op}, "
                 f"{len(want)} bytes {want[:40]!r}"
             )
         assert ws.parser_reads, (
@@ -435,7 +444,8 @@ def test_websocket_client_frame_buffer_lets_an_oversized_message_be_skipped_unre
         assert (
             results[1].length == 5_000 and results[1].sample == b"y" * SAMPLE_BYTES
         ), (
-            f"the oversized frame's length and sample: {results[1].length}, {results[1].sample[:20]!r}..."
+            "the oversized frame's length and sample: "
+            f"{results[1].length}, {results[1].sample[:20]!r}..."
         )
         assert results[2] == (TEXT, b"small 2"), (
             f"after the oversized frame: {_brief(results[2])}"
@@ -460,10 +470,10 @@ def test_websocket_client_frame_buffer_lets_an_oversized_message_be_skipped_unre
 
 
 def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
-    """An exception in the middle of a frame (here: no more data on a non-blocking socket) leaves
-    websocket-client's parser holding the frame's header and the payload read so far; the fast
-    path must see that (frame_buffer.header) and let the parser finish, never parse payload bytes
-    as a header."""
+    """An exception in the middle of a frame (here: no more data on a non-blocking
+    socket) leaves websocket-client's parser holding the frame's header and the payload
+    read so far; the fast path must see that (frame_buffer.header) and let the parser
+    finish, never parse payload bytes as a header."""
     payload = bytes(range(256)) * 40
     half = len(payload) // 2
     half_sent, rest_go = threading.Event(), threading.Event()
@@ -495,7 +505,8 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
             ws.settimeout(WAIT_S)
             got = ws.recv_data()
             assert got == (BINARY, payload), (
-                f"the frame finished after the interruption: opcode {got[0]}, {len(got[1])} bytes {got[1][:16]!r}"
+                f"the frame finished after the interruption: opcode {got[0]}, "
+                f"{len(got[1])} bytes {got[1][:16]!r}"
             )
             assert ws.recv_data() == (TEXT, b"after"), "the frame after it"
         finally:

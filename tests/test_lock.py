@@ -1,5 +1,6 @@
-"""The lock (requirements/*.txt, written by bin/lock from setup.cfg) is what setup.cfg asks for,
-complete, hashed and consistent, and this test run's environment holds exactly its versions."""
+"""The lock (requirements/*.txt, written by bin/lock from setup.cfg) is what setup.cfg
+asks for, complete, hashed and consistent, and this test run's environment holds exactly
+its versions."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from packaging.version import Version
 
 REQ = ROOT / "requirements"
 EXTRAS = ("desktop", "test", "bench")
-# Not dependencies of the project: the virtualenv's own installer, and the project itself.
+# Not dependencies of the project: the virtualenv's own installer, and the project
+# itself.
 NOT_LOCKED = {"pip", "dim-desktop"}
 
 
@@ -91,11 +93,13 @@ def test_each_install_locks_what_setup_cfg_asks_for(install: str):
     for req in wanted:
         key = canonicalize_name(req.name)
         assert key in pins, (
-            f"setup.cfg asks for {req} ({install}) but requirements/{install}.txt has no {key}: run bin/lock"
+            f"setup.cfg asks for {req} ({install}) but requirements/{install}.txt "
+            f"has no {key}: run bin/lock"
         )
         version = pinned_version(pins[key][0])
         assert req.specifier.contains(version, prereleases=True), (
-            f"requirements/{install}.txt pins {key}=={version}, outside setup.cfg's {req}: run bin/lock"
+            f"requirements/{install}.txt pins {key}=={version}, "
+            f"outside setup.cfg's {req}: run bin/lock"
         )
 
 

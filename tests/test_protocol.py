@@ -9,7 +9,7 @@ import pytest
 
 from dim_actors.wire import protocol as p
 
-# --- §9 of the reference: example frames copied from the public docs ------------------------------
+# --- §9 of the reference: example frames copied from the public docs ------------------
 
 V1_WELCOME = """{
   "type": "welcome",
@@ -23,7 +23,10 @@ V3_CONNECTED = """{
   "heartbeatIntervalMs": 30000,
   "ts": 1709312400000
 }"""
-V4_CONNECTED_DEV = '{"type":"connected","clientId":"a1b2c3d4-...","heartbeatIntervalMs":30000,"ts":1709312400000}'
+V4_CONNECTED_DEV = (
+    '{"type":"connected","clientId":"a1b2c3d4-...",'
+    '"heartbeatIntervalMs":30000,"ts":1709312400000}'
+)
 V5_AUTHENTICATE = """{
   "type": "authenticate",
   "token": "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhdXRoMHwxMjM0NTY..."
@@ -33,8 +36,8 @@ V6_ERROR = """{
   "code": "SessionNotFound",
   "message": "Session not found"
 }"""
-# V7 is cut off in the source after `"tenantId": "t`. Completed here by us: the tenant id value and
-# the closing braces are our guess; everything before them is verbatim.
+# V7 is cut off in the source after `"tenantId": "t`. Completed here by us: the tenant
+# id value and the closing braces are our guess; everything before them is verbatim.
 V7_AUTHENTICATED = """{
   "type": "authenticated",
   "identity": {
@@ -120,11 +123,103 @@ def test_v12_tool_call_start_shape():
     )
 
 
-# --- the catalogue ------------------------------------------------------------------------------
+# --- the catalogue --------------------------------------------------------------------
 
-CONTRACT_EVENTS = ["welcome", "connected", "authenticated", "heartbeat", "session_list", "session_created", "session_renamed", "session_archived", "session_unarchived", "session_deleted", "session_state", "state_snapshot", "session_left", "turn_started", "text_delta", "turn_complete", "turn_error", "steer_received", "usage_update", "thinking.start", "thinking.progress", "thinking.complete", "tool_call_start", "tool_call_delta", "tool_call", "tool_result", "tool_error", "question_requested", "permission_requested", "approval_resolved", "terminal.stream", "terminal.complete", "sandbox_init", "sandbox_provisioning", "sandbox_ready", "sandbox_removed", "file_changed", "file_list", "file_content", "file_history_list", "history", "event_list", "pong", "member_list", "error"]
-DOCUMENTED_EVENTS = ["welcome", "connected", "authenticated", "heartbeat", "session_list", "session_created", "state_snapshot", "turn_started", "text_delta", "turn_complete", "turn_error", "tool_call_start", "tool_call", "question_requested", "permission_requested", "thinking.progress", "terminal.stream", "message.delta", "plan.created", "plan.step_started", "plan.step_completed", "plan.revised", "error"]
-CLIENT_TYPES = ["authenticate", "list_sessions", "create_session", "rename_session", "archive_session", "unarchive_session", "delete_session", "join_session", "leave_session", "run_turn", "stop_turn", "steer", "answer_question", "get_history", "get_events", "ping", "list_files", "read_file", "file_history", "file_at_iteration", "manage_members"]
+CONTRACT_EVENTS = [
+    "welcome",
+    "connected",
+    "authenticated",
+    "heartbeat",
+    "session_list",
+    "session_created",
+    "session_renamed",
+    "session_archived",
+    "session_unarchived",
+    "session_deleted",
+    "session_state",
+    "state_snapshot",
+    "session_left",
+    "turn_started",
+    "text_delta",
+    "turn_complete",
+    "turn_error",
+    "steer_received",
+    "usage_update",
+    "thinking.start",
+    "thinking.progress",
+    "thinking.complete",
+    "tool_call_start",
+    "tool_call_delta",
+    "tool_call",
+    "tool_result",
+    "tool_error",
+    "question_requested",
+    "permission_requested",
+    "approval_resolved",
+    "terminal.stream",
+    "terminal.complete",
+    "sandbox_init",
+    "sandbox_provisioning",
+    "sandbox_ready",
+    "sandbox_removed",
+    "file_changed",
+    "file_list",
+    "file_content",
+    "file_history_list",
+    "history",
+    "event_list",
+    "pong",
+    "member_list",
+    "error",
+]
+DOCUMENTED_EVENTS = [
+    "welcome",
+    "connected",
+    "authenticated",
+    "heartbeat",
+    "session_list",
+    "session_created",
+    "state_snapshot",
+    "turn_started",
+    "text_delta",
+    "turn_complete",
+    "turn_error",
+    "tool_call_start",
+    "tool_call",
+    "question_requested",
+    "permission_requested",
+    "thinking.progress",
+    "terminal.stream",
+    "message.delta",
+    "plan.created",
+    "plan.step_started",
+    "plan.step_completed",
+    "plan.revised",
+    "error",
+]
+CLIENT_TYPES = [
+    "authenticate",
+    "list_sessions",
+    "create_session",
+    "rename_session",
+    "archive_session",
+    "unarchive_session",
+    "delete_session",
+    "join_session",
+    "leave_session",
+    "run_turn",
+    "stop_turn",
+    "steer",
+    "answer_question",
+    "get_history",
+    "get_events",
+    "ping",
+    "list_files",
+    "read_file",
+    "file_history",
+    "file_at_iteration",
+    "manage_members",
+]
 
 
 def test_catalogue_is_complete():
@@ -135,7 +230,8 @@ def test_catalogue_is_complete():
         assert answers and answers <= set(p.SERVER_EVENTS)
 
 
-# every client message with its required fields and, where it has them, its optional ones
+# every client message with its required fields and, where it has them, its optional
+# ones
 CLIENT_SAMPLES = {
     "authenticate": [{"token": "t0k"}],
     "list_sessions": [{}, {"includeArchived": True}],
@@ -285,7 +381,7 @@ def test_decode_client_message_ignores_unknown_fields():
     assert msg == p.Ping()
 
 
-# --- server events: leniency --------------------------------------------------------------------
+# --- server events: leniency ----------------------------------------------------------
 
 
 def test_unknown_event_type_passes_through_whole():

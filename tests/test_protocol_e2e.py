@@ -1,12 +1,14 @@
-"""Every client message and every error code of Diminuendo v1, through the UI bridge only.
+"""Every client message and every error code of Diminuendo v1, through the UI bridge
+only.
 
-dev gateway (its own process) -> connection process -> router -> UI bridge (HTTP invoke + /events).
-Each of the 21 client messages has a test that checks the answering event's type and fields
-(RESPONSES in dim_actors/wire/protocol.py, docs/protocol.md); `authenticate` is both what an app started
-with --token does on every connect and a bridge command of its own. The transport errors a well-behaved client cannot produce (INVALID_JSON,
-MESSAGE_TOO_LARGE, binary frames, unknown types) are tested at the gateway in test_devgateway.py;
-here is what reaches the bridge. Absence is shown by ordering (a later event arrives first), never
-by sleeping.
+dev gateway (its own process) -> connection process -> router -> UI bridge (HTTP invoke
++ /events). Each of the 21 client messages has a test that checks the answering event's
+type and fields (RESPONSES in dim_actors/wire/protocol.py, docs/protocol.md);
+`authenticate` is both what an app started with --token does on every connect and a
+bridge command of its own. The transport errors a well-behaved client cannot produce
+(INVALID_JSON, MESSAGE_TOO_LARGE, binary frames, unknown types) are tested at the
+gateway in test_devgateway.py; here is what reaches the bridge. Absence is shown by
+ordering (a later event arrives first), never by sleeping.
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# --- fixtures: one gateway and one app for the module (starting an app costs about a second) ------
+# --- fixtures: one gateway and one app for the module --------------------------------
+# (starting an app costs about a second)
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    # The functional tests here send far more than 60 messages in 10 s over one connection.
+    # The functional tests here send far more than 60 messages in 10 s over one
+    # connection.
     g = GatewayProcess(
         tmp_path_factory.mktemp("gw"), args=["--rate-limit", "100000"]
     ).start()
@@ -107,7 +111,8 @@ def wait_turn_end(
 
 
 def envelope(ev: dict, sid: str, turn_id: str | None = None) -> None:
-    """A stream event: sessionId, a positive seq, a ts of now, and the turn's id when in a turn."""
+    """A stream event: sessionId, a positive seq, a ts of now, and the turn's id when in
+    a turn."""
     assert ev["sessionId"] == sid
     assert isinstance(ev["seq"], int) and ev["seq"] >= 1
     assert abs(ev["ts"] - now_ms()) < 60_000
@@ -131,7 +136,7 @@ def test_the_tests_cover_every_client_message():
         assert f"def test_{type_}" in here, f"no test for {type_}"
 
 
-# --- authenticate, heartbeat: an app against a gateway that requires a token ----------------------
+# --- authenticate, heartbeat: an app against a gateway that requires a token ----------
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +163,8 @@ def token_app(token_gateway, tmp_path_factory):
 def test_authenticate(token_app: App):
     conn = token_app.invoke("get_state")["connection"]
     assert conn["state"] == "connected" and conn["identity"] == DEV_IDENTITY
-    # The connection process sent `authenticate {token}`; the answer went through the router.
+    # The connection process sent `authenticate {token}`; the answer went through the
+    # router.
     logged = token_app.invoke("actor_logs", name="router", types=["authenticated"])
     assert logged[-1]["body"]["raw"] == {
         "type": "authenticated",
@@ -168,7 +174,8 @@ def test_authenticate(token_app: App):
         token_app.invoke("list_sessions")["type"] == "session_list"
     )  # authenticated: requests pass
 
-    # As a bridge command, on the current connection: the right token is answered `authenticated`...
+    # As a bridge command, on the current connection: the right token is answered
+    # `authenticated`...
     assert token_app.invoke("authenticate", token=TOKEN) == {
         "type": "authenticated",
         "identity": DEV_IDENTITY,
@@ -184,7 +191,8 @@ def test_authenticate(token_app: App):
     assert token_app.invoke("get_state")["connection"]["state"] == "connected"
     assert token_app.invoke("ping")["type"] == "pong"
 
-    # ...and does not become the token reconnects use: a restarted connection process still gets in.
+    # ...and does not become the token reconnects use: a restarted connection process
+    # still gets in.
     def authentications():
         return len(
             token_app.invoke(
@@ -225,7 +233,7 @@ def test_heartbeats_reach_a_joined_client(token_app: App):
         events.close()
 
 
-# --- session management ----------------------------------------------------------------------------
+# --- session management ---------------------------------------------------------------
 
 
 def test_list_sessions(app: App):
@@ -373,14 +381,14 @@ def test_leave_session(app: App, events: EventStream):
         ),
         what="the pong",
     )
-    # Everything the gateway sent this connection before the pong has reached the page by now: of
-    # that turn, only the answer to run_turn.
+    # Everything the gateway sent this connection before the pong has reached the page
+    # by now: of that turn, only the answer to run_turn.
     assert [e["type"] for e in turn_events(events, started["turnId"])] == [
         "turn_started"
     ]
 
 
-# --- turns -----------------------------------------------------------------------------------------
+# --- turns ----------------------------------------------------------------------------
 
 
 def test_run_turn(app: App, events: EventStream):
@@ -431,8 +439,9 @@ def test_stop_turn(app: App, events: EventStream):
     )
     t0 = time.monotonic()
     stopped = app.invoke("stop_turn", sessionId=sid, turnId=turn_id)
-    # Answered on the spot, not after the stream: its 100,000 deltas at 200/s were due over 500 s.
-    # The bound leaves a loaded machine room for the round trip and is still far from the stream's end.
+    # Answered on the spot, not after the stream: its 100,000 deltas at 200/s were due
+    # over 500 s. The bound leaves a loaded machine room for the round trip and is still
+    # far from the stream's end.
     assert time.monotonic() - t0 < 30.0
     assert stopped["type"] == "turn_complete" and stopped["stopReason"] == "stopped"
     envelope(stopped, sid, turn_id)
@@ -532,7 +541,7 @@ def test_answer_question(app: App, events: EventStream):
     ]
 
 
-# --- data retrieval --------------------------------------------------------------------------------
+# --- data retrieval -------------------------------------------------------------------
 
 
 def test_get_history(app: App, events: EventStream):
@@ -579,7 +588,7 @@ def test_ping(app: App):
     assert before - 5000 <= pong["ts"] <= now_ms() + 5000
 
 
-# --- files -----------------------------------------------------------------------------------------
+# --- files ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -673,7 +682,7 @@ def test_file_at_iteration(app: App, workspace):
     }
 
 
-# --- members ---------------------------------------------------------------------------------------
+# --- members --------------------------------------------------------------------------
 
 
 def test_manage_members(app: App):
@@ -696,7 +705,7 @@ def test_manage_members(app: App):
     assert "bob" not in [m["userId"] for m in removed["members"]]
 
 
-# --- what several clients and the state machine look like through the bridge -----------------------
+# --- what several clients and the state machine look like through the bridge ----------
 
 
 def test_several_clients_joined_to_one_session_all_receive_its_events(
@@ -721,7 +730,8 @@ def test_several_clients_joined_to_one_session_all_receive_its_events(
         assert other_events.wait_event("session_renamed", sid) == renamed
         mine = {e["seq"]: e for e in events.gateway_events(sid) if "seq" in e}
         theirs = {e["seq"]: e for e in other_events.gateway_events(sid) if "seq" in e}
-        # The other app joined after the activation and caught up: both have every event, identical.
+        # The other app joined after the activation and caught up: both have every
+        # event, identical.
         assert sorted(theirs) == list(range(1, renamed["seq"] + 1))
         assert theirs == mine
         other_events.close()
@@ -824,7 +834,7 @@ def test_emitted_events_of_any_type_are_durable_and_reach_the_bridge(
     assert (refused["type"], refused["code"]) == ("turn_error", "InvalidScript")
 
 
-# --- errors ----------------------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------
 
 SESSION_COMMANDS = {
     "rename_session": {"name": "n"},
@@ -979,7 +989,8 @@ def test_rate_limited_reaches_the_bridge(tmp_path):
                 assert (e.status, e.code) == (422, "GATEWAY_ERROR")
                 assert 0 < err["retryAfterMs"] <= 10_000
                 answers.append(err["gatewayCode"])
-        # The connection's own list_sessions on connect counts too; then the window is full.
+        # The connection's own list_sessions on connect counts too; then the window is
+        # full.
         first_refused = answers.index("RATE_LIMITED")
         assert (
             1 <= first_refused <= 5
@@ -1022,8 +1033,8 @@ def test_auth_failed_stops_without_retrying(tmp_path):
         with pytest.raises(InvokeError) as e:
             a.invoke("list_sessions")
         assert e.value.code == "NOT_CONNECTED"
-        # The gateway allows 5 failures per IP a minute. The app's was one of them, and the only one:
-        # 4 more are AUTH_FAILED, then the limit is reached.
+        # The gateway allows 5 failures per IP a minute. The app's was one of them, and
+        # the only one: 4 more are AUTH_FAILED, then the limit is reached.
         assert [_direct_authenticate(gw.url, "bad")["code"] for _ in range(4)] == [
             "AUTH_FAILED"
         ] * 4

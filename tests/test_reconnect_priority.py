@@ -1,7 +1,8 @@
-"""After a reconnect with many joined sessions, the user's commands go before the client's own
-rejoins and catch-up pages (docs/connection.md, "Priority"), and every session is still rejoined
-and caught up. The real app against a real WebSocket server that records what it reads, in order;
-a low send_rate_limit makes the rejoin backlog last seconds."""
+"""After a reconnect with many joined sessions, the user's commands go before the
+client's own rejoins and catch-up pages (docs/connection.md, "Priority"), and every
+session is still rejoined and caught up. The real app against a real WebSocket server
+that records what it reads, in order; a low send_rate_limit makes the rejoin backlog
+last seconds."""
 
 import threading
 
@@ -15,7 +16,8 @@ SESSIONS = 24
 def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catches_up(
     dim_home,
 ):
-    # 10 messages a second: 48 rejoin frames (join + catch-up page per session) take several seconds.
+    # 10 messages a second: 48 rejoin frames (join + catch-up page per session) take
+    # several seconds.
     write_settings(dim_home, "send_rate_limit = 10\nsend_rate_window_s = 1.0\n")
     sids = [f"s{i:02}" for i in range(SESSIONS)]
     reconnected = threading.Event()
@@ -73,8 +75,8 @@ def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catch
             60,
             what="the first rejoin on the new connection",
         )
-        # The session joined first, so the least recently used: rejoined last. Asked for while the
-        # backlog is still long.
+        # The session joined first, so the least recently used: rejoined last. Asked for
+        # while the backlog is still long.
         last = sids[0]
         answer = app.invoke("run_turn", sessionId=last, text="hello")
         assert answer["turnId"] == "now"
@@ -91,13 +93,15 @@ def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catch
         kinds = [(m["type"], m.get("sessionId")) for m in after]
         rejoins = [i for i, k in enumerate(kinds) if k[0] == "join_session"]
         run_turn_at = kinds.index(("run_turn", last))
-        # (the router's own list_sessions on connecting is bookkeeping too; the user's came after the run_turn)
+        # (the router's own list_sessions on connecting is bookkeeping too; the user's
+        # came after the run_turn)
         user_list_at = next(
             i
             for i, k in enumerate(kinds)
             if k[0] == "list_sessions" and i > run_turn_at
         )
-        # The user's commands reached the gateway while rejoins were still waiting to go ...
+        # The user's commands reached the gateway while rejoins were still waiting to go
+        # ...
         assert run_turn_at < rejoins[-1] and user_list_at < rejoins[-1], kinds
         waiting_rejoins = sum(1 for i in rejoins if i > run_turn_at)
         assert waiting_rejoins >= SESSIONS // 2, kinds
@@ -108,11 +112,12 @@ def test_user_commands_overtake_the_rejoin_backlog_and_every_session_still_catch
             < run_turn_at
         ), kinds
 
-        # Nothing lost: every session was rejoined once and caught up, the user's turn included.
+        # Nothing lost: every session was rejoined once and caught up, the user's turn
+        # included.
         assert sorted(k[1] for k in kinds if k[0] == "join_session") == sids
         for sid in sids:
             wait_until(
-                lambda: (
+                lambda sid=sid: (
                     (stored_turn(app, sid, f"missed-{sid}") or {}).get("status")
                     == "complete"
                 ),

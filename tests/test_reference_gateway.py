@@ -1,8 +1,9 @@
-"""dim-desktop against a gateway that does only what the public docs describe (issue: "works with any
-Diminuendo v1 gateway"). The dev gateway's reference profile (docs/dev-gateway.md, Profiles) pushes no
-`authenticated`, refuses (or ignores) `get_events`, answers no `ping`, has no `/replicate`, ignores
-`clientTurnId` and takes `steer` / `answer_question` in run_turn's vocabulary. Every fallback of
-docs/protocol.md §11 is exercised here over real sockets, the whole app in between.
+"""dim-desktop against a gateway that does only what the public docs describe (issue:
+"works with any Diminuendo v1 gateway"). The dev gateway's reference profile
+(docs/dev-gateway.md, Profiles) pushes no `authenticated`, refuses (or ignores)
+`get_events`, answers no `ping`, has no `/replicate`, ignores `clientTurnId` and takes
+`steer` / `answer_question` in run_turn's vocabulary. Every fallback of docs/protocol.md
+§11 is exercised here over real sockets, the whole app in between.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def started_app(dim_home, gw: GatewayProcess) -> App:
 def app_against(
     dim_home, tmp_path, *gateway_args: str, profile: list[str] = REFERENCE
 ) -> Iterator[App]:
-    """A gateway with these arguments and dim-desktop connected to it; both stopped afterwards."""
+    """A gateway with these arguments and dim-desktop connected to it; both stopped
+    afterwards."""
     gw = GatewayProcess(
         tmp_path / "gateway-data", args=[*profile, *gateway_args]
     ).start()
@@ -105,7 +107,7 @@ def waiting_request(app: App, sid: str) -> dict:
     return wait_until(find, what="the agent's question")
 
 
-# --- 1. the handshake --------------------------------------------------------------------------------
+# --- 1. the handshake -----------------------------------------------------------------
 
 
 def test_connects_when_the_gateway_pushes_no_authenticated(app: App):
@@ -124,7 +126,7 @@ def test_an_authenticated_pushed_later_fills_in_the_identity(dim_home, tmp_path)
         assert conn["traits"]["pushesAuthenticated"] == "yes"
 
 
-# --- 2. catch-up without get_events -------------------------------------------------------------------
+# --- 2. catch-up without get_events ---------------------------------------------------
 
 
 def test_a_refused_get_events_holds_no_live_event(app: App):
@@ -140,7 +142,8 @@ def test_a_refused_get_events_holds_no_live_event(app: App):
 
 def test_a_get_events_never_answered_is_given_up_within_seconds(dim_home, tmp_path):
     with app_against(dim_home, tmp_path, "--get-events", "silent") as app:
-        # Idle after the join: the page's own deadline (10 s, CATCHUP_PAGE_WAIT_S) ends the catch-up.
+        # Idle after the join: the page's own deadline (10 s, CATCHUP_PAGE_WAIT_S) ends
+        # the catch-up.
         idle = coding_session(app)
         wait_until(
             lambda: connection(app)["traits"]["getEvents"] == "no",
@@ -153,8 +156,9 @@ def test_a_get_events_never_answered_is_given_up_within_seconds(dim_home, tmp_pa
 
 def test_a_get_events_skipped_by_later_answers_is_given_up_at_once(dim_home, tmp_path):
     with app_against(dim_home, tmp_path, "--get-events", "silent") as app:
-        # A run_turn right after the join is answered while the catch-up page is not: answers come
-        # in request order, so that page never will be, and the turn is not held until a deadline.
+        # A run_turn right after the join is answered while the catch-up page is not:
+        # answers come in request order, so that page never will be, and the turn is not
+        # held until a deadline.
         sid = coding_session(app)
         started = app.invoke("run_turn", sessionId=sid, text="at once")
         assert finished(app, sid, started["turnId"], timeout=8)["text"] == "at once"
@@ -170,8 +174,8 @@ def test_events_missed_while_away_are_an_honest_gap(
     )
     t = finished(app, sid, started["turnId"])
     assert t["status"] == "complete" and t["finalText"] == stream_text(2000, 2000)
-    # What was sent while the socket was down (the second stream starts at once) is a gap the
-    # stores show, not silence; what arrived arrived once.
+    # What was sent while the socket was down (the second stream starts at once) is a
+    # gap the stores show, not silence; what arrived arrived once.
     assert t["deltaCount"] < 4000
     gaps = wait_until(lambda: chat(app, sid).get("gaps"), what="the gap to be shown")
     assert gaps[0]["afterSeq"] >= 1 and "get_events" in gaps[0]["reason"]
@@ -199,7 +203,7 @@ def test_a_session_deleted_while_away_is_gone_at_once(
     assert sid not in app.status()["connection"]["joined"]
 
 
-# --- 3. protocol versions ------------------------------------------------------------------------------
+# --- 3. protocol versions -------------------------------------------------------------
 
 
 def test_protocol_version_2_goes_on_with_v1_and_says_so(dim_home, tmp_path):
@@ -216,7 +220,7 @@ def test_protocol_version_2_goes_on_with_v1_and_says_so(dim_home, tmp_path):
         assert "protocol version 2" in status.stdout
 
 
-# --- 4. staleness from heartbeatIntervalMs ----------------------------------------------------------
+# --- 4. staleness from heartbeatIntervalMs --------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -234,9 +238,9 @@ def test_staleness_comes_from_the_advertised_heartbeat(
 
 
 def test_a_silent_gateway_is_noticed_after_the_derived_window(dim_home, tmp_path):
-    # A 4 s heartbeat gives a 10 s window (the floor): a 20 s silence must be noticed, though the
-    # fixed 35 s of before would not have. (The dev profile: its catch-up brings the turn's end,
-    # which the reference profile's would show as a gap.)
+    # A 4 s heartbeat gives a 10 s window (the floor): a 20 s silence must be noticed,
+    # though the fixed 35 s of before would not have. (The dev profile: its catch-up
+    # brings the turn's end, which the reference profile's would show as a gap.)
     with app_against(dim_home, tmp_path, "--heartbeat-ms", "4000", profile=[]) as app:
         sid = coding_session(app)
         started = app.invoke("run_turn", sessionId=sid, text="/silence 20000\nafter")
@@ -249,7 +253,7 @@ def test_a_silent_gateway_is_noticed_after_the_derived_window(dim_home, tmp_path
         assert finished(app, sid, started["turnId"])["status"] == "complete"
 
 
-# --- 6. requests the docs give no fields for -----------------------------------------------------------
+# --- 6. requests the docs give no fields for ------------------------------------------
 
 
 def test_a_question_is_answered_in_the_gateways_vocabulary(app: App):
@@ -304,7 +308,7 @@ def test_a_dismissal_the_gateway_has_no_word_for_is_a_clear_error(app: App):
     assert e.value.body["error"].get("gatewayCode") == "INVALID_MESSAGE"
 
 
-# --- the everyday flows -------------------------------------------------------------------------------
+# --- the everyday flows ---------------------------------------------------------------
 
 
 def test_sessions_are_created_listed_renamed_archived_and_deleted(app: App):

@@ -1,4 +1,5 @@
-"""The connection survives a gateway that crashes, drops the socket or goes silent, losing nothing."""
+"""The connection survives a gateway that crashes, drops the socket or goes silent,
+losing nothing."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ def run_script(app: App, script: str) -> tuple[str, str]:
     return sid, app.invoke("run_turn", sessionId=sid, text=script)["turnId"]
 
 
-# A turn's final statuses in the stores. Not `ended` (docs/contracts.md §3): that one only says a
-# state_snapshot (the re-join after a reconnect) found the turn no longer running before its real
-# end event arrived, and it lasts only until the catch-up brings that `turn_complete` / `turn_error`.
+# A turn's final statuses in the stores. Not `ended` (docs/contracts.md §3): that one
+# only says a state_snapshot (the re-join after a reconnect) found the turn no longer
+# running before its real end event arrived, and it lasts only until the catch-up brings
+# that `turn_complete` / `turn_error`.
 FINAL = ("complete", "error", "stopped")
 
 
@@ -67,8 +69,8 @@ def test_the_gateway_dropping_the_socket_mid_turn_loses_nothing(app_on: App):
 def test_the_gateway_going_silent_is_detected_and_nothing_is_lost(
     dim_home, gateway: GatewayProcess
 ):
-    # Past a staleness limit set in the settings (it wins over the one derived from the gateway's
-    # heartbeat): the client must notice on its own (no close, no error).
+    # Past a staleness limit set in the settings (it wins over the one derived from the
+    # gateway's heartbeat): the client must notice on its own (no close, no error).
     write_settings(dim_home, "stale_after_s = 20.0\nping_interval_s = 5.0\n")
     app_on = App(dim_home, ["--gateway", gateway.url])
     try:
@@ -79,8 +81,9 @@ def test_the_gateway_going_silent_is_detected_and_nothing_is_lost(
         sid, turn_id = run_script(
             app_on, "/stream 1000 2000\n/silence 30000\n/stream 1000 2000"
         )
-        # (If the staleness were not noticed before the silence ends, the stream would resume on the
-        # same socket and this would time out: the generous wait cannot hide a missed detection.)
+        # (If the staleness were not noticed before the silence ends, the stream would
+        # resume on the same socket and this would time out: the generous wait cannot
+        # hide a missed detection.)
         wait_until(
             lambda: app_on.invoke("get_state")["connection"]["state"] != "connected",
             90,
@@ -113,9 +116,10 @@ def test_the_gateway_killed_and_restarted_mid_turn(
     gateway.start()
     app_on.wait_connected(60)
     # The gateway lost the turn with its process and, restarted, failed it (`turn_error`
-    # GatewayRestarted), unless the stream had already completed before the kill. Whichever it was,
-    # the stores end the turn exactly as the gateway did: the re-join's snapshot may mark it `ended`
-    # first, but the catch-up must still bring the real end event (a turn stuck at `ended` times out).
+    # GatewayRestarted), unless the stream had already completed before the kill.
+    # Whichever it was, the stores end the turn exactly as the gateway did: the
+    # re-join's snapshot may mark it `ended` first, but the catch-up must still bring
+    # the real end event (a turn stuck at `ended` times out).
     t = finished(app_on, sid, turn_id, 60)
     stored = [e for e in gateway_events(gateway.url, sid) if e.get("turnId") == turn_id]
     final = stored[-1]
@@ -127,8 +131,9 @@ def test_the_gateway_killed_and_restarted_mid_turn(
         }
     else:
         assert t["status"] == "complete" and t["finalText"] == final["finalText"]
-    # What did arrive arrived once, in order, and every delta the gateway kept is in the stores (the
-    # stores may hold more: deltas sent before the crash but never stored there).
+    # What did arrive arrived once, in order, and every delta the gateway kept is in the
+    # stores (the stores may hold more: deltas sent before the crash but never stored
+    # there).
     n = t["deltaCount"]
     assert n > 2000 and t["text"] == stream_text(n)
     assert n >= sum(e["type"] == "text_delta" for e in stored)
@@ -179,7 +184,8 @@ def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(
     second = App(other_home, ["--gateway", gateway.url])
     try:
         second.wait_connected()
-        # The join's catch-up (30,000 events) and a new turn's answer race: the answer must wait.
+        # The join's catch-up (30,000 events) and a new turn's answer race: the answer
+        # must wait.
         second.invoke("join_session", sessionId=sid)
         new_turn = second.invoke("run_turn", sessionId=sid, text="/stream 500")[
             "turnId"
@@ -193,15 +199,17 @@ def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(
 
 
 def test_spill_files_of_dead_connection_processes_are_removed_at_start(dim_home):
-    # What a connection process killed while spilling leaves behind. Its events were bound for a pipe
-    # that died with it; the new process resumes by seq from the gateway, so the file is only litter.
+    # What a connection process killed while spilling leaves behind. Its events were
+    # bound for a pipe that died with it; the new process resumes by seq from the
+    # gateway, so the file is only litter.
     spill_dir = dim_home / "data" / "spill"
     spill_dir.mkdir(parents=True)
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: that pid no longer exists
     stale = spill_dir / f"uplink-{gone.pid}.spill"
     stale.write_bytes(b"\x05\x00\x00\x00hello" * 1000)
-    # A live process's file is not touched, whoever it belongs to (here: this test's own pid).
+    # A live process's file is not touched, whoever it belongs to (here: this test's own
+    # pid).
     live = spill_dir / f"uplink-{os.getpid()}.spill"
     live.write_bytes(b"in use")
     app = App(dim_home)

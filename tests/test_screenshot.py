@@ -1,4 +1,5 @@
-"""The README's screenshot of the main window, taken here so it stays current: docs/screenshot.png."""
+"""The README's screenshot of the main window, taken here so it stays current:
+docs/screenshot.png."""
 
 from __future__ import annotations
 
@@ -6,18 +7,25 @@ from apphelpers import ROOT, App
 from playwright.sync_api import expect
 
 SHOT = ROOT / "docs" / "screenshot.png"
-# Resolves once the page has rendered two more frames: anything scheduled before it has been drawn.
-NEXT_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+# Resolves once the page has rendered two more frames: anything scheduled before it has
+# been drawn.
+NEXT_FRAMES = (
+    "() => new Promise(r => requestAnimationFrame(() => "
+    "requestAnimationFrame(() => r(true))))"
+)
 
 SCRIPT = "\n".join(
     [
-        "/think The test only fails when the input has no trailing newline, so the tokenizer probably "
-        "reads one character past the end. Reading next_token() first.",
+        "/think The test only fails when the input has no trailing newline, so the "
+        "tokenizer probably reads one character past the end. Reading next_token() first.",
         '/tool read_file {"path": "src/parser.py"}',
-        "/write src/parser.py def next_token(text, i):\\n    if i + 1 < len(text) and text[i + 1] == '=':\\n        return text[i:i + 2]\\n",
-        "/write tests/test_parser.py def test_no_trailing_newline():\\n    assert parse('a = 1') == [('a', '=', 1)]\\n",
-        "Found it: **`next_token()`** peeks at `text[i + 1]` without checking the length, so the last "
-        "token of an input without a trailing newline raised `IndexError`.",
+        "/write src/parser.py def next_token(text, i):\\n"
+        "    if i + 1 < len(text) and text[i + 1] == '=':\\n"
+        "        return text[i:i + 2]\\n",
+        "/write tests/test_parser.py def test_no_trailing_newline():\\n"
+        "    assert parse('a = 1') == [('a', '=', 1)]\\n",
+        "Found it: **`next_token()`** peeks at `text[i + 1]` without checking the length, "
+        "so the last token of an input without a trailing newline raised `IndexError`.",
         "",
         "- `src/parser.py`: check `i + 1 < len(text)` before peeking",
         "- `tests/test_parser.py`: a regression test for input without a newline",
@@ -52,21 +60,27 @@ def test_screenshot_of_the_main_window(browser, app: App):
             "Great, apply the fix and run the tests again"
         )
         page.evaluate("document.activeElement && document.activeElement.blur()")
-        # Settled, rather than a pause and a hope: whatever render was scheduled has run, the fonts
-        # are in, and no finite animation or transition (a toast sliding in, a fade) is under way.
+        # Settled, rather than a pause and a hope: whatever render was scheduled has
+        # run, the fonts are in, and no finite animation or transition (a toast sliding
+        # in, a fade) is under way.
         page.evaluate(NEXT_FRAMES)
-        page.wait_for_function("""() => document.fonts.status === "loaded" && document.getAnimations()
-          .every(a => a.effect.getComputedTiming().iterations === Infinity || a.playState !== "running")""")
-        # Thinking, the tool card and the answer in view (the script the dev agent ran scrolls away).
+        page.wait_for_function("""() => document.fonts.status === "loaded"
+          && document.getAnimations().every(a =>
+            a.effect.getComputedTiming().iterations === Infinity
+            || a.playState !== "running")""")
+        # Thinking, the tool card and the answer in view (the script the dev agent ran
+        # scrolls away).
         page.evaluate("""() => {
-          const t = document.querySelector("[data-testid='turn']:last-of-type [data-testid='thinking']");
+          const last = "[data-testid='turn']:last-of-type";
+          const t = document.querySelector(`${last} [data-testid='thinking']`);
           if (t) t.open = true;
           const chat = document.querySelector("[data-testid='chat']");
           chat.scrollTop = chat.scrollHeight;
         }""")
         page.evaluate(NEXT_FRAMES)  # laid out and painted as it now is
         page.wait_for_function("""() => {
-          const t = document.querySelector("[data-testid='turn']:last-of-type [data-testid='thinking']");
+          const last = "[data-testid='turn']:last-of-type";
+          const t = document.querySelector(`${last} [data-testid='thinking']`);
           const chat = document.querySelector("[data-testid='chat']");
           return t && t.open && chat.scrollHeight - chat.scrollTop - chat.clientHeight <= 1;
         }""")

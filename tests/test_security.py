@@ -1,7 +1,7 @@
-"""Secrets against another local user (uid 65534 here) and on the command line: DIM_HOME private to
-its user (0700 folders, no file readable by group or others, checked and fixed at start), the
-gateway token from a private file, and the browser opened on a private file rather than on the
-tokened URL (which `ps` would show to every user)."""
+"""Secrets against another local user (uid 65534 here) and on the command line: DIM_HOME
+private to its user (0700 folders, no file readable by group or others, checked and
+fixed at start), the gateway token from a private file, and the browser opened on a
+private file rather than on the tokened URL (which `ps` would show to every user)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from playwright.sync_api import expect
 from dim_actors.config.home import DimHome, private_mode
 
 NOBODY = 65534
-# The probe runs as nobody, so it needs a Python that nobody can execute (the venv's lives under /root).
+# The probe runs as nobody, so it needs a Python that nobody can execute (the venv's
+# lives under /root).
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
 PROBE = """
 import sys
@@ -51,9 +52,10 @@ def nobody_opens(path: Path) -> str:
 
 @pytest.fixture
 def reachable_home():
-    """A DIM_HOME another user could reach if its own modes let them: under a world-traversable
-    folder, as in a user's home folder (pytest's tmp_path is under a 0700 folder, which alone would
-    keep nobody out). The DIM_HOME itself is made 0755, as `mkdir` with the usual umask does."""
+    """A DIM_HOME another user could reach if its own modes let them: under a
+    world-traversable folder, as in a user's home folder (pytest's tmp_path is under a
+    0700 folder, which alone would keep nobody out). The DIM_HOME itself is made 0755,
+    as `mkdir` with the usual umask does."""
     base = Path(tempfile.mkdtemp(prefix="dim-security-", dir="/tmp"))
     base.chmod(0o755)
     home = base / "dim-home"
@@ -64,9 +66,10 @@ def reachable_home():
 
 
 def loose_entries(root: Path) -> list[str]:
-    """Every folder that is not 0700 and every file group or others may read, write or run."""
+    """Every folder that is not 0700 and every file group or others may read, write or
+    run."""
     bad = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for path in [Path(dirpath), *(Path(dirpath) / name for name in filenames)]:
             st = path.lstat()
             mode = stat.S_IMODE(st.st_mode)
@@ -77,7 +80,7 @@ def loose_entries(root: Path) -> list[str]:
     return sorted(bad)
 
 
-# --- the pure decision -----------------------------------------------------------------------------
+# --- the pure decision ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -134,7 +137,8 @@ def test_ensure_follows_no_link_and_leaves_a_shared_folder_alone(
     assert stat.S_IMODE(outside.stat().st_mode) == 0o755
     assert home.ensure() == []  # nothing left to fix
 
-    # DIM_HOME set to the user's home folder: only the app's own folders are its to make private.
+    # DIM_HOME set to the user's home folder: only the app's own folders are its to make
+    # private.
     user_home = tmp_path / "user"
     user_home.mkdir(mode=0o755)
     (user_home / "notes.txt").write_text("mine")
@@ -151,14 +155,15 @@ def test_ensure_follows_no_link_and_leaves_a_shared_folder_alone(
     assert stat.S_IMODE(shared.run_dir.stat().st_mode) == 0o700
 
 
-# --- DIM_HOME private to its user --------------------------------------------------------------------
+# --- DIM_HOME private to its user -----------------------------------------------------
 
 
 def test_everything_in_dim_home_is_private_and_another_user_cannot_read_the_secrets(
     reachable_home: Path,
 ):
     home = reachable_home
-    # Left by an earlier version, or by hand: readable by everyone, in a folder open to everyone.
+    # Left by an earlier version, or by hand: readable by everyone, in a folder open to
+    # everyone.
     (home / "data" / "old").mkdir(parents=True)
     (home / "data" / "old").chmod(0o755)
     (home / "data" / "old" / "notes.txt").write_text("private")
@@ -214,14 +219,15 @@ def test_everything_in_dim_home_is_private_and_another_user_cannot_read_the_secr
         assert {str(p.relative_to(home)): nobody_opens(p) for p in secrets} == {
             str(p.relative_to(home)): "denied" for p in secrets
         }
-        # What was fixed is said once, in the log (not on every start: the next start has nothing to fix).
+        # What was fixed is said once, in the log (not on every start: the next start
+        # has nothing to fix).
         log = (home / "logs" / "dim-desktop.log").read_text()
         assert "data/old/notes.txt" in log and "0644 -> 0600" in log
     finally:
         assert app.stop() == 0
 
 
-# --- the gateway token: from a private file, never on the command line or in the log -------------------
+# --- the gateway token: from a private file, never on the command line or in the log ---
 
 TOKEN = "gw-s3cret-token-4711"
 
@@ -259,7 +265,8 @@ def test_the_token_from_a_private_token_file_reaches_the_gateway(
         try:
             app.wait_connected()  # authenticated: the gateway took the token
             assert "--token puts the token on the command line" not in app.output()
-            # runtime.json holds only the embedded gateway's token: the user's stays in its file.
+            # runtime.json holds only the embedded gateway's token: the user's stays in
+            # its file.
             assert app.runtime["gatewayToken"] == ""
             assert TOKEN not in (dim_home / "run" / "runtime.json").read_text()
         finally:
@@ -308,7 +315,7 @@ def test_token_on_the_command_line_still_works_with_a_warning(
         gw.stop()
 
 
-# --- the browser is opened on a private file, not on the tokened URL --------------------------------
+# --- the browser is opened on a private file, not on the tokened URL ------------------
 
 ARGV_RECORDER = """#!/bin/sh
 # Stands in for the browser: records its arguments, one a line.
@@ -371,8 +378,8 @@ def test_the_browser_is_opened_on_a_private_file_that_logs_in(
         assert stat.S_IMODE(open_page.stat().st_mode) == 0o600
         assert nobody_opens(open_page) == "denied"
 
-        # Following the file logs in: the UI comes up, connected, with the token gone from the
-        # address bar.
+        # Following the file logs in: the UI comes up, connected, with the token gone
+        # from the address bar.
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         try:
             page = context.new_page()

@@ -1,4 +1,5 @@
-"""Pure pieces of the connection's input checks: depth, lone surrogates, seq gaps, duplicate content."""
+"""Pure pieces of the connection's input checks: depth, lone surrogates, seq gaps,
+duplicate content."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import sqlite3
 import msgspec
 import pytest
 
-from dim_actors.connection.process import (
-    RecentSeqs,
+from dim_actors.connection.process.outbox_pump import (
     outbox_failure_message,
     outbox_full,
-    same_content,
-    seq_gap,
 )
+from dim_actors.connection.process.seqs import RecentSeqs, same_content, seq_gap
 from dim_actors.wire import protocol
 
 
@@ -165,7 +164,8 @@ E = b'{"seq":%d,"text":"%s"}'
             E % (1, b"b"),
             False,
         ),  # forgotten (keep=4)
-        # bytes past the budget: the hash still tells a change, not a rewrite of the same content
+        # bytes past the budget: the hash still tells a change, not a rewrite of the
+        # same content
         (
             [(1, E % (1, b"a" * 100)), (2, E % (2, b"b" * 100))],
             1,
@@ -207,8 +207,8 @@ def test_outbox_failure_message_names_the_disk_and_what_to_do():
         db.execute("INSERT INTO t VALUES (?)", (b"x" * 100000,))
     assert outbox_full(e.value)
     assert outbox_failure_message(e.value, "/x/outbox.sqlite") == (
-        "not connected, and the outbox could not store this message: disk full in /x/outbox.sqlite; "
-        "free space and send again"
+        "not connected, and the outbox could not store this message: "
+        "disk full in /x/outbox.sqlite; free space and send again"
     )
     other = sqlite3.OperationalError("database is locked")
     assert not outbox_full(other) and "database is locked" in outbox_failure_message(

@@ -1,4 +1,5 @@
-"""Settings: $DIM_HOME/config/settings.toml, read and edited through the bridge and the Settings screen."""
+"""Settings: $DIM_HOME/config/settings.toml, read and edited through the bridge and the
+Settings screen."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def test_settings_round_trip_through_the_bridge_and_apply_at_the_next_start(
             "restart_period_s": 7.0,
         }
         assert set(new["explicit"]) == set(changes)
-        # Restart intensity and log sizes take effect at the next start; notifications at once.
+        # Restart intensity and log sizes take effect at the next start; notifications
+        # at once.
         assert set(new["pendingRestart"]) == set(changes) - {"native_notifications"}
         on_disk = tomllib.loads(settings_file(app).read_text())
         assert on_disk == {**changes, "restart_period_s": 7.0}

@@ -1,4 +1,5 @@
-"""The connection keeps reading while the supervisor process is stopped, and loses nothing."""
+"""The connection keeps reading while the supervisor process is stopped, and loses
+nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from test_supervision import assert_exact, delta_count, start_stream
 def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_order(
     dim_home,
 ):
-    # A small memory bound so a short stall is enough to make the connection process spill.
+    # A small memory bound so a short stall is enough to make the connection process
+    # spill.
     write_settings(dim_home, "uplink_memory_limit = 1048576\n")
     app = App(dim_home)
     try:
@@ -38,10 +40,11 @@ def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_
         before = spilled_bytes()
         os.kill(app.proc.pid, signal.SIGSTOP)
         try:
-            # The stream runs on while the supervisor is frozen: the connection process buffers it
-            # (about 20,000 events, 2 MB: past the 1 MiB bound, so it spills to disk). The supervisor
-            # stays frozen until the spill file has grown, however long a loaded machine takes to
-            # get there: the connection process kept reading, with nobody draining it.
+            # The stream runs on while the supervisor is frozen: the connection process
+            # buffers it (about 20,000 events, 2 MB: past the 1 MiB bound, so it spills
+            # to disk). The supervisor stays frozen until the spill file has grown,
+            # however long a loaded machine takes to get there: the connection process
+            # kept reading, with nobody draining it.
             wait_until(
                 lambda: spilled_bytes() > before,
                 120,

@@ -116,9 +116,10 @@ def test_restart_of_an_unknown_actor_is_a_clear_error(app: App):
 
 
 def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
-    # The intensity is max_restarts (3) in restart_period_s. Each crash below is a dimctl process of
-    # its own, so on a loaded machine four of them can take longer than the default 5 s: the period
-    # is made long enough that they all fall within it (what is tested is the count, not the speed).
+    # The intensity is max_restarts (3) in restart_period_s. Each crash below is a
+    # dimctl process of its own, so on a loaded machine four of them can take longer
+    # than the default 5 s: the period is made long enough that they all fall within it
+    # (what is tested is the count, not the speed).
     write_settings(dim_home, "restart_period_s = 120.0\n")
     app = App(dim_home)
     app.wait_connected()
@@ -132,7 +133,8 @@ def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
         what="the whole tree to restart",
     )
     assert app.proc.poll() is None
-    # Failing again right after: the supervisor gives up, stops cleanly and exits non-zero.
+    # Failing again right after: the supervisor gives up, stops cleanly and exits
+    # non-zero.
     for _ in range(4):
         r = app.dimctl("crash", "journal")
         if r.returncode != 0:
@@ -146,10 +148,10 @@ def test_restart_intensity_exceeded_escalates_then_stops_non_zero(dim_home):
 
 
 def test_logs_follow_type_and_since(app: App):
-    # The stream starts while dimctl may still be starting: its deltas reach it from the history
-    # (--since counts back from when dimctl starts, so the window must reach back to the stream
-    # however slowly a loaded machine starts dimctl; this app has logged no other text_delta) or
-    # live, each once.
+    # The stream starts while dimctl may still be starting: its deltas reach it from the
+    # history (--since counts back from when dimctl starts, so the window must reach
+    # back to the stream however slowly a loaded machine starts dimctl; this app has
+    # logged no other text_delta) or live, each once.
     follower = subprocess.Popen(
         [
             sys.executable,
@@ -207,7 +209,8 @@ def test_logs_since_type_and_limit_filter_what_is_shown(app: App):
     for i in range(3):
         app.invoke("create_session", agentType="echo", name=f"old-{i}")
     mark = time.time()
-    # A condition on the wall clock, not a sleep: everything above is now older than the window.
+    # A condition on the wall clock, not a sleep: everything above is now older than the
+    # window.
     wait_until(
         lambda: time.time() > mark + window + 0.5,
         window + 10,
@@ -224,30 +227,31 @@ def test_logs_since_type_and_limit_filter_what_is_shown(app: App):
 
     def created(lines: list[dict]) -> list[str]:
         return [
-            l["body"]["args"]["name"]
-            for l in lines
-            if l["type"] == "invoke" and l["body"]["command"] == "create_session"
+            entry["body"]["args"]["name"]
+            for entry in lines
+            if entry["type"] == "invoke"
+            and entry["body"]["command"] == "create_session"
         ]
 
     everything = logs()
     assert created(everything) == ["old-0", "old-1", "old-2", "new-0", "new-1", "new-2"]
-    assert {"invoke", "connection_state"} <= {l["type"] for l in everything}
-    # A window reaching back to the mark from when dimctl starts: none of the old ones, all of the
-    # new ones (made `window` s after the mark) as long as dimctl starts within that time, however
-    # long the calls above took on a loaded machine.
+    assert {"invoke", "connection_state"} <= {entry["type"] for entry in everything}
+    # A window reaching back to the mark from when dimctl starts: none of the old ones,
+    # all of the new ones (made `window` s after the mark) as long as dimctl starts
+    # within that time, however long the calls above took on a loaded machine.
     recent = logs("--since", f"{time.time() - mark:.3f}s")
     assert created(recent) == ["new-0", "new-1", "new-2"] and all(
-        l["ts"] > mark for l in recent
+        entry["ts"] > mark for entry in recent
     )
     invokes = logs("--type", "invoke")
-    assert {l["type"] for l in invokes} == {"invoke"} and created(invokes) == created(
-        everything
-    )
+    assert {entry["type"] for entry in invokes} == {"invoke"} and created(
+        invokes
+    ) == created(everything)
     assert created(logs("--type", "invoke", "--limit", "2")) == [
         "new-1",
         "new-2",
     ]  # the newest, oldest first
-    last3 = [l["id"] for l in logs("--limit", "3")]
+    last3 = [entry["id"] for entry in logs("--limit", "3")]
     assert (
         len(last3) == 3 and last3 == sorted(last3) and last3[0] >= everything[-3]["id"]
     )  # (more may arrive)
@@ -291,7 +295,7 @@ def test_actor_commands_from_the_ui(app: App):
         lambda: app.status()["journal"]["restarts"] == 1, 60, what="the journal restart"
     )
     logs = app.invoke("actor_logs", name="router", types=["invoke"], limit=3)
-    assert 1 <= len(logs) <= 3 and all(l["type"] == "invoke" for l in logs)
+    assert 1 <= len(logs) <= 3 and all(entry["type"] == "invoke" for entry in logs)
     from apphelpers import InvokeError
 
     with pytest.raises(InvokeError) as e:

@@ -1,4 +1,5 @@
-"""The supervision core in-process, with real pykka actors: stable names, restarts, message logs."""
+"""The supervision core in-process, with real pykka actors: stable names, restarts,
+message logs."""
 
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ class Recorder(DimActor):
 
 
 class Worker(DimActor):
-    """Does what the path of a JournalRecord says: `quit` stops it (a normal exit), `block:K` blocks
-    its handler until the test sets gate K (a real hang), anything else is recorded."""
+    """Does what the path of a JournalRecord says: `quit` stops it (a normal exit),
+    `block:K` blocks its handler until the test sets gate K (a real hang), anything else
+    is recorded."""
 
     seen: list[tuple[str, str]] = []
     stopped: list[
@@ -96,8 +98,8 @@ class Worker(DimActor):
 
 @pytest.fixture
 def make_system(tmp_path):
-    """Build a supervisor over real pykka actors. Nothing checks health unless a test sends
-    CheckHealth (the runtime's ticker sends it once a second)."""
+    """Build a supervisor over real pykka actors. Nothing checks health unless a test
+    sends CheckHealth (the runtime's ticker sends it once a second)."""
     Recorder.seen = []
     Worker.reset()
     made = itertools.count()
@@ -169,8 +171,9 @@ def test_a_crash_keeps_the_unhandled_inbox_for_the_successor(system):
 
 
 def test_restart_intensity_escalates_then_gives_up(make_system):
-    # The intensity is 3 restarts in the period; the period is long here so that a loaded machine
-    # cannot spread the crashes out past it (what counts is how many fall within it, not how fast).
+    # The intensity is 3 restarts in the period; the period is long here so that a
+    # loaded machine cannot spread the crashes out past it (what counts is how many fall
+    # within it, not how fast).
     s = make_system([ChildSpec("rec", Recorder)], period_s=120.0)
     addresses, gave_up = s.addresses, s.gave_up
     rec = addresses["rec"]
@@ -179,7 +182,7 @@ def test_restart_intensity_escalates_then_gives_up(make_system):
     ):  # 3 restarts allowed in the period; the 4th crash restarts the whole tree
         addresses.send("test", "rec", Crash(reason="again"))
         wait_until(
-            lambda: rec.stats.restarts == i + 1 and rec.state == "running",
+            lambda i=i: rec.stats.restarts == i + 1 and rec.state == "running",
             what=f"restart {i + 1} of rec",
         )
     assert not gave_up
@@ -188,7 +191,7 @@ def test_restart_intensity_escalates_then_gives_up(make_system):
     ):  # the tree restart cleared the count: three more are single restarts...
         addresses.send("test", "rec", Crash(reason="still failing"))
         wait_until(
-            lambda: rec.stats.restarts == 5 + i and rec.state == "running",
+            lambda i=i: rec.stats.restarts == 5 + i and rec.state == "running",
             what=f"restart {5 + i} of rec",
         )
     assert not gave_up
@@ -204,14 +207,15 @@ def test_restart_intensity_escalates_then_gives_up(make_system):
 def test_a_tree_restart_that_cannot_start_a_child_stops_every_child_in_reverse(
     make_system,
 ):
-    # A long period: however slowly a loaded machine restarts, the 4 crashes fall within it.
+    # A long period: however slowly a loaded machine restarts, the 4 crashes fall within
+    # it.
     s = make_system(
         [ChildSpec(n, Worker) for n in ("a", "b", "c", "d")], period_s=120.0
     )
     for i in range(3):
         s.addresses.send("test", "a", Crash(reason="again"))
         wait_until(
-            lambda: (
+            lambda i=i: (
                 s.addresses["a"].stats.restarts == i + 1
                 and s.addresses["a"].state == "running"
             ),
@@ -230,8 +234,9 @@ def test_a_tree_restart_that_cannot_start_a_child_stops_every_child_in_reverse(
         and "RuntimeError: c cannot start" in reason
         and "\n" not in reason
     )
-    # The tree restart stopped d, c, b (a had crashed), started a and b, then c failed: it stopped
-    # b and a again, in reverse, and never started d rather than leave it "restarting".
+    # The tree restart stopped d, c, b (a had crashed), started a and b, then c failed:
+    # it stopped b and a again, in reverse, and never started d rather than leave it
+    # "restarting".
     assert Worker.stopped == ["d", "c", "b", "b", "a"]
     assert [s.addresses[n].state for n in "abcd"] == ["stopped"] * 4
     assert all(s.addresses[n].ref is None for n in "abcd")
@@ -265,7 +270,8 @@ def test_a_child_that_cannot_start_at_all_makes_the_supervisor_give_up(make_syst
     ],
 )
 def test_restart_types(make_system, restart, end, restarted):
-    """OTP's: permanent always restarted, transient only after an abnormal end, temporary never."""
+    """OTP's: permanent always restarted, transient only after an abnormal end,
+    temporary never."""
     s = make_system([ChildSpec("w", Worker, restart)])
     w = s.addresses["w"]
     s.addresses.send("test", "w", record(1))
@@ -309,10 +315,11 @@ def test_restart_types(make_system, restart, end, restarted):
 def test_a_replaced_hung_instance_cannot_touch_its_successors_bookkeeping(
     make_system, late
 ):
-    # Health is checked only while the test waits for the first instance to be judged hung (the
-    # runtime's ticker does it once a second): the successor below is blocked on purpose for longer
-    # than the hang timeout, and must not be replaced in turn while the test looks at it, however
-    # slowly a loaded machine gets through the checks.
+    # Health is checked only while the test waits for the first instance to be judged
+    # hung (the runtime's ticker does it once a second): the successor below is blocked
+    # on purpose for longer than the hang timeout, and must not be replaced in turn
+    # while the test looks at it, however slowly a loaded machine gets through the
+    # checks.
     s = make_system([ChildSpec("w", Worker)], hang_timeout_s=1.0)
     w = s.addresses["w"]
     Worker.raise_after_block = {"old"} if late == "raises" else set()
@@ -335,7 +342,8 @@ def test_a_replaced_hung_instance_cannot_touch_its_successors_bookkeeping(
     assert (
         old_thread.is_alive()
     )  # a thread cannot be killed: it is still in its handler
-    # The successor is in a handler of its own when the old one's handler finally returns.
+    # The successor is in a handler of its own when the old one's handler finally
+    # returns.
     s.addresses.send(
         "test", "w", JournalRecord(sessionId="s", origin="local", path="block:new")
     )
@@ -367,10 +375,10 @@ def test_message_log_records_every_delivery_and_reads_back_filtered(system):
     for i in range(50):
         addresses.send("test", "rec", record(i))
     addresses.send("test", "rec", Crash(reason="x"))
-    lines = [msgspec.json.decode(l) for l in logs.read("rec")]
-    assert [l["body"]["path"] for l in lines if l["type"] == "journal_record"] == [
-        str(i) for i in range(50)
-    ]
+    lines = [msgspec.json.decode(line) for line in logs.read("rec")]
+    assert [
+        entry["body"]["path"] for entry in lines if entry["type"] == "journal_record"
+    ] == [str(i) for i in range(50)]
     only = logs.read("rec", types={"crash"})
     assert len(only) == 1
     assert logs.read("rec", since=time.time() + 60) == []
@@ -388,7 +396,7 @@ def test_message_log_files_rotate(tmp_path):
     assert 2 <= len(files) <= 3 and all(
         f.stat().st_size < 8192 for f in files
     )  # keep=2 rotated + current
-    got = [msgspec.json.decode(l)["body"]["path"] for l in logs.read("a")]
+    got = [msgspec.json.decode(line)["body"]["path"] for line in logs.read("a")]
     assert (
         got == [str(i) for i in range(500)][-len(got) :]
     )  # the newest survive, in order
@@ -401,12 +409,13 @@ def test_recent_lines_come_from_memory_newest_last(system):
         addresses.send("test", "rec", record(i))
     addresses.send("test", "rec", Crash(reason="y"))
     got = [
-        msgspec.json.decode(l)
-        for l in logs.recent("rec", types={"journal_record"}, limit=5)
+        msgspec.json.decode(line)
+        for line in logs.recent("rec", types={"journal_record"}, limit=5)
     ]
     assert [g["body"]["path"] for g in got] == [str(i) for i in range(25, 30)]
     assert [
-        msgspec.json.decode(l)["type"] for l in logs.recent("rec", types={"crash"})
+        msgspec.json.decode(line)["type"]
+        for line in logs.recent("rec", types={"crash"})
     ] == ["crash"]
 
 
@@ -419,8 +428,8 @@ class LogsOnlyRuntime:
 
 @pytest.fixture
 def control(tmp_path):
-    """A real control socket over real message logs (no actors: messages to `a` are only logged),
-    and a DIM_HOME whose runtime.json points dimctl at it."""
+    """A real control socket over real message logs (no actors: messages to `a` are only
+    logged), and a DIM_HOME whose runtime.json points dimctl at it."""
     logs = MessageLogs(tmp_path / "logs")
     addresses = Addresses(["a"], logs)
     sock_dir = Path(
@@ -490,7 +499,8 @@ def test_logs_follow_of_a_slow_reader_is_bounded_and_says_what_it_skipped(contro
         wait_until(
             lambda: control.logs.follower_count() == 1, 60, what="dimctl to follow"
         )
-        # Nobody reads dimctl's stdout yet: its pipe fills, then the socket, then the follow buffer.
+        # Nobody reads dimctl's stdout yet: its pipe fills, then the socket, then the
+        # follow buffer.
         n = 4 * FOLLOW_BUFFER
         sent = [control.addresses.send("t", "a", record(i)).id for i in range(n)]
         got = []
@@ -510,7 +520,7 @@ def test_logs_follow_of_a_slow_reader_is_bounded_and_says_what_it_skipped(contro
     assert len(got) < n - FOLLOW_BUFFER  # the buffer held at most FOLLOW_BUFFER of them
 
 
-# --- batches: several messages as one mailbox item ------------------------------------------------
+# --- batches: several messages as one mailbox item ------------------------------------
 
 
 class Relay(DimActor):
@@ -524,7 +534,8 @@ def test_a_batch_is_handled_in_order_logged_item_by_item_and_counted_as_its_item
     make_system,
 ):
     s = make_system([ChildSpec("rec", Recorder), ChildSpec("relay", Relay)])
-    # Held while rec restarts: the batches wait, counted as their items, and reach the new instance.
+    # Held while rec restarts: the batches wait, counted as their items, and reach the
+    # new instance.
     s.addresses["rec"].detach()
     for b in range(10):
         s.addresses.send_batch(
@@ -534,7 +545,8 @@ def test_a_batch_is_handled_in_order_logged_item_by_item_and_counted_as_its_item
         lambda: s.addresses["rec"].mailbox_depth() == 1000,
         what="the relay's batches to be held for rec",
     )
-    # The relay made batches out of its batches: ten mailbox entries hold the thousand messages.
+    # The relay made batches out of its batches: ten mailbox entries hold the thousand
+    # messages.
     assert len(s.addresses["rec"].held) == 10
     s.sup.ask(RestartChild("rec"))
     wait_until(

@@ -1,5 +1,6 @@
-"""The Actors panel: live status, a Restart button per actor, a live message log with a type filter;
-and the connection's state in the page, counting down to the next attempt while reconnecting."""
+"""The Actors panel: live status, a Restart button per actor, a live message log with a
+type filter; and the connection's state in the page, counting down to the next attempt
+while reconnecting."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import websocket
 from apphelpers import GatewayProcess
 from playwright.sync_api import expect
 
-T = 30_000  # ms: generous for 2 shared, busy cores (a CPU hog too); a passing run waits far less
+# ms: generous for 2 shared, busy cores (a CPU hog too); a passing run waits far less
+T = 30_000
 
 
 def test_actors_panel_restarts_an_actor_and_shows_its_live_log(page, app):
@@ -51,7 +53,8 @@ def test_actors_panel_shows_what_dimctl_status_shows(page, app):
         app.invoke("list_sessions")
     expect(handled).not_to_have_text(str(before), timeout=T)
     assert int(handled.inner_text()) > before
-    # The connection actor's connection state and its reconnects count; only that actor has them.
+    # The connection actor's connection state and its reconnects count; only that actor
+    # has them.
     conn = row("connection").get_by_test_id("actor-connection")
     expect(conn).to_have_text("connected · 0 reconnects", timeout=T)
     expect(row("router").get_by_test_id("actor-connection")).to_have_text("")
@@ -73,7 +76,8 @@ def test_actors_panel_shows_what_dimctl_status_shows(page, app):
 
 
 def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
-    # AUTH_RATE_LIMITED tells the client how long to wait (tens of seconds here): a countdown to see.
+    # AUTH_RATE_LIMITED tells the client how long to wait (tens of seconds here): a
+    # countdown to see.
     gw = GatewayProcess(tmp_path / "gw", args=["--token", "right"]).start()
     try:
         for _ in range(
@@ -97,8 +101,9 @@ def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
         expect(indicator).to_have_attribute("data-state", "reconnecting")
         first = int(re.search(r"\d+", indicator.inner_text()).group())
         assert 1 < first <= 60
-        # Counting down, without a new connection-state from the bridge: the next one comes only with
-        # the next attempt, `first` seconds from now, so a lower number seen before then is the page's.
+        # Counting down, without a new connection-state from the bridge: the next one
+        # comes only with the next attempt, `first` seconds from now, so a lower number
+        # seen before then is the page's.
         lower = "|".join(str(n) for n in range(1, first))
         expect(indicator).to_have_text(
             re.compile(rf"^reconnecting in ({lower}) s$"),

@@ -1,10 +1,11 @@
-"""What the page shows of a gateway that does less than ours: missed events it could not fetch (a
-gap notice where they are missing), a session deleted while we were away (kept, marked gone, not
-sendable), and the connection's warnings and what the gateway was seen to support (the popover,
-and `dimctl status`).
+"""What the page shows of a gateway that does less than ours: missed events it could not
+fetch (a gap notice where they are missing), a session deleted while we were away (kept,
+marked gone, not sendable), and the connection's warnings and what the gateway was seen
+to support (the popover, and `dimctl status`).
 
-Real flows, real headless Chromium: the dev gateway, in its reference profile where it refuses
-`get_events`, or announcing protocol version 2. No sleeping: every wait is an `expect(...)`.
+Real flows, real headless Chromium: the dev gateway, in its reference profile where it
+refuses `get_events`, or announcing protocol version 2. No sleeping: every wait is an
+`expect(...)`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def timeline(page: Page) -> list[str]:
     )
 
 
-# --- a gap in the catch-up ------------------------------------------------------------------------------
+# --- a gap in the catch-up ------------------------------------------------------------
 
 
 def test_events_that_could_not_be_fetched_are_a_gap_notice_where_they_are_missing(
@@ -78,7 +79,8 @@ def test_events_that_could_not_be_fetched_are_a_gap_notice_where_they_are_missin
     try:
         ready(page)
         sid = new_session(page).get_attribute("data-session-id")
-        # The socket drops mid-turn; what the gateway sent meanwhile it will not give back (get_events).
+        # The socket drops mid-turn; what the gateway sent meanwhile it will not give
+        # back (get_events).
         send(page, "/stream 2000 2000\n/drop\n/stream 2000 2000")
         turns = page.get_by_test_id("turn")
         expect(turns).to_have_attribute("data-status", "complete", timeout=T)
@@ -119,7 +121,7 @@ def test_events_that_could_not_be_fetched_are_a_gap_notice_where_they_are_missin
         page.context.close()
 
 
-# --- a session deleted while we were away -------------------------------------------------------------
+# --- a session deleted while we were away ---------------------------------------------
 
 
 def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(
@@ -175,7 +177,7 @@ def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(
     assert page.page_errors == []
 
 
-# --- the gateway's warnings and traits ----------------------------------------------------------------
+# --- the gateway's warnings and traits ------------------------------------------------
 
 
 def test_the_popover_and_dimctl_status_show_the_gateways_warnings_and_traits(
@@ -199,9 +201,10 @@ def test_the_popover_and_dimctl_status_show_the_gateways_warnings_and_traits(
         expect(page.get_by_test_id("conn-warning")).to_have_text([VERSION_WARNING])
         traits = page.get_by_test_id("conn-traits")
         expect(traits).to_contain_text("This gateway")
-        trait = lambda name: traits.locator(
-            f"[data-testid='conn-trait'][data-trait='{name}']"
-        )
+
+        def trait(name):
+            return traits.locator(f"[data-testid='conn-trait'][data-trait='{name}']")
+
         expect(trait("heartbeat")).to_have_text(
             re.compile(r"^Heartbeat every 30 s; taken as lost after \d+ s of silence$")
         )

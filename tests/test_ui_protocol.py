@@ -1,8 +1,9 @@
-"""The whole protocol as the page shows it: dev gateway -> connection -> router -> bridge -> page.
+"""The whole protocol as the page shows it: dev gateway -> connection -> router ->
+bridge -> page.
 
-Real headless Chromium (Debian's), driven by Playwright; everything is done by clicking and typing.
-No sleeping: every wait is an `expect(...)` with a timeout. What counts as "shown" is what the page
-shows (a DOM assertion), never what the bridge sent.
+Real headless Chromium (Debian's), driven by Playwright; everything is done by clicking
+and typing. No sleeping: every wait is an `expect(...)` with a timeout. What counts as
+"shown" is what the page shows (a DOM assertion), never what the bridge sent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from playwright.sync_api import Page, expect
 
 from dim_actors.wire.protocol import SERVER_EVENTS
 
-T = 30_000  # ms: generous for 2 shared, busy cores (a CPU hog too); a passing run waits far less
+# ms: generous for 2 shared, busy cores (a CPU hog too); a passing run waits far less
+T = 30_000
 
 PLAN = [
     {"stepId": "s1", "title": "Read the code"},
@@ -29,7 +31,8 @@ SCRIPT = "\n".join(
         "/think weighing the options",
         '/tool pytest {"k": "a"}',
         '/emit tool_call_start {"toolCallId": "call_live", "toolName": "edit"}',
-        '/emit tool_call_delta {"toolCallId": "call_live", "argsDelta": "{\\"path\\": \\"a.py\\"}"}',
+        '/emit tool_call_delta {"toolCallId": "call_live", '
+        '"argsDelta": "{\\"path\\": \\"a.py\\"}"}',
         "/tool-error lint boom",
         "/terminal make\\nok",
         "/write notes.txt one",
@@ -100,7 +103,8 @@ def open_page(browser, app: App) -> Page:
 
 @pytest.fixture
 def beating_app(tmp_path):
-    """An app on a gateway of its own whose heartbeat is fast enough for the page to show one."""
+    """An app on a gateway of its own whose heartbeat is fast enough for the page to
+    show one."""
     gw = GatewayProcess(
         tmp_path / "gw", args=["--heartbeat-ms", "500", "--rate-limit", "100000"]
     ).start()
@@ -145,7 +149,8 @@ def test_every_event_type_is_shown_in_the_page(browser, beating_app):
         )
         saw("pong")
 
-        # A session another client made (and the gateway's list brings it in), with a turn of its own.
+        # A session another client made (and the gateway's list brings it in), with a
+        # turn of its own.
         with Client(gw.url) as other:
             elsewhere = other.new_session("echo", name="made elsewhere")
             other.run(elsewhere, "from elsewhere")
@@ -228,7 +233,8 @@ def test_every_event_type_is_shown_in_the_page(browser, beating_app):
         )
         saw("file_changed")
 
-        # message.delta: streamed text of its own (markdown, like text_delta), not a generic card.
+        # message.delta: streamed text of its own (markdown, like text_delta), not a
+        # generic card.
         message = turn.get_by_test_id("message-text")
         expect(message).to_have_text("said through message.delta", timeout=T)
         expect(message.locator("strong")).to_have_text("message.delta")
@@ -426,8 +432,8 @@ def test_steer_and_stop_a_running_stream_from_the_page(page: Page, app: App):
     page.get_by_test_id("steer-input").fill("slow down")
     page.get_by_test_id("steer-send").click()
     expect(turn.get_by_test_id("steer")).to_have_text("Steered: slow down", timeout=T)
-    # The steer's event left the gateway after the refusal: had the refusal also come as an event,
-    # its toast would be here by now.
+    # The steer's event left the gateway after the refusal: had the refusal also come as
+    # an event, its toast would be here by now.
     expect(errors).to_have_count(1)
     page.get_by_test_id("stop").click()
     # 100,000 deltas at 200/s would take over 8 minutes: only the stop can end it now.
@@ -451,9 +457,9 @@ def test_rename_archive_unarchive_delete_from_the_page(page: Page, app: App):
     keep_id = keep.get_attribute("data-session-id")
     other = new_session(page, "echo", existing=1)
     other_id = other.get_attribute("data-session-id")
-    by_id = lambda sid: page.locator(
-        f"[data-testid='session-item'][data-session-id='{sid}']"
-    )
+
+    def by_id(sid):
+        return page.locator(f"[data-testid='session-item'][data-session-id='{sid}']")
 
     by_id(keep_id).get_by_test_id("session-rename").click()
     box = by_id(keep_id).get_by_test_id("rename-input")
@@ -519,8 +525,8 @@ def test_file_browser_history_and_older_iterations(page: Page, app: App):
     files.get_by_test_id("file-latest").click()
     expect(content).to_have_text("second version", timeout=T)
 
-    # old.txt: written, deleted, written again. Its deletion is iteration 2, which has no content:
-    # the gateway refuses it (FileNotFound) and the viewer says so.
+    # old.txt: written, deleted, written again. Its deletion is iteration 2, which has
+    # no content: the gateway refuses it (FileNotFound) and the viewer says so.
     files.locator("[data-testid='file-item'][data-path='old.txt']").click()
     expect(content).to_have_text("back again", timeout=T)
     expect(iterations).to_have_count(3, timeout=T)
@@ -592,7 +598,8 @@ def test_an_error_event_shows_a_toast_and_auth_failed_the_indicator(
         page.get_by_test_id("gateway-url").fill(gw.url)
         page.get_by_test_id("gateway-token").fill("wrong")
         page.get_by_test_id("gateway-connect").click()
-        # The gateway's answer to the handshake's authenticate: an error event, unasked by the page.
+        # The gateway's answer to the handshake's authenticate: an error event, unasked
+        # by the page.
         toast = page.locator("[data-testid='toast'][data-level='error']").filter(
             has_text="AUTH_FAILED"
         )
@@ -620,9 +627,12 @@ def test_events_outside_a_turn_show_as_generic_cards_and_survive_a_reload(
         page,
         "\n".join(
             [
-                '/emit-session review.flagged {"why": "late"}',  # unknown, with a seq, outside the turn
-                '/emit-unsequenced presence.changed {"who": ["ann"]}',  # unknown, no seq at all
-                '/emit-session session_renamed {"name": 5}',  # known, with a mistyped field
+                # unknown, with a seq, outside the turn
+                '/emit-session review.flagged {"why": "late"}',
+                # unknown, no seq at all
+                '/emit-unsequenced presence.changed {"who": ["ann"]}',
+                # known, with a mistyped field
+                '/emit-session session_renamed {"name": 5}',
                 '/emit text_delta {"text": 5}',  # known, mistyped, inside the turn
                 "all said",
             ]

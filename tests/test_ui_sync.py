@@ -10,14 +10,16 @@ from apphelpers import wait_until, write_settings
 from playwright.sync_api import expect
 from synchelpers import upstream
 
-# Waits on conditions: they end as soon as the condition holds, so they can afford to be generous
-# for a loaded machine (a browser, the app's processes and the gateway share the CPUs with other jobs).
+# Waits on conditions: they end as soon as the condition holds, so they can afford to be
+# generous for a loaded machine (a browser, the app's processes and the gateway share
+# the CPUs with other jobs).
 WAIT_S = 60
 UI_WAIT_MS = WAIT_S * 1000
 
 
 def coding_session_with_a_file(page, script: str) -> str:
-    """A new coding-agent session whose first turn (`script`) has written a file; its id."""
+    """A new coding-agent session whose first turn (`script`) has written a file; its
+    id."""
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
     page.get_by_test_id("agent-type").select_option("coding-agent")
     page.get_by_test_id("new-session").click()
@@ -123,9 +125,10 @@ def test_sync_panel_asks_before_syncing_into_a_foreign_non_empty_folder(
 def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(
     page, app, tmp_path
 ):
-    """start_sync's answer (link connecting, no files yet) travels over HTTP, the statuses pushed
-    after it over the event socket: on a loaded machine the answer can reach the page last. The
-    panel must still end on the newest status, not on the answer's."""
+    """start_sync's answer (link connecting, no files yet) travels over HTTP, the
+    statuses pushed after it over the event socket: on a loaded machine the answer can
+    reach the page last. The panel must still end on the newest status, not on the
+    answer's."""
     coding_session_with_a_file(page, "/write notes.md hello\\n")
     events = app.events()
     try:
@@ -175,7 +178,8 @@ def sync_root(dim_home: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def auto_root(dim_home: Path, tmp_path: Path) -> Path:
-    """sync_root and sync_auto_start set before the app starts (request it before `page`)."""
+    """sync_root and sync_auto_start set before the app starts (request it before
+    `page`)."""
     root = tmp_path / "root"
     write_settings(dim_home, f'sync_root = "{root}"\nsync_auto_start = true\n')
     return root

@@ -1,5 +1,5 @@
-"""The Sync panel's "Not synced" list and its limits line, in a real headless Chromium, against a
-real app, a real folder and real failures (docs/sync.md §10)."""
+"""The Sync panel's "Not synced" list and its limits line, in a real headless Chromium,
+against a real app, a real folder and real failures (docs/sync.md §10)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from diskhelpers import small_disk as mounted_small_disk
 from playwright.sync_api import expect
 from synchelpers import make_tree, upstream
 
-# Waits on conditions: they end as soon as the condition holds, so they can afford to be generous
-# for a loaded machine (a browser, the app's processes and the gateway share the CPUs with other jobs).
+# Waits on conditions: they end as soon as the condition holds, so they can afford to be
+# generous for a loaded machine (a browser, the app's processes and the gateway share
+# the CPUs with other jobs).
 WAIT_S = 60
 UI_WAIT_MS = WAIT_S * 1000
 MIB = 1 << 20
@@ -36,7 +37,8 @@ def small_disk(tmp_path: Path):
 def synced_session(
     page, tmp_path: Path, script: str, folder: Path | None = None
 ) -> tuple[str, Path]:
-    """A coding-agent session whose first turn ran `script`, synced into a new folder: (its id, the folder)."""
+    """A coding-agent session whose first turn ran `script`, synced into a new folder:
+    (its id, the folder)."""
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)
     page.get_by_test_id("agent-type").select_option("coding-agent")
     page.get_by_test_id("new-session").click()
@@ -198,7 +200,8 @@ def test_the_panel_shows_the_free_space_and_a_pause_for_want_of_it(
 
 
 def test_a_big_folder_shows_how_far_its_first_pass_got(page, app, tmp_path):
-    """10,000 files take seconds to list and record: the panel says how far it got, then settles."""
+    """10,000 files take seconds to list and record: the panel says how far it got, then
+    settles."""
     folder = tmp_path / "big"
     make_tree(folder, 10_000)
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=UI_WAIT_MS)

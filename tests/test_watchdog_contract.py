@@ -1,6 +1,6 @@
-"""What dim_actors/sync/watcher.py relies on in watchdog beyond its documented API, checked against
-the installed watchdog: when one of these fails, the message names the watchdog version and the
-part of the watcher that relies on the changed behaviour.
+"""What dim_actors/sync/watcher.py relies on in watchdog beyond its documented API,
+checked against the installed watchdog: when one of these fails, the message names the
+watchdog version and the part of the watcher that relies on the changed behaviour.
 
 * observer_fd: the observer's inotify instance is a private attribute (there is no public way to
   it); the watcher looks its watches up in /proc/self/fdinfo to find folders watchdog could not
@@ -74,9 +74,9 @@ def test_observer_fd_is_the_observers_inotify_instance(tmp_path):
         watches = inotify_watches(fd)
         for d in (tmp_path, tmp_path / "sub"):
             assert watch_key(os.stat(d)) in (watches or ()), (
-                f"{WD}: fd {fd} from InotifyObserver._inotify_fd._inotify_fd does not list the watch on {d} in "
-                "/proc/self/fdinfo: it is no longer the observer's inotify instance; dim_actors/sync/watcher.py "
-                "observer_fd relies on it"
+                f"{WD}: fd {fd} from InotifyObserver._inotify_fd._inotify_fd does not list "
+                f"the watch on {d} in /proc/self/fdinfo: it is no longer the observer's "
+                "inotify instance; dim_actors/sync/watcher.py observer_fd relies on it"
             )
         # the fallback for a watchdog without that attribute finds the same instance
         assert inotify_fd_watching(watch_key(os.stat(tmp_path))) == fd
@@ -103,7 +103,8 @@ def test_the_overflow_signal_relied_on_is_in_the_installed_watchdogs_source():
         return
     for line in OVERFLOW_LOG_LINES:
         assert line in source, (
-            f"{WD}: the overflow log line {line!r} changed; dim_actors/sync/watcher.py _OverflowSpotter relies on it"
+            f"{WD}: the overflow log line {line!r} changed; "
+            "dim_actors/sync/watcher.py _OverflowSpotter relies on it"
         )
     names = {inotify.logger.name, inotify_c.logger.name}
     assert names <= set(WATCHDOG_LOGGERS), (
@@ -114,9 +115,9 @@ def test_the_overflow_signal_relied_on_is_in_the_installed_watchdogs_source():
 
 @linux_only
 def test_an_inotify_queue_overflow_reaches_the_watcher(tmp_path):
-    """The kernel's overflow record (wd -1, IN_Q_OVERFLOW), fed to the observer's inotify reader as
-    the kernel would (there is no way to overflow the queue without lowering the machine's
-    fs.inotify.max_queued_events)."""
+    """The kernel's overflow record (wd -1, IN_Q_OVERFLOW), fed to the observer's
+    inotify reader as the kernel would (there is no way to overflow the queue without
+    lowering the machine's fs.inotify.max_queued_events)."""
     inotify_c = importlib.import_module("watchdog.observers.inotify_c")
     recorder = Recorder()
     spotted: list[str] = []
@@ -132,7 +133,8 @@ def test_an_inotify_queue_overflow_reaches_the_watcher(tmp_path):
             observer._inotify_fd.handle_event(record)
         except (AttributeError, TypeError) as e:
             pytest.fail(
-                f"{WD}: this test cannot feed an overflow to the observer's inotify reader any more ({e!r}); "
+                f"{WD}: this test cannot feed an overflow to the observer's inotify reader "
+                f"any more ({e!r}); "
                 "the overflow signal dim_actors/sync/watcher.py relies on is unchecked"
             )
         deadline = time.monotonic() + 30
@@ -142,12 +144,14 @@ def test_an_inotify_queue_overflow_reaches_the_watcher(tmp_path):
             time.sleep(0.02)
         if EVENTS_LOST:
             assert EVENTS_LOST in recorder.kinds, (
-                f"{WD}: an inotify queue overflow no longer reaches the handler as an EventsLostEvent "
+                f"{WD}: an inotify queue overflow no longer reaches the handler as an "
+                "EventsLostEvent "
                 f"(got {recorder.kinds}); dim_actors/sync/watcher.py _Handler relies on it"
             )
         else:
             assert spotted, (
-                f"{WD}: the overflow log line changed (nothing matching {list(OVERFLOW_LOG_LINES)} was logged); "
+                f"{WD}: the overflow log line changed "
+                f"(nothing matching {list(OVERFLOW_LOG_LINES)} was logged); "
                 "dim_actors/sync/watcher.py _OverflowSpotter relies on it"
             )
     finally:
@@ -157,12 +161,14 @@ def test_an_inotify_queue_overflow_reaches_the_watcher(tmp_path):
         observer.join()
 
 
-# --- past the inotify watch limit, in a user namespace whose limit is lowered --------------------------------
+# --- past the inotify watch limit, in a user namespace whose limit is lowered ---------
 
 _PAST_THE_LIMIT = r"""
 import errno, json, os, sys, time
 from watchdog.events import FileSystemEventHandler
-from dim_actors.sync.watcher import DISCARD_S, inotify_watches, observer_fd, start_observer, watch_key
+from dim_actors.sync.watcher import (
+    DISCARD_S, inotify_watches, observer_fd, start_observer, watch_key,
+)
 
 root, tries = sys.argv[1], int(sys.argv[2])
 folders = [os.path.join(d, n) for d, names, _ in os.walk(root) for n in names] + [root]
@@ -230,9 +236,10 @@ def test_a_watch_past_the_limit_raises_enospc_or_is_missing(tmp_path, watches):
     result = _past_the_limit(tmp_path / "tree", watches, tries=12)
     for outcome in result["outcomes"]:
         assert outcome.get("raised") == errno.ENOSPC or outcome.get("missing", 0) > 0, (
-            f"{WD}: past the inotify watch limit, schedule/start gave {outcome}, neither OSError(ENOSPC) nor a "
-            "folder missing from the observer's watches; dim_actors/sync/watcher.py _schedule and _verify "
-            "detect the limit by one or the other"
+            f"{WD}: past the inotify watch limit, schedule/start gave {outcome}, "
+            "neither OSError(ENOSPC) nor a folder missing from the observer's watches; "
+            "dim_actors/sync/watcher.py _schedule and _verify detect the limit by one or "
+            "the other"
         )
         if watches == 0:
             assert outcome == {"raised": errno.ENOSPC}, (
@@ -240,6 +247,7 @@ def test_a_watch_past_the_limit_raises_enospc_or_is_missing(tmp_path, watches):
                 "dim_actors/sync/watcher.py _schedule relies on it"
             )
     assert result["open"] == 0, (
-        f"{WD}: {result['open']} inotify instances of failed or stopped observers are still open {DISCARD_S + 30:g} s "
-        "later; dim_actors/sync/watcher.py start_observer discards a failed observer late so that none is"
+        f"{WD}: {result['open']} inotify instances of failed or stopped observers are "
+        f"still open {DISCARD_S + 30:g} s later; dim_actors/sync/watcher.py "
+        "start_observer discards a failed observer late so that none is"
     )

@@ -37,7 +37,6 @@ def supervised(
     root: Path,
     specs: list[ChildSpec],
     names: list[str] | None = None,
-    extra: dict | None = None,
     period_s: float = 5.0,
     hang_timeout_s: float = 30.0,
     settings: Settings | None = None,
@@ -58,7 +57,6 @@ def supervised(
             addresses,
             home,
             settings,
-            extra=extra if extra is not None else {},
             on_failure=lambda n, e, g: holder["sup"].tell(ChildFailed(n, e, g)),
             on_exit=lambda n, g: holder["sup"].tell(ChildExited(n, g)),
         )

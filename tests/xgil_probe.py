@@ -1,7 +1,7 @@
-"""Run as a program: a tray icon updating as fast as it can while the main thread makes X round trips
-holding the GIL, as PyQt does across the native window's X calls. Prints "done" and exits 0 when
-every round trip was answered; an icon that grabs the X server and then needs the GIL to let go
-deadlocks here (the caller's timeout then kills it).
+"""Run as a program: a tray icon updating as fast as it can while the main thread makes
+X round trips holding the GIL, as PyQt does across the native window's X calls. Prints
+"done" and exits 0 when every round trip was answered; an icon that grabs the X server
+and then needs the GIL to let go deadlocks here (the caller's timeout then kills it).
 
     python tests/xgil_probe.py xtray|pystray DISPLAY SECONDS
 """

@@ -1,5 +1,6 @@
-"""X11 pieces the desktop tests share: a probe of the screen's windows, a system tray that docks
-icons as a panel's notification area does, and a look at the tray icon's right-click menu."""
+"""X11 pieces the desktop tests share: a probe of the screen's windows, a system tray
+that docks icons as a panel's notification area does, and a look at the tray icon's
+right-click menu."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import threading
 
 
 class XProbe:
-    """One X connection the tests read window state through. Polling on a fresh connection each
-    time (dozens a second) is what a loaded CI machine once answered with a failed connection
-    setup; one connection, reopened after any X error, does not depend on that."""
+    """One X connection the tests read window state through. Polling on a fresh
+    connection each time (dozens a second) is what a loaded CI machine once answered
+    with a failed connection setup; one connection, reopened after any X error, does not
+    depend on that."""
 
     def __init__(self, display: str):
         self.display = display
@@ -52,11 +54,13 @@ class XProbe:
         try:
             return bool(self._viewable(title))
         except (ConnectionClosedError, DisplayError, OSError):
-            self._reset()  # next poll reconnects; a dead Xvfb shows as the wait timing out
+            # next poll reconnects; a dead Xvfb shows as the wait timing out
+            self._reset()
             return False
 
     def close_window(self, title: str) -> int:
-        """What the window manager does when the user clicks the close button: WM_DELETE_WINDOW."""
+        """What the window manager does when the user clicks the close button:
+        WM_DELETE_WINDOW."""
         from Xlib import X
         from Xlib.protocol import event
 
@@ -82,7 +86,8 @@ class XProbe:
 
 class FakeSystemTray:
     """A minimal XEmbed system tray (what a panel's notification area does): owns
-    _NET_SYSTEM_TRAY_Sn, and docks icons that ask, by reparenting them into its window."""
+    _NET_SYSTEM_TRAY_Sn, and docks icons that ask, by reparenting them into its window.
+    """
 
     def __init__(self, display: str):
         self.display = display
@@ -108,7 +113,8 @@ class FakeSystemTray:
         opcode = d.intern_atom("_NET_SYSTEM_TRAY_OPCODE")
         selection = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
         tray.set_selection_owner(selection, X.CurrentTime)
-        # What a tray that starts tells the icons already waiting (the System Tray protocol).
+        # What a tray that starts tells the icons already waiting (the System Tray
+        # protocol).
         screen.root.send_event(
             event.ClientMessage(
                 window=screen.root,
@@ -158,8 +164,9 @@ class FakeSystemTray:
 
         d = xdisplay.Display(self.display)
         try:
-            # The app's window may lie over the tray (no window manager here to keep a panel on top),
-            # and X keeps no pixels of a covered window: raise the tray; the icon redraws on Expose.
+            # The app's window may lie over the tray (no window manager here to keep a
+            # panel on top), and X keeps no pixels of a covered window: raise the tray;
+            # the icon redraws on Expose.
             d.create_resource_object("window", self.tray_window).configure(
                 stack_mode=X.Above
             )

@@ -1,9 +1,11 @@
-"""A pure-Python sampling profiler for bench/profile.py (py-spy cannot attach to every Python build).
+"""A pure-Python sampling profiler for bench/profile.py (py-spy cannot attach to every
+Python build).
 
-Loaded by every Python process started with this directory on PYTHONPATH and DIM_BENCH_SAMPLE=DIR
-set (the spawned connection process inherits both): a daemon thread samples every thread's stack
-every 2 ms and rewrites DIR/<pid>-<argv0>.txt (collapsed stacks: "thread;f1;f2 count") every 2 s.
-Wall-clock samples: a thread blocked in a read shows up in that read.
+Loaded by every Python process started with this directory on PYTHONPATH and
+DIM_BENCH_SAMPLE=DIR set (the spawned connection process inherits both): a daemon thread
+samples every thread's stack every 2 ms and rewrites DIR/<pid>-<argv0>.txt (collapsed
+stacks: "thread;f1;f2 count") every 2 s. Wall-clock samples: a thread blocked in a read
+shows up in that read.
 """
 
 import os
@@ -34,7 +36,8 @@ if _DIR:
                 while frame is not None:
                     code = frame.f_code
                     stack.append(
-                        f"{code.co_name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+                        f"{code.co_name} "
+                        f"({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
                     )
                     frame = frame.f_back
                 stack.append(names.get(tid, str(tid)))
@@ -42,7 +45,8 @@ if _DIR:
             if time.monotonic() - last_write > 2:
                 last_write = time.monotonic()
                 if written and not os.path.exists(path):
-                    counts.clear()  # the profiler deleted the file: start over from here
+                    # the profiler deleted the file: start over from here
+                    counts.clear()
                 written = True
                 with open(path + ".tmp", "w") as f:
                     for k, v in counts.items():
