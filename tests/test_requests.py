@@ -67,7 +67,7 @@ def test_the_table_names_every_origin_in_bounds() -> None:
     assert [row[0] for row in BOUNDS] == list(RANGES)
 
 
-@pytest.mark.parametrize(("a", "b"), itertools.combinations(list(RANGES), 2))
+@pytest.mark.parametrize(("a", "b"), list(itertools.combinations(RANGES, 2)))
 def test_ranges_are_disjoint(a: Origin, b: Origin) -> None:
     ra, rb = RANGES[a], RANGES[b]
     lo_a, hi_a = min(ra[0], ra[-1]), max(ra[0], ra[-1])

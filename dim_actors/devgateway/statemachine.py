@@ -15,16 +15,6 @@ from __future__ import annotations
 
 from .errors import GatewayError
 
-STATES = (
-    "inactive",
-    "activating",
-    "ready",
-    "running",
-    "waiting",
-    "error",
-    "deactivating",
-)
-
 TRANSITIONS: dict[str, frozenset[str]] = {
     "inactive": frozenset({"activating"}),
     "activating": frozenset({"ready", "error", "inactive"}),

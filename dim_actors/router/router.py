@@ -105,6 +105,9 @@ class RouterMemory:
     incarnations: int = 0
     # Sessions the connection keeps joined (JoinedSessions, from the connection actor).
     joined: list[str] = field(default_factory=list)
+    # The router's own request ids: a restarted router goes on from where the last one
+    # stopped, so an answer to its predecessor's request is never taken for one of its own.
+    ids: Allocator = field(default_factory=lambda: Allocator("router"))
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Router(DimActor):
         super().on_start()
         self.stores = Stores()
         self.pending = self.memory.pending
-        self.internal_ids = Allocator("router")
+        self.internal_ids = self.memory.ids
         self.memory.incarnations += 1
         # A restarted router starts with empty stores: it rebuilds them from the
         # gateway. Session events already on their way are dropped until the replay
