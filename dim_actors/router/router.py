@@ -480,7 +480,7 @@ class Router(DimActor):
                     lambda rows: answer(
                         InvokeResult(reqId=req_id, ok=True, result=rows)
                     ),
-                    lambda why: answer(command_error(req_id, "UNAVAILABLE", why)),
+                    lambda why: answer(command_error(req_id, "TIMEOUT", why)),
                 )
                 return None
             case "restart_actor", commands.ActorArgs(name=name):
