@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -446,3 +447,35 @@ def test_a_command_that_fails_inside_the_router_is_answered_and_the_router_goes_
         assert fine.ok and "chats" in fine.result, fine
         row = next(r for r in sup.ask(Status()) if r["name"] == "router")
         assert row["restarts"] == 0 and row["state"] == "running", row
+
+
+class SilentSupervisor(UnreachableTree):
+    """An ActorAdmin whose supervisor never answers a status request in time."""
+
+    def status_later(self, reply: object, fail: Callable[[str], None]) -> None:
+        fail("the supervisor did not answer within 15 s (it may be stopping)")
+
+
+def test_actor_status_the_supervisor_does_not_answer_is_a_timeout_not_a_hang(
+    tmp_path: Path,
+):
+    """The router never waits on the supervisor: the answer comes when the supervisor
+    answers, or says it did not."""
+    Inbox.got = []
+    wiring = RouterWiring(RouterMemory(), admin=SilentSupervisor())
+    specs = [
+        ChildSpec("router", Router, wiring=wiring),
+        *(ChildSpec(n, Inbox) for n in ("uibridge", "connection", "journal")),
+    ]
+    with supervised(tmp_path, specs) as tree:
+        tree.addresses.send(
+            "uibridge", "router", Invoke(reqId=1, command="actor_status")
+        )
+
+        def answer() -> InvokeResult | None:
+            got = [m for m in list(Inbox.got) if isinstance(m, InvokeResult)]
+            return got[0] if got else None
+
+        result = wait_until(answer, what="an answer to actor_status")
+        assert not result.ok and result.error["code"] == "TIMEOUT", result
+        assert "did not answer within 15 s" in result.error["message"]
