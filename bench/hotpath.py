@@ -91,9 +91,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             logs.append(e)
         out["log_append"] = round((time.perf_counter() - t0) / n * 1e6, 3)
         logs.flush(60)
-        out["log_write_total"] = round(
-            (time.perf_counter() - t0) / n * 1e6, 3
-        )  # append + encode + write
+        # append + encode + write
+        out["log_write_total"] = round((time.perf_counter() - t0) / n * 1e6, 3)
         logs.close()
     if hasattr(messagelog, "encode_lines"):
         t0 = time.perf_counter()

@@ -70,9 +70,8 @@ def burst(n: int, mode: str, stall_s: float) -> dict[str, Any]:
             )
             seconds = time.monotonic() - t0
             stop_sampling.set()
-            if (
-                mode == "ui-hung"
-            ):  # let the bridge wake up and drain before the app is stopped
+            # let the bridge wake up and drain before the app is stopped
+            if mode == "ui-hung":
                 wait_until(
                     lambda: app.status()["uibridge"]["mailbox"] == 0,
                     stall_s + 120,

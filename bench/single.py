@@ -101,9 +101,8 @@ class SingleProcessClient:
         self.conn = GatewayConnection(self.uplink, ping_interval_s, stale_after_s, 30.0)  # type: ignore[arg-type]
         self.req_ids = 0
         targets = [self.conn.run_socket, self.conn.run_keepalive]
-        if hasattr(
-            self.conn, "sender"
-        ):  # the paced sender thread of the connection process's main()
+        # the paced sender thread of the connection process's main()
+        if hasattr(self.conn, "sender"):
             targets.append(self.conn.sender.run)
         for target in targets:
             threading.Thread(target=target, daemon=True, name=target.__name__).start()

@@ -129,9 +129,8 @@ def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[st
                 "id"
             ]
             if page is not None:
-                page.select(
-                    sid
-                )  # the page joins and shows the session, as a user would
+                # the page joins and shows the session, as a user would
+                page.select(sid)
             app.invoke("join_session", sessionId=sid)
             conn_pid = app.status()["connection"]["pid"]
             cpu = CpuMeter(

@@ -42,9 +42,8 @@ def xvfb():
     )
     os.close(write_fd)
     with os.fdopen(read_fd) as ready:
-        number = (
-            ready.readline().strip()
-        )  # blocks until Xvfb is ready, or "" when it exits first
+        # blocks until Xvfb is ready, or "" when it exits first
+        number = ready.readline().strip()
     if not number:
         proc.wait(60)
         desktop_unavailable(f"Xvfb did not start (exit status {proc.returncode})")

@@ -17,9 +17,8 @@ def split_faults(argv: list[str]) -> tuple[WatcherFaults, list[str]]:
     return WatcherFaults.parse(argv[i + 1]), argv[:i] + argv[i + 2 :]
 
 
-if (
-    __name__ == "__main__"
-):  # not under multiprocessing's spawn, which imports this module anew
+# not under multiprocessing's spawn, which imports this module anew
+if __name__ == "__main__":
     from dim_actors.app.main import main
 
     faults, rest = split_faults(sys.argv[1:])

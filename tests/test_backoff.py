@@ -13,9 +13,8 @@ from dim_actors.connection.backoff import Backoff, ceiling, delay
 
 def test_ceilings_double_from_half_a_second_and_stop_at_30s():
     assert [ceiling(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
-    assert (
-        ceiling(10_000) == 30
-    )  # a long outage neither overflows nor grows past the cap
+    # a long outage neither overflows nor grows past the cap
+    assert ceiling(10_000) == 30
 
 
 def test_a_delay_is_uniform_over_zero_to_the_ceiling():
@@ -32,9 +31,8 @@ def test_a_delay_is_uniform_over_zero_to_the_ceiling():
             sum(k * top / 10 <= d < (k + 1) * top / 10 for d in draws)
             for k in range(10)
         ]
-        assert all(330 < n < 470 for n in deciles), (
-            deciles
-        )  # 400 expected in each tenth
+        # 400 expected in each tenth
+        assert all(330 < n < 470 for n in deciles), deciles
     # It is exactly a uniform draw from the given source, so a seed reproduces a
     # schedule.
     assert delay(4, random.Random(1)) == random.Random(1).uniform(0, 8)
@@ -63,9 +61,8 @@ def test_a_stable_connection_starts_the_schedule_over_and_a_short_one_does_not()
     b.connected(now=200.0)
     d = b.next_delay(now=260.0)  # up a full minute: this failure is a first one again
     assert b.attempt == 1 and d <= ceiling(0) == 0.5
-    b.next_delay(
-        now=261.0
-    )  # failing again without having connected: no reset from the old connection
+    # failing again without having connected: no reset from the old connection
+    b.next_delay(now=261.0)
     assert b.attempt == 2
     b.reset()  # a gateway_connect from the user
     assert b.next_delay(now=300.0) <= 0.5

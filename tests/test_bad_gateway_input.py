@@ -299,18 +299,16 @@ def test_a_bad_catch_up_page_is_reported_and_the_session_goes_on(dim_home, page)
             what="the bad page to be reported",
         )
         if expected_first is not None:
-            wait_complete(
-                app, "s1", "t1", expected_first
-            )  # the rest of the page arrived, in order
+            # the rest of the page arrived, in order
+            wait_complete(app, "s1", "t1", expected_first)
         # The catch-up is over (not retried, not stuck): live events of the session flow
         # again.
         for frame in a_turn("s1", "t2", 5, ["live ", "again"]):
             gw.send(frame)
         wait_complete(app, "s1", "t2", "live again")
         still_up(app, gw)
-        assert (
-            sum(m["type"] == "get_events" for m in gw.received) == asked
-        )  # not asked for again and again
+        # not asked for again and again
+        assert sum(m["type"] == "get_events" for m in gw.received) == asked
 
 
 def test_a_gateway_that_does_not_echo_client_turn_ids_still_answers_run_turn(dim_home):
@@ -489,9 +487,8 @@ def test_an_oversized_frame_is_skipped_unread_and_the_connection_stays_up(
         events = app.events()
         pid = app.status()["connection"]["pid"]
         before = peak_rss_kib(pid)
-        bad_gateway.send(
-            "x" * (64 << 20)
-        )  # a real 64 MiB text frame: header first, then the payload
+        # a real 64 MiB text frame: header first, then the payload
+        bad_gateway.send("x" * (64 << 20))
         for frame in a_turn("s1", "t1", 1, ["after ", "the big one"]):
             bad_gateway.send(frame)
         wait_complete(app, "s1", "t1", "after the big one")
@@ -549,9 +546,8 @@ def test_dimctl_status_shows_how_long_until_the_next_attempt(dim_home):
             lambda: app.status()["connection"]["retryInMs"] < first,
             what="the wait to count down",
         )
-        app.invoke(
-            "gateway_connect", url=gw.url
-        )  # asked for now: no waiting out the minute
+        # asked for now: no waiting out the minute
+        app.invoke("gateway_connect", url=gw.url)
         app.wait_connected()
         row = app.status()["connection"]
         assert row["connection"] == "connected" and row["retryInMs"] is None
@@ -581,9 +577,8 @@ def test_a_fragmented_message_over_the_limit_is_skipped_and_one_under_it_arrives
         raw = json.dumps(small)
         frames = a_turn("s1", "t1", 1, ["pieced"])
         bad_gateway.send(frames[0])
-        bad_gateway.send(
-            tuple(raw[i : i + 7] for i in range(0, len(raw), 7))
-        )  # fragments of 7 bytes
+        # fragments of 7 bytes
+        bad_gateway.send(tuple(raw[i : i + 7] for i in range(0, len(raw), 7)))
         bad_gateway.send(frames[2])
         wait_complete(app, "s1", "t1", "pieced")
         assert still_up(app, bad_gateway)["badFrames"] == 1

@@ -107,9 +107,8 @@ def test_ten_malformed_invokes_at_once_each_get_a_clear_400_and_nothing_restarts
     assert restarts(app)["router"] == 0 and restarts(app)["connection"] == 0, (
         app.invoke("actor_status")
     )
-    assert "failed:" not in app.output(), (
-        app.output()
-    )  # `actor X failed: ...` is how a crash is logged
+    # `actor X failed: ...` is how a crash is logged
+    assert "failed:" not in app.output(), app.output()
     # Still serving: the same commands with good arguments work.
     assert app.invoke("actor_logs", name="router", types=["invoke"], limit=3)
     assert app.invoke("get_state")["connection"]
@@ -395,9 +394,8 @@ def test_the_connection_actor_answers_an_outbox_id_it_cannot_send_and_keeps_runn
                 got[req_id].code == "INVALID_ARGUMENTS"
                 and "outbox_cancel: outbox id" in got[req_id].message
             )
-        assert (
-            got[5].code == "NOT_FOUND"
-        )  # the process itself answered: it is alive and well
+        # the process itself answered: it is alive and well
+        assert got[5].code == "NOT_FOUND"
         row = next(r for r in sup.ask(Status()) if r["name"] == "connection")
         assert row["restarts"] == 0 and row["state"] == "running", row
 

@@ -31,9 +31,8 @@ def test_a_gateway_skipping_seqs_and_refusing_get_events_costs_boundedly_many_hi
             60,
             what="get_events to be known refused",
         )
-        turn = a_turn(
-            "s1", "t1", 1, [str(i) for i in range(18)]
-        )  # 20 events, sent as seqs 1, 3, 5, ... 39
+        # 20 events, sent as seqs 1, 3, 5, ... 39
+        turn = a_turn("s1", "t1", 1, [str(i) for i in range(18)])
         for i, frame in enumerate(turn):
             frame["seq"] = 1 + 2 * i
             gw.send(frame)
@@ -42,9 +41,8 @@ def test_a_gateway_skipping_seqs_and_refusing_get_events_costs_boundedly_many_hi
         # before it is in.
         app.invoke("list_sessions")
         history = [m for m in gw.received if m["type"] == "get_history"]
-        assert len(history) == 1 + 3, (
-            f"{len(history)} get_history for 19 skipped seqs"
-        )  # the join's, then 3 gaps
+        # the join's, then 3 gaps
+        assert len(history) == 1 + 3, f"{len(history)} get_history for 19 skipped seqs"
         gaps = [
             f
             for f in events.frames

@@ -331,9 +331,8 @@ def test_a_lone_surrogate_in_a_text_delta_becomes_a_replacement_character_and_th
         frames = a_turn("s1", "t1", 1, ["before ", "PLACEHOLDER", " after"])
         frames[-1]["finalText"] = "before \ufffd! after"
         for frame in frames:
-            wire = json.dumps(
-                frame
-            )  # ASCII: the placeholder becomes a lone surrogate escape on the wire
+            # ASCII: the placeholder becomes a lone surrogate escape on the wire
+            wire = json.dumps(frame)
             gw.send(wire.replace("PLACEHOLDER", "\\ud83d!"))
         warnings_with(events, "lone surrogate")
         t = wait_until(
@@ -397,9 +396,8 @@ def test_a_gateway_that_skips_seqs_is_refetched_three_times_then_taken_as_it_is(
     dim_home,
 ):
     with joined_app(dim_home) as (stored, gw, app):
-        turn = a_turn(
-            "s1", "t1", 1, ["a", "b", "c", "d", "e"]
-        )  # 7 events, sent as seqs 1, 3, 5, ... 13
+        # 7 events, sent as seqs 1, 3, 5, ... 13
+        turn = a_turn("s1", "t1", 1, ["a", "b", "c", "d", "e"])
         for i, frame in enumerate(turn):
             seq = frame["seq"] = 1 + 2 * i
             stored.append(frame)
@@ -500,9 +498,8 @@ def test_a_duplicate_seq_with_other_content_is_reported_and_the_first_kept(dim_h
         turn = a_turn("s1", "t1", 1, ["first ", "copy"])
         gw.send(turn[0])
         gw.send(turn[1])
-        gw.send(
-            json.dumps(turn[1], indent=1, sort_keys=True)
-        )  # the same event written otherwise: no warning
+        # the same event written otherwise: no warning
+        gw.send(json.dumps(turn[1], indent=1, sort_keys=True))
         gw.send({**turn[1], "text": "OTHER "})  # seq 2 again, other content
         gw.send(turn[2])
         gw.send(turn[3])
@@ -544,9 +541,8 @@ def test_a_command_the_full_outbox_cannot_store_is_refused_clearly_and_the_conne
         )
         assert app.invoke("get_state")["outbox"] == []
         filler.unlink()
-        queued = app.invoke(
-            "run_turn", sessionId="s1", text="my words"
-        )  # space freed: queued as usual
+        # space freed: queued as usual
+        queued = app.invoke("run_turn", sessionId="s1", text="my words")
         assert queued["type"] == "queued"
         row = app.status()["connection"]
         assert row["restarts"] == 0
@@ -600,9 +596,8 @@ def test_a_connection_process_starting_on_a_full_disk_runs_and_opens_its_outbox_
         return find
 
     try:
-        listener = socket.create_server(
-            ("127.0.0.1", 0)
-        )  # a port nobody answers on: offline
+        # a port nobody answers on: offline
+        listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]
         listener.close()
         ours.send_bytes(encode_down(Connect(url=f"ws://127.0.0.1:{port}/ws")))

@@ -106,9 +106,8 @@ def test_a_second_dim_desktop_opens_the_running_ones_ui_and_exits_0(
     dim_home: Path, tmp_path: Path
 ):
     browser, opened = recorder(tmp_path, "browser")
-    app = App(
-        dim_home, env={"BROWSER": f"{browser} %s"}
-    )  # --no-browser: nothing opened at start
+    # --no-browser: nothing opened at start
+    app = App(dim_home, env={"BROWSER": f"{browser} %s"})
     try:
         app.wait_connected()
         assert lines(opened) == []
@@ -118,9 +117,8 @@ def test_a_second_dim_desktop_opens_the_running_ones_ui_and_exits_0(
             "already running" in second.stdout
             and str(app.runtime["pid"]) in second.stdout
         )
-        assert (
-            "showing its UI in the browser" in second.stdout
-        )  # no display here: the browser
+        # no display here: the browser
+        assert "showing its UI in the browser" in second.stdout
         wait_until(
             lambda: lines(opened), 60, what="the running instance to open the browser"
         )
@@ -670,12 +668,10 @@ def test_sigterm_stops_the_app_while_the_window_loop_runs(
         )
         assert_stop_ends_everything(app, lambda: signal_now(send))
         log = app_log(dim_home)
-        assert (
-            "window closed for good" in log
-        )  # the GUI loop ended: the stop did not have to give up on it
-        assert (
-            "not waiting for threads" not in log
-        )  # nothing of pywebview's held the exit
+        # the GUI loop ended: the stop did not have to give up on it
+        assert "window closed for good" in log
+        # nothing of pywebview's held the exit
+        assert "not waiting for threads" not in log
     finally:
         app.stop()
 

@@ -129,9 +129,8 @@ def test_auth_rate_limited_per_ip():
     with BackgroundGateway(token=TOKEN) as g, Client(g.url) as c:
         for _ in range(5):
             assert c.request("authenticate", token="nope")["code"] == "AUTH_FAILED"
-        limited = error_only(
-            c.request("authenticate", token=TOKEN)
-        )  # even the right token waits
+        # even the right token waits
+        limited = error_only(c.request("authenticate", token=TOKEN))
         assert limited["code"] == "AUTH_RATE_LIMITED"
         assert 0 < limited["retryAfterMs"] <= 60_000
         with Client(g.url) as other:  # the limit is per IP, not per connection
@@ -188,9 +187,8 @@ def test_message_too_large_keeps_connection(client):
         + "é" * (MAX_FRAME_BYTES // 2)
         + '"}'
     )
-    assert (
-        client.next()["code"] == "MESSAGE_TOO_LARGE"
-    )  # counted in UTF-8 bytes, not characters
+    # counted in UTF-8 bytes, not characters
+    assert client.next()["code"] == "MESSAGE_TOO_LARGE"
     assert client.ok("ping")["type"] == "pong"
 
 
@@ -325,15 +323,13 @@ def test_errors_go_only_to_the_offending_connection(gw):
 
 def test_run_turn_on_a_session_nobody_joined_activates_it(client):
     sid = client.new_session("echo", join=False)
-    started = client.ok(
-        "run_turn", sessionId=sid, text="solo"
-    )  # the requester always gets its answer
+    # the requester always gets its answer
+    started = client.ok("run_turn", sessionId=sid, text="solo")
     assert started["type"] == "turn_started" and started["text"] == "solo"
     done = client.ok("get_events", sessionId=sid, afterSeq=0)
     while not any(e["type"] == "turn_complete" for e in done["events"]):
-        done = client.ok(
-            "get_events", sessionId=sid, afterSeq=0
-        )  # the turn is fast; poll its log
+        # the turn is fast; poll its log
+        done = client.ok("get_events", sessionId=sid, afterSeq=0)
     states = [e["status"] for e in done["events"] if e["type"] == "session_state"]
     assert states == ["activating", "ready", "running", "ready"]
 
@@ -353,9 +349,8 @@ def test_echo_turn(client):
     assert complete["stopReason"] == "end_turn"
     assert complete["usage"] == {"inputTokens": 2, "outputTokens": 2}
     numbers = seqs(events)
-    assert numbers == list(
-        range(numbers[0], numbers[0] + len(numbers))
-    )  # strictly increasing, no gaps
+    # strictly increasing, no gaps
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     for e in events:
         assert e["sessionId"] == sid and isinstance(e["ts"], int)
     assert client.wait("session_state")["status"] == "ready"
@@ -650,9 +645,8 @@ def test_client_turn_id_is_idempotent(coding):
         "run_turn", sessionId=sid, text="/sleep 1", clientTurnId="click-1"
     )
     assert again == first  # the original answer, not a new turn
-    assert (
-        client.ok("ping")["type"] == "pong"
-    )  # and no turn events came before the pong
+    # and no turn events came before the pong
+    assert client.ok("ping")["type"] == "pong"
     assert not [
         e for e in client.seen[-2:] if e["type"] in ("turn_complete", "text_delta")
     ]
@@ -726,9 +720,8 @@ def test_persistence_across_restart(tmp_path):
         meta = [s for s in c.ok("list_sessions")["sessions"] if s["id"] == sid][0]
         assert meta["name"] == "Durable 2" and meta["agentType"] == "coding-agent"
         after = c.ok("get_events", sessionId=sid, afterSeq=0)["events"]
-        assert (
-            after[: len(before)] == before
-        )  # every stored event, byte for byte the same JSON
+        # every stored event, byte for byte the same JSON
+        assert after[: len(before)] == before
         # the clean shutdown wound the session down, durably
         assert [
             e["status"] for e in after[len(before) :] if e["type"] == "session_state"

@@ -164,9 +164,8 @@ def test_get_events_error_is_invalid_message(ref):
     sid = ref.new_session("echo")
     err = invalid_message(ref.request("get_events", sessionId=sid, afterSeq=0))
     assert "get_events" in err["message"]
-    assert (
-        ref.request("list_sessions")["type"] == "session_list"
-    )  # the connection stays usable
+    # the connection stays usable
+    assert ref.request("list_sessions")["type"] == "session_list"
 
 
 def test_get_events_error_is_a_schema_refusal_before_auth():
@@ -189,9 +188,8 @@ def test_get_events_silent_is_never_answered():
             sid = c.new_session("echo")
             c.run(sid, "hello")
             assert_unanswered(c, "get_events", sessionId=sid, afterSeq=0)
-            assert_unanswered(
-                c, "get_events", sessionId="no-such-session", afterSeq=0
-            )  # not even an error
+            # not even an error
+            assert_unanswered(c, "get_events", sessionId="no-such-session", afterSeq=0)
 
 
 def test_get_events_answer_on_reference_when_asked():

@@ -216,9 +216,8 @@ def test_kill_9_restarts_it_on_the_same_url_with_its_sessions(gateway):
 def test_it_gives_up_after_quick_failures(tmp_path, monkeypatch):
     from dim_actors.app import embedded_gateway
 
-    monkeypatch.setattr(
-        embedded_gateway, "FIRST_DELAY_S", 0.05
-    )  # the real backoff, shortened
+    # the real backoff, shortened
+    monkeypatch.setattr(embedded_gateway, "FIRST_DELAY_S", 0.05)
     monkeypatch.setattr(embedded_gateway, "MAX_FAST_EXITS", 2)
     gw = EmbeddedGateway(tmp_path / "gateway", tmp_path / "gateway.log")
     gw.start()
@@ -306,9 +305,8 @@ def test_token_from_the_environment_never_falls_back_to_none():
     assert env == {"OTHER": "x"}  # taken out: nothing the gateway starts inherits it
     with pytest.raises(SystemExit):
         token_from_args(parse_args(["--require-token-env", "T"]), {})
-    assert (
-        token_from_args(parse_args([]), {}) is None
-    )  # standalone: dev mode, as before
+    # standalone: dev mode, as before
+    assert token_from_args(parse_args([]), {}) is None
     assert token_from_args(parse_args(["--token", "x"]), {}) == "x"
 
 

@@ -133,9 +133,8 @@ def test_a_turn_whose_end_was_lost_ends_as_the_gateways_history_says(
             what="the turn's end",
         )
         assert (t["status"], t["finalText"]) == ("complete", "after the drop")
-        assert (
-            t["fromHistory"] is False
-        )  # its start was seen live: only its end came from history
+        # its start was seen live: only its end came from history
+        assert t["fromHistory"] is False
 
         turn = page.get_by_test_id("turn")
         expect(turn).to_have_attribute("data-status", "complete", timeout=T)

@@ -190,9 +190,8 @@ def test_pykka_calls_stop_on_a_requested_stop_with_the_later_messages_still_queu
     gate, records = threading.Event(), queue.SimpleQueue()
     with contract("pykka", PYKKA_STOP):
         ref = Probe.start(gate, records)
-        ref.tell(
-            "wait for the gate"
-        )  # holds the actor so that the stop and what follows queue up
+        # holds the actor so that the stop and what follows queue up
+        ref.tell("wait for the gate")
         stopping = ref.stop(block=False)
         ref.tell("after 1")
         ref.tell("after 2")
@@ -362,9 +361,8 @@ def _mixed_traffic(conn: Any) -> None:
     conn.send(b"\x00\x01 one binary frame")
     conn.send(["frag", "mented ", "text"])
     conn.ping(b"between messages")
-    conn.send(
-        [b"a" * 70_000, b"b" * 70_000]
-    )  # fragments wider than the read-ahead buffer
+    # fragments wider than the read-ahead buffer
+    conn.send([b"a" * 70_000, b"b" * 70_000])
     for text in BURST:
         conn.send(text)
     conn.send("x" * 200_000)  # one frame over several buffers
@@ -410,9 +408,8 @@ def _oversized_traffic(conn: Any) -> None:
     conn.send("small 1")
     conn.send("y" * 5_000)
     conn.send("small 2")
-    conn.send(
-        ["f" * 600, "g" * 600, "h" * 600]
-    )  # over the limit at its second fragment
+    # over the limit at its second fragment
+    conn.send(["f" * 600, "g" * 600, "h" * 600])
     conn.send("small 3")
     conn.send(b"z" * (2 * READ_AHEAD + 123))  # thrown away in several chunks
     conn.send("small 4")
@@ -479,9 +476,8 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
     half_sent, rest_go = threading.Event(), threading.Event()
 
     def script(conn: Any) -> None:
-        header = bytes([0x82, 126]) + len(payload).to_bytes(
-            2, "big"
-        )  # FIN binary, 16-bit length
+        # FIN binary, 16-bit length
+        header = bytes([0x82, 126]) + len(payload).to_bytes(2, "big")
         conn.socket.sendall(header + payload[:half])
         half_sent.set()
         rest_go.wait(WAIT_S)

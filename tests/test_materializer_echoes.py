@@ -41,9 +41,8 @@ class Case:
     outcomes: list[str]
     after: dict[str, bytes | None] = field(default_factory=dict)  # None: absent
     messages: int = 1  # WritesAhead sent
-    links: dict[str, str] = field(
-        default_factory=dict
-    )  # symlinked folders: name -> target
+    # symlinked folders: name -> target
+    links: dict[str, str] = field(default_factory=dict)
 
 
 CASES = [

@@ -90,9 +90,8 @@ def test_a_full_disk_drops_and_counts_lines_keeps_draining_and_resumes(full_file
         n = 3 * 2_048 + 17  # several batches
         for i in range(n):
             logs.append(envelope("t", "a", record(i)))
-            logs.append(
-                envelope("t", "b", record(i))
-            )  # another actor's file is fine meanwhile
+            # another actor's file is fine meanwhile
+            logs.append(envelope("t", "b", record(i)))
         logs.flush(timeout=30)
         wait_until(lambda: logs._written == logs._queued, what="the queue drained")
         assert logs._writer.is_alive()

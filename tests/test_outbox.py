@@ -181,9 +181,8 @@ def test_the_client_paces_itself_under_the_gateways_rate_limit(
             results = list(
                 pool.map(lambda i: app.invoke("list_sessions", timeout=90), range(12))
             )
-        assert all(
-            r["type"] == "session_list" for r in results
-        )  # none refused as RATE_LIMITED
+        # none refused as RATE_LIMITED
+        assert all(r["type"] == "session_list" for r in results)
     finally:
         app.stop()
         if proxy:
@@ -254,13 +253,11 @@ def test_a_queued_turn_resent_after_kill_9_of_the_connection_process_runs_once(
             "exactly once"
         ]  # run by the gateway once, not twice
         sent = [json.loads(f) for f in proxy.client_frames if b'"type":"run_turn"' in f]
-        assert (
-            len({m["clientTurnId"] for m in sent}) == 1
-        )  # every send carried the same client id
+        # every send carried the same client id
+        assert len({m["clientTurnId"] for m in sent}) == 1
         if killed == "before the answer":
-            assert (
-                len(sent) == 2
-            )  # sent, then sent again by the new process: the case under test
+            # sent, then sent again by the new process: the case under test
+            assert len(sent) == 2
         else:
             assert len(sent) in (
                 1,

@@ -170,9 +170,8 @@ def test_authenticate(token_app: App):
         "type": "authenticated",
         "identity": DEV_IDENTITY,
     }
-    assert (
-        token_app.invoke("list_sessions")["type"] == "session_list"
-    )  # authenticated: requests pass
+    # authenticated: requests pass
+    assert token_app.invoke("list_sessions")["type"] == "session_list"
 
     # As a bridge command, on the current connection: the right token is answered
     # `authenticated`...
@@ -282,9 +281,8 @@ def test_rename_session(app: App, events: EventStream):
     renamed = app.invoke("rename_session", sessionId=sid, name="after")
     assert renamed["type"] == "session_renamed" and renamed["name"] == "after"
     envelope(renamed, sid)
-    assert (
-        events.wait_event("session_renamed", sid) == renamed
-    )  # broadcast to the joined client too
+    # broadcast to the joined client too
+    assert events.wait_event("session_renamed", sid) == renamed
     assert {s["id"]: s for s in app.invoke("list_sessions")["sessions"]}[sid][
         "name"
     ] == "after"
@@ -364,9 +362,8 @@ def test_leave_session(app: App, events: EventStream):
     left = app.invoke("leave_session", sessionId=sid)
     assert left == {"type": "session_left", "sessionId": sid}
     assert sid not in app.invoke("get_state")["joined"]
-    started = app.invoke(
-        "run_turn", sessionId=sid, text="nobody listens"
-    )  # the requester still gets its answer
+    # the requester still gets its answer
+    started = app.invoke("run_turn", sessionId=sid, text="nobody listens")
     wait_until(
         lambda: (
             app.invoke("get_history", sessionId=sid)["turns"][-1]["status"]
@@ -766,9 +763,8 @@ def test_session_state_machine_is_visible(app: App, events: EventStream):
         "turnId"
     ]  # an inactive session activates first
     end3 = wait_turn_end(events, sid, t3)
-    events.wait_event(
-        "session_state", sid, where=lambda e: e["seq"] > end3["seq"]
-    )  # -> ready
+    # -> ready
+    events.wait_event("session_state", sid, where=lambda e: e["seq"] > end3["seq"])
     stream = [
         e
         for e in events.gateway_events(sid)
@@ -928,9 +924,8 @@ def test_invalid_message_from_the_gateway_reaches_the_bridge(app: App):
     # Schema-valid for the bridge, refused by the gateway's own rules.
     sid = new_session(app)
     with pytest.raises(InvokeError) as e:
-        app.invoke(
-            "answer_question", sessionId=sid, requestId="r"
-        )  # none of answers/approved/dismissed
+        # none of answers/approved/dismissed
+        app.invoke("answer_question", sessionId=sid, requestId="r")
     gateway_error(e, "INVALID_MESSAGE")
     with pytest.raises(InvokeError) as e:
         app.invoke("manage_members", action="remove")  # remove needs userId
@@ -997,9 +992,8 @@ def test_rate_limited_reaches_the_bridge(tmp_path):
             and answers[:first_refused] == ["pong"] * first_refused
         )
         assert set(answers[first_refused:]) == {"RATE_LIMITED"}
-        assert (
-            a.invoke("get_state")["connection"]["state"] == "connected"
-        )  # refused, not cut off
+        # refused, not cut off
+        assert a.invoke("get_state")["connection"]["state"] == "connected"
     finally:
         a.stop()
         gw.stop()
@@ -1076,9 +1070,8 @@ def test_auth_rate_limited_makes_the_app_wait_as_told(tmp_path):
         told = [t for t in told if t.get("code") == "AUTH_RATE_LIMITED"]
         assert told, "the router saw no AUTH_RATE_LIMITED"
         assert told[0]["retryAfterMs"] <= limited["retryAfterMs"]
-        assert (
-            conn["retryInMs"] >= told[0]["retryAfterMs"]
-        )  # it waits at least as long as it was told
+        # it waits at least as long as it was told
+        assert conn["retryInMs"] >= told[0]["retryAfterMs"]
     finally:
         if a is not None:
             a.stop()

@@ -149,9 +149,8 @@ def test_a_bad_settings_file_stops_the_start_with_the_key_named(dim_home: Path):
 
 def test_the_token_comes_from_where_token_source_says(tmp_path: Path):
     (tmp_path / "tok").write_text("s3cret\nignored\n")
-    (tmp_path / "tok").chmod(
-        0o600
-    )  # a token file others can read is refused (tests/test_security.py)
+    # a token file others can read is refused (tests/test_security.py)
+    (tmp_path / "tok").chmod(0o600)
     env = {"DIM_TOKEN": "from-env"}
     assert resolve_token(Settings(), None, env, tmp_path) == "from-env"
     assert resolve_token(Settings(), "from-flag", env, tmp_path) == "from-flag"

@@ -29,9 +29,8 @@ def test_stopping_the_supervisor_process_spills_and_then_delivers_everything_in_
         spill = dim_home / "data" / "spill" / f"uplink-{conn_pid}.spill"
 
         def spilled_bytes() -> int:
-            os.kill(
-                conn_pid, 0
-            )  # the connection process is alive (ProcessLookupError otherwise)
+            # the connection process is alive (ProcessLookupError otherwise)
+            os.kill(conn_pid, 0)
             try:
                 return spill.stat().st_size
             except FileNotFoundError:

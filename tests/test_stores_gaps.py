@@ -280,9 +280,8 @@ def test_connection_warnings_and_traits_reach_the_page(state, warnings, traits):
         k: v for k, v in conn["traits"].items() if v not in ("unknown", None)
     }  # the page shows these only
     assert (conn["warnings"], known) == (warnings, traits)
-    assert (
-        conn["state"] == "connected" and conn["protocolVersion"] == 1
-    )  # the handshake's facts stay
+    # the handshake's facts stay
+    assert conn["state"] == "connected" and conn["protocolVersion"] == 1
 
 
 def test_a_later_state_replaces_the_warnings():

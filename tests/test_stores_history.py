@@ -276,9 +276,8 @@ def test_what_the_rule_did_is_told():
 def test_odd_entries_are_counted():
     stores = run(history("junk", h("t1", "complete", 1)), history({"turnId": 3}))
     assert stores.history_skipped == 2
-    assert (
-        stores.bad_events == 0
-    )  # the answer was readable; only some of its entries were not
+    # the answer was readable; only some of its entries were not
+    assert stores.bad_events == 0
 
 
 def test_a_turn_from_history_has_its_seqs_and_no_items():

@@ -44,9 +44,8 @@ class Recorder(DimActor):
     lock = threading.Lock()
 
     def handle(self, sender, body):
-        time.sleep(
-            0.001
-        )  # the scenario, not a wait: a busy actor, so its mailbox fills up
+        # the scenario, not a wait: a busy actor, so its mailbox fills up
+        time.sleep(0.001)
         with Recorder.lock:
             Recorder.seen.append(body.path)
 
@@ -177,27 +176,24 @@ def test_restart_intensity_escalates_then_gives_up(make_system):
     s = make_system([ChildSpec("rec", Recorder)], period_s=120.0)
     addresses, gave_up = s.addresses, s.gave_up
     rec = addresses["rec"]
-    for i in range(
-        4
-    ):  # 3 restarts allowed in the period; the 4th crash restarts the whole tree
+    # 3 restarts allowed in the period; the 4th crash restarts the whole tree
+    for i in range(4):
         addresses.send("test", "rec", Crash(reason="again"))
         wait_until(
             lambda i=i: rec.stats.restarts == i + 1 and rec.state == "running",
             what=f"restart {i + 1} of rec",
         )
     assert not gave_up
-    for i in range(
-        3
-    ):  # the tree restart cleared the count: three more are single restarts...
+    # the tree restart cleared the count: three more are single restarts...
+    for i in range(3):
         addresses.send("test", "rec", Crash(reason="still failing"))
         wait_until(
             lambda i=i: rec.stats.restarts == 5 + i and rec.state == "running",
             what=f"restart {5 + i} of rec",
         )
     assert not gave_up
-    addresses.send(
-        "test", "rec", Crash(reason="still failing")
-    )  # ...and the 4th, so soon after it, gives up
+    # ...and the 4th, so soon after it, gives up
+    addresses.send("test", "rec", Crash(reason="still failing"))
     wait_until(lambda: gave_up, what="the supervisor to give up")
     assert "kept failing" in gave_up[0] and "still failing" in gave_up[0]
     assert "\n" not in gave_up[0]  # dim-desktop prints it as its last line
@@ -224,9 +220,8 @@ def test_a_tree_restart_that_cannot_start_a_child_stops_every_child_in_reverse(
     Worker.stopped.clear()
     Worker.fail_start.add("c")
     s.addresses.send("test", "d", record(1))  # d gets a message while the tree restarts
-    s.addresses.send(
-        "test", "a", Crash(reason="once more")
-    )  # the 4th in the period: the whole tree restarts
+    # the 4th in the period: the whole tree restarts
+    s.addresses.send("test", "a", Crash(reason="once more"))
     wait_until(lambda: s.gave_up, what="the supervisor to give up")
     reason = s.gave_up[0]
     assert (
@@ -293,18 +288,16 @@ def test_restart_types(make_system, restart, end, restarted):
         )
         return
     final = "failed" if end == "crash" else "stopped"
-    wait_until(
-        lambda: w.state == final, what=f"w to be {final}"
-    )  # set by the supervisor's decision
+    # set by the supervisor's decision
+    wait_until(lambda: w.state == final, what=f"w to be {final}")
     assert w.stats.restarts == 0 and w.ref is None and len(Worker.threads) == 1
     assert (
         ("boom" in w.stats.last_error) if end == "crash" else w.stats.last_error is None
     )
     s.addresses.send("test", "w", record(2))
     assert w.mailbox_depth() == 1 and Worker.seen == [("w", "1")]  # held, not lost
-    assert s.sup.ask(
-        RestartChild("w")
-    )  # an explicit restart starts it again, and it gets what waited
+    # an explicit restart starts it again, and it gets what waited
+    assert s.sup.ask(RestartChild("w"))
     wait_until(
         lambda: Worker.seen == [("w", "1"), ("w", "2")],
         what="the held message after a restart",
@@ -334,14 +327,12 @@ def test_a_replaced_hung_instance_cannot_touch_its_successors_bookkeeping(
         return False
 
     wait_until(replaced, interval=0.1, what="the hung instance to be replaced")
-    s.sup.ask(
-        Status()
-    )  # any CheckHealth still queued is handled now, before the successor is busy
+    # any CheckHealth still queued is handled now, before the successor is busy
+    s.sup.ask(Status())
     assert "hung" in w.stats.last_error
     old_thread = Worker.threads[0]
-    assert (
-        old_thread.is_alive()
-    )  # a thread cannot be killed: it is still in its handler
+    # a thread cannot be killed: it is still in its handler
+    assert old_thread.is_alive()
     # The successor is in a handler of its own when the old one's handler finally
     # returns.
     s.addresses.send(
@@ -352,12 +343,10 @@ def test_a_replaced_hung_instance_cannot_touch_its_successors_bookkeeping(
     s.addresses.send("test", "w", record(1))  # waits in the successor's inbox
     Worker.gates.setdefault("old", threading.Event()).set()
     wait_until(lambda: not old_thread.is_alive(), what="the old instance to end")
-    s.sup.ask(
-        Status()
-    )  # whatever the old instance reported has reached the supervisor by now
-    assert (
-        w.busy_since == busy_since and w.handled() == handled
-    )  # not cleared, not counted
+    # whatever the old instance reported has reached the supervisor by now
+    s.sup.ask(Status())
+    # not cleared, not counted
+    assert w.busy_since == busy_since and w.handled() == handled
     assert (
         w.ref is ref
         and w.state == "running"
@@ -393,13 +382,11 @@ def test_message_log_files_rotate(tmp_path):
         addresses.send("t", "a", record(i))
     logs.flush()
     files = logs.files("a")
-    assert 2 <= len(files) <= 3 and all(
-        f.stat().st_size < 8192 for f in files
-    )  # keep=2 rotated + current
+    # keep=2 rotated + current
+    assert 2 <= len(files) <= 3 and all(f.stat().st_size < 8192 for f in files)
     got = [msgspec.json.decode(line)["body"]["path"] for line in logs.read("a")]
-    assert (
-        got == [str(i) for i in range(500)][-len(got) :]
-    )  # the newest survive, in order
+    # the newest survive, in order
+    assert got == [str(i) for i in range(500)][-len(got) :]
     logs.close()
 
 
@@ -432,9 +419,8 @@ def control(tmp_path):
     logged), and a DIM_HOME whose runtime.json points dimctl at it."""
     logs = MessageLogs(tmp_path / "logs")
     addresses = Addresses(["a"], logs)
-    sock_dir = Path(
-        tempfile.mkdtemp(prefix="dimctl-")
-    )  # short: a Unix socket path has ~100 bytes
+    # short: a Unix socket path has ~100 bytes
+    sock_dir = Path(tempfile.mkdtemp(prefix="dimctl-"))
     server = ControlServer(sock_dir / "c.sock", LogsOnlyRuntime(addresses, logs))
     server.start()
     home = DimHome(tmp_path / "home")
@@ -513,9 +499,8 @@ def test_logs_follow_of_a_slow_reader_is_bounded_and_says_what_it_skipped(contro
         follower.wait(timeout=30)
     notes = follower.stderr.read().decode().splitlines()
     skipped = [int(note.split()[1]) for note in notes if "messages skipped" in note]
-    assert (
-        skipped and len(got) + sum(skipped) == n
-    )  # every message either shown or counted
+    # every message either shown or counted
+    assert skipped and len(got) + sum(skipped) == n
     assert got == sorted(got) and set(got) <= set(sent)
     assert len(got) < n - FOLLOW_BUFFER  # the buffer held at most FOLLOW_BUFFER of them
 

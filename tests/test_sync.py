@@ -877,9 +877,8 @@ def test_editing_a_gitignore_uploads_what_it_no_longer_ignores(sapp, gw, folder)
 
 
 def test_start_sync_without_a_folder_needs_sync_root(sapp):
-    sid = new_session(
-        sapp
-    )  # joined: without sync_auto_start (and a sync_root) nothing starts
+    # joined: without sync_auto_start (and a sync_root) nothing starts
+    sid = new_session(sapp)
     with pytest.raises(InvokeError) as e:
         status(sapp, sid)
     assert e.value.code == "NOT_FOUND"
@@ -957,9 +956,8 @@ def test_auto_start_syncs_a_joined_session_into_its_folder_under_sync_root(
     (folder / "private").mkdir()
     (folder / "private/key.pem").write_text("ignored folder\n")
     (folder / "build.log").write_text("edited, but ignored\n")
-    (folder / ".gitignore").write_text(
-        "!keep.log\n"
-    )  # the folder's own rules come after the setting's
+    # the folder's own rules come after the setting's
+    (folder / ".gitignore").write_text("!keep.log\n")
     (folder / "keep.log").write_text("re-included\n")
     barrier(rapp, sid, folder)
     files = upstream_files(rapp, sid)
@@ -1019,9 +1017,8 @@ def test_auto_start_into_a_foreign_non_empty_folder_is_refused_and_shown(
         and "not empty" in st["error"]
     )
     assert st["localDir"] == str(folder)
-    rapp.invoke(
-        "join_session", sessionId=sid
-    )  # never confirmed automatically, however often it is joined
+    # never confirmed automatically, however often it is joined
+    rapp.invoke("join_session", sessionId=sid)
     assert _refused(rapp, sid)["errorCode"] == "FOLDER_NOT_EMPTY"
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"] and upstream_files(
         rapp, sid

@@ -53,9 +53,8 @@ def test_start_sync_on_a_folder_that_cannot_be_made_is_refused_in_words(
         (str(read_only_disk / "sync"), "the disk is read-only"),
     ]
     for folder, words in cases:
-        for _ in range(
-            2
-        ):  # a second ask gets its answer too: nothing crashed in between
+        # a second ask gets its answer too: nothing crashed in between
+        for _ in range(2):
             err = refusal(app, sid, folder)
             assert err["code"] == "FOLDER_UNUSABLE", err
             assert folder in err["message"] and words in err["message"], err

@@ -147,9 +147,8 @@ def test_upstream_name_too_long_fails_that_item_only(app, tmp_path):
 
 
 def blob(i: int, size: int = 200_000) -> str:
-    return (
-        f"{i}" * size
-    )  # over the inline limit: fetched through the spool, as large files are
+    # over the inline limit: fetched through the spool, as large files are
+    return f"{i}" * size
 
 
 def test_disk_full_fails_items_unacknowledged_and_they_arrive_once_space_is_freed(

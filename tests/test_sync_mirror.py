@@ -595,9 +595,8 @@ def test_link_mirrors_a_gateway_without_replicate(ref, tmp_path):
             ),
             "the first update",
         )
-        assert (
-            first.fullResync
-        )  # the journal re-offers everything, skipping by hash what it has
+        # the journal re-offers everything, skipping by hash what it has
+        assert first.fullResync
         assert {
             n.filepath: (n.contentHash, n.iteration, n.size, n.isDeletion)
             for n in first.notifications

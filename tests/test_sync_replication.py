@@ -386,9 +386,8 @@ def test_a_stopped_link_whose_connect_completes_late_reports_nothing_more(tmp_pa
             )
             conn.settimeout(WAIT_S)
             try:
-                while conn.recv(
-                    4096
-                ):  # the CatchupRequest, then the close: the reader is done
+                # the CatchupRequest, then the close: the reader is done
+                while conn.recv(4096):
                     pass
             except OSError:
                 pass

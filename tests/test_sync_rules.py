@@ -135,12 +135,10 @@ def test_extra_ignore_patterns_are_read_like_a_root_gitignore_below_it_in_preced
         and g.ignored("a/b/debug.log")
         and g.ignored("secret/key", is_dir=False)
     )
-    assert g.ignored("top-only.txt") and not g.ignored(
-        "a/top-only.txt"
-    )  # anchored at the root
-    assert not g.ignored(
-        "keep.log"
-    )  # the folder's .gitignore re-includes it: it comes later
+    # anchored at the root
+    assert g.ignored("top-only.txt") and not g.ignored("a/top-only.txt")
+    # the folder's .gitignore re-includes it: it comes later
+    assert not g.ignored("keep.log")
     assert not g.ignored("sub/secret/key")  # so does a deeper one
     assert not g.ignored("src/app.py") and not GitIgnore(tmp_path).ignored("debug.log")
 
@@ -256,20 +254,17 @@ def test_confined_refuses_what_leads_outside(tmp_path):
 def test_echo_set_matches_exactly_our_own_write():
     echoes = EchoSet(ttl_s=5)
     echoes.add("/f/a", "h1")
-    assert not echoes.consume(
-        "/f/a", "h2"
-    )  # a different state (a user's edit) is not ours
-    assert echoes.consume("/f/a", "h1") and not echoes.consume(
-        "/f/a", "h1"
-    )  # once only
+    # a different state (a user's edit) is not ours
+    assert not echoes.consume("/f/a", "h2")
+    # once only
+    assert echoes.consume("/f/a", "h1") and not echoes.consume("/f/a", "h1")
     echoes.add("/f/b", "h1")
     echoes.attach_sig("/f/b", "h1", (3, 10, 99))
     assert echoes.consume_sig("/f/b", (3, 11, 99)) is None
     assert echoes.consume_sig("/f/b", (3, 10, 99)) == "h1"
     echoes.add("/f/c", "h1")
-    echoes.forget(
-        "/f/c"
-    )  # the watcher saw another state first: the old write can no longer echo
+    # the watcher saw another state first: the old write can no longer echo
+    echoes.forget("/f/c")
     assert not echoes.consume("/f/c", "h1")
     short = EchoSet(ttl_s=0)
     short.add("/f/d", "h")
@@ -283,9 +278,8 @@ def test_echo_set_remembers_its_last_write_for_the_leak_counter():
     # consumed, yet the same state seen again is still our write: reported, it would be
     # a leak
     assert echoes.wrote("/f/a", "h1") and not echoes.wrote("/f/a", "h2")
-    echoes.forget(
-        "/f/a"
-    )  # a user's state was seen: from now on h1 there is the user's too
+    # a user's state was seen: from now on h1 there is the user's too
+    echoes.forget("/f/a")
     assert not echoes.wrote("/f/a", "h1")
     echoes.add("/f/b", "")  # a deletion
     echoes.discard("/f/b", "")  # that did not happen

@@ -193,9 +193,8 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
         "journal",
         JournalRecord(sessionId="s1", origin="local", path="after-the-hang"),
     )
-    time.sleep(
-        0.3
-    )  # the scenario, not a wait: the successor is now waiting for the lock
+    # the scenario, not a wait: the successor is now waiting for the lock
+    time.sleep(0.3)
     StallingJournal.gate.set()
     wait_until(lambda: not old.is_alive(), 30, what="the old instance to stop")
 
@@ -210,9 +209,8 @@ def test_a_superseded_journal_does_not_block_its_successor(journal_system, tmp_p
 
     wait_until(written, 30, what="the successor's write")
     sup.ask(Status())
-    assert j.stats.restarts == 1 and j.state == "running", (
-        j.stats.last_error
-    )  # no crash loop
+    # no crash loop
+    assert j.stats.restarts == 1 and j.state == "running", j.stats.last_error
     with sqlite3.connect(db, timeout=30) as conn:
         # the stalled step was rolled back: none of its files were recorded by the old
         # instance
@@ -260,9 +258,8 @@ def test_a_restarted_watcher_rescans_in_steps(tmp_path, monkeypatch):
     handled: list[int] = []
     got = _scan_listing(folder, restarted=True, handled=handled)
     assert len(got) == 2000
-    assert (
-        handled[0] >= 2000 // 50 - 1
-    )  # a ScanStep for each step after the one in on_start
+    # a ScanStep for each step after the one in on_start
+    assert handled[0] >= 2000 // 50 - 1
 
 
 def _scan_listing(

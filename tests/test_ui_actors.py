@@ -80,9 +80,8 @@ def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
     # countdown to see.
     gw = GatewayProcess(tmp_path / "gw", args=["--token", "right"]).start()
     try:
-        for _ in range(
-            6
-        ):  # 5 failures fill the per-IP window; then every attempt is refused a while
+        # 5 failures fill the per-IP window; then every attempt is refused a while
+        for _ in range(6):
             ws = websocket.create_connection(gw.url, timeout=30)
             ws.recv(), ws.recv()
             ws.send(json.dumps({"type": "authenticate", "token": "wrong"}))

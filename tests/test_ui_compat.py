@@ -149,9 +149,8 @@ def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(
         gone = by_id(page, sid)
         expect(gone).to_have_attribute("data-gone", "1")
         expect(gone.get_by_test_id("session-status")).to_have_text("gone")
-        expect(gone.get_by_test_id("session-name")).to_have_text(
-            name
-        )  # still known by its name
+        # still known by its name
+        expect(gone.get_by_test_id("session-name")).to_have_text(name)
         expect(page.get_by_test_id("message-input")).to_be_disabled()
         expect(page.get_by_test_id("send")).to_be_disabled()
         expect(
@@ -168,9 +167,8 @@ def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(
 
     page.reload()
     ready(page)
-    expect(by_id(page, sid)).to_have_attribute(
-        "aria-selected", "true", timeout=T
-    )  # the selection is kept
+    # the selection is kept
+    expect(by_id(page, sid)).to_have_attribute("aria-selected", "true", timeout=T)
     shows_it_gone()
     # Not joined again: a join would only be refused, as an error toast.
     expect(page.locator("[data-testid='toast'][data-level='error']")).to_have_count(0)
@@ -189,9 +187,8 @@ def test_the_popover_and_dimctl_status_show_the_gateways_warnings_and_traits(
         ready(page)
         indicator = page.get_by_test_id("connection-state")
         expect(indicator).to_have_attribute("data-warnings", "1", timeout=T)
-        expect(indicator).to_have_text(
-            "connected"
-        )  # the mark is not part of the state's text
+        # the mark is not part of the state's text
+        expect(indicator).to_have_text("connected")
         mark = page.evaluate(
             "getComputedStyle(document.querySelector(\"[data-testid='connection-state']\"), "
             "'::after').content"
@@ -230,9 +227,8 @@ def test_a_gateway_with_nothing_to_warn_about_shows_no_mark(page: Page, app: App
     ready(page)
     indicator = page.get_by_test_id("connection-state")
     indicator.click()
-    expect(page.get_by_test_id("conn-traits")).to_be_visible(
-        timeout=T
-    )  # the heartbeat is known at once
+    # the heartbeat is known at once
+    expect(page.get_by_test_id("conn-traits")).to_be_visible(timeout=T)
     expect(page.get_by_test_id("conn-warnings")).to_be_hidden()
     expect(indicator).not_to_have_attribute("data-warnings", re.compile(".*"))
     out = app.dimctl("status")

@@ -121,9 +121,8 @@ def beating_app(tmp_path):
 def test_every_event_type_is_shown_in_the_page(browser, beating_app):
     app, gw = beating_app
     page = open_page(browser, app)
-    shown: set[str] = (
-        set()
-    )  # every event type the page was seen to show, by a DOM assertion
+    # every event type the page was seen to show, by a DOM assertion
+    shown: set[str] = set()
 
     def saw(*types: str) -> None:
         shown.update(types)
@@ -255,9 +254,8 @@ def test_every_event_type_is_shown_in_the_page(browser, beating_app):
         expect(plan).to_contain_text("one more step")
         saw("plan.revised")
         generic = turn.get_by_test_id("generic-event")
-        expect(generic).to_have_count(
-            1
-        )  # the unknown type only: every known one has its own rendering
+        # the unknown type only: every known one has its own rendering
+        expect(generic).to_have_count(1)
         expect(generic).to_have_attribute("data-event-type", "future.widget")
         expect(generic).to_contain_text('"answer": 42')
 
@@ -306,9 +304,8 @@ def test_every_event_type_is_shown_in_the_page(browser, beating_app):
 
         expect(turn).to_have_attribute("data-status", "complete", timeout=T)
         expect(turn.get_by_test_id("assistant-text")).to_contain_text("Done.")
-        expect(turn.get_by_test_id("usage")).not_to_have_text(
-            "7 in · 9 out tokens"
-        )  # turn_complete's usage
+        # turn_complete's usage
+        expect(turn.get_by_test_id("usage")).not_to_have_text("7 in · 9 out tokens")
         saw("turn_complete")
         status_is(page, item, "ready")
 
@@ -445,9 +442,8 @@ def test_steer_and_stop_a_running_stream_from_the_page(page: Page, app: App):
         "get_history", sessionId=item.get_attribute("data-session-id")
     )["turns"][-1]
     assert history["status"] == "stopped"
-    assert (
-        text.split() == history["finalText"].split()
-    )  # the page shows exactly what was streamed
+    # the page shows exactly what was streamed
+    assert text.split() == history["finalText"].split()
     assert page.page_errors == []
 
 
@@ -747,9 +743,8 @@ def test_commands_queued_offline_are_pending_can_be_cancelled_and_go_after_recon
     expect(indicator).to_have_text("connected", timeout=T)
     turns = page.get_by_test_id("turn")
     expect(turns).to_have_count(2, timeout=T)
-    for i, text in enumerate(
-        ("first queued", "third queued")
-    ):  # in order, the cancelled one never
+    # in order, the cancelled one never
+    for i, text in enumerate(("first queued", "third queued")):
         expect(turns.nth(i).get_by_test_id("user-text")).to_have_text(text)
         expect(turns.nth(i)).to_have_attribute("data-status", "complete", timeout=T)
         expect(turns.nth(i).get_by_test_id("assistant-text")).to_have_text(text)

@@ -142,9 +142,8 @@ def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(
             )
 
         def answer_late(route):
-            answer = (
-                route.fetch()
-            )  # the journal has answered; hold it until the sync has settled
+            # the journal has answered; hold it until the sync has settled
+            answer = route.fetch()
             events.wait_for(
                 settled, WAIT_S, what="a sync-status with the file and the link up"
             )
@@ -160,9 +159,8 @@ def test_a_late_answer_to_start_sync_does_not_hide_the_statuses_pushed_after_it(
         expect(panel.get_by_test_id("sync-state")).to_have_text("active")
         counts = panel.get_by_test_id("sync-counts")
         expect(counts).to_have_attribute("data-files", "1")
-        expect(counts).not_to_contain_text(
-            "link"
-        )  # the answer's "link connecting" is long gone
+        # the answer's "link connecting" is long gone
+        expect(counts).not_to_contain_text("link")
     finally:
         events.close()
     assert page.page_errors == []
@@ -192,9 +190,8 @@ def test_the_panel_suggests_the_folder_under_sync_root(sync_root, page, app):
     expect(panel.get_by_test_id("sync-dir")).to_have_value(
         str(folder), timeout=UI_WAIT_MS
     )
-    expect(panel.get_by_test_id("sync-state")).to_have_text(
-        "not syncing"
-    )  # no sync_auto_start
+    # no sync_auto_start
+    expect(panel.get_by_test_id("sync-state")).to_have_text("not syncing")
     panel.get_by_test_id("sync-start").click()
     expect(panel.get_by_test_id("sync-state")).to_have_text(
         "active", timeout=UI_WAIT_MS

@@ -78,9 +78,8 @@ def test_local_files_that_cannot_be_synced_are_listed_with_their_reason_until_fi
     limits = panel.get_by_test_id("sync-limits")
     expect(limits).to_contain_text("Files over 1 MiB are not synced")
     expect(limits).to_have_attribute("data-max-file-size", str(MIB))
-    expect(limits).to_contain_text(
-        " free", timeout=UI_WAIT_MS
-    )  # the journal looks at the disk every 2 s
+    # the journal looks at the disk every 2 s
+    expect(limits).to_contain_text(" free", timeout=UI_WAIT_MS)
     failed = panel.get_by_test_id("sync-failed")
     expect(failed).to_be_hidden()
 
@@ -161,9 +160,8 @@ def test_more_failures_than_listed_are_counted_in_the_heading(page, app, tmp_pat
     expect(failed.get_by_role("heading")).to_have_text(
         "103 files not synced", timeout=UI_WAIT_MS
     )
-    expect(failed.get_by_test_id("sync-failed-item")).to_have_count(
-        100
-    )  # the journal lists at most 100
+    # the journal lists at most 100
+    expect(failed.get_by_test_id("sync-failed-item")).to_have_count(100)
     expect(failed.get_by_test_id("sync-failed-more")).to_have_text("… and 3 more")
     assert page.page_errors == []
 

@@ -127,9 +127,8 @@ class FakeSystemTray:
         self.ready.set()
         while not self.stopping.is_set():
             if not d.pending_events():
-                select.select(
-                    [d.fileno()], [], [], 0.1
-                )  # woken by X, or to see `stopping`
+                # woken by X, or to see `stopping`
+                select.select([d.fileno()], [], [], 0.1)
                 continue
             ev = d.next_event()
             if (

@@ -198,9 +198,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: Path, runtime: Controlled):
         self.runtime = runtime
         path.unlink(missing_ok=True)
-        old = os.umask(
-            0o177
-        )  # the socket is born 0600: no window where others could connect
+        # the socket is born 0600: no window where others could connect
+        old = os.umask(0o177)
         try:
             super().__init__(str(path), _Handler)
         finally:

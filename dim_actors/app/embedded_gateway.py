@@ -239,9 +239,8 @@ class EmbeddedGateway:
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=timeout_s + 25.0)
         with self._lock:
-            if (
-                self.proc is not None and self.proc is not proc
-            ):  # launched by the watcher meanwhile
+            # launched by the watcher meanwhile
+            if self.proc is not None and self.proc is not proc:
                 _stop_process(self.proc, timeout_s)
             if self._listener is not None:
                 self._listener.close()

@@ -223,9 +223,8 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
         )
         try:
             url = gateway.start()
-            token = (
-                gateway.token
-            )  # per launch, given to it privately: no other local user can use it
+            # per launch, given to it privately: no other local user can use it
+            token = gateway.token
         except GatewayStartError as e:
             print(f"dim-desktop: {e}", file=sys.stderr)
             return 1
@@ -342,9 +341,8 @@ class Stopper:
     ):
         self.runtime, self.home, self.gateway = runtime, home, gateway
         self.desktop: Desktop | None = None
-        self.lock = (
-            threading.Lock()
-        )  # runtime.json: written only while no stop is requested
+        # runtime.json: written only while no stop is requested
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="stop", daemon=True)
         self.done = threading.Event()
         self.finishing = threading.Lock()  # taken by whoever ends the process

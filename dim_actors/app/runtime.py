@@ -288,9 +288,8 @@ class SupervisorRuntime:
             self.request_stop("stopping")
         control = self.control
         closing = None
-        if (
-            control is not None
-        ):  # its serve_forever notices within its poll interval (0.1 s)
+        # its serve_forever notices within its poll interval (0.1 s)
+        if control is not None:
             closing = threading.Thread(
                 target=control.close, name="control-close", daemon=True
             )

@@ -137,9 +137,8 @@ def read_reply(f) -> ControlReply:
         raise CtlError("dim-desktop closed the control connection without an answer")
     try:
         reply = msgspec.json.decode(line, type=ControlReply)
-    except (
-        msgspec.DecodeError
-    ):  # also a well-formed JSON value of the wrong shape (ValidationError)
+    # also a well-formed JSON value of the wrong shape (ValidationError)
+    except msgspec.DecodeError:
         raise _undecodable(line) from None
     if not reply.ok:
         raise CtlError(reply.error or "failed")
@@ -345,9 +344,8 @@ def _run(args: argparse.Namespace, home: DimHome, timeout: float) -> int:
             read_reply(f)
             for line in f:
                 raw = line.rstrip(b"\n")
-                if raw.startswith(
-                    b'{"skipped":'
-                ):  # this follower fell behind; control.py dropped the oldest
+                # this follower fell behind; control.py dropped the oldest
+                if raw.startswith(b'{"skipped":'):
                     n = msgspec.json.decode(raw).get("skipped")
                     print(
                         f"dimctl: {n} messages skipped: this follower fell behind",
@@ -357,9 +355,8 @@ def _run(args: argparse.Namespace, home: DimHome, timeout: float) -> int:
                     continue
                 try:
                     if args.json:
-                        msgspec.json.decode(
-                            raw
-                        )  # only to refuse a line that is not JSON
+                        # only to refuse a line that is not JSON
+                        msgspec.json.decode(raw)
                         text = raw.decode()
                     else:
                         text = format_line(raw)

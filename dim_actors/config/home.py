@@ -187,9 +187,8 @@ class DimHome:
         roots = own if self.is_shared_folder() else [self.root]
         fixes = [fix for root in roots for fix in make_private(root)]
         for d in (*roots, *own):
-            if (
-                stat.S_IMODE(d.stat().st_mode) != 0o700
-            ):  # an owner-only mode the owner cannot use (0500)
+            # an owner-only mode the owner cannot use (0500)
+            if stat.S_IMODE(d.stat().st_mode) != 0o700:
                 os.chmod(d, 0o700)
         return fixes
 
@@ -241,9 +240,8 @@ class DimHome:
         """A page, readable only by this user, that forwards the browser to `url` (which
         carries the UI token): the browser is started on this file, so the token is on
         no command line, where every user could read it (`ps`). As Jupyter does."""
-        fd, tmp = tempfile.mkstemp(
-            prefix=".open-", suffix=".tmp", dir=self.run_dir
-        )  # 0600, a name per call
+        # 0600, a name per call
+        fd, tmp = tempfile.mkstemp(prefix=".open-", suffix=".tmp", dir=self.run_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(open_page_html(url))
@@ -260,9 +258,8 @@ def open_page_html(url: str) -> str:
     browser that does neither. The UI then keeps the token in the tab's session storage
     and takes it off the address bar."""
     attr = html.escape(url, quote=True)
-    script = json.dumps(url).replace(
-        "<", "\\u003c"
-    )  # no "</script>" can end the script early
+    # no "</script>" can end the script early
+    script = json.dumps(url).replace("<", "\\u003c")
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">\n'
         '<meta name="referrer" content="no-referrer">\n'

@@ -169,9 +169,8 @@ HELP: dict[str, str] = {
     "log_max_bytes": "Size at which an actor's message log file is rotated, in bytes",
     "log_keep": "Rotated message log files kept per actor",
 }
-LIVE_KEYS = frozenset(
-    {"native_notifications"}
-)  # applied at once; every other key at the next start
+# applied at once; every other key at the next start
+LIVE_KEYS = frozenset({"native_notifications"})
 KEYS: tuple[str, ...] = Settings.__struct_fields__
 
 

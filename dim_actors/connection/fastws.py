@@ -80,9 +80,8 @@ class BufferedWebSocket(websocket.WebSocket):
     def _recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
-            buf = super()._recv(
-                max(bufsize, READ_AHEAD)
-            )  # raises when the connection is closed
+            # raises when the connection is closed
+            buf = super()._recv(max(bufsize, READ_AHEAD))
             pos = 0
             if len(buf) <= bufsize:
                 self._rbuf, self._rpos = b"", 0
@@ -92,9 +91,8 @@ class BufferedWebSocket(websocket.WebSocket):
         return buf[pos:end]
 
     def recv_data(self, control_frame: bool = False) -> tuple[int, bytes]:
-        if (
-            self._fast
-        ):  # the fast path takes only whole text/binary frames; control frames go below
+        # the fast path takes only whole text/binary frames; control frames go below
+        if self._fast:
             got = self._whole_frame()
             if got is not None:
                 return got
@@ -182,9 +180,8 @@ class BufferedWebSocket(websocket.WebSocket):
                         sample,
                         fragmented=bool(so_far) or not fin,
                     )
-            return (
-                fb.recv_frame()
-            )  # takes the lock again and reads the payload (header already parsed)
+            # takes the lock again and reads the payload (header already parsed)
+            return fb.recv_frame()
 
     def _discard_payload(self, keep: int = 0) -> bytes:
         """Read the current frame's payload in bounded chunks, keeping only its first

@@ -463,9 +463,8 @@ class Mirror:
         self.report = report
         self.stopped = stopped  # the Link's: a stopped link's mirror says nothing more
         self.leaving = threading.Event()
-        self.inbox: queue.Queue = (
-            queue.Queue()
-        )  # frames (tagged by connection), commands, wake-ups
+        # frames (tagged by connection), commands, wake-ups
+        self.inbox: queue.Queue = queue.Queue()
         self.ws: websocket.WebSocket | None = None
         # the current connection's number: frames of an earlier one are dropped
         self.conn = 0
@@ -477,9 +476,8 @@ class Mirror:
         self.ready: list[ContentItem] = []
         self.ready_since = 0.0
         self.unhashed: deque[Unhashed] = deque()
-        self.events: deque[dict[str, Any]] = (
-            deque()
-        )  # file_changed read while a request was out
+        # file_changed read while a request was out
+        self.events: deque[dict[str, Any]] = deque()
         self.notes: list[wire.Notification] = []
         # the journal's ack cursor resets with each full resync; ours only grows
         self.seq = since
@@ -660,9 +658,8 @@ class Mirror:
         ws.connect(url, timeout=HANDSHAKE_S, suppress_origin=True)
         ws.settimeout(None)  # the reader blocks; silence is judged by the loop (_next)
         self.ws = ws
-        self.pacer = Pacer(
-            self.pacer.limit
-        )  # the gateway counts per connection; what we learnt of its limit stays
+        # the gateway counts per connection; what we learnt of its limit stays
+        self.pacer = Pacer(self.pacer.limit)
         self.heard_at = time.monotonic()
         self.problems = 0
         if self._over():  # stopped while connecting: stop() found no socket to close
@@ -835,9 +832,8 @@ class Mirror:
                 if not wire.valid_hash(h) or h in self.wanted:
                     continue
                 spooled = os.path.join(self.spool_dir, h)
-                if os.path.isfile(
-                    spooled
-                ):  # read already to learn its hash (an unhashed file)
+                # read already to learn its hash (an unhashed file)
+                if os.path.isfile(spooled):
                     self.wanted[h] = None
                     self._content_done(
                         ContentItem(h, spooled, os.path.getsize(spooled))

@@ -129,9 +129,8 @@ class Link:
         self.wake = threading.Event()
         self.lock = threading.Lock()
         self.outq: queue.SimpleQueue = queue.SimpleQueue()
-        self.wanted: OrderedDict[str, None] = (
-            OrderedDict()
-        )  # content requested and not yet complete
+        # content requested and not yet complete
+        self.wanted: OrderedDict[str, None] = OrderedDict()
         self.notes: list[wire.Notification] = []
         self.ready: list[ContentItem] = []
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
@@ -152,9 +151,8 @@ class Link:
 
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
-        for leftover in self.spool.glob(
-            "*"
-        ):  # spool files of an earlier process: nobody waits for them
+        # spool files of an earlier process: nobody waits for them
+        for leftover in self.spool.glob("*"):
             leftover.unlink(missing_ok=True)
         self.reader.start()
         self.sender.start()
@@ -190,16 +188,14 @@ class Link:
     def put(self, msg: Msg) -> None:
         if isinstance(msg, AckSequence):
             self.since = max(self.since, msg.upToSequence)
-        with (
-            self.lock
-        ):  # against the mirror's end: what it did not take comes back (_run_mirror)
+        # against the mirror's end: what it did not take comes back (_run_mirror)
+        with self.lock:
             m = self.mirror
             if m is not None:
                 m.put(msg)
             else:
-                self.outq.put(
-                    msg
-                )  # (should a mirror start meanwhile, the sender hands it over)
+                # (should a mirror start meanwhile, the sender hands it over)
+                self.outq.put(msg)
 
     def retarget(self) -> None:
         """A new gateway URL or token: reconnect to it (a mirror ends, and /replicate is
@@ -322,9 +318,8 @@ class Link:
             read_only = False
             if missing:
                 failed = self._run_mirror(missing)
-                if (
-                    failed is None
-                ):  # stopped, or a new gateway: /replicate is tried again at once
+                # stopped, or a new gateway: /replicate is tried again at once
+                if failed is None:
                     continue
                 detail, read_only = failed, True
             backoff = self.backoff.next_delay(time.monotonic())
@@ -399,9 +394,8 @@ class Link:
             )
 
     def _flush_notes(self, sequence: int | None) -> None:
-        if (
-            self.stopped.is_set()
-        ):  # nobody waits for a stopped link's notifications: a new link catches up
+        # nobody waits for a stopped link's notifications: a new link catches up
+        if self.stopped.is_set():
             self.notes = []
             return
         if self.notes or sequence is not None:
@@ -464,9 +458,8 @@ class Link:
             if h not in self.wanted:
                 return
             part = self.parts.pop(h, None)
-        if (
-            part is not None
-        ):  # an earlier, interrupted fetch of it: this one starts over
+        # an earlier, interrupted fetch of it: this one starts over
+        if part is not None:
             part[0].close()
             _unlink(os.path.join(self.spool_dir, h + ".part"))
         if hashlib.sha256(msg.data).hexdigest() != h:

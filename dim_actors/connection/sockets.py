@@ -18,7 +18,6 @@ def hard_close(ws: websocket.WebSocket | None) -> None:
         pass
     try:
         ws.close(timeout=0.2)
-    except (
-        Exception
-    ):  # closing a dead socket may fail in many ways; it is gone either way
+    # closing a dead socket may fail in many ways; it is gone either way
+    except Exception:
         pass

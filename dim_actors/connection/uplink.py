@@ -77,9 +77,8 @@ class Uplink:
         self.max_batch = max_batch
         self.memory_limit = memory_limit
         self.spill_path = spill_path
-        self.items: collections.deque[bytes] = (
-            collections.deque()
-        )  # encoded frames, in order
+        # encoded frames, in order
+        self.items: collections.deque[bytes] = collections.deque()
         self.buffered_bytes = 0
         self.spill: Spill | None = None
         self.ready = threading.Condition()
@@ -91,9 +90,8 @@ class Uplink:
         frame = encode_up(ev)
         with self.ready:
             if self.spill is not None and self.spill.count:
-                self.spill.append(
-                    frame
-                )  # once spilling, everything newer goes behind the spill
+                # once spilling, everything newer goes behind the spill
+                self.spill.append(frame)
             elif (
                 self.buffered_bytes + len(frame) > self.memory_limit
                 and self.spill_path is not None

@@ -132,9 +132,8 @@ class _NotifySend:
             start_new_session=True,
         )
         self.procs = [p for p in self.procs if p.poll() is None] + [proc]
-        while (
-            len(self.procs) > 20
-        ):  # `--wait` lasts until the notification closes: keep a bounded few
+        # `--wait` lasts until the notification closes: keep a bounded few
+        while len(self.procs) > 20:
             self.procs.pop(0).terminate()
         threading.Thread(
             target=self._wait, args=(proc, session_id), name="notify-send", daemon=True

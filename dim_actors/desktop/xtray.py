@@ -57,9 +57,8 @@ class XTrayIcon:
         self.docked = threading.Event()
         self._changes: queue.SimpleQueue[Change] = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = (
-            socket.socketpair()
-        )  # objects, not fds: no reuse after a close
+        # objects, not fds: no reuse after a close
+        self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
         self._d: Any = None
         self._window: Any = None
@@ -134,9 +133,8 @@ class XTrayIcon:
                 self._apply_changes()
                 if self._manager is None:
                     self._dock()
-                while (
-                    d.pending_events()
-                ):  # also what the requests above read on their way
+                # also what the requests above read on their way
+                while d.pending_events():
                     self._handle(d.next_event())
                 d.flush()
                 ready, _, _ = select.select(

@@ -185,9 +185,8 @@ class CodingAgent:
 
     async def stream(self, turn: Turn, rest: str) -> None:
         parts = rest.split()
-        stamp = (
-            bool(parts) and parts[-1] == "stamp"
-        )  # benchmarks: each delta carries sentNs
+        # benchmarks: each delta carries sentNs
+        stamp = bool(parts) and parts[-1] == "stamp"
         if stamp:
             parts.pop()
         try:
@@ -261,9 +260,8 @@ class CodingAgent:
         and ts but no turnId (durable), as session-level events such as sandbox_ready
         are."""
         event = _scripted_event("/emit-session", rest)
-        if (
-            not turn.closed
-        ):  # a stopped turn's script says nothing more, inside the turn or out
+        # a stopped turn's script says nothing more, inside the turn or out
+        if not turn.closed:
             turn.session.emit(event)
 
     async def emit_unsequenced(self, turn: Turn, rest: str) -> None:

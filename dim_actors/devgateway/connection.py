@@ -55,9 +55,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self.drained = asyncio.Event()
         self.drained.set()
-        self.idle = (
-            asyncio.Event()
-        )  # nothing queued: lets a shutdown send what is left first
+        # nothing queued: lets a shutdown send what is left first
+        self.idle = asyncio.Event()
         self.idle.set()
 
     @property

@@ -19,9 +19,8 @@ class Faults:
     def __init__(self) -> None:
         self.clear = asyncio.Event()  # set while the network is healthy
         self.clear.set()
-        self.connections: set = (
-            set()
-        )  # the gateway's live Connection objects (shared, not copied)
+        # the gateway's live Connection objects (shared, not copied)
+        self.connections: set = set()
         self.disconnects = 0  # connections that ended, for whoever measures stability
 
     @property

@@ -83,9 +83,8 @@ class RequestHandlers:
             p.FileAtIteration: self.file_at_iteration,
             p.ManageMembers: self.manage_members,
         }
-        assert len(self.table) == len(
-            p.CLIENT_MESSAGES
-        )  # the profile's decoder hands on only these
+        # the profile's decoder hands on only these
+        assert len(self.table) == len(p.CLIENT_MESSAGES)
 
     def session(self, conn: Connection, session_id: str) -> SessionRuntime:
         s = self.gw.sessions.get(session_id)
@@ -151,9 +150,8 @@ class RequestHandlers:
         s = SessionRuntime(self.gw.db, agent, stored)
         s.persist()
         self.gw.sessions[s.id] = s
-        await (
-            self.gw.db.commit()
-        )  # answered means stored: a crash right after must not lose it
+        # answered means stored: a crash right after must not lose it
+        await self.gw.db.commit()
         conn.send(p.SessionCreated(sessionId=s.id, session=s.meta()))
 
     async def rename_session(self, conn: Connection, msg: p.RenameSession) -> None:

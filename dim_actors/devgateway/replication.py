@@ -100,9 +100,8 @@ class Replica:
         self.uploads: dict[str, bytearray] = {}
         self.upload_bytes = 0
         self.closed = False
-        self.fetches: deque[wire.ContentFetchRequest] = (
-            deque()
-        )  # answered in order by fetch_task
+        # answered in order by fetch_task
+        self.fetches: deque[wire.ContentFetchRequest] = deque()
         self.fetch_task: asyncio.Task | None = None
 
     def send(self, msg: wire.WireMsg) -> None:
@@ -140,9 +139,8 @@ class Feed:
         self.replicas: set[Replica] = set()
         self.dirty = False
         self.task: asyncio.Task | None = None
-        self.write_lock = (
-            asyncio.Lock()
-        )  # write-backs of a session apply one batch at a time
+        # write-backs of a session apply one batch at a time
+        self.write_lock = asyncio.Lock()
 
     def kick(self) -> None:
         self.dirty = True
@@ -454,9 +452,8 @@ class ReplicationHub:
         for change in changes:
             on_change = session.workspace.on_change
             if on_change is not None:
-                on_change(
-                    change
-                )  # file_changed to /ws clients, and (through the listener) replicas
+                # file_changed to /ws clients, and (through the listener) replicas
+                on_change(change)
             else:
                 self.on_change(session.id, change)
         r.send(wire.WriteBackResult(accepted=accepted, rejected=rejected))
@@ -607,9 +604,8 @@ def _apply_writeback(
             )
         else:
             rejected.append(result)
-            if (
-                result.reason != "content_missing"
-            ):  # that one may succeed when resent with content
+            # that one may succeed when resent with content
+            if result.reason != "content_missing":
                 conn.execute(
                     "INSERT OR REPLACE INTO replication_writebacks VALUES (?, ?, ?, 0, ?, ?, ?)",
                     (
@@ -645,9 +641,8 @@ def _apply_one(
     wanted = "" if e.isDeletion else e.contentHash
     if e.baseIteration != current:
         if wanted == current_hash:
-            return wire.Accepted(
-                e.localSeq, current
-            )  # upstream already holds exactly this
+            # upstream already holds exactly this
+            return wire.Accepted(e.localSeq, current)
         return wire.Rejected(
             e.localSeq,
             "conflict",

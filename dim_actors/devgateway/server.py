@@ -111,9 +111,8 @@ class DevGateway:
         self.sessions: dict[str, SessionRuntime] = {}
         self.connections: set[Connection] = set()
         self.faults.connections = self.connections
-        self.decoder = ClientDecoder(
-            profile
-        )  # the schema stage: which fields this gateway reads
+        # the schema stage: which fields this gateway reads
+        self.decoder = ClientDecoder(profile)
         self.handlers = RequestHandlers(self)
         self.replication = ReplicationHub(self)  # /replicate (docs/sync.md)
         self._db: Database | None = None
@@ -342,9 +341,8 @@ class DevGateway:
             await asyncio.sleep(interval)
             frame = p.encode(p.Heartbeat(ts=now_ms()))
             for conn in self.connections:
-                if (
-                    conn.sessions
-                ):  # heartbeats travel on session topics: joined connections only
+                # heartbeats travel on session topics: joined connections only
+                if conn.sessions:
                     conn.send_frame(frame)
 
 

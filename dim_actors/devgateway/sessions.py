@@ -46,9 +46,8 @@ log = logging.getLogger(__name__)
 
 class Agent(Protocol):
     name: str
-    sandbox: (
-        str | None
-    )  # provider name announced on activation, None for agents without one
+    # provider name announced on activation, None for agents without one
+    sandbox: str | None
 
     async def run(self, turn: Turn) -> None: ...
 
@@ -231,9 +230,8 @@ class SessionRuntime:
         inactive; running → error → …; ready and error → deactivating → inactive;
         activating → inactive (an activation cut short)."""
         if self.status == "waiting":
-            self.set_status(
-                "running"
-            )  # the open request died with the process; nothing waits now
+            # the open request died with the process; nothing waits now
+            self.set_status("running")
         if self.active_turn_id:
             turn_id, self.active_turn_id = self.active_turn_id, None
             self.emit(

@@ -72,9 +72,8 @@ class GatewayStats:
                 )
                 sent = t0 = None
         except (ConnectionClosed, asyncio.CancelledError):
-            if (
-                t0 is not None
-            ):  # never answered: how long it waited before the connection went
+            # never answered: how long it waited before the connection went
+            if t0 is not None:
                 self._write(
                     "ping",
                     client,

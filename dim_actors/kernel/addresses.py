@@ -149,9 +149,8 @@ class Address:
             self.ref = None
             self.state = "restarting"
             pending = []
-            if (
-                first is not None
-            ):  # what the failed instance had taken but not handled: before the rest
+            # what the failed instance had taken but not handled: before the rest
+            if first is not None:
                 pending.append(first)
                 if type(first.body) is Batch:
                     self.batched_extra += len(first.body.items) - 1

@@ -233,9 +233,8 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
-        if (
-            n <= 0
-        ):  # a regular file that takes nothing yet raises nothing: treat as full
+        # a regular file that takes nothing yet raises nothing: treat as full
+        if n <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[n:]
 
@@ -512,9 +511,8 @@ class MessageLogs:
 
         For the page's live log, read every second from the router's thread: no file I/O
         there."""
-        ring = list(
-            self.ring(actor)
-        )  # one C-level copy under the GIL: safe against appenders
+        # one C-level copy under the GIL: safe against appenders
+        ring = list(self.ring(actor))
         picked: list[Envelope] = []
         for env in reversed(ring):
             if envelope_matches(env, types, since):

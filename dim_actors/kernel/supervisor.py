@@ -304,9 +304,8 @@ class Supervisor(pykka.ThreadingActor):
             spec.restart == "transient" and not abnormal
         ):
             log.info("actor %s (%s) %s; not restarted", name, spec.restart, why)
-            addr.detach(
-                "failed" if abnormal else "stopped"
-            )  # messages to it wait for a `dimctl restart`
+            # messages to it wait for a `dimctl restart`
+            addr.detach("failed" if abnormal else "stopped")
             return
         now = time.monotonic()
         recent = [t for t in addr.stats.restart_times if now - t <= self.period_s]

@@ -49,9 +49,8 @@ log = logging.getLogger(__name__)
 # with gateway_connect's token, which an authenticate command does not replace
 # (docs/contracts.md §3).
 GATEWAY_COMMANDS = frozenset(protocol.CLIENT_MESSAGES)
-LOCAL_COMMANDS = (
-    frozenset(commands.ARGS) - SYNC_COMMANDS
-)  # the router's own; the journal answers the rest
+# the router's own; the journal answers the rest
+LOCAL_COMMANDS = frozenset(commands.ARGS) - SYNC_COMMANDS
 # Events that may deserve a desktop notification (dim_actors/desktop/notify.py decides).
 NOTIFY_TYPES = frozenset(
     {"turn_complete", "turn_error", "question_requested", "permission_requested"}
@@ -148,13 +147,11 @@ class Router(DimActor):
             "badEvents": self.stores.bad_events,
             "deltas": self.stores.deltas.describe(),
         }
-        if (
-            self.stores.history_skipped
-        ):  # history entries that were not HistoryTurns: worth a look
+        # history entries that were not HistoryTurns: worth a look
+        if self.stores.history_skipped:
             info["historySkipped"] = self.stores.history_skipped
-        if (
-            self.stores.latency.count
-        ):  # only streams stamped with sentNs (benchmarks) feed it
+        # only streams stamped with sentNs (benchmarks) feed it
+        if self.stores.latency.count:
             info["latencyMs"] = self.stores.latency.summary()
         return info
 
@@ -268,9 +265,8 @@ class Router(DimActor):
                 )
                 if ev.type in NOTIFY_TYPES:
                     self.notify_desktop(ev)
-            if (
-                self.stores.moved is not None
-            ):  # not for a text delta: one attribute read
+            # not for a text delta: one attribute read
+            if self.stores.moved is not None:
                 # The stores' verdict on the session's turns, right behind the event
                 # that moved them: the page renders it and decides nothing (docs/ui.md,
                 # `turn-state`).
@@ -328,9 +324,8 @@ class Router(DimActor):
                     "uibridge", command_error(inv.reqId, "INVALID_ARGUMENTS", args)
                 )
                 return
-            if (
-                inv.command in SYNC_COMMANDS
-            ):  # local sync: the journal answers (docs/sync.md)
+            # local sync: the journal answers (docs/sync.md)
+            if inv.command in SYNC_COMMANDS:
                 self.ctx.send(
                     "journal",
                     SyncCommand(
@@ -497,6 +492,5 @@ class Router(DimActor):
                 return InvokeResult(
                     reqId=req_id, ok=True, result=[msgspec.Raw(line) for line in lines]
                 )
-        raise ValueError(
-            f"{command}: no handler for {type(args).__name__}"
-        )  # commands.ARGS and this disagree
+        # commands.ARGS and this disagree
+        raise ValueError(f"{command}: no handler for {type(args).__name__}")

@@ -101,9 +101,8 @@ def parse(command: str, args: object) -> Command | None:
     """A SyncCommand's name and arguments as a Command (None: an auto-start with no
     session, ignored)."""
     a = args if isinstance(args, dict) else {}
-    name = (
-        a.get("sessionName") if isinstance(a.get("sessionName"), str) else None
-    )  # from the router
+    # from the router
+    name = a.get("sessionName") if isinstance(a.get("sessionName"), str) else None
     sid = a.get("sessionId")
     if command == AUTO_START:
         return AutoStart(sid, name) if isinstance(sid, str) and sid else None

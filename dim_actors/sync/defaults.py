@@ -20,9 +20,8 @@ def folder_name(text: str | None) -> str:
     """A session name as one safe folder name ("" when nothing usable is left)."""
     name = unicodedata.normalize("NFC", text or "")
     name = _UNSAFE.sub("-", name)
-    name = re.sub(r"\s+", " ", name).strip(
-        " .-"
-    )  # no hidden folder, no "." or "..", no trailing dot
+    # no hidden folder, no "." or "..", no trailing dot
+    name = re.sub(r"\s+", " ", name).strip(" .-")
     while len(name.encode("utf-8")) > NAME_MAX_BYTES:
         name = name[:-1].rstrip(" .-")
     return name

@@ -359,16 +359,14 @@ class Materializer(DimActor):
         folder itself: a deleted sync folder is not brought back by a write)."""
         for folder in loc.missing:
             if loc.through_link:
-                make_user_folders(
-                    Path(folder)
-                )  # below a symlinked folder that stays inside
+                # below a symlinked folder that stays inside
+                make_user_folders(Path(folder))
                 continue
             try:
                 make_user_folder(folder)
             except FileExistsError:
-                st = os.lstat(
-                    folder
-                )  # made meanwhile by someone else: it must be a real folder
+                # made meanwhile by someone else: it must be a real folder
+                st = os.lstat(folder)
                 if not stat_.S_ISDIR(st.st_mode):
                     raise OSError(
                         errno.ENOTDIR,
@@ -550,9 +548,8 @@ class Materializer(DimActor):
         make_folders = bool(loc.missing)
         staging = os.path.dirname(loc.missing[0]) if make_folders else loc.parent
         while loc.through_link and not os.path.isdir(staging):
-            staging = os.path.dirname(
-                staging
-            )  # below a symlinked folder: not looked at yet
+            # below a symlinked folder: not looked at yet
+            staging = os.path.dirname(staging)
         self._tmp_count += 1
         tmp = os.path.join(staging, f"{self._tmp_prefix}{self._tmp_count:x}.tmp")
         st, moved_from = self._into_tmp(tmp, item, mode, data, src, move, local_src)

@@ -396,9 +396,8 @@ def resolve_refusal(
 # a failed upstream change is tried again after this, doubling up to RETRY_MAX_S
 RETRY_FIRST_S = 2.0
 RETRY_MAX_S = 60.0
-SPACE_FREED = (
-    1 << 20
-)  # this much more free space than at the last look: failed writes are tried at once
+# this much more free space than at the last look: failed writes are tried at once
+SPACE_FREED = 1 << 20
 
 
 def retry_delay(retries: int) -> float:

@@ -170,9 +170,8 @@ class Sync:
     accepting: set[str] = field(default_factory=set)
     # newer notes behind a materialization
     queued: dict[str, wire.Notification] = field(default_factory=dict)
-    outstanding: dict[int, int] = field(
-        default_factory=dict
-    )  # seq -> items not yet applied
+    # seq -> items not yet applied
+    outstanding: dict[int, int] = field(default_factory=dict)
     max_seen: int = 0
     inflight: set[int] = field(default_factory=set)
     sent_at: float = 0.0
@@ -188,12 +187,10 @@ class Sync:
     dirty: bool = True
     pushed_at: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
-    failed: dict[str, Failure] = field(
-        default_factory=dict
-    )  # path -> what could not be synced
-    notes: dict[str, wire.Notification] = field(
-        default_factory=dict
-    )  # path -> the state being materialized
+    # path -> what could not be synced
+    failed: dict[str, Failure] = field(default_factory=dict)
+    # path -> the state being materialized
+    notes: dict[str, wire.Notification] = field(default_factory=dict)
     # path -> (failed since, retries, last reason) while retried
     tries: dict[str, tuple[float, int, str | None]] = field(default_factory=dict)
     space_at: float = 0.0  # when the free space was last looked at

@@ -102,9 +102,8 @@ STEP_FILES = 2000
 STEP_S = 0.5
 HAVE_FDINFO = os.path.isdir("/proc/self/fdinfo")
 try:
-    WATCHDOG_VERSION = importlib.metadata.version(
-        "watchdog"
-    )  # named in warnings about its internals
+    # named in warnings about its internals
+    WATCHDOG_VERSION = importlib.metadata.version("watchdog")
 except importlib.metadata.PackageNotFoundError:
     WATCHDOG_VERSION = "?"
 # watchdog >= 7.1.1 tells of an inotify queue overflow with an event to the handler;
@@ -670,9 +669,8 @@ class Watcher(DimActor):
         threading.Thread(
             target=self._ticker, name="watcher-ticker", daemon=True
         ).start()
-        for sid, local_dir in list(
-            self.wanted.items()
-        ):  # after a restart: watch and rescan again
+        # after a restart: watch and rescan again
+        for sid, local_dir in list(self.wanted.items()):
             self._watch(sid, local_dir)
 
     def describe(self) -> dict[str, Any]:
@@ -747,9 +745,8 @@ class Watcher(DimActor):
                 self._tell_figures()
             case WatchFolder():
                 self.wanted[body.sessionId] = body.localDir
-                self.caches.pop(
-                    body.sessionId, None
-                )  # a (re)start: report every file once
+                # a (re)start: report every file once
+                self.caches.pop(body.sessionId, None)
                 self._watch(body.sessionId, body.localDir)
             case UnwatchFolder():
                 self.wanted.pop(body.sessionId, None)
@@ -898,9 +895,8 @@ class Watcher(DimActor):
                 self._look(f, rel, out)
         for rel in map(_unwire_rel, ev.scanDirs):
             if not f.ignored(rel, is_dir=True):
-                self._queue(
-                    ScanJob(f, rel, listing=False)
-                )  # a folder moved in may hold 100,000 files
+                # a folder moved in may hold 100,000 files
+                self._queue(ScanJob(f, rel, listing=False))
                 f.verify_dirs.add(rel)
         rules_changed: set[str] = set()
         for rel in map(_unwire_rel, ev.paths):
@@ -1008,9 +1004,8 @@ class Watcher(DimActor):
 
     def _absent(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
         if rel not in f.absent_once:
-            f.absent_once.add(
-                rel
-            )  # look again shortly: a save may be halfway through a rename
+            # look again shortly: a save may be halfway through a rename
+            f.absent_once.add(rel)
             self.debouncer.touch(f.sid, _wire_rel(rel), delay=ABSENT_CONFIRM_S)
             return
         f.absent_once.discard(rel)
@@ -1020,9 +1015,8 @@ class Watcher(DimActor):
             self.echoes.count(f.sid, "echoesSuppressed")
             return
         self._reporting(f, full, "")
-        out.append(
-            LocalFile(rel, "", 0, 0)
-        )  # the journal ignores paths it never tracked
+        # the journal ignores paths it never tracked
+        out.append(LocalFile(rel, "", 0, 0))
 
     def _walk(self, f: Folder, rel: str, out: list[LocalFile]) -> None:
         """Every file under `rel` ("" the root), looked at."""

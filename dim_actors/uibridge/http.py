@@ -178,9 +178,8 @@ class BridgeServer:
                 await site.start()
                 return
             except OSError as e:
-                await (
-                    site.stop()
-                )  # a site that failed to start is still registered with the runner
+                # a site that failed to start is still registered with the runner
+                await site.stop()
                 if (
                     e.errno != errno.EADDRINUSE
                     or port == 0
@@ -204,9 +203,8 @@ class BridgeServer:
         await asyncio.gather(*(self._close_page(c) for c in list(self.clients)))
         if self.runner is not None:
             await self.runner.cleanup()
-        for c in list(
-            self.clients
-        ):  # any left (a page that came in meanwhile) goes now
+        # any left (a page that came in meanwhile) goes now
+        for c in list(self.clients):
             self._drop(c)
 
     async def _close_page(self, client: PageClient) -> None:
@@ -376,9 +374,8 @@ class BridgeServer:
         loop = asyncio.get_running_loop()
 
         async def send(text: str) -> None:
-            async with asyncio.timeout(
-                SEND_TIMEOUT_S
-            ):  # a timer, not a task: this is the hot path
+            # a timer, not a task: this is the hot path
+            async with asyncio.timeout(SEND_TIMEOUT_S):
                 await client.ws.send_str(text)
 
         while not client.ws.closed:
@@ -387,9 +384,8 @@ class BridgeServer:
             if client.batch:
                 wait = client.last_send + BATCH_WINDOW_S - loop.time()
                 if wait > 0:
-                    await asyncio.sleep(
-                        wait
-                    )  # what arrives meanwhile goes in the same message
+                    # what arrives meanwhile goes in the same message
+                    await asyncio.sleep(wait)
             while client.queue:
                 if client.batch and len(client.queue) > 1:
                     # A browser pays per WebSocket message: at thousands of events a

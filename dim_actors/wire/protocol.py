@@ -759,9 +759,8 @@ def _structure(raw: bytes) -> Iterator[tuple[int, int]]:
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
-_BRACKET_STEP = bytes.maketrans(
-    b"[{]}", b"\x02\x02\x00\x00"
-)  # less 1: an open +1, a close -1
+# less 1: an open +1, a close -1
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 
 
 def nesting_depth(raw: bytes) -> int:

@@ -20,9 +20,8 @@ import msgspec
 # content rides in the Notification below this size (Chronicle: "< 4 KB")
 INLINE_LIMIT = 4096
 CHUNK_SIZE = 1 << 20  # ContentFetchResponse / ContentUpload pieces
-WRITEBACK_INLINE_LIMIT = (
-    4 << 20
-)  # larger write-back content goes ahead as ContentUpload chunks
+# larger write-back content goes ahead as ContentUpload chunks
+WRITEBACK_INLINE_LIMIT = 4 << 20
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 

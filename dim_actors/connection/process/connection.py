@@ -112,9 +112,8 @@ class GatewayConnection:
         self.uplink = uplink
         self.watch = watch or ThreadWatch()
         self.sender = Sender(rate_limit, rate_window_s, self.watch)
-        self.abandoned: set[str] = (
-            set()
-        )  # sessions whose unanswered catch-up page we stopped waiting for
+        # sessions whose unanswered catch-up page we stopped waiting for
+        self.abandoned: set[str] = set()
         self.dialect = Dialect()
         self.traits = GatewayTraits()
         self.warnings: list[str] = []
@@ -418,9 +417,8 @@ class GatewayConnection:
             if url != self.url:
                 continue  # a new Connect arrived: go straight to the new URL
             self.reconnects += 1
-            backoff = self.backoff.next_delay(
-                time.monotonic()
-            )  # counts the attempt either way
+            # counts the attempt either way
+            backoff = self.backoff.next_delay(time.monotonic())
             if delay is None:
                 delay = backoff
             self.set_state("reconnecting", why, retry_in_ms=round(delay * 1000))
@@ -450,9 +448,8 @@ class GatewayConnection:
             self._learned_in(handshake)
         ws.settimeout(None)
         self.connected.set()
-        self.backoff.connected(
-            time.monotonic()
-        )  # up for a minute: the next failure starts afresh
+        # up for a minute: the next failure starts afresh
+        self.backoff.connected(time.monotonic())
         self.set_state("connected")
         # Held while the rejoins and the outbox are queued: the outbox's commands (the
         # user's) then go before the rejoins, and before the list_sessions the app sends
@@ -641,9 +638,8 @@ class GatewayConnection:
             stale = self.requests.take_catchups(sid)
         for p in stale:
             self.sender.settle(p.slot)
-        self.abandoned.add(
-            sid
-        )  # its answer, should it come after all, is not a live event
+        # its answer, should it come after all, is not a live event
+        self.abandoned.add(sid)
         self.learned(getEvents="no")
         self._give_up_catchup(sid, why)
 
@@ -906,9 +902,8 @@ class GatewayConnection:
             # A catch-up page we stopped waiting for: its events are in the gap already
             # told.
             self.abandoned.discard(sid)
-            self.learned(
-                getEvents="yes"
-            )  # slow, not absent: the next catch-up asks again
+            # slow, not absent: the next catch-up asks again
+            self.learned(getEvents="yes")
             log.warning(
                 "a late catch-up page of session %s arrived after the catch-up gave up: dropped",
                 sid,

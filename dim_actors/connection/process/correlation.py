@@ -35,9 +35,8 @@ class Pending:
         form: int = 0,
     ):
         self.req_id, self.type, self.expect = req_id, type_, expect
-        self.slot = SendSlot(
-            awaiting=True
-        )  # its place in the rate window, held until it is answered
+        # its place in the rate window, held until it is answered
+        self.slot = SendSlot(awaiting=True)
         self.frame, self.form = frame, form  # as sent, and its form (dialect.py)
         t = target(frame)  # our own frame, built by build_client_message
         self.session_id, self.client_turn_id = (
