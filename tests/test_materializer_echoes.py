@@ -41,18 +41,21 @@ class Case:
     outcomes: list[str]
     after: dict[str, bytes | None] = field(default_factory=dict)  # None: absent
     messages: int = 1  # WritesAhead sent
+    content_only: int = 0  # writes told before their folders were made
     # symlinked folders: name -> target
     links: dict[str, str] = field(default_factory=dict)
 
 
 CASES = [
     Case(
-        "a new file in a new folder",
+        "a new file in a new folder: told by its content before the folder is made",
         {},
         [write("src/a.py", b"print(1)\n")],
-        [("src/a.py", h(b"print(1)\n"))],
+        [("src/a.py", h(b"print(1)\n")), ("src/a.py", h(b"print(1)\n"))],
         ["written"],
         {"src/a.py": b"print(1)\n"},
+        messages=2,
+        content_only=1,
     ),
     Case(
         "a deletion",
@@ -114,17 +117,27 @@ CASES = [
             write("d/2.txt", b"2"),
             MaterializeItem("gone.txt", 2, "", isDeletion=True, expectedHash=h(b"x")),
         ],
-        [("d/1.txt", h(b"1")), ("d/2.txt", h(b"2")), ("gone.txt", "")],
+        # d/ is new: its first file is told ahead of the folder, the second finds it
+        [
+            ("d/1.txt", h(b"1")),
+            ("d/1.txt", h(b"1")),
+            ("d/2.txt", h(b"2")),
+            ("gone.txt", ""),
+        ],
         ["written", "written", "deleted"],
         {"d/1.txt": b"1", "d/2.txt": b"2", "gone.txt": None},
+        messages=2,
+        content_only=1,
     ),
     Case(
         "new folders below a symlinked folder that stays inside",
         {"real/keep.txt": b"k"},
         [write("link/new/x.txt", b"x")],
-        [("link/new/x.txt", h(b"x"))],
+        [("link/new/x.txt", h(b"x")), ("link/new/x.txt", h(b"x"))],
         ["written"],
         {"real/new/x.txt": b"x", "link/new/x.txt": b"x"},
+        messages=2,
+        content_only=1,
         links={"link": "real"},
     ),
 ]
@@ -168,6 +181,16 @@ def test_the_watcher_is_told_every_write_before_it_is_made(tmp_path, case: Case)
     assert len(ahead) == case.messages
     assert not [m for m in told if isinstance(m, WritesAbandoned)]
     writes = [w for m in ahead for w in m.writes]
+    # Told ahead of a new folder by its content alone, its look follows later; every
+    # other write is told with its look (a deletion has none).
+    content_only = [i for i, w in enumerate(writes) if w.contentHash and w.sig is None]
+    assert len(content_only) == case.content_only
+    for i in content_only:
+        w = writes[i]
+        assert any(
+            (v.path, v.contentHash) == (w.path, w.contentHash) and v.sig is not None
+            for v in writes[i + 1 :]
+        ), w
     assert [(os.path.relpath(w.path, folder), w.contentHash) for w in writes] == (
         case.told
     )

@@ -45,13 +45,15 @@ class EchoSet:
         self._entries.setdefault(path, []).append((content_hash, sig, now + self.ttl_s))
         self._written[path] = (content_hash, now + self.ttl_s * WRITTEN_TTL_FACTOR)
 
-    def attach_sig(self, path: str, content_hash: str, sig: tuple) -> None:
-        """After the write: what the file looks like, so the watcher need not read it."""
+    def attach_sig(self, path: str, content_hash: str, sig: tuple) -> bool:
+        """What a write told of by its content alone will look like, so the watcher
+        need not read the file; False when no such write is waiting."""
         items = self._entries.get(path) or []
         for i, (h, s, t) in enumerate(items):
             if h == content_hash and s is None:
                 items[i] = (h, sig, t)
-                return
+                return True
+        return False
 
     def _expire(self, now: float) -> None:
         if now - self._last_expiry < 1.0:

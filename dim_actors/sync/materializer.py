@@ -354,6 +354,24 @@ class Materializer(DimActor):
             raise UnsafePath(f"path {rel!r} is a symlink; refusing to write through it")
         return Loc(full, parent, tuple(missing), st, resolve)
 
+    def _make_folders_ahead(
+        self, sid: str, loc: Loc, item: MaterializeItem
+    ) -> list[EchoWrite]:
+        """The target's missing folders, made before its temp file is written, so the
+        temp file is written in the target's own folder: a rename into a folder that is
+        not watched yet is half a move to watchdog, which then holds every later event of
+        the tree for half a second (its move grouping). The watcher walks a new folder as
+        soon as it sees it, so it is told of the file first: its content now, its
+        (size, mtime, inode) with the message's other writes."""
+        told = [EchoWrite(loc.full, item.contentHash)]
+        self.ctx.send_now("watcher", WritesAhead(sessionId=sid, writes=told))
+        try:
+            self._make_folders(loc)
+        except OSError:
+            self.ctx.send_now("watcher", WritesAbandoned(sessionId=sid, writes=told))
+            raise
+        return told
+
     def _make_folders(self, loc: Loc) -> None:
         """The target's missing folders, one by one below the sync folder (never the
         folder itself: a deleted sync folder is not brought back by a write)."""
@@ -541,18 +559,17 @@ class Materializer(DimActor):
             else:
                 self._result(sid, item, "unchanged", cur)
             return
-        # Missing folders are made with the writes, not now: the watcher walks a new
-        # folder as soon as it sees it, and must know of the files it will find there.
-        # Until then the temp file waits in the deepest folder there is (the new ones
-        # are made in it: the same disk).
-        make_folders = bool(loc.missing)
-        staging = os.path.dirname(loc.missing[0]) if make_folders else loc.parent
-        while loc.through_link and not os.path.isdir(staging):
-            # below a symlinked folder: not looked at yet
-            staging = os.path.dirname(staging)
+        told = self._make_folders_ahead(sid, loc, item) if loc.missing else []
         self._tmp_count += 1
-        tmp = os.path.join(staging, f"{self._tmp_prefix}{self._tmp_count:x}.tmp")
-        st, moved_from = self._into_tmp(tmp, item, mode, data, src, move, local_src)
+        tmp = os.path.join(loc.parent, f"{self._tmp_prefix}{self._tmp_count:x}.tmp")
+        try:
+            st, moved_from = self._into_tmp(tmp, item, mode, data, src, move, local_src)
+        except OSError:
+            if told:
+                self.ctx.send_now(
+                    "watcher", WritesAbandoned(sessionId=sid, writes=told)
+                )
+            raise
         # a rename keeps size, mtime and inode: the watcher will know the file without
         # reading it
         writes = [
@@ -566,8 +583,6 @@ class Materializer(DimActor):
         def commit() -> list[EchoWrite]:
             nonlocal moved_from
             try:
-                if make_folders:
-                    self._make_folders(loc)
                 if move and local_src:
                     assert src is not None
                     moved = self._move_to(src, tmp, mode, local_src)

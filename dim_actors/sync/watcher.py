@@ -736,7 +736,11 @@ class Watcher(DimActor):
                 self.on_watchdog_note(body)
             case WritesAhead():
                 for w in body.writes:
-                    self.echoes.add(w.path, w.contentHash, w.sig)
+                    # the look of a write told ahead by its content (a new folder's)
+                    if w.sig is None or not self.echoes.attach_sig(
+                        w.path, w.contentHash, w.sig
+                    ):
+                        self.echoes.add(w.path, w.contentHash, w.sig)
             case WritesAbandoned():
                 for w in body.writes:
                     self.echoes.discard(w.path, w.contentHash)
