@@ -208,3 +208,82 @@ def test_the_watcher_is_told_every_write_before_it_is_made(tmp_path, case: Case)
     assert not [
         n for _, _, names in os.walk(folder) for n in names if n.endswith(".tmp")
     ]
+
+
+class SavedMeanwhile(Materializer):
+    """The user saves each staged target in the window between the staging of our write
+    and its rename (the writes are settled once the message is handled)."""
+
+    def _settle(self) -> None:
+        for p in self._pending:
+            for w in p.writes:
+                if w.contentHash:
+                    with open(w.path, "wb") as fh:
+                        fh.write(b"the user's save")
+        super()._settle()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        write("e.txt", b"upstream's", expected=h(b"old")),
+        MaterializeItem(
+            "b.txt",
+            2,
+            h(b"moved"),
+            expectedHash="",
+            renamedFrom="a.txt",
+            renamedFromHash=h(b"moved"),
+        ),
+    ],
+    ids=["inline content", "a rename of a local file"],
+)
+def test_a_save_in_the_window_before_the_rename_stands_and_leaves_no_temp_file(
+    tmp_path, item: MaterializeItem
+):
+    folder = os.path.realpath(tmp_path / "f")
+    os.makedirs(folder)
+    for rel, data in {"e.txt": b"old", "a.txt": b"moved"}.items():
+        with open(os.path.join(folder, rel), "wb") as fh:
+            fh.write(data)
+    with supervised(
+        tmp_path,
+        [ChildSpec("materializer", SavedMeanwhile)],
+        ["materializer", "watcher", "journal", "connection"],
+        period_s=30.0,
+    ) as tree:
+        tree.addresses.send(
+            "test",
+            "materializer",
+            Materialize(sessionId="s1", localDir=folder, items=[item]),
+        )
+        journal, watcher = tree.addresses["journal"], tree.addresses["watcher"]
+        results = wait_until(
+            lambda: [
+                r
+                for env in list(journal.held)
+                if isinstance(env.body, Materialized)
+                for r in env.body.results
+            ],
+            30,
+            what="the results",
+        )
+        abandoned = wait_until(
+            lambda: [
+                w
+                for env in list(watcher.held)
+                if isinstance(env.body, WritesAbandoned)
+                for w in env.body.writes
+            ],
+            30,
+            what="the untold write",
+        )
+    assert [r.outcome for r in results] == ["local_changed"]
+    target = os.path.join(folder, item.path)
+    with open(target, "rb") as fh:
+        assert fh.read() == b"the user's save"
+    assert target in [w.path for w in abandoned]
+    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")], os.listdir(folder)
+    if item.renamedFrom:  # the local file that was to move is where it was
+        with open(os.path.join(folder, "a.txt"), "rb") as fh:
+            assert fh.read() == b"moved"

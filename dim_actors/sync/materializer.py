@@ -142,14 +142,12 @@ def _saved_meanwhile(target: str, cur: str, item: MaterializeItem) -> str | None
 
 def _abandon(tmp: str, moved_from: str | None) -> None:
     """A write that failed: the temp file goes, or back where it came from (a local
-    file)."""
-    if moved_from is not None:
-        try:
-            os.rename(tmp, moved_from)
-        except OSError:
-            pass
+    file, which is never deleted: if it cannot go back, it stays as the temp file)."""
     try:
-        os.unlink(tmp)
+        if moved_from is not None:
+            os.rename(tmp, moved_from)
+        else:
+            os.unlink(tmp)
     except OSError:
         pass
 
@@ -418,9 +416,8 @@ class Materializer(DimActor):
             log.warning("sync %s: refused an upstream change: %s", sid, e)
             self._result(sid, item, "rejected", detail=str(e))
             return
-        except (
-            OSError
-        ) as e:  # a name too long for the disk, a folder we may not look into...
+        except OSError as e:
+            # a name too long for the disk, a folder we may not look into...
             self._failed(sid, item, e)
             return
         if self._real_root(local_dir) is None:
@@ -593,6 +590,8 @@ class Materializer(DimActor):
                     if moved_from is not None:
                         os.rename(tmp, moved_from)  # put it back where it was
                         moved_from = None
+                    else:
+                        os.unlink(tmp)  # the user's save stands: ours goes
                     self._result(sid, item, "local_changed", now)
                     return writes
                 os.replace(tmp, target)
