@@ -561,9 +561,8 @@ class Mirror:
                     if isinstance(e, (MirrorError, AnswerError))
                     else f"{type(e).__name__}: {e}"
                 )
-            except (
-                Exception
-            ) as e:  # a gateway's odd answer must not end the link: report, start over
+            except Exception as e:
+                # a gateway's odd answer must not end the link: report, start over
                 log.exception("mirror %s: unexpected failure", self.sid)
                 failed = f"{type(e).__name__}: {e}"
             finally:

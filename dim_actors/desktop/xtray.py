@@ -211,9 +211,8 @@ class XTrayIcon:
                 event_mask=X.NoEventMask,
             )
             self._d.sync()
-        except (
-            error.XError
-        ) as e:  # the tray went between the look and the request: try again later
+        except error.XError as e:
+            # the tray went between the look and the request: try again later
             log.debug("docking the tray icon failed: %s", e)
             return
         self._manager = owner

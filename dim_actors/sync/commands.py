@@ -259,9 +259,8 @@ def plan_start(
                 "with confirm: true to go ahead",
             )
         make_user_folders(path)
-    except (
-        OSError
-    ) as e:  # a path under a file, a read-only disk, a folder we may not read
+    except OSError as e:
+        # a path under a file, a read-only disk, a folder we may not read
         raise _unusable(path, e) from e
     if s is None or not same_folder:
         return StartPlan("new", str(path))
