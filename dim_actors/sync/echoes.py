@@ -121,11 +121,6 @@ class EchoSet:
         if kind == "echoesLeaked":
             self.leaked += 1
 
-    def counts(self, session_id: str) -> dict[str, int]:
-        return dict(
-            self._counts.get(session_id) or {"echoesSuppressed": 0, "echoesLeaked": 0}
-        )
-
     def counted(self) -> dict[str, tuple[int, int]]:
         """(echoesSuppressed, echoesLeaked) of every session with any."""
         return {

@@ -183,11 +183,13 @@ class GitIgnore:
         # per .gitignore (by its folder's depth): the pattern that decided the parent
         # path
         parent_rule: dict[int, int] = {}
+        # each folder's .gitignore, looked at once per call (a stat each)
+        rules_at = [self._rules("/".join(parts[:depth])) for depth in range(len(parts))]
         for end in range(1, len(parts) + 1):
             as_dir = end < len(parts) or is_dir
             ignored = False
             for depth in range(end):  # from the root down: the deepest, last match wins
-                rules = self._rules("/".join(parts[:depth]))
+                rules = rules_at[depth]
                 if rules is None:
                     continue
                 include, index = rules.check("/".join(parts[depth:end]), as_dir)
