@@ -46,6 +46,7 @@ from dim_actors.messages import (
     ContentReady,
     FetchContent,
     Msg,
+    ReplicaLinkState,
     ReplicationUpdate,
     SendWriteBack,
     StartReplication,
@@ -398,9 +399,8 @@ class Controls(Protocol):
     def put_control(self, msg: Msg) -> None: ...
 
 
-Report = Callable[
-    [str, str, bool], None
-]  # (state, detail, force): the Link's, with readOnly set
+# (state, detail, force): the Link's, with readOnly set
+Report = Callable[[ReplicaLinkState, str, bool], None]
 
 
 class MirrorError(Exception):

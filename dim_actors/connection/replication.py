@@ -46,6 +46,7 @@ from dim_actors.messages import (
     ContentReady,
     FetchContent,
     Msg,
+    ReplicaLinkState,
     ReplicationState,
     ReplicationUpdate,
     SendWriteBack,
@@ -134,7 +135,7 @@ class Link:
         self.notes: list[wire.Notification] = []
         self.ready: list[ContentItem] = []
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
-        self.state = ""
+        self.state: ReplicaLinkState | None = None  # none reported yet
         self.detail = ""
         # set while the gateway has no /replicate (mirror.py)
         self.mirror: Mirror | None = None
@@ -209,7 +210,11 @@ class Link:
     # --- the reader -------------------------------------------------------------------
 
     def _report(
-        self, state: str, detail: str = "", force: bool = False, read_only: bool = False
+        self,
+        state: ReplicaLinkState,
+        detail: str = "",
+        force: bool = False,
+        read_only: bool = False,
     ) -> None:
         if self.stopped.is_set() and state != "stopped":
             # A stopped link's reader may still finish a connect (or fail one) that
@@ -225,7 +230,7 @@ class Link:
                 )
             )
 
-    def _mirror_report(self, state: str, detail: str, force: bool) -> None:
+    def _mirror_report(self, state: ReplicaLinkState, detail: str, force: bool) -> None:
         self._report(state, detail, force, read_only=True)
 
     def _run_mirror(self, why: str) -> str | None:

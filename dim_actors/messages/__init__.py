@@ -28,6 +28,7 @@ from dim_actors.messages.connection import (
     GatewayState,
     GatewayTraits,
     JoinedSessions,
+    LinkState,
     OutboxChanged,
     Queued,
     Resync,
@@ -63,6 +64,7 @@ from dim_actors.messages.replication import (
     ContentItem,
     ContentReady,
     FetchContent,
+    ReplicaLinkState,
     ReplicationState,
     ReplicationUpdate,
     SendWriteBack,
@@ -91,6 +93,7 @@ from dim_actors.messages.sync import (
     Materialized,
     MaterializedItem,
     MaterializeItem,
+    Outcome,
     ScanProgress,
     SyncCommand,
     SyncTick,
@@ -108,6 +111,9 @@ from dim_actors.messages.ui import (
 )
 
 __all__ = [
+    "Outcome",
+    "ReplicaLinkState",
+    "LinkState",
     "ACTOR_NAMES",
     "AUTO_START",
     "OUTBOX_ID_MAX",

@@ -43,8 +43,11 @@ class GatewayTraits(msgspec.Struct):
     staleAfterMs: int | None = None
 
 
+LinkState = Literal["connecting", "connected", "reconnecting", "auth_failed", "offline"]
+
+
 class ConnectionState(Msg, tag="connection_state"):
-    state: str  # connecting | connected | reconnecting | auth_failed | offline
+    state: LinkState
     url: str = ""
     detail: str = ""
     reconnects: int = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from dim_actors.messages.base import Msg
@@ -65,6 +67,9 @@ class ReplicationUpdate(Msg, tag="replication_update"):
     fullResync: str | None = None
 
 
+ReplicaLinkState = Literal["connecting", "connected", "retrying", "refused", "stopped"]
+
+
 class ReplicationState(Msg, tag="replication_state"):
     """A link's state. ``readOnly``: the link is the read-only mirror of a gateway
     without /replicate (connection/mirror.py); it takes no write-backs, so the journal
@@ -72,7 +77,7 @@ class ReplicationState(Msg, tag="replication_state"):
     states never do."""
 
     sessionId: str
-    state: str  # connecting | connected | retrying | refused | stopped
+    state: ReplicaLinkState
     detail: str = ""
     readOnly: bool = False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -83,13 +83,21 @@ class Materialize(Msg, tag="materialize"):
     items: list[MaterializeItem]
 
 
-class MaterializedItem(msgspec.Struct, array_like=True):
-    """outcome: written | deleted | unchanged | local_changed | rejected | failed |
-    copied (a conflict copy)."""
+Outcome = Literal[
+    "written",
+    "deleted",
+    "unchanged",
+    "local_changed",
+    "rejected",
+    "failed",
+    "copied",  # a conflict copy
+]
 
+
+class MaterializedItem(msgspec.Struct, array_like=True):
     path: str
     iteration: int
-    outcome: str
+    outcome: Outcome
     hash: str = ""
     detail: str = ""
 
@@ -194,7 +202,7 @@ class JournalRecord(Msg, tag="journal_record"):
     """A change recorded as it is, without sync logic (kept for tools and tests)."""
 
     sessionId: str
-    origin: str  # local | upstream
+    origin: Literal["local", "upstream"]
     path: str
     contentHash: str | None = None
     isDeletion: bool = False

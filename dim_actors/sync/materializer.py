@@ -56,6 +56,7 @@ from dim_actors.messages import (
     MaterializedItem,
     MaterializeItem,
     Msg,
+    Outcome,
     WritesAbandoned,
     WritesAhead,
 )
@@ -293,7 +294,7 @@ class Materializer(DimActor):
         self,
         sid: str,
         item: MaterializeItem,
-        outcome: str,
+        outcome: Outcome,
         digest: str = "",
         detail: str = "",
     ) -> None:

@@ -82,6 +82,7 @@ from dim_actors.messages import (
     ConnectionState,
     Disconnect,
     GatewayTraits,
+    LinkState,
     PipeEvent,
     Resync,
     ResyncStarted,
@@ -156,7 +157,7 @@ class GatewayConnection:
         self.bad_frames = 0
         self.max_frame_bytes = MAX_SOCKET_FRAME
         self.identity: dict[str, Any] | None = None
-        self.state = "offline"
+        self.state: LinkState = "offline"
         self.replication = ReplicationLinks(uplink, lambda: (self.url, self.token))
 
     @property
@@ -171,7 +172,7 @@ class GatewayConnection:
     # --- state ------------------------------------------------------------------------
 
     def set_state(
-        self, state: str, detail: str = "", retry_in_ms: int | None = None
+        self, state: LinkState, detail: str = "", retry_in_ms: int | None = None
     ) -> None:
         self.state = state
         self.uplink.put_control(
