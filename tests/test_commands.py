@@ -236,6 +236,8 @@ def test_every_local_and_sync_command_has_its_struct_and_none_is_a_gateway_comma
         "outbox_cancel",
         "get_settings",
         "set_settings",
+        "search_sessions",
+        "list_folders",
     } == LOCAL_COMMANDS
     assert not set(commands.ARGS) & set(CLIENT_MESSAGES)
 

@@ -560,7 +560,8 @@ def test_get_history(app: App, events: EventStream):
 
 
 def test_get_events(app: App, events: EventStream):
-    sid = new_session(app)
+    # named, so the first message does not title it (an event of its own)
+    sid = new_session(app, name="get events")
     app.invoke("run_turn", sessionId=sid, text="one two three")
     done = events.wait_event("turn_complete", sid)
     last = events.wait_event(
@@ -713,7 +714,8 @@ def test_several_clients_joined_to_one_session_all_receive_its_events(
     try:
         other.wait_connected()
         other_events = other.events()
-        sid = new_session(app, "coding-agent")
+        # named, so the first message does not title it (an event of its own)
+        sid = new_session(app, "coding-agent", name="shared")
         other.invoke("join_session", sessionId=sid)
         turn_id = app.invoke(
             "run_turn", sessionId=sid, text="/think hm\n/stream 50\n/tool ls {}"

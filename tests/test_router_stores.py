@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from dim_actors.devgateway import BackgroundGateway
@@ -120,3 +121,63 @@ def test_unknown_events_without_a_seq_are_kept_and_bad_ones_go_to_invalid(gw):
             for i in chat["invalid"]
         ] == [(bad, True)]
         assert stores.bad_input == 1
+
+
+# --- textAt: where each of a turn's items came among its streamed text, for the page to lay
+# its cards out among the text after a reload as it did live (docs/ui.md, "The turn view").
+
+SID_T = "s-text-at"
+
+
+def turn_ev(type_: str, seq: int, **fields) -> GatewayEvent:
+    return frame(
+        {"type": type_, "sessionId": SID_T, "seq": seq, "turnId": "t1", **fields}
+    )
+
+
+def text(seq: int, s: str) -> GatewayEvent:
+    return turn_ev("text_delta", seq, text=s)
+
+
+def tool(seq: int) -> GatewayEvent:
+    return turn_ev("tool_call_start", seq, toolCallId=f"c{seq}", toolName="read")
+
+
+# Each case: the events after turn_started, then textAt of turn_started, of each item, and of
+# turn_complete.
+TEXT_AT_CASES = [
+    pytest.param([], [0, 0], id="start-only"),
+    pytest.param([tool(2)], [0, 0, 0], id="card-before-any-text"),
+    pytest.param(
+        [text(2, "Before I change anything, a question."), tool(3), text(4, "\nDone.")],
+        [0, 37, 43],
+        id="text-card-text",
+    ),
+    pytest.param(
+        [text(2, "ab"), tool(3), tool(4), text(5, "c")],
+        [0, 2, 2, 3],
+        id="cards-at-one-offset",
+    ),
+    # The page counts as JavaScript does: UTF-16 code units (an emoji outside the BMP is two).
+    pytest.param(
+        [text(2, "é😀"), tool(3), text(4, "日本")], [0, 3, 5], id="utf16-lengths"
+    ),
+    pytest.param(
+        [text(2, "x"), turn_ev("text_delta", 2, text="dup"), tool(3)],
+        [0, 1, 1],
+        id="a-duplicate-delta-counts-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize("after, text_at", TEXT_AT_CASES)
+def test_each_item_records_how_much_text_had_streamed(after, text_at):
+    stores = Stores()
+    stores.apply(frame({"type": "session_created", "session": {"id": SID_T}}))
+    for ev in [turn_ev("turn_started", 1, text="hi"), *after]:
+        stores.apply(ev)
+    stores.apply(turn_ev("turn_complete", 99, finalText=""))
+    snap = json.loads(msgspec.json.encode(stores.snapshot()))
+    turn = snap["chats"][SID_T]["turns"][0]
+    assert turn["textAt"] == text_at
+    assert len(turn["textAt"]) == len(turn["items"])

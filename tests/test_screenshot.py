@@ -47,7 +47,7 @@ def test_screenshot_of_the_main_window(browser, app: App):
     try:
         page.goto(app.runtime["uiUrl"])
         expect(page.locator("body[data-ready='1']")).to_have_count(1)
-        expect(page.get_by_test_id("connection-state")).to_have_text("connected")
+        expect(page.get_by_test_id("connection-state")).to_have_text("Connected")
         page.locator(f"[data-testid='session-item'][data-session-id='{sid}']").click()
         app.invoke("run_turn", sessionId=sid, text=SCRIPT)
         turn = page.get_by_test_id("turn").last

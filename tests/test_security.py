@@ -386,7 +386,7 @@ def test_the_browser_is_opened_on_a_private_file_that_logs_in(
             page.goto(open_page.as_uri())
             page.wait_for_url(f"{app.base}/**")
             expect(page.locator("body[data-ready='1']")).to_have_count(1)
-            expect(page.get_by_test_id("connection-state")).to_have_text("connected")
+            expect(page.get_by_test_id("connection-state")).to_have_text("Connected")
             expect(page.get_by_test_id("session-item")).to_have_count(1)
             assert "token" not in page.url
         finally:

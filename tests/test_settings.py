@@ -114,6 +114,12 @@ def test_bad_values_are_rejected_naming_the_key_and_the_file_is_untouched(app: A
         error = e.value.body["error"]
         assert error["key"] == key, (changes, error)
         assert error["message"].startswith(f"set_settings: {key}: "), error
+        # in plain words after the key: what to enter, never a type name
+        if key != "no_such_key":
+            assert error["problem"].startswith(("Enter ", "Choose ")), error
+            assert error["message"].endswith(error["problem"]), error
+            for raw in ("Expected", "`int`", "str", "got"):
+                assert raw not in error["problem"], error
         assert (
             settings_file(app).read_bytes() == before
             and settings_file(app).stat().st_mtime_ns == mtime
@@ -193,9 +199,84 @@ def test_the_settings_screen_shows_saves_and_rejects_with_the_key_named(page, ap
     panel.get_by_test_id("settings-save").click()
     error = panel.get_by_test_id("settings-error")
     expect(error).to_be_visible(timeout=60000)
-    expect(error).to_contain_text("max_restarts")
+    expect(error).to_contain_text("Enter a whole number from 0 to 1,000")
     expect(error).to_have_attribute("data-key", "max_restarts")
     expect(restarts).to_have_attribute("aria-invalid", "true")
+    # next to the field, in the same words
+    field = panel.locator(".settings-field[data-key='max_restarts']")
+    expect(field.get_by_test_id("settings-field-error")).to_have_text(
+        "Enter a whole number from 0 to 1,000 (not “-2”)"
+    )
     assert settings_file(app).read_bytes() == before
     assert app.invoke("get_settings")["values"]["max_restarts"] == 6
+    assert page.page_errors == []
+
+
+def test_the_settings_form_has_groups_labels_in_words_and_proper_inputs(page, app: App):
+    """What a user sees: groups, a label in words (the TOML key only in small print), a
+    number input with its bounds, a checkbox, a select with words, help under each field,
+    a plain error next to the field for text in a number field, and the restart note."""
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=60000)
+    page.get_by_test_id("settings-open").click()
+    panel = page.get_by_test_id("settings-panel")
+    groups = panel.get_by_test_id("settings-group")
+    expect(groups.locator("legend")).to_have_text(
+        [
+            "Gateway",
+            "Window and notifications",
+            "Sync",
+            "Connection (advanced)",
+            "Actors (advanced)",
+            "Logs (advanced)",
+        ],
+        timeout=60000,
+    )
+    field = panel.locator(".settings-field[data-key='max_restarts']")
+    expect(field.locator("label")).to_have_text(
+        "Restart a failing part of the app at most"
+    )
+    expect(field.locator(".settings-unit")).to_have_text("times")
+    expect(field.locator(".settings-key")).to_have_text("max_restarts")
+    expect(field.locator(".settings-help")).to_contain_text(
+        "Takes effect when dim-desktop restarts."
+    )
+    restarts = panel.get_by_test_id("setting-max_restarts")
+    expect(restarts).to_have_attribute("type", "number")
+    expect(restarts).to_have_attribute("min", "0")
+    expect(restarts).to_have_attribute("max", "1000")
+    expect(panel.get_by_test_id("setting-tray")).to_have_attribute("type", "checkbox")
+    ui_open = panel.get_by_test_id("setting-ui_open")
+    expect(ui_open.locator("option")).to_have_text(
+        [
+            "Automatic",
+            "Its own window",
+            "The web browser",
+            "Nothing (use the address it prints)",
+        ]
+    )
+    # No label is a raw key.
+    labels = panel.locator(".settings-label").all_inner_texts()
+    assert labels and not [t for t in labels if "_" in t], labels
+
+    # Text in a number field: the words the bridge would use, nothing sent.
+    log_keep = panel.get_by_test_id("setting-log_keep")
+    log_keep.press_sequentially("e")
+    before = settings_file(app).read_bytes() if settings_file(app).exists() else None
+    panel.get_by_test_id("settings-save").click()
+    keep_field = panel.locator(".settings-field[data-key='log_keep']")
+    expect(keep_field.get_by_test_id("settings-field-error")).to_have_text(
+        "Enter a whole number from 0 to 100", timeout=60000
+    )
+    expect(log_keep).to_have_attribute("aria-invalid", "true")
+    after = settings_file(app).read_bytes() if settings_file(app).exists() else None
+    assert after == before
+
+    # A restart-only setting saved: it says when it takes effect.
+    log_keep.fill("4")
+    panel.get_by_test_id("settings-save").click()
+    expect(panel.get_by_test_id("settings-status")).to_contain_text(
+        "takes effect when dim-desktop restarts", timeout=60000
+    )
+    expect(keep_field.get_by_test_id("setting-pending")).to_be_visible()
+    expect(keep_field.get_by_test_id("settings-field-error")).to_be_hidden()
     assert page.page_errors == []

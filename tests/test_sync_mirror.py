@@ -1035,6 +1035,7 @@ def test_the_sync_panel_says_mirror_and_marks_local_edits(mapp, ref, browser, tm
         page.goto(mapp.runtime["uiUrl"])
         expect(page.locator("body[data-ready='1']")).to_have_count(1)
         page.locator(f"[data-testid='session-item'][data-session-id='{sid}']").click()
+        page.get_by_test_id("side-tab-sync").click()
         panel = page.get_by_test_id("sync-panel")
         expect(panel.get_by_test_id("sync-mode")).to_have_text(MIRROR_NOTE)
         edit = panel.locator("[data-testid='sync-local-edit'][data-path='notes.md']")

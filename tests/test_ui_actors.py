@@ -1,6 +1,6 @@
-"""The Actors panel: live status, a Restart button per actor, a live message log with a
-type filter; and the connection's state in the page, counting down to the next attempt
-while reconnecting."""
+"""The Actors panel (in the Diagnostics view): live status, a Restart button per actor, a
+live message log with a type filter; and the connection's state in the page, counting down
+to the next attempt while reconnecting."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ T = 30_000
 
 def test_actors_panel_restarts_an_actor_and_shows_its_live_log(page, app):
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=T)
+    page.get_by_test_id("diagnostics-open").click()
     rows = page.get_by_test_id("actor-row")
     expect(rows).to_have_count(6, timeout=T)
     journal = page.locator("[data-testid='actor-row'][data-actor='journal']")
@@ -44,6 +45,7 @@ def test_actors_panel_restarts_an_actor_and_shows_its_live_log(page, app):
 
 def test_actors_panel_shows_what_dimctl_status_shows(page, app):
     expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=T)
+    page.get_by_test_id("diagnostics-open").click()
     row = lambda name: page.locator(f"[data-testid='actor-row'][data-actor='{name}']")  # noqa: E731
     # Messages handled, live: the router's count moves as it works.
     handled = row("router").get_by_test_id("actor-handled")
@@ -95,7 +97,7 @@ def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
         page.get_by_test_id("gateway-token").fill("right")
         page.get_by_test_id("gateway-connect").click()
         expect(indicator).to_have_text(
-            re.compile(r"^reconnecting in \d+ s$"), timeout=T
+            re.compile(r"^Reconnecting in \d+ s…$"), timeout=T
         )
         expect(indicator).to_have_attribute("data-state", "reconnecting")
         first = int(re.search(r"\d+", indicator.inner_text()).group())
@@ -105,7 +107,7 @@ def test_reconnecting_counts_down_to_the_next_attempt(page, app, tmp_path):
         # seen before then is the page's.
         lower = "|".join(str(n) for n in range(1, first))
         expect(indicator).to_have_text(
-            re.compile(rf"^reconnecting in ({lower}) s$"),
+            re.compile(rf"^Reconnecting in ({lower}) s…$"),
             timeout=min(T, (first - 1) * 1000),
         )
         connection = page.locator("[data-testid='actor-row'][data-actor='connection']")

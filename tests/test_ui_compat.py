@@ -130,25 +130,31 @@ def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(
     ready(page)
     item = new_session(page, "echo")
     sid = item.get_attribute("data-session-id")
-    name = item.get_by_test_id("session-name").inner_text()
     send(page, "said before it went")
     turn = page.get_by_test_id("turn")
     expect(turn).to_have_attribute("data-status", "complete", timeout=T)
+    # titled from its first message
+    name = "said before it went"
+    expect(item.get_by_test_id("session-name")).to_have_text(name, timeout=T)
 
     app.invoke("gateway_disconnect")
     indicator = page.get_by_test_id("connection-state")
-    expect(indicator).to_have_text("offline", timeout=T)
+    expect(indicator).to_have_text("Offline", timeout=T)
     with Client(app.runtime["gatewayUrl"], token=app.runtime["gatewayToken"]) as other:
         other.ok("delete_session", sessionId=sid)
     app.invoke("gateway_connect", url=app.runtime["gatewayUrl"])
-    expect(indicator).to_have_text("connected", timeout=T)
+    expect(indicator).to_have_text("Connected", timeout=T)
 
     def shows_it_gone() -> None:
         expect(page.get_by_test_id("session-gone")).to_have_text(GONE_BANNER, timeout=T)
-        expect(page.get_by_test_id("selected-session-status")).to_have_text("gone")
+        expect(page.get_by_test_id("selected-session-status")).to_have_text(
+            "Deleted elsewhere"
+        )
         gone = by_id(page, sid)
         expect(gone).to_have_attribute("data-gone", "1")
-        expect(gone.get_by_test_id("session-status")).to_have_text("gone")
+        expect(gone.get_by_test_id("session-status")).to_have_attribute(
+            "data-status", "gone"
+        )
         # still known by its name
         expect(gone.get_by_test_id("session-name")).to_have_text(name)
         expect(page.get_by_test_id("message-input")).to_be_disabled()
@@ -156,7 +162,7 @@ def test_a_session_deleted_while_away_stays_with_its_transcript_marked_gone(
         expect(
             page.get_by_test_id("session-follow")
         ).to_be_hidden()  # nothing left to join
-        expect(page.get_by_test_id("session-joined")).to_have_text("not joined")
+        expect(page.get_by_test_id("session-joined")).to_have_text("Not following")
         expect(
             page.get_by_test_id("turn").get_by_test_id("assistant-text")
         ).to_have_text("said before it went")
@@ -188,7 +194,7 @@ def test_the_popover_and_dimctl_status_show_the_gateways_warnings_and_traits(
         indicator = page.get_by_test_id("connection-state")
         expect(indicator).to_have_attribute("data-warnings", "1", timeout=T)
         # the mark is not part of the state's text
-        expect(indicator).to_have_text("connected")
+        expect(indicator).to_have_text("Connected")
         mark = page.evaluate(
             "getComputedStyle(document.querySelector(\"[data-testid='connection-state']\"), "
             "'::after').content"

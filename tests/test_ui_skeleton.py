@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 def test_create_a_session_by_clicking_send_hello_and_see_the_reply_stream_in(page, app):
     expect(page.locator("body[data-ready='1']")).to_have_count(1)
-    expect(page.get_by_test_id("connection-state")).to_have_text("connected")
+    expect(page.get_by_test_id("connection-state")).to_have_text("Connected")
     page.get_by_test_id("new-session").click()
     expect(page.get_by_test_id("session-item")).to_have_count(1)
     box = page.get_by_test_id("message-input")

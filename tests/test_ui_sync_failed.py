@@ -19,6 +19,14 @@ from synchelpers import make_tree, upstream
 # the CPUs with other jobs).
 WAIT_S = 60
 UI_WAIT_MS = WAIT_S * 1000
+
+
+def open_sync(page):
+    """The Sync tab, shown: its panel."""
+    page.get_by_test_id("side-tab-sync").click()
+    return page.get_by_test_id("sync-panel")
+
+
 MIB = 1 << 20
 
 
@@ -45,12 +53,12 @@ def synced_session(
     expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
     run(page, script)
     sid = page.get_by_test_id("session-item").get_attribute("data-session-id")
-    panel = page.get_by_test_id("sync-panel")
+    panel = open_sync(page)
     folder = folder or tmp_path / "synced"
     panel.get_by_test_id("sync-dir").fill(str(folder))
     panel.get_by_test_id("sync-start").click()
-    expect(panel.get_by_test_id("sync-state")).to_have_text(
-        "active", timeout=UI_WAIT_MS
+    expect(panel.get_by_test_id("sync-state")).to_have_attribute(
+        "data-state", "active", timeout=UI_WAIT_MS
     )
     return sid, folder
 
@@ -71,7 +79,7 @@ def test_local_files_that_cannot_be_synced_are_listed_with_their_reason_until_fi
     small_limit, page, app, tmp_path
 ):
     sid, folder = synced_session(page, tmp_path, "/write notes.md hello\\n")
-    panel = page.get_by_test_id("sync-panel")
+    panel = open_sync(page)
     expect(panel.get_by_test_id("sync-counts")).to_have_attribute(
         "data-files", "1", timeout=UI_WAIT_MS
     )
@@ -131,7 +139,7 @@ def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(
     sid, folder = synced_session(
         page, tmp_path, f"/write {long_name} from the agent\\n"
     )
-    panel = page.get_by_test_id("sync-panel")
+    panel = open_sync(page)
     failed = panel.get_by_test_id("sync-failed")
     item = failed.locator(f"[data-testid='sync-failed-item'][data-path='{long_name}']")
     expect(item).to_have_count(1, timeout=UI_WAIT_MS)
@@ -150,7 +158,7 @@ def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(
 
 def test_more_failures_than_listed_are_counted_in_the_heading(page, app, tmp_path):
     sid, folder = synced_session(page, tmp_path, "/write notes.md hello\\n")
-    panel = page.get_by_test_id("sync-panel")
+    panel = open_sync(page)
     expect(panel.get_by_test_id("sync-counts")).to_have_attribute(
         "data-files", "1", timeout=UI_WAIT_MS
     )
@@ -172,7 +180,7 @@ def test_the_panel_shows_the_free_space_and_a_pause_for_want_of_it(
     sid, folder = synced_session(
         page, tmp_path, "/write notes.md hello\\n", small_disk / "synced"
     )
-    panel = page.get_by_test_id("sync-panel")
+    panel = open_sync(page)
     limits = panel.get_by_test_id("sync-limits")
     # 4 MiB disk: the floor is 1% of it (41 KiB)
     expect(limits).to_contain_text(
@@ -181,16 +189,16 @@ def test_the_panel_shows_the_free_space_and_a_pause_for_want_of_it(
     expect(limits).to_have_attribute("data-low", "")
 
     filler = fill(small_disk)
-    expect(panel.get_by_test_id("sync-state")).to_have_text(
-        "paused", timeout=UI_WAIT_MS
+    expect(panel.get_by_test_id("sync-state")).to_have_attribute(
+        "data-state", "paused", timeout=UI_WAIT_MS
     )
     expect(panel.get_by_test_id("sync-error")).to_contain_text("not enough free space")
     expect(limits).to_have_attribute("data-low", "1")
     expect(limits).to_contain_text("0 bytes free")
 
     filler.unlink()
-    expect(panel.get_by_test_id("sync-state")).to_have_text(
-        "active", timeout=UI_WAIT_MS
+    expect(panel.get_by_test_id("sync-state")).to_have_attribute(
+        "data-state", "active", timeout=UI_WAIT_MS
     )
     expect(panel.get_by_test_id("sync-error")).to_be_hidden()
     expect(limits).to_have_attribute("data-low", "")
@@ -206,7 +214,7 @@ def test_a_big_folder_shows_how_far_its_first_pass_got(page, app, tmp_path):
     page.get_by_test_id("agent-type").select_option("coding-agent")
     page.get_by_test_id("new-session").click()
     expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
-    panel = page.get_by_test_id("sync-panel")
+    panel = open_sync(page)
     panel.get_by_test_id("sync-dir").fill(str(folder))
     panel.get_by_test_id("sync-start").click()
     panel.get_by_test_id("sync-confirm").click()  # not empty: it asks first

@@ -8,7 +8,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -229,7 +228,9 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
             print(f"dim-desktop: {e}", file=sys.stderr)
             return 1
 
-    ui_token = secrets.token_urlsafe(32)
+    # The last run's token and port, so that a page left open reconnects by itself
+    # (docs/security.md, "The UI token").
+    ui_token = home.ui_token()
     connection = ConnectionMemory(
         url=url,
         token=token,
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
     runtime = SupervisorRuntime(
         home, settings, connection, ui_token, args.ui_port, desktop_link, replace
     )
+    # --ui-port wins over it
+    runtime.wiring.bridge.preferred_port = home.last_ui_port()
     stopper = Stopper(runtime, home, gateway)
     catch_stop_signals(runtime)
     desktop: Desktop | None = None
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
         if runtime.exit_code:  # the supervisor gave up: an actor could not start
             raise StartFailed(runtime.stop_reason)
         ui_url = f"http://127.0.0.1:{runtime.ui_port}/?token={ui_token}"
+        home.remember_ui_port(runtime.ui_port)
         if not stopper.write_runtime(
             RuntimeInfo(
                 pid=os.getpid(),

@@ -16,8 +16,11 @@ import fcntl
 import html
 import json
 import os
+import re
+import secrets
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +177,38 @@ class DimHome:
     def open_page(self) -> Path:
         return self.run_dir / "open.html"
 
+    @property
+    def ui_token_file(self) -> Path:
+        return self.run_dir / "ui-token"
+
+    @property
+    def ui_port_file(self) -> Path:
+        return self.run_dir / "ui-port"
+
+    def ui_token(self) -> str:
+        """The page's token: the one of the last run while it is valid (a private
+        regular file of ours, well formed, younger than UI_TOKEN_MAX_AGE_S), so that a
+        page left open across a restart of the app goes on working; else a new one,
+        saved 0600. Deleting the file makes the next start choose a new one."""
+        token = _read_private(self.ui_token_file, UI_TOKEN_MAX_AGE_S)
+        if token is not None and _TOKEN_RE.fullmatch(token):
+            return token
+        token = secrets.token_urlsafe(32)
+        _write_private(self.run_dir, self.ui_token_file, token + "\n")
+        return token
+
+    def last_ui_port(self) -> int:
+        """The UI bridge's port in the last run (0: none known)."""
+        text = _read_private(self.ui_port_file, None)
+        try:
+            port = int(text or "0")
+        except ValueError:
+            return 0
+        return port if 1024 <= port <= 65535 else 0
+
+    def remember_ui_port(self, port: int) -> None:
+        _write_private(self.run_dir, self.ui_port_file, f"{port}\n")
+
     def ensure(self) -> list[ModeFix]:
         """Create the folders (0700), and make everything already in DIM_HOME private to
         its user. Returns what had to be changed, for the caller to log once logging is
@@ -250,6 +285,44 @@ class DimHome:
             Path(tmp).unlink(missing_ok=True)
             raise
         return self.open_page
+
+
+# The page's token is renewed at the first start after this long.
+UI_TOKEN_MAX_AGE_S = 30 * 86400
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _read_private(path: Path, max_age_s: float | None) -> str | None:
+    """The first line of a regular file that is ours and that only we may read, or
+    None (missing, a link, someone else's, readable by others, too old)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_uid != os.geteuid()
+            or stat.S_IMODE(st.st_mode) & 0o077
+            or (max_age_s is not None and time.time() - st.st_mtime > max_age_s)
+        ):
+            return None
+        text = f.read(4096).decode("ascii", errors="replace")
+    lines = text.splitlines()
+    return lines[0].strip() if lines else None
+
+
+def _write_private(folder: Path, path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file holding `text`."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def open_page_html(url: str) -> str:

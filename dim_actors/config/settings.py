@@ -31,9 +31,11 @@ class SettingsError(ValueError):
     """A bad settings file or a bad change. `key` names the setting at fault (when there
     is one)."""
 
-    def __init__(self, message: str, key: str | None = None):
+    def __init__(self, message: str, key: str | None = None, problem: str = ""):
         super().__init__(message)
         self.key = key
+        # The message without the key, for a form that shows it next to the field.
+        self.problem = problem
 
 
 class SettingsFileError(SettingsError):
@@ -96,13 +98,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ("ws://", "wss://")
         ):
             raise ValueError(
-                f"gateway_url: must be a ws:// or wss:// URL, not {self.gateway_url!r}"
+                "gateway_url: Enter an address starting with ws:// or wss:// "
+                f"(not “{self.gateway_url}”)"
             )
         if self.token_source == "file" and not self.token_file:
-            raise ValueError('token_file: needed when token_source = "file"')
+            raise ValueError(
+                "token_file: Enter the token file's path: the token is to come from a file"
+            )
         if self.stale_after_s and self.stale_after_s <= self.ping_interval_s:
             raise ValueError(
-                f"stale_after_s: must be more than ping_interval_s ({self.ping_interval_s:g})"
+                "stale_after_s: Enter 0 (from the gateway's heartbeat) or more than the "
+                f"connection check interval, ping_interval_s ({self.ping_interval_s:g} s)"
             )
         for name in (
             "restart_period_s",
@@ -113,88 +119,303 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "request_timeout_s",
         ):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name}: must be a finite number")
+                raise ValueError(f"{name}: Enter a finite number")
         if self.sync_root is not None and not os.path.isabs(
             os.path.expanduser(self.sync_root)
         ):
             raise ValueError(
-                f"sync_root: must be an absolute folder path (~ allowed), not {self.sync_root!r}"
+                "sync_root: Enter a full folder path, starting with / or ~ "
+                f"(not “{self.sync_root}”)"
             )
         for pattern in self.sync_extra_ignore:
             if not pattern.strip() or "\n" in pattern or "\x00" in pattern:
                 raise ValueError(
-                    f"sync_extra_ignore: {pattern!r} is not a pattern (empty, or a "
-                    "line break in it)"
+                    f"sync_extra_ignore: Enter one pattern per line (“{pattern}” is "
+                    "empty or has a line break in it)"
                 )
 
 
-# What the Settings screen shows: the help text of every key, and whether it needs a
-# restart.
-HELP: dict[str, str] = {
-    "gateway_url": "Gateway (ws:// or wss://) used when --gateway is not given; "
-    "empty: the embedded dev gateway",
-    "token_source": "Where the gateway token comes from when --token is not given: "
-    "env ($DIM_TOKEN), file, or flag (only --token)",
-    "token_file": "File whose first line is the token (token_source = file), readable "
-    "only by you (chmod 600); relative to DIM_HOME/config",
-    "ui_open": "At start: auto (native window where available, else the browser), "
-    "window, browser, or none",
-    "tray": "Show a tray icon where the desktop has a system tray",
-    "native_notifications": "Desktop notifications from the app when no window of it is focused",
-    "sync_root": "Folder that session folders are synced under by default "
-    "(<sync_root>/<session name>); absolute",
-    "sync_auto_start": "Start syncing a session never synced before into its folder "
-    "under sync_root when it is opened",
-    "sync_extra_ignore": "Extra ignore patterns for sync (gitignore syntax, like a "
-    ".gitignore at each folder's root), one per line",
-    "sync_max_file_mb": "Local files larger than this (MiB) are not synced; the Sync "
-    "panel lists them",
-    "sync_min_free_mb": "Sync pauses when the sync folder's disk has less free space "
-    "than this (MiB); empty: 64 MiB or 1% of the disk, whichever is smaller; 0: never",
-    "max_restarts": "Restarts of one actor allowed within restart_period_s before escalating",
-    "restart_period_s": "Window of the restart intensity, in seconds",
-    "shutdown_timeout_s": "How long an actor may take to stop, in seconds",
-    "hang_timeout_s": "One message handled for longer than this (seconds) means the actor is hung",
-    "ping_interval_s": "Keepalive ping interval, in seconds",
-    "stale_after_s": "Silence (seconds) after which the gateway link is dead; 0: from "
-    "the gateway's heartbeat (1.5 times it, at least 10 s); otherwise more than "
-    "ping_interval_s",
-    "request_timeout_s": "How long a command waits for the gateway's answer, in seconds",
-    "send_rate_limit": "Messages the client sends per send_rate_window_s at most (the "
-    "gateway's limit; 0: no pacing)",
-    "send_rate_window_s": "Window of send_rate_limit, in seconds",
-    "uplink_memory_limit": "Bytes of events the connection process buffers in memory "
-    "before spilling to disk",
-    "log_ring_size": "Messages kept in memory per actor for dimctl logs",
-    "log_max_bytes": "Size at which an actor's message log file is rotated, in bytes",
-    "log_keep": "Rotated message log files kept per actor",
+# What the Settings screen shows, in the words a user reads: each key's group, its label,
+# the unit next to its input, a help line, and the kind of text it takes (a folder, a
+# file, a gateway address). The TOML key is small print for those who edit the file.
+GROUPS: tuple[str, ...] = (
+    "Gateway",
+    "Window and notifications",
+    "Sync",
+    "Connection (advanced)",
+    "Actors (advanced)",
+    "Logs (advanced)",
+)
+
+
+class Field(msgspec.Struct, frozen=True):
+    group: str
+    label: str
+    help: str
+    unit: str = ""
+    kind: str = ""  # "url", "path" (a folder), "file"; "" for the rest
+
+
+FIELDS: dict[str, Field] = {
+    "gateway_url": Field(
+        "Gateway",
+        "Gateway address",
+        "The Diminuendo gateway to connect to, a ws:// or wss:// address. Leave it "
+        "empty to use the built-in test gateway. The --gateway option wins over it.",
+        kind="url",
+    ),
+    "token_source": Field(
+        "Gateway",
+        "Where the gateway token comes from",
+        "Used when no --token or --token-file is given.",
+    ),
+    "token_file": Field(
+        "Gateway",
+        "Token file",
+        "A file whose first line is the token, readable only by you (chmod 600). A "
+        "relative path is inside dim-desktop's config folder.",
+        kind="file",
+    ),
+    "ui_open": Field(
+        "Window and notifications",
+        "When dim-desktop starts, open",
+        "Automatic: its own window where this computer can show one, else the browser.",
+    ),
+    "tray": Field(
+        "Window and notifications",
+        "Show an icon in the system tray",
+        "Only where the desktop has a system tray.",
+    ),
+    "native_notifications": Field(
+        "Window and notifications",
+        "Show desktop notifications",
+        "When a turn ends, fails or asks you something while no dim-desktop window "
+        "has the focus.",
+    ),
+    "sync_root": Field(
+        "Sync",
+        "Folder for synced sessions",
+        "Each session is synced into a folder of its own name inside this one, unless "
+        "you choose another. A full path (starting with / or ~).",
+        kind="path",
+    ),
+    "sync_auto_start": Field(
+        "Sync",
+        "Start syncing new sessions by themselves",
+        "A session never synced before starts syncing into its folder (above) when "
+        "you open it.",
+    ),
+    "sync_extra_ignore": Field(
+        "Sync",
+        "Also leave out of sync",
+        "Patterns of files not to sync, one per line, written as in a .gitignore "
+        "file (for example *.log or build/).",
+    ),
+    "sync_max_file_mb": Field(
+        "Sync",
+        "Do not sync files larger than",
+        "Larger files stay on this computer; the Sync panel lists them.",
+        unit="MiB",
+    ),
+    "sync_min_free_mb": Field(
+        "Sync",
+        "Pause sync when free disk space is below",
+        "Empty: 64 MiB or 1% of the disk, whichever is smaller. 0: never pause.",
+        unit="MiB",
+    ),
+    "max_restarts": Field(
+        "Actors (advanced)",
+        "Restart a failing part of the app at most",
+        "If one part (actor) fails more often than this within the period below, "
+        "dim-desktop stops instead of restarting it again.",
+        unit="times",
+    ),
+    "restart_period_s": Field(
+        "Actors (advanced)",
+        "… within",
+        "The period the restarts above are counted over.",
+        unit="seconds",
+    ),
+    "shutdown_timeout_s": Field(
+        "Actors (advanced)",
+        "Give each part this long to stop",
+        "When dim-desktop stops or restarts a part of itself.",
+        unit="seconds",
+    ),
+    "hang_timeout_s": Field(
+        "Actors (advanced)",
+        "Treat a part as stuck after",
+        "One message taking longer than this to handle means the part is stuck.",
+        unit="seconds",
+    ),
+    "uplink_memory_limit": Field(
+        "Actors (advanced)",
+        "Keep incoming events in memory up to",
+        "Beyond this, events waiting to be handled are kept in a file on disk "
+        "(never dropped).",
+        unit="bytes",
+    ),
+    "ping_interval_s": Field(
+        "Connection (advanced)",
+        "Check the connection every",
+        "How often dim-desktop pings the gateway to keep the connection alive.",
+        unit="seconds",
+    ),
+    "stale_after_s": Field(
+        "Connection (advanced)",
+        "Treat the connection as lost after a silence of",
+        "0: from the gateway's own heartbeat (1.5 times it, at least 10 seconds). "
+        "Otherwise it must be more than the check interval above.",
+        unit="seconds",
+    ),
+    "request_timeout_s": Field(
+        "Connection (advanced)",
+        "Wait for the gateway's answer at most",
+        "How long a command waits for the gateway before it fails.",
+        unit="seconds",
+    ),
+    "send_rate_limit": Field(
+        "Connection (advanced)",
+        "Send at most",
+        "The gateway's own limit; dim-desktop paces itself under it. 0: no pacing.",
+        unit="messages",
+    ),
+    "send_rate_window_s": Field(
+        "Connection (advanced)",
+        "… per",
+        "The period the messages above are counted over.",
+        unit="seconds",
+    ),
+    "log_ring_size": Field(
+        "Logs (advanced)",
+        "Keep in memory, per part, the last",
+        "What `dimctl logs` and the Actors panel's log viewer show.",
+        unit="messages",
+    ),
+    "log_max_bytes": Field(
+        "Logs (advanced)",
+        "Start a new message log file at",
+        "An actor's message log is rotated when it reaches this size.",
+        unit="bytes",
+    ),
+    "log_keep": Field(
+        "Logs (advanced)",
+        "Keep old message log files",
+        "How many rotated log files to keep for each part.",
+        unit="files",
+    ),
 }
+# The choices of a choice setting, in words.
+CHOICE_LABELS: dict[str, dict[str, str]] = {
+    "token_source": {
+        "env": "The DIM_TOKEN environment variable",
+        "file": "A token file (below)",
+        "flag": "Only the --token option",
+    },
+    "ui_open": {
+        "auto": "Automatic",
+        "window": "Its own window",
+        "browser": "The web browser",
+        "none": "Nothing (use the address it prints)",
+    },
+}
+# Kept for callers that want the help text alone.
+HELP: dict[str, str] = {key: f.help for key, f in FIELDS.items()}
 # applied at once; every other key at the next start
 LIVE_KEYS = frozenset({"native_notifications"})
 KEYS: tuple[str, ...] = Settings.__struct_fields__
+RESTART_NOTE = "Takes effect when dim-desktop restarts."
 
 
-def _schema_type(key: str) -> dict[str, Any]:
+def _bounds(key: str) -> tuple[Any, msgspec.inspect.Type]:
     info = msgspec.inspect.type_info(Settings)
     assert isinstance(info, msgspec.inspect.StructType)
-    field = next(f for f in info.fields if f.name == key)
-    t = field.type
+    t = next(f for f in info.fields if f.name == key).type
     optional = False
     if isinstance(t, msgspec.inspect.UnionType):
         inner = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
         optional, t = True, inner[0]
+    return optional, t
+
+
+def _number(n: float) -> str:
+    return f"{n:,g}" if isinstance(n, float) else f"{n:,}"
+
+
+def _number_expectation(t: msgspec.inspect.Type) -> str:
+    if isinstance(t, msgspec.inspect.IntType):
+        lo, hi = t.ge, t.le
+        if lo is not None and hi is not None:
+            return f"Enter a whole number from {_number(lo)} to {_number(hi)}"
+        if lo == 0:
+            return "Enter a whole number, 0 or more"
+        if lo is not None:
+            return f"Enter a whole number of at least {_number(lo)}"
+        return "Enter a whole number"
+    assert isinstance(t, msgspec.inspect.FloatType)
+    if t.gt is not None:
+        return f"Enter a number greater than {_number(t.gt)}"
+    if t.ge == 0:
+        return "Enter a number, 0 or more"
+    if t.ge is not None:
+        return f"Enter a number of at least {_number(t.ge)}"
+    return "Enter a number"
+
+
+_TEXT_EXPECTATIONS = {
+    "url": "Enter an address starting with ws:// or wss://",
+    "file": "Enter the path of a file",
+    "path": "Enter a full folder path, starting with / or ~",
+}
+
+
+def expectation(key: str) -> str:
+    """What a valid value of `key` is, said as what to do: "Enter a whole number from 0
+    to 1000". The page, the bridge and the start-up error all say this."""
+    optional, t = _bounds(key)
+    if isinstance(t, msgspec.inspect.LiteralType):
+        words = CHOICE_LABELS.get(key, {})
+        return "Choose one of: " + ", ".join(
+            words.get(c, str(c)) for c in _choices(key)
+        )
+    if isinstance(t, msgspec.inspect.BoolType):
+        return "Choose on or off"
+    if isinstance(t, msgspec.inspect.ListType):
+        return "Enter one pattern per line"
+    if isinstance(t, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        text = _number_expectation(t)
+    else:
+        text = _TEXT_EXPECTATIONS.get(FIELDS[key].kind, "Enter a text")
+    return text + (", or leave it empty" if optional else "")
+
+
+def _choices(key: str) -> list[Any]:
+    args = typing.get_args(typing.get_type_hints(Settings)[key])
+    # Literal[...] | None: the Literal's own values
+    if args and typing.get_origin(args[0]) is Literal:
+        args = typing.get_args(args[0])
+    return list(args)
+
+
+def _schema_type(key: str) -> dict[str, Any]:
+    optional, t = _bounds(key)
     out: dict[str, Any] = {"optional": optional}
     if isinstance(t, msgspec.inspect.LiteralType):
+        choices = _choices(key)
+        words = CHOICE_LABELS.get(key, {})
         out.update(
             type="choice",
-            choices=list(typing.get_args(typing.get_type_hints(Settings)[key])),
+            choices=choices,
+            choiceLabels={c: words.get(c, str(c)) for c in choices},
         )
     elif isinstance(t, msgspec.inspect.BoolType):
         out["type"] = "bool"
     elif isinstance(t, msgspec.inspect.IntType):
-        out.update(type="int", min=t.ge)
+        out.update(type="int", min=t.ge, max=t.le)
     elif isinstance(t, msgspec.inspect.FloatType):
-        out.update(type="float")
+        out.update(type="float", min=t.ge if t.ge is not None else t.gt)
+        if t.gt is not None:
+            out["minExclusive"] = True
     elif isinstance(t, msgspec.inspect.ListType):
         out["type"] = "list"
     else:
@@ -202,17 +423,40 @@ def _schema_type(key: str) -> dict[str, Any]:
     return out
 
 
-SCHEMA: list[dict[str, Any]] = [
-    {"key": k, **_schema_type(k), "help": HELP.get(k, ""), "live": k in LIVE_KEYS}
-    for k in KEYS
-]
+def _spec(key: str) -> dict[str, Any]:
+    field = FIELDS[key]
+    live = key in LIVE_KEYS
+    return {
+        "key": key,
+        **_schema_type(key),
+        "group": field.group,
+        "label": field.label,
+        "help": field.help,
+        "unit": field.unit,
+        "kind": field.kind,
+        "expect": expectation(key),
+        "live": live,
+        "applies": "Takes effect at once." if live else RESTART_NOTE,
+    }
+
+
+# In the Settings screen's order: by group, then as the keys are declared.
+SCHEMA: list[dict[str, Any]] = sorted(
+    (_spec(k) for k in KEYS), key=lambda s: GROUPS.index(s["group"])
+)
+_SPEC = {s["key"]: s for s in SCHEMA}
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.(?P<key>[A-Za-z0-9_]+)[^`]*`)?$", re.S)
 
 
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def _key_error(e: msgspec.ValidationError, data: dict[str, Any]) -> SettingsError:
-    """msgspec's message, rephrased to start with the key: 'max_restarts: Expected `int`
-    >= 0, got -1'."""
+    """msgspec's message, said in plain words after the key it is about:
+    'max_restarts: Enter a whole number from 0 to 1000 (not “-1”)'."""
     text = str(e)
     unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
     if unknown:
@@ -223,15 +467,17 @@ def _key_error(e: msgspec.ValidationError, data: dict[str, Any]) -> SettingsErro
     msg = m.group("msg") if m else text
     if key is None:
         # From __post_init__: "key: message" already.
-        head = msg.split(":", 1)[0]
-        return SettingsError(msg, head if head in KEYS else None)
-    msg = msg.replace("`", "")
-    choices = next((f.get("choices") for f in SCHEMA if f["key"] == key), None)
-    if choices and "enum" in msg:
-        msg = f"must be one of {', '.join(choices)}, not {data.get(key)!r}"
-    elif key in data and "got" not in msg:
-        msg += f", got {data[key]!r}"
-    return SettingsError(f"{key}: {msg}", key)
+        head, _, rest = msg.partition(": ")
+        if head in KEYS:
+            return SettingsError(msg, head, rest)
+        return SettingsError(msg)
+    problem = expectation(key)
+    value = data.get(key)
+    if isinstance(value, str) and _SPEC[key]["type"] in ("int", "float", "list"):
+        problem += f" (“{_shown(value)}” was given as text)"
+    elif key in data:
+        problem += f" (not “{_shown(value)}”)"
+    return SettingsError(f"{key}: {problem}", key, problem)
 
 
 def validate(data: dict[str, Any]) -> Settings:
@@ -265,7 +511,7 @@ def load_settings(path: Path) -> Settings:
     try:
         return validate(data)
     except SettingsError as e:
-        raise SettingsError(f"{path}: {e}", e.key) from None
+        raise SettingsError(f"{path}: {e}", e.key, e.problem) from None
 
 
 def to_dict(settings: Settings) -> dict[str, Any]:
@@ -330,7 +576,9 @@ def apply_changes(path: Path, changes: dict[str, Any]) -> Settings:
     data = read_file(path)
     for key, value in changes.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise SettingsError(f"{key}: must be a finite number", key)
+            raise SettingsError(
+                f"{key}: Enter a finite number", key, "Enter a finite number"
+            )
         if value is None or (
             value == "" and key in ("gateway_url", "token_file", "sync_root")
         ):
@@ -388,6 +636,8 @@ def settings_command(
         error = {"code": code, "message": f"{command}: {e}"}
         if e.key:
             error["key"] = e.key
+        if e.problem:
+            error["problem"] = e.problem
         return False, error
 
 

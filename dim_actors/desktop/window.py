@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dim_actors.desktop.folderdialog import choose_folder as pick_folder
+
 log = logging.getLogger("dim.desktop.window")
 
 INSTALL_HINT = "pip install 'dim-desktop[desktop]'"
@@ -126,6 +128,19 @@ class NativeWindow:
         self.window.events.closing += self._on_closing
         self.window.events.shown += self._on_shown
         self.window.events.loaded += self.loaded.set
+        window = self.window
+
+        # The page's "Choose…" (window.pywebview.api.choose_folder): a plain function,
+        # since pywebview passes the page's arguments by the parameters it names.
+        def choose_folder(start: str | None = None) -> str | None:
+            return pick_folder(
+                lambda d: window.create_file_dialog(
+                    webview.FileDialog.FOLDER, directory=d
+                ),
+                start,
+            )
+
+        self.window.expose(choose_folder)
 
         def started() -> None:
             self.started.set()

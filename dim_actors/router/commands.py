@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from dim_actors.messages import OUTBOX_ID_MAX
+from dim_actors.router import search
 from dim_actors.wire.limits import NAME_MAX
 
 INT64_MAX = (1 << 63) - 1
@@ -99,6 +100,24 @@ class ResolveConflict(Args):
         return path_problem("path", self.path)
 
 
+class SearchSessions(Args):
+    query: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+
+    def problem(self) -> str | None:
+        return search.query_problem(self.query)
+
+
+class ListFolders(Args):
+    """The folder picker's listing (router/folders.py): None is the home folder."""
+
+    path: str | None = None
+    showHidden: bool = False
+
+    def problem(self) -> str | None:
+        return None if self.path is None else path_problem("path", self.path)
+
+
 ARGS: dict[str, type[Args]] = {
     "get_state": NoArgs,
     "gateway_connect": GatewayConnect,
@@ -117,6 +136,8 @@ ARGS: dict[str, type[Args]] = {
     "resolve_conflict": ResolveConflict,
     "sync_pause": NoArgs,
     "sync_resume": NoArgs,
+    "list_folders": ListFolders,
+    "search_sessions": SearchSessions,
 }
 
 

@@ -4,6 +4,7 @@ gateway."""
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from dim_actors.messages import (
     SyncCommand,
     UiEvent,
 )
-from dim_actors.router import commands
+from dim_actors.router import commands, folders, search, titles
 from dim_actors.router.stores import BadEvent, Stores
 from dim_actors.wire import protocol
 
@@ -138,6 +139,9 @@ class Router(DimActor):
         self.awaiting_resync = self.memory.incarnations > 1
         if self.awaiting_resync:
             self.ctx.send("connection", Resync())
+        # Sessions this router has named from their first message: a second message
+        # sent before the rename came back must not name it again.
+        self.titled: set[str] = set()
 
     def describe(self) -> dict[str, Any]:
         info = {
@@ -372,6 +376,33 @@ class Router(DimActor):
             "connection",
             SendFrame(reqId=inv.reqId, type=inv.command, frame=frame, expect=expect),
         )
+        if inv.command == "run_turn" and isinstance(fields, dict):
+            self.title_from_first_message(fields)
+
+    def title_from_first_message(self, fields: dict[str, Any]) -> None:
+        """A session with the gateway's default name gets its first message's first
+        line as its name, for every page and dimctl alike (titles.py). Sent after the
+        run_turn, so the turn never waits on it; a session that already has turns, or a
+        name someone gave it, is left as it is."""
+        sid = fields.get("sessionId")
+        if not isinstance(sid, str):
+            return
+        meta = self.stores.sessions.get(sid)
+        if meta is None or sid in self.titled:
+            return
+        # Offline the run_turn waits in the outbox; a rename queued beside it would be
+        # one more queued command the user never asked for.
+        if self.stores.connection.get("state") != "connected":
+            return
+        if not titles.is_default_name(meta.get("name")):
+            return
+        chat = self.stores.chats.get(sid)
+        if chat is not None and chat.turns:
+            return
+        title = titles.title_from_message(fields.get("text"))
+        if title is not None:
+            self.titled.add(sid)
+            self.send_internal("rename_session", {"sessionId": sid, "name": title})
 
     # --- local sync hooks: the journal names default folders after sessions (docs/sync.md §7)
 
@@ -445,7 +476,30 @@ class Router(DimActor):
             case "gateway_disconnect", _:
                 self.ctx.send("connection", Disconnect())
                 return InvokeResult(reqId=req_id, ok=True, result={"state": "offline"})
+            case "list_folders", commands.ListFolders(path=path, showHidden=hidden):
+                return self.list_folders(req_id, path, hidden)
+            case "search_sessions", commands.SearchSessions(query=query, limit=limit):
+                # newest activity first, as the page lists them
+                updated = {
+                    sid: meta.get("updatedAt") or 0
+                    for sid, meta in self.stores.sessions.items()
+                }
+                order = sorted(
+                    self.stores.chats.values(),
+                    key=lambda c: -updated.get(c.sessionId, 0),
+                )
+                found = search.search_chats(order, query, limit)
+                return InvokeResult(reqId=req_id, ok=True, result=found)
         return self.actor_command(req_id, command, args)
+
+    def list_folders(self, req_id: int, path: str | None, hidden: bool) -> InvokeResult:
+        """The page's folder picker (in a browser): confined to home and sync_root."""
+        roots = folders.roots_for(os.path.expanduser("~"), self.ctx.settings.sync_root)
+        try:
+            listing = folders.list_folders(path, roots, hidden)
+        except folders.FolderError as e:
+            return command_error(req_id, e.code, e.message)
+        return InvokeResult(reqId=req_id, ok=True, result=listing)
 
     def joined(self) -> list[str]:
         """Sessions the connection keeps joined; a gone one never counts, whatever its

@@ -199,6 +199,13 @@ class DeltaMeter:
         }
 
 
+def _utf16_len(text: str) -> int:
+    """The length of `text` as JavaScript counts it: characters outside the BMP are two."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le")) // 2
+
+
 class Turn:
     __slots__ = (
         "turnId",
@@ -212,6 +219,8 @@ class Turn:
         "firstSeq",
         "lastSeq",
         "items",
+        "textAt",
+        "textLen",
         "fromHistory",
         "requests",
     )
@@ -228,6 +237,11 @@ class Turn:
         self.firstSeq = seq
         self.lastSeq = seq
         self.items: list[msgspec.Raw] = []
+        # Parallel to items: how much delta text had streamed when each item came, so a
+        # reloaded page puts each card where it was among the text. Counted in UTF-16
+        # code units, as the page measures its strings.
+        self.textAt: list[int] = []
+        self.textLen = 0
         # Built from a `history` answer, not from events: its text only (no tool calls,
         # thinking, ...).
         self.fromHistory = False
@@ -266,6 +280,7 @@ class Turn:
     def append_text(self, text: str, seq: int | None) -> None:
         parts = self.parts
         parts.append(text)
+        self.textLen += _utf16_len(text)
         if len(parts) - self.chunks >= _COMPACT_AT:
             # Fold the newest deltas into one string: a long stream costs its text, not
             # a
@@ -274,6 +289,10 @@ class Turn:
             self.chunks += 1
         self.deltaCount += 1
         self.lastSeq = seq
+
+    def add_item(self, raw: msgspec.Raw) -> None:
+        self.items.append(raw)
+        self.textAt.append(self.textLen)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -287,6 +306,7 @@ class Turn:
             "firstSeq": self.firstSeq,
             "lastSeq": self.lastSeq,
             "items": self.items,
+            "textAt": self.textAt,
             "fromHistory": self.fromHistory,
         }
 
@@ -495,6 +515,7 @@ def _turn_from_history(h: protocol.HistoryTurn) -> Turn:
     t.status = h.status
     if h.finalText:
         t.parts, t.chunks = [h.finalText], 1
+        t.textLen = _utf16_len(h.finalText)
     t.finalText = h.finalText
     t.error = _history_error(h)
     t.lastSeq = h.endedSeq if h.endedSeq is not None else h.startedSeq
@@ -751,7 +772,7 @@ class Stores:
         turn_id: str | None = getattr(read, "turnId", None)
         match read:
             case protocol.TurnStarted() if turn_id:
-                chat.start_turn(read, seq).items.append(ev.raw)
+                chat.start_turn(read, seq).add_item(ev.raw)
             case protocol.History(turns=entries):
                 if not isinstance(entries, list):
                     raise TypeError("history: `turns` is not a list")
@@ -760,12 +781,12 @@ class Stores:
                 # Outside a turn: it answers whichever turn asked, and renders there.
                 held = chat.resolve(None, request_id)
                 if held is not None:
-                    held.items.append(ev.raw)
+                    held.add_item(ev.raw)
                 else:
                     self._keep_other(chat, ev, seq)
             case _ if turn_id is not None:
                 self._apply_turn_item(chat.turn(turn_id, seq), chat, read, seq)
-                chat.by_id[turn_id].items.append(ev.raw)
+                chat.by_id[turn_id].add_item(ev.raw)
             case _:
                 self._keep_other(chat, ev, seq)
 

@@ -254,9 +254,10 @@ def plan_start(
         ):
             raise CommandError(
                 "FOLDER_NOT_EMPTY",
-                f"{path} is not empty and is not an earlier sync of this session. Its files would "
-                "be merged with the workspace (conflicts kept side by side); call start_sync again "
-                "with confirm: true to go ahead",
+                f"{path} is not empty and is not an earlier sync of this session. If you "
+                "sync into it anyway, the files already there are kept and compared with "
+                "the workspace's; where both have a file that differs, both versions are "
+                "kept side by side. To sync into it anyway, start again with confirm set.",
             )
         make_user_folders(path)
     except OSError as e:

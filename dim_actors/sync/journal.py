@@ -38,6 +38,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -86,7 +87,7 @@ from dim_actors.sync.state import (
     ScanWork,
     Sync,
 )
-from dim_actors.sync.status import refused_status, status_view
+from dim_actors.sync.status import RECENT_UPLOADS_SHOWN, refused_status, status_view
 from dim_actors.sync.store import Store
 from dim_actors.wire import replication as wire
 
@@ -126,6 +127,9 @@ class Journal(DimActor):
     def on_start(self) -> None:
         super().on_start()
         self.db_path = self.ctx.home.data_dir / "journal.sqlite"
+        # sessionId -> the newest write-backs upstream accepted (sync_status's
+        # recentUploads: the page tells a local edit from the agent's by them)
+        self.uploads: dict[str, deque[dict[str, Any]]] = {}
         # Opened in the actor's own thread: sqlite3 connections belong to the thread
         # that made them. The busy timeout is how long a write waits for the lock: an
         # instance declared hung and replaced lets go of it at its next step boundary
@@ -493,6 +497,7 @@ class Journal(DimActor):
             echo_counts=self.echo_counts.get(s.sid, EchoCounts(s.sid)).stats(),
             listed=self.scan_progress.get(s.sid),
             texts=texts,
+            uploads=list(self.uploads.get(s.sid, ())),
         )
 
     def _show(self, status: dict[str, Any]) -> None:
@@ -1029,6 +1034,14 @@ class Journal(DimActor):
                 continue
             self.store.entry_state(e.seq, "accepted", iteration=a.iteration)
             s.counts["writeBacksAccepted"] += 1
+            self.uploads.setdefault(s.sid, deque(maxlen=RECENT_UPLOADS_SHOWN)).append(
+                {
+                    "path": e.path,
+                    "iteration": a.iteration,
+                    "deleted": e.deletion,
+                    "at": now_ms,
+                }
+            )
             f = s.file(e.path)
             if a.iteration >= f.iteration:
                 f.iteration, f.upstream_hash = a.iteration, e.hash

@@ -21,6 +21,9 @@ MIRROR_NOTE = (
 LOCAL_EDITS_SHOWN = 100
 # sync_status.failed lists at most this many (failedCount has them all)
 FAILED_SHOWN = 100
+# sync_status.recentUploads: the newest local changes upstream accepted, at most this
+# many
+RECENT_UPLOADS_SHOWN = 200
 
 
 def status_view(
@@ -30,10 +33,12 @@ def status_view(
     echo_counts: dict[str, int],
     listed: int | None,
     texts: bool = True,
+    uploads: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The status of a sync. `echo_counts`: echoesSuppressed / echoesLeaked, counted by
     the watcher; `listed`: how many files the watcher's listing of the folder has found
-    so far, if one runs."""
+    so far, if one runs; `uploads`: the write-backs upstream accepted, oldest first
+    ({path, iteration, deleted, at}: the iteration each became)."""
     pending = sum(1 for e in s.entries.values() if e.state in ("pending", "sent"))
     # a link the gateway refuses (bad token, unknown session) is an error until it
     # connects
@@ -71,6 +76,7 @@ def status_view(
         "minFreeSpace": s.floor,
         "stats": {**s.counts, **echo_counts},
         "scan": scan_view(s, listed),
+        "recentUploads": (uploads or [])[-RECENT_UPLOADS_SHOWN:],
     }
 
 
@@ -90,7 +96,7 @@ def refused_status(
         "sessionId": sid,
         "state": "stopped",
         "localDir": local_dir,
-        "error": f"sync_auto_start: {message}",
+        "error": f"Sync did not start on its own: {message}",
         "errorCode": code,
         "warning": None,
         "filesTracked": 0,
@@ -112,6 +118,7 @@ def refused_status(
         "freeSpace": None,
         "minFreeSpace": None,
         "scan": None,
+        "recentUploads": [],
         "stats": {**dict.fromkeys(COUNTS, 0), **echo_counts},
     }
 

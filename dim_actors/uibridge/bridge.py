@@ -52,6 +52,9 @@ class BridgeWiring:
     # 0 at first (any free port); the bound port once started, so that a restarted
     # bridge listens where open pages reconnect and where runtime.json points.
     port: int = 0
+    # Tried first when `port` is 0 (the port of the app's last run, which open pages
+    # still know); when another program holds it, any free one.
+    preferred_port: int = 0
     static_dir: Path = field(default_factory=lambda: STATIC_DIR)
 
 
@@ -78,8 +81,11 @@ class UIBridge(DimActor):
             target=self.loop.run_forever, name="uibridge-loop", daemon=True
         )
         self.thread.start()
+        port, fallback = self.wiring.port, False
+        if not port and self.wiring.preferred_port:
+            port, fallback = self.wiring.preferred_port, True
         self.wiring.port = asyncio.run_coroutine_threadsafe(
-            self.server.start(self.wiring.port), self.loop
+            self.server.start(port, fallback), self.loop
         ).result(10)
 
     def describe(self) -> dict[str, Any]:

@@ -150,23 +150,26 @@ class BridgeServer:
 
     # --- lifecycle (runs on the bridge's event loop) ----------------------------------
 
-    async def start(self, port: int) -> int:
+    async def start(self, port: int, fallback: bool = False) -> int:
+        """Listen on `port` (0: any free one). `fallback`: a port that cannot be had
+        (another program holds it) means any free one instead."""
         app = web.Application(middlewares=[self.guard], client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/invoke/{command}", self.invoke)
         app.router.add_get("/events", self.events)
+        app.router.add_get("/hello", self.hello)
         app.router.add_get("/", self.index)
         app.router.add_get("/{path:.+}", self.static)
         self.runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S
         )
         await self.runner.setup()
-        await self._bind(port)
+        await self._bind(port, fallback)
         # Port 0 lets the OS pick; the one site, bound to 127.0.0.1 alone, has one
         # address: (host, port).
         self.port = self.runner.addresses[0][1]
         return self.port
 
-    async def _bind(self, port: int) -> None:
+    async def _bind(self, port: int, fallback: bool = False) -> None:
         """Listen on `port`. SO_REUSEADDR lets it be bound while connections of an
         earlier server on it are still closing; a listener not yet closed is waited for,
         a short while."""
@@ -180,6 +183,10 @@ class BridgeServer:
             except OSError as e:
                 # a site that failed to start is still registered with the runner
                 await site.stop()
+                if fallback and port != 0:
+                    log.info("port %d is taken (%s): using a free one", port, e)
+                    port = 0
+                    continue
                 if (
                     e.errno != errno.EADDRINUSE
                     or port == 0
@@ -248,6 +255,35 @@ class BridgeServer:
             )
         return await handler(request)
 
+    def _cookie_value(self) -> str:
+        # The cookie authorises the UI's files alone, and a browser sends it to every
+        # port of 127.0.0.1: so it is not the token, only derived from it.
+        return hmac.new(
+            self.token.encode(), b"dim-desktop ui files", "sha256"
+        ).hexdigest()
+
+    def _cookie_ok(self, candidate: str | None) -> bool:
+        return candidate is not None and hmac.compare_digest(
+            candidate.encode(), self._cookie_value().encode()
+        )
+
+    async def hello(self, request: web.Request) -> web.Response:
+        """Proof that this server knows the token, bound to the port it listens on: a page
+        that lost its bridge checks it before it sends the token again, so a program
+        that took the port meanwhile learns nothing (docs/security.md)."""
+        nonce = request.query.get("nonce", "")
+        if not 16 <= len(nonce) <= 128 or not nonce.isalnum():
+            return error_response(
+                400, "INVALID_ARGUMENTS", "nonce: 16 to 128 letters or digits"
+            )
+        proof = hmac.new(
+            self.token.encode(), f"dim-desktop {self.port} {nonce}".encode(), "sha256"
+        ).hexdigest()
+        return web.json_response(
+            {"ok": True, "result": {"proof": proof}},
+            headers={"Cache-Control": "no-store"},
+        )
+
     def _token_ok(self, candidate: str | None) -> bool:
         return candidate is not None and hmac.compare_digest(
             candidate.encode(), self.token.encode()
@@ -260,8 +296,10 @@ class BridgeServer:
     # --- static files -----------------------------------------------------------------
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        token = request.query.get("token") or request.cookies.get(COOKIE)
-        if not self._token_ok(token):
+        if not (
+            self._token_ok(request.query.get("token"))
+            or self._cookie_ok(request.cookies.get(COOKIE))
+        ):
             return error_response(
                 401,
                 "UNAUTHORIZED",
@@ -272,12 +310,15 @@ class BridgeServer:
         )
         # The module scripts the page loads carry no query string: a strict cookie
         # authorises them.
-        resp.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
+        resp.set_cookie(
+            COOKIE, self._cookie_value(), httponly=True, samesite="Strict", path="/"
+        )
         return resp
 
     async def static(self, request: web.Request) -> web.StreamResponse:
-        if not self._token_ok(
-            request.cookies.get(COOKIE) or request.query.get("token")
+        if not (
+            self._cookie_ok(request.cookies.get(COOKIE))
+            or self._token_ok(request.query.get("token"))
         ):
             return error_response(401, "UNAUTHORIZED", "missing or wrong token")
         path = (self.static_dir / request.match_info["path"]).resolve()

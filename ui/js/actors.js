@@ -1,5 +1,6 @@
-// The Actors panel: renders `actor-status` payloads (the `dimctl status` rows) as a table, with a
-// Restart button per row calling invoke("restart_actor", {name}). It shows what `dimctl status`
+// The Actors section of Diagnostics: renders `actor-status` payloads (the `dimctl status` rows) as
+// a table, with a Restart button per row calling invoke("restart_actor", {name}), and a message-log
+// viewer (actor_logs) below it. It shows what `dimctl status`
 // shows: pid, state, restarts, uptime, mailbox, messages handled, the last error and its time, and
 // for the connection actor its connection state and reconnects.
 
@@ -39,32 +40,56 @@ export function normActorRows(payload) {
     });
 }
 
+// Column titles in plain words; the dimctl names are in each title's tooltip.
+const COLUMNS = [
+  ["Actor", "name"],
+  ["Process", "pid: the operating system's process id"],
+  ["State", "state"],
+  ["Connection", "connection: the gateway connection (the connection actor only)"],
+  ["Restarts", "restarts"],
+  ["Running for", "uptime"],
+  ["Queued", "mailbox: messages waiting to be handled"],
+  ["Handled", "handled: messages handled since the actor started"],
+  ["Last error", "lastError"],
+  ["", ""],
+];
+
 export class ActorsPanel {
   /**
-   * @param {HTMLElement} root  the <section data-testid="actors-panel">
-   * @param {object} ctx        {restart(name) -> Promise, logs(name) -> Promise<lines>}
+   * @param {HTMLElement} root  the <section data-testid="actors-panel"> in Diagnostics
+   * @param {object} ctx        {restart(name) -> Promise, logs(name, types) -> Promise<lines>}
    */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
     this.logName = null;
-    this.logTitle = h("span", { class: "log-title" });
-    this.logPre = h("pre", { class: "actor-log-lines", testid: "actor-log-lines", tabindex: "0", "aria-label": "Message log" });
+    this.visible = false; // the log is read again every second only while it can be seen
+    this.logTitle = h("h3", { class: "log-title" }, "Message log");
+    this.logPre = h("pre", { class: "actor-log-lines", testid: "actor-log-lines", tabindex: "0", "aria-label": "Message log" }, "Choose Show log on an actor to see the messages it receives, newest at the bottom.");
     // Message kinds (invoke, gateway_event, ...) or gateway event types (text_delta, ...), comma-separated.
-    this.logFilter = h("input", { type: "text", class: "log-filter", testid: "actor-log-filter", placeholder: "filter by type, e.g. text_delta, invoke", "aria-label": "Filter the log by message type" });
+    this.typesSeen = new Set();
+    this.typeList = h("datalist", { id: "actor-log-types" });
+    this.logFilter = h("input", { type: "text", class: "log-filter", testid: "actor-log-filter", list: "actor-log-types", placeholder: "e.g. text_delta, invoke", "aria-label": "Show only these message types (comma-separated)" });
     this.logFilter.addEventListener("change", () => this.showLog(this.logName));
+    this.follow = h("input", { type: "checkbox", testid: "actor-log-follow", checked: true });
+    this.follow.addEventListener("change", () => {
+      if (this.follow.checked) this.showLog(this.logName);
+      else clearTimeout(this.logTimer);
+    });
     this.logTimer = null;
     this.logEl = h(
-      "div",
-      { class: "actor-log", testid: "actor-log", hidden: true },
+      "section",
+      { class: "actor-log", testid: "actor-log", "aria-label": "Message log" },
       h(
         "div",
-        { class: "panel-head" },
+        { class: "panel-head log-head" },
         this.logTitle,
         h("div", { class: "spacer" }),
-        this.logFilter,
-        h("button", { type: "button", class: "icon", title: "Refresh log", "aria-label": "Refresh log", onclick: () => this.showLog(this.logName) }, "⟳"),
-        h("button", { type: "button", class: "icon", title: "Close log", "aria-label": "Close log", onclick: () => this.hideLog() }, "✕"),
+        h("label", { class: "log-filter-label small" }, "Types ", this.logFilter),
+        this.typeList,
+        h("label", { class: "toggle", title: "Read the log again every second and keep the newest message in view" }, this.follow, h("span", null, "Follow")),
+        h("button", { type: "button", class: "small ghost", testid: "actor-log-refresh", onclick: () => this.showLog(this.logName) }, "Refresh"),
+        h("button", { type: "button", class: "small ghost", testid: "actor-log-close", onclick: () => this.hideLog() }, "Close log"),
       ),
       this.logPre,
     );
@@ -73,23 +98,15 @@ export class ActorsPanel {
     this.updatedEl = h("span", { class: "muted small" });
     clear(root);
     root.append(
-      h("div", { class: "panel-head" }, h("h2", null, "Actors"), h("div", { class: "spacer" }), this.updatedEl),
+      h("div", { class: "panel-head" }, h("h3", null, "Actors"), h("div", { class: "spacer" }), this.updatedEl),
       this.emptyEl,
       h(
         "div",
         { class: "table-wrap" },
         h(
           "table",
-          { class: "actors", role: "table", "aria-label": "Actors" },
-          h(
-            "thead",
-            { class: "sr-only" },
-            h(
-              "tr",
-              null,
-              ["Name", "PID", "State", "Connection", "Restarts", "Uptime", "Mailbox", "Handled", "Last error", "Actions"].map((t) => h("th", { scope: "col", role: "columnheader" }, t)),
-            ),
-          ),
+          { class: "actors", "aria-label": "Actors" },
+          h("thead", null, h("tr", null, COLUMNS.map(([t, tip]) => h("th", { scope: "col", title: tip || null }, t || h("span", { class: "sr-only" }, "Actions"))))),
           this.tbody,
         ),
       ),
@@ -97,16 +114,22 @@ export class ActorsPanel {
     );
   }
 
+  /** Diagnostics shown or hidden: an open log follows only while it can be seen. */
+  setVisible(visible) {
+    this.visible = !!visible;
+    if (this.visible && this.logName) this.showLog(this.logName);
+    else clearTimeout(this.logTimer);
+  }
+
   async showLog(name) {
     if (!name || !this.ctx.logs) return;
     const fresh = this.logName !== name;
     this.logName = name;
-    this.logEl.hidden = false;
+    this.logEl.dataset.actor = name;
     this.logTitle.textContent = `Messages received by ${name}`;
     if (fresh) this.logPre.textContent = "Loading…";
-    // Live: while the log is open it is read again every second.
     clearTimeout(this.logTimer);
-    this.logTimer = setTimeout(() => this.logName === name && this.showLog(name), 1000);
+    if (this.follow.checked && this.visible) this.logTimer = setTimeout(() => this.logName === name && this.showLog(name), 1000);
     const types = this.logFilter.value.split(",").map((t) => t.trim()).filter(Boolean);
     let lines;
     try {
@@ -117,18 +140,26 @@ export class ActorsPanel {
     }
     if (this.logName !== name) return;
     const list = Array.isArray(lines) ? lines : [];
-    const atBottom = this.logPre.scrollTop + this.logPre.clientHeight >= this.logPre.scrollHeight - 4;
+    for (const line of list) {
+      const type = line && typeof line === "object" && typeof line.type === "string" ? line.type : "";
+      if (type && !this.typesSeen.has(type) && this.typesSeen.size < 200) {
+        this.typesSeen.add(type);
+        this.typeList.appendChild(h("option", { value: type }));
+      }
+    }
     const text = list.length ? list.map(formatLogLine).join("\n") : "(no messages logged yet)";
     if (this.logPre.textContent !== text) {
       this.logPre.textContent = text;
-      if (atBottom || fresh) this.logPre.scrollTop = this.logPre.scrollHeight;
+      if (this.follow.checked || fresh) this.logPre.scrollTop = this.logPre.scrollHeight;
     }
   }
 
   hideLog() {
     this.logName = null;
     clearTimeout(this.logTimer);
-    this.logEl.hidden = true;
+    delete this.logEl.dataset.actor;
+    this.logTitle.textContent = "Message log";
+    this.logPre.textContent = "Choose Show log on an actor to see the messages it receives, newest at the bottom.";
   }
 
   /** Keyed by actor name: rows stay in place across the once-a-second updates (no lost clicks). */
@@ -178,45 +209,45 @@ export class ActorsPanel {
   }
 
   createRow(name) {
-    const btn = h("button", { type: "button", class: "icon restart", testid: "actor-restart", title: `Restart ${name}`, "aria-label": `Restart ${name}` }, "⟳");
+    const btn = h("button", { type: "button", class: "small restart", testid: "actor-restart", "aria-label": `Restart ${name}` }, "Restart");
     btn.addEventListener("click", async () => {
       btn.disabled = true;
-      btn.classList.add("spinning");
+      btn.textContent = "Restarting…";
       try {
         await this.ctx.restart(name);
       } catch (_) {
         /* the app shows the error in a toast */
       } finally {
         btn.disabled = false;
-        btn.classList.remove("spinning");
+        btn.textContent = "Restart";
       }
     });
-    const logsBtn = h("button", { type: "button", class: "icon", testid: "actor-logs", title: `Message log of ${name}`, "aria-label": `Message log of ${name}`, onclick: () => this.showLog(name) }, "☰");
+    const logsBtn = h("button", { type: "button", class: "small", testid: "actor-logs", "aria-label": `Show the message log of ${name}`, onclick: () => this.showLog(name) }, "Show log");
     const row = {
-      pid: h("td", { class: "a-pid", testid: "actor-pid", role: "cell" }),
+      pid: h("td", { class: "a-pid", testid: "actor-pid" }),
       state: h("span", { class: "badge", testid: "actor-state" }),
-      restarts: h("td", { class: "a-restarts", testid: "actor-restarts", role: "cell" }),
-      uptime: h("td", { class: "a-uptime", testid: "actor-uptime", role: "cell" }),
-      mailbox: h("td", { class: "a-mailbox", testid: "actor-mailbox", role: "cell" }),
-      handled: h("td", { class: "a-handled", testid: "actor-handled", role: "cell" }),
-      conn: h("td", { class: "a-conn", testid: "actor-connection", role: "cell" }),
+      restarts: h("td", { class: "a-restarts", testid: "actor-restarts" }),
+      uptime: h("td", { class: "a-uptime", testid: "actor-uptime" }),
+      mailbox: h("td", { class: "a-mailbox", testid: "actor-mailbox" }),
+      handled: h("td", { class: "a-handled", testid: "actor-handled" }),
+      conn: h("td", { class: "a-conn", testid: "actor-connection" }),
       errorText: h("span", { testid: "actor-last-error" }),
       errorAt: h("span", { class: "muted", testid: "actor-last-error-at" }),
     };
-    row.error = h("td", { class: "a-error error-text", role: "cell" }, row.errorText, row.errorAt);
+    row.error = h("td", { class: "a-error error-text" }, row.errorText, row.errorAt);
     row.tr = h(
       "tr",
-      { testid: "actor-row", role: "row", dataset: { actor: name } },
-      h("td", { class: "a-name mono", testid: "actor-name", role: "cell" }, name),
+      { testid: "actor-row", dataset: { actor: name } },
+      h("td", { class: "a-name mono", testid: "actor-name" }, name),
       row.pid,
-      h("td", { class: "a-state", role: "cell" }, row.state),
+      h("td", { class: "a-state" }, row.state),
       row.conn,
       row.restarts,
       row.uptime,
       row.mailbox,
       row.handled,
       row.error,
-      h("td", { class: "a-actions", role: "cell" }, logsBtn, btn),
+      h("td", { class: "a-actions" }, logsBtn, btn),
     );
     return row;
   }

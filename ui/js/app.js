@@ -5,7 +5,9 @@
 // every reconnect of the event socket. Rendering is batched: every change marks the store dirty
 // and one requestAnimationFrame callback updates the DOM.
 
-import { invoke, listen, onBridgeState, getToken } from "./bridge.js";
+import { invoke, listen, onBridgeState, getToken, bridgeClosedSince } from "./bridge.js";
+import { AppStatus } from "./appstatus.js";
+import { sessionStateWords, followWords, outboxWords } from "./words.js";
 import {
   createStore,
   loadSnapshot,
@@ -26,15 +28,21 @@ import {
   activeTurnId,
 } from "./state.js";
 import { ChatView, renderGeneric } from "./chat.js";
-import { SessionList } from "./sessions.js";
+import { SessionList, AGENT_LABELS } from "./sessions.js";
+import { SessionSearch, whenTurnShown } from "./search.js";
+import { FindBar } from "./find.js";
+import { installShortcuts, keyLabel } from "./shortcuts.js";
 import { FilesPanel } from "./files.js";
 import { ActorsPanel } from "./actors.js";
 import { SyncPanel } from "./sync.js";
 import { SettingsScreen } from "./settings.js";
 import { ConnectionView, connectionLabel } from "./connection.js";
 import { HistoryPanel, MembersPanel } from "./info.js";
+import { initLayout } from "./layout.js";
 import { initToasts, toast, toastError } from "./toast.js";
 import { $, clear, h } from "./dom.js";
+import { Composer } from "./composer.js";
+import { syncState, whoChanged, conflictBadge, onChange as syncStateChanged } from "./syncstate.js";
 
 const SELECTED_KEY = "dim-desktop.selected";
 
@@ -71,7 +79,6 @@ const el = {
   connDisconnect: $("#conn-disconnect"),
   identity: $("#identity"),
   notifyToggle: $("#notify-toggle"),
-  panelToggle: $("#panel-toggle"),
   agentType: $("#agent-type"),
   newSession: $("#new-session"),
   showArchived: $("#show-archived"),
@@ -103,7 +110,6 @@ const el = {
 };
 
 initToasts(el.toasts);
-const composerPlaceholder = el.input.placeholder;
 
 /** invoke() that shows a toast when it fails (and still rejects). */
 async function call(command, args, context) {
@@ -122,14 +128,26 @@ async function call(command, args, context) {
 const chatView = new ChatView(el.chat, {
   store,
   answer: (sessionId, requestId, payload) => call("answer_question", { sessionId, requestId, ...payload }, "Answer"),
+  // Sent again as a new message: queued behind a running turn like any other, the draft untouched.
+  retry: (text) => (ui.selectedId ? composer.sendText(ui.selectedId, text) : undefined),
+  openFile: ({ path, iteration }) => filesPanel.showChange(path, iteration),
+  whoChanged,
+});
+// Sync learns after the fact which changes were the user's own uploads, and its conflicts badge
+// the session list.
+syncStateChanged((sid) => {
+  if (sid === ui.selectedId) chatView.refreshFileChips();
+  store.dirty.sessions = true;
+  schedule();
 });
 
 const sessionList = new SessionList(el.sessionList, {
   select: (id) => selectSession(id),
   rename: (id, name) => sessionCommand("rename_session", { sessionId: id, name }, "Rename"),
-  archive: (id) => sessionCommand("archive_session", { sessionId: id }, "Archive"),
+  archive: (id) => archiveSession(id),
   unarchive: (id) => sessionCommand("unarchive_session", { sessionId: id }, "Unarchive"),
   remove: (id) => deleteSession(id),
+  conflicts: (id) => conflictBadge(id),
 });
 
 const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
@@ -238,8 +256,20 @@ function runEffects() {
   }
 }
 
+// While the page cannot reach dim-desktop: the banner, commands unusable, the indicator says so.
+const appStatus = new AppStatus($("#chat-header"), [
+  $("#composer"),
+  $("#turn-controls"),
+  $("#new-session"),
+  $("#session-follow"),
+  $("#settings-open"),
+  $("#conn-form"),
+]);
+
 function renderConnection() {
-  connectionView.render(store.connection, { bridgeDown: ui.bridge !== "open" && ui.ready });
+  const down = ui.bridge !== "open" && ui.ready;
+  connectionView.render(store.connection, { bridgeDown: down });
+  appStatus.render(down ? bridgeClosedSince() ?? Date.now() : null);
 }
 
 function renderHeader() {
@@ -251,11 +281,11 @@ function renderHeader() {
   if (el.chatTitle.textContent !== title) el.chatTitle.textContent = title;
   const gone = !!(chat && chat.gone);
   const status = gone ? "gone" : meta ? meta.status : chat ? chat.status : null;
+  // One state, in words; the raw value stays in data-status.
+  const words = status ? sessionStateWords(status, { busy: !!id && !gone && sessionIsBusy(store, id) }) : "";
   el.chatStatus.hidden = !status;
-  if (status && el.chatStatus.textContent !== status) {
-    el.chatStatus.textContent = status;
-    el.chatStatus.dataset.status = status;
-  }
+  if (status && el.chatStatus.textContent !== words) el.chatStatus.textContent = words;
+  if (status) el.chatStatus.dataset.status = status;
   const agent = meta && meta.agentType ? meta.agentType : "";
   const sub = [agent, meta && meta.archived ? "archived" : ""].filter(Boolean).join(" · ");
   if (el.chatAgent.textContent !== sub) el.chatAgent.textContent = sub;
@@ -265,38 +295,43 @@ function renderHeader() {
   el.follow.hidden = !id || gone; // there is nothing left to join
   el.goneBanner.hidden = !gone;
   el.goneBanner.title = gone && chat.gone.reason ? chat.gone.reason : "";
-  const badge = joinedNow ? "live" : "not joined";
-  if (el.joinedBadge.textContent !== badge) el.joinedBadge.textContent = badge;
+  const online = ui.bridge === "open" && connectionLabel(store.connection.state) === "connected";
+  const follow = followWords(joinedNow, online);
+  if (el.joinedBadge.textContent !== follow.badge) el.joinedBadge.textContent = follow.badge;
   el.joinedBadge.dataset.joined = joinedNow ? "1" : "0";
-  el.follow.textContent = joinedNow ? "Leave" : "Join";
+  el.joinedBadge.dataset.online = online ? "1" : "0";
+  el.joinedBadge.title = follow.title;
+  if (el.follow.textContent !== follow.button) el.follow.textContent = follow.button;
+  el.follow.title = follow.buttonTitle;
   el.follow.dataset.action = joinedNow ? "leave" : "join";
   historyPanel.setSession(id);
+  // The queue names the session each command goes to unless it is the one on screen.
+  if (outboxShownFor !== id && store.outbox && store.outbox.length) renderOutbox();
 }
 
+// The message box, Send / Queue / Stop and the pending messages are the composer's (composer.js);
+// the steer row shows while the selected session's turn runs.
 function renderControls() {
   const id = ui.selectedId;
-  const gone = !!id && sessionIsGone(store, id);
-  const canSend = !!id && !gone;
-  el.input.disabled = !canSend;
-  el.send.disabled = !canSend || ui.sending;
-  el.input.placeholder = gone ? "This session no longer exists on the gateway" : composerPlaceholder;
-  const busy = canSend && sessionIsBusy(store, id);
+  const busy = !!id && !sessionIsGone(store, id) && sessionIsBusy(store, id);
   if (el.turnControls.hidden === busy) el.turnControls.hidden = !busy;
+  composer.render();
 }
 
+let outboxShownFor = null;
 function renderOutbox() {
+  outboxShownFor = ui.selectedId;
   const items = store.outbox || [];
   el.outbox.hidden = items.length === 0;
   clear(el.outbox);
   if (!items.length) return;
-  el.outbox.appendChild(h("div", { class: "muted" }, `${items.length} command${items.length === 1 ? "" : "s"} queued until the gateway is reachable`));
+  el.outbox.appendChild(h("div", { class: "muted" }, `${items.length === 1 ? "1 thing waits" : `${items.length} things wait`} for the gateway; sent when it is back`));
   for (const item of items) {
-    const msg = item.message || {};
     const meta = item.sessionId ? store.sessions.get(item.sessionId) : null;
-    const what = [item.type, msg.text ?? msg.content ?? "", meta && item.sessionId !== ui.selectedId ? `(${meta.name || item.sessionId})` : ""]
-      .filter(Boolean)
-      .join(" · ");
-    const cancel = h("button", { type: "button", class: "small ghost", testid: "outbox-cancel", "aria-label": `Cancel queued ${item.type}` }, "Cancel");
+    const sessionName = item.sessionId && item.sessionId !== ui.selectedId ? (meta && meta.name) || "another session" : "";
+    const words = outboxWords(item, sessionName);
+    const what = words.text;
+    const cancel = h("button", { type: "button", class: "small ghost", testid: "outbox-cancel", "aria-label": `Cancel: ${words.what}` }, "Cancel");
     cancel.addEventListener("click", async () => {
       cancel.disabled = true;
       try {
@@ -308,7 +343,7 @@ function renderOutbox() {
       }
     });
     el.outbox.appendChild(
-      h("div", { class: "outbox-item", testid: "outbox-item", dataset: { outboxId: String(item.id), state: item.state || "" } }, h("span", { class: "what" }, what), h("span", { class: "pill pending" }, item.state || "pending"), cancel),
+      h("div", { class: "outbox-item", testid: "outbox-item", dataset: { outboxId: String(item.id), state: item.state || "" } }, h("span", { class: "what", title: words.title }, what), h("span", { class: "pill pending" }, item.state === "sending" ? "sending…" : "waiting"), cancel),
     );
   }
 }
@@ -317,6 +352,11 @@ function renderGlobal() {
   const events = store.globalEvents;
   el.globalEvents.hidden = events.length === 0;
   el.globalCount.textContent = events.length ? `(${events.length})` : "";
+  // They live in Diagnostics now: its button counts them, so they are not missed.
+  const opener = $("#diagnostics-open");
+  if (events.length) opener.dataset.events = String(events.length);
+  else delete opener.dataset.events;
+  opener.setAttribute("aria-label", events.length ? `Diagnostics (${events.length} other gateway event${events.length === 1 ? "" : "s"})` : "Diagnostics");
   clear(el.globalList);
   for (const ev of events.slice(-50)) el.globalList.appendChild(renderGeneric(ev));
 }
@@ -428,9 +468,15 @@ listen("outbox", onOutbox);
 listen("gateway-warning", onGatewayWarning);
 
 onBridgeState((state) => {
+  const was = ui.bridge;
   ui.bridge = state;
   store.dirty.connection = true;
+  // dim-desktop is gone: what it last said about its actors no longer holds.
+  if (state === "closed" && was === "open" && Array.isArray(store.actors)) {
+    setActors(store, store.actors.map((r) => ({ ...r, state: "unknown", status: undefined, pid: undefined, uptime: undefined, startedAt: undefined, mailbox: undefined, connection: undefined, reconnects: undefined })));
+  }
   schedule();
+  // Back (the same app, or a restarted one on the same port): everything is read again.
   if (state === "open") resync();
 });
 
@@ -463,6 +509,8 @@ async function resync() {
   if (run !== ui.syncRun) return; // a newer resync superseded this one
   loadSnapshot(store, snap);
   ui.snapshotLoaded = true;
+  // Conflicts are badged for every listed session, not only those whose sync changed since now.
+  syncState.refresh([...store.sessions.keys()].slice(0, 200));
   if (!ui.selectedId) {
     let remembered = null;
     try {
@@ -482,7 +530,7 @@ async function resync() {
   // session on screen again. Joining twice is harmless.
   joined.clear();
   if (ui.selectedId) joinSession(ui.selectedId);
-  if (store.actors === null) loadActorStatus();
+  loadActorStatus(); // a restarted app has new processes
   if (connectionLabel(store.connection.state) === "connected") refreshSessions();
   schedule();
 }
@@ -490,7 +538,7 @@ async function resync() {
 async function loadActorStatus() {
   try {
     const rows = await invoke("actor_status", {});
-    if (store.actors === null) setActors(store, rows);
+    setActors(store, rows);
     schedule();
   } catch (_) {
     /* the panel fills from actor-status events */
@@ -511,10 +559,10 @@ function showAuthProblem() {
   authProblemShown = true;
   toast({
     level: "error",
-    title: "Not authorized",
+    title: "This page is not signed in to dim-desktop",
     message: getToken()
-      ? "This page's token was rejected. Open the URL that dim-desktop printed."
-      : "This page has no token. Open the URL that dim-desktop printed (it ends in ?token=…).",
+      ? "dim-desktop did not accept this page (it may have been given a new address). Open dim-desktop from its window or tray, or the address it printed."
+      : "Open dim-desktop from its window or tray, or the address it printed (it ends in ?token=…).",
     timeoutMs: 0,
   });
 }
@@ -668,10 +716,46 @@ async function newSession() {
   }
 }
 
+/**
+ * Archive a session. The open one is left for its neighbour in the list (or none), and a toast
+ * offers Undo, which unarchives it and opens it again.
+ */
+async function archiveSession(id) {
+  const meta = store.sessions.get(id);
+  const name = (meta && meta.name) || "Untitled session";
+  const wasOpen = ui.selectedId === id;
+  const before = sessionList.visibleIds(); // the list may re-render before the answer
+  const result = await sessionCommand("archive_session", { sessionId: id }, "Archive");
+  if (!result) return;
+  if (wasOpen && ui.selectedId === id && !ui.showArchived) {
+    const shown = before.filter((s) => s !== id && store.sessions.has(s));
+    const at = Math.max(0, before.indexOf(id));
+    const next = shown[Math.min(at, shown.length - 1)] ?? null;
+    if (next) await selectSession(next);
+    else {
+      setSelected(null);
+      chatView.show(null);
+      filesPanel.setSession(null);
+      schedule();
+    }
+  }
+  toast({
+    level: "info",
+    title: `Archived “${name}”`,
+    timeoutMs: 10000,
+    action: {
+      label: "Undo",
+      run: async () => {
+        if (await sessionCommand("unarchive_session", { sessionId: id }, "Unarchive")) await selectSession(id);
+      },
+    },
+  });
+}
+
 async function deleteSession(id) {
   const meta = store.sessions.get(id);
-  const name = (meta && meta.name) || id;
-  const ok = await confirmDialog(`Delete the session “${name}”? This cannot be undone.`);
+  const name = (meta && meta.name) || "Untitled session";
+  const ok = await confirmDialog(`Delete the session “${name}”? Its messages are deleted on the gateway too. This cannot be undone.`);
   if (!ok) return;
   const result = await sessionCommand("delete_session", { sessionId: id }, "Delete");
   if (result && ui.selectedId === id) {
@@ -697,7 +781,8 @@ function confirmDialog(text) {
     dlg.returnValue = "";
     dlg.addEventListener("close", onClose);
     dlg.showModal();
-    el.confirmOk.focus();
+    // Cancel has the focus: Enter alone never deletes.
+    dlg.querySelector("[data-testid='confirm-cancel']").focus();
   });
 }
 
@@ -718,24 +803,24 @@ async function toggleArchived() {
 // ---------------------------------------------------------------------------------------------
 // Turns
 
-async function sendMessage() {
-  const id = ui.selectedId;
-  const text = el.input.value;
-  if (!id || !text.trim() || ui.sending) return;
-  ui.sending = true;
-  el.input.value = "";
-  renderControls();
-  try {
-    const result = await call("run_turn", { sessionId: id, text }, "Send");
-    if (result && result.type === "queued") {
-      toast({ level: "info", title: "Queued", message: "Not connected to the gateway: the message is sent when the connection is back.", timeoutMs: 5000 });
-    }
-  } catch (_) {
-    if (!el.input.value) el.input.value = text;
-  } finally {
-    ui.sending = false;
-    renderControls();
-  }
+// Sending, queueing while a turn runs, and the messages no turn shows yet: composer.js.
+const composer = new Composer(
+  {
+    store,
+    invoke,
+    schedule,
+    selected: () => ui.selectedId,
+    ready: () => ui.snapshotLoaded && !ui.syncing,
+    stop: () => stopTurn(),
+    failed: (err) => {
+      if (err && err.code === "UNAUTHORIZED") showAuthProblem();
+    },
+  },
+  { form: el.composer, input: el.input, send: el.send, stop: el.stop, chat: el.chat, jumpSlot: $("#jump-slot") },
+);
+
+function sendMessage() {
+  composer.submit();
 }
 
 async function steer() {
@@ -820,7 +905,7 @@ el.follow.addEventListener("click", async () => {
   el.follow.disabled = true;
   try {
     if (el.follow.dataset.action === "leave") {
-      const result = await call("leave_session", { sessionId: id }, "Leave session");
+      const result = await call("leave_session", { sessionId: id }, "Stop following");
       joined.delete(id);
       applyGatewayEvent(store, result); // session_left: not following any more
     } else {
@@ -874,11 +959,73 @@ el.connDisconnect.addEventListener("click", async () => {
   }
 });
 
-el.panelToggle.addEventListener("click", () => {
-  const app = $("#app");
-  const collapsed = app.classList.toggle("panel-collapsed");
-  el.panelToggle.setAttribute("aria-pressed", String(!collapsed));
+// The layout (layout.js): docked columns or drawers, the workspace tabs, the Diagnostics view.
+// The History tab and an open actor log read the gateway only while they can be seen.
+initLayout({
+  onSideChange: ({ tab, shown }) => historyPanel.setVisible(shown && tab === "history"),
+  onDiagnostics: (open) => actorsPanel.setVisible(open),
 });
+
+// Sessions and the keyboard: the search box, find in the chat, the shortcuts, the agent picker.
+const AGENT_KEY = "dim-desktop.agent-type";
+try {
+  const remembered = localStorage.getItem(AGENT_KEY);
+  if (remembered && [...el.agentType.options].some((o) => o.value === remembered)) el.agentType.value = remembered;
+} catch (_) {
+  /* storage unavailable: the first agent */
+}
+for (const o of el.agentType.options) if (AGENT_LABELS[o.value]) o.textContent = AGENT_LABELS[o.value];
+el.agentType.addEventListener("change", () => {
+  try {
+    localStorage.setItem(AGENT_KEY, el.agentType.value);
+  } catch (_) {
+    /* not remembered */
+  }
+});
+
+const findBar = new FindBar(el.chat);
+const sessionSearch = new SessionSearch(
+  { input: $("#session-search"), results: $("#search-results") },
+  {
+    invoke,
+    filter: (text) => {
+      sessionList.setFilter(text);
+      store.dirty.sessions = true;
+      schedule();
+    },
+    sessionName: (sid) => store.sessions.get(sid)?.name || "Untitled session",
+    firstSession: () => sessionList.visibleIds()[0] ?? null,
+    focusList: () => sessionList.focus(),
+    open: async (sid, turnId, query) => {
+      await selectSession(sid);
+      if (!turnId) return;
+      whenTurnShown(el.chat, turnId, (turnEl) => {
+        if (query) findBar.open(query);
+        findBar.focusWithin(turnEl);
+      });
+    },
+  },
+);
+
+installShortcuts(
+  [
+    { keys: "Mod+Shift+O", label: "New session", run: () => newSession() },
+    { keys: "Mod+K", label: "Search sessions and messages", run: () => sessionSearch.focus() },
+    { keys: "Mod+F", label: "Find in this chat", run: () => findBar.open() },
+    { keys: "/", label: "Write a message", run: () => (el.input.disabled ? sessionList.focus() : el.input.focus()) },
+  ],
+  [
+    ["Enter", "Send the message (Shift+Enter: a new line)"],
+    ["↑ ↓ Home End", "Move in the session list; Enter opens"],
+    ["F2", "Rename the session (in the list)"],
+    ["Delete", "Delete the session (in the list, after asking)"],
+    ["Shift+F10", "More actions for the session (in the list)"],
+    ["Enter / Shift+Enter", "Next / previous match (in Find)"],
+    ["Esc", "Close Find, clear the search"],
+  ],
+);
+el.newSession.title = `New session (${keyLabel("Mod+Shift+O")})`;
+$("#session-search").placeholder = `Search sessions and messages (${keyLabel("Mod+K")})`;
 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && frameRequested) {

@@ -12,6 +12,11 @@
 //
 // The token comes from `?token=` in the page URL; it is kept in sessionStorage (so a reload of `/`
 // still works) and removed from the address bar.
+//
+// dim-desktop keeps its port and token across restarts, so a page left open reconnects by itself.
+// Before the token goes out again after the bridge was gone (and at the start), the page asks the
+// server to prove it knows the token for this very port (`GET /hello?nonce=`): a program that took
+// the port while dim-desktop was down learns nothing (docs/security.md).
 
 const TOKEN_KEY = "dim-desktop.token";
 
@@ -43,17 +48,62 @@ export function getToken() {
 }
 
 export class BridgeError extends Error {
-  constructor(code, message, { gatewayCode = null, status = 0, command = "" } = {}) {
+  constructor(code, message, { gatewayCode = null, status = 0, command = "", details = null } = {}) {
     super(message || code);
     this.name = "BridgeError";
     this.code = code;
     this.gatewayCode = gatewayCode;
     this.status = status;
     this.command = command;
+    // The error object as the bridge sent it (a settings error's `key` and `problem`, say).
+    this.details = details;
+    if (details && typeof details.key === "string") this.key = details.key;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Is the server on this port dim-desktop, with our token? Checked once per connection.
+
+let verified = null; // a Promise<boolean> while checking or checked; null: to check
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function proveServer() {
+  const subtle = globalThis.crypto && globalThis.crypto.subtle;
+  if (!subtle) return true; // not a secure context: 127.0.0.1 and localhost always are
+  const nonce = hex(crypto.getRandomValues(new Uint8Array(16)));
+  // No cookie, no token: nothing for a stranger on this port to keep.
+  const response = await fetch(`/hello?nonce=${nonce}`, { credentials: "omit", cache: "no-store" });
+  const body = await response.json().catch(() => null);
+  const proof = body && body.result && body.result.proof;
+  if (typeof proof !== "string") return false;
+  const enc = new TextEncoder();
+  const key = await subtle.importKey("raw", enc.encode(getToken()), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const port = location.port || (location.protocol === "https:" ? "443" : "80");
+  const expected = hex(await subtle.sign("HMAC", key, enc.encode(`dim-desktop ${port} ${nonce}`)));
+  return expected === proof;
+}
+
+/** Resolves when the server proved itself; rejects with a BridgeError (NETWORK, NOT_DIM_DESKTOP). */
+async function ensureVerified(command = "") {
+  if (!verified) verified = proveServer();
+  let ok;
+  try {
+    ok = await verified;
+  } catch (err) {
+    verified = null;
+    throw new BridgeError("NETWORK", `dim-desktop is not reachable (${err && err.message ? err.message : err})`, { command });
+  }
+  if (!ok) {
+    verified = null;
+    throw new BridgeError("NOT_DIM_DESKTOP", "Something other than dim-desktop answers at this address; the page sends it nothing", { command });
   }
 }
 
 export async function invoke(command, args = {}) {
+  await ensureVerified(command);
   let response;
   try {
     response = await fetch(`/invoke/${encodeURIComponent(command)}`, {
@@ -66,7 +116,8 @@ export async function invoke(command, args = {}) {
       cache: "no-store",
     });
   } catch (err) {
-    throw new BridgeError("NETWORK", `UI bridge unreachable (${err && err.message ? err.message : err})`, {
+    verified = null; // gone: prove itself again when it is back
+    throw new BridgeError("NETWORK", `dim-desktop is not reachable (${err && err.message ? err.message : err})`, {
       command,
     });
   }
@@ -81,7 +132,7 @@ export async function invoke(command, args = {}) {
   throw new BridgeError(
     error.code || (response.ok ? "BAD_RESPONSE" : `HTTP_${response.status}`),
     error.message || response.statusText || "invoke failed",
-    { gatewayCode: error.gatewayCode ?? null, status: response.status, command },
+    { gatewayCode: error.gatewayCode ?? null, status: response.status, command, details: error },
   );
 }
 
@@ -99,8 +150,12 @@ let started = false;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
 
+let closedSince = null; // Date.now() when the socket was last lost, null while open
+
 function setSocketState(state) {
   if (state === socketState) return;
+  if (state === "open") closedSince = null;
+  else if (closedSince === null && state === "closed") closedSince = Date.now();
   socketState = state;
   for (const fn of stateHandlers) {
     try {
@@ -142,8 +197,15 @@ function scheduleReconnect() {
   }, delay);
 }
 
-function openSocket() {
+async function openSocket() {
   setSocketState("connecting");
+  try {
+    await ensureVerified();
+  } catch (_) {
+    setSocketState("closed");
+    scheduleReconnect();
+    return;
+  }
   let ws;
   try {
     ws = new WebSocket(eventsUrl());
@@ -179,6 +241,7 @@ function openSocket() {
   ws.onclose = () => {
     if (socket !== ws) return;
     socket = null;
+    verified = null;
     setSocketState("closed");
     scheduleReconnect();
   };
@@ -210,6 +273,11 @@ export function onBridgeState(handler) {
 
 export function bridgeState() {
   return socketState;
+}
+
+/** When the event socket was lost (Date.now()), or null while it is open (or never opened). */
+export function bridgeClosedSince() {
+  return closedSince;
 }
 
 /** Force the event socket to reconnect now (used by the UI after a long sleep). */

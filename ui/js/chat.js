@@ -7,12 +7,13 @@
 
 import { h, clear, prettyJson } from "./dom.js";
 import { renderMarkdownNodes, stableBoundary } from "./markdown.js";
-import { displayText, displaySource, describe, describeResolution, noticeText, fileChangeText, isKnownEventType, gapText } from "./state.js";
+import { displayText, displaySource, describe, describeResolution, noticeText, isKnownEventType, gapText } from "./state.js";
 
 export class ChatView {
   /**
    * @param {HTMLElement} root  the scrolling chat container (data-testid="chat")
-   * @param {object} ctx        {store, answer(sessionId, requestId, payload) -> Promise}
+   * @param {object} ctx        {store, answer(sessionId, requestId, payload) -> Promise,
+   *                            retry?(text), openFile?({sessionId, path, iteration})}
    */
   constructor(root, ctx) {
     this.root = root;
@@ -24,6 +25,7 @@ export class ChatView {
     this.gapViews = new Map(); // gap -> {el, v}: a gap told again is updated in place
     this.renderedEntries = 0;
     this.emptyEl = null;
+    this.retryView = null; // the TurnView whose message offers Retry
   }
 
   show(sessionId) {
@@ -34,11 +36,13 @@ export class ChatView {
     this.turnViews = new Map();
     this.gapViews = new Map();
     this.renderedEntries = 0;
+    this.retryView = null;
     clear(this.root);
     this.emptyEl = h("div", { class: "chat-empty", testid: "chat-empty" });
     this.root.appendChild(this.emptyEl);
     this.appendEntries();
     this.refreshEmpty();
+    this.refreshRetry();
     this.root.scrollTop = this.root.scrollHeight;
   }
 
@@ -66,6 +70,7 @@ export class ChatView {
       if (view && turn) view.update(turn);
     }
     this.refreshEmpty();
+    this.refreshRetry();
     if (stick) this.root.scrollTop = this.root.scrollHeight;
   }
 
@@ -80,6 +85,25 @@ export class ChatView {
     else if (!this.chat || this.chat.timeline.length === 0) text = "No messages yet. Type below to start a turn.";
     this.emptyEl.textContent = text;
     this.emptyEl.hidden = !text;
+  }
+
+  /** Retry belongs to the last turn only, once it has finished (sending it again starts a new one). */
+  refreshRetry() {
+    const chat = this.chat;
+    let view = null;
+    if (chat && !chat.gone && typeof this.ctx.retry === "function") {
+      for (let i = chat.timeline.length - 1; i >= 0; i -= 1) {
+        const entry = chat.timeline[i];
+        if (entry.kind !== "turn") continue;
+        const turn = chat.turns.get(entry.turnId);
+        if (turn && RETRYABLE.has(turn.status) && turn.userText) view = this.turnViews.get(turn.turnId) || null;
+        break;
+      }
+    }
+    if (view === this.retryView) return;
+    if (this.retryView) this.retryView.setRetry(false);
+    if (view) view.setRetry(true);
+    this.retryView = view;
   }
 
   appendEntries() {
@@ -99,11 +123,26 @@ export class ChatView {
         this.gapViews.set(entry.gap, { el, v: entry.gap.v });
         frag.appendChild(el);
       } else {
-        frag.appendChild(renderEventEntry(entry.event));
+        frag.appendChild(renderEventEntry(entry.event, this.ctx, this.sessionId));
       }
     }
     this.renderedEntries = chat.timeline.length;
     this.root.appendChild(frag);
+  }
+
+  /** The Sync state learnt which changes were the user's own uploads: say so on the chips shown. */
+  refreshFileChips() {
+    for (const chip of this.root.querySelectorAll('[data-testid="file-changed"]:not([data-by="local"])')) {
+      const iteration = Number(chip.dataset.iteration);
+      if (!chip.dataset.iteration || !Number.isFinite(iteration)) continue;
+      const inTurn = chip.dataset.inTurn === "1";
+      const f = { path: chip.dataset.path, iteration };
+      const who = whoOf(f, this.ctx, this.sessionId, inTurn);
+      if (who === chip.dataset.by) continue;
+      chip.dataset.by = who;
+      const detail = chip.querySelector(".file-chip-detail");
+      if (detail) detail.textContent = `version ${iteration} · ${WHO_WORDS[who] || WHO_WORDS.other}`;
+    }
   }
 
   refreshGaps() {
@@ -117,15 +156,17 @@ export class ChatView {
   }
 }
 
+const RETRYABLE = new Set(["complete", "error", "stopped", "ended"]);
+
 /** Missed events that could not be fetched: said where they are missing, in plain words. */
 function renderGap(gap) {
   const dataset = { afterSeq: String(gap.afterSeq), beforeSeq: gap.beforeSeq === null ? "" : String(gap.beforeSeq) };
   return h("div", { class: "notice gap", testid: "catchup-gap", role: "note", dataset }, gapText(gap));
 }
 
-function renderEventEntry(ev) {
+function renderEventEntry(ev, ctx, sessionId) {
   if (ev.__invalid) return renderGeneric(ev);
-  if (ev.type === "file_changed") return h("div", { class: "notice file", testid: "file-changed" }, fileChangeText(ev));
+  if (ev.type === "file_changed") return renderFileChip(ev, ctx, typeof ev.sessionId === "string" ? ev.sessionId : sessionId, false);
   if (ev.type === "steer_received") return h("div", { class: "notice steer", testid: "steer" }, `Steered: ${ev.content ?? ""}`);
   if (ev.type === "approval_resolved") {
     return h("div", { class: "notice", testid: "notice" }, `Request ${ev.requestId ?? ""} resolved: ${describeResolution(ev)}`);
@@ -135,16 +176,23 @@ function renderEventEntry(ev) {
 }
 
 /** A generic card: an event type we don't know, or a known one whose fields we could not read
- * (`__invalid` holds why: the card says so, and shows the frame as it came). */
+ * (`__invalid` holds why). One plain line; the frame as it came is under Details, collapsed. */
 export function renderGeneric(ev) {
   const type = typeof ev.type === "string" && ev.type ? ev.type : "(no type)";
   const { __invalid: invalid, ...frame } = ev;
+  const line = invalid
+    ? [
+        "The gateway sent a ",
+        h("code", { class: "event-type" }, type),
+        " event that could not be read: ",
+        h("span", { class: "generic-reason", testid: "generic-reason" }, invalid),
+      ]
+    : ["The gateway sent an event this app doesn't show: ", h("code", { class: "event-type" }, type)];
   return h(
     "div",
     { class: `card generic${invalid ? " invalid" : ""}`, testid: "generic-event", dataset: invalid ? { eventType: type, invalid: "1" } : { eventType: type } },
-    h("div", { class: "card-head" }, h("span", { class: "tag" }, invalid ? "unreadable event" : "event"), h("code", { class: "event-type" }, type)),
-    invalid ? h("div", { class: "generic-reason", testid: "generic-reason" }, invalid) : null,
-    h("pre", { class: "json" }, prettyJson(frame)),
+    h("div", { class: "generic-line" }, line),
+    h("details", { class: "generic-details" }, h("summary", null, "Details"), h("pre", { class: "json" }, prettyJson(frame))),
   );
 }
 
@@ -167,97 +215,51 @@ function plainCut(text, start) {
   return cut !== -1 && cut < text.length ? cut : -1;
 }
 
-export class TurnView {
-  constructor(turn, ctx, sessionId) {
-    this.ctx = ctx;
-    this.sessionId = sessionId;
-    this.blockViews = []; // {el, v, block}
-    this.userTextShown = null;
-    this.footerKey = null;
-    // assistant text state
-    this.mdSource = null; // "text" | "final"
-    this.mdLen = 0;
-    this.stableEnd = 0;
+/**
+ * One stretch of a turn's assistant text, text[start:end], rendered as markdown: the text between
+ * two of the turn's cards, or the live tail after the last one. Incremental: finished markdown
+ * blocks are rendered once and kept; only the unfinished last block is rendered again per update.
+ * A stretch that got a card after it is final and is not touched again.
+ */
+class TextRun {
+  constructor(start) {
+    this.el = h("div", { class: "md assistant-text", testid: "assistant-text" });
+    this.start = start;
+    this.end = start;
+    this.stableEnd = start;
     this.tailNodes = [];
     this.tailText = null;
     this.tailMode = null;
     this.chunk = null;
     this.plainBox = null;
     this.plainPieces = [];
-
-    this.userEl = h("div", { class: "bubble user-bubble", testid: "user-text" });
-    this.blocksEl = h("div", { class: "blocks" });
-    this.textEl = h("div", { class: "md assistant-text", testid: "assistant-text" });
-    this.footerEl = h("div", { class: "turn-footer" });
-    this.el = h(
-      "article",
-      { class: "turn", testid: "turn", dataset: { turnId: turn.turnId }, "aria-label": "Turn" },
-      h("div", { class: "user-row" }, this.userEl),
-      h("div", { class: "assistant" }, this.blocksEl, this.textEl, this.footerEl),
-    );
-    this.update(turn);
   }
 
-  update(turn) {
-    if (this.el.dataset.status !== turn.status) this.el.dataset.status = turn.status;
-    if (turn.fromHistory) this.el.dataset.fromHistory = "1";
-    if (this.userTextShown !== turn.userText) {
-      this.userTextShown = turn.userText;
-      this.userEl.textContent = turn.userText;
-      this.userEl.hidden = !turn.userText;
-    }
-    this.updateBlocks(turn);
-    this.updateText(turn);
-    this.updateFooter(turn);
-  }
-
-  updateBlocks(turn) {
-    const blocks = turn.blocks;
-    for (let i = 0; i < blocks.length; i += 1) {
-      const block = blocks[i];
-      const view = this.blockViews[i];
-      if (!view) {
-        const el = createBlock(block, this);
-        this.blockViews.push({ el, v: block.v });
-        this.blocksEl.appendChild(el);
-      } else if (view.v !== block.v) {
-        const el = updateBlock(view.el, block, this);
-        if (el !== view.el) {
-          view.el.replaceWith(el);
-          view.el = el;
-        }
-        view.v = block.v;
-      }
-    }
-  }
-
-  updateText(turn) {
-    const text = displayText(turn);
-    const source = displaySource(turn);
-    if (source !== this.mdSource || text.length < this.mdLen) {
-      clear(this.textEl);
-      this.mdSource = source;
-      this.stableEnd = 0;
+  /** Show text[start:end] (`text` is the whole turn's text, so no copy of it is made per frame). */
+  update(text, end, streaming) {
+    if (end < this.end) {
+      clear(this.el);
+      this.stableEnd = this.start;
       this.tailNodes = [];
       this.tailText = null;
       this.tailMode = null;
       this.chunk = null;
     }
-    this.mdLen = text.length;
-    const boundary = stableBoundary(text, this.stableEnd);
+    this.end = end;
+    const seg = end === text.length ? text : text.slice(0, end);
+    const boundary = stableBoundary(seg, this.stableEnd);
     if (boundary > this.stableEnd) {
       this.dropTail();
-      this.appendStable(renderMarkdownNodes(text.slice(this.stableEnd, boundary)));
+      this.appendStable(renderMarkdownNodes(seg.slice(this.stableEnd, boundary)));
       this.stableEnd = boundary;
     }
-    const tail = text.slice(this.stableEnd);
-    const streaming = turn.status === "running" || turn.status === "waiting";
+    const tail = seg.slice(this.stableEnd);
     if (streaming && tail.length > PLAIN_TAIL) {
       this.updatePlainTail(tail);
     } else if (this.tailMode !== "md" || tail !== this.tailText) {
       this.dropTail();
       this.tailNodes = renderMarkdownNodes(tail);
-      for (const node of this.tailNodes) this.textEl.appendChild(node);
+      for (const node of this.tailNodes) this.el.appendChild(node);
       this.tailText = tail;
       this.tailMode = "md";
     }
@@ -282,7 +284,7 @@ export class TurnView {
       this.plainBox = h("div", { class: "md-plain", "aria-busy": "true" });
       this.plainPieces = []; // {start, end, node}
       this.tailNodes = [this.plainBox];
-      this.textEl.appendChild(this.plainBox);
+      this.el.appendChild(this.plainBox);
       this.tailMode = "plain";
     }
     const pieces = this.plainPieces;
@@ -310,16 +312,144 @@ export class TurnView {
   /**
    * Finished markdown blocks go into chunks of MD_CHUNK nodes, so that a very long message is a
    * short list of laid-out boxes and appending to it does not re-lay-out every paragraph. The
-   * chunking depends only on the node index, so a turn rendered at once and one rendered while
+   * chunking depends only on the node index, so a stretch rendered at once and one rendered while
    * streaming end up with the same DOM.
    */
   appendStable(nodes) {
     for (const node of nodes) {
       if (!this.chunk || this.chunk.childNodes.length >= MD_CHUNK) {
         this.chunk = h("div", { class: "md-chunk" });
-        this.textEl.appendChild(this.chunk);
+        this.el.appendChild(this.chunk);
       }
       this.chunk.appendChild(node);
+    }
+  }
+}
+
+/**
+ * One turn: the user's message, then what the agent did in the order it streamed (text, a card,
+ * more text, ...), then the footer. Each block knows how much text had streamed when it came
+ * (block.textAt), so the text is cut there into stretches around the blocks; a live turn and the
+ * same turn rebuilt from get_state lay out the same. A turn shown by its final text (no deltas, or
+ * deltas lost) shows its blocks, then that text.
+ */
+export class TurnView {
+  constructor(turn, ctx, sessionId) {
+    this.ctx = ctx;
+    this.sessionId = sessionId;
+    this.blockViews = []; // {el, v}
+    this.userTextShown = null;
+    this.footerKey = null;
+    // the flow: blocks and text stretches in stream order
+    this.mode = null; // "text" | "final": displaySource
+    this.placed = 0; // blocks placed in the flow
+    this.tail = null; // the TextRun still growing (after the last block), or null
+    this.tailStart = 0;
+    this.turn = turn;
+
+    this.userEl = h("div", { class: "bubble user-bubble", testid: "user-text" });
+    this.retryEl = h("button", { type: "button", class: "msg-action", testid: "retry", "aria-label": "Retry", title: "Send this message again", hidden: true, onclick: () => this.ctx.retry?.(this.userTextShown || "") }, "Retry");
+    this.userActions = h(
+      "div",
+      { class: "msg-actions", role: "group", "aria-label": "Your message" },
+      copyButton(() => this.userTextShown || "", "copy-user-message"),
+      this.retryEl,
+    );
+    this.flowEl = h("div", { class: "turn-flow" });
+    this.actionsEl = h("div", { class: "msg-actions", role: "group", "aria-label": "Agent's message", hidden: true }, copyButton(() => displayText(this.turn), "copy-message"));
+    this.footerEl = h("div", { class: "turn-footer" });
+    this.el = h(
+      "article",
+      { class: "turn", testid: "turn", dataset: { turnId: turn.turnId }, "aria-label": "Turn" },
+      h("div", { class: "user-row" }, this.userEl, this.userActions),
+      h("div", { class: "assistant" }, this.flowEl, this.actionsEl, this.footerEl),
+    );
+    this.update(turn);
+  }
+
+  update(turn) {
+    if (this.el.dataset.status !== turn.status) this.el.dataset.status = turn.status;
+    if (turn.fromHistory) this.el.dataset.fromHistory = "1";
+    if (this.userTextShown !== turn.userText) {
+      this.userTextShown = turn.userText;
+      this.userEl.textContent = turn.userText;
+      this.userEl.hidden = !turn.userText;
+      this.userActions.hidden = !turn.userText;
+    }
+    this.updateBlocks(turn);
+    this.updateFlow(turn);
+    this.turn = turn;
+    const hasText = displayText(turn).length > 0;
+    if (this.actionsEl.hidden === hasText) this.actionsEl.hidden = !hasText;
+    this.updateFooter(turn);
+  }
+
+  setRetry(on) {
+    this.retryEl.hidden = !on;
+  }
+
+  /** Each block's element, patched by version (not yet placed in the flow: updateFlow does that). */
+  updateBlocks(turn) {
+    const blocks = turn.blocks;
+    for (let i = 0; i < blocks.length; i += 1) {
+      const block = blocks[i];
+      const view = this.blockViews[i];
+      if (!view) {
+        this.blockViews.push({ el: createBlock(block, this), v: block.v });
+      } else if (view.v !== block.v) {
+        const el = updateBlock(view.el, block, this);
+        if (el !== view.el) {
+          if (view.el.parentNode) view.el.replaceWith(el);
+          view.el = el;
+        }
+        view.v = block.v;
+      }
+    }
+  }
+
+  updateFlow(turn) {
+    const source = displaySource(turn);
+    const streaming = turn.status === "running" || turn.status === "waiting";
+    if (source !== this.mode) {
+      // The deltas' first piece (or a final text that says more): laid out again, blocks kept.
+      clear(this.flowEl);
+      this.mode = source;
+      this.placed = 0;
+      this.tail = null;
+      this.tailStart = 0;
+      if (source === "final") {
+        this.tail = new TextRun(0);
+        this.flowEl.appendChild(this.tail.el);
+      }
+    }
+    if (source === "final") {
+      for (; this.placed < this.blockViews.length; this.placed += 1) this.flowEl.insertBefore(this.blockViews[this.placed].el, this.tail.el);
+      const text = turn.finalText || "";
+      this.tail.update(text, text.length, streaming);
+      return;
+    }
+    const text = turn.text;
+    const blocks = turn.blocks;
+    for (; this.placed < this.blockViews.length; this.placed += 1) {
+      const at = Math.min(Math.max(blocks[this.placed].textAt ?? 0, this.tailStart), text.length);
+      if (at > this.tailStart) {
+        // The text before this block is complete: the stretch ends here and is final.
+        if (!this.tail) {
+          this.tail = new TextRun(this.tailStart);
+          this.flowEl.appendChild(this.tail.el);
+        }
+        this.tail.update(text, at, false);
+        this.tail = null;
+        this.tailStart = at;
+      }
+      this.flowEl.insertBefore(this.blockViews[this.placed].el, this.tail ? this.tail.el : null);
+    }
+    if (text.length > this.tailStart) {
+      if (!this.tail) {
+        this.tail = new TextRun(this.tailStart);
+        this.flowEl.appendChild(this.tail.el);
+      }
+      this.tail.update(text, text.length, streaming);
     }
   }
 
@@ -358,6 +488,35 @@ export class TurnView {
   }
 }
 
+/** A Copy button: copies what `get()` returns (markdown source for the agent's text), says
+ * "Copied" for a moment, or "Copy failed" when the clipboard refuses. */
+function copyButton(get, testid) {
+  let timer = null;
+  const btn = h("button", { type: "button", class: "msg-action", testid, "aria-label": "Copy message", title: "Copy message" }, "Copy");
+  const say = (label, state) => {
+    btn.textContent = label;
+    btn.dataset.copied = state;
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      btn.textContent = "Copy";
+      delete btn.dataset.copied;
+    }, 1500);
+  };
+  btn.addEventListener("click", () => {
+    const text = get();
+    const clip = navigator.clipboard;
+    if (!clip || typeof clip.writeText !== "function") {
+      say("Copy failed", "0");
+      return;
+    }
+    clip.writeText(text).then(
+      () => say("Copied", "1"),
+      () => say("Copy failed", "0"),
+    );
+  });
+  return btn;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Blocks
 
@@ -375,7 +534,7 @@ function createBlock(block, tv) {
     case "steer":
       return h("div", { class: "notice steer", testid: "steer" }, `Steered: ${block.content}`);
     case "file":
-      return h("div", { class: "notice file", testid: "file-changed" }, fileChangeText(block));
+      return renderFileChip(block, tv.ctx, tv.sessionId, true);
     case "notice":
       return h("div", { class: "notice", testid: "notice" }, block.text);
     case "message":
@@ -396,6 +555,12 @@ function updateBlock(el, block, tv) {
     case "terminal":
       updateTerminal(el, block);
       return el;
+    case "tool": {
+      // Rebuilt, but left open when the user had opened it.
+      const next = renderTool(block);
+      if (el.firstChild?.open) next.firstChild.open = true;
+      return next;
+    }
     default:
       return createBlock(block, tv);
   }
@@ -448,8 +613,102 @@ function updateThinking(el, block) {
   if (body.textContent.length !== block.text.length) body.textContent = block.text;
 }
 
+// Tool names as words: the verb a user reads in the one-line summary.
+const TOOL_WORDS = [
+  [/^(read|read_?file|view|view_?file|cat|open_?file)$/i, "Read"],
+  [/^(bash|shell|sh|run|exec|execute|command|run_?command|run_?shell|terminal)$/i, "Run"],
+  [/^(edit|edit_?file|str_?replace\w*|apply_?patch|patch|multi_?edit)$/i, "Edit"],
+  [/^(write|write_?file|create|create_?file)$/i, "Write"],
+  [/^(grep|rg|ripgrep|search|search_?files|find|glob)$/i, "Search"],
+  [/^(ls|list|list_?files|list_?dir|list_?directory)$/i, "List"],
+  [/^(fetch|web_?fetch|http|curl|browse)$/i, "Fetch"],
+  [/^(web_?search)$/i, "Search the web"],
+];
+// The arguments that say most about a call, most telling first.
+const TOOL_ARG_KEYS = ["path", "file_path", "filePath", "file", "filename", "command", "cmd", "query", "pattern", "url", "uri"];
+const SUMMARY_MAX = 80;
+
+export function toolLabel(name) {
+  const raw = String(name || "").trim();
+  if (!raw) return "Tool";
+  for (const [re, word] of TOOL_WORDS) if (re.test(raw)) return word;
+  return raw.replace(/[_-]+/g, " ");
+}
+
+function shorten(s, max = SUMMARY_MAX) {
+  const line = String(s).split("\n").find((l) => l.trim()) ?? "";
+  const one = line.trim();
+  const more = one !== String(s).trim();
+  if (one.length > max) return `${one.slice(0, max - 1)}…`;
+  return more ? `${one} …` : one;
+}
+
+/** The call's arguments in a few words: its most telling string argument (a path, a command, a
+ * query…), or the first string one as `key: value`. Streamed argument text is read as far as it
+ * parses. */
+export function toolArgSummary(block) {
+  let args = block.args;
+  if (args === undefined && block.argsText) {
+    try {
+      args = JSON.parse(block.argsText);
+    } catch (_) {
+      const m = /"(?:path|file_path|filePath|file|command|cmd|query|pattern|url)"\s*:\s*"((?:[^"\\]|\\.)*)"?/.exec(block.argsText);
+      return m ? shorten(m[1].replace(/\\(.)/g, "$1")) : "";
+    }
+  }
+  if (typeof args === "string") return shorten(args);
+  if (Array.isArray(args)) args = { args };
+  if (!args || typeof args !== "object") return "";
+  for (const key of TOOL_ARG_KEYS) {
+    const v = args[key];
+    if (typeof v === "string" && v.trim()) return shorten(v);
+    if (Array.isArray(v) && v.length && v.every((x) => typeof x === "string")) return shorten(v.join(" "));
+  }
+  for (const [key, v] of Object.entries(args)) {
+    if (typeof v === "string" && v.trim()) return shorten(`${key}: ${v}`);
+  }
+  return "";
+}
+
+function sizeWords(text) {
+  const lines = text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
+  if (lines > 1) return `${lines} lines`;
+  const bytes = new TextEncoder().encode(text).length;
+  if (bytes < 1024) return `${bytes} ${bytes === 1 ? "byte" : "bytes"}`;
+  return `${(bytes / 1024).toFixed(bytes < 10240 ? 1 : 0)} KB`;
+}
+
+/** After the call: how much came back (lines or bytes), or the first line of the error. */
+export function toolResultHint(block) {
+  if (block.state === "error") {
+    const e = block.error;
+    const msg = e && typeof e === "object" ? e.message ?? e.error ?? describe(e) : describe(e);
+    return shorten(msg || "failed", 60);
+  }
+  if (block.state !== "done") return "";
+  const r = block.result;
+  if (r === undefined || r === null || r === "") return "no output";
+  if (typeof r === "string") return sizeWords(r);
+  if (typeof r === "object") {
+    for (const key of ["output", "content", "stdout", "text"]) if (typeof r[key] === "string") return sizeWords(r[key]);
+  }
+  return sizeWords(describe(r));
+}
+
+const TOOL_STATE = {
+  pending: { mark: "○", words: "Preparing" },
+  running: { mark: "◐", words: "Running" },
+  done: { mark: "✓", words: "Done" },
+  error: { mark: "✕", words: "Failed" },
+};
+
+/** A tool call: one line (state, what it does, on what, what came back) that opens to the full
+ * arguments and result. */
 function renderTool(block) {
-  const name = block.toolName || "tool";
+  const label = toolLabel(block.toolName);
+  const summary = toolArgSummary(block);
+  const hint = toolResultHint(block);
+  const state = TOOL_STATE[block.state] || { mark: "•", words: String(block.state) };
   const argsValue = block.args !== undefined ? block.args : block.argsText;
   const sections = [];
   if (argsValue !== undefined && argsValue !== "") {
@@ -461,13 +720,37 @@ function renderTool(block) {
   if (block.state === "error") {
     sections.push(h("div", { class: "tool-section" }, h("div", { class: "label" }, "Error"), h("pre", { class: "json error-text", testid: "tool-error" }, prettyJson(block.error))));
   }
-  const stateLabel = { pending: "preparing", running: "running", done: "done", error: "error" }[block.state] || block.state;
+  const raw = block.toolName ? `Tool ${block.toolName}` : "Tool";
+  sections.push(h("div", { class: "tool-section tool-ids muted small" }, `${raw} · call ${block.toolCallId || "(no id)"}`));
   return h(
     "div",
-    { class: "card tool", testid: "tool-card", dataset: { toolCallId: block.toolCallId, state: block.state } },
-    h("div", { class: "card-head" }, h("span", { class: "tag" }, "tool"), h("code", { class: "tool-name", testid: "tool-name" }, name), h("span", { class: `pill ${block.state}` }, stateLabel)),
-    sections,
+    { class: `card tool ${block.state}`, testid: "tool-card", dataset: { toolCallId: block.toolCallId, state: block.state, toolName: block.toolName || "" } },
+    h(
+      "details",
+      { class: "tool-details" },
+      h(
+        "summary",
+        { class: "tool-line", title: "Show the arguments and result" },
+        h("span", { class: "tool-state", testid: "tool-state", role: "img", "aria-label": state.words, title: state.words }, state.mark),
+        " ",
+        h(
+          "span",
+          { class: "tool-what" },
+          h("span", { class: "tool-name", testid: "tool-name" }, label),
+          summary ? [label === "Run" ? ": " : " ", h("span", { class: "tool-summary", testid: "tool-summary" }, summary)] : null,
+        ),
+        hint ? [" ", h("span", { class: `tool-hint${block.state === "error" ? " error-text" : ""}`, testid: "tool-hint" }, hint)] : null,
+      ),
+      sections,
+    ),
   );
+}
+
+/** A terminal's title in words: its command when the event or a tool call said it, else its
+ * place among the turn's terminals (the id is in the tooltip). */
+function terminalTitle(block) {
+  const command = typeof block.command === "string" ? block.command.trim() : "";
+  return command ? `Terminal: ${shorten(command)}` : `Terminal ${block.number ?? 1}`;
 }
 
 function createTerminal(block) {
@@ -483,14 +766,14 @@ function updateTerminal(el, block) {
   const head = el.firstChild;
   const pre = el.lastChild;
   clear(head);
-  head.appendChild(h("span", { class: "tag" }, "terminal"));
-  if (block.terminalId) head.appendChild(h("code", null, block.terminalId));
+  head.appendChild(h("span", { class: "terminal-title", testid: "terminal-title", title: block.terminalId ? `Terminal id ${block.terminalId}` : "" }, terminalTitle(block)));
   if (block.exitCode !== null && block.exitCode !== undefined) {
     el.dataset.exitCode = String(block.exitCode);
-    head.appendChild(h("span", { class: `pill ${block.exitCode === 0 ? "done" : "error"}` }, `exit ${block.exitCode}`));
+    const ok = block.exitCode === 0;
+    head.appendChild(h("span", { class: `pill ${ok ? "done" : "error"}`, testid: "terminal-exit" }, ok ? "finished" : `exited with ${block.exitCode}`));
   } else {
     delete el.dataset.exitCode;
-    head.appendChild(h("span", { class: "pill running" }, "running"));
+    head.appendChild(h("span", { class: "pill running", testid: "terminal-exit" }, "running"));
   }
   if (block.text.length > el._len) {
     pre.appendChild(document.createTextNode(block.text.slice(el._len)));
@@ -498,6 +781,51 @@ function updateTerminal(el, block) {
     pre.textContent = block.text;
   }
   el._len = block.text.length;
+}
+
+/** What a file change says: what happened to which file, its version, and who made it. */
+const WHO_WORDS = { agent: "by the agent", local: "your local edit", other: "changed outside a turn" };
+
+/** `who`: "agent" | "local" | "other" (the Sync state's whoChanged); by default where it streamed. */
+export function fileChangeWords(f, inTurn, who = inTurn ? "agent" : "other") {
+  const path = f.path || "(a file)";
+  let what;
+  if (f.deleted) what = `Deleted ${path}`;
+  else if (f.renamedFrom) what = `Renamed ${f.renamedFrom} → ${path}`;
+  else if (f.iteration === 1) what = `Created ${path}`;
+  else what = `Changed ${path}`;
+  const bits = [];
+  if (typeof f.iteration === "number") bits.push(`version ${f.iteration}`);
+  bits.push(WHO_WORDS[who] || WHO_WORDS.other);
+  return { what, detail: bits.join(" · ") };
+}
+
+/** A file change as a chip; a button that opens the change when the page can show it. */
+function whoOf(f, ctx, sessionId, inTurn) {
+  const iteration = typeof f.iteration === "number" ? f.iteration : null;
+  if (typeof ctx?.whoChanged === "function" && iteration !== null) return ctx.whoChanged(sessionId, f.path ?? "", iteration, inTurn);
+  return inTurn ? "agent" : "other";
+}
+
+function renderFileChip(f, ctx, sessionId, inTurn) {
+  const who = whoOf(f, ctx, sessionId, inTurn);
+  const { what, detail } = fileChangeWords(f, inTurn, who);
+  const iteration = typeof f.iteration === "number" ? f.iteration : null;
+  const dataset = { path: f.path ?? "", iteration: iteration === null ? "" : String(iteration), by: who, inTurn: inTurn ? "1" : "0" };
+  const body = [h("span", { class: "file-chip-what" }, what), " ", h("span", { class: "file-chip-detail", testid: "file-chip-detail" }, detail)];
+  if (typeof ctx?.openFile !== "function") return h("div", { class: "file-chip", testid: "file-changed", dataset }, body);
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "file-chip",
+      testid: "file-changed",
+      dataset,
+      title: "Show this change in the Files panel",
+      onclick: () => ctx.openFile({ sessionId, path: f.path ?? "", iteration }),
+    },
+    body,
+  );
 }
 
 function optionParts(opt) {

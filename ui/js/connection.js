@@ -3,7 +3,7 @@
 // the handshake said (protocol version, client id, identity), the heartbeat, what this gateway was
 // seen to support, a Ping with its round trip, and the URL/token form (wired in app.js).
 
-import { h, clear } from "./dom.js";
+import { h, clear, formatWhen } from "./dom.js";
 
 const LABELS = ["connecting", "connected", "reconnecting", "auth failed", "offline"];
 
@@ -22,6 +22,24 @@ export function connectionLabel(state) {
   if (!s || s === "disconnected" || s === "closed" || s === "stopped" || s === "idle" || s === "error" || s === "failed") return "offline";
   return s;
 }
+
+// What the indicator says for each state, in words.
+const WORDS = {
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  "auth failed": "Sign-in failed",
+  offline: "Offline",
+};
+
+/** The indicator's text: "Connected", "Reconnecting in 3 s…", "Sign-in failed", "Offline". */
+export function connectionWords(label, retryInS = null) {
+  if (label === "reconnecting" && retryInS !== null && retryInS > 0) return `Reconnecting in ${retryInS} s…`;
+  return WORDS[label] || label.charAt(0).toUpperCase() + label.slice(1);
+}
+
+/** The indicator's text while the page cannot reach dim-desktop itself. */
+export const APP_UNREACHABLE = "dim-desktop not running";
 
 function seconds(ms) {
   return `${Math.round(ms / 100) / 10} s`;
@@ -64,6 +82,7 @@ export function traitLines(traits) {
   return lines;
 }
 
+// The gateway's own clock, to compare with this computer's: the exact time is the point.
 function clock(ms) {
   return typeof ms === "number" && isFinite(ms) ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "";
 }
@@ -94,17 +113,16 @@ export class ConnectionView {
     this.bridgeDown = bridgeDown;
     const c = this.conn;
     const { indicator, detail, url, identity } = this.els;
-    let label = connectionLabel(c.state);
-    const state = label;
+    const state = connectionLabel(c.state);
     let why = c.detail || "";
-    if (bridgeDown) {
-      label = "offline";
-      why = "The dim-desktop app is not reachable; retrying…";
-    }
     const retry = bridgeDown ? null : this.retryIn();
-    if (retry !== null && retry > 0) label = `reconnecting in ${retry} s`;
+    // While the app itself is gone, what it last said about the gateway is not known to hold.
+    const label = bridgeDown ? APP_UNREACHABLE : connectionWords(state, retry);
+    if (bridgeDown) why = "The page cannot reach dim-desktop; it reconnects by itself once dim-desktop runs again.";
     if (indicator.textContent !== label) indicator.textContent = label;
     indicator.dataset.state = (bridgeDown ? "offline" : state).replace(/ /g, "-");
+    if (bridgeDown) indicator.dataset.bridge = "closed";
+    else delete indicator.dataset.bridge;
     indicator.dataset.raw = String(c.state ?? "");
     const warnings = Array.isArray(c.warnings) ? c.warnings.filter((w) => typeof w === "string" && w) : [];
     const warned = warnings.length ? `${warnings.length} warning${warnings.length === 1 ? "" : "s"}` : "";
@@ -112,8 +130,8 @@ export class ConnectionView {
     // The mark is drawn by CSS from data-warnings, so the indicator's text stays the state alone.
     if (warnings.length) indicator.dataset.warnings = String(warnings.length);
     else delete indicator.dataset.warnings;
-    indicator.setAttribute("aria-label", `Gateway connection state${warned ? ` (${warned})` : ""}`);
-    detail.textContent = [`State: ${label}`, c.url ? `Gateway: ${c.url}` : "", why, c.reconnects ? `Reconnects: ${c.reconnects}` : ""].filter(Boolean).join("\n");
+    indicator.setAttribute("aria-label", `${bridgeDown ? "dim-desktop" : "Gateway connection"}: ${label}${warned ? ` (${warned})` : ""}`);
+    detail.textContent = [bridgeDown ? label : `Gateway: ${label}`, c.url ? `Address: ${c.url}` : "", why, c.reconnects ? `Reconnects so far: ${c.reconnects}` : ""].filter(Boolean).join("\n");
     if (!url.value && c.url && document.activeElement !== url) url.value = c.url;
     const id = c.identity;
     identity.textContent = id ? id.email || id.userId || "" : "";
@@ -137,7 +155,7 @@ export class ConnectionView {
       ["Protocol", "conn-protocol", typeof c.protocolVersion === "number" ? `v${c.protocolVersion}${c.requiresAuth ? ", token required" : ""}` : ""],
       ["Client id", "conn-client-id", c.clientId || ""],
       ["Identity", "conn-identity", id ? [id.email, id.userId, id.tenantId && `tenant ${id.tenantId}`].filter(Boolean).join(" · ") : ""],
-      ["Heartbeat", "conn-heartbeat", [hb, c.lastHeartbeatAt ? `last at ${clock(c.lastHeartbeatAt)}` : ""].filter(Boolean).join(", ")],
+      ["Heartbeat", "conn-heartbeat", [hb, c.lastHeartbeatAt ? `last one ${formatWhen(c.lastHeartbeatAt)}` : ""].filter(Boolean).join(", ")],
     ];
     const key = JSON.stringify(rows);
     if (key === this.factsKey) return;

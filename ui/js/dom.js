@@ -67,14 +67,45 @@ export function prettyJson(value) {
   }
 }
 
-export function formatTime(ms) {
+// One way to say when, across the page: recent times relative ("just now", "5 min ago", "today
+// 14:02", "yesterday 14:02"), older ones as a locale date and time ("4 Dec 2026, 14:02"), and the
+// exact time (ISO 8601, UTC) in the tooltip. `timeEl()` gives a <time> with both.
+
+function clockText(d) {
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function dayStart(d) {
+  return new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+}
+
+/** When `ms` (epoch ms) was, in words; "" for no time. */
+export function formatWhen(ms, now = Date.now()) {
   if (typeof ms !== "number" || !isFinite(ms)) return "";
   const d = new Date(ms);
-  const now = new Date();
-  const sameDay = d.toDateString() === now.toDateString();
-  return sameDay
-    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const ago = now - ms;
+  if (ago >= -5000 && ago < 45_000) return "just now";
+  if (ago >= 0 && ago < 3_600_000) return `${Math.max(1, Math.round(ago / 60_000))} min ago`;
+  const today = dayStart(new Date(now));
+  if (ms >= today && ms < today + 86_400_000) return `today ${clockText(d)}`;
+  if (ms >= today - 86_400_000 && ms < today) return `yesterday ${clockText(d)}`;
+  return d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+/** The exact time, for a tooltip or a datetime attribute: "2026-12-06T14:02:05.120Z". */
+export function exactTime(ms) {
+  return typeof ms === "number" && isFinite(ms) ? new Date(ms).toISOString() : "";
+}
+
+/** <time datetime=ISO title=ISO>formatWhen</time>; attrs as for h(). */
+export function timeEl(ms, attrs = {}) {
+  const iso = exactTime(ms);
+  return h("time", { ...attrs, datetime: iso || null, title: iso || null, dataset: { ...(attrs.dataset || {}), ms: iso ? String(ms) : "" } }, formatWhen(ms));
+}
+
+/** Kept for callers: the same words as formatWhen. */
+export function formatTime(ms) {
+  return formatWhen(ms);
 }
 
 /** Bytes in binary units, one decimal where it says something: 104857600 -> "100 MiB", 13207024435 -> "12.3 GiB". */

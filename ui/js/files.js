@@ -1,7 +1,13 @@
 // The Files panel: the selected session's workspace via list_files / read_file / file_history /
 // file_at_iteration. Refreshes (debounced) when file_changed events arrive for the session.
+// A file's history compares any two of its iterations as a line diff (the same rendering as the
+// Sync panel's conflicts); `showChange(path, iteration)` opens one change (the chat's file-change
+// lines call it).
 
 import { h, clear, formatBytes, formatTime } from "./dom.js";
+import { diffBox, fillLineDiff } from "./linediff.js";
+import { syncState } from "./syncstate.js";
+import { showSideTab } from "./layout.js";
 
 const DIR_TYPES = new Set(["dir", "directory", "folder", "tree"]);
 
@@ -79,6 +85,7 @@ export class FilesPanel {
    * @param {object} ctx        {invoke, onError(err)}
    */
   constructor(root, ctx) {
+    FilesPanel.instance = this; // the page's one panel, for what opens a file change
     this.root = root;
     this.ctx = ctx;
     this.sessionId = null;
@@ -96,11 +103,28 @@ export class FilesPanel {
     this.latestBtn = h("button", { type: "button", class: "ghost small", testid: "file-latest", onclick: () => this.showIteration(null) }, "Latest");
     this.contentEl = h("pre", { class: "file-content", testid: "file-content", tabindex: "0", "aria-label": "File content" });
     this.historyEl = h("ol", { class: "file-history", testid: "file-history", "aria-label": "File history" });
+    this.iterations = []; // the selected file's, newest first
+    this.diff = null; // {from, to} while the view shows the changes between two iterations
+    this.diffEl = diffBox({ testid: "file-diff", label: "Changes", className: "file-diff" });
+    this.diffEl.hidden = true;
+    this.fromSel = h("select", { class: "file-compare-from", testid: "file-diff-from", "aria-label": "Compare from iteration" });
+    this.toSel = h("select", { class: "file-compare-to", testid: "file-diff-to", "aria-label": "Compare to iteration" });
+    this.compareEl = h(
+      "form",
+      { class: "file-compare", testid: "file-compare", hidden: true, onsubmit: (e) => (e.preventDefault(), this.showDiff(Number(this.fromSel.value), Number(this.toSel.value))) },
+      h("span", { class: "subhead" }, "Compare"),
+      this.fromSel,
+      h("span", { "aria-hidden": "true" }, "→"),
+      this.toSel,
+      h("button", { type: "submit", class: "ghost small", testid: "file-diff-show" }, "Show changes"),
+    );
     this.viewEl = h(
       "div",
       { class: "file-view", hidden: true },
       h("div", { class: "file-view-head" }, this.viewTitle, this.latestBtn),
       this.contentEl,
+      this.diffEl,
+      this.compareEl,
       h("div", { class: "subhead" }, "History"),
       this.historyEl,
     );
@@ -113,6 +137,10 @@ export class FilesPanel {
       this.viewEl,
     );
     this.setSession(null);
+    // an upload's answer can reach the journal after the file_changed that refreshed the history
+    syncState.onChange((sid) => {
+      if (sid === this.sessionId && this.file) this.markWho();
+    });
   }
 
   setSession(sessionId) {
@@ -197,6 +225,7 @@ export class FilesPanel {
   async select(path) {
     this.file = path;
     this.iteration = null;
+    this.setDiff(null);
     for (const el of this.listEl.querySelectorAll("[data-testid=file-item]")) el.classList.toggle("selected", el.dataset.path === path);
     this.viewEl.hidden = false;
     await Promise.all([this.loadContent(), this.loadHistory()]);
@@ -204,15 +233,103 @@ export class FilesPanel {
 
   async showIteration(iteration) {
     this.iteration = iteration;
+    this.setDiff(null);
     await this.loadContent();
     this.markHistory();
+  }
+
+  /**
+   * One change of a file, as the chat names it ("changed src/parser.py #2"): the file's history
+   * with the diff of the iteration before `iteration` → `iteration` (a creation is compared with
+   * nothing, a deletion with nothing after it).
+   */
+  async showChange(path, iteration) {
+    if (!this.sessionId || !path) return;
+    showSideTab("files");
+    const parts = String(path).split("/").filter(Boolean);
+    parts.pop();
+    const dir = parts.join("/");
+    if (dir !== this.dir) {
+      this.dir = dir;
+      this.renderPath();
+      this.refresh();
+    }
+    this.file = path;
+    this.iteration = null;
+    for (const el of this.listEl.querySelectorAll("[data-testid=file-item]")) el.classList.toggle("selected", el.dataset.path === path);
+    this.viewEl.hidden = false;
+    const to = Number(iteration);
+    this.setDiff({ from: null, to });
+    await this.loadHistory();
+    if (this.file !== path) return;
+    await this.showDiff(this.previous(to), to);
+    this.viewEl.scrollIntoView({ block: "nearest" });
+  }
+
+  /** The iteration of the selected file just before `iteration` (0: none, it was created then). */
+  previous(iteration) {
+    let best = 0;
+    for (const it of this.iterations) if (it.iteration < iteration && it.iteration > best) best = it.iteration;
+    return best;
+  }
+
+  setDiff(diff) {
+    this.diff = diff;
+    this.diffEl.hidden = !diff;
+    this.contentEl.hidden = !!diff;
+    if (diff) this.latestBtn.hidden = false;
+  }
+
+  /** The text of one iteration: "" for none (0) or a deletion; null with `why` when it cannot be shown. */
+  async textAt(iteration) {
+    if (!iteration) return { text: "" };
+    const meta = this.iterations.find((it) => it.iteration === iteration);
+    if (meta && meta.deleted) return { text: "", deleted: true };
+    const result = await this.ctx.invoke("file_at_iteration", { sessionId: this.sessionId, path: this.file, iteration });
+    const decoded = decodeContent(result);
+    return decoded.binary ? { text: null, why: decoded.text } : { text: decoded.text };
+  }
+
+  /** The changes from iteration `from` (0: before the file existed) to iteration `to`. */
+  async showDiff(from, to) {
+    const { sessionId, file } = this;
+    const token = this.token;
+    if (!sessionId || !file || !to) return;
+    this.iteration = null;
+    this.setDiff({ from, to });
+    this.fromSel.value = String(from);
+    this.toSel.value = String(to);
+    this.markHistory();
+    this.viewTitle.textContent = `${file} · changes ${from ? `#${from}` : "(new file)"} → #${to}`;
+    this.diffEl.dataset.path = file;
+    this.diffEl.dataset.from = String(from);
+    this.diffEl.dataset.to = String(to);
+    this.diffEl.setAttribute("aria-label", `Changes to ${file} from ${from ? `version ${from}` : "nothing"} to version ${to}`);
+    clear(this.diffEl).textContent = "Loading…";
+    let a, b;
+    try {
+      [a, b] = await Promise.all([this.textAt(from), this.textAt(to)]);
+    } catch (err) {
+      if (token !== this.token || file !== this.file || this.diff?.to !== to || this.diff?.from !== from) return;
+      this.diffEl.textContent = `Could not read ${file}: ${err.message}`;
+      return;
+    }
+    if (token !== this.token || file !== this.file || this.diff?.to !== to || this.diff?.from !== from) return;
+    clear(this.diffEl);
+    if (a.text === null || b.text === null) {
+      this.diffEl.textContent = a.why || b.why;
+      return;
+    }
+    const label = (n, t) => (!n ? "(did not exist)" : t.deleted ? `#${n} (deleted)` : `#${n}`);
+    fillLineDiff(this.diffEl, a.text, b.text, [`--- ${label(from, a)}`, `+++ ${label(to, b)}`]);
   }
 
   async loadContent() {
     const { sessionId, file, iteration } = this;
     const token = this.token;
     if (!sessionId || !file) return;
-    this.viewTitle.textContent = `${file} · ${iteration === null ? "latest" : `iteration ${iteration}`}`;
+    if (this.diff) return;
+    this.viewTitle.textContent = `${file} · ${iteration === null ? "latest" : `version ${iteration}`}`;
     this.latestBtn.hidden = iteration === null;
     this.contentEl.dataset.path = file;
     this.contentEl.dataset.iteration = iteration === null ? "latest" : String(iteration);
@@ -229,7 +346,7 @@ export class FilesPanel {
       this.ctx.onError?.(err);
       return;
     }
-    if (token !== this.token || file !== this.file || iteration !== this.iteration) return;
+    if (token !== this.token || file !== this.file || iteration !== this.iteration || this.diff) return;
     const decoded = decodeContent(result);
     this.contentEl.classList.remove("error-text");
     this.contentEl.classList.toggle("binary", decoded.binary);
@@ -257,13 +374,15 @@ export class FilesPanel {
       .map((it) => (typeof it === "number" ? { iteration: it } : it))
       .filter((it) => it && it.iteration !== undefined)
       .sort((a, b) => b.iteration - a.iteration);
+    this.iterations = iterations;
     clear(this.historyEl);
     for (const it of iterations) {
-      const bits = [`#${it.iteration}`, formatTime(it.timestamp), formatBytes(it.size)].filter(Boolean);
+      const bits = [`Version ${it.iteration}`, formatTime(it.timestamp), it.deleted ? "deleted" : formatBytes(it.size)].filter(Boolean);
+      const previous = this.previous(it.iteration);
       this.historyEl.appendChild(
         h(
           "li",
-          null,
+          { class: "file-iteration-row" },
           h(
             "button",
             {
@@ -272,20 +391,69 @@ export class FilesPanel {
               testid: "file-iteration",
               dataset: { iteration: String(it.iteration) },
               title: it.hash ? `hash ${it.hash}` : "",
+              disabled: !!it.deleted,
               onclick: () => this.showIteration(it.iteration),
             },
             bits.join(" · "),
+            h("span", { class: "iteration-who" }),
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "ghost small iteration-diff",
+              testid: "file-iteration-diff",
+              dataset: { iteration: String(it.iteration) },
+              "aria-label": `Changes in version ${it.iteration}`,
+              onclick: () => this.showDiff(previous, it.iteration),
+            },
+            "Changes",
           ),
         ),
       );
     }
     if (!iterations.length) this.historyEl.appendChild(h("li", { class: "panel-empty" }, "No recorded iterations."));
+    this.fillCompare(iterations);
+    this.markWho();
     this.markHistory();
   }
 
+  /** The two pickers of "Compare": any two iterations, by default the previous → the newest. */
+  fillCompare(iterations) {
+    const keep = this.diff && this.diff.from !== null ? [this.diff.from, this.diff.to] : null;
+    clear(this.fromSel);
+    clear(this.toSel);
+    this.fromSel.appendChild(h("option", { value: "0" }, "nothing (new file)"));
+    for (const it of iterations) {
+      const words = `#${it.iteration}${it.timestamp ? ` · ${formatTime(it.timestamp)}` : ""}${it.deleted ? " (deleted)" : ""}`;
+      this.fromSel.appendChild(h("option", { value: String(it.iteration) }, words));
+      this.toSel.appendChild(h("option", { value: String(it.iteration) }, words));
+    }
+    this.compareEl.hidden = iterations.length === 0;
+    if (!iterations.length) return;
+    const newest = iterations[0].iteration;
+    const [from, to] = keep || [this.previous(newest), newest];
+    this.fromSel.value = String(from);
+    this.toSel.value = String(to);
+  }
+
+  /** "your local edit" on the iterations this app's sync uploaded (known when the journal is). */
+  markWho() {
+    for (const el of this.historyEl.querySelectorAll("[data-testid=file-iteration]")) {
+      const local = syncState.whoChanged(this.sessionId, this.file, Number(el.dataset.iteration)) === "local";
+      el.querySelector(".iteration-who").textContent = local ? " · your local edit" : "";
+    }
+  }
+
   markHistory() {
+    const d = this.diff;
     for (const el of this.historyEl.querySelectorAll("[data-testid=file-iteration]")) {
       el.classList.toggle("selected", this.iteration !== null && el.dataset.iteration === String(this.iteration));
+    }
+    for (const el of this.historyEl.querySelectorAll("[data-testid=file-iteration-diff]")) {
+      const on = !!d && el.dataset.iteration === String(d.to) && d.from === this.previous(d.to);
+      el.classList.toggle("selected", on);
+      el.setAttribute("aria-pressed", on ? "true" : "false");
     }
   }
 

@@ -1,7 +1,9 @@
-// Two small side-panel sections that read the gateway on demand, when opened or refreshed:
-// - HistoryPanel: the selected session's turns as the gateway records them (get_history → history),
-//   and for a turn its stored events, exactly as sent (get_events → event_list);
-// - MembersPanel: the tenant's members and their roles (manage_members {action: "list"} → member_list).
+// Two small sections that read the gateway on demand, when shown or refreshed:
+// - HistoryPanel (the workspace panel's History tab): the selected session's turns as the gateway
+//   records them (get_history → history), and for a turn its stored events, exactly as sent
+//   (get_events → event_list);
+// - MembersPanel (in Diagnostics): the tenant's members and their roles
+//   (manage_members {action: "list"} → member_list).
 // Neither keeps anything in the store: what they show is the gateway's answer of the moment.
 
 import { h, clear, formatTime } from "./dom.js";
@@ -12,32 +14,42 @@ function failure(err) {
 
 export class HistoryPanel {
   /**
-   * @param {HTMLDetailsElement} root  <details data-testid="history-panel">
-   * @param {object} ctx               {invoke}
+   * @param {HTMLElement} root  <section data-testid="history-panel">, the History tab's panel
+   * @param {object} ctx        {invoke}
    */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
     this.sessionId = null;
+    this.visible = false;
+    this.loadedFor = undefined; // the session whose history is on screen
     this.run = 0;
     this.list = h("ol", { class: "history-list", testid: "history-list" });
     this.status = h("div", { class: "panel-empty", testid: "history-status" });
     const refresh = h("button", { type: "button", class: "icon", testid: "history-refresh", title: "Load again", "aria-label": "Load the turn history again", onclick: () => this.load() }, "⟳");
-    root.append(h("summary", null, "Turn history"), h("div", { class: "info-head" }, this.status, refresh), this.list);
-    root.addEventListener("toggle", () => root.open && this.load());
+    root.append(h("div", { class: "panel-head" }, h("h2", null, "Turn history"), h("div", { class: "spacer" }), refresh), this.status, this.list);
+  }
+
+  /** Shown (its tab selected and the panel open): each time it comes into view it loads again. */
+  setVisible(visible) {
+    const was = this.visible;
+    this.visible = !!visible;
+    if (this.visible && (!was || this.loadedFor !== this.sessionId)) this.load();
   }
 
   setSession(id) {
     if (id === this.sessionId) return;
     this.sessionId = id;
+    this.loadedFor = undefined;
     clear(this.list);
     this.status.textContent = id ? "" : "No session selected.";
-    if (this.root.open) this.load();
+    if (this.visible) this.load();
   }
 
   async load() {
     const sessionId = this.sessionId;
     const run = ++this.run;
+    this.loadedFor = sessionId;
     if (!sessionId) return;
     this.status.textContent = "Loading…";
     let result;

@@ -2,14 +2,19 @@
 //
 // It builds DOM nodes with createElement/textContent only: gateway text is never parsed as HTML,
 // so there is nothing to escape and nothing to sanitize. Supported: paragraphs (single newlines
-// kept as line breaks), fenced code blocks, headings, lists (ordered, unordered, nested by
-// indentation), block quotes, horizontal rules, inline code, bold, italic, strikethrough and
-// [links](https://...) (http, https and mailto only).
+// kept as line breaks), fenced code blocks (with a language label, a Copy button and, once closed,
+// syntax highlighting: see highlight.js), headings, lists (ordered, unordered, nested by
+// indentation, GitHub task lists "- [ ]" / "- [x]"), GitHub tables (alignment, escaped pipes), block
+// quotes, horizontal rules, inline code, bold, italic, strikethrough and [links](https://...)
+// (http, https and mailto only).
 //
 // Streaming: text is cut into segments at blank lines outside code fences, and each segment is
 // parsed on its own. So rendering A then B (cut at such a blank line) gives exactly the nodes of
 // rendering A+B, which lets the chat render only the unfinished tail of a streaming message each
-// frame (see stableBoundary).
+// frame (see stableBoundary). A table has no blank line inside, so it is always one block of one
+// segment. Highlighting is applied later to the nodes returned, the same way however they were cut.
+
+import { highlightLater } from "./highlight.js";
 
 const FENCE_OPEN = /^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)[^`]*$/;
 const HEADING = /^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$/;
@@ -131,16 +136,13 @@ function parseBlocks(lines, out) {
       const body = [];
       i += 1;
       while (i < lines.length && !closesFence(lines[i], fence)) body.push(lines[i++]);
-      if (i < lines.length) i += 1; // the closing fence
-      const pre = document.createElement("pre");
-      const code = document.createElement("code");
-      if (fence.lang) {
-        code.className = `lang-${fence.lang.replace(/[^\w+-]/g, "")}`;
-        pre.dataset.lang = fence.lang;
-      }
-      code.textContent = body.join("\n");
-      pre.appendChild(code);
-      out.push(pre);
+      const closed = i < lines.length;
+      if (closed) i += 1; // the closing fence
+      out.push(codeBlock(body.join("\n"), fence.lang, closed));
+      continue;
+    }
+    if (tableAt(lines, i)) {
+      i = parseTable(lines, i, out);
       continue;
     }
     const heading = HEADING.exec(line);
@@ -173,7 +175,11 @@ function parseBlocks(lines, out) {
     }
     // paragraph
     const para = [];
-    while (i < lines.length && !isBlank(lines[i]) && (para.length === 0 || !startsBlock(lines[i]))) {
+    while (
+      i < lines.length &&
+      !isBlank(lines[i]) &&
+      (para.length === 0 || (!startsBlock(lines[i]) && !tableAt(lines, i)))
+    ) {
       para.push(lines[i].replace(/^ {1,3}/, ""));
       i += 1;
     }
@@ -206,10 +212,27 @@ function parseList(lines, i, first, out) {
     }
     const li = document.createElement("li");
     const rest = body.slice(1);
-    appendInline(li, body[0]);
+    const task = TASK.exec(body[0]);
+    if (task) {
+      // a GitHub task: a checkbox the reader sees but cannot tick, labelled by the item's text
+      list.classList.add("task-list");
+      li.className = "task-item";
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.setAttribute("disabled", "");
+      if (task[1] !== " ") box.setAttribute("checked", "");
+      const label = document.createElement("label");
+      label.appendChild(box);
+      const text = document.createElement("span");
+      appendInline(text, task[2] ?? "");
+      label.appendChild(text);
+      li.appendChild(label);
+    } else {
+      appendInline(li, body[0]);
+    }
     if (rest.length) {
-      // nested blocks (a sub-list, a code block) or plain continuation text
-      if (rest.some((l) => listItem(l) || fenceOf(l))) {
+      // nested blocks (a sub-list, a code block, a table) or plain continuation text
+      if (rest.some((l, k) => listItem(l) || fenceOf(l) || tableAt(rest, k))) {
         const kids = [];
         parseBlocks(rest, kids);
         for (const k of kids) li.appendChild(k);
@@ -223,6 +246,159 @@ function parseList(lines, i, first, out) {
     list.appendChild(li);
   }
   out.push(list);
+  return i;
+}
+
+const TASK = /^\[([ xX])\](?:[ \t]+(.*))?$/;
+
+// ---------------------------------------------------------------------------------------------
+// Code blocks
+
+/**
+ * A fenced code block: its language (the fence's info string, "text" when none), a Copy button
+ * that copies the code exactly, and the code, highlighted once the fence is closed (an open fence
+ * is the unfinished tail of a streaming message, re-rendered at every piece: it stays plain).
+ */
+function codeBlock(text, lang, closed) {
+  const wrap = document.createElement("div");
+  wrap.className = "md-code";
+  wrap.dataset.testid = "code-block";
+  const head = document.createElement("div");
+  head.className = "md-code-head";
+  const label = document.createElement("span");
+  label.className = "md-code-lang";
+  label.dataset.testid = "code-lang";
+  label.textContent = lang || "text";
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.className = "md-code-copy";
+  copy.dataset.testid = "copy-code";
+  copy.textContent = COPY;
+  head.append(label, copy);
+  const pre = document.createElement("pre");
+  const code = document.createElement("code");
+  if (lang) {
+    code.className = `lang-${lang.replace(/[^\w+-]/g, "")}`;
+    pre.dataset.lang = lang;
+    wrap.dataset.lang = lang;
+  }
+  code.textContent = text;
+  pre.appendChild(code);
+  wrap.append(head, pre);
+  copy.addEventListener("click", () => copyCode(copy, code, text));
+  if (closed) highlightLater(code, lang, text);
+  return wrap;
+}
+
+const COPY = "Copy code";
+const feedback = new WeakMap(); // button -> timer restoring its label
+
+async function copyCode(button, code, text) {
+  let said;
+  try {
+    await navigator.clipboard.writeText(text);
+    said = "Copied";
+  } catch (_) {
+    // no clipboard (an insecure origin, a denied permission): select the code for Ctrl+C instead
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    said = "Press Ctrl+C to copy";
+  }
+  button.textContent = said;
+  clearTimeout(feedback.get(button));
+  feedback.set(
+    button,
+    setTimeout(() => {
+      button.textContent = COPY;
+    }, 2000),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables (GitHub flavoured)
+
+const DELIMITER_CELL = /^:?-+:?$/;
+
+/** The cells of a table row: split at pipes that are not escaped, outer pipes optional. */
+function rowCells(line) {
+  let s = line.trim();
+  if (s.startsWith("|")) s = s.slice(1);
+  if (s.endsWith("|") && !s.endsWith("\\|")) s = s.slice(0, -1);
+  const cells = [];
+  let cur = "";
+  for (let k = 0; k < s.length; k += 1) {
+    const c = s[k];
+    if (c === "\\" && k + 1 < s.length) {
+      cur += c + s[k + 1];
+      k += 1;
+    } else if (c === "|") {
+      cells.push(cur);
+      cur = "";
+    } else {
+      cur += c;
+    }
+  }
+  cells.push(cur);
+  // an escaped pipe is a pipe in the cell, inside code spans too
+  return cells.map((cell) => cell.trim().replace(/\\\|/g, "|"));
+}
+
+function hasPipe(line) {
+  return /(^|[^\\])\|/.test(line);
+}
+
+/** A table starts at lines[i]: a header row, then a delimiter row with as many cells. */
+function tableAt(lines, i) {
+  if (i + 1 >= lines.length) return null;
+  const head = lines[i];
+  const delim = lines[i + 1];
+  if (!hasPipe(head) || !hasPipe(delim) || /^ {4}/.test(head)) return null;
+  const aligns = rowCells(delim);
+  if (!aligns.every((cell) => DELIMITER_CELL.test(cell))) return null;
+  const cells = rowCells(head);
+  if (cells.length !== aligns.length) return null;
+  return {
+    cells,
+    aligns: aligns.map((a) => (a.endsWith(":") ? (a.startsWith(":") ? "center" : "right") : a.startsWith(":") ? "left" : "")),
+  };
+}
+
+function parseTable(lines, i, out) {
+  const { cells, aligns } = tableAt(lines, i);
+  const row = (values, tag) => {
+    const tr = document.createElement("tr");
+    aligns.forEach((align, k) => {
+      const cell = document.createElement(tag);
+      if (align) cell.dataset.align = align;
+      appendInline(cell, values[k] ?? "");
+      tr.appendChild(cell);
+    });
+    return tr;
+  };
+  const table = document.createElement("table");
+  const thead = document.createElement("thead");
+  thead.appendChild(row(cells, "th"));
+  table.appendChild(thead);
+  i += 2;
+  const tbody = document.createElement("tbody");
+  // body rows run to the end of the segment or to the start of another block
+  while (i < lines.length && !isBlank(lines[i]) && !startsBlock(lines[i])) {
+    tbody.appendChild(row(rowCells(lines[i]), "td"));
+    i += 1;
+  }
+  if (tbody.firstChild) table.appendChild(tbody);
+  // a wide table scrolls in its own box, which the keyboard can reach and scroll
+  const wrap = document.createElement("div");
+  wrap.className = "md-table";
+  wrap.dataset.testid = "md-table";
+  wrap.tabIndex = 0;
+  wrap.setAttribute("role", "region");
+  wrap.setAttribute("aria-label", "Table");
+  wrap.appendChild(table);
+  out.push(wrap);
   return i;
 }
 

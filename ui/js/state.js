@@ -267,7 +267,11 @@ export function chatFromSnapshot(sessionId, c) {
   for (const t of c.turns || []) {
     if (!t || !t.turnId) continue;
     const turn = newTurn(t.turnId, t);
-    for (const item of t.items || []) applyTurnItem(chat, turn, item);
+    // textAt: where each item came among the turn's delta text (none from an older bridge: the
+    // blocks then go before the text).
+    const at = Array.isArray(t.textAt) ? t.textAt : [];
+    const items = Array.isArray(t.items) ? t.items : [];
+    items.forEach((item, i) => applyTurnItem(chat, turn, item, typeof at[i] === "number" ? at[i] : 0));
     chat.turns.set(turn.turnId, turn);
     entries.push({ kind: "turn", turnId: turn.turnId, seq: turn.firstSeq ?? 0 });
   }
@@ -626,14 +630,17 @@ function applyTurnEvent(store, chat, ev, seq) {
 
 /**
  * The item fold: how one non-text_delta event of a turn changes the turn's blocks. Used for the
- * snapshot's Turn.items and for live events alike.
+ * snapshot's Turn.items and for live events alike. `textAt` is how much of the turn's delta text
+ * had streamed when the item came (live: all of it so far; a snapshot says it per item): a block
+ * it adds keeps it, so the view puts the block where it was among the text.
  */
-export function applyTurnItem(chat, turn, ev) {
+export function applyTurnItem(chat, turn, ev, textAt = turn.text.length) {
   if (!ev || typeof ev !== "object") return;
   const type = ev.type;
   const idx = turn.index;
   const add = (block) => {
     block.v = 1;
+    block.textAt = textAt;
     turn.blocks.push(block);
     return block;
   };
@@ -687,6 +694,7 @@ export function applyTurnItem(chat, turn, ev) {
       if (type === "tool_call") {
         if ("args" in ev) block.args = ev.args;
         if (block.state === "pending") block.state = "running";
+        nameTerminal(idx, block);
       }
       if (type === "tool_result") {
         block.result = ev.result;
@@ -703,9 +711,12 @@ export function applyTurnItem(chat, turn, ev) {
       const id = ev.terminalId ?? "";
       let block = idx.terminals.get(id);
       if (!block) {
-        block = add({ kind: "terminal", terminalId: id, text: "", exitCode: null });
+        // Titled by its command when the event or a tool call of the turn says it, else by number.
+        const command = typeof ev.command === "string" ? ev.command : terminalCommand(idx, id);
+        block = add({ kind: "terminal", terminalId: id, text: "", exitCode: null, number: idx.terminals.size + 1, command });
         idx.terminals.set(id, block);
       } else touch(block);
+      if (typeof ev.command === "string" && ev.command) block.command = ev.command;
       if (type === "terminal.stream") {
         const text = typeof ev.text === "string" ? ev.text : typeof ev.data === "string" ? ev.data : "";
         block.text += text;
@@ -773,6 +784,30 @@ export function applyTurnItem(chat, turn, ev) {
       }
       if (isKnownEventType(type)) return;
       add({ kind: "generic", event: ev });
+  }
+}
+
+/** A tool call that names a terminal (`terminalId` in its arguments) and the command it runs. */
+function toolTerminal(tool) {
+  const args = tool.args && typeof tool.args === "object" ? tool.args : null;
+  const command = args ? (args.command ?? args.cmd) : null;
+  return args && typeof args.terminalId === "string" && typeof command === "string" ? { id: args.terminalId, command } : null;
+}
+
+function terminalCommand(idx, terminalId) {
+  for (const tool of idx.tools.values()) {
+    const t = toolTerminal(tool);
+    if (t && t.id === terminalId) return t.command;
+  }
+  return null;
+}
+
+function nameTerminal(idx, tool) {
+  const t = toolTerminal(tool);
+  const block = t ? idx.terminals.get(t.id) : null;
+  if (block && !block.command) {
+    block.command = t.command;
+    block.v += 1;
   }
 }
 
@@ -1071,4 +1106,129 @@ function firstLine(s) {
   const str = describe(s);
   const line = str.split("\n").find((l) => l.trim()) || "";
   return line.length > 140 ? `${line.slice(0, 139)}…` : line;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages the user sent that no turn shows yet (the composer's bubbles below the timeline)
+//
+// {id, sessionId, text, state, clientTurnId, afterSeq, turnId, error, notBefore}, oldest first.
+// state: "sending" (run_turn in flight), "sent" (the gateway started its turn; the turn's own
+// user text is on its way), "offline" (the bridge holds it until the gateway is reachable),
+// "queued" (held by the page until the session's turn ends), "failed" (refused; the text stays).
+
+function pendingList(store) {
+  if (!Array.isArray(store.pending)) store.pending = [];
+  return store.pending;
+}
+
+function pendingChanged(store) {
+  store.pendingV = (store.pendingV || 0) + 1;
+}
+
+export function pendingMessages(store, sessionId) {
+  const list = pendingList(store);
+  return sessionId === undefined ? list : list.filter((m) => m.sessionId === sessionId);
+}
+
+/** Messages kept from before a reload (sessionStorage): added once each, by id. */
+export function restorePendingMessages(store, items) {
+  const list = pendingList(store);
+  for (const m of Array.isArray(items) ? items : []) {
+    if (!m || typeof m !== "object" || typeof m.id !== "string" || typeof m.sessionId !== "string" || typeof m.text !== "string") continue;
+    if (list.some((x) => x.id === m.id)) continue;
+    list.push({ clientTurnId: null, afterSeq: 0, turnId: null, error: null, notBefore: 0, ...m });
+  }
+  pendingChanged(store);
+}
+
+/** A new message of `sessionId`; afterSeq is where the chat stood, so an older turn with the same text is not taken for it. */
+export function addPendingMessage(store, { sessionId, text, state, id, clientTurnId }) {
+  const chat = store.chats.get(sessionId);
+  const meta = store.sessions.get(sessionId);
+  const item = {
+    id,
+    sessionId,
+    text,
+    state,
+    clientTurnId,
+    afterSeq: Math.max(chat ? chat.lastSeq : 0, meta ? meta.lastSeq : 0),
+    turnId: null,
+    error: null,
+    notBefore: 0,
+  };
+  pendingList(store).push(item);
+  pendingChanged(store);
+  return item;
+}
+
+export function updatePendingMessage(store, id, fields) {
+  const item = pendingList(store).find((m) => m.id === id);
+  if (!item) return null;
+  Object.assign(item, fields);
+  pendingChanged(store);
+  return item;
+}
+
+export function removePendingMessage(store, id) {
+  const list = pendingList(store);
+  const at = list.findIndex((m) => m.id === id);
+  if (at === -1) return null;
+  const [item] = list.splice(at, 1);
+  pendingChanged(store);
+  return item;
+}
+
+/**
+ * Drop the sent messages whose turn the chat now shows with its user text: by the turnId the
+ * gateway answered, else by session and text (the oldest message takes the oldest turn with its
+ * text that began after it was written). Queued and failed messages have no turn yet. Returns
+ * whether any went.
+ */
+export function settlePendingMessages(store) {
+  const list = pendingList(store);
+  if (!list.length) return false;
+  const taken = new Set();
+  const done = [];
+  for (const m of list) {
+    if (m.state === "queued" || m.state === "failed") continue;
+    const chat = store.chats.get(m.sessionId);
+    if (!chat) continue;
+    let turn = m.turnId ? chat.turns.get(m.turnId) : null;
+    if (turn && !turn.userText && FINISHED_STATUSES.has(turn.status)) {
+      // its turn ended without a user text to show: nothing more will come for it
+      taken.add(turn.turnId);
+      done.push(m);
+      continue;
+    }
+    if (!turn || !turn.userText) {
+      turn = null;
+      for (const t of chat.turns.values()) {
+        if (taken.has(t.turnId) || t.userText !== m.text || t.fromHistory) continue;
+        if (typeof t.firstSeq === "number" && t.firstSeq <= m.afterSeq) continue;
+        turn = t;
+        break;
+      }
+    }
+    if (!turn || !turn.userText) continue;
+    taken.add(turn.turnId);
+    done.push(m);
+  }
+  if (!done.length) return false;
+  store.pending = list.filter((m) => !done.includes(m));
+  pendingChanged(store);
+  return true;
+}
+
+/** Whether a turn of the session still runs, or has begun without the stores' verdict yet. */
+export function sessionTurnRunning(store, sessionId) {
+  if (sessionIsBusy(store, sessionId)) return true;
+  const chat = store.chats.get(sessionId);
+  if (!chat) return false;
+  for (let i = chat.timeline.length - 1; i >= 0; i -= 1) {
+    const e = chat.timeline[i];
+    if (e.kind !== "turn") continue;
+    const turn = chat.turns.get(e.turnId);
+    return !!turn && (turn.status === "" || turn.status === "running" || turn.status === "waiting");
+  }
+  return false;
 }

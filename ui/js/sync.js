@@ -17,48 +17,65 @@
 // panel says so in the status's own words (`modeNote`), and lists the local edits (`localEdits`)
 // as kept locally, not sent.
 //
+// The top of the panel never scrolls away: the state in words, a sentence saying what sync does
+// with which folder, the folder (Choose… opens the folder picker) and Start / Stop, each enabled
+// only when it can act. A folder that holds files asks in the page's own words before it is
+// synced into (the journal's FOLDER_NOT_EMPTY). Statuses also go to syncstate.js, which badges
+// conflicts outside this panel.
+//
 // Items that could not be synced (`failed`, oldest first, at most 100 of `failedCount`) are listed
 // under "Not synced" with the reason in the journal's own words; the size limit and the free space
 // of the folder's disk are shown in plain words next to the counts (docs/sync.md §10).
 
 import { h, clear, formatAgo, formatBytes, formatTime } from "./dom.js";
 import { onBridgeState } from "./bridge.js";
-import { diffArrays } from "../vendor/jsdiff/libesm/diff/array.js";
+import { lineDiff, fillLineDiff, diffBox } from "./linediff.js";
+import { syncState, ConflictBanner } from "./syncstate.js";
+import { chooseFolder } from "./folderpicker.js";
+import { showSideTab } from "./layout.js";
 
-const DIFF_MAX_LINES = 4000;
+export { lineDiff };
+
 const AGO_REFRESH_MS = 30_000; // "noticed 2 min ago" lines are redrawn this often while any are shown
 
 const DIRECTION_WORDS = { upstream: "from the agent", local: "from this computer" };
+
+/** The state badge's words (its `data-state` keeps the status's own value). */
+const STATE_WORDS = { off: "Not syncing", active: "Syncing", paused: "Paused", error: "Problem", stopped: "Stopped" };
+
+/** What the page says when start_sync refuses a folder that already holds files. */
+export const NOT_EMPTY_WORDS = "This folder is not empty. Sync into it anyway? Files already there are kept and compared with the workspace's.";
 
 /** The heading of the "Not synced" list: "3 files not synced" (all of them, listed or not). */
 export function failedHeading(count) {
   return `${count} file${count === 1 ? "" : "s"} not synced`;
 }
 
-/**
- * A line diff: [{op: " " | "-" | "+", text}], "-" from `a` (upstream), "+" from `b` (local), a
- * change's removed lines before its added ones. The lines are the texts split at "\n" (a final
- * newline is an empty last line), aligned by jsdiff's diffArrays (Myers: a shortest edit script).
- */
-export function lineDiff(a, b) {
-  const x = a.split("\n");
-  const y = b.split("\n");
-  // Two long texts are shown whole, one after the other: for texts that differ throughout, the
-  // alignment's work grows with the product of their lengths.
-  if (x.length * y.length > DIFF_MAX_LINES * DIFF_MAX_LINES / 4) {
-    return [...x.map((text) => ({ op: "-", text })), ...y.map((text) => ({ op: "+", text }))];
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** The status in one plain sentence: what sync is doing, with which folder. */
+export function syncSummary(s) {
+  if (!s || s.state === "off") return "This session's files are not synced to a folder on this computer. Choose a folder and press Start.";
+  const dir = s.localDir ? `“${s.localDir}”` : "the folder";
+  switch (s.state) {
+    case "active":
+      if (s.link && s.link !== "connected") return `Syncing with ${dir}: connecting to the gateway…`;
+      if (s.mode === "mirror") return `Mirroring the agent's files into ${dir}.`;
+      return `Syncing with ${dir}: changes on either side are copied to the other.`;
+    case "paused":
+      return `Paused: ${dir} keeps its files, but nothing is copied until you press Resume.`;
+    case "error":
+      return `Sync with ${dir} has a problem (see below). Stop it, or press Start to try again.`;
+    case "stopped":
+      return `Stopped: ${dir} keeps its files. Press Start to sync again.`;
+    default:
+      return `Sync with ${dir}: ${s.state}.`;
   }
-  const out = [];
-  for (const part of diffArrays(x, y)) {
-    const op = part.added ? "+" : part.removed ? "-" : " ";
-    for (const text of part.value) out.push({ op, text });
-  }
-  return out;
 }
 
 /** A conflict's diff as the panel shows it: two head lines, then a line per `lineDiff` entry. */
 export function renderDiff(c) {
-  const pre = h("pre", { class: "conflict-diff", testid: "conflict-diff", tabindex: "0", "aria-label": `Differences in ${c.path}` });
+  const pre = diffBox({ testid: "conflict-diff", label: `Differences in ${c.path}`, className: "conflict-diff" });
   if (c.binary) {
     pre.textContent = "(binary content: compare the files on disk)";
     return pre;
@@ -69,12 +86,10 @@ export function renderDiff(c) {
     pre.textContent = "(fetching the upstream version…)";
     return pre;
   }
-  pre.appendChild(h("div", { class: "diff-head" }, `--- upstream #${c.upstreamIteration}${c.upstreamDeleted ? " (deleted)" : c.upstreamCopy ? ` (${c.upstreamCopy})` : ""}`));
-  pre.appendChild(h("div", { class: "diff-head" }, `+++ local${c.localDeleted ? " (deleted)" : ""}`));
-  for (const line of lineDiff(upstream, local ?? "")) {
-    pre.appendChild(h("div", { class: `diff-line${line.op === "+" ? " add" : line.op === "-" ? " del" : ""}` }, `${line.op}${line.text}`));
-  }
-  return pre;
+  return fillLineDiff(pre, upstream, local ?? "", [
+    `--- upstream #${c.upstreamIteration}${c.upstreamDeleted ? " (deleted)" : c.upstreamCopy ? ` (${c.upstreamCopy})` : ""}`,
+    `+++ local${c.localDeleted ? " (deleted)" : ""}`,
+  ]);
 }
 
 export class SyncPanel {
@@ -91,23 +106,30 @@ export class SyncPanel {
     this.pushed = 0; // sync-status events received for the selected session
     this.dirs = new Map(); // sessionId -> folder typed for it
 
-    this.stateEl = h("span", { class: "badge sync-state", testid: "sync-state", dataset: { state: "off" } }, "off");
+    this.stateEl = h("span", { class: "badge sync-state", testid: "sync-state", dataset: { state: "off" } }, STATE_WORDS.off);
+    this.summaryEl = h("p", { class: "sync-summary", testid: "sync-summary", role: "status" });
     this.dirEl = h("input", {
       type: "text",
       class: "sync-dir",
       testid: "sync-dir",
-      placeholder: "/absolute/path/to/folder",
+      placeholder: "Folder on this computer, e.g. ~/projects/name",
       "aria-label": "Local folder to sync the workspace to",
       autocomplete: "off",
       spellcheck: "false",
     });
+    this.chooseBtn = h(
+      "button",
+      { type: "button", class: "ghost small", testid: "sync-choose", "aria-haspopup": "dialog", onclick: () => this.choose() },
+      "Choose…",
+    );
     this.startBtn = h("button", { type: "submit", class: "primary small", testid: "sync-start" }, "Start");
     this.stopBtn = h("button", { type: "button", class: "ghost small", testid: "sync-stop", onclick: () => this.stop() }, "Stop");
-    this.form = h("form", { class: "sync-form", onsubmit: (e) => (e.preventDefault(), this.start(false)) }, this.dirEl, this.startBtn, this.stopBtn);
-    this.confirmText = h("span", { class: "sync-confirm-text" });
+    this.form = h("form", { class: "sync-form", onsubmit: (e) => (e.preventDefault(), this.start(false)) }, this.dirEl, this.chooseBtn, this.startBtn, this.stopBtn);
+    this.starting = false; // a start_sync on its way: Start stays disabled
+    this.confirmText = h("span", { class: "sync-confirm-text", id: "sync-confirm-text" });
     this.confirmEl = h(
       "div",
-      { class: "sync-confirm", testid: "sync-confirm-box", hidden: true },
+      { class: "sync-confirm", testid: "sync-confirm-box", role: "alertdialog", "aria-labelledby": "sync-confirm-text", hidden: true },
       this.confirmText,
       h("button", { type: "button", class: "danger small", testid: "sync-confirm", onclick: () => this.start(true) }, "Sync into it anyway"),
       h("button", { type: "button", class: "ghost small", onclick: () => (this.confirmEl.hidden = true) }, "Cancel"),
@@ -132,11 +154,22 @@ export class SyncPanel {
     this.conflictsEl = h("div", { class: "sync-conflicts", testid: "sync-conflicts" });
     this.messageEl = h("div", { class: "panel-empty" });
     clear(root);
+    // The head, the sentence saying what sync does and the folder stay in view; the details
+    // below them scroll.
+    this.bodyEl = h("div", { class: "sync-body" });
     root.append(
-      h("div", { class: "panel-head" }, h("h2", null, "Sync"), this.stateEl),
-      this.messageEl,
-      this.form,
-      this.confirmEl,
+      h(
+        "div",
+        { class: "sync-top" },
+        h("div", { class: "panel-head" }, h("h2", null, "Sync"), this.stateEl),
+        this.messageEl,
+        this.summaryEl,
+        this.form,
+        this.confirmEl,
+      ),
+      this.bodyEl,
+    );
+    this.bodyEl.append(
       this.modeEl,
       this.countsEl,
       this.scanEl,
@@ -147,6 +180,13 @@ export class SyncPanel {
       this.localEditsEl,
       this.conflictsEl,
     );
+    // The conflict banner over the chat follows the selected session's conflicts, whichever
+    // session's status brought them.
+    syncState.start({ listen: ctx.listen, invoke: ctx.invoke });
+    this.banner = new ConflictBanner({ openSync: () => this.reveal() });
+    syncState.onChange((sid) => {
+      if (sid === this.sessionId) this.banner.show(sid);
+    });
     ctx.listen("sync-status", (payload) => {
       if (payload && payload.sessionId === this.sessionId) this.pushed += 1;
       this.onStatus(payload);
@@ -179,6 +219,8 @@ export class SyncPanel {
     this.token += 1;
     this.confirmEl.hidden = true;
     this.dirEl.value = (sessionId && this.dirs.get(sessionId)) || "";
+    this.askedFor = null;
+    this.banner.show(sessionId);
     this.render();
     if (sessionId) this.refresh();
   }
@@ -212,6 +254,7 @@ export class SyncPanel {
   }
 
   onStatus(status) {
+    if (status && status.sessionId) syncState.update(status);
     if (!status || status.sessionId !== this.sessionId) return;
     this.status = status;
     if (!this.dirEl.value && status.localDir && document.activeElement !== this.dirEl) this.dirEl.value = status.localDir;
@@ -226,22 +269,57 @@ export class SyncPanel {
       this.dirEl.focus();
       return;
     }
-    this.startBtn.disabled = true;
+    this.starting = true;
+    this.renderButtons();
     const mark = this.mark();
     try {
       const status = await this.ctx.invoke("start_sync", confirm ? { sessionId, localDir, confirm: true } : { sessionId, localDir });
       this.confirmEl.hidden = true;
       if (this.fresh(mark)) this.onStatus(status);
     } catch (err) {
-      if (err && err.code === "FOLDER_NOT_EMPTY") {
-        this.confirmText.textContent = err.message;
-        this.confirmEl.hidden = false;
-      } else {
-        this.ctx.onError?.(err, "Start sync");
-      }
+      if (err && err.code === "FOLDER_NOT_EMPTY") this.askToConfirm(localDir, err.message);
+      else this.ctx.onError?.(err, "Start sync");
     } finally {
-      this.startBtn.disabled = false;
+      this.starting = false;
+      this.renderButtons();
     }
+  }
+
+  /** start_sync refused a folder that holds files: the question, in words, with its button. */
+  askToConfirm(localDir, detail) {
+    this.confirmText.textContent = NOT_EMPTY_WORDS;
+    this.confirmText.title = detail || localDir || "";
+    this.confirmEl.hidden = false;
+  }
+
+  /** "Choose…": the native dialog in dim-desktop's window, else the bridge's folder browser. */
+  async choose() {
+    const picked = await chooseFolder({ invoke: this.ctx.invoke, start: this.dirEl.value.trim(), returnFocus: this.chooseBtn });
+    if (picked) {
+      this.dirEl.value = picked;
+      this.confirmEl.hidden = true;
+      this.startBtn.focus();
+    }
+  }
+
+  /** The banner's "Resolve": the Sync panel, scrolled to its first conflict. */
+  reveal() {
+    showSideTab("sync");
+    const first = this.conflictsEl.querySelector("[data-testid=sync-conflict]");
+    (first || this.root).scrollIntoView({ block: "nearest" });
+    const button = first && first.querySelector("button");
+    if (button) button.focus();
+  }
+
+  /** Start while no sync runs (nor a start is on its way), Stop while one does. */
+  renderButtons() {
+    const s = this.status;
+    const running = !!s && (s.state === "active" || s.state === "error");
+    this.stopBtn.disabled = !running || this.starting;
+    this.startBtn.disabled = !this.sessionId || this.starting || (!!s && s.state === "active");
+    this.startBtn.textContent = s && s.state === "paused" ? "Resume" : s && s.state === "error" ? "Try again" : "Start";
+    this.dirEl.disabled = running;
+    this.chooseBtn.disabled = running;
   }
 
   async stop() {
@@ -273,15 +351,14 @@ export class SyncPanel {
   render() {
     const s = this.status;
     const state = !this.sessionId ? "off" : s ? s.state : "off";
-    this.stateEl.textContent = state === "off" ? "not syncing" : state;
+    this.stateEl.textContent = STATE_WORDS[state] || state;
     this.stateEl.dataset.state = state;
+    this.summaryEl.textContent = this.sessionId ? syncSummary(s) : "";
+    this.summaryEl.hidden = !this.sessionId;
     this.form.hidden = !this.sessionId;
     this.messageEl.textContent = this.sessionId ? "" : "Select a session to sync its workspace to a folder.";
     this.messageEl.hidden = !!this.sessionId;
-    const running = s && (s.state === "active" || s.state === "error");
-    this.stopBtn.disabled = !running;
-    this.startBtn.textContent = s && s.state === "paused" ? "Resume" : "Start";
-    this.dirEl.disabled = !!running;
+    this.renderButtons();
     if (!s) {
       this.countsEl.textContent = "";
       this.errorEl.hidden = true;
@@ -300,18 +377,23 @@ export class SyncPanel {
     this.modeEl.hidden = !mirror;
     this.modeEl.textContent = mirror ? s.modeNote || "Read-only mirror: local edits are not sent." : "";
     const bits = [
-      `${s.filesTracked} file${s.filesTracked === 1 ? "" : "s"}`,
-      mirror ? `${s.pendingWrites} kept locally, not sent` : `${s.pendingWrites} pending`,
-      s.conflicts.length ? `${s.conflicts.length} conflict${s.conflicts.length === 1 ? "" : "s"}` : "",
-      s.lastSyncAt ? `last sync ${formatTime(s.lastSyncAt)}` : "",
-      s.state === "active" && s.link && s.link !== "connected" ? `link ${s.link}` : "",
+      `${plural(s.filesTracked, "file")} in the folder`,
+      mirror ? `${s.pendingWrites} kept locally, not sent` : s.pendingWrites ? `${s.pendingWrites} waiting to be sent` : "",
+      s.conflicts.length ? plural(s.conflicts.length, "conflict") : "",
+      s.lastSyncAt ? `last synced at ${formatTime(s.lastSyncAt)}` : "",
     ].filter(Boolean);
     this.countsEl.textContent = bits.join(" · ");
     this.countsEl.dataset.files = String(s.filesTracked);
     this.countsEl.dataset.pending = String(s.pendingWrites);
     this.errorEl.hidden = !s.error;
-    this.errorEl.textContent = s.error || "";
+    this.errorEl.textContent = s.errorCode === "FOLDER_NOT_EMPTY" ? "Sync did not start on its own: this folder is not empty." : s.error || "";
+    this.errorEl.title = s.errorCode === "FOLDER_NOT_EMPTY" ? s.error || "" : "";
     this.errorEl.dataset.code = s.errorCode || "";
+    // asked once per refusal: Cancel is not undone by the next status
+    if (s.errorCode === "FOLDER_NOT_EMPTY" && s.state !== "active" && this.askedFor !== s.error) {
+      this.askedFor = s.error;
+      this.askToConfirm(s.localDir, s.error);
+    }
     this.warningEl.hidden = !s.warning;
     this.warningEl.textContent = s.warning || "";
     this.renderLimits(s);

@@ -1,4 +1,5 @@
-// Toasts: short-lived messages for `error` events and failed invokes.
+// Toasts: short-lived messages for `error` events and failed invokes, and notes with one action
+// (Undo). A toast stays while the pointer or the keyboard is on it.
 
 import { h } from "./dom.js";
 
@@ -10,14 +11,19 @@ export function initToasts(el) {
   container = el;
 }
 
-/** toast({level: "error"|"info", title, message, timeoutMs}) */
-export function toast({ level = "error", title = "", message = "", timeoutMs = 8000 } = {}) {
+/**
+ * toast({level: "error"|"warning"|"info", title, message, timeoutMs, action: {label, run}})
+ * `action` adds a button (data-testid="toast-action") that runs once and dismisses the toast.
+ */
+export function toast({ level = "error", title = "", message = "", timeoutMs = 8000, action = null } = {}) {
   if (!container) return null;
   const close = h("button", { type: "button", class: "icon toast-close", "aria-label": "Dismiss notification" }, "✕");
+  const actionButton = action ? h("button", { type: "button", class: "small toast-action", testid: "toast-action" }, action.label) : null;
   const el = h(
     "div",
     { class: `toast ${level}`, testid: "toast", dataset: { level }, role: level === "error" ? "alert" : "status" },
     h("div", { class: "toast-body" }, title ? h("strong", { class: "toast-title" }, title) : null, message ? h("div", { class: "toast-message" }, message) : null),
+    actionButton,
     close,
   );
   let timer = null;
@@ -26,12 +32,24 @@ export function toast({ level = "error", title = "", message = "", timeoutMs = 8
     el.remove();
   };
   close.addEventListener("click", remove);
+  if (actionButton) {
+    actionButton.addEventListener("click", () => {
+      remove();
+      action.run();
+    });
+  }
   const arm = () => {
     clearTimeout(timer);
     if (timeoutMs > 0) timer = setTimeout(remove, timeoutMs);
   };
   el.addEventListener("mouseenter", () => clearTimeout(timer));
-  el.addEventListener("mouseleave", arm);
+  el.addEventListener("mouseleave", () => {
+    if (!el.contains(document.activeElement)) arm();
+  });
+  el.addEventListener("focusin", () => clearTimeout(timer));
+  el.addEventListener("focusout", (e) => {
+    if (!el.contains(e.relatedTarget)) arm();
+  });
   container.appendChild(el);
   while (container.children.length > MAX_TOASTS) container.firstChild.remove();
   arm();
