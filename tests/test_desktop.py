@@ -785,7 +785,12 @@ def test_the_tray_shows_the_connection_state_and_its_menu_pauses_sync_and_quits(
     tray, app = tray_app
     app.wait_connected()
     wait_until(lambda: tray.docked, 30, what="the tray icon to dock")
-    assert "its own X11 menu on a right click" in app_log(dim_home)
+    # logged once start() returns, which can be a moment after the icon docked
+    wait_until(
+        lambda: "its own X11 menu on a right click" in app_log(dim_home),
+        30,
+        what="the log to say which tray icon it is",
+    )
 
     # The dot at the icon's lower right has the connection state's colour (64 px scaled
     # to 48, so compare with the nearest of the state colours, not exactly).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from apphelpers import App
 from playwright.sync_api import Page, expect
 
-T = 30_000  # ms: generous for 2 shared, busy cores; a passing run waits far less
+T = 60_000  # ms: generous for 2 shared, busy cores; a passing run waits far less
 ENDLESS = "/stream 100000 200"
 
 

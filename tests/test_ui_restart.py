@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect
 from tests.apphelpers import App
 
 T = 60_000
+LONG_MS = 30_000  # ui/js/appstatus.js: unreachable this long, the banner says more
 BANNER = (
     "dim-desktop is not running — start it again (run `dim-desktop`, or open it from "
     "your applications menu); this page reconnects by itself."
@@ -27,8 +28,12 @@ LATER = (
 )
 
 
-def open_page(browser, app: App) -> Page:
+def open_page(browser, app: App, clock: bool = False) -> Page:
+    """`clock`: the page's timers run on Playwright's clock, so a test can move it on
+    (it runs at the real pace until then)."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    if clock:
+        context.clock.install()
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -75,7 +80,7 @@ def test_a_tab_open_across_a_restart_says_the_app_stopped_then_recovers_and_send
     a = App(dim_home)
     try:
         a.wait_connected()
-        page = open_page(browser, a)
+        page = open_page(browser, a, clock=True)
         page.get_by_test_id("agent-type").select_option("echo")
         page.get_by_test_id("new-session").click()
         expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=T)
@@ -90,6 +95,7 @@ def test_a_tab_open_across_a_restart_says_the_app_stopped_then_recovers_and_send
     # The port might have changed: after a while the banner says where to look.
     more = page.get_by_test_id("app-unreachable-more")
     expect(more).to_be_hidden()
+    page.clock.fast_forward(LONG_MS + 1000)
     expect(more).to_be_visible(timeout=T)
     expect(more).to_have_text(LATER)
 

@@ -355,8 +355,10 @@ def test_keyboard_only_new_session_send_switch_search_and_shortcuts(page: Page):
         (5_000, "just now"),
         (2 * 60_000 + 5_000, "2 min ago"),
         (59 * 60_000, "59 min ago"),
+        (3 * 3_600_000, "today 09:30"),
         ("yesterday noon", "yesterday"),
-        ("3 days ago noon", "3 days ago"),
+        # older: the date alone, as the browser's locale writes it
+        ("3 days ago noon", "date"),
     ],
 )
 def test_rows_say_when_in_words(page: Page, ago_ms, words):
@@ -372,8 +374,19 @@ def test_rows_say_when_in_words(page: Page, ago_ms, words):
                 d.setDate(d.getDate() - (ago.startsWith('3') ? 3 : 1));
                 then = d.getTime();
             }
-            return relativeTime(then, now.getTime());
+            const at = new Date(then);
+            const day = { month: "short", day: "numeric" };
+            const sameYear = at.getFullYear() === now.getFullYear();
+            const date = at.toLocaleDateString([], sameYear ? day : { year: "numeric", ...day });
+            const clock = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+            return [relativeTime(then, now.getTime()), date, clock];
         }""",
         ago_ms,
     )
-    assert got == words
+    said, date, clock = got
+    if words == "date":
+        assert said == date
+    elif words.startswith("today "):
+        assert said == f"today {clock}"
+    else:
+        assert said == words

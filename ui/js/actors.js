@@ -4,7 +4,7 @@
 // shows: pid, state, restarts, uptime, mailbox, messages handled, the last error and its time, and
 // for the connection actor its connection state and reconnects.
 
-import { h, clear, formatDuration } from "./dom.js";
+import { h, clear, clockTime, formatDuration } from "./dom.js";
 
 function pick(row, ...keys) {
   for (const k of keys) if (row[k] !== undefined && row[k] !== null) return row[k];
@@ -166,7 +166,7 @@ export class ActorsPanel {
   render(payload) {
     const rows = normActorRows(payload);
     this.emptyEl.hidden = rows.length > 0;
-    this.updatedEl.textContent = payload ? `updated ${new Date().toLocaleTimeString()}` : "";
+    this.updatedEl.textContent = payload ? `updated ${clockTime(Date.now())}` : "";
     if (!this.rows) this.rows = new Map();
     const seen = new Set();
     let prev = null;
@@ -193,7 +193,7 @@ export class ActorsPanel {
       row.conn.dataset.connection = conn;
       row.conn.dataset.reconnects = conn ? String(r.reconnects ?? 0) : "";
       setText(row.errorText, error);
-      setText(row.errorAt, errorAt ? ` at ${errorAt.toLocaleTimeString([], { hour12: false })}` : "");
+      setText(row.errorAt, errorAt ? ` at ${clockTime(errorAt.getTime())}` : "");
       row.errorAt.dataset.at = errorAt ? String(r.lastErrorAt) : "";
       row.error.title = error;
       const expected = prev ? prev.nextSibling : this.tbody.firstChild;
@@ -222,7 +222,7 @@ export class ActorsPanel {
         btn.textContent = "Restart";
       }
     });
-    const logsBtn = h("button", { type: "button", class: "small", testid: "actor-logs", "aria-label": `Show the message log of ${name}`, onclick: () => this.showLog(name) }, "Show log");
+    const logsBtn = h("button", { type: "button", class: "small", testid: "actor-logs", "aria-label": `Show log of ${name}`, onclick: () => this.showLog(name) }, "Show log");
     const row = {
       pid: h("td", { class: "a-pid", testid: "actor-pid" }),
       state: h("span", { class: "badge", testid: "actor-state" }),

@@ -28,7 +28,7 @@ import {
   activeTurnId,
 } from "./state.js";
 import { ChatView, renderGeneric } from "./chat.js";
-import { SessionList, AGENT_LABELS } from "./sessions.js";
+import { SessionList, AGENT_LABELS, agentLabel } from "./sessions.js";
 import { SessionSearch, whenTurnShown } from "./search.js";
 import { FindBar } from "./find.js";
 import { installShortcuts, keyLabel } from "./shortcuts.js";
@@ -286,7 +286,7 @@ function renderHeader() {
   el.chatStatus.hidden = !status;
   if (status && el.chatStatus.textContent !== words) el.chatStatus.textContent = words;
   if (status) el.chatStatus.dataset.status = status;
-  const agent = meta && meta.agentType ? meta.agentType : "";
+  const agent = meta && meta.agentType ? agentLabel(meta.agentType) : "";
   const sub = [agent, meta && meta.archived ? "archived" : ""].filter(Boolean).join(" · ");
   if (el.chatAgent.textContent !== sub) el.chatAgent.textContent = sub;
   // Joined (a state_snapshot came): live events follow. Left (session_left): they do not.

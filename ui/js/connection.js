@@ -3,7 +3,7 @@
 // the handshake said (protocol version, client id, identity), the heartbeat, what this gateway was
 // seen to support, a Ping with its round trip, and the URL/token form (wired in app.js).
 
-import { h, clear, formatWhen } from "./dom.js";
+import { h, clear, clockTime, formatWhen } from "./dom.js";
 
 const LABELS = ["connecting", "connected", "reconnecting", "auth failed", "offline"];
 
@@ -84,7 +84,7 @@ export function traitLines(traits) {
 
 // The gateway's own clock, to compare with this computer's: the exact time is the point.
 function clock(ms) {
-  return typeof ms === "number" && isFinite(ms) ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "";
+  return clockTime(ms);
 }
 
 export class ConnectionView {

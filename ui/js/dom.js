@@ -79,8 +79,11 @@ function dayStart(d) {
   return new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
 }
 
-/** When `ms` (epoch ms) was, in words; "" for no time. */
-export function formatWhen(ms, now = Date.now()) {
+/**
+ * When `ms` (epoch ms) was, in words; "" for no time. `short` (a list row's room): the clock is
+ * left out from yesterday on ("yesterday", "4 Dec").
+ */
+export function formatWhen(ms, now = Date.now(), { short = false } = {}) {
   if (typeof ms !== "number" || !isFinite(ms)) return "";
   const d = new Date(ms);
   const ago = now - ms;
@@ -88,8 +91,16 @@ export function formatWhen(ms, now = Date.now()) {
   if (ago >= 0 && ago < 3_600_000) return `${Math.max(1, Math.round(ago / 60_000))} min ago`;
   const today = dayStart(new Date(now));
   if (ms >= today && ms < today + 86_400_000) return `today ${clockText(d)}`;
-  if (ms >= today - 86_400_000 && ms < today) return `yesterday ${clockText(d)}`;
+  if (ms >= today - 86_400_000 && ms < today) return short ? "yesterday" : `yesterday ${clockText(d)}`;
+  const sameYear = d.getFullYear() === new Date(now).getFullYear();
+  if (short) return d.toLocaleDateString([], sameYear ? { month: "short", day: "numeric" } : { year: "numeric", month: "short", day: "numeric" });
   return d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+/** A clock time to the second ("14:02:05"), where the exact moment is the point (Diagnostics, the
+ * gateway's clock). */
+export function clockTime(ms) {
+  return typeof ms === "number" && isFinite(ms) ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "";
 }
 
 /** The exact time, for a tooltip or a datetime attribute: "2026-12-06T14:02:05.120Z". */
@@ -121,16 +132,9 @@ export function formatBytes(n) {
   return `${text} ${units[i]}`;
 }
 
-/** How long ago `ms` (epoch ms) was, in words: "just now", "40 s ago", "3 min ago", "2 h ago", "5 days ago". */
+/** Kept for callers: the same words as formatWhen. */
 export function formatAgo(ms, now = Date.now()) {
-  if (typeof ms !== "number" || !isFinite(ms)) return "";
-  const s = Math.max(0, Math.floor((now - ms) / 1000));
-  if (s < 10) return "just now";
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  const d = Math.floor(s / 86400);
-  return `${d} day${d === 1 ? "" : "s"} ago`;
+  return formatWhen(ms, now);
 }
 
 export function formatDuration(seconds) {

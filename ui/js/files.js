@@ -211,10 +211,12 @@ export class FilesPanel {
           testid: "file-item",
           dataset: { path: e.path, kind: e.isDir ? "dir" : "file" },
           onclick: () => (e.isDir ? this.open(e.path) : this.select(e.path)),
-          "aria-label": `${e.isDir ? "Open folder" : "Open file"} ${e.path}`,
         },
+        // Named by what it shows (the name, the size), so speech input can say what is seen;
+        // a folder says so in words the icon stands for.
         h("span", { class: "file-icon", "aria-hidden": "true" }, e.isDir ? "▸" : "·"),
         h("span", { class: "file-name" }, this.dir && e.path.startsWith(`${this.dir}/`) ? e.path.slice(this.dir.length + 1) : e.path),
+        e.isDir ? h("span", { class: "sr-only" }, " folder") : null,
         h("span", { class: "file-size" }, e.isDir ? "" : formatBytes(e.size)),
       );
       this.listEl.appendChild(h("li", null, btn));
@@ -425,7 +427,7 @@ export class FilesPanel {
     clear(this.toSel);
     this.fromSel.appendChild(h("option", { value: "0" }, "nothing (new file)"));
     for (const it of iterations) {
-      const words = `#${it.iteration}${it.timestamp ? ` · ${formatTime(it.timestamp)}` : ""}${it.deleted ? " (deleted)" : ""}`;
+      const words = `Version ${it.iteration}${it.timestamp ? ` · ${formatTime(it.timestamp)}` : ""}${it.deleted ? " (deleted)" : ""}`;
       this.fromSel.appendChild(h("option", { value: String(it.iteration) }, words));
       this.toSel.appendChild(h("option", { value: String(it.iteration) }, words));
     }

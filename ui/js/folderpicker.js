@@ -110,7 +110,8 @@ class FolderBrowser {
     this.listing = listing;
     this.pathEl.textContent = listing.path;
     this.upBtn.disabled = !listing.parent;
-    this.chooseBtn.setAttribute("aria-label", `Choose ${listing.path}`);
+    // The visible words first, then which folder they mean.
+    this.chooseBtn.setAttribute("aria-label", `Choose this folder: ${listing.path}`);
     clear(this.rootsEl);
     for (const r of listing.roots || []) {
       this.rootsEl.appendChild(

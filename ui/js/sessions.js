@@ -3,41 +3,29 @@
 //
 // A listbox with a roving tabindex: the whole list is one Tab stop; Up/Down/Home/End move,
 // Enter opens, F2 renames, Delete asks to delete, Shift+F10 (or the context-menu key, or a
-// right click) opens "More actions". The row's small action buttons are a mouse shortcut,
-// shown on hover only: they stay out of the Tab order and the accessibility tree, because an
-// option may not hold controls and the keys above reach the same actions.
+// right click) opens "More actions". The row's small actions are a mouse shortcut, shown on
+// hover only: they are not buttons and stay out of the accessibility tree, because an option may
+// hold nothing focusable and the keys above reach the same actions.
 
 import { sessionStateWords } from "./words.js";
-import { h, clear } from "./dom.js";
-
-const MINUTE = 60_000;
-const DAY = 86_400_000;
+import { h, clear, formatWhen, exactTime } from "./dom.js";
 
 /** The latest time the page knows something happened in a session (epoch ms), or 0. */
 export function activityOf(s) {
   return Math.max(0, ...[s.createdAt, s.updatedAt, s.activityAt].filter((t) => typeof t === "number" && isFinite(t)));
 }
 
-/** "just now", "2 min ago", "3 h ago", "yesterday", "4 days ago", then the date. */
+/** The page's one way of saying when (dom.js formatWhen), short for a row: "just now",
+ * "2 min ago", "today 14:02", "yesterday", "4 Dec". */
 export function relativeTime(ms, now = Date.now()) {
   if (typeof ms !== "number" || !isFinite(ms) || ms <= 0) return "";
-  const d = Math.max(0, now - ms);
-  if (d < MINUTE) return "just now";
-  if (d < 60 * MINUTE) return `${Math.floor(d / MINUTE)} min ago`;
-  const then = new Date(ms);
-  const today = new Date(now);
-  today.setHours(0, 0, 0, 0);
-  if (then >= today) return `${Math.floor(d / (60 * MINUTE))} h ago`;
-  const days = Math.ceil((today - then) / DAY);
-  if (days <= 1) return "yesterday";
-  if (days < 7) return `${days} days ago`;
-  return then.toLocaleDateString([], then.getFullYear() === today.getFullYear() ? { month: "short", day: "numeric" } : { year: "numeric", month: "short", day: "numeric" });
+  return formatWhen(ms, now, { short: true });
 }
 
 /** Plain names for the agent types a person picks from. */
 export const AGENT_LABELS = { echo: "Echo (test agent)", "coding-agent": "Coding agent" };
 
-function agentLabel(type) {
+export function agentLabel(type) {
   return AGENT_LABELS[type] || type || "";
 }
 
@@ -54,7 +42,8 @@ export class SessionList {
     this.editing = null; // id being renamed
     this.activeId = null; // the row that holds the list's Tab stop
     this.filter = "";
-    this.emptyEl = h("li", { class: "session-empty", role: "presentation" }, "No sessions yet.");
+    // Shown alone in the list, which is then a plain list: a listbox must hold options.
+    this.emptyEl = h("li", { class: "session-empty" }, "No sessions yet.");
     this.menu = null;
     root.addEventListener("keydown", (e) => this.onKeydown(e));
     root.addEventListener("focusin", (e) => {
@@ -93,8 +82,12 @@ export class SessionList {
     this.order = sessions.map((s) => s.id);
     this.emptyEl.textContent = filter ? "No session title matches." : "No sessions yet.";
     if (sessions.length === 0) {
+      this.root.removeAttribute("role");
       if (!this.emptyEl.isConnected) this.root.appendChild(this.emptyEl);
-    } else if (this.emptyEl.isConnected) this.emptyEl.remove();
+    } else {
+      this.root.setAttribute("role", "listbox");
+      if (this.emptyEl.isConnected) this.emptyEl.remove();
+    }
     // The Tab stop follows the open session when it changes, and stays where the arrows put it.
     if (selectedId !== this.lastSelected && keep.has(selectedId)) this.activeId = selectedId;
     this.lastSelected = selectedId;
@@ -128,15 +121,15 @@ export class SessionList {
     refs.main = h("span", { class: "session-main" }, refs.name, refs.sub);
     refs.badge = h("span", { class: "badge", testid: "session-status" });
     refs.conflicts = h("span", { class: "badge conflict", testid: "session-conflicts", hidden: true });
-    const act = (testid, title, text, run, cls = "icon") =>
+    // Mouse only (see the top of this file): a focusable control in an option is one a screen
+    // reader can land on but not name in the list.
+    const act = (testid, title, text, run, cls = "") =>
       h(
-        "button",
+        "span",
         {
-          type: "button",
-          class: cls,
+          class: `session-action${cls ? ` ${cls}` : ""}`,
           testid,
           title,
-          tabindex: "-1",
           onclick: (e) => {
             e.stopPropagation();
             run(e);
@@ -147,7 +140,7 @@ export class SessionList {
     refs.rename = act("session-rename", "Rename (F2)", "✎", () => this.startRename(id));
     refs.archive = act("session-archive", "Archive", "⤓", () => this.actions.archive(id));
     refs.unarchive = act("session-unarchive", "Unarchive", "⤒", () => this.actions.unarchive(id));
-    refs.remove = act("session-delete", "Delete (Delete key)", "✕", () => this.actions.remove(id), "icon danger");
+    refs.remove = act("session-delete", "Delete (Delete key)", "✕", () => this.actions.remove(id), "danger");
     refs.more = act("session-more", "More actions (Shift+F10)", "⋯", (e) => this.openMenu(id, e.currentTarget));
     refs.tools = h("span", { class: "session-actions", "aria-hidden": "true" }, refs.rename, refs.archive, refs.unarchive, refs.remove, refs.more);
     const li = h(
@@ -199,7 +192,7 @@ export class SessionList {
     refs.time.textContent = when;
     refs.time.hidden = !when;
     refs.time.dateTime = at ? new Date(at).toISOString() : "";
-    refs.time.title = at ? `Last activity: ${new Date(at).toLocaleString()}` : "";
+    refs.time.title = at ? `Last activity: ${formatWhen(at)} (${exactTime(at)})` : "";
     // A session the gateway no longer knows: its last status means nothing any more.
     const status = gone ? "gone" : s.status;
     li.dataset.gone = gone ? "1" : "0";

@@ -27,7 +27,7 @@
 // under "Not synced" with the reason in the journal's own words; the size limit and the free space
 // of the folder's disk are shown in plain words next to the counts (docs/sync.md §10).
 
-import { h, clear, formatAgo, formatBytes, formatTime } from "./dom.js";
+import { h, clear, exactTime, formatAgo, formatBytes, formatTime } from "./dom.js";
 import { onBridgeState } from "./bridge.js";
 import { lineDiff, fillLineDiff, diffBox } from "./linediff.js";
 import { syncState, ConflictBanner } from "./syncstate.js";
@@ -459,7 +459,7 @@ export class SyncPanel {
             h("span", { class: "sync-failed-direction muted small" }, DIRECTION_WORDS[f.direction] || f.direction),
           ),
           h("div", { class: "sync-failed-reason" }, f.reason),
-          when.length ? h("div", { class: "sync-failed-when muted small", title: f.since ? new Date(f.since).toLocaleString() : null }, when.join(" · ")) : null,
+          when.length ? h("div", { class: "sync-failed-when muted small", title: f.since ? exactTime(f.since) : null }, when.join(" · ")) : null,
         ),
       );
     }
