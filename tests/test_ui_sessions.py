@@ -10,16 +10,10 @@ import re
 import pytest
 from apphelpers import App, InvokeError
 from playwright.sync_api import Page, expect
+from uihelpers import ready
 
 T = 30_000
 MOD = "Control"  # Chromium on Linux: the shortcuts' "Mod"
-
-
-def ready(page: Page) -> None:
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=T)
-    expect(page.get_by_test_id("connection-state")).to_have_attribute(
-        "data-state", "connected", timeout=T
-    )
 
 
 def selected(page: Page):

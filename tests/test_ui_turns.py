@@ -13,25 +13,9 @@ import re
 
 from apphelpers import App
 from playwright.sync_api import Page, expect
+from uihelpers import new_session, ready
 
 T = 30_000  # ms: generous for 2 shared, busy cores
-
-
-def ready(page: Page) -> None:
-    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=T)
-    expect(page.get_by_test_id("connection-state")).to_have_attribute(
-        "data-state", "connected", timeout=T
-    )
-
-
-def new_session(page: Page, agent: str = "coding-agent") -> str:
-    before = page.get_by_test_id("session-item").count()
-    page.get_by_test_id("agent-type").select_option(agent)
-    page.get_by_test_id("new-session").click()
-    expect(page.get_by_test_id("session-item")).to_have_count(before + 1, timeout=T)
-    item = page.locator("[data-testid='session-item'][aria-selected='true']")
-    expect(item).to_have_attribute("data-status", "ready", timeout=T)
-    return item.get_attribute("data-session-id") or ""
 
 
 def send(page: Page, text: str) -> None:
