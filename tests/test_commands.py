@@ -182,6 +182,12 @@ CASES = [
         "start_sync: Object contains unknown field `sessionName`",
     ),
     ("stop_sync", {"sessionId": "s"}, commands.SessionArgs(sessionId="s")),
+    ("sync_statuses", {}, commands.NoArgs()),
+    (
+        "sync_statuses",
+        {"sessionId": "s"},
+        "sync_statuses: Object contains unknown field `sessionId`",
+    ),
     (
         "sync_status",
         {"sessionId": ""},

@@ -13,6 +13,7 @@ from dim_actors.sync import commands
 from dim_actors.sync.commands import (
     LOW_SPACE,
     USER_PAUSE,
+    AllStatuses,
     AutoStart,
     CommandError,
     PauseAll,
@@ -75,6 +76,7 @@ PARSED = [
     ),
     ("stop_sync", "stop_sync", {"sessionId": "s1"}, StopSync("s1")),
     ("sync_status", "sync_status", {"sessionId": "s1"}, SyncStatus("s1")),
+    ("every status, no session needed", "sync_statuses", {}, AllStatuses()),
     (
         "sync_defaults",
         "sync_defaults",

@@ -96,6 +96,9 @@ def test_sync_panel_starts_shows_a_conflict_with_its_diff_and_settles_it(
     expect(banner).to_have_text("1 file has conflicting changesResolve")
     row = page.locator(f"[data-testid='session-item'][data-session-id='{sid}']")
     expect(row.get_by_test_id("session-conflicts")).to_have_text("1 conflict")
+    # a page loaded now learns it at once (sync_statuses), not from a change to come
+    page.reload()
+    expect(row.get_by_test_id("session-conflicts")).to_have_text("1 conflict")
 
     # Resolve brings the Sync tab back, its first conflict's first button focused
     page.get_by_test_id("side-tab-files").click()

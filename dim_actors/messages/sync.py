@@ -119,6 +119,7 @@ SYNC_COMMANDS = frozenset(
         "start_sync",
         "stop_sync",
         "sync_status",
+        "sync_statuses",
         "resolve_conflict",
         "sync_pause",
         "sync_resume",

@@ -132,6 +132,7 @@ ARGS: dict[str, type[Args]] = {
     "start_sync": StartSync,
     "stop_sync": SessionArgs,
     "sync_status": SessionArgs,
+    "sync_statuses": NoArgs,
     "sync_defaults": SessionArgs,
     "resolve_conflict": ResolveConflict,
     "sync_pause": NoArgs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -477,7 +478,8 @@ class Router(DimActor):
                 self.ctx.send("connection", Disconnect())
                 return InvokeResult(reqId=req_id, ok=True, result={"state": "offline"})
             case "list_folders", commands.ListFolders(path=path, showHidden=hidden):
-                return self.list_folders(req_id, path, hidden)
+                self.list_folders(req_id, path, hidden)
+                return None
             case "search_sessions", commands.SearchSessions(query=query, limit=limit):
                 # newest activity first, as the page lists them
                 updated = {
@@ -492,14 +494,22 @@ class Router(DimActor):
                 return InvokeResult(reqId=req_id, ok=True, result=found)
         return self.actor_command(req_id, command, args)
 
-    def list_folders(self, req_id: int, path: str | None, hidden: bool) -> InvokeResult:
-        """The page's folder picker (in a browser): confined to home and sync_root."""
+    def list_folders(self, req_id: int, path: str | None, hidden: bool) -> None:
+        """The page's folder picker (in a browser): confined to home and sync_root.
+        Listed on a thread of its own: a folder of many entries, or a home on a stalled
+        network mount, must not hold up the events this actor routes."""
         roots = folders.roots_for(os.path.expanduser("~"), self.ctx.settings.sync_root)
-        try:
-            listing = folders.list_folders(path, roots, hidden)
-        except folders.FolderError as e:
-            return command_error(req_id, e.code, e.message)
-        return InvokeResult(reqId=req_id, ok=True, result=listing)
+
+        def answer() -> None:
+            try:
+                listing = folders.list_folders(path, roots, hidden)
+            except folders.FolderError as e:
+                result = command_error(req_id, e.code, e.message)
+            else:
+                result = InvokeResult(reqId=req_id, ok=True, result=listing)
+            self.ctx.send_now("uibridge", result)
+
+        threading.Thread(target=answer, name="list-folders", daemon=True).start()
 
     def joined(self) -> list[str]:
         """Sessions the connection keeps joined; a gone one never counts, whatever its

@@ -71,6 +71,11 @@ class SyncStatus:
 
 
 @dataclass(frozen=True)
+class AllStatuses:
+    """Every synced session's status at once: what the page badges when it loads."""
+
+
+@dataclass(frozen=True)
 class SyncDefaults:
     session_id: str
     name: str | None
@@ -92,6 +97,7 @@ Command = (
     | StartSync
     | StopSync
     | SyncStatus
+    | AllStatuses
     | SyncDefaults
     | ResolveConflict
 )
@@ -108,6 +114,8 @@ def parse(command: str, args: object) -> Command | None:
         return AutoStart(sid, name) if isinstance(sid, str) and sid else None
     if command in ("sync_pause", "sync_resume"):
         return PauseAll(command == "sync_pause")
+    if command == "sync_statuses":
+        return AllStatuses()
     if not isinstance(sid, str) or not sid:
         raise CommandError(
             "INVALID_ARGUMENTS", f"{command}: sessionId must be a non-empty string"

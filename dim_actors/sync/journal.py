@@ -353,6 +353,8 @@ class Journal(DimActor):
                 if sid not in self.syncs and sid in self.refused:
                     return self.refused[sid]
                 return self.status(commands.synced(self.syncs, sid))
+            case commands.AllStatuses():
+                return {"statuses": [self.status(s) for s in self.syncs.values()]}
             case commands.SyncDefaults(session_id=sid, name=name):
                 known = self.syncs.get(sid)
                 return {

@@ -509,8 +509,8 @@ async function resync() {
   if (run !== ui.syncRun) return; // a newer resync superseded this one
   loadSnapshot(store, snap);
   ui.snapshotLoaded = true;
-  // Conflicts are badged for every listed session, not only those whose sync changed since now.
-  syncState.refresh([...store.sessions.keys()].slice(0, 200));
+  // Conflicts are badged for every synced session, not only those whose sync changes from now on.
+  syncState.refresh();
   if (!ui.selectedId) {
     let remembered = null;
     try {

@@ -2,8 +2,8 @@
 // outside the Sync panel: the conflict banner over the chat, the session list's badge, and who
 // made a file change (the agent, a local edit this app uploaded, or someone else).
 //
-// One listener for the whole page. Statuses of sessions the page has not heard of since it
-// loaded can be asked for with `refresh(sessionIds)`.
+// One listener for the whole page. The statuses of every synced session, those the page has not
+// heard of since it loaded included, are asked for at once with `refresh()`.
 
 import { h } from "./dom.js";
 
@@ -56,18 +56,16 @@ class SyncState {
     }
   }
 
-  /** Asks for the statuses of these sessions (those never synced answer NOT_FOUND: skipped). */
-  async refresh(sessionIds) {
+  /** Asks for the status of every synced session (`sync_statuses`: one request). */
+  async refresh() {
     if (!this.invoke) return;
-    await Promise.all(
-      [...sessionIds].map(async (sessionId) => {
-        try {
-          this.update(await this.invoke("sync_status", { sessionId }));
-        } catch (_) {
-          /* not synced, or not answering: nothing to badge */
-        }
-      }),
-    );
+    let result;
+    try {
+      result = await this.invoke("sync_statuses", {});
+    } catch (_) {
+      return; /* not answering: the badges come with the next sync-status events */
+    }
+    for (const status of Array.isArray(result?.statuses) ? result.statuses : []) this.update(status);
   }
 
   status(sessionId) {
