@@ -49,6 +49,7 @@ const SELECTED_KEY = "dim-desktop.selected";
 const store = createStore();
 const ui = {
   selectedId: null,
+  selectedSeen: false, // the model has held the selected session (so its absence means deleted)
   showArchived: false,
   bridge: "connecting", // the event socket: connecting | open | closed
   syncing: false,
@@ -64,6 +65,10 @@ const ui = {
 // each session it shows once (again after every reconnect of the event socket).
 const joined = new Set();
 const joining = new Set();
+// Joins the bridge only queued (it had no gateway yet, e.g. just after an app restart): the bridge
+// joins them when connected, but their past is fetched by the page, so it joins them again then.
+const queuedJoins = new Set();
+let connectedTimes = 0; // transitions to "connected" seen: a join answered "queued" across one retries
 const historyTaps = new Map(); // sessionId -> live events seen while its history loads
 
 // ---------------------------------------------------------------------------------------------
@@ -213,7 +218,7 @@ function flush() {
   if (d.all) {
     renderConnection();
     sessionList.render(store, ui.selectedId, ui.showArchived);
-    if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) setSelected(null);
+    if (selectionVanished()) setSelected(null);
     chatView.show(ui.selectedId);
     filesPanel.setSession(ui.selectedId);
     actorsPanel.render(store.actors);
@@ -222,7 +227,7 @@ function flush() {
   } else {
     if (d.connection) renderConnection();
     if (d.sessions) {
-      if (ui.selectedId && !store.sessions.has(ui.selectedId) && !store.chats.has(ui.selectedId)) {
+      if (selectionVanished()) {
         setSelected(null); // deleted
         chatView.show(null);
         filesPanel.setSession(null);
@@ -374,8 +379,20 @@ function onGatewayEvent(ev) {
 function onConnectionState(payload) {
   const was = connectionLabel(store.connection.state);
   setConnection(store, payload);
-  if (was !== "connected" && connectionLabel(store.connection.state) === "connected") refreshSessions();
+  if (was !== "connected" && connectionLabel(store.connection.state) === "connected") {
+    connectedTimes += 1;
+    refreshSessions();
+    joinQueued();
+  }
   schedule();
+}
+
+/** Join again what was only queued. During a resync, that resync's own joins come first. */
+function joinQueued() {
+  if (ui.syncing) return; // resync joins the session on screen, then calls this again
+  const ids = [...queuedJoins];
+  queuedJoins.clear();
+  for (const id of ids) if (id === ui.selectedId) joinSession(id);
 }
 
 /** Ask the gateway for the session list (the bridge may not hold one yet, e.g. after a restart). */
@@ -509,6 +526,7 @@ async function resync() {
   if (run !== ui.syncRun) return; // a newer resync superseded this one
   loadSnapshot(store, snap);
   ui.snapshotLoaded = true;
+  ui.selectedSeen = false;
   // Conflicts are badged for every synced session, not only those whose sync changes from now on.
   syncState.refresh();
   if (!ui.selectedId) {
@@ -530,6 +548,7 @@ async function resync() {
   // session on screen again. Joining twice is harmless.
   joined.clear();
   if (ui.selectedId) joinSession(ui.selectedId);
+  if (connectionLabel(store.connection.state) === "connected") joinQueued();
   loadActorStatus(); // a restarted app has new processes
   if (connectionLabel(store.connection.state) === "connected") refreshSessions();
   schedule();
@@ -570,8 +589,24 @@ function showAuthProblem() {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
+/**
+ * The session on screen was in the model and is no longer: deleted. One the model has not held
+ * since it was selected, or since the last snapshot, is only not known yet (a restarted app lists
+ * sessions once connected; joining it brings it back), so it stays selected.
+ */
+function selectionVanished() {
+  const id = ui.selectedId;
+  if (!id) return false;
+  if (store.sessions.has(id) || store.chats.has(id)) {
+    ui.selectedSeen = true;
+    return false;
+  }
+  return ui.selectedSeen;
+}
+
 function setSelected(id) {
   ui.selectedId = id || null;
+  ui.selectedSeen = false;
   try {
     if (id) sessionStorage.setItem(SELECTED_KEY, id);
     else sessionStorage.removeItem(SELECTED_KEY);
@@ -597,9 +632,31 @@ async function selectSession(id) {
 async function joinSession(id) {
   if (joined.has(id) || joining.has(id) || sessionIsGone(store, id)) return; // a gone one would only fail
   joining.add(id);
+  const connectedBefore = connectedTimes;
+  // Not connected (e.g. an app just restarted): joined once the gateway is back. If it came back
+  // while this join was on its way, that is now (once `joining` is cleared).
+  const later = () => {
+    queuedJoins.add(id);
+    if (connectedTimes !== connectedBefore) queueMicrotask(joinQueued);
+  };
   try {
-    const result = await call("join_session", { sessionId: id }, "Join session");
-    if (result && result.type === "queued") return; // offline: joined when the gateway is back
+    let result;
+    try {
+      result = await invoke("join_session", { sessionId: id });
+    } catch (err) {
+      if (err && err.code === "NOT_CONNECTED") {
+        later();
+        return;
+      }
+      toastError(err, "Join session");
+      if (err && err.code === "UNAUTHORIZED") showAuthProblem();
+      throw err;
+    }
+    if (result && result.type === "queued") {
+      later();
+      return;
+    }
+    queuedJoins.delete(id);
     joined.add(id);
     applyInvokeResult(store, result);
     schedule();
