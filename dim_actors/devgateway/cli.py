@@ -19,6 +19,7 @@ import msgspec
 from dim_actors.wire.protocol import MAX_FRAME_BYTES
 
 from .profile import PROFILES, GatewayProfile, GetEventsMode
+from .seed import parse_spec
 from .server import DevGateway
 
 
@@ -109,10 +110,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "holds a pipe from the app, so it ends with the app even after a kill -9",
     )
     ap.add_argument(
+        "--seed-history",
+        default=None,
+        metavar="TURNS[:EVENTS]",
+        help="before serving, add one finished session of TURNS turns and EVENTS events in all "
+        "(default 100 a turn), e.g. 10000:1000000 (big histories; written in seconds)",
+    )
+    ap.add_argument(
         "--log-level", default="WARNING", help="Python log level (default WARNING)"
     )
     _add_profile_args(ap)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:
+        args.seed = parse_spec(args.seed_history) if args.seed_history else None
+    except ValueError as e:
+        ap.error(str(e))
+    return args
 
 
 def _add_profile_args(ap: argparse.ArgumentParser) -> None:
@@ -213,6 +226,7 @@ async def _serve(args: argparse.Namespace, token: str | None) -> None:
         sock=socket.socket(fileno=args.listen_fd)
         if args.listen_fd is not None
         else None,
+        seed=args.seed,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -229,6 +243,14 @@ async def _serve(args: argparse.Namespace, token: str | None) -> None:
         ).start()
     await gateway.start()
     try:
+        if gateway.seeded_session is not None:
+            turns, events = args.seed
+            print(
+                f"dim-gateway: added session {gateway.seeded_session} "
+                f"({turns:,} turns, {events:,} events)",
+                file=sys.stderr,
+                flush=True,
+            )
         # The app waits for exactly this line to learn the port.
         print(f"dim-gateway listening on {gateway.url}", flush=True)
         await stop.wait()

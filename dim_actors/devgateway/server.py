@@ -41,6 +41,7 @@ from .handlers import RequestHandlers
 from .limits import AuthLimiter
 from .profile import DEV, GatewayProfile
 from .replication import REPLICATE_PATH, ReplicationHub
+from .seed import seed_history
 from .sessions import Agent, SessionRuntime, now_ms
 from .stats import GatewayStats
 from .store import Database
@@ -82,6 +83,7 @@ class DevGateway:
         allowed_origins: Iterable[str] = (),
         lockout_spares_token: bool = False,
         sock: socket.socket | None = None,
+        seed: tuple[int, int] | None = None,
     ):
         self.profile = profile
         # A listening socket made by whoever started us (dim-desktop keeps its port
@@ -121,6 +123,9 @@ class DevGateway:
         self._heartbeat_task: asyncio.Task | None = None
         self._own_data_dir = False
         self._stopped = False
+        # (turns, events) of a long session to write into the store before serving
+        self.seed = seed
+        self.seeded_session: str | None = None
         self.stats = GatewayStats(stats_file, ping_probe_ms) if stats_file else None
 
     @property
@@ -141,6 +146,8 @@ class DevGateway:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="dim-gateway-"))
             self._own_data_dir = True
+        if self.seed is not None:
+            self.seeded_session = seed_history(self.data_dir, *self.seed)
         self._db = Database(self.data_dir / "gateway.db")
         stored = self.db.open()
         for tenant, rows in self.db.load_members().items():

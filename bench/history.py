@@ -1,0 +1,130 @@
+"""Big histories: a session of 10,000 turns and 1,000,000 events (quick: 1,000 / 100,000).
+
+The session is written into the dev gateway's store before it starts
+(`dim-gateway --seed-history`, devgateway/seed.py); dim-desktop starts with no page. Then:
+
+* open_s: a page opens, the user clicks the session, until the newest turn's answer is on
+  screen and the message box takes input (the first open: the page fetches the past).
+* reload_s: the page is reloaded, until the same (the app holds the session now).
+* get_state_bytes: the size of one `get_state` answer (what a page loads at start).
+* supervisor_rss_mb: the supervisor's RSS after the reload (VmRSS), and its peak (VmHWM).
+* page_heap_mb: the page's JS heap after the reload.
+
+Each wait is bounded (OPEN_LIMIT_S); a step that does not finish in it is reported as
+such, with what the page showed, and the rest is still measured.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from bench.harness import (
+    DimApp,
+    Gateway,
+    Workdir,
+    launch_chromium,
+    log,
+    peak_rss_mb,
+    proc_status,
+)
+from dim_actors.devgateway.seed import seed_history
+
+OPEN_LIMIT_S = 300.0
+
+
+def _get_state_bytes(app: DimApp) -> int:
+    req = urllib.request.Request(
+        app.base + "/invoke/get_state",
+        data=b"{}",
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {app.token}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(req, timeout=OPEN_LIMIT_S) as resp:
+        return len(resp.read())
+
+
+def _interactive(page: Any, turns: int) -> str:
+    """Wait until the newest turn's answer shows and the message box is enabled."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+
+    last = page.get_by_test_id("turn").last.get_by_test_id("assistant-text")
+    try:
+        page.wait_for_selector("body[data-ready='1']", timeout=OPEN_LIMIT_S * 1000)
+        last.filter(has_text=f"of answer {turns}:").wait_for(
+            timeout=OPEN_LIMIT_S * 1000
+        )
+        page.wait_for_selector(
+            "[data-testid='message-input']:enabled", timeout=OPEN_LIMIT_S * 1000
+        )
+    except PwTimeout:
+        return "timeout"
+    return "ok"
+
+
+def measure(turns: int, events: int) -> dict[str, Any]:
+    with Workdir("history") as wd:
+        t0 = time.monotonic()
+        sid = seed_history(wd / "gateway-data", turns, events)
+        seeded_s = time.monotonic() - t0
+        log(f"history: seeded {turns:,} turns / {events:,} events in {seeded_s:.1f}s")
+        gw = Gateway(wd)
+        app = None
+        pw = browser = None
+        out: dict[str, Any] = {"turns": turns, "events": events}
+        try:
+            app = DimApp(wd / "home", gw.url)
+            app.wait_connected()
+            pw, browser, context = launch_chromium()
+            page = context.new_page()
+            page.goto(app.ui_url)
+            page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            item = page.locator(
+                f"[data-testid='session-item'][data-session-id='{sid}']"
+            )
+            item.wait_for(timeout=60_000)
+            t0 = time.monotonic()
+            item.click()
+            verdict = _interactive(page, turns)
+            out["open_s"] = round(time.monotonic() - t0, 3)
+            out["open"] = verdict
+            log(f"history: first open {verdict} in {out['open_s']}s")
+            t0 = time.monotonic()
+            page.reload()
+            verdict = _interactive(page, turns)
+            out["reload_s"] = round(time.monotonic() - t0, 3)
+            out["reload"] = verdict
+            log(f"history: reload {verdict} in {out['reload_s']}s")
+            out["turns_on_page"] = page.get_by_test_id("turn").count()
+            heap = page.evaluate(
+                "() => performance.memory ? performance.memory.usedJSHeapSize : null"
+            )
+            out["page_heap_mb"] = round(heap / 1e6, 1) if heap else None
+            out["get_state_bytes"] = _get_state_bytes(app)
+            out["supervisor_rss_mb"] = round(proc_status(app.pid, "VmRSS") / 1024, 1)
+            out["supervisor_peak_rss_mb"] = peak_rss_mb(app.pid)
+        finally:
+            if browser is not None:
+                browser.close()
+            if pw is not None:
+                pw.stop()
+            if app is not None:
+                app.stop()
+            gw.stop()
+        return out
+
+
+def run(quick: bool) -> dict[str, Any]:
+    turns, events = (1_000, 100_000) if quick else (10_000, 1_000_000)
+    return measure(turns, events)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run("--quick" in sys.argv), indent=2))
