@@ -1056,10 +1056,17 @@ const sessionSearch = new SessionSearch(
     open: async (sid, turnId, query) => {
       await selectSession(sid);
       if (!turnId) return;
-      whenTurnShown(el.chat, turnId, (turnEl) => {
-        if (query) findBar.open(query);
-        findBar.focusWithin(turnEl);
-      });
+      // An older turn is laid out on request: the chat shows only its newest messages at first.
+      whenTurnShown(
+        el.chat,
+        turnId,
+        (turnEl) => {
+          if (query) findBar.open(query);
+          findBar.focusWithin(turnEl);
+        },
+        15000,
+        () => chatView.reveal(turnId),
+      );
     },
   },
 );

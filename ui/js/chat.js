@@ -4,10 +4,17 @@
 // touches what changed: new timeline entries are appended, dirty turns patch their own DOM
 // (blocks by version, assistant text by its unfinished markdown tail). The DOM a turn ends up
 // with depends only on the model, so a turn rebuilt from get_state renders like the live one.
+//
+// A long session lays out only its newest WINDOW entries; earlier ones are laid out, WINDOW at a
+// time, as the user scrolls up to them (or presses "Show earlier messages"), so opening a session
+// of 10,000 turns costs what opening one of 50 does.
 
 import { h, clear, prettyJson } from "./dom.js";
 import { renderMarkdownNodes, stableBoundary } from "./markdown.js";
 import { displayText, displaySource, describe, describeResolution, noticeText, isKnownEventType, gapText } from "./state.js";
+
+export const WINDOW = 50; // timeline entries laid out at first, and per step up
+const EARLIER_MARGIN_PX = 600; // scrolled this close to the top, the next step is laid out
 
 export class ChatView {
   /**
@@ -26,6 +33,9 @@ export class ChatView {
     this.renderedEntries = 0;
     this.emptyEl = null;
     this.retryView = null; // the TurnView whose message offers Retry
+    this.start = 0; // timeline index of the first entry laid out
+    this.earlierEl = null;
+    this.earlierObserver = null;
   }
 
   show(sessionId) {
@@ -35,12 +45,22 @@ export class ChatView {
     this.chat = sessionId ? store.chats.get(sessionId) || null : null;
     this.turnViews = new Map();
     this.gapViews = new Map();
-    this.renderedEntries = 0;
     this.retryView = null;
+    const length = this.chat ? this.chat.timeline.length : 0;
+    this.start = Math.max(0, length - WINDOW);
+    this.renderedEntries = this.start;
     clear(this.root);
+    this.earlierEl = h(
+      "button",
+      { type: "button", class: "chat-earlier small", testid: "chat-earlier", hidden: true, onclick: () => this.showEarlier() },
+      "",
+    );
+    this.root.appendChild(this.earlierEl);
     this.emptyEl = h("div", { class: "chat-empty", testid: "chat-empty" });
     this.root.appendChild(this.emptyEl);
     this.appendEntries();
+    this.refreshEarlier();
+    this.watchEarlier();
     this.refreshEmpty();
     this.refreshRetry();
     this.root.scrollTop = this.root.scrollHeight;
@@ -72,6 +92,72 @@ export class ChatView {
     this.refreshEmpty();
     this.refreshRetry();
     if (stick) this.root.scrollTop = this.root.scrollHeight;
+  }
+
+  /** "Show earlier messages (N)", while the start of the timeline is not laid out. */
+  refreshEarlier() {
+    const el = this.earlierEl;
+    if (!el) return;
+    const hidden = this.start === 0;
+    if (el.hidden !== hidden) el.hidden = hidden;
+    const text = hidden ? "" : `Show earlier messages (${this.start.toLocaleString()} more)`;
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  /** Lay out earlier entries as soon as the user scrolls near them. */
+  watchEarlier() {
+    if (this.earlierObserver) this.earlierObserver.disconnect();
+    this.earlierObserver = null;
+    if (this.start === 0 || typeof IntersectionObserver !== "function") return;
+    this.earlierObserver = new IntersectionObserver(
+      (records) => {
+        if (records.some((r) => r.isIntersecting)) this.showEarlier();
+      },
+      { root: this.root, rootMargin: `${EARLIER_MARGIN_PX}px 0px 0px 0px` },
+    );
+    this.earlierObserver.observe(this.earlierEl);
+  }
+
+  /**
+   * Lay out up to `count` more entries above the first one shown, keeping what the user looks at
+   * where it is. Returns whether any were added.
+   */
+  showEarlier(count = WINDOW) {
+    const chat = this.chat;
+    if (!chat || this.start === 0) return false;
+    const from = Math.max(0, this.start - count);
+    const frag = document.createDocumentFragment();
+    for (let i = from; i < this.start; i += 1) {
+      const el = this.renderEntry(chat.timeline[i]);
+      if (!el) continue;
+      el.dataset.earlier = "1"; // not news: the "Jump to latest" count leaves it out
+      frag.appendChild(el);
+    }
+    const before = this.root.scrollHeight;
+    this.emptyEl.after(frag);
+    this.start = from;
+    const added = this.root.scrollHeight - before;
+    this.root.scrollTop += added;
+    this.root.dispatchEvent(new CustomEvent("chat-earlier", { detail: { addedPx: added } }));
+    this.refreshEarlier();
+    if (this.start === 0) this.watchEarlier();
+    else if (this.earlierInReach()) requestAnimationFrame(() => this.earlierInReach() && this.showEarlier());
+    return true;
+  }
+
+  earlierInReach() {
+    if (!this.earlierEl || this.earlierEl.hidden) return false;
+    const top = this.root.getBoundingClientRect().top;
+    return this.earlierEl.getBoundingClientRect().bottom > top - EARLIER_MARGIN_PX;
+  }
+
+  /** Lay out the timeline back to `turnId` (a search result, a link to an older turn). */
+  reveal(turnId) {
+    const chat = this.chat;
+    if (!chat || this.turnViews.has(turnId)) return;
+    const index = chat.timeline.findIndex((e) => e.kind === "turn" && e.turnId === turnId);
+    if (index < 0 || index >= this.start) return;
+    this.showEarlier(this.start - Math.max(0, index - 2));
   }
 
   nearBottom() {
@@ -111,23 +197,28 @@ export class ChatView {
     if (!chat) return;
     const frag = document.createDocumentFragment();
     for (let i = this.renderedEntries; i < chat.timeline.length; i += 1) {
-      const entry = chat.timeline[i];
-      if (entry.kind === "turn") {
-        const turn = chat.turns.get(entry.turnId);
-        if (!turn || this.turnViews.has(turn.turnId)) continue;
-        const view = new TurnView(turn, this.ctx, this.sessionId);
-        this.turnViews.set(turn.turnId, view);
-        frag.appendChild(view.el);
-      } else if (entry.kind === "gap") {
-        const el = renderGap(entry.gap);
-        this.gapViews.set(entry.gap, { el, v: entry.gap.v });
-        frag.appendChild(el);
-      } else {
-        frag.appendChild(renderEventEntry(entry.event, this.ctx, this.sessionId));
-      }
+      const el = this.renderEntry(chat.timeline[i]);
+      if (el) frag.appendChild(el);
     }
     this.renderedEntries = chat.timeline.length;
     this.root.appendChild(frag);
+  }
+
+  /** The element of one timeline entry (null: a turn already shown, or gone from the model). */
+  renderEntry(entry) {
+    if (entry.kind === "turn") {
+      const turn = this.chat.turns.get(entry.turnId);
+      if (!turn || this.turnViews.has(turn.turnId)) return null;
+      const view = new TurnView(turn, this.ctx, this.sessionId);
+      this.turnViews.set(turn.turnId, view);
+      return view.el;
+    }
+    if (entry.kind === "gap") {
+      const el = renderGap(entry.gap);
+      this.gapViews.set(entry.gap, { el, v: entry.gap.v });
+      return el;
+    }
+    return renderEventEntry(entry.event, this.ctx, this.sessionId);
   }
 
   /** The Sync state learnt which changes were the user's own uploads: say so on the chips shown. */

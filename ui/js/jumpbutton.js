@@ -43,11 +43,15 @@ export class JumpButton {
       let added = 0;
       for (const r of records) {
         for (const n of r.removedNodes) if (n !== own) rebuilt = true;
-        for (const n of r.addedNodes) if (n.nodeType === 1 && n.dataset.testid === "turn") added += 1;
+        for (const n of r.addedNodes) if (n.nodeType === 1 && n.dataset.testid === "turn" && !n.dataset.earlier) added += 1;
       }
       if (rebuilt) this.reset();
       else if (added && this.away) this.newTurns += added;
     }).observe(chat, { childList: true });
+    // Earlier messages laid out above, as the user scrolls up to them: the chat grew, but not below.
+    chat.addEventListener("chat-earlier", (e) => {
+      this.seenHeight += e.detail && typeof e.detail.addedPx === "number" ? e.detail.addedPx : 0;
+    });
   }
 
   nearBottom() {

@@ -104,10 +104,12 @@ export class SessionSearch {
 
 /**
  * Scroll the chat to a turn once it is there (a session's past may still be loading); `then`
- * gets its element. Gives up after `timeoutMs`.
+ * gets its element. `reveal()` asks the chat to lay the turn out when it is in the model but
+ * above what is shown; it is asked again whenever the chat changes. Gives up after `timeoutMs`.
  */
-export function whenTurnShown(chat, turnId, then, timeoutMs = 15000) {
+export function whenTurnShown(chat, turnId, then, timeoutMs = 15000, reveal = () => {}) {
   const selector = `[data-testid='turn'][data-turn-id='${CSS.escape(turnId)}']`;
+  reveal();
   const found = chat.querySelector(selector);
   if (found) {
     then(found);
@@ -115,7 +117,10 @@ export function whenTurnShown(chat, turnId, then, timeoutMs = 15000) {
   }
   const observer = new MutationObserver(() => {
     const el = chat.querySelector(selector);
-    if (!el) return;
+    if (!el) {
+      reveal();
+      return;
+    }
     observer.disconnect();
     clearTimeout(timer);
     then(el);

@@ -1,0 +1,117 @@
+"""A long session in the page: only its newest messages are laid out at first, earlier ones
+as the user scrolls up to them, with the place kept; a search result far back still opens.
+
+The session is written into the dev gateway's store before it starts (`--seed-history`).
+"""
+
+from __future__ import annotations
+
+import pytest
+from apphelpers import App
+from playwright.sync_api import Page, expect
+from uihelpers import T, ready
+
+from dim_actors.devgateway import BackgroundGateway
+from dim_actors.devgateway.seed import seed_history
+
+TURNS = 130
+WINDOW = 50  # ui/js/chat.js
+
+
+@pytest.fixture(scope="module")
+def long_gw(tmp_path_factory):
+    data = tmp_path_factory.mktemp("gateway")
+    sid = seed_history(data, TURNS, TURNS * 6)
+    with BackgroundGateway(rate_limit=100_000, data_dir=data) as g:
+        g.seeded = sid
+        yield g
+
+
+@pytest.fixture
+def long_page(browser, long_gw, dim_home):
+    app = App(dim_home, ["--gateway", long_gw.url])
+    app.wait_connected()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app.runtime["uiUrl"])
+    ready(page)
+    page.locator(
+        f"[data-testid='session-item'][data-session-id='{long_gw.seeded}']"
+    ).click()
+    # its newest seeded turn (a test may have added one after it: the gateway is the module's)
+    expect(page.locator(f"[data-turn-id='turn_seed_{TURNS - 1:07d}']")).to_contain_text(
+        f"of answer {TURNS}:", timeout=T
+    )
+    yield page
+    assert errors == []
+    context.close()
+    app.stop()
+
+
+def turn_ids(page: Page) -> list[str]:
+    return page.get_by_test_id("turn").evaluate_all(
+        "(els) => els.map((e) => e.dataset.turnId)"
+    )
+
+
+def test_a_long_session_shows_its_newest_messages_and_the_rest_on_scrolling_up(
+    long_page: Page,
+):
+    page = long_page
+    turns = page.get_by_test_id("turn")
+    # The newest WINDOW at least (more when the past arrived after the chat was first shown:
+    # arrivals are appended), never the whole session.
+    ids = turn_ids(page)
+    shown = len(ids)
+    assert WINDOW <= shown < TURNS
+    assert ids == [
+        f"turn_seed_{i:07d}" for i in range(TURNS - shown, TURNS)
+    ]  # runs first
+    earlier = page.get_by_test_id("chat-earlier")
+    expect(earlier).to_have_text(f"Show earlier messages ({TURNS - shown} more)")
+
+    # Scrolling up to the top lays out the previous ones above, keeping the place: the turn
+    # that was first on screen does not move.
+    first = page.locator(f"[data-turn-id='{ids[0]}']")
+    page.get_by_test_id("chat").evaluate("(c) => { c.scrollTop = 0; }")
+    expect(turns).to_have_count(min(TURNS, shown + WINDOW), timeout=T)
+    chat_box = page.get_by_test_id("chat").bounding_box()
+    box = first.bounding_box()
+    assert chat_box and box
+    assert box["y"] >= chat_box["y"] - 1, (box, chat_box)
+    assert box["y"] < chat_box["y"] + chat_box["height"], (box, chat_box)
+    # earlier messages are not news: no "Jump to latest" count for them
+    expect(page.get_by_test_id("jump-count")).to_have_text("")
+
+    # The button does the same, by keyboard too; at the start it goes away.
+    earlier.focus()
+    page.keyboard.press("Enter")
+    expect(turns).to_have_count(TURNS, timeout=T)
+    expect(earlier).to_be_hidden()
+    assert turn_ids(page) == [f"turn_seed_{i:07d}" for i in range(TURNS)]
+
+
+def test_new_turns_still_append_below_a_long_session(long_page: Page):
+    page = long_page
+    box = page.get_by_test_id("message-input")
+    box.fill("one more")
+    turns = page.get_by_test_id("turn")
+    expect(turns.last).to_have_attribute("data-turn-id", "turn_seed_0000129")
+    shown = turns.count()
+    box.press("Enter")
+    expect(turns).to_have_count(shown + 1, timeout=T)
+    expect(turns.last.get_by_test_id("assistant-text")).to_have_text(
+        "one more", timeout=T
+    )
+
+
+def test_a_search_result_far_back_opens_at_its_turn(long_page: Page):
+    page = long_page
+    page.get_by_test_id("session-search").fill("Question 7:")
+    result = page.get_by_test_id("search-result").first
+    expect(result).to_be_visible(timeout=T)
+    result.click()
+    turn = page.locator(f"[data-testid='turn'][data-turn-id='turn_seed_{6:07d}']")
+    expect(turn).to_be_in_viewport(timeout=T)
