@@ -9,9 +9,12 @@ file_changed) and to the app through its bridge, and watches the synced folder i
 * save_to_upstream_ms: an editor-style save (temp file + rename over) -> the gateway's file_changed
   for it, received by this client (includes the watcher's 50 ms quiet period).
 * agent_write_to_disk_ms: the gateway's file_changed received here -> the new content on disk.
-* materialize_10k: start_sync of a workspace of 10,000 files / 200 MB (--quick: 1,000 / 20 MB)
-  into an empty folder, until sync_status counts every file (polled sparingly: `wait_tracked`),
-  against the best of three `cp -r` of the same tree on the same disk (`sync` before each).
+* materialize_1k, materialize_10k: start_sync of a workspace of 1,000 files / 20 MB and of
+  10,000 files / 200 MB (each with its own gateway and app; 10,000 in the full run only) into
+  an empty folder, until sync_status counts every file (polled sparingly: `wait_tracked`),
+  against the best of three `cp -r` of the same tree on the same disk (`sync` before each);
+  with the CPU seconds the app (supervisor and connection process) and the gateway used
+  meanwhile.
 * echo_leaked: the watcher's echoesLeaked (sync_status stats): local changes it reported that were
   the materializer's own last write all the same, i.e. echoes the echo set failed to suppress,
   counted before the journal's own hash checks could hide them: must be 0.
@@ -312,37 +315,109 @@ def count_files(root: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(root))
 
 
-def run(quick: bool) -> dict[str, Any]:
-    edits = 50 if quick else 200
-    files, total = (1_000, 20 << 20) if quick else (10_000, 200 << 20)
-    work = Path(tempfile.mkdtemp(prefix="dim-sync-bench-"))
-    gw = app = client = None
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes, all threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _threads_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds per thread name (comm) of these processes, and per process user and
+    system time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                name = f"{pid}:{(task / 'comm').read_text().strip()}"
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / tick
+            for kind, i in (("user", 11), ("sys", 12)):
+                key = f"{pid} {kind}"
+                out[key] = out.get(key, 0) + int(fields[i]) / tick
+    return out
+
+
+def _family(pid: int) -> list[int]:
+    """`pid` and its children (the app's connection process)."""
+    out = [pid]
     try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids = (task / "children").read_text().split()
+            out.extend(int(k) for k in kids)
+    except OSError:
+        pass
+    return out
+
+
+class Setup:
+    """A gateway holding a workspace of `files` files / `total` bytes (and the same tree
+    on disk, for cp -r), a plain client joined to its session, and dim-desktop."""
+
+    def __init__(self, work: Path, files: int, total: int):
+        self.work, self.files = work, files
+        self.gw: Gateway | None = None
+        self.app: App | None = None
+        self.client: Client | None = None
         data = work / "gateway-data"
-        gw = Gateway(data).start()
-        sid = new_session(gw.url, "sync-bench")
-        gw.stop()
+        self.gw = Gateway(data).start()
+        self.sid = new_session(self.gw.url, "sync-bench")
+        self.gw.stop()
         log(
             f"writing a workspace of {files} files / {total >> 20} MB into the gateway's store"
         )
-        nbytes, tree = populate(data / "gateway.db", sid, files, total)
-        gw = Gateway(data).start()
-        client = Client(gw.url)
-        client.send("join_session", sessionId=sid)
-        client.wait(lambda e: e.get("type") == "state_snapshot", 10)
+        self.nbytes, self.tree = populate(data / "gateway.db", self.sid, files, total)
+        self.gw = Gateway(data).start()
+        self.client = Client(self.gw.url)
+        self.client.send("join_session", sessionId=self.sid)
+        self.client.wait(lambda e: e.get("type") == "state_snapshot", 10)
         home = work / "dim-home"
         home.mkdir()
-        app = App(home, gw.url)
-        folder = work / "synced"
+        self.app = App(home, self.gw.url)
+        self.folder = work / "synced"
 
-        # 1. initial materialization against cp -r; each starts with nothing dirty left
-        #    to write back
+    def materialize(self) -> dict[str, Any]:
+        """start_sync into an empty folder until every file is tracked, against the best
+        of three cp -r of the same tree; each starts with nothing dirty left to write
+        back."""
+        assert self.app is not None and self.gw is not None and self.gw.proc
+        app, files = self.app, self.files
+        pids = _family(app.proc.pid)
         subprocess.run(["sync"], check=False)
+        cpu0 = _proc_cpu(pids), _proc_cpu([self.gw.proc.pid])
+        threads0 = _threads_cpu(pids) if os.environ.get("SYNC_BENCH_THREADS") else {}
         t0 = time.perf_counter()
-        app.invoke("start_sync", sessionId=sid, localDir=str(folder))
-        wait_tracked(app, sid, files, t0, 900)
+        app.invoke("start_sync", sessionId=self.sid, localDir=str(self.folder))
+        polls = wait_tracked(app, self.sid, files, t0, 900)
         materialize_s = time.perf_counter() - t0
-        assert count_files(folder) == files
+        cpu1 = _proc_cpu(pids), _proc_cpu([self.gw.proc.pid])
+        # settled: the watcher has looked at what was written (the echoes of the
+        # writes, or the scan that starts a new sync's watch once its first files are
+        # written) and the journal has taken in what it listed: the watcher's figures
+        # (told at its 1 s ticks) still for 2.5 s
+        settled_cpu = self._settle(pids) - cpu0[0]
+        if threads0:
+            # SYNC_BENCH_THREADS=1: CPU per thread (named only where the threads' OS
+            # names are set, e.g. by a sitecustomize calling prctl(PR_SET_NAME))
+            threads1 = _threads_cpu(pids)
+            used = {k: v - threads0.get(k, 0) for k, v in threads1.items()}
+            for k, v in sorted(used.items(), key=lambda kv: -kv[1]):
+                if v >= 0.01:
+                    log(f"  {k:40} {v:6.2f} s")
+        assert count_files(self.folder) == files
         # this machine's file creation time varies several-fold from minute to minute:
         # the best of three copies (the ratio errs against the materialization)
         cp_runs = []
@@ -350,14 +425,79 @@ def run(quick: bool) -> dict[str, Any]:
             subprocess.run(["sync"], check=False)
             t0 = time.perf_counter()
             subprocess.run(
-                ["cp", "-r", str(tree), str(work / f"cp-copy-{i}")], check=True
+                ["cp", "-r", str(self.tree), str(self.work / f"cp-copy-{i}")],
+                check=True,
             )
             cp_runs.append(time.perf_counter() - t0)
+            shutil.rmtree(self.work / f"cp-copy-{i}", ignore_errors=True)
         cp_s = min(cp_runs)
         log(
-            f"materialized {files} files in {materialize_s:.2f} s; cp -r took {cp_s:.2f} s "
-            f"(best of {', '.join(f'{x:.2f}' for x in cp_runs)})"
+            f"materialized {files} files in {materialize_s:.2f} s; cp -r took {cp_s:.3f} s "
+            f"(best of {', '.join(f'{x:.3f}' for x in cp_runs)}); app CPU "
+            f"{cpu1[0] - cpu0[0]:.2f} s, gateway CPU {cpu1[1] - cpu0[1]:.2f} s; app CPU "
+            f"until settled (+2.5 s idle) {settled_cpu:.2f} s"
         )
+        return {
+            "seconds": round(materialize_s, 2),
+            "cp_r_seconds": round(cp_s, 3),
+            "ratio": round(materialize_s / cp_s, 1) if cp_s else None,
+            "files": files,
+            "bytes": self.nbytes,
+            "app_cpu_s": round(cpu1[0] - cpu0[0], 2),
+            "settled_app_cpu_s": round(settled_cpu, 2),
+            "gateway_cpu_s": round(cpu1[1] - cpu0[1], 2),
+            "polls": polls,
+        }
+
+    def _settle(self, pids: list[int]) -> float:
+        """Waits until the app is done with the materialization; its CPU seconds then."""
+        assert self.app is not None
+        last, since = None, time.monotonic()
+        deadline = since + 120
+        while time.monotonic() < deadline:
+            st = self.app.invoke("sync_status", sessionId=self.sid)
+            now = (st["stats"]["echoesSuppressed"], st["scan"] is None)
+            if now != last:
+                last, since = now, time.monotonic()
+            elif now[1] and time.monotonic() - since >= 2.5:
+                break
+            time.sleep(0.1)
+        return _proc_cpu(pids)
+
+    def stop(self) -> None:
+        stop_all(self.app, self.client, self.gw)
+
+
+def materialization(files: int, total: int) -> dict[str, Any]:
+    """One initial materialization of `files` files / `total` bytes, in a setup of its
+    own."""
+    work = Path(tempfile.mkdtemp(prefix="dim-sync-bench-"))
+    setup = None
+    try:
+        setup = Setup(work, files, total)
+        return setup.materialize()
+    finally:
+        if setup is not None:
+            setup.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    edits = 50 if quick else 200
+    # the 10,000-file run takes over a minute (most of it writing the workspace into
+    # the gateway's store and the tree for cp -r): the full run's
+    big: dict[str, Any] = (
+        {"skipped": "quick run: 10,000 files in the full run only"}
+        if quick
+        else materialization(10_000, 200 << 20)
+    )
+    work = Path(tempfile.mkdtemp(prefix="dim-sync-bench-"))
+    setup = None
+    try:
+        setup = Setup(work, 1_000, 20 << 20)
+        small = setup.materialize()
+        app, client, sid, folder = setup.app, setup.client, setup.sid, setup.folder
+        assert app is not None and client is not None
         st = app.invoke("sync_status", sessionId=sid)
         leaked = st["stats"]["echoesLeaked"]
 
@@ -414,20 +554,16 @@ def run(quick: bool) -> dict[str, Any]:
             "sync": {
                 "save_to_upstream_ms": pct(save_ms),
                 "agent_write_to_disk_ms": pct(agent_ms),
-                "materialize_10k": {
-                    "seconds": round(materialize_s, 2),
-                    "cp_r_seconds": round(cp_s, 3),
-                    "ratio": round(materialize_s / cp_s, 1) if cp_s else None,
-                    "files": files,
-                    "bytes": nbytes,
-                },
+                "materialize_1k": small,
+                "materialize_10k": big,
                 "echo_leaked": leaked,
                 "edits": edits,
                 "quick": quick,
             }
         }
     finally:
-        stop_all(app, client, gw)
+        if setup is not None:
+            setup.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -439,8 +575,18 @@ def main(argv: list[str] | None = None) -> int:
         help="50 edits and 1,000 files / 20 MB instead of 200 and 10,000 / 200 MB",
     )
     ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    ap.add_argument(
+        "--materialize",
+        metavar="FILES",
+        type=int,
+        help="only one initial materialization of FILES files (~21 KB each)",
+    )
     args = ap.parse_args(argv)
-    result = run(args.quick)
+    if args.materialize:
+        n = args.materialize
+        result = {"sync": {"materialize": materialization(n, n * (20 << 20) // 1000)}}
+    else:
+        result = run(args.quick)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -19,12 +19,17 @@ def new_session(app: App, script: str | None = None) -> str:
 
 
 def start(app: App, sid: str, folder: Path, **args) -> dict:
-    """start_sync, then the session's status once its link to the gateway is up."""
+    """start_sync, then the session's status once its link to the gateway is up and its
+    folder watched (a new sync's first files are written before the watch starts)."""
     app.invoke("start_sync", sessionId=sid, localDir=str(folder), **args)
     return wait_until(
-        lambda: (st := status(app, sid))["link"] == "connected" and st,
+        lambda: (
+            (st := status(app, sid))["link"] == "connected"
+            and (st["watching"] or st["state"] != "active")
+            and st
+        ),
         60,
-        what="the sync link",
+        what="the sync link and the folder's watch",
     )
 
 

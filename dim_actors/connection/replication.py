@@ -62,6 +62,7 @@ log = logging.getLogger("dim.connection.replication")
 # notifications handed up at once at most (a Heartbeat closes a batch sooner)
 NOTIFY_BATCH = 256
 READY_BATCH = 64  # fetched files handed up at once at most
+SPOOL_MODE = 0o644  # sync/paths.portable_mode of a file with no executable bit
 WRITEBACK_FRAME = 8 << 20  # content bytes per WriteBack frame
 # the gateway heartbeats every 2 s: silence this long means a dead link
 IDLE_TIMEOUT_S = 15.0
@@ -442,6 +443,7 @@ class Link:
             self.parts[h] = (f, digest, offset + len(msg.data))
             if not msg.last:
                 return
+            _synced_mode(f.fileno())
             f.close()
             del self.parts[h]
         part_path = os.path.join(self.spool_dir, h + ".part")
@@ -473,6 +475,7 @@ class Link:
         final = os.path.join(self.spool_dir, h)
         with open(final, "wb") as f:
             f.write(msg.data)
+            _synced_mode(f.fileno())
         self._content_done(ContentItem(h, final, len(msg.data)))
 
     def _content_done(self, item: ContentItem) -> None:
@@ -637,6 +640,13 @@ class Link:
     def _close(self) -> None:
         ws, self.ws = self.ws, None
         hard_close(ws)
+
+
+def _synced_mode(fd: int) -> None:
+    """A spool file gets the mode most synced files have (0644; the spool's folder is
+    the user's alone), so the materializer moves it into place without a chmod of its
+    own (the supervisor's time, not this process's)."""
+    os.fchmod(fd, SPOOL_MODE)
 
 
 def _unlink(path: str) -> None:

@@ -184,6 +184,9 @@ class ReplicationHub:
         self._schema_ready = False
         self.writebacks_accepted = 0
         self.writebacks_rejected = 0
+        # held around each batch of content answers: a test holds it to keep fetched
+        # files from arriving for a while
+        self.content_lock = asyncio.Lock()
 
     # --- admission (before the upgrade) -----------------------------------------------
 
@@ -344,9 +347,14 @@ class ReplicationHub:
                     for m in batch
                     if wire.valid_hash(m.contentHash)
                 ]
-                rows = await self.gw.db.run(
-                    _content_pieces, r.session_id, wanted, wire.CHUNK_SIZE, FETCH_BYTES
-                )
+                async with self.content_lock:
+                    rows = await self.gw.db.run(
+                        _content_pieces,
+                        r.session_id,
+                        wanted,
+                        wire.CHUNK_SIZE,
+                        FETCH_BYTES,
+                    )
                 answered = got = 0
                 for m in batch:
                     h = m.contentHash

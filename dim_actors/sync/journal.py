@@ -77,7 +77,7 @@ from dim_actors.messages import (
 from dim_actors.sync import commands, delivery, outbox, reconcile
 from dim_actors.sync.commands import LOW_SPACE, USER_PAUSE, CommandError
 from dim_actors.sync.hashing import file_hash
-from dim_actors.sync.paths import UnsafePath, confined, os_error_reason
+from dim_actors.sync.paths import Confiner, UnsafePath, os_error_reason
 from dim_actors.sync.reconcile import SPACE_FREED, free_space_floor
 from dim_actors.sync.state import (
     Conflict,
@@ -110,6 +110,9 @@ STEP_S = 0.5
 # the 10 s and more the supervisor gives an on_start (shutdown_timeout_s + 10), so the
 # error is this one, not a timeout.
 LOCK_WAIT_S = 10.0
+# A new sync into an empty folder is written before the folder is watched (see
+# _hold_watch), at most this long: then it is watched whatever is still on its way.
+HOLD_WATCH_MAX_S = 60.0
 
 
 class JournalStep(Msg, tag="journal_step"):
@@ -170,6 +173,11 @@ class Journal(DimActor):
         # sync_status
         self.refused: dict[str, dict[str, Any]] = {}
         self.syncs: dict[str, Sync] = self.store.load()
+        # sid -> (since when, a heartbeat came since): new syncs whose folder is not
+        # watched yet (_hold_watch)
+        self.held: dict[str, tuple[float, bool]] = {}
+        # sid -> the message's path checks (paths.Confiner), for this message only
+        self.confiners: dict[str, Confiner] = {}
         self.stop_ticks = threading.Event()
         threading.Thread(
             target=self._ticker, name="journal-ticker", daemon=True
@@ -259,6 +267,8 @@ class Journal(DimActor):
             self._handle(body)
         except Superseded:
             self._let_go()  # the step's transaction was rolled back on the way out
+        finally:
+            self.confiners.clear()
 
     def _let_go(self) -> None:
         log.warning(
@@ -418,7 +428,7 @@ class Journal(DimActor):
         s.incidents.clear()
         self.refused.pop(sid, None)
         self._save_sync(s)
-        self._begin(s, reset_link=True)
+        self._begin(s, reset_link=True, hold=plan.kind == "new" and _empty(s.root))
         return self.status(s)
 
     def _restore(self, s: Sync) -> None:
@@ -439,13 +449,40 @@ class Journal(DimActor):
         s.last_seq = s.max_seen = 0
         s.outstanding.clear()
 
-    def _begin(self, s: Sync, reset_link: bool) -> None:
+    def _begin(self, s: Sync, reset_link: bool, hold: bool = False) -> None:
         s.heard_at = time.monotonic()
-        self.ctx.send("watcher", WatchFolder(sessionId=s.sid, localDir=s.local_dir))
+        if hold:
+            self.held[s.sid] = (s.heard_at, False)
+        else:
+            self._watch(s)
         if reset_link:
             self.ctx.send("connection", StopReplication(sessionId=s.sid))
         self._start_link(s, s.last_seq)
         s.dirty = True
+
+    def _watch(self, s: Sync) -> None:
+        self.held.pop(s.sid, None)
+        self.ctx.send("watcher", WatchFolder(sessionId=s.sid, localDir=s.local_dir))
+
+    def _hold_watch(self, s: Sync, heartbeat: bool = False) -> None:
+        """A new sync into an empty folder: its first files are written before the folder
+        is watched, so the watcher (and watchdog's threads) see none of those writes one
+        by one; once they are done, the watch starts with a full scan, which knows the
+        materializer's files by the (size, mtime, inode) it left them with (told ahead,
+        WritesAhead) and finds anything else, such as the user's edit made meanwhile.
+        Written means: a heartbeat came (the catch-up's notifications are in) and
+        nothing is being written or waits to be. The watch starts anyway when the link
+        fails (retrying, refused: seen at a tick), or after HOLD_WATCH_MAX_S."""
+        held = self.held.get(s.sid)
+        if held is None:
+            return
+        since, beat = held
+        if heartbeat and not beat:
+            self.held[s.sid] = since, beat = since, True
+        if (beat and not s.materializing and not s.queued) or (
+            time.monotonic() - since > HOLD_WATCH_MAX_S
+        ):
+            self._watch(s)
 
     def _start_link(self, s: Sync, since: int) -> None:
         self.ctx.send(
@@ -475,6 +512,7 @@ class Journal(DimActor):
 
     def _halt(self, s: Sync, state: str, error: str | None) -> None:
         s.state, s.error = state, error
+        self.held.pop(s.sid, None)
         self.ctx.send("watcher", UnwatchFolder(sessionId=s.sid))
         self.ctx.send("connection", StopReplication(sessionId=s.sid))
         self.ctx.send("materializer", ForgetSession(sessionId=s.sid))
@@ -500,6 +538,7 @@ class Journal(DimActor):
             listed=self.scan_progress.get(s.sid),
             texts=texts,
             uploads=list(self.uploads.get(s.sid, ())),
+            watching=s.sid not in self.held,
         )
 
     def _show(self, status: dict[str, Any]) -> None:
@@ -539,6 +578,7 @@ class Journal(DimActor):
             s.max_seen = max(s.max_seen, u.sequence)
         self._send_items(s, items)
         self._advance(s)
+        self._hold_watch(s, heartbeat=u.sequence is not None)
 
     def _forget_upstream(self, s: Sync) -> None:
         """A new upstream (a full resync): its iterations and sequences mean nothing
@@ -608,7 +648,10 @@ class Journal(DimActor):
                 delivery.fail(s, path, n, where.reason, retry=False)
             return
         try:
-            confined(s.root, path)
+            confiner = self.confiners.get(s.sid)
+            if confiner is None:
+                confiner = self.confiners[s.sid] = Confiner(s.root)
+            confiner.check(path)
         except UnsafePath as e:
             self._refuse(s, n, str(e))
             return
@@ -767,6 +810,7 @@ class Journal(DimActor):
         self._send_items(s, items)
         self._advance(s)
         self._send_pending(s)
+        self._hold_watch(s)
 
     def _written(
         self, s: Sync, r: MaterializedItem, items: list[MaterializeItem], now_ms: int
@@ -1048,6 +1092,17 @@ class Journal(DimActor):
             if a.iteration >= f.iteration:
                 f.iteration, f.upstream_hash = a.iteration, e.hash
                 self._save_file(s, e.path)
+            # A save recorded while this one was on its way was made on top of it: it is
+            # based on what was just accepted, not on what this one was based on (else a
+            # second save within a round trip would be taken for a conflict).
+            for later in s.entries.of_path(e.path):
+                if (
+                    later.seq > e.seq
+                    and later.base == e.base
+                    and later.state == "pending"
+                ):
+                    later.base = a.iteration
+                    self.store.entry_state(later.seq, "pending", base=a.iteration)
             s.last_sync_at = now_ms
         for r in o.rejected:
             s.inflight.discard(r.localSeq)
@@ -1309,6 +1364,9 @@ class Journal(DimActor):
             self._check_space(s, space.get(s.sid))
             if s.state != "active":
                 continue
+            if s.sid in self.held and s.link in ("retrying", "refused"):
+                self._watch(s)  # nothing comes for now
+            self._hold_watch(s)
             self._retry_failed(s, now)
             if s.sid in self.scan_progress:
                 # the watcher's listing moves on: the panel shows how far
@@ -1320,6 +1378,14 @@ class Journal(DimActor):
                 s.heard_at = now
                 self._start_link(s, s.last_seq)
             self._send_pending(s)
+
+
+def _empty(folder: str | os.PathLike[str]) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
 
 
 def _mib(n: int) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path, PurePosixPath
+import re
+from pathlib import Path
 from typing import Literal
 
 from dim_actors.wire.limits import NAME_MAX
@@ -57,6 +58,9 @@ def is_git_name(name: str) -> bool:
     return False
 
 
+_CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\\]")
+
+
 def check_relative(rel: str) -> str:
     """A workspace path from upstream, as a clean relative POSIX path, or UnsafePath.
 
@@ -66,10 +70,9 @@ def check_relative(rel: str) -> str:
     """
     if not isinstance(rel, str) or not rel or len(rel) > 4096:
         raise UnsafePath(f"invalid path {rel!r}")
-    if any(ord(c) < 32 for c in rel) or "\\" in rel:
+    if _CONTROL_OR_BACKSLASH.search(rel):
         raise UnsafePath(f"path {rel!r} has control characters or backslashes")
-    p = PurePosixPath(rel)
-    if p.is_absolute() or rel.startswith("/"):
+    if rel.startswith("/"):
         raise UnsafePath(f"path {rel!r} is absolute")
     parts = [x for x in rel.split("/") if x not in ("", ".")]
     if ".." in parts:
@@ -110,6 +113,39 @@ def confined(root: Path, rel: str) -> Path:
     if target.is_symlink():
         raise UnsafePath(f"path {rel!r} is a symlink; refusing to write through it")
     return target
+
+
+class Confiner:
+    """`confined` for many clean paths (check_relative's) of one sync folder in a row,
+    as the journal checks a message's notifications: the folder's real path, and each
+    folder's on the way, is resolved once per Confiner (one message). What it lets pass
+    is checked again right before it is written (the materializer's own walk)."""
+
+    def __init__(self, root: Path | str):
+        self.root = os.fspath(root)
+        self._real_root: str | None = None
+        self._inside: dict[str, bool] = {}  # a folder (relative) -> leads inside
+
+    def check(self, clean: str) -> None:
+        """UnsafePath if the clean relative path `clean` leads out of the folder
+        through a symlink, or is one."""
+        folder, _, _ = clean.rpartition("/")
+        inside = self._inside.get(folder)
+        if inside is None:
+            if self._real_root is None:
+                self._real_root = os.path.realpath(self.root)
+            real = os.path.realpath(os.path.join(self.root, *folder.split("/")))
+            root = self._real_root
+            inside = real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+            self._inside[folder] = inside
+        if not inside:
+            raise UnsafePath(
+                f"path {clean!r} leads outside the sync folder through a symlink"
+            )
+        if os.path.islink(os.path.join(self.root, *clean.split("/"))):
+            raise UnsafePath(
+                f"path {clean!r} is a symlink; refusing to write through it"
+            )
 
 
 def portable_mode(mode: int) -> int:

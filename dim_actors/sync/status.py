@@ -34,11 +34,13 @@ def status_view(
     listed: int | None,
     texts: bool = True,
     uploads: list[dict[str, Any]] | None = None,
+    watching: bool = True,
 ) -> dict[str, Any]:
     """The status of a sync. `echo_counts`: echoesSuppressed / echoesLeaked, counted by
     the watcher; `listed`: how many files the watcher's listing of the folder has found
     so far, if one runs; `uploads`: the write-backs upstream accepted, oldest first
-    ({path, iteration, deleted, at}: the iteration each became)."""
+    ({path, iteration, deleted, at}: the iteration each became); `watching`: whether the
+    folder's watch was asked for (a new sync's first files are written before it)."""
     pending = sum(1 for e in s.entries.values() if e.state in ("pending", "sent"))
     # a link the gateway refuses (bad token, unknown session) is an error until it
     # connects
@@ -53,6 +55,7 @@ def status_view(
         "lastSyncAt": s.last_sync_at,
         "pendingWrites": pending,
         "heldWrites": sum(1 for e in s.entries.values() if e.state == "held"),
+        "watching": watching and s.state == "active",
         "conflicts": [
             conflict_view(s.root, c, texts)
             for c in sorted(s.conflicts.values(), key=lambda c: c.path)

@@ -7,7 +7,10 @@
   WatchdogNote, handled on the actor's thread like any message.
 * The debouncer hands a path over once it has been quiet for QUIET_S (at most MAX_WAIT_S after its
   first event), so an editor's save (write a temp file, rename over, delete the backup) is looked
-  at once, when it is over: the file is there with new content, one change.
+  at once, when it is over: the file is there with new content, one change. A path whose writer
+  is done by the events goes SETTLE_S after it instead: renamed into place, or closed after
+  writing unless it was created meanwhile (a temp file about to be renamed away: pending_after).
+  A file that changes while it is read to be hashed is not reported; it is looked at again.
 * The actor looks at each path: ignored (editor noise, .git, .gitignore, the sync_extra_ignore
   setting) -> nothing; unchanged (size, mtime, inode as last seen) -> nothing; our own write (the
   echo set) -> nothing; else it is hashed and reported. A path found missing is looked at once more
@@ -45,6 +48,7 @@ import collections
 import errno
 import importlib.metadata
 import logging
+import math
 import os
 import stat
 import threading
@@ -63,6 +67,7 @@ from dim_actors.config.settings import Settings
 from dim_actors.kernel.actor import ActorContext, DimActor
 from dim_actors.messages import (
     EchoCounts,
+    EchoWrite,
     FsEvent,
     LocalChanges,
     LocalFile,
@@ -86,6 +91,10 @@ from dim_actors.sync.wiring import WatcherMemory
 log = logging.getLogger(__name__)
 
 QUIET_S = 0.05
+# A path whose writer is done by the events (closed after writing, renamed into place) is
+# looked at this soon: enough to take the rest of a burst (a save's other events, the
+# next file of a tool) in one look, not enough to be felt.
+SETTLE_S = 0.002
 MAX_WAIT_S = 2.0
 ABSENT_CONFIRM_S = 0.15
 POLL_S = 2.0
@@ -116,6 +125,17 @@ OVERFLOW_LOG_LINES = (
     "Unable to rebuild recursive inotify watches",
 )
 WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+class IfKnown(Msg, tag="watcher_if_known"):
+    """From the debouncer (straight to the instance, never logged): files created and
+    closed after writing, which the watcher looks at now where it knows a file at that
+    path (an editor's save that writes the file anew), claiming them from the debouncer;
+    the others wait out the quiet period (a temp file, maybe, about to be renamed away:
+    pending_after)."""
+
+    sessionId: str
+    paths: list[str]
 
 
 class ScanStep(Msg, tag="watcher_scan_step"):
@@ -377,33 +397,97 @@ class _OverflowSpotter(logging.Handler):
             self.flag(msg)
 
 
-class Debouncer:
-    """Per-path quiet periods, on its own thread; hands over FsEvents to the watcher's
-    mailbox."""
+# how an event bears on its path's wait (pending_after)
+EventKind = Literal["change", "created", "closed", "moved_in", "gone"]
 
-    def __init__(self, post: Callable[[FsEvent], None]):
+
+@dataclass(slots=True)
+class Pending:
+    """A path waiting to be looked at: the time of its first event and of its last, when
+    it is due, whether it was created meanwhile, and from when it may go early if the
+    watcher knows a file there (None: not so; `offered`: the watcher has been asked)."""
+
+    first: float
+    last: float
+    due: float
+    created: bool = False
+    early: float | None = None
+    offered: bool = False
+
+
+def pending_after(
+    p: Pending | None, kind: EventKind, now: float, delay: float | None = None
+) -> Pending:
+    """The path's wait after an event of `kind` at `now` (`p`: its wait so far).
+
+    A file still being written shows only changes (modified, created): it is looked at
+    once they have stopped for `delay`. Its writer is done when the file is renamed into
+    place (moved_in: it appears whole at once) or closed after writing (closed): it is
+    looked at SETTLE_S later, sooner than any change before it asked. Not so for a file
+    created within the same wait: a tool's temp file is closed a moment before it is
+    renamed away, and looked at then it would pass for a new file of the user's (sent
+    upstream, then deleted). It waits out the quiet period as a change does, unless the
+    watcher knows a file at that path (`early`): an editor that saves by writing the file
+    anew (vim and emacs move the old one to a backup first). A change after the close
+    (another writer) asks the quiet period again.
+
+    A file gone (deleted, moved away) starts the longest wait (MAX_WAIT_S) again: what
+    was written to it before is moot. A temp file a tool writes and renames away again
+    and again faster than the quiet period is so never looked at in the middle, while it
+    is there, half-written maybe; it is once the tool stops. `delay`: QUIET_S unless
+    given."""
+    if delay is None:
+        delay = QUIET_S
+    if p is None:
+        p = Pending(now, now, now)
+    p.last = now
+    p.early, p.offered = None, False
+    if kind == "created":
+        p.created = True
+    elif kind == "gone":
+        p.first, p.created = now, False
+    if kind == "moved_in" or (kind == "closed" and not p.created):
+        p.due = now + SETTLE_S
+        return p
+    p.due = max(p.due, now + delay)
+    if kind == "closed":
+        p.early = now + SETTLE_S
+    return p
+
+
+class Debouncer:
+    """Per-path waits (pending_after), on its own thread, which sleeps until the next
+    path is due; hands over FsEvents to the watcher's mailbox."""
+
+    def __init__(self, post: Callable[[Msg], None]):
         self.post = post
         self.lock = threading.Lock()
-        self.pending: dict[
-            tuple[str, str], list[float]
-        ] = {}  # (sid, rel) -> [first, last, due]
+        self.cond = threading.Condition(self.lock)
+        self.pending: dict[tuple[str, str], Pending] = {}  # (sid, rel) -> its wait
         self.gone: dict[str, set[str]] = {}
         self.scans: dict[str, set[str]] = {}
+        # when the thread wakes next; -inf while it is awake (it looks at every wait
+        # before it sleeps again, so an event then needs no wake-up)
+        self.wake_at = -math.inf
         self.stopped = threading.Event()
         self.thread = threading.Thread(
             target=self._run, name="watcher-debounce", daemon=True
         )
         self.thread.start()
 
-    def touch(self, sid: str, rel: str, delay: float = QUIET_S) -> None:
+    def touch(self, sid: str, rel: str, delay: float | None = None) -> None:
+        self.event(sid, rel, "change", delay)
+
+    def event(
+        self, sid: str, rel: str, kind: EventKind, delay: float | None = None
+    ) -> None:
         now = time.monotonic()
         with self.lock:
-            e = self.pending.get((sid, rel))
-            if e is None:
-                self.pending[(sid, rel)] = [now, now, now + delay]
-            else:
-                e[1] = now
-                e[2] = max(e[2], now + delay)
+            p = pending_after(self.pending.get((sid, rel)), kind, now, delay)
+            self.pending[(sid, rel)] = p
+            early = math.inf if p.early is None else p.early
+            if min(p.due, p.first + MAX_WAIT_S, early) < self.wake_at:
+                self.cond.notify()
 
     def dir_gone(self, sid: str, rel: str) -> None:
         with self.lock:
@@ -422,33 +506,100 @@ class Debouncer:
             self.gone.pop(sid, None)
             self.scans.pop(sid, None)
 
+    def stop(self) -> None:
+        self.stopped.set()
+        with self.lock:
+            self.cond.notify()
+
     def _run(self) -> None:
-        while not self.stopped.wait(0.01):
-            now = time.monotonic()
-            out: dict[str, FsEvent] = {}
+        while True:
             with self.lock:
-                due = [
-                    k
-                    for k, (first, last, at) in self.pending.items()
-                    if now >= at or now - first >= MAX_WAIT_S
-                ]
-                for k in due:
-                    del self.pending[k]
-                    sid, rel = k
-                    ev = out.get(sid)
-                    if ev is None:
-                        ev = out[sid] = FsEvent(sessionId=sid, paths=[])
-                    if rel == "\0gone":
-                        ev.gone = sorted(self.gone.pop(sid, ()))
-                    elif rel == "\0scan":
-                        ev.scanDirs = sorted(self.scans.pop(sid, ()))
-                    else:
-                        ev.paths.append(rel)
-            for ev in out.values():
+                if self.stopped.is_set():
+                    return
+                now = time.monotonic()
+                out, wake = self._take_due(now)
+                if not out:
+                    self.wake_at = wake
+                    # bounded: a stop that missed its notify is seen all the same
+                    self.cond.wait(min(wake - now, 1.0))
+                    self.wake_at = -math.inf
+                    continue
+            for ev in out:
                 try:
                     self.post(ev)
                 except Exception:
                     log.exception("watcher: could not hand over file events")
+
+    def waiting(self, sid: str, rel: str) -> bool:
+        """Is the path waiting (events of it not handed over yet)?"""
+        with self.lock:
+            return (sid, rel) in self.pending
+
+    def claim(self, sid: str, rel: str) -> bool:
+        """The watcher knows a file at `rel`, offered early (IfKnown): may it look now?
+        Not if an event of the path came since (it waits as that asks); else the path's
+        wait ends here."""
+        with self.lock:
+            p = self.pending.get((sid, rel))
+            if p is None or not p.offered:
+                return False
+            del self.pending[(sid, rel)]
+            return True
+
+    def _take_due(self, now: float) -> tuple[list[Msg], float]:
+        """The paths due (taken from the waits) and those to offer early (IfKnown), by
+        folder; and when the next one left is due (inf: none). Under the lock."""
+        out: dict[str, FsEvent] = {}
+        offers: dict[str, IfKnown] = {}
+        wake = math.inf
+        due = []
+        for k, p in self.pending.items():
+            at = min(p.due, p.first + MAX_WAIT_S)
+            if now >= at:
+                due.append(k)
+                continue
+            if p.early is not None and not p.offered:
+                if now >= p.early:
+                    p.offered = True
+                    offer = offers.get(k[0])
+                    if offer is None:
+                        offer = offers[k[0]] = IfKnown(sessionId=k[0], paths=[])
+                    offer.paths.append(k[1])
+                else:
+                    at = min(at, p.early)
+            wake = min(wake, at)
+        for k in due:
+            del self.pending[k]
+            sid, rel = k
+            ev = out.get(sid)
+            if ev is None:
+                ev = out[sid] = FsEvent(sessionId=sid, paths=[])
+            if rel == "\0gone":
+                ev.gone = sorted(self.gone.pop(sid, ()))
+            elif rel == "\0scan":
+                ev.scanDirs = sorted(self.scans.pop(sid, ()))
+            else:
+                ev.paths.append(rel)
+        return [*out.values(), *offers.values()], wake
+
+
+# watchdog's event types as they bear on a file's wait (a moved file's source is gone
+# from there)
+_EVENT_KINDS: dict[str, EventKind] = {
+    "created": "created",
+    "closed": "closed",
+    "deleted": "gone",
+    "moved": "gone",
+}
+
+
+def _same_file(full: str, sig: tuple[int, int, int]) -> bool:
+    """Is the file at `full` still as (size, mtime_ns, inode) `sig` says?"""
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == sig
 
 
 def _wire_rel(rel: str) -> str:
@@ -541,9 +692,10 @@ class EventHandler(FileSystemEventHandler):
         if event.is_directory:
             self._on_folder(kind, src, dest)
             return
-        for rel in (src, dest):
-            if rel and not is_noise(rel):
-                self.debouncer.touch(self.sid, rel)
+        if src and not is_noise(src):
+            self.debouncer.event(self.sid, src, _EVENT_KINDS.get(kind, "change"))
+        if dest and not is_noise(dest):
+            self.debouncer.event(self.sid, dest, "moved_in")
 
     def _on_folder(self, kind: str, src: str | None, dest: str | None) -> None:
         if src == "" and kind in ("deleted", "moved"):
@@ -650,13 +802,17 @@ class Watcher(DimActor):
         # sid -> files listed so far by a first full scan under way; told to the
         # journal, which shows it in sync_status (ScanProgress)
         self.scan_progress: dict[str, int] = {}
+        # sid -> {absolute path: (hash, (size, mtime_ns, inode))}: the materializer's
+        # writes into a folder not watched yet (a new sync's first files, written before
+        # its watch starts), known to the folder's first full scan without reading them
+        self.unwatched_writes: dict[str, dict[str, tuple[str, tuple]]] = {}
         # sync_extra_ignore: on top of every folder's .gitignore files (docs/sync.md §4)
         self.extra_ignore = (
             list(self.ctx.settings.sync_extra_ignore) if self.ctx.settings else []
         )
         # a file above this is not read at all: the journal lists it as too large
         self.max_file = (self.ctx.settings or Settings()).sync_max_file_mb << 20
-        self.debouncer = Debouncer(lambda ev: self.ctx.send(self.ctx.name, ev))
+        self.debouncer = Debouncer(self._from_debouncer)
         self.spotter = _OverflowSpotter(
             lambda line: self._tell_self(
                 WatchdogNote(sessionId=None, incident="overflow", detail=line)
@@ -692,6 +848,12 @@ class Watcher(DimActor):
                 ref.tell(envelope(self.ctx.name, self.ctx.name, SyncTick()))
             except Exception:
                 return
+
+    def _from_debouncer(self, msg: Msg) -> None:
+        if isinstance(msg, FsEvent):
+            self.ctx.send(self.ctx.name, msg)
+        else:
+            self._tell_self(msg)
 
     def _tell_self(self, msg: Msg) -> None:
         """From any thread: `msg` into this instance's mailbox, where the actor's thread
@@ -734,16 +896,16 @@ class Watcher(DimActor):
                     self._scan_step(body.sessionId)
             case WatchdogNote():
                 self.on_watchdog_note(body)
+            case IfKnown():
+                self.on_if_known(body)
             case WritesAhead():
-                for w in body.writes:
-                    # the look of a write told ahead by its content (a new folder's)
-                    if w.sig is None or not self.echoes.attach_sig(
-                        w.path, w.contentHash, w.sig
-                    ):
-                        self.echoes.add(w.path, w.contentHash, w.sig)
+                self.on_writes_ahead(body)
             case WritesAbandoned():
+                unwatched = self.unwatched_writes.get(body.sessionId)
                 for w in body.writes:
                     self.echoes.discard(w.path, w.contentHash)
+                    if unwatched and unwatched.get(w.path, ("",))[0] == w.contentHash:
+                        del unwatched[w.path]
             case WatcherFiguresWanted():
                 self.told_counts.clear()
                 self._tell_figures()
@@ -753,11 +915,39 @@ class Watcher(DimActor):
                 self.caches.pop(body.sessionId, None)
                 self._watch(body.sessionId, body.localDir)
             case UnwatchFolder():
+                self.unwatched_writes.pop(body.sessionId, None)
                 self.wanted.pop(body.sessionId, None)
                 self.caches.pop(body.sessionId, None)
                 self._unwatch(body.sessionId)
             case _:
                 raise TypeError(f"watcher: unexpected message {type(body).__name__}")
+
+    def on_writes_ahead(self, body: WritesAhead) -> None:
+        if body.sessionId not in self.folders:
+            self._written_unwatched(body.sessionId, body.writes)
+        for w in body.writes:
+            # the look of a write told ahead by its content (a new folder's)
+            if w.sig is None or not self.echoes.attach_sig(
+                w.path, w.contentHash, w.sig
+            ):
+                self.echoes.add(w.path, w.contentHash, w.sig)
+
+    def _written_unwatched(self, sid: str, writes: list[EchoWrite]) -> None:
+        """Writes told ahead for a folder not watched yet: no event of theirs comes; the
+        first full scan finds each file as it was left (or, changed since, reads it)."""
+        known = self.unwatched_writes.setdefault(sid, {})
+        for w in writes:
+            if not w.contentHash:
+                known.pop(w.path, None)
+            elif w.sig is not None:
+                known[w.path] = (w.contentHash, w.sig)
+
+    def _known_unwatched(self, f: Folder, full: str, sig: tuple) -> str | None:
+        """The hash the materializer wrote to `full` before the folder was watched, if
+        the file is still as it left it."""
+        known = self.unwatched_writes.get(f.sid)
+        w = known.get(full) if known else None
+        return w[0] if w is not None and w[1] == sig else None
 
     def _watch(self, sid: str, local_dir: str) -> None:
         self._unwatch(sid)
@@ -903,7 +1093,13 @@ class Watcher(DimActor):
                 self._queue(ScanJob(f, rel, listing=False))
                 f.verify_dirs.add(rel)
         rules_changed: set[str] = set()
-        for rel in map(_unwire_rel, ev.paths):
+        for wired in ev.paths:
+            rel = _unwire_rel(wired)
+            if self.debouncer.waiting(f.sid, wired):
+                # events of it came since it was handed over: it is looked at when they
+                # are quiet, not now, in their midst (a temp file written again, there
+                # for a moment, would pass for a new file)
+                continue
             self._look(f, rel, out)
             if rel == ".gitignore" or rel.endswith("/.gitignore"):
                 rules_changed.add(rel.rpartition("/")[0])
@@ -917,6 +1113,17 @@ class Watcher(DimActor):
                 continue  # a folder around it is rescanned anyway
             if not (d and f.ignored(d, is_dir=True)):
                 self._queue(ScanJob(f, d, listing=False))
+        self._report(f, out)
+
+    def on_if_known(self, msg: IfKnown) -> None:
+        f = self.folders.get(msg.sessionId)
+        if f is None or f.root_gone:
+            return
+        out: list[LocalFile] = []
+        for wired in msg.paths:
+            rel = _unwire_rel(wired)
+            if rel in f.cache and self.debouncer.claim(f.sid, wired):
+                self._look(f, rel, out)
         self._report(f, out)
 
     def _report(self, f: Folder, out: list[LocalFile], scan: bool = False) -> None:
@@ -964,7 +1171,7 @@ class Watcher(DimActor):
         cached = f.cache.get(rel)
         if cached is not None and cached[:3] == sig and cached[4] == mode:
             return
-        echo = self.echo_by_stat(full, sig)
+        echo = self.echo_by_stat(full, sig) or self._known_unwatched(f, full, sig)
         if echo is not None:
             f.cache[rel] = (*sig, echo, mode)
             self.echoes.count(f.sid, "echoesSuppressed")
@@ -982,6 +1189,11 @@ class Watcher(DimActor):
         digest = file_hash(full)
         if digest is None:
             self._absent(f, rel, out)
+            return
+        if not _same_file(full, sig):
+            # written to while it was read: what was read may be half of it. Looked at
+            # again once it is quiet (its writer's events ask the same).
+            self.debouncer.touch(f.sid, _wire_rel(rel))
             return
         if cached is not None and cached[3] == digest and cached[4] == mode:
             f.cache[rel] = (*sig, digest, mode)  # touched, same content
@@ -1159,6 +1371,7 @@ class Watcher(DimActor):
         gone)."""
         f, sid = job.f, job.f.sid
         f.listed = True
+        self.unwatched_writes.pop(sid, None)
         if not any(j.first for j in q):
             self._progress(sid, None)
         seen = set(job.seen)
@@ -1362,7 +1575,7 @@ class Watcher(DimActor):
 
     def on_stop(self) -> None:
         self.stop_ticks.set()
-        self.debouncer.stopped.set()
+        self.debouncer.stop()
         for name in WATCHDOG_LOGGERS:
             logging.getLogger(name).removeHandler(self.spotter)
         for sid in list(self.folders):
