@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from dim_actors.connection import process as connection_process
+from dim_actors.connection.pipeframes import PipeFrames
 from dim_actors.kernel.actor import ActorContext, DimActor
 from dim_actors.messages import (  # sync
     OUTBOX_ID_MAX,
@@ -230,10 +231,11 @@ class ConnectionActor(DimActor):
             time.sleep(0.01)
 
     def _read_pipe(self) -> None:
+        frames = PipeFrames(self.pipe)
         while True:
             self._wait_for_downstream()
             try:
-                data = self.pipe.recv_bytes()
+                data = frames.recv_bytes()
             except (EOFError, OSError):
                 break
             # A pipe frame's events go to the router as one Batch: one mailbox hop for
@@ -248,19 +250,23 @@ class ConnectionActor(DimActor):
         resume = self.memory.resume
         rejoin = False  # whether the set of joined sessions changed
         to_router: list[Msg] = []
+        add = to_router.append
         for item in items:
+            if type(item) is GatewayEvent:  # the hot path: no pattern matching
+                self.events_in += 1
+                self.last_recv_ns = item.recvNs
+                sid, seq = item.sessionId, item.seq
+                if seq is not None and sid in resume:
+                    if seq > resume[sid]:
+                        resume[sid] = seq
+                elif item.type == "state_snapshot" and sid is not None:
+                    rejoin = rejoin or sid not in resume
+                    resume.setdefault(sid, 0)
+                elif item.type == "session_left" and sid is not None:
+                    rejoin = resume.pop(sid, None) is not None or rejoin
+                add(item)
+                continue
             match item:
-                case GatewayEvent(sessionId=sid, seq=seq):
-                    self.events_in += 1
-                    self.last_recv_ns = item.recvNs
-                    if seq is not None and sid in resume:
-                        resume[sid] = max(resume[sid], seq)
-                    elif item.type == "state_snapshot" and sid is not None:
-                        rejoin = rejoin or sid not in resume
-                        resume.setdefault(sid, 0)
-                    elif item.type == "session_left" and sid is not None:
-                        rejoin = resume.pop(sid, None) is not None or rejoin
-                    to_router.append(item)
                 case ConnectionState():
                     self.memory.state = item
                     self.memory.state_at = time.monotonic()

@@ -85,6 +85,9 @@ class Uplink:
         self.closed = False
         self.sent = 0
         self.peak_bytes = 0
+        # whether the writer waits on `ready` (read and written under it): only then is
+        # it notified, once, rather than on every item of a burst
+        self.waiting = False
 
     def put_event(self, ev: PipeEvent | Msg) -> None:
         frame = encode_up(ev)
@@ -108,8 +111,11 @@ class Uplink:
             else:
                 self.items.append(frame)
                 self.buffered_bytes += len(frame)
-                self.peak_bytes = max(self.peak_bytes, self.buffered_bytes)
-            self.ready.notify()
+                if self.buffered_bytes > self.peak_bytes:
+                    self.peak_bytes = self.buffered_bytes
+            if self.waiting:
+                self.waiting = False
+                self.ready.notify()
 
     def put_control(self, msg: Msg) -> None:
         self.put_event(msg)
@@ -120,13 +126,19 @@ class Uplink:
     def close(self) -> None:
         with self.ready:
             self.closed = True
+            self.waiting = False
             self.ready.notify()
 
     def _take(self) -> list[bytes] | None:
         with self.ready:
-            self.ready.wait_for(
-                lambda: self.items or (self.spill and self.spill.count) or self.closed
-            )
+            while not (
+                self.items
+                or (self.spill is not None and self.spill.count)
+                or self.closed
+            ):
+                self.waiting = True
+                self.ready.wait()
+            self.waiting = False
             if self.items:
                 n = min(len(self.items), self.max_batch)
                 batch = [self.items.popleft() for _ in range(n)]

@@ -169,12 +169,12 @@ class DimActor(pykka.ThreadingActor):
         book.busy_since = time.monotonic()
         self.ctx.start_batch()
         done = 0
+        dispatch = self._dispatch
         try:
             for item in items:
-                if not isinstance(item, Ping):
-                    self._dispatch(sender, item)
+                if type(item) is not Ping:
+                    dispatch(sender, item)
                 done += 1
-                book.handled += 1
         except BaseException:
             # The failing item is dropped, as a failing single message is; the items
             # after it are not: they go back at the head of the mailbox for the
@@ -185,6 +185,7 @@ class DimActor(pykka.ThreadingActor):
                 )
             raise
         finally:
+            book.handled += done
             # What the items made so far goes out even if one of them fails: it was real
             # work.
             self.ctx.flush_batch()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pykka
 
 from dim_actors.messages import Batch, Envelope, Msg, envelope
+from dim_actors.messages.envelope import next_envelope_id
 
 if TYPE_CHECKING:
     from dim_actors.kernel.messagelog import MessageLogs
@@ -214,8 +215,14 @@ class Addresses:
         if len(bodies) == 1:
             self.send(sender, recipient, bodies[0])
             return
-        for body in bodies:
-            self.logs.append(envelope(sender, recipient, body))
+        # One clock reading for the batch: its messages are sent together.
+        ts = time.time()
+        self.logs.append_many(
+            [
+                Envelope(next_envelope_id(), ts, sender, recipient, body)  # type: ignore[arg-type]
+                for body in bodies
+            ]
+        )
         self._by_name[recipient].deliver(
             envelope(sender, recipient, Batch(items=bodies))
         )

@@ -23,6 +23,7 @@ import queue
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,16 @@ _encoder = msgspec.json.Encoder()
 # Envelopes waiting for the writer beyond which a sender waits for it (down to half):
 # under a long burst the writer, sharing the GIL, can fall behind, and its queue must
 # not grow without bound (a million-event burst took the supervisor past 1 GB). Writes
-# go in batches of at most
-# WRITE_BATCH lines, so the writer never holds the GIL for long.
+# go in batches of about
+# WRITE_BATCH lines (whole sender batches), so the writer never holds the GIL for long.
 MAX_BACKLOG = 20_000
 WRITE_BATCH = 2_048
+# How long the writer lets a batch gather once woken. A writer waiting on an empty queue
+# is woken by the next `put`: a system call and a GIL hand-off on the sender's thread,
+# which is an actor on the hot path. Resting this long after each wake-up makes that one
+# wake-up per batch instead of one per message; logs have no deadline (`flush` waits
+# for them).
+GATHER_S = 0.01
 _line_decoder = msgspec.json.Decoder(LogLine)
 
 
@@ -166,21 +173,32 @@ def _line(env: Envelope) -> tuple[bytes, bool]:
 def encode_lines(envs: list[Envelope]) -> bytes:
     """Many log lines in one encoder call (the writer's batches); the same bytes as
     to_line's."""
-    # Inlined _out: this is the writer's hot loop, and a call per line doubled its cost.
-    secret = _MAY_HOLD_SECRETS
-    return _encoder.encode_lines(
-        [
+    # Inlined _out, kinds looked up by type: this is the writer's hot loop, and a call
+    # per line doubled its cost.
+    secret, kinds = _MAY_HOLD_SECRETS, _KINDS
+    lines: list[_OutLine] = []
+    add = lines.append
+    for e in envs:
+        body = e.body
+        t = type(body)
+        kind = kinds.get(t)
+        if kind is None:
+            kind = kinds[t] = kind_of(body)
+        add(
             _OutLine(
                 e.id,
                 e.ts,
                 e.sender,
                 e.recipient,
-                kind_of(e.body),
-                redact_body(e.body) if type(e.body) in secret else e.body,
+                kind,
+                redact_body(body) if t in secret else body,
             )
-            for e in envs
-        ]
-    )
+        )
+    return _encoder.encode_lines(lines)
+
+
+# message type -> its kind (the "type" of its log line)
+_KINDS: dict[type, str] = {}
 
 
 def unloggable_line(env: Envelope, error: BaseException) -> bytes:
@@ -229,7 +247,7 @@ class LogHealth(msgspec.Struct):
     lastError: str = ""
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
@@ -256,7 +274,10 @@ class MessageLogs:
         self.max_bytes = max_bytes
         self.keep = keep
         self._rings: dict[str, collections.deque[Envelope]] = {}
-        self._queue: queue.SimpleQueue[Envelope | None] = queue.SimpleQueue()
+        # an envelope, a batch's envelopes (append_many), or None: stop
+        self._queue: queue.SimpleQueue[Envelope | list[Envelope] | None] = (
+            queue.SimpleQueue()
+        )
         self._followers: list[Callable[[Envelope], None]] = []
         self._followers_lock = threading.Lock()
         self._flushed = threading.Condition()
@@ -283,7 +304,10 @@ class MessageLogs:
         return r
 
     def append(self, env: Envelope) -> None:
-        self.ring(env.recipient).append(env)
+        ring = self._rings.get(env.recipient)
+        if ring is None:
+            ring = self.ring(env.recipient)
+        ring.append(env)
         self._queued += 1
         self._queue.put(env)
         if self._queued - self._written > MAX_BACKLOG:
@@ -293,6 +317,27 @@ class MessageLogs:
                 followers = list(self._followers)
             for f in followers:
                 f(env)
+
+    def append_many(self, envs: list[Envelope]) -> None:
+        """`envs`, all to one recipient, in order: as `append` each, with one hand-over
+        to the writer for all of them (a batch's messages)."""
+        if not envs:
+            return
+        recipient = envs[0].recipient
+        ring = self._rings.get(recipient)
+        if ring is None:
+            ring = self.ring(recipient)
+        ring.extend(envs)
+        self._queued += len(envs)
+        self._queue.put(envs)
+        if self._queued - self._written > MAX_BACKLOG:
+            self._wait_for_writer()
+        if self._followers:
+            with self._followers_lock:
+                followers = list(self._followers)
+            for env in envs:
+                for f in followers:
+                    f(env)
 
     def _wait_for_writer(self) -> None:
         with self._flushed:
@@ -332,14 +377,24 @@ class MessageLogs:
         sizes: dict[
             str, int
         ] = {}  # tracked here: an fstat per batch is a system call and a GIL hand-off
+        behind = False  # whether the last batch left messages waiting
         while True:
-            env = self._queue.get()
-            batch = [env]
-            while len(batch) < WRITE_BATCH:
+            item = self._queue.get()
+            if item is not None and not behind:
+                time.sleep(GATHER_S)
+            batch: list[Envelope | None] = []
+            while True:
+                if type(item) is list:
+                    batch += item
+                else:
+                    batch.append(item)  # type: ignore[arg-type]
+                if len(batch) >= WRITE_BATCH:
+                    break
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            behind = len(batch) >= WRITE_BATCH
             stop = False
             try:
                 stop = self._write_batch(batch, files, sizes)
@@ -415,22 +470,26 @@ class MessageLogs:
     def _append(
         self, actor: str, data: bytes, files: dict[str, int], sizes: dict[str, int]
     ) -> None:
-        fd = files.get(actor)
-        if fd is None:
-            fd = self._open(actor, files, sizes)
-        if sizes[actor] + len(data) < self.max_bytes:
-            _write_all(fd, data)  # the usual case: one write a batch
-            sizes[actor] += len(data)
-            return
-        for line in data.splitlines(keepends=True):  # JSON lines hold no raw newline
+        view = memoryview(data)
+        while view:
             fd = files.get(actor)
             if fd is None:
                 fd = self._open(actor, files, sizes)
-            _write_all(fd, line)
-            sizes[actor] += len(line)
-            if sizes[actor] >= self.max_bytes:
-                os.close(files.pop(actor))
-                self._rotate(actor)
+            room = self.max_bytes - sizes[actor]
+            if len(view) < room:
+                _write_all(fd, view)  # the usual case: one write a batch
+                sizes[actor] += len(view)
+                return
+            # A file takes whole lines until it reaches max_bytes (the line that crosses
+            # the limit included), then rotates; JSON lines hold no raw newline.
+            done = len(data) - len(view)
+            end = data.find(b"\n", done + max(room - 1, 0))
+            cut = (end + 1 if end >= 0 else len(data)) - done
+            _write_all(fd, view[:cut])
+            sizes[actor] += cut
+            os.close(files.pop(actor))
+            self._rotate(actor)
+            view = view[cut:]
 
     def _write_failed(
         self, actor: str, lines: int, error: OSError, files: dict[str, int]

@@ -129,6 +129,9 @@ class Envelope(msgspec.Struct, omit_defaults=True):
 
 
 _ids = itertools.count(1)
+# The next envelope id, for building many envelopes at once (a batch's): the same
+# sequence as envelope()'s, one global order across threads.
+next_envelope_id = _ids.__next__
 
 
 def envelope(sender: str, recipient: str, body: Msg) -> Envelope:

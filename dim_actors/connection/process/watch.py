@@ -9,8 +9,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 log = logging.getLogger("dim.connection")
 
@@ -68,6 +67,22 @@ def stuck_loops(
     ]
 
 
+class _Working:
+    """The block of one piece of work (ThreadWatch.working): a class rather than a
+    generator context manager, as the socket thread enters one per gateway frame."""
+
+    __slots__ = ("busy", "name")
+
+    def __init__(self, busy: dict[str, float], name: str):
+        self.busy, self.name = busy, name
+
+    def __enter__(self) -> None:
+        self.busy[self.name] = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.busy.pop(self.name, None)
+
+
 class ThreadWatch:
     """Each loop of the process marks the piece of work it is doing; an idle loop
     (waiting for a frame, a command, its next round) is not busy, however long it waits.
@@ -88,14 +103,10 @@ class ThreadWatch:
             str, int
         ] = {}  # loop name -> thread ident, for the stack in the log
 
-    @contextmanager
-    def working(self, name: str) -> Iterator[None]:
+    def working(self, name: str) -> _Working:
+        """`with watch.working(name):` marks `name` busy for the block."""
         self.threads[name] = threading.get_ident()
-        self.busy[name] = time.monotonic()
-        try:
-            yield
-        finally:
-            self.busy.pop(name, None)
+        return _Working(self.busy, name)
 
     def stuck(self, now: float) -> list[tuple[str, float]]:
         return stuck_loops(dict(self.busy), self.bounds, now, self.bound_s)
