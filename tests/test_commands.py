@@ -213,6 +213,17 @@ CASES = [
         {"sessionId": "s", "path": "a\x00", "resolution": "merged"},
         "resolve_conflict: path must not contain a NUL",
     ),
+    (
+        "get_turns",
+        {"sessionId": "s", "beforeTurnId": "t"},
+        commands.GetTurns(sessionId="s", beforeTurnId="t", limit=100),
+    ),
+    (
+        "get_turns",
+        {"sessionId": "s", "beforeTurnId": "t", "limit": 10_001},
+        "get_turns: limit: Expected `int` <= 10000",
+    ),
+    ("get_turns", {"sessionId": "s"}, "get_turns: Object missing required field"),
     ("launch_missiles", {}, "launch_missiles: not a local command"),
 ]
 
@@ -234,6 +245,7 @@ def test_every_local_and_sync_command_has_its_struct_and_none_is_a_gateway_comma
     )
     assert {
         "get_state",
+        "get_turns",
         "gateway_connect",
         "gateway_disconnect",
         "actor_status",

@@ -181,3 +181,74 @@ def test_each_item_records_how_much_text_had_streamed(after, text_at):
     turn = snap["chats"][SID_T]["turns"][0]
     assert turn["textAt"] == text_at
     assert len(turn["textAt"]) == len(turn["items"])
+
+
+def stores_with_turns(n: int) -> Stores:
+    stores = Stores()
+    stores.apply(frame({"type": "session_created", "session": {"id": SID_T}}))
+    seq = 0
+    for i in range(n):
+        for type_, fields in (
+            ("turn_started", {"text": f"q{i}"}),
+            ("turn_complete", {"finalText": f"a{i}"}),
+        ):
+            seq += 1
+            stores.apply(
+                frame(
+                    {
+                        "type": type_,
+                        "sessionId": SID_T,
+                        "seq": seq,
+                        "turnId": f"t{i}",
+                        **fields,
+                    }
+                )
+            )
+    return stores
+
+
+@pytest.mark.parametrize(
+    "held, shown, older",
+    [(0, [], 0), (3, ["t0", "t1", "t2"], 0), (100, None, 0), (250, None, 150)],
+)
+def test_get_state_carries_the_newest_turns_and_counts_the_rest(held, shown, older):
+    snap = json.loads(msgspec.json.encode(stores_with_turns(held).snapshot()))
+    chat = snap["chats"][SID_T] if held else {"turns": [], "olderTurns": 0}
+    ids = [t["turnId"] for t in chat["turns"]]
+    expected = (
+        shown
+        if shown is not None
+        else [f"t{i}" for i in range(held - min(held, 100), held)]
+    )
+    assert ids == expected
+    assert chat["olderTurns"] == older
+
+
+@pytest.mark.parametrize(
+    "before, limit, first, ids, older",
+    [
+        ("t150", 100, None, [f"t{i}" for i in range(50, 150)], 50),
+        ("t50", 100, None, [f"t{i}" for i in range(50)], 0),
+        ("t3", 2, None, ["t1", "t2"], 1),
+        ("t0", 100, None, [], 0),
+        # from a turn on (a search result far back), still within the limit
+        ("t150", 10_000, "t7", [f"t{i}" for i in range(7, 150)], 7),
+        ("t150", 100, "t7", [f"t{i}" for i in range(50, 150)], 50),
+        ("t150", 100, "t149", ["t149"], 149),
+        # a `from` at or after `before` gives nothing; an unknown one is left out
+        ("t10", 3, "t200", [], 10),
+        ("t10", 3, "nope", ["t7", "t8", "t9"], 7),
+    ],
+)
+def test_older_turns_come_before_the_one_named_oldest_first(
+    before, limit, first, ids, older
+):
+    chat = stores_with_turns(250).chats[SID_T]
+    got = json.loads(msgspec.json.encode(chat.older(before, limit, first)))
+    assert [t["turnId"] for t in got["turns"]] == ids
+    assert got["olderTurns"] == older
+    assert got["sessionId"] == SID_T
+
+
+def test_older_turns_of_an_unknown_turn_are_none():
+    assert stores_with_turns(3).chats[SID_T].older("nope", 10) is None

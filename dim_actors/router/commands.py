@@ -108,6 +108,16 @@ class SearchSessions(Args):
         return search.query_problem(self.query)
 
 
+class GetTurns(Args):
+    """A chat's turns before one the page holds (get_state carries the newest only)."""
+
+    sessionId: str
+    beforeTurnId: str
+    # the page opening a search result far back asks from that turn on
+    fromTurnId: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+
+
 class ListFolders(Args):
     """The folder picker's listing (router/folders.py): None is the home folder."""
 
@@ -120,6 +130,7 @@ class ListFolders(Args):
 
 ARGS: dict[str, type[Args]] = {
     "get_state": NoArgs,
+    "get_turns": GetTurns,
     "gateway_connect": GatewayConnect,
     "gateway_disconnect": NoArgs,
     "actor_status": NoArgs,

@@ -463,6 +463,18 @@ class Router(DimActor):
                 return InvokeResult(
                     reqId=req_id, ok=True, result=self.stores.snapshot(self.joined())
                 )
+            case "get_turns", commands.GetTurns(
+                sessionId=sid, beforeTurnId=before, fromTurnId=first, limit=limit
+            ):
+                chat = self.stores.chats.get(sid)
+                older = chat.older(before, limit, first) if chat is not None else None
+                if older is None:
+                    return command_error(
+                        req_id,
+                        "NOT_FOUND",
+                        f"no turn {before!r} is held for session {sid!r}",
+                    )
+                return InvokeResult(reqId=req_id, ok=True, result=older)
             case "gateway_connect", commands.GatewayConnect(url=url, token=token):
                 self.ctx.send("connection", Connect(url=url, token=token))
                 return InvokeResult(

@@ -49,6 +49,10 @@ _COMPACT_AT = 1024
 # each generic slot keeps this many of the newest events (per chat, or unscoped)
 _SLOT_LIMIT = 500
 GAP_LIMIT = 50  # each chat keeps this many of its newest catch-up gaps
+# get_state carries each chat's newest turns only: a page lays out the newest few anyway, and
+# a session of 10,000 turns must not make every page load megabytes. Older ones come by
+# get_turns, as the user scrolls up to them.
+SNAPSHOT_TURNS = 100
 _OPEN = ("running", "waiting")
 # A history turn in one of these states ended: a turn we hold as open (or `ended`) takes
 # its end from it.
@@ -354,16 +358,39 @@ class Chat:
         if self.active is t:
             self.active = None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, turns: int = SNAPSHOT_TURNS) -> dict[str, Any]:
+        """The chat with its newest `turns` turns; olderTurns counts the ones left out."""
+        shown = self.turns[-turns:] if turns > 0 else []
         return {
             "lastSeq": self.lastSeq,
             "status": self.status,
             "activeTurnId": self.active_turn_id,
-            "turns": [t.snapshot() for t in self.turns],
+            "turns": [t.snapshot() for t in shown],
+            "olderTurns": len(self.turns) - len(shown),
             "other": self.other,
             "invalid": self.invalid,
             "gaps": self.gaps,
             "gone": self.gone,
+        }
+
+    def older(
+        self, before_turn_id: str, limit: int, from_turn_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The `limit` turns before `before_turn_id` (from `from_turn_id` on, when it is
+        one of those), oldest first, and how many are before those; None when this chat
+        holds no such turn."""
+        t = self.by_id.get(before_turn_id)
+        if t is None:
+            return None
+        end = self.turns.index(t)
+        start = max(0, end - limit)
+        first = self.by_id.get(from_turn_id) if from_turn_id is not None else None
+        if first is not None:
+            start = max(start, min(self.turns.index(first), end))
+        return {
+            "sessionId": self.sessionId,
+            "turns": [x.snapshot() for x in self.turns[start:end]],
+            "olderTurns": start,
         }
 
     def add_gap(self, gap: CatchupGap) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import { sessionStateWords, followWords, outboxWords } from "./words.js";
 import {
   createStore,
   loadSnapshot,
+  prependTurns,
   rebuildChat,
   applyGatewayEvent,
   applyTurnState,
@@ -137,6 +138,7 @@ const chatView = new ChatView(el.chat, {
   retry: (text) => (ui.selectedId ? composer.sendText(ui.selectedId, text) : undefined),
   openFile: ({ path, iteration }) => filesPanel.showChange(path, iteration),
   whoChanged,
+  loadOlder,
 });
 // Sync learns after the fact which changes were the user's own uploads, and its conflicts badge
 // the session list.
@@ -395,12 +397,15 @@ function joinQueued() {
   for (const id of ids) if (id === ui.selectedId) joinSession(id);
 }
 
-/** Ask the gateway for the session list (the bridge may not hold one yet, e.g. after a restart). */
+/**
+ * Ask the gateway for the session list (the bridge may not hold one yet, e.g. after a restart).
+ * The answer is applied as it comes on the event socket, in order with the session events, not
+ * from this reply: a session_created sent after the list but delivered before this reply would
+ * otherwise be dropped by the list replacing it.
+ */
 async function refreshSessions() {
   try {
-    const result = await invoke("list_sessions", ui.showArchived ? { includeArchived: true } : {});
-    applyInvokeResult(store, result);
-    schedule();
+    await invoke("list_sessions", ui.showArchived ? { includeArchived: true } : {});
   } catch (_) {
     /* offline: the list comes when the connection is back */
   }
@@ -665,7 +670,8 @@ async function joinSession(id) {
     const chat = store.chats.get(id);
     const meta = store.sessions.get(id);
     const latest = Math.max(meta ? meta.lastSeq : 0, chat ? chat.lastSeq : 0, typeof result?.lastSeq === "number" ? result.lastSeq : 0);
-    const startMissing = !chat || chat.turns.size === 0 || chat.minSeq === null || chat.minSeq > 1;
+    // (older turns the app's stores hold are not missing: get_turns gives them)
+    const startMissing = !chat || chat.turns.size === 0 || ((chat.minSeq === null || chat.minSeq > 1) && !chat.olderTurns);
     if (latest > 0 && startMissing && !(chat && chat.historyLoaded)) await loadHistory(id);
   } catch (_) {
     /* toast shown */
@@ -710,6 +716,24 @@ async function loadHistory(id) {
     historyTaps.delete(id);
     schedule();
   }
+}
+
+/**
+ * Turns before `beforeTurnId` that the app's stores hold (get_state carries the newest only): the
+ * next 100, or every one from `fromTurnId` on (a search result far back).
+ */
+async function loadOlder(sessionId, beforeTurnId, fromTurnId = null) {
+  try {
+    const args = fromTurnId ? { sessionId, beforeTurnId, fromTurnId, limit: 10000 } : { sessionId, beforeTurnId, limit: 100 };
+    const result = await invoke("get_turns", args);
+    prependTurns(store, sessionId, result);
+  } catch (err) {
+    const chat = store.chats.get(sessionId);
+    // The app no longer holds them (it restarted, or the turn is gone): nothing more to ask.
+    if (err && err.code === "NOT_FOUND" && chat) chat.olderTurns = 0;
+    else toastError(err, "Loading earlier messages");
+  }
+  schedule();
 }
 
 /** Every stored event of a session, or null when get_events fails (whatever the error). */

@@ -36,6 +36,9 @@ export class ChatView {
     this.start = 0; // timeline index of the first entry laid out
     this.earlierEl = null;
     this.earlierObserver = null;
+    this.loadingOlder = false; // older turns asked of the app (ctx.loadOlder), not here yet
+    this.wantOlder = false; // lay them out when they come (the user asked for them)
+    this.revealing = null; // the turn they were asked for, to lay out back to when they come
   }
 
   show(sessionId) {
@@ -46,6 +49,9 @@ export class ChatView {
     this.turnViews = new Map();
     this.gapViews = new Map();
     this.retryView = null;
+    this.loadingOlder = false;
+    this.wantOlder = false;
+    this.revealing = null;
     const length = this.chat ? this.chat.timeline.length : 0;
     this.start = Math.max(0, length - WINDOW);
     this.renderedEntries = this.start;
@@ -81,6 +87,26 @@ export class ChatView {
       this.show(this.sessionId);
       return;
     }
+    if (dirty.prepend) {
+      // Older turns from the app (get_turns) went in above what is laid out: shift the window.
+      if (dirty.prepend.at > this.start) {
+        this.show(this.sessionId);
+        return;
+      }
+      this.start += dirty.prepend.count;
+      this.renderedEntries += dirty.prepend.count;
+      this.loadingOlder = false;
+      if (this.revealing) {
+        const turnId = this.revealing;
+        this.revealing = null;
+        this.wantOlder = false;
+        this.reveal(turnId);
+      } else if (this.wantOlder || this.earlierInReach()) {
+        this.wantOlder = false;
+        this.showEarlier();
+      }
+    }
+    if (dirty.meta) this.refreshEarlier();
     const stick = this.nearBottom();
     if (dirty.timeline) this.appendEntries();
     if (dirty.gaps) this.refreshGaps();
@@ -94,21 +120,30 @@ export class ChatView {
     if (stick) this.root.scrollTop = this.root.scrollHeight;
   }
 
+  /** Entries above what is laid out: in the page's model, and turns only the app holds yet. */
+  earlierCount() {
+    return this.start + (this.chat && this.chat.olderTurns > 0 ? this.chat.olderTurns : 0);
+  }
+
   /** "Show earlier messages (N)", while the start of the timeline is not laid out. */
   refreshEarlier() {
     const el = this.earlierEl;
     if (!el) return;
-    const hidden = this.start === 0;
+    const more = this.earlierCount();
+    const hidden = more === 0;
     if (el.hidden !== hidden) el.hidden = hidden;
-    const text = hidden ? "" : `Show earlier messages (${this.start.toLocaleString()} more)`;
+    let text = "";
+    if (this.loadingOlder && this.start === 0) text = "Loading earlier messages…";
+    else if (!hidden) text = `Show earlier messages (${more.toLocaleString()} more)`;
     if (el.textContent !== text) el.textContent = text;
+    if (!hidden && !this.earlierObserver) this.watchEarlier();
   }
 
   /** Lay out earlier entries as soon as the user scrolls near them. */
   watchEarlier() {
     if (this.earlierObserver) this.earlierObserver.disconnect();
     this.earlierObserver = null;
-    if (this.start === 0 || typeof IntersectionObserver !== "function") return;
+    if (this.earlierCount() === 0 || typeof IntersectionObserver !== "function") return;
     this.earlierObserver = new IntersectionObserver(
       (records) => {
         if (records.some((r) => r.isIntersecting)) this.showEarlier();
@@ -124,7 +159,31 @@ export class ChatView {
    */
   showEarlier(count = WINDOW) {
     const chat = this.chat;
-    if (!chat || this.start === 0) return false;
+    if (!chat) return false;
+    if (this.start === 0) {
+      // Everything the page holds is laid out; older turns are the app's to give.
+      if (chat.olderTurns > 0 && typeof this.ctx.loadOlder === "function") {
+        this.wantOlder = true;
+        if (!this.loadingOlder) {
+          const first = chat.timeline.find((e) => e.kind === "turn");
+          if (first) {
+            this.loadingOlder = true;
+            this.refreshEarlier();
+            // After the frame that lays out what came: if nothing did (an error, or the app no
+            // longer holds them), the button works again.
+            const settle = () => {
+              if (this.loadingOlder && this.chat === chat) {
+                this.loadingOlder = false;
+                this.wantOlder = false;
+                this.refreshEarlier();
+              }
+            };
+            this.ctx.loadOlder(this.sessionId, first.turnId).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
+          }
+        }
+      }
+      return false;
+    }
     const from = Math.max(0, this.start - count);
     const frag = document.createDocumentFragment();
     for (let i = from; i < this.start; i += 1) {
@@ -140,7 +199,7 @@ export class ChatView {
     this.root.scrollTop += added;
     this.root.dispatchEvent(new CustomEvent("chat-earlier", { detail: { addedPx: added } }));
     this.refreshEarlier();
-    if (this.start === 0) this.watchEarlier();
+    if (this.earlierCount() === 0) this.watchEarlier();
     else if (this.earlierInReach()) requestAnimationFrame(() => this.earlierInReach() && this.showEarlier());
     return true;
   }
@@ -151,13 +210,32 @@ export class ChatView {
     return this.earlierEl.getBoundingClientRect().bottom > top - EARLIER_MARGIN_PX;
   }
 
-  /** Lay out the timeline back to `turnId` (a search result, a link to an older turn). */
+  /**
+   * Lay out the timeline back to `turnId` (a search result far back). A turn only the app holds
+   * is asked for first, with every turn after it, and laid out when it comes.
+   */
   reveal(turnId) {
     const chat = this.chat;
     if (!chat || this.turnViews.has(turnId)) return;
     const index = chat.timeline.findIndex((e) => e.kind === "turn" && e.turnId === turnId);
-    if (index < 0 || index >= this.start) return;
-    this.showEarlier(this.start - Math.max(0, index - 2));
+    if (index >= 0) {
+      if (index < this.start) this.showEarlier(this.start - Math.max(0, index - 2));
+      return;
+    }
+    if (!(chat.olderTurns > 0) || this.loadingOlder || typeof this.ctx.loadOlder !== "function") return;
+    const first = chat.timeline.find((e) => e.kind === "turn");
+    if (!first) return;
+    this.loadingOlder = true;
+    this.revealing = turnId;
+    this.refreshEarlier();
+    const settle = () => {
+      if (this.loadingOlder && this.chat === chat) {
+        this.loadingOlder = false;
+        this.revealing = null;
+        this.refreshEarlier();
+      }
+    };
+    this.ctx.loadOlder(this.sessionId, first.turnId, turnId).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
   }
 
   nearBottom() {

@@ -145,7 +145,8 @@ function markChat(store, sessionId) {
   let entry = store.dirty.chats.get(sessionId);
   if (!entry) {
     // rebuild: entries were inserted before the end of the timeline, so the view lays it out again.
-    entry = { timeline: false, turns: new Set(), meta: false, gaps: false, rebuild: false };
+    // prepend: {at, count}: older turns went in at `at` (prependTurns).
+    entry = { timeline: false, turns: new Set(), meta: false, gaps: false, rebuild: false, prepend: null };
     store.dirty.chats.set(sessionId, entry);
   }
   return entry;
@@ -161,6 +162,7 @@ function newChat(sessionId) {
     activeTurnId: null,
     pendingRequests: [],
     minSeq: null, // the lowest seq this chat holds: above 1 means its start is missing
+    olderTurns: 0, // turns before the first one held that the app's stores hold (get_turns)
     historyLoaded: false,
     joined: false, // a state_snapshot (join_session) came, and no session_left since
     gaps: [], // {afterSeq, beforeSeq, reason, atSeq, v}: missed events the bridge could not fetch
@@ -265,16 +267,10 @@ export function chatFromSnapshot(sessionId, c) {
   chat.status = c.status ?? null;
   const entries = [];
   for (const t of c.turns || []) {
-    if (!t || !t.turnId) continue;
-    const turn = newTurn(t.turnId, t);
-    // textAt: where each item came among the turn's delta text (none from an older bridge: the
-    // blocks then go before the text).
-    const at = Array.isArray(t.textAt) ? t.textAt : [];
-    const items = Array.isArray(t.items) ? t.items : [];
-    items.forEach((item, i) => applyTurnItem(chat, turn, item, typeof at[i] === "number" ? at[i] : 0));
-    chat.turns.set(turn.turnId, turn);
-    entries.push({ kind: "turn", turnId: turn.turnId, seq: turn.firstSeq ?? 0 });
+    const entry = addStoredTurn(chat, t);
+    if (entry) entries.push(entry);
   }
+  chat.olderTurns = typeof c.olderTurns === "number" && c.olderTurns > 0 ? c.olderTurns : 0;
   chat.activeTurnId = typeof c.activeTurnId === "string" && chat.turns.has(c.activeTurnId) ? c.activeTurnId : null;
   for (const ev of c.other || []) {
     // What the stores kept outside any turn: an answer to a request they hold is in that turn's items.
@@ -307,6 +303,45 @@ export function chatFromSnapshot(sessionId, c) {
     if (typeof seq === "number" && seq > 0 && (chat.minSeq === null || seq < chat.minSeq)) chat.minSeq = seq;
   }
   return chat;
+}
+
+/** A turn as the stores hold it (get_state, get_turns), into `chat`; its timeline entry. */
+function addStoredTurn(chat, t) {
+  if (!t || !t.turnId || chat.turns.has(t.turnId)) return null;
+  const turn = newTurn(t.turnId, t);
+  // textAt: where each item came among the turn's delta text (none from an older bridge: the
+  // blocks then go before the text).
+  const at = Array.isArray(t.textAt) ? t.textAt : [];
+  const items = Array.isArray(t.items) ? t.items : [];
+  items.forEach((item, i) => applyTurnItem(chat, turn, item, typeof at[i] === "number" ? at[i] : 0));
+  chat.turns.set(turn.turnId, turn);
+  return { kind: "turn", turnId: turn.turnId, seq: turn.firstSeq ?? 0 };
+}
+
+/**
+ * Older turns of a chat, from get_turns (get_state carries the newest only): into the timeline
+ * before the first entry that came after them. The view learns where and how many
+ * (`dirty.prepend`), to keep what the user looks at in place.
+ */
+export function prependTurns(store, sessionId, result) {
+  const chat = store.chats.get(sessionId);
+  if (!chat || !result || !Array.isArray(result.turns)) return 0;
+  const entries = [];
+  for (const t of result.turns) {
+    const entry = addStoredTurn(chat, t);
+    if (entry) entries.push(entry);
+  }
+  chat.olderTurns = typeof result.olderTurns === "number" && result.olderTurns > 0 ? result.olderTurns : 0;
+  const dirty = markChat(store, sessionId);
+  dirty.meta = true;
+  if (!entries.length) return 0;
+  const newest = entryKey(entries[entries.length - 1]);
+  let at = chat.timeline.findIndex((e) => entryKey(e) > newest);
+  if (at === -1) at = chat.timeline.length;
+  chat.timeline.splice(at, 0, ...entries);
+  for (const e of entries) if (e.seq > 0 && (chat.minSeq === null || e.seq < chat.minSeq)) chat.minSeq = e.seq;
+  dirty.prepend = dirty.prepend ? { at: Math.min(at, dirty.prepend.at), count: dirty.prepend.count + entries.length } : { at, count: entries.length };
+  return entries.length;
 }
 
 /**
