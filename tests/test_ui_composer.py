@@ -26,7 +26,9 @@ def start_endless_turn(page: Page):
     turn = page.get_by_test_id("turn").last
     expect(turn.get_by_test_id("assistant-text")).to_contain_text("0 1 2", timeout=T)
     expect(turn).to_have_attribute("data-status", "running", timeout=T)
-    return turn
+    # pinned by its id: once a queued message becomes a turn, that one is the last
+    turn_id = turn.get_attribute("data-turn-id")
+    return page.locator(f"[data-testid='turn'][data-turn-id='{turn_id}']")
 
 
 def turn_with_text(page: Page, text: str):

@@ -115,7 +115,9 @@ def test_a_tab_open_across_a_restart_says_the_app_stopped_then_recovers_and_send
         # the session on screen is joined again once the new app is connected: its past is back,
         # and that the first join found no gateway yet is not an error to show
         expect(page.get_by_test_id("turn")).to_have_count(1, timeout=T)
-        expect(page.locator("[data-testid='toast'][data-level='error']")).to_have_count(0)
+        expect(page.locator("[data-testid='toast'][data-level='error']")).to_have_count(
+            0
+        )
         send_and_see(page, "after the restart", 2)
         assert page.page_errors == []
     finally:
