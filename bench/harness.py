@@ -226,7 +226,13 @@ def machine() -> dict[str, Any]:
 
 
 class Gateway:
-    def __init__(self, workdir: Path, stats: bool = False, ping_probe_ms: int = 0):
+    def __init__(
+        self,
+        workdir: Path,
+        stats: bool = False,
+        ping_probe_ms: int = 0,
+        allow_origins: tuple[str, ...] = (),
+    ):
         self.workdir = workdir
         self.data = workdir / "gateway-data"
         self.stats_path = workdir / "gateway-stats.jsonl" if stats else None
@@ -241,6 +247,8 @@ class Gateway:
             "--rate-limit",
             "100000",
         ]
+        for origin in allow_origins:  # a browser page served from elsewhere
+            args += ["--allow-origin", origin]
         if self.stats_path is not None:
             args += [
                 "--stats-file",
@@ -512,33 +520,94 @@ PAGE_PROBE = r"""
 """
 
 
+def launch_chromium() -> tuple[Any, Any, Any]:
+    """Playwright, headless Debian Chromium and a fresh context: what every page of the
+    benchmarks runs in."""
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    )
+    return pw, browser, browser.new_context(viewport={"width": 1280, "height": 800})
+
+
+# Keeps the page's main thread about half busy: 8 ms of work every 16 ms (one frame),
+# the same for every page it is put on.
+BUSY_LOOP = r"""
+(() => {
+  if (window.__busy) return;
+  window.__busy = setInterval(() => {
+    const end = performance.now() + 8;
+    while (performance.now() < end) {}
+  }, 16);
+})()
+"""
+
+# Generous for 2 shared, busy cores; a passing run waits far less.
+PAGE_TIMEOUT_MS = 60_000
+
+
 class Page:
     """The real dim-desktop page in headless Chromium, with PAGE_PROBE injected."""
 
-    def __init__(self, ui_url: str):
-        from playwright.sync_api import sync_playwright
-
-        self._pw = sync_playwright().start()
-        self.browser = self._pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        self.context = self.browser.new_context(viewport={"width": 1280, "height": 800})
-        self.context.add_init_script(PAGE_PROBE)
+    def __init__(self, ui_url: str, init_scripts: tuple[str, ...] = ()):
+        self._pw, self.browser, self.context = launch_chromium()
+        for script in (PAGE_PROBE, *init_scripts):
+            self.context.add_init_script(script)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(ui_url)
-        self.page.wait_for_selector("body[data-ready]", timeout=30_000)
+        # As the page tests do (tests/uihelpers.py): the snapshot is in and the page
+        # shows the gateway connected.
+        self.wait_for("body[data-ready='1']", "the page's first snapshot")
+        self.wait_for(
+            '[data-testid="connection-state"][data-state="connected"]',
+            "the page to show the gateway connected",
+        )
+
+    def wait_for(self, selector: str, what: str) -> None:
+        """Wait for `selector`; on timeout, say what was awaited and what the page shows."""
+        from playwright.sync_api import TimeoutError as PwTimeout
+
+        try:
+            self.page.locator(selector).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+        except PwTimeout:
+            raise TimeoutError(
+                f"timed out after {PAGE_TIMEOUT_MS / 1000:.0f}s waiting for {what} "
+                f"({selector}); the page shows: {self._shows()}"
+            ) from None
+
+    def _shows(self) -> dict[str, Any]:
+        try:
+            return self.page.evaluate(
+                """() => ({
+                ready: document.body.dataset.ready || null,
+                connection: document.querySelector('[data-testid="connection-state"]')
+                  ?.dataset.state || null,
+                sessions: [...document.querySelectorAll('[data-testid="session-item"]')]
+                  .map((e) => e.dataset.sessionId),
+                probe: Boolean(window.__bench)})"""
+            ) | {"pageErrors": self.errors[:3]}
+        except Exception as e:
+            return {"unreadable": repr(e)}
 
     def select(self, sid: str) -> None:
-        item = self.page.locator(
-            f'[data-testid="session-item"][data-session-id="{sid}"]'
-        )
-        item.wait_for(timeout=30_000)
-        item.click()
-        self.page.wait_for_selector(
-            f'[data-testid="session-item"][data-session-id="{sid}"][aria-selected="true"]',
-            timeout=30_000,
+        """Click session `sid` in the list and wait until it is the selected one.
+
+        The session must have been created before the page was opened. The page lists
+        sessions from its snapshot, from session events and from the answers to its own
+        `list_sessions` (asked once connected); an answer the gateway gave before a
+        session was created replaces the list when it arrives, and it can arrive after
+        the session's `session_created` event (the answer comes over HTTP, the event
+        over the events socket), dropping the new session from the list until the next
+        refresh. A session created first is in every list the page asks for."""
+        item = f'[data-testid="session-item"][data-session-id="{sid}"]'
+        self.wait_for(item, f"session {sid} in the page's list")
+        self.page.locator(item).click()
+        self.wait_for(
+            f'{item}[aria-selected="true"]', f"session {sid} selected on the page"
         )
 
     def probe(self, with_latency: bool = False) -> dict[str, Any]:

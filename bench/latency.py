@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from bench.harness import (
+    BUSY_LOOP,
     CpuMeter,
     DimApp,
     Gateway,
@@ -25,7 +26,9 @@ from bench.harness import (
 from bench.throughput import single_process
 
 
-def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
+def dim_desktop(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]:
+    """One run of dim-desktop with its page; `busy`: the page's main thread kept half
+    busy (harness.BUSY_LOOP) from before the stamped stream to its end."""
     n = int(rate * seconds)
     with Workdir("latency") as wd:
         gw = Gateway(wd)
@@ -33,26 +36,29 @@ def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
         try:
             app = DimApp(wd / "home", gw.url)
             app.wait_connected()
-            page = Page(app.ui_url)
+            # The session first, then the page (Page.select says why).
             sid = app.invoke("create_session", agentType="coding-agent")["session"][
                 "id"
             ]
-            page.select(sid)
             app.invoke("join_session", sessionId=sid)
+            page = Page(app.ui_url)
+            page.select(sid)
             # Warm-up (not stamped, so not measured): imports, caches, the page's first renders.
             app.run_turn(sid, f"/stream {rate} {rate}")
             wait_until(
                 lambda: app.status()["router"]["deltas"]["count"] >= rate,
                 60,
-                "the warm-up",
+                f"the {rate} warm-up deltas in the stores",
                 0.2,
             )
             wait_until(
                 lambda: page.probe()["turnEnds"] >= 1,
                 60,
-                "the warm-up on the page",
+                "the warm-up's turn_complete on the page",
                 0.2,
             )
+            if busy:
+                page.page.evaluate(BUSY_LOOP)
             conn_pid = app.status()["connection"]["pid"]
             cpu = CpuMeter(
                 {
@@ -74,8 +80,8 @@ def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
             )
             wait_until(
                 lambda: page.probe()["turnEnds"] >= 2,
-                60,
-                "the stamped stream on the page",
+                seconds * 4 + 60,
+                "the stamped stream's turn_complete on the page",
                 0.5,
             )
             cpu_s = cpu.stop()
@@ -91,6 +97,7 @@ def dim_desktop(rate: int, seconds: float) -> dict[str, Any]:
     return {
         "n": n,
         "rate": rate,
+        "busy": busy,
         "stores": {k: stores[k] for k in ("p50", "p99", "max", "count")},
         "page": page_lat,
         "pageLost": probe["gaps"],

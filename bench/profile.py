@@ -68,13 +68,14 @@ def main() -> None:
         page = None
         try:
             app.wait_connected()
-            page = None if args.no_page else Page(app.ui_url)
+            # The session first, then the page (Page.select says why).
             sid = app.invoke("create_session", agentType="coding-agent")["session"][
                 "id"
             ]
+            app.invoke("join_session", sessionId=sid)
+            page = None if args.no_page else Page(app.ui_url)
             if page:
                 page.select(sid)
-            app.invoke("join_session", sessionId=sid)
             time.sleep(2.5)
             for f in out.glob("*.txt"):
                 f.unlink()  # only the burst counts

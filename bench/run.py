@@ -2,8 +2,10 @@
 optional JSON.
 
 Benchmarks (one module each): throughput, latency, stall, memory, hotpath, sync
-(bench/sync_bench.py, written separately; reported as not available when it is absent)
-and sync_scale (bench/sync_scale.py: a folder of 20,000 / 100,000 small files). A
+(bench/sync_bench.py, written separately; reported as not available when it is absent),
+sync_scale (bench/sync_scale.py: a folder of 20,000 / 100,000 small files),
+reconnect_sessions, web_baseline (bench/webbaseline.py: dim-desktop's page beside a page
+holding its own socket) and startup (bench/startup.py). A
 benchmark that fails is reported as such and the others still run. Nothing here asserts
 a timing: the goals are printed beside the figures.
 """
@@ -33,15 +35,19 @@ ORDER = [
     "sync",
     "sync_scale",
     "reconnect_sessions",
+    "web_baseline",
+    "startup",
+    "history",
 ]
+
+# a benchmark whose module is not named after it
+MODULES = {"sync": "sync_bench", "web_baseline": "webbaseline"}
 
 
 def _run_one(name: str, quick: bool) -> Any:
-    if name == "sync":
-        if importlib.util.find_spec("bench.sync_bench") is None:
-            return {"available": False, "reason": "bench/sync_bench.py is not there"}
-        return importlib.import_module("bench.sync_bench").run(quick)
-    return importlib.import_module(f"bench.{name}").run(quick)
+    if name == "sync" and importlib.util.find_spec("bench.sync_bench") is None:
+        return {"available": False, "reason": "bench/sync_bench.py is not there"}
+    return importlib.import_module(f"bench.{MODULES.get(name, name)}").run(quick)
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -79,6 +85,15 @@ def summary(raw: dict[str, Any]) -> dict[str, Any]:
                 k: _get(lat, "single", "stores", k) for k in ("p50", "p99", "max")
             },
         }
+    web = raw.get("web_baseline") or {}
+    if "error" not in web and web.get("summary"):
+        out.setdefault("latency_ms", {}).update(web["summary"])
+    st = raw.get("startup") or {}
+    if "error" not in st and st.get("summary"):
+        out["startup"] = st["summary"]
+    hist = raw.get("history") or {}
+    if hist and "error" not in hist:
+        out["history"] = hist
     for key in ("stall", "memory", "hotpath"):
         if raw.get(key) is not None:
             out[key] = raw[key]
@@ -220,7 +235,119 @@ def _latency_rows(s: dict[str, Any]) -> list[Row]:
             ),
             ("  gateway send -> page", pct(lat.get("page")), "", "", "p99 <= 25"),
         ]
+    base = lat.get("web_baseline") or {}
+    if base:
+        page = lat.get("page_beside_baseline") or {}
+        ratio = lat.get("page_p99_vs_baseline_idle") or {}
+        rows += [
+            (
+                "WEB BASELINE: page p50/p99/max ms (dim-desktop | own-socket page)",
+                "",
+                "",
+                "",
+                "",
+            ),
+            (
+                "  at 2,000 ev/s, idle",
+                pct(page.get("idle")),
+                pct(base.get("idle")),
+                _fmt(ratio.get("idle")) + "x",
+                "p99 <= 1.2x baseline idle",
+            ),
+            (
+                "  at 2,000 ev/s, main thread 50% busy",
+                pct(page.get("busy")),
+                pct(base.get("busy")),
+                _fmt(ratio.get("busy")) + "x",
+                "p99 <= 1.2x baseline idle",
+            ),
+            (
+                "  at 20,000 ev/s",
+                pct(lat.get("page_20k")),
+                pct(lat.get("web_baseline_20k")),
+                "",
+                "",
+            ),
+        ]
     return rows
+
+
+def _startup_rows(s: dict[str, Any]) -> list[Row]:
+    st = s.get("startup")
+    if not isinstance(st, dict):
+        return []
+
+    def pm(d: Any) -> str:
+        d = d if isinstance(d, dict) else {}
+        if d.get("available") is False:
+            return f"not here ({str(d.get('reason'))[:60]})"
+        return f"{_fmt(d.get('p50'))} / {_fmt(d.get('max'))}"
+
+    return [
+        ("START-UP, s from launch, p50 / max of 5", "", "", "", ""),
+        (
+            "  -> connected, --gateway URL, no window",
+            pm(st.get("connected")),
+            "",
+            "",
+            "<= 1",
+        ),
+        (
+            "  -> connected, embedded dev gateway",
+            pm(st.get("connected_embedded")),
+            "",
+            "",
+            "",
+        ),
+        ("  -> native window mapped (Xvfb)", pm(st.get("window_mapped")), "", "", ""),
+        ("  -> native window painted", pm(st.get("window_painted")), "", "", "<= 2"),
+    ] + (
+        [
+            (
+                "  -> connected, PYTHONDONTWRITEBYTECODE: as is | compiled",
+                pm(st["bytecode"].get("as_is")),
+                pm(st["bytecode"].get("compiled")),
+                "",
+                "",
+            )
+        ]
+        if isinstance(st.get("bytecode"), dict)
+        else []
+    )
+
+
+def _history_rows(s: dict[str, Any]) -> list[Row]:
+    h = s.get("history")
+    if not isinstance(h, dict):
+        return []
+
+    def took(key: str) -> str:
+        verdict = h.get(key)
+        secs = _fmt(h.get(f"{key}_s"))
+        return secs if verdict == "ok" else f"{verdict} after {secs}"
+
+    title = f"BIG HISTORY: {_fmt(h.get('turns'))} turns, {_fmt(h.get('events'))} events"
+    return [
+        (title, "", "", "", ""),
+        ("  open the session -> interactive, s", took("open"), "", "", ""),
+        ("  reload -> interactive, s", took("reload"), "", "", "<= 1"),
+        ("  turns laid out on the page", _fmt(h.get("turns_on_page")), "", "", ""),
+        (
+            "  get_state answer, bytes",
+            _fmt(h.get("get_state_bytes")),
+            "",
+            "",
+            "bounded",
+        ),
+        (
+            "  supervisor RSS / peak, MB",
+            f"{_fmt(h.get('supervisor_rss_mb'))} / {_fmt(h.get('supervisor_peak_rss_mb'))}",
+            "",
+            "",
+            "bounded",
+        ),
+        ("  page JS heap, MB", _fmt(h.get("page_heap_mb")), "", "", ""),
+    ]
 
 
 def _stall_rows(raw: dict[str, Any]) -> list[Row]:
@@ -478,6 +605,8 @@ def table(raw: dict[str, Any], s: dict[str, Any]) -> str:
     rows += _sync_rows(raw, s)
     rows += _sync_scale_rows(s)
     rows += _reconnect_rows(s)
+    rows += _startup_rows(s)
+    rows += _history_rows(s)
     rows += _failed_rows(raw)
     # Section titles (a row with only its first cell) span the table and do not set its
     # widths.

@@ -123,15 +123,15 @@ def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[st
         try:
             app = DimApp(wd / "home", gw.url)
             app.wait_connected()
-            if with_page:
-                page = Page(app.ui_url)
+            # The session first, then the page (Page.select says why).
             sid = app.invoke("create_session", agentType="coding-agent")["session"][
                 "id"
             ]
-            if page is not None:
+            app.invoke("join_session", sessionId=sid)
+            if with_page:
+                page = Page(app.ui_url)
                 # the page joins and shows the session, as a user would
                 page.select(sid)
-            app.invoke("join_session", sessionId=sid)
             conn_pid = app.status()["connection"]["pid"]
             cpu = CpuMeter(
                 {
@@ -147,13 +147,20 @@ def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[st
             wait_until(
                 lambda: app.status()["router"]["deltas"]["count"] >= n,
                 timeout,
-                "the stores",
+                f"the {n} deltas in the stores",
                 0.25,
             )
             stores_done = time.monotonic() - t0
             if page is not None:
+                # The turn's end follows its last delta on the page's socket: it comes
+                # even when deltas were lost (then reported as lost, not waited for).
                 wait_until(
-                    lambda: page.probe()["deltas"] >= n, timeout, "the page", 0.25
+                    lambda: (lambda b: b["deltas"] >= n or b["turnEnds"] >= 1)(
+                        page.probe()
+                    ),
+                    timeout,
+                    f"the {n} deltas (or their turn's end) on the page",
+                    0.25,
                 )
             cpu_s = cpu.stop()
             status = app.status()
