@@ -66,10 +66,9 @@ const ui = {
 // each session it shows once (again after every reconnect of the event socket).
 const joined = new Set();
 const joining = new Set();
-// Joins the bridge only queued (it had no gateway yet, e.g. just after an app restart): the bridge
-// joins them when connected, but their past is fetched by the page, so it joins them again then.
-const queuedJoins = new Set();
-let connectedTimes = 0; // transitions to "connected" seen: a join answered "queued" across one retries
+// Transitions to "connected" seen: a join refused for want of a connection (an app just restarted)
+// while one happened is made again at once.
+let connectedTimes = 0;
 const historyTaps = new Map(); // sessionId -> live events seen while its history loads
 
 // ---------------------------------------------------------------------------------------------
@@ -384,17 +383,10 @@ function onConnectionState(payload) {
   if (was !== "connected" && connectionLabel(store.connection.state) === "connected") {
     connectedTimes += 1;
     refreshSessions();
-    joinQueued();
+    // The session on screen, if a join of it found no gateway (joining twice is harmless).
+    if (ui.selectedId) joinSession(ui.selectedId);
   }
   schedule();
-}
-
-/** Join again what was only queued. During a resync, that resync's own joins come first. */
-function joinQueued() {
-  if (ui.syncing) return; // resync joins the session on screen, then calls this again
-  const ids = [...queuedJoins];
-  queuedJoins.clear();
-  for (const id of ids) if (id === ui.selectedId) joinSession(id);
 }
 
 /**
@@ -553,7 +545,6 @@ async function resync() {
   // session on screen again. Joining twice is harmless.
   joined.clear();
   if (ui.selectedId) joinSession(ui.selectedId);
-  if (connectionLabel(store.connection.state) === "connected") joinQueued();
   loadActorStatus(); // a restarted app has new processes
   if (connectionLabel(store.connection.state) === "connected") refreshSessions();
   schedule();
@@ -638,11 +629,11 @@ async function joinSession(id) {
   if (joined.has(id) || joining.has(id) || sessionIsGone(store, id)) return; // a gone one would only fail
   joining.add(id);
   const connectedBefore = connectedTimes;
-  // Not connected (e.g. an app just restarted): joined once the gateway is back. If it came back
-  // while this join was on its way, that is now (once `joining` is cleared).
+  // Not connected (e.g. an app just restarted): joined again when the gateway is back
+  // (onConnectionState), or now if it came back while this join was on its way (once `joining`
+  // is cleared).
   const later = () => {
-    queuedJoins.add(id);
-    if (connectedTimes !== connectedBefore) queueMicrotask(joinQueued);
+    if (connectedTimes !== connectedBefore) queueMicrotask(() => id === ui.selectedId && joinSession(id));
   };
   try {
     let result;
@@ -661,7 +652,6 @@ async function joinSession(id) {
       later();
       return;
     }
-    queuedJoins.delete(id);
     joined.add(id);
     applyInvokeResult(store, result);
     schedule();
@@ -871,8 +861,8 @@ async function toggleArchived() {
   ui.showArchived = el.showArchived.checked;
   if (ui.showArchived) {
     try {
-      const result = await call("list_sessions", { includeArchived: true }, "List sessions");
-      applyInvokeResult(store, result);
+      // applied as it comes on the event socket, as refreshSessions' list is
+      await call("list_sessions", { includeArchived: true }, "List sessions");
     } catch (_) {
       /* toast shown */
     }
