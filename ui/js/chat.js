@@ -162,26 +162,8 @@ export class ChatView {
     if (!chat) return false;
     if (this.start === 0) {
       // Everything the page holds is laid out; older turns are the app's to give.
-      if (chat.olderTurns > 0 && typeof this.ctx.loadOlder === "function") {
-        this.wantOlder = true;
-        if (!this.loadingOlder) {
-          const first = chat.timeline.find((e) => e.kind === "turn");
-          if (first) {
-            this.loadingOlder = true;
-            this.refreshEarlier();
-            // After the frame that lays out what came: if nothing did (an error, or the app no
-            // longer holds them), the button works again.
-            const settle = () => {
-              if (this.loadingOlder && this.chat === chat) {
-                this.loadingOlder = false;
-                this.wantOlder = false;
-                this.refreshEarlier();
-              }
-            };
-            this.ctx.loadOlder(this.sessionId, first.turnId).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
-          }
-        }
-      }
+      // (asked already: laid out all the same when they come, the user wants them)
+      if (this.askOlder() || this.loadingOlder) this.wantOlder = true;
       return false;
     }
     const from = Math.max(0, this.start - count);
@@ -222,20 +204,31 @@ export class ChatView {
       if (index < this.start) this.showEarlier(this.start - Math.max(0, index - 2));
       return;
     }
-    if (!(chat.olderTurns > 0) || this.loadingOlder || typeof this.ctx.loadOlder !== "function") return;
+    if (this.askOlder(turnId)) this.revealing = turnId;
+  }
+
+  /**
+   * Ask the app for turns before the first one held: the next ones, or all from `fromTurnId` on.
+   * False when there are none to ask for, or a request is on its way. Once the frame that lays out
+   * what came has run, a request that brought nothing (an error, or the app no longer holds
+   * them) leaves the button working again.
+   */
+  askOlder(fromTurnId = null) {
+    const chat = this.chat;
+    if (!chat || !(chat.olderTurns > 0) || this.loadingOlder || typeof this.ctx.loadOlder !== "function") return false;
     const first = chat.timeline.find((e) => e.kind === "turn");
-    if (!first) return;
+    if (!first) return false;
     this.loadingOlder = true;
-    this.revealing = turnId;
     this.refreshEarlier();
     const settle = () => {
-      if (this.loadingOlder && this.chat === chat) {
-        this.loadingOlder = false;
-        this.revealing = null;
-        this.refreshEarlier();
-      }
+      if (!this.loadingOlder || this.chat !== chat) return;
+      this.loadingOlder = false;
+      this.wantOlder = false;
+      this.revealing = null;
+      this.refreshEarlier();
     };
-    this.ctx.loadOlder(this.sessionId, first.turnId, turnId).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
+    this.ctx.loadOlder(this.sessionId, first.turnId, fromTurnId).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
+    return true;
   }
 
   nearBottom() {
