@@ -502,8 +502,8 @@ class Router(DimActor):
                     self.stores.chats.values(),
                     key=lambda c: -updated.get(c.sessionId, 0),
                 )
-                found = search.search_chats(order, query, limit)
-                return InvokeResult(reqId=req_id, ok=True, result=found)
+                self.search_sessions(req_id, search.texts_of(order), query, limit)
+                return None
         return self.actor_command(req_id, command, args)
 
     def list_folders(self, req_id: int, path: str | None, hidden: bool) -> None:
@@ -522,6 +522,21 @@ class Router(DimActor):
             self.ctx.send_now("uibridge", result)
 
         threading.Thread(target=answer, name="list-folders", daemon=True).start()
+
+    def search_sessions(
+        self, req_id: int, texts: list[search.ChatTexts], query: str, limit: int
+    ) -> None:
+        """Searched on a thread of its own: a query that matches nothing reads every
+        message of every chat (75 ms for 1,000,000 streamed events), and the events this
+        actor routes must not wait behind it. The texts were taken here."""
+
+        def answer() -> None:
+            found = search.search_texts(texts, query, limit)
+            self.ctx.send_now(
+                "uibridge", InvokeResult(reqId=req_id, ok=True, result=found)
+            )
+
+        threading.Thread(target=answer, name="search-sessions", daemon=True).start()
 
     def joined(self) -> list[str]:
         """Sessions the connection keeps joined; a gone one never counts, whatever its

@@ -69,19 +69,36 @@ def snippet(text: str, start: int, end: int, width: int = SNIPPET) -> dict[str, 
     }
 
 
-def search_chats(
-    chats: Iterable[ChatLike], query: str, limit: int = LIMIT_DEFAULT
+# A chat's searchable texts, newest turn first: (turnId, user text, assistant text).
+ChatTexts = tuple[str, list[tuple[str, str, str]]]
+
+
+def texts_of(chats: Iterable[ChatLike]) -> list[ChatTexts]:
+    """What a search reads, taken from the stores on their own thread (a turn's text is
+    joined there): the strings themselves are not copied, and the search can then run
+    elsewhere while the stores go on."""
+    return [
+        (
+            chat.sessionId,
+            [
+                (turn.turnId, turn.userText or "", assistant_text(turn))
+                for turn in reversed(chat.turns)
+            ],
+        )
+        for chat in chats
+    ]
+
+
+def search_texts(
+    chats: Iterable[ChatTexts], query: str, limit: int = LIMIT_DEFAULT
 ) -> dict[str, Any]:
-    """Each turn's user text and assistant text that contain `query` (any case), newest
-    turn of each chat first: at most `limit` results, the first match of each text."""
+    """Each turn's user text and assistant text that contain `query` (any case), in the
+    order given: at most `limit` results, the first match of each text."""
     pattern = re.compile(re.escape(query), re.IGNORECASE)
     results: list[dict[str, Any]] = []
-    for chat in chats:
-        for turn in reversed(chat.turns):
-            for where, text in (
-                ("user", turn.userText or ""),
-                ("assistant", assistant_text(turn)),
-            ):
+    for session_id, turns in chats:
+        for turn_id, user, assistant in turns:
+            for where, text in (("user", user), ("assistant", assistant)):
                 m = pattern.search(text)
                 if m is None:
                     continue
@@ -89,10 +106,17 @@ def search_chats(
                     return {"results": results, "more": True}
                 results.append(
                     {
-                        "sessionId": chat.sessionId,
-                        "turnId": turn.turnId,
+                        "sessionId": session_id,
+                        "turnId": turn_id,
                         "where": where,
                         **snippet(text, m.start(), m.end()),
                     }
                 )
     return {"results": results, "more": False}
+
+
+def search_chats(
+    chats: Iterable[ChatLike], query: str, limit: int = LIMIT_DEFAULT
+) -> dict[str, Any]:
+    """search_texts over the chats' texts, newest turn of each chat first."""
+    return search_texts(texts_of(chats), query, limit)
