@@ -7,21 +7,10 @@ from __future__ import annotations
 from apphelpers import wait_until
 from playwright.sync_api import expect
 from synchelpers import history_of
+from uihelpers import run_turn
 
 WAIT_S = 60
 UI_WAIT_MS = WAIT_S * 1000
-
-
-def run(page, script: str) -> None:
-    """One turn of the coding agent, to its end."""
-    turns = page.get_by_test_id("turn").count()
-    box = page.get_by_test_id("message-input")
-    box.fill(script)
-    box.press("Enter")
-    expect(page.get_by_test_id("turn")).to_have_count(turns + 1, timeout=UI_WAIT_MS)
-    expect(page.get_by_test_id("turn").last).to_have_attribute(
-        "data-status", "complete", timeout=UI_WAIT_MS
-    )
 
 
 def coding_session(page) -> str:
@@ -38,9 +27,9 @@ def diff_lines(page) -> list[str]:
 
 def test_file_history_shows_the_changes_between_any_two_iterations(page, app):
     coding_session(page)
-    run(page, "/write notes.md one\\ntwo\\n")
-    run(page, "/write notes.md one\\n2\\n")
-    run(page, "/write notes.md one\\n2\\nthree\\n")
+    run_turn(page, "/write notes.md one\\ntwo\\n")
+    run_turn(page, "/write notes.md one\\n2\\n")
+    run_turn(page, "/write notes.md one\\n2\\nthree\\n")
     page.get_by_test_id("side-tab-files").click()
     files = page.get_by_test_id("files-panel")
     files.locator("[data-testid='file-item'][data-path='notes.md']").click()
@@ -88,8 +77,8 @@ def test_file_history_shows_the_changes_between_any_two_iterations(page, app):
 
 def test_show_change_opens_a_file_change_from_the_chat(page, app):
     coding_session(page)
-    run(page, "/write src/parser.py a = 1\\n")
-    run(page, "/write src/parser.py a = 2\\n")
+    run_turn(page, "/write src/parser.py a = 1\\n")
+    run_turn(page, "/write src/parser.py a = 2\\n")
     # the History tab is shown: showChange brings the Files tab forward
     page.get_by_test_id("side-tab-history").click()
     page.evaluate(
@@ -113,7 +102,7 @@ WHO = """([sid, path, it, inTurn]) => import('/js/syncstate.js')
 
 def test_a_local_edit_synced_up_is_told_from_the_agents_changes(page, app, tmp_path):
     sid = coding_session(page)
-    run(page, "/write notes.md from the agent\\n")
+    run_turn(page, "/write notes.md from the agent\\n")
     page.get_by_test_id("side-tab-sync").click()
     sync = page.get_by_test_id("sync-panel")
     folder = tmp_path / "synced"
@@ -149,8 +138,8 @@ def test_a_local_edit_synced_up_is_told_from_the_agents_changes(page, app, tmp_p
 
 def test_a_file_change_in_the_chat_opens_its_diff_in_the_files_tab(page, app):
     coding_session(page)
-    run(page, "/write plan.md alpha\\n")
-    run(page, "/write plan.md alpha\\nbeta\\n")
+    run_turn(page, "/write plan.md alpha\\n")
+    run_turn(page, "/write plan.md alpha\\nbeta\\n")
     chip = page.get_by_test_id("turn").last.get_by_test_id("file-changed")
     expect(chip).to_contain_text("Changed plan.md")
     expect(chip).to_contain_text("version 2 · by the agent")

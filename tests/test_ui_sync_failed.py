@@ -13,6 +13,7 @@ from diskhelpers import fill
 from diskhelpers import small_disk as mounted_small_disk
 from playwright.sync_api import expect
 from synchelpers import make_tree, upstream
+from uihelpers import run_turn
 
 # Waits on conditions: they end as soon as the condition holds, so they can afford to be
 # generous for a loaded machine (a browser, the app's processes and the gateway share
@@ -51,7 +52,7 @@ def synced_session(
     page.get_by_test_id("agent-type").select_option("coding-agent")
     page.get_by_test_id("new-session").click()
     expect(page.get_by_test_id("session-item")).to_have_count(1, timeout=UI_WAIT_MS)
-    run(page, script)
+    run_turn(page, script)
     sid = page.get_by_test_id("session-item").get_attribute("data-session-id")
     panel = open_sync(page)
     folder = folder or tmp_path / "synced"
@@ -61,18 +62,6 @@ def synced_session(
         "data-state", "active", timeout=UI_WAIT_MS
     )
     return sid, folder
-
-
-def run(page, script: str) -> None:
-    """One turn of the coding agent, to its end."""
-    turns = page.get_by_test_id("turn").count()
-    box = page.get_by_test_id("message-input")
-    box.fill(script)
-    box.press("Enter")
-    expect(page.get_by_test_id("turn")).to_have_count(turns + 1, timeout=UI_WAIT_MS)
-    expect(page.get_by_test_id("turn").last).to_have_attribute(
-        "data-status", "complete", timeout=UI_WAIT_MS
-    )
 
 
 def test_local_files_that_cannot_be_synced_are_listed_with_their_reason_until_fixed(
@@ -151,7 +140,7 @@ def test_an_upstream_file_that_cannot_be_written_is_listed_as_from_the_agent(
         "Files over 100 MiB are not synced"
     )  # the default
 
-    run(page, f"/delete {long_name}")
+    run_turn(page, f"/delete {long_name}")
     expect(failed).to_be_hidden(timeout=UI_WAIT_MS)
     assert page.page_errors == []
 

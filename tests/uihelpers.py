@@ -24,3 +24,15 @@ def new_session(page: Page, agent: str = "coding-agent") -> str:
     item = page.locator("[data-testid='session-item'][aria-selected='true']")
     expect(item).to_have_attribute("data-status", "ready", timeout=T)
     return item.get_attribute("data-session-id") or ""
+
+
+def run_turn(page: Page, script: str) -> None:
+    """Send `script` from the message box and wait for its turn to complete."""
+    turns = page.get_by_test_id("turn").count()
+    box = page.get_by_test_id("message-input")
+    box.fill(script)
+    box.press("Enter")
+    expect(page.get_by_test_id("turn")).to_have_count(turns + 1, timeout=T)
+    expect(page.get_by_test_id("turn").last).to_have_attribute(
+        "data-status", "complete", timeout=T
+    )
