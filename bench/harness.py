@@ -294,33 +294,65 @@ class InvokeError(Exception):
 
 
 class DimApp:
-    """`dim-desktop --gateway URL --no-browser` with its own DIM_HOME."""
+    """`dim-desktop --gateway URL --no-browser` with its own DIM_HOME (`args`, `module`
+    and `env` change what is started; `wait=False` returns at once after the Popen, whose
+    time is `t0`: then `wait_runtime()` or `connected()`)."""
 
     def __init__(
-        self, home: Path, gateway_url: str, settings: dict[str, Any] | None = None
+        self,
+        home: Path,
+        gateway_url: str | None = None,
+        settings: dict[str, Any] | None = None,
+        *,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        module: str = "dim_actors.app",
+        wait: bool = True,
     ):
         self.home = home
         (home / "config").mkdir(parents=True, exist_ok=True)
         if settings:
             lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
             (home / "config" / "settings.toml").write_text("\n".join(lines) + "\n")
-        self.env = {**os.environ, "DIM_HOME": str(home)}
+        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
         self.env.pop("DIM_TOKEN", None)
         self.output_path = home / "app-output.log"
+        if args is None:
+            assert gateway_url is not None, (
+                "a gateway URL, or the arguments to start with"
+            )
+            args = ["--gateway", gateway_url, "--no-browser"]
         # the child writes here until stop() closes it
         self._out = open(self.output_path, "ab")  # noqa: SIM115
+        self.t0 = time.time()
         self.proc = subprocess.Popen(
-            [PY, "-m", "dim_actors.app", "--gateway", gateway_url, "--no-browser"],
+            [PY, "-m", module, *args],
             cwd=ROOT,
             env=self.env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
         self.pid = self.proc.pid
-        self.runtime = wait_until(self._read_runtime, 60, "dim-desktop's runtime.json")
+        self.runtime: dict[str, Any] = {}
+        if wait:
+            self.wait_runtime()
+
+    def wait_runtime(self, timeout: float = 60) -> None:
+        self.runtime = wait_until(
+            self._read_runtime, timeout, "dim-desktop's runtime.json"
+        )
         self.base = self.runtime["uiUrl"].split("/?")[0]
         self.token = self.runtime["token"]
         self.ui_url = self.runtime["uiUrl"]
+
+    def connected(self) -> bool:
+        """Has the app said (runtime.json, then its status) that its gateway is connected?"""
+        if not self.runtime:
+            found = self._read_runtime()
+            if found is None:
+                return False
+            self.runtime = found
+        return any(r.get("connection") == "connected" for r in self.status().values())
 
     def _read_runtime(self) -> dict | None:
         if self.proc.poll() is not None:
@@ -335,7 +367,8 @@ class DimApp:
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")
 
-    def invoke(self, command: str, timeout: float = 60, **args: Any) -> Any:
+    def invoke_raw(self, command: str, timeout: float = 60, **args: Any) -> bytes:
+        """The bridge's answer as it came (its size is what a page loads)."""
         req = urllib.request.Request(
             self.base + f"/invoke/{command}",
             data=json.dumps(args).encode(),
@@ -347,9 +380,12 @@ class DimApp:
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                body = json.loads(resp.read())
+                return resp.read()
         except urllib.error.HTTPError as e:
             raise InvokeError(f"{command}: {e.code} {e.read()[:300]!r}") from None
+
+    def invoke(self, command: str, timeout: float = 60, **args: Any) -> Any:
+        body = json.loads(self.invoke_raw(command, timeout, **args))
         if not body.get("ok"):
             raise InvokeError(f"{command}: {body}")
         return body["result"]
@@ -520,16 +556,33 @@ PAGE_PROBE = r"""
 """
 
 
-def launch_chromium() -> tuple[Any, Any, Any]:
-    """Playwright, headless Debian Chromium and a fresh context: what every page of the
-    benchmarks runs in."""
-    from playwright.sync_api import sync_playwright
+class Chromium:
+    """What every page of the benchmarks runs in: a fresh context of headless Debian
+    Chromium, launched here through Playwright, or of `browser` when given (a test's,
+    which may not start a second Playwright beside its own)."""
 
-    pw = sync_playwright().start()
-    browser = pw.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
-    return pw, browser, browser.new_context(viewport={"width": 1280, "height": 800})
+    def __init__(self, browser: Any = None):
+        self._pw = None
+        self._owned = browser is None
+        if browser is None:
+            from playwright.sync_api import sync_playwright
+
+            self._pw = sync_playwright().start()
+            browser = self._pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        self.browser = browser
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+
+    def close(self) -> None:
+        steps = [self.context.close]
+        if self._owned:
+            steps += [self.browser.close, self._pw.stop]  # type: ignore[union-attr]
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                pass
 
 
 # Keeps the page's main thread about half busy: 8 ms of work every 16 ms (one frame),
@@ -551,8 +604,11 @@ PAGE_TIMEOUT_MS = 60_000
 class Page:
     """The real dim-desktop page in headless Chromium, with PAGE_PROBE injected."""
 
-    def __init__(self, ui_url: str, init_scripts: tuple[str, ...] = ()):
-        self._pw, self.browser, self.context = launch_chromium()
+    def __init__(
+        self, ui_url: str, init_scripts: tuple[str, ...] = (), browser: Any = None
+    ):
+        self.chromium = Chromium(browser)
+        self.context = self.chromium.context
         for script in (PAGE_PROBE, *init_scripts):
             self.context.add_init_script(script)
         self.page = self.context.new_page()
@@ -626,11 +682,7 @@ class Page:
         )
 
     def close(self) -> None:
-        for step in (self.context.close, self.browser.close, self._pw.stop):
-            try:
-                step()
-            except Exception:
-                pass
+        self.chromium.close()
 
 
 class Workdir:

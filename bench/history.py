@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from typing import Any
 
 from bench.harness import (
+    Chromium,
     DimApp,
     Gateway,
     Workdir,
-    launch_chromium,
     log,
     peak_rss_mb,
     proc_status,
@@ -33,20 +32,6 @@ from bench.harness import (
 from dim_actors.devgateway.seed import seed_history
 
 OPEN_LIMIT_S = 300.0
-
-
-def _get_state_bytes(app: DimApp) -> int:
-    req = urllib.request.Request(
-        app.base + "/invoke/get_state",
-        data=b"{}",
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {app.token}",
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(req, timeout=OPEN_LIMIT_S) as resp:
-        return len(resp.read())
 
 
 def _interactive(page: Any, turns: int) -> str:
@@ -75,13 +60,13 @@ def measure(turns: int, events: int) -> dict[str, Any]:
         log(f"history: seeded {turns:,} turns / {events:,} events in {seeded_s:.1f}s")
         gw = Gateway(wd)
         app = None
-        pw = browser = None
+        chromium = None
         out: dict[str, Any] = {"turns": turns, "events": events}
         try:
             app = DimApp(wd / "home", gw.url)
             app.wait_connected()
-            pw, browser, context = launch_chromium()
-            page = context.new_page()
+            chromium = Chromium()
+            page = chromium.context.new_page()
             page.goto(app.ui_url)
             page.wait_for_selector("body[data-ready='1']", timeout=60_000)
             item = page.locator(
@@ -105,14 +90,12 @@ def measure(turns: int, events: int) -> dict[str, Any]:
                 "() => performance.memory ? performance.memory.usedJSHeapSize : null"
             )
             out["page_heap_mb"] = round(heap / 1e6, 1) if heap else None
-            out["get_state_bytes"] = _get_state_bytes(app)
+            out["get_state_bytes"] = len(app.invoke_raw("get_state", OPEN_LIMIT_S))
             out["supervisor_rss_mb"] = round(proc_status(app.pid, "VmRSS") / 1024, 1)
             out["supervisor_peak_rss_mb"] = peak_rss_mb(app.pid)
         finally:
-            if browser is not None:
-                browser.close()
-            if pw is not None:
-                pw.stop()
+            if chromium is not None:
+                chromium.close()
             if app is not None:
                 app.stop()
             gw.stop()

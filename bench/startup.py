@@ -20,15 +20,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from bench.harness import PY, ROOT, Gateway, Workdir, log, wait_until
+from bench.harness import PY, ROOT, DimApp, Gateway, Workdir, log, wait_until
 
 RUNS = 5
 PAINTED_COLOURS = 8
@@ -49,75 +46,20 @@ def _summary(xs: list[float]) -> dict[str, Any]:
     }
 
 
-class Launch:
-    """One `dim-desktop` start with a DIM_HOME of its own, timed from its Popen."""
+def launch(
+    home: Path,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    module: str = "dim_actors.app",
+) -> DimApp:
+    """One `dim-desktop` start with a DIM_HOME of its own, timed from its Popen (t0)."""
+    return DimApp(home, args=args, env=env, module=module, wait=False)
 
-    def __init__(
-        self,
-        home: Path,
-        args: list[str],
-        env: dict[str, str] | None = None,
-        module: str = "dim_actors.app",
-    ):
-        self.home = home
-        (home / "config").mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
-        self.env.pop("DIM_TOKEN", None)
-        self._out = open(home / "app-output.log", "ab")  # noqa: SIM115
-        self.t0 = time.time()
-        self.proc = subprocess.Popen(
-            [PY, "-m", module, *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        self.runtime: dict[str, Any] | None = None
 
-    def _runtime(self) -> dict[str, Any] | None:
-        if self.proc.poll() is not None:
-            out = (self.home / "app-output.log").read_text(errors="replace")
-            raise RuntimeError(
-                f"dim-desktop exited with {self.proc.returncode}: {out[-1500:]}"
-            )
-        try:
-            return json.loads((self.home / "run" / "runtime.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _connected(self) -> bool:
-        from dim_actors.app.control import request
-        from dim_actors.messages import ControlReply, ControlRequest
-
-        if self.runtime is None:
-            self.runtime = self._runtime()
-            if self.runtime is None:
-                return False
-        with (
-            request(
-                Path(self.runtime["controlSocket"]), ControlRequest(cmd="status"), 30
-            ) as s,
-            s.makefile("rb") as f,
-        ):
-            reply = msgspec.json.decode(f.readline(), type=ControlReply)
-        return any(row.get("connection") == "connected" for row in reply.result)
-
-    def wait_connected(self, timeout: float = 120) -> float:
-        """Seconds from Popen to connected."""
-        wait_until(
-            self._connected, timeout, "dim-desktop connected to the gateway", 0.01
-        )
-        return time.time() - self.t0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+def seconds_to_connected(app: DimApp, timeout: float = 120) -> float:
+    """Seconds from the app's Popen to its status saying connected."""
+    wait_until(app.connected, timeout, "dim-desktop connected to the gateway", 0.01)
+    return time.time() - app.t0
 
 
 def connected_once(gateway_url: str | None, env: dict[str, str] | None = None) -> float:
@@ -125,9 +67,9 @@ def connected_once(gateway_url: str | None, env: dict[str, str] | None = None) -
     gateway."""
     args = ["--no-browser"] + (["--gateway", gateway_url] if gateway_url else [])
     with Workdir("startup") as wd:
-        app = Launch(wd / "home", args, env=env)
+        app = launch(wd / "home", args, env=env)
         try:
-            return app.wait_connected()
+            return seconds_to_connected(app)
         finally:
             app.stop()
 
@@ -169,14 +111,14 @@ def traced_steps(gateway_url: str) -> list[dict[str, Any]]:
     step."""
     with Workdir("startup-trace") as wd:
         trace = wd / "trace.jsonl"
-        app = Launch(
+        app = launch(
             wd / "home",
             ["--no-browser", "--gateway", gateway_url],
             env={"DIM_BENCH_TRACE": str(trace)},
             module="bench.startup_trace",
         )
         try:
-            end = app.wait_connected()
+            end = seconds_to_connected(app)
         finally:
             app.stop()
         steps = [json.loads(line) for line in trace.read_text().splitlines()]
@@ -338,7 +280,7 @@ def window_runs(gateway_url: str, runs: int) -> dict[str, Any]:
         probe = WindowProbe(x.display)
         try:
             with Workdir("startup-window") as wd:
-                app = Launch(
+                app = launch(
                     wd / "home",
                     ["--gateway", gateway_url],
                     env={"DISPLAY": x.display, "BROWSER": f"{browser} %s"},

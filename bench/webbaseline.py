@@ -25,11 +25,11 @@ from bench import latency
 from bench.harness import (
     BUSY_LOOP,
     PAGE_TIMEOUT_MS,
+    Chromium,
     CpuMeter,
     Gateway,
     Workdir,
     browser_groups,
-    launch_chromium,
     log,
     percentiles,
     wait_until,
@@ -177,8 +177,9 @@ class BaselinePage:
     """The baseline page (served by `origin`) in headless Chromium, against
     `gateway_url` (ws://host:port/ws): connected, with a session of its own, joined."""
 
-    def __init__(self, origin: str, gateway_url: str):
-        self._pw, self.browser, self.context = launch_chromium()
+    def __init__(self, origin: str, gateway_url: str, browser: Any = None):
+        self.chromium = Chromium(browser)
+        self.context = self.chromium.context
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -207,11 +208,7 @@ class BaselinePage:
         )
 
     def close(self) -> None:
-        for step in (self.context.close, self.browser.close, self._pw.stop):
-            try:
-                step()
-            except Exception:
-                pass
+        self.chromium.close()
 
 
 def baseline(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]:

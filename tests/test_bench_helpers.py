@@ -14,13 +14,13 @@ from bench.webbaseline import BaselinePage, _Serve
 
 
 def test_the_baseline_page_applies_every_event_of_a_stream_in_order(
-    tmp_path: Path,
+    tmp_path: Path, browser
 ) -> None:
     served = _Serve()
     gw = Gateway(tmp_path, allow_origins=(served.origin,))
     page = None
     try:
-        page = BaselinePage(served.origin, gw.url)
+        page = BaselinePage(served.origin, gw.url, browser)
         assert page.session_id
         page.run("/stream 300 3000 stamp")
         wait_until(
@@ -75,7 +75,7 @@ LATE_LIST = r"""
 
 
 def test_the_bench_page_selects_a_session_made_before_it_opened(
-    tmp_path: Path,
+    tmp_path: Path, browser
 ) -> None:
     gw = Gateway(tmp_path)
     app = page = None
@@ -84,7 +84,7 @@ def test_the_bench_page_selects_a_session_made_before_it_opened(
         app.wait_connected()
         sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
         app.invoke("join_session", sessionId=sid)
-        page = Page(app.ui_url, init_scripts=(LATE_LIST,))
+        page = Page(app.ui_url, init_scripts=(LATE_LIST,), browser=browser)
         page.select(sid)
         turn = app.run_turn(sid, "/stream 50")
         wait_until(lambda: page.probe()["turnEnds"] >= 1, 120, "the turn on the page")
