@@ -4,11 +4,14 @@ The session is written into the dev gateway's store before it starts
 (`dim-gateway --seed-history`, devgateway/seed.py); dim-desktop starts with no page. Then:
 
 * open_s: a page opens, the user clicks the session, until the newest turn's answer is on
-  screen and the message box takes input (the first open: the page fetches the past).
+  screen and the message box takes input (the first open: the app catches the session up,
+  its newest 10,000 events).
 * reload_s: the page is reloaded, until the same (the app holds the session now).
 * get_state_bytes: the size of one `get_state` answer (what a page loads at start).
 * supervisor_rss_mb: the supervisor's RSS after the reload (VmRSS), and its peak (VmHWM).
 * page_heap_mb: the page's JS heap after the reload.
+* older_s / older_turns / older_bytes: one `get_turns` past the oldest turn the app holds (the
+  app fetches them from the gateway, as when the user scrolls up to them), and its size.
 
 Each wait is bounded (OPEN_LIMIT_S); a step that does not finish in it is reported as
 such, with what the page showed, and the rest is still measured.
@@ -90,7 +93,20 @@ def measure(turns: int, events: int) -> dict[str, Any]:
                 "() => performance.memory ? performance.memory.usedJSHeapSize : null"
             )
             out["page_heap_mb"] = round(heap / 1e6, 1) if heap else None
-            out["get_state_bytes"] = len(app.invoke_raw("get_state", OPEN_LIMIT_S))
+            state = app.invoke_raw("get_state", OPEN_LIMIT_S)
+            out["get_state_bytes"] = len(state)
+            oldest = json.loads(state)["result"]["chats"][sid]["turns"][0]
+            t0 = time.monotonic()
+            older = app.invoke_raw(
+                "get_turns",
+                OPEN_LIMIT_S,
+                sessionId=sid,
+                beforeTurnId=oldest["turnId"],
+                limit=100,
+            )
+            out["older_s"] = round(time.monotonic() - t0, 3)
+            out["older_turns"] = len(json.loads(older)["result"]["turns"])
+            out["older_bytes"] = len(older)
             out["supervisor_rss_mb"] = round(proc_status(app.pid, "VmRSS") / 1024, 1)
             out["supervisor_peak_rss_mb"] = peak_rss_mb(app.pid)
         finally:

@@ -6,6 +6,7 @@ import pytest
 
 from dim_actors.connection.process.catchup import (
     CATCHUP_PAGE_WAIT_S,
+    CATCHUP_TAIL_EVENTS,
     CatchUp,
     Deliver,
     GapFilled,
@@ -16,6 +17,7 @@ from dim_actors.connection.process.catchup import (
     page_overdue,
     page_steps,
     retry_refused,
+    tail_start,
 )
 from dim_actors.connection.process.sender import SendSlot
 from dim_actors.wire import protocol
@@ -159,3 +161,17 @@ def test_what_an_answer_to_our_own_request_does(
     kind, head_type, code, catching_up, expected
 ):
     assert internal_outcome(kind, head_type, code, catching_up) == expected
+
+
+@pytest.mark.parametrize(
+    "last, start",
+    [
+        (None, 0),  # the snapshot did not say: from the first event, as ever
+        (0, 0),
+        (CATCHUP_TAIL_EVENTS, 0),
+        (CATCHUP_TAIL_EVENTS + 1, 1),
+        (1_000_000, 1_000_000 - CATCHUP_TAIL_EVENTS),
+    ],
+)
+def test_a_first_catch_up_asks_for_the_newest_events_only(last, start):
+    assert tail_start(last) == start

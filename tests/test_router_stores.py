@@ -15,7 +15,7 @@ import pytest
 
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.messages import GatewayEvent
-from dim_actors.router.stores import BadEvent, Stores
+from dim_actors.router.stores import WINDOW_TURNS, BadEvent, Stores
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_helpers import Client
@@ -252,3 +252,116 @@ def test_older_turns_come_before_the_one_named_oldest_first(
 
 def test_older_turns_of_an_unknown_turn_are_none():
     assert stores_with_turns(3).chats[SID_T].older("nope", 10) is None
+
+
+def test_a_chat_keeps_a_window_of_its_newest_turns_and_leaves_the_rest_to_the_gateway():
+    n = WINDOW_TURNS + 150
+    chat = stores_with_turns(n).chats[SID_T]
+    ids = [t.turnId for t in chat.turns]
+    assert WINDOW_TURNS - 100 <= len(ids) <= WINDOW_TURNS
+    first = n - len(ids)
+    assert ids == [f"t{i}" for i in range(first, n)]
+    # turn i is seqs 2i+1 and 2i+2: the gateway holds everything up to the first kept
+    assert chat.before == 2 * first
+    assert set(chat.by_id) == set(ids)
+    assert chat.snapshot()["olderAtGateway"] == chat.before
+
+
+def test_an_open_turn_is_never_trimmed_nor_anything_after_it():
+    stores = stores_with_turns(0)
+    stores.apply(
+        frame(
+            {
+                "type": "turn_started",
+                "sessionId": SID_T,
+                "seq": 1,
+                "turnId": "open",
+                "text": "still running",
+            }
+        )
+    )
+    seq = 1
+    for i in range(WINDOW_TURNS + 10):
+        for type_ in ("turn_started", "turn_complete"):
+            seq += 1
+            stores.apply(
+                frame(
+                    {"type": type_, "sessionId": SID_T, "seq": seq, "turnId": f"t{i}"}
+                )
+            )
+    chat = stores.chats[SID_T]
+    assert len(chat.turns) == WINDOW_TURNS + 11
+    assert chat.turns[0].turnId == "open" and chat.before == 0
+
+
+def ev(type_: str, seq: int, turn: str | None = None, **fields) -> GatewayEvent:
+    body = {"type": type_, "sessionId": SID_T, "seq": seq, **fields}
+    if turn is not None:
+        body["turnId"] = turn
+    return frame(body)
+
+
+# A first join's window: the snapshot (lastSeq 20, turn "run" running), then the newest
+# events. Each case: the events, the turns held after, and `before`.
+WINDOW_CASES = [
+    pytest.param(
+        [
+            ev("text_delta", 11, "a", text="x"),
+            ev("turn_complete", 12, "a"),
+            ev("turn_started", 13, "b", text="q"),
+            ev("turn_complete", 14, "b"),
+        ],
+        ["b"],
+        12,
+        id="a-turn-begun-before-the-window-stays-at-the-gateway",
+    ),
+    pytest.param(
+        [
+            ev("turn_started", 11, "a", text="q"),
+            ev("text_delta", 12, "a", text="x"),
+        ],
+        ["a"],
+        10,
+        id="a-window-that-starts-at-a-turn-keeps-it",
+    ),
+    pytest.param(
+        [ev("text_delta", 11, "run", text="x"), ev("text_delta", 12, "run", text="y")],
+        ["run"],
+        10,
+        id="the-running-turn-is-kept-without-its-start",
+    ),
+    pytest.param(
+        [ev("session_state", 11, status="ready"), ev("turn_started", 12, "b")],
+        ["b"],
+        10,
+        id="a-session-event-stays-in-the-window",
+    ),
+    pytest.param(
+        [ev("turn_started", 11, "b"), ev("text_delta", 21, "late", text="x")],
+        ["b", "late"],
+        10,
+        id="past-the-snapshot-every-event-is-kept",
+    ),
+]
+
+
+@pytest.mark.parametrize("events, held, before", WINDOW_CASES)
+def test_a_first_joins_window_starts_at_a_turn(events, held, before):
+    stores = stores_with_turns(0)
+    stores.apply(
+        frame(
+            {
+                "type": "state_snapshot",
+                "sessionId": SID_T,
+                "session": {"id": SID_T, "status": "running"},
+                "lastSeq": 20,
+                "activeTurnId": "run",
+            }
+        )
+    )
+    for e in events:
+        stores.apply(e)
+    chat = stores.chats[SID_T]
+    assert [t.turnId for t in chat.turns] == held
+    assert chat.before == before
+    assert chat.lastSeq == events[-1].seq

@@ -116,6 +116,8 @@ class GetTurns(Args):
     # the page opening a search result far back asks from that turn on
     fromTurnId: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    # a turn not held (the gateway gave it, past the stores' window): where it began
+    beforeSeq: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class ListFolders(Args):

@@ -41,6 +41,7 @@ from dim_actors.messages import (
     UiEvent,
 )
 from dim_actors.router import commands, folders, search, titles
+from dim_actors.router.older import OlderFetch
 from dim_actors.router.stores import BadEvent, Stores
 from dim_actors.wire import protocol
 
@@ -143,6 +144,8 @@ class Router(DimActor):
         # Sessions this router has named from their first message: a second message
         # sent before the rename came back must not name it again.
         self.titled: set[str] = set()
+        # own request id -> (the page's get_turns, its fetch of older turns)
+        self.older_fetches: dict[int, tuple[int, OlderFetch]] = {}
 
     def describe(self) -> dict[str, Any]:
         info = {
@@ -171,7 +174,9 @@ class Router(DimActor):
             case ConnectionState():
                 self.on_connection_state(body)
             case CommandFailed(reqId=req_id, code=code, message=message):
-                if self.pending.pop(req_id, None) is not None:
+                if req_id in self.older_fetches:
+                    self.on_older_page(req_id, None, f"{code}: {message}")
+                elif self.pending.pop(req_id, None) is not None:
                     self.ctx.send("uibridge", command_error(req_id, code, message))
             case Queued():
                 self.on_queued(body)
@@ -242,6 +247,10 @@ class Router(DimActor):
     # --- events -----------------------------------------------------------------------
 
     def on_gateway_event(self, ev: GatewayEvent) -> None:
+        if ev.replyTo in self.older_fetches:
+            # ours alone: no page or store takes a fetch of older turns
+            self.on_older_page(ev.replyTo, ev, "")
+            return
         if not (self.awaiting_resync and ev.seq is not None):
             try:
                 fresh = self.stores.apply(ev)
@@ -463,18 +472,8 @@ class Router(DimActor):
                 return InvokeResult(
                     reqId=req_id, ok=True, result=self.stores.snapshot(self.joined())
                 )
-            case "get_turns", commands.GetTurns(
-                sessionId=sid, beforeTurnId=before, fromTurnId=first, limit=limit
-            ):
-                chat = self.stores.chats.get(sid)
-                older = chat.older(before, limit, first) if chat is not None else None
-                if older is None:
-                    return command_error(
-                        req_id,
-                        "NOT_FOUND",
-                        f"no turn {before!r} is held for session {sid!r}",
-                    )
-                return InvokeResult(reqId=req_id, ok=True, result=older)
+            case "get_turns", commands.GetTurns():
+                return self.get_turns(req_id, args)
             case "gateway_connect", commands.GatewayConnect(url=url, token=token):
                 self.ctx.send("connection", Connect(url=url, token=token))
                 return InvokeResult(
@@ -505,6 +504,76 @@ class Router(DimActor):
                 self.search_sessions(req_id, search.texts_of(order), query, limit)
                 return None
         return self.actor_command(req_id, command, args)
+
+    def get_turns(self, req_id: int, args: commands.GetTurns) -> InvokeResult | None:
+        """Turns the stores hold before one the page shows; past the oldest held, the
+        gateway's (older.py), fetched now and not kept."""
+        sid, before = args.sessionId, args.beforeTurnId
+        chat = self.stores.chats.get(sid)
+        older = (
+            chat.older(before, args.limit, args.fromTurnId)
+            if chat is not None
+            else None
+        )
+        if older is not None and (older["turns"] or chat is None or not chat.before):
+            return InvokeResult(reqId=req_id, ok=True, result=older)
+        reach = chat.before if chat is not None else 0
+        if older is None and args.beforeSeq is not None:
+            # a turn the gateway gave: the next ones are before it
+            reach = min(reach, args.beforeSeq - 1)
+        elif older is None:
+            reach = 0
+        if reach <= 0:
+            return command_error(
+                req_id, "NOT_FOUND", f"no turn {before!r} is held for session {sid!r}"
+            )
+        if self.stores.connection.get("traits", {}).get("getEvents") == "no":
+            empty = {"sessionId": sid, "turns": [], "olderTurns": 0}
+            return InvokeResult(
+                reqId=req_id, ok=True, result={**empty, "olderAtGateway": 0}
+            )
+        held = (
+            frozenset(t.turnId for t in chat.turns) if chat is not None else frozenset()
+        )
+        fetch = OlderFetch(sid, reach, held)
+        self.fetch_older(req_id, fetch)
+        return None
+
+    def fetch_older(self, req_id: int, fetch: OlderFetch) -> None:
+        own = next(self.internal_ids)
+        self.older_fetches[own] = (req_id, fetch)
+        self.ctx.send(
+            "connection",
+            SendFrame(
+                reqId=own,
+                type="get_events",
+                frame=protocol.build_client_message("get_events", fetch.request()),
+                expect=["event_list"],
+            ),
+        )
+
+    def on_older_page(self, own: int, ev: GatewayEvent | None, failed: str) -> None:
+        """An answer to a fetch of older turns (None: the request failed, `failed`
+        says why): the next request, or the page's answer."""
+        req_id, fetch = self.older_fetches.pop(own)
+        if ev is not None and ev.type == "event_list":
+            try:
+                more = fetch.on_page(bytes(ev.raw))
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                failed = f"the gateway's event_list could not be read: {e}"
+            else:
+                if more:
+                    self.fetch_older(req_id, fetch)
+                else:
+                    self.ctx.send(
+                        "uibridge",
+                        InvokeResult(reqId=req_id, ok=True, result=fetch.result()),
+                    )
+                return
+        elif ev is not None:
+            err = msgspec.json.decode(ev.raw, type=_ErrorFields)
+            failed = f"the gateway refused get_events: {err.message or err.code}"
+        self.ctx.send("uibridge", command_error(req_id, "GATEWAY_ERROR", failed))
 
     def list_folders(self, req_id: int, path: str | None, hidden: bool) -> None:
         """The page's folder picker (in a browser): confined to home and sync_root.

@@ -31,6 +31,9 @@ renders what they decide: a reloaded page from `get_state`, a live one from the
   turn, or an open turn history added) until it is no longer open.
 - Every event of a turn but `text_delta` is kept, in order, in its items: thinking, tool calls,
   requests and the rest are the page's rendering of them.
+- The window: a chat keeps its newest WINDOW_TURNS turns; a first join brings the newest events
+  only, and the window starts at a turn (Chat.left_at_gateway). `olderAtGateway` says up to which
+  seq the gateway holds what the chat does not (router/older.py fetches it on demand).
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ GAP_LIMIT = 50  # each chat keeps this many of its newest catch-up gaps
 # a session of 10,000 turns must not make every page load megabytes. Older ones come by
 # get_turns, as the user scrolls up to them.
 SNAPSHOT_TURNS = 100
+# The stores' window: a chat keeps this many turns at most. Older ones are the gateway's
+# (get_turns fetches them, router/older.py), so a session running for weeks costs the
+# supervisor the same memory as one of an hour. Trimmed a batch at a time.
+WINDOW_TURNS = 1000
+_TRIM_BATCH = 100
 _OPEN = ("running", "waiting")
 # A history turn in one of these states ended: a turn we hold as open (or `ended`) takes
 # its end from it.
@@ -336,15 +344,43 @@ class Chat:
         # Turns whose state the rules changed since the page was last told
         # (Stores.take_turn_state).
         self.moved: dict[str, Turn] = {}
+        # The gateway holds this session's events up to this seq, and this chat does
+        # not (its first catch-up brought the newest only): get_turns fetches them.
+        self.before = 0
+        # While set: the lastSeq of the snapshot that came before this chat held any
+        # event, and the turn it named as running. Up to that seq, a turn whose start
+        # is older than what the chat holds stays at the gateway with the rest of the
+        # past (a window starts at a turn, not in one), the running one excepted.
+        self.window_end: int | None = None
+        self.window_active: str | None = None
 
     def turn(self, turn_id: str, seq: int | None) -> Turn:
         t = self.by_id.get(turn_id)
         if t is None:  # joined mid-turn: the turn's start is older than what we hold
             t = self.by_id[turn_id] = Turn(turn_id, None, seq)
-            self.turns.append(t)
+            self.add_turn(t)
             self.active = t
             self.moved[turn_id] = t
         return t
+
+    def add_turn(self, t: Turn) -> None:
+        self.turns.append(t)
+        if len(self.turns) > WINDOW_TURNS:
+            self.trim()
+
+    def trim(self) -> None:
+        """Leave the oldest turns to the gateway, down to the window's size less a
+        batch: finished ones, in order, up to the first still open (its requests may
+        yet be answered)."""
+        cut = 0
+        limit = len(self.turns) - WINDOW_TURNS + _TRIM_BATCH
+        while cut < limit and not self.turns[cut].open:
+            cut += 1
+        for t in self.turns[:cut]:
+            del self.by_id[t.turnId]
+            self.moved.pop(t.turnId, None)
+            self.before = max(self.before, t.lastSeq or 0)
+        del self.turns[:cut]
 
     @property
     def active_turn_id(self) -> str | None:
@@ -367,6 +403,7 @@ class Chat:
             "activeTurnId": self.active_turn_id,
             "turns": [t.snapshot() for t in shown],
             "olderTurns": len(self.turns) - len(shown),
+            "olderAtGateway": self.before,
             "other": self.other,
             "invalid": self.invalid,
             "gaps": self.gaps,
@@ -391,7 +428,28 @@ class Chat:
             "sessionId": self.sessionId,
             "turns": [x.snapshot() for x in self.turns[start:end]],
             "olderTurns": start,
+            "olderAtGateway": self.before,
         }
+
+    def left_at_gateway(self, seq: int, turn_id: str | None, started: bool) -> bool:
+        """Whether an event of the window's first catch-up belongs to a turn that began
+        before the window: it stays at the gateway (`before` moves past it), and the
+        turn comes whole with the older ones."""
+        end = self.window_end
+        if end is None:
+            return False
+        if seq > end:
+            self.window_end = None
+            return False
+        if (
+            turn_id is None
+            or started
+            or turn_id in self.by_id
+            or turn_id == self.window_active
+        ):
+            return False
+        self.before = max(self.before, seq)
+        return True
 
     def add_gap(self, gap: CatchupGap) -> dict[str, Any]:
         """Keep a gap; one told again with the same afterSeq (its end now known, a
@@ -418,7 +476,7 @@ class Chat:
         t = self.by_id.get(ev.turnId or "")
         if t is None:
             t = self.by_id[ev.turnId or ""] = Turn(ev.turnId or "", ev.text, seq)
-            self.turns.append(t)
+            self.add_turn(t)
         if ev.text is not None:
             t.userText = ev.text
         t.status = "running"
@@ -623,6 +681,8 @@ class Stores:
         self.outbox: list[dict[str, Any]] = []  # commands waiting for the connection
         self.events_applied = 0
         self.duplicates = 0
+        # events of a turn begun before a window's start (Chat.left_at_gateway)
+        self.left_at_gateway = 0
         self.bad_events = 0
         # entries of `history` answers that were not HistoryTurns
         self.history_skipped = 0
@@ -729,9 +789,23 @@ class Stores:
                 if seq <= chat.lastSeq:
                     self.duplicates += 1
                     return False
+                if chat.lastSeq == 0 and seq > 1:
+                    chat.before = seq - 1  # caught up from a window: older ones wait
                 chat.lastSeq = seq
-        self.events_applied += 1
         read = read_event(ev)
+        if (
+            chat is not None
+            and seq is not None
+            and chat.window_end is not None
+            and chat.left_at_gateway(
+                seq,
+                getattr(read, "turnId", None),
+                isinstance(read, protocol.TurnStarted),
+            )
+        ):
+            self.left_at_gateway += 1
+            return False
+        self.events_applied += 1
         if chat is None:
             self._apply_unscoped(read, ev)
         elif isinstance(read, protocol.TextDelta) and read.turnId is not None:
@@ -830,6 +904,8 @@ class Stores:
                 session=session, activeTurnId=active, lastSeq=last_seq
             ):
                 chat.gone = None  # joined again: the gateway knows it after all
+                if chat.lastSeq == 0 and isinstance(last_seq, int):
+                    chat.window_end, chat.window_active = last_seq, active
                 if session is not None:
                     self.sessions[sid] = _meta(session)
                     if session.status is not None:

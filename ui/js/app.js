@@ -661,7 +661,7 @@ async function joinSession(id) {
     const meta = store.sessions.get(id);
     const latest = Math.max(meta ? meta.lastSeq : 0, chat ? chat.lastSeq : 0, typeof result?.lastSeq === "number" ? result.lastSeq : 0);
     // (older turns the app's stores hold are not missing: get_turns gives them)
-    const startMissing = !chat || chat.turns.size === 0 || ((chat.minSeq === null || chat.minSeq > 1) && !chat.olderTurns);
+    const startMissing = !chat || chat.turns.size === 0 || ((chat.minSeq === null || chat.minSeq > 1) && !chat.olderTurns && !chat.olderAtGateway);
     if (latest > 0 && startMissing && !(chat && chat.historyLoaded)) await loadHistory(id);
   } catch (_) {
     /* toast shown */
@@ -686,7 +686,7 @@ async function loadHistory(id) {
   const tap = [];
   historyTaps.set(id, tap);
   try {
-    const events = store.connection.traits?.getEvents === "no" ? null : await fetchEvents(id);
+    const events = store.connection.traits?.getEvents === "no" ? null : await probeEvents(id);
     if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
     if (events === null && !(await loadTurnHistory(id))) return;
     const snap = await invoke("get_state", {});
@@ -712,37 +712,36 @@ async function loadHistory(id) {
  * Turns before `beforeTurnId` that the app's stores hold (get_state carries the newest only): the
  * next 100, or every one from `fromTurnId` on (a search result far back).
  */
-async function loadOlder(sessionId, beforeTurnId, fromTurnId = null) {
+async function loadOlder(sessionId, beforeTurnId, fromTurnId = null, beforeSeq = null) {
   try {
     const args = fromTurnId ? { sessionId, beforeTurnId, fromTurnId, limit: 10000 } : { sessionId, beforeTurnId, limit: 100 };
+    if (beforeSeq) args.beforeSeq = beforeSeq; // a turn the gateway gave: the app fetches what is before it
     const result = await invoke("get_turns", args);
     prependTurns(store, sessionId, result);
   } catch (err) {
     const chat = store.chats.get(sessionId);
     // The app no longer holds them (it restarted, or the turn is gone): nothing more to ask.
-    if (err && err.code === "NOT_FOUND" && chat) chat.olderTurns = 0;
-    else toastError(err, "Loading earlier messages");
+    if (err && err.code === "NOT_FOUND" && chat) {
+      chat.olderTurns = 0;
+      chat.olderAtGateway = 0;
+    } else toastError(err, "Loading earlier messages");
   }
   schedule();
 }
 
-/** Every stored event of a session, or null when get_events fails (whatever the error). */
-async function fetchEvents(id) {
-  const events = [];
-  let afterSeq = 0;
+/**
+ * Whether the gateway answers get_events for the session: [] when it does, null when it fails
+ * (whatever the error). Asked after the join, it is answered after the bridge's first catch-up
+ * page (answers come in request order), so the stores' view read next knows where their window of
+ * the session starts; what the catch-up brings after that comes live, onto that view.
+ */
+async function probeEvents(id) {
   try {
-    for (let n = 0; n < 10000; n += 1) {
-      const result = await invoke("get_events", { sessionId: id, afterSeq, limit: 2000 });
-      const batch = Array.isArray(result?.events) ? result.events : [];
-      for (const ev of batch) events.push(ev);
-      const last = batch.length ? batch[batch.length - 1].seq : null;
-      if (!result?.hasMore || !batch.length || typeof last !== "number" || last <= afterSeq) break;
-      afterSeq = last;
-    }
+    await invoke("get_events", { sessionId: id, afterSeq: 0, limit: 1 });
   } catch (_) {
     return null; // get_history is asked instead: not an error the user can do anything about
   }
-  return events;
+  return [];
 }
 
 /** The fallback: ask the gateway's turn history, which the stores apply. False when it failed. */

@@ -125,15 +125,21 @@ export class ChatView {
     return this.start + (this.chat && this.chat.olderTurns > 0 ? this.chat.olderTurns : 0);
   }
 
+  /** Whether turns older than any the app holds wait at the gateway (their number is not known). */
+  olderAtGateway() {
+    return Boolean(this.chat && this.chat.olderAtGateway > 0);
+  }
+
   /** "Show earlier messages (N)", while the start of the timeline is not laid out. */
   refreshEarlier() {
     const el = this.earlierEl;
     if (!el) return;
     const more = this.earlierCount();
-    const hidden = more === 0;
+    const hidden = more === 0 && !this.olderAtGateway();
     if (el.hidden !== hidden) el.hidden = hidden;
     let text = "";
     if (this.loadingOlder && this.start === 0) text = "Loading earlier messages…";
+    else if (!hidden && more === 0) text = "Show earlier messages";
     else if (!hidden) text = `Show earlier messages (${more.toLocaleString()} more)`;
     if (el.textContent !== text) el.textContent = text;
     if (!hidden && !this.earlierObserver) this.watchEarlier();
@@ -143,7 +149,7 @@ export class ChatView {
   watchEarlier() {
     if (this.earlierObserver) this.earlierObserver.disconnect();
     this.earlierObserver = null;
-    if (this.earlierCount() === 0 || typeof IntersectionObserver !== "function") return;
+    if ((this.earlierCount() === 0 && !this.olderAtGateway()) || typeof IntersectionObserver !== "function") return;
     this.earlierObserver = new IntersectionObserver(
       (records) => {
         if (records.some((r) => r.isIntersecting)) this.showEarlier();
@@ -181,7 +187,7 @@ export class ChatView {
     this.root.scrollTop += added;
     this.root.dispatchEvent(new CustomEvent("chat-earlier", { detail: { addedPx: added } }));
     this.refreshEarlier();
-    if (this.earlierCount() === 0) this.watchEarlier();
+    if (this.earlierCount() === 0 && !this.olderAtGateway()) this.watchEarlier();
     else if (this.earlierInReach()) requestAnimationFrame(() => this.earlierInReach() && this.showEarlier());
     return true;
   }
@@ -215,9 +221,10 @@ export class ChatView {
    */
   askOlder(fromTurnId = null) {
     const chat = this.chat;
-    if (!chat || !(chat.olderTurns > 0) || this.loadingOlder || typeof this.ctx.loadOlder !== "function") return false;
+    if (!chat || !(chat.olderTurns > 0 || chat.olderAtGateway > 0) || this.loadingOlder || typeof this.ctx.loadOlder !== "function") return false;
     const first = chat.timeline.find((e) => e.kind === "turn");
     if (!first) return false;
+    const firstSeq = chat.turns.get(first.turnId)?.firstSeq;
     this.loadingOlder = true;
     this.refreshEarlier();
     const settle = () => {
@@ -227,7 +234,7 @@ export class ChatView {
       this.revealing = null;
       this.refreshEarlier();
     };
-    this.ctx.loadOlder(this.sessionId, first.turnId, fromTurnId).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
+    this.ctx.loadOlder(this.sessionId, first.turnId, fromTurnId, typeof firstSeq === "number" && firstSeq > 0 ? firstSeq : null).finally(() => requestAnimationFrame(() => setTimeout(settle, 0)));
     return true;
   }
 

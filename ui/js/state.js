@@ -163,6 +163,7 @@ function newChat(sessionId) {
     pendingRequests: [],
     minSeq: null, // the lowest seq this chat holds: above 1 means its start is missing
     olderTurns: 0, // turns before the first one held that the app's stores hold (get_turns)
+    olderAtGateway: 0, // > 0: older turns still, at the gateway only (get_turns fetches them)
     historyLoaded: false,
     joined: false, // a state_snapshot (join_session) came, and no session_left since
     gaps: [], // {afterSeq, beforeSeq, reason, atSeq, v}: missed events the bridge could not fetch
@@ -271,6 +272,7 @@ export function chatFromSnapshot(sessionId, c) {
     if (entry) entries.push(entry);
   }
   chat.olderTurns = typeof c.olderTurns === "number" && c.olderTurns > 0 ? c.olderTurns : 0;
+  chat.olderAtGateway = typeof c.olderAtGateway === "number" && c.olderAtGateway > 0 ? c.olderAtGateway : 0;
   chat.activeTurnId = typeof c.activeTurnId === "string" && chat.turns.has(c.activeTurnId) ? c.activeTurnId : null;
   for (const ev of c.other || []) {
     // What the stores kept outside any turn: an answer to a request they hold is in that turn's items.
@@ -332,6 +334,7 @@ export function prependTurns(store, sessionId, result) {
     if (entry) entries.push(entry);
   }
   chat.olderTurns = typeof result.olderTurns === "number" && result.olderTurns > 0 ? result.olderTurns : 0;
+  chat.olderAtGateway = typeof result.olderAtGateway === "number" && result.olderAtGateway > 0 ? result.olderAtGateway : 0;
   const dirty = markChat(store, sessionId);
   dirty.meta = true;
   if (!entries.length) return 0;

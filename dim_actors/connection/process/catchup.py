@@ -24,15 +24,23 @@ CATCHUP_TRANSIENT = frozenset({"RATE_LIMITED"})
 SESSION_NOT_FOUND = "SessionNotFound"
 # Big pages: a long session is caught up in few requests, well inside the rate limit.
 PAGE_LIMIT = 5000
+# A session's first catch-up (a first join, a replay for a restarted router) brings its
+# newest events only: a session of a million events opens in the time of these, the
+# stores hold a window, and older turns come from the gateway as the user scrolls up to
+# them (router get_turns).
+CATCHUP_TAIL_EVENTS = 10_000
 
 
 class CatchUp:
     """A session being caught up after a (re)join: live events of it wait here until it
     ends."""
 
-    __slots__ = ("after", "began", "page_due", "page_slot", "held", "gap")
+    __slots__ = ("after", "began", "page_due", "page_slot", "held", "gap", "awaiting")
 
-    def __init__(self) -> None:
+    def __init__(self, awaiting: bool = False) -> None:
+        # a first join's: where it starts waits for the join's state_snapshot (its
+        # lastSeq); page_due is then the snapshot's due time
+        self.awaiting = awaiting
         # a live seq gap it fills: (last delivered, first seq after)
         self.gap: tuple[int, int] | None = None
         self.after = 0  # the seq its page in flight asked after
@@ -75,6 +83,12 @@ def after_page(more: bool, last: int | None, after: int) -> PageNext:
     if not more or last is None:
         return "done"
     return "next" if last > after else "stuck"
+
+
+def tail_start(last_seq: int | None) -> int:
+    """Where a session's first catch-up starts: after all but its newest
+    CATCHUP_TAIL_EVENTS events, or at its first event when its last seq is not known."""
+    return 0 if last_seq is None else max(0, last_seq - CATCHUP_TAIL_EVENTS)
 
 
 def page_request(sid: str, after: int) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from dim_actors.connection.process.catchup import (
     page_request,
     page_steps,
     retry_refused,
+    tail_start,
 )
 from dim_actors.connection.process.correlation import (
     InternalKind,
@@ -269,7 +270,9 @@ class GatewayConnection:
         once; live events wait behind that catch-up (under the frame lock)."""
         with self.frame_lock:
             self.sessions.join(sid)
-            self.catching_up[sid] = CatchUp()
+            # Where the catch-up starts comes with the join's answer (_tail_known).
+            c = self.catching_up[sid] = CatchUp(awaiting=True)
+            c.page_due, c.page_slot = time.monotonic() + CATCHUP_PAGE_WAIT_S, slot
             self._used(sid)
             self.sender.send(
                 ws,
@@ -278,7 +281,20 @@ class GatewayConnection:
                 slot,
                 session=sid,
             )
-            self._catch_up(ws, sid, 0)
+
+    def _tail_known(self, sid: str, last_seq: int | None) -> None:
+        """Under the frame lock. A first join was answered (`last_seq`: its snapshot's
+        lastSeq; None: unknown, or the join was refused or not answered in time): its
+        catch-up asks for the newest events only (catchup.tail_start)."""
+        c = self.catching_up.get(sid)
+        ws = self.ws
+        if c is None or not c.awaiting or ws is None:
+            return
+        c.awaiting = False
+        try:
+            self._catch_up(ws, sid, tail_start(last_seq))
+        except (OSError, websocket.WebSocketException):
+            pass  # the reconnect that follows rejoins and catches up instead
 
     def _flush_outbox(self) -> None:
         """Send the next outbox item if nothing is in flight; it leaves the outbox once
@@ -503,7 +519,9 @@ class GatewayConnection:
             # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not
             # taken for the answer to some later request.
             self._internal_request(ws, sid, "join", "join_session", {"sessionId": sid})
-            self._catch_up(ws, sid, 0 if sid in self.sessions.replay_all else last)
+            # A restarted router's stores are empty: they get the newest events again.
+            replay = sid in self.sessions.replay_all
+            self._catch_up(ws, sid, tail_start(last) if replay else last)
 
     def _internal_request(
         self,
@@ -605,6 +623,10 @@ class GatewayConnection:
             if not page_overdue(c, now):
                 continue
             with self.frame_lock:
+                if self.catching_up.get(sid) is c and c.awaiting:
+                    # the join unanswered: its catch-up starts at the first event
+                    self._tail_known(sid, None)
+                    continue
                 if (
                     self.catching_up.get(sid) is c
                     and c.page_due is not None
@@ -839,6 +861,8 @@ class GatewayConnection:
         reply_to = answered.req_id if answered is not None else None
         if answered is not None:
             self._learn_from_answer(answered, head, data)
+            if answered.type == "join_session" and head.type == "error":
+                self._tail_known(answered.session_id or "", None)
         # The router is given the answers to the page's requests and its own.
         origin = origin_of(answered.req_id) if answered is not None else None
         if answered is not None and origin == "connection":
@@ -868,11 +892,18 @@ class GatewayConnection:
                 self.traits, pushesAuthenticated="yes"
             )
             self.set_state(self.state)
-        elif head.type == "state_snapshot" and sid in self.sessions.gap_after:
-            last = snapshot_last_seq(data)
-            if last is not None and last > self.sessions.gap_after[sid][0]:
-                self.sessions.gap_ends(sid, last + 1)
+        elif head.type == "state_snapshot" and sid is not None:
+            self._snapshot_seen(sid, snapshot_last_seq(data))
         return True, reply_to
+
+    def _snapshot_seen(self, sid: str, last: int | None) -> None:
+        """Under the frame lock. A session's snapshot: where its first catch-up starts,
+        and the end of a gap left by a catch-up that gave up."""
+        if sid in self.catching_up:
+            self._tail_known(sid, last)
+        gap = self.sessions.gap_after.get(sid)
+        if gap is not None and last is not None and last > gap[0]:
+            self.sessions.gap_ends(sid, last + 1)
 
     def _learn_from_answer(
         self, answered: Pending, head: protocol.EventHead, data: bytes

@@ -1,0 +1,90 @@
+"""Where a session's first catch-up starts, against gateways that answer the join in each
+way the docs leave open: with the session's lastSeq (its newest events only), without it
+(from its first event, as before), with an error (at once from its first event, which the
+gateway then refuses the same way). docs/protocol.md §11."""
+
+from __future__ import annotations
+
+import pytest
+from apphelpers import InvokeError, wait_until
+from test_bad_gateway_input import a_turn, app_against, snapshot_of, wait_complete
+
+from dim_actors.connection.process.catchup import CATCHUP_TAIL_EVENTS
+
+
+def gateway(snapshot: dict | None, turn_at: int):
+    """A scripted gateway: the join answered with `snapshot` (None: an error), one turn
+    stored from seq `turn_at`, given to any get_events asking after a seq before it."""
+    stored = a_turn("s1", "t1", turn_at, ["caught ", "up"])
+
+    def respond(msg: dict) -> list[object]:
+        if msg["type"] == "list_sessions":
+            # answered, so the join's error is not taken for this one's (§9)
+            return [{"type": "session_list", "sessions": []}]
+        if msg["type"] == "join_session":
+            if snapshot is None:
+                return [
+                    {
+                        "type": "error",
+                        "sessionId": "s1",
+                        "code": "NOT_NOW",
+                        "message": "try later",
+                    }
+                ]
+            return [snapshot]
+        if msg["type"] == "get_events":
+            after = msg["afterSeq"]
+            events = [e for e in stored if e["seq"] > after]
+            return [
+                {
+                    "type": "event_list",
+                    "sessionId": "s1",
+                    "events": events,
+                    "hasMore": False,
+                }
+            ]
+        return []
+
+    return respond
+
+
+def asked_after(gw) -> list[int]:
+    return [m["afterSeq"] for m in gw.received if m["type"] == "get_events"]
+
+
+def test_a_snapshot_with_its_last_seq_brings_the_newest_events_only(dim_home):
+    last = 25_000
+    with app_against(dim_home, respond=gateway(snapshot_of("s1", last), last - 3)) as (
+        gw,
+        app,
+    ):
+        app.wait_connected()
+        app.invoke("join_session", sessionId="s1")
+        wait_complete(app, "s1", "t1", "caught up")
+        assert asked_after(gw) == [last - CATCHUP_TAIL_EVENTS]
+        chat = app.invoke("get_state")["chats"]["s1"]
+        assert chat["olderAtGateway"] == last - 4
+
+
+def test_a_snapshot_without_a_last_seq_is_caught_up_from_the_first_event(dim_home):
+    snap = snapshot_of("s1", 4)
+    del snap["lastSeq"]
+    with app_against(dim_home, respond=gateway(snap, 1)) as (gw, app):
+        app.wait_connected()
+        app.invoke("join_session", sessionId="s1")
+        wait_complete(app, "s1", "t1", "caught up")
+        assert asked_after(gw) == [0]
+        assert app.invoke("get_state")["chats"]["s1"]["olderAtGateway"] == 0
+
+
+def test_a_join_answered_with_an_error_is_caught_up_from_the_first_event_at_once(
+    dim_home,
+):
+    with app_against(dim_home, respond=gateway(None, 1)) as (gw, app):
+        app.wait_connected()
+        with pytest.raises(InvokeError) as refused:  # the page is told
+            app.invoke("join_session", sessionId="s1")
+        assert refused.value.code == "GATEWAY_ERROR"
+        # and the catch-up does not wait for a snapshot that will not come
+        wait_until(lambda: asked_after(gw) == [0], what="a catch-up from seq 0")
+        wait_complete(app, "s1", "t1", "caught up")
