@@ -118,3 +118,13 @@ def test_a_turn_the_app_neither_holds_nor_was_given_is_not_found(joined):
     with pytest.raises(InvokeError) as e:
         app.invoke("get_turns", sessionId=sid, beforeTurnId="turn_nobody_has")
     assert e.value.body["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_search_says_the_turns_at_the_gateway_were_not_searched(joined):
+    app, sid, _ = joined
+    # the newest question is held; the first is the gateway's alone
+    newest = app.invoke("search_sessions", query=_question(TURNS))
+    assert [r["turnId"] for r in newest["results"]] == [f"turn_seed_{TURNS - 1:07d}"]
+    assert newest["notSearched"] == 1
+    first = app.invoke("search_sessions", query=_question(1))
+    assert first["results"] == [] and first["notSearched"] == 1

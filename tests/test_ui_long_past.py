@@ -85,3 +85,13 @@ def test_scrolling_up_brings_every_older_turn_from_the_gateway(opened, long_gw):
     # what the gateway gave is the page's: the app's window is as it was
     again = app.invoke("get_state")["chats"][long_gw.seeded]
     assert again["olderTurns"] + len(again["turns"]) == held
+
+
+def test_a_search_says_in_plain_words_what_it_could_not_search(opened):
+    page, _ = opened
+    page.get_by_test_id("session-search").fill("Question 1:")
+    expect(page.get_by_test_id("search-status")).to_have_text(
+        "No message contains these words. The earliest messages of a long session are "
+        "on the gateway and were not searched.",
+        timeout=T,
+    )

@@ -501,7 +501,12 @@ class Router(DimActor):
                     self.stores.chats.values(),
                     key=lambda c: -updated.get(c.sessionId, 0),
                 )
-                self.search_sessions(req_id, search.texts_of(order), query, limit)
+                # turns older than the stores' window are the gateway's: not searched,
+                # and the answer says so
+                beyond = sum(1 for c in order if c.before > 0)
+                self.search_sessions(
+                    req_id, search.texts_of(order), query, limit, beyond
+                )
                 return None
         return self.actor_command(req_id, command, args)
 
@@ -593,14 +598,19 @@ class Router(DimActor):
         threading.Thread(target=answer, name="list-folders", daemon=True).start()
 
     def search_sessions(
-        self, req_id: int, texts: list[search.ChatTexts], query: str, limit: int
+        self,
+        req_id: int,
+        texts: list[search.ChatTexts],
+        query: str,
+        limit: int,
+        beyond: int,
     ) -> None:
         """Searched on a thread of its own: a query that matches nothing reads every
         message of every chat (75 ms for 1,000,000 streamed events), and the events this
         actor routes must not wait behind it. The texts were taken here."""
 
         def answer() -> None:
-            found = search.search_texts(texts, query, limit)
+            found = {**search.search_texts(texts, query, limit), "notSearched": beyond}
             self.ctx.send_now(
                 "uibridge", InvokeResult(reqId=req_id, ok=True, result=found)
             )

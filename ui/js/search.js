@@ -77,7 +77,11 @@ export class SessionSearch {
     if (run !== this.asked) return; // typed on meanwhile
     const results = Array.isArray(found?.results) ? found.results : [];
     const none = results.length ? "" : "No message contains these words.";
-    this.show(results, found?.more ? "Showing the first 50 matches." : none, query);
+    const beyond = typeof found?.notSearched === "number" && found.notSearched > 0 ? found.notSearched : 0;
+    const notSearched = beyond
+      ? ` The earliest messages of ${beyond === 1 ? "a long session are" : `${beyond} long sessions are`} on the gateway and were not searched.`
+      : "";
+    this.show(results, ((found?.more ? "Showing the first 50 matches." : none) + notSearched).trim(), query);
   }
 
   show(results, note, query = "") {
