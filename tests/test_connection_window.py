@@ -88,3 +88,26 @@ def test_a_join_answered_with_an_error_is_caught_up_from_the_first_event_at_once
         # and the catch-up does not wait for a snapshot that will not come
         wait_until(lambda: asked_after(gw) == [0], what="a catch-up from seq 0")
         wait_complete(app, "s1", "t1", "caught up")
+
+
+def test_a_first_catch_up_cut_off_before_its_first_page_starts_at_the_window_again(
+    dim_home,
+):
+    last = 25_000
+    respond = gateway(snapshot_of("s1", last), last - 3)
+    cut = []
+
+    def unanswered_once(msg: dict) -> list[object]:
+        if msg["type"] == "get_events" and not cut:
+            cut.append(msg)
+            return []
+        return respond(msg)
+
+    with app_against(dim_home, respond=unanswered_once) as (gw, app):
+        app.wait_connected()
+        app.invoke("join_session", sessionId="s1")
+        wait_until(lambda: cut, what="the first catch-up page asked")
+        gw.send("CLOSE_MID_FRAME")  # the connection is lost before its answer
+        wait_complete(app, "s1", "t1", "caught up")
+        # not from seq 0 after the reconnect: nothing had been delivered, not everything
+        assert asked_after(gw) == [last - CATCHUP_TAIL_EVENTS] * 2

@@ -515,12 +515,20 @@ class GatewayConnection:
         sessions = self.sessions.to_rejoin()
         for sid in rejoin_order(sessions, dict(self.sessions.last_used)):
             last = sessions[sid]
-            self.catching_up[sid] = CatchUp()
+            replay = sid in self.sessions.replay_all
+            # Nothing of it delivered yet (cut off before its first catch-up page): a
+            # first join still, its start taken from the snapshot.
+            first = last == 0 and not replay
+            c = self.catching_up[sid] = CatchUp(awaiting=first)
             # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not
             # taken for the answer to some later request.
-            self._internal_request(ws, sid, "join", "join_session", {"sessionId": sid})
+            slot = self._internal_request(
+                ws, sid, "join", "join_session", {"sessionId": sid}
+            )
+            if first:
+                c.page_due, c.page_slot = time.monotonic() + CATCHUP_PAGE_WAIT_S, slot
+                continue
             # A restarted router's stores are empty: they get the newest events again.
-            replay = sid in self.sessions.replay_all
             self._catch_up(ws, sid, tail_start(last) if replay else last)
 
     def _internal_request(
