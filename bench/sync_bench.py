@@ -294,8 +294,11 @@ def wait_tracked(app: App, sid: str, files: int, t0: float, timeout: float) -> i
     tracked file, and crosses the bridge, the router and the journal), taken from the
     materialization it measures: at every 50 ms that was 10-15 % of the supervisor's
     CPU. So polls are spaced by a quarter of the time left, as estimated from the
-    progress so far (at least 50 ms, at most 1 s apart): about 20 polls instead of 300
-    for 10,000 files, 50 ms apart again near the end."""
+    progress so far (at least 10 ms, at most 1 s apart): about 20 polls instead of 300
+    for 10,000 files, 10 ms apart near the end (a 1,000-file run takes a tenth of a
+    second or two: 50 ms steps were a third of it). Never more than a sixth of the time
+    so far: the first files come after a fixed start (the link's connect, the first
+    content), so a few files counted early foretell far too long a wait."""
     polls = 0
     while True:
         tracked = app.invoke("sync_status", sessionId=sid)["filesTracked"]
@@ -308,7 +311,7 @@ def wait_tracked(app: App, sid: str, files: int, t0: float, timeout: float) -> i
                 f"timed out after {timeout:.0f}s waiting for the initial materialization"
             )
         left = (files - tracked) * elapsed / tracked if tracked else 0.2
-        time.sleep(min(1.0, max(0.05, left / 4)))
+        time.sleep(min(1.0, max(0.01, min(left / 4, elapsed / 6))))
 
 
 def count_files(root: Path) -> int:

@@ -56,6 +56,10 @@ WS_FRAME_BUFFER = (
     "BufferedWebSocket._whole_frame, recv_frame and _discard_payload in "
     "dim_actors/connection/fastws.py",
 )
+WS_SEND_FRAME = (
+    "WebSocket.send_frame(frame): sets frame.get_mask_key, writes frame.format() under its lock",
+    "_Frames in dim_actors/connection/replication.py (a batch of fetch requests in one write)",
+)
 WS_RECV_FRAME = (
     "recv_data -> recv_data_frame -> self.recv_frame (the frame read we override)",
     "BufferedWebSocket.recv_frame in dim_actors/connection/fastws.py (max_message_bytes)",
@@ -508,3 +512,23 @@ def test_websocket_client_frame_buffer_marks_a_frame_it_has_half_read(gateway):
         finally:
             rest_go.set()
             ws.close()
+
+
+def test_websocket_client_sends_what_a_frame_formats_masked_in_one_write(gateway):
+    from dim_actors.connection.replication import _Frames
+
+    got: list[Any] = []
+
+    def receive_three(conn: Any) -> None:
+        got.extend(conn.recv() for _ in range(3))
+        conn.send("done")
+
+    with contract("websocket-client", WS_SEND_FRAME):
+        ws = gateway.connect(receive_three)
+        try:
+            ws.send_frame(_Frames([b"first", b"", b"\x00third" * 1000]))
+            assert ws.recv() == "done"
+        finally:
+            ws.close()
+        # each a frame of its own, each masked (the server unmasks, or refuses unmasked)
+        assert got == [b"first", b"", b"\x00third" * 1000]

@@ -62,8 +62,13 @@ log = logging.getLogger("dim.connection.replication")
 # notifications handed up at once at most (a Heartbeat closes a batch sooner)
 NOTIFY_BATCH = 256
 READY_BATCH = 64  # fetched files handed up at once at most
+# ... and the first of a burst: its files are written while the next ones are fetched
+# (each later batch twice the last, up to READY_BATCH)
+FIRST_READY_BATCH = 8
 SPOOL_MODE = 0o644  # sync/paths.portable_mode of a file with no executable bit
 WRITEBACK_FRAME = 8 << 20  # content bytes per WriteBack frame
+FETCH_FRAMES = 256  # content requests written to the socket at once at most
+_SPOOL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 # the gateway heartbeats every 2 s: silence this long means a dead link
 IDLE_TIMEOUT_S = 15.0
 # Upgrade refusals that mean "no such endpoint here" (a plain 404, a method or upgrade
@@ -135,6 +140,7 @@ class Link:
         self.wanted: OrderedDict[str, None] = OrderedDict()
         self.notes: list[wire.Notification] = []
         self.ready: list[ContentItem] = []
+        self.ready_limit = FIRST_READY_BATCH
         self.parts: dict[str, tuple] = {}  # hash -> (file, sha256, offset)
         self.state: ReplicaLinkState | None = None  # none reported yet
         self.detail = ""
@@ -473,18 +479,29 @@ class Link:
             self._content_done(ContentItem(h, "", 0, "content does not match its hash"))
             return
         final = os.path.join(self.spool_dir, h)
-        with open(final, "wb") as f:
-            f.write(msg.data)
-            _synced_mode(f.fileno())
+        # straight to the descriptor: no buffered file object per file
+        fd = os.open(final, _SPOOL_FLAGS, SPOOL_MODE)
+        try:
+            view = memoryview(msg.data)
+            while view:
+                view = view[os.write(fd, view) :]
+            _synced_mode(fd)
+        finally:
+            os.close(fd)
         self._content_done(ContentItem(h, final, len(msg.data)))
 
     def _content_done(self, item: ContentItem) -> None:
         with self.lock:
             self.wanted.pop(item.contentHash, None)
             self.ready.append(item)
-            flush = not self.wanted or len(self.ready) >= READY_BATCH
+            flush = not self.wanted or len(self.ready) >= self.ready_limit
             if flush:
                 items, self.ready = self.ready, []
+                self.ready_limit = (
+                    min(READY_BATCH, self.ready_limit * 2)
+                    if self.wanted
+                    else FIRST_READY_BATCH
+                )
         if flush:
             self.uplink.put_control(ContentReady(sessionId=self.sid, items=items))
 
@@ -495,6 +512,12 @@ class Link:
         if ws is None:
             raise websocket.WebSocketConnectionClosedException("not connected")
         ws.send_binary(wire.encode(msg))
+
+    def _send_many(self, payloads: list[bytes]) -> None:
+        ws = self.ws
+        if ws is None:
+            raise websocket.WebSocketConnectionClosedException("not connected")
+        ws.send_frame(_Frames(payloads))  # type: ignore[arg-type]
 
     def _run_sender(self) -> None:
         held: list = []  # what came while the link was down, in order
@@ -534,8 +557,15 @@ class Link:
                     if h not in self.wanted:
                         self.wanted[h] = None
                         fresh.append(h)
-            for h in fresh:
-                self._send(wire.ContentFetchRequest(contentHash=h))
+            # a message's requests in one write: one system call (and one hand-over of
+            # the GIL to the reader) instead of one each
+            for i in range(0, len(fresh), FETCH_FRAMES):
+                self._send_many(
+                    [
+                        wire.encode(wire.ContentFetchRequest(contentHash=h))
+                        for h in fresh[i : i + FETCH_FRAMES]
+                    ]
+                )
         elif isinstance(msg, AckSequence):
             self._send(wire.Ack(upToSequence=msg.upToSequence))
         elif isinstance(msg, SendWriteBack):
@@ -640,6 +670,24 @@ class Link:
     def _close(self) -> None:
         ws, self.ws = self.ws, None
         hard_close(ws)
+
+
+class _Frames:
+    """Binary frames sent as one piece: WebSocket.send_frame writes what format() returns
+    under the socket's lock, each frame masked with its own key as websocket-client does
+    for one."""
+
+    def __init__(self, payloads: list[bytes]):
+        self.payloads = payloads
+        self.get_mask_key: Callable[[int], bytes] = os.urandom
+
+    def format(self) -> bytes:
+        frames = []
+        for p in self.payloads:
+            frame = websocket.ABNF.create_frame(p, websocket.ABNF.OPCODE_BINARY)
+            frame.get_mask_key = self.get_mask_key
+            frames.append(frame.format())
+        return b"".join(frames)
 
 
 def _synced_mode(fd: int) -> None:

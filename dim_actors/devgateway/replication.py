@@ -50,10 +50,16 @@ log = logging.getLogger(__name__)
 REPLICATE_PATH = "/replicate"
 HEARTBEAT_S = 2.0
 PAGE = 5000
+# a catch-up's first page (each next one four times the last, up to PAGE): the replica
+# starts on the first changes while the rest are read
+FIRST_PAGE = 256
 DEFAULT_MODE = 0o644
 SEND_HIGH = 8 << 20  # queued bytes above which a replica's fetches wait for the socket
 FETCH_BATCH = 256  # content requests answered per trip to the store's thread at most
 FETCH_BYTES = 4 << 20  # ... and content bytes read per trip (about)
+# The first trip of a burst reads this much only, and each next one twice the last (up
+# to FETCH_BYTES): the replica gets its first files while the rest are read.
+FIRST_FETCH_BYTES = 128 << 10
 MAX_UPLOAD_BYTES = 512 << 20
 _REPLICA_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
@@ -318,15 +324,17 @@ class ReplicationHub:
             feed.kick()
 
     async def send_since(self, r: Replica) -> None:
+        page = FIRST_PAGE
         while r.cursor is not None and not r.closed:
-            rows = await self.gw.db.run(_rows_after, r.session_id, r.cursor, PAGE)
+            rows = await self.gw.db.run(_rows_after, r.session_id, r.cursor, page)
             for n in _compact(rows):
                 r.send(n)
             if rows:
                 r.cursor = rows[-1][0]
             r.send(wire.Heartbeat(sequence=r.cursor))
-            if len(rows) < PAGE:
+            if len(rows) < page:
                 return
+            page = min(PAGE, page * 4)
             await r.drained.wait()
 
     # --- content ----------------------------------------------------------------------
@@ -336,6 +344,7 @@ class ReplicationHub:
         trip to the store: the first piece of each (every file under CHUNK_SIZE is one
         piece), the rest of a larger file piece by piece before the next request. Waits
         while the socket is behind."""
+        budget = FIRST_FETCH_BYTES
         try:
             while r.fetches and not r.closed:
                 await r.drained.wait()
@@ -353,8 +362,9 @@ class ReplicationHub:
                         r.session_id,
                         wanted,
                         wire.CHUNK_SIZE,
-                        FETCH_BYTES,
+                        budget,
                     )
+                budget = min(FETCH_BYTES, budget * 2)
                 answered = got = 0
                 for m in batch:
                     h = m.contentHash

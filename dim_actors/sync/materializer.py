@@ -205,6 +205,9 @@ class Materializer(DimActor):
         # + a counter: a temp name per write, no syscall
         self._tmp_prefix = f".dim-{secrets.token_hex(5)}"
         self._tmp_count = 0
+        # spool files of the message being handled that are in place now: nothing left
+        # to remove (on_content)
+        self._placed: set[str] = set()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -600,6 +603,8 @@ class Materializer(DimActor):
                 # a local file (a rename's source) is never lost to a failure
                 _abandon(tmp, moved_from)
                 raise
+            if moved_from is not None and not local_src:
+                self._placed.add(moved_from)
             self.written += 1
             if item.conflictCopy:
                 self._result(sid, item, "copied", item.contentHash, item.conflictCopy)
@@ -701,7 +706,10 @@ class Materializer(DimActor):
         finally:
             self._drop_pending()
             # what was not moved into place (or was put back) goes
+            placed, self._placed = self._placed, set()
             for spool in spools:
+                if spool in placed:
+                    continue
                 try:
                     os.unlink(spool)
                 except OSError:
@@ -719,9 +727,13 @@ class Materializer(DimActor):
                 self._result(sid, item, "failed", detail=error or "no content")
                 continue
             target = item.conflictCopy or item.path
-            self._settle_before(
-                [_joined(local_dir, target), _joined(local_dir, item.path)]
-            )
+            if self._pending_paths:
+                joined = _joined(local_dir, target)
+                self._settle_before(
+                    [joined, _joined(local_dir, item.path)]
+                    if item.conflictCopy
+                    else [joined]
+                )
             try:
                 loc = self._locate(local_dir, target, clean)
             except UnsafePath as e:
