@@ -13,6 +13,7 @@ from dim_actors.connection.process.sessions import Sessions
 from dim_actors.connection.process.watch import ThreadWatch
 from dim_actors.connection.uplink import Uplink
 from dim_actors.messages import CatchupGap, GatewayEvent, decode_up
+from dim_actors.messages.pipe import encode_items
 from dim_actors.wire import protocol
 
 
@@ -39,7 +40,8 @@ def sessions():
 
 
 def out(uplink: Uplink) -> list:
-    return [decode_up(f)[0] for f in uplink.items]
+    """What is waiting in the uplink, as the supervisor will decode it."""
+    return decode_up(encode_items(list(uplink.items)))
 
 
 @pytest.mark.parametrize(

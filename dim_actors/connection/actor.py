@@ -39,16 +39,17 @@ from dim_actors.messages import (  # sync
     JoinedSessions,
     Msg,
     OutboxChanged,
+    PipeEvent,
     Queued,
     Resync,
     ResyncStarted,
     SendFrame,
     SessionGone,
     Shutdown,
-    decode_up,
     encode_down,
     replication_recipient,
 )
+from dim_actors.messages.pipe import decode_control, decode_items
 
 log = logging.getLogger(__name__)
 
@@ -240,32 +241,38 @@ class ConnectionActor(DimActor):
                 break
             # A pipe frame's events go to the router as one Batch: one mailbox hop for
             # hundreds of events in a burst (each still logged as a message of its own).
-            self.ctx.send_batch("router", self._route(decode_up(data)))
+            self.ctx.send_batch("router", self._route(decode_items(data)))
         if not self.stopping:
             self._process_ended()
 
-    def _route(self, items: list[GatewayEvent | Msg]) -> list[Msg]:
-        """What the router gets of one pipe frame; replication messages go to the sync
-        actors. Keeps the memory a restarted process resumes from."""
+    def _route(self, items: list[PipeEvent | bytes]) -> list[Msg]:
+        """What the router gets of one pipe frame's items (messages/pipe.py); replication
+        messages go to the sync actors. Keeps the memory a restarted process resumes
+        from."""
         resume = self.memory.resume
         rejoin = False  # whether the set of joined sessions changed
         to_router: list[Msg] = []
         add = to_router.append
-        for item in items:
-            if type(item) is GatewayEvent:  # the hot path: no pattern matching
+        Raw = msgspec.Raw
+        for pipe_item in items:
+            if type(pipe_item) is PipeEvent:
+                # the hot path: no pattern matching, and the event is made here (one
+                # pass over the frame)
+                ev = pipe_item
+                sid, seq = ev.sessionId, ev.seq
                 self.events_in += 1
-                self.last_recv_ns = item.recvNs
-                sid, seq = item.sessionId, item.seq
+                self.last_recv_ns = ev.recvNs
                 if seq is not None and sid in resume:
                     if seq > resume[sid]:
                         resume[sid] = seq
-                elif item.type == "state_snapshot" and sid is not None:
+                elif ev.type == "state_snapshot" and sid is not None:
                     rejoin = rejoin or sid not in resume
                     resume.setdefault(sid, 0)
-                elif item.type == "session_left" and sid is not None:
+                elif ev.type == "session_left" and sid is not None:
                     rejoin = resume.pop(sid, None) is not None or rejoin
-                add(item)
+                add(GatewayEvent(Raw(ev.raw), ev.type, sid, seq, ev.replyTo, ev.recvNs))
                 continue
+            item = decode_control(pipe_item)  # type: ignore[arg-type]
             match item:
                 case ConnectionState():
                     self.memory.state = item

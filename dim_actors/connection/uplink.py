@@ -4,7 +4,8 @@ the pipe.
 The socket thread only appends here and never waits, so a supervisor that stops draining
 the pipe cannot stall the socket: the writer thread is the only one that blocks on it.
 Items leave in the order they arrived, batched into one pipe frame when several are
-waiting.
+waiting. Events wait as they are and are encoded by the writer, a batch in one call
+(control messages, rare, are encoded as they arrive).
 
 Memory is bounded: past `memory_limit` bytes, items are spilled to a file under DIM_HOME
 and read back, still in order, once the supervisor drains again.
@@ -21,9 +22,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from dim_actors.messages import Msg, PipeEvent, encode_batch, encode_up
+from dim_actors.messages.pipe import encode_control, encode_items
 
 log = logging.getLogger("dim.connection.uplink")
 _LEN = struct.Struct("<I")
+# What a waiting event counts against the memory bound beside its bytes (about its
+# encoding's overhead; the objects themselves take more, which the bound's margin covers)
+_EVENT_OVERHEAD = 64
 
 
 class Spill:
@@ -77,8 +82,10 @@ class Uplink:
         self.max_batch = max_batch
         self.memory_limit = memory_limit
         self.spill_path = spill_path
-        # encoded frames, in order
-        self.items: collections.deque[bytes] = collections.deque()
+        # events, and control messages already encoded, in order; and the bytes each
+        # counts against memory_limit
+        self.items: collections.deque[PipeEvent | bytes] = collections.deque()
+        self.sizes: collections.deque[int] = collections.deque()
         self.buffered_bytes = 0
         self.spill: Spill | None = None
         self.ready = threading.Condition()
@@ -88,15 +95,25 @@ class Uplink:
         # whether the writer waits on `ready` (read and written under it): only then is
         # it notified, once, rather than on every item of a burst
         self.waiting = False
+        self.taken = 0  # items in the frame the writer is sending
 
     def put_event(self, ev: PipeEvent | Msg) -> None:
-        frame = encode_up(ev)
+        if not isinstance(ev, PipeEvent):
+            self.put_control(ev)
+            return
+        self._put(ev, len(ev.raw) + _EVENT_OVERHEAD)
+
+    def put_control(self, msg: Msg) -> None:
+        item = encode_control(msg)
+        self._put(item, len(item))
+
+    def _put(self, item: PipeEvent | bytes, size: int) -> None:
         with self.ready:
             if self.spill is not None and self.spill.count:
                 # once spilling, everything newer goes behind the spill
-                self.spill.append(frame)
+                self.spill.append(encode_up(item))
             elif (
-                self.buffered_bytes + len(frame) > self.memory_limit
+                self.buffered_bytes + size > self.memory_limit
                 and self.spill_path is not None
             ):
                 if self.spill is None:
@@ -107,18 +124,16 @@ class Uplink:
                         self.buffered_bytes,
                         self.spill_path,
                     )
-                self.spill.append(frame)
+                self.spill.append(encode_up(item))
             else:
-                self.items.append(frame)
-                self.buffered_bytes += len(frame)
+                self.items.append(item)
+                self.sizes.append(size)
+                self.buffered_bytes += size
                 if self.buffered_bytes > self.peak_bytes:
                     self.peak_bytes = self.buffered_bytes
             if self.waiting:
                 self.waiting = False
                 self.ready.notify()
-
-    def put_control(self, msg: Msg) -> None:
-        self.put_event(msg)
 
     def depth(self) -> int:
         return len(self.items) + (self.spill.count if self.spill else 0)
@@ -129,7 +144,8 @@ class Uplink:
             self.waiting = False
             self.ready.notify()
 
-    def _take(self) -> list[bytes] | None:
+    def _take(self) -> bytes | bytearray | None:
+        """The next pipe frame, or None once closed and empty."""
         with self.ready:
             while not (
                 self.items
@@ -141,11 +157,11 @@ class Uplink:
             self.waiting = False
             if self.items:
                 n = min(len(self.items), self.max_batch)
-                batch = [self.items.popleft() for _ in range(n)]
-                self.buffered_bytes -= sum(map(len, batch))
-                return batch
-            if self.spill is not None and self.spill.count:
-                batch = self.spill.read(self.max_batch)
+                pop, pop_size = self.items.popleft, self.sizes.popleft
+                batch = [pop() for _ in range(n)]
+                self.buffered_bytes -= sum([pop_size() for _ in range(n)])
+            elif self.spill is not None and self.spill.count:
+                frames = self.spill.read(self.max_batch)
                 if not self.spill.count:
                     log.info(
                         "spill drained: %d events went through %s",
@@ -154,21 +170,24 @@ class Uplink:
                     )
                     self.spill.reset()
                     self.spill.total = 0
-                return batch
-            return None  # closed and empty
+                self.taken = len(frames)
+                return encode_batch(frames)
+            else:
+                return None  # closed and empty
+        self.taken = n
+        # encoded outside the lock: the socket thread goes on appending meanwhile
+        return encode_items(batch)
 
     def run(self) -> None:
         while True:
-            frames = self._take()
-            if frames is None:
+            frame = self._take()
+            if frame is None:
                 break
             try:
-                self.pipe.send_bytes(
-                    frames[0] if len(frames) == 1 else encode_batch(frames)
-                )
+                self.pipe.send_bytes(frame)
             except (OSError, ValueError):
                 break  # the supervisor end is gone
-            self.sent += len(frames)
+            self.sent += self.taken
         if self.spill is not None:
             self.spill.close()
 
