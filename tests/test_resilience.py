@@ -190,10 +190,18 @@ def test_joining_a_long_session_and_running_a_turn_at_once_loses_nothing(
         new_turn = second.invoke("run_turn", sessionId=sid, text="/stream 500")[
             "turnId"
         ]
-        old = finished(second, sid, turn_id, 120)
         new = finished(second, sid, new_turn, 120)
-        assert old["deltaCount"] == 30000 and old["text"] == stream_text(30000)
         assert new["deltaCount"] == 500 and new["text"] == stream_text(500)
+        # The first join brought the newest 10,000 events, all of the old turn's: begun
+        # before them, it stays at the gateway, and comes from there whole.
+        chat = second.invoke("get_state")["chats"][sid]
+        assert [t["turnId"] for t in chat["turns"]] == [new_turn]
+        assert chat["olderAtGateway"] > 0
+        older = second.invoke("get_turns", sessionId=sid, beforeTurnId=new_turn)
+        assert [t["turnId"] for t in older["turns"]] == [turn_id]
+        old = older["turns"][0]
+        assert old["deltaCount"] == 30000 and old["text"] == stream_text(30000)
+        assert old["status"] == "complete" and older["olderAtGateway"] == 0
     finally:
         second.stop()
 
