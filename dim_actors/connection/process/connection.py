@@ -116,6 +116,9 @@ class GatewayConnection:
         self.sender = Sender(rate_limit, rate_window_s, self.watch)
         # sessions whose unanswered catch-up page we stopped waiting for
         self.abandoned: set[str] = set()
+        # First joins whose catch-up has not brought a page yet: cut off by a reconnect,
+        # each is a first join again (its start from the snapshot), not one from seq 0
+        self.first_pending: set[str] = set()
         self.dialect = Dialect()
         self.traits = GatewayTraits()
         self.warnings: list[str] = []
@@ -270,6 +273,7 @@ class GatewayConnection:
         once; live events wait behind that catch-up (under the frame lock)."""
         with self.frame_lock:
             self.sessions.join(sid)
+            self.first_pending.add(sid)
             # Where the catch-up starts comes with the join's answer (_tail_known).
             c = self.catching_up[sid] = CatchUp(awaiting=True)
             c.page_due, c.page_slot = time.monotonic() + CATCHUP_PAGE_WAIT_S, slot
@@ -370,6 +374,7 @@ class GatewayConnection:
         )
         if msg.type == "leave_session":
             self.sessions.left(sid)
+            self.first_pending.discard(sid or "")
         form, frame = self.dialect.first(msg.type, msg.frame)
         pending = Pending(msg.reqId, msg.type, frozenset(msg.expect), frame, form)
         with self.lock:
@@ -516,9 +521,9 @@ class GatewayConnection:
         for sid in rejoin_order(sessions, dict(self.sessions.last_used)):
             last = sessions[sid]
             replay = sid in self.sessions.replay_all
-            # Nothing of it delivered yet (cut off before its first catch-up page): a
-            # first join still, its start taken from the snapshot.
-            first = last == 0 and not replay
+            # Cut off before its first catch-up page: a first join still, its start
+            # taken from the snapshot.
+            first = sid in self.first_pending and not replay
             c = self.catching_up[sid] = CatchUp(awaiting=first)
             # Ours, so an error answering it (SessionNotFound: deleted meanwhile) is not
             # taken for the answer to some later request.
@@ -681,6 +686,7 @@ class GatewayConnection:
         c = self.catching_up.pop(sid)
         after = c.after
         self.sessions.replay_all.discard(sid)
+        self.first_pending.discard(sid)
         log.warning(
             "catch-up of session %s after seq %d ends without its events: %s",
             sid,
@@ -724,6 +730,7 @@ class GatewayConnection:
         """Under the frame lock. Leaves the catch-up and the joined set at once: nothing
         retries it."""
         self.sessions.gone(sid)
+        self.first_pending.discard(sid)
         c = self.catching_up.pop(sid, None)
         for ev, head, reply_to in c.held if c is not None else ():
             self._deliver(ev, head, reply_to)
@@ -1040,6 +1047,7 @@ class GatewayConnection:
         if page.problem is not None:
             self._bad_frame(page.problem, data)
         events, more = page.events, page.more
+        self.first_pending.discard(sid)
         replay = sid in self.sessions.replay_all
         c = self.catching_up[sid]
         steps, last = page_steps(sid, events, c.gap)
