@@ -49,6 +49,7 @@ const SELECTED_KEY = "dim-desktop.selected";
 
 const store = createStore();
 const ui = {
+  frames: 0, // frames laid out (the render loop's flushes)
   selectedId: null,
   selectedSeen: false, // the model has held the selected session (so its absence means deleted)
   showArchived: false,
@@ -203,17 +204,27 @@ const actorsPanel = new ActorsPanel(el.actors, {
 // Render loop
 
 let frameRequested = false;
+// Events applied since the last frame, and in it. A burst (more than BURST_PER_FRAME a frame, 6,000
+// a second) is laid out every other frame: the renderer's layout and paint per frame are most of the
+// page's cost then, and on a machine of few cores they are taken from the app's own processes.
+let eventsSinceFrame = 0;
+let lastFrameEvents = 0;
+const BURST_PER_FRAME = 100;
 
 function schedule() {
   if (frameRequested) return;
   frameRequested = true;
   if (document.hidden) setTimeout(flush, 200);
+  else if (lastFrameEvents > BURST_PER_FRAME) requestAnimationFrame(() => requestAnimationFrame(flush));
   else requestAnimationFrame(flush);
 }
 
 function flush() {
   if (!frameRequested) return;
   frameRequested = false;
+  lastFrameEvents = eventsSinceFrame;
+  eventsSinceFrame = 0;
+  ui.frames += 1;
   runEffects();
   const d = takeDirty(store);
   if (d.all) {
@@ -371,6 +382,7 @@ function renderGlobal() {
 // Events from the bridge
 
 function onGatewayEvent(ev) {
+  eventsSinceFrame += 1;
   applyGatewayEvent(store, ev);
   if (ev && historyTaps.size && historyTaps.has(ev.sessionId)) historyTaps.get(ev.sessionId).push(["gateway-event", ev]);
   if (ev && ev.type === "file_changed" && ev.sessionId === ui.selectedId) filesPanel.onFileChanged(ev);
