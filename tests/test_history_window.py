@@ -1,6 +1,7 @@
 """A long session the app never saw: its first join brings the newest events only (the
 stores' window), and every older turn comes from the gateway through get_turns, whole and
-in order, without the stores keeping it (docs/protocol.md §11, "A long past")."""
+in order, without the stores keeping it (docs/protocol.md §11, "A long past";
+docs/contracts.md, `get_turns`)."""
 
 from __future__ import annotations
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from gateway_helpers import Client
+from test_sync_mirror import Controls, start_link
 from test_sync_replication import WAIT_S, Replica
 
-from dim_actors.connection.replication import FIRST_READY_BATCH, READY_BATCH, Link
+from dim_actors.connection.replication import FIRST_READY_BATCH, READY_BATCH
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.devgateway.replication import FIRST_FETCH_BYTES, FIRST_PAGE
-from dim_actors.messages import ContentReady, FetchContent, StartReplication
+from dim_actors.messages import ContentReady, FetchContent
 from dim_actors.wire import replication as wire
 
 FILE_BYTES = 20_000  # over the inline limit: fetched by hash
@@ -101,50 +101,30 @@ def test_a_long_catch_up_comes_in_growing_pages_each_closed_by_a_heartbeat(gw, c
         r.close()
 
 
-class Controls:
-    """An Uplink stand-in: what a Link hands up, waited on as it comes."""
+def wait_ready(controls: Controls, files: int) -> list[ContentReady]:
+    """The ContentReady messages a Link handed up, once they hold `files` files in all."""
 
-    def __init__(self):
-        self.items: list = []
-        self.cond = threading.Condition()
+    def ready(items: list) -> list[ContentReady]:
+        return [m for m in items if isinstance(m, ContentReady)]
 
-    def put_control(self, msg) -> None:
-        with self.cond:
-            self.items.append(msg)
-            self.cond.notify_all()
-
-    def ready(self) -> list[ContentReady]:
-        return [m for m in self.items if isinstance(m, ContentReady)]
-
-    def wait_ready(self, files: int) -> list[ContentReady]:
-        """The ContentReady messages once they hold `files` files in all."""
-        with self.cond:
-            assert self.cond.wait_for(
-                lambda: sum(len(m.items) for m in self.ready()) >= files, WAIT_S
-            ), f"{sum(len(m.items) for m in self.ready())} of {files} files came"
-            return self.ready()
+    return ready(
+        controls.wait(
+            lambda items: sum(len(m.items) for m in ready(items)) >= files and items,
+            f"{files} fetched files handed up",
+            WAIT_S,
+        )
+    )
 
 
 def test_a_links_fetched_files_come_up_small_first_then_in_bigger_batches(
     gw, client, tmp_path: Path
 ):
     sid, contents = workspace(gw, client, 200)
-    controls = Controls()
-    link = Link(
-        StartReplication(
-            sessionId=sid,
-            replicaId="batches",
-            sinceSequence=0,
-            spoolDir=str(tmp_path / "spool"),
-        ),
-        controls,  # type: ignore[arg-type]
-        lambda: (gw.url, "sekrit"),
-    )
-    link.start()
+    link, controls = start_link(gw, sid, tmp_path, "sekrit")
     try:
         hashes = list(contents)
         link.put(FetchContent(sessionId=sid, hashes=hashes))
-        first = controls.wait_ready(200)
+        first = wait_ready(controls, 200)
         sizes = [len(m.items) for m in first]
         # the first files go up at once, each next batch twice the last, the rest when
         # nothing more is wanted
@@ -161,7 +141,7 @@ def test_a_links_fetched_files_come_up_small_first_then_in_bigger_batches(
         # a new burst starts small again
         more = hashes[:10]
         link.put(FetchContent(sessionId=sid, hashes=more))
-        second = controls.wait_ready(210)[len(first) :]
+        second = wait_ready(controls, 210)[len(first) :]
         assert [len(m.items) for m in second] == [8, 2]
         assert [it.contentHash for m in second for it in m.items] == more
     finally:

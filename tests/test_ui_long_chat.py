@@ -7,12 +7,8 @@ The session is written into the dev gateway's store before it starts (`--seed-hi
 from __future__ import annotations
 
 import pytest
-from apphelpers import App
 from playwright.sync_api import Page, expect
-from uihelpers import T, ready
-
-from dim_actors.devgateway import BackgroundGateway
-from dim_actors.devgateway.seed import seed_history
+from uihelpers import T, ready, seeded_gateway, seeded_session_open
 
 TURNS = 130
 WINDOW = 50  # ui/js/chat.js
@@ -21,39 +17,21 @@ SNAPSHOT_TURNS = 100  # dim_actors/router/stores.py
 
 @pytest.fixture(scope="module")
 def long_gw(tmp_path_factory):
-    data = tmp_path_factory.mktemp("gateway")
-    sid = seed_history(data, TURNS, TURNS * 6)
-    with BackgroundGateway(rate_limit=100_000, data_dir=data) as g:
-        g.seeded = sid
+    with seeded_gateway(tmp_path_factory.mktemp("gateway"), TURNS, TURNS * 6) as g:
         yield g
 
 
 @pytest.fixture
 def long_page(browser, long_gw, dim_home):
-    app = App(dim_home, ["--gateway", long_gw.url])
-    app.wait_connected()
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(app.runtime["uiUrl"])
-    ready(page)
-    page.locator(
-        f"[data-testid='session-item'][data-session-id='{long_gw.seeded}']"
-    ).click()
-    # its newest seeded turn (a test may have added one after it: the gateway is the module's)
-    newest = page.locator(f"[data-turn-id='turn_seed_{TURNS - 1:07d}']")
-    expect(newest).to_contain_text(f"of answer {TURNS}:", timeout=T)
-    # Opened for the first time, the session's past streams in as the app catches it up,
-    # and each turn arriving is laid out. Reloaded, the page starts from what the app
-    # holds, as it does for a session the app has had for a while.
-    page.reload()
-    ready(page)
-    expect(newest).to_contain_text(f"of answer {TURNS}:", timeout=T)
-    yield page
-    assert errors == []
-    context.close()
-    app.stop()
+    with seeded_session_open(browser, long_gw, dim_home, TURNS) as (page, _):
+        newest = page.locator(f"[data-turn-id='turn_seed_{TURNS - 1:07d}']")
+        # Opened for the first time, the session's past streams in as the app catches it
+        # up, and each turn arriving is laid out. Reloaded, the page starts from what the
+        # app holds, as it does for a session the app has had for a while.
+        page.reload()
+        ready(page)
+        expect(newest).to_contain_text(f"of answer {TURNS}:", timeout=T)
+        yield page
 
 
 def turn_ids(page: Page) -> list[str]:

@@ -1,6 +1,6 @@
 """A session longer than the app's window, opened for the first time: the page shows its
 newest messages at once, and scrolling up brings every older turn from the gateway, in
-order, up to the first (docs/ui.md, "Long chats").
+order, up to the first (docs/ui.md, Performance).
 
 The session is written into the dev gateway's store before it starts (`--seed-history`).
 """
@@ -8,12 +8,8 @@ The session is written into the dev gateway's store before it starts (`--seed-hi
 from __future__ import annotations
 
 import pytest
-from apphelpers import App
 from playwright.sync_api import Page, expect
-from uihelpers import T, ready
-
-from dim_actors.devgateway import BackgroundGateway
-from dim_actors.devgateway.seed import seed_history
+from uihelpers import T, seeded_gateway, seeded_session_open
 
 TURNS = 160
 # 100 events a turn: the first join's window (10,000 events) holds about 100 of them
@@ -22,32 +18,14 @@ EVENTS = TURNS * 100
 
 @pytest.fixture(scope="module")
 def long_gw(tmp_path_factory):
-    data = tmp_path_factory.mktemp("gateway")
-    sid = seed_history(data, TURNS, EVENTS)
-    with BackgroundGateway(rate_limit=100_000, data_dir=data) as g:
-        g.seeded = sid
+    with seeded_gateway(tmp_path_factory.mktemp("gateway"), TURNS, EVENTS) as g:
         yield g
 
 
 @pytest.fixture
 def opened(browser, long_gw, dim_home):
-    app = App(dim_home, ["--gateway", long_gw.url])
-    app.wait_connected()
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(app.runtime["uiUrl"])
-    ready(page)
-    page.locator(
-        f"[data-testid='session-item'][data-session-id='{long_gw.seeded}']"
-    ).click()
-    newest = page.locator(f"[data-turn-id='turn_seed_{TURNS - 1:07d}']")
-    expect(newest).to_contain_text(f"of answer {TURNS}:", timeout=T)
-    yield page, app
-    assert errors == []
-    context.close()
-    app.stop()
+    with seeded_session_open(browser, long_gw, dim_home, TURNS) as opened:
+        yield opened
 
 
 def turn_ids(page: Page) -> list[str]:

@@ -3,6 +3,11 @@ new session the way a user does (the agent picker, then New session)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 from playwright.sync_api import Page, expect
 
 T = 60_000  # ms: generous for 2 shared, busy cores; a passing run waits far less
@@ -36,3 +41,48 @@ def run_turn(page: Page, script: str) -> None:
     expect(page.get_by_test_id("turn").last).to_have_attribute(
         "data-status", "complete", timeout=T
     )
+
+
+@contextmanager
+def seeded_gateway(data: Path, turns: int, events: int) -> Iterator[Any]:
+    """A dev gateway whose store holds one long session (`--seed-history`): `.seeded` is
+    its id."""
+    from dim_actors.devgateway import BackgroundGateway
+    from dim_actors.devgateway.seed import seed_history
+
+    sid = seed_history(data, turns, events)
+    with BackgroundGateway(rate_limit=100_000, data_dir=data) as g:
+        g.seeded = sid
+        yield g
+
+
+@contextmanager
+def seeded_session_open(
+    browser: Any, gw: Any, dim_home: Path, turns: int
+) -> Iterator[tuple[Page, Any]]:
+    """dim-desktop against `gw` (seeded_gateway), its page showing the seeded session's
+    newest turn; (page, app). No page error may have been raised by the end."""
+    from apphelpers import App
+
+    app = App(dim_home, ["--gateway", gw.url])
+    context = None
+    try:
+        app.wait_connected()
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(app.runtime["uiUrl"])
+        ready(page)
+        page.locator(
+            f"[data-testid='session-item'][data-session-id='{gw.seeded}']"
+        ).click()
+        # its newest seeded turn (a test may add one after it: the gateway is a module's)
+        newest = page.locator(f"[data-turn-id='turn_seed_{turns - 1:07d}']")
+        expect(newest).to_contain_text(f"of answer {turns}:", timeout=T)
+        yield page, app
+        assert errors == []
+    finally:
+        if context is not None:
+            context.close()
+        app.stop()

@@ -268,7 +268,7 @@ function runEffects() {
       const retry = typeof fx.retryAfterMs === "number" ? ` (retry in ${Math.ceil(fx.retryAfterMs / 1000)} s)` : "";
       toast({ level: fx.level, title: fx.title, message: `${fx.message}${retry}` });
     } else if (fx.kind === "notify") {
-      desktopNotify(fx.title, fx.body, fx.sessionId);
+      desktopNotify(fx.title, fx.body, fx.sessionId, fx.away);
     }
   }
 }
@@ -484,8 +484,24 @@ const STORE_EVENTS = {
 function storeEvent(kind) {
   return (payload) => {
     if (ui.syncing) ui.buffer.push([kind, payload]);
-    else STORE_EVENTS[kind](payload);
+    else applyStoreEvent(kind, payload);
   };
+}
+
+/**
+ * Whether the user was away is decided when the event came, not when its frame is laid out (a
+ * frame or two later, more in a burst): a turn that ended while they looked is no news.
+ */
+function applyStoreEvent(kind, payload) {
+  const from = store.effects.length;
+  STORE_EVENTS[kind](payload);
+  if (store.effects.length === from) return;
+  const away = userAway();
+  for (let i = from; i < store.effects.length; i += 1) store.effects[i].away ??= away;
+}
+
+function userAway() {
+  return document.hidden || !document.hasFocus();
 }
 
 for (const kind of Object.keys(STORE_EVENTS)) listen(kind, storeEvent(kind));
@@ -576,7 +592,7 @@ function finishSync() {
   const buffered = ui.buffer;
   ui.buffer = [];
   ui.syncing = false;
-  for (const [kind, payload] of buffered) STORE_EVENTS[kind](payload);
+  for (const [kind, payload] of buffered) applyStoreEvent(kind, payload);
   schedule();
 }
 
@@ -934,9 +950,9 @@ async function stopTurn() {
 // ---------------------------------------------------------------------------------------------
 // Desktop notifications (only when the window is not focused and permission was granted)
 
-function desktopNotify(title, body, sessionId) {
+function desktopNotify(title, body, sessionId, away = userAway()) {
   if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
-  if (!document.hidden && document.hasFocus()) return;
+  if (!away) return;
   try {
     const n = new Notification(title, { body: body || "", tag: `dim-${sessionId || "global"}` });
     n.onclick = () => {
