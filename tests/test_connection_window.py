@@ -8,14 +8,16 @@ from __future__ import annotations
 import pytest
 from apphelpers import InvokeError, wait_until
 from test_bad_gateway_input import a_turn, app_against, snapshot_of, wait_complete
+from test_connection_faults import warnings_with
 
 from dim_actors.connection.process.catchup import CATCHUP_TAIL_EVENTS
 
 
-def gateway(snapshot: dict | None, turn_at: int):
+def gateway(snapshot: dict | None, turn_at: int, older: list[dict] = ()):  # type: ignore[assignment]
     """A scripted gateway: the join answered with `snapshot` (None: an error), one turn
-    stored from seq `turn_at`, given to any get_events asking after a seq before it."""
-    stored = a_turn("s1", "t1", turn_at, ["caught ", "up"])
+    stored from seq `turn_at` (and the `older` events before it), given to any
+    get_events asking after a seq before them."""
+    stored = [*older, *a_turn("s1", "t1", turn_at, ["caught ", "up"])]
 
     def respond(msg: dict) -> list[object]:
         if msg["type"] == "list_sessions":
@@ -34,7 +36,12 @@ def gateway(snapshot: dict | None, turn_at: int):
             return [snapshot]
         if msg["type"] == "get_events":
             after = msg["afterSeq"]
-            events = [e for e in stored if e["seq"] > after]
+            events, at = [], 0
+            for e in stored:
+                # an event with an unreadable seq goes where it stands, after the last
+                at = e["seq"] if isinstance(e["seq"], int) else at
+                if at > after:
+                    events.append(e)
             return [
                 {
                     "type": "event_list",
@@ -111,3 +118,24 @@ def test_a_first_catch_up_cut_off_before_its_first_page_starts_at_the_window_aga
         wait_complete(app, "s1", "t1", "caught up")
         # not from seq 0 after the reconnect: nothing had been delivered, not everything
         assert asked_after(gw) == [last - CATCHUP_TAIL_EVENTS] * 2
+
+
+def test_an_unreadable_event_among_older_turns_is_told_and_the_turns_still_come(
+    dim_home,
+):
+    last = 25_000
+    older = [
+        *a_turn("s1", "old", 100, ["long ", "ago"]),
+        {"type": "text_delta", "sessionId": "s1", "seq": "104?", "turnId": "old"},
+    ]
+    with app_against(
+        dim_home, respond=gateway(snapshot_of("s1", last), last - 3, older)
+    ) as (gw, app):
+        app.wait_connected()
+        events = app.events()
+        app.invoke("join_session", sessionId="s1")
+        wait_complete(app, "s1", "t1", "caught up")
+        got = app.invoke("get_turns", sessionId="s1", beforeTurnId="t1")
+        assert [(t["turnId"], t["text"]) for t in got["turns"]] == [("old", "long ago")]
+        assert got["olderAtGateway"] == 0
+        warnings_with(events, "earlier messages could not be read")

@@ -125,3 +125,16 @@ def test_a_page_that_stops_short_is_followed_by_the_next():
     assert fetch.request()["afterSeq"] == short["events"][-1]["seq"]
     assert not fetch.on_page(answer(store, fetch.request()))
     assert ids(fetch.result()) == [f"t{i}" for i in range(150, 200)]
+
+
+def test_an_unreadable_event_is_counted_and_left_out_and_the_rest_is_given():
+    store = session([3] * 4)
+    fetch = OlderFetch(SID, 20, frozenset())
+    page = json.loads(answer(store, fetch.request()))
+    page["events"].insert(3, {"type": "text_delta", "sessionId": SID, "seq": "7?"})
+    page["events"].insert(5, ["not", "an", "event"])
+    assert not fetch.on_page(json.dumps(page).encode())
+    assert fetch.unreadable == 2
+    result = fetch.result()
+    assert ids(result) == ["t0", "t1", "t2", "t3"]
+    assert result["turns"][0]["text"] == "xxx"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dim_actors.router import commands
-from dim_actors.router.search import SNIPPET, search_chats, snippet
+from dim_actors.router.search import SNIPPET, search_texts, snippet, texts_of
 from dim_actors.router.stores import Chat, Turn
 
 
@@ -50,7 +50,7 @@ CHATS = [
     ],
 )
 def test_search_finds_text_in_any_case_bounded(query, limit, hits):
-    out = search_chats(CHATS, query, limit)
+    out = search_texts(texts_of(CHATS), query, limit)
     got = [(r["sessionId"], r["turnId"], r["where"]) for r in out["results"]]
     assert got == hits
     for r in out["results"]:

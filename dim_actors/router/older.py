@@ -17,21 +17,13 @@ import msgspec
 
 from dim_actors.messages import GatewayEvent
 from dim_actors.router.stores import BadEvent, Stores
+from dim_actors.wire import protocol
 
 # events per get_events request (the gateway caps a page at 10,000)
 OLDER_PAGE = 5000
 # A fetch that finds no turn begun within this many events (one very long turn) gives
 # what it has, the oldest turn without its start.
 OLDER_MAX_EVENTS = 50_000
-
-
-class _Head(msgspec.Struct):
-    type: str = ""
-    sessionId: str | None = None
-    seq: int | None = None
-
-
-_head = msgspec.json.Decoder(_Head)
 
 
 class _Page(msgspec.Struct):
@@ -55,6 +47,10 @@ class OlderFetch:
     upto: int = 0
     chunk: list[GatewayEvent] = field(default_factory=list)
     events: list[GatewayEvent] = field(default_factory=list)
+    # turns whose turn_started is among the events (a turn is whole only then)
+    started: set[str] = field(default_factory=set)
+    # events of the pages that are not events at all (no readable envelope): left out
+    unreadable: int = 0
 
     def __post_init__(self) -> None:
         self.start = max(0, self.before - OLDER_PAGE)
@@ -72,22 +68,31 @@ class OlderFetch:
         page = _page.decode(raw)
         last = self.after
         for item in page.events:
-            head = _head.decode(item)
+            try:
+                # the page's depth was checked where it came in (connection intake)
+                head = protocol.decode_head(bytes(item), max_depth=None)
+            except protocol.ProtocolError:
+                self.unreadable += 1
+                continue
             if head.seq is None or head.seq <= last:
                 continue
             last = head.seq
-            if head.seq <= self.upto and head.sessionId in (None, self.sessionId):
-                self.chunk.append(
-                    GatewayEvent(
-                        raw=item, type=head.type, sessionId=self.sessionId, seq=head.seq
-                    )
+            if head.seq > self.upto or head.sessionId not in (None, self.sessionId):
+                continue
+            if head.type == "turn_started" and head.turnId is not None:
+                self.started.add(head.turnId)
+            self.chunk.append(
+                GatewayEvent(
+                    raw=item, type=head.type, sessionId=self.sessionId, seq=head.seq
                 )
+            )
         if page.hasMore and self.after < last < self.upto:
             self.after = last  # seqs with holes: the range is not through yet
             return True
         self.events[:0] = self.chunk
         self.chunk = []
-        if self.start > 0 and not self._begun() and len(self.events) < OLDER_MAX_EVENTS:
+        begun = bool(self.started - self.held)
+        if self.start > 0 and not begun and len(self.events) < OLDER_MAX_EVENTS:
             # one long turn fills the range: reach further back for its start
             self.upto = self.start
             self.start = max(0, self.start - 2 * OLDER_PAGE)
@@ -95,33 +100,21 @@ class OlderFetch:
             return True
         return False
 
-    def _begun(self) -> bool:
-        return any(
-            e.type == "turn_started" and _turn_id(e) not in self.held
-            for e in self.events
-        )
-
     def result(self) -> dict[str, Any]:
         """The turns fetched, oldest first, and how far back the gateway holds more
         (olderAtGateway: the seq the next fetch reaches up to; 0: none)."""
         scratch = Stores()
-        started: set[str] = set()
         for e in self.events:
-            if e.type == "turn_started":
-                started.add(_turn_id(e) or "")
             try:
                 scratch.apply(e)
             except BadEvent:
                 pass  # kept in the scratch's slot; the page sees the turn without it
         chat = scratch.chats.get(self.sessionId)
-        turns = [
-            t
-            for t in (chat.turns if chat is not None else [])
-            if t.turnId not in self.held and (self.start == 0 or t.turnId in started)
-        ]
-        if self.start > 0 and not turns and chat is not None:
-            # nothing begun in reach: the oldest turn without its start
-            turns = [t for t in chat.turns if t.turnId not in self.held][:1]
+        fetched = [t for t in (chat.turns if chat else []) if t.turnId not in self.held]
+        turns = [t for t in fetched if self.start == 0 or t.turnId in self.started]
+        if not turns:
+            # nothing begun in reach: the oldest turn, without its start
+            turns = fetched[:1]
         first = min((t.firstSeq or 0 for t in turns), default=self.before + 1)
         return {
             "sessionId": self.sessionId,
@@ -129,15 +122,3 @@ class OlderFetch:
             "olderTurns": 0,
             "olderAtGateway": max(0, first - 1) if self.start > 0 else 0,
         }
-
-
-class _TurnOf(msgspec.Struct):
-    turnId: Any = None
-
-
-_turn_of = msgspec.json.Decoder(_TurnOf)
-
-
-def _turn_id(e: GatewayEvent) -> str | None:
-    value = _turn_of.decode(e.raw).turnId
-    return value if isinstance(value, str) else None

@@ -152,6 +152,8 @@ class Router(DimActor):
             **super().describe(),
             "eventsApplied": self.stores.events_applied,
             "duplicatesDropped": self.stores.duplicates,
+            # events of turns begun before a first join's window: the gateway's
+            "leftAtGateway": self.stores.left_at_gateway,
             "badEvents": self.stores.bad_events,
             "deltas": self.stores.deltas.describe(),
         }
@@ -515,33 +517,28 @@ class Router(DimActor):
         gateway's (older.py), fetched now and not kept."""
         sid, before = args.sessionId, args.beforeTurnId
         chat = self.stores.chats.get(sid)
-        older = (
-            chat.older(before, args.limit, args.fromTurnId)
-            if chat is not None
-            else None
-        )
-        if older is not None and (older["turns"] or chat is None or not chat.before):
+        if chat is None:
+            return command_error(req_id, "NOT_FOUND", f"no session {sid!r} is held")
+        older = chat.older(before, args.limit, args.fromTurnId)
+        if older is not None and (older["turns"] or not chat.before):
             return InvokeResult(reqId=req_id, ok=True, result=older)
-        reach = chat.before if chat is not None else 0
-        if older is None and args.beforeSeq is not None:
-            # a turn the gateway gave: the next ones are before it
-            reach = min(reach, args.beforeSeq - 1)
-        elif older is None:
-            reach = 0
+        # Past the oldest turn held: before it, or before a turn the gateway gave.
+        reach = (
+            chat.before
+            if older is not None
+            else min(chat.before, (args.beforeSeq or 1) - 1)
+        )
         if reach <= 0:
             return command_error(
                 req_id, "NOT_FOUND", f"no turn {before!r} is held for session {sid!r}"
             )
         if self.stores.connection.get("traits", {}).get("getEvents") == "no":
-            empty = {"sessionId": sid, "turns": [], "olderTurns": 0}
+            nothing = {"sessionId": sid, "turns": [], "olderTurns": 0}
             return InvokeResult(
-                reqId=req_id, ok=True, result={**empty, "olderAtGateway": 0}
+                reqId=req_id, ok=True, result={**nothing, "olderAtGateway": 0}
             )
-        held = (
-            frozenset(t.turnId for t in chat.turns) if chat is not None else frozenset()
-        )
-        fetch = OlderFetch(sid, reach, held)
-        self.fetch_older(req_id, fetch)
+        held = frozenset(chat.by_id)
+        self.fetch_older(req_id, OlderFetch(sid, reach, held))
         return None
 
     def fetch_older(self, req_id: int, fetch: OlderFetch) -> None:
@@ -569,16 +566,32 @@ class Router(DimActor):
             else:
                 if more:
                     self.fetch_older(req_id, fetch)
-                else:
-                    self.ctx.send(
-                        "uibridge",
-                        InvokeResult(reqId=req_id, ok=True, result=fetch.result()),
-                    )
+                    return
+                if fetch.unreadable:
+                    self.bad_older_events(fetch)
+                self.ctx.send(
+                    "uibridge",
+                    InvokeResult(reqId=req_id, ok=True, result=fetch.result()),
+                )
                 return
         elif ev is not None:
             err = msgspec.json.decode(ev.raw, type=_ErrorFields)
             failed = f"the gateway refused get_events: {err.message or err.code}"
         self.ctx.send("uibridge", command_error(req_id, "GATEWAY_ERROR", failed))
+
+    def bad_older_events(self, fetch: OlderFetch) -> None:
+        """Events of a fetch of older turns that were not events at all: told as any bad
+        input from the gateway is, and the turns are given without them."""
+        self.stores.bad_input += fetch.unreadable
+        reason = (
+            f"{fetch.unreadable} event(s) of session {fetch.sessionId}'s earlier "
+            "messages could not be read (no type or seq of the right kind): left out"
+        )
+        log.warning("%s", reason)
+        self.to_page(
+            "gateway-warning",
+            {"reason": reason, "sample": "", "count": self.stores.bad_input},
+        )
 
     def list_folders(self, req_id: int, path: str | None, hidden: bool) -> None:
         """The page's folder picker (in a browser): confined to home and sync_root.

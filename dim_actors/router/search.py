@@ -113,10 +113,3 @@ def search_texts(
                     }
                 )
     return {"results": results, "more": False}
-
-
-def search_chats(
-    chats: Iterable[ChatLike], query: str, limit: int = LIMIT_DEFAULT
-) -> dict[str, Any]:
-    """search_texts over the chats' texts, newest turn of each chat first."""
-    return search_texts(texts_of(chats), query, limit)
