@@ -334,3 +334,28 @@ def test_watchdog_tells_a_close_after_writing_from_one_after_reading(tmp_path):
     closed = [name for kind, name, _ in after if kind == "closed"]
     assert closed == ["w", "end"], f"{wd}: closes seen {after}"
     assert ("moved", "w", "x") in after, f"{wd}: no rename seen in {after}"
+
+
+@pytest.mark.parametrize(
+    "kinds, anew",
+    [
+        (["change"], False),
+        (["change", "closed", "change"], False),  # a log written to for ever
+        (["created"], True),  # a temp file written again
+        (["change", "gone"], True),
+        (["gone", "moved_in"], True),
+    ],
+)
+def test_only_a_path_created_or_removed_since_its_hand_over_waits_for_its_look(
+    kinds, anew
+):
+    """A path handed over whose new events only wrote to it is looked at all the same:
+    a file written to without end is reported every MAX_WAIT_S, not when it stops."""
+    debouncer = watcher_mod.Debouncer(lambda msg: None)
+    try:
+        for kind in kinds:
+            debouncer.event("s1", "out.log", kind, delay=60.0)
+        assert debouncer.written_anew("s1", "out.log") is anew
+        assert not debouncer.written_anew("s1", "other.log")
+    finally:
+        debouncer.stop()

@@ -898,19 +898,30 @@ class Journal(DimActor):
         f.iteration, f.upstream_hash = max(f.iteration, r.iteration), target
         f.local_hash = r.hash if r.outcome != "deleted" else ""
         self._save_file(s, r.path)
-        for e in s.entries.of_path(r.path):
-            # a save recorded while this write was in flight: it came after the write
-            # (else the materializer would have found the file changed), so it is based
-            # on it
-            if e.state == "pending" and e.base != f.iteration:
-                e.base = f.iteration
-                self.store.entry_state(e.seq, "pending", base=f.iteration)
+        # a save recorded while this write was in flight: it came after the write (else
+        # the materializer would have found the file changed), so it is based on it
+        self._rebase_pending(s, r.path, f.iteration)
         deleted = r.outcome == "deleted"
         self._applied(s, r.path, target, deleted, r.iteration, seq)
         s.last_sync_at = now_ms
         s.counts["upstreamApplied"] += 1
 
     # --- local ------------------------------------------------------------------------
+
+    def _rebase_pending(
+        self, s: Sync, path: str, iteration: int, after: Entry | None = None
+    ) -> None:
+        """The pending saves of `path` are based on `iteration` now: one just written or
+        accepted that they came after. With `after`: only those recorded after it on
+        its base (the saves made on top of it)."""
+        for e in s.entries.of_path(path):
+            if (
+                e.state == "pending"
+                and e.base != iteration
+                and (after is None or (e.seq > after.seq and e.base == after.base))
+            ):
+                e.base = iteration
+                self.store.entry_state(e.seq, "pending", base=iteration)
 
     def on_local(self, msg: LocalChanges) -> None:
         s = self.syncs.get(msg.sessionId)
@@ -1095,14 +1106,7 @@ class Journal(DimActor):
             # A save recorded while this one was on its way was made on top of it: it is
             # based on what was just accepted, not on what this one was based on (else a
             # second save within a round trip would be taken for a conflict).
-            for later in s.entries.of_path(e.path):
-                if (
-                    later.seq > e.seq
-                    and later.base == e.base
-                    and later.state == "pending"
-                ):
-                    later.base = a.iteration
-                    self.store.entry_state(later.seq, "pending", base=a.iteration)
+            self._rebase_pending(s, e.path, a.iteration, after=e)
             s.last_sync_at = now_ms
         for r in o.rejected:
             s.inflight.discard(r.localSeq)

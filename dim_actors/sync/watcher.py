@@ -413,6 +413,8 @@ class Pending:
     created: bool = False
     early: float | None = None
     offered: bool = False
+    # created or removed within this wait: a file there anew (Debouncer.written_anew)
+    anew: bool = False
 
 
 def pending_after(
@@ -443,9 +445,9 @@ def pending_after(
     p.last = now
     p.early, p.offered = None, False
     if kind == "created":
-        p.created = True
+        p.created = p.anew = True
     elif kind == "gone":
-        p.first, p.created = now, False
+        p.first, p.created, p.anew = now, False, True
     if kind == "moved_in" or (kind == "closed" and not p.created):
         p.due = now + SETTLE_S
         return p
@@ -530,10 +532,13 @@ class Debouncer:
                 except Exception:
                     log.exception("watcher: could not hand over file events")
 
-    def waiting(self, sid: str, rel: str) -> bool:
-        """Is the path waiting (events of it not handed over yet)?"""
+    def written_anew(self, sid: str, rel: str) -> bool:
+        """Has the path been created or removed since it was handed over (a tool's temp
+        file written again)? A file only written to since is not: one written to for
+        ever is still looked at every MAX_WAIT_S."""
         with self.lock:
-            return (sid, rel) in self.pending
+            p = self.pending.get((sid, rel))
+            return p is not None and p.anew
 
     def claim(self, sid: str, rel: str) -> bool:
         """The watcher knows a file at `rel`, offered early (IfKnown): may it look now?
@@ -1095,9 +1100,9 @@ class Watcher(DimActor):
         rules_changed: set[str] = set()
         for wired in ev.paths:
             rel = _unwire_rel(wired)
-            if self.debouncer.waiting(f.sid, wired):
-                # events of it came since it was handed over: it is looked at when they
-                # are quiet, not now, in their midst (a temp file written again, there
+            if self.debouncer.written_anew(f.sid, wired):
+                # created or removed again since it was handed over: it is looked at when
+                # that is quiet, not now, in its midst (a temp file written again, there
                 # for a moment, would pass for a new file)
                 continue
             self._look(f, rel, out)
