@@ -714,9 +714,9 @@ async function loadHistory(id) {
   const tap = [];
   historyTaps.set(id, tap);
   try {
-    const events = store.connection.traits?.getEvents === "no" ? null : await probeEvents(id);
+    const answers = store.connection.traits?.getEvents !== "no" && (await answersGetEvents(id));
     if (!store.sessions.has(id) && !store.chats.has(id)) return; // deleted meanwhile
-    if (events === null && !(await loadTurnHistory(id))) return;
+    if (!answers && !(await loadTurnHistory(id))) return;
     const snap = await invoke("get_state", {});
     if (!store.sessions.has(id) && !store.chats.has(id)) return;
     const rebuilt = rebuildChat(store.chats.get(id), id, snap?.chats?.[id]);
@@ -726,7 +726,7 @@ async function loadHistory(id) {
     const shown = store.effects.length;
     for (const [kind, payload] of tap) (kind === "turn-state" ? applyTurnState : applyGatewayEvent)(store, payload);
     store.effects.length = shown;
-    if (events === null) applyHistoryFallback(store, id);
+    if (!answers) applyHistoryFallback(store, id);
     store.dirty.sessions = true;
   } catch (err) {
     toastError(err, "Loading history");
@@ -737,13 +737,14 @@ async function loadHistory(id) {
 }
 
 /**
- * Turns before `beforeTurnId` that the app's stores hold (get_state carries the newest only): the
- * next 100, or every one from `fromTurnId` on (a search result far back).
+ * Turns before `beforeTurnId` (get_state carries the newest only): the next 100, or every one from
+ * `fromTurnId` on (a search result far back). Past those the app holds, it fetches them from the
+ * gateway; `beforeSeq` is where a turn the gateway gave began.
  */
 async function loadOlder(sessionId, beforeTurnId, fromTurnId = null, beforeSeq = null) {
   try {
     const args = fromTurnId ? { sessionId, beforeTurnId, fromTurnId, limit: 10000 } : { sessionId, beforeTurnId, limit: 100 };
-    if (beforeSeq) args.beforeSeq = beforeSeq; // a turn the gateway gave: the app fetches what is before it
+    if (beforeSeq) args.beforeSeq = beforeSeq;
     const result = await invoke("get_turns", args);
     prependTurns(store, sessionId, result);
   } catch (err) {
@@ -758,18 +759,18 @@ async function loadOlder(sessionId, beforeTurnId, fromTurnId = null, beforeSeq =
 }
 
 /**
- * Whether the gateway answers get_events for the session: [] when it does, null when it fails
- * (whatever the error). Asked after the join, it is answered after the bridge's first catch-up
- * page (answers come in request order), so the stores' view read next knows where their window of
- * the session starts; what the catch-up brings after that comes live, onto that view.
+ * Whether the gateway answers get_events for the session (false whatever the error: get_history is
+ * asked instead, nothing the user can act on). Asked after the join, it is answered after the
+ * bridge's first catch-up page (answers come in request order), so the stores' view read next knows
+ * where their window of the session starts; what the catch-up brings after that comes live.
  */
-async function probeEvents(id) {
+async function answersGetEvents(id) {
   try {
     await invoke("get_events", { sessionId: id, afterSeq: 0, limit: 1 });
+    return true;
   } catch (_) {
-    return null; // get_history is asked instead: not an error the user can do anything about
+    return false;
   }
-  return [];
 }
 
 /** The fallback: ask the gateway's turn history, which the stores apply. False when it failed. */
