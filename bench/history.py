@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import (
@@ -31,6 +32,7 @@ from bench.harness import (
     log,
     peak_rss_mb,
     proc_status,
+    teardown,
 )
 from dim_actors.devgateway.seed import seed_history
 
@@ -55,6 +57,19 @@ def _interactive(page: Any, turns: int) -> str:
     return "ok"
 
 
+def _timed(
+    page: Any, turns: int, step: Callable[[], Any], key: str, what: str
+) -> dict[str, Any]:
+    """`step`, then the wait until the page is interactive: `{key}_s` its seconds and
+    `key` the wait's verdict."""
+    t0 = time.monotonic()
+    step()
+    verdict = _interactive(page, turns)
+    took = round(time.monotonic() - t0, 3)
+    log(f"history: {what} {verdict} in {took}s")
+    return {f"{key}_s": took, key: verdict}
+
+
 def measure(turns: int, events: int) -> dict[str, Any]:
     with Workdir("history") as wd:
         t0 = time.monotonic()
@@ -76,18 +91,8 @@ def measure(turns: int, events: int) -> dict[str, Any]:
                 f"[data-testid='session-item'][data-session-id='{sid}']"
             )
             item.wait_for(timeout=60_000)
-            t0 = time.monotonic()
-            item.click()
-            verdict = _interactive(page, turns)
-            out["open_s"] = round(time.monotonic() - t0, 3)
-            out["open"] = verdict
-            log(f"history: first open {verdict} in {out['open_s']}s")
-            t0 = time.monotonic()
-            page.reload()
-            verdict = _interactive(page, turns)
-            out["reload_s"] = round(time.monotonic() - t0, 3)
-            out["reload"] = verdict
-            log(f"history: reload {verdict} in {out['reload_s']}s")
+            out.update(_timed(page, turns, item.click, "open", "first open"))
+            out.update(_timed(page, turns, page.reload, "reload", "reload"))
             out["turns_on_page"] = page.get_by_test_id("turn").count()
             heap = page.evaluate(
                 "() => performance.memory ? performance.memory.usedJSHeapSize : null"
@@ -110,11 +115,7 @@ def measure(turns: int, events: int) -> dict[str, Any]:
             out["supervisor_rss_mb"] = round(proc_status(app.pid, "VmRSS") / 1024, 1)
             out["supervisor_peak_rss_mb"] = peak_rss_mb(app.pid)
         finally:
-            if chromium is not None:
-                chromium.close()
-            if app is not None:
-                app.stop()
-            gw.stop()
+            teardown(chromium, app, gw)
         return out
 
 

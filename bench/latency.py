@@ -21,6 +21,7 @@ from bench.harness import (
     browser_groups,
     log,
     percentiles,
+    teardown,
     wait_until,
 )
 from bench.throughput import single_process
@@ -88,11 +89,7 @@ def dim_desktop(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]
             stores = app.status()["router"]["latencyMs"]
             probe = page.probe(with_latency=True)
         finally:
-            if page is not None:
-                page.close()
-            if app is not None:
-                app.stop()
-            gw.stop()
+            teardown(page, app, gw)
     page_lat = percentiles(probe["lat"])
     return {
         "n": n,

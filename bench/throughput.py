@@ -29,6 +29,7 @@ from bench.harness import (
     browser_groups,
     check_text,
     log,
+    teardown,
     wait_until,
 )
 
@@ -167,11 +168,7 @@ def dim_desktop(n: int, with_page: bool = True, timeout: float = 600) -> dict[st
             turn = app.turn(sid, turn_id) or {}
             probe = page.probe() if page is not None else None
         finally:
-            if page is not None:
-                page.close()
-            if app is not None:
-                app.stop()
-            gw.stop()
+            teardown(page, app, gw)
     d = status["router"]["deltas"]
     first = d["firstRecvNs"]
     out: dict[str, Any] = {

@@ -302,11 +302,17 @@ class GatewayProcess:
     port and data."""
 
     def __init__(
-        self, data: Path, port: int | None = None, args: list[str] | None = None
+        self,
+        data: Path,
+        port: int | None = None,
+        args: list[str] | None = None,
+        stderr: bool = False,
     ):
         self.data = data
         self.port = port or free_port()
         self.args = args or []
+        # kept for the test to read (what the gateway says before it listens); else dropped
+        self.stderr = stderr
         self.proc: subprocess.Popen | None = None
         self.url = f"ws://127.0.0.1:{self.port}/ws"
 
@@ -324,7 +330,7 @@ class GatewayProcess:
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.stderr else subprocess.DEVNULL,
             text=True,
         )
         line = self.proc.stdout.readline()

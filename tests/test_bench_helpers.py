@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench import run as bench_run
 from bench import startup
-from bench.harness import DimApp, Gateway, Page, check_text, wait_until
+from bench.harness import DimApp, Gateway, Page, check_text, teardown, wait_until
 from bench.webbaseline import BaselinePage, _Serve
 
 
@@ -94,11 +94,7 @@ def test_the_bench_page_selects_a_session_made_before_it_opened(
             "the turn's text on the page",
         )
     finally:
-        if page is not None:
-            page.close()
-        if app is not None:
-            app.stop()
-        gw.stop()
+        teardown(page, app, gw)
 
 
 def test_startup_ranks_import_times() -> None:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from apphelpers import ROOT, GatewayProcess
+from gateway_helpers import Client, text_of
 
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.devgateway.seed import parse_spec, seed_history
-
-sys.path.insert(0, str(Path(__file__).parent))
-from gateway_helpers import Client, text_of
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -82,37 +78,18 @@ def test_the_seeded_session_is_served_whole_and_in_order(tmp_path):
 
 
 def test_the_command_line_seeds_and_says_which_session(tmp_path):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dim_actors.devgateway",
-            "--port",
-            "0",
-            "--data",
-            str(tmp_path),
-            "--seed-history",
-            "3:30",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    gw = GatewayProcess(tmp_path, args=["--seed-history", "3:30"], stderr=True).start()
     try:
-        said = proc.stderr.readline()  # type: ignore[union-attr]
+        said = gw.proc.stderr.readline()  # type: ignore[union-attr]
         assert "(3 turns, 30 events)" in said
-        listening = proc.stdout.readline()  # type: ignore[union-attr]
-        assert "listening on" in listening
         sid = said.split("added session ")[1].split()[0]
-        c = Client(listening.split()[-1])
+        c = Client(gw.url)
         try:
             assert c.ok("join_session", sessionId=sid)["lastSeq"] >= 30
         finally:
             c.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        gw.stop()
 
 
 def test_a_bad_spec_on_the_command_line_is_refused_clearly(tmp_path):
