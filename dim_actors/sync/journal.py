@@ -470,9 +470,11 @@ class Journal(DimActor):
         by one; once they are done, the watch starts with a full scan, which knows the
         materializer's files by the (size, mtime, inode) it left them with (told ahead,
         WritesAhead) and finds anything else, such as the user's edit made meanwhile.
-        Written means: a heartbeat came (the catch-up's notifications are in) and
-        nothing is being written or waits to be. The watch starts anyway when the link
-        fails (retrying, refused: seen at a tick), or after HOLD_WATCH_MAX_S."""
+        Written means: a heartbeat came (a catch-up page is in: a gateway that pages a
+        long catch-up may send more, written while the folder is watched, told ahead as
+        any write is) and nothing is being written or waits to be. The watch starts
+        anyway when the link fails (retrying, refused: seen at a tick), or after
+        HOLD_WATCH_MAX_S."""
         held = self.held.get(s.sid)
         if held is None:
             return
