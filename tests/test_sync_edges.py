@@ -12,7 +12,7 @@ from apphelpers import App, InvokeError, wait_until
 from diskhelpers import immutable, small_disk
 from faulty_watcher import FaultyWatcher, WatcherFaults
 from synchelpers import failed, new_session, start, status, upstream
-from treehelpers import supervised
+from treehelpers import supervised, watching_folder
 
 from dim_actors.devgateway import BackgroundGateway
 from dim_actors.kernel.supervisor import ChildSpec
@@ -178,15 +178,7 @@ def test_a_scan_step_of_big_files_ends_near_its_deadline(tmp_path, monkeypatch):
             fh.truncate(16 << 20)
     one = max(_timed(lambda: file_hash(folder / "big00.bin")) for _ in range(3))
     TimedWatcher.steps = []
-    with supervised(
-        tmp_path,
-        [ChildSpec("watcher", TimedWatcher, wiring=WatcherMemory())],
-        ["watcher", "journal"],
-        period_s=30.0,
-    ) as tree:
-        tree.addresses.send(
-            "test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder))
-        )
+    with watching_folder(tmp_path, folder, TimedWatcher) as tree:
         journal = tree.addresses["journal"]
         listing = wait_until(
             lambda: next(

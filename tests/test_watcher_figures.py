@@ -4,7 +4,7 @@ again when a (restarted) journal asks."""
 from __future__ import annotations
 
 from apphelpers import wait_until
-from treehelpers import supervised
+from treehelpers import supervised, watching_folder
 
 from dim_actors.kernel.supervisor import ChildSpec
 from dim_actors.messages import (
@@ -12,7 +12,6 @@ from dim_actors.messages import (
     EchoWrite,
     ScanProgress,
     WatcherFiguresWanted,
-    WatchFolder,
     WritesAbandoned,
     WritesAhead,
 )
@@ -47,15 +46,7 @@ def test_the_first_scan_is_told_as_it_goes_and_when_it_ends(tmp_path, monkeypatc
     folder.mkdir()
     for i in range(12):
         (folder / f"{i:02}.txt").write_text(str(i))
-    with supervised(
-        tmp_path,
-        [ChildSpec("watcher", watcher_mod.Watcher, wiring=WatcherMemory())],
-        ["watcher", "journal"],
-        period_s=30.0,
-    ) as tree:
-        tree.addresses.send(
-            "test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder))
-        )
+    with watching_folder(tmp_path, folder) as tree:
         journal = tree.addresses["journal"]
         told = wait_until(
             lambda: (

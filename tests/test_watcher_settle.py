@@ -20,14 +20,12 @@ from pathlib import Path
 
 import pytest
 from apphelpers import wait_until
-from treehelpers import supervised
+from treehelpers import watching_folder
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from dim_actors.kernel.supervisor import ChildSpec
-from dim_actors.messages import FsEvent, LocalChanges, WatchFolder
+from dim_actors.messages import FsEvent, LocalChanges
 from dim_actors.sync import watcher as watcher_mod
 from dim_actors.sync.watcher import SETTLE_S, Pending, pending_after
-from dim_actors.sync.wiring import WatcherMemory
 
 QUIET = 600.0  # the quiet period, and the longest wait: never pass in a test
 WAIT = 60.0
@@ -80,15 +78,7 @@ def watching(tmp_path: Path, monkeypatch, files: dict[str, bytes]) -> Iterator[F
     root.mkdir()
     for rel, data in files.items():
         (root / rel).write_bytes(data)
-    with supervised(
-        tmp_path,
-        [ChildSpec("watcher", watcher_mod.Watcher, wiring=WatcherMemory())],
-        ["watcher", "journal"],
-        period_s=30.0,
-    ) as tree:
-        tree.addresses.send(
-            "test", "watcher", WatchFolder(sessionId="s1", localDir=str(root))
-        )
+    with watching_folder(tmp_path, root) as tree:
         folder = Folder(root, tree)
         wait_until(
             lambda: any(

@@ -71,3 +71,25 @@ def supervised(
         sup.ask(StopAll())
         sup.stop()
         logs.close()
+
+
+@contextmanager
+def watching_folder(
+    root: Path, folder: Path, watcher: type | None = None
+) -> Iterator[Tree]:
+    """A watcher (`watcher`: a subclass of Watcher) under a supervisor, beside a journal
+    that only holds what it is told, told to watch `folder` as session s1."""
+    from dim_actors.messages import WatchFolder
+    from dim_actors.sync.watcher import Watcher
+    from dim_actors.sync.wiring import WatcherMemory
+
+    with supervised(
+        root,
+        [ChildSpec("watcher", watcher or Watcher, wiring=WatcherMemory())],
+        ["watcher", "journal"],
+        period_s=30.0,
+    ) as tree:
+        tree.addresses.send(
+            "test", "watcher", WatchFolder(sessionId="s1", localDir=str(folder))
+        )
+        yield tree
