@@ -65,6 +65,7 @@ from dim_actors.sync.hashing import file_hash
 from dim_actors.sync.paths import (
     UnsafePath,
     check_relative,
+    inside,
     os_error_reason,
     portable_mode,
 )
@@ -93,10 +94,6 @@ def current_hash(path: Path | str) -> str:
     """The content hash of a local file, "" when there is none."""
     p = os.fspath(path)
     return _hash_of(p, _lstat(p))
-
-
-def _inside(real: str, real_root: str) -> bool:
-    return real == real_root or real.startswith(real_root + os.sep)
 
 
 def _write_new(path: str, data: bytes, content_hash: str, mode: int) -> os.stat_result:
@@ -346,7 +343,7 @@ class Materializer(DimActor):
         full = os.path.join(local_dir, *parts)
         parent = os.path.dirname(full)
         if resolve:
-            if real_root is None or not _inside(os.path.realpath(parent), real_root):
+            if real_root is None or not inside(os.path.realpath(parent), real_root):
                 raise UnsafePath(
                     f"path {rel!r} leads outside the sync folder through a symlink"
                 )

@@ -101,18 +101,15 @@ def confined(root: Path, rel: str) -> Path:
     """The local path for workspace path `rel`, or UnsafePath if it would land outside
     `root`."""
     clean = check_relative(rel)
-    target = Path(root).joinpath(*clean.split("/"))
     # A symlinked folder inside the sync folder could still lead out: resolve what
     # exists.
-    real_root = Path(os.path.realpath(root))
-    real_parent = Path(os.path.realpath(target.parent))
-    if not real_parent.is_relative_to(real_root):
-        raise UnsafePath(
-            f"path {rel!r} leads outside the sync folder through a symlink"
-        )
-    if target.is_symlink():
-        raise UnsafePath(f"path {rel!r} is a symlink; refusing to write through it")
-    return target
+    Confiner(root).check(clean)
+    return Path(root).joinpath(*clean.split("/"))
+
+
+def inside(real: str, real_root: str) -> bool:
+    """Whether the resolved path `real` is the resolved folder `real_root` or in it."""
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 class Confiner:
@@ -130,15 +127,13 @@ class Confiner:
         """UnsafePath if the clean relative path `clean` leads out of the folder
         through a symlink, or is one."""
         folder, _, _ = clean.rpartition("/")
-        inside = self._inside.get(folder)
-        if inside is None:
+        leads_in = self._inside.get(folder)
+        if leads_in is None:
             if self._real_root is None:
                 self._real_root = os.path.realpath(self.root)
             real = os.path.realpath(os.path.join(self.root, *folder.split("/")))
-            root = self._real_root
-            inside = real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-            self._inside[folder] = inside
-        if not inside:
+            self._inside[folder] = leads_in = inside(real, self._real_root)
+        if not leads_in:
             raise UnsafePath(
                 f"path {clean!r} leads outside the sync folder through a symlink"
             )
