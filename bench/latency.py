@@ -27,9 +27,12 @@ from bench.harness import (
 from bench.throughput import single_process
 
 
-def dim_desktop(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]:
-    """One run of dim-desktop with its page; `busy`: the page's main thread kept half
-    busy (harness.BUSY_LOOP) from before the stamped stream to its end."""
+def dim_desktop(
+    rate: int, seconds: float, busy: bool = False, with_page: bool = True
+) -> dict[str, Any]:
+    """One run of dim-desktop with its page (or without one: what the page's share of
+    the two cores costs the stores); `busy`: the page's main thread kept half busy
+    (harness.BUSY_LOOP) from before the stamped stream to its end."""
     n = int(rate * seconds)
     with Workdir("latency") as wd:
         gw = Gateway(wd)
@@ -42,8 +45,9 @@ def dim_desktop(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]
                 "id"
             ]
             app.invoke("join_session", sessionId=sid)
-            page = Page(app.ui_url)
-            page.select(sid)
+            if with_page:
+                page = Page(app.ui_url)
+                page.select(sid)
             # Warm-up (not stamped, so not measured): imports, caches, the page's first renders.
             app.run_turn(sid, f"/stream {rate} {rate}")
             wait_until(
@@ -52,14 +56,15 @@ def dim_desktop(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]
                 f"the {rate} warm-up deltas in the stores",
                 0.2,
             )
-            wait_until(
-                lambda: page.probe()["turnEnds"] >= 1,
-                60,
-                "the warm-up's turn_complete on the page",
-                0.2,
-            )
-            if busy:
-                page.page.evaluate(BUSY_LOOP)
+            if page is not None:
+                wait_until(
+                    lambda: page.probe()["turnEnds"] >= 1,
+                    60,
+                    "the warm-up's turn_complete on the page",
+                    0.2,
+                )
+                if busy:
+                    page.page.evaluate(BUSY_LOOP)
             conn_pid = app.status()["connection"]["pid"]
             cpu = CpuMeter(
                 {
@@ -79,29 +84,36 @@ def dim_desktop(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]
                 "the stamped stream in the stores",
                 0.5,
             )
-            wait_until(
-                lambda: page.probe()["turnEnds"] >= 2,
-                seconds * 4 + 60,
-                "the stamped stream's turn_complete on the page",
-                0.5,
-            )
+            if page is not None:
+                wait_until(
+                    lambda: page.probe()["turnEnds"] >= 2,
+                    seconds * 4 + 60,
+                    "the stamped stream's turn_complete on the page",
+                    0.5,
+                )
             cpu_s = cpu.stop()
             stores = app.status()["router"]["latencyMs"]
-            probe = page.probe(with_latency=True)
+            probe = page.probe(with_latency=True) if page is not None else None
         finally:
             teardown(page, app, gw)
-    page_lat = percentiles(probe["lat"])
-    return {
+    out: dict[str, Any] = {
         "n": n,
         "rate": rate,
         "busy": busy,
         "stores": {k: stores[k] for k in ("p50", "p99", "max", "count")},
-        "page": page_lat,
-        "pageLost": probe["gaps"],
-        "pageDuplicated": probe["dup"],
-        "pageOutOfOrder": probe["ooo"],
+        # send -> received by the connection process, and received -> applied
+        "storesReceived": {k: stores["received"][k] for k in ("p50", "p99", "max")},
+        "storesCrossing": {k: stores["crossing"][k] for k in ("p50", "p99", "max")},
         "cpuSeconds": cpu_s,
     }
+    if probe is not None:
+        out |= {
+            "page": percentiles(probe["lat"]),
+            "pageLost": probe["gaps"],
+            "pageDuplicated": probe["dup"],
+            "pageOutOfOrder": probe["ooo"],
+        }
+    return out
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -110,12 +122,16 @@ def run(quick: bool) -> dict[str, Any]:
     log(f"latency: dim-desktop, /stream {rate * seconds} {rate} stamp")
     dim = dim_desktop(rate, seconds)
     log(f"  stores {dim['stores']}, page {dim['page']}")
+    log(f"latency: dim-desktop without a page, /stream {rate * seconds} {rate} stamp")
+    no_page = dim_desktop(rate, seconds, with_page=False)
+    log(f"  stores {no_page['stores']}")
     log("latency: single-process client, same stream")
     n = rate * seconds
     single = single_process(n, f"/stream {n} {rate} stamp", timeout=seconds * 4 + 60)
     log(f"  {single['latencyMs']}")
     return {
         "dim": dim,
+        "dimNoPage": no_page,
         "single": {"stores": single["latencyMs"], "check": single["check"]},
     }
 

@@ -133,3 +133,67 @@ def test_the_summary_and_table_show_the_new_figures() -> None:
     text = bench_run.table(raw, s)
     assert "WEB BASELINE" in text and "START-UP" in text
     json.dumps(s)
+
+
+def test_the_stores_time_each_leg_of_a_stamped_stream(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    app = None
+    try:
+        app = DimApp(tmp_path / "home", gw.url)
+        app.wait_connected()
+        sid = app.invoke("create_session", agentType="coding-agent")["session"]["id"]
+        app.invoke("join_session", sessionId=sid)
+        # not stamped: not timed
+        app.run_turn(sid, "/stream 20")
+        wait_until(
+            lambda: app.status()["router"]["deltas"]["count"] >= 20, 60, "20 deltas"
+        )
+        assert "latencyMs" not in app.status()["router"]
+        app.run_turn(sid, "/stream 300 3000 stamp")
+        wait_until(
+            lambda: app.status()["router"].get("latencyMs", {}).get("count") == 300,
+            60,
+            "the 300 stamped deltas timed in the stores",
+        )
+        lat = app.status()["router"]["latencyMs"]
+    finally:
+        teardown(app, gw)
+    for leg in ("received", "crossing"):
+        assert lat[leg]["count"] == 300
+        # each leg is a part of the whole, event by event
+        assert lat[leg]["max"] <= lat["max"]
+        assert lat[leg]["p50"] <= lat["p50"]
+
+
+def test_the_latency_summary_and_table_show_each_leg() -> None:
+    def pct(p99: float) -> dict[str, float]:
+        return {"p50": 0.5, "p99": p99, "max": 9.0}
+
+    raw = {
+        "latency": {
+            "dim": {
+                "stores": pct(4.0),
+                "storesReceived": pct(2.5),
+                "storesCrossing": pct(3.5),
+                "page": pct(20.0),
+            },
+            "dimNoPage": {
+                "stores": pct(1.25),
+                "storesReceived": pct(0.75),
+                "storesCrossing": pct(0.625),
+            },
+            "single": {"stores": pct(0.5)},
+        }
+    }
+    s = bench_run.summary(raw)
+    lat = s["latency_ms"]
+    assert lat["stores"]["p99"] == 4.0
+    assert lat["stores_received"]["p99"] == 2.5
+    assert lat["stores_crossing"]["p99"] == 3.5
+    assert lat["stores_no_page"]["p99"] == 1.25
+    assert lat["stores_no_page_received"]["p99"] == 0.75
+    assert lat["stores_no_page_crossing"]["p99"] == 0.625
+    text = bench_run.table(raw, s)
+    assert "gateway send -> stores, no page" in text
+    assert "0.5/2.5/9 | 0.5/3.5/9" in text
+    json.dumps(s)

@@ -141,9 +141,8 @@ class BadEvent(ValueError):
 
 
 class LatencyStats:
-    """Gateway send -> applied here, for deltas that carry `sentNs` (benchmarks only): a
-    histogram with 1 us buckets below 10 ms and 1 ms buckets above, so memory stays
-    bounded."""
+    """A histogram of durations with 1 us buckets below 10 ms and 1 ms buckets above, so
+    memory stays bounded."""
 
     __slots__ = ("buckets", "count", "max_ns")
 
@@ -174,6 +173,37 @@ class LatencyStats:
                     out[name] = round(key / 1000, 3)
                     break
         return out
+
+
+class SendLatency:
+    """Gateway send -> applied here, for deltas that carry `sentNs` (benchmarks only), and
+    its two legs: send -> received by the connection process (the gateway, the network
+    and the receiving thread's wake-up) and received -> applied (the process boundary:
+    the pipe, the hand-over to the router, the stores)."""
+
+    __slots__ = ("crossing", "received", "total")
+
+    def __init__(self) -> None:
+        self.total = LatencyStats()
+        self.received = LatencyStats()
+        self.crossing = LatencyStats()
+
+    @property
+    def count(self) -> int:
+        return self.total.count
+
+    def record(self, recv_ns: int, sent_ns: int) -> None:
+        now = time.time_ns()
+        self.total.record(now - sent_ns)
+        self.received.record(recv_ns - sent_ns)
+        self.crossing.record(now - recv_ns)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.total.summary(),
+            "received": self.received.summary(),
+            "crossing": self.crossing.summary(),
+        }
 
 
 class DeltaMeter:
@@ -686,7 +716,7 @@ class Stores:
         self.bad_events = 0
         # entries of `history` answers that were not HistoryTurns
         self.history_skipped = 0
-        self.latency = LatencyStats()
+        self.latency = SendLatency()
         self.deltas = DeltaMeter()
         # The chat whose turns the last event applied changed, until take_turn_state
         # tells them.
@@ -812,7 +842,7 @@ class Stores:
             # The hot path: one event in every few of a long stream is anything else.
             self.deltas.note(ev.recvNs)
             if read.sentNs is not None:
-                self.latency.record(time.time_ns() - read.sentNs)
+                self.latency.record(ev.recvNs, read.sentNs)
             t = chat.by_id.get(read.turnId)
             if t is None:
                 t = chat.turn(read.turnId, seq)
