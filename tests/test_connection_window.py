@@ -5,8 +5,10 @@ gateway then refuses the same way). docs/protocol.md §11."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from apphelpers import InvokeError, wait_until
+from apphelpers import InvokeError, wait_until, write_settings
 from test_bad_gateway_input import a_turn, app_against, snapshot_of, wait_complete
 from test_connection_faults import warnings_with
 
@@ -139,3 +141,71 @@ def test_an_unreadable_event_among_older_turns_is_told_and_the_turns_still_come(
         assert [(t["turnId"], t["text"]) for t in got["turns"]] == [("old", "long ago")]
         assert got["olderAtGateway"] == 0
         warnings_with(events, "earlier messages could not be read")
+
+
+def _older_asked(msg: dict, last: int) -> bool:
+    """A get_events of a fetch of older turns: from before the first join's window."""
+    return msg["type"] == "get_events" and msg["afterSeq"] < last - CATCHUP_TAIL_EVENTS
+
+
+def _get_turns_failure(app, **args) -> list[InvokeError]:
+    """get_turns on a thread of its own: what it fails with lands in the list."""
+    failed: list[InvokeError] = []
+
+    def ask() -> None:
+        try:
+            app.invoke("get_turns", sessionId="s1", beforeTurnId="t1", **args)
+        except InvokeError as e:
+            failed.append(e)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "why"),
+    [
+        # the connection is lost while the gateway has not answered
+        ("lost", "NOT_CONNECTED", "connection to the gateway was lost"),
+        # the gateway never answers: the connection's request timeout (2 s here)
+        ("silent", "TIMEOUT", "did not answer get_events within 2s"),
+        # the gateway answers with an error whose code is not a string
+        ("odd error", "GATEWAY_ERROR", "error could not be read"),
+    ],
+)
+def test_a_fetch_of_older_turns_that_gets_no_answer_fails_with_why_and_is_let_go(
+    dim_home, how: str, code: str, why: str
+):
+    last = 25_000
+    respond = gateway(
+        snapshot_of("s1", last), last - 3, a_turn("s1", "old", 100, ["x"])
+    )
+    asked: list[dict] = []
+
+    def older_unanswered(msg: dict) -> list[object]:
+        if _older_asked(msg, last) and not asked:
+            asked.append(msg)
+            if how == "odd error":
+                return [{"type": "error", "sessionId": "s1", "code": 42}]
+            return []
+        return respond(msg)
+
+    write_settings(dim_home, "request_timeout_s = 2.0\n")
+    with app_against(dim_home, respond=older_unanswered) as (gw, app):
+        app.wait_connected()
+        app.invoke("join_session", sessionId="s1")
+        wait_complete(app, "s1", "t1", "caught up")
+        failed = _get_turns_failure(app)
+        wait_until(lambda: asked, what="the older turns asked of the gateway")
+        if how == "lost":
+            gw.send("CLOSE_MID_FRAME")
+        # well before the UI bridge's own limit (the request timeout + 5 s)
+        wait_until(lambda: failed, timeout=30, what="get_turns failing")
+        assert failed[0].code == code
+        assert why in failed[0].body["error"]["message"]
+        assert app.status()["router"]["olderFetches"] == 0
+        # asked again, the fetch goes through
+        app.wait_connected()
+        got = app.invoke("get_turns", sessionId="s1", beforeTurnId="t1")
+        assert [t["turnId"] for t in got["turns"]] == ["old"]

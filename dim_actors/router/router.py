@@ -67,6 +67,18 @@ class _ErrorFields(msgspec.Struct):
     retryAfterMs: int | None = None
 
 
+def read_error(raw: bytes) -> _ErrorFields:
+    """An error event's fields; one with a field of the wrong kind (a number for its
+    code) still fails its command, with what could be read of it."""
+    try:
+        return msgspec.json.decode(raw, type=_ErrorFields)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        return _ErrorFields(
+            code="UNREADABLE_ERROR",
+            message=f"the gateway's error could not be read: {e}",
+        )
+
+
 def command_error(req_id: int, code: str, message: str, **extra: Any) -> InvokeResult:
     return InvokeResult(
         reqId=req_id, ok=False, error={"code": code, "message": message, **extra}
@@ -154,6 +166,8 @@ class Router(DimActor):
             "duplicatesDropped": self.stores.duplicates,
             # events of turns begun before a first join's window: the gateway's
             "leftAtGateway": self.stores.left_at_gateway,
+            # fetches of older turns waiting for the gateway
+            "olderFetches": len(self.older_fetches),
             "badEvents": self.stores.bad_events,
             "deltas": self.stores.deltas.describe(),
         }
@@ -177,7 +191,9 @@ class Router(DimActor):
                 self.on_connection_state(body)
             case CommandFailed(reqId=req_id, code=code, message=message):
                 if req_id in self.older_fetches:
-                    self.on_older_page(req_id, None, f"{code}: {message}")
+                    # the connection was lost, or the gateway did not answer in time
+                    page_req, _ = self.older_fetches.pop(req_id)
+                    self.ctx.send("uibridge", command_error(page_req, code, message))
                 elif self.pending.pop(req_id, None) is not None:
                     self.ctx.send("uibridge", command_error(req_id, code, message))
             case Queued():
@@ -251,7 +267,7 @@ class Router(DimActor):
     def on_gateway_event(self, ev: GatewayEvent) -> None:
         if ev.replyTo in self.older_fetches:
             # ours alone: no page or store takes a fetch of older turns
-            self.on_older_page(ev.replyTo, ev, "")
+            self.on_older_page(ev.replyTo, ev)
             return
         if not (self.awaiting_resync and ev.seq is not None):
             try:
@@ -294,7 +310,7 @@ class Router(DimActor):
             if command is None:
                 return
             if ev.type == "error":
-                err = msgspec.json.decode(ev.raw, type=_ErrorFields)
+                err = read_error(ev.raw)
                 extra = (
                     {"retryAfterMs": err.retryAfterMs}
                     if err.retryAfterMs is not None
@@ -554,19 +570,18 @@ class Router(DimActor):
             ),
         )
 
-    def on_older_page(self, own: int, ev: GatewayEvent | None, failed: str) -> None:
-        """An answer to a fetch of older turns (None: the request failed, `failed`
-        says why): the next request, or the page's answer."""
+    def on_older_page(self, own: int, ev: GatewayEvent) -> None:
+        """The gateway's answer to a fetch of older turns: the next request, or the
+        page's answer."""
         req_id, fetch = self.older_fetches.pop(own)
-        if ev is not None and ev.type == "event_list":
-            try:
-                more = fetch.on_page(bytes(ev.raw))
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                failed = f"the gateway's event_list could not be read: {e}"
+        try:
+            if ev.type != "event_list":
+                err = read_error(ev.raw)
+                failed = f"the gateway refused get_events: {err.message or err.code}"
+            elif fetch.on_page(bytes(ev.raw)):
+                self.fetch_older(req_id, fetch)
+                return
             else:
-                if more:
-                    self.fetch_older(req_id, fetch)
-                    return
                 if fetch.unreadable:
                     self.bad_older_events(fetch)
                 self.ctx.send(
@@ -574,9 +589,8 @@ class Router(DimActor):
                     InvokeResult(reqId=req_id, ok=True, result=fetch.result()),
                 )
                 return
-        elif ev is not None:
-            err = msgspec.json.decode(ev.raw, type=_ErrorFields)
-            failed = f"the gateway refused get_events: {err.message or err.code}"
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            failed = f"the gateway's answer to get_events could not be read: {e}"
         self.ctx.send("uibridge", command_error(req_id, "GATEWAY_ERROR", failed))
 
     def bad_older_events(self, fetch: OlderFetch) -> None:

@@ -97,6 +97,13 @@ from dim_actors.wire.limits import MAX_SOCKET_FRAME
 log = logging.getLogger("dim.connection")
 
 
+# Whose requests are told when they fail (CommandFailed): the page's and the router's
+# (its fetch of older turns) wait for an answer, and nothing sends them again. An outbox
+# item stays queued and goes again after a reconnect; the connection's own are redone by
+# the rejoin and the catch-up.
+TOLD_WHEN_FAILED: frozenset[str] = frozenset({"page", "router"})
+
+
 class GatewayConnection:
     def __init__(
         self,
@@ -748,8 +755,8 @@ class GatewayConnection:
             self.outbox.reset()
         for p in failed:
             self.sender.settle(p.slot)
-            if origin_of(p.req_id) != "page":
-                continue  # the outbox's and our own: sent again after the reconnect
+            if origin_of(p.req_id) not in TOLD_WHEN_FAILED:
+                continue
             self.uplink.put_control(
                 CommandFailed(
                     reqId=p.req_id,
@@ -1161,8 +1168,7 @@ class GatewayConnection:
                 late = self.requests.take_expired(now, self.request_timeout_s)
             for p in late:
                 self.sender.settle(p.slot)
-                if origin_of(p.req_id) != "page":
-                    # an outbox item stays queued and goes again after a reconnect
+                if origin_of(p.req_id) not in TOLD_WHEN_FAILED:
                     continue
                 self.uplink.put_control(
                     CommandFailed(
