@@ -34,7 +34,6 @@ from dim_actors.messages import (  # sync
     ConnectionState,
     Crash,
     Disconnect,
-    GatewayEvent,
     GatewayState,
     JoinedSessions,
     Msg,
@@ -49,7 +48,7 @@ from dim_actors.messages import (  # sync
     encode_down,
     replication_recipient,
 )
-from dim_actors.messages.pipe import decode_control, decode_items
+from dim_actors.messages.pipe import decode_control, decode_items, gateway_event
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +252,6 @@ class ConnectionActor(DimActor):
         rejoin = False  # whether the set of joined sessions changed
         to_router: list[Msg] = []
         add = to_router.append
-        Raw = msgspec.Raw
         for pipe_item in items:
             if type(pipe_item) is PipeEvent:
                 # the hot path: no pattern matching, and the event is made here (one
@@ -270,7 +268,7 @@ class ConnectionActor(DimActor):
                     resume.setdefault(sid, 0)
                 elif ev.type == "session_left" and sid is not None:
                     rejoin = resume.pop(sid, None) is not None or rejoin
-                add(GatewayEvent(Raw(ev.raw), ev.type, sid, seq, ev.replyTo, ev.recvNs))
+                add(gateway_event(ev))
                 continue
             item = decode_control(pipe_item)  # type: ignore[arg-type]
             match item:

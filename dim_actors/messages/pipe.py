@@ -141,26 +141,20 @@ def decode_control(item: bytes) -> Msg:
     return _up_decoder.decode(item)
 
 
+def gateway_event(ev: PipeEvent) -> GatewayEvent:
+    """The supervisor's message for an event off the pipe: its JSON wrapped, not copied."""
+    return GatewayEvent(
+        msgspec.Raw(ev.raw), ev.type, ev.sessionId, ev.seq, ev.replyTo, ev.recvNs
+    )
+
+
 def decode_up(data: bytes) -> list[GatewayEvent | Msg]:
     """One pipe frame's items as the supervisor's messages, in order (the connection
     actor converts as it routes, in one pass)."""
-    out: list[GatewayEvent | Msg] = []
-    add = out.append
-    for it in decode_items(data):
-        if isinstance(it, PipeEvent):
-            add(
-                GatewayEvent(
-                    msgspec.Raw(it.raw),
-                    it.type,
-                    it.sessionId,
-                    it.seq,
-                    it.replyTo,
-                    it.recvNs,
-                )
-            )
-        else:
-            add(decode_control(it))
-    return out
+    return [
+        gateway_event(it) if type(it) is PipeEvent else decode_control(it)  # type: ignore[arg-type]
+        for it in decode_items(data)
+    ]
 
 
 def encode_down(msg: Msg) -> bytes:
