@@ -125,9 +125,12 @@ export class ChatView {
     return this.start + (this.chat && this.chat.olderTurns > 0 ? this.chat.olderTurns : 0);
   }
 
-  /** Whether turns older than any the app holds wait at the gateway (their number is not known). */
-  olderAtGateway() {
-    return Boolean(this.chat && this.chat.olderAtGateway > 0);
+  /**
+   * Whether turns lie before the first one laid out: on the page, in the app, or at the gateway
+   * (whose number is not known).
+   */
+  hasEarlier() {
+    return this.earlierCount() > 0 || Boolean(this.chat && this.chat.olderAtGateway > 0);
   }
 
   /** "Show earlier messages (N)", while the start of the timeline is not laid out. */
@@ -135,7 +138,7 @@ export class ChatView {
     const el = this.earlierEl;
     if (!el) return;
     const more = this.earlierCount();
-    const hidden = more === 0 && !this.olderAtGateway();
+    const hidden = !this.hasEarlier();
     if (el.hidden !== hidden) el.hidden = hidden;
     let text = "";
     if (this.loadingOlder && this.start === 0) text = "Loading earlier messages…";
@@ -149,7 +152,7 @@ export class ChatView {
   watchEarlier() {
     if (this.earlierObserver) this.earlierObserver.disconnect();
     this.earlierObserver = null;
-    if ((this.earlierCount() === 0 && !this.olderAtGateway()) || typeof IntersectionObserver !== "function") return;
+    if (!this.hasEarlier() || typeof IntersectionObserver !== "function") return;
     this.earlierObserver = new IntersectionObserver(
       (records) => {
         if (records.some((r) => r.isIntersecting)) this.showEarlier();
@@ -187,7 +190,7 @@ export class ChatView {
     this.root.scrollTop += added;
     this.root.dispatchEvent(new CustomEvent("chat-earlier", { detail: { addedPx: added } }));
     this.refreshEarlier();
-    if (this.earlierCount() === 0 && !this.olderAtGateway()) this.watchEarlier();
+    if (!this.hasEarlier()) this.watchEarlier();
     else if (this.earlierInReach()) requestAnimationFrame(() => this.earlierInReach() && this.showEarlier());
     return true;
   }
