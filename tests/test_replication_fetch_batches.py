@@ -8,34 +8,20 @@ import hashlib
 import os
 from pathlib import Path
 
-import pytest
-from gateway_helpers import Client
+import test_sync_replication
 from test_sync_mirror import Controls, start_link
 from test_sync_replication import WAIT_S, Replica
 
 from dim_actors.connection.replication import FIRST_READY_BATCH, READY_BATCH
-from dim_actors.devgateway import BackgroundGateway
 from dim_actors.devgateway.replication import FIRST_FETCH_BYTES, FIRST_PAGE
 from dim_actors.messages import ContentReady, FetchContent
 from dim_actors.wire import replication as wire
 
 FILE_BYTES = 20_000  # over the inline limit: fetched by hash
 
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    with BackgroundGateway(
-        token="sekrit", rate_limit=100_000, data_dir=tmp_path_factory.mktemp("gw")
-    ) as g:
-        yield g
-
-
-@pytest.fixture
-def client(gw):
-    c = Client(gw.url, handshake=True)
-    c.ok("authenticate", token="sekrit")
-    yield c
-    c.close()
+# fixtures: the dev gateway of this module, and an authenticated client of it
+gw = test_sync_replication.gw
+client = test_sync_replication.client
 
 
 def workspace(gw, client, files: int) -> tuple[str, dict[str, bytes]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from apphelpers import ROOT, wait_until
 from playwright.sync_api import Page, expect
-from uihelpers import new_session, ready
+from uihelpers import new_session, ready, run_turn, send_turn
 
 T = 60_000  # ms: generous for 2 shared, busy cores; a passing run waits far less
 AXE = ROOT / "tests" / "vendor" / "axe-core"
@@ -127,22 +127,6 @@ def verdict(page: Page, found: list[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Driving the page
-def send(page: Page, text: str) -> None:
-    turns = page.get_by_test_id("turn").count()
-    box = page.get_by_test_id("message-input")
-    box.fill(text)
-    box.press("Enter")
-    expect(page.get_by_test_id("turn")).to_have_count(turns + 1, timeout=T)
-
-
-def run(page: Page, text: str) -> None:
-    """One turn, to its end."""
-    send(page, text)
-    expect(page.get_by_test_id("turn").last).to_have_attribute(
-        "data-status", "complete", timeout=T
-    )
-
-
 def open_tab(page: Page, name: str):
     page.get_by_test_id(f"side-tab-{name}").click()
     panel = page.get_by_test_id(f"{name}-panel")
@@ -154,7 +138,7 @@ def rich_session(page: Page, folder: Path) -> str:
     """A coding-agent session with a file in two versions, a synced folder with one conflict, and
     a turn of every kind of card, its second question still open."""
     sid = new_session(page)
-    run(page, "/write notes.md line one\\nline two\\n")
+    run_turn(page, "/write notes.md line one\\nline two\\n")
     sync = open_tab(page, "sync")
     sync.get_by_test_id("sync-dir").fill(str(folder))
     sync.get_by_test_id("sync-start").click()
@@ -167,11 +151,11 @@ def rich_session(page: Page, folder: Path) -> str:
     expect(state).to_have_attribute("data-state", "stopped", timeout=T)
     # both sides change the file while sync is stopped: a conflict once it starts again
     (folder / "notes.md").write_text("line one\nmy line\n")
-    run(page, "/write notes.md line one\\nagent line\\n")
+    run_turn(page, "/write notes.md line one\\nagent line\\n")
     sync.get_by_test_id("sync-start").click()
     expect(sync.get_by_test_id("sync-conflict")).to_have_count(1, timeout=T)
 
-    send(page, RICH)
+    send_turn(page, RICH)
     turn = page.get_by_test_id("turn").last
     question = turn.get_by_test_id("question")
     expect(question).to_have_count(1, timeout=T)
@@ -233,10 +217,10 @@ def test_the_start_the_chat_and_their_dialogs(page: Page, app, tmp_path: Path):
 
     # several sessions, the last a rich one
     new_session(page, "echo")
-    run(page, "apple pie recipe")
-    run(page, "the crust needs butter")
+    run_turn(page, "apple pie recipe")
+    run_turn(page, "the crust needs butter")
     new_session(page, "echo")
-    run(page, "cherry tart")
+    run_turn(page, "cherry tart")
     rich_session(page, tmp_path / "synced")
     # Copy and Retry show while a turn is hovered
     hover(page, page.get_by_test_id("user-text").last, ".turn:hover .msg-actions")
@@ -354,7 +338,7 @@ def test_the_narrow_layout_with_each_drawer_open(browser, app, tmp_path: Path):
         page.get_by_test_id("new-session").click()
         expect(page.get_by_test_id("chat-title")).to_be_visible(timeout=T)
         expect(page.get_by_test_id("message-input")).to_be_enabled(timeout=T)
-        run(page, "Hello, **narrow** world.")
+        run_turn(page, "Hello, **narrow** world.")
         audit(page, "800×600, a chat", found)
         page.get_by_test_id("sessions-toggle").click()
         expect(page.locator("aside.sidebar")).to_be_visible()

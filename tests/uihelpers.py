@@ -31,13 +31,18 @@ def new_session(page: Page, agent: str = "coding-agent") -> str:
     return item.get_attribute("data-session-id") or ""
 
 
-def run_turn(page: Page, script: str) -> None:
-    """Send `script` from the message box and wait for its turn to complete."""
+def send_turn(page: Page, text: str) -> None:
+    """Send `text` from the message box and wait for its turn to show."""
     turns = page.get_by_test_id("turn").count()
     box = page.get_by_test_id("message-input")
-    box.fill(script)
+    box.fill(text)
     box.press("Enter")
     expect(page.get_by_test_id("turn")).to_have_count(turns + 1, timeout=T)
+
+
+def run_turn(page: Page, script: str) -> None:
+    """Send `script` from the message box and wait for its turn to complete."""
+    send_turn(page, script)
     expect(page.get_by_test_id("turn").last).to_have_attribute(
         "data-status", "complete", timeout=T
     )
