@@ -232,29 +232,30 @@ def _latency_rows(s: dict[str, Any]) -> list[Row]:
             d = d or {}
             return "/".join(_fmt(d.get(k)) for k in ("p50", "p99", "max"))
 
-        def legs(key: str) -> Row:
+        def to_stores(key: str, label: str) -> list[Row]:
+            """send -> stores beside the single-process client, then its two legs."""
             received, crossing = lat.get(f"{key}_received"), lat.get(f"{key}_crossing")
-            label = "    send -> connection process / -> across to stores"
-            return (label, f"{pct(received)} | {pct(crossing)}", "", "", "")
+            return [
+                (
+                    label,
+                    pct(lat.get(key)),
+                    pct(lat.get("single_process")),
+                    "",
+                    "p99 <= 2",
+                ),
+                (
+                    "    send -> connection process / -> across to stores",
+                    f"{pct(received)} | {pct(crossing)}",
+                    "",
+                    "",
+                    "",
+                ),
+            ]
 
         rows += [
             ("LATENCY at 2,000 events/s, ms p50/p99/max", "", "", "", ""),
-            (
-                "  gateway send -> stores",
-                pct(lat.get("stores")),
-                pct(lat.get("single_process")),
-                "",
-                "p99 <= 2",
-            ),
-            legs("stores"),
-            (
-                "  gateway send -> stores, no page",
-                pct(lat.get("stores_no_page")),
-                pct(lat.get("single_process")),
-                "",
-                "p99 <= 2",
-            ),
-            legs("stores_no_page"),
+            *to_stores("stores", "  gateway send -> stores"),
+            *to_stores("stores_no_page", "  gateway send -> stores, no page"),
             ("  gateway send -> page", pct(lat.get("page")), "", "", "p99 <= 16.7"),
         ]
     base = lat.get("web_baseline") or {}
