@@ -215,10 +215,34 @@ def auto_root(dim_home: Path, tmp_path: Path) -> Path:
     return root
 
 
+def test_a_suggested_folder_follows_a_rename_and_a_typed_one_stays(
+    sync_root, page, app
+):
+    sid = coding_session_with_a_file(page, "/write a.txt x\\n")
+    panel = open_sync(page)
+    box = panel.get_by_test_id("sync-dir")
+    expect(box).to_have_value(str(sync_root / "write a.txt x-n"), timeout=UI_WAIT_MS)
+    app.invoke("rename_session", sessionId=sid, name="Tidy")
+    expect(box).to_have_value(str(sync_root / "Tidy"), timeout=UI_WAIT_MS)
+    # the user's own folder is theirs: a rename leaves it
+    box.fill(str(sync_root / "mine"))
+    box.evaluate("e => e.blur()")
+    app.invoke("rename_session", sessionId=sid, name="Other")
+    expect(page.get_by_test_id("chat-title")).to_have_text("Other", timeout=UI_WAIT_MS)
+    # a suggestion the page asked on seeing the name would be answered before this one
+    assert app.invoke("sync_defaults", sessionId=sid)["localDir"] == str(
+        sync_root / "Other"
+    )
+    expect(box).to_have_value(str(sync_root / "mine"))
+    assert page.page_errors == []
+
+
 def test_the_panel_suggests_the_folder_under_sync_root(sync_root, page, app):
     coding_session_with_a_file(page, "/write hello.txt hi\\n")
     panel = open_sync(page)
-    folder = sync_root / "New session"  # the gateway's default name
+    # named from its first message ("/write hello.txt hi\\n"), then suggested under
+    # that name, whichever came first
+    folder = sync_root / "write hello.txt hi-n"
     expect(panel.get_by_test_id("sync-dir")).to_have_value(
         str(folder), timeout=UI_WAIT_MS
     )

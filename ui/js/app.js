@@ -291,8 +291,8 @@ function renderConnection() {
 
 function renderHeader() {
   const id = ui.selectedId;
-  syncPanel.setSession(id); // a no-op unless the selection changed
   const meta = id ? store.sessions.get(id) : null;
+  syncPanel.setSession(id, meta ? meta.name : null); // a no-op unless the selection or its name changed
   const chat = id ? store.chats.get(id) : null;
   const title = id ? (meta && meta.name) || "Untitled session" : "No session selected";
   if (el.chatTitle.textContent !== title) el.chatTitle.textContent = title;

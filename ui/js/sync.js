@@ -105,6 +105,9 @@ export class SyncPanel {
     this.token = 0; // bumped when the selected session changes: answers for the one before are dropped
     this.pushed = 0; // sync-status events received for the selected session
     this.dirs = new Map(); // sessionId -> folder typed for it
+    this.name = null; // the selected session's name
+    this.suggested = null; // the folder prefill() put in the box, while the user has not changed it
+    this.suggestAsks = 0; // prefill()s asked: only the newest one's answer is shown
 
     this.stateEl = h("span", { class: "badge sync-state", testid: "sync-state", dataset: { state: "off" } }, STATE_WORDS.off);
     this.summaryEl = h("p", { class: "sync-summary", testid: "sync-summary", role: "status" });
@@ -211,10 +214,16 @@ export class SyncPanel {
     return mark.token === this.token && mark.pushed === this.pushed;
   }
 
-  setSession(sessionId) {
-    if (sessionId === this.sessionId) return;
+  /** The selected session (`name`: its name now; a renamed one gets a suggestion anew). */
+  setSession(sessionId, name = null) {
+    if (sessionId === this.sessionId) {
+      this.renamed(name);
+      return;
+    }
     if (this.sessionId) this.dirs.set(this.sessionId, this.dirEl.value);
     this.sessionId = sessionId;
+    this.name = name;
+    this.suggested = null;
     this.status = null;
     this.token += 1;
     this.confirmEl.hidden = true;
@@ -244,20 +253,36 @@ export class SyncPanel {
 
   /** A session never synced: suggest its folder under sync_root (nothing when that is not set). */
   async prefill(sessionId, token) {
+    const ask = ++this.suggestAsks;
     try {
       const defaults = await this.ctx.invoke("sync_defaults", { sessionId });
-      if (token !== this.token || this.status || !defaults || !defaults.localDir) return;
-      if (!this.dirEl.value && document.activeElement !== this.dirEl) this.dirEl.value = defaults.localDir;
+      if (ask !== this.suggestAsks || token !== this.token || this.status || !defaults || !defaults.localDir) return;
+      if (this.untouched() && document.activeElement !== this.dirEl) this.dirEl.value = this.suggested = defaults.localDir;
     } catch (_) {
       /* only a suggestion */
     }
+  }
+
+  /** Whether the folder box holds nothing, or only what prefill() put there. */
+  untouched() {
+    return !this.dirEl.value || this.dirEl.value === this.suggested;
+  }
+
+  /**
+   * The selected session got a new name (named from its first message, say): a suggested folder
+   * the user has not changed follows it, as one suggested now would be named.
+   */
+  renamed(name) {
+    if (name === this.name) return;
+    this.name = name;
+    if (this.sessionId && !this.status && this.suggestAsks && this.untouched()) this.prefill(this.sessionId, this.token);
   }
 
   onStatus(status) {
     if (status && status.sessionId) syncState.update(status);
     if (!status || status.sessionId !== this.sessionId) return;
     this.status = status;
-    if (!this.dirEl.value && status.localDir && document.activeElement !== this.dirEl) this.dirEl.value = status.localDir;
+    if (this.untouched() && status.localDir && document.activeElement !== this.dirEl) this.dirEl.value = status.localDir;
     this.render();
   }
 
