@@ -685,6 +685,12 @@ class Page:
         self.chromium.close()
 
 
+def wait_turn_ends(page: Any, n: int, timeout: float, what: str) -> None:
+    """Until `page`'s probe (dim-desktop's page or the baseline's) has seen `n` turns
+    end: `what` names the wait in its timeout."""
+    wait_until(lambda: page.probe()["turnEnds"] >= n, timeout, what, 0.2)
+
+
 def teardown(*parts: Page | Chromium | DimApp | Gateway | None) -> None:
     """A benchmark's `finally:`: each part closed or stopped in the order given (the
     reverse of the order they were started in), None standing for one that never

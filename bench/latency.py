@@ -22,6 +22,7 @@ from bench.harness import (
     log,
     percentiles,
     teardown,
+    wait_turn_ends,
     wait_until,
 )
 from bench.throughput import single_process
@@ -57,12 +58,7 @@ def dim_desktop(
                 0.2,
             )
             if page is not None:
-                wait_until(
-                    lambda: page.probe()["turnEnds"] >= 1,
-                    60,
-                    "the warm-up's turn_complete on the page",
-                    0.2,
-                )
+                wait_turn_ends(page, 1, 60, "the warm-up's turn_complete on the page")
                 if busy:
                     page.page.evaluate(BUSY_LOOP)
             conn_pid = app.status()["connection"]["pid"]
@@ -85,11 +81,11 @@ def dim_desktop(
                 0.5,
             )
             if page is not None:
-                wait_until(
-                    lambda: page.probe()["turnEnds"] >= 2,
+                wait_turn_ends(
+                    page,
+                    2,
                     seconds * 4 + 60,
                     "the stamped stream's turn_complete on the page",
-                    0.5,
                 )
             cpu_s = cpu.stop()
             stores = app.status()["router"]["latencyMs"]

@@ -32,7 +32,7 @@ from bench.harness import (
     browser_groups,
     log,
     percentiles,
-    wait_until,
+    wait_turn_ends,
 )
 
 # The page: one socket, the handshake (welcome, connected, authenticated: pushed in dev
@@ -221,11 +221,8 @@ def baseline(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]:
         try:
             page = BaselinePage(served.origin, gw.url)
             page.run(f"/stream {rate} {rate}")  # warm-up, not stamped: not measured
-            wait_until(
-                lambda: page.probe()["turnEnds"] >= 1,
-                60,
-                "the warm-up's turn_complete on the baseline page",
-                0.2,
+            wait_turn_ends(
+                page, 1, 60, "the warm-up's turn_complete on the baseline page"
             )
             if busy:
                 page.busy()
@@ -234,11 +231,11 @@ def baseline(rate: int, seconds: float, busy: bool = False) -> dict[str, Any]:
             )
             cpu.start()
             page.run(f"/stream {n} {rate} stamp")
-            wait_until(
-                lambda: page.probe()["turnEnds"] >= 2,
+            wait_turn_ends(
+                page,
+                2,
                 seconds * 4 + 60,
                 "the stamped stream's turn_complete on the baseline page",
-                0.5,
             )
             cpu_s = cpu.stop()
             probe = page.probe(with_latency=True)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from bench import run as bench_run
 from bench import startup
-from bench.harness import DimApp, Gateway, Page, check_text, teardown, wait_until
+from bench.harness import (
+    DimApp,
+    Gateway,
+    Page,
+    check_text,
+    teardown,
+    wait_turn_ends,
+    wait_until,
+)
 from bench.webbaseline import BaselinePage, _Serve
 
 
@@ -23,9 +31,7 @@ def test_the_baseline_page_applies_every_event_of_a_stream_in_order(
         page = BaselinePage(served.origin, gw.url, browser)
         assert page.session_id
         page.run("/stream 300 3000 stamp")
-        wait_until(
-            lambda: page.probe()["turnEnds"] >= 1, 120, "the turn's end on the page"
-        )
+        wait_turn_ends(page, 1, 120, "the turn's end on the page")
         probe = page.probe(with_latency=True)
         assert (probe["gaps"], probe["dup"], probe["ooo"]) == (0, 0, 0)
         assert probe["deltas"] == 300
@@ -87,7 +93,7 @@ def test_the_bench_page_selects_a_session_made_before_it_opened(
         page = Page(app.ui_url, init_scripts=(LATE_LIST,), browser=browser)
         page.select(sid)
         turn = app.run_turn(sid, "/stream 50")
-        wait_until(lambda: page.probe()["turnEnds"] >= 1, 120, "the turn on the page")
+        wait_turn_ends(page, 1, 120, "the turn on the page")
         wait_until(
             lambda: check_text(page.text_of(turn), 50)["received"] == 50,
             120,
