@@ -54,6 +54,7 @@ const ui = {
   selectedSeen: false, // the model has held the selected session (so its absence means deleted)
   showArchived: false,
   bridge: "connecting", // the event socket: connecting | open | closed
+  bridgeWasOpen: false, // the event socket has been open once (so "closed" means the app went away)
   syncing: false,
   buffer: [], // [kind, payload] received while a snapshot is being fetched
   ready: false, // body[data-ready] set
@@ -416,8 +417,22 @@ async function refreshSessions() {
 }
 
 function onActorStatus(payload) {
-  setActors(store, payload);
+  showActors(payload);
   schedule();
+}
+
+/**
+ * Actor rows as the page shows them. Once dim-desktop has gone away, rows that still arrive (an
+ * actor_status answered while the app was stopping) describe processes that are gone: their state
+ * is unknown until the app is back.
+ */
+function showActors(rows) {
+  const gone = ui.bridgeWasOpen && ui.bridge !== "open" && Array.isArray(rows);
+  setActors(store, gone ? rows.map(unknownActor) : rows);
+}
+
+function unknownActor(row) {
+  return { ...row, state: "unknown", status: undefined, pid: undefined, uptime: undefined, startedAt: undefined, mailbox: undefined, connection: undefined, reconnects: undefined };
 }
 
 function onOutbox(items) {
@@ -512,11 +527,10 @@ listen("gateway-warning", onGatewayWarning);
 onBridgeState((state) => {
   const was = ui.bridge;
   ui.bridge = state;
+  if (state === "open") ui.bridgeWasOpen = true;
   store.dirty.connection = true;
   // dim-desktop is gone: what it last said about its actors no longer holds.
-  if (state === "closed" && was === "open" && Array.isArray(store.actors)) {
-    setActors(store, store.actors.map((r) => ({ ...r, state: "unknown", status: undefined, pid: undefined, uptime: undefined, startedAt: undefined, mailbox: undefined, connection: undefined, reconnects: undefined })));
-  }
+  if (state === "closed" && was === "open") showActors(store.actors);
   schedule();
   // Back (the same app, or a restarted one on the same port): everything is read again.
   if (state === "open") resync();
@@ -581,7 +595,7 @@ async function resync() {
 async function loadActorStatus() {
   try {
     const rows = await invoke("actor_status", {});
-    setActors(store, rows);
+    showActors(rows);
     schedule();
   } catch (_) {
     /* the panel fills from actor-status events */
