@@ -87,7 +87,7 @@ BAD_CHANGES = [
     ({"restart_period_s": 0}, "restart_period_s"),
     ({"log_max_bytes": 10}, "log_max_bytes"),
     ({"gateway_url": "http://example.org"}, "gateway_url"),
-    ({"token_source": "keyring"}, "token_source"),
+    ({"token_source": "vault"}, "token_source"),
     ({"token_source": "file"}, "token_file"),
     ({"stale_after_s": 10}, "stale_after_s"),  # must exceed ping_interval_s (30)
     ({"sync_extra_ignore": "*.log"}, "sync_extra_ignore"),

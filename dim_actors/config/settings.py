@@ -47,14 +47,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gateway_url: str | None = None
     # Where the gateway token comes from when neither --token nor --token-file is given:
     # "env" ($DIM_TOKEN), "file" (the first line of token_file, a file only its owner
-    # may read), or "flag".
-    token_source: Literal["flag", "env", "file"] = "env"
+    # may read), "keyring" (the OS keychain, dim_actors/config/keychain.py), or "flag".
+    token_source: Literal["flag", "env", "file", "keyring"] = "env"
     token_file: str | None = None
     # How dim-desktop shows its UI at start: the native window where it can, else the
     # browser.
     ui_open: Literal["auto", "window", "browser", "none"] = "auto"
     tray: bool = True
     native_notifications: bool = True
+    # An XDG autostart entry (~/.config/autostart) starts dim-desktop when the user logs in.
+    start_at_login: bool = False
     # Local sync defaults (docs/sync.md §7): the folder session folders go under by
     # default (<sync_root>/<session name>: the Sync panel's suggestion, start_sync
     # without localDir), whether a session never synced starts syncing there when the
@@ -192,6 +194,11 @@ FIELDS: dict[str, Field] = {
         "When a turn ends, fails or asks you something while no dim-desktop window "
         "has the focus.",
     ),
+    "start_at_login": Field(
+        "Window and notifications",
+        "Start dim-desktop when you log in",
+        "Adds dim-desktop to your desktop's startup applications.",
+    ),
     "sync_root": Field(
         "Sync",
         "Folder for synced sessions",
@@ -310,6 +317,7 @@ CHOICE_LABELS: dict[str, dict[str, str]] = {
     "token_source": {
         "env": "The DIM_TOKEN environment variable",
         "file": "A token file (below)",
+        "keyring": "The system keychain",
         "flag": "Only the --token option",
     },
     "ui_open": {
