@@ -171,9 +171,12 @@ class App:
         env: dict[str, str] | None = None,
         prefix: list[str] | None = None,
         module: str = "dim_actors.app",
+        command: list[str] | None = None,
     ):
         """`prefix`: a command the app runs under (e.g. `unshare ...`), which must exec
-        it. `module`: what `python -m` runs; one of tests/ (faulty_app) is found on PYTHONPATH."""
+        it. `module`: what `python -m` runs; one of tests/ (faulty_app) is found on PYTHONPATH.
+        `command`: what runs instead of `python -m module` (an installed dim-desktop), from
+        DIM_HOME rather than the checkout, so nothing of the checkout is imported."""
         self.home = home
         # The caller's own DIM_TOKEN must not leak in; one given in `env` is meant.
         self.env = {k: v for k, v in os.environ.items() if k != "DIM_TOKEN"}
@@ -188,13 +191,11 @@ class App:
         self.proc = subprocess.Popen(
             [
                 *(prefix or []),
-                sys.executable,
-                "-m",
-                module,
+                *(command or [sys.executable, "-m", module]),
                 "--no-browser",
                 *(args or []),
             ],
-            cwd=ROOT,
+            cwd=home if command else ROOT,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
