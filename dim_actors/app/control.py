@@ -41,6 +41,8 @@ class Controlled(Protocol):
 
     def show_ui(self, session_id: str | None) -> str: ...
 
+    def open_session_window(self, session_id: str) -> str: ...
+
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(ControlRequest)
@@ -125,6 +127,13 @@ class _Handler(socketserver.StreamRequestHandler):
                     rt.request_stop("dimctl stop")
                 case "logs":
                     self.logs(req)
+                case "show" if req.newWindow:
+                    if not req.sessionId:
+                        raise ValueError(
+                            "show --new-window needs a session: add --session ID"
+                        )
+                    shown = rt.open_session_window(req.sessionId)
+                    self.reply(ControlReply(ok=True, result={"shown": shown}))
                 case "show":
                     # Open (or bring to the front) the UI: a second `dim-desktop`,
                     # `dimctl show`.
@@ -192,16 +201,26 @@ class _Id(msgspec.Struct):
     id: int
 
 
-class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class ControlServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """socketserver.UnixStreamServer, which is a TCPServer on AF_UNIX, spelled out:
+    Windows's socketserver has no UnixStreamServer, and this module must import there."""
+
     daemon_threads = True
 
     def __init__(self, path: Path, runtime: Controlled):
+        if not hasattr(socket, "AF_UNIX"):
+            raise OSError(
+                "the control socket needs Unix sockets, which this system lacks"
+            )
+        self.address_family = socket.AF_UNIX
         self.runtime = runtime
         path.unlink(missing_ok=True)
         # the socket is born 0600: no window where others could connect
         old = os.umask(0o177)
         try:
-            super().__init__(str(path), _Handler)
+            # typeshed knows TCPServer's address only as (host, port); on AF_UNIX it is
+            # a path, as UnixStreamServer's is
+            super().__init__(str(path), _Handler)  # type: ignore[arg-type]
         finally:
             os.umask(old)
         os.chmod(path, 0o600)

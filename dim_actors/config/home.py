@@ -1,8 +1,9 @@
 """DIM_HOME: where one instance keeps its config, data, logs and run state.
 
 Two instances with different DIM_HOMEs never share a file, so tests and users can run
-them side by side. A lock file held with flock marks the running instance: the kernel
-drops the lock when the process dies, so a crash never leaves a stale "already running"
+them side by side. A lock file held with the system's own file lock (flock, or
+LockFileEx on Windows, through filelock) marks the running instance: the system drops
+the lock when the process dies, so a crash never leaves a stale "already running"
 behind.
 
 Everything in DIM_HOME is private to its user (docs/security.md): the app runs with
@@ -12,7 +13,6 @@ lies there (an earlier version's files, a copy made by hand) and says which it c
 
 from __future__ import annotations
 
-import fcntl
 import html
 import json
 import os
@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import msgspec
 import platformdirs
 
@@ -233,17 +234,24 @@ class DimHome:
         home = Path.home().resolve()
         return self.root == home or self.root in home.parents
 
-    def acquire_instance_lock(self) -> int:
-        """Hold the instance lock for the life of this process; AlreadyRunning if
-        another has it."""
-        fd = os.open(self.run_dir / "instance.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    def acquire_instance_lock(self) -> filelock.BaseFileLock:
+        """Hold the instance lock for the life of this process (keep what this returns:
+        the lock goes with it); AlreadyRunning if another has it. Child processes do
+        not inherit it: its file descriptor is not inheritable."""
+        lock = filelock.FileLock(
+            self.run_dir / "instance.lock",
+            mode=0o600,
+            # taken on the main thread, released by whichever thread ends the process
+            thread_local=False,
+            # a real lock of the system's or none: a soft lock (a marker file) could
+            # outlive a crash
+            preserve_lock_file=True,
+        )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
             raise AlreadyRunning(self._running_description()) from None
-        os.set_inheritable(fd, False)
-        return fd
+        return lock
 
     def _running_description(self) -> str:
         info = self.read_runtime()
