@@ -130,6 +130,20 @@ CASES = [
         {"url": "ws://h", "token": 5},
         "gateway_connect: token: Expected `str | null`, got `int`",
     ),
+    ("save_token", {"token": "kc-1"}, commands.SaveToken(token="kc-1")),
+    ("save_token", {}, "save_token: Object missing required field `token`"),
+    ("save_token", {"token": 5}, "save_token: token: Expected `str`, got `int`"),
+    ("save_token", {"token": " "}, "save_token: token: Enter the gateway token"),
+    (
+        "save_token",
+        {"token": "kc-1\nkc-2"},
+        "save_token: token: Enter the token alone, without spaces around it",
+    ),
+    (
+        "save_token",
+        {"token": "x" * 4097},
+        "save_token: token: Expected `str` of length <= 4096",
+    ),
     (
         "set_settings",
         {"changes": {"max_restarts": 4}},
@@ -254,8 +268,11 @@ def test_every_local_and_sync_command_has_its_struct_and_none_is_a_gateway_comma
         "outbox_cancel",
         "get_settings",
         "set_settings",
+        "save_token",
         "search_sessions",
         "list_folders",
+        "mark_seen",
+        "open_window",
     } == LOCAL_COMMANDS
     assert not set(commands.ARGS) & set(CLIENT_MESSAGES)
 

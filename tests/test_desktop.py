@@ -756,7 +756,12 @@ def test_the_tray_icon_docks_and_a_click_brings_the_window_back(
         what="the window to be mapped",
     )
     wait_until(lambda: tray.docked, 60, what="the tray icon to dock")
-    assert "tray icon shown (xorg" in app_log(dim_home)
+    # logged once start() returns, which can be a moment after the icon docked
+    wait_until(
+        lambda: "tray icon shown (xorg" in app_log(dim_home),
+        30,
+        what="the log to say which tray icon it is",
+    )
     assert xprobe.close_window("Diminuendo") == 1
     wait_until(
         lambda: not xprobe.mapped("Diminuendo"),

@@ -532,3 +532,30 @@ def test_websocket_client_sends_what_a_frame_formats_masked_in_one_write(gateway
             ws.close()
         # each a frame of its own, each masked (the server unmasks, or refuses unmasked)
         assert got == [b"first", b"", b"\x00third" * 1000]
+
+
+# --- pywebview ------------------------------------------------------------------------
+
+PYWEBVIEW_QT_VIEW = (
+    "the Qt backend's BrowserView.webview (the QWebEngineView, whose titleChanged a "
+    "session's window follows) and BrowserView._js_results (the waits for a script's "
+    "result, answered once the GUI loop is over)",
+    "NativeWindow._follow_page_title and _answer_script_waits_for_ever in "
+    "dim_actors/desktop/window.py",
+)
+
+
+def test_pywebview_qt_browser_view_still_has_the_webview_and_the_script_waits():
+    # Read from the source: building a BrowserView needs a running Qt application and a
+    # display, and the attributes are set in its constructor.
+    with contract("pywebview", PYWEBVIEW_QT_VIEW):
+        import webview.platforms.qt as qt
+
+        init = inspect.getsource(qt.BrowserView.__init__)
+        assert "self.webview = " in init, "BrowserView.__init__ sets no self.webview"
+        assert "self._js_results = {}" in init, (
+            "BrowserView.__init__ sets no self._js_results dict"
+        )
+        assert "titleChanged" in dir(qt.BrowserView.WebView), (
+            "BrowserView.WebView has no titleChanged"
+        )

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from filelock import BaseFileLock
 
 from dim_actors import __version__
 from dim_actors.app.control import request as control_request
@@ -36,7 +37,7 @@ from dim_actors.config.settings import (
     resolve_token,
 )
 from dim_actors.connection.actor import ConnectionMemory
-from dim_actors.desktop import Desktop
+from dim_actors.desktop import Desktop, autostart
 from dim_actors.messages import ControlReply, ControlRequest
 
 log = logging.getLogger("dim.app")
@@ -174,6 +175,7 @@ def load_configuration(
             dict(os.environ),
             home.config_dir,
             token_file=args.token_file,
+            gateway_url=args.gateway or settings.gateway_url,
         )
     return settings, token
 
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
     home = DimHome.from_env()
     fixes = home.ensure()
     try:
-        lock_fd = home.acquire_instance_lock()
+        instance_lock = home.acquire_instance_lock()
     except AlreadyRunning as e:
         return show_running(home, args, str(e))
     setup_logging(home)
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
     # Read once: the programs the app starts (the browser, notify-send, the dev gateway)
     # need not have it.
     os.environ.pop("DIM_TOKEN", None)
+    # Before the page can change it: later changes reach the desktop.
+    autostart.apply(settings.start_at_login)
 
     gateway: EmbeddedGateway | None = None
     url = args.gateway or settings.gateway_url
@@ -317,7 +321,7 @@ def main(argv: list[str] | None = None, *, replace: ActorClasses | None = None) 
         stopper.wait()
         if desktop is not None:
             desktop.close()
-    return stopper.finish(lock_fd)
+    return stopper.finish(instance_lock)
 
 
 class StartFailed(Exception):
@@ -423,22 +427,22 @@ class Stopper:
         )
         self._finish(None)
 
-    def finish(self, lock_fd: int) -> int:
+    def finish(self, instance_lock: BaseFileLock) -> int:
         """On the main thread, at the very end: say the app stopped, and return its exit
         code."""
         if not self.finishing.acquire(blocking=False):
             # The stop thread is ending the process (the deadline passed): it exits for
             # us.
             self.finishing.acquire()
-        return self._finish(lock_fd)
+        return self._finish(instance_lock)
 
-    def _finish(self, lock_fd: int | None) -> int:
+    def _finish(self, instance_lock: BaseFileLock | None) -> int:
         """Every part of the app has ended by now. Threads of libraries that are not
         daemons (pywebview runs some) get a moment, not more: Python would wait for them
         at exit, for ever if one waits for a GUI loop that is over."""
         runtime = self.runtime
-        if lock_fd is not None:
-            os.close(lock_fd)
+        if instance_lock is not None:
+            instance_lock.release()
         for proc in multiprocessing.active_children():  # none: runtime.stop saw to it
             proc.kill()
         me = threading.current_thread()

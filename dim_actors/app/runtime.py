@@ -128,6 +128,9 @@ class SupervisorRuntime:
                 admin=self,
                 notify_desktop=self.desktop.notify,
                 settings_changed=self.desktop.settings_changed,
+                builtin_gateway_url=connection.embedded_url,
+                attention_desktop=self.desktop.attention,
+                open_window=self.desktop.open_window_later,
             ),
         )
 
@@ -138,6 +141,9 @@ class SupervisorRuntime:
 
     def show_ui(self, session_id: str | None) -> str:
         return self.desktop.show(session_id)
+
+    def open_session_window(self, session_id: str) -> str:
+        return self.desktop.open_session_window(session_id)
 
     # --- the Actors panel (router.ActorAdmin): nothing here waits on the supervisor ---
 

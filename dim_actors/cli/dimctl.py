@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="open the UI of the running dim-desktop (its window, or the browser)",
     )
     sh.add_argument("--session", metavar="ID", help="select this session")
+    sh.add_argument(
+        "--new-window",
+        action="store_true",
+        help="open the session (--session) in a window of its own; again: brings "
+        "that window to the front",
+    )
     lg = sub.add_parser("logs", help="messages an actor received, oldest first")
     lg.add_argument("actor")
     lg.add_argument(
@@ -320,13 +326,18 @@ def _run(args: argparse.Namespace, home: DimHome, timeout: float) -> int:
     elif args.cmd == "show":
         with (
             connect(
-                home, ControlRequest(cmd="show", sessionId=args.session), timeout
+                home,
+                ControlRequest(
+                    cmd="show", sessionId=args.session, newWindow=args.new_window
+                ),
+                timeout,
             ) as s,
             s.makefile("rb") as f,
         ):
             result = read_reply(f).result
         shown = result.get("shown") if isinstance(result, dict) else result
-        print(f"dim-desktop: UI opened ({shown})")
+        what = "session window" if args.new_window else "UI"
+        print(f"dim-desktop: {what} opened ({shown})")
     elif args.cmd == "logs":
         since = time.time() - args.since if args.since is not None else None
         req = ControlRequest(
@@ -373,7 +384,13 @@ def _run(args: argparse.Namespace, home: DimHome, timeout: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "show" and args.new_window and not args.session:
+        parser.error(
+            "show --new-window opens one session: add --session ID "
+            "(the session's id, as in the page's address or `dimctl logs router`)"
+        )
     try:
         return run(args)
     except CtlError as e:

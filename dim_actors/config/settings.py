@@ -330,7 +330,7 @@ CHOICE_LABELS: dict[str, dict[str, str]] = {
 # Kept for callers that want the help text alone.
 HELP: dict[str, str] = {key: f.help for key, f in FIELDS.items()}
 # applied at once; every other key at the next start
-LIVE_KEYS = frozenset({"native_notifications"})
+LIVE_KEYS = frozenset({"native_notifications", "start_at_login"})
 KEYS: tuple[str, ...] = Settings.__struct_fields__
 RESTART_NOTE = "Takes effect when dim-desktop restarts."
 
@@ -685,8 +685,10 @@ def resolve_token(
     config_dir: Path,
     *,
     token_file: str | None = None,
+    gateway_url: str | None = None,
 ) -> str | None:
-    """--token or --token-file (`token_file`) wins; otherwise what token_source says."""
+    """--token or --token-file (`token_file`) wins; otherwise what token_source says.
+    The keychain holds one token per gateway address (`gateway_url`: the one in use)."""
     if flag:
         return flag
     if token_file:
@@ -700,4 +702,13 @@ def resolve_token(
         if not p.is_absolute():
             p = config_dir / p
         return read_token_file(p, "token_file")
+    if settings.token_source == "keyring" and gateway_url:
+        # Imported here: keyring and its D-Bus client load only for those who use it.
+        from dim_actors.config import keychain
+
+        try:
+            return keychain.read_token(gateway_url)
+        except keychain.KeychainError as e:
+            said = keychain.said_at_start(e)
+            raise SettingsError(said, "token_source", said) from None
     return None

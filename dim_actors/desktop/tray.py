@@ -15,11 +15,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dim_actors.desktop.badge import draw_badge
 from dim_actors.desktop.window import INSTALL_HINT, has_display
-from dim_actors.desktop.xmenu import XPopupMenu
-from dim_actors.desktop.xtray import XTrayIcon
+
+if TYPE_CHECKING:
+    from dim_actors.desktop.xmenu import XPopupMenu
+    from dim_actors.desktop.xtray import XTrayIcon
 
 log = logging.getLogger("dim.desktop.tray")
 
@@ -53,6 +56,11 @@ def icon_image(state: str, size: int = 64) -> Any:
         width=int(3 * s),
     )
     return img
+
+
+def badge_image(state: str, count: int, size: int = 64) -> Any:
+    """The icon of `state` with the attention badge for `count` (none for 0)."""
+    return draw_badge(icon_image(state, size), count)
 
 
 def _x11_tray_owner() -> str | None:
@@ -111,7 +119,10 @@ class Tray:
         self.x_icon: XTrayIcon | None = None  # or our own, on plain X11
         self.sync_paused = False
         self.state = ""
+        self.badge = 0  # sessions that need the user (router/attention.py)
         self.stopped = threading.Event()
+        # set_badge and stop wake the tray's thread at once
+        self._poke = threading.Event()
         self.has_menu = False
         self.x_menu: XPopupMenu | None = None
 
@@ -160,14 +171,20 @@ class Tray:
             item("Quit", lambda: self.on_quit()),
         )
         self.icon = pystray.Icon(
-            "dim-desktop", icon_image(self.state), self._title(), menu
+            "dim-desktop", badge_image(self.state, self.badge), self._title(), menu
         )
         self.has_menu = bool(getattr(self.icon, "HAS_MENU", False))
         self.icon.run_detached()
 
     def _start_x11(self) -> None:
+        # X11 only: loaded where it is used, so the tray imports on any platform
+        from dim_actors.desktop.xmenu import XPopupMenu
+        from dim_actors.desktop.xtray import XTrayIcon
+
         self.x_menu = XPopupMenu()
-        self.x_icon = XTrayIcon(icon_image(self.state), self._title(), self._on_x_click)
+        self.x_icon = XTrayIcon(
+            badge_image(self.state, self.badge), self._title(), self._on_x_click
+        )
         self.x_icon.start()
 
     def menu_items(self) -> list[tuple[str, Callable[[], None]]]:
@@ -185,9 +202,19 @@ class Tray:
             self.x_menu.popup(x, y, self.menu_items())
 
     def _title(self) -> str:
-        return f"Diminuendo: {self.state.replace('_', ' ')}" + (
-            " (sync paused)" if self.sync_paused else ""
+        need = self.badge
+        return (
+            f"Diminuendo: {self.state.replace('_', ' ')}"
+            + (" (sync paused)" if self.sync_paused else "")
+            + ("" if not need else ", 1 session needs you" if need == 1 else "")
+            + (f", {need} sessions need you" if need > 1 else "")
         )
+
+    def set_badge(self, count: int) -> None:
+        """From any thread: how many sessions need the user (0: none). Only hands it
+        to the tray's thread, which redraws the icon."""
+        self.badge = max(0, count)
+        self._poke.set()
 
     def _toggle_sync(self) -> None:
         self.sync_paused = not self.sync_paused
@@ -195,8 +222,11 @@ class Tray:
         self._refresh(force=True)
 
     def _watch(self) -> None:
-        while not self.stopped.wait(1.0):
-            self._refresh()
+        while not self.stopped.is_set():
+            poked = self._poke.wait(1.0)
+            self._poke.clear()
+            if not self.stopped.is_set():
+                self._refresh(force=poked)
 
     def _refresh(self, force: bool = False) -> None:
         try:
@@ -208,10 +238,10 @@ class Tray:
         self.state = state
         try:
             if self.x_icon is not None:
-                self.x_icon.set_image(icon_image(state))
+                self.x_icon.set_image(badge_image(state, self.badge))
                 self.x_icon.set_title(self._title())
             elif self.icon is not None:
-                self.icon.icon = icon_image(state)
+                self.icon.icon = badge_image(state, self.badge)
                 self.icon.title = self._title()
                 if self.has_menu:
                     self.icon.update_menu()
@@ -220,6 +250,7 @@ class Tray:
 
     def stop(self) -> None:
         self.stopped.set()
+        self._poke.set()
         try:
             if self.x_icon is not None:
                 self.x_icon.stop()

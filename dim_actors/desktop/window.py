@@ -1,9 +1,11 @@
 """The native window: pywebview with its Qt backend (the `desktop` extra), on the main
 thread.
 
-Closing the window hides it: the supervisor and the gateway connection keep running, and
-the tray, a second `dim-desktop` or `dimctl show` bring it back. The window goes for
-good only when the app stops (`destroy`), which ends `run`.
+Closing the main window hides it: the supervisor and the gateway connection keep
+running, and the tray, a second `dim-desktop` or `dimctl show` bring it back. The main
+window goes for good only when the app stops (`destroy`), which ends `run`. A session's
+window (`open`, once the main window's GUI loop runs) is about one session: closing it
+closes it for good, and the main window and the app go on.
 
 `destroy` may be called from any thread at any moment, before the window is even shown:
 it never waits. And once the GUI loop is over, nothing of pywebview's may wait for it:
@@ -22,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from dim_actors.desktop.folderdialog import choose_folder as pick_folder
 
@@ -92,18 +94,34 @@ def window_support(timeout: float = 30.0) -> str | None:
     return None
 
 
+WindowKind = Literal["main", "session"]
+
+
 class NativeWindow:
     def __init__(
         self,
         url: str,
         title: str = "Diminuendo",
         stopping: Callable[[], bool] = lambda: False,
+        *,
+        kind: WindowKind = "main",
+        hidden: bool = False,
+        on_closed: Callable[[], None] | None = None,
+        on_retitled: Callable[[NativeWindow], None] | None = None,
     ):
         """stopping: whether the app is stopping (a close is then refused: the stop
-        destroys the window)."""
+        destroys the window). kind: "main" hides on close; "session" closes for good,
+        then calls on_closed, and takes its title from its page's (the session's
+        name), then calls on_retitled (else shows that title). hidden: the main window
+        starts hidden (its GUI loop is wanted for a session's window only)."""
         self.url = url
-        self.title = title
+        self.title = title  # what the window is called; set_title may show more
         self.stopping = stopping
+        self.kind = kind
+        self.hidden = hidden
+        self.on_closed = on_closed
+        self.on_retitled = on_retitled
+        self._following = False
         self.window: Any = None
         self.quitting = False
         self.started = threading.Event()
@@ -117,15 +135,44 @@ class NativeWindow:
 
         # Qt names the window's class (WM_CLASS) and the app after argv[0].
         sys.argv[:1] = ["dim-desktop"]
+        self._create(webview)
+
+        def started() -> None:
+            self.started.set()
+            if on_started is not None:
+                on_started()
+            if self.quitting:  # destroyed before it existed
+                self.destroy()
+
+        try:
+            webview.start(started, gui="qt", private_mode=True)
+        finally:
+            self.visible = False
+            self.quitting = True
+            self._answer_script_waits_for_ever()
+        log.info("window closed for good")
+
+    def open(self) -> None:
+        """Off the main thread, while the GUI loop runs: open this window in it.
+        pywebview creates a window at once only when asked from another thread than
+        the main one, and the main window's loop then shows it."""
+        import webview
+
+        self._create(webview)
+        self.started.set()
+
+    def _create(self, webview: Any) -> None:
         self.window = webview.create_window(
             self.title,
             self.url,
-            width=1280,
+            width=1280 if self.kind == "main" else 1000,
             height=800,
-            min_size=(800, 560),
+            min_size=(800, 560) if self.kind == "main" else (480, 400),
             background_color="#1e1f22",
+            hidden=self.hidden,
         )
         self.window.events.closing += self._on_closing
+        self.window.events.closed += self._on_closed
         self.window.events.shown += self._on_shown
         self.window.events.loaded += self.loaded.set
         window = self.window
@@ -142,20 +189,38 @@ class NativeWindow:
 
         self.window.expose(choose_folder)
 
-        def started() -> None:
-            self.started.set()
-            if on_started is not None:
-                on_started()
-            if self.quitting:  # destroyed before it existed
-                self.destroy()
-
+    def set_title(self, title: str) -> None:
+        """From any thread: the title the window shows (its taskbar entry's too)."""
+        window = self.window
+        if window is None or self.quitting:
+            return
         try:
-            webview.start(started, gui="qt", private_mode=True)
-        finally:
-            self.visible = False
-            self.quitting = True
-            self._answer_script_waits_for_ever()
-        log.info("window closed for good")
+            window.set_title(title)
+        except Exception:
+            log.exception("setting the window's title failed")
+
+    def _follow_page_title(self) -> None:
+        """A session's window is named as its page is (the session's name): several
+        windows are then told apart in the taskbar and the window switcher."""
+        webview = getattr(getattr(self.window, "native", None), "webview", None)
+        if webview is None or self._following:
+            return
+        self._following = True  # shown again (brought to the front): once is enough
+
+        def changed(title: str) -> None:
+            if not title or title == self.title:
+                return
+            self.title = title
+            if self.on_retitled is not None:
+                self.on_retitled(self)
+            else:
+                self.set_title(title)
+
+        from qtpy.QtCore import Qt
+
+        # Direct: called on the GUI thread that emits it. This thread (pywebview's, for
+        # the `shown` event) ends at once, and a queued call to it would never come.
+        webview.titleChanged.connect(changed, Qt.ConnectionType.DirectConnection)
 
     def _answer_script_waits_for_ever(self) -> None:
         """The GUI loop is over: answer (with no result) every wait for a script's
@@ -186,8 +251,18 @@ class NativeWindow:
         threading.Thread(target=answer, name="window-script-waits", daemon=True).start()
 
     def _on_shown(self) -> None:
+        if self.hidden and not self.visible:
+            return  # a hidden window counts as shown for pywebview: it is not
         self.visible = True
-        log.info("window shown")
+        if self.kind == "session":
+            self._follow_page_title()
+        log.info("%s window shown", self.kind)
+
+    def _on_closed(self) -> None:
+        self.visible = False
+        self.quitting = True
+        if self.on_closed is not None:
+            self.on_closed()
 
     def _on_closing(self) -> bool:
         if self.quitting:
@@ -196,6 +271,8 @@ class NativeWindow:
             # The app is stopping and closes the window itself, once its UI bridge has
             # stopped.
             return False
+        if self.kind == "session":
+            return True  # about one session: it goes, the others and the app stay
         # Closing only hides: the app keeps running in the background (tray,
         # dim-desktop, dimctl show).
         self.visible = False
@@ -215,6 +292,7 @@ class NativeWindow:
         """From any thread: bring the window back (and select a session)."""
         if self.window is None:
             return
+        self.hidden = False
         self.window.show()
         # raise it and give it the focus (show alone only maps it)
         self.window.restore()

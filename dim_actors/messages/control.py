@@ -16,6 +16,7 @@ class ControlRequest(msgspec.Struct, omit_defaults=True):
     follow: bool = False
     hangSeconds: float | None = None
     sessionId: str | None = None  # show: the session to open
+    newWindow: bool = False  # show: in a window of its own (sessionId required)
 
 
 class ControlReply(msgspec.Struct, omit_defaults=True):

@@ -55,6 +55,22 @@ class GatewayConnect(Args):
         return None
 
 
+class SaveToken(Args):
+    """A gateway token to keep in the OS keychain (config/keychain.py)."""
+
+    token: Annotated[str, msgspec.Meta(max_length=4096)]
+
+    def problem(self) -> str | None:
+        if not self.token.strip():
+            return "token: Enter the gateway token"
+        if self.token != self.token.strip() or any(c < " " for c in self.token):
+            return (
+                "token: Enter the token alone, without spaces around it or line "
+                "breaks in it"
+            )
+        return None
+
+
 class ActorArgs(Args):
     name: Name
 
@@ -120,6 +136,14 @@ class GetTurns(Args):
     beforeSeq: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
+class MarkSeen(Args):
+    """The page shows `sessionId` to the user (looking: in a visible, focused page) or
+    no longer does (router/attention.py)."""
+
+    sessionId: SessionId
+    looking: bool
+
+
 class ListFolders(Args):
     """The folder picker's listing (router/folders.py): None is the home folder."""
 
@@ -141,6 +165,7 @@ ARGS: dict[str, type[Args]] = {
     "outbox_cancel": OutboxCancel,
     "get_settings": NoArgs,
     "set_settings": SetSettings,
+    "save_token": SaveToken,
     # Local sync, answered by the journal (docs/sync.md).
     "start_sync": StartSync,
     "stop_sync": SessionArgs,
@@ -152,6 +177,9 @@ ARGS: dict[str, type[Args]] = {
     "sync_resume": NoArgs,
     "list_folders": ListFolders,
     "search_sessions": SearchSessions,
+    # The page's "Open in new window": the desktop opens the session's own window.
+    "open_window": SessionArgs,
+    "mark_seen": MarkSeen,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from dim_actors.messages import (
     SyncCommand,
     UiEvent,
 )
-from dim_actors.router import commands, folders, search, titles
+from dim_actors.router import commands, folders, search, titles, tokensave
+from dim_actors.router.attention import ENDS, Attention, event_ts, outcome_of
 from dim_actors.router.older import OlderFetch
 from dim_actors.router.stores import BadEvent, Stores
 from dim_actors.wire import protocol
@@ -58,6 +60,8 @@ LOCAL_COMMANDS = frozenset(commands.ARGS) - SYNC_COMMANDS
 NOTIFY_TYPES = frozenset(
     {"turn_complete", "turn_error", "question_requested", "permission_requested"}
 )
+# Session events after which the attention count may drop a session for good.
+_FORGET_TYPES = frozenset({"session_deleted"})
 _json = msgspec.json.Encoder()
 
 
@@ -122,6 +126,9 @@ class RouterMemory:
     # The router's own request ids: a restarted router goes on from where the last one
     # stopped, so an answer to its predecessor's request is never taken for one of its own.
     ids: Allocator = field(default_factory=lambda: Allocator("router"))
+    # Which sessions need the user: kept across restarts, so the replay a restarted
+    # router rebuilds its stores from raises none of them again.
+    attention: Attention = field(default_factory=Attention)
 
 
 @dataclass
@@ -133,6 +140,14 @@ class RouterWiring:
     notify_desktop: Callable[[str, bytes, str | None], None] | None = None
     # Called with the new settings after set_settings wrote them.
     settings_changed: Callable[[Settings], None] | None = None
+    # The built-in test gateway's address: save_token is refused for it.
+    builtin_gateway_url: str | None = None
+    # (session id): the desktop opens the session in a window of its own, later (it
+    # only starts a thread); LookupError while there is no desktop yet.
+    open_window: Callable[[str], None] | None = None
+    # How many sessions need the user, each time that changes: queues it for the tray
+    # and the window titles.
+    attention_desktop: Callable[[int], None] | None = None
 
 
 class Router(DimActor):
@@ -297,6 +312,8 @@ class Router(DimActor):
                 )
                 if ev.type in NOTIFY_TYPES:
                     self.notify_desktop(ev)
+                elif ev.type in _FORGET_TYPES and ev.sessionId:
+                    self.attention_told(self.memory.attention.forget(ev.sessionId))
             # not for a text delta: one attribute read
             if self.stores.moved is not None:
                 # The stores' verdict on the session's turns, right behind the event
@@ -305,6 +322,7 @@ class Router(DimActor):
                 verdict = self.stores.take_turn_state()
                 if verdict is not None:
                     self.to_page("turn-state", verdict)
+                    self.attend(ev, verdict)
         if ev.replyTo is not None:
             command = self.pending.pop(ev.replyTo, None)
             if command is None:
@@ -339,6 +357,29 @@ class Router(DimActor):
         if self.awaiting_resync:
             return
         self.to_page("catchup-gap", self.stores.add_gap(gap))
+
+    def attend(self, ev: GatewayEvent, verdict: dict[str, Any]) -> None:
+        """The verdict's turns as attention sees them: waiting on the user, or ended."""
+        ts = event_ts(bytes(ev.raw)) if ev.type in ENDS else None
+        outcome = outcome_of(
+            ev.type,
+            verdict["sessionId"],
+            ev.seq,
+            ts,
+            time.time_ns() // 1_000_000,
+            verdict["turns"],
+        )
+        self.attention_told(self.memory.attention.apply(outcome))
+
+    def attention_told(self, changed: bool) -> None:
+        """Tell every page and the desktop the new summary, when it changed."""
+        if not changed:
+            return
+        summary = self.memory.attention.summary
+        self.to_page("attention", summary)
+        hook = self.wiring.attention_desktop  # it only queues
+        if hook is not None:
+            hook(summary.count)
 
     def notify_desktop(self, ev: GatewayEvent) -> None:
         hook = self.wiring.notify_desktop  # it only queues
@@ -487,11 +528,19 @@ class Router(DimActor):
                     error=None if ok else out,
                 )
             case "get_state", _:
-                return InvokeResult(
-                    reqId=req_id, ok=True, result=self.stores.snapshot(self.joined())
+                snap = self.stores.snapshot(self.joined())
+                snap["attention"] = self.memory.attention.summary
+                return InvokeResult(reqId=req_id, ok=True, result=snap)
+            case "mark_seen", commands.MarkSeen(sessionId=sid, looking=looking):
+                attention = self.memory.attention
+                self.attention_told(
+                    attention.looking(sid) if looking else attention.looked_away(sid)
                 )
+                return InvokeResult(reqId=req_id, ok=True, result=attention.summary)
             case "get_turns", commands.GetTurns():
                 return self.get_turns(req_id, args)
+            case "open_window", commands.SessionArgs(sessionId=sid):
+                return self.open_window(req_id, sid)
             case "gateway_connect", commands.GatewayConnect(url=url, token=token):
                 self.ctx.send("connection", Connect(url=url, token=token))
                 return InvokeResult(
@@ -502,6 +551,9 @@ class Router(DimActor):
                 self.ctx.send(
                     "connection", CancelQueued(reqId=req_id, outboxId=outbox_id)
                 )
+                return None
+            case "save_token", commands.SaveToken(token=token):
+                self.save_token(req_id, token)
                 return None
             case "gateway_disconnect", _:
                 self.ctx.send("connection", Disconnect())
@@ -527,6 +579,18 @@ class Router(DimActor):
                 )
                 return None
         return self.actor_command(req_id, command, args)
+
+    def open_window(self, req_id: int, session_id: str) -> InvokeResult:
+        hook = self.wiring.open_window
+        if hook is None:
+            return command_error(
+                req_id, "UNAVAILABLE", "this dim-desktop has no desktop to open windows"
+            )
+        try:
+            hook(session_id)
+        except LookupError as e:
+            return command_error(req_id, "UNAVAILABLE", str(e).strip("'\""))
+        return InvokeResult(reqId=req_id, ok=True, result={"opening": session_id})
 
     def get_turns(self, req_id: int, args: commands.GetTurns) -> InvokeResult | None:
         """Turns the stores hold before one the page shows; past the oldest held, the
@@ -606,6 +670,36 @@ class Router(DimActor):
             "gateway-warning",
             {"reason": reason, "sample": "", "count": self.stores.bad_input},
         )
+
+    def save_token(self, req_id: int, token: str) -> None:
+        """Into the keychain on a thread of its own (an unlock prompt may keep it
+        waiting), then the connection uses it (tokensave.py)."""
+        url = self.stores.connection.get("url") or None
+        refused = tokensave.refusal(url, self.wiring.builtin_gateway_url)
+        if refused is not None or url is None:
+            self.ctx.send(
+                "uibridge", command_error(req_id, "UNAVAILABLE", str(refused))
+            )
+            return
+        path = self.ctx.home.config_dir / "settings.toml"
+
+        def answer() -> None:
+            ok, out = tokensave.save(
+                url, token, path, self.ctx.settings, self.wiring.settings_changed
+            )
+            if ok:
+                self.ctx.send_now("connection", Connect(url=url, token=token))
+            self.ctx.send_now(
+                "uibridge",
+                InvokeResult(
+                    reqId=req_id,
+                    ok=ok,
+                    result=out if ok else None,
+                    error=None if ok else out,
+                ),
+            )
+
+        threading.Thread(target=answer, name="save-token", daemon=True).start()
 
     def list_folders(self, req_id: int, path: str | None, hidden: bool) -> None:
         """The page's folder picker (in a browser): confined to home and sync_root.

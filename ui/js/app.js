@@ -44,6 +44,7 @@ import { initToasts, toast, toastError } from "./toast.js";
 import { $, clear, h } from "./dom.js";
 import { Composer } from "./composer.js";
 import { syncState, whoChanged, conflictBadge, onChange as syncStateChanged } from "./syncstate.js";
+import { setAttention, attentionOf, titled, watchLooking } from "./attention.js";
 
 const SELECTED_KEY = "dim-desktop.selected";
 
@@ -154,9 +155,13 @@ const sessionList = new SessionList(el.sessionList, {
   rename: (id, name) => sessionCommand("rename_session", { sessionId: id, name }, "Rename"),
   archive: (id) => archiveSession(id),
   unarchive: (id) => sessionCommand("unarchive_session", { sessionId: id }, "Unarchive"),
+  openWindow: (id) => openInNewWindow(id),
   remove: (id) => deleteSession(id),
   conflicts: (id) => conflictBadge(id),
+  attention: (id) => attentionOf(id),
 });
+// Tells the router which session the user looks at (mark_seen): on each selection, focus, visibility.
+const reportLooking = watchLooking(() => ui.selectedId, invoke);
 
 const filesPanel = new FilesPanel(el.files, { invoke, onError: () => {} });
 const historyPanel = new HistoryPanel($("#history-panel"), { invoke });
@@ -173,6 +178,7 @@ const connectionView = new ConnectionView(
     identity: el.identity,
     ping: $("#conn-ping"),
     pong: $("#conn-pong"),
+    keychain: $("#conn-keychain"),
   },
   { invoke },
 );
@@ -183,17 +189,35 @@ new SettingsScreen($("#settings-open"), { invoke });
 // ?session=ID (a notification clicked while no page was open): select it once the state is in.
 let sessionToOpen = null;
 let nativeShell = false; // in dim-desktop's own window (?shell=window): the app notifies natively
+// ?window=session&session=ID: a window (or browser tab) of one session's own. It shows that session
+// alone, without the list (the main window has it), and is named after it; a reload keeps it.
+let soloSession = null;
 try {
   const params = new URLSearchParams(location.search);
   nativeShell = params.get("shell") === "window";
   sessionToOpen = params.get("session");
-  if (sessionToOpen) {
+  soloSession = params.get("window") === "session" ? sessionToOpen : null;
+  if (sessionToOpen && !soloSession) {
     params.delete("session");
     const rest = params.toString();
     history.replaceState(history.state, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
   }
 } catch (_) {
   sessionToOpen = null;
+}
+if (soloSession) $("#app").dataset.window = "session";
+
+/**
+ * "Open in new window": in dim-desktop's own window the app opens the session's window (or brings
+ * the one it has to the front); in a browser, a tab of the session's own.
+ */
+async function openInNewWindow(id) {
+  if (nativeShell) {
+    await call("open_window", { sessionId: id }, "Open in new window").catch(() => {});
+    return;
+  }
+  const params = new URLSearchParams({ token: getToken(), window: "session", session: id });
+  window.open(`${location.pathname}?${params}`, "_blank");
 }
 
 const actorsPanel = new ActorsPanel(el.actors, {
@@ -282,6 +306,7 @@ const appStatus = new AppStatus($("#chat-header"), [
   $("#session-follow"),
   $("#settings-open"),
   $("#conn-form"),
+  $("#conn-keychain"),
 ]);
 
 function renderConnection() {
@@ -297,6 +322,9 @@ function renderHeader() {
   const chat = id ? store.chats.get(id) : null;
   const title = id ? (meta && meta.name) || "Untitled session" : "No session selected";
   if (el.chatTitle.textContent !== title) el.chatTitle.textContent = title;
+  // The window's title, which dim-desktop's window takes for its own: windows told apart.
+  const docTitle = titled(soloSession ? `${title} — Diminuendo` : "Diminuendo");
+  if (document.title !== docTitle) document.title = docTitle;
   const gone = !!(chat && chat.gone);
   const status = gone ? "gone" : meta ? meta.status : chat ? chat.status : null;
   // One state, in words; the raw value stays in data-status.
@@ -486,6 +514,13 @@ function onSessionGone(payload) {
   schedule();
 }
 
+// Which sessions need the user: the title's count and the list's marks.
+function onAttention(payload) {
+  setAttention(payload);
+  store.dirty.sessions = true;
+  schedule();
+}
+
 // Events that change the store. While a snapshot loads they wait, in order, and are applied after it.
 const STORE_EVENTS = {
   "gateway-event": onGatewayEvent,
@@ -494,6 +529,7 @@ const STORE_EVENTS = {
   "invalid-event": onInvalidEvent,
   "catchup-gap": onCatchupGap,
   "session-gone": onSessionGone,
+  attention: onAttention,
 };
 
 function storeEvent(kind) {
@@ -564,6 +600,7 @@ async function resync() {
   }
   if (run !== ui.syncRun) return; // a newer resync superseded this one
   loadSnapshot(store, snap);
+  setAttention(snap && snap.attention);
   ui.snapshotLoaded = true;
   ui.selectedSeen = false;
   // Conflicts are badged for every synced session, not only those whose sync changes from now on.
@@ -582,6 +619,7 @@ async function resync() {
     sessionToOpen = null;
   }
   finishSync();
+  reportLooking(true);
   filesPanel.setSession(ui.selectedId);
   // The app behind the bridge may have restarted (a new process has joined nothing): join the
   // session on screen again. Joining twice is harmless.
@@ -645,6 +683,7 @@ function selectionVanished() {
 function setSelected(id) {
   ui.selectedId = id || null;
   ui.selectedSeen = false;
+  reportLooking();
   try {
     if (id) sessionStorage.setItem(SELECTED_KEY, id);
     else sessionStorage.removeItem(SELECTED_KEY);
@@ -1137,6 +1176,7 @@ installShortcuts(
   [
     ["Enter", "Send the message (Shift+Enter: a new line)"],
     ["↑ ↓ Home End", "Move in the session list; Enter opens"],
+    ["Shift+Enter", "Open the session in a new window (in the list)"],
     ["F2", "Rename the session (in the list)"],
     ["Delete", "Delete the session (in the list, after asking)"],
     ["Shift+F10", "More actions for the session (in the list)"],

@@ -1,7 +1,8 @@
 // The gateway connection in the top bar: the state indicator ("reconnecting in N s" counts down to
 // the next attempt; a warning mark when the gateway gave cause) and its popover: the warnings, what
 // the handshake said (protocol version, client id, identity), the heartbeat, what this gateway was
-// seen to support, a Ping with its round trip, and the URL/token form (wired in app.js).
+// seen to support, a Ping with its round trip, the URL/token form (wired in app.js), and "Save a
+// token in the keychain" (save_token: the app keeps it in the OS keychain and reconnects with it).
 
 import { h, clear, clockTime, formatWhen } from "./dom.js";
 
@@ -89,7 +90,7 @@ function clock(ms) {
 
 export class ConnectionView {
   /**
-   * @param {object} els  {indicator, detail, warnings, facts, traits, traitsList, url, identity, ping, pong}
+   * @param {object} els  {indicator, detail, warnings, facts, traits, traitsList, url, identity, ping, pong, keychain}
    * @param {object} ctx  {invoke}
    */
   constructor(els, ctx) {
@@ -99,6 +100,7 @@ export class ConnectionView {
     this.bridgeDown = false;
     this.timer = null;
     els.ping.addEventListener("click", () => this.ping());
+    if (els.keychain) els.keychain.addEventListener("submit", (e) => this.saveToken(e));
   }
 
   /** Seconds until the next attempt while reconnecting, else null. */
@@ -185,6 +187,40 @@ export class ConnectionView {
     clear(this.els.traitsList);
     for (const [name, words] of lines) this.els.traitsList.appendChild(h("li", { testid: "conn-trait", dataset: { trait: name } }, words));
     this.els.traits.hidden = lines.length === 0;
+  }
+
+  /** The keychain form: save_token, and its outcome in the result line. The field is emptied once
+   * the token is saved, so it stays in the page no longer than needed. */
+  async saveToken(e) {
+    e.preventDefault();
+    const form = this.els.keychain;
+    const field = form.querySelector("input");
+    const result = form.querySelector("output");
+    const button = form.querySelector("button");
+    const say = (outcome, text) => {
+      result.dataset.outcome = outcome;
+      result.textContent = text;
+    };
+    const token = field.value.trim();
+    if (!token) {
+      say("failed", "Enter the token first.");
+      field.focus();
+      return;
+    }
+    button.disabled = true;
+    say("saving", "Saving…");
+    try {
+      const answer = await this.ctx.invoke("save_token", { token });
+      field.value = "";
+      say("saved", `Saved for ${answer.url}; connecting with it.`);
+    } catch (err) {
+      const message = err && err.message ? String(err.message) : String(err);
+      // The command's and field's names are for logs; the user reads what to do.
+      const words = message.replace(/^save_token: (token: )?/, "");
+      say("failed", words.charAt(0).toUpperCase() + words.slice(1));
+    } finally {
+      button.disabled = false;
+    }
   }
 
   /** ping → pong: the round trip through the bridge, the connection process and the gateway. */

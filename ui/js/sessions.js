@@ -2,12 +2,13 @@
 // status change or a rename from the gateway patches one item and never steals focus.
 //
 // A listbox with a roving tabindex: the whole list is one Tab stop; Up/Down/Home/End move,
-// Enter opens, F2 renames, Delete asks to delete, Shift+F10 (or the context-menu key, or a
-// right click) opens "More actions". The row's small actions are a mouse shortcut, shown on
+// Enter opens, Shift+Enter opens in a new window, F2 renames, Delete asks to delete, Shift+F10 (or
+// the context-menu key, or a right click) opens "More actions". The row's small actions are a mouse shortcut, shown on
 // hover only: they are not buttons and stay out of the accessibility tree, because an option may
 // hold nothing focusable and the keys above reach the same actions.
 
 import { sessionStateWords } from "./words.js";
+import { ATTENTION_WORDS } from "./attention.js";
 import { h, clear, formatWhen, exactTime } from "./dom.js";
 
 /** The latest time the page knows something happened in a session (epoch ms), or 0. */
@@ -32,7 +33,7 @@ export function agentLabel(type) {
 export class SessionList {
   /**
    * @param {HTMLElement} root  the <ul data-testid="session-list" role="listbox">
-   * @param {object} actions    {select(id), rename(id, name), archive(id), unarchive(id), remove(id)}
+   * @param {object} actions    {select(id), rename(id, name), archive(id), unarchive(id), remove(id), openWindow(id)?}
    */
   constructor(root, actions) {
     this.root = root;
@@ -120,6 +121,8 @@ export class SessionList {
     refs.sub = h("span", { class: "session-sub" }, refs.agent, refs.time);
     refs.main = h("span", { class: "session-main" }, refs.name, refs.sub);
     refs.badge = h("span", { class: "badge", testid: "session-status" });
+    // A dot for a session that needs the user; its words are for screen readers (and the tooltip).
+    refs.attention = h("span", { class: "attention-dot", testid: "session-attention", hidden: true }, h("span", { class: "sr-only" }));
     refs.conflicts = h("span", { class: "badge conflict", testid: "session-conflicts", hidden: true });
     // Mouse only (see the top of this file): a focusable control in an option is one a screen
     // reader can land on but not name in the list.
@@ -151,9 +154,10 @@ export class SessionList {
         dataset: { sessionId: id },
         role: "option",
         tabindex: "-1",
-        "aria-keyshortcuts": "Enter F2 Delete Shift+F10",
+        "aria-keyshortcuts": "Enter Shift+Enter F2 Delete Shift+F10",
       },
       refs.main,
+      refs.attention,
       refs.conflicts,
       refs.badge,
       refs.tools,
@@ -176,7 +180,8 @@ export class SessionList {
     const when = relativeTime(at, now);
     const active = this.activeId === s.id;
     const conflicts = this.actions.conflicts ? this.actions.conflicts(s.id) : "";
-    const key = JSON.stringify([s.name, s.status, s.agentType, s.archived, at, when, selected, active, this.editing === s.id, gone, conflicts]);
+    const attention = this.actions.attention ? this.actions.attention(s.id) : "";
+    const key = JSON.stringify([s.name, s.status, s.agentType, s.archived, at, when, selected, active, this.editing === s.id, gone, conflicts, attention]);
     if (key === item.key) return;
     item.key = key;
     const { li, refs } = item;
@@ -199,6 +204,11 @@ export class SessionList {
     refs.badge.textContent = sessionStateWords(status);
     refs.badge.dataset.status = status;
     refs.badge.title = gone ? "This session no longer exists on the gateway" : "";
+    li.dataset.attention = attention;
+    refs.attention.hidden = !attention;
+    refs.attention.dataset.reason = attention;
+    refs.attention.title = attention ? ATTENTION_WORDS[attention] : "";
+    refs.attention.firstChild.textContent = attention ? `, ${ATTENTION_WORDS[attention].toLowerCase()}` : "";
     refs.conflicts.textContent = conflicts;
     refs.conflicts.hidden = !conflicts;
     refs.conflicts.title = conflicts ? "Files of this session changed on both sides: open its Sync tab to resolve" : "";
@@ -268,7 +278,8 @@ export class SessionList {
       case "Enter":
       case " ":
         e.preventDefault();
-        this.actions.select(id);
+        if (e.key === "Enter" && e.shiftKey && this.actions.openWindow) this.actions.openWindow(id);
+        else this.actions.select(id);
         return;
       case "F2":
         e.preventDefault();
@@ -298,6 +309,7 @@ export class SessionList {
     const gone = item.li.dataset.gone === "1";
     const entries = [
       ["open", "Open", () => this.actions.select(id)],
+      this.actions.openWindow && ["new-window", "Open in new window", () => this.actions.openWindow(id)],
       !gone && ["rename", "Rename…", () => this.startRename(id)],
       !gone && !s.archived && ["archive", "Archive", () => this.actions.archive(id)],
       !gone && s.archived && ["unarchive", "Unarchive", () => this.actions.unarchive(id)],
