@@ -22,7 +22,7 @@ import pytest
 from apphelpers import ROOT, START, App, desktop_unavailable, wait_until
 from playwright.sync_api import expect
 from stopchecks import assert_stop_ends_everything, signal_now
-from xhelpers import FakeSystemTray, XProbe, tray_menu
+from xhelpers import FakeSystemTray, XProbe, tray_menu, window_support_on
 
 from dim_actors.desktop.notify import _Ev, describe
 
@@ -534,19 +534,6 @@ def test_page_notifications_fire_while_unfocused_and_a_click_selects_the_session
 # --- the native window under Xvfb -----------------------------------------------------
 
 
-def _window_support(display: str) -> str | None:
-    code = "from dim_actors.desktop.window import window_support; print(window_support() or '')"
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "DISPLAY": display},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return r.stdout.strip() or None
-
-
 @pytest.fixture
 def xprobe(xvfb):
     probe = XProbe(xvfb)
@@ -557,7 +544,7 @@ def xprobe(xvfb):
 def test_the_native_window_opens_hides_on_close_reopens_and_stops_with_dimctl(
     dim_home: Path, tmp_path: Path, xvfb, xprobe
 ):
-    why = _window_support(xvfb)
+    why = window_support_on(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
     browser, opened = recorder(tmp_path, "browser")
@@ -644,7 +631,7 @@ def test_sigterm_stops_the_app_while_the_window_loop_runs(
     """The stop of tests/test_app_lifecycle.py, with the native window's GUI loop on the
     main thread: within the same bound, nothing failing or restarting, nothing left
     running."""
-    why = _window_support(xvfb)
+    why = window_support_on(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
     app = DesktopApp(dim_home, env={"DISPLAY": xvfb}, prefix=["setsid"])
@@ -733,7 +720,7 @@ def test_pywebview_qt_keeps_script_waits_as_the_window_expects():
 @pytest.fixture
 def tray_app(dim_home: Path, xvfb):
     """A docking system tray on the Xvfb screen, then dim-desktop with its window there."""
-    why = _window_support(xvfb)
+    why = window_support_on(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
     tray = FakeSystemTray(xvfb)

@@ -19,7 +19,7 @@ import websocket
 from apphelpers import ROOT, START, App, desktop_unavailable, free_port, wait_until
 from playwright.sync_api import expect
 from uihelpers import T, new_session, ready, send_turn
-from xhelpers import XProbe
+from xhelpers import XProbe, window_support_on
 
 from dim_actors.desktop import sessionwindows
 
@@ -151,43 +151,6 @@ class DevTools:
             ws.close()
 
 
-# The attention count a window's title may carry in front (dim_actors/desktop/badge.py).
-BADGE = re.compile(r"^\(\d+\+?\) ")
-
-
-def shown_titles(xprobe: XProbe) -> list[str]:
-    """The titles (_NET_WM_NAME, UTF-8) of the top-level windows shown on the screen,
-    without the attention count."""
-    from Xlib import X
-
-    d = xprobe._conn()
-    name, utf8 = d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING")
-    titles = []
-    for w in d.screen().root.query_tree().children:
-        try:  # a window may go away between the tree query and this look at it
-            if w.get_attributes().map_state != X.IsViewable:
-                continue
-            prop = w.get_full_property(name, utf8)
-            if prop is not None:
-                titles.append(BADGE.sub("", prop.value.decode()))
-        except Exception:
-            pass
-    return titles
-
-
-def _window_support(display: str) -> str | None:
-    code = "from dim_actors.desktop.window import window_support; print(window_support() or '')"
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "DISPLAY": display},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return r.stdout.strip() or None
-
-
 # In a page: the turns shown, whether the session list is shown, the chat's title.
 PAGE_STATE = """({
   turns: document.querySelectorAll("[data-testid='turn']").length,
@@ -200,7 +163,7 @@ PAGE_STATE = """({
 def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alone(
     dim_home: Path, xvfb
 ):
-    why = _window_support(xvfb)
+    why = window_support_on(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
     devtools = DevTools(free_port())
@@ -208,9 +171,7 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
     xprobe = XProbe(xvfb)
     try:
         app.wait_connected()
-        wait_until(
-            lambda: "Diminuendo" in shown_titles(xprobe), 60, what="the main window"
-        )
+        wait_until(lambda: "Diminuendo" in xprobe.titles(), 60, what="the main window")
         session = app.invoke("create_session", agentType="coding-agent")["session"]
         sid, name = session["id"], session["name"]
 
@@ -218,10 +179,8 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
         assert out.returncode == 0, out.stderr
         assert "session window opened (window)" in out.stdout
         own = f"{name} — Diminuendo"
-        wait_until(
-            lambda: own in shown_titles(xprobe), 60, what="the session's own window"
-        )
-        assert "Diminuendo" in shown_titles(xprobe)  # the main window is still there
+        wait_until(lambda: own in xprobe.titles(), 60, what="the session's own window")
+        assert "Diminuendo" in xprobe.titles()  # the main window is still there
         page = wait_until(
             lambda: devtools.page(f"window=session&session={sid}"),
             60,
@@ -243,9 +202,7 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
             what="the turn to show in the session's window",
         )
         own = "Check the window title — Diminuendo"
-        wait_until(
-            lambda: own in shown_titles(xprobe), 60, what="the window to be renamed"
-        )
+        wait_until(lambda: own in xprobe.titles(), 60, what="the window to be renamed")
 
         # Asked again: that window comes to the front, no other opens.
         out = app.dimctl("show", "--session", sid, "--new-window")
@@ -253,7 +210,7 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
         wait_until(
             lambda: "(raise)" in app_log(dim_home), 60, what="the raise to be logged"
         )
-        assert sorted(shown_titles(xprobe)) == sorted(["Diminuendo", own])
+        assert sorted(xprobe.titles()) == sorted(["Diminuendo", own])
         assert len(devtools.pages()) == 2
 
         # The page's "Open in new window", chosen in the main window's page.
@@ -274,15 +231,15 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
         )
         theirs = f"{other['name']} — Diminuendo"
         wait_until(
-            lambda: theirs in shown_titles(xprobe),
+            lambda: theirs in xprobe.titles(),
             60,
             what="the window opened from the page's menu",
         )
 
         # Closing a session's window (the window manager's close) closes that one only.
-        assert xprobe_close(xprobe, own) == 1
+        assert xprobe.close_window(own) == 1
         wait_until(
-            lambda: own not in shown_titles(xprobe),
+            lambda: own not in xprobe.titles(),
             60,
             what="the session window to close",
         )
@@ -291,14 +248,14 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
         )
         # closed, not hidden: its page is gone
         assert devtools.page(f"window=session&session={sid}") is None
-        assert sorted(shown_titles(xprobe)) == sorted(["Diminuendo", theirs])
+        assert sorted(xprobe.titles()) == sorted(["Diminuendo", theirs])
         assert app.proc.poll() is None
         assert app.status()["connection"]["connection"] == "connected"
         # and the session can have a window again
         out = app.dimctl("show", "--session", sid, "--new-window")
         assert out.returncode == 0, out.stderr
         wait_until(
-            lambda: own in shown_titles(xprobe), 60, what="the session's window again"
+            lambda: own in xprobe.titles(), 60, what="the session's window again"
         )
 
         out = app.dimctl("stop")
@@ -311,39 +268,6 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
 
 def app_log(home: Path) -> str:
     return (home / "logs" / "dim-desktop.log").read_text(errors="replace")
-
-
-def xprobe_close(xprobe: XProbe, title: str) -> int:
-    """WM_DELETE_WINDOW to the shown windows titled `title` (_NET_WM_NAME), as the
-    window manager's close button does."""
-    from Xlib import X
-    from Xlib.protocol import event
-
-    d = xprobe._conn()
-    name, utf8 = d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING")
-    protocols = d.intern_atom("WM_PROTOCOLS")
-    delete = d.intern_atom("WM_DELETE_WINDOW")
-    sent = 0
-    for w in d.screen().root.query_tree().children:
-        try:
-            prop = w.get_full_property(name, utf8)
-            if prop is None or BADGE.sub("", prop.value.decode()) != title:
-                continue
-            if w.get_attributes().map_state != X.IsViewable:
-                continue
-        except Exception:
-            continue
-        w.send_event(
-            event.ClientMessage(
-                window=w,
-                client_type=protocols,
-                data=(32, [delete, X.CurrentTime, 0, 0, 0]),
-            ),
-            event_mask=X.NoEventMask,
-        )
-        sent += 1
-    d.sync()
-    return sent
 
 
 # --- in a browser: a tab of the session's own -----------------------------------------
@@ -399,7 +323,7 @@ def test_without_its_main_window_the_app_opens_a_sessions_window_alone(
 ):
     """--no-browser: no GUI loop runs yet. It starts with the main window hidden (as if
     closed to the tray), which `dimctl show` then brings up."""
-    why = _window_support(xvfb)
+    why = window_support_on(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
     app = WindowApp(dim_home, xvfb, free_port(), ("--no-browser",))
@@ -410,13 +334,11 @@ def test_without_its_main_window_the_app_opens_a_sessions_window_alone(
         out = app.dimctl("show", "--session", session["id"], "--new-window")
         assert out.returncode == 0, out.stderr
         own = f"{session['name']} — Diminuendo"
-        wait_until(
-            lambda: own in shown_titles(xprobe), 60, what="the session's own window"
-        )
-        assert shown_titles(xprobe) == [own]
+        wait_until(lambda: own in xprobe.titles(), 60, what="the session's own window")
+        assert xprobe.titles() == [own]
         assert app.dimctl("show").returncode == 0
         wait_until(
-            lambda: sorted(shown_titles(xprobe)) == sorted([own, "Diminuendo"]),
+            lambda: sorted(xprobe.titles()) == sorted([own, "Diminuendo"]),
             60,
             what="the main window to show",
         )

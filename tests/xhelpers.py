@@ -4,8 +4,32 @@ right-click menu."""
 
 from __future__ import annotations
 
+import os
+import re
 import select
+import subprocess
+import sys
 import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The attention count a window's title may carry in front (dim_actors/desktop/badge.py).
+BADGE = re.compile(r"^\(\d+\+?\) ")
+
+
+def window_support_on(display: str) -> str | None:
+    """Why no native window can open on `display` (None: one can), asked of a fresh
+    interpreter as the app asks it."""
+    code = "from dim_actors.desktop.window import window_support; print(window_support() or '')"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DISPLAY": display},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return r.stdout.strip() or None
 
 
 class XProbe:
@@ -33,20 +57,32 @@ class XProbe:
                 pass
         self.d = None
 
-    def _viewable(self, title: str) -> list:
+    def _shown(self) -> list[tuple[object, str]]:
+        """(window, title) of the top-level windows shown: the title from _NET_WM_NAME
+        (UTF-8, as Qt sets it), else WM_NAME, without the attention count in front."""
         from Xlib import X
 
+        d = self._conn()
+        name, utf8 = d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING")
         found = []
-        for w in self._conn().screen().root.query_tree().children:
+        for w in d.screen().root.query_tree().children:
             try:  # a window may go away between the tree query and this look at it
-                if (
-                    w.get_wm_name() == title
-                    and w.get_attributes().map_state == X.IsViewable
-                ):
-                    found.append(w)
+                if w.get_attributes().map_state != X.IsViewable:
+                    continue
+                prop = w.get_full_property(name, utf8)
+                title = prop.value.decode() if prop is not None else w.get_wm_name()
+                if isinstance(title, str):
+                    found.append((w, BADGE.sub("", title)))
             except Exception:
                 pass
         return found
+
+    def _viewable(self, title: str) -> list:
+        return [w for w, t in self._shown() if t == title]
+
+    def titles(self) -> list[str]:
+        """The titles of the top-level windows shown, without the attention count."""
+        return [t for _, t in self._shown()]
 
     def mapped(self, title: str) -> bool:
         from Xlib.error import ConnectionClosedError, DisplayError

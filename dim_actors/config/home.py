@@ -195,7 +195,7 @@ class DimHome:
         if token is not None and _TOKEN_RE.fullmatch(token):
             return token
         token = secrets.token_urlsafe(32)
-        _write_private(self.run_dir, self.ui_token_file, token + "\n")
+        write_private(self.ui_token_file, token + "\n")
         return token
 
     def last_ui_port(self) -> int:
@@ -208,7 +208,7 @@ class DimHome:
         return port if 1024 <= port <= 65535 else 0
 
     def remember_ui_port(self, port: int) -> None:
-        _write_private(self.run_dir, self.ui_port_file, f"{port}\n")
+        write_private(self.ui_port_file, f"{port}\n")
 
     def ensure(self) -> list[ModeFix]:
         """Create the folders (0700), and make everything already in DIM_HOME private to
@@ -321,11 +321,11 @@ def _read_private(path: Path, max_age_s: float | None) -> str | None:
     return lines[0].strip() if lines else None
 
 
-def _write_private(folder: Path, path: Path, text: str) -> None:
-    """Replace `path` atomically with a 0600 file holding `text`."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)  # 0600
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file holding `text` (UTF-8)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)  # 0600
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

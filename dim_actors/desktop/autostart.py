@@ -20,12 +20,11 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from dim_actors.config.home import DimHome
+from dim_actors.config.home import DimHome, write_private
 
 log = logging.getLogger("dim.desktop.autostart")
 
@@ -211,7 +210,8 @@ def _apply(enabled: bool) -> Outcome:
     try:
         match action:
             case "write":
-                _write_atomically(path, wanted)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_private(path, wanted)
                 message = f"start at login: on ({path} written)"
             case "remove":
                 path.unlink(missing_ok=True)
@@ -231,15 +231,3 @@ def _apply(enabled: bool) -> Outcome:
     except OSError as e:
         return Outcome("failed", f"start at login: cannot update {path}: {e}")
     return Outcome(action, message)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".dim-desktop-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
