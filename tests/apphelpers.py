@@ -370,3 +370,30 @@ def userns_watch_limit_works() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
+
+
+class DesktopApp(App):
+    """dim-desktop as a user starts it: without --no-browser (App always passes it)."""
+
+    def __init__(
+        self,
+        home: Path,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ):
+        self.home = home
+        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
+        self.env.pop("DIM_TOKEN", None)
+        # the child writes here until stop() closes it
+        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*(prefix or []), sys.executable, "-m", "dim_actors.app", *(args or [])],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
+        self.base = self.runtime["uiUrl"].split("/?")[0]
+        self.token = self.runtime["token"]

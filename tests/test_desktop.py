@@ -19,7 +19,7 @@ import types
 from pathlib import Path
 
 import pytest
-from apphelpers import ROOT, START, App, desktop_unavailable, wait_until
+from apphelpers import ROOT, App, DesktopApp, desktop_unavailable, wait_until
 from playwright.sync_api import expect
 from stopchecks import assert_stop_ends_everything, signal_now
 from xhelpers import FakeSystemTray, XProbe, tray_menu, window_support_on
@@ -55,33 +55,6 @@ def opened_ui(home: Path, opened: str) -> str:
             r'http-equiv="refresh" content="0;url=([^"]*)"', page.read_text()
         ).group(1)
     )
-
-
-class DesktopApp(App):
-    """dim-desktop as a user starts it: without --no-browser (App always passes it)."""
-
-    def __init__(
-        self,
-        home: Path,
-        args: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        prefix: list[str] | None = None,
-    ):
-        self.home = home
-        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
-        self.env.pop("DIM_TOKEN", None)
-        # the child writes here until stop() closes it
-        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "dim_actors.app", *(args or [])],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
-        self.base = self.runtime["uiUrl"].split("/?")[0]
-        self.token = self.runtime["token"]
 
 
 def second_instance(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 import websocket
-from apphelpers import ROOT, START, App, desktop_unavailable, free_port, wait_until
+from apphelpers import (
+    ROOT,
+    App,
+    DesktopApp,
+    desktop_unavailable,
+    free_port,
+    wait_until,
+)
 from playwright.sync_api import expect
 from uihelpers import T, new_session, ready, send_turn
 from xhelpers import XProbe, window_support_on
@@ -75,38 +82,19 @@ def test_dimctl_show_new_window_without_a_session_is_a_usage_error(dim_home: Pat
 # --- native windows under Xvfb --------------------------------------------------------
 
 
-class WindowApp(App):
-    """dim-desktop as a user starts it, with its window (App always passes
-    --no-browser; `args` may pass it again), and Qt WebEngine's DevTools on
+def window_app(
+    home: Path, display: str, devtools_port: int, args: tuple[str, ...] = ()
+) -> DesktopApp:
+    """dim-desktop as a user starts it, with its window, and Qt WebEngine's DevTools on
     `devtools_port`: how the test reads the pages inside the native windows."""
-
-    def __init__(
-        self,
-        home: Path,
-        display: str,
-        devtools_port: int,
-        args: tuple[str, ...] = (),
-    ):
-        self.home = home
-        self.env = {k: v for k, v in os.environ.items() if k != "DIM_TOKEN"}
-        self.env.update(
-            {
-                "DIM_HOME": str(home),
-                "DISPLAY": display,
-                "QTWEBENGINE_REMOTE_DEBUGGING": f"127.0.0.1:{devtools_port}",
-            }
-        )
-        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dim_actors.app", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
-        self.base = self.runtime["uiUrl"].split("/?")[0]
-        self.token = self.runtime["token"]
+    return DesktopApp(
+        home,
+        list(args),
+        env={
+            "DISPLAY": display,
+            "QTWEBENGINE_REMOTE_DEBUGGING": f"127.0.0.1:{devtools_port}",
+        },
+    )
 
 
 class DevTools:
@@ -167,7 +155,7 @@ def test_a_session_opens_in_a_native_window_of_its_own_follows_it_and_closes_alo
     if why:
         desktop_unavailable(f"no native window here: {why}")
     devtools = DevTools(free_port())
-    app = WindowApp(dim_home, xvfb, devtools.port)
+    app = window_app(dim_home, xvfb, devtools.port)
     xprobe = XProbe(xvfb)
     try:
         app.wait_connected()
@@ -326,7 +314,7 @@ def test_without_its_main_window_the_app_opens_a_sessions_window_alone(
     why = window_support_on(xvfb)
     if why:
         desktop_unavailable(f"no native window here: {why}")
-    app = WindowApp(dim_home, xvfb, free_port(), ("--no-browser",))
+    app = window_app(dim_home, xvfb, free_port(), ("--no-browser",))
     xprobe = XProbe(xvfb)
     try:
         app.wait_connected()

@@ -32,6 +32,27 @@ def window_support_on(display: str) -> str | None:
     return r.stdout.strip() or None
 
 
+ROUND_TRIP_S = 15.0
+
+
+def _walk(d) -> list[tuple[object, str]]:
+    from Xlib import X
+
+    name, utf8 = d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING")
+    found = []
+    for w in d.screen().root.query_tree().children:
+        try:  # a window may go away between the tree query and this look at it
+            if w.get_attributes().map_state != X.IsViewable:
+                continue
+            prop = w.get_full_property(name, utf8)
+            title = prop.value.decode() if prop is not None else w.get_wm_name()
+            if isinstance(title, str):
+                found.append((w, BADGE.sub("", title)))
+        except Exception:
+            pass
+    return found
+
+
 class XProbe:
     """One X connection the tests read window state through. Polling on a fresh
     connection each time (dozens a second) is what a loaded CI machine once answered
@@ -41,6 +62,7 @@ class XProbe:
     def __init__(self, display: str):
         self.display = display
         self.d = None
+        self.stalls = 0  # round trips given up on (see _shown)
 
     def _conn(self):
         from Xlib import display as xdisplay
@@ -59,23 +81,38 @@ class XProbe:
 
     def _shown(self) -> list[tuple[object, str]]:
         """(window, title) of the top-level windows shown: the title from _NET_WM_NAME
-        (UTF-8, as Qt sets it), else WM_NAME, without the attention count in front."""
-        from Xlib import X
+        (UTF-8, as Qt sets it), else WM_NAME, without the attention count in front.
 
+        Bounded: python-xlib waits for a reply for ever, and a round trip of this probe
+        once went unanswered for minutes while the app's windows went on. A walk that
+        takes longer than ROUND_TRIP_S is left to its thread, its connection dropped,
+        and the next poll starts on a new one; a server that answers nobody then shows
+        as the caller's wait running out, with what it waited for."""
         d = self._conn()
-        name, utf8 = d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING")
-        found = []
-        for w in d.screen().root.query_tree().children:
-            try:  # a window may go away between the tree query and this look at it
-                if w.get_attributes().map_state != X.IsViewable:
-                    continue
-                prop = w.get_full_property(name, utf8)
-                title = prop.value.decode() if prop is not None else w.get_wm_name()
-                if isinstance(title, str):
-                    found.append((w, BADGE.sub("", title)))
-            except Exception:
-                pass
-        return found
+        out: list[list[tuple[object, str]]] = []
+        failed: list[BaseException] = []
+
+        def walk() -> None:
+            try:
+                out.append(_walk(d))
+            except BaseException as e:  # raised on the caller's thread
+                failed.append(e)
+
+        walker = threading.Thread(target=walk, daemon=True)
+        walker.start()
+        walker.join(ROUND_TRIP_S)
+        if failed:
+            raise failed[0]
+        if not out:
+            self.stalls += 1
+            self.d = None  # still in use by the stuck walk: dropped, not closed
+            print(
+                f"X probe: {self.display} did not answer in {ROUND_TRIP_S:g} s; "
+                "polling on a new connection",
+                file=sys.stderr,
+            )
+            return []
+        return out[0]
 
     def _viewable(self, title: str) -> list:
         return [w for w, t in self._shown() if t == title]
