@@ -164,6 +164,9 @@ class EventStream:
 class App:
     """One dim-desktop process with its own DIM_HOME."""
 
+    # Nothing opened at start: a test reads the page through the bridge or its own browser.
+    START_FLAGS: tuple[str, ...] = ("--no-browser",)
+
     def __init__(
         self,
         home: Path,
@@ -192,7 +195,7 @@ class App:
             [
                 *(prefix or []),
                 *(command or [sys.executable, "-m", module]),
-                "--no-browser",
+                *self.START_FLAGS,
                 *(args or []),
             ],
             cwd=home if command else ROOT,
@@ -373,27 +376,6 @@ def userns_watch_limit_works() -> bool:
 
 
 class DesktopApp(App):
-    """dim-desktop as a user starts it: without --no-browser (App always passes it)."""
+    """dim-desktop as a user starts it: without --no-browser."""
 
-    def __init__(
-        self,
-        home: Path,
-        args: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        prefix: list[str] | None = None,
-    ):
-        self.home = home
-        self.env = {**os.environ, "DIM_HOME": str(home), **(env or {})}
-        self.env.pop("DIM_TOKEN", None)
-        # the child writes here until stop() closes it
-        self.log = open(home / "app-output.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "dim_actors.app", *(args or [])],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.runtime = wait_until(self._read_runtime, START, what="runtime.json")
-        self.base = self.runtime["uiUrl"].split("/?")[0]
-        self.token = self.runtime["token"]
+    START_FLAGS = ()
