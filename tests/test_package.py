@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import configparser
 import os
+import shutil
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,21 +39,25 @@ def run(*cmd: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
+def deb(tmp_path_factory) -> Iterator[Path]:
     # Uncompressed: this checks what the package holds, not how it is squeezed.
     out = tmp_path_factory.mktemp("dist")
     run(ROOT / "bin" / "package", "--out", out, "--compression", "none", timeout=900)
     (found,) = out.glob("dim-desktop_*.deb")
-    return found
+    yield found
+    # 600 MB a run: not left to pytest's tmp retention, which removes it at a later
+    # run's end, minutes on a slow disk
+    shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def root(deb: Path, tmp_path_factory) -> Path:
+def root(deb: Path, tmp_path_factory) -> Iterator[Path]:
     """The package installed by dpkg under a root of its own (its Depends are the
     machine's: python3.11, Qt's X11 libraries)."""
     root = tmp_path_factory.mktemp("root")
     install(deb, root)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # what a failed test left installed
 
 
 def user_env(root: Path) -> dict[str, str]:

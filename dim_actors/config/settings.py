@@ -169,7 +169,8 @@ FIELDS: dict[str, Field] = {
     "token_source": Field(
         "Gateway",
         "Where the gateway token comes from",
-        "Used when no --token or --token-file is given.",
+        "Used when no --token or --token-file is given. The system keychain holds "
+        "one token for each gateway address: save it from the connection popover.",
     ),
     "token_file": Field(
         "Gateway",
